@@ -1,0 +1,5 @@
+"""streambandit's service package: settings, schemas, simulator, CLI and runtime."""
+
+from __future__ import annotations
+
+__all__: list[str] = []

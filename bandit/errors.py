@@ -1,0 +1,67 @@
+"""The one exception hierarchy of streambandit.
+
+::
+
+    StreambanditError
+    ├── ConfigurationError          (also ValueError) a setting or hyperparameter breaks its rule
+    ├── PolicyError
+    │   ├── InvalidDistributionError (also ValueError) probabilities that are not a distribution
+    │   ├── InvalidActionsError      (also ValueError) no actions, or actions with repeated ids
+    │   ├── InvalidFeedbackError     (also ValueError) `learn` got an impossible outcome
+    │   ├── SnapshotError            (also ValueError) bytes that do not restore this policy
+    │   └── UnknownPolicyError       (also LookupError) no policy registered under that name
+    └── DatasetError                 (also ValueError) a simulation data set cannot be built
+
+Request and event payloads are validated by pydantic and raise
+:class:`pydantic.ValidationError`, whose entries name the field and the rule.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConfigurationError",
+    "DatasetError",
+    "InvalidActionsError",
+    "InvalidDistributionError",
+    "InvalidFeedbackError",
+    "PolicyError",
+    "SnapshotError",
+    "StreambanditError",
+    "UnknownPolicyError",
+]
+
+
+class StreambanditError(Exception):
+    """Base class of every error streambandit raises on purpose."""
+
+
+class ConfigurationError(StreambanditError, ValueError):
+    """A setting or hyperparameter breaks its rule; the message names both."""
+
+
+class PolicyError(StreambanditError):
+    """A policy cannot do what was asked."""
+
+
+class InvalidDistributionError(PolicyError, ValueError):
+    """Probabilities that are not finite, not in (0, 1], or do not sum to 1."""
+
+
+class InvalidActionsError(PolicyError, ValueError):
+    """No actions were offered, or two offered actions share an id."""
+
+
+class InvalidFeedbackError(PolicyError, ValueError):
+    """`learn` received a chosen index, reward or probability that cannot be right."""
+
+
+class SnapshotError(PolicyError, ValueError):
+    """Snapshot bytes that are corrupt or belong to another policy."""
+
+
+class UnknownPolicyError(PolicyError, LookupError):
+    """No policy is registered under the requested name."""
+
+
+class DatasetError(StreambanditError, ValueError):
+    """A simulation environment or data set cannot be built as asked."""

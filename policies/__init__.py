@@ -1,0 +1,35 @@
+"""Bandit policies behind one protocol: every decision comes with its probabilities.
+
+A :class:`Policy` maps a context and the offered actions to a :class:`Distribution`;
+:func:`choose` draws from it with a generator seeded from the event id
+(:func:`rng_for_event`), so the logged probability is the probability of the draw.
+"""
+
+from __future__ import annotations
+
+from policies._base import Policy
+from policies._distribution import (
+    Choice,
+    Distribution,
+    choose,
+    decide_ranking,
+    rng_for_event,
+)
+from policies._types import Action, Context, Features, FeatureValue
+from policies.registry import available, make_policy, policy_class
+
+__all__ = [
+    "Action",
+    "Choice",
+    "Context",
+    "Distribution",
+    "FeatureValue",
+    "Features",
+    "Policy",
+    "available",
+    "choose",
+    "decide_ranking",
+    "make_policy",
+    "policy_class",
+    "rng_for_event",
+]

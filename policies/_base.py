@@ -1,0 +1,253 @@
+"""The policy base class: public methods check invariants, private hooks hold algorithms."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar, Self
+
+from bandit.errors import (
+    ConfigurationError,
+    InvalidActionsError,
+    InvalidFeedbackError,
+    SnapshotError,
+)
+from policies._distribution import Distribution
+from policies._types import Action, Context
+
+__all__ = ["Policy"]
+
+_MAGIC = b"streambandit-snapshot/1\n"
+
+
+class Policy(ABC):
+    """A contextual bandit policy that always yields a full probability distribution.
+
+    Subclasses implement :meth:`_weights` (non-negative weights per action), :meth:`_learn`
+    and :meth:`_state` / :meth:`_load_state`; this class validates every input, applies
+    the exploration floor, counts updates and wraps snapshots in a checked envelope.
+
+    Constructor arguments are stored under their own names (River-style) and listed by
+    :meth:`params`; those in :attr:`live_params` can be changed on a running policy with
+    :meth:`configure` without losing what it learned.
+
+    Parameters
+    ----------
+    floor
+        Smallest probability any offered action gets, in (0, 1]; capped at 1/n actions.
+    """
+
+    name: ClassVar[str]
+    """Registry name of the policy class."""
+
+    live_params: ClassVar[frozenset[str]] = frozenset({"floor"})
+    """Parameters :meth:`configure` may change while the policy runs."""
+
+    def __init__(self, *, floor: float = 1e-3) -> None:
+        self.floor = _check_floor(floor)
+        self._n_learned = 0
+
+    # -- the public surface -------------------------------------------------------------
+
+    def pmf(self, context: Context, actions: Sequence[Action]) -> Distribution:
+        """Return the probability of choosing each of `actions` in `context`.
+
+        Parameters
+        ----------
+        context
+            Shared features by namespace. Not mutated.
+        actions
+            The offered actions, at least one, with distinct ids. Not mutated.
+
+        Returns
+        -------
+        Distribution
+            One probability per action, in offer order, every one at least the floor.
+        """
+        _check_actions(actions)
+        return Distribution.from_weights(self._weights(context, actions), floor=self.floor)
+
+    def learn(
+        self,
+        context: Context,
+        actions: Sequence[Action],
+        chosen: int,
+        reward: float,
+        probability: float,
+    ) -> None:
+        """Update the policy with the outcome of one logged decision.
+
+        Parameters
+        ----------
+        context, actions
+            Exactly what the decision was made on.
+        chosen
+            Offer-order index of the chosen action, ``0 <= chosen < len(actions)``.
+        reward
+            The observed reward, finite. Higher is better.
+        probability
+            The logged probability of the chosen action, in (0, 1].
+        """
+        _check_actions(actions)
+        if not (0 <= chosen < len(actions)):
+            msg = f"`chosen` must be an index in [0, {len(actions)}), got {chosen!r}"
+            raise InvalidFeedbackError(msg)
+        if not math.isfinite(reward):
+            msg = f"`reward` must be finite, got {reward!r}"
+            raise InvalidFeedbackError(msg)
+        if not (0.0 < probability <= 1.0):
+            msg = f"`probability` must be in (0, 1], got {probability!r}"
+            raise InvalidFeedbackError(msg)
+        self._learn(context, actions, chosen, float(reward), float(probability))
+        self._n_learned += 1
+
+    @property
+    def n_learned(self) -> int:
+        """How many outcomes this policy has learned from (survives snapshots)."""
+        return self._n_learned
+
+    def params(self) -> dict[str, Any]:
+        """Return the constructor arguments that rebuild this policy, untrained."""
+        return {"floor": self.floor, **self._params()}
+
+    def configure(self, **changes: Any) -> None:
+        """Change exploration parameters of the running policy, keeping what it learned.
+
+        Raises
+        ------
+        ConfigurationError
+            If a name is not in :attr:`live_params`, or a value breaks its rule.
+        """
+        unknown = sorted(set(changes) - self.live_params)
+        if unknown:
+            msg = (
+                f"{self.name} cannot change {', '.join(map(repr, unknown))} while running; "
+                f"live parameters are {sorted(self.live_params)}"
+            )
+            raise ConfigurationError(msg)
+        if "floor" in changes:
+            self.floor = _check_floor(changes.pop("floor"))
+        if changes:
+            self._configure(changes)
+
+    def snapshot(self) -> bytes:
+        """Serialise everything needed to continue exactly where this policy is."""
+        payload = self._state()
+        header = {
+            "policy": self.name,
+            "params": self.params(),
+            "n_learned": self._n_learned,
+            "sha256": hashlib.sha256(payload).hexdigest(),
+        }
+        return _MAGIC + json.dumps(header, sort_keys=True).encode() + b"\n" + payload
+
+    @classmethod
+    def restore(cls, data: bytes) -> Self:
+        """Rebuild a policy from :meth:`snapshot` bytes.
+
+        Called on :class:`Policy` itself it restores whichever registered policy wrote
+        the snapshot; called on a subclass it also checks the snapshot is of that class.
+
+        Raises
+        ------
+        SnapshotError
+            If the bytes are not a snapshot, are corrupt, or belong to another policy.
+        """
+        header, payload = _open_envelope(data)
+        from policies.registry import policy_class  # the registry imports every policy
+
+        target = policy_class(str(header["policy"]))
+        if not issubclass(target, cls):
+            msg = f"snapshot is of policy {header['policy']!r}, not {cls.name!r}"
+            raise SnapshotError(msg)
+        params = header["params"]
+        if not isinstance(params, Mapping):
+            msg = "snapshot header `params` must be an object"
+            raise SnapshotError(msg)
+        policy = target(**params)
+        policy._load_state(payload)
+        policy._n_learned = int(header["n_learned"])
+        return policy
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.params().items())
+        return f"{type(self).__name__}({args})"
+
+    # -- hooks ------------------------------------------------------------------------
+
+    @abstractmethod
+    def _weights(self, context: Context, actions: Sequence[Action]) -> Sequence[float]:
+        """Non-negative weights, one per action, not all zero (normalised by the caller)."""
+
+    @abstractmethod
+    def _learn(
+        self,
+        context: Context,
+        actions: Sequence[Action],
+        chosen: int,
+        reward: float,
+        probability: float,
+    ) -> None:
+        """Learn from one validated outcome."""
+
+    @abstractmethod
+    def _params(self) -> dict[str, Any]:
+        """Return the constructor arguments other than `floor`, JSON-serialisable."""
+
+    @abstractmethod
+    def _state(self) -> bytes:
+        """Return the learned state as bytes."""
+
+    @abstractmethod
+    def _load_state(self, payload: bytes) -> None:
+        """Load the learned state written by :meth:`_state` into a fresh instance."""
+
+    def _configure(self, changes: dict[str, Any]) -> None:
+        """Apply validated live changes other than `floor`; override per policy."""
+        for key, value in changes.items():
+            setattr(self, key, value)
+
+
+def _check_floor(floor: float) -> float:
+    if not (0.0 < floor <= 1.0):  # also rejects NaN
+        msg = f"`floor` must be in (0, 1], got {floor!r}"
+        raise ConfigurationError(msg)
+    return float(floor)
+
+
+def _check_actions(actions: Sequence[Action]) -> None:
+    if not actions:
+        msg = "`actions` must offer at least one action, got none"
+        raise InvalidActionsError(msg)
+    if len({a.id for a in actions}) != len(actions):
+        ids = [a.id for a in actions]
+        repeated = sorted({i for i in ids if ids.count(i) > 1})
+        msg = f"`actions` must have distinct ids, repeated: {repeated}"
+        raise InvalidActionsError(msg)
+
+
+def _open_envelope(data: bytes) -> tuple[dict[str, Any], bytes]:
+    if not data.startswith(_MAGIC):
+        msg = "not a streambandit policy snapshot (bad magic bytes)"
+        raise SnapshotError(msg)
+    head, sep, payload = data[len(_MAGIC) :].partition(b"\n")
+    if not sep:
+        msg = "snapshot is truncated: no header line"
+        raise SnapshotError(msg)
+    try:
+        header = json.loads(head)
+    except ValueError as exc:
+        msg = f"snapshot header is not JSON: {exc}"
+        raise SnapshotError(msg) from exc
+    if not isinstance(header, dict) or not {"policy", "params", "n_learned", "sha256"} <= set(
+        header
+    ):
+        msg = "snapshot header must hold `policy`, `params`, `n_learned` and `sha256`"
+        raise SnapshotError(msg)
+    if hashlib.sha256(payload).hexdigest() != header["sha256"]:
+        msg = "snapshot payload is corrupt (checksum mismatch)"
+        raise SnapshotError(msg)
+    return header, payload

@@ -1,0 +1,3 @@
+"""River-based policies (placeholder module replaced in this change)."""
+
+from __future__ import annotations

@@ -1,0 +1,366 @@
+"""Vowpal Wabbit contextual bandit with action-dependent features (``--cb_explore_adf``).
+
+This module is the only place that knows VW's conventions: VW minimises a *cost* and
+numbers actions from 1; the rest of streambandit maximises a *reward* and numbers
+actions from 0. Here ``cost = -reward`` and label lines are written on the chosen
+action's own line.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from vowpalwabbit import pyvw
+
+from bandit.errors import ConfigurationError, SnapshotError
+from policies._base import Policy
+from policies._types import Action, Context, Features
+from policies.registry import register
+
+__all__ = ["Exploration", "VWPolicy", "reward_to_cost", "to_vw_lines"]
+
+Exploration = Literal["epsilon", "squarecb", "rnd", "bag", "cover", "softmax"]
+
+_EXPLORATIONS: tuple[str, ...] = ("epsilon", "squarecb", "rnd", "bag", "cover", "softmax")
+
+# Which hyperparameters each exploration algorithm reads; only these reach VW.
+_USES: dict[str, tuple[str, ...]] = {
+    "epsilon": ("epsilon",),
+    "squarecb": ("gamma_scale", "gamma_exponent"),
+    "rnd": ("rnd", "rnd_alpha", "rnd_invlambda"),
+    "bag": ("bag", "epsilon"),
+    "cover": ("cover", "psi"),
+    "softmax": ("softmax_lambda",),
+}
+
+# Hyperparameters VW reads from the command line on every load, so they can change
+# on a live model by reloading it; the others are frozen into the saved model.
+_RELOADABLE = frozenset({"epsilon", "rnd_alpha", "rnd_invlambda", "softmax_lambda"})
+
+# Characters that would break VW's text format inside a feature name or value.
+_ESCAPES = str.maketrans(
+    {"%": "%25", " ": "%20", "\t": "%09", "\n": "%0A", "\r": "%0D", "|": "%7C", ":": "%3A"}
+)
+
+
+def reward_to_cost(reward: float) -> float:
+    """VW learns costs; streambandit speaks rewards. ``cost = -reward``.
+
+    Examples
+    --------
+    >>> reward_to_cost(1.0)
+    -1.0
+    """
+    return -reward
+
+
+def _namespace_text(prefix: str, features: Features) -> str:
+    parts: list[str] = []
+    for namespace, values in features.items():
+        tokens = [f" |{prefix}{namespace.translate(_ESCAPES)}"]
+        for name, value in values.items():
+            key = name.translate(_ESCAPES)
+            if isinstance(value, str):
+                tokens.append(f"{key}={value.translate(_ESCAPES)}")
+            elif value:
+                tokens.append(f"{key}:{value}")
+        parts.append(" ".join(tokens))
+    return "".join(parts)
+
+
+def to_vw_lines(
+    context: Context,
+    actions: Sequence[Action],
+    label: tuple[int, float, float] | None = None,
+    *,
+    context_prefix: str = "c",
+    action_prefix: str = "a",
+) -> list[str]:
+    """Write one decision as VW multi-line ``cb_explore_adf`` text.
+
+    Context namespaces are written as ``|c<name>`` and action namespaces as
+    ``|a<name>``, so VW's one-letter interactions (``ca``) cross every context
+    namespace with every action namespace. Each action also carries its id as the
+    feature ``|_id id=<id>``, so actions without features are still told apart.
+
+    Parameters
+    ----------
+    context, actions
+        The decision.
+    label
+        ``(chosen, cost, probability)`` with a 0-based `chosen`, to write a learning
+        example; ``None`` for a prediction.
+
+    Examples
+    --------
+    >>> actions = [Action("x", {"item": {"topic": "golf"}})]
+    >>> to_vw_lines({"user": {"age": 0.5}}, actions, (0, -1.0, 0.25))
+    ['shared |cuser age:0.5', '0:-1.0:0.25 |aitem topic=golf |_id id=x']
+    """
+    lines = ["shared" + _namespace_text(context_prefix, context)]
+    for index, action in enumerate(actions):
+        head = ""
+        if label is not None and label[0] == index:
+            head = f"0:{label[1]}:{label[2]}"
+        body = _namespace_text(action_prefix, action.features)
+        lines.append(f"{head}{body} |_id id={action.id.translate(_ESCAPES)}".lstrip())
+    return lines
+
+
+class VWPolicy(Policy):
+    """Vowpal Wabbit ``--cb_explore_adf``: one model over (context, action) features.
+
+    VW computes the exploration distribution; streambandit then applies the
+    exploration floor and draws from it, so the logged probability is exactly the
+    probability of the draw. Exploration algorithms (Bietti, Agarwal and Langford,
+    *A Contextual Bandit Bake-off*, JMLR 2021):
+
+    - ``epsilon``: epsilon-greedy on the regression oracle.
+    - ``squarecb``: inverse-gap weighting (Foster and Rakhlin, 2020), gamma grows as
+      ``gamma_scale * t ** gamma_exponent``.
+    - ``rnd``: random network distillation bonus (`rnd` networks).
+    - ``bag``: online bootstrap with `bag` policies, mixed with `epsilon`.
+    - ``cover``: online cover with `cover` policies and diversity `psi`.
+    - ``softmax``: Boltzmann exploration on scores with inverse temperature
+      `softmax_lambda`.
+
+    Parameters
+    ----------
+    exploration
+        One of the algorithms above.
+    epsilon, gamma_scale, gamma_exponent, rnd, rnd_alpha, rnd_invlambda
+        Hyperparameters of the algorithms above, under VW's names.
+    bag, cover, psi, softmax_lambda
+        Likewise; ``softmax_lambda`` is VW's ``--lambda``.
+    interactions
+        VW interaction strings over namespace prefixes: ``c`` for the context, ``a``
+        for actions, ``_`` for the action id; the default ``["ca", "c_"]`` crosses the
+        context with action features and with action ids.
+    learning_rate, power_t, l2, bit_precision
+        VW's optimiser settings.
+    seed
+        VW's ``--random_seed``.
+    floor
+        Smallest probability any offered action gets.
+
+    Examples
+    --------
+    >>> policy = VWPolicy(exploration="epsilon", epsilon=0.1, seed=1)
+    >>> actions = [Action("a"), Action("b")]
+    >>> for _ in range(50):
+    ...     policy.learn({"u": {"x": 1.0}}, actions, chosen=1, reward=1.0, probability=0.5)
+    >>> [round(p, 3) for p in policy.pmf({"u": {"x": 1.0}}, actions)]
+    [0.05, 0.95]
+    """
+
+    name: ClassVar[str] = "vw"
+    live_params: ClassVar[frozenset[str]] = frozenset({"floor"} | _RELOADABLE)
+
+    def __init__(
+        self,
+        *,
+        exploration: Exploration = "squarecb",
+        epsilon: float = 0.05,
+        gamma_scale: float = 10.0,
+        gamma_exponent: float = 0.5,
+        rnd: int = 3,
+        rnd_alpha: float = 0.1,
+        rnd_invlambda: float = 0.1,
+        bag: int = 5,
+        cover: int = 3,
+        psi: float = 1.0,
+        softmax_lambda: float = 10.0,
+        interactions: Sequence[str] = ("ca", "c_"),
+        learning_rate: float = 0.5,
+        power_t: float = 0.5,
+        l2: float = 0.0,
+        bit_precision: int = 18,
+        seed: int = 0,
+        floor: float = 1e-3,
+    ) -> None:
+        super().__init__(floor=floor)
+        if exploration not in _EXPLORATIONS:
+            msg = f"`exploration` must be one of {list(_EXPLORATIONS)}, got {exploration!r}"
+            raise ConfigurationError(msg)
+        self.exploration: Exploration = exploration
+        self.epsilon = _in_range("epsilon", epsilon, 0.0, 1.0)
+        self.gamma_scale = _positive("gamma_scale", gamma_scale)
+        self.gamma_exponent = _in_range("gamma_exponent", gamma_exponent, 0.0, 1.0)
+        self.rnd = _count("rnd", rnd)
+        self.rnd_alpha = _positive("rnd_alpha", rnd_alpha)
+        self.rnd_invlambda = _positive("rnd_invlambda", rnd_invlambda)
+        self.bag = _count("bag", bag)
+        self.cover = _count("cover", cover)
+        self.psi = _in_range("psi", psi, 0.0, math.inf)
+        self.softmax_lambda = _positive("softmax_lambda", softmax_lambda)
+        for term in interactions:
+            if not term or any(ch.isspace() for ch in term):
+                msg = f"`interactions` entries must be non-empty namespace prefixes, got {term!r}"
+                raise ConfigurationError(msg)
+        self.interactions = list(interactions)
+        self.learning_rate = _positive("learning_rate", learning_rate)
+        self.power_t = _in_range("power_t", power_t, 0.0, 1.0)
+        self.l2 = _in_range("l2", l2, 0.0, math.inf)
+        if not (1 <= bit_precision <= 30):
+            msg = f"`bit_precision` must be in [1, 30], got {bit_precision!r}"
+            raise ConfigurationError(msg)
+        self.bit_precision = bit_precision
+        self.seed = int(seed)
+        self._vw = pyvw.Workspace(self._arguments(), enable_logging=False)
+
+    # -- VW command line ----------------------------------------------------------
+
+    def _exploration_arguments(self, names: Sequence[str]) -> list[str]:
+        flags = {
+            "epsilon": f"--epsilon {self.epsilon!r}",
+            "gamma_scale": f"--gamma_scale {self.gamma_scale!r}",
+            "gamma_exponent": f"--gamma_exponent {self.gamma_exponent!r}",
+            "rnd": f"--rnd {self.rnd}",
+            "rnd_alpha": f"--rnd_alpha {self.rnd_alpha!r}",
+            "rnd_invlambda": f"--rnd_invlambda {self.rnd_invlambda!r}",
+            "bag": f"--bag {self.bag}",
+            "cover": f"--cover {self.cover}",
+            "psi": f"--psi {self.psi!r}",
+            "softmax_lambda": f"--lambda {self.softmax_lambda!r}",
+        }
+        return [flags[name] for name in names]
+
+    def _arguments(self) -> str:
+        parts = ["--cb_explore_adf", "--quiet", "--no_stdin"]
+        if self.exploration in ("squarecb", "softmax"):
+            parts.append(f"--{self.exploration}")
+        parts += self._exploration_arguments(_USES[self.exploration])
+        parts += [f"--interactions {term}" for term in self.interactions]
+        parts += [
+            f"--learning_rate {self.learning_rate!r}",
+            f"--power_t {self.power_t!r}",
+            f"--l2 {self.l2!r}",
+            f"--bit_precision {self.bit_precision}",
+            f"--random_seed {self.seed}",
+        ]
+        return " ".join(parts)
+
+    # -- hooks --------------------------------------------------------------------
+
+    def _weights(self, context: Context, actions: Sequence[Action]) -> Sequence[float]:
+        probabilities: list[float] = self._vw.predict(to_vw_lines(context, actions))
+        return [max(float(p), 0.0) for p in probabilities]
+
+    def _learn(
+        self,
+        context: Context,
+        actions: Sequence[Action],
+        chosen: int,
+        reward: float,
+        probability: float,
+    ) -> None:
+        self._vw.learn(to_vw_lines(context, actions, (chosen, reward_to_cost(reward), probability)))
+
+    def _params(self) -> dict[str, Any]:
+        return {
+            "exploration": self.exploration,
+            "epsilon": self.epsilon,
+            "gamma_scale": self.gamma_scale,
+            "gamma_exponent": self.gamma_exponent,
+            "rnd": self.rnd,
+            "rnd_alpha": self.rnd_alpha,
+            "rnd_invlambda": self.rnd_invlambda,
+            "bag": self.bag,
+            "cover": self.cover,
+            "psi": self.psi,
+            "softmax_lambda": self.softmax_lambda,
+            "interactions": list(self.interactions),
+            "learning_rate": self.learning_rate,
+            "power_t": self.power_t,
+            "l2": self.l2,
+            "bit_precision": self.bit_precision,
+            "seed": self.seed,
+        }
+
+    def _state(self) -> bytes:
+        # VW does not save every piece of learner state (RND's random state, for one),
+        # so a reloaded model can drift from the one that kept running. To make a
+        # snapshot continue *exactly*, the live policy also continues from the reloaded
+        # model: both sides then carry the same state from here on.
+        model = self._save_model()
+        self._vw = self._load_model(model, self._exploration_arguments(self._reloadable_used()))
+        return model
+
+    def _load_state(self, payload: bytes) -> None:
+        self._vw.finish()
+        self._vw = self._load_model(payload, self._exploration_arguments(self._reloadable_used()))
+
+    def _configure(self, changes: dict[str, Any]) -> None:
+        checked = {
+            key: _in_range(key, value, 0.0, 1.0) if key == "epsilon" else _positive(key, value)
+            for key, value in changes.items()
+        }
+        used = set(_USES[self.exploration])
+        ignored = sorted(set(checked) - used)
+        if ignored:
+            msg = f"exploration {self.exploration!r} does not use {ignored}; it uses {sorted(used)}"
+            raise ConfigurationError(msg)
+        for key, value in checked.items():
+            setattr(self, key, value)
+        model = self._save_model()
+        self._vw = self._load_model(model, self._exploration_arguments(self._reloadable_used()))
+
+    # -- model files ----------------------------------------------------------------
+
+    def _reloadable_used(self) -> list[str]:
+        return [name for name in _USES[self.exploration] if name in _RELOADABLE]
+
+    def _save_model(self) -> bytes:
+        with tempfile.TemporaryDirectory(prefix="streambandit-vw-") as folder:
+            path = Path(folder) / "model.vw"
+            self._vw.save(str(path))
+            return path.read_bytes()
+
+    def _load_model(self, model: bytes, overrides: list[str]) -> pyvw.Workspace:
+        with tempfile.TemporaryDirectory(prefix="streambandit-vw-") as folder:
+            path = Path(folder) / "model.vw"
+            path.write_bytes(model)
+            try:
+                return pyvw.Workspace(
+                    " ".join(["--quiet", "--no_stdin", "-i", str(path), *overrides]),
+                    enable_logging=False,
+                )
+            except RuntimeError as exc:
+                msg = f"VW could not load the snapshot's model: {exc}"
+                raise SnapshotError(msg) from exc
+
+    def __del__(self) -> None:
+        vw = getattr(self, "_vw", None)
+        if vw is not None:
+            vw.finish()
+
+
+def _positive(name: str, value: float) -> float:
+    if not (0.0 < value < math.inf):  # also rejects NaN
+        msg = f"`{name}` must be finite and > 0, got {value!r}"
+        raise ConfigurationError(msg)
+    return float(value)
+
+
+def _in_range(name: str, value: float, low: float, high: float) -> float:
+    if not (low <= value <= high):  # also rejects NaN
+        msg = f"`{name}` must be in [{low}, {high}], got {value!r}"
+        raise ConfigurationError(msg)
+    return float(value)
+
+
+def _count(name: str, value: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        msg = f"`{name}` must be an integer >= 1, got {value!r}"
+        raise ConfigurationError(msg)
+    return value
+
+
+register(
+    VWPolicy,
+    *((f"vw-{kind}", {"exploration": kind}) for kind in _EXPLORATIONS),
+)
