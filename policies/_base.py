@@ -44,7 +44,11 @@ class Policy(ABC):
     """Registry name of the policy class."""
 
     live_params: ClassVar[frozenset[str]] = frozenset({"floor"})
-    """Parameters :meth:`configure` may change while the policy runs."""
+    """Parameters :meth:`configure` may change on some running policy of this class;
+    :meth:`tunable_params` says which apply to this one."""
+
+    learns: ClassVar[bool] = True
+    """Whether :meth:`learn` changes future distributions (baselines do not)."""
 
     def __init__(self, *, floor: float = 1e-3) -> None:
         self.floor = _check_floor(floor)
@@ -113,19 +117,24 @@ class Policy(ABC):
         """Return the constructor arguments that rebuild this policy, untrained."""
         return {"floor": self.floor, **self._params()}
 
+    def tunable_params(self) -> frozenset[str]:
+        """Return the parameters :meth:`configure` accepts on this policy as built."""
+        return self.live_params
+
     def configure(self, **changes: Any) -> None:
         """Change exploration parameters of the running policy, keeping what it learned.
 
         Raises
         ------
         ConfigurationError
-            If a name is not in :attr:`live_params`, or a value breaks its rule.
+            If a name is not in :meth:`tunable_params`, or a value breaks its rule.
         """
-        unknown = sorted(set(changes) - self.live_params)
+        tunable = self.tunable_params()
+        unknown = sorted(set(changes) - tunable)
         if unknown:
             msg = (
                 f"{self.name} cannot change {', '.join(map(repr, unknown))} while running; "
-                f"live parameters are {sorted(self.live_params)}"
+                f"live parameters are {sorted(tunable)}"
             )
             raise ConfigurationError(msg)
         if "floor" in changes:

@@ -25,6 +25,7 @@ class Uniform(Policy):
     """
 
     name: ClassVar[str] = "uniform"
+    learns: ClassVar[bool] = False
 
     def _weights(self, context: Context, actions: Sequence[Action]) -> Sequence[float]:
         return [1.0] * len(actions)
@@ -72,6 +73,7 @@ class FixedOrder(Policy):
     """
 
     name: ClassVar[str] = "fixed"
+    learns: ClassVar[bool] = False
     live_params: ClassVar[frozenset[str]] = frozenset({"floor", "order"})
 
     def __init__(self, *, order: Sequence[str] = (), floor: float = 1e-3) -> None:

@@ -294,16 +294,15 @@ class VWPolicy(Policy):
         self._vw.finish()
         self._vw = self._load_model(payload, self._exploration_arguments(self._reloadable_used()))
 
+    def tunable_params(self) -> frozenset[str]:
+        """Return `floor` and the reloadable hyperparameters this exploration uses."""
+        return frozenset({"floor", *self._reloadable_used()})
+
     def _configure(self, changes: dict[str, Any]) -> None:
         checked = {
             key: _in_range(key, value, 0.0, 1.0) if key == "epsilon" else _positive(key, value)
             for key, value in changes.items()
         }
-        used = set(_USES[self.exploration])
-        ignored = sorted(set(checked) - used)
-        if ignored:
-            msg = f"exploration {self.exploration!r} does not use {ignored}; it uses {sorted(used)}"
-            raise ConfigurationError(msg)
         for key, value in checked.items():
             setattr(self, key, value)
         model = self._save_model()

@@ -1,0 +1,95 @@
+"""Vowpal Wabbit policy: text format, conversions, exploration changes, snapshots."""
+
+from __future__ import annotations
+
+import pytest
+
+from bandit.errors import ConfigurationError, SnapshotError
+from policies import Action, make_policy
+from policies.baselines import Uniform
+from policies.vw import VWPolicy, reward_to_cost, to_vw_lines
+from tests.policies import toy
+
+
+def test_text_lines_escape_what_would_break_the_format() -> None:
+    """Spaces, pipes, colons and percent signs in names and values are escaped."""
+    lines = to_vw_lines(
+        {"user": {"browser": "Chrome 120|x:y", "a b": 1.5}},
+        [Action("id with space", {"item": {"tag": "50%"}})],
+    )
+    assert lines == [
+        "shared |cuser browser=Chrome%20120%7Cx%3Ay a%20b:1.5",
+        "|aitem tag=50%25 |_id id=id%20with%20space",
+    ]
+
+
+def test_label_goes_on_the_chosen_actions_line_as_a_cost() -> None:
+    """A learning example carries `0:cost:probability` on the 0-based chosen action's line."""
+    lines = to_vw_lines({}, [Action("a"), Action("b"), Action("c")], (2, reward_to_cost(1.0), 0.4))
+    assert lines == ["shared", "|_id id=a", "|_id id=b", "0:-1.0:0.4 |_id id=c"]
+
+
+def test_reward_becomes_a_cost_and_learning_prefers_rewarded_actions() -> None:
+    """Positive rewards make VW, which minimises cost, prefer that action."""
+    policy = VWPolicy(exploration="epsilon", epsilon=0.2)
+    for _ in range(100):
+        policy.learn(toy.context_for(0), toy.ACTIONS, 3, 1.0, 0.2)
+        policy.learn(toy.context_for(0), toy.ACTIONS, 1, 0.0, 0.2)
+    assert policy.pmf(toy.context_for(0), toy.ACTIONS).argmax() == 3
+
+
+def test_epsilon_changes_live_without_losing_the_model() -> None:
+    """Raising epsilon keeps the greedy action and gives it exactly 1 - eps + eps/n."""
+    policy = VWPolicy(exploration="epsilon", epsilon=0.05, floor=1e-6)
+    toy.run(policy, 600)
+    greedy = [policy.pmf(toy.context_for(s), toy.ACTIONS).argmax() for s in range(3)]
+    policy.configure(epsilon=0.4)
+    for segment in range(3):
+        distribution = policy.pmf(toy.context_for(segment), toy.ACTIONS)
+        assert distribution.argmax() == greedy[segment] == toy.best_action(segment)
+        assert distribution[greedy[segment]] == pytest.approx(0.6 + 0.4 / 5, abs=1e-6)
+    assert policy.params()["epsilon"] == 0.4
+
+
+@pytest.mark.parametrize(
+    ("spec", "changes", "match"),
+    [
+        ("vw-squarecb", {"epsilon": 0.1}, r"cannot change 'epsilon' while running"),
+        ("vw-epsilon", {"epsilon": 1.5}, r"`epsilon` must be in \[0.0, 1.0\], got 1.5"),
+        ("vw-softmax", {"softmax_lambda": -1.0}, r"`softmax_lambda` must be finite and > 0"),
+        ("vw-rnd", {"bit_precision": 20}, r"cannot change 'bit_precision' while running"),
+    ],
+)
+def test_invalid_live_changes_are_refused(spec: str, changes: dict[str, float], match: str) -> None:
+    """configure refuses parameters the exploration does not use, and bad values."""
+    with pytest.raises(ConfigurationError, match=match):
+        make_policy(spec).configure(**changes)
+
+
+@pytest.mark.parametrize(
+    ("params", "match"),
+    [
+        ({"exploration": "greedy"}, r"`exploration` must be one of \[.*\], got 'greedy'"),
+        ({"epsilon": -0.1}, r"`epsilon` must be in \[0.0, 1.0\], got -0.1"),
+        ({"bag": 0}, r"`bag` must be an integer >= 1, got 0"),
+        ({"bit_precision": 40}, r"`bit_precision` must be in \[1, 30\], got 40"),
+        ({"interactions": ["c a"]}, r"`interactions` entries must be non-empty"),
+        ({"floor": 0.0}, r"`floor` must be in \(0, 1\], got 0.0"),
+    ],
+)
+def test_invalid_hyperparameters_are_refused(params: dict[str, object], match: str) -> None:
+    """Construction names the argument, the rule and the value it refuses."""
+    with pytest.raises(ConfigurationError, match=match):
+        VWPolicy(**params)  # type: ignore[arg-type]
+
+
+def test_restore_refuses_another_policys_snapshot() -> None:
+    """VWPolicy.restore on a uniform policy's snapshot says whose snapshot it is."""
+    with pytest.raises(SnapshotError, match="snapshot is of policy 'uniform', not 'vw'"):
+        VWPolicy.restore(Uniform().snapshot())
+
+
+def test_restore_refuses_bytes_that_are_not_a_snapshot() -> None:
+    """Arbitrary bytes are refused by their magic prefix."""
+    with pytest.raises(SnapshotError, match="bad magic bytes"):
+        VWPolicy.restore(b"\x07\x00\x00\x009.11.9")
