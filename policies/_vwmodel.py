@@ -1,0 +1,290 @@
+r"""Read and rewrite the options stored in a Vowpal Wabbit model file's header.
+
+VW freezes some hyperparameters ("keep" options such as SquareCB's ``--gamma_scale`` or
+cover's ``--psi``) into the header of a saved model, and refuses to reload the model
+with a different value. :func:`rewrite_options` edits the stored value instead, so a
+reloaded model keeps everything it learned and explores with the new setting.
+
+The binary header (VW >= 8.0.3, written by ``save_load_header`` in VW's
+``parse_regressor.cc``) is, with every integer a little-endian ``uint32``:
+
+==========================  =========================================================
+field                       bytes
+==========================  =========================================================
+version                     length, then that many bytes (``"9.11.9\0"``)
+id                          length, then that many bytes (``"\0"`` when unset)
+model marker                ``b"m"``
+min and max label           two ``float32``
+bits                        ``uint32`` (``--bit_precision``)
+lda                         ``uint32``
+ngrams                      count, then 3 bytes each
+skips                       count, then 3 bytes each
+options                     length, then the options text with a closing ``\0``
+checksum                    length (4), then the ``uint32`` checksum
+==========================  =========================================================
+
+Everything after the checksum belongs to the learners and is copied unchanged.
+
+The checksum chains MurmurHash3 (x86, 32 bit; VW's ``uniform_hash``) over the header as
+VW's ``io_buf`` reads or writes it: hashing starts *after* the version field, and each
+read or write call is one chunk hashed with the previous chunk's hash as its seed (0
+for the first). A length-prefixed field is two chunks (the length, then the bytes);
+every fixed-size field is one chunk (the two labels are two chunks); the checksum
+field itself is not hashed.
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from sklearn.utils import murmurhash3_32
+
+from bandit.errors import ConfigurationError, SnapshotError
+
+__all__ = ["header_checksum", "read_options", "rewrite_options"]
+
+# First model version whose header has both the user id and the chained checksum.
+_FIRST_VERSION = (8, 0, 3)
+# VW reads the version and id into a 512-byte buffer, the options text up to 100 MB.
+_MAX_SHORT_STRING = 512
+_MAX_OPTIONS = 104_857_600
+_VERSION = re.compile(rb"(\d+)\.(\d+)\.(\d+)")
+_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
+_U32 = struct.Struct("<I")
+
+
+@dataclass(frozen=True)
+class _Header:
+    """A parsed header: the hashed chunks before the options, the options and the rest."""
+
+    prefix: bytes  # every byte before the options' length field
+    chunks: tuple[bytes, ...]  # the hashed chunks inside `prefix`, in order
+    options: str  # the options text without its closing NUL
+    body: bytes  # everything after the checksum
+
+
+class _Reader:
+    """Cut a model into fields, raising :class:`SnapshotError` when it runs out."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.position = 0
+        self.chunks: list[bytes] = []
+
+    def take(self, size: int, what: str, *, hashed: bool = True) -> bytes:
+        end = self.position + size
+        if end > len(self.data):
+            msg = (
+                f"VW model is truncated: {what} needs {size} bytes at offset {self.position}, "
+                f"only {len(self.data) - self.position} left"
+            )
+            raise SnapshotError(msg)
+        chunk = self.data[self.position : end]
+        self.position = end
+        if hashed and size > 0:  # VW hashes nothing for a zero-length read
+            self.chunks.append(chunk)
+        return chunk
+
+    def u32(self, what: str, *, hashed: bool = True) -> int:
+        value: int = _U32.unpack(self.take(_U32.size, what, hashed=hashed))[0]
+        return value
+
+    def sized(self, what: str, limit: int, *, hashed: bool = True) -> bytes:
+        size = self.u32(f"the length of {what}", hashed=hashed)
+        if size > limit:
+            msg = f"VW model is corrupt: {what} claims {size} bytes, more than VW's {limit}"
+            raise SnapshotError(msg)
+        return self.take(size, what, hashed=hashed)
+
+
+def header_checksum(chunks: Sequence[bytes]) -> int:
+    """Return VW's chained header checksum of `chunks`, hashed in order.
+
+    Parameters
+    ----------
+    chunks
+        The header's fields as VW reads or writes them, from the id's length field
+        up to the options text included.
+
+    Returns
+    -------
+    int
+        The unsigned 32-bit checksum.
+
+    Examples
+    --------
+    >>> header_checksum([])
+    0
+    >>> header_checksum([b"ab", b"c"]) == header_checksum([b"abc"])
+    False
+    """
+    value = 0
+    for chunk in chunks:
+        value = int(murmurhash3_32(bytes(chunk), seed=value, positive=True))
+    return value
+
+
+def _parse(model: bytes) -> _Header:
+    reader = _Reader(model)
+    raw_version = reader.sized("the version string", _MAX_SHORT_STRING, hashed=False)
+    match = _VERSION.match(raw_version)
+    if match is None:
+        msg = f"not a VW model: its header starts with {raw_version[:32]!r}, not a version"
+        raise SnapshotError(msg)
+    version = match.group(0).decode("ascii")
+    numbers = tuple(int(part) for part in match.groups())
+    if numbers < _FIRST_VERSION:
+        first = ".".join(map(str, _FIRST_VERSION))
+        msg = f"VW model version {version} is too old to rewrite; need {first} or later"
+        raise SnapshotError(msg)
+
+    reader.sized("the model id", _MAX_SHORT_STRING)
+    if reader.take(1, "the model marker") != b"m":
+        msg = f"not a VW model: version {version} header lacks the model marker 'm'"
+        raise SnapshotError(msg)
+    reader.take(4, "the minimum label")
+    reader.take(4, "the maximum label")
+    reader.take(4, "the bit precision")
+    reader.take(4, "the lda setting")
+    for what in ("ngram", "skip"):
+        count = reader.u32(f"the {what} count")
+        if count > _MAX_OPTIONS:
+            msg = f"VW model is corrupt: it claims {count} {what} settings"
+            raise SnapshotError(msg)
+        for _ in range(count):
+            reader.take(3, f"a {what} setting")
+
+    prefix = model[: reader.position]
+    chunks = tuple(reader.chunks)
+    raw_options = reader.sized("the options text", _MAX_OPTIONS)
+    expected = header_checksum(reader.chunks)
+    if reader.u32("the checksum's length", hashed=False) != _U32.size:
+        msg = "VW model is corrupt or of an unknown layout: its checksum field is not 4 bytes"
+        raise SnapshotError(msg)
+    checksum = reader.u32("the checksum", hashed=False)
+    if checksum != expected:
+        msg = (
+            f"VW model header checksum is {checksum:#010x} but its content hashes to "
+            f"{expected:#010x}: the model is corrupt or of a layout this code does not know"
+        )
+        raise SnapshotError(msg)
+
+    if raw_options and (not raw_options.endswith(b"\0") or b"\0" in raw_options[:-1]):
+        msg = "VW model's options text is not one NUL-terminated string"
+        raise SnapshotError(msg)
+    try:
+        options = raw_options[:-1].decode("utf-8")
+    except UnicodeDecodeError as exc:
+        msg = f"VW model's options text is not UTF-8: {exc}"
+        raise SnapshotError(msg) from exc
+    return _Header(prefix, chunks, options, model[reader.position :])
+
+
+def read_options(model: bytes) -> str:
+    """Return the options text stored in a VW model's header, checksum verified.
+
+    Parameters
+    ----------
+    model
+        The bytes of a binary VW model file, as written by ``Workspace.save``.
+
+    Returns
+    -------
+    str
+        The stored options, such as ``" --cb_explore_adf --gamma_scale 10 --squarecb"``.
+
+    Raises
+    ------
+    SnapshotError
+        If `model` is not a binary VW model of version 8.0.3 or later, or is corrupt.
+    """
+    return _parse(model).options
+
+
+def _check_changes(changes: Mapping[str, str]) -> None:
+    for name, value in changes.items():
+        if not isinstance(name, str) or _NAME.fullmatch(name) is None:
+            msg = f"option names are VW long names without dashes, like 'gamma_scale'; got {name!r}"
+            raise ConfigurationError(msg)
+        if (
+            not isinstance(value, str)
+            or not value
+            or value.startswith("--")
+            or "\0" in value
+            or any(ch.isspace() for ch in value)
+        ):
+            msg = f"the value for --{name} must be one non-empty word, got {value!r}"
+            raise ConfigurationError(msg)
+
+
+def rewrite_options(model: bytes, changes: Mapping[str, str]) -> bytes:
+    """Return `model` with the values of stored options replaced and its checksum redone.
+
+    Only the options text and the checksum change; the learned state after the header
+    is copied byte for byte. Each changed option must be stored exactly once with one
+    value (``--gamma_scale 10``); VW stores an option only when it was given on the
+    command line, and checks new values only when the model is loaded.
+
+    Changing an option that shapes the learned state, such as the number of ``--cover``
+    or ``--bag`` policies, ``--cb_type`` or the interactions, makes a model VW cannot
+    load or one that misreads its weights: change only settings of the exploration
+    rule itself (``gamma_scale``, ``gamma_exponent``, ``psi``).
+
+    Parameters
+    ----------
+    model
+        The bytes of a binary VW model file, as written by ``Workspace.save``.
+    changes
+        New values by option name without dashes, such as ``{"gamma_scale": "100"}``,
+        written as VW reads them on its command line.
+
+    Returns
+    -------
+    bytes
+        The rewritten model.
+
+    Raises
+    ------
+    SnapshotError
+        If `model` is not a binary VW model of version 8.0.3 or later, is corrupt, or
+        does not store one of the options of `changes` exactly once with a value.
+    ConfigurationError
+        If an option name is not a bare VW long name or a value is not one word.
+    """
+    _check_changes(changes)
+    header = _parse(model)
+    tokens = header.options.split(" ")
+    for name, value in changes.items():
+        flag = f"--{name}"
+        places = [index for index, token in enumerate(tokens) if token == flag]
+        if not places:
+            msg = f"VW model does not store {flag}; its stored options are {header.options!r}"
+            raise SnapshotError(msg)
+        if len(places) > 1:
+            msg = f"VW model stores {flag} {len(places)} times; only single options can change"
+            raise SnapshotError(msg)
+        where = places[0] + 1
+        if where >= len(tokens) or not tokens[where] or tokens[where].startswith("--"):
+            msg = f"VW model stores {flag} as a switch without a value; it cannot be set"
+            raise SnapshotError(msg)
+        tokens[where] = value
+
+    options = " ".join(tokens).encode("utf-8") + b"\0"
+    if len(options) > _MAX_OPTIONS:
+        msg = f"rewritten options would take {len(options)} bytes, more than VW reads"
+        raise SnapshotError(msg)
+    length = _U32.pack(len(options))
+    checksum = header_checksum([*header.chunks, length, options])
+    return b"".join(
+        [
+            header.prefix,
+            length,
+            options,
+            _U32.pack(_U32.size),
+            _U32.pack(checksum),
+            header.body,
+        ]
+    )
