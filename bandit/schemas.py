@@ -1,0 +1,864 @@
+"""Wire schemas: the rank request, and the events streambandit logs and consumes.
+
+Every model is a frozen pydantic model that rejects unknown fields; events carry a
+``schema_version``. They travel as JSON, never pickle.
+
+Size limits come from :class:`bandit.settings.Limits`, passed through pydantic's
+validation context so a configured maximum applies; without a context the defaults
+apply::
+
+    RankRequest.model_validate_json(body, context={"limits": settings.limits})
+
+Every broken rule is a :class:`pydantic.ValidationError` entry whose ``loc`` names the
+field and whose message states the rule and what was found.
+
+Syntax
+------
+namespace names
+    ``^[A-Za-z_][A-Za-z0-9_-]*$``, at most ``max_key_length`` characters. No ``.``, so
+    flattened ``namespace.feature`` names cannot collide.
+feature names
+    ``^[A-Za-z_][A-Za-z0-9_.-]*$``, at most ``max_key_length`` characters. Neither kind
+    of key may hold ``|``, ``:``, ``=``, ``*`` or whitespace, which mean something in VW
+    text and in flattened feature names.
+feature values
+    A finite number, a boolean (the policy sees 1.0 or 0.0), or a printable string of
+    at most ``max_string_length`` characters (the VW writer escapes it).
+ids
+    Action, event, session, item, user ids, policy names and model versions:
+    ``^[A-Za-z0-9][A-Za-z0-9_.:-]*$``, at most ``max_id_length`` characters.
+
+Examples
+--------
+>>> request = RankRequest.model_validate(
+...     {
+...         "event_id": "evt-1",
+...         "context": {"user": {"returning": True, "tier": "gold"}},
+...         "actions": [{"id": "a"}, {"id": "b", "features": {"item": {"price": 9.5}}}],
+...         "excluded_actions": ["a"],
+...     }
+... )
+>>> context, actions = request.policy_inputs()
+>>> context
+{'user': {'returning': 1.0, 'tier': 'gold'}}
+>>> [action.id for action in actions]
+['b']
+>>> import pydantic
+>>> try:
+...     RankRequest.model_validate(
+...         {"actions": [{"id": "a"}, {"id": "b"}, {"id": "c"}]},
+...         context={"limits": Limits(max_actions=2)},
+...     )
+... except pydantic.ValidationError as error:
+...     print(error.errors()[0]["loc"], error.errors()[0]["msg"])
+('actions',) at most 2 actions allowed, got 3
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal, Self, TypeAlias
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    ValidationInfo,
+    field_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from bandit.errors import InvalidDistributionError
+from bandit.settings import Limits
+from policies import Action, Choice, FeatureValue
+from policies._distribution import SUM_TOLERANCE
+
+__all__ = [
+    "ActionId",
+    "BehaviourEvent",
+    "BehaviourKind",
+    "Decision",
+    "Device",
+    "DeviceType",
+    "Event",
+    "EventId",
+    "LoggedAction",
+    "LoggedFeatures",
+    "RankRequest",
+    "RankableAction",
+    "RankedAction",
+    "RequestFeatures",
+    "RewardReported",
+    "new_event_id",
+]
+
+# The syntaxes documented in the module docstring; use fullmatch (`$` matches before "\n").
+_NAMESPACE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
+_FEATURE_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
+_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
+_DEFAULT_LIMITS = Limits()
+_SHOW_AT_MOST = 40
+
+
+# -- helpers -----------------------------------------------------------------------------
+
+
+def new_event_id() -> str:
+    """Return a fresh random event id: 32 lowercase hex digits (a uuid4).
+
+    Examples
+    --------
+    >>> len(new_event_id())
+    32
+    """
+    return uuid.uuid4().hex
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _limits(info: ValidationInfo) -> Limits:
+    """Return the limits passed as ``context={"limits": ...}``, else the defaults."""
+    context = info.context
+    if context is None:
+        return _DEFAULT_LIMITS
+    if not isinstance(context, Mapping):
+        msg = f"the validation context must be a mapping, got {type(context).__name__}"
+        raise TypeError(msg)
+    limits = context.get("limits", _DEFAULT_LIMITS)
+    if not isinstance(limits, Limits):
+        msg = (
+            "the validation context's 'limits' must be a bandit.settings.Limits, "
+            f"got {type(limits).__name__}"
+        )
+        raise TypeError(msg)
+    return limits
+
+
+def _error(kind: str, template: str, **context: Any) -> PydanticCustomError:
+    return PydanticCustomError(kind, template, context)
+
+
+def _show(value: object) -> str:
+    """``repr(value)``, shortened so an error message stays readable."""
+    text = repr(value)
+    if len(text) > _SHOW_AT_MOST:
+        text = text[: _SHOW_AT_MOST - 3] + "..."
+    return text
+
+
+def _is_finite(value: float) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int too large for a float
+        return False
+
+
+# -- keys, ids and feature values ----------------------------------------------------------
+
+
+def _key_checker(
+    what: str, pattern: re.Pattern[str], explained: str
+) -> Callable[[str, ValidationInfo], str]:
+    def check(value: str, info: ValidationInfo) -> str:
+        limit = _limits(info).max_key_length
+        if len(value) > limit:
+            raise _error(
+                "key_too_long",
+                "{what} must be at most {limit} characters, got {length}",
+                what=what,
+                limit=limit,
+                length=len(value),
+            )
+        if not pattern.fullmatch(value):
+            raise _error(
+                "key_syntax",
+                "{what} must match {pattern} ({explained}), got {found}",
+                what=what,
+                pattern=pattern.pattern,
+                explained=explained,
+                found=_show(value),
+            )
+        return value
+
+    return check
+
+
+def _id_checker(what: str, *, echo: bool = True) -> Callable[[str, ValidationInfo], str]:
+    def check(value: str, info: ValidationInfo) -> str:
+        limit = _limits(info).max_id_length
+        if len(value) > limit:
+            raise _error(
+                "id_too_long",
+                "{what} must be at most {limit} characters, got {length}",
+                what=what,
+                limit=limit,
+                length=len(value),
+            )
+        if not _ID_RE.fullmatch(value):
+            found = _show(value) if echo else f"a value of {len(value)} characters (not shown)"
+            raise _error(
+                "id_syntax",
+                "{what} must match {pattern} (letters, digits, '_', '.', ':' and '-', "
+                "starting with a letter or digit), got {found}",
+                what=what,
+                pattern=_ID_RE.pattern,
+                found=found,
+            )
+        return value
+
+    return check
+
+
+def _check_request_value_type(value: Any) -> Any:
+    if isinstance(value, bool | int | float | str):
+        return value
+    raise _error(
+        "feature_value_type",
+        "feature values must be a number, a string or a boolean, got {type}",
+        type=type(value).__name__,
+    )
+
+
+def _check_logged_value_type(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise _error(
+            "feature_value_type",
+            "logged feature values must be numbers or strings, as the policy saw them "
+            "(booleans become 1.0 or 0.0), got {found}",
+            found=_show(value),
+        )
+    return _check_request_value_type(value)
+
+
+def _check_value(value: bool | float | str, info: ValidationInfo) -> bool | float | str:
+    if isinstance(value, str):
+        limit = _limits(info).max_string_length
+        if len(value) > limit:
+            raise _error(
+                "string_too_long",
+                "string feature values must be at most {limit} characters, got {length}",
+                limit=limit,
+                length=len(value),
+            )
+        for position, char in enumerate(value):
+            if not char.isprintable():
+                raise _error(
+                    "string_not_printable",
+                    "string feature values must be printable, got {found} at position {position}",
+                    found=_show(char),
+                    position=position,
+                )
+    elif not isinstance(value, bool) and not _is_finite(value):
+        raise _error(
+            "number_not_finite",
+            "feature values must be finite numbers, got {found}",
+            found=_show(value),
+        )
+    return value
+
+
+def _check_namespace_count(value: Any, info: ValidationInfo) -> Any:
+    limit = _limits(info).max_namespaces
+    if isinstance(value, Mapping) and len(value) > limit:
+        raise _error(
+            "too_many_namespaces",
+            "at most {limit} namespaces allowed, got {count}",
+            limit=limit,
+            count=len(value),
+        )
+    return value
+
+
+def _check_feature_count(value: Any, info: ValidationInfo) -> Any:
+    limit = _limits(info).max_features_per_namespace
+    if isinstance(value, Mapping) and len(value) > limit:
+        raise _error(
+            "too_many_features",
+            "at most {limit} features per namespace allowed, got {count}",
+            limit=limit,
+            count=len(value),
+        )
+    return value
+
+
+def _check_action_count(value: Any, info: ValidationInfo) -> Any:
+    if not isinstance(value, Sequence) or isinstance(value, str | bytes):
+        return value  # pydantic reports the wrong type
+    limit = _limits(info).max_actions
+    if len(value) > limit:
+        raise _error(
+            "too_many_actions",
+            "at most {limit} actions allowed, got {count}",
+            limit=limit,
+            count=len(value),
+        )
+    if not value:
+        raise _error("no_actions", "at least 1 action required, got 0")
+    return value
+
+
+def _check_distinct_ids(actions: list[Any]) -> list[Any]:
+    first_seen: dict[str, int] = {}
+    for index, action in enumerate(actions):
+        first = first_seen.setdefault(action.id, index)
+        if first != index:
+            raise _error(
+                "duplicate_action_id",
+                "action ids must be distinct, got {found} at [{first}] and [{index}]",
+                found=_show(action.id),
+                first=first,
+                index=index,
+            )
+    return actions
+
+
+def _check_probability(value: float) -> float:
+    if not 0.0 < value <= 1.0:  # also rejects NaN
+        raise _error(
+            "probability_range",
+            "probabilities must be finite and in (0, 1], got {found}",
+            found=_show(value),
+        )
+    return value
+
+
+def _check_aware(value: datetime) -> datetime:
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise _error(
+            "naive_datetime",
+            "timestamps must be timezone-aware (e.g. 2026-05-01T12:00:00Z or +02:00), "
+            "got {found} without a timezone",
+            found=value.isoformat(),
+        )
+    return value.astimezone(UTC)
+
+
+_NamespaceName: TypeAlias = Annotated[
+    str,
+    AfterValidator(
+        _key_checker(
+            "namespace names",
+            _NAMESPACE_RE,
+            "letters, digits, '_' and '-', not starting with a digit or '-'",
+        )
+    ),
+]
+_FeatureName: TypeAlias = Annotated[
+    str,
+    AfterValidator(
+        _key_checker(
+            "feature names",
+            _FEATURE_NAME_RE,
+            "letters, digits, '_', '.' and '-', not starting with a digit, '.' or '-'",
+        )
+    ),
+]
+_RequestValue: TypeAlias = Annotated[
+    StrictBool | StrictInt | StrictFloat | StrictStr,
+    BeforeValidator(_check_request_value_type),
+    AfterValidator(_check_value),
+]
+_LoggedValue: TypeAlias = Annotated[
+    StrictInt | StrictFloat | StrictStr,
+    BeforeValidator(_check_logged_value_type),
+    AfterValidator(_check_value),
+]
+RequestFeatures: TypeAlias = Annotated[
+    dict[
+        _NamespaceName,
+        Annotated[dict[_FeatureName, _RequestValue], BeforeValidator(_check_feature_count)],
+    ],
+    BeforeValidator(_check_namespace_count),
+]
+LoggedFeatures: TypeAlias = Annotated[
+    dict[
+        _NamespaceName,
+        Annotated[dict[_FeatureName, _LoggedValue], BeforeValidator(_check_feature_count)],
+    ],
+    BeforeValidator(_check_namespace_count),
+]
+ActionId: TypeAlias = Annotated[str, AfterValidator(_id_checker("action ids"))]
+EventId: TypeAlias = Annotated[str, AfterValidator(_id_checker("event ids"))]
+_SessionId: TypeAlias = Annotated[str, AfterValidator(_id_checker("session ids"))]
+_ItemId: TypeAlias = Annotated[str, AfterValidator(_id_checker("item ids"))]
+_UserId: TypeAlias = Annotated[
+    str, AfterValidator(_id_checker("pseudonymous user ids (hash raw ids first)", echo=False))
+]
+_PolicyName: TypeAlias = Annotated[str, AfterValidator(_id_checker("policy names"))]
+_ModelVersion: TypeAlias = Annotated[str, AfterValidator(_id_checker("model versions"))]
+_Probability: TypeAlias = Annotated[float, AfterValidator(_check_probability)]
+_Timestamp: TypeAlias = Annotated[datetime, AfterValidator(_check_aware)]
+
+
+def _check_label(value: str, info: ValidationInfo) -> str:
+    limit = _limits(info).max_key_length
+    if not 0 < len(value) <= limit:
+        raise _error(
+            "label_length",
+            "must be 1 to {limit} characters, got {length}",
+            limit=limit,
+            length=len(value),
+        )
+    if not value.isprintable():
+        raise _error("label_not_printable", "must be printable, got {found}", found=_show(value))
+    return value
+
+
+_Label: TypeAlias = Annotated[str, AfterValidator(_check_label)]
+
+
+def _policy_features(features: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Copy features as a policy sees them: booleans become 1.0 or 0.0."""
+    return {
+        namespace: {
+            name: (1.0 if value else 0.0) if isinstance(value, bool) else value
+            for name, value in values.items()
+        }
+        for namespace, values in features.items()
+    }
+
+
+# -- models ------------------------------------------------------------------------------
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Event(_Frozen):
+    """Base of every event on a topic: closed, frozen, versioned, timestamped.
+
+    Attributes
+    ----------
+    schema_version
+        Version of the event's schema; only 1 exists.
+    event_id
+        Id of the event (for rewards: of the decision rewarded).
+    occurred_at
+        When it happened; timezone-aware (naive times are rejected), stored in UTC.
+        Defaults to now.
+    """
+
+    schema_version: Literal[1] = 1
+    event_id: EventId
+    occurred_at: _Timestamp = Field(default_factory=_utc_now)
+
+
+class RankableAction(_Frozen):
+    """One action offered in a :class:`RankRequest`: its id and features by namespace."""
+
+    id: ActionId
+    features: RequestFeatures = Field(default_factory=dict)
+
+
+class LoggedAction(_Frozen):
+    """One offered action as a :class:`Decision` logs it: as the policy saw it."""
+
+    id: ActionId
+    features: LoggedFeatures = Field(default_factory=dict)
+
+
+class RankedAction(_Frozen):
+    """One entry of a ranking: an action id and its probability of being chosen."""
+
+    id: ActionId
+    probability: _Probability
+
+
+class RankRequest(_Frozen):
+    """A request to choose among `actions` in `context` (``POST /v1/rank``).
+
+    Attributes
+    ----------
+    event_id
+        Id of the decision to make; it seeds the draw. Generated when absent.
+    context
+        Shared features by namespace: ``{"user": {"age": 31, "tier": "gold"}}``.
+    actions
+        The candidates, 1 to ``max_actions``, with distinct ids.
+    excluded_actions
+        Ids among `actions` that must not be chosen this time; at least one action must
+        remain. Excluded actions are not shown to the policy and not logged.
+    defer_activation
+        Log the decision but learn from it only once the app activates it.
+    """
+
+    event_id: EventId = Field(default_factory=new_event_id)
+    context: RequestFeatures = Field(default_factory=dict)
+    actions: Annotated[
+        list[RankableAction],
+        BeforeValidator(_check_action_count),
+        AfterValidator(_check_distinct_ids),
+    ]
+    excluded_actions: list[ActionId] = Field(default_factory=list)
+    defer_activation: bool = False
+
+    @field_validator("excluded_actions", mode="before")
+    @classmethod
+    def _excluded_count(cls, value: Any, info: ValidationInfo) -> Any:
+        limit = _limits(info).max_actions
+        is_list = isinstance(value, Sequence) and not isinstance(value, str | bytes)
+        if is_list and len(value) > limit:
+            raise _error(
+                "too_many_excluded",
+                "at most {limit} excluded actions allowed, got {count}",
+                limit=limit,
+                count=len(value),
+            )
+        return value
+
+    @field_validator("excluded_actions")
+    @classmethod
+    def _excluded_are_offered(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        actions: list[RankableAction] | None = info.data.get("actions")
+        seen: set[str] = set()
+        for index, action_id in enumerate(value):
+            if action_id in seen:
+                raise _error(
+                    "duplicate_excluded_action",
+                    "excluded action ids must be distinct, got {found} again at [{index}]",
+                    found=_show(action_id),
+                    index=index,
+                )
+            seen.add(action_id)
+        if actions is None:  # `actions` is invalid and already reported
+            return value
+        offered = {action.id for action in actions}
+        for index, action_id in enumerate(value):
+            if action_id not in offered:
+                raise _error(
+                    "excluded_action_not_offered",
+                    "excluded actions must be among the offered action ids, got {found} "
+                    "at [{index}]",
+                    found=_show(action_id),
+                    index=index,
+                )
+        if len(seen) == len(offered):
+            raise _error(
+                "all_actions_excluded",
+                "at least one offered action must remain, got all {count} excluded",
+                count=len(offered),
+            )
+        return value
+
+    def policy_inputs(self) -> tuple[dict[str, dict[str, FeatureValue]], list[Action]]:
+        """Return what the policy sees: the context and the actions not excluded.
+
+        Booleans become 1.0 or 0.0; everything is copied, so the request is not shared
+        with the policy.
+
+        Returns
+        -------
+        tuple[dict, list[policies.Action]]
+            The context mapping and the remaining actions, in offer order.
+        """
+        excluded = set(self.excluded_actions)
+        actions = [
+            Action(action.id, _policy_features(action.features))
+            for action in self.actions
+            if action.id not in excluded
+        ]
+        return _policy_features(self.context), actions
+
+
+class Decision(Event):
+    """The propensity log record of one decision (topic ``decisions``).
+
+    It holds the exact inputs the policy saw and the full distribution the choice was
+    drawn from, so any other policy can be evaluated on it.
+
+    Attributes
+    ----------
+    policy
+        Name of the policy that decided.
+    model_version
+        Version of that policy's model.
+    context, actions
+        Exactly what the policy saw: after exclusion, booleans as 1.0 or 0.0.
+    ranking
+        Every offered action once with its probability, in rank order, the chosen
+        action first. Probabilities are finite, in (0, 1], and sum to 1 within
+        ``SUM_TOLERANCE``.
+    chosen_action_id, chosen_index
+        The chosen action's id and its 0-based index in `actions`.
+    probability
+        The chosen action's probability; equal to its ranking entry's.
+    explored
+        Whether the chosen action is not the policy's most probable one.
+    """
+
+    policy: _PolicyName
+    model_version: _ModelVersion
+    context: LoggedFeatures = Field(default_factory=dict)
+    actions: Annotated[
+        list[LoggedAction],
+        BeforeValidator(_check_action_count),
+        AfterValidator(_check_distinct_ids),
+    ]
+    ranking: Annotated[list[RankedAction], BeforeValidator(_check_action_count)]
+    chosen_action_id: ActionId
+    chosen_index: int
+    probability: _Probability
+    explored: bool
+
+    @field_validator("ranking")
+    @classmethod
+    def _ranking_is_a_distribution(
+        cls, ranking: list[RankedAction], info: ValidationInfo
+    ) -> list[RankedAction]:
+        _check_distinct_ids(ranking)
+        actions: list[LoggedAction] | None = info.data.get("actions")
+        if actions is not None:
+            ranked = {entry.id for entry in ranking}
+            offered = {action.id for action in actions}
+            if ranked != offered:
+                raise _error(
+                    "ranking_ids",
+                    "the ranking must hold exactly the offered action ids; "
+                    "missing {missing}, not offered {extra}",
+                    missing=_show(sorted(offered - ranked)),
+                    extra=_show(sorted(ranked - offered)),
+                )
+        total = math.fsum(entry.probability for entry in ranking)
+        if abs(total - 1.0) > SUM_TOLERANCE:
+            raise _error(
+                "probability_sum",
+                "ranking probabilities must sum to 1 within {tolerance}, got {total}",
+                tolerance=SUM_TOLERANCE,
+                total=repr(total),
+            )
+        return ranking
+
+    @field_validator("chosen_action_id")
+    @classmethod
+    def _chosen_is_ranked_first(cls, value: str, info: ValidationInfo) -> str:
+        ranking: list[RankedAction] | None = info.data.get("ranking")
+        if ranking is None:
+            return value
+        ids = [entry.id for entry in ranking]
+        if value not in ids:
+            raise _error(
+                "chosen_not_ranked",
+                "the chosen action must be in the ranking, got {found}",
+                found=_show(value),
+            )
+        if ids[0] != value:
+            raise _error(
+                "chosen_not_first",
+                "the chosen action must be ranked first, got {found} ranked at [{index}]",
+                found=_show(value),
+                index=ids.index(value),
+            )
+        return value
+
+    @field_validator("chosen_index")
+    @classmethod
+    def _index_points_at_chosen(cls, value: int, info: ValidationInfo) -> int:
+        actions: list[LoggedAction] | None = info.data.get("actions")
+        chosen: str | None = info.data.get("chosen_action_id")
+        if actions is None:
+            return value
+        if not 0 <= value < len(actions):
+            raise _error(
+                "chosen_index_range",
+                "the chosen index must be in [0, {count}), got {value}",
+                count=len(actions),
+                value=value,
+            )
+        if chosen is not None and actions[value].id != chosen:
+            raise _error(
+                "chosen_index_mismatch",
+                "the chosen index must point at the chosen action {chosen}, got {value} "
+                "which is {found}",
+                chosen=_show(chosen),
+                value=value,
+                found=_show(actions[value].id),
+            )
+        return value
+
+    @field_validator("probability")
+    @classmethod
+    def _probability_matches_ranking(cls, value: float, info: ValidationInfo) -> float:
+        ranking: list[RankedAction] | None = info.data.get("ranking")
+        chosen: str | None = info.data.get("chosen_action_id")
+        if ranking is None or chosen is None:
+            return value
+        logged = next(entry.probability for entry in ranking if entry.id == chosen)
+        if value != logged:
+            raise _error(
+                "probability_mismatch",
+                "the chosen action's probability must equal its ranking probability "
+                "{logged}, got {found}",
+                logged=repr(logged),
+                found=_show(value),
+            )
+        return value
+
+    @classmethod
+    def from_choice(
+        cls,
+        choice: Choice,
+        *,
+        request: RankRequest,
+        policy: str,
+        model_version: str,
+        limits: Limits | None = None,
+        occurred_at: datetime | None = None,
+    ) -> Self:
+        """Build the log record of `choice`, drawn for `request` by `policy`.
+
+        Parameters
+        ----------
+        choice
+            The draw, from :func:`policies.decide_ranking` on the policy's distribution
+            over ``request.policy_inputs()``'s actions.
+        request
+            The request decided; its event id becomes the decision's.
+        policy, model_version
+            Who decided.
+        limits
+            The limits `request` was validated with (defaults to ``Limits()``).
+        occurred_at
+            When the decision was made; defaults to now.
+
+        Returns
+        -------
+        Decision
+
+        Raises
+        ------
+        InvalidDistributionError
+            If `choice` is not over as many actions as the request leaves to the policy.
+        pydantic.ValidationError
+            If the record breaks a rule of :class:`Decision`.
+        """
+        context, actions = request.policy_inputs()
+        probabilities = choice.distribution.probabilities
+        if len(probabilities) != len(actions):
+            msg = (
+                f"the choice is over {len(probabilities)} actions but the request leaves "
+                f"{len(actions)} to the policy"
+            )
+            raise InvalidDistributionError(msg)
+        data: dict[str, Any] = {
+            "event_id": request.event_id,
+            "policy": policy,
+            "model_version": model_version,
+            "context": context,
+            "actions": [{"id": a.id, "features": a.features} for a in actions],
+            "ranking": [
+                {"id": actions[i].id, "probability": probabilities[i]} for i in choice.ranking
+            ],
+            "chosen_action_id": actions[choice.index].id,
+            "chosen_index": choice.index,
+            "probability": choice.probability,
+            "explored": choice.explored,
+        }
+        if occurred_at is not None:
+            data["occurred_at"] = occurred_at
+        if limits is None:
+            limits = _DEFAULT_LIMITS
+        return cls.model_validate(data, context={"limits": limits})
+
+
+class RewardReported(Event):
+    """A reward for the decision `event_id` (``POST /v1/reward``, topic ``rewards``).
+
+    Attributes
+    ----------
+    reward
+        The outcome, finite; higher is better.
+    action_id
+        The action the reward is for, when the app states it (it should be the chosen
+        one).
+    """
+
+    reward: float = Field(allow_inf_nan=False)
+    action_id: ActionId | None = None
+
+
+class BehaviourKind(StrEnum):
+    """What a user did."""
+
+    VIEW = "view"
+    CLICK = "click"
+    ADD_TO_CART = "add_to_cart"
+    REMOVE_FROM_CART = "remove_from_cart"
+    PURCHASE = "purchase"
+
+
+class DeviceType(StrEnum):
+    """The kind of device a user is on."""
+
+    MOBILE = "mobile"
+    DESKTOP = "desktop"
+    TABLET = "tablet"
+    OTHER = "other"
+
+
+class Device(_Frozen):
+    """The device an event came from.
+
+    Attributes
+    ----------
+    type
+        Mobile, desktop, tablet or other.
+    os
+        Operating system, e.g. ``"iOS 17.4"``: printable, 1 to ``max_key_length``
+        characters.
+    app_version
+        Version of the app, if any; same rule as `os`.
+    """
+
+    type: DeviceType
+    os: _Label
+    app_version: _Label | None = None
+
+
+class BehaviourEvent(Event):
+    """Something a user did in the app (``POST /v1/events``, topic ``events``).
+
+    Error messages and reprs of failed validation never show the input, so a raw user
+    id sent by mistake is not echoed into logs.
+
+    Attributes
+    ----------
+    event_id
+        Id of this event; generated when absent.
+    kind
+        What happened.
+    user_id
+        A pseudonym: raw user ids are replaced by a keyed hash at the edge and must
+        never reach this model.
+    session_id
+        The session the event belongs to.
+    device
+        The device it came from.
+    item_id
+        The item concerned, if any.
+    value
+        A finite amount, e.g. a purchase's value, if any.
+    """
+
+    model_config = ConfigDict(hide_input_in_errors=True)
+
+    event_id: EventId = Field(default_factory=new_event_id)
+    kind: BehaviourKind
+    user_id: _UserId
+    session_id: _SessionId
+    device: Device
+    item_id: _ItemId | None = None
+    value: float | None = Field(default=None, allow_inf_nan=False)
