@@ -15,9 +15,11 @@ def _public_modules() -> list[str]:
     for package in PACKAGES:
         names.append(package)
         module = importlib.import_module(package)
-        for info in pkgutil.iter_modules(module.__path__, prefix=f"{package}."):
-            if not info.name.rsplit(".", 1)[-1].startswith("_"):
-                names.append(info.name)
+        names.extend(
+            info.name
+            for info in pkgutil.iter_modules(module.__path__, prefix=f"{package}.")
+            if not info.name.rsplit(".", 1)[-1].startswith("_")
+        )
     return names
 
 
