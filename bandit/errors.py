@@ -7,6 +7,7 @@
     ├── PolicyError
     │   ├── InvalidDistributionError (also ValueError) probabilities that are not a distribution
     │   ├── InvalidActionsError      (also ValueError) no actions, or actions with repeated ids
+    │   ├── InvalidFeaturesError     (also ValueError) features a model cannot use (NaN, inf)
     │   ├── InvalidFeedbackError     (also ValueError) `learn` got an impossible outcome
     │   ├── SnapshotError            (also ValueError) bytes that do not restore this policy
     │   └── UnknownPolicyError       (also LookupError) no policy registered under that name
@@ -23,6 +24,7 @@ __all__ = [
     "DatasetError",
     "InvalidActionsError",
     "InvalidDistributionError",
+    "InvalidFeaturesError",
     "InvalidFeedbackError",
     "PolicyError",
     "SnapshotError",
@@ -49,6 +51,10 @@ class InvalidDistributionError(PolicyError, ValueError):
 
 class InvalidActionsError(PolicyError, ValueError):
     """No actions were offered, or two offered actions share an id."""
+
+
+class InvalidFeaturesError(PolicyError, ValueError):
+    """Features a model cannot use, such as a non-finite value; the message names it."""
 
 
 class InvalidFeedbackError(PolicyError, ValueError):
