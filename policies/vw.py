@@ -16,9 +16,10 @@ from typing import Any, ClassVar, Literal
 
 from vowpalwabbit import pyvw
 
-from bandit.errors import ConfigurationError, SnapshotError
+from bandit.errors import ConfigurationError, InvalidFeaturesError, SnapshotError
 from policies._base import Policy
 from policies._types import Action, Context, Features
+from policies._vwmodel import rewrite_options
 from policies.registry import register
 
 __all__ = ["Exploration", "VWPolicy", "reward_to_cost", "to_vw_lines"]
@@ -38,8 +39,20 @@ _USES: dict[str, tuple[str, ...]] = {
 }
 
 # Hyperparameters VW reads from the command line on every load, so they can change
-# on a live model by reloading it; the others are frozen into the saved model.
+# on a live model by reloading it with new flags.
 _RELOADABLE = frozenset({"epsilon", "rnd_alpha", "rnd_invlambda", "softmax_lambda"})
+
+# Hyperparameters VW freezes into a saved model: they change by rewriting the saved
+# model's options (and header checksum) before reloading it. The counts (`bag`,
+# `cover`, `rnd`) shape the learned state itself and can never change on a live model.
+_REWRITABLE = frozenset({"gamma_scale", "gamma_exponent", "psi"})
+
+# The rule every live-changeable hyperparameter must keep, as (low, high, low inclusive).
+_LIVE_RANGES: dict[str, tuple[float, float, bool]] = {
+    "epsilon": (0.0, 1.0, True),
+    "gamma_exponent": (0.0, 1.0, True),
+    "psi": (0.0, math.inf, True),
+}
 
 # Characters that would break VW's text format inside a feature name or value.
 _ESCAPES = str.maketrans(
@@ -58,7 +71,59 @@ def reward_to_cost(reward: float) -> float:
     return -reward
 
 
-def _namespace_text(prefix: str, features: Features) -> str:
+def _namespace_text(prefix: str, features: Features, action_id: str | None = None) -> str:
+    """Write namespaces as `` |<prefix><name> feature ...``, then `` |_id id=<action_id>``.
+
+    The hot path: names and values are written as they are, then the text is checked
+    to hold exactly the spaces, bars and colons written here as separators, and no
+    ``%``, tab or line break. Ints and floats add none of these, and any name, value or
+    other number that does fails the check, so the text is kept only when nothing
+    needed escaping; otherwise it is written again, escaped, by
+    :func:`_escaped_namespace_text`. Either way the result is the escaped text.
+    """
+    tokens: list[str] = []
+    append = tokens.append
+    numeric = 0
+    for namespace, values in features.items():
+        append(f" |{prefix}{namespace}")
+        for name, value in values.items():
+            if isinstance(value, str):
+                append(f" {name}={value}")
+            elif value:
+                append(f" {name}:{value}")
+                numeric += 1
+    spaces = len(tokens)
+    bars = len(features)
+    if action_id is not None:
+        append(f" |_id id={action_id}")
+        spaces += 2
+        bars += 1
+    text = "".join(tokens)
+    if numeric and ("nan" in text or "inf" in text):
+        _check_finite(features)
+    if (
+        text.count(" ") == spaces
+        and text.count("|") == bars
+        and text.count(":") == numeric
+        and "%" not in text
+        and "\t" not in text
+        and "\n" not in text
+        and "\r" not in text
+    ):
+        return text
+    return _escaped_namespace_text(prefix, features, action_id)
+
+
+def _check_finite(features: Features) -> None:
+    """Refuse NaN and infinite values: once learned, VW cannot unlearn them."""
+    for namespace, values in features.items():
+        for name, value in values.items():
+            if not isinstance(value, str) and not math.isfinite(value):
+                msg = f"feature {namespace}.{name} must be finite, got {value!r}"
+                raise InvalidFeaturesError(msg)
+
+
+def _escaped_namespace_text(prefix: str, features: Features, action_id: str | None) -> str:
     parts: list[str] = []
     for namespace, values in features.items():
         tokens = [f" |{prefix}{namespace.translate(_ESCAPES)}"]
@@ -69,6 +134,8 @@ def _namespace_text(prefix: str, features: Features) -> str:
             elif value:
                 tokens.append(f"{key}:{value}")
         parts.append(" ".join(tokens))
+    if action_id is not None:
+        parts.append(f" |_id id={action_id.translate(_ESCAPES)}")
     return "".join(parts)
 
 
@@ -102,13 +169,20 @@ def to_vw_lines(
     ['shared |cuser age:0.5', '0:-1.0:0.25 |aitem topic=golf |_id id=x']
     """
     lines = ["shared" + _namespace_text(context_prefix, context)]
+    chosen = -1 if label is None else label[0]
     for index, action in enumerate(actions):
-        head = ""
-        if label is not None and label[0] == index:
-            head = f"0:{label[1]}:{label[2]}"
-        body = _namespace_text(action_prefix, action.features)
-        lines.append(f"{head}{body} |_id id={action.id.translate(_ESCAPES)}".lstrip())
+        # Every body starts with " |": the label takes the space, or it is dropped.
+        body = _namespace_text(action_prefix, action.features, action.id)
+        if label is not None and index == chosen:
+            lines.append(f"0:{label[1]}:{label[2]}{body}")
+        else:
+            lines.append(body[1:])
     return lines
+
+
+def _vw_text(lines: list[str]) -> str:
+    """Join example lines into the one text VW parses, exactly as ``pyvw`` does."""
+    return "\n".join(lines).replace("\r", "").strip()
 
 
 class VWPolicy(Policy):
@@ -158,7 +232,7 @@ class VWPolicy(Policy):
     """
 
     name: ClassVar[str] = "vw"
-    live_params: ClassVar[frozenset[str]] = frozenset({"floor"} | _RELOADABLE)
+    live_params: ClassVar[frozenset[str]] = frozenset({"floor"} | _RELOADABLE | _REWRITABLE)
 
     def __init__(
         self,
@@ -246,8 +320,17 @@ class VWPolicy(Policy):
 
     # -- hooks --------------------------------------------------------------------
 
+    # The hot path parses, predicts, learns and finishes through VW's native binding
+    # (which pyvw.Workspace extends), as pyvw's own predict/learn do, but without
+    # wrapping every parsed line in a Python pyvw.Example: that wrapping, not VW, is
+    # most of pyvw's cost per text example.
+
     def _weights(self, context: Context, actions: Sequence[Action]) -> Sequence[float]:
-        probabilities: list[float] = self._vw.predict(to_vw_lines(context, actions))
+        vw = self._vw
+        examples = vw._parse(_vw_text(to_vw_lines(context, actions)))
+        vw.predict_multi(examples)
+        probabilities: list[float] = examples[0].get_action_scores()
+        vw._finish_example_multi_ex(examples)
         return [max(float(p), 0.0) for p in probabilities]
 
     def _learn(
@@ -258,7 +341,11 @@ class VWPolicy(Policy):
         reward: float,
         probability: float,
     ) -> None:
-        self._vw.learn(to_vw_lines(context, actions, (chosen, reward_to_cost(reward), probability)))
+        vw = self._vw
+        lines = to_vw_lines(context, actions, (chosen, reward_to_cost(reward), probability))
+        examples = vw._parse(_vw_text(lines))
+        vw.learn_multi(examples)
+        vw._finish_example_multi_ex(examples)
 
     def _params(self) -> dict[str, Any]:
         return {
@@ -295,17 +382,24 @@ class VWPolicy(Policy):
         self._vw = self._load_model(payload, self._exploration_arguments(self._reloadable_used()))
 
     def tunable_params(self) -> frozenset[str]:
-        """Return `floor` and the reloadable hyperparameters this exploration uses."""
-        return frozenset({"floor", *self._reloadable_used()})
+        """Return `floor` and the hyperparameters of this exploration that can change live."""
+        live = _RELOADABLE | _REWRITABLE
+        return frozenset({"floor", *(name for name in _USES[self.exploration] if name in live)})
 
     def _configure(self, changes: dict[str, Any]) -> None:
-        checked = {
-            key: _in_range(key, value, 0.0, 1.0) if key == "epsilon" else _positive(key, value)
-            for key, value in changes.items()
-        }
+        checked: dict[str, float] = {}
+        for key, value in changes.items():
+            if key in _LIVE_RANGES:
+                low, high, _ = _LIVE_RANGES[key]
+                checked[key] = _in_range(key, value, low, high)
+            else:
+                checked[key] = _positive(key, value)
+        model = self._save_model()
+        frozen = {key: repr(value) for key, value in checked.items() if key in _REWRITABLE}
+        if frozen:
+            model = rewrite_options(model, frozen)
         for key, value in checked.items():
             setattr(self, key, value)
-        model = self._save_model()
         self._vw = self._load_model(model, self._exploration_arguments(self._reloadable_used()))
 
     # -- model files ----------------------------------------------------------------

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bandit.errors import ConfigurationError, SnapshotError
+from bandit.errors import ConfigurationError, InvalidFeaturesError, SnapshotError
 from policies import Action, make_policy
 from policies.baselines import Uniform
 from policies.vw import VWPolicy, reward_to_cost, to_vw_lines
@@ -93,3 +93,60 @@ def test_restore_refuses_bytes_that_are_not_a_snapshot() -> None:
     """Arbitrary bytes are refused by their magic prefix."""
     with pytest.raises(SnapshotError, match="bad magic bytes"):
         VWPolicy.restore(b"\x07\x00\x00\x009.11.9")
+
+
+def test_squarecb_gamma_changes_live_without_losing_the_model() -> None:
+    """A larger SquareCB gamma keeps the greedy actions and exploits them more."""
+    policy = VWPolicy(exploration="squarecb", floor=1e-6)
+    toy.run(policy, 600)
+    before = [policy.pmf(toy.context_for(s), toy.ACTIONS) for s in range(3)]
+    policy.configure(gamma_scale=1000.0, gamma_exponent=0.6)
+    after = [policy.pmf(toy.context_for(s), toy.ACTIONS) for s in range(3)]
+    for segment, (old, new) in enumerate(zip(before, after, strict=True)):
+        assert new.argmax() == old.argmax() == toy.best_action(segment)
+        assert new[new.argmax()] > old[old.argmax()]
+    restored = VWPolicy.restore(policy.snapshot())
+    assert (restored.gamma_scale, restored.gamma_exponent) == (1000.0, 0.6)
+    assert restored.pmf(toy.context_for(1), toy.ACTIONS) == policy.pmf(
+        toy.context_for(1), toy.ACTIONS
+    )
+
+
+def test_cover_psi_changes_live() -> None:
+    """Cover's psi, frozen into VW's model, changes on the running policy."""
+    policy = VWPolicy(exploration="cover")
+    toy.run(policy, 200)
+    before = policy.pmf(toy.context_for(0), toy.ACTIONS)
+    policy.configure(psi=0.25)
+    assert policy.params()["psi"] == 0.25
+    assert policy.pmf(toy.context_for(0), toy.ACTIONS) == before  # psi acts while learning
+    assert "--psi 0.25" in policy._vw.get_arguments()
+
+
+def test_counts_that_shape_the_model_cannot_change_live() -> None:
+    """The number of bagged or cover policies is refused as a live change."""
+    with pytest.raises(ConfigurationError, match="cannot change 'bag' while running"):
+        VWPolicy(exploration="bag").configure(bag=3)
+
+
+def test_fast_path_predicts_exactly_like_pyvw() -> None:
+    """The policy's native-binding path gives pyvw.Workspace.predict's probabilities."""
+    policy = VWPolicy(exploration="softmax", floor=1e-9)
+    toy.run(policy, 300)
+    for segment in range(3):
+        context = toy.context_for(segment)
+        expected = policy._vw.predict(to_vw_lines(context, toy.ACTIONS))
+        total = sum(max(p, 0.0) for p in expected)
+        got = policy.pmf(context, toy.ACTIONS)
+        assert list(got) == pytest.approx([p / total for p in expected], abs=1e-7)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_non_finite_features_are_refused(value: float) -> None:
+    """NaN and infinite feature values are refused before VW can learn them."""
+    policy = VWPolicy()
+    context = {"user": {"info": "x", "score": value}}
+    with pytest.raises(InvalidFeaturesError, match=r"feature user\.score must be finite"):
+        policy.pmf(context, toy.ACTIONS)
+    with pytest.raises(InvalidFeaturesError, match=r"feature user\.score must be finite"):
+        policy.learn(context, toy.ACTIONS, 0, 1.0, 0.5)
