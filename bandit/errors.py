@@ -11,7 +11,8 @@
     │   ├── InvalidFeedbackError     (also ValueError) `learn` got an impossible outcome
     │   ├── SnapshotError            (also ValueError) bytes that do not restore this policy
     │   └── UnknownPolicyError       (also LookupError) no policy registered under that name
-    └── DatasetError                 (also ValueError) a simulation data set cannot be built
+    ├── DatasetError                 (also ValueError) a simulation data set cannot be built
+    └── RuntimeServiceError          (also RuntimeError) a local broker or Redis cannot start
 
 Request and event payloads are validated by pydantic and raise
 :class:`pydantic.ValidationError`, whose entries name the field and the rule.
@@ -27,6 +28,7 @@ __all__ = [
     "InvalidFeaturesError",
     "InvalidFeedbackError",
     "PolicyError",
+    "RuntimeServiceError",
     "SnapshotError",
     "StreambanditError",
     "UnknownPolicyError",
@@ -71,3 +73,7 @@ class UnknownPolicyError(PolicyError, LookupError):
 
 class DatasetError(StreambanditError, ValueError):
     """A simulation environment or data set cannot be built as asked."""
+
+
+class RuntimeServiceError(StreambanditError, RuntimeError):
+    """A server of the embedded runtime cannot be found or started; the message says why."""

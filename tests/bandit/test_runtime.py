@@ -1,0 +1,78 @@
+"""The embedded runtime starts a real broker and a real Redis, and stops them."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import pytest
+import redis
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from bandit.errors import RuntimeServiceError
+from bandit.runtime import LocalServices, ServiceProcess, free_port
+from bandit.settings import KafkaSettings, RedisSettings, Settings
+
+
+def test_redis_answers(redis_url: str) -> None:
+    """The session's Redis stores and returns a value."""
+    client = redis.Redis.from_url(redis_url)
+    key = f"test:{uuid.uuid4().hex}"
+    client.set(key, b"v", ex=60)
+    assert client.get(key) == b"v"
+
+
+def test_broker_round_trips_a_record(broker: str) -> None:
+    """A record produced to the local broker is consumed back by a consumer group."""
+    topic = f"t-{uuid.uuid4().hex[:8]}"
+
+    async def round_trip() -> list[bytes]:
+        producer = AIOKafkaProducer(bootstrap_servers=broker, enable_idempotence=False)
+        await producer.start()
+        try:
+            await producer.send_and_wait(topic, b"hello", key=b"k")
+        finally:
+            await producer.stop()
+        consumer = AIOKafkaConsumer(
+            topic,
+            bootstrap_servers=broker,
+            group_id=f"g-{topic}",
+            auto_offset_reset="earliest",
+            session_timeout_ms=6000,
+            heartbeat_interval_ms=500,
+        )
+        await consumer.start()
+        try:
+            batch = await consumer.getmany(timeout_ms=15_000, max_records=1)
+            return [record.value for records in batch.values() for record in records]
+        finally:
+            await consumer.stop()
+
+    assert asyncio.run(round_trip()) == [b"hello"]
+
+
+def test_configured_servers_are_used_not_started(tmp_path: object) -> None:
+    """With both servers configured, the runtime starts no process."""
+    settings = Settings(
+        kafka=KafkaSettings(broker="127.0.0.1:1"), redis=RedisSettings(url="redis://127.0.0.1:2/0")
+    )
+    with LocalServices(settings) as services:
+        assert services.processes == {}
+        assert (services.broker, services.redis_url) == ("127.0.0.1:1", "redis://127.0.0.1:2/0")
+
+
+def test_a_process_that_dies_on_start_is_reported(tmp_path: pytest.TempPathFactory) -> None:
+    """A server that exits at once gives an error naming it and its exit code."""
+    process = ServiceProcess("false-server", ["false"], free_port(), tmp_path / "log")  # type: ignore[operator]
+    with pytest.raises(RuntimeServiceError, match="false-server exited with code 1 on start"):
+        process.start()
+
+
+def test_stop_ends_the_processes(tmp_path: pytest.TempPathFactory) -> None:
+    """After the context ends, the servers it started are no longer running."""
+    services = LocalServices(Settings(), workdir=tmp_path / "svc")  # type: ignore[operator]
+    with services:
+        started = list(services.processes.values())
+        assert all(p.running for p in started)
+    assert started
+    assert not any(p.running for p in started)

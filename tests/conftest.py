@@ -1,0 +1,34 @@
+"""Session-wide real servers: the local Kafka-protocol broker and a Redis server.
+
+They are started once per test session on free loopback ports (or taken from
+STREAMBANDIT_KAFKA__BROKER / STREAMBANDIT_REDIS__URL) and stopped at the end. Tests never
+skip for want of a server: if one cannot start, the fixture fails with the reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from bandit.runtime import LocalServices
+from bandit.settings import Settings
+
+
+@pytest.fixture(scope="session")
+def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServices]:
+    """The broker and Redis every integration test talks to."""
+    with LocalServices(Settings(), workdir=tmp_path_factory.mktemp("services")) as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def broker(services: LocalServices) -> str:
+    """``host:port`` of the Kafka-protocol broker."""
+    return services.broker
+
+
+@pytest.fixture(scope="session")
+def redis_url(services: LocalServices) -> str:
+    """URL of the Redis server."""
+    return services.redis_url
