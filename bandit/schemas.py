@@ -86,8 +86,11 @@ from policies._distribution import SUM_TOLERANCE
 
 __all__ = [
     "ActionId",
+    "Activation",
+    "Aggregation",
     "BehaviourEvent",
     "BehaviourKind",
+    "DeadLetter",
     "Decision",
     "Device",
     "DeviceType",
@@ -95,11 +98,14 @@ __all__ = [
     "EventId",
     "LoggedAction",
     "LoggedFeatures",
+    "PolicySettings",
     "RankRequest",
     "RankableAction",
     "RankedAction",
     "RequestFeatures",
     "RewardReported",
+    "RewardsRecord",
+    "TrainingExample",
     "new_event_id",
 ]
 
@@ -598,6 +604,11 @@ class Decision(Event):
         The chosen action's probability; equal to its ranking entry's.
     explored
         Whether the chosen action is not the policy's most probable one.
+    deferred
+        Whether the app asked to activate the decision later (``deferActivation``): it
+        is learned only once activated within the reward wait time.
+    learn
+        Whether the decision may be learned from and kept (learning consent).
     """
 
     policy: _PolicyName
@@ -613,6 +624,8 @@ class Decision(Event):
     chosen_index: int
     probability: _Probability
     explored: bool
+    deferred: bool = False
+    learn: bool = True
 
     @field_validator("ranking")
     @classmethod
@@ -786,8 +799,88 @@ class RewardReported(Event):
         one).
     """
 
+    type: Literal["reward"] = "reward"
     reward: float = Field(allow_inf_nan=False)
     action_id: ActionId | None = None
+    reward_id: EventId = Field(default_factory=new_event_id)
+
+
+class Activation(Event):
+    """The app showed a deferred decision: it may now be learned (topic ``rewards``)."""
+
+    type: Literal["activation"] = "activation"
+
+
+RewardsRecord: TypeAlias = Annotated[RewardReported | Activation, Field(discriminator="type")]
+"""What the ``rewards`` topic carries: rewards and activations, keyed by event id."""
+
+
+class TrainingExample(Event):
+    """A decision joined with its outcome, ready to learn (topic ``training``).
+
+    Attributes
+    ----------
+    decision
+        The decision as it was logged.
+    reward
+        The aggregated reward, or the policy's default reward when none arrived.
+    reward_count
+        How many distinct rewards were aggregated (0 with the default reward).
+    default_reward
+        Whether `reward` is the default reward.
+    """
+
+    decision: Decision
+    reward: float = Field(allow_inf_nan=False)
+    reward_count: int = Field(ge=0)
+    default_reward: bool
+
+
+class DeadLetter(Event):
+    """A record no agent could use, with the reason (topic ``dead-letters``).
+
+    `value` is the record as text (undecodable bytes replaced), cut to 64 KiB.
+    """
+
+    source_topic: str
+    partition: int
+    offset: int
+    key: str | None = None
+    value: str = Field(max_length=65_536)
+    reason: str
+
+
+Aggregation: TypeAlias = Literal["sum", "earliest", "max"]
+"""How several rewards for one decision combine: their sum, the first to arrive, or
+the largest (the reward is *at least* every value reported)."""
+
+
+class PolicySettings(_Frozen):
+    """The settings of one live policy, changed by an admin while it runs.
+
+    Attributes
+    ----------
+    spec
+        The policy spec it is built from (``vw-squarecb``, ``linucb:alpha=0.5``).
+    exploration
+        Live exploration parameters (those the policy's ``tunable_params`` accepts).
+    exploration_floor
+        Smallest probability any offered action gets.
+    reward_wait_seconds
+        How long after a decision its rewards are joined (Personalizer's reward wait
+        time).
+    default_reward
+        The reward learned when none arrived in time.
+    reward_aggregation
+        How several rewards combine.
+    """
+
+    spec: str = Field(min_length=1, max_length=512)
+    exploration: dict[str, float] = Field(default_factory=dict)
+    exploration_floor: float = Field(default=1e-3, gt=0.0, le=1.0)
+    reward_wait_seconds: float = Field(default=10.0, gt=0.0, le=7 * 24 * 3600)
+    default_reward: float = Field(default=0.0, allow_inf_nan=False)
+    reward_aggregation: Aggregation = "earliest"
 
 
 class BehaviourKind(StrEnum):

@@ -7,12 +7,23 @@ Nested fields use ``__``: ``STREAMBANDIT_LIMITS__MAX_ACTIONS=100``. Build it wit
 from __future__ import annotations
 
 from functools import lru_cache
+from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["KafkaSettings", "Limits", "RedisSettings", "Settings", "get_settings"]
+__all__ = [
+    "ApiKey",
+    "ApiSettings",
+    "KafkaSettings",
+    "LearnerSettings",
+    "Limits",
+    "LogSettings",
+    "RedisSettings",
+    "Settings",
+    "get_settings",
+]
 
 
 class Limits(BaseModel):
@@ -29,19 +40,74 @@ class Limits(BaseModel):
 
 
 class KafkaSettings(BaseModel):
-    """Where the Kafka-protocol broker is; empty means start the embedded one."""
+    """The Kafka-protocol broker; an empty `broker` means start the embedded one.
+
+    Topics are ``<topic_prefix>.<name>`` for events, decisions, rewards, training and
+    dead-letters. Decisions and rewards are keyed by event id and share
+    `partitions`, so the join sees both sides of an event in one partition.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     broker: str = ""
+    topic_prefix: str = Field(default="streambandit", pattern=r"^[A-Za-z0-9._-]+$")
+    partitions: int = Field(default=4, ge=1, le=1024)
+    session_timeout_seconds: float = Field(default=6.0, gt=0.0)
+    heartbeat_seconds: float = Field(default=1.0, gt=0.0)
+    fetch_max_wait_ms: int = Field(default=100, ge=1, le=10_000)
+    producer_buffer: int = Field(
+        default=100_000, ge=0, description="Decisions held while the broker is away."
+    )
 
 
 class RedisSettings(BaseModel):
-    """Where Redis is; empty means start the embedded ``redis-server``."""
+    """Redis; an empty `url` means start the embedded ``redis-server``."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     url: str = ""
+    key_prefix: str = Field(default="sb", pattern=r"^[A-Za-z0-9._-]+$")
+    socket_timeout_seconds: float = Field(default=0.05, gt=0.0)
+    feature_ttl_seconds: int = Field(default=1800, ge=1)
+
+
+class ApiKey(BaseModel):
+    """One API key: an app key may use its policies; an admin key may change settings."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    key: str = Field(min_length=16, repr=False)
+    role: Literal["app", "admin"] = "app"
+    policies: tuple[str, ...] = ("*",)
+
+
+class ApiSettings(BaseModel):
+    """The HTTP API."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65_535)
+    keys: tuple[ApiKey, ...] = ()
+    model_poll_seconds: float = Field(default=0.5, gt=0.0)
+
+
+class LearnerSettings(BaseModel):
+    """When the learner snapshots its models to Redis."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    snapshot_every_examples: int = Field(default=1000, ge=1)
+    snapshot_every_seconds: float = Field(default=1.0, gt=0.0)
+
+
+class LogSettings(BaseModel):
+    """Where joined decisions are written as DSJSON, and when files rotate."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    directory: Path = Path("streambandit-data") / "decisions"
+    rotate_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
 
 
 class Settings(BaseSettings):
@@ -54,6 +120,13 @@ class Settings(BaseSettings):
     limits: Limits = Limits()
     kafka: KafkaSettings = KafkaSettings()
     redis: RedisSettings = RedisSettings()
+    api: ApiSettings = ApiSettings()
+    learner: LearnerSettings = LearnerSettings()
+    decision_log: LogSettings = LogSettings()
+    policies: dict[str, str] = Field(
+        default_factory=lambda: {"default": "vw-squarecb"},
+        description="Policies served, by name, with the spec each starts from.",
+    )
     exploration_floor: float = Field(
         default=1e-3,
         gt=0.0,

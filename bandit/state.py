@@ -1,0 +1,204 @@
+"""Everything the service keeps in Redis, behind one small async interface.
+
+State lives in Redis, flows live in Kafka. Keys, all under the configured prefix
+(``sb`` by default)::
+
+    sb:policy:{name}:settings      JSON PolicySettings           (admin writes, all read)
+    sb:policy:{name}:settings:v    integer, bumped on every change
+    sb:model:{name}                hash: snapshot, version, offsets (JSON), saved_at
+    sb:learned:{name}              sorted set: event ids learned -> when (dedup window)
+    sb:features:{kind}:{id}        hash of features with a TTL (session, device)
+    sb:counters:{name}             hash of counters (decisions, rewards_late, ...)
+
+The join agent's own keys are described in :mod:`streams.join`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from redis.asyncio import Redis
+
+from bandit.schemas import PolicySettings
+
+__all__ = ["FeatureKind", "ModelRecord", "StateStore"]
+
+FeatureKind = Literal["session", "device"]
+
+_LEARNED_WINDOW_SECONDS = 7 * 24 * 3600
+
+
+@dataclass(frozen=True, slots=True)
+class ModelRecord:
+    """A saved model: its snapshot bytes, version and the training offsets it covers."""
+
+    snapshot: bytes
+    version: int
+    offsets: dict[int, int]
+    saved_at: float
+
+
+class StateStore:
+    """Async access to streambandit's Redis state.
+
+    Parameters
+    ----------
+    redis
+        A ``redis.asyncio.Redis`` client (bytes responses).
+    prefix
+        Key prefix, from ``settings.redis.key_prefix``.
+    """
+
+    def __init__(self, redis: Redis, prefix: str = "sb") -> None:
+        self.redis = redis
+        self.prefix = prefix
+
+    def key(self, *parts: str) -> str:
+        """Return the full key for `parts`: ``prefix:part:part``."""
+        return ":".join((self.prefix, *parts))
+
+    # -- policy settings ---------------------------------------------------------------
+
+    async def policy_settings(self, policy: str) -> tuple[PolicySettings, int] | None:
+        """Return a policy's settings and their version, or None when never set."""
+        raw, version = await self.redis.mget(
+            self.key("policy", policy, "settings"), self.key("policy", policy, "settings", "v")
+        )
+        if raw is None:
+            return None
+        return PolicySettings.model_validate_json(raw), int(version or 0)
+
+    async def settings_version(self, policy: str) -> int:
+        """Return the version of a policy's settings (0 when never set)."""
+        raw = await self.redis.get(self.key("policy", policy, "settings", "v"))
+        return int(raw or 0)
+
+    async def set_policy_settings(self, policy: str, settings: PolicySettings) -> int:
+        """Store new settings for `policy` and return their version."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.set(self.key("policy", policy, "settings"), settings.model_dump_json())
+            pipe.incr(self.key("policy", policy, "settings", "v"))
+            _, version = await pipe.execute()
+        return int(version)
+
+    async def init_policy_settings(self, policy: str, settings: PolicySettings) -> bool:
+        """Store `settings` only if the policy has none yet; return whether stored."""
+        stored = await self.redis.set(
+            self.key("policy", policy, "settings"), settings.model_dump_json(), nx=True
+        )
+        if stored:
+            await self.redis.incr(self.key("policy", policy, "settings", "v"))
+        return bool(stored)
+
+    async def policy_names(self) -> list[str]:
+        """Return every policy that has settings, sorted."""
+        names = []
+        pattern = self.key("policy", "*", "settings")
+        async for raw in self.redis.scan_iter(match=pattern, count=200):
+            key = _text(raw)
+            names.append(key[len(self.prefix) + len(":policy:") : -len(":settings")])
+        return sorted(names)
+
+    # -- models ------------------------------------------------------------------------
+
+    async def save_model(
+        self,
+        policy: str,
+        snapshot: bytes,
+        version: int,
+        offsets: Mapping[int, int],
+        learned_ids: Sequence[str] = (),
+    ) -> None:
+        """Atomically store a snapshot, its version and offsets, and the ids it learned."""
+        now = time.time()
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(
+                self.key("model", policy),
+                mapping={
+                    "snapshot": snapshot,
+                    "version": str(version),
+                    "offsets": json.dumps({str(p): o for p, o in offsets.items()}),
+                    "saved_at": repr(now),
+                },
+            )
+            if learned_ids:
+                learned = self.key("learned", policy)
+                pipe.zadd(learned, dict.fromkeys(learned_ids, now))
+                pipe.zremrangebyscore(learned, "-inf", now - _LEARNED_WINDOW_SECONDS)
+            await pipe.execute()
+
+    async def load_model(self, policy: str) -> ModelRecord | None:
+        """Return the saved model of `policy`, or None."""
+        raw = await self.redis.hgetall(self.key("model", policy))
+        if not raw or b"snapshot" not in raw:
+            return None
+        offsets = json.loads(raw[b"offsets"])
+        return ModelRecord(
+            snapshot=_bytes(raw[b"snapshot"]),
+            version=int(raw[b"version"]),
+            offsets={int(p): int(o) for p, o in offsets.items()},
+            saved_at=float(raw[b"saved_at"]),
+        )
+
+    async def model_version(self, policy: str) -> int | None:
+        """Return the version of the saved model of `policy`, or None (cheap to poll)."""
+        raw = await self.redis.hget(self.key("model", policy), "version")
+        return None if raw is None else int(raw)
+
+    async def learned(self, policy: str, event_ids: Sequence[str]) -> list[bool]:
+        """Say, for each event id, whether a saved model of `policy` already learned it."""
+        if not event_ids:
+            return []
+        scores = await self.redis.zmscore(self.key("learned", policy), list(event_ids))
+        return [score is not None for score in scores]
+
+    # -- features ----------------------------------------------------------------------
+
+    async def put_features(
+        self, kind: FeatureKind, entity: str, features: Mapping[str, float | str], ttl: int
+    ) -> None:
+        """Merge `features` into an entity's feature hash and refresh its TTL."""
+        key = self.key("features", kind, entity)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(key, mapping={name: json.dumps(value) for name, value in features.items()})
+            pipe.expire(key, ttl)
+            await pipe.execute()
+
+    async def features(self, kind: FeatureKind, entity: str) -> dict[str, float | str]:
+        """Return an entity's features (empty when unknown or expired)."""
+        raw = await self.redis.hgetall(self.key("features", kind, entity))
+        return {_text(name): json.loads(value) for name, value in raw.items()}
+
+    # -- counters ----------------------------------------------------------------------
+
+    async def count(self, policy: str, counts: Mapping[str, int]) -> None:
+        """Add to a policy's counters."""
+        if not counts:
+            return
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for name, amount in counts.items():
+                pipe.hincrby(self.key("counters", policy), name, amount)
+            await pipe.execute()
+
+    async def counters(self, policy: str) -> dict[str, int]:
+        """Return a policy's counters."""
+        raw = await self.redis.hgetall(self.key("counters", policy))
+        return {_text(name): int(value) for name, value in raw.items()}
+
+    async def delete(self, keys: Iterable[str]) -> None:
+        """Delete keys (a helper for erasure and tests)."""
+        keys = list(keys)
+        if keys:
+            await self.redis.delete(*keys)
+
+
+def _bytes(value: bytes | str) -> bytes:
+    return value if isinstance(value, bytes) else value.encode()
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
