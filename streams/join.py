@@ -1,0 +1,656 @@
+"""The decision-reward join: decisions wait in Redis for their rewards, then leave once.
+
+Plain async functions over Redis that the join agent calls; nothing here knows Kafka.
+A decision waits for the policy's reward wait time; rewards (and, for deferred
+decisions, the activation) that reach the join meanwhile are kept with it. Once the
+wait is over, :meth:`JoinStore.claim_due` hands out a :class:`Joined`: a
+:class:`~bandit.schemas.TrainingExample` with the aggregated reward (or the policy's
+default reward, flagged), or the reason the decision is dropped. The agent produces
+it, then calls :meth:`JoinStore.complete`.
+
+Semantics
+---------
+reward window
+    Anchored at the decision's ``occurred_at`` (when the API decided, as in
+    Personalizer's Rank call), not at its arrival here: the event is due at
+    ``occurred_at + reward_wait_seconds`` whatever the consumer lag, so a re-delivered
+    or replayed decision gets the same due time and the same training example. Every
+    reward that reaches the join before the event is *claimed* is aggregated; from
+    the first claim on the event is frozen and later rewards are late.
+aggregation
+    By the policy's ``reward_aggregation`` as it was when the decision arrived:
+    ``sum`` (exact, :func:`math.fsum`), ``earliest`` (smallest reward ``occurred_at``,
+    ties broken by arrival order) or ``max``. With no reward, the policy's
+    ``default_reward`` with ``default_reward=True`` and ``reward_count=0``.
+early rewards
+    A reward or activation whose decision has not arrived is kept (outcome ``early``)
+    for ``orphan_ttl_seconds``. When the decision arrives they join it and are counted
+    (``rewards``, ``rewards_early``, ...). Orphans that expire are removed by
+    :meth:`JoinStore.claim_due` and counted under the pseudo-policy
+    :attr:`JoinStore.ORPHANS` (``rewards_orphaned``, ``activations_orphaned``,
+    ``rewards_duplicate``), since a reward does not name its policy.
+late rewards
+    A reward for an event that is claimed, joined or dropped is counted
+    (``rewards_late``) and neither stored nor learned; so is a late activation
+    (``activations_late``). The done marker that recognises them lives
+    ``max(done_ttl_seconds, 2 * reward_wait_seconds)``; after that a reward for the
+    event is treated as an orphan.
+duplicates
+    A decision whose event id is pending or done, and a reward whose ``reward_id`` was
+    already kept for its event, change nothing and are counted
+    (``decisions_duplicate``, ``rewards_duplicate``); the first value of a reward id
+    wins. A duplicate that arrives after the event is done is counted as late.
+deferred decisions
+    Learned only if activated before the event is claimed; otherwise dropped
+    (``dropped_unactivated``) with their rewards.
+learning consent
+    A decision with ``learn=False`` leaves nothing in Redis but counters
+    (``decisions``, ``not_learned``): any rewards already waiting for it are deleted
+    uncounted, rewards arriving later become orphans, and a re-delivered copy is
+    counted again, since nothing is kept to recognise it.
+at-least-once
+    :meth:`JoinStore.claim_due` moves each due event's score to ``now + lease`` in the
+    same script that reads it, so a worker that crashes before :meth:`JoinStore.complete`
+    loses nothing: the event is handed out again, identical, once the lease is over
+    (the learner dedupes by event id). :meth:`JoinStore.complete` is idempotent and
+    counts ``joined``, ``default_rewards``, ``dropped_unactivated`` and
+    ``dropped_invalid`` once per event.
+time
+    Every method takes ``now`` (seconds since the epoch). When it is omitted the Redis
+    server's clock is read inside the script, so all workers share one clock. Tests
+    pass ``now`` and never sleep. Only retention (done markers, the backstop expiry of
+    orphans) runs on Redis's own TTL clock.
+
+Keys
+----
+Under the state's prefix (``sb`` by default)::
+
+    sb:join:event:{event_id}   hash: the pending event (below); no TTL once the
+                               decision is in, a backstop TTL of 2 x orphan_ttl before
+    sb:join:due                sorted set: event id -> due time, or lease expiry while
+                               claimed; only events whose decision arrived
+    sb:join:orphans            sorted set: event id -> when its early rewards expire
+    sb:join:done:{event_id}    string: the policy name; TTL max(done_ttl, 2 x wait)
+    sb:counters:{policy}       the counters, through StateStore.count
+
+Fields of an event hash: ``decision`` (Decision JSON), ``policy``, ``aggregation``,
+``default_reward``, ``wait`` (the settings at arrival), ``deferred`` (``1``/``0``),
+``done_ttl`` (seconds), ``claimed`` (``1`` once handed out), ``seq`` (arrival
+counter), ``r:{reward_id}`` (``"{seq} {occurred_at in µs} {reward!r}"`` per reward),
+``reward_count``, ``reward_duplicates``, ``activated``, ``activation_count``,
+``activation_duplicates``.
+
+Every record costs O(1) commands (O(log n) on the sorted sets); ``claim_due`` works
+in batches of ``limit``. Each change of state is one Lua script, so it is atomic; the
+counters are added just after it, so a crash in between can lose a count, never double
+one. The claim and complete scripts build per-event keys from the prefix: this needs a
+single Redis (or a cluster whose prefix is one hash tag), like the rest of the state.
+Due ids found without state (which should not happen) are counted as ``events_lost``
+under :attr:`JoinStore.ORPHANS`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, ClassVar, Final, Literal, TypeAlias
+
+import pydantic
+
+from bandit.schemas import Activation, Decision, PolicySettings, RewardReported, TrainingExample
+from bandit.settings import Limits
+from bandit.state import StateStore
+
+__all__ = [
+    "DecisionOutcome",
+    "DropReason",
+    "JoinStore",
+    "Joined",
+    "RecordOutcome",
+]
+
+DecisionOutcome: TypeAlias = Literal["pending", "duplicate", "not_learned"]
+"""What :meth:`JoinStore.add_decision` did with a decision."""
+
+RecordOutcome: TypeAlias = Literal["pending", "early", "duplicate", "late"]
+"""What :meth:`JoinStore.add_reward` and :meth:`JoinStore.add_activation` did."""
+
+DropReason: TypeAlias = Literal["unactivated", "invalid"]
+"""Why a due event yields no training example: a deferred decision never activated,
+or state that cannot make a valid example (e.g. a reward sum that overflows)."""
+
+_RECORD_OUTCOMES: Final[dict[str, RecordOutcome]] = {
+    "pending": "pending",
+    "early": "early",
+    "duplicate": "duplicate",
+    "late": "late",
+}
+_MICROSECOND = timedelta(microseconds=1)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_DETAIL_CHARS = 500
+
+# Every script reads `now` from its argument, or from the server when it is ''.
+_CLOCK = """
+local function clock(arg)
+  if arg ~= '' then return tonumber(arg) end
+  local t = redis.call('TIME')
+  return tonumber(t[1]) + tonumber(t[2]) / 1000000
+end
+"""
+
+# KEYS: event hash, done marker, due set, orphan set
+# ARGV: event id, learn ('1'/'0'), due score, field, value, field, value, ...
+_ADD_DECISION = """
+if redis.call('EXISTS', KEYS[2]) == 1 or redis.call('HEXISTS', KEYS[1], 'decision') == 1 then
+  return {'duplicate'}
+end
+local early = redis.call('HMGET', KEYS[1], 'reward_count', 'reward_duplicates',
+                         'activation_count', 'activation_duplicates')
+redis.call('ZREM', KEYS[4], ARGV[1])
+if ARGV[2] == '0' then
+  redis.call('DEL', KEYS[1])
+  return {'not_learned'}
+end
+redis.call('HSET', KEYS[1], unpack(ARGV, 4))
+redis.call('PERSIST', KEYS[1])
+redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])
+return {'pending', tonumber(early[1] or '0'), tonumber(early[2] or '0'),
+        tonumber(early[3] or '0'), tonumber(early[4] or '0')}
+"""
+
+# KEYS: event hash, done marker, orphan set
+# ARGV: event id, field, value, now, orphan ttl, backstop ttl, count field, duplicates field
+_ADD_RECORD = (
+    _CLOCK
+    + """
+local done = redis.call('GET', KEYS[2])
+if done then return {'late', done} end
+local policy = redis.call('HGET', KEYS[1], 'policy')
+if policy and redis.call('HEXISTS', KEYS[1], 'claimed') == 1 then return {'late', policy} end
+if redis.call('HEXISTS', KEYS[1], ARGV[2]) == 1 then
+  if policy then return {'duplicate', policy} end
+  redis.call('HINCRBY', KEYS[1], ARGV[8], 1)
+  return {'duplicate'}
+end
+local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
+redis.call('HSET', KEYS[1], ARGV[2], seq .. ' ' .. ARGV[3])
+redis.call('HINCRBY', KEYS[1], ARGV[7], 1)
+if policy then return {'pending', policy} end
+redis.call('ZADD', KEYS[3], 'NX', clock(ARGV[4]) + tonumber(ARGV[5]), ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[6])
+return {'early'}
+"""
+)
+
+# KEYS: due set, orphan set
+# ARGV: now, limit, lease seconds, event key prefix
+# Returns {orphan totals, claimed {id, hgetall}..., count of due ids without state}.
+_CLAIM = (
+    _CLOCK
+    + """
+local now = clock(ARGV[1])
+local limit = tonumber(ARGV[2])
+local prefix = ARGV[4]
+local totals = {0, 0, 0, 0}
+local names = {'reward_count', 'reward_duplicates', 'activation_count', 'activation_duplicates'}
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, limit)) do
+  local key = prefix .. id
+  if redis.call('HEXISTS', key, 'decision') == 0 then
+    local counts = redis.call('HMGET', key, unpack(names))
+    for i = 1, 4 do totals[i] = totals[i] + tonumber(counts[i] or '0') end
+    redis.call('DEL', key)
+  end
+  redis.call('ZREM', KEYS[2], id)
+end
+local claimed = {}
+local lost = 0
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, limit)) do
+  local key = prefix .. id
+  if redis.call('HEXISTS', key, 'decision') == 1 then
+    redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), id)
+    redis.call('HSET', key, 'claimed', '1')
+    claimed[#claimed + 1] = {id, redis.call('HGETALL', key)}
+  else
+    redis.call('ZREM', KEYS[1], id)
+    lost = lost + 1
+  end
+end
+return {totals, claimed, lost}
+"""
+)
+
+# KEYS: due set
+# ARGV: event key prefix, done key prefix, event ids...
+# Returns the ids completed now (not already completed).
+_COMPLETE = """
+local completed = {}
+for i = 3, #ARGV do
+  local id = ARGV[i]
+  if redis.call('ZREM', KEYS[1], id) == 1 then
+    local key = ARGV[1] .. id
+    local fields = redis.call('HMGET', key, 'policy', 'done_ttl')
+    redis.call('DEL', key)
+    if fields[1] then redis.call('SET', ARGV[2] .. id, fields[1], 'EX', fields[2]) end
+    completed[#completed + 1] = id
+  end
+end
+return completed
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Joined:
+    """A due event, handed out by :meth:`JoinStore.claim_due`.
+
+    Exactly one of `example` and `dropped` is set.
+
+    Attributes
+    ----------
+    event_id
+        The decision's event id.
+    policy
+        The policy that decided.
+    example
+        The training example to learn and log, when the event is learned.
+    dropped
+        Why the event is not learned, otherwise.
+    detail
+        A human-readable explanation when `dropped` is ``"invalid"``.
+    """
+
+    event_id: str
+    policy: str
+    example: TrainingExample | None = None
+    dropped: DropReason | None = None
+    detail: str = ""
+
+    def __post_init__(self) -> None:
+        if (self.example is None) == (self.dropped is None):
+            msg = (
+                "a Joined needs exactly one of `example` and `dropped`, got "
+                f"example={self.example is not None} and dropped={self.dropped!r}"
+            )
+            raise ValueError(msg)
+
+
+class JoinStore:
+    """The join's state in Redis: pending decisions, their rewards, due times.
+
+    Parameters
+    ----------
+    state
+        The Redis state store; keys go under ``state.key("join", ...)`` and counters
+        through ``state.count``.
+    orphan_ttl_seconds
+        How long a reward or activation waits for its decision.
+    done_ttl_seconds
+        Least time a done marker recognises late rewards and duplicate decisions; it
+        is at least twice the policy's reward wait.
+    limits
+        The limits decisions were validated with (``settings.limits``); stored
+        decisions are read back with them.
+
+    Raises
+    ------
+    ValueError
+        If a TTL is not a finite number > 0.
+    """
+
+    ORPHANS: ClassVar[str] = "_orphans"
+    """Pseudo-policy whose counters hold expired early rewards and due ids found
+    without state (real policy names cannot start with ``_``)."""
+
+    def __init__(
+        self,
+        state: StateStore,
+        *,
+        orphan_ttl_seconds: float = 3600.0,
+        done_ttl_seconds: float = 86_400.0,
+        limits: Limits | None = None,
+    ) -> None:
+        for name, value in (
+            ("orphan_ttl_seconds", orphan_ttl_seconds),
+            ("done_ttl_seconds", done_ttl_seconds),
+        ):
+            if not (math.isfinite(value) and value > 0):
+                msg = f"`{name}` must be a finite number > 0, got {value!r}"
+                raise ValueError(msg)
+        self.state = state
+        self.orphan_ttl_seconds = orphan_ttl_seconds
+        self.done_ttl_seconds = done_ttl_seconds
+        self.limits = limits if limits is not None else Limits()
+        redis = state.redis
+        self._add_decision = redis.register_script(_ADD_DECISION)
+        self._add_record = redis.register_script(_ADD_RECORD)
+        self._claim = redis.register_script(_CLAIM)
+        self._complete = redis.register_script(_COMPLETE)
+
+    # -- keys ----------------------------------------------------------------------------
+
+    def event_key(self, event_id: str) -> str:
+        """Return the key of an event's pending state."""
+        return self.state.key("join", "event", event_id)
+
+    def done_key(self, event_id: str) -> str:
+        """Return the key of an event's done marker."""
+        return self.state.key("join", "done", event_id)
+
+    @property
+    def due_key(self) -> str:
+        """The key of the sorted set of due times."""
+        return self.state.key("join", "due")
+
+    @property
+    def orphans_key(self) -> str:
+        """The key of the sorted set of early rewards' expiry times."""
+        return self.state.key("join", "orphans")
+
+    # -- records -------------------------------------------------------------------------
+
+    async def add_decision(
+        self, decision: Decision, settings: PolicySettings, now: float | None = None
+    ) -> DecisionOutcome:
+        """Start waiting for a decision's rewards.
+
+        Parameters
+        ----------
+        decision
+            The decision, from the ``decisions`` topic.
+        settings
+            Its policy's current settings: the reward wait, default reward and
+            aggregation are fixed for this decision now.
+        now
+            Accepted for a uniform signature and checked; the window is anchored at
+            ``decision.occurred_at``, so arrival time does not matter.
+
+        Returns
+        -------
+        str
+            ``"pending"`` (waiting), ``"duplicate"`` (already pending or done: nothing
+            changed) or ``"not_learned"`` (``learn=False``: nothing kept).
+        """
+        _check_now(now)
+        event_id = decision.event_id
+        wait = settings.reward_wait_seconds
+        due = decision.occurred_at.timestamp() + wait
+        done_ttl = math.ceil(max(self.done_ttl_seconds, 2 * wait))
+        fields = {
+            "decision": decision.model_dump_json(),
+            "policy": decision.policy,
+            "aggregation": settings.reward_aggregation,
+            "default_reward": repr(settings.default_reward),
+            "wait": repr(wait),
+            "deferred": "1" if decision.deferred else "0",
+            "done_ttl": str(done_ttl),
+        }
+        reply = await self._add_decision(
+            keys=[
+                self.event_key(event_id),
+                self.done_key(event_id),
+                self.due_key,
+                self.orphans_key,
+            ],
+            args=[
+                event_id,
+                "1" if decision.learn else "0",
+                repr(due),
+                *(item for pair in fields.items() for item in pair),
+            ],
+        )
+        outcome = _text(reply[0])
+        if outcome == "duplicate":
+            await self.state.count(decision.policy, {"decisions_duplicate": 1})
+            return "duplicate"
+        if outcome == "not_learned":
+            await self.state.count(decision.policy, {"decisions": 1, "not_learned": 1})
+            return "not_learned"
+        rewards, reward_duplicates, activations, activation_duplicates = map(int, reply[1:5])
+        counts = {
+            "decisions": 1,
+            "rewards": rewards,
+            "rewards_early": rewards,
+            "rewards_duplicate": reward_duplicates,
+            "activations": activations,
+            "activations_early": activations,
+            "activations_duplicate": activation_duplicates,
+        }
+        await self.state.count(
+            decision.policy, {name: n for name, n in counts.items() if n or name == "decisions"}
+        )
+        return "pending"
+
+    async def add_reward(self, record: RewardReported, now: float | None = None) -> RecordOutcome:
+        """Keep a reward for its decision, once per ``reward_id``.
+
+        Parameters
+        ----------
+        record
+            The reward, from the ``rewards`` topic.
+        now
+            The current time (seconds since the epoch); the Redis server's when omitted.
+            It sets when an early reward expires.
+
+        Returns
+        -------
+        str
+            ``"pending"`` (kept with its decision), ``"early"`` (kept until the decision
+            arrives), ``"duplicate"`` (reward id already kept: nothing changed) or
+            ``"late"`` (the event is claimed or done: counted, not learned).
+        """
+        value = f"{_microseconds(record.occurred_at)} {record.reward!r}"
+        return await self._add(record.event_id, f"r:{record.reward_id}", value, "reward", now=now)
+
+    async def add_activation(self, record: Activation, now: float | None = None) -> RecordOutcome:
+        """Mark a deferred decision as activated (shown), so it may be learned.
+
+        Parameters
+        ----------
+        record
+            The activation, from the ``rewards`` topic.
+        now
+            The current time (seconds since the epoch); the Redis server's when omitted.
+
+        Returns
+        -------
+        str
+            ``"pending"``, ``"early"``, ``"duplicate"`` or ``"late"``, as for
+            :meth:`add_reward`. Activating a decision that was not deferred is harmless.
+        """
+        value = str(_microseconds(record.occurred_at))
+        return await self._add(record.event_id, "activated", value, "activation", now=now)
+
+    async def _add(
+        self, event_id: str, field: str, value: str, kind: str, *, now: float | None
+    ) -> RecordOutcome:
+        _check_now(now)
+        reply = await self._add_record(
+            keys=[self.event_key(event_id), self.done_key(event_id), self.orphans_key],
+            args=[
+                event_id,
+                field,
+                value,
+                "" if now is None else repr(now),
+                repr(self.orphan_ttl_seconds),
+                str(math.ceil(2 * self.orphan_ttl_seconds)),
+                f"{kind}_count",
+                f"{kind}_duplicates",
+            ],
+        )
+        outcome = _text(reply[0])
+        policy = _text(reply[1]) if len(reply) > 1 and reply[1] is not None else None
+        if policy is not None:
+            suffix = {"pending": "", "duplicate": "_duplicate", "late": "_late"}[outcome]
+            await self.state.count(policy, {f"{kind}s{suffix}": 1})
+        # Early records, and duplicates of them, are counted when their decision
+        # arrives or when they expire: until then their policy is unknown.
+        return _RECORD_OUTCOMES[outcome]
+
+    # -- joining -------------------------------------------------------------------------
+
+    async def claim_due(
+        self, now: float | None = None, limit: int = 500, lease_seconds: float = 30.0
+    ) -> list[Joined]:
+        """Hand out up to `limit` due events, leased for `lease_seconds`.
+
+        Also removes up to `limit` expired orphans (early rewards whose decision never
+        came) and counts them under :attr:`JoinStore.ORPHANS`. An event not completed within the
+        lease is handed out again, identical; once claimed, it takes no more rewards.
+
+        Parameters
+        ----------
+        now
+            The current time (seconds since the epoch); the Redis server's when omitted.
+        limit
+            Most events handed out (and most orphans removed) in this call.
+        lease_seconds
+            How long the caller has to produce and :meth:`complete` the events.
+
+        Returns
+        -------
+        list[Joined]
+            Oldest due first.
+
+        Raises
+        ------
+        ValueError
+            If `limit` is not >= 1 or `lease_seconds` not a finite number > 0.
+        """
+        _check_now(now)
+        if limit < 1:
+            msg = f"`limit` must be >= 1, got {limit!r}"
+            raise ValueError(msg)
+        if not (math.isfinite(lease_seconds) and lease_seconds > 0):
+            msg = f"`lease_seconds` must be a finite number > 0, got {lease_seconds!r}"
+            raise ValueError(msg)
+        totals, claimed, lost = await self._claim(
+            keys=[self.due_key, self.orphans_key],
+            args=[
+                "" if now is None else repr(now),
+                str(limit),
+                repr(lease_seconds),
+                self.state.key("join", "event", ""),
+            ],
+        )
+        rewards, reward_duplicates, activations, activation_duplicates = map(int, totals)
+        orphaned = {
+            "rewards_orphaned": rewards,
+            "rewards_duplicate": reward_duplicates,
+            "activations_orphaned": activations,
+            "activations_duplicate": activation_duplicates,
+            "events_lost": int(lost),
+        }
+        await self.state.count(self.ORPHANS, {name: n for name, n in orphaned.items() if n})
+        return [_joined(_text(raw_id), _fields(raw), self.limits) for raw_id, raw in claimed]
+
+    async def complete(self, joined: Sequence[Joined]) -> None:
+        """Finish events once their outcome is produced: delete their state, mark them done.
+
+        Idempotent: events already completed (by this or another worker) change
+        nothing and are not counted again.
+
+        Parameters
+        ----------
+        joined
+            Events handed out by :meth:`claim_due`.
+        """
+        if not joined:
+            return
+        completed = await self._complete(
+            keys=[self.due_key],
+            args=[
+                self.state.key("join", "event", ""),
+                self.state.key("join", "done", ""),
+                *(item.event_id for item in joined),
+            ],
+        )
+        done = {_text(raw) for raw in completed}
+        counts: dict[str, dict[str, int]] = {}
+        for item in joined:
+            if item.event_id not in done:
+                continue
+            done.discard(item.event_id)  # count an event listed twice once
+            policy_counts = counts.setdefault(item.policy, {})
+            for name in _completion_counters(item):
+                policy_counts[name] = policy_counts.get(name, 0) + 1
+        for policy, policy_counts in counts.items():
+            await self.state.count(policy, policy_counts)
+
+
+def _completion_counters(item: Joined) -> list[str]:
+    if item.example is None:
+        return [f"dropped_{item.dropped}"]
+    if item.example.default_reward:
+        return ["joined", "default_rewards"]
+    return ["joined"]
+
+
+def _joined(event_id: str, fields: Mapping[str, str], limits: Limits) -> Joined:
+    """Build the outcome of a due event from its stored fields."""
+    policy = fields["policy"]
+    if fields["deferred"] == "1" and "activated" not in fields:
+        return Joined(event_id, policy, dropped="unactivated")
+    try:
+        decision = Decision.model_validate_json(fields["decision"], context={"limits": limits})
+        wait = float(fields["wait"])
+        rewards = sorted(_reward(value) for name, value in fields.items() if name.startswith("r:"))
+        if rewards:
+            reward = _aggregate(fields["aggregation"], rewards)
+        else:
+            reward = float(fields["default_reward"])
+        example = TrainingExample.model_validate(
+            {
+                "event_id": event_id,
+                "occurred_at": decision.occurred_at + timedelta(seconds=wait),
+                "decision": decision,
+                "reward": reward,
+                "reward_count": len(rewards),
+                "default_reward": not rewards,
+            },
+            context={"limits": limits},
+        )
+    except (pydantic.ValidationError, ValueError, OverflowError, KeyError) as error:
+        detail = f"{type(error).__name__}: {error}"[:_DETAIL_CHARS]
+        return Joined(event_id, policy, dropped="invalid", detail=detail)
+    return Joined(event_id, policy, example=example)
+
+
+def _reward(value: str) -> tuple[int, int, float]:
+    """Parse a stored reward into (occurred_at in µs, arrival seq, reward)."""
+    seq, occurred, reward = value.split(" ")
+    return int(occurred), int(seq), float(reward)
+
+
+def _aggregate(aggregation: str, rewards: Sequence[tuple[int, int, float]]) -> float:
+    """Combine rewards sorted by (occurred_at, arrival)."""
+    values = [reward for _, _, reward in rewards]
+    if aggregation == "sum":
+        total = math.fsum(values)  # raises OverflowError rather than returning inf
+    elif aggregation == "earliest":
+        total = values[0]
+    elif aggregation == "max":
+        total = max(values)
+    else:
+        msg = f"unknown reward aggregation {aggregation!r}"
+        raise ValueError(msg)
+    return total
+
+
+def _fields(raw: Sequence[Any]) -> dict[str, str]:
+    """Turn a flat HGETALL reply into a dict of text."""
+    return {_text(raw[i]): _text(raw[i + 1]) for i in range(0, len(raw), 2)}
+
+
+def _microseconds(moment: datetime) -> int:
+    return (moment - _EPOCH) // _MICROSECOND
+
+
+def _check_now(now: float | None) -> None:
+    if now is not None and not math.isfinite(now):
+        msg = f"`now` must be a finite number of seconds since the epoch, got {now!r}"
+        raise ValueError(msg)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
