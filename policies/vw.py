@@ -9,20 +9,39 @@ action's own line.
 from __future__ import annotations
 
 import math
+import re
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from vowpalwabbit import pyvw
 
-from bandit.errors import ConfigurationError, InvalidFeaturesError, SnapshotError
-from policies._base import Policy
-from policies._types import Action, Context, Features
+from bandit.errors import (
+    ConfigurationError,
+    DatasetError,
+    InvalidDistributionError,
+    InvalidFeaturesError,
+    InvalidFeedbackError,
+    SnapshotError,
+)
+from policies._base import Policy, _check_actions
+from policies._distribution import Distribution
+from policies._types import Action, Context, Features, FeatureValue
 from policies._vwmodel import rewrite_options
 from policies.registry import register
 
-__all__ = ["Exploration", "VWPolicy", "reward_to_cost", "to_vw_lines"]
+__all__ = [
+    "DSJSONRecord",
+    "Exploration",
+    "VWPolicy",
+    "dsjson_record",
+    "parse_dsjson_record",
+    "reward_to_cost",
+    "to_vw_lines",
+]
 
 Exploration = Literal["epsilon", "squarecb", "rnd", "bag", "cover", "softmax"]
 
@@ -457,3 +476,446 @@ register(
     VWPolicy,
     *((f"vw-{kind}", {"exploration": kind}) for kind in _EXPLORATIONS),
 )
+
+
+# -- DSJSON: the decision log VW's own ``--dsjson`` parser reads ---------------------------
+
+_DSJSON_VERSION = "1"
+# How ``to_vw_lines`` prefixes namespaces (its defaults, which VWPolicy uses).
+_CONTEXT_PREFIX = "c"
+_ACTION_PREFIX = "a"
+# VW's JSON parser skips every key that starts with "_" (or reads it as one of its own
+# fields), so features named that way travel under these keys instead.
+_TEXT_KEY = "_text"
+_HIDDEN_KEY = "_sb"
+_ID_KEY = "_id"
+_UNESCAPES = {code: char for char, code in ((chr(k), v) for k, v in _ESCAPES.items())}
+_UNESCAPE_RE = re.compile("|".join(re.escape(code) for code in _UNESCAPES))
+_TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+
+
+@dataclass(frozen=True, slots=True)
+class DSJSONRecord:
+    """One decision read back from a DSJSON log line, in streambandit's conventions.
+
+    Attributes
+    ----------
+    event_id, timestamp
+        The decision's event id and when it was made (UTC).
+    context, actions
+        The features the policy saw, as :func:`dsjson_record` was given them.
+    chosen
+        0-based offer-order index of the chosen action.
+    probabilities
+        Probability of every action, in offer order.
+    ranking
+        0-based offer-order indices in rank order, the chosen action first.
+    reward
+        The reward learned (``-_label_cost``).
+    extra
+        Our own fields, from the top-level ``"_sb"`` key (empty when absent).
+    """
+
+    event_id: str
+    timestamp: datetime
+    context: dict[str, dict[str, FeatureValue]]
+    actions: list[Action]
+    chosen: int
+    probabilities: tuple[float, ...]
+    ranking: tuple[int, ...]
+    reward: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def probability(self) -> float:
+        """The logged probability of the chosen action."""
+        return self.probabilities[self.chosen]
+
+
+def dsjson_record(
+    context: Context,
+    actions: Sequence[Action],
+    chosen: int,
+    probabilities: Sequence[float],
+    reward: float,
+    *,
+    event_id: str,
+    timestamp: datetime,
+    ranking: Sequence[int] | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Build one decision's DSJSON object, as VW's ``--cb_explore_adf --dsjson`` reads it.
+
+    The object is what Personalizer logged: ``_label_cost`` (``-reward``),
+    ``_label_probability``, ``_label_Action`` (1-based), ``_labelIndex`` (0-based),
+    ``Timestamp``, ``Version``, ``EventId``, ``a`` (1-based actions in rank order, the
+    chosen one first), ``c`` (shared namespaces, and the actions under ``_multi``),
+    ``p`` (probabilities in the order of ``a``), then `extra` under ``_sb``, a key VW
+    skips. Serialise it with ``json.dumps(..., allow_nan=False)``, one object a line.
+
+    Features are written so that VW's JSON parser hashes them exactly as its text parser
+    hashes :func:`to_vw_lines`: the same namespace names (``c<name>``, ``a<name>``), a
+    number as ``{"name": value}`` (text ``name:value``), a string as
+    ``{"name=value": 1}`` (text ``name=value``, escaped alike). A string value is never
+    written as ``{"name": "value"}``: VW's JSON parser would hash that as ``namevalue``,
+    or, with ``--chain_hash``, as neither.
+
+    Parameters
+    ----------
+    context, actions
+        The features the policy saw.
+    chosen
+        0-based offer-order index of the chosen action.
+    probabilities
+        The distribution the choice was drawn from, in offer order.
+    reward
+        The reward learned.
+    event_id, timestamp
+        The decision's id and when it was made (timezone-aware).
+    ranking
+        0-based offer-order indices in rank order, `chosen` first; by default `chosen`
+        then the others by decreasing probability (as :func:`policies.decide_ranking`).
+    extra
+        JSON-serialisable fields of our own, written under ``_sb``.
+
+    Returns
+    -------
+    dict
+        Ready for ``json.dumps``; :func:`parse_dsjson_record` reads it back.
+
+    Raises
+    ------
+    InvalidDistributionError
+        If `probabilities` is not a distribution over `actions`.
+    InvalidFeedbackError
+        If `chosen`, `reward`, `ranking` or `timestamp` cannot be right.
+    InvalidFeaturesError
+        If a number is not finite, or a feature name holds ``=``.
+
+    Notes
+    -----
+    What VW's DSJSON parser cannot learn exactly as :class:`VWPolicy` did:
+
+    - the action id. The text lines carry it as ``|_id id=<id>``, and VW's JSON parser
+      skips every key starting with ``_``, so no JSON names namespace ``_``. It is logged
+      as ``"_id": "<id>"``, which VW skips: a model VW trains from this log has no id
+      features, and its ``c_`` interaction (VWPolicy's default) is empty.
+    - features whose names start with ``_``: strings go to ``"_text"`` (VW learns them,
+      after the namespace's other features), numbers to a nested ``"_sb"`` (VW skips
+      them).
+    - number values: VW's text parser accumulates digits in single precision and is off
+      by a few float32 ulps for long decimals (``0.24273997354306764`` reads as
+      ``0.24273994565``), while its JSON parser rounds correctly (``0.24273997545``).
+      Values with few significant digits, such as 0.25, 0.5, 3 or 0.875, read the same.
+      The log keeps the value the policy was given, exactly.
+
+    Zero-valued numbers are logged: the text lines leave them out and VW's JSON parser
+    drops them, so they change nothing for VW.
+
+    Examples
+    --------
+    >>> from datetime import UTC, datetime
+    >>> record = dsjson_record(
+    ...     {"user": {"age": 0.5, "tier": "gold"}},
+    ...     [Action("x", {"item": {"topic": "golf"}}), Action("y")],
+    ...     chosen=1,
+    ...     probabilities=[0.75, 0.25],
+    ...     reward=1.0,
+    ...     event_id="evt-1",
+    ...     timestamp=datetime(2026, 11, 27, 23, 15, tzinfo=UTC),
+    ...     extra={"policy": "vw"},
+    ... )
+    >>> from pprint import pprint
+    >>> pprint(record, sort_dicts=False, width=88)
+    {'_label_cost': -1.0,
+     '_label_probability': 0.25,
+     '_label_Action': 2,
+     '_labelIndex': 1,
+     'Timestamp': '2026-11-27T23:15:00.000000Z',
+     'Version': '1',
+     'EventId': 'evt-1',
+     'a': [2, 1],
+     'c': {'cuser': {'age': 0.5, 'tier=gold': 1},
+           '_multi': [{'_id': 'x', 'aitem': {'topic=golf': 1}}, {'_id': 'y'}]},
+     'p': [0.25, 0.75],
+     '_sb': {'policy': 'vw'}}
+    """
+    _check_actions(actions)
+    distribution = Distribution(tuple(float(p) for p in probabilities))
+    if len(distribution) != len(actions):
+        msg = (
+            f"`probabilities` must hold one probability per action ({len(actions)}), "
+            f"got {len(distribution)}"
+        )
+        raise InvalidDistributionError(msg)
+    if isinstance(chosen, bool) or not (0 <= chosen < len(actions)):
+        msg = f"`chosen` must be an index in [0, {len(actions)}), got {chosen!r}"
+        raise InvalidFeedbackError(msg)
+    if not math.isfinite(reward):
+        msg = f"`reward` must be finite, got {reward!r}"
+        raise InvalidFeedbackError(msg)
+    order = _dsjson_ranking(distribution.probabilities, chosen, ranking)
+    if timestamp.tzinfo is None or timestamp.utcoffset() is None:
+        msg = f"`timestamp` must be timezone-aware, got {timestamp.isoformat()}"
+        raise InvalidFeedbackError(msg)
+    shared: dict[str, Any] = {
+        f"{_CONTEXT_PREFIX}{namespace.translate(_ESCAPES)}": _dsjson_namespace(namespace, values)
+        for namespace, values in context.items()
+    }
+    shared["_multi"] = [
+        {
+            _ID_KEY: action.id,
+            **{
+                f"{_ACTION_PREFIX}{namespace.translate(_ESCAPES)}": _dsjson_namespace(
+                    namespace, values
+                )
+                for namespace, values in action.features.items()
+            },
+        }
+        for action in actions
+    ]
+    record: dict[str, Any] = {
+        "_label_cost": reward_to_cost(float(reward)),
+        "_label_probability": distribution[chosen],
+        "_label_Action": chosen + 1,
+        "_labelIndex": chosen,
+        "Timestamp": timestamp.astimezone(UTC).strftime(_TIMESTAMP_FORMAT),
+        "Version": _DSJSON_VERSION,
+        "EventId": event_id,
+        "a": [index + 1 for index in order],
+        "c": shared,
+        "p": [distribution[index] for index in order],
+    }
+    if extra is not None:
+        record[_HIDDEN_KEY] = dict(extra)
+    return record
+
+
+def _dsjson_ranking(
+    probabilities: tuple[float, ...], chosen: int, ranking: Sequence[int] | None
+) -> list[int]:
+    n = len(probabilities)
+    if ranking is None:
+        rest = sorted((i for i in range(n) if i != chosen), key=lambda i: (-probabilities[i], i))
+        return [chosen, *rest]
+    order = list(ranking)
+    if sorted(order) != list(range(n)) or order[0] != chosen:
+        msg = (
+            f"`ranking` must order every index in [0, {n}) once, `chosen` ({chosen}) "
+            f"first, got {order!r}"
+        )
+        raise InvalidFeedbackError(msg)
+    return order
+
+
+def _dsjson_namespace(namespace: str, values: Mapping[str, FeatureValue]) -> dict[str, Any]:
+    """Write one namespace's features as VW's JSON parser must read them (see above)."""
+    written: dict[str, Any] = {}
+    text: list[str] = []
+    hidden: dict[str, FeatureValue] = {}
+    for name, value in values.items():
+        if "=" in name:
+            msg = f"feature name {namespace}.{name} must not hold '='"
+            raise InvalidFeaturesError(msg)
+        key = name.translate(_ESCAPES)
+        if isinstance(value, str):
+            token = f"{key}={value.translate(_ESCAPES)}"
+            if name.startswith("_"):
+                text.append(token)
+            else:
+                written[token] = 1
+        else:
+            if not math.isfinite(value):
+                msg = f"feature {namespace}.{name} must be finite, got {value!r}"
+                raise InvalidFeaturesError(msg)
+            if name.startswith("_"):
+                hidden[name] = value
+            else:
+                written[key] = value
+    if text:
+        written[_TEXT_KEY] = " ".join(text)
+    if hidden:
+        written[_HIDDEN_KEY] = hidden
+    return written
+
+
+def parse_dsjson_record(record: Mapping[str, Any]) -> DSJSONRecord:
+    """Read back one object written by :func:`dsjson_record` (``json.loads`` of a line).
+
+    Parameters
+    ----------
+    record
+        The decoded JSON object.
+
+    Returns
+    -------
+    DSJSONRecord
+        0-based indices, probabilities in offer order, the reward (``-_label_cost``).
+
+    Raises
+    ------
+    DatasetError
+        If a field is missing, of the wrong type, or disagrees with another; the
+        message names it.
+
+    Examples
+    --------
+    >>> from datetime import UTC, datetime
+    >>> line = dsjson_record(
+    ...     {"user": {"tier": "gold"}},
+    ...     [Action("x"), Action("y", {"item": {"size": 2}})],
+    ...     chosen=1,
+    ...     probabilities=[0.75, 0.25],
+    ...     reward=1.0,
+    ...     event_id="evt-1",
+    ...     timestamp=datetime(2026, 11, 27, 23, 15, tzinfo=UTC),
+    ... )
+    >>> back = parse_dsjson_record(line)
+    >>> back.chosen, back.probability, back.reward, back.probabilities
+    (1, 0.25, 1.0, (0.75, 0.25))
+    >>> back.context, back.actions[1]
+    ({'user': {'tier': 'gold'}}, Action(id='y', features={'item': {'size': 2}}))
+    """
+    try:
+        cost = _number(record, "_label_cost")
+        label_action = _integer(record, "_label_Action")
+        chosen = _integer(record, "_labelIndex")
+        label_probability = _number(record, "_label_probability")
+        event_id = record["EventId"]
+        stamp = record["Timestamp"]
+        order = record["a"]
+        ordered_probabilities = record["p"]
+        shared = record["c"]
+    except KeyError as exc:
+        msg = f"DSJSON record lacks the field {exc.args[0]!r}"
+        raise DatasetError(msg) from None
+    if not isinstance(event_id, str) or not isinstance(stamp, str):
+        msg = "DSJSON `EventId` and `Timestamp` must be strings"
+        raise DatasetError(msg)
+    if not isinstance(shared, Mapping) or not isinstance(shared.get("_multi"), list):
+        msg = "DSJSON `c` must be an object holding the actions under `_multi`"
+        raise DatasetError(msg)
+    actions = [_parse_action(i, value) for i, value in enumerate(shared["_multi"])]
+    n = len(actions)
+    if (
+        not isinstance(order, list)
+        or not all(isinstance(a, int) and not isinstance(a, bool) for a in order)
+        or sorted(order) != list(range(1, n + 1))
+    ):
+        msg = f"DSJSON `a` must list the actions 1..{n} once each, got {order!r}"
+        raise DatasetError(msg)
+    if not isinstance(ordered_probabilities, list) or len(ordered_probabilities) != n:
+        msg = f"DSJSON `p` must hold {n} probabilities, one per entry of `a`"
+        raise DatasetError(msg)
+    if label_action != chosen + 1 or order[0] != label_action:
+        msg = (
+            f"DSJSON `_label_Action` ({label_action}) must equal `_labelIndex` + 1 "
+            f"({chosen} + 1) and `a[0]` ({order[0]})"
+        )
+        raise DatasetError(msg)
+    probabilities = [0.0] * n
+    for action, probability in zip(order, ordered_probabilities, strict=True):
+        if isinstance(probability, bool) or not isinstance(probability, int | float):
+            msg = f"DSJSON `p` must hold numbers, got {probability!r}"
+            raise DatasetError(msg)
+        probabilities[action - 1] = float(probability)
+    if probabilities[chosen] != label_probability:
+        msg = (
+            f"DSJSON `_label_probability` ({label_probability!r}) must equal the chosen "
+            f"action's entry of `p` ({probabilities[chosen]!r})"
+        )
+        raise DatasetError(msg)
+    try:
+        timestamp = datetime.strptime(stamp, _TIMESTAMP_FORMAT).replace(tzinfo=UTC)
+    except ValueError:
+        msg = f"DSJSON `Timestamp` must look like 2026-11-27T23:15:00.000000Z, got {stamp!r}"
+        raise DatasetError(msg) from None
+    context = {
+        _namespace_name(key, _CONTEXT_PREFIX, "c"): _parse_namespace(key, value)
+        for key, value in shared.items()
+        if not key.startswith("_")  # `_multi`, or a field of VW's: not a namespace
+    }
+    extra = record.get(_HIDDEN_KEY, {})
+    if not isinstance(extra, Mapping):
+        msg = f"DSJSON `{_HIDDEN_KEY}` must be an object, got {extra!r}"
+        raise DatasetError(msg)
+    return DSJSONRecord(
+        event_id=event_id,
+        timestamp=timestamp,
+        context=context,
+        actions=actions,
+        chosen=chosen,
+        probabilities=tuple(probabilities),
+        ranking=tuple(a - 1 for a in order),
+        reward=-cost,
+        extra=dict(extra),
+    )
+
+
+def _number(record: Mapping[str, Any], key: str) -> float:
+    value = record[key]
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        msg = f"DSJSON `{key}` must be a number, got {value!r}"
+        raise DatasetError(msg)
+    return float(value)
+
+
+def _integer(record: Mapping[str, Any], key: str) -> int:
+    value = record[key]
+    if isinstance(value, bool) or not isinstance(value, int):
+        msg = f"DSJSON `{key}` must be an integer, got {value!r}"
+        raise DatasetError(msg)
+    return value
+
+
+def _namespace_name(key: str, prefix: str, where: str) -> str:
+    """Return the namespace name `key` stands for: without `prefix`, unescaped."""
+    if not key.startswith(prefix) or len(key) == len(prefix):
+        msg = f"DSJSON namespace {key!r} in `{where}` must start with {prefix!r}"
+        raise DatasetError(msg)
+    return _unescape(key[len(prefix) :])
+
+
+def _unescape(text: str) -> str:
+    return _UNESCAPE_RE.sub(lambda match: _UNESCAPES[match.group(0)], text)
+
+
+def _parse_action(index: int, value: Any) -> Action:
+    if not isinstance(value, Mapping) or not isinstance(value.get(_ID_KEY), str):
+        msg = f"DSJSON `c._multi[{index}]` must be an object with a string `{_ID_KEY}`"
+        raise DatasetError(msg)
+    features = {
+        _namespace_name(key, _ACTION_PREFIX, f"c._multi[{index}]"): _parse_namespace(key, namespace)
+        for key, namespace in value.items()
+        if not key.startswith("_")  # `_id`, or a field of VW's: not a namespace
+    }
+    return Action(value[_ID_KEY], features)
+
+
+def _parse_namespace(where: str, value: Any) -> dict[str, FeatureValue]:
+    if not isinstance(value, Mapping):
+        msg = f"DSJSON namespace {where!r} must be an object, got {value!r}"
+        raise DatasetError(msg)
+    features: dict[str, FeatureValue] = {}
+    for key, number in value.items():
+        if key == _TEXT_KEY:
+            for token in str(number).split():
+                name, _, text = token.partition("=")
+                features[_unescape(name)] = _unescape(text)
+        elif key == _HIDDEN_KEY and isinstance(number, Mapping):
+            for name, hidden in number.items():
+                if isinstance(hidden, bool) or not isinstance(hidden, int | float):
+                    msg = f"DSJSON feature {where}.{name} must be a number, got {hidden!r}"
+                    raise DatasetError(msg)
+                features[name] = hidden
+        elif key.startswith("_"):
+            continue  # a field of VW's, or of another writer: not a feature
+        elif isinstance(number, bool) or not isinstance(number, int | float):
+            msg = f"DSJSON feature {where}.{key} must be a number, got {number!r}"
+            raise DatasetError(msg)
+        elif "=" in key:
+            name, _, text = key.partition("=")
+            features[_unescape(name)] = _unescape(text)
+        else:
+            features[_unescape(key)] = number
+    return features

@@ -1,0 +1,279 @@
+"""DSJSON records: VW's conventions, the round trip, and what VW's own parsers make of them."""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+from vowpalwabbit import pyvw
+
+from bandit.errors import (
+    DatasetError,
+    InvalidActionsError,
+    InvalidDistributionError,
+    InvalidFeaturesError,
+    InvalidFeedbackError,
+)
+from policies import Action
+from policies.vw import dsjson_record, parse_dsjson_record, reward_to_cost, to_vw_lines
+
+WHEN = datetime(2026, 11, 27, 23, 15, 0, 250_000, tzinfo=UTC)
+
+# Values VW's text parser and its JSON parser read alike (see
+# test_long_decimals_are_read_differently_by_the_two_parsers for values they do not).
+CONTEXT: dict[str, dict[str, Any]] = {
+    "user": {"tier": "gold", "age": 0.25, "visits": 3, "zero": 0.0, "city": "São Paulo|x:y"},
+    "time": {"hour": 2, "weekend": 1.0, "_bias": "on", "_weight": 0.5},
+}
+ACTIONS = [
+    Action("item-0", {"item": {"kind": "k0", "size": 0.5}, "price": {"eur": 0.75}}),
+    Action("item 1", {"item": {"kind": "50%", "size": -1.5}}),
+    Action("item-2"),
+]
+PROBABILITIES = (0.25, 0.5, 0.25)
+
+
+def _record(**changes: Any) -> dict[str, Any]:
+    arguments: dict[str, Any] = {
+        "context": CONTEXT,
+        "actions": ACTIONS,
+        "chosen": 2,
+        "probabilities": PROBABILITIES,
+        "reward": 1.0,
+        "event_id": "evt-7",
+        "timestamp": WHEN,
+    }
+    arguments.update(changes)
+    return dsjson_record(**arguments)
+
+
+@pytest.fixture
+def vw_text() -> Iterator[pyvw.Workspace]:
+    with pyvw.Workspace("--cb_explore_adf --quiet") as workspace:
+        yield workspace
+
+
+@pytest.fixture
+def vw_json() -> Iterator[pyvw.Workspace]:
+    with pyvw.Workspace("--cb_explore_adf --dsjson --quiet") as workspace:
+        yield workspace
+
+
+def _features(examples: list[pyvw.Example]) -> list[dict[str, list[tuple[int, float]]]]:
+    """Per example, per namespace letter: the (hash, value) pairs VW built, sorted."""
+    built = []
+    for example in examples:
+        letters = [chr(example.namespace(i)) for i in range(example.num_namespaces())]
+        built.append(
+            {
+                letter: sorted(
+                    (example.feature(letter, j), example.feature_weight(letter, j))
+                    for j in range(example.num_features_in(letter))
+                )
+                for letter in letters
+            }
+        )
+    return built
+
+
+def _labels(examples: list[pyvw.Example]) -> list[list[tuple[float, float]]]:
+    kind = pyvw.LabelType.CONTEXTUAL_BANDIT
+    return [[(c.cost, c.probability) for c in e.get_label(kind).costs] for e in examples]
+
+
+def test_hand_written_record_pins_vw_conventions() -> None:
+    """Cost is -reward, `_label_Action` and `a` are 1-based, `_labelIndex` is 0-based."""
+    record = dsjson_record(
+        {"u": {"x": 1.5}},
+        [Action("a"), Action("b"), Action("c")],
+        chosen=0,
+        probabilities=[0.1, 0.2, 0.7],
+        reward=0.5,
+        event_id="evt-1",
+        timestamp=WHEN,
+        extra={"policy": "vw"},
+    )
+    assert record == {
+        "_label_cost": -0.5,
+        "_label_probability": 0.1,
+        "_label_Action": 1,
+        "_labelIndex": 0,
+        "Timestamp": "2026-11-27T23:15:00.250000Z",
+        "Version": "1",
+        "EventId": "evt-1",
+        "a": [1, 3, 2],
+        "c": {"cu": {"x": 1.5}, "_multi": [{"_id": "a"}, {"_id": "b"}, {"_id": "c"}]},
+        "p": [0.1, 0.7, 0.2],
+        "_sb": {"policy": "vw"},
+    }
+    assert record["_label_cost"] == reward_to_cost(0.5)
+
+
+def test_given_ranking_orders_a_and_p() -> None:
+    """`a` and `p` follow the given 0-based ranking, shifted to 1-based."""
+    record = _record(ranking=[2, 0, 1])
+    assert record["a"] == [3, 1, 2]
+    assert record["p"] == [0.25, 0.25, 0.5]
+    assert (record["_label_Action"], record["_labelIndex"]) == (3, 2)
+
+
+def test_features_are_written_as_vw_text_names() -> None:
+    """Strings become `name=value` keys worth 1, escaped as in text; `_` names move aside."""
+    record = _record()
+    assert record["c"]["cuser"] == {
+        "tier=gold": 1,
+        "age": 0.25,
+        "visits": 3,
+        "zero": 0.0,
+        "city=São%20Paulo%7Cx%3Ay": 1,
+    }
+    assert record["c"]["ctime"] == {
+        "hour": 2,
+        "weekend": 1.0,
+        "_text": "_bias=on",
+        "_sb": {"_weight": 0.5},
+    }
+    assert record["c"]["_multi"][1] == {"_id": "item 1", "aitem": {"kind=50%25": 1, "size": -1.5}}
+
+
+def test_timestamp_is_written_in_utc() -> None:
+    """An aware timestamp in another zone is logged as UTC with a Z."""
+    record = _record(timestamp=datetime(2026, 11, 28, 0, 15, tzinfo=timezone(timedelta(hours=1))))
+    assert record["Timestamp"] == "2026-11-27T23:15:00.000000Z"
+
+
+def test_record_reads_back_as_it_was_given() -> None:
+    """parse_dsjson_record returns the context, actions, indices and reward given, exactly."""
+    back = parse_dsjson_record(json.loads(json.dumps(_record(ranking=[2, 1, 0], extra={"k": 1}))))
+    assert back.context == CONTEXT
+    assert back.actions == ACTIONS
+    assert (back.chosen, back.probability, back.reward) == (2, 0.25, 1.0)
+    assert back.probabilities == PROBABILITIES
+    assert back.ranking == (2, 1, 0)
+    assert (back.event_id, back.timestamp, back.extra) == ("evt-7", WHEN, {"k": 1})
+
+
+@pytest.mark.parametrize(
+    ("changes", "error", "match"),
+    [
+        ({"probabilities": (0.5, 0.5)}, InvalidDistributionError, r"one probability per action"),
+        ({"probabilities": (0.5, 0.6, 0.1)}, InvalidDistributionError, r"sum to 1"),
+        ({"chosen": 3}, InvalidFeedbackError, r"`chosen` must be an index in \[0, 3\), got 3"),
+        ({"reward": math.nan}, InvalidFeedbackError, r"`reward` must be finite, got nan"),
+        ({"ranking": [0, 1, 2]}, InvalidFeedbackError, r"`chosen` \(2\) first, got \[0, 1, 2\]"),
+        ({"ranking": [2, 2, 1]}, InvalidFeedbackError, r"every index in \[0, 3\) once"),
+        ({"timestamp": datetime(2026, 1, 1)}, InvalidFeedbackError, r"timezone-aware"),
+        ({"context": {"u": {"a=b": 1.0}}}, InvalidFeaturesError, r"u\.a=b must not hold '='"),
+        ({"context": {"u": {"x": math.inf}}}, InvalidFeaturesError, r"u\.x must be finite"),
+        (
+            {"actions": [Action("a"), Action("a"), Action("b")]},
+            InvalidActionsError,
+            r"distinct ids",
+        ),
+    ],
+)
+def test_impossible_records_are_refused(
+    changes: dict[str, Any], error: type[Exception], match: str
+) -> None:
+    """Each broken input raises an error naming the argument and the rule."""
+    with pytest.raises(error, match=match):
+        _record(**changes)
+
+
+@pytest.mark.parametrize(
+    ("edit", "match"),
+    [
+        (lambda r: r.pop("_labelIndex"), r"lacks the field '_labelIndex'"),
+        (lambda r: r.update(_label_Action=2), r"`_label_Action` \(2\) must equal `_labelIndex`"),
+        (lambda r: r.update(a=[3, 1, 1]), r"`a` must list the actions 1..3 once each"),
+        (lambda r: r.update(p=[0.25, 0.5]), r"`p` must hold 3 probabilities"),
+        (lambda r: r.update(_label_probability=0.5), r"must equal the chosen action's entry"),
+        (lambda r: r.update(Timestamp="yesterday"), r"`Timestamp` must look like"),
+        (lambda r: r["c"].update(user={"x": 1}), r"namespace 'user' in `c` must start with 'c'"),
+        (lambda r: r["c"]["_multi"][0].pop("_id"), r"`c._multi\[0\]` must be an object with"),
+        (lambda r: r["c"]["cuser"].update(x="y"), r"feature cuser.x must be a number"),
+    ],
+)
+def test_broken_records_are_refused_on_reading(edit: Any, match: str) -> None:
+    """Reading a record whose fields are missing or disagree raises DatasetError naming them."""
+    record = json.loads(json.dumps(_record()))
+    edit(record)
+    with pytest.raises(DatasetError, match=match):
+        parse_dsjson_record(record)
+
+
+def test_vw_json_parser_builds_the_features_vw_text_parser_builds(
+    vw_text: pyvw.Workspace, vw_json: pyvw.Workspace
+) -> None:
+    """VW parses our DSJSON line into the text lines' hashes and values, but namespace `_`."""
+    record = _record()
+    text = vw_text.parse(to_vw_lines(CONTEXT, ACTIONS, (2, reward_to_cost(1.0), 0.25)))
+    parsed = vw_json.parse(json.dumps(record))
+    from_text, from_json = _features(text), _features(parsed)
+    assert len(from_json) == len(from_text) == 1 + len(ACTIONS)
+    for features in from_text:
+        features.pop("_", None)  # the action id: VW's JSON parser skips `_` keys
+    # "_weight" is numeric and named with "_": VW's JSON parser cannot read it.
+    hidden = vw_text.hash_feature("_weight", vw_text.hash_space("ctime")) & (2**18 - 1)
+    from_text[0]["c"] = [pair for pair in from_text[0]["c"] if pair[0] != hidden]
+    assert from_json == from_text
+    assert _labels(parsed) == _labels(text)
+    assert _labels(parsed)[1 + 2] == [(-1.0, 0.25)]
+    vw_text.finish_example(text)
+    vw_json.finish_example(parsed)
+
+
+def test_vw_json_parser_puts_the_label_on_the_chosen_action(vw_json: pyvw.Workspace) -> None:
+    """VW reads `_labelIndex` 0-based: the cost lands on the chosen action's example."""
+    for chosen in range(3):
+        parsed = vw_json.parse(json.dumps(_record(chosen=chosen, reward=2.0)))
+        labels = _labels(parsed)
+        assert [i for i, costs in enumerate(labels[1:]) if costs] == [chosen]
+        assert labels[1 + chosen] == [(-2.0, PROBABILITIES[chosen])]
+        vw_json.finish_example(parsed)
+
+
+def test_vw_json_parser_skips_the_action_id(
+    vw_text: pyvw.Workspace, vw_json: pyvw.Workspace
+) -> None:
+    """The documented gap: text lines carry namespace `_` (the id), VW's DSJSON never does."""
+    text = vw_text.parse(to_vw_lines({}, [Action("x"), Action("y")], (0, -1.0, 0.5)))
+    parsed = vw_json.parse(
+        json.dumps(
+            dsjson_record(
+                {}, [Action("x"), Action("y")], 0, [0.5, 0.5], 1.0, event_id="e", timestamp=WHEN
+            )
+        )
+    )
+    assert all("_" in features for features in _features(text)[1:])
+    assert all("_" not in features for features in _features(parsed)[1:])
+    vw_text.finish_example(text)
+    vw_json.finish_example(parsed)
+
+
+def test_long_decimals_are_read_differently_by_the_two_parsers(
+    vw_text: pyvw.Workspace, vw_json: pyvw.Workspace
+) -> None:
+    """The documented gap: VW's text parser is a few float32 ulps off where JSON rounds right."""
+    value = 0.24273997354306764
+    text = vw_text.parse(to_vw_lines({"u": {"x": value}}, [Action("a")], (0, -1.0, 1.0)))
+    parsed = vw_json.parse(
+        json.dumps(
+            dsjson_record(
+                {"u": {"x": value}}, [Action("a")], 0, [1.0], 1.0, event_id="e", timestamp=WHEN
+            )
+        )
+    )
+    read_text = text[0].feature_weight("c", 0)
+    read_json = parsed[0].feature_weight("c", 0)
+    as_float32 = struct.unpack("f", struct.pack("f", value))[0]
+    assert read_json == as_float32
+    assert read_text != read_json
+    assert read_text == pytest.approx(read_json, rel=4 * 2**-23)
+    vw_text.finish_example(text)
+    vw_json.finish_example(parsed)
