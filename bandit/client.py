@@ -1,0 +1,1248 @@
+"""A Python client for streambandit's HTTP API, for apps and admins.
+
+:class:`Client` (blocking) and :class:`AsyncClient` (asyncio) share one way of building
+requests and reading answers; only sending differs. Both accept our pydantic models
+(:class:`~bandit.schemas.RankableAction`, :class:`~bandit.schemas.BehaviourEvent`,
+:class:`~bandit.schemas.PolicySettings`) or plain dicts, validate arguments before
+anything is sent, and raise one family of errors::
+
+    StreambanditError
+    └── ClientError                       .status (None when no answer came), .message
+        ├── InvalidArgumentError          (also ValueError) rejected before sending
+        ├── TransportError                no answer: connection refused, reset, ...
+        │   └── ClientTimeoutError        (also TimeoutError) no answer in time
+        └── APIError                      the server answered with an error status
+            ├── BadRequestError           400
+            ├── AuthenticationError       401  no API key, or an unknown one
+            ├── PermissionDeniedError     403  the key may not do this
+            ├── NotFoundError             404
+            ├── UnprocessableRequestError 422  the server's validation; .errors lists it
+            ├── RateLimitedError          429
+            ├── ServiceUnavailableError   503  not ready (broker or Redis away, ...)
+            └── ServerError               other 5xx
+
+Retries
+-------
+Every call this client makes is idempotent: a rank carries its event id (generated here
+when not given), a reward carries a reward id generated here (the server counts a
+reward id once), activations and behaviour events carry their event ids, and settings
+are read with GET and replaced with PUT. So a call whose connection failed (refused,
+reset, closed before the answer, connect timeout) is sent again, at most `max_retries`
+times, with the same ids. A call that got an answer, even an error status, or that timed
+out waiting for one, is never retried.
+
+Examples
+--------
+>>> from bandit.client import Client
+>>> with Client("http://localhost:8000", api_key="app-key-0123456789") as client:  # doctest: +SKIP
+...     result = client.rank(
+...         {"user": {"tier": "gold"}},
+...         [{"id": "article-1"}, {"id": "article-2"}],
+...     )
+...     reward_id = client.reward(result.event_id, 1.0)
+>>> result.action_id, result.probability  # doctest: +SKIP
+('article-2', 0.9)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import re
+import time
+import urllib.parse
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from types import TracebackType
+from typing import Any, Final, Generic, Literal, Self, TypeAlias, TypeVar
+
+import httpx
+import pydantic
+
+from bandit.errors import StreambanditError
+from bandit.schemas import (
+    BehaviourEvent,
+    PolicySettings,
+    RankableAction,
+    RankedAction,
+    RankRequest,
+    RewardReported,
+    new_event_id,
+)
+from bandit.settings import Limits
+
+__all__ = [
+    "APIError",
+    "AsyncClient",
+    "AuthenticationError",
+    "BadRequestError",
+    "Client",
+    "ClientError",
+    "ClientTimeoutError",
+    "InvalidArgumentError",
+    "NotFoundError",
+    "PermissionDeniedError",
+    "PolicyStatus",
+    "RankResult",
+    "RateLimitedError",
+    "ServerError",
+    "ServiceUnavailableError",
+    "TransportError",
+    "UnprocessableRequestError",
+]
+
+_T = TypeVar("_T")
+_ModelT = TypeVar("_ModelT", bound=pydantic.BaseModel)
+
+# Loose on purpose (so are `actions`): a dict literal mixing strings, numbers and booleans
+# is inferred as dict[str, object]; values are checked at run time, before sending.
+_ContextInput: TypeAlias = Mapping[str, Mapping[str, Any]]
+
+_API_KEY_HEADER: Final = "X-API-Key"
+_USER_AGENT: Final = "streambandit-client/0.1"
+_MAX_RETRIES_LIMIT: Final = 10
+_SHOW_AT_MOST: Final = 60
+_MESSAGE_AT_MOST: Final = 2000
+# Limits as wide as settings allow: the server's configured limits are the ones that
+# count, so the client only rejects what no server could accept.
+_WIDEST_LIMITS: Final = Limits(
+    max_actions=10_000,
+    max_namespaces=256,
+    max_features_per_namespace=4096,
+    max_key_length=256,
+    max_string_length=65_536,
+    max_id_length=1024,
+)
+_ID_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
+# Failures after which the request certainly or possibly never reached the application,
+# and no answer came: safe to send again when the call is idempotent.
+_RETRYABLE: Final = (
+    httpx.ConnectError,
+    httpx.ConnectTimeout,
+    httpx.ReadError,
+    httpx.WriteError,
+    httpx.RemoteProtocolError,
+)
+
+
+# -- errors --------------------------------------------------------------------------------
+
+
+class ClientError(StreambanditError):
+    """Base of every error the client raises.
+
+    Attributes
+    ----------
+    message
+        What went wrong: the server's own message for an error status.
+    status
+        The HTTP status of the answer, or None when none came (or nothing was sent).
+    """
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+
+class InvalidArgumentError(ClientError, ValueError):
+    """An argument breaks a rule of the API; nothing was sent.
+
+    Attributes
+    ----------
+    errors
+        The pydantic error entries when a schema rejected the argument, else empty.
+    """
+
+    def __init__(self, message: str, *, errors: Sequence[Mapping[str, Any]] = ()) -> None:
+        super().__init__(message)
+        self.errors = list(errors)
+
+
+class TransportError(ClientError):
+    """No answer came: the connection was refused, reset or closed."""
+
+
+class ClientTimeoutError(TransportError, TimeoutError):
+    """No answer came within the client's timeout."""
+
+
+class APIError(ClientError):
+    """The server answered with an error status.
+
+    Attributes
+    ----------
+    status
+        The HTTP status.
+    message
+        The server's message (for a 422, every rule broken, one per line).
+    body
+        The decoded JSON body of the answer, or its text when it was not JSON.
+    """
+
+    status: int
+
+    def __init__(self, message: str, *, status: int, body: object = None) -> None:
+        super().__init__(message, status=status)
+        self.body = body
+
+    def __str__(self) -> str:
+        return f"HTTP {self.status}: {self.message}"
+
+
+class BadRequestError(APIError):
+    """400: the server could not read the request."""
+
+
+class AuthenticationError(APIError):
+    """401: no API key was sent, or the server does not know it."""
+
+
+class PermissionDeniedError(APIError):
+    """403: the API key may not do this (an app key changing settings, another policy)."""
+
+
+class NotFoundError(APIError):
+    """404: no such policy or endpoint."""
+
+
+class UnprocessableRequestError(APIError):
+    """422: the server's validation rejected the request.
+
+    Attributes
+    ----------
+    errors
+        The server's error entries (``loc``, ``msg``, ``type``), when it sent them.
+    """
+
+    def __init__(self, message: str, *, status: int, body: object = None) -> None:
+        super().__init__(message, status=status, body=body)
+        detail = body.get("detail") if isinstance(body, Mapping) else None
+        self.errors: list[Mapping[str, Any]] = (
+            [entry for entry in detail if isinstance(entry, Mapping)]
+            if isinstance(detail, list)
+            else []
+        )
+
+
+class RateLimitedError(APIError):
+    """429: too many requests; slow down."""
+
+
+class ServiceUnavailableError(APIError):
+    """503: the service cannot serve now (broker or Redis unreachable, not ready)."""
+
+
+class ServerError(APIError):
+    """A 5xx status other than 503: the server failed."""
+
+
+_ERRORS_BY_STATUS: Final[Mapping[int, type[APIError]]] = {
+    400: BadRequestError,
+    401: AuthenticationError,
+    403: PermissionDeniedError,
+    404: NotFoundError,
+    422: UnprocessableRequestError,
+    429: RateLimitedError,
+    503: ServiceUnavailableError,
+}
+
+
+# -- results -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RankResult:
+    """The answer to a rank: the chosen action and the distribution it was drawn from.
+
+    Attributes
+    ----------
+    event_id
+        Id of the decision: report its reward and activate it with this id.
+    action_id
+        The chosen action's id (show this one).
+    probability
+        The probability with which it was chosen.
+    ranking
+        Every action left to the policy once, with its probability, chosen action first.
+    model_version
+        Version of the model that decided.
+    policy
+        Name of the policy that decided.
+    deferred
+        Whether it is learned only once activated (``defer_activation``).
+    """
+
+    event_id: str
+    action_id: str
+    probability: float
+    ranking: tuple[RankedAction, ...]
+    model_version: str
+    policy: str
+    deferred: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyStatus:
+    """A served policy, as :meth:`Client.list_policies` reports it.
+
+    Attributes
+    ----------
+    name, spec
+        The policy's name and the spec it was built from.
+    model_version
+        Version of the saved model it serves; 0 when built from its spec.
+    model_saved_at
+        When that model was saved (or the policy built).
+    learned_examples
+        How many examples the served model has learned.
+    settings_version
+        Version of the settings applied to it.
+    """
+
+    name: str
+    spec: str
+    model_version: int
+    model_saved_at: datetime
+    learned_examples: int
+    settings_version: int
+
+
+# -- request building, shared by both clients ----------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Call(Generic[_T]):
+    """One HTTP call: what to send, whether it may be retried, how to read the answer."""
+
+    method: Literal["GET", "POST", "PUT"]
+    path: str
+    read: Callable[[httpx.Response], _T]
+    body: Mapping[str, Any] | None = None
+    idempotent: bool = True
+    authenticated: bool = True
+    raise_for_status: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class _Core:
+    """Everything both clients share: configuration, request building, answer reading."""
+
+    base_url: str
+    api_key: str | None = field(repr=False)
+    timeout: httpx.Timeout
+    max_retries: int
+    retry_backoff: float
+    limits: Limits
+    headers: Mapping[str, str] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def build(
+        cls,
+        base_url: str,
+        api_key: str | None,
+        *,
+        timeout: float | httpx.Timeout,
+        max_retries: int,
+        retry_backoff: float,
+        limits: Limits | None,
+    ) -> _Core:
+        if not isinstance(base_url, str) or not base_url:
+            msg = f"`base_url` must be an http(s) URL, got {_show(base_url)}"
+            raise InvalidArgumentError(msg)
+        parsed = urllib.parse.urlsplit(base_url)
+        if parsed.scheme not in {"http", "https"} or not parsed.netloc:
+            msg = f"`base_url` must be an http(s) URL, got {base_url!r}"
+            raise InvalidArgumentError(msg)
+        if api_key is not None and (not isinstance(api_key, str) or not api_key.strip()):
+            msg = f"`api_key` must be a non-empty string or None, got {_show(api_key)}"
+            raise InvalidArgumentError(msg)
+        if isinstance(timeout, httpx.Timeout):
+            timeouts = timeout
+        elif _is_number(timeout) and timeout > 0 and math.isfinite(timeout):
+            timeouts = httpx.Timeout(float(timeout))
+        else:
+            msg = (
+                "`timeout` must be a finite number of seconds > 0 or an httpx.Timeout, "
+                f"got {_show(timeout)}"
+            )
+            raise InvalidArgumentError(msg)
+        if (
+            isinstance(max_retries, bool)
+            or not isinstance(max_retries, int)
+            or not 0 <= max_retries <= _MAX_RETRIES_LIMIT
+        ):
+            msg = (
+                f"`max_retries` must be an int in [0, {_MAX_RETRIES_LIMIT}], "
+                f"got {_show(max_retries)}"
+            )
+            raise InvalidArgumentError(msg)
+        if not _is_number(retry_backoff) or not 0 <= retry_backoff <= 60:
+            msg = f"`retry_backoff` must be a number of seconds in [0, 60], got {retry_backoff!r}"
+            raise InvalidArgumentError(msg)
+        if limits is not None and not isinstance(limits, Limits):
+            msg = f"`limits` must be a bandit.settings.Limits or None, got {type(limits).__name__}"
+            raise InvalidArgumentError(msg)
+        headers = {"User-Agent": _USER_AGENT, "Accept": "application/json"}
+        if api_key is not None:
+            headers[_API_KEY_HEADER] = api_key
+        return cls(
+            base_url=base_url.rstrip("/"),
+            api_key=api_key,
+            timeout=timeouts,
+            max_retries=max_retries,
+            retry_backoff=float(retry_backoff),
+            limits=_WIDEST_LIMITS if limits is None else limits,
+            headers=headers,
+        )
+
+    def backoff(self, attempt: int) -> float:
+        """Seconds to wait before retry number `attempt` (0-based): doubling, capped."""
+        return float(min(self.retry_backoff * 2**attempt, 2.0))
+
+    # -- calls -------------------------------------------------------------------------
+
+    def rank(
+        self,
+        context: _ContextInput | None,
+        actions: Sequence[Any],
+        *,
+        excluded_actions: Sequence[str] | None,
+        event_id: str | None,
+        defer_activation: bool,
+        policy: str | None,
+        session_id: str | None,
+        device_id: str | None,
+    ) -> _Call[RankResult]:
+        if isinstance(actions, str | bytes) or not isinstance(actions, Sequence):
+            msg = (
+                "`actions` must be a list of actions (ids, dicts or RankableAction), "
+                f"got {_show(actions)}"
+            )
+            raise InvalidArgumentError(msg)
+        if excluded_actions is not None and (
+            isinstance(excluded_actions, str | bytes) or not isinstance(excluded_actions, Sequence)
+        ):
+            msg = f"`excluded_actions` must be a list of action ids, got {_show(excluded_actions)}"
+            raise InvalidArgumentError(msg)
+        if not isinstance(defer_activation, bool):
+            msg = f"`defer_activation` must be a bool, got {_show(defer_activation)}"
+            raise InvalidArgumentError(msg)
+        data: dict[str, Any] = {
+            "event_id": new_event_id() if event_id is None else event_id,
+            "context": {} if context is None else context,
+            "actions": [_action_data(action, index) for index, action in enumerate(actions)],
+            "excluded_actions": [] if excluded_actions is None else list(excluded_actions),
+            "defer_activation": defer_activation,
+        }
+        request = _validate(RankRequest, data, self.limits, "rank request")
+        body = request.model_dump(mode="json")
+        if policy is not None:
+            body["policy"] = self.check_id(policy, "policy")
+        if session_id is not None:
+            body["session_id"] = self.check_id(session_id, "session_id")
+        if device_id is not None:
+            body["device_id"] = self.check_id(device_id, "device_id")
+        return _Call("POST", "/v1/rank", _read_rank, body)
+
+    def reward(
+        self,
+        event_id: str,
+        value: float,
+        *,
+        action_id: str | None,
+        reward_id: str | None,
+        occurred_at: datetime | None,
+    ) -> _Call[str]:
+        if not _is_number(value) or not math.isfinite(value):
+            msg = f"`value` must be a finite number (higher is better), got {_show(value)}"
+            raise InvalidArgumentError(msg)
+        data: dict[str, Any] = {
+            "event_id": event_id,
+            "reward": float(value),
+            "reward_id": new_event_id() if reward_id is None else reward_id,
+        }
+        if action_id is not None:
+            data["action_id"] = action_id
+        if occurred_at is not None:
+            data["occurred_at"] = occurred_at
+        reward = _validate(RewardReported, data, self.limits, "reward")
+        body = reward.model_dump(mode="json", exclude_unset=True)
+        return _Call("POST", "/v1/reward", _read_reward_id(reward.reward_id), body)
+
+    def activate(self, event_id: str) -> _Call[None]:
+        body = {"event_id": self.check_id(event_id, "event_id")}
+        return _Call("POST", "/v1/activate", _constant(None), body)
+
+    def event(
+        self, event: BehaviourEvent | Mapping[str, Any] | None, fields: Mapping[str, Any]
+    ) -> _Call[str]:
+        if isinstance(event, BehaviourEvent):
+            if fields:
+                msg = f"pass a BehaviourEvent or keyword fields, not both (got {sorted(fields)})"
+                raise InvalidArgumentError(msg)
+            checked = event
+        elif event is None or isinstance(event, Mapping):
+            data = {**(event or {}), **fields}
+            if "event_id" not in data:  # fixed here, so a retry sends the same id
+                data["event_id"] = new_event_id()
+            checked = _validate(BehaviourEvent, data, self.limits, "behaviour event")
+        else:
+            msg = f"`event` must be a BehaviourEvent or a dict, got {type(event).__name__}"
+            raise InvalidArgumentError(msg)
+        body = checked.model_dump(mode="json")
+        return _Call("POST", "/v1/events", _constant(checked.event_id), body)
+
+    def get_settings(self, policy: str) -> _Call[PolicySettings]:
+        path = f"/v1/policies/{self.policy_segment(policy)}/settings"
+        return _Call("GET", path, _read_settings)
+
+    def set_settings(
+        self, policy: str, settings: PolicySettings | Mapping[str, Any]
+    ) -> _Call[PolicySettings]:
+        path = f"/v1/policies/{self.policy_segment(policy)}/settings"
+        if isinstance(settings, PolicySettings):
+            checked = settings
+        elif isinstance(settings, Mapping):
+            checked = _validate(PolicySettings, settings, self.limits, "policy settings")
+        else:
+            msg = f"`settings` must be a PolicySettings or a dict, got {type(settings).__name__}"
+            raise InvalidArgumentError(msg)
+        return _Call("PUT", path, _read_settings, checked.model_dump(mode="json"))
+
+    def list_policies(self) -> _Call[list[PolicyStatus]]:
+        return _Call("GET", "/v1/policies", _read_policies)
+
+    def ready(self) -> _Call[bool]:
+        return _Call("GET", "/readyz", _read_ready, authenticated=False, raise_for_status=False)
+
+    # -- helpers -----------------------------------------------------------------------
+
+    def check_id(self, value: object, name: str) -> str:
+        """Return `value` if it is a valid id (event, session, policy), else raise."""
+        if not isinstance(value, str):
+            msg = f"`{name}` must be a string, got {_show(value)}"
+            raise InvalidArgumentError(msg)
+        limit = self.limits.max_id_length
+        if len(value) > limit:
+            msg = f"`{name}` must be at most {limit} characters, got {len(value)}"
+            raise InvalidArgumentError(msg)
+        if not _ID_RE.fullmatch(value):
+            msg = (
+                f"`{name}` must match {_ID_RE.pattern} (letters, digits, '_', '.', ':' and '-', "
+                f"starting with a letter or digit), got {_show(value)}"
+            )
+            raise InvalidArgumentError(msg)
+        return value
+
+    def policy_segment(self, policy: str) -> str:
+        """Return `policy` checked and quoted for use as a URL path segment."""
+        return urllib.parse.quote(self.check_id(policy, "policy"), safe="")
+
+    def request(self, call: _Call[Any]) -> dict[str, Any]:
+        """Return the keyword arguments of ``httpx.Client.request`` for `call`."""
+        headers = dict(self.headers)
+        if not call.authenticated:
+            headers.pop(_API_KEY_HEADER, None)
+        arguments: dict[str, Any] = {
+            "method": call.method,
+            "url": call.path,
+            "headers": headers,
+        }
+        if call.body is not None:
+            arguments["content"] = json.dumps(call.body, separators=(",", ":"))
+            headers["Content-Type"] = "application/json"
+        return arguments
+
+    def should_retry(self, call: _Call[Any], error: httpx.TransportError, attempt: int) -> bool:
+        """Whether `call`, which failed with `error` on try `attempt` (0-based), is sent again."""
+        return call.idempotent and attempt < self.max_retries and isinstance(error, _RETRYABLE)
+
+    def finish(self, call: _Call[_T], response: httpx.Response) -> _T:
+        """Read `response` to `call`, raising the APIError its status calls for."""
+        if response.is_success or not call.raise_for_status:
+            return call.read(response)
+        raise _api_error(response)
+
+
+# -- the clients ---------------------------------------------------------------------------
+
+
+class Client:
+    """A blocking client of the streambandit HTTP API.
+
+    Parameters
+    ----------
+    base_url
+        Where the API is, e.g. ``"http://localhost:8000"``.
+    api_key
+        Sent as ``X-API-Key``. An app key may rank, reward, activate and send events; an
+        admin key may also read and change policy settings.
+    timeout
+        Seconds to wait for each call (connect, send and answer each), or an
+        ``httpx.Timeout``.
+    max_retries
+        How many times a call whose connection failed is sent again (see the module's
+        "Retries"); 0 turns retries off.
+    retry_backoff
+        Seconds before the first retry; it doubles with each retry, up to 2 s.
+    limits
+        Size limits to check requests against before sending. By default only what no
+        server could accept is rejected here, and the server applies its own limits.
+    transport
+        An ``httpx`` transport to send through instead of the network (tests, proxies).
+
+    Raises
+    ------
+    InvalidArgumentError
+        If an argument breaks its rule.
+
+    Examples
+    --------
+    >>> client = Client("http://localhost:8000", api_key="app-key-0123456789", timeout=2.0)
+    >>> client.base_url
+    'http://localhost:8000'
+    >>> client.close()
+    >>> Client("localhost:8000")
+    Traceback (most recent call last):
+    ...
+    bandit.client.InvalidArgumentError: `base_url` must be an http(s) URL, got 'localhost:8000'
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str | None = None,
+        *,
+        timeout: float | httpx.Timeout = 5.0,
+        max_retries: int = 2,
+        retry_backoff: float = 0.05,
+        limits: Limits | None = None,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self._core = _Core.build(
+            base_url,
+            api_key,
+            timeout=timeout,
+            max_retries=max_retries,
+            retry_backoff=retry_backoff,
+            limits=limits,
+        )
+        self._http = httpx.Client(
+            base_url=self._core.base_url, timeout=self._core.timeout, transport=transport
+        )
+
+    @property
+    def base_url(self) -> str:
+        """The API's base URL, without a trailing slash."""
+        return self._core.base_url
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._core.base_url!r})"
+
+    def rank(
+        self,
+        context: _ContextInput | None,
+        actions: Sequence[Any],
+        *,
+        excluded_actions: Sequence[str] | None = None,
+        event_id: str | None = None,
+        defer_activation: bool = False,
+        policy: str | None = None,
+        session_id: str | None = None,
+        device_id: str | None = None,
+    ) -> RankResult:
+        """Ask which action to show in `context` (``POST /v1/rank``).
+
+        Parameters
+        ----------
+        context
+            Shared features by namespace, ``{"user": {"tier": "gold", "age": 31}}``;
+            values are numbers, strings or booleans. None means no features.
+        actions
+            The candidates: ids, ``{"id": ..., "features": {...}}`` dicts or
+            :class:`~bandit.schemas.RankableAction`; distinct ids.
+        excluded_actions
+            Ids among `actions` that must not be chosen this time.
+        event_id
+            Id of the decision, which seeds its draw; generated when None. Ranking again
+            with the same id is idempotent.
+        defer_activation
+            Learn from the decision only once :meth:`activate` is called for it.
+        policy
+            Which policy decides; the server's default when None.
+        session_id, device_id
+            The user's session and device, whose features kept by the server (from
+            behaviour events) join the context under ``session`` and ``device``.
+
+        Returns
+        -------
+        RankResult
+
+        Raises
+        ------
+        InvalidArgumentError
+            If the request breaks a rule of :class:`~bandit.schemas.RankRequest`.
+        APIError
+            If the server answers with an error status (see the module's tree).
+        TransportError
+            If no answer came, after the retries.
+
+        Examples
+        --------
+        >>> with Client("http://localhost:8000", api_key="app-key-0123456789") as client:
+        ...     result = client.rank(  # doctest: +SKIP
+        ...         {"user": {"tier": "gold"}},
+        ...         ["article-1", {"id": "article-2", "features": {"item": {"len": 0.9}}}],
+        ...         event_id="evt-0001",
+        ...     )
+        >>> result.action_id, result.event_id  # doctest: +SKIP
+        ('article-2', 'evt-0001')
+
+        Arguments are checked before anything is sent:
+
+        >>> with Client("http://localhost:8000") as client:
+        ...     try:
+        ...         client.rank({}, [])
+        ...     except InvalidArgumentError as error:
+        ...         print(error)
+        invalid rank request: actions: at least 1 action required, got 0
+        """
+        call = self._core.rank(
+            context,
+            actions,
+            excluded_actions=excluded_actions,
+            event_id=event_id,
+            defer_activation=defer_activation,
+            policy=policy,
+            session_id=session_id,
+            device_id=device_id,
+        )
+        return self._send(call)
+
+    def reward(
+        self,
+        event_id: str,
+        value: float,
+        *,
+        action_id: str | None = None,
+        reward_id: str | None = None,
+        occurred_at: datetime | None = None,
+    ) -> str:
+        """Report a reward for the decision `event_id` (``POST /v1/reward``).
+
+        Parameters
+        ----------
+        event_id
+            The decision's id, from :attr:`RankResult.event_id`.
+        value
+            The outcome, a finite number; higher is better.
+        action_id
+            The action rewarded, if you want the server to check it is the chosen one.
+        reward_id
+            Id of this reward, which the server counts once; generated when None. Pass
+            your own to make a reward reported twice (by a retrying job) count once.
+        occurred_at
+            When the outcome happened (timezone-aware); the server's time when None.
+
+        Returns
+        -------
+        str
+            The reward id.
+
+        Raises
+        ------
+        InvalidArgumentError, APIError, TransportError
+            As for :meth:`rank`.
+
+        Examples
+        --------
+        >>> with Client("http://localhost:8000", api_key="app-key-0123456789") as client:
+        ...     client.reward("evt-0001", 1.0)  # doctest: +SKIP
+        '5b0c6c0e9e6f4bd3a3f5d0b0c3c8e1a2'
+        """
+        return self._send(
+            self._core.reward(
+                event_id, value, action_id=action_id, reward_id=reward_id, occurred_at=occurred_at
+            )
+        )
+
+    def activate(self, event_id: str) -> None:
+        """Tell the server a deferred decision was shown (``POST /v1/activate``).
+
+        Parameters
+        ----------
+        event_id
+            The decision's id; it was ranked with ``defer_activation=True``.
+
+        Raises
+        ------
+        InvalidArgumentError, APIError, TransportError
+            As for :meth:`rank`.
+        """
+        self._send(self._core.activate(event_id))
+
+    def event(self, event: BehaviourEvent | Mapping[str, Any] | None = None, **fields: Any) -> str:
+        """Publish what a user did (``POST /v1/events``).
+
+        Parameters
+        ----------
+        event
+            A :class:`~bandit.schemas.BehaviourEvent`, or its fields as a dict.
+        **fields
+            Its fields as keywords, instead of (or added to) a dict.
+
+        Returns
+        -------
+        str
+            The event's id (generated when not given).
+
+        Raises
+        ------
+        InvalidArgumentError, APIError, TransportError
+            As for :meth:`rank`.
+
+        Examples
+        --------
+        >>> with Client("http://localhost:8000", api_key="app-key-0123456789") as client:
+        ...     client.event(  # doctest: +SKIP
+        ...         kind="click",
+        ...         user_id="u-3f9a",  # a pseudonym, never the raw id
+        ...         session_id="s-1",
+        ...         device={"type": "mobile", "os": "iOS 17.4"},
+        ...         item_id="article-2",
+        ...     )
+        '0d6b1f0e2f8a4a7b9a1c2d3e4f5a6b7c'
+        """
+        return self._send(self._core.event(event, fields))
+
+    def get_settings(self, policy: str) -> PolicySettings:
+        """Return the live settings of `policy` (``GET /v1/policies/{policy}/settings``).
+
+        Any key allowed the policy may read them.
+
+        Raises
+        ------
+        PermissionDeniedError
+            If the key may not use `policy`.
+        NotFoundError
+            If no policy of that name is served.
+        """
+        return self._send(self._core.get_settings(policy))
+
+    def set_settings(
+        self, policy: str, settings: PolicySettings | Mapping[str, Any]
+    ) -> PolicySettings:
+        """Replace the live settings of `policy` (admin key; ``PUT .../settings``).
+
+        Parameters
+        ----------
+        policy
+            The policy's name.
+        settings
+            The new settings, whole: a :class:`~bandit.schemas.PolicySettings` or a dict.
+
+        Returns
+        -------
+        PolicySettings
+            The settings as the server stored them.
+
+        Raises
+        ------
+        PermissionDeniedError
+            If the key is not an admin key.
+        UnprocessableRequestError
+            If the server refuses the settings (e.g. exploration the policy lacks).
+
+        Examples
+        --------
+        >>> with Client("http://localhost:8000", api_key="admin-key-0123456789") as admin:
+        ...     current = admin.get_settings("default")  # doctest: +SKIP
+        ...     changed = admin.set_settings(
+        ...         "default", current.model_copy(update={"exploration_floor": 0.05})
+        ...     )
+        """
+        return self._send(self._core.set_settings(policy, settings))
+
+    def list_policies(self) -> list[PolicyStatus]:
+        """Return the served policies this key may use, and their models (``GET /v1/policies``)."""
+        return self._send(self._core.list_policies())
+
+    def ready(self) -> bool:
+        """Return whether the service is ready to serve (``GET /readyz``).
+
+        An error status means not ready; only a missing answer raises
+        (:class:`TransportError`).
+        """
+        return self._send(self._core.ready())
+
+    def close(self) -> None:
+        """Close the connections; the client cannot be used afterwards."""
+        self._http.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _send(self, call: _Call[_T]) -> _T:
+        arguments = self._core.request(call)
+        attempt = 0
+        while True:
+            try:
+                response = self._http.request(**arguments)
+            except httpx.TransportError as error:
+                if not self._core.should_retry(call, error, attempt):
+                    raise _transport_error(call, error, attempt) from error
+                time.sleep(self._core.backoff(attempt))
+                attempt += 1
+                continue
+            return self._core.finish(call, response)
+
+
+class AsyncClient:
+    """An asyncio client of the streambandit HTTP API; :class:`Client`'s twin.
+
+    The parameters, methods and errors are :class:`Client`'s; the methods are
+    coroutines, and ``transport`` is an ``httpx.AsyncBaseTransport`` (such as
+    ``httpx.ASGITransport(app)`` to call an app in-process).
+
+    Examples
+    --------
+    >>> import asyncio
+    >>> async def main() -> None:
+    ...     async with AsyncClient("http://localhost:8000", api_key="app-key-0123456789") as c:
+    ...         result = await c.rank({"user": {"tier": "gold"}}, ["a", "b"])
+    ...         await c.reward(result.event_id, 1.0)
+    >>> asyncio.run(main())  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str | None = None,
+        *,
+        timeout: float | httpx.Timeout = 5.0,
+        max_retries: int = 2,
+        retry_backoff: float = 0.05,
+        limits: Limits | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self._core = _Core.build(
+            base_url,
+            api_key,
+            timeout=timeout,
+            max_retries=max_retries,
+            retry_backoff=retry_backoff,
+            limits=limits,
+        )
+        self._http = httpx.AsyncClient(
+            base_url=self._core.base_url, timeout=self._core.timeout, transport=transport
+        )
+
+    @property
+    def base_url(self) -> str:
+        """The API's base URL, without a trailing slash."""
+        return self._core.base_url
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._core.base_url!r})"
+
+    async def rank(
+        self,
+        context: _ContextInput | None,
+        actions: Sequence[Any],
+        *,
+        excluded_actions: Sequence[str] | None = None,
+        event_id: str | None = None,
+        defer_activation: bool = False,
+        policy: str | None = None,
+        session_id: str | None = None,
+        device_id: str | None = None,
+    ) -> RankResult:
+        """Ask which action to show in `context`; see :meth:`Client.rank`."""
+        call = self._core.rank(
+            context,
+            actions,
+            excluded_actions=excluded_actions,
+            event_id=event_id,
+            defer_activation=defer_activation,
+            policy=policy,
+            session_id=session_id,
+            device_id=device_id,
+        )
+        return await self._send(call)
+
+    async def reward(
+        self,
+        event_id: str,
+        value: float,
+        *,
+        action_id: str | None = None,
+        reward_id: str | None = None,
+        occurred_at: datetime | None = None,
+    ) -> str:
+        """Report a reward and return its id; see :meth:`Client.reward`."""
+        return await self._send(
+            self._core.reward(
+                event_id, value, action_id=action_id, reward_id=reward_id, occurred_at=occurred_at
+            )
+        )
+
+    async def activate(self, event_id: str) -> None:
+        """Tell the server a deferred decision was shown; see :meth:`Client.activate`."""
+        await self._send(self._core.activate(event_id))
+
+    async def event(
+        self, event: BehaviourEvent | Mapping[str, Any] | None = None, **fields: Any
+    ) -> str:
+        """Publish what a user did and return its id; see :meth:`Client.event`."""
+        return await self._send(self._core.event(event, fields))
+
+    async def get_settings(self, policy: str) -> PolicySettings:
+        """Return the live settings of `policy`; see :meth:`Client.get_settings`."""
+        return await self._send(self._core.get_settings(policy))
+
+    async def set_settings(
+        self, policy: str, settings: PolicySettings | Mapping[str, Any]
+    ) -> PolicySettings:
+        """Replace the live settings of `policy`; see :meth:`Client.set_settings`."""
+        return await self._send(self._core.set_settings(policy, settings))
+
+    async def list_policies(self) -> list[PolicyStatus]:
+        """Return the served policies this key may use; see :meth:`Client.list_policies`."""
+        return await self._send(self._core.list_policies())
+
+    async def ready(self) -> bool:
+        """Return whether the service is ready to serve; see :meth:`Client.ready`."""
+        return await self._send(self._core.ready())
+
+    async def aclose(self) -> None:
+        """Close the connections; the client cannot be used afterwards."""
+        await self._http.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def _send(self, call: _Call[_T]) -> _T:
+        arguments = self._core.request(call)
+        attempt = 0
+        while True:
+            try:
+                response = await self._http.request(**arguments)
+            except httpx.TransportError as error:
+                if not self._core.should_retry(call, error, attempt):
+                    raise _transport_error(call, error, attempt) from error
+                await asyncio.sleep(self._core.backoff(attempt))
+                attempt += 1
+                continue
+            return self._core.finish(call, response)
+
+
+# -- private helpers -----------------------------------------------------------------------
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _show(value: object) -> str:
+    text = repr(value)
+    if len(text) > _SHOW_AT_MOST:
+        text = text[: _SHOW_AT_MOST - 3] + "..."
+    return text
+
+
+def _action_data(action: object, index: int) -> object:
+    """Return `action` as rank-request data: an id becomes ``{"id": id}``."""
+    if isinstance(action, str):
+        return {"id": action}
+    if isinstance(action, RankableAction):
+        return action.model_dump()
+    if isinstance(action, Mapping):
+        return action
+    msg = (
+        f"`actions`[{index}] must be an action id, a dict with 'id' (and 'features') or a "
+        f"RankableAction, got {type(action).__name__}"
+    )
+    raise InvalidArgumentError(msg)
+
+
+def _validate(model: type[_ModelT], data: object, limits: Limits, what: str) -> _ModelT:
+    """Validate `data` as `model`, turning pydantic's error into an InvalidArgumentError."""
+    try:
+        return model.model_validate(data, context={"limits": limits})
+    except pydantic.ValidationError as error:
+        entries = error.errors(include_url=False, include_input=False)
+        lines = [f"{_location(entry['loc'])}: {entry['msg']}" for entry in entries]
+        msg = f"invalid {what}: " + "; ".join(lines)
+        raise InvalidArgumentError(msg, errors=entries) from error
+
+
+def _location(loc: Sequence[int | str]) -> str:
+    if not loc:
+        return "(value)"
+    text = str(loc[0])
+    for part in loc[1:]:
+        text += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return text
+
+
+def _constant(value: _T) -> Callable[[httpx.Response], _T]:
+    def read(response: httpx.Response) -> _T:
+        return value
+
+    return read
+
+
+class _Answer(pydantic.BaseModel):
+    """An answer's JSON; fields the client does not know yet are ignored."""
+
+    model_config = pydantic.ConfigDict(frozen=True, extra="ignore")
+
+
+class _RankAnswer(_Answer):
+    event_id: str
+    policy: str
+    model_version: str
+    chosen_action_id: str
+    probability: float
+    ranking: list[RankedAction]
+    deferred: bool = False
+
+
+class _AcceptedAnswer(_Answer):
+    event_id: str
+    reward_id: str | None = None
+
+
+class _PolicyAnswer(_Answer):
+    name: str
+    spec: str
+    model_version: int
+    model_saved_at: datetime
+    learned_examples: int
+    settings_version: int
+
+
+class _PoliciesAnswer(_Answer):
+    policies: list[_PolicyAnswer]
+
+
+def _parse(response: httpx.Response, model: type[_ModelT], what: str) -> _ModelT:
+    """Read the answer's JSON as `model`; an answer of another shape is an APIError."""
+    try:
+        return model.model_validate_json(response.content)
+    except pydantic.ValidationError as error:
+        first = error.errors(include_url=False, include_input=False)[0]
+        msg = (
+            f"the server's answer is not {what} ({_location(first['loc'])}: {first['msg']}): "
+            f"{_show(response.text)}"
+        )
+        raise APIError(msg, status=response.status_code, body=response.text) from error
+
+
+def _read_rank(response: httpx.Response) -> RankResult:
+    answer = _parse(response, _RankAnswer, "a rank result")
+    return RankResult(
+        event_id=answer.event_id,
+        action_id=answer.chosen_action_id,
+        probability=answer.probability,
+        ranking=tuple(answer.ranking),
+        model_version=answer.model_version,
+        policy=answer.policy,
+        deferred=answer.deferred,
+    )
+
+
+def _read_reward_id(sent: str) -> Callable[[httpx.Response], str]:
+    def read(response: httpx.Response) -> str:
+        answer = _parse(response, _AcceptedAnswer, "an acknowledgement")
+        return answer.reward_id or sent
+
+    return read
+
+
+def _read_settings(response: httpx.Response) -> PolicySettings:
+    return _parse(response, PolicySettings, "policy settings")
+
+
+def _read_policies(response: httpx.Response) -> list[PolicyStatus]:
+    answer = _parse(response, _PoliciesAnswer, "a list of policies")
+    return [PolicyStatus(**entry.model_dump()) for entry in answer.policies]
+
+
+def _read_ready(response: httpx.Response) -> bool:
+    return response.is_success
+
+
+def _server_message(body: object, response: httpx.Response) -> str:
+    """Return the server's message in `body`: FastAPI's ``detail``, Personalizer's ``error``."""
+    message: object = None
+    if isinstance(body, Mapping):
+        detail = body.get("detail")
+        error = body.get("error")
+        if isinstance(detail, list):
+            message = "\n".join(_detail_line(entry) for entry in detail)
+        elif detail is not None:
+            message = detail
+        elif isinstance(error, Mapping):
+            message = error.get("message")
+        elif error is not None:
+            message = error
+        else:
+            message = body.get("message")
+    elif isinstance(body, str):
+        message = body.strip()[:_MESSAGE_AT_MOST]
+    if isinstance(message, str) and message:
+        return message
+    return response.reason_phrase or f"HTTP {response.status_code}"
+
+
+def _detail_line(entry: object) -> str:
+    """One entry of FastAPI's validation ``detail`` as ``field.path: message``."""
+    if not isinstance(entry, Mapping):
+        return str(entry)
+    loc = entry.get("loc")
+    parts = list(loc) if isinstance(loc, list | tuple) else []
+    if len(parts) > 1 and parts[0] in {"body", "query", "path", "header"}:
+        parts = parts[1:]
+    return f"{_location(parts)}: {entry.get('msg', entry)}"
+
+
+def _api_error(response: httpx.Response) -> APIError:
+    try:
+        body: object = response.json()
+    except ValueError:
+        body = response.text
+    status = response.status_code
+    kind = _ERRORS_BY_STATUS.get(status)
+    if kind is None:
+        kind = ServerError if status >= 500 else APIError
+    return kind(_server_message(body, response), status=status, body=body)
+
+
+def _transport_error(call: _Call[Any], error: httpx.TransportError, attempt: int) -> TransportError:
+    tries = f" after {attempt + 1} tries" if attempt else ""
+    what = f"{call.method} {call.path}"
+    if isinstance(error, httpx.TimeoutException):
+        return ClientTimeoutError(
+            f"{what}: no answer in time{tries} ({type(error).__name__}: {error})"
+        )
+    return TransportError(f"{what}: no answer{tries} ({type(error).__name__}: {error})")
