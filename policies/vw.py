@@ -78,6 +78,14 @@ _ESCAPES = str.maketrans(
     {"%": "%25", " ": "%20", "\t": "%09", "\n": "%0A", "\r": "%0D", "|": "%7C", ":": "%3A"}
 )
 
+# Each action's id is the feature ``id=<id>`` in namespace ``id`` (VW's letter ``i``).
+# Context and action namespaces are written ``c<name>`` and ``a<name>``, so no user
+# namespace shares its letter; and VW's JSON parser reads it, as it reads no key that
+# starts with ``_`` (the id's namespace was ``_id`` before, invisible in DSJSON).
+_ID_NAMESPACE = "id"
+_ID_FEATURE = "id"
+_ID_TEXT = f" |{_ID_NAMESPACE} {_ID_FEATURE}="
+
 
 def reward_to_cost(reward: float) -> float:
     """VW learns costs; streambandit speaks rewards. ``cost = -reward``.
@@ -91,7 +99,7 @@ def reward_to_cost(reward: float) -> float:
 
 
 def _namespace_text(prefix: str, features: Features, action_id: str | None = None) -> str:
-    """Write namespaces as `` |<prefix><name> feature ...``, then `` |_id id=<action_id>``.
+    """Write namespaces as `` |<prefix><name> feature ...``, then `` |id id=<action_id>``.
 
     The hot path: names and values are written as they are, then the text is checked
     to hold exactly the spaces, bars and colons written here as separators, and no
@@ -114,7 +122,7 @@ def _namespace_text(prefix: str, features: Features, action_id: str | None = Non
     spaces = len(tokens)
     bars = len(features)
     if action_id is not None:
-        append(f" |_id id={action_id}")
+        append(_ID_TEXT + action_id)
         spaces += 2
         bars += 1
     text = "".join(tokens)
@@ -154,7 +162,7 @@ def _escaped_namespace_text(prefix: str, features: Features, action_id: str | No
                 tokens.append(f"{key}:{value}")
         parts.append(" ".join(tokens))
     if action_id is not None:
-        parts.append(f" |_id id={action_id.translate(_ESCAPES)}")
+        parts.append(_ID_TEXT + action_id.translate(_ESCAPES))
     return "".join(parts)
 
 
@@ -171,7 +179,8 @@ def to_vw_lines(
     Context namespaces are written as ``|c<name>`` and action namespaces as
     ``|a<name>``, so VW's one-letter interactions (``ca``) cross every context
     namespace with every action namespace. Each action also carries its id as the
-    feature ``|_id id=<id>``, so actions without features are still told apart.
+    feature ``|id id=<id>`` (namespace ``id``, VW's letter ``i``), so actions without
+    features are still told apart.
 
     Parameters
     ----------
@@ -185,7 +194,7 @@ def to_vw_lines(
     --------
     >>> actions = [Action("x", {"item": {"topic": "golf"}})]
     >>> to_vw_lines({"user": {"age": 0.5}}, actions, (0, -1.0, 0.25))
-    ['shared |cuser age:0.5', '0:-1.0:0.25 |aitem topic=golf |_id id=x']
+    ['shared |cuser age:0.5', '0:-1.0:0.25 |aitem topic=golf |id id=x']
     """
     lines = ["shared" + _namespace_text(context_prefix, context)]
     chosen = -1 if label is None else label[0]
@@ -231,7 +240,7 @@ class VWPolicy(Policy):
         Likewise; ``softmax_lambda`` is VW's ``--lambda``.
     interactions
         VW interaction strings over namespace prefixes: ``c`` for the context, ``a``
-        for actions, ``_`` for the action id; the default ``["ca", "c_"]`` crosses the
+        for actions, ``i`` for the action id; the default ``["ca", "ci"]`` crosses the
         context with action features and with action ids.
     learning_rate, power_t, l2, bit_precision
         VW's optimiser settings.
@@ -267,7 +276,7 @@ class VWPolicy(Policy):
         cover: int = 3,
         psi: float = 1.0,
         softmax_lambda: float = 10.0,
-        interactions: Sequence[str] = ("ca", "c_"),
+        interactions: Sequence[str] = ("ca", "ci"),
         learning_rate: float = 0.5,
         power_t: float = 0.5,
         l2: float = 0.0,
@@ -488,7 +497,6 @@ _ACTION_PREFIX = "a"
 # fields), so features named that way travel under these keys instead.
 _TEXT_KEY = "_text"
 _HIDDEN_KEY = "_sb"
-_ID_KEY = "_id"
 _UNESCAPES = {code: char for char, code in ((chr(k), v) for k, v in _ESCAPES.items())}
 _UNESCAPE_RE = re.compile("|".join(re.escape(code) for code in _UNESCAPES))
 _TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
@@ -558,7 +566,9 @@ def dsjson_record(
     number as ``{"name": value}`` (text ``name:value``), a string as
     ``{"name=value": 1}`` (text ``name=value``, escaped alike). A string value is never
     written as ``{"name": "value"}``: VW's JSON parser would hash that as ``namevalue``,
-    or, with ``--chain_hash``, as neither.
+    or, with ``--chain_hash``, as neither. Each action's id is its namespace ``id``,
+    ``{"id=<id>": 1}`` (text ``|id id=<id>``, escaped alike): VW learns it, and
+    :func:`parse_dsjson_record` reads the id back from it.
 
     Parameters
     ----------
@@ -594,15 +604,14 @@ def dsjson_record(
 
     Notes
     -----
-    What VW's DSJSON parser cannot learn exactly as :class:`VWPolicy` did:
+    What VW's DSJSON parser cannot learn exactly as :class:`VWPolicy` did (VW's JSON
+    parser skips every key starting with ``_``, or reads it as one of its own fields):
 
-    - the action id. The text lines carry it as ``|_id id=<id>``, and VW's JSON parser
-      skips every key starting with ``_``, so no JSON names namespace ``_``. It is logged
-      as ``"_id": "<id>"``, which VW skips: a model VW trains from this log has no id
-      features, and its ``c_`` interaction (VWPolicy's default) is empty.
-    - features whose names start with ``_``: strings go to ``"_text"`` (VW learns them,
-      after the namespace's other features), numbers to a nested ``"_sb"`` (VW skips
-      them).
+    - features whose names start with ``_``: strings go to the namespace's ``"_text"``
+      (VW learns them with the text lines' hashes, after the namespace's other
+      features), numbers to a nested ``"_sb"`` (VW skips them: it reads every
+      ``"_text"`` token as a name worth 1, never as ``name:value``).
+      :func:`parse_dsjson_record` reads both back.
     - number values: VW's text parser accumulates digits in single precision and is off
       by a few float32 ulps for long decimals (``0.24273997354306764`` reads as
       ``0.24273994565``), while its JSON parser rounds correctly (``0.24273997545``).
@@ -636,7 +645,8 @@ def dsjson_record(
      'EventId': 'evt-1',
      'a': [2, 1],
      'c': {'cuser': {'age': 0.5, 'tier=gold': 1},
-           '_multi': [{'_id': 'x', 'aitem': {'topic=golf': 1}}, {'_id': 'y'}]},
+           '_multi': [{'aitem': {'topic=golf': 1}, 'id': {'id=x': 1}},
+                      {'id': {'id=y': 1}}]},
      'p': [0.25, 0.75],
      '_sb': {'policy': 'vw'}}
     """
@@ -662,15 +672,16 @@ def dsjson_record(
         f"{_CONTEXT_PREFIX}{namespace.translate(_ESCAPES)}": _dsjson_namespace(namespace, values)
         for namespace, values in context.items()
     }
+    # The id namespace comes last, as in the text lines: VW then orders features alike.
     shared["_multi"] = [
         {
-            _ID_KEY: action.id,
             **{
                 f"{_ACTION_PREFIX}{namespace.translate(_ESCAPES)}": _dsjson_namespace(
                     namespace, values
                 )
                 for namespace, values in action.features.items()
             },
+            _ID_NAMESPACE: {f"{_ID_FEATURE}={action.id.translate(_ESCAPES)}": 1},
         }
         for action in actions
     ]
@@ -881,15 +892,30 @@ def _unescape(text: str) -> str:
 
 
 def _parse_action(index: int, value: Any) -> Action:
-    if not isinstance(value, Mapping) or not isinstance(value.get(_ID_KEY), str):
-        msg = f"DSJSON `c._multi[{index}]` must be an object with a string `{_ID_KEY}`"
+    where = f"c._multi[{index}]"
+    if not isinstance(value, Mapping):
+        msg = f"DSJSON `{where}` must be an object, got {value!r}"
         raise DatasetError(msg)
     features = {
-        _namespace_name(key, _ACTION_PREFIX, f"c._multi[{index}]"): _parse_namespace(key, namespace)
+        _namespace_name(key, _ACTION_PREFIX, where): _parse_namespace(key, namespace)
         for key, namespace in value.items()
-        if not key.startswith("_")  # `_id`, or a field of VW's: not a namespace
+        if key != _ID_NAMESPACE and not key.startswith("_")  # `_...`: a field of VW's
     }
-    return Action(value[_ID_KEY], features)
+    return Action(_parse_action_id(where, value.get(_ID_NAMESPACE)), features)
+
+
+def _parse_action_id(where: str, namespace: Any) -> str:
+    """Read the id from the namespace ``{"id=<escaped id>": 1}``, unescaped."""
+    if isinstance(namespace, Mapping) and len(namespace) == 1:
+        ((key, value),) = namespace.items()
+        name, equals, text = str(key).partition("=")
+        if name == _ID_FEATURE and equals and value == 1 and not isinstance(value, bool):
+            return _unescape(text)
+    msg = (
+        f"DSJSON `{where}` must hold the action id as namespace "
+        f'`{_ID_NAMESPACE}`: {{"{_ID_FEATURE}=<id>": 1}}, got {namespace!r}'
+    )
+    raise DatasetError(msg)
 
 
 def _parse_namespace(where: str, value: Any) -> dict[str, FeatureValue]:

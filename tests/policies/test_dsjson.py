@@ -107,7 +107,10 @@ def test_hand_written_record_pins_vw_conventions() -> None:
         "Version": "1",
         "EventId": "evt-1",
         "a": [1, 3, 2],
-        "c": {"cu": {"x": 1.5}, "_multi": [{"_id": "a"}, {"_id": "b"}, {"_id": "c"}]},
+        "c": {
+            "cu": {"x": 1.5},
+            "_multi": [{"id": {"id=a": 1}}, {"id": {"id=b": 1}}, {"id": {"id=c": 1}}],
+        },
         "p": [0.1, 0.7, 0.2],
         "_sb": {"policy": "vw"},
     }
@@ -123,7 +126,10 @@ def test_given_ranking_orders_a_and_p() -> None:
 
 
 def test_features_are_written_as_vw_text_names() -> None:
-    """Strings become `name=value` keys worth 1, escaped as in text; `_` names move aside."""
+    """Strings become `name=value` keys worth 1, escaped as in text; `_` names move aside.
+
+    The action id is the namespace `id`, written and escaped as the text lines' `|id id=`.
+    """
     record = _record()
     assert record["c"]["cuser"] == {
         "tier=gold": 1,
@@ -138,7 +144,11 @@ def test_features_are_written_as_vw_text_names() -> None:
         "_text": "_bias=on",
         "_sb": {"_weight": 0.5},
     }
-    assert record["c"]["_multi"][1] == {"_id": "item 1", "aitem": {"kind=50%25": 1, "size": -1.5}}
+    assert record["c"]["_multi"][1] == {
+        "aitem": {"kind=50%25": 1, "size": -1.5},
+        "id": {"id=item%201": 1},
+    }
+    assert record["c"]["_multi"][2] == {"id": {"id=item-2": 1}}
 
 
 def test_timestamp_is_written_in_utc() -> None:
@@ -195,7 +205,14 @@ def test_impossible_records_are_refused(
         (lambda r: r.update(_label_probability=0.5), r"must equal the chosen action's entry"),
         (lambda r: r.update(Timestamp="yesterday"), r"`Timestamp` must look like"),
         (lambda r: r["c"].update(user={"x": 1}), r"namespace 'user' in `c` must start with 'c'"),
-        (lambda r: r["c"]["_multi"][0].pop("_id"), r"`c._multi\[0\]` must be an object with"),
+        (lambda r: r["c"]["_multi"][0].pop("id"), r"`c._multi\[0\]` must hold the action id"),
+        (
+            lambda r: r["c"]["_multi"][1]["id"].update({"id=other": 1}),
+            r"`c._multi\[1\]` must hold the action id as namespace `id`",
+        ),
+        (lambda r: r["c"]["_multi"][2].update(id={"name=item-2": 1}), r"\{\"id=<id>\": 1\}"),
+        (lambda r: r["c"]["_multi"][2].update(id={"id=item-2": 2}), r"must hold the action id"),
+        (lambda r: r["c"]["_multi"].append("x"), r"`c._multi\[3\]` must be an object, got 'x'"),
         (lambda r: r["c"]["cuser"].update(x="y"), r"feature cuser.x must be a number"),
     ],
 )
@@ -210,14 +227,12 @@ def test_broken_records_are_refused_on_reading(edit: Any, match: str) -> None:
 def test_vw_json_parser_builds_the_features_vw_text_parser_builds(
     vw_text: pyvw.Workspace, vw_json: pyvw.Workspace
 ) -> None:
-    """VW parses our DSJSON line into the text lines' hashes and values, but namespace `_`."""
+    """VW parses our DSJSON line into the text lines' hashes and values, action ids too."""
     record = _record()
     text = vw_text.parse(to_vw_lines(CONTEXT, ACTIONS, (2, reward_to_cost(1.0), 0.25)))
     parsed = vw_json.parse(json.dumps(record))
     from_text, from_json = _features(text), _features(parsed)
     assert len(from_json) == len(from_text) == 1 + len(ACTIONS)
-    for features in from_text:
-        features.pop("_", None)  # the action id: VW's JSON parser skips `_` keys
     # "_weight" is numeric and named with "_": VW's JSON parser cannot read it.
     hidden = vw_text.hash_feature("_weight", vw_text.hash_space("ctime")) & (2**18 - 1)
     from_text[0]["c"] = [pair for pair in from_text[0]["c"] if pair[0] != hidden]
@@ -238,20 +253,23 @@ def test_vw_json_parser_puts_the_label_on_the_chosen_action(vw_json: pyvw.Worksp
         vw_json.finish_example(parsed)
 
 
-def test_vw_json_parser_skips_the_action_id(
+def test_vw_json_parser_reads_the_action_id(
     vw_text: pyvw.Workspace, vw_json: pyvw.Workspace
 ) -> None:
-    """The documented gap: text lines carry namespace `_` (the id), VW's DSJSON never does."""
-    text = vw_text.parse(to_vw_lines({}, [Action("x"), Action("y")], (0, -1.0, 0.5)))
-    parsed = vw_json.parse(
-        json.dumps(
-            dsjson_record(
-                {}, [Action("x"), Action("y")], 0, [0.5, 0.5], 1.0, event_id="e", timestamp=WHEN
-            )
-        )
-    )
-    assert all("_" in features for features in _features(text)[1:])
-    assert all("_" not in features for features in _features(parsed)[1:])
+    """VW's DSJSON parser builds namespace `i` (the id) with the text lines' hashes."""
+    actions = [Action("x"), Action("50% off|a:b"), Action("São Paulo"), Action("k=v")]
+    text = vw_text.parse(to_vw_lines({}, actions, (0, -1.0, 0.25)))
+    record = dsjson_record({}, actions, 0, [0.25] * 4, 1.0, event_id="e", timestamp=WHEN)
+    parsed = vw_json.parse(json.dumps(record))
+    from_text, from_json = _features(text)[1:], _features(parsed)[1:]
+    assert [set(features) - {"\x80"} for features in from_json] == [{"i"}] * len(actions)
+    assert [f["i"] for f in from_json] == [f["i"] for f in from_text]
+    assert len({f["i"][0][0] for f in from_json}) == len(actions)  # one hash per id
+    expected = vw_text.hash_feature("id=x", vw_text.hash_space("id")) & (2**18 - 1)
+    assert from_json[0]["i"] == [(expected, 1.0)]
+    assert [a.id for a in parse_dsjson_record(json.loads(json.dumps(record))).actions] == [
+        a.id for a in actions
+    ]
     vw_text.finish_example(text)
     vw_json.finish_example(parsed)
 

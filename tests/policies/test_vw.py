@@ -19,14 +19,28 @@ def test_text_lines_escape_what_would_break_the_format() -> None:
     )
     assert lines == [
         "shared |cuser browser=Chrome%20120%7Cx%3Ay a%20b:1.5",
-        "|aitem tag=50%25 |_id id=id%20with%20space",
+        "|aitem tag=50%25 |id id=id%20with%20space",
     ]
 
 
 def test_label_goes_on_the_chosen_actions_line_as_a_cost() -> None:
     """A learning example carries `0:cost:probability` on the 0-based chosen action's line."""
     lines = to_vw_lines({}, [Action("a"), Action("b"), Action("c")], (2, reward_to_cost(1.0), 0.4))
-    assert lines == ["shared", "|_id id=a", "|_id id=b", "0:-1.0:0.4 |_id id=c"]
+    assert lines == ["shared", "|id id=a", "|id id=b", "0:-1.0:0.4 |id id=c"]
+
+
+def test_default_interactions_cross_the_context_with_action_ids() -> None:
+    """With `ci`, actions without features still get a best action per context."""
+    policy = VWPolicy(exploration="epsilon", epsilon=0.1, floor=1e-6)
+    assert policy.params()["interactions"] == ["ca", "ci"]
+    actions = [Action("left"), Action("right")]
+    for _ in range(100):
+        for side, best in (("l", 0), ("r", 1)):
+            context = {"user": {"side": side}}
+            policy.learn(context, actions, best, 1.0, 0.5)
+            policy.learn(context, actions, 1 - best, 0.0, 0.5)
+    assert policy.pmf({"user": {"side": "l"}}, actions).argmax() == 0
+    assert policy.pmf({"user": {"side": "r"}}, actions).argmax() == 1
 
 
 def test_reward_becomes_a_cost_and_learning_prefers_rewarded_actions() -> None:

@@ -26,13 +26,6 @@ from tests.policies import toy
 START = datetime(2026, 11, 27, 23, 15, tzinfo=UTC)
 
 
-class _IdBlindVW(VWPolicy):
-    """VWPolicy whose VW ignores namespace `_` (the action ids VW's JSON parser skips)."""
-
-    def _arguments(self) -> str:
-        return super()._arguments() + " --ignore _"
-
-
 def _joined(
     policy: Policy,
     rounds: int,
@@ -130,10 +123,12 @@ def test_vw_dsjson_parser_reads_every_line(writer: DecisionLogWriter) -> None:
 def test_model_trained_from_the_log_equals_the_policy(
     writer: DecisionLogWriter, tmp_path: Path
 ) -> None:
-    """VW trained on the log with the policy's flags ends with the policy's weights and pmf."""
-    # The two documented gaps are set aside: the policy's VW ignores namespace `_` (the
-    # action ids VW's JSON parser cannot read), and every number is one both VW parsers
-    # read alike (probabilities of 1/4 from a uniform logger; features such as 0.25).
+    """VW trained on the log with the policy's flags ends with the policy's weights and pmf.
+
+    The policy runs with its default flags, so the log must carry the action ids VW
+    crosses with the context (``ci``). The one documented gap is set aside: every number
+    is one both VW parsers read alike (1/4 from a uniform logger; features such as 0.25).
+    """
     actions = [
         Action(f"item-{j}", {"item": {"kind": f"k{j}", "size": 0.25 * (j + 1)}}) for j in range(4)
     ]
@@ -141,7 +136,8 @@ def test_model_trained_from_the_log_equals_the_policy(
     def contexts(segment: int, rng: random.Random) -> Context:
         return {"user": {"segment": f"s{segment}", "activity": rng.choice([0, 0.25, 0.5, 1, 2])}}
 
-    policy = _IdBlindVW(exploration="epsilon", epsilon=1.0, seed=5)
+    policy = VWPolicy(exploration="epsilon", epsilon=1.0, seed=5)
+    assert "--interactions ci" in policy._arguments()
     assert writer.write(_joined(policy, 300, contexts=contexts, actions=actions)) == 300
     (path,) = writer.files()
     model = tmp_path / "replayed.vw"
@@ -155,8 +151,13 @@ def test_model_trained_from_the_log_equals_the_policy(
         weights = [replayed_vw.get_weight(i) for i in range(replayed_vw.num_weights())]
     assert weights == [policy._vw.get_weight(i) for i in range(len(weights))]
     assert sum(w != 0.0 for w in weights) > 10
+    # The ids are learned from the log: without namespace `i`, VW ends elsewhere.
+    id_blind = tmp_path / "id-blind.vw"
+    _run_vw(*flags, "--ignore", "i", "--dsjson", "-d", str(path), "-f", str(id_blind))
+    with pyvw.Workspace(f"--quiet -i {id_blind}") as id_blind_vw:
+        assert [id_blind_vw.get_weight(i) for i in range(len(weights))] != weights
 
-    replayed = _IdBlindVW(exploration="epsilon", epsilon=1.0, seed=5)
+    replayed = VWPolicy(exploration="epsilon", epsilon=1.0, seed=5)
     replayed._load_state(model.read_bytes())
     policy.configure(epsilon=0.1)
     replayed.configure(epsilon=0.1)
@@ -170,7 +171,7 @@ def test_model_trained_from_the_log_is_close_with_long_decimals(
     writer: DecisionLogWriter, tmp_path: Path
 ) -> None:
     """With squarecb's long-decimal probabilities and noisy features, weights agree to 1e-5."""
-    policy = _IdBlindVW(seed=2)
+    policy = VWPolicy(seed=2)
     writer.write(_joined(policy, 300))
     (path,) = writer.files()
     model = tmp_path / "replayed.vw"
