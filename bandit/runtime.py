@@ -91,11 +91,11 @@ def _wait_for_port(port: int, process: subprocess.Popen[bytes], name: str, log: 
 
 @dataclass
 class ServiceProcess:
-    """A child process of the runtime, with its log file and its port."""
+    """A child process of the runtime, with its log file and its port (None: no port)."""
 
     name: str
     args: list[str]
-    port: int
+    port: int | None
     log: Path
     env: dict[str, str] | None = None
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
@@ -112,7 +112,8 @@ class ServiceProcess:
             start_new_session=True,
         )
         try:
-            _wait_for_port(self.port, self.process, self.name, self.log)
+            if self.port is not None:
+                _wait_for_port(self.port, self.process, self.name, self.log)
         except RuntimeServiceError:
             self.stop()
             raise

@@ -1,0 +1,424 @@
+"""The learner: training examples in, policy updates applied exactly once, snapshots out.
+
+The ``training`` topic is keyed by policy name, so each policy lives in one partition
+and one learner (one writer) updates it. The learner agent hands batches of decoded
+records to :meth:`Learner.process`, which applies them and then saves a snapshot of
+every policy it changed; the agent acknowledges the batch only after that, so the
+offsets Faust commits never pass what a saved snapshot covers.
+
+Exactly once, under an at-least-once stream
+-------------------------------------------
+Each saved model (``StateStore.save_model``) holds, in one Redis transaction, the policy
+snapshot, a version (bumped on every save), the last applied offset of every training
+partition, and the event ids learned since the previous save (kept in
+``learned:{policy}`` for seven days). A record is learned only if
+
+1. its offset is past the offset the policy's model covers for its partition (records
+   redelivered after a crash or a rebalance are already in the snapshot), and
+2. its event id was not learned before: not in this batch, not since the last save,
+   and not in ``learned:{policy}`` (one ``ZMSCORE`` per policy per batch), so a training
+   example produced twice by the join is learned once.
+
+A crash loses only what was not saved, and that was not acknowledged either, so it is
+delivered again and learned then. Before each save the learner checks that the model in
+Redis is still the version it extends; if another learner saved meanwhile (a rebalance
+moved the partition and back), it reloads that model and applies the batch again.
+
+Live settings
+-------------
+Every batch checks the version of each policy's :class:`~bandit.schemas.PolicySettings`;
+when it changed, the new ``exploration`` parameters and ``exploration_floor`` are
+applied with :meth:`policies.Policy.configure`, keeping what the model learned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import structlog
+
+from bandit.errors import ConfigurationError, PolicyError, SnapshotError
+from bandit.schemas import PolicySettings, TrainingExample
+from bandit.settings import Settings
+from bandit.state import StateStore
+from policies import Action, Policy, make_policy
+
+__all__ = ["BatchResult", "Learner", "TrainingRecord", "UnknownPolicyError"]
+
+_log = structlog.get_logger("streams.learner")
+
+_MAX_CONFLICT_RETRIES = 3
+
+
+class UnknownPolicyError(LookupError):
+    """Training arrived for a policy that has neither stored settings nor a spec."""
+
+
+@dataclass(frozen=True, slots=True)
+class TrainingRecord:
+    """A decoded training example and where it was consumed from."""
+
+    partition: int
+    offset: int
+    example: TrainingExample
+
+    @property
+    def policy(self) -> str:
+        """The policy the example trains."""
+        return self.example.decision.policy
+
+    @property
+    def event_id(self) -> str:
+        """The event id of the decision learned."""
+        return self.example.event_id
+
+
+@dataclass(slots=True)
+class BatchResult:
+    """What one batch did.
+
+    Attributes
+    ----------
+    learned
+        Examples the policies learned from.
+    replayed
+        Examples skipped because the saved model already covers their offset.
+    duplicates
+        Examples skipped because their event id was already learned.
+    not_learnable
+        Examples of decisions without learning consent (``decision.learn`` false).
+    rejected
+        Records no policy could learn from, with the reason (for the dead letters).
+    saved
+        The version saved for each policy the batch changed.
+    """
+
+    learned: int = 0
+    replayed: int = 0
+    duplicates: int = 0
+    not_learnable: int = 0
+    rejected: list[tuple[TrainingRecord, str]] = field(default_factory=list)
+    saved: dict[str, int] = field(default_factory=dict)
+
+    def add(self, other: BatchResult) -> None:
+        """Add `other`'s counts to this result."""
+        self.learned += other.learned
+        self.replayed += other.replayed
+        self.duplicates += other.duplicates
+        self.not_learnable += other.not_learnable
+        self.rejected.extend(other.rejected)
+        self.saved.update(other.saved)
+
+
+@dataclass(slots=True)
+class _Live:
+    """A policy in memory, and how it relates to its saved model."""
+
+    policy: Policy
+    version: int  # version of the saved model this one extends; 0 when none was saved
+    offsets: dict[int, int]  # last offset applied, per partition, saved or not
+    snapshot: bytes | None  # bytes of the saved model, when unchanged since
+    settings_version: int = -1
+    pending: list[str] = field(default_factory=list)  # learned ids not yet saved
+    pending_ids: set[str] = field(default_factory=set)
+    changed: bool = False  # learned something since the last save
+    moved: bool = False  # offsets advanced since the last save
+    counts: Counter[str] = field(default_factory=Counter)
+
+
+class Learner:
+    """Apply training records to policies exactly once and save them to Redis.
+
+    Parameters
+    ----------
+    store
+        The Redis state: saved models, learned ids, policy settings, counters.
+    settings
+        ``settings.policies`` and ``settings.exploration_floor`` build a policy that has
+        no saved model and no stored settings.
+    clock
+        Returns the current time in seconds (for logs).
+
+    Examples
+    --------
+    In the learner agent, for each batch taken from the ``training`` topic::
+
+        result = await learner.process(records)   # learn, then save snapshots
+        for event in events:
+            await stream.ack(event)               # only now may offsets be committed
+    """
+
+    def __init__(
+        self,
+        store: StateStore,
+        settings: Settings,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.settings = settings
+        self.clock = clock
+        self._live: dict[str, _Live] = {}
+        self._lock = asyncio.Lock()
+        self._invalid = False
+
+    # -- the agent's entry points -----------------------------------------------------
+
+    async def process(self, records: Sequence[TrainingRecord]) -> BatchResult:
+        """Apply `records` and save every policy they changed; return what happened.
+
+        When this returns, the records may be acknowledged. When it raises (Redis
+        unreachable), they must not be: call it again with the same records, which
+        learns nothing twice and saves what was learned.
+        """
+        async with self._lock:
+            if self._invalid:
+                self._live.clear()
+                self._invalid = False
+            by_policy = _by_policy(records)
+            results = await self._apply_grouped(by_policy)
+            saved: dict[str, int] = {}
+            conflicts = await self._checkpoint(saved)
+            for _ in range(_MAX_CONFLICT_RETRIES):
+                if not conflicts:
+                    break
+                retried = {name: by_policy[name] for name in conflicts if name in by_policy}
+                results.update(await self._apply_grouped(retried))
+                conflicts = await self._checkpoint(saved)
+            if conflicts:
+                msg = f"models of {sorted(conflicts)} keep changing under this learner"
+                raise RuntimeError(msg)
+            result = _total(results.values())
+            result.saved = saved
+            return result
+
+    def invalidate(self) -> None:
+        """Forget the policies in memory before the next batch (partitions reassigned).
+
+        They are loaded again from Redis when next needed.
+        """
+        self._invalid = True
+
+    # -- the batch logic ---------------------------------------------------------------
+
+    async def apply(self, records: Sequence[TrainingRecord]) -> BatchResult:
+        """Learn from the records not learned before; save nothing.
+
+        Parameters
+        ----------
+        records
+            Training records in consumption order.
+
+        Returns
+        -------
+        BatchResult
+            Counts, and the records rejected with the reason.
+        """
+        return _total((await self._apply_grouped(_by_policy(records))).values())
+
+    async def checkpoint(self) -> dict[str, int]:
+        """Save every policy changed since its last save; return the versions saved.
+
+        Raises
+        ------
+        RuntimeError
+            If another learner saved one of the models meanwhile (it is dropped from
+            memory; :meth:`process` handles this by applying the batch again).
+        """
+        saved: dict[str, int] = {}
+        conflicts = await self._checkpoint(saved)
+        if conflicts:
+            msg = f"models of {sorted(conflicts)} were saved by another learner"
+            raise RuntimeError(msg)
+        return saved
+
+    async def policy(self, name: str) -> Policy:
+        """Return the live policy `name`, loading or building it when needed."""
+        return (await self._ensure(name)).policy
+
+    # -- internals ---------------------------------------------------------------------
+
+    async def _apply_grouped(
+        self, by_policy: Mapping[str, Sequence[TrainingRecord]]
+    ) -> dict[str, BatchResult]:
+        names = list(by_policy)
+        outcomes = await asyncio.gather(*(self._apply_policy(n, by_policy[n]) for n in names))
+        return dict(zip(names, outcomes, strict=True))
+
+    async def _apply_policy(self, name: str, records: Sequence[TrainingRecord]) -> BatchResult:
+        result = BatchResult()
+        try:
+            live = await self._ensure(name)
+        except (UnknownPolicyError, PolicyError, ValueError) as error:
+            result.rejected.extend((record, str(error)) for record in records)
+            return result
+        await self._refresh_settings(name, live)
+        fresh: list[TrainingRecord] = []
+        for record in records:
+            if record.offset <= live.offsets.get(record.partition, -1):
+                result.replayed += 1
+            else:
+                fresh.append(record)
+        seen_before = await self.store.learned(name, [r.event_id for r in fresh])
+        policy = live.policy
+        for record, seen in zip(fresh, seen_before, strict=True):
+            if seen or record.event_id in live.pending_ids:
+                result.duplicates += 1
+                continue
+            decision = record.example.decision
+            if not decision.learn:
+                result.not_learnable += 1
+                continue
+            actions = [Action(action.id, action.features) for action in decision.actions]
+            try:
+                policy.learn(
+                    decision.context,
+                    actions,
+                    decision.chosen_index,
+                    record.example.reward,
+                    decision.probability,
+                )
+            except (PolicyError, ValueError) as error:
+                result.rejected.append((record, f"policy {name!r} cannot learn it: {error}"))
+                continue
+            live.pending.append(record.event_id)
+            live.pending_ids.add(record.event_id)
+            live.changed = True
+            result.learned += 1
+        for record in records:
+            if record.offset > live.offsets.get(record.partition, -1):
+                live.offsets[record.partition] = record.offset
+                live.moved = True
+        live.counts.update(
+            {
+                "learned": result.learned,
+                "learn_replayed": result.replayed,
+                "learn_duplicates": result.duplicates,
+                "learn_not_consented": result.not_learnable,
+                "learn_rejected": len(result.rejected),
+            }
+        )
+        return result
+
+    async def _ensure(self, name: str) -> _Live:
+        """Return the live policy, (re)loading it if Redis holds a newer model."""
+        live = self._live.get(name)
+        saved_version = await self.store.model_version(name)
+        if live is not None and live.version == (saved_version or 0):
+            return live
+        if live is not None:
+            _log.warning("model.reloaded", policy=name, ours=live.version, saved=saved_version)
+        record = await self.store.load_model(name)
+        if record is not None:
+            try:
+                policy = Policy.restore(record.snapshot)
+            except SnapshotError:
+                _log.exception("model.unreadable", policy=name, version=record.version)
+                raise
+            live = _Live(policy, record.version, dict(record.offsets), record.snapshot)
+        else:
+            live = _Live(await self._build(name), 0, {}, None)
+        self._live[name] = live
+        _log.info("model.loaded", policy=name, version=live.version, offsets=live.offsets)
+        return live
+
+    async def _build(self, name: str) -> Policy:
+        stored = await self.store.policy_settings(name)
+        if stored is not None:
+            return make_policy(stored[0].spec)  # settings applied by _refresh_settings
+        spec = self.settings.policies.get(name)
+        if spec is None:
+            msg = (
+                f"policy {name!r} has no stored settings and is not in settings.policies "
+                f"({sorted(self.settings.policies)})"
+            )
+            raise UnknownPolicyError(msg)
+        return make_policy(spec, floor=self.settings.exploration_floor)
+
+    async def _refresh_settings(self, name: str, live: _Live) -> None:
+        version = await self.store.settings_version(name)
+        if version == live.settings_version:
+            return
+        live.settings_version = version
+        stored = await self.store.policy_settings(name) if version else None
+        if stored is None:
+            return
+        settings: PolicySettings = stored[0]
+        changes = {"floor": settings.exploration_floor, **settings.exploration}
+        before = live.policy.params()
+        try:
+            live.policy.configure(**changes)
+        except ConfigurationError as error:
+            live.counts["settings_rejected"] += 1
+            _log.warning("settings.rejected", policy=name, version=version, reason=str(error))
+            return
+        if live.policy.params() == before:
+            return
+        live.changed = True
+        _log.info("settings.applied", policy=name, version=version, changes=changes)
+
+    async def _checkpoint(self, saved: dict[str, int]) -> set[str]:
+        """Save changed policies, noting their versions in `saved`.
+
+        Returns the policies whose model another learner saved meanwhile; they are
+        dropped from memory.
+        """
+        conflicts: set[str] = set()
+        for name, live in list(self._live.items()):
+            if not (live.changed or live.moved):
+                continue
+            if live.snapshot is None and not live.changed:
+                continue  # offsets of skipped records only, and nothing saved yet
+            saved_version = await self.store.model_version(name)
+            if (saved_version or 0) != live.version:
+                _log.warning("model.conflict", policy=name, ours=live.version, saved=saved_version)
+                del self._live[name]
+                conflicts.add(name)
+                continue
+            await self._save(name, live)
+            saved[name] = live.version
+        return conflicts
+
+    async def _save(self, name: str, live: _Live) -> None:
+        started = self.clock()
+        if live.changed:
+            snapshot = live.policy.snapshot()
+            version = live.version + 1
+        else:
+            assert live.snapshot is not None
+            snapshot, version = live.snapshot, live.version
+        await self.store.save_model(name, snapshot, version, live.offsets, live.pending)
+        counts = {key: value for key, value in live.counts.items() if value}
+        learned = len(live.pending)
+        live.version, live.snapshot = version, snapshot
+        live.pending, live.pending_ids = [], set()
+        live.changed = live.moved = False
+        live.counts = Counter()
+        await self.store.count(name, counts)
+        _log.info(
+            "model.saved",
+            policy=name,
+            version=version,
+            learned=learned,
+            n_learned=live.policy.n_learned,
+            offsets=live.offsets,
+            seconds=round(self.clock() - started, 4),
+        )
+
+
+def _by_policy(records: Sequence[TrainingRecord]) -> dict[str, list[TrainingRecord]]:
+    grouped: dict[str, list[TrainingRecord]] = {}
+    for record in records:
+        grouped.setdefault(record.policy, []).append(record)
+    return grouped
+
+
+def _total(results: Iterable[BatchResult]) -> BatchResult:
+    total = BatchResult()
+    for result in results:
+        total.add(result)
+    return total
