@@ -6,6 +6,7 @@ naming the option and the rule, and exit code 2, never a traceback.
 
 from __future__ import annotations
 
+import signal
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -176,12 +177,75 @@ def demo(
     _run_and_report(environment, built, rounds)
 
 
+@app.command("api")
+def api_command() -> None:
+    """Serve the HTTP API (settings from STREAMBANDIT_* variables)."""
+    import uvicorn
+
+    from bandit.api import create_app
+
+    settings = get_settings()
+    configure_logging(settings.log_format)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.api.host,
+        port=settings.api.port,
+        log_level="warning",
+        access_log=False,
+    )
+
+
+@app.command("worker")
+def worker_command() -> None:
+    """Run a Faust stream worker (settings from STREAMBANDIT_* variables)."""
+    from streams.app import run_worker
+
+    run_worker(get_settings())
+
+
+@app.command("up")
+def up_command(
+    workers: Annotated[int, typer.Option("--workers", min=1, help="Stream workers.")] = 1,
+) -> None:
+    """Start a local broker, Redis, stream workers and the API; stop them on Ctrl-C."""
+    from bandit.runtime import LocalStack
+
+    _stop_on_sigterm()
+    console = _stdout()
+    with _usage_errors(), LocalStack(workers=workers) as stack:
+        console.print(f"API       {stack.api_url}  (OpenAPI: {stack.api_url}/docs)")
+        console.print(f"broker    {stack.services.broker}")
+        console.print(f"Redis     {stack.services.redis_url}")
+        console.print(f"admin key {stack.admin_key}")
+        console.print(f"app key   {stack.app_key}")
+        console.print(f"logs      {stack.workdir}")
+        console.print("Press Ctrl-C to stop.")
+        try:
+            while all(process.running for process in stack.processes.values()):
+                time.sleep(0.5)
+        except KeyboardInterrupt:
+            console.print("stopping")
+        else:
+            stopped = [n for n, p in stack.processes.items() if not p.running]
+            console.print(f"[red]{', '.join(stopped)} stopped; see the logs in {stack.workdir}")
+            raise typer.Exit(1)
+
+
 def main() -> None:
     """Run the ``streambandit`` command line."""
     app(prog_name="streambandit")
 
 
 # -- helpers ----------------------------------------------------------------------------
+
+
+def _stop_on_sigterm() -> None:
+    """Treat SIGTERM like Ctrl-C, so the runtime stops what it started."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
 
 
 @contextmanager

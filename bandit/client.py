@@ -33,15 +33,17 @@ out waiting for one, is never retried.
 
 Examples
 --------
->>> from bandit.client import Client
->>> with Client("http://localhost:8000", api_key="app-key-0123456789") as client:  # doctest: +SKIP
-...     result = client.rank(
-...         {"user": {"tier": "gold"}},
-...         [{"id": "article-1"}, {"id": "article-2"}],
-...     )
-...     reward_id = client.reward(result.event_id, 1.0)
->>> result.action_id, result.probability  # doctest: +SKIP
-('article-2', 0.9)
+With a running API::
+
+    from bandit.client import Client
+    with Client("http://localhost:8000", api_key="app-key-0123456789") as client:
+        result = client.rank(
+            {"user": {"tier": "gold"}},
+            [{"id": "article-1"}, {"id": "article-2"}],
+        )
+        reward_id = client.reward(result.event_id, 1.0)
+    result.action_id, result.probability
+    # ('article-2', 0.9)
 """
 
 from __future__ import annotations
@@ -692,14 +694,16 @@ class Client:
 
         Examples
         --------
-        >>> with Client("http://localhost:8000", api_key="app-key-0123456789") as client:
-        ...     result = client.rank(  # doctest: +SKIP
-        ...         {"user": {"tier": "gold"}},
-        ...         ["article-1", {"id": "article-2", "features": {"item": {"len": 0.9}}}],
-        ...         event_id="evt-0001",
-        ...     )
-        >>> result.action_id, result.event_id  # doctest: +SKIP
-        ('article-2', 'evt-0001')
+        With a running API::
+
+            with Client("http://localhost:8000", api_key="app-key-0123456789") as client:
+                result = client.rank(
+                    {"user": {"tier": "gold"}},
+                    ["article-1", {"id": "article-2", "features": {"item": {"len": 0.9}}}],
+                    event_id="evt-0001",
+                )
+            result.action_id, result.event_id
+            # ('article-2', 'evt-0001')
 
         Arguments are checked before anything is sent:
 
@@ -759,9 +763,11 @@ class Client:
 
         Examples
         --------
-        >>> with Client("http://localhost:8000", api_key="app-key-0123456789") as client:
-        ...     client.reward("evt-0001", 1.0)  # doctest: +SKIP
-        '5b0c6c0e9e6f4bd3a3f5d0b0c3c8e1a2'
+        With a running API::
+
+            with Client("http://localhost:8000", api_key="app-key-0123456789") as client:
+                client.reward("evt-0001", 1.0)
+            # '5b0c6c0e9e6f4bd3a3f5d0b0c3c8e1a2'
         """
         return self._send(
             self._core.reward(
@@ -806,15 +812,17 @@ class Client:
 
         Examples
         --------
-        >>> with Client("http://localhost:8000", api_key="app-key-0123456789") as client:
-        ...     client.event(  # doctest: +SKIP
-        ...         kind="click",
-        ...         user_id="u-3f9a",  # a pseudonym, never the raw id
-        ...         session_id="s-1",
-        ...         device={"type": "mobile", "os": "iOS 17.4"},
-        ...         item_id="article-2",
-        ...     )
-        '0d6b1f0e2f8a4a7b9a1c2d3e4f5a6b7c'
+        With a running API::
+
+            with Client("http://localhost:8000", api_key="app-key-0123456789") as client:
+                client.event(
+                    kind="click",
+                    user_id="u-3f9a",  # a pseudonym, never the raw id
+                    session_id="s-1",
+                    device={"type": "mobile", "os": "iOS 17.4"},
+                    item_id="article-2",
+                )
+            # '0d6b1f0e2f8a4a7b9a1c2d3e4f5a6b7c'
         """
         return self._send(self._core.event(event, fields))
 
@@ -858,11 +866,13 @@ class Client:
 
         Examples
         --------
-        >>> with Client("http://localhost:8000", api_key="admin-key-0123456789") as admin:
-        ...     current = admin.get_settings("default")  # doctest: +SKIP
-        ...     changed = admin.set_settings(
-        ...         "default", current.model_copy(update={"exploration_floor": 0.05})
-        ...     )
+        With a running API::
+
+            with Client("http://localhost:8000", api_key="admin-key-0123456789") as admin:
+                current = admin.get_settings("default")
+                changed = admin.set_settings(
+                    "default", current.model_copy(update={"exploration_floor": 0.05})
+                )
         """
         return self._send(self._core.set_settings(policy, settings))
 
@@ -917,12 +927,14 @@ class AsyncClient:
 
     Examples
     --------
-    >>> import asyncio
-    >>> async def main() -> None:
-    ...     async with AsyncClient("http://localhost:8000", api_key="app-key-0123456789") as c:
-    ...         result = await c.rank({"user": {"tier": "gold"}}, ["a", "b"])
-    ...         await c.reward(result.event_id, 1.0)
-    >>> asyncio.run(main())  # doctest: +SKIP
+    With a running API::
+
+        import asyncio
+        async def main() -> None:
+            async with AsyncClient("http://localhost:8000", api_key="app-key-0123456789") as c:
+                result = await c.rank({"user": {"tier": "gold"}}, ["a", "b"])
+                await c.reward(result.event_id, 1.0)
+        asyncio.run(main())
     """
 
     def __init__(

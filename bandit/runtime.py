@@ -10,12 +10,16 @@ when the :class:`LocalServices` context ends. Configured servers
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import importlib.resources
+import json
 import os
+import secrets
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -28,6 +32,7 @@ from bandit.settings import Settings, get_settings
 
 __all__ = [
     "LocalServices",
+    "LocalStack",
     "ServiceProcess",
     "find_broker_binary",
     "find_redis_server",
@@ -76,6 +81,14 @@ def find_broker_binary() -> str:
     raise RuntimeServiceError(msg)
 
 
+def _die_with_parent() -> None:
+    """In the child: ask Linux to SIGKILL us when the runtime dies, so no server leaks."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
+
+
 def _wait_for_port(port: int, process: subprocess.Popen[bytes], name: str, log: Path) -> None:
     deadline = time.monotonic() + _START_TIMEOUT
     while time.monotonic() < deadline:
@@ -110,6 +123,7 @@ class ServiceProcess:
             stderr=subprocess.STDOUT,
             env=self.env,
             start_new_session=True,
+            preexec_fn=_die_with_parent,  # noqa: PLW1509  (only sets a signal, no locks taken)
         )
         try:
             if self.port is not None:
@@ -156,9 +170,11 @@ class LocalServices:
 
     Examples
     --------
-    >>> with LocalServices() as services:  # doctest: +SKIP
-    ...     services.broker, services.redis_url
-    ('127.0.0.1:40123', 'redis://127.0.0.1:40124/0')
+    With a running API::
+
+        with LocalServices() as services:
+            services.broker, services.redis_url
+        # ('127.0.0.1:40123', 'redis://127.0.0.1:40124/0')
     """
 
     def __init__(
@@ -236,6 +252,145 @@ class LocalServices:
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+class LocalStack:
+    """``streambandit up``: broker, Redis, stream workers and the API, on loopback.
+
+    The broker and Redis come from :class:`LocalServices`; each worker and the API run
+    as child processes (``python -m bandit worker`` / ``api``) configured through
+    ``STREAMBANDIT_*`` variables. Without configured API keys, an admin and an app key
+    are generated for this run.
+
+    Parameters
+    ----------
+    settings
+        Base settings; broker, Redis, API port and keys are filled in for the children.
+    workers
+        How many stream workers to run.
+    workdir
+        Folder for logs, Redis data and decision logs (``<workdir>/decisions/worker-N``).
+    extra_env
+        More ``STREAMBANDIT_*`` variables for the children (e.g. the policies served).
+    """
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        workers: int = 1,
+        workdir: Path | None = None,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
+        self.settings = settings or get_settings()
+        self.services = LocalServices(self.settings, workdir=workdir)
+        self.workdir = self.services.workdir
+        self.n_workers = workers
+        self.extra_env = dict(extra_env or {})
+        keys = self.settings.api.keys
+        self.admin_key = next((k.key for k in keys if k.role == "admin"), "")
+        self.app_key = next((k.key for k in keys if k.role == "app"), "")
+        self._keys_json = ""
+        if not keys:
+            self.admin_key = secrets.token_urlsafe(24)
+            self.app_key = secrets.token_urlsafe(24)
+            self._keys_json = json.dumps(
+                [{"key": self.admin_key, "role": "admin"}, {"key": self.app_key, "role": "app"}]
+            )
+        self.api_port = self.settings.api.port or free_port()
+        self.processes: dict[str, ServiceProcess] = {}
+
+    @property
+    def api_url(self) -> str:
+        """Base URL of the API."""
+        return f"http://127.0.0.1:{self.api_port}"
+
+    @property
+    def decision_logs(self) -> Path:
+        """Folder holding each worker's DSJSON decision logs."""
+        return self.workdir / "decisions"
+
+    def _env(self, **more: str) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            STREAMBANDIT_KAFKA__BROKER=self.services.broker,
+            STREAMBANDIT_REDIS__URL=self.services.redis_url,
+            STREAMBANDIT_API__HOST="127.0.0.1",
+            STREAMBANDIT_API__PORT=str(self.api_port),
+        )
+        if self._keys_json:
+            env["STREAMBANDIT_API__KEYS"] = self._keys_json
+        env.update(self.extra_env)
+        env.update(more)
+        return env
+
+    def start(self, ready_timeout: float = 90.0) -> Self:
+        """Start everything and wait until the API reports ready; return self."""
+        try:
+            self.services.start()
+            command = [sys.executable, "-m", "bandit"]
+            for index in range(1, self.n_workers + 1):
+                name = f"worker-{index}"
+                directory = self.decision_logs / name
+                process = ServiceProcess(
+                    name,
+                    [*command, "worker"],
+                    None,
+                    self.workdir / f"{name}.log",
+                    env=self._env(STREAMBANDIT_DECISION_LOG__DIRECTORY=str(directory)),
+                )
+                process.start()
+                self.processes[name] = process
+            api = ServiceProcess(
+                "api", [*command, "api"], self.api_port, self.workdir / "api.log", env=self._env()
+            )
+            api.start()
+            self.processes["api"] = api
+            self._wait_ready(ready_timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _wait_ready(self, timeout: float) -> None:
+        import httpx
+
+        deadline = time.monotonic() + timeout
+        reason = "no answer"
+        while time.monotonic() < deadline:
+            for name, process in self.processes.items():
+                if not process.running:
+                    msg = f"{name} exited while starting; its log: {process.log}"
+                    raise RuntimeServiceError(msg)
+            try:
+                answer = httpx.get(f"{self.api_url}/readyz", timeout=2.0)
+            except httpx.HTTPError as exc:
+                reason = str(exc)
+            else:
+                if answer.status_code == 200:
+                    return
+                reason = answer.text
+            time.sleep(0.25)
+        msg = f"the API was not ready within {timeout:.0f} s: {reason}"
+        raise RuntimeServiceError(msg)
+
+    def stop(self) -> None:
+        """Stop the API, the workers, then the broker and Redis."""
+        for process in reversed(list(self.processes.values())):
+            process.stop()
+        self.processes.clear()
+        self.services.stop()
 
     def __enter__(self) -> Self:
         return self.start()

@@ -1,18 +1,28 @@
 """River-based policies: LinUCB, linear Thompson sampling and epsilon-greedy.
 
 Each policy keeps one online River regressor over the joint features of a context and
-an action (:func:`~policies._features.joint_features`: both sides and, by default,
-every context x action product) and learns by plain regression of the observed reward
-on the chosen action's features. They differ only in how they turn the regressor's
-predictions into a distribution over the offered actions:
+an action (both sides, the action's id, and by default every context feature x action
+feature product, see `interactions`) and learns by plain regression of the observed
+reward on the chosen action's features. They differ only in how they turn the
+regressor's predictions into a distribution over the offered actions:
 
 - :class:`LinUCB`: all mass on the action with the highest upper confidence bound.
-- :class:`LinearTS`: the probability that each action wins a Thompson draw, estimated
-  by seeded Monte Carlo.
+- :class:`LinearTS`: the probability that each action wins a joint Thompson draw,
+  estimated by seeded Monte Carlo.
 - :class:`RiverGreedy`: epsilon-greedy on any of a few online regressors.
 
 Features a model has not seen yet, including the id of a new action, simply start at
 their prior (zero weight, and prior variance for the Bayesian models).
+
+The two Bayesian policies score all n offered actions at once, on the k features
+those actions use: their rows as an n x k matrix, the k posterior means and the k x k
+block of the posterior covariance, read from River's private arrays. That costs
+O(k d + n k^2) per decision, d being the number of features the model has seen,
+against O(n d^2) through River's ``predict_one``, action by action. A River version
+that no longer keeps those arrays is detected on construction and on restore, and
+then scored through the public ``predict_one(x, with_dist=True)`` instead, with the
+same results up to rounding (per action, and for :class:`LinearTS` per pair of
+actions), only slower. Learning is River's own ``learn_one``, O(d^2).
 
 Snapshots pickle the River model. Unpickling runs code, so a snapshot must only ever be
 restored from the service's own trusted store (the base class checks its checksum, which
@@ -24,14 +34,17 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import itertools
 import json
 import math
 import pickle
 from abc import abstractmethod
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 import numpy as np
+import numpy.typing as npt
 from river import linear_model, optim, tree
 from threadpoolctl import ThreadpoolController
 
@@ -45,11 +58,18 @@ from policies._features import flatten, joint_features
 from policies._types import Action, Context
 from policies.registry import register
 
-__all__ = ["LinUCB", "LinearTS", "Regressor", "RiverGreedy"]
+__all__ = ["Interactions", "LinUCB", "LinearTS", "Regressor", "RiverGreedy"]
 
 Regressor = Literal["linear", "bayesian", "pa", "tree"]
 
+Interactions = Literal["features", "all", "none"]
+"""Which context x action products the features include; see :func:`_features`."""
+
+_INTERACTIONS: tuple[str, ...] = ("features", "all", "none")
+
 _REGRESSORS: tuple[str, ...] = ("linear", "bayesian", "pa", "tree")
+
+FloatArray = npt.NDArray[np.float64]
 
 _MAX_SAMPLES = 100_000
 """Upper bound on `n_samples`: keeps one pmf call's memory and time bounded."""
@@ -61,12 +81,9 @@ _TIE_TOLERANCE = 1e-12
 class _RiverPolicy(Policy):
     """What every River policy shares: features, learning, and pickled snapshots."""
 
-    def __init__(self, *, interactions: bool, floor: float) -> None:
+    def __init__(self, *, interactions: Interactions | bool, floor: float) -> None:
         super().__init__(floor=floor)
-        if not isinstance(interactions, bool):
-            msg = f"`interactions` must be a bool, got {interactions!r}"
-            raise ConfigurationError(msg)
-        self.interactions = interactions
+        self.interactions: Interactions = _check_interactions(interactions)
         self._model: Any = self._new_model()
 
     @abstractmethod
@@ -78,7 +95,7 @@ class _RiverPolicy(Policy):
         return False
 
     def _rows(self, context: Context, actions: Sequence[Action]) -> list[dict[str, float]]:
-        return [joint_features(context, a, interactions=self.interactions) for a in actions]
+        return [_features(context, a, self.interactions) for a in actions]
 
     def _learn(
         self,
@@ -88,7 +105,7 @@ class _RiverPolicy(Policy):
         reward: float,
         probability: float,
     ) -> None:
-        x = joint_features(context, actions[chosen], interactions=self.interactions)
+        x = _features(context, actions[chosen], self.interactions)
         bad = _first_non_finite(x)
         if bad is not None:
             # One non-finite value would poison the model for good: refuse it.
@@ -138,19 +155,25 @@ class _RiverPolicy(Policy):
 
 
 class _BayesianPolicy(_RiverPolicy):
-    """A River Bayesian linear regression, read through its predictive distributions."""
+    """A River Bayesian linear regression, read through the posterior of its weights.
+
+    Scoring reads the posterior only on the features the offered actions use (see
+    :meth:`_active`), through River's private arrays when this River version has them
+    and through its public predictive distributions otherwise.
+    """
 
     def __init__(
         self,
         *,
         prior_precision: float,
         noise_precision: float,
-        interactions: bool,
+        interactions: Interactions | bool,
         floor: float,
     ) -> None:
         self.prior_precision = _positive("prior_precision", prior_precision)
         self.noise_precision = _positive("noise_precision", noise_precision)
         super().__init__(interactions=interactions, floor=floor)
+        self._fast = _reads_posterior(self._model)
 
     def _new_model(self) -> Any:
         return linear_model.BayesianLinearRegression(
@@ -160,21 +183,109 @@ class _BayesianPolicy(_RiverPolicy):
     def _bayesian(self) -> bool:
         return True
 
-    def _posterior(self, rows: Sequence[dict[str, float]]) -> tuple[list[float], list[float]]:
+    def _load_state(self, payload: bytes) -> None:
+        super()._load_state(payload)
+        self._fast = _reads_posterior(self._model)
+
+    def _posterior(self, rows: Sequence[dict[str, float]]) -> tuple[FloatArray, FloatArray]:
         """Posterior mean and epistemic variance of each row's expected reward.
 
         River's predictive variance is ``1 / noise_precision + x' S x``; the second term,
         the variance of the mean reward under the weight posterior, is what exploration
         needs. Rounding can leave it a hair below zero, hence the clamp.
         """
-        noise = 1.0 / self.noise_precision
-        means: list[float] = []
-        variances: list[float] = []
+        if not self._fast:
+            moments = [self._public_moments(x) for x in rows]
+            means = np.array([m for m, _ in moments])
+            return means, np.maximum([v for _, v in moments], 0.0)
+        active = self._active(rows)
+        with np.errstate(all="ignore"):  # non-finite features are named by _check_scores
+            means = active.seen @ active.mean
+            variances = np.einsum("ij,ij->i", active.seen @ active.covariance, active.seen)
+            variances += np.einsum("ij,ij->i", active.unseen, active.unseen) * active.prior
+        return means, np.maximum(variances, 0.0)
+
+    def _joint_posterior(self, rows: Sequence[dict[str, float]]) -> tuple[FloatArray, FloatArray]:
+        """Posterior mean of each row's expected reward, and their joint covariance.
+
+        The covariance is that of ``X w`` under the weight posterior, ``X S X'``, with
+        ``X`` the rows; its diagonal is :meth:`_posterior`'s variances, unclamped.
+        """
+        if not self._fast:
+            return self._public_joint_posterior(rows)
+        active = self._active(rows)
+        with np.errstate(all="ignore"):  # non-finite features are named by _check_scores
+            means = active.seen @ active.mean
+            covariance = (active.seen @ active.covariance) @ active.seen.T
+            covariance += (active.unseen @ active.unseen.T) * active.prior
+        return means, covariance
+
+    def _active(self, rows: Sequence[dict[str, float]]) -> _Active:
+        """Return the rows as dense matrices over the features they use, and the posterior.
+
+        Features the model has seen get columns of `seen`, with their posterior mean
+        and covariance read out of the model; features it has not seen get columns of
+        `unseen`: independent weights at their prior, zero mean and variance
+        `prior`, exactly as River's ``predict_one(x, with_dist=True)`` treats them.
+        """
+        model = self._model
+        index: dict[str, int] = model._idx
+        names: list[str] = []
+        values: list[float] = []
         for x in rows:
-            predictive = self._model.predict_one(x, with_dist=True)
-            means.append(float(predictive.mu))
-            variances.append(max(float(predictive.sigma) ** 2 - noise, 0.0))
-        return means, variances
+            names.extend(x)
+            values.extend(x.values())
+        row_of = np.repeat(np.arange(len(rows)), [len(x) for x in rows])
+        cells = np.array(values, dtype=np.float64)
+        positions = np.array([index.get(name, -1) for name in names], dtype=np.intp)
+        known = positions >= 0
+        # Seen features in River's index order; unseen ones in order of appearance.
+        where, seen_column = np.unique(positions[known], return_inverse=True)
+        seen_matrix = np.zeros((len(rows), len(where)))
+        seen_matrix[row_of[known], seen_column] = cells[known]
+        unknown = np.flatnonzero(~known).tolist()
+        unseen: dict[str, int] = {}
+        unseen_column = [unseen.setdefault(names[i], len(unseen)) for i in unknown]
+        unseen_matrix = np.zeros((len(rows), len(unseen)))
+        unseen_matrix[row_of[unknown], unseen_column] = cells[unknown]
+        # River's posterior mean is `_ss_inv_arr @ _eta_arr`, cached in `_m_arr` on the
+        # first prediction after an update. Only the k entries of the seen features are
+        # needed, O(k d) rather than O(d^2); and never reading the cache keeps the result
+        # a function of the learned state alone, whether the cache is filled or not. The
+        # covariance is symmetric and kept column-major, so its columns are read.
+        columns = model._ss_inv_arr[:, where]
+        return _Active(
+            seen=seen_matrix,
+            mean=model._eta_arr @ columns,
+            covariance=columns[where],
+            unseen=unseen_matrix,
+            prior=1.0 / float(model.alpha),
+        )
+
+    def _public_moments(self, x: dict[str, float]) -> tuple[float, float]:
+        """Posterior mean and (unclamped) epistemic variance of one row, via River's API."""
+        predictive = self._model.predict_one(x, with_dist=True)
+        return float(predictive.mu), float(predictive.sigma) ** 2 - 1.0 / self.noise_precision
+
+    def _public_joint_posterior(
+        self, rows: Sequence[dict[str, float]]
+    ) -> tuple[FloatArray, FloatArray]:
+        """:meth:`_joint_posterior` through River's public API: O(n^2) predictions.
+
+        The covariance of two rows is recovered from variances alone, by polarisation:
+        ``Cov(a, b) = (Var(a + b) - Var(a) - Var(b)) / 2``, where ``a + b`` is the
+        feature-wise sum of the two rows.
+        """
+        moments = [self._public_moments(x) for x in rows]
+        means = np.array([m for m, _ in moments])
+        covariance = np.diag([v for _, v in moments])
+        for a, b in itertools.combinations(range(len(rows)), 2):
+            both = dict(rows[a])
+            for name, value in rows[b].items():
+                both[name] = both.get(name, 0.0) + value
+            _, total = self._public_moments(both)
+            covariance[a, b] = covariance[b, a] = (total - moments[a][1] - moments[b][1]) / 2
+        return means, covariance
 
     def _bayesian_params(self) -> dict[str, Any]:
         return {
@@ -184,14 +295,31 @@ class _BayesianPolicy(_RiverPolicy):
         }
 
 
+@dataclass(frozen=True, slots=True)
+class _Active:
+    """Offered rows over the features they use, and the weight posterior on those."""
+
+    seen: FloatArray
+    """(rows, k) values of the k features the model has seen."""
+    mean: FloatArray
+    """(k,) posterior mean of their weights."""
+    covariance: FloatArray
+    """(k, k) posterior covariance of their weights."""
+    unseen: FloatArray
+    """(rows, u) values of the u features the model has not seen."""
+    prior: float
+    """Prior variance of every unseen weight, ``1 / prior_precision``."""
+
+
 class LinUCB(_BayesianPolicy):
     r"""LinUCB: play the action with the highest upper confidence bound on its reward.
 
     The reward model is River's Bayesian linear regression (ridge regression with a
     Gaussian posterior) over the joint context x action features, one model shared by
-    all actions; with the action-id indicators and their interactions among the
-    features this covers both the disjoint and the hybrid model of Li et al. Each
-    offered action is scored by
+    all actions: Li et al.'s hybrid model, whose shared part crosses the context with
+    the action features and whose per-action part is the action-id weight (and, with
+    ``interactions="all"``, a weight per action and context feature as in their
+    disjoint model). Each offered action is scored by
 
     .. math:: \mu_a + \alpha \sqrt{x_a^\top S x_a}
 
@@ -204,7 +332,8 @@ class LinUCB(_BayesianPolicy):
 
     Learning costs O(d^2) time and the model O(d^2) memory, where d is the number of
     distinct features ever seen (every action id, and every context feature x action
-    feature product); keep high-cardinality strings out of the features.
+    feature product); keep high-cardinality strings out of the features. Scoring n
+    offered actions that use k distinct features between them costs O(k d + n k^2).
 
     Parameters
     ----------
@@ -217,7 +346,11 @@ class LinUCB(_BayesianPolicy):
     noise_precision
         Precision of the Gaussian observation noise (River's ``beta``).
     interactions
-        Whether the features include every context x action product.
+        Which context x action products the features include: ``"features"`` (every
+        context feature x action feature, or x the action id for an action without
+        features), ``"all"`` (also every context feature x action id: a weight per
+        action and context feature, so d grows with the catalog) or ``"none"``.
+        ``True`` and ``False``, from earlier versions, mean ``"all"`` and ``"none"``.
     floor
         Smallest probability any offered action gets.
 
@@ -253,7 +386,7 @@ class LinUCB(_BayesianPolicy):
         alpha: float = 1.0,
         prior_precision: float = 1.0,
         noise_precision: float = 1.0,
-        interactions: bool = True,
+        interactions: Interactions | bool = "features",
         floor: float = 1e-3,
     ) -> None:
         self.alpha = _non_negative("alpha", alpha)
@@ -267,7 +400,8 @@ class LinUCB(_BayesianPolicy):
     def _weights(self, context: Context, actions: Sequence[Action]) -> Sequence[float]:
         rows = self._rows(context, actions)
         means, variances = self._posterior(rows)
-        scores = [m + self.alpha * math.sqrt(v) for m, v in zip(means, variances, strict=True)]
+        with np.errstate(all="ignore"):  # non-finite scores are named by _check_scores
+            scores = (means + self.alpha * np.sqrt(variances)).tolist()
         self._check_scores(scores, rows, actions)
         return _argmax_indicator(scores)
 
@@ -281,25 +415,39 @@ class LinUCB(_BayesianPolicy):
 class LinearTS(_BayesianPolicy):
     r"""Linear Thompson sampling, reporting the probability of each action winning.
 
-    Thompson sampling (Agrawal and Goyal, 2013) draws a plausible reward for every
-    action from the posterior and plays the best. A service that logs propensities
+    Thompson sampling (Agrawal and Goyal, 2013) draws a weight vector from the
+    posterior and plays the action it rewards most. A service that logs propensities
     needs the probability of that choice, which has no closed form, so this policy
     estimates it, and sampling then happens outside the policy, from the estimate:
 
-    1. Score each offered action by River's Bayesian linear regression over its joint
-       context x action features: posterior mean :math:`\mu_a` and epistemic variance
-       :math:`v_a` (the predictive variance minus the observation noise
-       :math:`1 / \beta`).
+    1. Score the offered actions by River's Bayesian linear regression over their
+       joint context x action features :math:`x_a`: the posterior means
+       :math:`\mu_a = x_a^\top m` and the epistemic covariance
+       :math:`C_{ab} = x_a^\top S x_b` of their mean rewards (:math:`m`, :math:`S`: the
+       weight posterior; a feature never seen has prior mean 0 and variance
+       :math:`1 / \text{prior\_precision}`). Only the features the offered actions use
+       enter, and the posterior restricted to them is exact, as the marginal of a
+       Gaussian.
     2. Seed NumPy's default generator (``PCG64``) with a 128-bit BLAKE2b hash of a
        canonical JSON text of `seed`, the flattened context, and each offered action's
        id and flattened features in offer order (keys sorted, numbers as floats, zeros
        dropped, strings one-hot: exactly what the model sees).
-    3. Draw an `n_samples` x (number of actions) matrix of standard normals
-       :math:`z_{s,a}`, row by row, and form
-       :math:`\mu_a + \sqrt{\text{scale} \cdot v_a} \, z_{s,a}`.
-    4. Give each action the fraction of rows in which it is the best; a row's ties,
-       which need a zero variance (``scale=0``, say), split its unit evenly (scores
+    3. Draw an `n_samples` x (number of actions) matrix :math:`Z` of standard normals,
+       row by row, and form the rows of :math:`\mu + Z L^\top`, where :math:`L` is the
+       lower Cholesky factor of :math:`\text{scale} \cdot C` (``numpy.linalg.cholesky``);
+       when that matrix is not positive definite (``scale=0``, say),
+       :math:`L = V \operatorname{diag}(\sqrt{\max(w, 0)})` from its eigendecomposition
+       :math:`V \operatorname{diag}(w) V^\top` (``numpy.linalg.eigh``).
+    4. Give each action the fraction of rows in which it is the best; when :math:`L`
+       came from the eigendecomposition, a row's ties split its unit evenly (scores
        within a relative 1e-12 of the best tie). The floor then applies.
+
+    Each row of step 3 is distributed exactly as the offered actions' mean rewards
+    :math:`X \theta` under one joint draw :math:`\theta` of the whole weight vector from
+    the posterior (with covariance times `scale`), so this is joint linear Thompson
+    sampling: actions that share weights (the bias, the context, common action
+    features) are sampled with the correlation those shared weights give them, and
+    only the uncertainty about what differs between actions drives exploration.
 
     The result is a deterministic function of the learned state, `seed`, the context
     and the actions: the same inputs give the same distribution, bit for bit (on the
@@ -311,17 +459,6 @@ class LinearTS(_BayesianPolicy):
     (so within about :math:`1 / \sqrt{n\_samples}` at two standard errors), only makes
     the policy differ a little from exact Thompson sampling; it never makes the log
     wrong.
-
-    **Approximation.** Exact linear Thompson sampling draws the whole weight vector
-    jointly, so the sampled rewards of different actions are correlated through the
-    weights they share. River keeps the posterior covariance only in private
-    attributes, so this policy draws each action's reward independently from its
-    public predictive marginal instead: each action's own spread is exact, but the
-    covariance between actions is dropped. That covariance is usually positive (every
-    action shares the bias and the context weights), so differences between actions
-    come out noisier than in joint draws and this policy explores somewhat more than
-    joint Thompson sampling, most at the start; as the shared weights are learned
-    (every example updates them) the difference fades.
 
     Parameters
     ----------
@@ -339,7 +476,11 @@ class LinearTS(_BayesianPolicy):
     noise_precision
         Precision of the Gaussian observation noise (River's ``beta``).
     interactions
-        Whether the features include every context x action product.
+        Which context x action products the features include: ``"features"`` (every
+        context feature x action feature, or x the action id for an action without
+        features), ``"all"`` (also every context feature x action id: a weight per
+        action and context feature, so d grows with the catalog) or ``"none"``.
+        ``True`` and ``False``, from earlier versions, mean ``"all"`` and ``"none"``.
     floor
         Smallest probability any offered action gets.
 
@@ -375,7 +516,7 @@ class LinearTS(_BayesianPolicy):
         seed: int = 0,
         prior_precision: float = 1.0,
         noise_precision: float = 1.0,
-        interactions: bool = True,
+        interactions: Interactions | bool = "features",
         floor: float = 1e-3,
     ) -> None:
         self.n_samples = _count("n_samples", n_samples, _MAX_SAMPLES)
@@ -393,16 +534,18 @@ class LinearTS(_BayesianPolicy):
 
     def _weights(self, context: Context, actions: Sequence[Action]) -> Sequence[float]:
         rows = self._rows(context, actions)
-        means, variances = self._posterior(rows)
-        self._check_scores([m + v for m, v in zip(means, variances, strict=True)], rows, actions)
+        means, covariance = self._joint_posterior(rows)
+        with np.errstate(all="ignore"):  # non-finite scores are named by _check_scores
+            self._check_scores((means + np.diagonal(covariance)).tolist(), rows, actions)
         rng = np.random.default_rng(self._sampler_seed(context, actions))
-        spread = np.sqrt(self.scale * np.asarray(variances))
-        draws = np.asarray(means) + rng.standard_normal((self.n_samples, len(rows))) * spread
-        if np.all(spread > 0.0):
+        z = rng.standard_normal((self.n_samples, len(rows)))
+        factor, definite = _factor(self.scale * covariance)
+        draws = means + z @ factor.T
+        if definite:
             # Continuous draws: each row has one best action (exact ties are negligible).
             wins = np.bincount(draws.argmax(axis=1), minlength=len(rows))
         else:
-            # Some action has no spread (scale 0, say): equal means tie in every row.
+            # Some direction has no spread (scale 0, say): equal means tie in every row.
             best = draws.max(axis=1, keepdims=True)
             top = draws >= best - _TIE_TOLERANCE * np.maximum(1.0, np.abs(best))
             wins = (top / top.sum(axis=1, keepdims=True)).sum(axis=0)
@@ -458,7 +601,11 @@ class RiverGreedy(_RiverPolicy):
     regressor
         One of the names above.
     interactions
-        Whether the features include every context x action product.
+        Which context x action products the features include: ``"features"`` (every
+        context feature x action feature, or x the action id for an action without
+        features), ``"all"`` (also every context feature x action id: a weight per
+        action and context feature, so d grows with the catalog) or ``"none"``.
+        ``True`` and ``False``, from earlier versions, mean ``"all"`` and ``"none"``.
     floor
         Smallest probability any offered action gets.
 
@@ -490,7 +637,7 @@ class RiverGreedy(_RiverPolicy):
         *,
         epsilon: float = 0.1,
         regressor: Regressor = "linear",
-        interactions: bool = True,
+        interactions: Interactions | bool = "features",
         floor: float = 1e-3,
     ) -> None:
         self.epsilon = _in_range("epsilon", epsilon, 0.0, 1.0)
@@ -532,6 +679,95 @@ class RiverGreedy(_RiverPolicy):
 
 
 # -- helpers ----------------------------------------------------------------------------
+
+
+def _features(context: Context, action: Action, interactions: Interactions) -> dict[str, float]:
+    """Return the features of one (context, action) pair that a River model learns from.
+
+    Always the bias, the flattened context, the flattened action features and the
+    indicator ``action=<id>``; then, by `interactions`:
+
+    - ``"features"``: every context feature x action feature product; an action with no
+      features of its own is crossed with its id instead, so that it can still be
+      preferred in some contexts and not others. The number of distinct features grows
+      with the number of context features x action features, not with the catalog.
+    - ``"all"``: every context feature x (action feature or action id) product, as
+      :func:`~policies._features.joint_features` builds them: each action also gets its
+      own weight for every context feature (Li et al.'s disjoint part), at the price of
+      a number of distinct features proportional to the catalog size.
+    - ``"none"``: no products; the context then cannot change which action is best.
+
+    Examples
+    --------
+    >>> context = {"u": {"young": 1.0}}
+    >>> sorted(_features(context, Action("a", {"i": {"topic": "golf"}}), "features"))
+    ['action=a', 'bias', 'i.topic=golf', 'u.young', 'u.young*i.topic=golf']
+    >>> sorted(_features(context, Action("b"), "features"))
+    ['action=b', 'bias', 'u.young', 'u.young*action=b']
+    """
+    if interactions != "features":
+        return joint_features(context, action, interactions=interactions == "all")
+    shared = flatten(context)
+    own = flatten(action.features)
+    crossed = own or {f"action={action.id}": 1.0}
+    joint: dict[str, float] = {"bias": 1.0, **shared, **own, f"action={action.id}": 1.0}
+    for ck, cv in shared.items():
+        for ak, av in crossed.items():
+            joint[f"{ck}*{ak}"] = cv * av
+    return joint
+
+
+def _check_interactions(interactions: object) -> Interactions:
+    """Validate `interactions`; the bools of earlier versions mean "all" and "none"."""
+    if interactions is True:
+        return "all"
+    if interactions is False:
+        return "none"
+    if interactions == "features":
+        return "features"
+    if interactions == "all":
+        return "all"
+    if interactions == "none":
+        return "none"
+    msg = f"`interactions` must be one of {list(_INTERACTIONS)} or a bool, got {interactions!r}"
+    raise ConfigurationError(msg)
+
+
+def _reads_posterior(model: Any) -> bool:
+    """Whether `model` keeps its posterior where :meth:`_BayesianPolicy._active` reads it.
+
+    River 0.26 keeps the feature index in ``_idx``, the posterior covariance in
+    ``_ss_inv_arr`` and the natural mean in ``_eta_arr`` (the posterior mean is their
+    product). These are private: a River version without them gets the public, slower
+    path, which computes the same numbers (``tests/policies/test_river.py`` checks
+    that both agree on the installed version, and that it has them).
+    """
+    covariance = getattr(model, "_ss_inv_arr", None)
+    natural_mean = getattr(model, "_eta_arr", None)
+    return (
+        isinstance(getattr(model, "_idx", None), dict)
+        and isinstance(covariance, np.ndarray)
+        and covariance.ndim == 2
+        and isinstance(natural_mean, np.ndarray)
+        and natural_mean.shape == covariance.shape[:1]
+        and getattr(model, "smoothing", None) is None
+        and _is_number(getattr(model, "alpha", None))
+    )
+
+
+def _factor(covariance: FloatArray) -> tuple[FloatArray, bool]:
+    """Return L with ``L @ L.T == covariance``, and whether `covariance` is definite.
+
+    The lower Cholesky factor when `covariance` is positive definite; otherwise, as
+    when it is all zeros (``scale=0``), ``V diag(sqrt(max(w, 0)))`` from its eigen
+    decomposition ``V diag(w) V'``.
+    """
+    try:
+        return np.asarray(np.linalg.cholesky(covariance), dtype=np.float64), True
+    except np.linalg.LinAlgError:
+        pass
+    eigenvalues, eigenvectors = np.linalg.eigh(covariance)
+    return eigenvectors * np.sqrt(np.maximum(eigenvalues, 0.0)), False
 
 
 @functools.cache

@@ -196,7 +196,9 @@ def to_vw_lines(
     >>> to_vw_lines({"user": {"age": 0.5}}, actions, (0, -1.0, 0.25))
     ['shared |cuser age:0.5', '0:-1.0:0.25 |aitem topic=golf |id id=x']
     """
-    lines = ["shared" + _namespace_text(context_prefix, context)]
+    # With no context features the shared line still needs its bar, or VW takes the
+    # line "shared" for one more action.
+    lines = ["shared" + (_namespace_text(context_prefix, context) or " |")]
     chosen = -1 if label is None else label[0]
     for index, action in enumerate(actions):
         # Every body starts with " |": the label takes the space, or it is dropped.

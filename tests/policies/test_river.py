@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from river import linear_model as river_linear_model
 
 from bandit.errors import (
     ConfigurationError,
@@ -17,8 +18,9 @@ from bandit.errors import (
     SnapshotError,
 )
 from policies import Action, Context, Policy, decide_ranking
-from policies._features import joint_features
 from policies.river import LinearTS, LinUCB, RiverGreedy
+
+_Bayesian = LinUCB | LinearTS
 
 ACTIONS = [Action("a", {"item": {"size": 0.2}}), Action("b"), Action("c", {"item": {"kind": "x"}})]
 REGRESSORS = ["linear", "bayesian", "pa", "tree"]
@@ -97,9 +99,9 @@ def test_bayesian_posterior_matches_the_closed_form() -> None:
         chosen = rng.randrange(3)
         reward = rng.random()
         policy.learn(context, ACTIONS, chosen, reward, 1 / 3)
-        seen.append(joint_features(context, ACTIONS[chosen]))
+        seen.append(policy._rows(context, ACTIONS)[chosen])
         targets.append(reward)
-    query = [joint_features({"user": {"a": 0.3, "new": 1.0}}, action) for action in ACTIONS]
+    query = policy._rows({"user": {"a": 0.3, "new": 1.0}}, ACTIONS)
     names = sorted({name for x in seen + query for name in x})
     design = np.array([[x.get(n, 0.0) for n in names] for x in seen])
     covariance = np.linalg.inv(prior * np.eye(len(names)) + noise * design.T @ design)
@@ -108,6 +110,92 @@ def test_bayesian_posterior_matches_the_closed_form() -> None:
     means, variances = policy._posterior(query)
     assert means == pytest.approx(rows @ mean, abs=1e-9)
     assert variances == pytest.approx(np.einsum("ij,jk,ik->i", rows, covariance, rows), abs=1e-9)
+    joint_means, joint = policy._joint_posterior(query)
+    assert joint_means == pytest.approx(rows @ mean, abs=1e-9)
+    assert joint == pytest.approx(rows @ covariance @ rows.T, abs=1e-9)
+
+
+def _trained_with_unseen_query(cls: type[_Bayesian]) -> tuple[_Bayesian, list[dict[str, float]]]:
+    """A policy trained on the two-segment problem, and rows mixing seen and unseen features."""
+    policy = cls(prior_precision=2.0, noise_precision=3.0)
+    _simulate(policy, 80, seed=8)
+    context = {"user": {"segment": "s1", "activity": 0.7, "new": -1.5}, "time": {"hour": "9"}}
+    actions = [*ACTIONS, Action("unseen", {"item": {"size": 0.4, "kind": "y"}})]
+    return policy, policy._rows(context, actions)
+
+
+@pytest.mark.parametrize("cls", [LinUCB, LinearTS])
+def test_posterior_read_from_river_internals_equals_river_public_predictions(
+    cls: type[_Bayesian],
+) -> None:
+    """Means and epistemic variances match predict_one(with_dist=True), unseen features too."""
+    policy, rows = _trained_with_unseen_query(cls)
+    assert policy._fast  # the installed River keeps the arrays the fast path reads
+    means, variances = policy._posterior(rows)
+    public = [policy._model.predict_one(x, with_dist=True) for x in rows]
+    assert means == pytest.approx([p.mu for p in public], rel=0, abs=1e-9)
+    noise = 1 / policy.noise_precision
+    assert variances == pytest.approx([p.sigma**2 - noise for p in public], rel=0, abs=1e-9)
+    assert min(variances) > 0.0
+
+
+@pytest.mark.parametrize("cls", [LinUCB, LinearTS])
+def test_joint_covariance_equals_the_one_from_river_public_predictions(
+    cls: type[_Bayesian],
+) -> None:
+    """Cov(a, b) from the internals is (Var(a + b) - Var(a) - Var(b)) / 2 from predict_one."""
+    policy, rows = _trained_with_unseen_query(cls)
+    means, covariance = policy._joint_posterior(rows)
+
+    def variance(x: dict[str, float]) -> float:
+        sigma = float(policy._model.predict_one(x, with_dist=True).sigma)
+        return sigma**2 - 1 / policy.noise_precision
+
+    expected = np.empty((len(rows), len(rows)))
+    for i, a in enumerate(rows):
+        for j, b in enumerate(rows):
+            both = {k: a.get(k, 0.0) + b.get(k, 0.0) for k in a.keys() | b.keys()}
+            expected[i, j] = (variance(both) - variance(a) - variance(b)) / 2
+    assert covariance == pytest.approx(expected, rel=0, abs=1e-9)
+    assert means == pytest.approx([policy._model.predict_one(x) for x in rows], rel=0, abs=1e-9)
+
+
+_RIVER_BAYESIAN = river_linear_model.BayesianLinearRegression
+
+
+class _PublicOnly:
+    """River's public regressor API over a model whose private arrays it hides."""
+
+    def __init__(self, alpha: float, beta: float) -> None:
+        self._inner = _RIVER_BAYESIAN(alpha=alpha, beta=beta)
+
+    def learn_one(self, x: dict[str, float], y: float) -> None:
+        self._inner.learn_one(x, y)
+
+    def predict_one(self, x: dict[str, float], with_dist: bool = False) -> Any:
+        return self._inner.predict_one(x, with_dist=with_dist)
+
+
+@pytest.mark.parametrize("cls", [LinUCB, LinearTS])
+def test_without_river_internals_the_public_path_gives_the_same_pmf(
+    cls: type[_Bayesian], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A River lacking the private arrays is detected on construction and scored alike."""
+    fast, rows = _trained_with_unseen_query(cls)
+    monkeypatch.setattr(river_linear_model, "BayesianLinearRegression", _PublicOnly)
+    slow = cls(prior_precision=2.0, noise_precision=3.0)
+    monkeypatch.undo()
+    assert not slow._fast
+    assert isinstance(slow._model, _PublicOnly)
+    _simulate(slow, 80, seed=8)
+    for got, want in zip(slow._posterior(rows), fast._posterior(rows), strict=True):
+        assert got == pytest.approx(want, rel=0, abs=1e-9)
+    for got, want in zip(slow._joint_posterior(rows), fast._joint_posterior(rows), strict=True):
+        assert got == pytest.approx(want, rel=0, abs=1e-9)
+    for segment in (0, 1):
+        assert slow.pmf(_context(segment), ACTIONS).probabilities == pytest.approx(
+            fast.pmf(_context(segment), ACTIONS).probabilities, abs=1e-12
+        )
 
 
 # -- LinearTS -----------------------------------------------------------------------------
@@ -125,7 +213,8 @@ def test_lints_pmf_is_the_same_for_the_same_state_and_input() -> None:
 
 def test_lints_pmf_differs_with_the_seed() -> None:
     """Another seed draws other Monte Carlo samples, so the estimate moves."""
-    estimates = {LinearTS(seed=seed).pmf(_context(0), ACTIONS) for seed in range(4)}
+    # 1000 samples: at 500, two of these seeds happen to count the same wins.
+    estimates = {LinearTS(seed=seed, n_samples=1000).pmf(_context(0), ACTIONS) for seed in range(4)}
     assert len(estimates) == 4
 
 
@@ -140,7 +229,7 @@ def test_lints_pmf_is_re_derivable_from_its_documented_recipe() -> None:
     policy = LinearTS(n_samples=500, seed=11, floor=1e-9)
     _simulate(policy, 50)
     context = {"user": {"segment": "s1", "activity": 0.7}}
-    means, variances = policy._posterior([joint_features(context, a) for a in ACTIONS])
+    means, covariance = policy._joint_posterior(policy._rows(context, ACTIONS))
     shared = [["user.activity", 0.7], ["user.segment=s1", 1.0]]
     offered = [
         ["a", [["item.size", 0.2]]],
@@ -150,24 +239,27 @@ def test_lints_pmf_is_re_derivable_from_its_documented_recipe() -> None:
     text = json.dumps([11, shared, offered], separators=(",", ":"))
     seed = int.from_bytes(hashlib.blake2b(text.encode(), digest_size=16).digest(), "big")
     z = np.random.default_rng(seed).standard_normal((500, 3))
-    winners = (np.array(means) + z * np.sqrt(variances)).argmax(axis=1)
+    winners = (means + z @ np.linalg.cholesky(covariance).T).argmax(axis=1)
     expected = np.bincount(winners, minlength=3) / 500
     assert policy.pmf(context, ACTIONS).probabilities == pytest.approx(expected, abs=1e-8)
 
 
-def test_lints_estimate_is_within_monte_carlo_error_of_the_exact_probability() -> None:
-    """With two actions P(first wins) = Phi(gap / sd); the estimate is within 4 / sqrt(n)."""
-    policy = LinearTS(n_samples=4000, scale=1.0, floor=1e-9)
+def test_lints_estimate_is_within_monte_carlo_error_of_the_exact_joint_probability() -> None:
+    """With two actions P(first wins) = Phi(gap / sd(difference)), shared weights cancelling."""
+    policy = LinearTS(n_samples=4000, scale=1.0, floor=1e-9, interactions=False)
     actions = [Action("x"), Action("y")]
-    context = {"user": {"k": 1.0}}
     for reward in (0.9, 0.8, 0.9, 0.7):
-        policy.learn(context, actions, 0, reward, 0.5)
-    policy.learn(context, actions, 1, 0.1, 0.5)
-    means, variances = policy._posterior([joint_features(context, a) for a in actions])
-    # Independent marginals, as documented: the difference has the summed variance.
-    exact = 0.5 * math.erfc(-(means[0] - means[1]) / math.sqrt(2 * (variances[0] + variances[1])))
+        policy.learn({"user": {"k": 1.0}}, actions, 0, reward, 0.5)
+    policy.learn({"user": {"k": 1.0}}, actions, 1, 0.1, 0.5)
+    context = {"user": {"k": 1.0, "new": 2.0}}  # an unseen weight both actions share
+    means, cov = policy._joint_posterior(policy._rows(context, actions))
+    gap = means[0] - means[1]
+    exact = 0.5 * math.erfc(-gap / math.sqrt(2 * (cov[0, 0] + cov[1, 1] - 2 * cov[0, 1])))
+    independent = 0.5 * math.erfc(-gap / math.sqrt(2 * (cov[0, 0] + cov[1, 1])))
+    tolerance = 4 / math.sqrt(4000)
     assert 0.6 < exact < 0.9  # far from 0 and 1, where any estimate is close
-    assert policy.pmf(context, actions)[0] == pytest.approx(exact, abs=4 / math.sqrt(4000))
+    assert abs(exact - independent) > 2 * tolerance  # joint and marginal draws disagree here
+    assert policy.pmf(context, actions)[0] == pytest.approx(exact, abs=tolerance)
 
 
 def test_lints_with_zero_scale_is_greedy_and_splits_ties() -> None:
@@ -185,6 +277,60 @@ def test_lints_converges_toward_the_best_action() -> None:
     _simulate(policy, 500, seed=2)
     for segment in (0, 1):
         assert policy.pmf(_context(segment), ACTIONS)[_best(segment)] > 0.8
+
+
+# -- features -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("interactions", "per_item"), [("features", 1), ("all", 4)])
+def test_feature_count_grows_with_the_catalog_only_when_ids_are_crossed(
+    interactions: str, per_item: int
+) -> None:
+    """Under "features" each item adds only its id; under "all" also its 3 context products."""
+    for n_items in (8, 40):
+        policy = LinUCB(interactions=interactions)
+        catalog = [
+            Action(f"item-{i}", {"item": {"topic": f"t{i % 4}", "size": 0.1 + i / n_items}})
+            for i in range(n_items)
+        ]
+        for segment in (0, 1):
+            for chosen in range(n_items):
+                policy.learn(_context(segment), catalog, chosen, 0.5, 1 / n_items)
+        # bias, 3 context features (two segments, activity), 5 item features, and their
+        # 3 x 5 products: 24 whatever the catalog; then the items themselves.
+        assert len(policy._model._idx) == 24 + per_item * n_items
+
+
+def test_an_action_without_features_is_crossed_with_its_id() -> None:
+    """Under "features", featureless actions can still depend on the context, as in "all"."""
+    policy = LinUCB(alpha=0.0, floor=0.01)
+    actions = [Action("news"), Action("sport")]
+    for t in range(40):
+        young = t % 2
+        for chosen in (0, 1):
+            policy.learn(
+                {"user": {"young": float(young)}}, actions, chosen, float(chosen == young), 0.5
+            )
+    assert policy.pmf({"user": {"young": 1.0}}, actions).argmax() == 1
+    assert policy.pmf({"user": {"young": 0.0}}, actions).argmax() == 0
+
+
+@pytest.mark.parametrize(("given", "meaning"), [(True, "all"), (False, "none")])
+def test_bool_interactions_of_earlier_snapshots_keep_their_meaning(
+    given: bool, meaning: str
+) -> None:
+    """True and False, as earlier snapshots record them, mean "all" and "none"."""
+    policy = LinUCB(interactions=given)
+    assert policy.params()["interactions"] == meaning
+    assert policy._rows(_context(0), ACTIONS) == LinUCB(interactions=meaning)._rows(
+        _context(0), ACTIONS
+    )
+    _simulate(policy, 20)
+    magic, header, payload = policy.snapshot().split(b"\n", 2)
+    fields = json.loads(header)
+    fields["params"]["interactions"] = given  # as a snapshot from before the modes
+    old = magic + b"\n" + json.dumps(fields).encode() + b"\n" + payload
+    assert Policy.restore(old).pmf(_context(1), ACTIONS) == policy.pmf(_context(1), ACTIONS)
 
 
 # -- RiverGreedy --------------------------------------------------------------------------
@@ -307,12 +453,13 @@ def test_learning_a_non_finite_feature_is_refused_and_changes_nothing() -> None:
     assert _payload(policy) == before
 
 
-def test_scoring_an_infinite_feature_names_it() -> None:
+@pytest.mark.parametrize("policy", [RiverGreedy(), LinUCB(), LinearTS()], ids=repr)
+@pytest.mark.parametrize("value", [math.inf, math.nan])
+def test_scoring_a_non_finite_feature_names_it(policy: Policy, value: float) -> None:
     """A non-finite score is refused with the feature that caused it, not a vague error."""
-    policy = RiverGreedy()
     _simulate(policy, 10)
-    with pytest.raises(InvalidFeaturesError, match=r"action 'a' .* 'item\.size' = inf"):
-        policy.pmf(_context(0), [Action("a", {"item": {"size": math.inf}}), ACTIONS[1]])
+    with pytest.raises(InvalidFeaturesError, match=rf"action 'a' .* 'item\.size' = {value}"):
+        policy.pmf(_context(0), [Action("a", {"item": {"size": value}}), ACTIONS[1]])
 
 
 # -- hyperparameters ----------------------------------------------------------------------
@@ -330,7 +477,12 @@ def test_scoring_an_infinite_feature_names_it() -> None:
             {"noise_precision": math.inf},
             r"`noise_precision` must be a finite number > 0, got inf",
         ),
-        (LinUCB, {"interactions": 1}, r"`interactions` must be a bool, got 1"),
+        (
+            LinUCB,
+            {"interactions": 1},
+            r"`interactions` must be one of \['features', 'all', 'none'\] or a bool, got 1",
+        ),
+        (RiverGreedy, {"interactions": "both"}, r"`interactions` must be one of .*, got 'both'"),
         (LinearTS, {"n_samples": 0}, r"`n_samples` must be an integer in \[1, 100000\], got 0"),
         (LinearTS, {"n_samples": 2.5}, r"`n_samples` must be an integer in \[1, 100000\], got 2.5"),
         (LinearTS, {"n_samples": True}, r"`n_samples` must be an integer .*, got True"),

@@ -26,7 +26,7 @@ def test_text_lines_escape_what_would_break_the_format() -> None:
 def test_label_goes_on_the_chosen_actions_line_as_a_cost() -> None:
     """A learning example carries `0:cost:probability` on the 0-based chosen action's line."""
     lines = to_vw_lines({}, [Action("a"), Action("b"), Action("c")], (2, reward_to_cost(1.0), 0.4))
-    assert lines == ["shared", "|id id=a", "|id id=b", "0:-1.0:0.4 |id id=c"]
+    assert lines == ["shared |", "|id id=a", "|id id=b", "0:-1.0:0.4 |id id=c"]
 
 
 def test_default_interactions_cross_the_context_with_action_ids() -> None:
@@ -164,3 +164,9 @@ def test_non_finite_features_are_refused(value: float) -> None:
         policy.pmf(context, toy.ACTIONS)
     with pytest.raises(InvalidFeaturesError, match=r"feature user\.score must be finite"):
         policy.learn(context, toy.ACTIONS, 0, 1.0, 0.5)
+
+
+def test_an_empty_context_still_gives_one_probability_per_action() -> None:
+    """With no context features VW still sees a shared line, not an extra action."""
+    distribution = VWPolicy().pmf({}, toy.ACTIONS[:3])
+    assert len(distribution) == 3

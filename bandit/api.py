@@ -1,0 +1,1128 @@
+"""The HTTP API: Personalizer-compatible and native routes, auth, health and metrics.
+
+Build the app with :func:`create_app` (or run ``uvicorn --factory
+bandit.api:app_from_environment``). OpenAPI is served at ``/openapi.json``, the
+interactive documentation at ``/docs``.
+
+=========================================================  ================================
+route                                                      does
+=========================================================  ================================
+``POST /personalizer/v1.0/rank``                           Personalizer rank (201)
+``POST /personalizer/v1.0/events/{eventId}/reward``        Personalizer reward (204)
+``POST /personalizer/v1.0/events/{eventId}/activate``      Personalizer activate (204)
+``POST /v1/rank``                                          rank a :class:`NativeRankRequest`
+``POST /v1/reward``                                        a :class:`~bandit.schemas.RewardReported`
+``POST /v1/activate``                                      an :class:`~bandit.schemas.Activation`
+``POST /v1/events``                                        a :class:`~bandit.schemas.BehaviourEvent`
+``GET /v1/policies``                                       served policies and their models
+``GET /v1/policies/{name}/settings``                       a policy's settings (``PolicySettings``)
+``PUT /v1/policies/{name}/settings``                       change them, live (admin keys)
+``GET /healthz``                                           the process is alive
+``GET /readyz``                                            broker, Redis and models ready, else 503
+``GET /metrics``                                           Prometheus (:mod:`bandit.metrics`)
+=========================================================  ================================
+
+The Personalizer routes and how they differ from Personalizer are described in
+:mod:`bandit.personalizer`.
+
+Auth
+    Every ``/v1`` and ``/personalizer`` route needs a key from ``settings.api.keys``,
+    sent as ``Ocp-Apim-Subscription-Key`` (what Personalizer clients send),
+    ``X-API-Key`` or ``Authorization: Bearer``. No key or an unknown key: 401. A key
+    may rank, reward, activate, send events and read settings for its own policies
+    (``"*"``: all served); only ``admin`` keys may change settings. A key not allowed
+    the policy or the action: 403, the body naming what is missing. Health, readiness,
+    metrics and the documentation are open: expose them on an internal network only.
+Rank
+    Validated with the configured limits (``RankRequest.model_validate(..., context=)``),
+    decided by the :class:`~bandit.engine.DecisionEngine`, and the decision produced to
+    the ``decisions`` topic (keyed by event id) *before* the answer: acknowledged
+    within a short timeout, or buffered while the broker is away (see
+    :mod:`bandit.producer`); with the buffer full the answer is 503 and nothing is
+    served. Rewards, activations and events go to their topics the same way.
+Errors
+    Native routes answer FastAPI-style: ``{"detail": "message"}``, or for invalid
+    input (422) ``{"detail": [{"loc": [...], "msg": ..., "type": ...}]}``, one entry
+    per broken rule, never echoing the input. Personalizer routes answer
+    ``{"error": {"code", "message", "details": [{"code", "message", "target"}]}}``.
+Logging
+    One structlog line per request when it ends: ``decision.made``,
+    ``reward.received``, ``activation.received``, ``event.received``,
+    ``settings.changed``, ``request.rejected`` (4xx), ``request.failed`` (5xx) or
+    ``request.handled``, with route, status and latency. Health, readiness and metrics
+    requests log at debug level.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import re
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal, TypeAlias, TypeVar
+
+import orjson
+import pydantic
+import structlog
+from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import Response
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from prometheus_client import CONTENT_TYPE_LATEST
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo
+from pydantic_core import PydanticCustomError
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from bandit.engine import DecisionEngine, RankOutcome, UnknownServedPolicyError
+from bandit.errors import ConfigurationError, PolicyError
+from bandit.logging import configure_logging
+from bandit.metrics import ApiMetrics, PolicyState
+from bandit.personalizer import (
+    PersonalizerRankRequest,
+    PersonalizerRankResponse,
+    PersonalizerRewardRequest,
+    error_target,
+    to_activation,
+    to_rank_request,
+    to_reward,
+)
+from bandit.producer import BufferedProducer, ProducerUnavailableError, TopicName, topic
+from bandit.schemas import (
+    Activation,
+    BehaviourEvent,
+    PolicySettings,
+    RankedAction,
+    RankRequest,
+    RewardReported,
+)
+from bandit.settings import ApiKey, Limits, Settings, get_settings
+from bandit.state import StateStore
+
+__all__ = [
+    "Accepted",
+    "Caller",
+    "NativeRankRequest",
+    "PoliciesResponse",
+    "PolicyInfo",
+    "RankResponse",
+    "app_from_environment",
+    "create_app",
+]
+
+_STREAM_COUNTERS_SCOPE = "_streams"  # streams.deadletter.COUNTERS_NAME
+_CONTROL_TIMEOUT = 2.0
+_OPS_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+_DOCS_PATHS = frozenset({"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"})
+_MAX_BODY_BYTES = 4 * 1024 * 1024
+_PERSONALIZER_PREFIX = "/personalizer/"
+_ID_RE_TEXT = r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$"
+_ID_PATTERN = re.compile(_ID_RE_TEXT)
+_log = structlog.get_logger("bandit.api")
+
+M = TypeVar("M", bound=BaseModel)
+
+
+# -- request and response models ---------------------------------------------------------
+
+
+def _check_reference(value: str, info: ValidationInfo) -> str:
+    """Policy, session and device references: the id syntax of :mod:`bandit.schemas`."""
+    limits = (info.context or {}).get("limits", Limits())
+    what = {"policy": "policy names", "session_id": "session ids", "device_id": "device ids"}
+    name = what.get(info.field_name or "", "ids")
+    if len(value) > limits.max_id_length:
+        raise PydanticCustomError(
+            "id_too_long",
+            "{what} must be at most {limit} characters, got {length}",
+            {"what": name, "limit": limits.max_id_length, "length": len(value)},
+        )
+    if not _ID_PATTERN.fullmatch(value):
+        raise PydanticCustomError(
+            "id_syntax",
+            "{what} must match {pattern} (letters, digits, '_', '.', ':' and '-', starting "
+            "with a letter or digit)",
+            {"what": name, "pattern": _ID_RE_TEXT},
+        )
+    return value
+
+
+_Reference: TypeAlias = Annotated[str, AfterValidator(_check_reference)]
+
+
+class NativeRankRequest(RankRequest):
+    """A :class:`~bandit.schemas.RankRequest`, plus who serves it and what joins it.
+
+    Attributes
+    ----------
+    policy
+        The served policy to decide with; the key's first policy when absent.
+    session_id, device_id
+        Entities whose features, kept in Redis by the context agent, join the context
+        under the namespaces ``session`` and ``device`` (the request's own features of
+        the same name win). Identifiers are never features themselves.
+    """
+
+    policy: _Reference | None = None
+    session_id: _Reference | None = None
+    device_id: _Reference | None = None
+
+
+class RankResponse(BaseModel):
+    """The answer to ``POST /v1/rank``: the chosen action first, with every probability."""
+
+    model_config = ConfigDict(frozen=True)
+
+    event_id: str
+    policy: str
+    model_version: str
+    chosen_action_id: str
+    probability: float
+    ranking: list[RankedAction]
+    deferred: bool
+
+
+class Accepted(BaseModel):
+    """A reward, activation or event was accepted (produced, or buffered for the broker)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    event_id: str
+    reward_id: str | None = None
+
+
+class PolicyInfo(BaseModel):
+    """One served policy: its spec, the model it serves and the settings applied."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    spec: str
+    model_version: int = Field(description="Saved model version; 0 when built from its spec.")
+    model_saved_at: datetime
+    learned_examples: int
+    settings_version: int
+
+
+class PoliciesResponse(BaseModel):
+    """The served policies the key may use."""
+
+    model_config = ConfigDict(frozen=True)
+
+    policies: list[PolicyInfo]
+
+
+# -- the service behind the routes -------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who is calling: their key, and a short fingerprint of it for logs."""
+
+    key: ApiKey
+    fingerprint: str
+
+    def may_use(self, policy: str) -> bool:
+        """Whether this key may use `policy`."""
+        return "*" in self.key.policies or policy in self.key.policies
+
+
+@dataclass(frozen=True, slots=True)
+class _Service:
+    settings: Settings
+    keys: Mapping[str, ApiKey]
+    control_redis: Redis
+    features_redis: Redis
+    store: StateStore
+    engine: DecisionEngine
+    producer: BufferedProducer
+    metrics: ApiMetrics
+    shutdown_flush_seconds: float
+
+
+class _ApiError(Exception):
+    """An answer other than success: status, code, message and per-field details."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        details: Sequence[Mapping[str, Any]] = (),
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.details = list(details)
+        self.headers = dict(headers or {})
+
+
+def _invalid(exc: pydantic.ValidationError, what: str) -> _ApiError:
+    errors = [
+        {"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]}
+        for e in exc.errors(include_input=False, include_url=False, include_context=False)
+    ]
+    count = len(errors)
+    message = f"{what} breaks {count} rule{'s' if count != 1 else ''}"
+    return _ApiError(422, "BadRequest", message, details=errors)
+
+
+def _service(request: Request) -> _Service:
+    service: _Service = request.app.state.service
+    return service
+
+
+ServiceDep = Annotated[_Service, Depends(_service)]
+
+_subscription_key = APIKeyHeader(
+    name="Ocp-Apim-Subscription-Key",
+    auto_error=False,
+    scheme_name="SubscriptionKey",
+    description="The header Personalizer clients send.",
+)
+_api_key = APIKeyHeader(name="X-API-Key", auto_error=False, scheme_name="ApiKey")
+_bearer = HTTPBearer(auto_error=False, scheme_name="Bearer")
+
+
+def _fingerprint(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+async def _caller(
+    request: Request,
+    service: ServiceDep,
+    subscription_key: Annotated[str | None, Depends(_subscription_key)],
+    api_key: Annotated[str | None, Depends(_api_key)],
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Caller:
+    presented = subscription_key or api_key or (bearer.credentials if bearer else None)
+    if presented is None:
+        authorization = request.headers.get("authorization")
+        message = (
+            "the Authorization header must be 'Bearer <key>'"
+            if authorization
+            else "an API key is required: send it as Ocp-Apim-Subscription-Key, X-API-Key "
+            "or Authorization: Bearer"
+        )
+        raise _ApiError(401, "Unauthorized", message, headers={"WWW-Authenticate": "Bearer"})
+    digest = _fingerprint(presented)
+    found = None
+    for known, key in service.keys.items():  # compare every key, in constant time each
+        if hmac.compare_digest(known, digest):
+            found = key
+    if found is None:
+        message = (
+            "unknown API key"
+            if service.keys
+            else "unknown API key: no keys are configured (set STREAMBANDIT_API__KEYS)"
+        )
+        raise _ApiError(401, "Unauthorized", message, headers={"WWW-Authenticate": "Bearer"})
+    caller = Caller(found, digest[:12])
+    _note(request, key=caller.fingerprint, role=found.role)
+    return caller
+
+
+CallerDep = Annotated[Caller, Depends(_caller)]
+PolicyQuery = Annotated[
+    str | None,
+    Query(
+        max_length=256,
+        description="The served policy to use; the key's first policy when absent.",
+    ),
+]
+
+
+def _allowed(service: _Service, caller: Caller) -> list[str]:
+    return [name for name in service.engine.served if caller.may_use(name)]
+
+
+def _resolve_policy(service: _Service, caller: Caller, requested: str | None) -> str:
+    """Return the policy a request is for: the one named, else the key's first one."""
+    served = service.engine.served
+    if requested is not None:
+        if requested not in served:
+            message = f"no policy named {requested!r} is served; served: {served}"
+            raise _ApiError(404, "ResourceNotFound", message)
+        if not caller.may_use(requested):
+            message = (
+                f"this key may not use policy {requested!r}; it may use {_allowed(service, caller)}"
+            )
+            raise _ApiError(403, "Forbidden", message)
+        return requested
+    for name in caller.key.policies:
+        if name == "*" and served:
+            return served[0]
+        if name in served:
+            return name
+    message = (
+        f"this key may use none of the served policies {served} "
+        f"(its policies: {list(caller.key.policies)})"
+    )
+    raise _ApiError(403, "Forbidden", message)
+
+
+def _note(request: Request, event: str | None = None, **fields: Any) -> None:
+    """Add to the one log line of this request (and name its event)."""
+    state: dict[str, Any] = request.scope.setdefault("streambandit.log", {})
+    if event is not None:
+        state["event"] = event
+    state.update(fields)
+
+
+async def _read_body(request: Request) -> bytes:
+    """Return the request body, refusing (413) more than ``_MAX_BODY_BYTES``."""
+    declared = request.headers.get("content-length", "")
+    too_large = f"request bodies must be at most {_MAX_BODY_BYTES} bytes"
+    if declared.isdigit() and int(declared) > _MAX_BODY_BYTES:
+        raise _ApiError(413, "PayloadTooLarge", f"{too_large}, got {declared}")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > _MAX_BODY_BYTES:
+            raise _ApiError(413, "PayloadTooLarge", f"{too_large}, got more")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _body(request: Request, model: type[M], what: str, limits: Limits) -> M:
+    raw = await _read_body(request)
+    try:
+        return model.model_validate_json(raw, context={"limits": limits})
+    except pydantic.ValidationError as exc:
+        raise _invalid(exc, what) from None
+
+
+async def _produce(service: _Service, name: TopicName, key: str, value: bytes) -> str:
+    try:
+        return await service.producer.send(topic(service.settings, name), key.encode(), value)
+    except ProducerUnavailableError as exc:
+        service.metrics.producer_rejected.inc()
+        raise _ApiError(503, "ServiceUnavailable", str(exc), headers={"Retry-After": "1"}) from None
+
+
+async def _decide(
+    request: Request,
+    service: _Service,
+    rank_request: RankRequest,
+    policy: str,
+    *,
+    session_id: str | None = None,
+    device_id: str | None = None,
+) -> RankOutcome:
+    """Decide, log the decision to Kafka, count it; the answer is the caller's to give."""
+    started = time.perf_counter()
+    try:
+        outcome = await service.engine.rank(
+            rank_request, policy, session_id=session_id, device_id=device_id
+        )
+    except UnknownServedPolicyError as exc:
+        raise _ApiError(404, "ResourceNotFound", str(exc)) from None
+    except PolicyError as exc:  # a policy bug, not the caller's: say which policy failed
+        _log.exception("decision.failed", policy=policy, event_id=rank_request.event_id)
+        message = f"policy {policy!r} could not decide: {exc}"
+        raise _ApiError(500, "InternalServerError", message) from None
+    decided = time.perf_counter()
+    decision = outcome.decision
+    delivery = await _produce(
+        service, "decisions", decision.event_id, decision.model_dump_json().encode()
+    )
+    service.metrics.observe_decision(policy, explored=decision.explored, degraded=outcome.degraded)
+    _note(
+        request,
+        "decision.made",
+        event_id=decision.event_id,
+        policy=policy,
+        model_version=decision.model_version,
+        actions=len(decision.actions),
+        chosen_action_id=decision.chosen_action_id,
+        probability=decision.probability,
+        explored=decision.explored,
+        deferred=decision.deferred,
+        consent=outcome.consent,
+        stored_features=outcome.stored_features,
+        degraded=outcome.degraded,
+        delivery=delivery,
+        decide_ms=round((decided - started) * 1000, 3),
+    )
+    return outcome
+
+
+def _json(data: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
+    return Response(
+        orjson.dumps(data), status_code=status, media_type="application/json", headers=headers
+    )
+
+
+def _model(
+    model: BaseModel, status: int = 200, headers: Mapping[str, str] | None = None
+) -> Response:
+    return Response(
+        model.model_dump_json(by_alias=True),
+        status_code=status,
+        media_type="application/json",
+        headers=headers,
+    )
+
+
+def _request_body(model: type[BaseModel]) -> dict[str, Any]:
+    """OpenAPI for a body parsed by the route itself (to validate with the limits)."""
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}
+            },
+        }
+    }
+
+
+_BODY_MODELS: tuple[type[BaseModel], ...] = (
+    NativeRankRequest,
+    RewardReported,
+    Activation,
+    BehaviourEvent,
+    PolicySettings,
+    PersonalizerRankRequest,
+    PersonalizerRewardRequest,
+)
+_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"description": "No API key, or an unknown one."},
+    403: {"description": "The key may not use this policy or do this."},
+    422: {"description": "Invalid input: every broken rule, by field."},
+}
+
+
+# -- native routes -----------------------------------------------------------------------
+
+
+async def rank(request: Request, service: ServiceDep, caller: CallerDep) -> Response:
+    """Choose among the offered actions; the decision is logged before the answer."""
+    body = await _body(request, NativeRankRequest, "the rank request", service.settings.limits)
+    policy = _resolve_policy(service, caller, body.policy)
+    outcome = await _decide(
+        request, service, body, policy, session_id=body.session_id, device_id=body.device_id
+    )
+    decision = outcome.decision
+    answer = RankResponse(
+        event_id=decision.event_id,
+        policy=decision.policy,
+        model_version=decision.model_version,
+        chosen_action_id=decision.chosen_action_id,
+        probability=decision.probability,
+        ranking=decision.ranking,
+        deferred=decision.deferred,
+    )
+    return _model(answer)
+
+
+async def reward(
+    request: Request, service: ServiceDep, caller: CallerDep, policy: PolicyQuery = None
+) -> Response:
+    """Report a reward for a decision; several per decision are aggregated."""
+    _check_may_send(service, caller, policy)
+    body = await _body(request, RewardReported, "the reward", service.settings.limits)
+    await _feedback(request, service, "reward", body)
+    return _model(Accepted(event_id=body.event_id, reward_id=body.reward_id), 202)
+
+
+async def activate(
+    request: Request, service: ServiceDep, caller: CallerDep, policy: PolicyQuery = None
+) -> Response:
+    """Activate a decision ranked with ``defer_activation``: it may now be learned."""
+    _check_may_send(service, caller, policy)
+    body = await _body(request, Activation, "the activation", service.settings.limits)
+    await _feedback(request, service, "activation", body)
+    return _model(Accepted(event_id=body.event_id), 202)
+
+
+async def events(
+    request: Request, service: ServiceDep, caller: CallerDep, policy: PolicyQuery = None
+) -> Response:
+    """Record a behaviour event (topic ``events``, keyed by session id)."""
+    _check_may_send(service, caller, policy)
+    body = await _body(request, BehaviourEvent, "the behaviour event", service.settings.limits)
+    delivery = await _produce(service, "events", body.session_id, body.model_dump_json().encode())
+    service.metrics.feedback.labels("event").inc()
+    _note(request, "event.received", event_id=body.event_id, kind=body.kind, delivery=delivery)
+    return _model(Accepted(event_id=body.event_id), 202)
+
+
+def _check_may_send(service: _Service, caller: Caller, policy: str | None) -> None:
+    """Rewards, activations and events name no policy: the key must be allowed one."""
+    _resolve_policy(service, caller, policy)
+
+
+async def _feedback(
+    request: Request,
+    service: _Service,
+    kind: Literal["reward", "activation"],
+    record: RewardReported | Activation,
+) -> None:
+    delivery = await _produce(
+        service, "rewards", record.event_id, record.model_dump_json().encode()
+    )
+    service.metrics.feedback.labels(kind).inc()
+    fields: dict[str, Any] = {"event_id": record.event_id, "delivery": delivery}
+    if isinstance(record, RewardReported):
+        fields.update(reward=record.reward, reward_id=record.reward_id)
+    _note(request, f"{kind}.received", **fields)
+
+
+async def list_policies(service: ServiceDep, caller: CallerDep) -> Response:
+    """List the served policies this key may use, with the model each serves."""
+    infos = []
+    for name in _allowed(service, caller):
+        loaded = service.engine.loaded(name)
+        if loaded is None:
+            continue
+        infos.append(
+            PolicyInfo(
+                name=name,
+                spec=loaded.settings.spec,
+                model_version=loaded.version,
+                model_saved_at=datetime.fromtimestamp(loaded.saved_at, UTC),
+                learned_examples=loaded.policy.n_learned,
+                settings_version=loaded.settings_version,
+            )
+        )
+    return _model(PoliciesResponse(policies=infos))
+
+
+async def get_settings_route(
+    request: Request, service: ServiceDep, caller: CallerDep, name: str
+) -> Response:
+    """Return a policy's live settings (their ``ETag`` is the settings version)."""
+    _resolve_policy(service, caller, name)
+    try:
+        async with asyncio.timeout(_CONTROL_TIMEOUT):
+            found = await service.store.policy_settings(name)
+    except (RedisError, OSError, TimeoutError) as exc:
+        raise _ApiError(503, "ServiceUnavailable", f"Redis is unavailable: {exc}") from None
+    if found is None:
+        loaded = service.engine.loaded(name)
+        assert loaded is not None
+        found = (loaded.settings, loaded.settings_version)
+    settings, version = found
+    _note(request, policy=name, settings_version=version)
+    return _model(settings, headers={"ETag": f'"{version}"'})
+
+
+async def put_settings_route(
+    request: Request, service: ServiceDep, caller: CallerDep, name: str
+) -> Response:
+    """Change a policy's settings; exploration applies at once, the model is kept."""
+    _resolve_policy(service, caller, name)
+    if caller.key.role != "admin":
+        message = f"changing settings needs an admin key; this key's role is {caller.key.role!r}"
+        raise _ApiError(403, "Forbidden", message)
+    body = await _body(request, PolicySettings, "the policy settings", service.settings.limits)
+    try:
+        await service.engine.check_settings(name, body)
+    except (ConfigurationError, TypeError, ValueError) as exc:
+        field = "spec" if "`spec`" in str(exc) else "exploration"
+        detail = {"loc": [field], "msg": str(exc), "type": "settings_not_applicable"}
+        raise _ApiError(422, "BadRequest", str(exc), details=[detail]) from None
+    try:
+        async with asyncio.timeout(_CONTROL_TIMEOUT):
+            version = await service.store.set_policy_settings(name, body)
+            await service.engine.refresh(name)
+    except (RedisError, OSError, TimeoutError) as exc:
+        raise _ApiError(503, "ServiceUnavailable", f"Redis is unavailable: {exc}") from None
+    _note(
+        request,
+        "settings.changed",
+        policy=name,
+        settings_version=version,
+        exploration=body.exploration,
+        exploration_floor=body.exploration_floor,
+    )
+    return _model(body, headers={"ETag": f'"{version}"'})
+
+
+# -- Personalizer routes -----------------------------------------------------------------
+
+EventIdPath = Annotated[str, Path(alias="eventId", description="The event id of the decision.")]
+
+
+async def personalizer_rank(
+    request: Request, service: ServiceDep, caller: CallerDep, policy: PolicyQuery = None
+) -> Response:
+    """Personalizer's Rank: the ranking, the event id and the action to reward (201)."""
+    served_by = _resolve_policy(service, caller, policy)
+    raw = await _read_body(request)
+    try:
+        rank_request = to_rank_request(raw, service.settings.limits)
+    except pydantic.ValidationError as exc:
+        raise _invalid(exc, "the rank request") from None
+    outcome = await _decide(request, service, rank_request, served_by)
+    decision = outcome.decision
+    headers = {
+        "X-Streambandit-Policy": decision.policy,
+        "X-Streambandit-Model-Version": decision.model_version,
+    }
+    return _model(PersonalizerRankResponse.from_decision(decision), 201, headers)
+
+
+async def personalizer_reward(
+    request: Request,
+    service: ServiceDep,
+    caller: CallerDep,
+    event_id: EventIdPath,
+    policy: PolicyQuery = None,
+) -> Response:
+    """Personalizer's Reward for the event's chosen action (204)."""
+    _check_may_send(service, caller, policy)
+    raw = await _read_body(request)
+    try:
+        record = to_reward(event_id, raw, service.settings.limits)
+    except pydantic.ValidationError as exc:
+        raise _invalid(exc, "the reward") from None
+    await _feedback(request, service, "reward", record)
+    return Response(status_code=204)
+
+
+async def personalizer_activate(
+    request: Request,
+    service: ServiceDep,
+    caller: CallerDep,
+    event_id: EventIdPath,
+    policy: PolicyQuery = None,
+) -> Response:
+    """Personalizer's Activate for an event ranked with ``deferActivation`` (204)."""
+    _check_may_send(service, caller, policy)
+    try:
+        record = to_activation(event_id, service.settings.limits)
+    except pydantic.ValidationError as exc:
+        raise _invalid(exc, "the activation") from None
+    await _feedback(request, service, "activation", record)
+    return Response(status_code=204)
+
+
+# -- operations --------------------------------------------------------------------------
+
+
+async def healthz() -> Response:
+    """Say the process is alive (nothing else is checked)."""
+    return _json({"status": "alive"})
+
+
+async def readyz(service: ServiceDep) -> Response:
+    """Ready when the broker and Redis answer and every served policy has a model."""
+
+    async def redis_ok() -> str | None:
+        try:
+            async with asyncio.timeout(1.0):
+                await service.control_redis.ping()
+        except (RedisError, OSError, TimeoutError) as exc:
+            return f"redis unreachable at {_redacted(service.settings.redis.url)}: {exc}"
+        return None
+
+    async def broker_ok() -> str | None:
+        if await service.producer.ping(1.0):
+            return None
+        return (
+            f"broker unreachable at {service.settings.kafka.broker} "
+            f"({service.producer.buffered} records buffered)"
+        )
+
+    reasons = [reason for reason in await asyncio.gather(redis_ok(), broker_ok()) if reason]
+    reasons += [
+        f"policy {name!r} has no model loaded"
+        for name in service.engine.served
+        if service.engine.loaded(name) is None
+    ]
+    if reasons:
+        return _json({"status": "not ready", "reasons": reasons}, 503)
+    return _json({"status": "ready", "reasons": []})
+
+
+async def metrics_endpoint(service: ServiceDep) -> Response:
+    """Prometheus metrics; the stream workers' Redis counters are read now."""
+    engine = service.engine
+    counters: dict[str, dict[str, int]] | None = None
+    if not engine.degraded:
+        scopes = [*engine.served, _STREAM_COUNTERS_SCOPE]
+        try:
+            async with asyncio.timeout(0.5):
+                found = await asyncio.gather(*(service.store.counters(s) for s in scopes))
+            counters = dict(zip(scopes, found, strict=True))
+        except (RedisError, OSError, TimeoutError):
+            counters = None
+    now = time.time()
+    states = [
+        PolicyState(
+            name=loaded.name,
+            model_version=loaded.version,
+            model_age_seconds=max(now - loaded.saved_at, 0.0),
+            learned_examples=loaded.policy.n_learned,
+            settings_version=loaded.settings_version,
+        )
+        for loaded in (engine.loaded(name) for name in engine.served)
+        if loaded is not None
+    ]
+    service.metrics.observe_state(
+        states,
+        degraded=engine.degraded,
+        buffered=service.producer.buffered,
+        broker_available=service.producer.available,
+        stream_counters=counters,
+    )
+    return Response(service.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+
+def _redacted(url: str) -> str:
+    """Return a Redis URL without its password."""
+    scheme, sep, rest = url.partition("://")
+    if "@" in rest:
+        rest = "***@" + rest.rsplit("@", 1)[1]
+    return f"{scheme}{sep}{rest}"
+
+
+# -- errors and the request log ----------------------------------------------------------
+
+
+def _error_response(request: Request, error: _ApiError) -> Response:
+    _note(
+        request,
+        "request.rejected" if error.status < 500 else "request.failed",
+        error=error.code,
+        reason=error.message,
+        invalid=[".".join(map(str, d.get("loc", []))) for d in error.details] or None,
+    )
+    if request.url.path.startswith(_PERSONALIZER_PREFIX):
+        details = [
+            {"code": d.get("type", error.code), "message": d.get("msg", ""), "target": _target(d)}
+            for d in error.details
+        ]
+        body: Any = {"error": {"code": error.code, "message": error.message, "details": details}}
+    elif error.details:
+        body = {"detail": error.details}
+    else:
+        body = {"detail": error.message}
+    return _json(body, error.status, error.headers)
+
+
+def _target(detail: Mapping[str, Any]) -> str | None:
+    loc = detail.get("loc")
+    return error_target(loc) if loc else None
+
+
+async def _on_api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, _ApiError)
+    return _error_response(request, exc)
+
+
+async def _on_request_validation(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    errors = [
+        {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+        for e in exc.errors()
+    ]
+    count = len(errors)
+    message = f"the request breaks {count} rule{'s' if count != 1 else ''}"
+    return _error_response(request, _ApiError(422, "BadRequest", message, details=errors))
+
+
+async def _on_http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    codes = {404: "ResourceNotFound", 405: "MethodNotAllowed"}
+    error = _ApiError(
+        exc.status_code,
+        codes.get(exc.status_code, "BadRequest"),
+        str(exc.detail),
+        headers=dict(exc.headers or {}),
+    )
+    return _error_response(request, error)
+
+
+async def _on_unexpected(request: Request, exc: Exception) -> Response:
+    error = _ApiError(500, "InternalServerError", "internal error; see the service log")
+    return _error_response(request, error)
+
+
+class _RequestLog:
+    """ASGI middleware: one log line, one latency observation and one count per request."""
+
+    def __init__(self, app: ASGIApp, metrics: ApiMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        failure: BaseException | None = None
+        try:
+            await self.app(scope, receive, send_status)
+        except BaseException as exc:
+            failure = exc
+            raise
+        finally:
+            self._record(scope, status, time.perf_counter() - started, failure)
+
+    def _record(
+        self, scope: Scope, status: int, elapsed: float, failure: BaseException | None
+    ) -> None:
+        route = getattr(scope.get("route"), "path", None)
+        if route is None:  # FastAPI serves its documentation routes outside the router
+            route = scope["path"] if scope.get("path") in _DOCS_PATHS else "unmatched"
+        method = str(scope.get("method", ""))
+        self.metrics.latency.labels(route, method).observe(elapsed)
+        self.metrics.requests.labels(route, method, str(status)).inc()
+        fields: dict[str, Any] = dict(scope.get("streambandit.log", {}))
+        event = fields.pop("event", None)
+        if event is None:
+            event = "request.handled" if status < 400 else "request.rejected"
+            if status >= 500:
+                event = "request.failed"
+        line = {
+            "method": method,
+            "route": route,
+            "status": status,
+            "latency_ms": round(elapsed * 1000, 3),
+            **fields,
+        }
+        if failure is not None:
+            _log.error(event, exc_info=failure, **line)
+        elif route in _OPS_PATHS or route in _DOCS_PATHS:
+            _log.debug(event, **line)
+        elif status >= 500:
+            _log.error(event, **line)
+        elif status >= 400:
+            _log.warning(event, **line)
+        else:
+            _log.info(event, **line)
+
+
+# -- the app -----------------------------------------------------------------------------
+
+
+def _redis(url: str, timeout: float) -> Redis:
+    return Redis.from_url(
+        url,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        retry=Retry(NoBackoff(), 0),
+        retry_on_timeout=False,
+    )
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    metrics: ApiMetrics | None = None,
+    shutdown_flush_seconds: float = 5.0,
+) -> FastAPI:
+    """Build the API for `settings` (default: :func:`~bandit.settings.get_settings`).
+
+    Connections are made when the app starts (its lifespan): the producer connects
+    (or starts buffering), the engine loads every served policy and starts polling.
+
+    Parameters
+    ----------
+    settings
+        Service settings; the broker (``kafka.broker``) and Redis (``redis.url``)
+        must be named: start the embedded ones with :class:`bandit.runtime.LocalServices`.
+    metrics
+        Where to count; a fresh registry by default.
+    shutdown_flush_seconds
+        How long shutdown waits for buffered records to reach the broker.
+
+    Returns
+    -------
+    fastapi.FastAPI
+
+    Raises
+    ------
+    bandit.errors.ConfigurationError
+        If the broker or Redis is not named.
+    """
+    settings = settings or get_settings()
+    if not settings.kafka.broker or not settings.redis.url:
+        msg = (
+            "the API needs a broker and Redis: set STREAMBANDIT_KAFKA__BROKER and "
+            "STREAMBANDIT_REDIS__URL (or start local ones with bandit.runtime.LocalServices)"
+        )
+        raise ConfigurationError(msg)
+    metrics = metrics or ApiMetrics()
+    control_redis = _redis(
+        settings.redis.url, max(_CONTROL_TIMEOUT, settings.redis.socket_timeout_seconds)
+    )
+    features_redis = _redis(settings.redis.url, settings.redis.socket_timeout_seconds)
+    store = StateStore(control_redis, settings.redis.key_prefix)
+    features_store = StateStore(features_redis, settings.redis.key_prefix)
+    service = _Service(
+        settings=settings,
+        keys={_fingerprint(key.key): key for key in settings.api.keys},
+        control_redis=control_redis,
+        features_redis=features_redis,
+        store=store,
+        engine=DecisionEngine(settings, store, features_store=features_store),
+        producer=BufferedProducer(
+            settings.kafka.broker,
+            capacity=settings.kafka.producer_buffer,
+            on_drop=metrics.producer_dropped.inc,
+        ),
+        metrics=metrics,
+        shutdown_flush_seconds=shutdown_flush_seconds,
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await service.producer.start()
+        try:
+            await service.engine.start()
+            _log.info(
+                "api.started",
+                policies=service.engine.served,
+                broker_available=service.producer.available,
+                degraded=service.engine.degraded,
+            )
+            try:
+                yield
+            finally:
+                await service.engine.stop()
+        finally:
+            await service.producer.stop(service.shutdown_flush_seconds)
+            await control_redis.aclose()
+            await features_redis.aclose()
+            _log.info("api.stopped")
+
+    app = FastAPI(
+        title="streambandit",
+        summary="Contextual bandits: rank, reward, learn online; Personalizer-compatible.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.state.service = service
+    _add_routes(app)
+    app.add_exception_handler(_ApiError, _on_api_error)
+    app.add_exception_handler(RequestValidationError, _on_request_validation)
+    app.add_exception_handler(StarletteHTTPException, _on_http_error)
+    app.add_exception_handler(Exception, _on_unexpected)
+    app.add_middleware(_RequestLog, metrics=metrics)
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    return app
+
+
+def _add_routes(app: FastAPI) -> None:
+    native = APIRouter(prefix="/v1", tags=["native"], responses=_ERROR_RESPONSES)
+    native.add_api_route(
+        "/rank",
+        rank,
+        methods=["POST"],
+        response_model=RankResponse,
+        openapi_extra=_request_body(NativeRankRequest),
+    )
+    for path, endpoint, model in (
+        ("/reward", reward, RewardReported),
+        ("/activate", activate, Activation),
+        ("/events", events, BehaviourEvent),
+    ):
+        native.add_api_route(
+            path,
+            endpoint,
+            methods=["POST"],
+            status_code=202,
+            response_model=Accepted,
+            openapi_extra=_request_body(model),
+        )
+    native.add_api_route(
+        "/policies", list_policies, methods=["GET"], response_model=PoliciesResponse
+    )
+    native.add_api_route(
+        "/policies/{name}/settings",
+        get_settings_route,
+        methods=["GET"],
+        response_model=PolicySettings,
+        name="get_policy_settings",
+    )
+    native.add_api_route(
+        "/policies/{name}/settings",
+        put_settings_route,
+        methods=["PUT"],
+        response_model=PolicySettings,
+        name="put_policy_settings",
+        openapi_extra=_request_body(PolicySettings),
+    )
+    personalizer = APIRouter(
+        prefix="/personalizer/v1.0", tags=["personalizer"], responses=_ERROR_RESPONSES
+    )
+    personalizer.add_api_route(
+        "/rank",
+        personalizer_rank,
+        methods=["POST"],
+        status_code=201,
+        response_model=PersonalizerRankResponse,
+        openapi_extra=_request_body(PersonalizerRankRequest),
+    )
+    personalizer.add_api_route(
+        "/events/{eventId}/reward",
+        personalizer_reward,
+        methods=["POST"],
+        status_code=204,
+        openapi_extra=_request_body(PersonalizerRewardRequest),
+    )
+    personalizer.add_api_route(
+        "/events/{eventId}/activate", personalizer_activate, methods=["POST"], status_code=204
+    )
+    ops = APIRouter(tags=["operations"])
+    ops.add_api_route("/healthz", healthz, methods=["GET"])
+    ops.add_api_route("/readyz", readyz, methods=["GET"])
+    ops.add_api_route("/metrics", metrics_endpoint, methods=["GET"])
+    for router in (native, personalizer, ops):
+        app.include_router(router)
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's OpenAPI, plus the schemas of the bodies the routes parse themselves."""
+    if app.openapi_schema:
+        return app.openapi_schema
+    schema = get_openapi(
+        title=app.title,
+        version=app.version,
+        summary=app.summary,
+        description=__doc__ or "",
+        routes=app.routes,
+    )
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    for model in _BODY_MODELS:
+        model_schema = model.model_json_schema(
+            by_alias=True, ref_template="#/components/schemas/{model}"
+        )
+        components.update(model_schema.pop("$defs", {}))
+        components[model.__name__] = model_schema
+    app.openapi_schema = schema
+    return schema
+
+
+def app_from_environment() -> FastAPI:
+    """Build the API from ``STREAMBANDIT_*`` variables, with logging set up.
+
+    For ``uvicorn --factory bandit.api:app_from_environment``.
+    """
+    configure_logging()
+    return create_app(get_settings())

@@ -1,0 +1,506 @@
+"""The decision engine: the served policies in memory, hot-swapped from Redis, and rank.
+
+Every served policy (``settings.policies``) lives in memory as a :class:`LoadedPolicy`:
+the policy object, the version of the model it holds, and the settings applied to it.
+Rank reads it once per request, so a swap is atomic: a request sees the old model or
+the new one, never a mix.
+
+Startup
+    Each policy's settings are initialised in Redis from its spec (never overwriting
+    settings an admin changed), then the saved model is restored if there is one, else
+    the policy is built from the spec in its settings (model version 0). If Redis is
+    unreachable, policies are built from ``settings.policies`` and the poller catches up
+    when Redis answers.
+Hot swap
+    A background task polls each policy's model version and settings version every
+    ``settings.api.model_poll_seconds``. A new model version (newer or older: a rollback
+    is a new version too) is restored off the event loop, configured with the current
+    settings, and swapped in. A new settings version is applied to the running policy
+    with :meth:`policies.Policy.configure`: exploration parameters and the floor change,
+    what the policy learned does not.
+Rank
+    :meth:`DecisionEngine.rank` runs the consent hook, adds the session and device
+    features kept in Redis when the request names them, asks the policy for its
+    distribution, draws from it seeded by the event id, and returns the
+    :class:`~bandit.schemas.Decision` to log.
+Degraded mode
+    Feature reads use the short ``settings.redis.socket_timeout_seconds`` and are never
+    retried. When one fails, the request is answered from the request's own features
+    and the engine is *degraded*: later requests skip Redis (no per-request timeout)
+    until the next successful poll shows Redis is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import pydantic
+import structlog
+from redis.exceptions import RedisError
+
+from bandit.errors import ConfigurationError, SnapshotError, StreambanditError
+from bandit.schemas import Decision, PolicySettings, RankRequest
+from bandit.settings import Settings
+from bandit.state import FeatureKind, StateStore
+from policies import Policy, decide_ranking, make_policy
+
+__all__ = [
+    "ConsentPath",
+    "DecisionEngine",
+    "LoadedPolicy",
+    "RankOutcome",
+    "UnknownServedPolicyError",
+]
+
+ConsentPath = Literal["personalise"]
+"""How consent routes a request. Only ``"personalise"`` exists until consent lands."""
+
+_REDIS_FAILURES = (RedisError, OSError, TimeoutError)
+_log = structlog.get_logger("bandit.engine")
+
+
+class UnknownServedPolicyError(StreambanditError, LookupError):
+    """No policy of that name is served by this process."""
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedPolicy:
+    """A served policy as rank sees it: swapped as a whole, never edited.
+
+    Attributes
+    ----------
+    name
+        The policy's name.
+    policy
+        The policy object.
+    version
+        Version of the saved model it was restored from; 0 when built from its spec.
+    saved_at
+        When that model was saved (or the policy built), seconds since the epoch.
+    settings
+        The settings applied to it.
+    settings_version
+        Version of those settings in Redis (0 when Redis was unreachable).
+    """
+
+    name: str
+    policy: Policy
+    version: int
+    saved_at: float
+    settings: PolicySettings
+    settings_version: int
+
+    @property
+    def model_version(self) -> str:
+        """The model version as decisions log it."""
+        return str(self.version)
+
+
+@dataclass(frozen=True, slots=True)
+class RankOutcome:
+    """What rank decided, and how.
+
+    Attributes
+    ----------
+    decision
+        The decision to log and answer with.
+    consent
+        The consent path the request took.
+    degraded
+        Whether Redis features were wanted but could not be read.
+    stored_features
+        How many session and device features from Redis the policy saw.
+    """
+
+    decision: Decision
+    consent: ConsentPath
+    degraded: bool
+    stored_features: int
+
+
+class DecisionEngine:
+    """The served policies, kept fresh from Redis, and the rank path.
+
+    Parameters
+    ----------
+    settings
+        Service settings: served policies, limits, poll interval, Redis timeouts.
+    store
+        State store for the control path: settings, models (polled, loaded).
+    features_store
+        State store for feature reads on the rank path, whose client has the short
+        socket timeout and no retries; defaults to `store`.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: StateStore,
+        *,
+        features_store: StateStore | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.features_store = features_store or store
+        self._loaded: dict[str, LoadedPolicy] = {}
+        self._rejected_models: dict[str, int] = {}
+        self._locks = {name: asyncio.Lock() for name in settings.policies}
+        self._poller: asyncio.Task[None] | None = None
+        self.degraded = False
+        """Whether Redis is unavailable (features are skipped until a poll succeeds)."""
+        self.degraded_since: float | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Load every served policy, then start polling for new models and settings.
+
+        Raises
+        ------
+        bandit.errors.UnknownPolicyError, bandit.errors.ConfigurationError
+            If a served policy's spec does not build a policy.
+        """
+        for name, spec in self.settings.policies.items():
+            self._loaded[name] = await self._load(name, spec)
+        self._poller = asyncio.create_task(self._poll_loop(), name="engine-poller")
+
+    async def stop(self) -> None:
+        """Stop polling."""
+        if self._poller is not None:
+            self._poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._poller
+            self._poller = None
+
+    # -- reading -------------------------------------------------------------------------
+
+    @property
+    def served(self) -> list[str]:
+        """Names of the served policies, in settings order."""
+        return list(self.settings.policies)
+
+    def loaded(self, name: str) -> LoadedPolicy | None:
+        """Return the policy served under `name` now, or None before it is loaded."""
+        return self._loaded.get(name)
+
+    def _require(self, name: str) -> LoadedPolicy:
+        loaded = self._loaded.get(name)
+        if loaded is None:
+            msg = f"no policy named {name!r} is served; served: {self.served}"
+            raise UnknownServedPolicyError(msg)
+        return loaded
+
+    # -- rank ----------------------------------------------------------------------------
+
+    def consent_path(self, request: RankRequest) -> ConsentPath:
+        """Consent hook: how this request may be served (a later issue decides).
+
+        Until consent is implemented every request is personalised; the baseline and
+        no-learning paths of DESIGN.md contract 6 will branch here.
+        """
+        return "personalise"
+
+    async def rank(
+        self,
+        request: RankRequest,
+        policy: str,
+        *,
+        session_id: str | None = None,
+        device_id: str | None = None,
+    ) -> RankOutcome:
+        """Decide `request` with the policy served as `policy`.
+
+        Parameters
+        ----------
+        request
+            The validated request.
+        policy
+            Name of a served policy.
+        session_id, device_id
+            Entities whose stored features (Redis) join the context, under the
+            namespaces ``session`` and ``device``; the request's own features of the
+            same name win.
+
+        Returns
+        -------
+        RankOutcome
+
+        Raises
+        ------
+        UnknownServedPolicyError
+            If `policy` is not served.
+        """
+        loaded = self._require(policy)
+        consent = self.consent_path(request)
+        wanted: list[tuple[FeatureKind, str]] = []
+        if session_id is not None:
+            wanted.append(("session", session_id))
+        if device_id is not None:
+            wanted.append(("device", device_id))
+        stored: dict[str, dict[str, Any]] = {}
+        degraded = False
+        if wanted:
+            found = await self._stored_features(wanted)
+            if found is None:
+                degraded = True
+            else:
+                stored = found
+        decided = request
+        if stored:
+            decided = self._with_stored_features(request, stored)
+        context, actions = decided.policy_inputs()
+        distribution = loaded.policy.pmf(context, actions)
+        choice = decide_ranking(distribution, decided.event_id)
+        decision = Decision.from_choice(
+            choice,
+            request=decided,
+            policy=policy,
+            model_version=loaded.model_version,
+            limits=self.settings.limits,
+        )
+        if request.defer_activation:
+            decision = decision.model_copy(update={"deferred": True})
+        used = sum(len(features) for features in stored.values()) if decided is not request else 0
+        return RankOutcome(decision, consent, degraded, used)
+
+    async def _stored_features(
+        self, wanted: list[tuple[FeatureKind, str]]
+    ) -> dict[str, dict[str, Any]] | None:
+        """Read features by namespace; None when Redis fails (degraded, no retry)."""
+        if self.degraded:
+            return None
+        try:
+            async with asyncio.timeout(self.settings.redis.socket_timeout_seconds * 2):
+                values = await asyncio.gather(
+                    *(self.features_store.features(kind, entity) for kind, entity in wanted)
+                )
+        except _REDIS_FAILURES as exc:
+            self._mark_degraded("features", exc)
+            return None
+        return {kind: found for (kind, _), found in zip(wanted, values, strict=True) if found}
+
+    def _with_stored_features(
+        self, request: RankRequest, stored: Mapping[str, Mapping[str, Any]]
+    ) -> RankRequest:
+        """Merge stored features into the request and validate; keep it as is if invalid."""
+        context: dict[str, dict[str, Any]] = {ns: dict(f) for ns, f in request.context.items()}
+        for namespace, features in stored.items():
+            context[namespace] = {**features, **context.get(namespace, {})}
+        data = request.model_dump(include=set(RankRequest.model_fields))
+        data["context"] = context
+        try:
+            return RankRequest.model_validate(data, context={"limits": self.settings.limits})
+        except pydantic.ValidationError as exc:
+            _log.warning(
+                "features.rejected",
+                namespaces=sorted(stored),
+                reason="; ".join(
+                    f"{'.'.join(map(str, e['loc']))}: {e['msg']}"
+                    for e in exc.errors(include_input=False)
+                ),
+            )
+            return request
+
+    # -- settings ------------------------------------------------------------------------
+
+    async def check_settings(self, name: str, settings: PolicySettings) -> None:
+        """Check that `settings` can be applied to the running policy `name`.
+
+        The spec cannot change (a running policy is reconfigured, never rebuilt), and
+        every exploration parameter must be live on this policy and valid; a copy of
+        the policy is configured to find out.
+
+        Raises
+        ------
+        UnknownServedPolicyError
+            If `name` is not served.
+        bandit.errors.ConfigurationError
+            If the settings cannot be applied; the message names the parameter.
+        """
+        loaded = self._require(name)
+        if settings.spec != loaded.settings.spec:
+            msg = (
+                f"`spec` must stay {loaded.settings.spec!r} while the policy serves "
+                f"(a running policy is reconfigured, never rebuilt), got {settings.spec!r}"
+            )
+            raise ConfigurationError(msg)
+        if "floor" in settings.exploration:
+            msg = "`exploration` must not hold 'floor': set `exploration_floor` instead"
+            raise ConfigurationError(msg)
+        snapshot = loaded.policy.snapshot()
+        await asyncio.to_thread(_restored_and_configured, snapshot, settings)
+
+    async def refresh(self, name: str) -> LoadedPolicy:
+        """Bring policy `name` up to date with Redis now: new model, new settings.
+
+        Raises
+        ------
+        UnknownServedPolicyError
+            If `name` is not served.
+        redis.exceptions.RedisError, OSError, TimeoutError
+            If Redis cannot be read.
+        """
+        loaded = self._require(name)
+        async with self._locks[name]:
+            loaded = self._require(name)
+            model_version, settings_version = await asyncio.gather(
+                self.store.model_version(name), self.store.settings_version(name)
+            )
+            settings, current_settings_version = loaded.settings, loaded.settings_version
+            if settings_version == 0:  # Redis was away at startup: store what is served
+                await self.store.init_policy_settings(name, loaded.settings)
+                settings_version = await self.store.settings_version(name)
+            if settings_version != loaded.settings_version:
+                found = await self.store.policy_settings(name)
+                if found is not None:
+                    settings, current_settings_version = found
+            new_model = (
+                model_version is not None
+                and model_version != loaded.version
+                and self._rejected_models.get(name) != model_version
+            )
+            if new_model:
+                swapped = await self._swap_model(loaded, settings, current_settings_version)
+                if swapped is not None:
+                    loaded = swapped
+            elif current_settings_version != loaded.settings_version:
+                loaded = self._apply_settings(loaded, settings, current_settings_version)
+            self._loaded[name] = loaded
+            return loaded
+
+    def _apply_settings(
+        self, loaded: LoadedPolicy, settings: PolicySettings, version: int
+    ) -> LoadedPolicy:
+        try:
+            _configured(loaded.policy, settings)
+        except (ConfigurationError, TypeError, ValueError) as exc:
+            _log.error(
+                "settings.rejected", policy=loaded.name, settings_version=version, reason=str(exc)
+            )
+            return dataclasses.replace(loaded, settings_version=version)
+        _log.info(
+            "settings.applied",
+            policy=loaded.name,
+            settings_version=version,
+            exploration=settings.exploration,
+            exploration_floor=settings.exploration_floor,
+        )
+        return dataclasses.replace(loaded, settings=settings, settings_version=version)
+
+    async def _swap_model(
+        self, loaded: LoadedPolicy, settings: PolicySettings, settings_version: int
+    ) -> LoadedPolicy | None:
+        record = await self.store.load_model(loaded.name)
+        if record is None:
+            return None
+        try:
+            policy = await asyncio.to_thread(_prepared, loaded.name, record.snapshot, settings)
+        except (SnapshotError, ConfigurationError, TypeError, ValueError) as exc:
+            self._rejected_models[loaded.name] = record.version
+            _log.error(
+                "model.rejected", policy=loaded.name, model_version=record.version, reason=str(exc)
+            )
+            return None
+        _log.info(
+            "model.swapped",
+            policy=loaded.name,
+            model_version=record.version,
+            previous_version=loaded.version,
+            n_learned=policy.n_learned,
+        )
+        return LoadedPolicy(
+            loaded.name, policy, record.version, record.saved_at, settings, settings_version
+        )
+
+    # -- loading and polling -------------------------------------------------------------
+
+    async def _load(self, name: str, spec: str) -> LoadedPolicy:
+        initial = PolicySettings(spec=spec, exploration_floor=self.settings.exploration_floor)
+        settings, settings_version, record = initial, 0, None
+        try:
+            await self.store.init_policy_settings(name, initial)
+            found = await self.store.policy_settings(name)
+            if found is not None:
+                settings, settings_version = found
+            record = await self.store.load_model(name)
+        except _REDIS_FAILURES as exc:
+            self._mark_degraded("startup", exc)
+        if settings.spec != spec:
+            _log.warning(
+                "settings.spec_differs", policy=name, configured=spec, stored=settings.spec
+            )
+        if record is not None:
+            try:
+                policy = await asyncio.to_thread(_prepared, name, record.snapshot, settings)
+            except (SnapshotError, ConfigurationError, TypeError, ValueError) as exc:
+                self._rejected_models[name] = record.version
+                _log.error(
+                    "model.rejected", policy=name, model_version=record.version, reason=str(exc)
+                )
+            else:
+                _log.info("model.loaded", policy=name, model_version=record.version)
+                return LoadedPolicy(
+                    name, policy, record.version, record.saved_at, settings, settings_version
+                )
+        policy = await asyncio.to_thread(_prepared, name, None, settings)
+        _log.info("model.built", policy=name, spec=settings.spec)
+        return LoadedPolicy(name, policy, 0, time.time(), settings, settings_version)
+
+    async def poll_once(self) -> None:
+        """Refresh every served policy once; Redis failures mark the engine degraded."""
+        try:
+            for name in self.served:
+                await self.refresh(name)
+        except _REDIS_FAILURES as exc:
+            self._mark_degraded("poll", exc)
+            return
+        if self.degraded:
+            _log.info("redis.available", degraded_seconds=time.time() - (self.degraded_since or 0))
+            self.degraded = False
+            self.degraded_since = None
+
+    async def _poll_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.api.model_poll_seconds)
+            try:
+                await self.poll_once()
+            except Exception:  # noqa: BLE001 - the poller must outlive any one failure
+                _log.exception("engine.poll_failed")
+
+    def _mark_degraded(self, operation: str, exc: BaseException) -> None:
+        if not self.degraded:
+            _log.warning(
+                "redis.unavailable", operation=operation, reason=f"{type(exc).__name__}: {exc}"
+            )
+            self.degraded = True
+            self.degraded_since = time.time()
+
+
+def _configured(policy: Policy, settings: PolicySettings) -> Policy:
+    """Apply the live parts of `settings` (exploration, floor) to `policy` in place."""
+    policy.configure(**{**settings.exploration, "floor": settings.exploration_floor})
+    return policy
+
+
+def _restored_and_configured(snapshot: bytes, settings: PolicySettings) -> Policy:
+    return _configured(Policy.restore(snapshot), settings)
+
+
+def _prepared(name: str, snapshot: bytes | None, settings: PolicySettings) -> Policy:
+    """Restore `snapshot` (or build from the spec), then apply what of `settings` applies.
+
+    Settings that do not apply (stored before a policy change, say) are logged and
+    skipped, so a policy still serves; a snapshot that does not restore raises.
+    """
+    policy = make_policy(settings.spec) if snapshot is None else Policy.restore(snapshot)
+    try:
+        _configured(policy, settings)
+    except (ConfigurationError, TypeError, ValueError) as exc:
+        _log.error("settings.rejected", policy=name, reason=str(exc))
+    return policy

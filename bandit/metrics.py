@@ -1,0 +1,224 @@
+"""Prometheus metrics of the API, in a registry of their own (one per app).
+
+Counted as things happen:
+
+=============================================== ==================================
+``streambandit_requests_total``                 requests by route, method, status
+``streambandit_request_duration_seconds``       latency histogram by route, method
+``streambandit_decisions_total``                decisions made by this process, by policy
+``streambandit_explored_decisions_total``       those whose choice was not the most probable
+``streambandit_degraded_decisions_total``       those decided without Redis features
+``streambandit_feedback_total``                 rewards, activations, events accepted, by kind
+``streambandit_producer_rejected_total``        records refused with 503 (buffer full)
+``streambandit_producer_dropped_total``         records dropped (rejected for good, lost)
+``streambandit_model_swaps_total``              models hot-swapped in, by policy
+=============================================== ==================================
+
+Set at scrape time (:meth:`ApiMetrics.observe_state`):
+
+=============================================== ==================================
+``streambandit_model_version``                  version of the served model, by policy
+``streambandit_model_age_seconds``              seconds since that model was saved
+``streambandit_model_learned_examples``         examples the served model learned
+``streambandit_settings_version``               version of the applied settings
+``streambandit_exploration_share``              explored decisions / decisions (this process)
+``streambandit_degraded``                       1 while Redis is unavailable, else 0
+``streambandit_producer_buffered``              records waiting for the broker
+``streambandit_broker_available``               1 when the broker answered last, else 0
+``streambandit_stream_counter_total``           the counters the stream workers keep in
+                                                Redis (decisions, rewards, rewards
+                                                joined / default / late, dead letters...),
+                                                by scope (policy, or ``_streams``) and
+                                                counter; absent when Redis cannot be read
+=============================================== ==================================
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+__all__ = ["ApiMetrics", "PolicyState"]
+
+_LATENCY_BUCKETS = (
+    0.0005, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+)  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyState:
+    """What the scrape reports about one served policy."""
+
+    name: str
+    model_version: int
+    model_age_seconds: float
+    learned_examples: int
+    settings_version: int
+
+
+class _StreamCounters(Collector):
+    """Yields the Redis counters fetched for the current scrape."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, dict[str, int]] = {}
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(
+            "streambandit_stream_counter",
+            "Counters kept in Redis by the stream workers, read at scrape time.",
+            labels=["scope", "counter"],
+        )
+        for scope, counters in sorted(self.values.items()):
+            for name, value in sorted(counters.items()):
+                family.add_metric([scope, name], value)
+        yield family
+
+
+class ApiMetrics:
+    """The API's metrics and the registry they are exposed from.
+
+    Parameters
+    ----------
+    registry
+        Where to register; a fresh :class:`~prometheus_client.CollectorRegistry` by
+        default, so several apps in one process do not collide.
+    """
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "streambandit_requests", "HTTP requests.", ["route", "method", "status"], registry=r
+        )
+        self.latency = Histogram(
+            "streambandit_request_duration_seconds",
+            "HTTP request latency, by route.",
+            ["route", "method"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.decisions = Counter(
+            "streambandit_decisions", "Decisions made by this process.", ["policy"], registry=r
+        )
+        self.explored = Counter(
+            "streambandit_explored_decisions",
+            "Decisions whose choice was not the policy's most probable action.",
+            ["policy"],
+            registry=r,
+        )
+        self.degraded_decisions = Counter(
+            "streambandit_degraded_decisions",
+            "Decisions made without the Redis features they asked for.",
+            ["policy"],
+            registry=r,
+        )
+        self.feedback = Counter(
+            "streambandit_feedback",
+            "Rewards, activations and behaviour events accepted.",
+            ["kind"],
+            registry=r,
+        )
+        self.producer_rejected = Counter(
+            "streambandit_producer_rejected",
+            "Records refused (503) because the broker was away and the buffer full.",
+            registry=r,
+        )
+        self.producer_dropped = Counter(
+            "streambandit_producer_dropped",
+            "Records dropped: rejected for good by the broker, or buffered at shutdown.",
+            registry=r,
+        )
+        self.model_swaps = Counter(
+            "streambandit_model_swaps", "Models hot-swapped in.", ["policy"], registry=r
+        )
+        self.model_version = Gauge(
+            "streambandit_model_version",
+            "Version of the served model (0: built from its spec).",
+            ["policy"],
+            registry=r,
+        )
+        self.model_age = Gauge(
+            "streambandit_model_age_seconds",
+            "Seconds since the served model was saved (or built).",
+            ["policy"],
+            registry=r,
+        )
+        self.learned_examples = Gauge(
+            "streambandit_model_learned_examples",
+            "Examples the served model has learned from.",
+            ["policy"],
+            registry=r,
+        )
+        self.settings_version = Gauge(
+            "streambandit_settings_version",
+            "Version of the settings applied to the served policy.",
+            ["policy"],
+            registry=r,
+        )
+        self.exploration_share = Gauge(
+            "streambandit_exploration_share",
+            "Explored decisions / decisions made by this process.",
+            ["policy"],
+            registry=r,
+        )
+        self.degraded = Gauge(
+            "streambandit_degraded",
+            "1 while Redis is unavailable (rank answers without stored features).",
+            registry=r,
+        )
+        self.producer_buffered = Gauge(
+            "streambandit_producer_buffered",
+            "Records buffered in memory, waiting for the broker.",
+            registry=r,
+        )
+        self.broker_available = Gauge(
+            "streambandit_broker_available",
+            "1 when the last exchange with the broker succeeded.",
+            registry=r,
+        )
+        self._stream_counters = _StreamCounters()
+        r.register(self._stream_counters)
+        self._decided: dict[str, list[int]] = {}
+
+    def observe_decision(self, policy: str, *, explored: bool, degraded: bool) -> None:
+        """Count one decision."""
+        self.decisions.labels(policy).inc()
+        counts = self._decided.setdefault(policy, [0, 0])
+        counts[0] += 1
+        if explored:
+            self.explored.labels(policy).inc()
+            counts[1] += 1
+        if degraded:
+            self.degraded_decisions.labels(policy).inc()
+
+    def observe_state(
+        self,
+        policies: list[PolicyState],
+        *,
+        degraded: bool,
+        buffered: int,
+        broker_available: bool,
+        stream_counters: Mapping[str, Mapping[str, int]] | None,
+    ) -> None:
+        """Set the gauges read at scrape time."""
+        for state in policies:
+            self.model_version.labels(state.name).set(state.model_version)
+            self.model_age.labels(state.name).set(state.model_age_seconds)
+            self.learned_examples.labels(state.name).set(state.learned_examples)
+            self.settings_version.labels(state.name).set(state.settings_version)
+            decided, explored = self._decided.get(state.name, (0, 0))
+            self.exploration_share.labels(state.name).set(explored / decided if decided else 0.0)
+        self.degraded.set(1 if degraded else 0)
+        self.producer_buffered.set(buffered)
+        self.broker_available.set(1 if broker_available else 0)
+        self._stream_counters.values = (
+            {} if stream_counters is None else {k: dict(v) for k, v in stream_counters.items()}
+        )
+
+    def render(self) -> bytes:
+        """Return the exposition text of every metric."""
+        return generate_latest(self.registry)

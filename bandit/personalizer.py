@@ -1,0 +1,424 @@
+"""Azure AI Personalizer-compatible requests and responses, mapped to streambandit's.
+
+A Personalizer client ports by changing its endpoint to the streambandit API: the
+routes are Personalizer's v1.0 paths, the bodies are its JSON shapes, and the key it
+sends in ``Ocp-Apim-Subscription-Key`` is accepted as an API key.
+
+==================================================  ====================================
+Personalizer                                        streambandit
+==================================================  ====================================
+``POST /personalizer/v1.0/rank`` (201)              :class:`~bandit.schemas.RankRequest`
+``POST /personalizer/v1.0/events/{id}/reward``      :class:`~bandit.schemas.RewardReported`
+``POST /personalizer/v1.0/events/{id}/activate``    :class:`~bandit.schemas.Activation`
+==================================================  ====================================
+
+How features map
+----------------
+``contextFeatures`` is a list of JSON objects, and so is each action's ``features``.
+Within each object:
+
+- a key whose value is an object names a **namespace**: ``{"user": {"tier": "gold"}}``
+  becomes namespace ``user``, feature ``tier``;
+- a key whose value is a string, number or boolean is a feature of the namespace
+  :data:`DEFAULT_NAMESPACE` (``"default"``): ``{"timeOfDay": "Morning"}`` becomes
+  ``default.timeOfDay``;
+- nested objects and arrays inside a namespace are flattened with ``.``:
+  ``{"user": {"profile": {"age": 31}, "emb": [0.1, 0.2]}}`` gives ``profile.age``,
+  ``emb.0`` and ``emb.1`` in namespace ``user`` (an array at the top level goes to the
+  default namespace the same way);
+- several objects naming the same namespace are merged; the same feature twice is an
+  error (422) naming both places.
+
+Differences from Personalizer
+-----------------------------
+- **Which policy serves**: the key's first served policy (the first served policy for
+  a key allowed ``*``), unless ``?policy=NAME`` names another the key may use.
+  Rewards and activations are not tied to a policy on the wire; ``?policy=`` is
+  checked when given.
+- **Validation**: the rules of :mod:`bandit.schemas` apply (namespace and feature name
+  syntax, id syntax, the configured size limits, finite numbers, printable strings).
+  Event and action ids must match ``[A-Za-z0-9][A-Za-z0-9_.:-]*`` and be at most
+  ``limits.max_id_length`` (128) characters; Personalizer took any string up to 256.
+  ``null`` feature values, feature names that are not valid (e.g. array indices at the
+  top level, or names with spaces) and unknown request fields are rejected rather than
+  ignored. An empty context is allowed.
+- **Errors**: Personalizer's error envelope ``{"error": {"code", "message",
+  "details"}}``, but invalid input is **422** (Personalizer: 400), each detail naming
+  the field in the Personalizer body (``target``, e.g. ``actions[1].features[0].price``)
+  and the rule. A missing or unknown key is 401, a key not allowed the policy or
+  action 403, an unavailable broker with a full buffer 503.
+- **Ranking**: only the actions offered to the policy are ranked; excluded actions are
+  left out of ``ranking``. The chosen action (``rewardActionId``) is ranked first, the
+  rest by decreasing probability. Every probability is in (0, 1] and they sum to 1.
+  The response also carries the headers ``X-Streambandit-Policy`` and
+  ``X-Streambandit-Model-Version``.
+- **Rewards**: any finite number (Personalizer asked for [-1, 1]); several rewards per
+  event are aggregated by the policy's ``reward_aggregation`` within its
+  ``reward_wait_seconds``. A reward is accepted (204) once it is on the ``rewards``
+  topic, before any join, so an event id without a decision is not an error here; the
+  join agent decides what such a reward means (DESIGN.md, contract 4). Activations
+  likewise: any valid event id is accepted and goes to the ``rewards`` topic.
+- Only the v1.0 paths exist. Multi-slot rank (v1.1-preview) and the evaluation,
+  configuration, model and log APIs are not provided: the native API (``/v1/...``,
+  e.g. ``GET``/``PUT /v1/policies/{name}/settings``) covers what they configured.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Self
+
+import pydantic
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic_core import InitErrorDetails, PydanticCustomError
+
+from bandit.schemas import Activation, Decision, RankRequest, RewardReported
+from bandit.settings import Limits
+
+__all__ = [
+    "DEFAULT_NAMESPACE",
+    "PersonalizerError",
+    "PersonalizerErrorDetail",
+    "PersonalizerErrorResponse",
+    "PersonalizerRankRequest",
+    "PersonalizerRankResponse",
+    "PersonalizerRankableAction",
+    "PersonalizerRankedAction",
+    "PersonalizerRewardRequest",
+    "error_target",
+    "to_activation",
+    "to_rank_request",
+    "to_reward",
+]
+
+DEFAULT_NAMESPACE = "default"
+"""Namespace of the features given at the top level of a ``contextFeatures`` object."""
+
+_MAX_DEPTH = 8
+_TITLE = "PersonalizerRankRequest"
+
+Loc = tuple[str | int, ...]
+
+
+class _Camel(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", serialize_by_alias=True)
+
+
+class PersonalizerRankableAction(_Camel):
+    """One action of a Personalizer rank request: an id and a list of feature objects."""
+
+    id: str
+    features: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class PersonalizerRankRequest(_Camel):
+    """Personalizer's rank request body (``POST /personalizer/v1.0/rank``)."""
+
+    context_features: list[dict[str, Any]] = Field(default_factory=list, alias="contextFeatures")
+    actions: list[PersonalizerRankableAction]
+    excluded_actions: list[str] = Field(default_factory=list, alias="excludedActions")
+    event_id: str | None = Field(default=None, alias="eventId")
+    defer_activation: bool = Field(default=False, alias="deferActivation")
+
+
+class PersonalizerRankedAction(_Camel):
+    """One entry of a Personalizer ranking."""
+
+    id: str
+    probability: float
+
+
+class PersonalizerRankResponse(_Camel):
+    """Personalizer's rank response: the ranking, the event id, the action to reward."""
+
+    ranking: list[PersonalizerRankedAction]
+    event_id: str = Field(alias="eventId")
+    reward_action_id: str = Field(alias="rewardActionId")
+
+    @classmethod
+    def from_decision(cls, decision: Decision) -> Self:
+        """Build the response for `decision`: its ranking, chosen action first."""
+        return cls(
+            ranking=[
+                PersonalizerRankedAction(id=entry.id, probability=entry.probability)
+                for entry in decision.ranking
+            ],
+            eventId=decision.event_id,
+            rewardActionId=decision.chosen_action_id,
+        )
+
+
+class PersonalizerRewardRequest(_Camel):
+    """Personalizer's reward body: ``{"value": 1.0}``."""
+
+    value: float = Field(allow_inf_nan=False)
+
+
+class PersonalizerErrorDetail(_Camel):
+    """One broken rule: its code, message and the field it is about (``target``)."""
+
+    code: str
+    message: str
+    target: str | None = None
+
+
+class PersonalizerError(_Camel):
+    """Personalizer's error object."""
+
+    code: str
+    message: str
+    details: list[PersonalizerErrorDetail] = Field(default_factory=list)
+
+
+class PersonalizerErrorResponse(_Camel):
+    """Personalizer's error envelope: ``{"error": {...}}``."""
+
+    error: PersonalizerError
+
+
+# -- mapping -----------------------------------------------------------------------------
+
+
+def error_target(loc: Sequence[str | int]) -> str:
+    """Render an error location the way a JSON path reads: ``actions[1].features[0].x``.
+
+    Examples
+    --------
+    >>> error_target(("actions", 1, "features", 0, "price"))
+    'actions[1].features[0].price'
+    """
+    text = ""
+    for part in loc:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        else:
+            text += f".{part}" if text else str(part)
+    return text
+
+
+class _Flattener:
+    """Turns lists of Personalizer feature objects into namespaces, remembering origins."""
+
+    def __init__(self, limits: Limits) -> None:
+        self.limits = limits
+        self.errors: list[InitErrorDetails] = []
+        self.origins: dict[Loc, Loc] = {}
+        self.full: set[Loc] = set()
+
+    def error(self, kind: str, message: str, loc: Loc) -> None:
+        self.errors.append(
+            InitErrorDetails(type=PydanticCustomError(kind, message), loc=loc, input=None)
+        )
+
+    def namespaces(
+        self, objects: Sequence[Mapping[str, Any]], ours: Loc, theirs: Loc
+    ) -> dict[str, dict[str, Any]]:
+        """Merge feature objects into namespaces; `ours`/`theirs` locate them."""
+        result: dict[str, dict[str, Any]] = {}
+        for index, obj in enumerate(objects):
+            for key, value in obj.items():
+                if isinstance(value, Mapping):
+                    where: Loc = (*theirs, index, key)
+                    self.origins.setdefault((*ours, key), where)
+                    self.origins.setdefault((*ours, key, "[key]"), (*where, "[key]"))
+                    features = result.setdefault(key, {})
+                    for name, item in value.items():
+                        self._flatten(
+                            item,
+                            str(name),
+                            (*where, name),
+                            out=features,
+                            ours=(*ours, key),
+                            depth=1,
+                        )
+                else:
+                    self.origins.setdefault((*ours, DEFAULT_NAMESPACE), (*theirs, index))
+                    features = result.setdefault(DEFAULT_NAMESPACE, {})
+                    namespace: Loc = (*ours, DEFAULT_NAMESPACE)
+                    self._flatten(
+                        value, key, (*theirs, index, key), out=features, ours=namespace, depth=1
+                    )
+        return result
+
+    def _flatten(
+        self, value: Any, name: str, where: Loc, *, out: dict[str, Any], ours: Loc, depth: int
+    ) -> None:
+        if isinstance(value, Mapping | list):
+            if depth > _MAX_DEPTH:
+                self.error(
+                    "feature_too_deep",
+                    f"features may nest at most {_MAX_DEPTH} levels deep",
+                    where,
+                )
+                return
+            items = value.items() if isinstance(value, Mapping) else enumerate(value)
+            for key, item in items:
+                self._flatten(
+                    item, f"{name}.{key}", (*where, key), out=out, ours=ours, depth=depth + 1
+                )
+            return
+        if value is None:
+            self.error(
+                "feature_value_null",
+                "feature values must be a number, a string or a boolean, got null "
+                "(leave the feature out instead)",
+                where,
+            )
+            return
+        if name in out:
+            first = self.origins.get((*ours, name), ())
+            self.error(
+                "duplicate_feature",
+                f"feature {name!r} of namespace {ours[-1]!r} is given twice, first at "
+                f"{error_target(first)}",
+                where,
+            )
+            return
+        limit = self.limits.max_features_per_namespace
+        if len(out) >= limit:
+            if ours not in self.full:  # report once per namespace
+                self.full.add(ours)
+                self.error(
+                    "too_many_features",
+                    f"at most {limit} features per namespace allowed, got more in "
+                    f"namespace {ours[-1]!r}",
+                    where,
+                )
+            return
+        out[name] = value
+        self.origins[(*ours, name)] = where
+        self.origins[(*ours, name, "[key]")] = (*where, "[key]")
+
+
+def to_rank_request(body: bytes | str | Mapping[str, Any], limits: Limits) -> RankRequest:
+    """Map a Personalizer rank body to a validated :class:`~bandit.schemas.RankRequest`.
+
+    Parameters
+    ----------
+    body
+        The JSON body, or its parsed object.
+    limits
+        The limits to validate against.
+
+    Returns
+    -------
+    RankRequest
+
+    Raises
+    ------
+    pydantic.ValidationError
+        With every broken rule, located in the *Personalizer* body.
+
+    Examples
+    --------
+    >>> request = to_rank_request(
+    ...     {
+    ...         "contextFeatures": [{"timeOfDay": "Morning"}, {"user": {"tier": "gold"}}],
+    ...         "actions": [{"id": "news", "features": [{"topic": {"kind": "news"}}]}],
+    ...         "eventId": "evt-1",
+    ...     },
+    ...     Limits(),
+    ... )
+    >>> request.context
+    {'default': {'timeOfDay': 'Morning'}, 'user': {'tier': 'gold'}}
+    >>> request.actions[0].features
+    {'topic': {'kind': 'news'}}
+    """
+    if isinstance(body, bytes | str):
+        parsed = PersonalizerRankRequest.model_validate_json(body)
+    else:
+        parsed = PersonalizerRankRequest.model_validate(body)
+    flat = _Flattener(limits)
+    context = flat.namespaces(parsed.context_features, ("context",), ("contextFeatures",))
+    actions = []
+    for index, action in enumerate(parsed.actions):
+        ours: Loc = ("actions", index, "features")
+        features = flat.namespaces(action.features, ours, ("actions", index, "features"))
+        actions.append({"id": action.id, "features": features})
+    if flat.errors:
+        raise pydantic.ValidationError.from_exception_data(_TITLE, flat.errors)
+    data: dict[str, Any] = {
+        "context": context,
+        "actions": actions,
+        "excluded_actions": parsed.excluded_actions,
+        "defer_activation": parsed.defer_activation,
+    }
+    if parsed.event_id is not None:
+        data["event_id"] = parsed.event_id
+    try:
+        return RankRequest.model_validate(data, context={"limits": limits})
+    except pydantic.ValidationError as exc:
+        raise _relocated(exc, flat.origins) from None
+
+
+_RENAMED: dict[str, str] = {
+    "context": "contextFeatures",
+    "excluded_actions": "excludedActions",
+    "event_id": "eventId",
+    "defer_activation": "deferActivation",
+}
+
+
+def _relocated(
+    exc: pydantic.ValidationError, origins: Mapping[Loc, Loc]
+) -> pydantic.ValidationError:
+    """Relocate errors from our request to the Personalizer body they came from."""
+    errors: list[InitErrorDetails] = []
+    for error in exc.errors(include_input=False):
+        loc = tuple(error["loc"])
+        for cut in range(len(loc), 0, -1):
+            if loc[:cut] in origins:
+                new: Loc = (*origins[loc[:cut]], *loc[cut:])
+                break
+        else:
+            head = loc[0]
+            new = (_RENAMED.get(head, head) if isinstance(head, str) else head, *loc[1:])
+        errors.append(
+            InitErrorDetails(
+                type=PydanticCustomError(error["type"], error["msg"]), loc=new, input=None
+            )
+        )
+    return pydantic.ValidationError.from_exception_data(_TITLE, errors)
+
+
+def to_reward(
+    event_id: str, body: bytes | str | Mapping[str, Any], limits: Limits
+) -> RewardReported:
+    """Map ``POST /events/{eventId}/reward`` to a :class:`~bandit.schemas.RewardReported`.
+
+    Raises
+    ------
+    pydantic.ValidationError
+        Located at ``value`` or ``path.eventId``.
+
+    Examples
+    --------
+    >>> to_reward("evt-1", '{"value": 1}', Limits()).reward
+    1.0
+    """
+    if isinstance(body, bytes | str):
+        parsed = PersonalizerRewardRequest.model_validate_json(body)
+    else:
+        parsed = PersonalizerRewardRequest.model_validate(body)
+    try:
+        return RewardReported.model_validate(
+            {"event_id": event_id, "reward": parsed.value}, context={"limits": limits}
+        )
+    except pydantic.ValidationError as exc:
+        raise _relocated(
+            exc, {("event_id",): ("path", "eventId"), ("reward",): ("value",)}
+        ) from None
+
+
+def to_activation(event_id: str, limits: Limits) -> Activation:
+    """Map ``POST /events/{eventId}/activate`` to an :class:`~bandit.schemas.Activation`.
+
+    Raises
+    ------
+    pydantic.ValidationError
+        Located at ``path.eventId``.
+    """
+    try:
+        return Activation.model_validate({"event_id": event_id}, context={"limits": limits})
+    except pydantic.ValidationError as exc:
+        raise _relocated(exc, {("event_id",): ("path", "eventId")}) from None

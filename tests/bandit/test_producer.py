@@ -1,0 +1,144 @@
+"""The buffered producer against real brokers: a shared one, and private ones it loses."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TypeVar
+
+import pytest
+from aiokafka import AIOKafkaConsumer
+
+from bandit.producer import BufferedProducer, ProducerUnavailableError, topic
+from bandit.runtime import LocalServices, ServiceProcess, free_port
+from bandit.settings import RedisSettings, Settings
+
+T = TypeVar("T")
+
+
+def _run(body: Callable[[], Awaitable[T]]) -> T:
+    async def main() -> T:
+        return await body()
+
+    return asyncio.run(main())
+
+
+async def _consume(
+    broker: str, name: str, count: int, timeout: float = 15.0
+) -> list[tuple[bytes, bytes]]:
+    """Read `count` records (key, value) from the start of a topic, or what came in time."""
+    consumer = AIOKafkaConsumer(
+        name, bootstrap_servers=broker, auto_offset_reset="earliest", group_id=None
+    )
+    await consumer.start()
+    records: list[tuple[bytes, bytes]] = []
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while len(records) < count and loop.time() < deadline:
+            batches = await consumer.getmany(timeout_ms=200)
+            records.extend((r.key, r.value) for batch in batches.values() for r in batch)
+    finally:
+        await consumer.stop()
+    return records
+
+
+def _private_broker(redis_url: str, workdir: Path) -> LocalServices:
+    """A broker of this test's own (Redis is the session's, so only the broker starts)."""
+    return LocalServices(Settings(redis=RedisSettings(url=redis_url)), workdir=workdir).start()
+
+
+def _restart(process: ServiceProcess) -> ServiceProcess:
+    again = ServiceProcess(process.name, process.args, process.port, process.log)
+    again.start()
+    return again
+
+
+def test_topic_names_carry_the_prefix() -> None:
+    """Topic names are ``<prefix>.<name>``."""
+    assert topic(Settings(), "dead-letters") == "streambandit.dead-letters"
+
+
+def test_send_is_acknowledged_and_readable(broker: str) -> None:
+    """With the broker up, a record is sent (not buffered) and can be consumed back."""
+    name = f"t{uuid.uuid4().hex[:8]}.decisions"
+
+    async def body() -> list[tuple[bytes, bytes]]:
+        producer = BufferedProducer(broker, capacity=10)
+        await producer.start()
+        try:
+            assert await producer.send(name, b"evt-1", b"{}") == "sent"
+            assert producer.buffered == 0
+            assert producer.available
+            assert await producer.ping()
+        finally:
+            await producer.stop()
+        return await _consume(broker, name, 1)
+
+    assert _run(body) == [(b"evt-1", b"{}")]
+
+
+def test_broker_away_buffers_in_order_then_flushes_when_back(
+    redis_url: str, tmp_path: Path
+) -> None:
+    """Records sent while the broker is down are buffered and reach it, in order, once back."""
+    services = _private_broker(redis_url, tmp_path)
+    process = services.processes["broker"]
+    name = "p.decisions"
+    restarted: ServiceProcess | None = None
+
+    async def body() -> list[tuple[bytes, bytes]]:
+        nonlocal restarted
+        producer = BufferedProducer(services.broker, capacity=4, retry_seconds=(0.05, 0.5))
+        await producer.start()
+        try:
+            assert await producer.send(name, b"key", b"0") == "sent"
+            process.kill()  # as a crash would (SIGTERM makes tansu linger)
+            deliveries = [await producer.send(name, b"key", b"%d" % i) for i in (1, 2, 3, 4)]
+            assert deliveries == ["buffered"] * 4
+            assert not await producer.ping(0.5)
+            with pytest.raises(ProducerUnavailableError, match=r"buffer is full \(4 records"):
+                await producer.send(name, b"key", b"5")
+            restarted = _restart(process)
+            assert await producer.flush(15.0)
+            assert producer.available
+        finally:
+            await producer.stop()
+        return await _consume(services.broker, name, 4)
+
+    try:
+        records = _run(body)
+    finally:
+        if restarted is not None:
+            restarted.stop()
+        services.stop()
+    # The restarted broker kept nothing (memory storage): it holds what was buffered, in
+    # order (one key, one partition); the send that timed out may arrive twice.
+    assert list(dict.fromkeys(value for _, value in records)) == [b"1", b"2", b"3", b"4"]
+
+
+def test_unreachable_broker_at_start_buffers_and_disabled_buffer_refuses() -> None:
+    """No broker at start is not fatal: records are buffered; with no buffer they are refused."""
+    address = f"127.0.0.1:{free_port()}"
+
+    async def body() -> None:
+        producer = BufferedProducer(address, capacity=2, connect_timeout=0.5)
+        await producer.start()
+        try:
+            assert not producer.available
+            assert await producer.send("x.decisions", b"k", b"v") == "buffered"
+            assert not await producer.ping(0.2)
+        finally:
+            await producer.stop(flush_timeout=0.2)
+        assert producer.dropped == 1  # lost at shutdown, and counted
+        unbuffered = BufferedProducer(address, capacity=0, connect_timeout=0.5)
+        await unbuffered.start()
+        try:
+            with pytest.raises(ProducerUnavailableError, match="buffer is disabled"):
+                await unbuffered.send("x.decisions", b"k", b"v")
+        finally:
+            await unbuffered.stop(flush_timeout=0.2)
+
+    _run(body)
