@@ -76,7 +76,7 @@ def topic(settings: Settings, name: TopicName) -> str:
     >>> topic(Settings(), "decisions")
     'streambandit.decisions'
     """
-    return f"{settings.kafka.topic_prefix}.{name}"
+    return settings.kafka.topic(name)
 
 
 class ProducerUnavailableError(StreambanditError, RuntimeError):

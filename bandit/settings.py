@@ -59,6 +59,16 @@ class KafkaSettings(BaseModel):
         default=100_000, ge=0, description="Decisions held while the broker is away."
     )
 
+    def topic(self, name: str) -> str:
+        """Return the full name of topic `name`: ``<topic_prefix>.<name>``.
+
+        Examples
+        --------
+        >>> KafkaSettings().topic("decisions")
+        'streambandit.decisions'
+        """
+        return f"{self.topic_prefix}.{name}"
+
 
 class RedisSettings(BaseModel):
     """Redis; an empty `url` means start the embedded ``redis-server``."""

@@ -103,13 +103,13 @@ def topic_names(settings: Settings) -> TopicNames:
     >>> topic_names(Settings()).dead_letters
     'streambandit.dead-letters'
     """
-    prefix = settings.kafka.topic_prefix
+    kafka = settings.kafka
     return TopicNames(
-        events=f"{prefix}.events",
-        decisions=f"{prefix}.decisions",
-        rewards=f"{prefix}.rewards",
-        training=f"{prefix}.training",
-        dead_letters=f"{prefix}.dead-letters",
+        events=kafka.topic("events"),
+        decisions=kafka.topic("decisions"),
+        rewards=kafka.topic("rewards"),
+        training=kafka.topic("training"),
+        dead_letters=kafka.topic("dead-letters"),
     )
 
 
