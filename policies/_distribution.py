@@ -182,7 +182,8 @@ class Choice:
         Offer-order indices, the chosen action first, then the rest by decreasing
         probability (offer order on ties).
     explored
-        Whether the chosen action is not the policy's most probable one.
+        Whether the chosen action is less probable than the policy's most probable
+        one (a choice among actions tied for the top is not exploration).
     """
 
     index: int
@@ -212,5 +213,5 @@ def decide_ranking(distribution: Distribution, event_id: str) -> Choice:
         probability=probability,
         distribution=distribution,
         ranking=(index, *rest),
-        explored=index != distribution.argmax(),
+        explored=probability < max(probabilities),
     )

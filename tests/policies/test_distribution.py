@@ -105,3 +105,9 @@ def test_ranking_puts_the_chosen_first_then_by_probability() -> None:
         rest = [j for j in (1, 3, 2, 0) if j != choice.index]
         assert choice.ranking == (choice.index, *rest)
         assert choice.explored == (choice.index != 1)
+
+
+def test_a_choice_among_tied_top_actions_is_not_exploration() -> None:
+    """With every action equally likely, no choice counts as explored."""
+    uniform = Distribution.uniform(4)
+    assert not any(decide_ranking(uniform, f"evt-{i}").explored for i in range(50))
