@@ -12,6 +12,7 @@
     │   ├── SnapshotError            (also ValueError) bytes that do not restore this policy
     │   └── UnknownPolicyError       (also LookupError) no policy registered under that name
     ├── DatasetError                 (also ValueError) a simulation data set cannot be built
+    ├── LogFormatError               (also ValueError) a decision log row breaks a rule
     └── RuntimeServiceError          (also RuntimeError) a local broker or Redis cannot start
 
 Request and event payloads are validated by pydantic and raise
@@ -27,6 +28,7 @@ __all__ = [
     "InvalidDistributionError",
     "InvalidFeaturesError",
     "InvalidFeedbackError",
+    "LogFormatError",
     "PolicyError",
     "RuntimeServiceError",
     "SnapshotError",
@@ -73,6 +75,10 @@ class UnknownPolicyError(PolicyError, LookupError):
 
 class DatasetError(StreambanditError, ValueError):
     """A simulation environment or data set cannot be built as asked."""
+
+
+class LogFormatError(StreambanditError, ValueError):
+    """A logged decision breaks a rule; the message names the row, the field and the rule."""
 
 
 class RuntimeServiceError(StreambanditError, RuntimeError):

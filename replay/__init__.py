@@ -2,4 +2,6 @@
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from replay._data import LoggedDecisions, TargetProbabilities
+
+__all__ = ["LoggedDecisions", "TargetProbabilities"]
