@@ -239,11 +239,7 @@ def _first_bad(
         return
     row = int(np.argmax(bad))
     value = values[row]
-    shown = (
-        repr(float(value))
-        if isinstance(value, np.floating) and not math.isnan(value)
-        else repr(value.item() if hasattr(value, "item") else value)
-    )
+    shown = repr(value.item() if hasattr(value, "item") else value)
     message = rule.format(value=shown, extra=None if extra is None else extra[row].item())
     msg = f"row {row}: {message}"
     raise LogFormatError(msg)
