@@ -1,4 +1,4 @@
-"""The ``streambandit`` command: simulate policies, list them, run the demo.
+"""The ``streambandit`` command: simulate policies, list them, run the live demo, serve.
 
 Bad input (an unknown policy, a rule broken by an option) ends with a one-line error
 naming the option and the rule, and exit code 2, never a traceback.
@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from enum import StrEnum
+from pathlib import Path
 from typing import Annotated
 
 import structlog
@@ -19,6 +20,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from bandit.demo import DEFAULT_SECONDS
 from bandit.errors import StreambanditError
 from bandit.logging import configure_logging
 from bandit.settings import get_settings
@@ -33,13 +35,7 @@ from bandit.simulation import (
 from policies import Policy, available, make_policy
 from policies.registry import parse_spec
 
-__all__ = ["DEMO_POLICIES", "DEMO_ROUNDS", "app", "main"]
-
-DEMO_POLICIES = ("uniform", "fixed", "vw-epsilon", "vw-squarecb", "linucb", "lints")
-"""The policies ``streambandit demo`` compares."""
-
-DEMO_ROUNDS = 10_000
-"""Rounds of the demo: enough for the learners to separate, about a minute on 2 cores."""
+__all__ = ["app", "main"]
 
 _DEFAULT_ROUNDS = {"synthetic": 10_000, "digits": 1_797}  # digits: one pass over the data
 
@@ -47,7 +43,7 @@ _log = structlog.get_logger("bandit.cli")
 
 app = typer.Typer(
     name="streambandit",
-    help="Self-hosted contextual bandits: simulate and compare policies.",
+    help="Self-hosted contextual bandits: run the service, its live demo, or the simulator.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -64,7 +60,7 @@ class EnvironmentName(StrEnum):
 
 @app.callback()
 def _entry() -> None:
-    """Self-hosted contextual bandits: simulate and compare policies."""
+    """Self-hosted contextual bandits: run the service, its live demo, or the simulator."""
     configure_logging()
 
 
@@ -158,23 +154,69 @@ def list_policies() -> None:
 
 @app.command("demo")
 def demo(
-    rounds: Annotated[
-        int, typer.Option("--rounds", min=1, help="Decisions per policy.")
-    ] = DEMO_ROUNDS,
-    seed: Annotated[int, typer.Option("--seed", help="Seeds the environment.")] = 0,
+    seconds: Annotated[
+        float,
+        typer.Option(
+            "--seconds", min=1.0, metavar="SECONDS", help="How long the simulated traffic runs."
+        ),
+    ] = DEFAULT_SECONDS,
+    seed: Annotated[
+        int, typer.Option("--seed", min=0, help="Seeds the simulated users and the app's draws.")
+    ] = 0,
+    concurrency: Annotated[
+        int,
+        typer.Option("--concurrency", min=1, max=256, metavar="N", help="Concurrent users."),
+    ] = 16,
+    policy: Annotated[
+        str,
+        typer.Option(
+            "--policy",
+            metavar="SPEC",
+            help="The learning policy, served as 'default' next to the uniform 'baseline'.",
+        ),
+    ] = "vw-squarecb",
+    workdir: Annotated[
+        Path | None,
+        typer.Option(
+            "--workdir",
+            file_okay=False,
+            help=(
+                "Folder for the servers' logs and the DSJSON decision log, kept afterwards "
+                "[default: ./streambandit-data/demo-<timestamp>]."
+            ),
+        ),
+    ] = None,
 ) -> None:
-    """Compare the default policies on the synthetic environment and name the best."""
-    known = set(available())
-    missing = [name for name in DEMO_POLICIES if name not in known]
-    if missing:
-        _stderr().print(
-            f"[yellow]skipping policies not registered in this build: {', '.join(missing)}"
-        )
-        _log.warning("policy.skipped", policies=missing, reason="not registered")
-    built = _build_policies([name for name in DEMO_POLICIES if name in known])
+    """Run the whole service locally, send it simulated app traffic, and report how it learned.
+
+    Starts the broker, Redis, a stream worker and the API (as `up` does), serving a
+    learning policy and a uniform baseline; simulated users ask for decisions over HTTP,
+    click with hidden probabilities and report rewards after a delay (some never). Ends
+    with the click rate over time against the baseline, latency percentiles, the reward
+    counters and where the decision log is. For the offline head-to-head comparison of
+    policies, see `simulate`.
+    """
+    from bandit.demo import DemoConfig, render_report, run_demo
+
+    _build_policies([policy])  # a usage error now, not a failing server later
+    _stop_on_sigterm()
     with _usage_errors():
-        environment = make_environment("synthetic", seed=seed)
-    _run_and_report(environment, built, rounds)
+        config = DemoConfig(
+            seconds=seconds, concurrency=concurrency, seed=seed, policy=policy, workdir=workdir
+        )
+    console = _stdout()
+    try:
+        report = run_demo(config, console=_stderr())
+    except KeyboardInterrupt:
+        _stderr().print("interrupted; the stack is stopped")
+        raise typer.Exit(130) from None
+    except StreambanditError as exc:  # a server that failed, keys that do not fit, ...
+        _stderr().print(f"demo failed: {exc}", style="red", highlight=False, markup=False)
+        raise typer.Exit(1) from exc
+    for part in render_report(report):
+        console.print(part, highlight=False)
+    if report.interrupted:
+        raise typer.Exit(130)
 
 
 @app.command("api")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -172,33 +173,31 @@ def test_policies_lists_every_registered_name() -> None:
     assert {"uniform", "fixed", "vw-squarecb"} <= set(result.stdout.splitlines())
 
 
-def test_demo_compares_the_default_policies_and_names_the_best() -> None:
-    """The demo shows a row per registered default policy and ends naming the best one."""
-    result = runner.invoke(cli.app, ["demo", "--rounds", "300"])
-    assert result.exit_code == 0, result.output
-    shown = [name for name in cli.DEMO_POLICIES if name in available()]
-    assert {"uniform", "fixed", "vw-epsilon", "vw-squarecb"} <= set(shown)
-    for name in shown:
-        assert f"│ {name} " in result.stdout
-    verdict = next(line for line in result.stdout.splitlines() if line.startswith("Best: "))
-    assert "for the uniform policy (" in verdict
-    assert "%)" in verdict
-
-
-def test_demo_skips_default_policies_that_are_not_registered(
-    monkeypatch: pytest.MonkeyPatch,
+def test_demo_refuses_an_unknown_learning_policy_before_starting_anything(
+    tmp_path: Path,
 ) -> None:
-    """A default policy missing from the registry is skipped with a notice, not a crash."""
-    registered = [name for name in available() if name not in {"linucb", "lints"}]
-    monkeypatch.setattr(cli, "available", lambda: registered)
-    monkeypatch.setattr(cli, "DEMO_POLICIES", ("uniform", "fixed", "linucb", "lints"))
-    result = runner.invoke(cli.app, ["demo", "--rounds", "100"])
-    assert result.exit_code == 0, result.output
-    assert "skipping policies not registered in this build: linucb, lints" in _one_line(
-        result.stderr
-    )
-    assert "│ linucb" not in result.stdout
-    assert "│ uniform" in result.stdout
+    """demo --policy with an unknown name is a usage error naming the option; no stack runs."""
+    workdir = tmp_path / "demo"
+    result = runner.invoke(cli.app, ["demo", "--policy", "nope", "--workdir", str(workdir)])
+    assert result.exit_code == 2
+    assert "Invalid value for '--policy': no policy named 'nope'" in _one_line(result.stderr)
+    assert not workdir.exists()
+
+
+@pytest.mark.parametrize(
+    ("arguments", "option"),
+    [
+        (["--seconds", "0"], "--seconds"),
+        (["--concurrency", "0"], "--concurrency"),
+        (["--concurrency", "1000"], "--concurrency"),
+        (["--seed", "-1"], "--seed"),
+    ],
+)
+def test_demo_refuses_options_out_of_range(arguments: list[str], option: str) -> None:
+    """Out-of-range demo options are usage errors (exit 2) naming the option."""
+    result = runner.invoke(cli.app, ["demo", *arguments])
+    assert result.exit_code == 2
+    assert f"Invalid value for '{option}'" in _one_line(result.stderr)
 
 
 def test_console_script_exits_2_without_a_traceback() -> None:
