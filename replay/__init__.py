@@ -3,5 +3,58 @@
 from __future__ import annotations
 
 from replay._data import LoggedDecisions, TargetProbabilities
+from replay.estimators import (
+    IPS,
+    SNDR,
+    SNIPS,
+    ClippedIPS,
+    Diagnostics,
+    DirectMethod,
+    DoublyRobust,
+    DRos,
+    Estimate,
+    Estimator,
+    Interval,
+    Intervals,
+    ReplayMethod,
+    SwitchDR,
+)
+from replay.readers import (
+    ReadResult,
+    read_log,
+    to_dsjson,
+    to_jsonl,
+    to_obp,
+    to_parquet,
+    to_vw_text,
+)
+from replay.reward_models import HashedRidge, RewardModel, RewardPredictions
 
-__all__ = ["LoggedDecisions", "TargetProbabilities"]
+__all__ = [  # noqa: RUF022 - plain sorted(), which tests/test_public_api.py checks
+    "ClippedIPS",
+    "DRos",
+    "Diagnostics",
+    "DirectMethod",
+    "DoublyRobust",
+    "Estimate",
+    "Estimator",
+    "HashedRidge",
+    "IPS",
+    "Interval",
+    "Intervals",
+    "LoggedDecisions",
+    "ReadResult",
+    "ReplayMethod",
+    "RewardModel",
+    "RewardPredictions",
+    "SNDR",
+    "SNIPS",
+    "SwitchDR",
+    "TargetProbabilities",
+    "read_log",
+    "to_dsjson",
+    "to_jsonl",
+    "to_obp",
+    "to_parquet",
+    "to_vw_text",
+]

@@ -1,0 +1,1017 @@
+"""Off-policy estimators: what a target policy would have earned on logged decisions.
+
+Every estimator is a small frozen dataclass whose fields are its hyperparameters,
+checked on construction, with one method::
+
+    estimate(logs, target, *, rewards=None, rng=None) -> Estimate
+
+================  ======================================================  ==============
+estimator         value                                                   needs rewards
+================  ======================================================  ==============
+DirectMethod      mean of sum_a pi(a|x) q(x, a)                           yes
+IPS               mean of w r                                             no
+ClippedIPS        mean of min(w, M) r                                     no
+SNIPS             sum w r / sum w                                         no
+DoublyRobust      mean of DM + w (r - q(x, a))                            yes
+SNDR              mean of DM + sum w (r - q) / sum w                      yes
+SwitchDR          mean of DM + 1{w <= tau} w (r - q)                      yes
+DRos              mean of DM + lambda w / (w^2 + lambda) (r - q)          yes
+ReplayMethod      mean reward over rows where the target's choice is the  no
+                  logged one (uniformly random logs only)
+================  ======================================================  ==============
+
+Here ``w = pi(a|x) / mu(a|x)`` is the importance weight of the logged choice (target
+over logged probability), ``r`` its reward and ``q`` a reward model's prediction
+(:class:`replay.reward_models.RewardPredictions`).
+
+Intervals
+---------
+Each estimator reduces the log to per-row terms ``c``, ``a`` and ``b`` with::
+
+    value = mean(c) + sum(a) / sum(b)
+
+(``b = 1`` for the plain means, ``c = 0`` unless self-normalising a correction). The
+analytic interval is a normal approximation with the standard error of the per-row
+influence terms ``c + (a - R b) / mean(b)``, ``R = sum(a) / sum(b)``: the usual
+standard error of a mean for the linear estimators, the delta method for the
+self-normalised ones. The bootstrap interval is the percentile interval of the same
+statistic recomputed on ``n_bootstrap`` resamples of the rows, drawn in chunks so memory
+stays bounded; the reward model is not refitted per resample. Both are configured by
+:class:`Intervals`, a field of every estimator.
+
+Every :class:`Estimate` carries :class:`Diagnostics` on the importance weights: their
+effective sample size, statistics, support and warnings.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from bandit.errors import ConfigurationError, LogFormatError
+from replay._data import FloatArray, IntArray, LoggedDecisions, TargetProbabilities
+from replay.reward_models import RewardPredictions, _check_int, _check_real
+
+__all__ = [  # noqa: RUF022 - plain sorted(), which tests/test_public_api.py checks
+    "ClippedIPS",
+    "DRos",
+    "Diagnostics",
+    "DirectMethod",
+    "DoublyRobust",
+    "Estimate",
+    "Estimator",
+    "IPS",
+    "Interval",
+    "Intervals",
+    "ReplayMethod",
+    "SNDR",
+    "SNIPS",
+    "SwitchDR",
+]
+
+ESS_WARNING_SHARE = 0.1
+"""Warn when the effective sample size is below this share of the rows."""
+
+MAX_WEIGHT_WARNING = 100.0
+"""Warn when the largest importance weight is above this."""
+
+MEAN_WEIGHT_WARNING = 0.1
+"""Warn when the mean weight is further than this from 1 (and than 4 standard errors)."""
+
+QUANTILES = (0.5, 0.9, 0.99)
+"""The weight quantiles reported in :class:`Diagnostics`."""
+
+
+# -- results -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Interval:
+    """A two-sided confidence interval.
+
+    Parameters
+    ----------
+    low, high
+        The bounds.
+    level
+        Nominal coverage, e.g. 0.95.
+    method
+        ``"normal"`` (mean of per-row terms), ``"delta"`` (delta method, for the
+        self-normalised estimators) or ``"percentile bootstrap"``.
+    """
+
+    low: float
+    high: float
+    level: float
+    method: str
+
+    def __contains__(self, value: float) -> bool:
+        return self.low <= value <= self.high
+
+
+@dataclass(frozen=True, slots=True)
+class Diagnostics:
+    """How far the log supports the target, from the importance weights.
+
+    The weights are ``w = pi(a|x) / mu(a|x)`` of each logged choice, before any
+    clipping or shrinkage (for :class:`ReplayMethod`, its own acceptance weights
+    ``1{target's choice = logged choice} / mu(a|x)``, whose ESS is the number of
+    accepted rows).
+
+    Parameters
+    ----------
+    n
+        Rows in the log.
+    ess
+        Effective sample size ``(sum w)^2 / sum w^2`` (0 if every weight is 0).
+    weight_mean, weight_max
+        Mean and largest weight. Under full support the mean weight is 1 in
+        expectation; far from 1 (by more than :data:`MEAN_WEIGHT_WARNING` and 4
+        standard errors) means wrong propensities or deficient support.
+    weight_quantiles
+        ``((q, quantile), ...)`` for q in :data:`QUANTILES`.
+    unsupported_share
+        Share of rows where the target puts mass on an offered action the logger gave
+        probability 0. Target probabilities only cover offered actions, so mass on
+        actions the logger did not offer cannot be expressed and is not counted.
+    support_known
+        True when the log holds every offered action's logged probability. False when
+        it holds only the chosen one's: then only rows where the logger was certain
+        (propensity 1) can be known to be unsupported, and `unsupported_share` is a
+        lower bound.
+    warnings
+        Plain-language warnings: small ESS (below :data:`ESS_WARNING_SHARE` of n),
+        huge weights (above :data:`MAX_WEIGHT_WARNING`), mean weight far from 1,
+        deficient support, and estimator-specific ones.
+    """
+
+    n: int
+    ess: float
+    weight_mean: float
+    weight_max: float
+    weight_quantiles: tuple[tuple[float, float], ...]
+    unsupported_share: float
+    support_known: bool
+    warnings: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Estimate:
+    """An estimator's value of the target policy, with its uncertainty and diagnostics.
+
+    Parameters
+    ----------
+    estimator
+        Which estimator produced it (its class name).
+    value
+        The estimated mean reward per decision under the target (NaN when undefined,
+        e.g. a self-normalised estimator whose weights are all 0; see the warnings).
+    std_error
+        Standard error from the per-row influence terms (NaN when n < 2).
+    ci
+        Analytic interval (normal approximation or delta method), None when undefined.
+    bootstrap_ci
+        Percentile bootstrap interval, None when ``n_bootstrap`` is 0 or undefined.
+    n
+        Rows in the log.
+    diagnostics
+        Weight diagnostics and warnings.
+    """
+
+    estimator: str
+    value: float
+    std_error: float
+    ci: Interval | None
+    bootstrap_ci: Interval | None
+    n: int
+    diagnostics: Diagnostics
+
+
+@dataclass(frozen=True, slots=True)
+class Intervals:
+    """How every estimator computes its intervals.
+
+    Parameters
+    ----------
+    level
+        Nominal coverage of both intervals, in (0, 1).
+    n_bootstrap
+        Bootstrap resamples, >= 0 (0 skips the bootstrap). 200 keeps a million-row
+        evaluation within seconds; prefer 1000 or more for a final report.
+    chunk_size
+        Resampled row indices held in memory at once, >= 1: bounds the bootstrap's
+        memory to about ``24 * chunk_size`` bytes whatever n is (a chunk holds at least
+        one resample, so at least ``n`` indices).
+    seed
+        Seeds the bootstrap (and :class:`ReplayMethod`'s draws) when the call passes no
+        `rng`, >= 0.
+
+    Examples
+    --------
+    >>> Intervals(level=0.9, n_bootstrap=1000)
+    Intervals(level=0.9, n_bootstrap=1000, chunk_size=2097152, seed=0)
+    >>> Intervals(level=95)
+    Traceback (most recent call last):
+    ...
+    bandit.errors.ConfigurationError: `level` must be in (0, 1), got 95
+    """
+
+    level: float = 0.95
+    n_bootstrap: int = 200
+    chunk_size: int = 2**21
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _check_real("level", self.level, lambda v: 0.0 < v < 1.0, "in (0, 1)")
+        _check_int("n_bootstrap", self.n_bootstrap, 0, None)
+        _check_int("chunk_size", self.chunk_size, 1, None)
+        _check_int("seed", self.seed, 0, None)
+
+
+class Estimator(Protocol):
+    """What every off-policy estimator offers."""
+
+    @property
+    def intervals(self) -> Intervals:
+        """How the estimator computes its intervals."""
+        ...
+
+    def estimate(
+        self,
+        logs: LoggedDecisions,
+        target: TargetProbabilities,
+        *,
+        rewards: RewardPredictions | None = None,
+        rng: np.random.Generator | None = None,
+    ) -> Estimate:
+        """Estimate the target's mean reward per decision on `logs`."""
+        ...
+
+
+# -- the estimators ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DirectMethod:
+    """The direct method: average the reward model's value of the target's choices.
+
+    ``V = mean_i sum_a pi(a|x_i) q(x_i, a)``. Unbiased only if the reward model is;
+    its interval reflects the sampling of contexts, not the model's error. See Dudík,
+    Langford and Li, *Doubly Robust Policy Evaluation and Learning*, ICML 2011.
+
+    Parameters
+    ----------
+    intervals
+        How the intervals are computed.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(3)
+    >>> chosen = rng.integers(0, 2, 1000)  # uniformly random logging, two actions
+    >>> reward = rng.binomial(1, np.where(chosen == 0, 0.7, 0.2)).astype(float)
+    >>> logs = LoggedDecisions(n_actions=np.full(1000, 2), chosen=chosen,
+    ...                        propensity=np.full(1000, 0.5), reward=reward)
+    >>> target = TargetProbabilities(logs, np.tile([0.9, 0.1], (1000, 1)))  # true value 0.65
+    >>> rewards = RewardPredictions(logs, np.tile([0.7, 0.2], (1000, 1)))
+    >>> round(DirectMethod().estimate(logs, target, rewards=rewards).value, 3)
+    0.65
+    """
+
+    intervals: Intervals = Intervals()
+
+    def __post_init__(self) -> None:
+        _check_intervals(self.intervals)
+
+    def estimate(
+        self,
+        logs: LoggedDecisions,
+        target: TargetProbabilities,
+        *,
+        rewards: RewardPredictions | None = None,
+        rng: np.random.Generator | None = None,
+    ) -> Estimate:
+        """Estimate the target's mean reward per decision; `rewards` is required."""
+        _check_inputs(self, logs, target, rewards)
+        model = _needs(self, rewards)
+        terms = _Terms(a=_direct(target, model))
+        return _finish(self, terms, target.weights(), logs, target, rng=rng)
+
+
+@dataclass(frozen=True, slots=True)
+class IPS:
+    """Inverse propensity scoring: the mean of importance-weighted rewards.
+
+    ``V = mean_i w_i r_i`` with ``w_i = pi(a_i|x_i) / mu(a_i|x_i)``. Unbiased when the
+    logged propensities are right and the logger covers the target's support; its
+    variance grows with the weights. Horvitz and Thompson, *A generalization of sampling
+    without replacement from a finite universe*, JASA 1952; for contextual bandits see
+    Dudík, Langford and Li, ICML 2011.
+
+    Parameters
+    ----------
+    intervals
+        How the intervals are computed.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(3)
+    >>> chosen = rng.integers(0, 2, 1000)  # uniformly random logging, two actions
+    >>> reward = rng.binomial(1, np.where(chosen == 0, 0.7, 0.2)).astype(float)
+    >>> logs = LoggedDecisions(n_actions=np.full(1000, 2), chosen=chosen,
+    ...                        propensity=np.full(1000, 0.5), reward=reward)
+    >>> target = TargetProbabilities(logs, np.tile([0.9, 0.1], (1000, 1)))  # true value 0.65
+    >>> estimate = IPS().estimate(logs, target)
+    >>> round(estimate.value, 3), round(estimate.std_error, 3)
+    (0.651, 0.027)
+    >>> round(estimate.ci.low, 3), round(estimate.ci.high, 3), estimate.ci.method
+    (0.599, 0.704, 'normal')
+    >>> round(estimate.diagnostics.ess), estimate.diagnostics.warnings
+    (617, ())
+    """
+
+    intervals: Intervals = Intervals()
+
+    def __post_init__(self) -> None:
+        _check_intervals(self.intervals)
+
+    def estimate(
+        self,
+        logs: LoggedDecisions,
+        target: TargetProbabilities,
+        *,
+        rewards: RewardPredictions | None = None,
+        rng: np.random.Generator | None = None,
+    ) -> Estimate:
+        """Estimate the target's mean reward per decision (`rewards` is ignored)."""
+        _check_inputs(self, logs, target, rewards)
+        weights = target.weights()
+        return _finish(self, _Terms(a=weights * logs.reward), weights, logs, target, rng=rng)
+
+
+@dataclass(frozen=True, slots=True)
+class ClippedIPS:
+    """Inverse propensity scoring with weights capped at `max_weight`.
+
+    ``V = mean_i min(w_i, M) r_i``: less variance, bias where weights exceed ``M``
+    (the interval is for the clipped estimand). Ionides, *Truncated importance
+    sampling*, JCGS 2008; Bottou et al., *Counterfactual Reasoning and Learning
+    Systems*, JMLR 2013.
+
+    Parameters
+    ----------
+    max_weight
+        The cap ``M``, > 0 (inf: plain IPS).
+    intervals
+        How the intervals are computed.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(3)
+    >>> chosen = rng.integers(0, 2, 1000)  # uniformly random logging, two actions
+    >>> reward = rng.binomial(1, np.where(chosen == 0, 0.7, 0.2)).astype(float)
+    >>> logs = LoggedDecisions(n_actions=np.full(1000, 2), chosen=chosen,
+    ...                        propensity=np.full(1000, 0.5), reward=reward)
+    >>> target = TargetProbabilities(logs, np.tile([0.9, 0.1], (1000, 1)))  # true value 0.65
+    >>> round(ClippedIPS(max_weight=1.5).estimate(logs, target).value, 3)
+    0.546
+    >>> ClippedIPS(max_weight=0)
+    Traceback (most recent call last):
+    ...
+    bandit.errors.ConfigurationError: `max_weight` must be > 0, got 0
+    """
+
+    max_weight: float = math.inf
+    intervals: Intervals = Intervals()
+
+    def __post_init__(self) -> None:
+        _check_real("max_weight", self.max_weight, lambda v: v > 0, "> 0")
+        _check_intervals(self.intervals)
+
+    def estimate(
+        self,
+        logs: LoggedDecisions,
+        target: TargetProbabilities,
+        *,
+        rewards: RewardPredictions | None = None,
+        rng: np.random.Generator | None = None,
+    ) -> Estimate:
+        """Estimate the target's mean reward per decision (`rewards` is ignored)."""
+        _check_inputs(self, logs, target, rewards)
+        weights = target.weights()
+        clipped = np.minimum(weights, float(self.max_weight))
+        return _finish(self, _Terms(a=clipped * logs.reward), weights, logs, target, rng=rng)
+
+
+@dataclass(frozen=True, slots=True)
+class SNIPS:
+    """Self-normalised inverse propensity scoring.
+
+    ``V = sum_i w_i r_i / sum_i w_i``: a weighted mean of the rewards, so always within
+    their range; slightly biased, often much less variable than IPS. Swaminathan and
+    Joachims, *The Self-Normalized Estimator for Counterfactual Learning*, NeurIPS 2015.
+    The analytic interval uses the delta method.
+
+    Parameters
+    ----------
+    intervals
+        How the intervals are computed.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(3)
+    >>> chosen = rng.integers(0, 2, 1000)  # uniformly random logging, two actions
+    >>> reward = rng.binomial(1, np.where(chosen == 0, 0.7, 0.2)).astype(float)
+    >>> logs = LoggedDecisions(n_actions=np.full(1000, 2), chosen=chosen,
+    ...                        propensity=np.full(1000, 0.5), reward=reward)
+    >>> target = TargetProbabilities(logs, np.tile([0.9, 0.1], (1000, 1)))  # true value 0.65
+    >>> estimate = SNIPS().estimate(logs, target)
+    >>> round(estimate.value, 3), estimate.ci.method
+    (0.642, 'delta')
+    """
+
+    intervals: Intervals = Intervals()
+
+    def __post_init__(self) -> None:
+        _check_intervals(self.intervals)
+
+    def estimate(
+        self,
+        logs: LoggedDecisions,
+        target: TargetProbabilities,
+        *,
+        rewards: RewardPredictions | None = None,
+        rng: np.random.Generator | None = None,
+    ) -> Estimate:
+        """Estimate the target's mean reward per decision (`rewards` is ignored)."""
+        _check_inputs(self, logs, target, rewards)
+        weights = target.weights()
+        terms = _Terms(a=weights * logs.reward, b=weights)
+        return _finish(self, terms, weights, logs, target, rng=rng)
+
+
+@dataclass(frozen=True, slots=True)
+class DoublyRobust:
+    """The doubly robust estimator: the direct method plus an IPS correction of its error.
+
+    ``V = mean_i [sum_a pi(a|x_i) q(x_i, a) + w_i (r_i - q(x_i, a_i))]``. Unbiased if
+    either the propensities or the reward model are right; the better the model, the
+    smaller the variance. Dudík, Langford and Li, *Doubly Robust Policy Evaluation and
+    Learning*, ICML 2011.
+
+    Parameters
+    ----------
+    intervals
+        How the intervals are computed.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(3)
+    >>> chosen = rng.integers(0, 2, 1000)  # uniformly random logging, two actions
+    >>> reward = rng.binomial(1, np.where(chosen == 0, 0.7, 0.2)).astype(float)
+    >>> logs = LoggedDecisions(n_actions=np.full(1000, 2), chosen=chosen,
+    ...                        propensity=np.full(1000, 0.5), reward=reward)
+    >>> target = TargetProbabilities(logs, np.tile([0.9, 0.1], (1000, 1)))  # true value 0.65
+    >>> good = RewardPredictions(logs, np.tile([0.7, 0.2], (1000, 1)))
+    >>> estimate = DoublyRobust().estimate(logs, target, rewards=good)
+    >>> round(estimate.value, 3), round(estimate.std_error, 3)  # IPS: 0.651, 0.027
+    (0.64, 0.019)
+    """
+
+    intervals: Intervals = Intervals()
+
+    def __post_init__(self) -> None:
+        _check_intervals(self.intervals)
+
+    def estimate(
+        self,
+        logs: LoggedDecisions,
+        target: TargetProbabilities,
+        *,
+        rewards: RewardPredictions | None = None,
+        rng: np.random.Generator | None = None,
+    ) -> Estimate:
+        """Estimate the target's mean reward per decision; `rewards` is required."""
+        _check_inputs(self, logs, target, rewards)
+        model = _needs(self, rewards)
+        weights = target.weights()
+        residual = logs.reward - model.at_chosen()
+        terms = _Terms(a=_direct(target, model) + weights * residual)
+        return _finish(self, terms, weights, logs, target, rng=rng)
+
+
+@dataclass(frozen=True, slots=True)
+class SNDR:
+    """Self-normalised doubly robust: the DR correction averaged with normalised weights.
+
+    ``V = mean_i DM_i + sum_i w_i (r_i - q_i) / sum_i w_i``, as in Open Bandit
+    Pipeline's ``SelfNormalizedDoublyRobust``; Kallus and Uehara, *Intrinsically
+    Efficient, Stable, and Bounded Off-Policy Evaluation for Reinforcement Learning*,
+    NeurIPS 2019 (self-normalised DR). Delta-method interval.
+
+    Parameters
+    ----------
+    intervals
+        How the intervals are computed.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(3)
+    >>> chosen = rng.integers(0, 2, 1000)  # uniformly random logging, two actions
+    >>> reward = rng.binomial(1, np.where(chosen == 0, 0.7, 0.2)).astype(float)
+    >>> logs = LoggedDecisions(n_actions=np.full(1000, 2), chosen=chosen,
+    ...                        propensity=np.full(1000, 0.5), reward=reward)
+    >>> target = TargetProbabilities(logs, np.tile([0.9, 0.1], (1000, 1)))  # true value 0.65
+    >>> poor = RewardPredictions.constant(logs, 0.5)
+    >>> round(SNDR().estimate(logs, target, rewards=poor).value, 3)
+    0.642
+    """
+
+    intervals: Intervals = Intervals()
+
+    def __post_init__(self) -> None:
+        _check_intervals(self.intervals)
+
+    def estimate(
+        self,
+        logs: LoggedDecisions,
+        target: TargetProbabilities,
+        *,
+        rewards: RewardPredictions | None = None,
+        rng: np.random.Generator | None = None,
+    ) -> Estimate:
+        """Estimate the target's mean reward per decision; `rewards` is required."""
+        _check_inputs(self, logs, target, rewards)
+        model = _needs(self, rewards)
+        weights = target.weights()
+        residual = logs.reward - model.at_chosen()
+        terms = _Terms(a=weights * residual, b=weights, c=_direct(target, model))
+        return _finish(self, terms, weights, logs, target, rng=rng)
+
+
+@dataclass(frozen=True, slots=True)
+class SwitchDR:
+    """SWITCH doubly robust: drop the IPS correction where the weight exceeds `tau`.
+
+    ``V = mean_i [DM_i + 1{w_i <= tau} w_i (r_i - q_i)]``: rows with huge weights rely
+    on the reward model alone. Wang, Agarwal and Dudík, *Optimal and Adaptive
+    Off-policy Evaluation in Contextual Bandits*, ICML 2017; this is the row-wise
+    SWITCH-DR of Open Bandit Pipeline's ``SwitchDoublyRobust`` (only the chosen
+    action's weight is needed). Biased where the model is and rows are switched.
+
+    Parameters
+    ----------
+    tau
+        Weight threshold, >= 0 (0: the direct method; inf: DR).
+    intervals
+        How the intervals are computed.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(3)
+    >>> chosen = rng.integers(0, 2, 1000)  # uniformly random logging, two actions
+    >>> reward = rng.binomial(1, np.where(chosen == 0, 0.7, 0.2)).astype(float)
+    >>> logs = LoggedDecisions(n_actions=np.full(1000, 2), chosen=chosen,
+    ...                        propensity=np.full(1000, 0.5), reward=reward)
+    >>> target = TargetProbabilities(logs, np.tile([0.9, 0.1], (1000, 1)))  # true value 0.65
+    >>> good = RewardPredictions(logs, np.tile([0.7, 0.2], (1000, 1)))
+    >>> round(SwitchDR(tau=1.5).estimate(logs, target, rewards=good).value, 3)
+    0.65
+    """
+
+    tau: float = math.inf
+    intervals: Intervals = Intervals()
+
+    def __post_init__(self) -> None:
+        _check_real("tau", self.tau, lambda v: v >= 0, ">= 0")
+        _check_intervals(self.intervals)
+
+    def estimate(
+        self,
+        logs: LoggedDecisions,
+        target: TargetProbabilities,
+        *,
+        rewards: RewardPredictions | None = None,
+        rng: np.random.Generator | None = None,
+    ) -> Estimate:
+        """Estimate the target's mean reward per decision; `rewards` is required."""
+        _check_inputs(self, logs, target, rewards)
+        model = _needs(self, rewards)
+        weights = target.weights()
+        kept = np.where(weights <= float(self.tau), weights, 0.0)
+        residual = logs.reward - model.at_chosen()
+        terms = _Terms(a=_direct(target, model) + kept * residual)
+        return _finish(self, terms, weights, logs, target, rng=rng)
+
+
+@dataclass(frozen=True, slots=True)
+class DRos:
+    """Doubly robust with optimistic shrinkage of the weights.
+
+    ``V = mean_i [DM_i + lambda w_i / (w_i^2 + lambda) (r_i - q_i)]``: large weights are
+    shrunk towards 0, trading bias for variance. Su, Dimakopoulou, Krishnamurthy and
+    Dudík, *Doubly Robust Off-policy Evaluation with Shrinkage*, ICML 2020
+    ("optimistic shrinkage").
+
+    Parameters
+    ----------
+    lambda_
+        Shrinkage, >= 0 (0: the direct method; inf: DR).
+    intervals
+        How the intervals are computed.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(3)
+    >>> chosen = rng.integers(0, 2, 1000)  # uniformly random logging, two actions
+    >>> reward = rng.binomial(1, np.where(chosen == 0, 0.7, 0.2)).astype(float)
+    >>> logs = LoggedDecisions(n_actions=np.full(1000, 2), chosen=chosen,
+    ...                        propensity=np.full(1000, 0.5), reward=reward)
+    >>> target = TargetProbabilities(logs, np.tile([0.9, 0.1], (1000, 1)))  # true value 0.65
+    >>> good = RewardPredictions(logs, np.tile([0.7, 0.2], (1000, 1)))
+    >>> round(DRos(lambda_=2.0).estimate(logs, target, rewards=good).value, 3)
+    0.646
+    >>> DRos(lambda_=float("nan"))
+    Traceback (most recent call last):
+    ...
+    bandit.errors.ConfigurationError: `lambda_` must be >= 0, got nan
+    """
+
+    lambda_: float = math.inf
+    intervals: Intervals = Intervals()
+
+    def __post_init__(self) -> None:
+        _check_real("lambda_", self.lambda_, lambda v: v >= 0, ">= 0")
+        _check_intervals(self.intervals)
+
+    def estimate(
+        self,
+        logs: LoggedDecisions,
+        target: TargetProbabilities,
+        *,
+        rewards: RewardPredictions | None = None,
+        rng: np.random.Generator | None = None,
+    ) -> Estimate:
+        """Estimate the target's mean reward per decision; `rewards` is required."""
+        _check_inputs(self, logs, target, rewards)
+        model = _needs(self, rewards)
+        weights = target.weights()
+        lam = float(self.lambda_)
+        if math.isinf(lam):
+            shrunk = weights
+        elif lam == 0.0:
+            shrunk = np.zeros_like(weights)
+        else:
+            shrunk = lam * weights / (weights * weights + lam)
+        residual = logs.reward - model.at_chosen()
+        terms = _Terms(a=_direct(target, model) + shrunk * residual)
+        return _finish(self, terms, weights, logs, target, rng=rng)
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayMethod:
+    """The replay method: keep the rows where the target picks the logged choice.
+
+    ``V = mean of r_i over rows with target's choice = a_i``. Li, Chu, Langford and
+    Wang, *Unbiased Offline Evaluation of Contextual-bandit-based News Article
+    Recommendation Algorithms*, WSDM 2011: unbiased when the log was collected
+    uniformly at random (each row's propensity ``1 / n_actions``) with the same number
+    of actions per row. For a deterministic target (one-hot rows) the choice is the
+    target's; for a stochastic target each row's choice is drawn once from the target's
+    distribution with `rng` (the paper's rejection sampling applied to a randomised
+    policy, unbiased in expectation over the draws). On uniform logs with a
+    deterministic target it equals :class:`SNIPS`. Delta-method interval (a ratio of
+    means); its diagnostics use the acceptance weights, whose ESS is the number of
+    accepted rows.
+
+    Parameters
+    ----------
+    on_nonuniform
+        ``"raise"`` (default): refuse a log that is not uniformly random;
+        ``"warn"``: estimate anyway and say so in the diagnostics' warnings (the value is
+        then biased; use IPS, SNIPS or DR instead).
+    intervals
+        How the intervals are computed.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(3)
+    >>> chosen = rng.integers(0, 2, 1000)  # uniformly random logging, two actions
+    >>> reward = rng.binomial(1, np.where(chosen == 0, 0.7, 0.2)).astype(float)
+    >>> logs = LoggedDecisions(n_actions=np.full(1000, 2), chosen=chosen,
+    ...                        propensity=np.full(1000, 0.5), reward=reward)
+    >>> target = TargetProbabilities(logs, np.tile([0.9, 0.1], (1000, 1)))  # true value 0.65
+    >>> greedy = TargetProbabilities(logs, np.tile([1.0, 0.0], (1000, 1)))
+    >>> estimate = ReplayMethod().estimate(logs, greedy)
+    >>> round(estimate.value, 3), round(estimate.diagnostics.ess)
+    (0.69, 509)
+    >>> skewed = LoggedDecisions(n_actions=np.array([2]), chosen=np.array([0]),
+    ...                          propensity=np.array([0.9]), reward=np.array([1.0]))
+    >>> ReplayMethod().estimate(skewed, TargetProbabilities(skewed, np.array([[1.0, 0.0]])))
+    ... # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    bandit.errors.LogFormatError: row 0: the replay method needs uniformly random logs: ...
+    """
+
+    on_nonuniform: Literal["raise", "warn"] = "raise"
+    intervals: Intervals = Intervals()
+
+    def __post_init__(self) -> None:
+        if self.on_nonuniform not in ("raise", "warn"):
+            msg = f"`on_nonuniform` must be 'raise' or 'warn', got {self.on_nonuniform!r}"
+            raise ConfigurationError(msg)
+        _check_intervals(self.intervals)
+
+    def estimate(
+        self,
+        logs: LoggedDecisions,
+        target: TargetProbabilities,
+        *,
+        rewards: RewardPredictions | None = None,
+        rng: np.random.Generator | None = None,
+    ) -> Estimate:
+        """Estimate the target's mean reward per decision (`rewards` is ignored)."""
+        _check_inputs(self, logs, target, rewards)
+        notes = list(self._check_uniform(logs))
+        if rng is None:
+            rng = np.random.default_rng(self.intervals.seed)
+        probabilities = target.probabilities
+        if np.all(probabilities.max(axis=1) == 1.0):
+            choice = probabilities.argmax(axis=1)
+        else:
+            notes.append(
+                "the target is stochastic: its choice was drawn once per row, so the "
+                "value varies with the seed"
+            )
+            choice = _draw(probabilities, logs.n_actions, rng)
+        accepted = (choice == logs.chosen).astype(np.float64)
+        if not accepted.any():
+            notes.append("the target's choice matches no logged choice: nothing to replay")
+        terms = _Terms(a=accepted * logs.reward, b=accepted)
+        return _finish(self, terms, accepted / logs.propensity, logs, target, rng=rng, notes=notes)
+
+    def _check_uniform(self, logs: LoggedDecisions) -> list[str]:
+        """Refuse (or note) logs that are not uniformly random, naming the first bad row."""
+        uniform = 1.0 / logs.n_actions
+        if logs.probabilities is None:
+            bad: npt.NDArray[np.bool_] = np.abs(logs.propensity - uniform) > 1e-9
+        else:
+            off = np.abs(logs.probabilities - uniform[:, None]) > 1e-9
+            bad = np.asarray((off & logs.mask()).any(axis=1))
+        notes = []
+        if bad.any():
+            row = int(np.argmax(bad))
+            rule = (
+                f"the replay method needs uniformly random logs: `propensity` must be "
+                f"1/n_actions = {uniform[row]:.6g}, got {logs.propensity[row]:.6g}"
+                if logs.probabilities is None
+                else "the replay method needs uniformly random logs: `probabilities` must "
+                f"all be 1/n_actions = {uniform[row]:.6g}"
+            )
+            if self.on_nonuniform == "raise":
+                msg = (
+                    f"row {row}: {rule} (use IPS, SNIPS or DoublyRobust, or "
+                    "ReplayMethod(on_nonuniform='warn') to accept a biased value)"
+                )
+                raise LogFormatError(msg)
+            share = float(bad.mean())
+            notes.append(f"{share:.1%} of rows were not logged uniformly at random: biased")
+        if logs.n and np.any(logs.n_actions != logs.n_actions[0]):
+            notes.append(
+                "rows offer different numbers of actions: rows with fewer actions are "
+                "accepted more often, which biases the replay method; prefer SNIPS"
+            )
+        return notes
+
+
+# -- shared machinery --------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Terms:
+    """Per-row terms with ``value = mean(c) + sum(a) / sum(b)`` (b None: 1, c None: 0)."""
+
+    a: FloatArray
+    b: FloatArray | None = None
+    c: FloatArray | None = None
+
+
+def _finish(
+    estimator: Estimator,
+    terms: _Terms,
+    weights: FloatArray,
+    logs: LoggedDecisions,
+    target: TargetProbabilities,
+    *,
+    rng: np.random.Generator | None,
+    notes: list[str] | None = None,
+) -> Estimate:
+    """Value, standard error, both intervals and diagnostics from the per-row terms."""
+    settings = estimator.intervals
+    if rng is None:
+        rng = np.random.default_rng(settings.seed)
+    n = logs.n
+    warnings = list(notes or [])
+    value, influence = _value_and_influence(terms)
+    if math.isnan(value):
+        warnings.append("every importance weight is 0: the self-normalised value is undefined")
+    std_error = math.nan
+    ci = None
+    if n >= 2 and influence is not None:
+        std_error = float(np.std(influence, ddof=1)) / math.sqrt(n)
+        z = statistics.NormalDist().inv_cdf(0.5 + settings.level / 2)
+        method = "normal" if terms.b is None else "delta"
+        ci = Interval(value - z * std_error, value + z * std_error, settings.level, method)
+    bootstrap_ci = None
+    if settings.n_bootstrap and not math.isnan(value):
+        replicates = _bootstrap(terms, settings.n_bootstrap, settings.chunk_size, rng)
+        replicates = replicates[~np.isnan(replicates)]
+        if replicates.size:
+            tail = (1.0 - settings.level) / 2
+            low, high = np.quantile(replicates, [tail, 1.0 - tail])
+            bootstrap_ci = Interval(float(low), float(high), settings.level, "percentile bootstrap")
+    return Estimate(
+        estimator=type(estimator).__name__,
+        value=value,
+        std_error=std_error,
+        ci=ci,
+        bootstrap_ci=bootstrap_ci,
+        n=n,
+        diagnostics=_diagnose(weights, logs, target, warnings),
+    )
+
+
+def _value_and_influence(terms: _Terms) -> tuple[float, FloatArray | None]:
+    """Return the estimate and its per-row influence terms (None if the value is undefined)."""
+    a, b, c = terms.a, terms.b, terms.c
+    if b is None:
+        total = a if c is None else a + c
+        return float(np.mean(total)), total
+    denominator = float(np.sum(b))
+    if denominator == 0.0:
+        return math.nan, None
+    ratio = float(np.sum(a)) / denominator
+    influence = (a - ratio * b) / (denominator / b.size)
+    if c is None:
+        return ratio, influence
+    return float(np.mean(c)) + ratio, influence + c
+
+
+def _bootstrap(
+    terms: _Terms, n_bootstrap: int, chunk_size: int, rng: np.random.Generator
+) -> FloatArray:
+    """Recompute the statistic on `n_bootstrap` resamples of the rows, chunk by chunk.
+
+    A resample is drawn as row indices, turned into per-row counts (``bincount``) and
+    applied to every term array at once with one matrix product, so the cost does not
+    grow with the number of term arrays and memory stays at a few ``chunk_size`` arrays.
+    """
+    a, b, c = terms.a, terms.b, terms.c
+    if b is None and c is not None:
+        a, c = a + c, None
+    matrix = np.stack([x for x in (a, b, c) if x is not None], axis=1)  # (n, terms)
+    n = a.size
+    per_chunk = max(1, chunk_size // n)
+    replicates = np.empty(n_bootstrap)
+    for start in range(0, n_bootstrap, per_chunk):
+        count = min(per_chunk, n_bootstrap - start)
+        rows = rng.integers(0, n, size=(count, n))
+        rows += (np.arange(count) * n)[:, None]
+        counts = np.bincount(rows.ravel(), minlength=count * n).reshape(count, n)
+        sums = counts.astype(np.float64) @ matrix  # (count, terms)
+        if b is None:
+            statistic = sums[:, 0] / n
+        else:
+            denominator = sums[:, 1]
+            safe = np.where(denominator == 0.0, 1.0, denominator)
+            statistic = np.where(denominator == 0.0, math.nan, sums[:, 0] / safe)
+            if c is not None:
+                statistic = statistic + sums[:, 2] / n
+        replicates[start : start + count] = statistic
+    return replicates
+
+
+def _diagnose(
+    weights: FloatArray,
+    logs: LoggedDecisions,
+    target: TargetProbabilities,
+    warnings: list[str],
+) -> Diagnostics:
+    """Weight statistics, support and warnings."""
+    n = logs.n
+    total, squares = float(np.sum(weights)), float(np.sum(weights * weights))
+    ess = total * total / squares if squares > 0 else 0.0
+    mean, largest = total / n, float(np.max(weights))
+    quantiles = np.quantile(weights, QUANTILES)
+    if logs.probabilities is not None:
+        unsupported = ((target.probabilities > 0) & (logs.probabilities == 0) & logs.mask()).any(
+            axis=1
+        )
+    else:
+        elsewhere = target.probabilities.sum(axis=1) - target.at_chosen()
+        unsupported = (logs.propensity == 1.0) & (elsewhere > 1e-12)
+    unsupported_share = float(np.mean(unsupported))
+    out = list(warnings)
+    if ess < ESS_WARNING_SHARE * n:
+        out.append(
+            f"effective sample size {ess:.1f} is {ess / n:.1%} of {n} rows: the estimate "
+            "rests on few rows (prefer SNIPS, a doubly robust estimator, or clipping)"
+        )
+    if largest > MAX_WEIGHT_WARNING:
+        out.append(
+            f"largest importance weight {largest:.4g} exceeds {MAX_WEIGHT_WARNING:g}: "
+            "a few rows dominate IPS-type estimates"
+        )
+    spread = float(np.std(weights, ddof=1)) / math.sqrt(n) if n >= 2 else 0.0
+    if abs(mean - 1.0) > max(MEAN_WEIGHT_WARNING, 4.0 * spread):
+        out.append(
+            f"mean importance weight {mean:.4g} is far from 1: the logged propensities "
+            "may be wrong, or the logger rarely takes the target's actions"
+        )
+    if unsupported_share > 0:
+        out.append(
+            f"in {unsupported_share:.1%} of rows the target puts mass on actions the logger "
+            "never takes: every estimator but the direct method is biased there"
+        )
+    return Diagnostics(
+        n=n,
+        ess=ess,
+        weight_mean=mean,
+        weight_max=largest,
+        weight_quantiles=tuple((q, float(v)) for q, v in zip(QUANTILES, quantiles, strict=True)),
+        unsupported_share=unsupported_share,
+        support_known=logs.probabilities is not None,
+        warnings=tuple(out),
+    )
+
+
+def _direct(target: TargetProbabilities, rewards: RewardPredictions) -> FloatArray:
+    """``(n,)`` the reward model's value of the target's distribution, row by row."""
+    direct: FloatArray = np.einsum("ij,ij->i", target.probabilities, rewards.values)
+    return direct
+
+
+def _draw(probabilities: FloatArray, n_actions: IntArray, rng: np.random.Generator) -> IntArray:
+    """One draw per row from each row's distribution (inverse CDF, vectorised)."""
+    cumulative = np.cumsum(probabilities, axis=1)
+    u = rng.random(size=(probabilities.shape[0], 1)) * cumulative[:, -1:]
+    choice = (cumulative <= u).sum(axis=1)
+    last = np.minimum(choice, n_actions - 1)
+    drawn: IntArray = last.astype(np.int64)
+    return drawn
+
+
+def _check_inputs(
+    estimator: Estimator,
+    logs: LoggedDecisions,
+    target: TargetProbabilities,
+    rewards: RewardPredictions | None,
+) -> None:
+    """Refuse empty logs, and targets or predictions built for other logs."""
+    if logs.n == 0:
+        msg = f"{type(estimator).__name__} needs at least one logged decision, got an empty log"
+        raise LogFormatError(msg)
+    _check_same_logs("target", target.logs, logs)
+    if rewards is not None:
+        _check_same_logs("rewards", rewards.logs, logs)
+
+
+def _needs(estimator: Estimator, rewards: RewardPredictions | None) -> RewardPredictions:
+    """Return the reward predictions, or raise saying how to get them."""
+    if rewards is None:
+        msg = (
+            f"{type(estimator).__name__} needs `rewards`: pass RewardPredictions(logs, values) "
+            "or HashedRidge().cross_fit(logs)"
+        )
+        raise ConfigurationError(msg)
+    return rewards
+
+
+def _check_same_logs(name: str, theirs: LoggedDecisions, logs: LoggedDecisions) -> None:
+    """Raise unless `theirs` is `logs` or holds the same rows."""
+    if theirs is logs:
+        return
+    if (theirs.n, theirs.width) != (logs.n, logs.width):
+        msg = (
+            f"`{name}` was built for {theirs.n} rows x {theirs.width} actions, but `logs` "
+            f"has {logs.n} x {logs.width}: build it from these logs"
+        )
+        raise LogFormatError(msg)
+    if not (
+        np.array_equal(theirs.n_actions, logs.n_actions)
+        and np.array_equal(theirs.chosen, logs.chosen)
+    ):
+        msg = f"`{name}` was built for other logs (their actions differ): build it from these logs"
+        raise LogFormatError(msg)
+
+
+def _check_intervals(intervals: object) -> None:
+    """Raise unless `intervals` is an :class:`Intervals`."""
+    if not isinstance(intervals, Intervals):
+        msg = f"`intervals` must be an Intervals, got {intervals!r}"
+        raise ConfigurationError(msg)

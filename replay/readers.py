@@ -1,0 +1,1224 @@
+"""Read decision logs into :class:`~replay.LoggedDecisions`, and write them for other tools.
+
+:func:`read_log` reads, row by row, into the one validated in-memory form:
+
+- **DSJSON**, one object a line: the decision log streambandit writes
+  (:func:`policies.vw.dsjson_record`, :class:`streams.sink.DecisionLogWriter`), and the
+  logs of Vowpal Wabbit / Azure Personalizer loops (the same core keys);
+- **JSON lines** of the simple schema below;
+- **Parquet** with the same columns as the JSON lines.
+
+Every row becomes offer-order arrays: ``chosen`` is a 0-based index into the offered
+actions, ``probabilities`` follow the order the actions were offered in, and
+``reward = -cost`` for DSJSON. A row that breaks a rule either stops the read with a
+:class:`~bandit.errors.LogFormatError` naming ``file:line``, the field and the rule
+(``on_error="stop"``), or is counted under its reason and left out
+(``on_error="skip"``).
+
+DSJSON fields read
+------------------
+
+=========================== ==============================================================
+``_label_cost``             cost of the chosen action; ``reward = -cost`` (required)
+``_original_label_cost``    Personalizer's cost before its learning mode changed it; read
+                            instead with ``cost_key="_original_label_cost"``
+``_labelIndex``             0-based offer index of the chosen action
+``_label_Action``           the same, 1-based (either one is required; both must agree)
+``_label_probability``      probability of the chosen action; must equal its entry of ``p``
+``a``                       1-based action numbers in rank order (each action once)
+``p``                       probabilities in the order of ``a`` (one per action)
+``c``                       shared namespaces; the offered actions under ``c._multi``
+``EventId``                 the decision's id; a repeated id keeps its first row
+``_skipLearn``              ``true``: a decision VW does not learn from (a deferred one never
+                            activated); left out and counted as ``skip_learn``
+``_outcomes``               a multi-slot (CCB / slates) decision: not supported
+=========================== ==============================================================
+
+Ignored: ``o`` (the outcomes, already aggregated into ``_label_cost``), ``Timestamp``,
+``Version``, ``VWState``, ``_deferred``, and ``pdrop`` (VW weights such a row by
+``1 / (1 - pdrop)``; :class:`~replay.LoggedDecisions` has no weights).
+
+Action ids and features: an action of streambandit's own log holds its id as the
+namespace ``{"id": {"id=<id>": 1}}`` and its namespaces as ``a<name>`` (the context's as
+``c<name>``), read back exactly as :func:`policies.vw.parse_dsjson_record` does. Any other
+action takes its id from ``"_tag"`` or a string ``"id"``, and its features as VW's JSON
+parser groups them: an object is a namespace, an array of objects adds their features
+to the namespace it is under, an array of numbers gives the features ``"0"``, ``"1"``,
+...; a bare value outside any namespace goes to namespace ``"default"``; ``true`` is the
+number 1, ``false`` and ``null`` are left out, and keys starting with ``_`` are VW's
+fields, not features.
+
+JSON lines (and Parquet columns)
+--------------------------------
+
+One object per row::
+
+    {"actions": ["a", {"id": "b", "features": {"item": {"size": 2}}}],
+     "chosen": 1, "probability": 0.25, "probabilities": [0.75, 0.25],
+     "reward": 1.0, "context": {"user": {"tier": "gold"}}, "event_id": "evt-1"}
+
+=================== ===========================================================
+``actions``         offered actions in offer order: ids, or ``{"id", "features"}``
+``chosen``          0-based index into ``actions``
+``probability``     the logged probability of the chosen action, in (0, 1]
+``probabilities``   optional: every action's probability, in offer order
+``reward``          the observed reward, a finite number
+``context``         optional: shared features, ``{namespace: {name: value}}``
+``event_id``        optional: the decision's id
+=================== ===========================================================
+
+Features are ``{namespace: {name: value}}`` with string or number values (booleans
+become 1.0 or 0.0). In Parquet, ``context`` and each action's ``features`` may also be
+JSON text, which is how :func:`to_parquet` writes them.
+
+A column that only some rows carry (``probabilities``, action ids, event ids) is kept
+only when every row kept has it: otherwise it is None in the result. An action offered
+again with the same features shares one features dict across its rows: treat features
+as read-only.
+"""
+
+from __future__ import annotations
+
+import gc
+import gzip
+import math
+import os
+import re
+import zlib
+from array import array
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from io import BufferedReader
+from pathlib import Path
+from typing import Any, Literal, TypeAlias
+
+import numpy as np
+import numpy.typing as npt
+import orjson
+
+from bandit.errors import ConfigurationError, LogFormatError
+from policies import Action
+from policies.vw import _unescape, dsjson_record, reward_to_cost, to_vw_lines
+from replay._data import LoggedDecisions
+
+__all__ = [
+    "ReadResult",
+    "read_log",
+    "to_dsjson",
+    "to_jsonl",
+    "to_obp",
+    "to_parquet",
+    "to_vw_text",
+]
+
+Format: TypeAlias = Literal["auto", "dsjson", "jsonl", "parquet"]
+OnError: TypeAlias = Literal["stop", "skip"]
+PathArg: TypeAlias = str | os.PathLike[str]
+
+_FORMATS = ("auto", "dsjson", "jsonl", "parquet")
+_COST_KEYS = ("_label_cost", "_original_label_cost")
+_LINE_SUFFIXES = (".dsjson", ".json", ".jsonl", ".ndjson")
+_PARQUET_SUFFIXES = (".parquet", ".pq")
+# How far from 1 a row's probabilities may sum, and from its entry of the distribution
+# the chosen action's logged probability may be: LoggedDecisions' own rules.
+_SUM_TOLERANCE = 1e-6
+_PROPENSITY_TOLERANCE = 1e-9
+_PROGRESS_EVERY = 10_000
+_KEEP_MESSAGES = 10
+_DEFAULT_NAMESPACE = "default"
+# streams.sink names its files so; they sort by their sequence number.
+_SINK_NAME = re.compile(r"^decisions-\d{8}T\d{6}Z-(\d{4,})\.dsjson$")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+Features: TypeAlias = dict[str, dict[str, Any]]
+
+
+@dataclass(frozen=True, eq=False)
+class ReadResult:
+    """What :func:`read_log` read: the decisions kept, and how many rows were left out, why.
+
+    Attributes
+    ----------
+    logs
+        The rows kept, validated.
+    rows_read
+        Rows seen: non-blank lines, or Parquet rows.
+    skipped
+        Rows left out, by reason: ``invalid_json``, ``missing_field``,
+        ``bad_probability``, ``ragged``, ``bad_chosen``, ``bad_reward``,
+        ``bad_actions``, ``bad_features``, ``bad_event_id``, ``unsupported`` (errors),
+        ``skip_learn`` and ``duplicate`` (rows that are not decisions to evaluate on).
+    files
+        The files read, in order.
+    messages
+        The messages of the first few rows left out as errors, ``file:line: ...``.
+    """
+
+    logs: LoggedDecisions
+    rows_read: int
+    skipped: Mapping[str, int]
+    files: tuple[Path, ...]
+    messages: tuple[str, ...] = ()
+
+    @property
+    def rows_kept(self) -> int:
+        """Rows kept: ``rows_read`` minus every row skipped."""
+        return self.logs.n
+
+    @property
+    def rows_skipped(self) -> int:
+        """Rows left out, for any reason."""
+        return sum(self.skipped.values())
+
+
+class _Skip(Exception):  # noqa: N818  # not an error: control flow inside the reader
+    """A row left out; `error` says whether ``on_error="stop"`` raises for it."""
+
+    error = False
+
+    def __init__(self, reason: str, message: str = "") -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+class _BadRow(_Skip):
+    """A row that breaks a rule: the message names the field and the rule."""
+
+    error = True
+
+
+# One row, in offer order: (n_actions, chosen, propensity, reward, probabilities or None,
+# action ids or None, context or None, action features or None, event id or None).
+_Row: TypeAlias = tuple[
+    int,
+    int,
+    float,
+    float,
+    list[float] | None,
+    list[str] | None,
+    Features | None,
+    list[Features] | None,
+    str | None,
+]
+
+
+def read_log(
+    path_or_paths: PathArg | Sequence[PathArg],
+    *,
+    format: Format = "auto",  # noqa: A002  # the name a user of the format reads
+    on_error: OnError = "stop",
+    cost_key: Literal["_label_cost", "_original_label_cost"] = "_label_cost",
+    features: bool = True,
+    progress: Callable[[int], None] | None = None,
+) -> ReadResult:
+    r"""Read decision logs into :class:`~replay.LoggedDecisions`, row by row.
+
+    Parameters
+    ----------
+    path_or_paths
+        A file, a directory (its log files, streambandit's in the order they were
+        written, others by name), or a list of either. Files ending in ``.gz`` are
+        read through gzip.
+    format
+        ``"dsjson"``, ``"jsonl"``, ``"parquet"``, or ``"auto"``: Parquet by its name or
+        magic bytes, otherwise DSJSON or JSON lines by the keys of the first row.
+    on_error
+        ``"stop"`` raises on the first bad row; ``"skip"`` counts it under its reason
+        (:attr:`ReadResult.skipped`) and goes on.
+    cost_key
+        The DSJSON field the reward is read from (``reward = -cost``).
+    features
+        Keep contexts and action features; without them only the arrays (and ids) are
+        kept, which is all the importance-weighted estimators need.
+    progress
+        Called with the number of rows read so far every 10,000 rows and at the end.
+
+    Returns
+    -------
+    ReadResult
+        The decisions kept, the rows read and the rows left out, by reason.
+
+    Raises
+    ------
+    LogFormatError
+        With ``on_error="stop"``, at the first bad row: ``file:line: `field` rule``.
+        Also when a file's format cannot be told.
+    ConfigurationError
+        If an argument is not one of its choices.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> folder = tempfile.TemporaryDirectory()
+    >>> path = Path(folder.name) / "log.jsonl"
+    >>> _ = path.write_text(
+    ...     '{"actions": ["a", "b"], "chosen": 1, "probability": 0.25,'
+    ...     ' "probabilities": [0.75, 0.25], "reward": 1.0, "event_id": "e1"}\n'
+    ...     '{"actions": ["a", "b"], "chosen": 2, "probability": 0.5, "reward": 0.0}\n'
+    ... )
+    >>> result = read_log(path, on_error="skip")
+    >>> result.rows_read, result.rows_kept, dict(result.skipped)
+    (2, 1, {'bad_chosen': 1})
+    >>> result.logs.probabilities, result.logs.action_ids
+    (array([[0.75, 0.25]]), [['a', 'b']])
+    >>> read_log(path)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    bandit.errors.LogFormatError: ...log.jsonl:2: `chosen` must be an index in [0, 2), got 2
+    >>> folder.cleanup()
+    """
+    _check_choices(format=format, on_error=on_error, cost_key=cost_key)
+    files = _expand(path_or_paths)
+    parsers: dict[str, Callable[[Any], _Row]] = {
+        "dsjson": _DSJSONParser(cost_key, features),
+        "jsonl": lambda record: _plain_row(record, features),
+    }
+    parsers["parquet"] = parsers["jsonl"]
+    columns = _Columns(features=features)
+    skipped: Counter[str] = Counter()
+    messages: list[str] = []
+    seen_ids: set[str] = set()
+    rows_read = 0
+    stop = on_error == "stop"
+    with _bulk_load():
+        for path in files:
+            kind = _detect(path) if format == "auto" else format
+            parse = parsers[kind]
+            for number, raw in _rows(path, kind):
+                rows_read += 1
+                if progress is not None and rows_read % _PROGRESS_EVERY == 0:
+                    progress(rows_read)
+                try:
+                    row = parse(_decode(raw) if type(raw) is bytes else raw)
+                    event_id = row[8]
+                    if event_id is not None:
+                        if event_id in seen_ids:
+                            raise _Skip("duplicate")
+                        seen_ids.add(event_id)
+                except _Skip as skip:
+                    if skip.error:
+                        where = f"{path}[row {number}]" if kind == "parquet" else f"{path}:{number}"
+                        message = f"{where}: {skip.message}"
+                        if stop:
+                            raise LogFormatError(message) from None
+                        if len(messages) < _KEEP_MESSAGES:
+                            messages.append(message)
+                    skipped[skip.reason] += 1
+                    continue
+                columns.append(row)
+        logs = columns.build()
+    if progress is not None:
+        progress(rows_read)
+    return ReadResult(
+        logs=logs,
+        rows_read=rows_read,
+        skipped=dict(skipped),
+        files=tuple(files),
+        messages=tuple(messages),
+    )
+
+
+@contextmanager
+def _bulk_load() -> Iterator[None]:
+    """Pause the cyclic garbage collector while a log is read.
+
+    A read builds millions of small dicts and lists, none of which can form a cycle;
+    with the collector on, it rescans the growing heap over and over (a third of the
+    time of a read).
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _decode(line: bytes) -> Any:
+    try:
+        return orjson.loads(line)
+    except orjson.JSONDecodeError as exc:
+        raise _BadRow("invalid_json", f"the line is not valid JSON: {exc}") from None
+
+
+def _check_choices(**given: str) -> None:
+    choices = {"format": _FORMATS, "on_error": ("stop", "skip"), "cost_key": _COST_KEYS}
+    for name, value in given.items():
+        if value not in choices[name]:
+            msg = f"`{name}` must be one of {list(choices[name])}, got {value!r}"
+            raise ConfigurationError(msg)
+
+
+# -- files ----------------------------------------------------------------------------------
+
+
+def _expand(path_or_paths: PathArg | Sequence[PathArg]) -> list[Path]:
+    """Return the files to read, in order: directories expand to their log files."""
+    if isinstance(path_or_paths, str | os.PathLike):
+        given = [Path(path_or_paths)]
+    else:
+        given = [Path(p) for p in path_or_paths]
+    files: list[Path] = []
+    for path in given:
+        if path.is_dir():
+            found = [p for p in path.iterdir() if p.is_file() and _is_log_name(p.name)]
+            files.extend(sorted(found, key=_file_order))
+        elif path.is_file():
+            files.append(path)
+        else:
+            msg = f"{path}: no such file or directory"
+            raise LogFormatError(msg)
+    return files
+
+
+def _is_log_name(name: str) -> bool:
+    name = name.lower().removesuffix(".gz")
+    return name.endswith(_LINE_SUFFIXES + _PARQUET_SUFFIXES)
+
+
+def _file_order(path: Path) -> tuple[int, int, str]:
+    match = _SINK_NAME.match(path.name)
+    return (0, int(match.group(1)), path.name) if match else (1, 0, path.name)
+
+
+def _open_lines(path: Path) -> BufferedReader | gzip.GzipFile:
+    if path.name.lower().endswith(".gz"):
+        return gzip.open(path, "rb")
+    return path.open("rb")
+
+
+def _detect(path: Path) -> str:
+    """Tell a file's format from its name, its magic bytes or the keys of its first row."""
+    name = path.name.lower().removesuffix(".gz")
+    if name.endswith(_PARQUET_SUFFIXES):
+        return "parquet"
+    with path.open("rb") as file:
+        if file.read(4) == b"PAR1":
+            return "parquet"
+    with _open_lines(path) as lines:
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                first = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                msg = (
+                    f"{path}:{number}: cannot tell the log format: the first row is not "
+                    "JSON; pass format="
+                )
+                raise LogFormatError(msg) from None
+            if isinstance(first, dict):
+                if "c" in first or "_label_cost" in first or "_labelIndex" in first:
+                    return "dsjson"
+                if "actions" in first:
+                    return "jsonl"
+            msg = (
+                f"{path}:{number}: cannot tell the log format: the first row has neither "
+                "DSJSON's `c` / `_label_cost` nor the JSON lines' `actions`; pass format="
+            )
+            raise LogFormatError(msg)
+    return "dsjson"  # empty: nothing to read either way
+
+
+def _rows(path: Path, kind: str) -> Iterator[tuple[int, bytes | dict[str, Any]]]:
+    """Yield each row's line number (Parquet: 0-based row index) and its raw form."""
+    if kind == "parquet":
+        yield from _parquet_rows(path)
+        return
+    with _open_lines(path) as lines:
+        for number, line in enumerate(lines, start=1):
+            if line.strip():
+                yield number, line
+
+
+def _parquet_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.ParquetFile(path)
+    except Exception as exc:  # noqa: BLE001  # pyarrow raises several kinds for one cause
+        msg = f"{path}: not a readable Parquet file: {exc}"
+        raise LogFormatError(msg) from None
+    index = 0
+    with table:
+        for batch in table.iter_batches(batch_size=8192):
+            for record in batch.to_pylist():
+                yield index, record
+                index += 1
+
+
+# -- rows -----------------------------------------------------------------------------------
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _is_number(value: Any) -> bool:
+    kind = type(value)
+    return kind is float or kind is int
+
+
+class _DSJSONParser:
+    """Reads DSJSON objects, remembering each action's features to share them.
+
+    An action is offered again and again with the same features: when its object equals
+    the one last seen under its id, the features read then are reused (the same dict),
+    which saves reading them again and the memory of a copy per row.
+    """
+
+    def __init__(self, cost_key: str, features: bool) -> None:
+        self.cost_key = cost_key
+        self.features = features
+        self._seen: dict[tuple[str, bool], tuple[dict[str, Any], Features]] = {}
+
+    def __call__(self, record: Any) -> _Row:
+        return _dsjson_row(record, self.cost_key, self.features, self._seen)
+
+
+def _dsjson_row(  # noqa: PLR0912, PLR0915
+    record: Any,
+    cost_key: str,
+    features: bool,
+    seen: dict[tuple[str, bool], tuple[dict[str, Any], Features]],
+) -> _Row:
+    """Read one DSJSON object: offer-order probabilities, 0-based choice, reward = -cost."""
+    if type(record) is not dict:
+        raise _BadRow("invalid_json", f"a DSJSON line must hold a JSON object, got {_show(record)}")
+    if "_outcomes" in record:
+        msg = (
+            "`_outcomes` marks a multi-slot (CCB or slates) decision, which is not "
+            "supported: only single-slot contextual bandit rows are"
+        )
+        raise _BadRow("unsupported", msg)
+    if record.get("_skipLearn") is True:
+        raise _Skip("skip_learn")
+    cost = record.get(cost_key)
+    if cost is None:
+        msg = f"`{cost_key}` is missing: every row needs the cost of its choice (reward = -cost)"
+        raise _BadRow("missing_field", msg)
+    if not _is_number(cost) or not math.isfinite(cost):
+        raise _BadRow("bad_reward", f"`{cost_key}` must be a finite number, got {_show(cost)}")
+    shared = record.get("c")
+    if type(shared) is not dict:
+        reason = "missing_field" if shared is None else "bad_actions"
+        raise _BadRow(
+            reason, f"`c` must be an object with the actions under `_multi`, got {_show(shared)}"
+        )
+    multi = shared.get("_multi")
+    if type(multi) is not list or not multi:
+        msg = f"`c._multi` must list the offered actions (at least one), got {_show(multi)}"
+        raise _BadRow("bad_actions", msg)
+    n = len(multi)
+    order = record.get("a")
+    ordered = record.get("p")
+    if order is None or ordered is None:
+        missing = "a" if order is None else "p"
+        msg = f"`{missing}` is missing: every row needs `a` and `p`, the logged distribution"
+        raise _BadRow("missing_field", msg)
+    if type(order) is not list:
+        raise _BadRow("bad_actions", f"`a` must be a list of action numbers, got {_show(order)}")
+    if type(ordered) is not list:
+        raise _BadRow(
+            "bad_probability", f"`p` must be a list of probabilities, got {_show(ordered)}"
+        )
+    if len(order) != n:
+        msg = f"`a` must list each of the {n} actions in `c._multi` once, got {len(order)} entries"
+        raise _BadRow("ragged", msg)
+    if len(ordered) != n:
+        msg = f"`p` must hold one probability per action ({n}), got {len(ordered)}"
+        raise _BadRow("ragged", msg)
+    probabilities = [0.0] * n
+    for k in range(n):
+        action = order[k]
+        probability = ordered[k]
+        if type(action) is not int or not 1 <= action <= n:
+            msg = f"`a` must hold action numbers in [1, {n}], got a[{k}] = {_show(action)}"
+            raise _BadRow("bad_actions", msg)
+        if not _is_number(probability) or not 0.0 < probability <= 1.0:
+            msg = f"`p` must hold probabilities in (0, 1], got p[{k}] = {_show(probability)}"
+            raise _BadRow("bad_probability", msg)
+        if probabilities[action - 1]:
+            raise _BadRow("bad_actions", f"`a` must list each action once, got {action} twice")
+        probabilities[action - 1] = float(probability)
+    total = math.fsum(probabilities)
+    if abs(total - 1.0) > _SUM_TOLERANCE:
+        msg = f"`p` must sum to 1 within {_SUM_TOLERANCE}, got {total!r}"
+        raise _BadRow("bad_probability", msg)
+    index = record.get("_labelIndex")
+    label_action = record.get("_label_Action")
+    if index is None and label_action is None:
+        msg = "`_labelIndex` and `_label_Action` are missing: every row needs its chosen action"
+        raise _BadRow("missing_field", msg)
+    if index is not None and type(index) is not int:
+        raise _BadRow("bad_chosen", f"`_labelIndex` must be an integer, got {_show(index)}")
+    if label_action is not None:
+        if type(label_action) is not int:
+            msg = f"`_label_Action` must be an integer, got {_show(label_action)}"
+            raise _BadRow("bad_chosen", msg)
+        if index is not None and label_action != index + 1:
+            msg = f"`_label_Action` ({label_action}) must equal `_labelIndex` + 1 ({index} + 1)"
+            raise _BadRow("bad_chosen", msg)
+    if index is not None:
+        chosen: int = index
+        if not 0 <= chosen < n:
+            msg = f"`_labelIndex` must be in [0, {n}) for {n} actions, got {chosen}"
+            raise _BadRow("bad_chosen", msg)
+    else:
+        assert label_action is not None  # one of the two is present, checked above
+        chosen = label_action - 1
+        if not 0 <= chosen < n:
+            msg = f"`_label_Action` must be in [1, {n}] for {n} actions, got {label_action}"
+            raise _BadRow("bad_chosen", msg)
+    propensity = probabilities[chosen]
+    label_probability = record.get("_label_probability")
+    if label_probability is not None and (
+        not _is_number(label_probability)
+        or abs(label_probability - propensity) > _PROPENSITY_TOLERANCE
+    ):
+        msg = (
+            f"`_label_probability` ({_show(label_probability)}) must equal the chosen "
+            f"action's entry of `p` ({propensity!r})"
+        )
+        raise _BadRow("bad_probability", msg)
+    event_id = record.get("EventId")
+    if event_id is not None and type(event_id) is not str:
+        raise _BadRow("bad_event_id", f"`EventId` must be a string, got {_show(event_id)}")
+    ids, context, action_features = _dsjson_actions(shared, multi, features, seen)
+    reward = -float(cost)
+    return (n, chosen, propensity, reward, probabilities, ids, context, action_features, event_id)
+
+
+def _dsjson_actions(
+    shared: dict[str, Any],
+    multi: list[Any],
+    features: bool,
+    seen: dict[tuple[str, bool], tuple[dict[str, Any], Features]],
+) -> tuple[list[str] | None, Features | None, list[Features] | None]:
+    """Read the action ids and (if asked) the features, in streambandit's or VW's layout."""
+    ids, ours = _dsjson_ids(multi)
+    known: list[str] | None = None
+    if None not in ids:
+        known = [action_id for action_id in ids if action_id is not None]
+        if len(set(known)) != len(known):
+            msg = f"the offered action ids must be distinct, got {_show(known)}"
+            raise _BadRow("bad_actions", msg)
+    if not features:
+        return known, None, None
+    action_features: list[Features] = []
+    for k, item in enumerate(multi):
+        action_id = ids[k]
+        last = None if action_id is None else seen.get((action_id, ours))
+        if last is not None and last[0] == item:
+            action_features.append(last[1])
+            continue
+        if ours:
+            read = {
+                _our_name(key, "a", f"c._multi[{k}]"): _our_namespace(key, value)
+                for key, value in item.items()
+                if key != "id" and key[:1] != "_"
+            }
+        else:
+            read = _vw_features(item)
+        if action_id is not None:
+            seen[action_id, ours] = (item, read)
+        action_features.append(read)
+    if ours:
+        context = {
+            _our_name(key, "c", "c"): _our_namespace(key, value)
+            for key, value in shared.items()
+            if key[:1] != "_"
+        }
+    else:
+        context = _vw_features(shared)
+    return known, context, action_features
+
+
+def _dsjson_ids(multi: list[Any]) -> tuple[list[str | None], bool]:
+    """Return each action's id (None if it has none), and whether all are in our layout."""
+    ids: list[str | None] = []
+    ours = True
+    for k, item in enumerate(multi):
+        if type(item) is not dict:
+            msg = f"`c._multi[{k}]` must be an object, got {_show(item)}"
+            raise _BadRow("bad_actions", msg)
+        action_id = _our_action_id(item.get("id"))
+        if action_id is None:
+            ours = False
+            tag = item.get("_tag")
+            if type(tag) is str:
+                action_id = tag
+            elif type(item.get("id")) is str:
+                action_id = item["id"]
+        ids.append(action_id)
+    return ids, ours
+
+
+def _our_action_id(namespace: Any) -> str | None:
+    """Return the id in streambandit's ``{"id=<escaped id>": 1}`` namespace, or None."""
+    if type(namespace) is dict and len(namespace) == 1:
+        for key in namespace:
+            if key[:3] == "id=":
+                text: str = key[3:]
+                return _unescape(text) if "%" in text else text
+    return None
+
+
+def _our_name(key: str, prefix: str, where: str) -> str:
+    if key[:1] != prefix or len(key) == 1:
+        msg = f"namespace {key!r} in `{where}` must start with {prefix!r}"
+        raise _BadRow("bad_features", msg)
+    name = key[1:]
+    return _unescape(name) if "%" in name else name
+
+
+def _our_namespace(where: str, value: Any) -> dict[str, Any]:
+    """Read one namespace as :func:`policies.vw.parse_dsjson_record` does, faster."""
+    if type(value) is not dict:
+        raise _BadRow("bad_features", f"namespace {where!r} must be an object, got {_show(value)}")
+    features: dict[str, Any] = {}
+    for key, number in value.items():
+        kind = type(number)
+        if (kind is int or kind is float) and "=" not in key and "%" not in key and key[:1] != "_":
+            features[key] = number  # the common case: a number under a plain name
+            continue
+        if key[:1] == "_":
+            if key == "_text":
+                for token in str(number).split():
+                    name, _, text = token.partition("=")
+                    features[_unescape(name)] = _unescape(text)
+            elif key == "_sb" and type(number) is dict:
+                for name, hidden in number.items():
+                    if not _is_number(hidden):
+                        msg = f"feature {where}.{name} must be a number, got {_show(hidden)}"
+                        raise _BadRow("bad_features", msg)
+                    features[name] = hidden
+            continue
+        if not _is_number(number):
+            msg = f"feature {where}.{key} must be a number, got {_show(number)}"
+            raise _BadRow("bad_features", msg)
+        if "=" in key:
+            name, _, text = key.partition("=")
+            features[_unescape(name) if "%" in name else name] = (
+                _unescape(text) if "%" in text else text
+            )
+        else:
+            features[_unescape(key) if "%" in key else key] = number
+    return features
+
+
+def _vw_features(item: dict[str, Any]) -> Features:
+    """Group another writer's JSON features into namespaces as VW's JSON parser does."""
+    features: Features = {}
+    for key, value in item.items():
+        if key[:1] != "_":
+            _add_vw_value(features, _DEFAULT_NAMESPACE, key, value)
+    return features
+
+
+def _add_vw_value(features: Features, namespace: str, name: str, value: Any) -> None:
+    kind = type(value)
+    if kind is str or kind is int or kind is float:
+        features.setdefault(namespace, {})[name] = value
+    elif kind is bool:
+        if value:
+            features.setdefault(namespace, {})[name] = 1
+    elif kind is dict:
+        features.setdefault(name, {})
+        for key, inner in value.items():
+            if key[:1] != "_":
+                _add_vw_value(features, name, key, inner)
+    elif kind is list:
+        features.setdefault(name, {})
+        for position, inner in enumerate(value):
+            if type(inner) is dict:
+                for key, deeper in inner.items():
+                    if key[:1] != "_":
+                        _add_vw_value(features, name, key, deeper)
+            else:
+                _add_vw_value(features, name, str(position), inner)
+    # null: no feature
+
+
+def _plain_row(record: Any, features: bool) -> _Row:  # noqa: PLR0912
+    """Read one JSON-lines object (or Parquet row) of the documented schema."""
+    if type(record) is not dict:
+        raise _BadRow("invalid_json", f"a row must be a JSON object, got {_show(record)}")
+    actions = record.get("actions")
+    if actions is None:
+        raise _BadRow("missing_field", "`actions` is missing: every row needs the offered actions")
+    if type(actions) is not list or not actions:
+        msg = f"`actions` must be a non-empty list of ids or {{id, features}}, got {_show(actions)}"
+        raise _BadRow("bad_actions", msg)
+    n = len(actions)
+    ids: list[str] = []
+    action_features: list[Features] | None = [] if features else None
+    for k, action in enumerate(actions):
+        if type(action) is str:
+            ids.append(action)
+            if action_features is not None:
+                action_features.append({})
+            continue
+        if type(action) is not dict or type(action.get("id")) is not str:
+            msg = (
+                f"`actions[{k}]` must be an id or an object with a string `id`, got {_show(action)}"
+            )
+            raise _BadRow("bad_actions", msg)
+        ids.append(action["id"])
+        if action_features is not None:
+            action_features.append(
+                _plain_features(action.get("features"), f"actions[{k}].features")
+            )
+    if len(set(ids)) != n:
+        raise _BadRow("bad_actions", f"the offered action ids must be distinct, got {_show(ids)}")
+    chosen = record.get("chosen")
+    if chosen is None:
+        raise _BadRow("missing_field", "`chosen` is missing: every row needs its chosen action")
+    if type(chosen) is not int or not 0 <= chosen < n:
+        raise _BadRow("bad_chosen", f"`chosen` must be an index in [0, {n}), got {_show(chosen)}")
+    propensity = record.get("probability")
+    if propensity is None:
+        msg = "`probability` is missing: every row needs the chosen action's logged probability"
+        raise _BadRow("missing_field", msg)
+    if not _is_number(propensity) or not 0.0 < propensity <= 1.0:
+        msg = f"`probability` must be in (0, 1], got {_show(propensity)}"
+        raise _BadRow("bad_probability", msg)
+    probabilities = record.get("probabilities")
+    if probabilities is not None:
+        probabilities = _plain_probabilities(probabilities, n, chosen, float(propensity))
+    reward = record.get("reward")
+    if reward is None:
+        raise _BadRow("missing_field", "`reward` is missing: every row needs its observed reward")
+    if not _is_number(reward) or not math.isfinite(reward):
+        raise _BadRow("bad_reward", f"`reward` must be a finite number, got {_show(reward)}")
+    event_id = record.get("event_id")
+    if event_id is not None and type(event_id) is not str:
+        raise _BadRow("bad_event_id", f"`event_id` must be a string, got {_show(event_id)}")
+    context = _plain_features(record.get("context"), "context") if features else None
+    return (
+        n,
+        chosen,
+        float(propensity),
+        float(reward),
+        probabilities,
+        ids,
+        context,
+        action_features,
+        event_id,
+    )
+
+
+def _plain_probabilities(value: Any, n: int, chosen: int, propensity: float) -> list[float]:
+    if type(value) is not list:
+        raise _BadRow("bad_probability", f"`probabilities` must be a list, got {_show(value)}")
+    if len(value) != n:
+        msg = f"`probabilities` must hold one probability per action ({n}), got {len(value)}"
+        raise _BadRow("ragged", msg)
+    for k, p in enumerate(value):
+        if not _is_number(p) or not 0.0 < p <= 1.0:
+            msg = f"`probabilities` must be in (0, 1], got probabilities[{k}] = {_show(p)}"
+            raise _BadRow("bad_probability", msg)
+    probabilities = [float(p) for p in value]
+    total = math.fsum(probabilities)
+    if abs(total - 1.0) > _SUM_TOLERANCE:
+        msg = f"`probabilities` must sum to 1 within {_SUM_TOLERANCE}, got {total!r}"
+        raise _BadRow("bad_probability", msg)
+    if abs(probabilities[chosen] - propensity) > _PROPENSITY_TOLERANCE:
+        msg = (
+            f"`probability` ({propensity!r}) must equal `probabilities[{chosen}]` "
+            f"({probabilities[chosen]!r})"
+        )
+        raise _BadRow("bad_probability", msg)
+    return probabilities
+
+
+def _plain_features(value: Any, where: str) -> Features:
+    """Check ``{namespace: {name: str | number | bool}}``; JSON text is decoded first."""
+    if value is None:
+        return {}
+    if type(value) is str:
+        try:
+            value = orjson.loads(value)
+        except orjson.JSONDecodeError:
+            msg = f"`{where}` must be an object or its JSON text, got {_show(value)}"
+            raise _BadRow("bad_features", msg) from None
+    if type(value) is not dict:
+        msg = f"`{where}` must map namespaces to features, got {_show(value)}"
+        raise _BadRow("bad_features", msg)
+    features: Features = {}
+    for namespace, values in value.items():
+        if values is None:
+            continue
+        if type(values) is not dict:
+            msg = f"`{where}.{namespace}` must map names to values, got {_show(values)}"
+            raise _BadRow("bad_features", msg)
+        checked: dict[str, Any] = {}
+        for name, feature in values.items():
+            kind = type(feature)
+            if kind is bool:
+                checked[name] = 1.0 if feature else 0.0
+            elif kind is str or ((kind is int or kind is float) and math.isfinite(feature)):
+                checked[name] = feature
+            elif feature is not None:  # None: a Parquet struct field this row lacks
+                msg = (
+                    f"`{where}.{namespace}.{name}` must be a string or a finite number, "
+                    f"got {_show(feature)}"
+                )
+                raise _BadRow("bad_features", msg)
+        features[namespace] = checked
+    return features
+
+
+class _Columns:
+    """Rows gathered into the columns of a :class:`LoggedDecisions`."""
+
+    def __init__(self, *, features: bool) -> None:
+        self.features = features
+        # Numbers go to typed arrays: 8 bytes each, not a Python object each.
+        self.n_actions = array("q")
+        self.chosen = array("q")
+        self.propensity = array("d")
+        self.reward = array("d")
+        self.probabilities: array[float] | None = array("d")
+        self.action_ids: list[list[str]] | None = []
+        self.contexts: list[Features] = []
+        self.action_features: list[list[Features]] = []
+        self.event_ids: list[str] | None = []
+
+    def append(self, row: _Row) -> None:
+        n, chosen, propensity, reward, probabilities, ids, context, actions, event_id = row
+        self.n_actions.append(n)
+        self.chosen.append(chosen)
+        self.propensity.append(propensity)
+        self.reward.append(reward)
+        if self.probabilities is not None:
+            if probabilities is None:
+                self.probabilities = None
+            else:
+                self.probabilities.extend(probabilities)
+        if self.action_ids is not None:
+            if ids is None:
+                self.action_ids = None
+            else:
+                self.action_ids.append(ids)
+        if self.event_ids is not None:
+            if event_id is None:
+                self.event_ids = None
+            else:
+                self.event_ids.append(event_id)
+        if self.features:
+            self.contexts.append(context or {})
+            self.action_features.append(actions or [{} for _ in range(n)])
+
+    def build(self) -> LoggedDecisions:
+        n_actions = np.array(self.n_actions, dtype=np.int64)
+        matrix = None
+        if self.probabilities is not None:
+            width = int(n_actions.max()) if len(n_actions) else 0
+            matrix = np.zeros((len(n_actions), width))
+            matrix[np.arange(width)[None, :] < n_actions[:, None]] = self.probabilities
+        return LoggedDecisions(
+            n_actions=n_actions,
+            chosen=np.array(self.chosen, dtype=np.int64),
+            propensity=np.array(self.propensity, dtype=np.float64),
+            reward=np.array(self.reward, dtype=np.float64),
+            probabilities=matrix,
+            action_ids=self.action_ids,
+            contexts=self.contexts if self.features else None,
+            action_features=self.action_features if self.features else None,
+            event_ids=self.event_ids,
+        )
+
+
+# -- exports --------------------------------------------------------------------------------
+
+
+def _row_actions(logs: LoggedDecisions, i: int) -> list[Action]:
+    n = int(logs.n_actions[i])
+    ids = logs.action_ids[i] if logs.action_ids is not None else [str(j) for j in range(n)]
+    features = logs.action_features[i] if logs.action_features is not None else [{}] * n
+    return [Action(action_id, features[j]) for j, action_id in enumerate(ids)]
+
+
+def _row_context(logs: LoggedDecisions, i: int) -> Mapping[str, Mapping[str, Any]]:
+    return logs.contexts[i] if logs.contexts is not None else {}
+
+
+def to_vw_text(logs: LoggedDecisions, path: PathArg) -> int:
+    """Write VW ``--cb_explore_adf`` multi-line text examples, one per decision.
+
+    Lines are written by :func:`policies.vw.to_vw_lines`, so the features are the ones
+    the live :class:`~policies.vw.VWPolicy` learns from; the chosen action's line
+    carries the label ``0:<cost>:<probability>`` (``cost = -reward``), and a blank line
+    ends each example. Rows without action ids use their offer index as the id.
+
+    Returns
+    -------
+    int
+        The number of examples written.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> logs = LoggedDecisions(
+    ...     n_actions=np.array([2]), chosen=np.array([1]), propensity=np.array([0.25]),
+    ...     reward=np.array([1.0]), action_ids=[["x", "y"]],
+    ...     contexts=[{"user": {"tier": "gold"}}], action_features=[[{}, {"item": {"size": 2}}]],
+    ... )
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     path = Path(folder) / "log.vw"
+    ...     to_vw_text(logs, path)
+    ...     print(path.read_text(), end="")
+    1
+    shared |cuser tier=gold
+    |id id=x
+    0:-1.0:0.25 |aitem size:2 |id id=y
+    <BLANKLINE>
+    """
+    with Path(path).open("w", encoding="utf-8") as file:
+        for i in range(logs.n):
+            label = (
+                int(logs.chosen[i]),
+                reward_to_cost(float(logs.reward[i])),
+                float(logs.propensity[i]),
+            )
+            lines = to_vw_lines(_row_context(logs, i), _row_actions(logs, i), label)
+            file.write("\n".join(lines))
+            file.write("\n\n")
+    return logs.n
+
+
+def to_dsjson(logs: LoggedDecisions, path: PathArg, *, timestamp: datetime = _EPOCH) -> int:
+    """Write streambandit's DSJSON (:func:`policies.vw.dsjson_record`), one row a line.
+
+    VW reads the file with ``--cb_explore_adf --dsjson`` and :func:`read_log` reads it
+    back. The log must hold every row's full distribution. Rows without an event id get
+    ``row-<index>``; :class:`LoggedDecisions` keeps no times, so every ``Timestamp`` is
+    `timestamp` (the Unix epoch unless given).
+
+    Returns
+    -------
+    int
+        The number of lines written.
+
+    Raises
+    ------
+    LogFormatError
+        If the log holds only the chosen actions' probabilities.
+    """
+    if logs.probabilities is None:
+        msg = "to_dsjson needs every row's full distribution: `probabilities` is None"
+        raise LogFormatError(msg)
+    with Path(path).open("wb") as file:
+        for i in range(logs.n):
+            n = int(logs.n_actions[i])
+            record = dsjson_record(
+                _row_context(logs, i),
+                _row_actions(logs, i),
+                int(logs.chosen[i]),
+                [float(p) for p in logs.probabilities[i, :n]],
+                float(logs.reward[i]),
+                event_id=logs.event_ids[i] if logs.event_ids is not None else f"row-{i}",
+                timestamp=timestamp,
+            )
+            file.write(orjson.dumps(record))
+            file.write(b"\n")
+    return logs.n
+
+
+def _plain_record(logs: LoggedDecisions, i: int, *, as_text: bool) -> dict[str, Any]:
+    def encode(features: Mapping[str, Any]) -> Any:
+        return orjson.dumps(features).decode() if as_text else features
+
+    n = int(logs.n_actions[i])
+    ids = logs.action_ids[i] if logs.action_ids is not None else [str(j) for j in range(n)]
+    actions: list[Any]
+    if logs.action_features is None:
+        actions = list(ids) if not as_text else [{"id": a, "features": None} for a in ids]
+    else:
+        actions = [
+            {"id": action_id, "features": encode(logs.action_features[i][j])}
+            for j, action_id in enumerate(ids)
+        ]
+    return {
+        "actions": actions,
+        "chosen": int(logs.chosen[i]),
+        "probability": float(logs.propensity[i]),
+        "probabilities": (
+            None if logs.probabilities is None else [float(p) for p in logs.probabilities[i, :n]]
+        ),
+        "reward": float(logs.reward[i]),
+        "context": None if logs.contexts is None else encode(logs.contexts[i]),
+        "event_id": None if logs.event_ids is None else logs.event_ids[i],
+    }
+
+
+def to_jsonl(logs: LoggedDecisions, path: PathArg) -> int:
+    """Write the documented JSON-lines schema, one row a line; :func:`read_log` reads it.
+
+    Rows without action ids use their offer index as the id; missing columns are
+    written as ``null``.
+
+    Returns
+    -------
+    int
+        The number of lines written.
+    """
+    with Path(path).open("wb") as file:
+        for i in range(logs.n):
+            file.write(orjson.dumps(_plain_record(logs, i, as_text=False)))
+            file.write(b"\n")
+    return logs.n
+
+
+def to_parquet(logs: LoggedDecisions, path: PathArg, *, row_group_size: int = 65_536) -> int:
+    """Write the JSON-lines columns to Parquet; :func:`read_log` reads it back.
+
+    ``actions`` is a list of ``{id, features}`` structs, and ``context`` and each
+    action's ``features`` are JSON text (namespaces differ from row to row, so they
+    have no one Parquet type).
+
+    Returns
+    -------
+    int
+        The number of rows written.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = pa.schema(
+        [
+            ("actions", pa.list_(pa.struct([("id", pa.string()), ("features", pa.string())]))),
+            ("chosen", pa.int64()),
+            ("probability", pa.float64()),
+            ("probabilities", pa.list_(pa.float64())),
+            ("reward", pa.float64()),
+            ("context", pa.string()),
+            ("event_id", pa.string()),
+        ]
+    )
+    with pq.ParquetWriter(str(path), schema) as writer:
+        for start in range(0, max(logs.n, 1), row_group_size):
+            rows = [
+                _plain_record(logs, i, as_text=True)
+                for i in range(start, min(start + row_group_size, logs.n))
+            ]
+            writer.write_table(pa.Table.from_pylist(rows, schema=schema))
+    return logs.n
+
+
+def to_obp(logs: LoggedDecisions, *, hash_dim: int | None = None) -> dict[str, Any]:
+    """Return Open Bandit Pipeline's ``bandit_feedback`` dict for `logs`.
+
+    OBP numbers actions globally, so each distinct action id gets an index, in the order
+    the ids are first offered (``action_ids`` lists them; without ids, the offer index is
+    the action). Keys: ``n_rounds``, ``n_actions``, ``action``, ``position`` (None: one
+    slot), ``reward``, ``pscore`` (the chosen action's logged probability), ``context``
+    (one row per decision, or None without contexts), ``pi_b`` (``(n_rounds, n_actions,
+    1)``, the logged distribution, 0 for actions not offered; None without it),
+    ``action_context`` (one row per action, from the features it was first offered
+    with; only when actions have features) and ``action_ids``.
+
+    Context and action-context columns are the features flattened: a number is the
+    column ``namespace.name``, a string the indicator column ``namespace.name=value``,
+    columns in sorted order; or, with `hash_dim`, the flattened names hashed (CRC-32)
+    into that many columns.
+
+    Examples
+    --------
+    >>> logs = LoggedDecisions(
+    ...     n_actions=np.array([2, 2]), chosen=np.array([1, 0]),
+    ...     propensity=np.array([0.25, 0.5]), reward=np.array([1.0, 0.0]),
+    ...     probabilities=np.array([[0.75, 0.25], [0.5, 0.5]]),
+    ...     action_ids=[["x", "y"], ["z", "x"]],
+    ...     contexts=[{"u": {"age": 3}}, {"u": {"tier": "gold"}}],
+    ... )
+    >>> feedback = to_obp(logs)
+    >>> feedback["n_actions"], feedback["action"], feedback["action_ids"]
+    (3, array([1, 2]), ['x', 'y', 'z'])
+    >>> feedback["context"]
+    array([[3., 0.],
+           [0., 1.]])
+    >>> feedback["pi_b"][:, :, 0]
+    array([[0.75, 0.25, 0.  ],
+           [0.5 , 0.  , 0.5 ]])
+    """
+    if hash_dim is not None and (isinstance(hash_dim, bool) or hash_dim < 1):
+        msg = f"`hash_dim` must be an integer >= 1 or None, got {hash_dim!r}"
+        raise ConfigurationError(msg)
+    n = logs.n
+    rows = np.arange(n)
+    columns: npt.NDArray[np.int64]  # (n, K): each offered action's global index
+    if logs.action_ids is not None:
+        index: dict[str, int] = {}
+        columns = np.zeros((n, logs.width), dtype=np.int64)
+        for i, ids in enumerate(logs.action_ids):
+            for j, action_id in enumerate(ids):
+                columns[i, j] = index.setdefault(action_id, len(index))
+        action_ids = list(index)
+    else:
+        columns = np.broadcast_to(np.arange(logs.width), (n, logs.width)).copy()
+        action_ids = [str(j) for j in range(logs.width)]
+    n_total = len(action_ids)
+    feedback: dict[str, Any] = {
+        "n_rounds": n,
+        "n_actions": n_total,
+        "action": columns[rows, logs.chosen],
+        "position": None,
+        "reward": logs.reward.copy(),
+        "pscore": logs.propensity.copy(),
+        "context": None if logs.contexts is None else _feature_matrix(logs.contexts, hash_dim),
+        "pi_b": None,
+        "action_ids": action_ids,
+    }
+    if logs.probabilities is not None:
+        pi_b = np.zeros((n, n_total, 1))
+        mask = logs.mask()
+        pi_b[np.nonzero(mask)[0], columns[mask], 0] = logs.probabilities[mask]
+        feedback["pi_b"] = pi_b
+    if logs.action_features is not None and logs.action_ids is not None:
+        first: dict[str, Mapping[str, Mapping[str, Any]]] = {}
+        for ids, per_action in zip(logs.action_ids, logs.action_features, strict=True):
+            for action_id, features in zip(ids, per_action, strict=True):
+                first.setdefault(action_id, features)
+        if any(first.values()):
+            feedback["action_context"] = _feature_matrix(
+                [first[action_id] for action_id in action_ids], hash_dim
+            )
+    return feedback
+
+
+def _flatten(features: Mapping[str, Mapping[str, Any]]) -> dict[str, float]:
+    flat: dict[str, float] = {}
+    for namespace, values in features.items():
+        for name, value in values.items():
+            if isinstance(value, str):
+                flat[f"{namespace}.{name}={value}"] = 1.0
+            else:
+                flat[f"{namespace}.{name}"] = float(value)
+    return flat
+
+
+def _feature_matrix(
+    rows: Sequence[Mapping[str, Mapping[str, Any]]], hash_dim: int | None
+) -> npt.NDArray[np.float64]:
+    flat = [_flatten(features) for features in rows]
+    if hash_dim is None:
+        names = sorted({name for row in flat for name in row})
+        position = {name: j for j, name in enumerate(names)}
+        matrix = np.zeros((len(flat), len(names)))
+        for i, row in enumerate(flat):
+            for name, value in row.items():
+                matrix[i, position[name]] = value
+        return matrix
+    matrix = np.zeros((len(flat), hash_dim))
+    for i, row in enumerate(flat):
+        for name, value in row.items():
+            matrix[i, zlib.crc32(name.encode()) % hash_dim] += value
+    return matrix
