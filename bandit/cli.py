@@ -1,4 +1,4 @@
-"""The ``streambandit`` command: simulate policies, list them, run the live demo, serve.
+"""The ``streambandit`` command: simulate, replay logs offline, run the live demo, serve.
 
 Bad input (an unknown policy, a rule broken by an option) ends with a one-line error
 naming the option and the rule, and exit code 2, never a traceback.
@@ -6,13 +6,16 @@ naming the option and the rule, and exit code 2, never a traceback.
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import math
 import signal
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import structlog
 import typer
@@ -34,6 +37,12 @@ from bandit.simulation import (
 )
 from policies import Policy, available, make_policy
 from policies.registry import parse_spec
+
+if TYPE_CHECKING:
+    from replay import Intervals, LoggedDecisions, RewardPredictions
+    from replay.report import Report
+    from replay.targets import TargetSpec
+    from replay.whatif import WhatIf
 
 __all__ = ["app", "main"]
 
@@ -273,6 +282,158 @@ def up_command(
             raise typer.Exit(1)
 
 
+class OnError(StrEnum):
+    """What ``replay`` does with a log row that breaks a rule."""
+
+    stop = "stop"
+    skip = "skip"
+
+
+@app.command("replay")
+def replay_command(  # noqa: PLR0917 - typer maps each option to a parameter
+    logs: Annotated[
+        list[Path],
+        typer.Argument(
+            metavar="LOG",
+            exists=True,
+            help="Decision logs: DSJSON, JSON lines or Parquet files, or folders of them.",
+        ),
+    ],
+    policy: Annotated[
+        list[str],
+        typer.Option(
+            "--policy",
+            "-p",
+            metavar="SPEC",
+            help=(
+                "Target policy, repeatable: fixed:ID[,ID...], uniform, logging, "
+                "policy:SPEC (trained along the log), snapshot:PATH or snapshot-learn:PATH."
+            ),
+        ),
+    ],
+    estimator: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--estimator",
+            "-e",
+            metavar="NAME",
+            help=(
+                "Estimator, repeatable: dm, ips, clipped-ips, snips, dr, sndr, switch-dr, "
+                "dros, replay (optionally with parameters, e.g. clipped-ips:max_weight=20) "
+                "[default: ips, snips, dr]."
+            ),
+        ),
+    ] = None,
+    json_out: Annotated[
+        Path | None,
+        typer.Option("--json", dir_okay=False, metavar="OUT.json", help="Write every figure."),
+    ] = None,
+    html_out: Annotated[
+        Path | None,
+        typer.Option(
+            "--html", dir_okay=False, metavar="OUT.html", help="Write a self-contained report."
+        ),
+    ] = None,
+    on_error: Annotated[
+        OnError,
+        typer.Option("--on-error", help="Stop at the first bad log row, or skip and count it."),
+    ] = OnError.stop,
+    bootstrap: Annotated[
+        int,
+        typer.Option("--bootstrap", min=0, metavar="N", help="Bootstrap resamples (0: none)."),
+    ] = 200,
+    seed: Annotated[
+        int, typer.Option("--seed", min=0, help="Seeds the bootstrap and the reward model.")
+    ] = 0,
+    whatif: Annotated[
+        str | None,
+        typer.Option(
+            "--whatif",
+            metavar="SPEC",
+            help="A learning policy spec whose exploration to vary (with --grid).",
+        ),
+    ] = None,
+    grid: Annotated[
+        str | None,
+        typer.Option(
+            "--grid",
+            metavar="PARAM=V1,V2,...",
+            help="The values of one exploration parameter to try (with --whatif).",
+        ),
+    ] = None,
+) -> None:
+    """Estimate what target policies would have earned on logged decisions.
+
+    Each --policy is evaluated with each --estimator on the same log; learning policies
+    (policy:SPEC) are trained along the log in order, as they would have been live.
+    With --whatif and --grid, a learning policy is replayed with each exploration
+    setting and one is recommended only when its lower confidence bound beats the
+    current setting's estimate (the what-if uses the first --estimator).
+    """
+    from replay import HashedRidge, Intervals, read_log
+    from replay.report import evaluate, needs_rewards, render_html, to_json
+    from replay.targets import build_target
+
+    estimators = _replay_estimators(estimator or ["ips", "snips", "dr"])
+    targets = _replay_targets(policy)
+    study = _replay_whatif_options(whatif, grid)
+    intervals = Intervals(n_bootstrap=bootstrap, seed=seed)
+    console = _stdout()
+    started = time.perf_counter()
+    with _spinner("reading") as advance:
+        try:
+            result = read_log(logs, on_error=on_error.value, progress=advance)
+        except StreambanditError as exc:
+            hint = " (--on-error skip leaves such rows out)" if on_error is OnError.stop else ""
+            raise typer.BadParameter(f"{exc}{hint}", param_hint="'LOG'") from exc
+    data = result.logs
+    if data.n == 0:
+        msg = f"no decision left to evaluate: {result.rows_read} rows read, all skipped"
+        raise typer.BadParameter(msg, param_hint="'LOG'")
+    rewards = None
+    if any(needs_rewards(e) for e in estimators):
+        with _usage_errors():
+            rewards = HashedRidge(seed=seed).cross_fit(data)
+    built = []
+    for target in targets:
+        with _replay_bar(target.spec, data.n) as advance, _usage_errors_for("'--policy'"):
+            built.append(build_target(target, data, progress=advance))
+    facts = {
+        "files": [str(f) for f in result.files],
+        "rows_read": result.rows_read,
+        "rows_kept": result.rows_kept,
+        "skipped": dict(result.skipped),
+    }
+    report = evaluate(data, built, estimators, intervals=intervals, rewards=rewards, log=facts)
+    if study is not None:
+        report = _replay_study(
+            study,
+            data,
+            estimator=estimators[0],
+            intervals=intervals,
+            rewards=rewards,
+            report=report,
+        )
+    console.print(_replay_table(report, data.n), highlight=False)
+    if report.whatif is not None:
+        console.print(_whatif_table(report.whatif), highlight=False)
+        console.print(report.whatif.reason, highlight=False)
+    if result.rows_skipped:
+        console.print(f"skipped {result.rows_skipped:,} rows: {dict(result.skipped)}")
+    if json_out is not None:
+        json_out.write_text(json.dumps(to_json(report), indent=2, allow_nan=False))
+        console.print(f"JSON   {json_out}", highlight=False)
+    if html_out is not None:
+        html_out.write_text(render_html(report), encoding="utf-8")
+        console.print(f"HTML   {html_out}", highlight=False)
+    console.print(
+        f"{data.n:,} decisions x {len(built)} policies x {len(estimators)} estimators "
+        f"in {time.perf_counter() - started:.1f} s",
+        style="dim",
+        highlight=False,
+    )
+
+
 def main() -> None:
     """Run the ``streambandit`` command line."""
     app(prog_name="streambandit")
@@ -442,3 +603,185 @@ def _stdout() -> Console:
 
 def _stderr() -> Console:
     return Console(stderr=True)
+
+
+# -- replay helpers -----------------------------------------------------------------------
+
+
+def _replay_estimators(specs: Sequence[str]) -> list[str]:
+    from replay.report import make_estimator
+
+    if len(set(specs)) != len(specs):
+        repeated = sorted({s for s in specs if list(specs).count(s) > 1})
+        msg = f"each estimator must be given once, got {', '.join(map(repr, repeated))} twice"
+        raise typer.BadParameter(msg, param_hint="'--estimator'")
+    for spec in specs:
+        with _usage_errors_for("'--estimator'"):
+            make_estimator(spec)
+    return list(specs)
+
+
+def _replay_targets(specs: Sequence[str]) -> list[TargetSpec]:
+    """Parse the target specs and build their policies once, so a bad one fails first."""
+    from policies import Policy as AnyPolicy
+    from replay.targets import parse_target
+
+    if len(set(specs)) != len(specs):
+        msg = "each policy spec must be given once"
+        raise typer.BadParameter(msg, param_hint="'--policy'")
+    parsed = []
+    for spec in specs:
+        with _usage_errors_for("'--policy'"):
+            target = parse_target(spec)
+            if target.kind == "policy":
+                make_policy(target.argument)
+            elif target.kind == "snapshot":
+                try:
+                    AnyPolicy.restore(Path(target.argument).read_bytes())
+                except OSError as exc:
+                    msg = f"{spec!r}: cannot read the snapshot: {exc.strerror or exc}"
+                    raise typer.BadParameter(msg, param_hint="'--policy'") from exc
+        parsed.append(target)
+    return parsed
+
+
+def _replay_whatif_options(
+    whatif: str | None, grid: str | None
+) -> tuple[str, str, list[Any]] | None:
+    from replay.whatif import parse_grid
+
+    if whatif is None and grid is None:
+        return None
+    if whatif is None or grid is None:
+        option, other = ("'--grid'", "--whatif") if whatif is None else ("'--whatif'", "--grid")
+        msg = f"needs {other} too"
+        raise typer.BadParameter(msg, param_hint=option)
+    with _usage_errors_for("'--whatif'"):
+        policy = make_policy(whatif)
+    with _usage_errors_for("'--grid'"):
+        parameter, values = parse_grid(grid)
+    if parameter not in policy.params():
+        msg = f"{whatif!r} has no parameter {parameter!r}; it has {sorted(policy.params())}"
+        raise typer.BadParameter(msg, param_hint="'--grid'")
+    return whatif, parameter, values
+
+
+def _replay_study(
+    study: tuple[str, str, list[Any]],
+    data: LoggedDecisions,
+    *,
+    estimator: str,
+    intervals: Intervals,
+    rewards: RewardPredictions | None,
+    report: Report,
+) -> Report:
+    from replay.report import make_estimator, needs_rewards
+    from replay.whatif import what_if
+
+    spec, parameter, values = study
+    total = data.n * (len(values) + 1)
+    with _replay_bar(f"what-if {parameter}", total) as advance, _usage_errors_for("'--grid'"):
+        result = what_if(
+            data,
+            spec,
+            parameter,
+            values,
+            estimator=make_estimator(estimator, intervals),
+            rewards=rewards if needs_rewards(estimator) else None,
+            progress=advance,
+        )
+    return dataclasses.replace(report, whatif=result)
+
+
+@contextmanager
+def _usage_errors_for(param_hint: str) -> Iterator[None]:
+    """Turn a rule broken by one option's value into a usage error naming the option."""
+    try:
+        yield
+    except StreambanditError as exc:
+        raise typer.BadParameter(str(exc), param_hint=param_hint) from exc
+
+
+@contextmanager
+def _spinner(what: str) -> Iterator[Callable[[int], None]]:
+    progress = Progress(
+        TextColumn(f"{what} the log"),
+        BarColumn(),
+        TextColumn("{task.completed:,} rows"),
+        TimeElapsedColumn(),
+        console=_stderr(),
+        transient=True,
+    )
+    task = progress.add_task(what, total=None)
+    with progress:
+        yield lambda done: progress.update(task, completed=done)
+
+
+@contextmanager
+def _replay_bar(label: str, rows: int) -> Iterator[Callable[[int], None]]:
+    progress = Progress(
+        TextColumn(f"replaying {label}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=_stderr(),
+        transient=True,
+    )
+    task = progress.add_task("rows", total=rows)
+    with progress:
+        yield lambda done: progress.update(task, completed=done)
+
+
+def _cell(value: float | None, digits: int = 3) -> str:
+    return "-" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
+
+
+def _replay_table(report: Report, rows: int) -> Table:
+    table = Table(title=f"off-policy estimates\n{rows:,} logged decisions")
+    for column in ("policy", "estimator"):
+        table.add_column(column, no_wrap=True)
+    for column in ("estimate", "CI low", "CI high", "boot low", "boot high", "ESS", "max w"):
+        table.add_column(column, justify="right", no_wrap=True)
+    table.add_column("warnings", overflow="fold")
+    previous = None
+    for e in report.evaluations:
+        if previous is not None and e.policy != previous:
+            table.add_section()
+        previous = e.policy
+        est = e.estimate
+        ci, boot = est.ci, est.bootstrap_ci
+        table.add_row(
+            e.policy,
+            e.estimator,
+            _cell(est.value),
+            _cell(ci.low if ci else None),
+            _cell(ci.high if ci else None),
+            _cell(boot.low if boot else None),
+            _cell(boot.high if boot else None),
+            f"{est.diagnostics.ess:,.0f}",
+            f"{est.diagnostics.weight_max:.3g}",
+            "\n".join(est.diagnostics.warnings),
+        )
+    return table
+
+
+def _whatif_table(whatif: WhatIf) -> Table:
+    table = Table(title=f"what-if: {whatif.parameter}")
+    table.add_column(whatif.parameter, no_wrap=True)
+    for column in ("estimate", "CI low", "CI high", "ESS"):
+        table.add_column(column, justify="right")
+    table.add_column("", no_wrap=True)
+    for row in whatif.rows:
+        est = row.estimate
+        mark = "current" if row.current else ""
+        if whatif.recommended is row:
+            mark = "recommended"
+        table.add_row(
+            str(row.value),
+            _cell(est.value),
+            _cell(est.ci.low if est.ci else None),
+            _cell(est.ci.high if est.ci else None),
+            f"{est.diagnostics.ess:,.0f}",
+            mark,
+        )
+    return table
