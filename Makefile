@@ -29,6 +29,8 @@ test: lint typecheck unit
 
 bench: $(STAMP)
 	$(BIN)/python bench/policies.py
+	$(BIN)/python bench/replay.py
+	$(BIN)/python bench/service.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
