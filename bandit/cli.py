@@ -238,7 +238,7 @@ def api_command() -> None:
     settings = get_settings()
     configure_logging(settings.log_format)
     uvicorn.run(
-        create_app(settings),
+        create_app(settings, tune=True),
         host=settings.api.host,
         port=settings.api.port,
         log_level="warning",

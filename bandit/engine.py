@@ -263,6 +263,7 @@ class DecisionEngine:
             policy=policy,
             model_version=loaded.model_version,
             limits=self.settings.limits,
+            inputs=(context, actions),
         )
         if request.defer_activation:
             decision = decision.model_copy(update={"deferred": True})

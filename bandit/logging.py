@@ -8,10 +8,12 @@ to standard error: JSON when it is not a terminal (or when the settings say
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from typing import Any, Literal
 
+import orjson
 import structlog
 
 from bandit.settings import get_settings
@@ -19,6 +21,22 @@ from bandit.settings import get_settings
 __all__ = ["configure_logging"]
 
 LogFormat = Literal["auto", "json", "console"]
+
+
+_ORJSON_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
+
+
+def _dumps(data: Any, *, default: Any = None, sort_keys: bool = True) -> str:
+    """``json.dumps(data, sort_keys=True, default=default)``, through orjson when it can.
+
+    Several times faster for the API's per-request line. The differences: no spaces
+    after separators, and NaN or infinities written as ``null`` (valid JSON, unlike
+    json's ``NaN``); what orjson cannot write (an int beyond 64 bits) goes to json.
+    """
+    try:
+        return orjson.dumps(data, default=default, option=_ORJSON_OPTIONS).decode()
+    except TypeError:
+        return json.dumps(data, default=default, sort_keys=sort_keys)
 
 
 def _stderr_logger(*_args: Any) -> structlog.PrintLogger:
@@ -57,7 +75,7 @@ def configure_logging(log_format: LogFormat | None = None, *, level: int = loggi
     if chosen == "json":
         processors += [
             structlog.processors.format_exc_info,
-            structlog.processors.JSONRenderer(sort_keys=True),
+            structlog.processors.JSONRenderer(_dumps, sort_keys=True),
         ]
     else:  # the console renderer formats exceptions itself
         processors.append(structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty()))

@@ -21,11 +21,14 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Self
+from typing import IO, Self, cast
 
 from bandit.errors import RuntimeServiceError
 from bandit.settings import Settings, get_settings
@@ -81,12 +84,50 @@ def find_broker_binary() -> str:
     raise RuntimeServiceError(msg)
 
 
+def _load_prctl() -> Callable[..., int] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    return cast(Callable[..., int], ctypes.CDLL(None, use_errno=True).prctl)
+
+
+_PRCTL = _load_prctl()  # resolved here, so the forked child only calls it
+_PR_SET_PDEATHSIG = 1
+
+
 def _die_with_parent() -> None:
-    """In the child: ask Linux to SIGKILL us when the runtime dies, so no server leaks."""
-    if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL(None)
-        pr_set_pdeathsig = 1
-        libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
+    """In the child: ask Linux to SIGKILL us when the runtime dies, so no server leaks.
+
+    Linux sends the signal when the *thread* that forked the child ends, not the
+    process: children are therefore always forked from :func:`_spawn`'s thread, which
+    lives as long as the process.
+    """
+    if _PRCTL is not None:
+        _PRCTL(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+_spawner: ThreadPoolExecutor | None = None
+_spawner_lock = threading.Lock()
+
+
+def _spawn(args: list[str], log: IO[bytes], env: dict[str, str] | None) -> subprocess.Popen[bytes]:
+    """Start a child process from the runtime's one long-lived spawning thread.
+
+    A child started straight from a short-lived thread (a test's fault injector, a
+    request handler) would be killed by its death signal as soon as that thread ended.
+    """
+    global _spawner  # noqa: PLW0603  (one spawning thread per process, made on first use)
+    with _spawner_lock:
+        if _spawner is None:
+            _spawner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="streambandit-spawn")
+    return _spawner.submit(
+        subprocess.Popen,
+        args,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+        start_new_session=True,
+        preexec_fn=_die_with_parent,  # only calls prctl, resolved before the fork
+    ).result()
 
 
 def _wait_for_port(port: int, process: subprocess.Popen[bytes], name: str, log: Path) -> None:
@@ -117,14 +158,7 @@ class ServiceProcess:
     def start(self) -> None:
         """Start the process and wait until its port accepts connections."""
         self._log_file = self.log.open("ab")
-        self.process = subprocess.Popen(  # noqa: S603  (argv built here, no shell)
-            self.args,
-            stdout=self._log_file,
-            stderr=subprocess.STDOUT,
-            env=self.env,
-            start_new_session=True,
-            preexec_fn=_die_with_parent,  # noqa: PLW1509  (only sets a signal, no locks taken)
-        )
+        self.process = _spawn(self.args, self._log_file, self.env)
         try:
             if self.port is not None:
                 _wait_for_port(self.port, self.process, self.name, self.log)

@@ -62,7 +62,7 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Any, Literal, Self, TypeAlias
+from typing import Annotated, Any, Literal, Self, TypeAlias, cast
 
 from pydantic import (
     AfterValidator,
@@ -140,6 +140,10 @@ def _limits(info: ValidationInfo) -> Limits:
     context = info.context
     if context is None:
         return _DEFAULT_LIMITS
+    if type(context) is dict:  # the usual case, without the ABC checks below
+        found = context.get("limits", _DEFAULT_LIMITS)
+        if type(found) is Limits:
+            return found
     if not isinstance(context, Mapping):
         msg = f"the validation context must be a mapping, got {type(context).__name__}"
         raise TypeError(msg)
@@ -259,6 +263,8 @@ def _check_value(value: bool | float | str, info: ValidationInfo) -> bool | floa
                 limit=limit,
                 length=len(value),
             )
+        if value.isprintable():
+            return value
         for position, char in enumerate(value):
             if not char.isprintable():
                 raise _error(
@@ -730,6 +736,7 @@ class Decision(Event):
         model_version: str,
         limits: Limits | None = None,
         occurred_at: datetime | None = None,
+        inputs: tuple[dict[str, dict[str, FeatureValue]], list[Action]] | None = None,
     ) -> Self:
         """Build the log record of `choice`, drawn for `request` by `policy`.
 
@@ -746,6 +753,8 @@ class Decision(Event):
             The limits `request` was validated with (defaults to ``Limits()``).
         occurred_at
             When the decision was made; defaults to now.
+        inputs
+            ``request.policy_inputs()``, when the caller has it already.
 
         Returns
         -------
@@ -758,7 +767,7 @@ class Decision(Event):
         pydantic.ValidationError
             If the record breaks a rule of :class:`Decision`.
         """
-        context, actions = request.policy_inputs()
+        context, actions = request.policy_inputs() if inputs is None else inputs
         probabilities = choice.distribution.probabilities
         if len(probabilities) != len(actions):
             msg = (
@@ -784,6 +793,12 @@ class Decision(Event):
             data["occurred_at"] = occurred_at
         if limits is None:
             limits = _DEFAULT_LIMITS
+        if cls is Decision:  # the same rules, checked in plain Python (bandit.fastpath)
+            from bandit.fastpath import decision_from_data  # it imports this module
+
+            found = decision_from_data(data, limits)
+            if found is not None:
+                return cast(Self, found)
         return cls.model_validate(data, context={"limits": limits})
 
 

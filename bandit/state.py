@@ -7,6 +7,7 @@ State lives in Redis, flows live in Kafka. Keys, all under the configured prefix
     sb:policy:{name}:settings:v    integer, bumped on every change
     sb:model:{name}                hash: snapshot, version, offsets (JSON), saved_at
     sb:learned:{name}              sorted set: event ids learned -> when (dedup window)
+    sb:logged:{name}               sorted set: event ids in a decision log -> when (a day)
     sb:features:{kind}:{id}        hash of features with a TTL (session, device)
     sb:counters:{name}             hash of counters (decisions, rewards_late, ...)
 
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from redis.asyncio import Redis
+from redis.exceptions import WatchError
 
 from bandit.schemas import PolicySettings
 
@@ -30,6 +32,7 @@ __all__ = ["FeatureKind", "ModelRecord", "StateStore"]
 FeatureKind = Literal["session", "device"]
 
 _LEARNED_WINDOW_SECONDS = 7 * 24 * 3600
+_LOGGED_WINDOW_SECONDS = 24 * 3600
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,12 +115,38 @@ class StateStore:
         version: int,
         offsets: Mapping[int, int],
         learned_ids: Sequence[str] = (),
-    ) -> None:
-        """Atomically store a snapshot, its version and offsets, and the ids it learned."""
+        *,
+        counts: Mapping[str, int] | None = None,
+        expected_version: int | None = None,
+    ) -> bool:
+        """Atomically store a snapshot, its version and offsets, and the ids it learned.
+
+        Parameters
+        ----------
+        counts
+            Added to the policy's counters in the same transaction, so a crash can
+            neither lose nor double them.
+        expected_version
+            Save only if the stored model still has this version (0: none stored);
+            otherwise nothing changes and False is returned: another writer saved
+            meanwhile.
+
+        Returns
+        -------
+        bool
+            Whether the model was saved.
+        """
         now = time.time()
+        key = self.key("model", policy)
         async with self.redis.pipeline(transaction=True) as pipe:
+            if expected_version is not None:
+                await pipe.watch(key)
+                stored = await pipe.hget(key, "version")
+                if int(stored or 0) != expected_version:
+                    return False
+                pipe.multi()  # type: ignore[no-untyped-call]
             pipe.hset(
-                self.key("model", policy),
+                key,
                 mapping={
                     "snapshot": snapshot,
                     "version": str(version),
@@ -129,7 +158,14 @@ class StateStore:
                 learned = self.key("learned", policy)
                 pipe.zadd(learned, dict.fromkeys(learned_ids, now))
                 pipe.zremrangebyscore(learned, "-inf", now - _LEARNED_WINDOW_SECONDS)
-            await pipe.execute()
+            for name, amount in (counts or {}).items():
+                if amount:
+                    pipe.hincrby(self.key("counters", policy), name, amount)
+            try:
+                await pipe.execute()
+            except WatchError:
+                return False
+        return True
 
     async def load_model(self, policy: str) -> ModelRecord | None:
         """Return the saved model of `policy`, or None."""
@@ -155,6 +191,26 @@ class StateStore:
             return []
         scores = await self.redis.zmscore(self.key("learned", policy), list(event_ids))
         return [score is not None for score in scores]
+
+    # -- decision logs -----------------------------------------------------------------
+
+    async def logged(self, policy: str, event_ids: Sequence[str]) -> list[bool]:
+        """Say, for each event id, whether a decision log already holds it (past day)."""
+        if not event_ids:
+            return []
+        scores = await self.redis.zmscore(self.key("logged", policy), list(event_ids))
+        return [score is not None for score in scores]
+
+    async def mark_logged(self, policy: str, event_ids: Sequence[str]) -> None:
+        """Record that a decision log now holds `event_ids`; forget those older than a day."""
+        if not event_ids:
+            return
+        now = time.time()
+        key = self.key("logged", policy)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.zadd(key, dict.fromkeys(event_ids, now))
+            pipe.zremrangebyscore(key, "-inf", now - _LOGGED_WINDOW_SECONDS)
+            await pipe.execute()
 
     # -- features ----------------------------------------------------------------------
 

@@ -15,6 +15,10 @@ agent / timer      consumes         hands off to
 ``decision-log``   ``training``     :mod:`streams.sink` (the DSJSON decision log)
 =================  ===============  ====================================================
 
+``learner`` and ``decision-log`` are not Faust agents but batch consumers
+(:class:`streams.batch.BatchConsumer`, each its own consumer group), run as tasks of the
+app: Faust's per-record cost would cap the learner well below its target.
+
 Work that touches Redis is retried (with a growing pause, every failure logged) until it
 succeeds, so a Redis outage stalls an agent instead of losing or double-applying records;
 an agent never crashes on bad input.
@@ -32,6 +36,7 @@ from typing import Any, TypeVar
 import structlog
 from pydantic import TypeAdapter
 
+from bandit.fastpath import FastDecoder
 from bandit.schemas import (
     Activation,
     BehaviourEvent,
@@ -43,6 +48,7 @@ from bandit.schemas import (
 from bandit.settings import Settings
 from bandit.state import StateStore
 from streams.app import StreamBanditApp
+from streams.batch import BatchConsumer
 from streams.context import ContextAggregator
 from streams.deadletter import DeadLetters, RawRecord, decode_record
 from streams.join import JoinStore
@@ -53,6 +59,7 @@ __all__ = [
     "AppServices",
     "PolicySettingsCache",
     "learn_batch",
+    "log_batch",
     "register_agents",
     "release_due_once",
     "retry",
@@ -69,9 +76,9 @@ _RETRY_FIRST_PAUSE = 0.05
 _RETRY_MAX_PAUSE = 5.0
 
 _BEHAVIOUR: TypeAdapter[BehaviourEvent] = TypeAdapter(BehaviourEvent)
-_DECISION: TypeAdapter[Decision] = TypeAdapter(Decision)
+_DECISION: FastDecoder[Decision] = FastDecoder(Decision)  # pydantic, after a fast path
 _REWARDS: TypeAdapter[RewardsRecord] = TypeAdapter(RewardsRecord)
-_TRAINING: TypeAdapter[TrainingExample] = TypeAdapter(TrainingExample)
+_TRAINING: FastDecoder[TrainingExample] = FastDecoder(TrainingExample)
 
 _log = structlog.get_logger("streams.agents")
 
@@ -145,6 +152,8 @@ class AppServices:
     """What the agents of one app share, created on the worker's event loop."""
 
     app: StreamBanditApp
+    consumers: dict[str, BatchConsumer] = field(default_factory=dict)
+    """The batch consumers of the ``training`` topic: ``learner`` and ``decision-log``."""
     _dead_letters: DeadLetters | None = field(default=None, init=False)
     _learner: Learner | None = field(default=None, init=False)
     _policy_settings: PolicySettingsCache | None = field(default=None, init=False)
@@ -197,12 +206,6 @@ def register_agents(app: StreamBanditApp) -> AppServices:
     _register_learner(app, services)
     _register_join(app, services)
     _register_sink(app, services)
-
-    async def reload_models(sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
-        # Another worker may have saved newer models while it owned these partitions.
-        services.learner.invalidate()
-
-    app.on_partitions_assigned.connect(reload_models)  # type: ignore[arg-type]  # async receiver
     return services
 
 
@@ -235,25 +238,36 @@ async def _decode_all(services: AppServices, adapter: TypeAdapter[T], events: An
 
 
 def _register_learner(app: StreamBanditApp, services: AppServices) -> None:
-    topics = app.bandit_topics
-    batch = app.settings.learner.snapshot_every_examples
-    within = app.settings.learner.snapshot_every_seconds
+    # Not a Faust agent: Faust's per-record cost would cap the learner (streams.batch).
+    # Offsets are committed after learn_batch returns, i.e. after the snapshot is saved.
+    settings = app.settings.learner
 
-    @app.agent(topics.training, name="learner")
-    async def learner(stream):  # type: ignore[no-untyped-def]
-        # noack_take: the batch is acknowledged here, after its snapshot is saved.
-        async for events in stream.noack_take(batch, within):
-            await learn_batch(services, events)
-            for event in events:
-                await stream.ack(event)
+    def reload_models() -> None:
+        # Another worker may have saved newer models while it owned these partitions.
+        services.learner.invalidate()
+
+    consumer = BatchConsumer(
+        app,
+        app.bandit_topics.training,
+        "learner",
+        partial(learn_batch, services),
+        max_records=settings.snapshot_every_examples,
+        within=settings.snapshot_every_seconds,
+        on_assigned=reload_models,
+    )
+    services.consumers[consumer.name] = consumer
+    app.task(consumer.run)
 
 
 async def learn_batch(services: AppServices, events: Sequence[Any]) -> None:
-    """Decode, learn and snapshot one batch of training events (acknowledged after)."""
+    """Decode, learn and snapshot one batch of training records (committed after).
+
+    `events` are :class:`~streams.deadletter.RawRecord` s (or Faust events).
+    """
     raw: dict[tuple[int, int], RawRecord] = {}
     records: list[TrainingRecord] = []
     for event in events:
-        record = RawRecord.from_event(event)
+        record = event if isinstance(event, RawRecord) else RawRecord.from_event(event)
         example = await services.dead_letters.decode(_TRAINING, record)
         if example is not None:
             raw[record.partition, record.offset] = record
@@ -359,27 +373,88 @@ def _register_sink(app: StreamBanditApp, services: AppServices) -> None:
     batch that still fails after five tries is logged (``decision_log.failed``, with
     its size) and skipped, so a broken disk does not stall the learner's commits.
     """
-    topics = app.bandit_topics
-    batch = app.settings.learner.snapshot_every_examples
-    within = app.settings.learner.snapshot_every_seconds
+    # A batch consumer, not a Faust agent, like the learner (streams.batch).
+    settings = app.settings.learner
+    writers: list[DecisionLogWriter] = []  # made on the first batch, closed on stop
 
-    @app.agent(topics.training, name="decision-log")
-    async def decision_log(stream):  # type: ignore[no-untyped-def]
-        writer = DecisionLogWriter.from_settings(app.settings.decision_log)
+    async def decision_log(records: Sequence[RawRecord]) -> None:
+        if not writers:
+            writers.append(DecisionLogWriter.from_settings(app.settings.decision_log))
+        # The learner dead-letters what does not decode; the log skips it.
+        examples: list[TrainingExample] = []
+        for record in records:
+            example = decode_record(_TRAINING, record)
+            if isinstance(example, TrainingExample):
+                examples.append(example)
+        if not examples:
+            return
         try:
-            async for events in stream.take_events(batch, within):
-                # The learner dead-letters what does not decode; the log skips it.
-                examples: list[TrainingExample] = []
-                for event in events:
-                    example = decode_record(_TRAINING, RawRecord.from_event(event))
-                    if isinstance(example, TrainingExample):
-                        examples.append(example)
-                if not examples:
-                    continue
-                write = partial(asyncio.to_thread, writer.write, examples)
-                try:
-                    await retry("decision_log.write", write, attempts=5)
-                except Exception:  # noqa: BLE001  # logged; go on with the next batch
-                    _log.exception("decision_log.failed", examples=len(examples))
-        finally:
+            await log_batch(services.store, writers[0], examples)
+        except Exception:  # noqa: BLE001  # logged; go on with the next batch
+            _log.exception("decision_log.failed", examples=len(examples))
+
+    def close() -> None:
+        for writer in writers:
             writer.close()
+        writers.clear()
+
+    consumer = BatchConsumer(
+        app,
+        app.bandit_topics.training,
+        "decision-log",
+        decision_log,
+        max_records=settings.snapshot_every_examples,
+        within=settings.snapshot_every_seconds,
+        on_stop=close,
+    )
+    services.consumers[consumer.name] = consumer
+    app.task(consumer.run)
+
+
+async def log_batch(
+    store: StateStore, writer: DecisionLogWriter, examples: Sequence[TrainingExample]
+) -> int:
+    """Append the examples no decision log holds yet, then record them; return lines written.
+
+    Every worker writes its own files, so the writer's memory of recent ids does not see
+    what another worker logged: a batch redelivered to this worker after the other one
+    died, or an example the join produced twice, would be logged twice. The event ids
+    logged are therefore recorded in Redis (:meth:`StateStore.mark_logged`), only once
+    their lines are flushed, and looked up before writing. Redis trouble never costs a
+    line: when the look-up fails the batch is written whole (a duplicate at worst), and
+    when the record fails the lines are written anyway.
+
+    Raises
+    ------
+    Exception
+        The last error when the batch could not be written after five tries.
+    """
+    learnable: dict[str, list[str]] = {}
+    for example in examples:
+        if example.decision.learn:
+            learnable.setdefault(example.decision.policy, []).append(example.event_id)
+    seen: set[tuple[str, str]] = set()
+    try:
+        for policy, ids in learnable.items():
+            flags = await retry(
+                "decision_log.lookup", partial(store.logged, policy, ids), attempts=3
+            )
+            seen.update((policy, event_id) for event_id, hit in zip(ids, flags, strict=True) if hit)
+    except Exception:  # noqa: BLE001  # logged; write the whole batch rather than lose lines
+        _log.exception("decision_log.lookup_failed", examples=len(examples))
+        seen.clear()
+    fresh = [e for e in examples if (e.decision.policy, e.event_id) not in seen]
+    if seen:
+        _log.info("decision_log.already_logged", examples=len(seen))
+    written = await retry(
+        "decision_log.write", partial(asyncio.to_thread, writer.write, fresh), attempts=5
+    )
+    for policy, ids in learnable.items():
+        new_ids = [event_id for event_id in ids if (policy, event_id) not in seen]
+        try:
+            await retry(
+                "decision_log.record", partial(store.mark_logged, policy, new_ids), attempts=3
+            )
+        except Exception:  # noqa: BLE001  # logged; the lines are written
+            _log.exception("decision_log.record_failed", examples=len(new_ids))
+    return written

@@ -38,6 +38,7 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from redis.asyncio import Redis
 
 from bandit.logging import configure_logging
+from bandit.process import tune_gc
 from bandit.settings import Settings
 from bandit.state import StateStore
 
@@ -253,6 +254,7 @@ def run_worker(settings: Settings) -> None:
         fetch_max_wait_ms=settings.kafka.fetch_max_wait_ms,
     )
     worker = app.Worker(loglevel="WARNING", quiet=True, loop=loop, redirect_stdouts=False)
+    tune_gc()  # everything built so far lives as long as the worker
     try:
         worker.execute_from_commandline()
     except SystemExit as exit_:

@@ -71,7 +71,7 @@ Under the state's prefix (``sb`` by default)::
                                claimed; only events whose decision arrived
     sb:join:orphans            sorted set: event id -> when its early rewards expire
     sb:join:done:{event_id}    string: the policy name; TTL max(done_ttl, 2 x wait)
-    sb:counters:{policy}       the counters, through StateStore.count
+    sb:counters:{policy}       the counters (StateStore.counters reads them)
 
 Fields of an event hash: ``decision`` (Decision JSON), ``policy``, ``aggregation``,
 ``default_reward``, ``wait`` (the settings at arrival), ``deferred`` (``1``/``0``),
@@ -81,10 +81,11 @@ counter), ``r:{reward_id}`` (``"{seq} {occurred_at in µs} {reward!r}"`` per rew
 ``activation_duplicates``.
 
 Every record costs O(1) commands (O(log n) on the sorted sets); ``claim_due`` works
-in batches of ``limit``. Each change of state is one Lua script, so it is atomic; the
-counters are added just after it, so a crash in between can lose a count, never double
-one. The claim and complete scripts build per-event keys from the prefix: this needs a
-single Redis (or a cluster whose prefix is one hash tag), like the rest of the state.
+in batches of ``limit``. Each change of state is one Lua script, so it is atomic, and
+its counters are added by the same script: a worker killed at any point neither loses
+nor doubles a count. The scripts build per-event and per-policy keys from the prefix:
+this needs a single Redis (or a cluster whose prefix is one hash tag), like the rest of
+the state.
 Due ids found without state (which should not happen) are counted as ``events_lost``
 under :attr:`JoinStore.ORPHANS`.
 """
@@ -140,55 +141,94 @@ local function clock(arg)
 end
 """
 
-# KEYS: event hash, done marker, due set, orphan set
+# Counters change in the same script as the state they describe, so a worker killed
+# between the two can neither lose nor double a count.
+_COUNT = """
+local function count(key, name, n)
+  if n ~= 0 then redis.call('HINCRBY', key, name, n) end
+end
+"""
+
+# KEYS: event hash, done marker, due set, orphan set, the policy's counters
 # ARGV: event id, learn ('1'/'0'), due score, field, value, field, value, ...
-_ADD_DECISION = """
+_ADD_DECISION = (
+    _COUNT
+    + """
 if redis.call('EXISTS', KEYS[2]) == 1 or redis.call('HEXISTS', KEYS[1], 'decision') == 1 then
+  count(KEYS[5], 'decisions_duplicate', 1)
   return {'duplicate'}
 end
 local early = redis.call('HMGET', KEYS[1], 'reward_count', 'reward_duplicates',
                          'activation_count', 'activation_duplicates')
 redis.call('ZREM', KEYS[4], ARGV[1])
+count(KEYS[5], 'decisions', 1)
 if ARGV[2] == '0' then
   redis.call('DEL', KEYS[1])
+  count(KEYS[5], 'not_learned', 1)
   return {'not_learned'}
 end
 redis.call('HSET', KEYS[1], unpack(ARGV, 4))
 redis.call('PERSIST', KEYS[1])
 redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])
-return {'pending', tonumber(early[1] or '0'), tonumber(early[2] or '0'),
-        tonumber(early[3] or '0'), tonumber(early[4] or '0')}
+local rewards, reward_dups = tonumber(early[1] or '0'), tonumber(early[2] or '0')
+local activations, activation_dups = tonumber(early[3] or '0'), tonumber(early[4] or '0')
+count(KEYS[5], 'rewards', rewards)
+count(KEYS[5], 'rewards_early', rewards)
+count(KEYS[5], 'rewards_duplicate', reward_dups)
+count(KEYS[5], 'activations', activations)
+count(KEYS[5], 'activations_early', activations)
+count(KEYS[5], 'activations_duplicate', activation_dups)
+return {'pending', rewards, reward_dups, activations, activation_dups}
 """
+)
 
 # KEYS: event hash, done marker, orphan set
-# ARGV: event id, field, value, now, orphan ttl, backstop ttl, count field, duplicates field
+# ARGV: event id, field, value, now, orphan ttl, backstop ttl, count field, duplicates field,
+#       counters key prefix, counter name ('rewards' / 'activations')
+# Early records are counted when their decision arrives or when they expire: until then
+# their policy is unknown.
 _ADD_RECORD = (
     _CLOCK
+    + _COUNT
     + """
+local counters = ARGV[9]
 local done = redis.call('GET', KEYS[2])
-if done then return {'late', done} end
+if done then
+  count(counters .. done, ARGV[10] .. '_late', 1)
+  return {'late', done}
+end
 local policy = redis.call('HGET', KEYS[1], 'policy')
-if policy and redis.call('HEXISTS', KEYS[1], 'claimed') == 1 then return {'late', policy} end
+if policy and redis.call('HEXISTS', KEYS[1], 'claimed') == 1 then
+  count(counters .. policy, ARGV[10] .. '_late', 1)
+  return {'late', policy}
+end
 if redis.call('HEXISTS', KEYS[1], ARGV[2]) == 1 then
-  if policy then return {'duplicate', policy} end
+  if policy then
+    count(counters .. policy, ARGV[10] .. '_duplicate', 1)
+    return {'duplicate', policy}
+  end
   redis.call('HINCRBY', KEYS[1], ARGV[8], 1)
   return {'duplicate'}
 end
 local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
 redis.call('HSET', KEYS[1], ARGV[2], seq .. ' ' .. ARGV[3])
 redis.call('HINCRBY', KEYS[1], ARGV[7], 1)
-if policy then return {'pending', policy} end
+if policy then
+  count(counters .. policy, ARGV[10], 1)
+  return {'pending', policy}
+end
 redis.call('ZADD', KEYS[3], 'NX', clock(ARGV[4]) + tonumber(ARGV[5]), ARGV[1])
 redis.call('EXPIRE', KEYS[1], ARGV[6])
 return {'early'}
 """
 )
 
-# KEYS: due set, orphan set
+# KEYS: due set, orphan set, the orphans' counters
 # ARGV: now, limit, lease seconds, event key prefix
 # Returns {orphan totals, claimed {id, hgetall}..., count of due ids without state}.
 _CLAIM = (
     _CLOCK
+    + _COUNT
     + """
 local now = clock(ARGV[1])
 local limit = tonumber(ARGV[2])
@@ -217,27 +257,39 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0
     lost = lost + 1
   end
 end
+count(KEYS[3], 'rewards_orphaned', totals[1])
+count(KEYS[3], 'rewards_duplicate', totals[2])
+count(KEYS[3], 'activations_orphaned', totals[3])
+count(KEYS[3], 'activations_duplicate', totals[4])
+count(KEYS[3], 'events_lost', lost)
 return {totals, claimed, lost}
 """
 )
 
 # KEYS: due set
-# ARGV: event key prefix, done key prefix, event ids...
-# Returns the ids completed now (not already completed).
-_COMPLETE = """
+# ARGV: event key prefix, done key prefix, counters key prefix,
+#       then per event: id, policy, counter names joined by ','
+# Returns the ids completed now (not already completed); only those are counted.
+_COMPLETE = (
+    _COUNT
+    + """
 local completed = {}
-for i = 3, #ARGV do
+for i = 4, #ARGV, 3 do
   local id = ARGV[i]
   if redis.call('ZREM', KEYS[1], id) == 1 then
     local key = ARGV[1] .. id
     local fields = redis.call('HMGET', key, 'policy', 'done_ttl')
     redis.call('DEL', key)
     if fields[1] then redis.call('SET', ARGV[2] .. id, fields[1], 'EX', fields[2]) end
+    for name in string.gmatch(ARGV[i + 2], '[^,]+') do
+      count(ARGV[3] .. ARGV[i + 1], name, 1)
+    end
     completed[#completed + 1] = id
   end
 end
 return completed
 """
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -282,7 +334,7 @@ class JoinStore:
     ----------
     state
         The Redis state store; keys go under ``state.key("join", ...)`` and counters
-        through ``state.count``.
+        under ``state.key("counters", policy)``.
     orphan_ttl_seconds
         How long a reward or activation waits for its decision.
     done_ttl_seconds
@@ -391,6 +443,7 @@ class JoinStore:
                 self.done_key(event_id),
                 self.due_key,
                 self.orphans_key,
+                self.state.key("counters", decision.policy),
             ],
             args=[
                 event_id,
@@ -399,26 +452,11 @@ class JoinStore:
                 *(item for pair in fields.items() for item in pair),
             ],
         )
-        outcome = _text(reply[0])
+        outcome = _text(reply[0])  # counted by the script
         if outcome == "duplicate":
-            await self.state.count(decision.policy, {"decisions_duplicate": 1})
             return "duplicate"
         if outcome == "not_learned":
-            await self.state.count(decision.policy, {"decisions": 1, "not_learned": 1})
             return "not_learned"
-        rewards, reward_duplicates, activations, activation_duplicates = map(int, reply[1:5])
-        counts = {
-            "decisions": 1,
-            "rewards": rewards,
-            "rewards_early": rewards,
-            "rewards_duplicate": reward_duplicates,
-            "activations": activations,
-            "activations_early": activations,
-            "activations_duplicate": activation_duplicates,
-        }
-        await self.state.count(
-            decision.policy, {name: n for name, n in counts.items() if n or name == "decisions"}
-        )
         return "pending"
 
     async def add_reward(self, record: RewardReported, now: float | None = None) -> RecordOutcome:
@@ -476,16 +514,13 @@ class JoinStore:
                 str(math.ceil(2 * self.orphan_ttl_seconds)),
                 f"{kind}_count",
                 f"{kind}_duplicates",
+                self.state.key("counters", ""),
+                f"{kind}s",
             ],
         )
-        outcome = _text(reply[0])
-        policy = _text(reply[1]) if len(reply) > 1 and reply[1] is not None else None
-        if policy is not None:
-            suffix = {"pending": "", "duplicate": "_duplicate", "late": "_late"}[outcome]
-            await self.state.count(policy, {f"{kind}s{suffix}": 1})
-        # Early records, and duplicates of them, are counted when their decision
-        # arrives or when they expire: until then their policy is unknown.
-        return _RECORD_OUTCOMES[outcome]
+        # Counted by the script; early records, and duplicates of them, when their
+        # decision arrives or when they expire: until then their policy is unknown.
+        return _RECORD_OUTCOMES[_text(reply[0])]
 
     # -- joining -------------------------------------------------------------------------
 
@@ -524,8 +559,8 @@ class JoinStore:
         if not (math.isfinite(lease_seconds) and lease_seconds > 0):
             msg = f"`lease_seconds` must be a finite number > 0, got {lease_seconds!r}"
             raise ValueError(msg)
-        totals, claimed, lost = await self._claim(
-            keys=[self.due_key, self.orphans_key],
+        _totals, claimed, _lost = await self._claim(
+            keys=[self.due_key, self.orphans_key, self.state.key("counters", self.ORPHANS)],
             args=[
                 "" if now is None else repr(now),
                 str(limit),
@@ -533,15 +568,6 @@ class JoinStore:
                 self.state.key("join", "event", ""),
             ],
         )
-        rewards, reward_duplicates, activations, activation_duplicates = map(int, totals)
-        orphaned = {
-            "rewards_orphaned": rewards,
-            "rewards_duplicate": reward_duplicates,
-            "activations_orphaned": activations,
-            "activations_duplicate": activation_duplicates,
-            "events_lost": int(lost),
-        }
-        await self.state.count(self.ORPHANS, {name: n for name, n in orphaned.items() if n})
         return [_joined(_text(raw_id), _fields(raw), self.limits) for raw_id, raw in claimed]
 
     async def complete(self, joined: Sequence[Joined]) -> None:
@@ -557,25 +583,19 @@ class JoinStore:
         """
         if not joined:
             return
-        completed = await self._complete(
+        await self._complete(
             keys=[self.due_key],
             args=[
                 self.state.key("join", "event", ""),
                 self.state.key("join", "done", ""),
-                *(item.event_id for item in joined),
+                self.state.key("counters", ""),
+                *(
+                    part
+                    for item in joined
+                    for part in (item.event_id, item.policy, ",".join(_completion_counters(item)))
+                ),
             ],
         )
-        done = {_text(raw) for raw in completed}
-        counts: dict[str, dict[str, int]] = {}
-        for item in joined:
-            if item.event_id not in done:
-                continue
-            done.discard(item.event_id)  # count an event listed twice once
-            policy_counts = counts.setdefault(item.policy, {})
-            for name in _completion_counters(item):
-                policy_counts[name] = policy_counts.get(name, 0) + 1
-        for policy, policy_counts in counts.items():
-            await self.state.count(policy, policy_counts)
 
 
 def _completion_counters(item: Joined) -> list[str]:

@@ -20,9 +20,11 @@ partition, and the event ids learned since the previous save (kept in
    example produced twice by the join is learned once.
 
 A crash loses only what was not saved, and that was not acknowledged either, so it is
-delivered again and learned then. Before each save the learner checks that the model in
-Redis is still the version it extends; if another learner saved meanwhile (a rebalance
-moved the partition and back), it reloads that model and applies the batch again.
+delivered again and learned then. Each save is conditional (``WATCH``) on the model in
+Redis still being the version it extends; if another learner saved meanwhile (a
+rebalance moved the partition and back), nothing is written and the learner reloads
+that model and applies the batch again. The learner's counters (``learned``,
+``learn_duplicates``, ...) are added in the same transaction, so they are exact too.
 
 Live settings
 -------------
@@ -373,17 +375,24 @@ class Learner:
                 continue
             if live.snapshot is None and not live.changed:
                 continue  # offsets of skipped records only, and nothing saved yet
-            saved_version = await self.store.model_version(name)
-            if (saved_version or 0) != live.version:
-                _log.warning("model.conflict", policy=name, ours=live.version, saved=saved_version)
+            if not await self._save(name, live):
+                _log.warning(
+                    "model.conflict",
+                    policy=name,
+                    ours=live.version,
+                    saved=await self.store.model_version(name),
+                )
                 del self._live[name]
                 conflicts.add(name)
                 continue
-            await self._save(name, live)
             saved[name] = live.version
         return conflicts
 
-    async def _save(self, name: str, live: _Live) -> None:
+    async def _save(self, name: str, live: _Live) -> bool:
+        """Save `live` if the stored model is still the one it extends; say whether saved.
+
+        The learned ids and the counters go in the same transaction as the snapshot.
+        """
         started = self.clock()
         if live.changed:
             snapshot = live.policy.snapshot()
@@ -391,14 +400,23 @@ class Learner:
         else:
             assert live.snapshot is not None
             snapshot, version = live.snapshot, live.version
-        await self.store.save_model(name, snapshot, version, live.offsets, live.pending)
         counts = {key: value for key, value in live.counts.items() if value}
+        saved = await self.store.save_model(
+            name,
+            snapshot,
+            version,
+            live.offsets,
+            live.pending,
+            counts=counts,
+            expected_version=live.version,
+        )
+        if not saved:
+            return False
         learned = len(live.pending)
         live.version, live.snapshot = version, snapshot
         live.pending, live.pending_ids = [], set()
         live.changed = live.moved = False
         live.counts = Counter()
-        await self.store.count(name, counts)
         _log.info(
             "model.saved",
             policy=name,
@@ -408,6 +426,7 @@ class Learner:
             offsets=live.offsets,
             seconds=round(self.clock() - started, 4),
         )
+        return True
 
 
 def _by_policy(records: Sequence[TrainingRecord]) -> dict[str, list[TrainingRecord]]:

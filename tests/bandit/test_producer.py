@@ -142,3 +142,24 @@ def test_unreachable_broker_at_start_buffers_and_disabled_buffer_refuses() -> No
             await unbuffered.stop(flush_timeout=0.2)
 
     _run(body)
+
+
+def test_the_partitioner_is_kafkas() -> None:
+    """Our faster murmur2 partitions every key exactly as aiokafka's (and Java's) default."""
+    import os
+    import random
+
+    from aiokafka.partitioner import DefaultPartitioner  # type: ignore[import-untyped]
+    from aiokafka.partitioner import murmur2 as reference
+
+    from bandit.producer import murmur2, partition_for
+
+    default = DefaultPartitioner()
+    rng = random.Random(3)
+    for length in range(70):
+        for _ in range(20):
+            key = os.urandom(length)
+            assert murmur2(key) == reference(key)
+            partitions = list(range(rng.randint(1, 12)))
+            expected = default(key, partitions, partitions)
+            assert partition_for(key, partitions, partitions) == expected

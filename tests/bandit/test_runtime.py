@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
+import threading
 import uuid
+from pathlib import Path
 
 import pytest
 import redis
@@ -76,3 +80,19 @@ def test_stop_ends_the_processes(tmp_path: pytest.TempPathFactory) -> None:
         assert all(p.running for p in started)
     assert started
     assert not any(p.running for p in started)
+
+
+def test_a_process_started_from_an_ended_thread_keeps_running(tmp_path: Path) -> None:
+    """A child started from a thread that has since ended is not killed with that thread."""
+    sleeper = [sys.executable, "-c", "import time; time.sleep(60)"]
+    process = ServiceProcess("sleeper", sleeper, None, tmp_path / "log")
+    starter = threading.Thread(target=process.start)
+    starter.start()
+    starter.join()
+    try:
+        assert process.process is not None
+        with pytest.raises(subprocess.TimeoutExpired):  # still alive a second later
+            process.process.wait(timeout=1.0)
+        assert process.running
+    finally:
+        process.stop()

@@ -78,3 +78,37 @@ def test_counters_add_up(redis_url: str) -> None:
         assert await store.counters("p") == {"decisions": 5, "rewards_late": 1}
 
     _run(redis_url, body)
+
+
+def test_a_save_over_a_model_saved_meanwhile_changes_nothing(redis_url: str) -> None:
+    """A save expecting another stored version is refused, counters included."""
+
+    async def body(store: StateStore) -> None:
+        assert await store.save_model("p", b"v1", 1, {0: 5}, ["e1"], expected_version=0)
+        stale = await store.save_model(
+            "p", b"v1-again", 1, {0: 9}, ["e2"], counts={"learned": 1}, expected_version=0
+        )
+        assert not stale
+        record = await store.load_model("p")
+        assert record is not None
+        assert (record.snapshot, record.offsets) == (b"v1", {0: 5})
+        assert await store.learned("p", ["e1", "e2"]) == [True, False]
+        assert await store.counters("p") == {}
+        assert await store.save_model(
+            "p", b"v2", 2, {0: 9}, counts={"learned": 4}, expected_version=1
+        )
+        assert await store.counters("p") == {"learned": 4}
+
+    _run(redis_url, body)
+
+
+def test_logged_ids_are_remembered_per_policy(redis_url: str) -> None:
+    """Event ids recorded as logged are found again, for their policy only."""
+
+    async def body(store: StateStore) -> None:
+        assert await store.logged("p", ["e1"]) == [False]
+        await store.mark_logged("p", ["e1", "e2"])
+        assert await store.logged("p", ["e2", "e3", "e1"]) == [True, False, True]
+        assert await store.logged("q", ["e1"]) == [False]
+
+    _run(redis_url, body)

@@ -64,13 +64,9 @@ def test_app_is_configured_for_the_local_broker() -> None:
     assert (conf.broker_session_timeout, conf.broker_heartbeat_interval) == (4.0, 0.5)
     assert conf.consumer_auto_offset_reset == "earliest"
     assert not app.tables
-    assert set(app.agents) == {
-        "context",
-        "learner",
-        "join-decisions",
-        "join-rewards",
-        "decision-log",
-    }
+    assert set(app.agents) == {"context", "join-decisions", "join-rewards"}
+    # The training topic is read in batches, outside Faust's per-record path.
+    assert len(app._app_tasks) == 3  # the release-due timer, the two batch consumers
     names = topic_names(settings)
     assert app.bandit_topics.training.get_topic_name() == names.training == "streambandit.training"
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 import re
 import subprocess
 import sys
+import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from itertools import pairwise
@@ -14,12 +16,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from redis.asyncio import Redis
 from vowpalwabbit import pyvw
 
 from bandit.errors import ConfigurationError
 from bandit.schemas import Decision, RankRequest, TrainingExample
+from bandit.state import StateStore
 from policies import Action, Context, Policy, decide_ranking
 from policies.vw import VWPolicy, parse_dsjson_record
+from streams.agents import log_batch
 from streams.sink import DecisionLogWriter, training_record
 from tests.policies import toy
 
@@ -298,3 +303,26 @@ def test_bad_settings_are_refused(tmp_path: Path, arguments: dict[str, Any], mat
     """A writer with a non-positive size or window raises ConfigurationError naming it."""
     with pytest.raises(ConfigurationError, match=match):
         DecisionLogWriter(tmp_path, **arguments)
+
+
+def test_what_another_worker_logged_is_not_logged_again(tmp_path: Path, redis_url: str) -> None:
+    """A batch redelivered to a second worker's log writes only what the first did not."""
+    examples = _joined(VWPolicy(seed=1), 6)
+
+    async def body() -> tuple[int, int]:
+        client = Redis.from_url(redis_url)
+        store = StateStore(client, prefix=f"sk{uuid.uuid4().hex[:8]}")
+        try:
+            with (
+                DecisionLogWriter(tmp_path / "worker-1", 1 << 20) as first,
+                DecisionLogWriter(tmp_path / "worker-2", 1 << 20) as second,
+            ):
+                written_first = await log_batch(store, first, examples[:4])
+                written_second = await log_batch(store, second, examples)
+            return written_first, written_second
+        finally:
+            await client.aclose()
+
+    assert asyncio.run(body()) == (4, 2)
+    logged = _lines(sorted(tmp_path.rglob("*.dsjson")))
+    assert sorted(line["EventId"] for line in logged) == sorted(e.event_id for e in examples)

@@ -1,0 +1,29 @@
+"""Process-wide tuning for the long-running services (the API and the stream workers).
+
+CPython's cyclic garbage collector runs a young-generation pass every 700 net
+allocations, and now and then a full pass over every object the process holds. The
+services allocate many short-lived objects per record (decoded JSON, models, VW text)
+in a process holding about 170,000 long-lived ones (FastAPI, Faust, aiokafka, pydantic
+schemas, the policies): measured in a worker-sized process, decoding a training example
+cost about 250 µs with the default collector and about 100 µs after :func:`tune_gc`.
+
+:func:`tune_gc` moves everything alive at startup into the permanent generation
+(:func:`gc.freeze`, never scanned again) and makes the young generation larger. Cycles
+are still collected; pauses stay short (a young pass scans at most 50,000 objects).
+"""
+
+from __future__ import annotations
+
+import gc
+
+__all__ = ["GC_THRESHOLDS", "tune_gc"]
+
+GC_THRESHOLDS = (50_000, 20, 50)
+"""Allocations before a young-generation pass, then passes before each older one."""
+
+
+def tune_gc() -> None:
+    """Freeze what is alive now and enlarge the young generation (call after startup)."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)

@@ -1,0 +1,314 @@
+"""Faults on the whole loop: workers killed under load, duplicated and malformed records.
+
+Everything runs as real processes (API, stream workers, broker, Redis) through the
+`stack` fixture of ``conftest.py``. Traffic goes through the API, or straight to the
+topics with aiokafka as the API or a misbehaving app would write it; the outcome is
+read back from Redis, the decision logs and the dead-letter topic. Nothing is mocked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer  # type: ignore[import-untyped]
+
+from bandit.client import AsyncClient, Client
+from bandit.runtime import LocalStack
+from bandit.schemas import DeadLetter, Decision, PolicySettings, RankRequest, RewardReported
+from policies import decide_ranking, make_policy
+from streams.app import topic_names
+from streams.deadletter import DEAD_LETTER_MAX_BYTES
+from tests.integration.conftest import (
+    ACTIONS,
+    best_action,
+    logged_event_ids,
+    n_learned,
+    read_counters,
+    wait_for,
+)
+
+# A killed worker is back in about 6 s on the local broker: 2-3 s to start, then the
+# consumer groups' JoinGroup, which the broker holds for a couple of seconds. A kill
+# every 2.5 s would keep the groups rebalancing for good, so nothing would be processed.
+KILL_EVERY_SECONDS = 6.0
+MIN_KILLS = 5
+SEND_SECONDS = 30.0  # the events are spread over this long, so kills land mid-stream
+
+
+def _logged_lines(stack: LocalStack) -> list[dict[str, Any]]:
+    return [
+        json.loads(line)
+        for path in sorted(stack.decision_logs.rglob("*.dsjson"))
+        for line in path.read_text().splitlines()
+        if line.strip()
+    ]
+
+
+async def _produce(
+    broker: str, records: Sequence[tuple[str, bytes | None, bytes]]
+) -> list[tuple[int, int]]:
+    """Produce (topic, key, value) records in order, as a plain app would.
+
+    Returns the partition and offset of each.
+    """
+    producer = AIOKafkaProducer(
+        bootstrap_servers=broker,
+        enable_idempotence=False,
+        max_request_size=4 * DEAD_LETTER_MAX_BYTES,
+    )
+    await producer.start()
+    try:
+        offsets = []
+        for topic, key, value in records:
+            sent = await producer.send_and_wait(topic, value, key=key)
+            offsets.append((sent.partition, sent.offset))
+        return offsets
+    finally:
+        await producer.stop()
+
+
+async def _read_topic(broker: str, topic: str, until: int, timeout: float) -> list[bytes]:
+    """Read `topic` from the start until `until` records are in or `timeout` passes."""
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=broker,
+        group_id=f"reader-{uuid.uuid4().hex[:8]}",
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        session_timeout_ms=6000,
+        heartbeat_interval_ms=500,
+    )
+    await consumer.start()
+    values: list[bytes] = []
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and len(values) < until:
+            fetched = await consumer.getmany(timeout_ms=500)
+            values += [record.value for records in fetched.values() for record in records]
+        return values
+    finally:
+        await consumer.stop()
+
+
+def _decision(event_id: str, segment: int) -> Decision:
+    """A decision built the way the API builds it (uniform draw, seeded by the event id)."""
+    request = RankRequest.model_validate(
+        {"event_id": event_id, "context": {"user": {"segment": f"s{segment}"}}, "actions": ACTIONS}
+    )
+    context, actions = request.policy_inputs()
+    choice = decide_ranking(make_policy("uniform").pmf(context, actions), event_id)
+    return Decision.from_choice(choice, request=request, policy="default", model_version="0")
+
+
+@pytest.mark.parametrize("stack", [2], indirect=True)
+def test_killing_workers_loses_and_repeats_nothing(stack: LocalStack, redis_url: str) -> None:
+    """kill -9 of a worker, again and again under load: every decision learned once, all logged."""
+    with Client(stack.api_url, api_key=stack.admin_key) as admin:
+        admin.set_settings("default", PolicySettings(spec="vw-epsilon", reward_wait_seconds=1.0))
+    n, batch = 2000, 50
+    stop = threading.Event()
+    kills: list[str] = []
+
+    def killer() -> None:
+        while not stop.wait(KILL_EVERY_SECONDS):
+            victim = stack.processes[f"worker-{1 + len(kills) % 2}"]
+            victim.kill()  # SIGKILL: no shutdown, no commit, no leave-group
+            victim.stop()
+            victim.start()
+            kills.append(victim.name)
+
+    async def send() -> list[str]:
+        rng = random.Random(7)
+        async with AsyncClient(stack.api_url, api_key=stack.app_key) as client:
+
+            async def one() -> str:
+                segment = rng.randrange(2)
+                result = await client.rank({"user": {"segment": f"s{segment}"}}, ACTIONS)
+                if result.action_id == best_action(segment):
+                    await client.reward(result.event_id, 1.0)
+                return result.event_id
+
+            ids: list[str] = []
+            started = asyncio.get_running_loop().time()
+            for i in range(n // batch):
+                ids += await asyncio.gather(*(one() for _ in range(batch)))
+                due = started + (i + 1) * SEND_SECONDS * batch / n
+                await asyncio.sleep(max(0.0, due - asyncio.get_running_loop().time()))
+            return ids
+
+    thread = threading.Thread(target=killer, daemon=True)
+    thread.start()
+    try:
+        event_ids = asyncio.run(send())
+        wait_for(lambda: len(kills) >= MIN_KILLS, 10 * KILL_EVERY_SECONDS, "enough kills")
+    finally:
+        stop.set()
+        thread.join()
+    assert len(set(event_ids)) == n
+    wait_for(lambda: read_counters(stack, redis_url).get("joined", 0) >= n, 150, "the join")
+    wait_for(lambda: n_learned(stack, redis_url) >= n, 90, "the learner")
+    wait_for(lambda: set(logged_event_ids(stack)) >= set(event_ids), 60, "the log")
+    time.sleep(2)  # anything learned, joined or logged twice would show by now
+    counters = read_counters(stack, redis_url)
+    assert (counters["decisions"], counters["joined"]) == (n, n)
+    assert n_learned(stack, redis_url) == n
+    logged = Counter(logged_event_ids(stack))
+    assert set(logged) == set(event_ids)
+    # A line is written twice only when its worker was killed between writing it and
+    # recording it in Redis: the copies are then the last lines that worker wrote.
+    twice = {event_id for event_id, times in logged.items() if times > 1}
+    tails = _tails_of(stack, twice)
+    assert len(tails) <= len(kills), f"{len(tails)} files end in duplicates, {len(kills)} kills"
+    unexplained = sorted(twice.difference(*tails))
+    assert not unexplained, f"{len(unexplained)} of {len(twice)} duplicates, e.g. {unexplained[:3]}"
+
+
+def _tails_of(stack: LocalStack, duplicated: set[str]) -> list[set[str]]:
+    """For each decision log file ending in duplicated ids, the ids of that tail.
+
+    Every start of a worker opens a new file, so the end of a file is what the worker
+    wrote last before it stopped (or what it wrote last so far).
+    """
+    tails = []
+    for path in sorted(stack.decision_logs.rglob("*.dsjson")):
+        ids = [json.loads(line)["EventId"] for line in path.read_text().splitlines() if line]
+        start = len(ids)
+        while start and ids[start - 1] in duplicated:
+            start -= 1
+        if start < len(ids):
+            tails.append(set(ids[start:]))
+    return tails
+
+
+def test_duplicated_decisions_and_rewards_change_nothing_twice(
+    stack: LocalStack, redis_url: str, broker: str
+) -> None:
+    """Decisions and rewards produced twice, pending and after the join, count once."""
+    with Client(stack.api_url, api_key=stack.admin_key) as admin:
+        admin.set_settings(
+            "default",
+            PolicySettings(spec="vw-epsilon", reward_wait_seconds=5.0, reward_aggregation="sum"),
+        )
+    topics = topic_names(stack.settings)
+    decisions = [_decision(uuid.uuid4().hex, i % 2) for i in range(40)]
+    rewards = [
+        RewardReported(event_id=d.event_id, reward=1.0 + i, reward_id=uuid.uuid4().hex)
+        for i, d in enumerate(decisions[::2])
+    ]
+    n, n_rewards = len(decisions), len(rewards)
+    records = [
+        (topics.decisions, d.event_id.encode(), d.model_dump_json().encode()) for d in decisions
+    ]
+    records += [
+        (topics.rewards, r.event_id.encode(), r.model_dump_json().encode()) for r in rewards
+    ]
+    copies = [record for record in records for _ in range(2)]  # each one twice in a row
+    asyncio.run(_produce(broker, copies))
+    wait_for(lambda: read_counters(stack, redis_url).get("joined", 0) >= n, 90, "the join")
+    wait_for(lambda: n_learned(stack, redis_url) >= n, 60, "the learner")
+    wait_for(lambda: len(logged_event_ids(stack)) >= n, 30, "the log")
+
+    asyncio.run(_produce(broker, records))  # once more, after the join: all late now
+    wait_for(
+        lambda: (
+            read_counters(stack, redis_url).get("rewards_late", 0) >= n_rewards
+            and read_counters(stack, redis_url).get("decisions_duplicate", 0) >= 2 * n
+        ),
+        60,
+        "the second copies",
+    )
+    time.sleep(2)  # anything joined, learned or logged twice would show by now
+    counters = read_counters(stack, redis_url)
+    assert counters["decisions"] == counters["joined"] == n
+    assert counters["decisions_duplicate"] == 2 * n
+    assert counters["rewards"] == counters["rewards_duplicate"] == n_rewards
+    assert counters["rewards_late"] == n_rewards
+    assert counters["default_rewards"] == n - n_rewards
+    assert counters.get("learn_duplicates", 0) == 0  # the join produced each example once
+    assert n_learned(stack, redis_url) == n
+    lines = _logged_lines(stack)
+    assert sorted(line["EventId"] for line in lines) == sorted(d.event_id for d in decisions)
+    reward_of = {r.event_id: r.reward for r in rewards}
+    for line in lines:
+        reward = reward_of.get(line["EventId"])
+        assert line["_label_cost"] == -(reward if reward is not None else 0.0)
+        assert line["_sb"]["reward_count"] == (0 if reward is None else 1)
+
+
+def test_bad_records_become_dead_letters_and_good_ones_flow(
+    stack: LocalStack, redis_url: str, broker: str
+) -> None:
+    """Bad records on every input topic are dead-lettered with the reason; good ones go on."""
+    with Client(stack.api_url, api_key=stack.admin_key) as admin:
+        admin.set_settings("default", PolicySettings(spec="vw-epsilon", reward_wait_seconds=3.0))
+    topics = topic_names(stack.settings)
+    oversized = b'{"pad": "' + b"x" * DEAD_LETTER_MAX_BYTES + b'"}'
+    too_many_actions = _decision(uuid.uuid4().hex, 0).model_dump(mode="json")
+    too_many_actions["actions"] = [
+        {"id": f"a{i}"} for i in range(stack.settings.limits.max_actions + 1)
+    ]
+    bad = [
+        (topics.decisions, b"d1", b"{not json", "[json_invalid]"),
+        (topics.decisions, b"d2", b'{"event_id": "d2"}', "policy: Field required [missing]"),
+        (topics.decisions, b"d3", json.dumps(too_many_actions).encode(), "actions"),
+        (topics.decisions, b"d4", oversized, "[record_too_large]"),
+        (
+            topics.rewards,
+            b"r1",
+            b'{"event_id": "r1", "type": "reward", "reward": "x"}',
+            "[float_parsing]",
+        ),
+        (topics.rewards, b"r2", b"\xff\xfe\x00", "[json_invalid]"),
+        (topics.rewards, b"r3", oversized, "[record_too_large]"),
+        (topics.events, b"s1", b"[]", "[model_type]"),
+        (topics.events, b"s2", b'{"kind": "teleport"}', "kind:"),
+        (topics.events, b"s3", oversized, "[record_too_large]"),
+    ]
+    offsets = asyncio.run(_produce(broker, [(topic, key, value) for topic, key, value, _ in bad]))
+    with Client(stack.api_url, api_key=stack.app_key) as client:
+        for _ in range(5):
+            client.reward(client.rank({"user": {"segment": "s1"}}, ACTIONS).event_id, 1.0)
+        client.event(
+            kind="view",
+            user_id="pseudonym-1",
+            session_id="session-after-bad-records",
+            device={"type": "mobile", "os": "iOS 17.4"},
+        )
+    wait_for(lambda: read_counters(stack, redis_url).get("joined", 0) >= 5, 90, "the join")
+    wait_for(lambda: n_learned(stack, redis_url) >= 5, 60, "the learner")
+
+    values = asyncio.run(_read_topic(broker, topics.dead_letters, len(bad), 60))
+    letters = [DeadLetter.model_validate_json(value) for value in values]
+    by_source = {(d.source_topic, d.partition, d.offset): d for d in letters}
+    for (topic, key, _, rule), (partition, offset) in zip(bad, offsets, strict=True):
+        letter = by_source.get((topic, partition, offset))
+        assert letter is not None, f"no dead letter for {topic} {partition}/{offset}"
+        assert rule in letter.reason, (topic, key, letter.reason)
+        assert letter.key == key.decode()
+    assert read_counters(stack, redis_url, "_streams")["dead_letters"] >= len(bad)
+    assert read_counters(stack, redis_url)["rewards"] == 5
+    wait_for(
+        lambda: "session-after-bad-records" in _session_ids(stack, redis_url),
+        30,
+        "the context agent",
+    )
+
+
+def _session_ids(stack: LocalStack, redis_url: str) -> set[str]:
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    try:
+        prefix = f"{stack.prefix}:features:session:"  # type: ignore[attr-defined]
+        return {key.decode()[len(prefix) :] for key in client.scan_iter(match=prefix + "*")}
+    finally:
+        client.close()
