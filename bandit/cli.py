@@ -396,7 +396,10 @@ def replay_command(  # noqa: PLR0917 - typer maps each option to a parameter
             rewards = HashedRidge(seed=seed).cross_fit(data)
     built = []
     for target in targets:
-        with _replay_bar(target.spec, data.n) as advance, _usage_errors_for("'--policy'"):
+        with (
+            _progress_bar(f"replaying {target.spec}", data.n) as advance,
+            _usage_errors_for("'--policy'"),
+        ):
             built.append(build_target(target, data, progress=advance))
     facts = {
         "files": [str(f) for f in result.files],
@@ -522,7 +525,7 @@ def _build_policies(specs: Sequence[str]) -> dict[str, Policy]:
 def _run_and_report(environment: Environment, built: dict[str, Policy], rounds: int) -> None:
     console = _stdout()
     started = time.perf_counter()
-    with _progress_bar(rounds, len(built)) as advance:
+    with _progress_bar(f"simulating {len(built)} policies", rounds) as advance:
         result = simulate(environment, built, rounds, progress=advance)
     console.print(_table(result))
     console.print(_conclusion(result), highlight=False)
@@ -534,16 +537,17 @@ def _run_and_report(environment: Environment, built: dict[str, Policy], rounds: 
 
 
 @contextmanager
-def _progress_bar(rounds: int, n_policies: int) -> Iterator[Callable[[int], None]]:
+def _progress_bar(label: str, total: int) -> Iterator[Callable[[int], None]]:
+    """Show a transient progress bar on stderr; yield a callback taking the count done."""
     progress = Progress(
-        TextColumn(f"simulating {n_policies} policies"),
+        TextColumn(label),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
         console=_stderr(),
         transient=True,
     )
-    task = progress.add_task("rounds", total=rounds)
+    task = progress.add_task(label, total=total)
     with progress:
         yield lambda done: progress.update(task, completed=done)
 
@@ -680,7 +684,10 @@ def _replay_study(
 
     spec, parameter, values = study
     total = data.n * (len(values) + 1)
-    with _replay_bar(f"what-if {parameter}", total) as advance, _usage_errors_for("'--grid'"):
+    with (
+        _progress_bar(f"replaying what-if {parameter}", total) as advance,
+        _usage_errors_for("'--grid'"),
+    ):
         result = what_if(
             data,
             spec,
@@ -713,21 +720,6 @@ def _spinner(what: str) -> Iterator[Callable[[int], None]]:
         transient=True,
     )
     task = progress.add_task(what, total=None)
-    with progress:
-        yield lambda done: progress.update(task, completed=done)
-
-
-@contextmanager
-def _replay_bar(label: str, rows: int) -> Iterator[Callable[[int], None]]:
-    progress = Progress(
-        TextColumn(f"replaying {label}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=_stderr(),
-        transient=True,
-    )
-    task = progress.add_task("rows", total=rows)
     with progress:
         yield lambda done: progress.update(task, completed=done)
 
