@@ -471,7 +471,7 @@ async def _decide(
     decided = time.perf_counter()
     decision = outcome.decision
     delivery = await _produce(
-        service, "decisions", decision.event_id, decision.model_dump_json().encode()
+        service, "decisions", decision.event_id, fastpath.model_json(decision)
     )
     service.metrics.observe_decision(policy, explored=decision.explored, degraded=outcome.degraded)
     _note(
@@ -553,7 +553,7 @@ async def rank(request: Request) -> Response:
         request, service, body, policy, session_id=body.session_id, device_id=body.device_id
     )
     decision = outcome.decision
-    answer = RankResponse(
+    answer = RankResponse.model_construct(
         event_id=decision.event_id,
         policy=decision.policy,
         model_version=decision.model_version,
@@ -562,7 +562,7 @@ async def rank(request: Request) -> Response:
         ranking=decision.ranking,
         deferred=decision.deferred,
     )
-    return _model(answer)
+    return Response(fastpath.model_json(answer), media_type="application/json")
 
 
 async def reward(
@@ -1024,6 +1024,7 @@ def create_app(
         producer=BufferedProducer(
             settings.kafka.broker,
             capacity=settings.kafka.producer_buffer,
+            acknowledged=settings.kafka.await_acks,
             on_drop=metrics.producer_dropped.inc,
         ),
         metrics=metrics,

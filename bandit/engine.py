@@ -44,8 +44,9 @@ import pydantic
 import structlog
 from redis.exceptions import RedisError
 
-from bandit.errors import ConfigurationError, SnapshotError, StreambanditError
-from bandit.schemas import Decision, PolicySettings, RankRequest
+from bandit import fastpath
+from bandit.errors import ConfigurationError, SnapshotError, UnknownServedPolicyError
+from bandit.schemas import ActionCache, Decision, PolicySettings, RankRequest
 from bandit.settings import Settings
 from bandit.state import FeatureKind, StateStore
 from policies import Policy, decide_ranking, make_policy
@@ -63,10 +64,6 @@ ConsentPath = Literal["personalise"]
 
 _REDIS_FAILURES = (RedisError, OSError, TimeoutError)
 _log = structlog.get_logger("bandit.engine")
-
-
-class UnknownServedPolicyError(StreambanditError, LookupError):
-    """No policy of that name is served by this process."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +150,7 @@ class DecisionEngine:
         self._locks = {name: asyncio.Lock() for name in settings.policies}
         self._poller: asyncio.Task[None] | None = None
         self.degraded = False
+        self._actions: ActionCache = {}  # policy actions of repeated action models
         """Whether Redis is unavailable (features are skipped until a poll succeeds)."""
         self.degraded_since: float | None = None
 
@@ -254,19 +252,16 @@ class DecisionEngine:
         decided = request
         if stored:
             decided = self._with_stored_features(request, stored)
-        context, actions = decided.policy_inputs()
+        context, actions = decided.policy_inputs(self._actions)
         distribution = loaded.policy.pmf(context, actions)
         choice = decide_ranking(distribution, decided.event_id)
-        decision = Decision.from_choice(
+        decision = fastpath.decided(
             choice,
             request=decided,
             policy=policy,
             model_version=loaded.model_version,
-            limits=self.settings.limits,
             inputs=(context, actions),
         )
-        if request.defer_activation:
-            decision = decision.model_copy(update={"deferred": True})
         used = sum(len(features) for features in stored.values()) if decided is not request else 0
         return RankOutcome(decision, consent, degraded, used)
 

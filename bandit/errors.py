@@ -13,7 +13,9 @@
     │   └── UnknownPolicyError       (also LookupError) no policy registered under that name
     ├── DatasetError                 (also ValueError) a simulation data set cannot be built
     ├── LogFormatError               (also ValueError) a decision log row breaks a rule
-    └── RuntimeServiceError          (also RuntimeError) a local broker or Redis cannot start
+    ├── ProducerUnavailableError     (also RuntimeError) a record cannot be taken for the broker
+    ├── RuntimeServiceError          (also RuntimeError) a local broker or Redis cannot start
+    └── UnknownServedPolicyError     (also LookupError) the service serves no such policy
 
 Request and event payloads are validated by pydantic and raise
 :class:`pydantic.ValidationError`, whose entries name the field and the rule.
@@ -30,10 +32,12 @@ __all__ = [
     "InvalidFeedbackError",
     "LogFormatError",
     "PolicyError",
+    "ProducerUnavailableError",
     "RuntimeServiceError",
     "SnapshotError",
     "StreambanditError",
     "UnknownPolicyError",
+    "UnknownServedPolicyError",
 ]
 
 
@@ -83,3 +87,11 @@ class LogFormatError(StreambanditError, ValueError):
 
 class RuntimeServiceError(StreambanditError, RuntimeError):
     """A server of the embedded runtime cannot be found or started; the message says why."""
+
+
+class ProducerUnavailableError(StreambanditError, RuntimeError):
+    """A record cannot be accepted: the buffer is full, or the broker refused it for good."""
+
+
+class UnknownServedPolicyError(StreambanditError, LookupError):
+    """The service serves no policy under the requested name."""

@@ -39,6 +39,7 @@ from typing import Any, Final, Generic, TypeVar, cast
 import orjson
 from pydantic import BaseModel, TypeAdapter
 
+from bandit.errors import InvalidDistributionError
 from bandit.schemas import (
     _FEATURE_NAME_RE,
     _ID_RE,
@@ -52,9 +53,20 @@ from bandit.schemas import (
     new_event_id,
 )
 from bandit.settings import Limits
+from policies import Action, Choice
 from policies._distribution import SUM_TOLERANCE
 
-__all__ = ["FastDecoder", "decision", "decision_from_data", "rank_request", "training_example"]
+__all__ = [
+    "FastDecoder",
+    "decided",
+    "decision",
+    "decision_from_data",
+    "decision_values",
+    "model_json",
+    "rank_request",
+    "training_data",
+    "training_example",
+]
 
 M = TypeVar("M", bound=BaseModel)
 R = TypeVar("R", bound=RankRequest)
@@ -67,7 +79,11 @@ _TIMESTAMP_RE = re.compile(
     r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,6})?(?:Z|[+-]\d{2}:\d{2})"
 )
 
+_ACTION_CACHE_SIZE = 20_000
+"""Validated actions kept by their exact JSON (an app's catalog repeats them)."""
+
 _ids: set[str] = set()
+_actions: list[tuple[Limits, dict[bytes, RankableAction]]] = []  # the last limits' only
 _names: dict[tuple[re.Pattern[str], int], set[str]] = {}  # by pattern and key length limit
 
 
@@ -88,6 +104,15 @@ def _id_ok(value: object, limit: int) -> bool:
 def _unique_id_ok(value: object, limit: int) -> bool:
     """Check an id that will not repeat (event ids): never cached."""
     return type(value) is str and len(value) <= limit and _ID_RE.fullmatch(value) is not None
+
+
+def _known_actions(limits: Limits) -> dict[bytes, RankableAction]:
+    """Actions validated under `limits`, by their JSON (frozen models, shared by requests)."""
+    if _actions and _actions[0][0] is limits:
+        return _actions[0][1]
+    known: dict[bytes, RankableAction] = {}
+    _actions[:] = [(limits, known)]
+    return known
 
 
 def _known_names(pattern: re.Pattern[str], limit: int) -> set[str]:
@@ -257,8 +282,22 @@ def rank_request(  # noqa: PLR0911, PLR0912, PLR0915  (one flat pass over every 
         return None
     built: list[RankableAction] = []
     seen: set[str] = set()
+    known = _known_actions(limits)
     for action in actions:
-        if type(action) is not dict or not action.keys() <= _ACTION_FIELDS:
+        if type(action) is not dict:
+            return None
+        try:
+            blob = orjson.dumps(action)  # exact: 1, 1.0 and true write differently
+        except TypeError:  # an int beyond 64 bits: let pydantic say what it makes of it
+            return None
+        made = known.get(blob)
+        if made is not None:
+            if made.id in seen:
+                return None
+            seen.add(made.id)
+            built.append(made)
+            continue
+        if not action.keys() <= _ACTION_FIELDS:
             return None
         action_id = action.get("id")
         if type(action_id) is not str or action_id in seen or not _id_ok(action_id, id_limit):
@@ -268,12 +307,15 @@ def rank_request(  # noqa: PLR0911, PLR0912, PLR0915  (one flat pass over every 
             action_features = action["features"]
             if not _features_ok(action_features, limits, logged=False):
                 return None
-            built.append(
-                _make(RankableAction, {"id": action_id, "features": action_features},
-                      {"id", "features"})
-            )  # fmt: skip
+            made = _make(
+                RankableAction, {"id": action_id, "features": action_features}, {"id", "features"}
+            )
         else:
-            built.append(_make(RankableAction, {"id": action_id, "features": {}}, {"id"}))
+            made = _make(RankableAction, {"id": action_id, "features": {}}, {"id"})
+        built.append(made)
+        if len(known) >= _ACTION_CACHE_SIZE:
+            known.clear()
+        known[blob] = made
     values["actions"] = built
     # excluded actions
     if "excluded_actions" in values:
@@ -312,6 +354,10 @@ _DECISION_REQUIRED: Final = frozenset(
 _DECISION_FIELDS: Final = tuple(Decision.model_fields)
 _DECISION_KEYS: Final = frozenset(_DECISION_FIELDS)
 _RANKED_FIELDS: Final = frozenset({"id", "probability"})
+_DECIDED_SET: Final = frozenset(
+    {"event_id", "policy", "model_version", "context", "actions", "ranking",
+     "chosen_action_id", "chosen_index", "probability", "explored", "deferred"}
+)  # fmt: skip
 _EXAMPLE_REQUIRED: Final = frozenset(
     {"event_id", "decision", "reward", "reward_count", "default_reward"}
 )
@@ -345,13 +391,39 @@ def _event_fields(values: dict[str, Any], limits: Limits) -> bool:
     return True
 
 
-def decision_from_data(  # noqa: PLR0911, PLR0912  (one flat pass over every rule)
-    data: Mapping[str, Any], limits: Limits
-) -> Decision | None:
+def decision_from_data(data: Mapping[str, Any], limits: Limits) -> Decision | None:
     """Return ``Decision.model_validate(data, context={"limits": limits})``, or None.
 
     `data` holds JSON-like values (and ``occurred_at`` may be an aware datetime); it is
     not changed. None means "ask pydantic".
+    """
+    values = decision_values(data, limits)
+    if values is None:
+        return None
+    values["actions"] = [
+        _make(LoggedAction, {"id": action["id"], "features": action["features"]},
+              {"id", "features"})
+        if "features" in action
+        else _make(LoggedAction, {"id": action["id"], "features": {}}, {"id"})
+        for action in values["actions"]
+    ]  # fmt: skip
+    values["ranking"] = [
+        _make(RankedAction, {"id": entry["id"], "probability": entry["probability"]},
+              {"id", "probability"})
+        for entry in values["ranking"]
+    ]  # fmt: skip
+    return _make(Decision, values, set(data))
+
+
+def decision_values(  # noqa: PLR0911, PLR0912  (one flat pass over every rule)
+    data: Mapping[str, Any], limits: Limits
+) -> dict[str, Any] | None:
+    """Check `data` against every rule of :class:`~bandit.schemas.Decision`; return its values.
+
+    The values of the decision :func:`decision_from_data` would build, as plain data, in
+    field order: defaults filled in, ``occurred_at`` an aware UTC datetime, ``actions``
+    and ``ranking`` lists of `data`'s own dicts (an action given without ``features``
+    has none). None means "ask pydantic". `data` is not changed.
     """
     if not data.keys() <= _DECISION_KEYS or not data.keys() >= _DECISION_REQUIRED:
         return None
@@ -373,7 +445,6 @@ def decision_from_data(  # noqa: PLR0911, PLR0912  (one flat pass over every rul
     max_actions = limits.max_actions
     if type(actions) is not list or not actions or len(actions) > max_actions:
         return None
-    logged: list[LoggedAction] = []
     ids: list[str] = []
     for action in actions:
         if type(action) is not dict or not action.keys() <= _ACTION_FIELDS:
@@ -382,25 +453,15 @@ def decision_from_data(  # noqa: PLR0911, PLR0912  (one flat pass over every rul
         if type(action_id) is not str or not _id_ok(action_id, id_limit):
             return None
         ids.append(action_id)
-        if "features" in action:
-            action_features = action["features"]
-            if not _features_ok(action_features, limits, logged=True):
-                return None
-            logged.append(
-                _make(LoggedAction, {"id": action_id, "features": action_features},
-                      {"id", "features"})
-            )  # fmt: skip
-        else:
-            logged.append(_make(LoggedAction, {"id": action_id, "features": {}}, {"id"}))
+        if "features" in action and not _features_ok(action["features"], limits, logged=True):
+            return None
     offered = set(ids)
     if len(offered) != len(ids):
         return None
-    values["actions"] = logged
     # ranking: every offered id once, a distribution
     ranking = values["ranking"]
     if type(ranking) is not list or len(ranking) != len(ids):
         return None
-    ranked: list[RankedAction] = []
     by_id: dict[str, float] = {}
     for entry in ranking:
         if type(entry) is not dict or entry.keys() != _RANKED_FIELDS:
@@ -411,20 +472,15 @@ def decision_from_data(  # noqa: PLR0911, PLR0912  (one flat pass over every rul
         if entry_id not in offered or entry_id in by_id:  # offered ids are valid ids
             return None
         by_id[entry_id] = probability
-        ranked.append(
-            _make(RankedAction, {"id": entry_id, "probability": probability},
-                  {"id", "probability"})
-        )  # fmt: skip
     if abs(math.fsum(by_id.values()) - 1.0) > SUM_TOLERANCE:
         return None
-    values["ranking"] = ranked
     # the choice
     chosen, index, probability = (
         values["chosen_action_id"],
         values["chosen_index"],
         values["probability"],
     )
-    if type(chosen) is not str or ranked[0].id != chosen:
+    if type(chosen) is not str or ranking[0]["id"] != chosen:
         return None
     if type(index) is not int or not 0 <= index < len(ids) or ids[index] != chosen:
         return None
@@ -436,8 +492,91 @@ def decision_from_data(  # noqa: PLR0911, PLR0912  (one flat pass over every rul
                 return None
         else:
             values[flag] = default
-    ordered = {name: values[name] for name in _DECISION_FIELDS}
-    return _make(Decision, ordered, set(data))
+    return {name: values[name] for name in _DECISION_FIELDS}
+
+
+def decided(
+    choice: Choice,
+    *,
+    request: RankRequest,
+    policy: str,
+    model_version: str,
+    inputs: tuple[dict[str, dict[str, Any]], list[Action]],
+    occurred_at: datetime | None = None,
+) -> Decision:
+    """Build the decision of `choice`, as :meth:`Decision.from_choice` does, unchecked.
+
+    The rank path's builder: every rule of :class:`~bandit.schemas.Decision` already
+    holds by construction, so nothing is validated again. That takes what rank has
+    made sure of: `request` was validated; `inputs` is ``request.policy_inputs()``
+    (booleans already numbers, as logged features must be); `choice` was drawn by
+    :func:`policies.decide_ranking` from a :class:`~policies.Distribution` over exactly
+    those actions (finite, in (0, 1], summing to 1: checked when it was made); `policy`
+    and `model_version` are the served policy's name and model version. The decision
+    is deferred when the request asked for it. Tests hold it equal to ``from_choice``.
+
+    Raises
+    ------
+    InvalidDistributionError
+        If `choice` is not over as many actions as `inputs` holds.
+    """
+    context, actions = inputs
+    probabilities = choice.distribution.probabilities
+    if len(probabilities) != len(actions):
+        msg = (
+            f"the choice is over {len(probabilities)} actions but the request leaves "
+            f"{len(actions)} to the policy"
+        )
+        raise InvalidDistributionError(msg)
+    logged = [
+        _make(LoggedAction, {"id": a.id, "features": a.features}, {"id", "features"})
+        for a in actions
+    ]
+    ranking = [
+        _make(
+            RankedAction,
+            {"id": actions[i].id, "probability": probabilities[i]},
+            {"id", "probability"},
+        )
+        for i in choice.ranking
+    ]
+    values = {
+        "schema_version": 1,
+        "event_id": request.event_id,
+        "occurred_at": datetime.now(UTC) if occurred_at is None else occurred_at,
+        "policy": policy,
+        "model_version": model_version,
+        "context": context,
+        "actions": logged,
+        "ranking": ranking,
+        "chosen_action_id": actions[choice.index].id,
+        "chosen_index": choice.index,
+        "probability": choice.probability,
+        "explored": choice.explored,
+        "deferred": request.defer_activation,
+        "learn": True,
+    }
+    fields_set = set(_DECIDED_SET)
+    if occurred_at is not None:
+        fields_set.add("occurred_at")
+    return _make(Decision, values, fields_set)
+
+
+def _model_dict(value: object) -> dict[str, Any]:
+    if isinstance(value, BaseModel):
+        return value.__dict__
+    msg = f"{type(value).__name__} is not JSON serializable"
+    raise TypeError(msg)
+
+
+def model_json(model: BaseModel) -> bytes:
+    """Return ``model.model_dump_json().encode()``, written by orjson (several times faster).
+
+    For the models of the hot paths (:class:`~bandit.schemas.Decision`, the rank answer):
+    plain fields, no aliases or custom serializers, aware UTC timestamps (tests check
+    byte equality with pydantic's output).
+    """
+    return orjson.dumps(model.__dict__, default=_model_dict, option=orjson.OPT_UTC_Z)
 
 
 def decision(raw: bytes | str, limits: Limits) -> Decision | None:
@@ -446,16 +585,59 @@ def decision(raw: bytes | str, limits: Limits) -> Decision | None:
     return None if data is None else decision_from_data(data, limits)
 
 
-def training_example(  # noqa: PLR0911  (one flat pass over every rule)
-    raw: bytes | str, limits: Limits
-) -> TrainingExample | None:
+def training_example(raw: bytes | str, limits: Limits) -> TrainingExample | None:
     """Return ``TypeAdapter(TrainingExample).validate_json(raw, context=...)``, or None."""
     data = _as_dict(raw)
     if data is None:
         return None
-    if not data.keys() <= _EXAMPLE_KEYS:
+    values = _example_values(data, limits)
+    if values is None:
         return None
-    if not data.keys() >= _EXAMPLE_REQUIRED:
+    found = decision_from_data(values["decision"], limits)
+    if found is None:
+        return None
+    values["decision"] = found
+    return _make(TrainingExample, values, set(data))
+
+
+def training_data(raw: bytes | str, limits: Limits) -> dict[str, Any] | None:
+    """Check a training example's JSON against every rule; return its values as plain data.
+
+    What :func:`training_example` would validate, without building the models: the
+    example's values in field order, its ``decision`` as :func:`decision_values` returns
+    it. None means "ask pydantic" (``TypeAdapter(TrainingExample)``).
+
+    Examples
+    --------
+    >>> raw = (
+    ...     b'{"event_id": "e1", "reward": 1.0, "reward_count": 1, "default_reward": false,'
+    ...     b' "decision": {"event_id": "e1", "policy": "p", "model_version": "1",'
+    ...     b' "actions": [{"id": "a"}, {"id": "b"}], "explored": false,'
+    ...     b' "ranking": [{"id": "b", "probability": 0.75}, {"id": "a", "probability": 0.25}],'
+    ...     b' "chosen_action_id": "b", "chosen_index": 1, "probability": 0.75}}'
+    ... )
+    >>> data = training_data(raw, Limits())
+    >>> data["reward"], data["decision"]["chosen_index"], data["decision"]["learn"]
+    (1.0, 1, True)
+    >>> training_data(raw.replace(b"0.75", b"0.5"), Limits()) is None  # pydantic explains
+    True
+    """
+    data = _as_dict(raw)
+    if data is None:
+        return None
+    values = _example_values(data, limits)
+    if values is None:
+        return None
+    decision = decision_values(values["decision"], limits)
+    if decision is None:
+        return None
+    values["decision"] = decision
+    return values
+
+
+def _example_values(data: dict[str, Any], limits: Limits) -> dict[str, Any] | None:
+    """Check the fields of a training example but its decision; return its values."""
+    if not data.keys() <= _EXAMPLE_KEYS or not data.keys() >= _EXAMPLE_REQUIRED:
         return None
     values = dict(data)
     if not _event_fields(values, limits):
@@ -465,15 +647,9 @@ def training_example(  # noqa: PLR0911  (one flat pass over every rule)
         return None
     if type(count) is not int or count < 0 or type(default) is not bool:
         return None
-    embedded = values["decision"]
-    if type(embedded) is not dict:
+    if type(values["decision"]) is not dict:
         return None
-    found = decision_from_data(embedded, limits)
-    if found is None:
-        return None
-    values["decision"] = found
-    ordered = {name: values[name] for name in _EXAMPLE_FIELDS}
-    return _make(TrainingExample, ordered, set(data))
+    return {name: values[name] for name in _EXAMPLE_FIELDS}
 
 
 # -- a TypeAdapter with the fast path in front ----------------------------------------------

@@ -1,66 +1,59 @@
 """Producing to Kafka, with a bounded in-memory buffer for when the broker is away.
 
 The API produces every decision, reward, activation and behaviour event through one
-:class:`BufferedProducer` (aiokafka, ``acks="all"``, no idempotent producer: the local
-broker does not support it, and every consumer is idempotent).
+:class:`BufferedProducer`: librdkafka (``confluent-kafka``), ``acks=all``, one request in
+flight per connection (retried records keep their order), Kafka's murmur2 partitioner (a
+key lands in the partition Java clients and aiokafka pick for it: a decision and its
+rewards share a partition number whoever produced them). librdkafka batches and retries
+in its own threads; the event loop pays a few microseconds per record. It is not an
+idempotent producer (the embedded broker loses producer state when it restarts, which
+such a producer takes as fatal): a retried record may arrive twice, and every consumer
+deduplicates by event id and reward id.
 
 What happens to a record
 ------------------------
-1. **Broker reachable, nothing buffered**: the record is sent and its acknowledgement
-   awaited for at most `send_timeout` seconds; the caller answers only after that
-   (:data:`Delivery` ``"sent"``).
-2. **The send fails or times out, or records are already buffered**: the record is
-   appended to the in-memory buffer (``"buffered"``) and the caller answers at once.
-   While anything is buffered, new records queue behind it, so records leave in the
-   order they were accepted. A background task retries the buffer from the oldest
-   record, with a backoff, reconnecting to the broker as needed, and empties it when
-   the broker is back.
-3. **The buffer holds `capacity` records** (``settings.kafka.producer_buffer``):
+1. **Broker reachable**: the record is queued in librdkafka, which sends it within
+   ``linger_ms`` (batched with its neighbours). By default the caller answers at once
+   (:data:`Delivery` ``"sent"``); with ``settings.kafka.await_acks`` it answers only once
+   the broker acknowledged the record (waiting at most `send_timeout` seconds), which
+   closes the few milliseconds in which a crash of the process could lose an answered
+   decision, at a cost in CPU per request (see bench/service.py).
+2. **Broker away** (no acknowledgement for `send_timeout` seconds, or librdkafka reports
+   every broker down): the record stays queued (``"buffered"``) and the caller answers
+   at once. librdkafka retries it, in order, for as long as the process runs
+   (``message.timeout.ms=0``), reconnecting as the broker comes and goes.
+3. **`capacity` records wait unacknowledged** (``settings.kafka.producer_buffer``):
    :meth:`BufferedProducer.send` raises :class:`ProducerUnavailableError` and the API
    answers 503 with that reason. A decision that cannot be logged is never served, and
-   nothing accepted is dropped to make room.
+   nothing accepted is dropped to make room. With `capacity` 0 there is no buffer: a
+   record is refused while the broker is away.
 
-The buffer lives in the process: records buffered when the process ends (after a
+The buffer lives in the process: records still queued when the process ends (after a
 bounded final flush on :meth:`~BufferedProducer.stop`) are lost, and counted and logged
 as such (``producer.records_lost``). Durability beyond the process is the broker's
-job; the buffer only bridges broker outages while the API runs.
-
-Delivery is at least once. A send that timed out may still be delivered by aiokafka
-later; when that happens before the buffer resends it, the buffered copy is skipped,
-otherwise the record is delivered twice (consumers deduplicate by event id and reward
-id). A record the broker rejects for good (e.g. too large) is raised to the caller when
-sent directly; found while flushing the buffer, it is dropped with an error log
-(``producer.record_dropped``) and counted, so one bad record cannot block the rest.
+job; the buffer only bridges broker outages while the API runs. A record refused
+before it is queued (e.g. too large) is raised to the caller; one the broker rejects
+for good later is dropped with an error log (``producer.record_dropped``) and counted,
+so one bad record cannot block the rest.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
-import random
-import struct
+import threading
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Literal
+from functools import partial
+from typing import Any, Literal
 
 import structlog
-from aiokafka import AIOKafkaProducer  # type: ignore[import-untyped]
-from aiokafka.errors import KafkaError  # type: ignore[import-untyped]
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
-from bandit.errors import StreambanditError
+from bandit.errors import ProducerUnavailableError
 from bandit.settings import Settings
 
-__all__ = [
-    "BufferedProducer",
-    "Delivery",
-    "ProducerUnavailableError",
-    "TopicName",
-    "murmur2",
-    "partition_for",
-    "topic",
-]
+__all__ = ["BufferedProducer", "Delivery", "ProducerUnavailableError", "TopicName", "topic"]
 
 Delivery = Literal["sent", "buffered"]
 """How :meth:`BufferedProducer.send` took a record: acknowledged, or buffered."""
@@ -68,59 +61,10 @@ Delivery = Literal["sent", "buffered"]
 TopicName = Literal["events", "decisions", "rewards", "training", "dead-letters"]
 """The topics of docs/live-loop.md, without their prefix."""
 
-_FLUSH_BATCH = 512
 _log = structlog.get_logger("bandit.producer")
-
-
-_M = 0x5BD1E995
-_MASK = 0xFFFFFFFF
-_WORDS: dict[int, struct.Struct] = {}
-
-
-def murmur2(data: bytes) -> int:
-    """Kafka's murmur2 hash of `data`, as the Java client and aiokafka compute it.
-
-    aiokafka's pure-Python version assembles each 4-byte word byte by byte; this one
-    unpacks the words at once (about 5x faster on a 32-byte event id). Same results.
-
-    Examples
-    --------
-    >>> from aiokafka.partitioner import murmur2 as reference
-    >>> murmur2(b"evt-1") == reference(b"evt-1")
-    True
-    """
-    length = len(data)
-    h = 0x9747B28C ^ length
-    count = length >> 2
-    words = _WORDS.get(count)
-    if words is None:
-        words = _WORDS[count] = struct.Struct(f"<{count}I")
-    for word in words.unpack_from(data):
-        k = (word * _M) & _MASK
-        k = ((k ^ (k >> 24)) * _M) & _MASK
-        h = ((h * _M) & _MASK) ^ k
-    tail = length & 3
-    if tail:
-        end = length & ~3
-        if tail >= 3:
-            h ^= data[end + 2] << 16
-        if tail >= 2:
-            h ^= data[end + 1] << 8
-        h = ((h ^ data[end]) * _M) & _MASK
-    h ^= h >> 13
-    h = (h * _M) & _MASK
-    return h ^ (h >> 15)
-
-
-def partition_for(key: bytes | None, all_partitions: list[int], available: list[int]) -> int:
-    """Partition as aiokafka's default partitioner (Kafka's: murmur2 of the key) does.
-
-    Records keyed alike land in the same partition whoever produced them (the join needs
-    a decision and its rewards in partitions of the same number).
-    """
-    if key is None:
-        return random.choice(available or all_partitions)
-    return all_partitions[(murmur2(key) & 0x7FFFFFFF) % len(all_partitions)]
+_POLL_SECONDS = 0.05
+"""How long the delivery thread waits in librdkafka for delivery reports at a time."""
+_BROKER_DOWN = frozenset({KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT, KafkaError._RESOLVE})
 
 
 def topic(settings: Settings, name: TopicName) -> str:
@@ -134,45 +78,54 @@ def topic(settings: Settings, name: TopicName) -> str:
     return settings.kafka.topic(name)
 
 
-class ProducerUnavailableError(StreambanditError, RuntimeError):
-    """A record cannot be accepted: the buffer is full, or the broker refused it for good."""
+class _LibrdkafkaLog:
+    """Where librdkafka's own log lines go: structlog, at debug level.
 
+    Outages are reported once, by :class:`BufferedProducer`, not by every reconnection
+    attempt librdkafka logs.
+    """
 
-@dataclass(slots=True, eq=False)
-class _Record:
-    topic: str
-    key: bytes
-    value: bytes
-    settled: bool = field(default=False)
-
-    def settle_if_delivered(self, future: asyncio.Future[object]) -> None:
-        """Done-callback of a timed-out send: mark the record delivered if it was."""
-        if not future.cancelled() and future.exception() is None:
-            self.settled = True
+    def log(self, level: int, message: str, *args: object) -> None:
+        _log.debug("producer.librdkafka_logged", level=level, message=message % args)
 
 
 class BufferedProducer:
-    """An aiokafka producer that buffers records in memory while the broker is away.
+    """A librdkafka producer for the event loop that keeps records while the broker is away.
 
     Parameters
     ----------
     bootstrap_servers
         ``host:port`` of the broker(s).
     capacity
-        How many records the buffer holds before :meth:`send` refuses; 0 disables the
-        buffer (every failed send is refused).
+        How many records may wait unacknowledged before :meth:`send` refuses; 0
+        disables the buffer (a record is refused while the broker is away).
+    acknowledged
+        Whether :meth:`send` waits (at most `send_timeout`) for the broker's
+        acknowledgement before returning; otherwise it returns once the record is
+        queued.
     send_timeout
-        Seconds to wait for a direct send's acknowledgement before buffering it.
+        Seconds to wait for an acknowledgement (`acknowledged`), or the age of the
+        oldest unacknowledged record beyond which the broker counts as away.
     connect_timeout
-        Seconds to wait for the broker when (re)connecting.
+        Seconds :meth:`start` and :meth:`ping` wait for the broker's metadata.
     linger_ms, acks
-        aiokafka producer settings: no linger by default (concurrent sends still
-        batch), acknowledged by all in-sync replicas.
+        Producer settings: how long librdkafka may hold a record to batch it with
+        others, and who must acknowledge it (all in-sync replicas by default).
     retry_seconds
-        Smallest and largest wait between two flush attempts (doubling in between).
+        Smallest and largest wait between two reconnection attempts.
     on_drop
-        Called with the number of records dropped (rejected for good while flushing,
-        or lost on stop), e.g. to count them in metrics.
+        Called with the number of records dropped (rejected for good by the broker, or
+        lost on stop), e.g. to count them in metrics; from the delivery thread.
+    client_id
+        How the broker names this client.
+
+    Notes
+    -----
+    Delivery reports come from a daemon thread, the only one that polls librdkafka.
+    Counts of records queued (by the event loop) and settled (by that thread) are each
+    written by one thread only. When `acknowledged`, each round's reports are handed
+    to the event loop in one callback, where the waiting records' futures resolve.
+    Nothing here blocks the loop.
     """
 
     def __init__(
@@ -180,11 +133,12 @@ class BufferedProducer:
         bootstrap_servers: str,
         *,
         capacity: int,
+        acknowledged: bool = True,
         send_timeout: float = 0.25,
         connect_timeout: float = 2.0,
-        linger_ms: int = 0,
+        linger_ms: int = 1,
         acks: Literal[0, 1, "all"] = "all",
-        retry_seconds: tuple[float, float] = (0.05, 2.0),
+        retry_seconds: tuple[float, float] = (0.05, 1.0),
         on_drop: Callable[[int], None] | None = None,
         client_id: str = "streambandit-api",
     ) -> None:
@@ -193,112 +147,145 @@ class BufferedProducer:
             raise ValueError(msg)
         self.bootstrap_servers = bootstrap_servers
         self.capacity = capacity
+        self.acknowledged = acknowledged
         self.send_timeout = send_timeout
         self.connect_timeout = connect_timeout
-        self._linger_ms = linger_ms
-        self._acks = acks
-        self._retry = retry_seconds
+        self._config: dict[str, Any] = {
+            "bootstrap.servers": bootstrap_servers,
+            "client.id": client_id,
+            "acks": acks,
+            # Not idempotent: the embedded broker loses producer state when it restarts,
+            # which an idempotent producer takes as fatal. One request in flight per
+            # connection keeps retried records in order; consumers deduplicate.
+            "enable.idempotence": False,
+            "max.in.flight.requests.per.connection": 1,
+            "partitioner": "murmur2_random",  # Kafka's (Java's, aiokafka's) for keyed records
+            "linger.ms": linger_ms,
+            "message.timeout.ms": 0,  # retry until delivered or the process stops
+            # librdkafka's own bound, above ours: `send` refuses first, with our message
+            "queue.buffering.max.messages": capacity + 1_000,
+            "reconnect.backoff.ms": max(int(retry_seconds[0] * 1000), 1),
+            "reconnect.backoff.max.ms": max(int(retry_seconds[1] * 1000), 1),
+            "socket.connection.setup.timeout.ms": max(int(connect_timeout * 1000), 1000),
+            "logger": _LibrdkafkaLog(),
+            "error_cb": self._on_error,
+        }
         self._on_drop = on_drop
-        self._client_id = client_id
-        self._producer: AIOKafkaProducer | None = None
-        self._buffer: deque[_Record] = deque()
-        self._pending = asyncio.Event()
-        self._flusher: asyncio.Task[None] | None = None
-        self._connect_lock = asyncio.Lock()
-        self._flush_lock = asyncio.Lock()
+        self._producer: Producer | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._poller: threading.Thread | None = None
+        self._stopping = threading.Event()
+        self._queued = 0  # written by the event loop only
+        self._settled = 0  # written by the delivery thread only
+        self._stamps: deque[float] = deque()  # when each unsettled record was queued
+        self._reports: list[tuple[asyncio.Future[None], KafkaError | None]] = []
         self.available = False
-        """Whether the last exchange with the broker succeeded."""
+        """Whether the broker answers: its last report was a delivery, none is overdue."""
         self.dropped = 0
-        """Records dropped: rejected for good while flushing, or lost on stop."""
+        """Records dropped: rejected for good by the broker, or lost on stop."""
 
     # -- lifecycle -----------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Connect to the broker if it is there, and start the flushing task.
+        """Create the producer, start its delivery thread, and look for the broker.
 
         An unreachable broker is not an error: records are buffered until it answers.
         """
-        await self._connect()
-        self._flusher = asyncio.create_task(self._flush_loop(), name="producer-flusher")
+        self._loop = asyncio.get_running_loop()
+        self._producer = Producer(self._config)
+        self._stopping.clear()
+        self._poller = threading.Thread(
+            target=self._poll_forever, name="producer-deliveries", daemon=True
+        )
+        self._poller.start()
+        self.available = await self.ping(self.connect_timeout)
+        if not self.available:
+            _log.warning("producer.broker_unavailable", reason="no answer at start")
 
     async def stop(self, flush_timeout: float = 5.0) -> None:
-        """Flush what is buffered (for at most `flush_timeout` seconds), then disconnect."""
-        if self._flusher is not None:
-            self._flusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._flusher
-            self._flusher = None
-        if self._buffer:
-            await self.flush(flush_timeout)
-        lost = sum(not record.settled for record in self._buffer)
-        if lost:
+        """Deliver what is queued (for at most `flush_timeout` seconds), then stop."""
+        producer = self._producer
+        if producer is None:
+            return
+        if not await self.flush(flush_timeout):
+            lost = self.buffered
+            producer.purge()  # their reports (purged) are not counted as settled
             self._drop(lost)
-            _log.error("producer.records_lost", records=lost, reason="buffered at shutdown")
-        self._buffer.clear()
-        await self._disconnect(flush_timeout)
+            _log.error("producer.records_lost", records=lost, reason="queued at shutdown")
+        self._stopping.set()
+        if self._poller is not None:
+            await asyncio.to_thread(self._poller.join)
+            self._poller = None
+        self._producer = None
 
     # -- sending -------------------------------------------------------------------------
 
     @property
     def buffered(self) -> int:
-        """How many records wait in the buffer."""
-        return len(self._buffer)
+        """How many records wait for the broker's acknowledgement."""
+        return self._queued - self._settled
 
     async def send(self, topic: str, key: bytes, value: bytes) -> Delivery:
-        """Send a record, or buffer it when the broker does not acknowledge it in time.
+        """Queue a record; with `acknowledged`, wait for the broker's acknowledgement.
 
         Returns
         -------
         Delivery
-            ``"sent"`` once acknowledged, ``"buffered"`` when queued for later.
+            ``"sent"`` when acknowledged (or, not `acknowledged`, queued while the
+            broker answers), ``"buffered"`` when kept for the broker's return.
 
         Raises
         ------
         ProducerUnavailableError
-            If the buffer is full, or the broker rejected the record for good.
+            If the buffer is full, or the record cannot be produced at all.
         """
-        record = _Record(topic, key, value)
         producer = self._producer
-        if self._buffer or producer is None:
-            self._enqueue(record)
-            return "buffered"
-        future: asyncio.Future[object] | None = None
+        loop = self._loop
+        if producer is None or loop is None:
+            msg = "the producer is not started"
+            raise ProducerUnavailableError(msg)
+        now = loop.time()
+        stamps = self._stamps
+        if stamps and now - stamps[0] > self.send_timeout and self.available:
+            self._unavailable(f"no acknowledgement within {self.send_timeout} s")
+        waiting = self._queued - self._settled
+        if waiting >= self.capacity and not (self.capacity == 0 and self.available):
+            raise ProducerUnavailableError(self._full())
+        future: asyncio.Future[None] | None = None
+        try:
+            if self.acknowledged:
+                future = loop.create_future()
+                producer.produce(topic, value, key, on_delivery=partial(self._report, future))
+            else:
+                producer.produce(topic, value, key, on_delivery=self._count)
+        except BufferError as exc:  # librdkafka's own queue bound
+            raise ProducerUnavailableError(self._full()) from exc
+        except KafkaException as exc:  # refused before queueing (e.g. too large)
+            msg = f"the broker cannot take this record: {exc.args[0].str()}"
+            raise ProducerUnavailableError(msg) from exc
+        stamps.append(now)
+        self._queued += 1
+        if future is None:
+            return "sent" if self.available else "buffered"
         try:
             async with asyncio.timeout(self.send_timeout):
-                future = await producer.send(topic, value, key=key)
                 await asyncio.shield(future)
         except TimeoutError:
-            reason = f"no acknowledgement within {self.send_timeout} s"
-        except KafkaError as exc:
-            if not exc.retriable and future is None:
-                # Refused before reaching the broker (e.g. too large): buffering cannot help.
-                msg = f"the broker cannot take this record: {exc}"
-                raise ProducerUnavailableError(msg) from exc
-            reason = f"{type(exc).__name__}: {exc}"
-        else:
-            self.available = True
-            return "sent"
-        if self.available:
-            _log.warning("producer.broker_unavailable", reason=reason)
-        self.available = False
-        self._enqueue(record)
-        if future is not None and not future.done():
-            future.add_done_callback(record.settle_if_delivered)
-        return "buffered"
+            if self.available:
+                self._unavailable(f"no acknowledgement within {self.send_timeout} s")
+            return "buffered"
+        except KafkaException as exc:  # rejected for good (see `_count`)
+            msg = f"the broker rejected the record: {exc.args[0].str()}"
+            raise ProducerUnavailableError(msg) from exc
+        return "sent"
 
     async def flush(self, timeout: float) -> bool:
-        """Try to empty the buffer now, for at most `timeout` seconds; return whether empty."""
+        """Wait at most `timeout` seconds for every queued record; return whether all left."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        delay = self._retry[0]
-        while self._buffer and loop.time() < deadline:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(max(deadline - loop.time(), 0.0)):
-                    if await self._flush_once():
-                        continue
-                    await asyncio.sleep(min(delay, max(deadline - loop.time(), 0.0)))
-            delay = min(delay * 2, self._retry[1])
-        return not self._buffer
+        while self.buffered and loop.time() < deadline:
+            await asyncio.sleep(min(_POLL_SECONDS / 5, max(deadline - loop.time(), 0.0)))
+        return not self.buffered
 
     async def ping(self, timeout: float = 1.0) -> bool:
         """Ask the broker for metadata; return whether it answered within `timeout`."""
@@ -306,154 +293,85 @@ class BufferedProducer:
         if producer is None:
             return False
         try:
-            async with asyncio.timeout(timeout):
-                answered = bool(await producer.client.force_metadata_update())
-        except (TimeoutError, KafkaError, OSError):
-            answered = False
-        if not answered:
+            await asyncio.to_thread(producer.list_topics, None, timeout)
+        except KafkaException:
             self.available = False
-        return answered
+            return False
+        return True
 
     # -- internals -----------------------------------------------------------------------
 
-    def _enqueue(self, record: _Record) -> None:
-        if len(self._buffer) >= self.capacity:
-            msg = (
+    def _full(self) -> str:
+        if self.capacity:
+            return (
                 f"the broker at {self.bootstrap_servers} is unavailable and the producer "
                 f"buffer is full ({self.capacity} records, settings.kafka.producer_buffer)"
-                if self.capacity
-                else f"the broker at {self.bootstrap_servers} is unavailable and the "
-                "producer buffer is disabled (settings.kafka.producer_buffer = 0)"
             )
-            raise ProducerUnavailableError(msg)
-        self._buffer.append(record)
-        self._pending.set()
+        return (
+            f"the broker at {self.bootstrap_servers} is unavailable and the producer "
+            "buffer is disabled (settings.kafka.producer_buffer = 0)"
+        )
+
+    def _unavailable(self, reason: str) -> None:
+        _log.warning("producer.broker_unavailable", reason=reason)
+        self.available = False
+
+    def _count(self, error: KafkaError | None, message: Message) -> None:
+        """Count one delivery report (the delivery thread, inside librdkafka's poll)."""
+        if error is not None and error.code() == KafkaError._PURGE_QUEUE:
+            return  # purged on stop: counted as lost there
+        with contextlib.suppress(IndexError):
+            self._stamps.popleft()
+        self._settled += 1
+        if error is None:
+            if not self.available:
+                self.available = True
+                _log.info("producer.broker_available", buffered=self.buffered)
+            return
+        self._drop(1)
+        _log.error(
+            "producer.record_dropped",
+            topic=message.topic(),
+            key=(message.key() or b"").decode(errors="replace"),
+            reason=error.str(),
+        )
+
+    def _report(
+        self, future: asyncio.Future[None], error: KafkaError | None, message: Message
+    ) -> None:
+        """Count one delivery report, and keep it for the future waiting on it."""
+        self._count(error, message)
+        self._reports.append((future, error))
+
+    def _poll_forever(self) -> None:
+        """Poll librdkafka (the delivery thread); hand each round's reports to the loop."""
+        producer, loop = self._producer, self._loop
+        assert producer is not None
+        assert loop is not None
+        while not self._stopping.is_set():
+            producer.poll(_POLL_SECONDS)
+            if self._reports:
+                reports, self._reports = self._reports, []
+                with contextlib.suppress(RuntimeError):  # the loop is closed: nothing waits
+                    loop.call_soon_threadsafe(_settle, reports)
+
+    def _on_error(self, error: KafkaError) -> None:
+        """Note outages reported by librdkafka (its error callback, delivery thread)."""
+        if error.code() in _BROKER_DOWN and self.available:
+            self._unavailable(error.str())
 
     def _drop(self, count: int) -> None:
         self.dropped += count
         if self._on_drop is not None:
             self._on_drop(count)
 
-    async def _connect(self) -> bool:
-        async with self._connect_lock:
-            if self._producer is not None:
-                return True
-            producer = AIOKafkaProducer(
-                bootstrap_servers=self.bootstrap_servers,
-                client_id=self._client_id,
-                acks=self._acks,
-                enable_idempotence=False,
-                linger_ms=self._linger_ms,
-                partitioner=partition_for,
-                request_timeout_ms=max(int(self.connect_timeout * 2000), 1000),
-            )
-            try:
-                async with asyncio.timeout(self.connect_timeout):
-                    await producer.start()
-            except (TimeoutError, KafkaError, OSError) as exc:
-                with contextlib.suppress(Exception):
-                    async with asyncio.timeout(self.connect_timeout):
-                        await producer.stop()
-                if self.available:
-                    _log.warning("producer.broker_unavailable", reason=str(exc))
-                self.available = False
-                return False
-            self._producer = producer
-            self.available = True
-            return True
 
-    async def _disconnect(self, timeout: float) -> None:
-        producer, self._producer = self._producer, None
-        if producer is not None:
-            with contextlib.suppress(TimeoutError, KafkaError, OSError):
-                async with asyncio.timeout(timeout):
-                    await producer.stop()
-
-    async def _flush_loop(self) -> None:
-        delay = self._retry[0]
-        while True:
-            await self._pending.wait()
-            if not self._buffer:
-                self._pending.clear()
-                continue
-            try:
-                flushed = await self._flush_once()
-            except Exception:  # noqa: BLE001 - the flusher must outlive any one failure
-                _log.exception("producer.flush_failed")
-                flushed = False
-            if flushed:
-                delay = self._retry[0]
-            else:
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self._retry[1])
-
-    async def _flush_once(self) -> bool:
-        """Send the oldest buffered records; return whether they all left the buffer."""
-        async with self._flush_lock:  # the flusher task and flush() take turns
-            return await self._flush_batch()
-
-    async def _flush_batch(self) -> bool:
-        self._pop_settled()
-        if not self._buffer:
-            return True
-        if self._producer is None and not await self._connect():
-            return False
-        if not self.available and not await self.ping(self.connect_timeout):
-            return False  # probe with a metadata request before resending anything
-        batch = list(itertools.islice(self._buffer, _FLUSH_BATCH))
-        sends = await self._send_batch(batch)
-        if sends:
-            await asyncio.wait([future for _, future in sends], timeout=self.send_timeout * 8)
-            for record, future in sends:
-                if not future.done():
-                    future.add_done_callback(record.settle_if_delivered)
-                elif future.exception() is None:
-                    record.settled = True
-                elif not _retriable(future.exception()):
-                    self._reject(record, future.exception())
-        self._pop_settled()
-        flushed = all(record.settled for record in batch)
-        if flushed and not self.available:
-            _log.info("producer.broker_available", buffered=len(self._buffer))
-        self.available = flushed
-        return flushed
-
-    async def _send_batch(
-        self, batch: list[_Record]
-    ) -> list[tuple[_Record, asyncio.Future[object]]]:
-        """Hand the unsettled records of `batch` to aiokafka, in order, as far as it takes."""
-        producer = self._producer
-        assert producer is not None
-        sends: list[tuple[_Record, asyncio.Future[object]]] = []
-        pending = [record for record in batch if not record.settled]
-        try:
-            async with asyncio.timeout(self.send_timeout * 4):
-                for record in pending:
-                    future = await producer.send(record.topic, record.value, key=record.key)
-                    sends.append((record, future))
-        except TimeoutError:
-            pass
-        except KafkaError as exc:
-            if not exc.retriable:
-                self._reject(pending[len(sends)], exc)
-        return sends
-
-    def _reject(self, record: _Record, exc: BaseException | None) -> None:
-        record.settled = True
-        self._drop(1)
-        _log.error(
-            "producer.record_dropped",
-            topic=record.topic,
-            key=record.key.decode(errors="replace"),
-            reason=f"{type(exc).__name__}: {exc}",
-        )
-
-    def _pop_settled(self) -> None:
-        while self._buffer and self._buffer[0].settled:
-            self._buffer.popleft()
-        if not self._buffer:
-            self._pending.clear()
-
-
-def _retriable(exc: BaseException | None) -> bool:
-    return not isinstance(exc, KafkaError) or bool(exc.retriable)
+def _settle(reports: list[tuple[asyncio.Future[None], KafkaError | None]]) -> None:
+    """On the event loop: resolve the futures of delivered (or rejected) records."""
+    for future, error in reports:
+        if future.done():
+            continue
+        if error is None:
+            future.set_result(None)
+        elif error.code() != KafkaError._PURGE_QUEUE:
+            future.set_exception(KafkaException(error))

@@ -85,6 +85,8 @@ from policies import Action, Choice, FeatureValue
 from policies._distribution import SUM_TOLERANCE
 
 __all__ = [
+    "ACTION_CACHE_SIZE",
+    "ActionCache",
     "ActionId",
     "Activation",
     "Aggregation",
@@ -469,6 +471,13 @@ class Event(_Frozen):
     occurred_at: _Timestamp = Field(default_factory=_utc_now)
 
 
+ACTION_CACHE_SIZE = 20_000
+"""Most actions an :data:`ActionCache` holds before it starts again."""
+
+ActionCache: TypeAlias = "dict[int, tuple[RankableAction, Action]]"
+"""Policy actions by the identity of the action model they were made of."""
+
+
 class RankableAction(_Frozen):
     """One action offered in a :class:`RankRequest`: its id and features by namespace."""
 
@@ -566,11 +575,21 @@ class RankRequest(_Frozen):
             )
         return value
 
-    def policy_inputs(self) -> tuple[dict[str, dict[str, FeatureValue]], list[Action]]:
+    def policy_inputs(
+        self, cache: ActionCache | None = None
+    ) -> tuple[dict[str, dict[str, FeatureValue]], list[Action]]:
         """Return what the policy sees: the context and the actions not excluded.
 
         Booleans become 1.0 or 0.0; everything is copied, so the request is not shared
         with the policy.
+
+        Parameters
+        ----------
+        cache
+            Where to keep the :class:`~policies.Action` made of each action model, to
+            give the same one again for the same model (the rank path shares the models
+            of repeated actions, :func:`bandit.fastpath.rank_request`): policies may then
+            reuse their own work per action. Cleared when it holds ``ACTION_CACHE_SIZE``.
 
         Returns
         -------
@@ -578,11 +597,26 @@ class RankRequest(_Frozen):
             The context mapping and the remaining actions, in offer order.
         """
         excluded = set(self.excluded_actions)
-        actions = [
-            Action(action.id, _policy_features(action.features))
-            for action in self.actions
-            if action.id not in excluded
-        ]
+        if cache is None:
+            actions = [
+                Action(action.id, _policy_features(action.features))
+                for action in self.actions
+                if action.id not in excluded
+            ]
+            return _policy_features(self.context), actions
+        actions = []
+        for action in self.actions:
+            if action.id in excluded:
+                continue
+            entry = cache.get(id(action))
+            if entry is None or entry[0] is not action:  # (the cache keeps `action` alive)
+                if len(cache) >= ACTION_CACHE_SIZE:
+                    cache.clear()
+                entry = cache[id(action)] = (
+                    action,
+                    Action(action.id, _policy_features(action.features)),
+                )
+            actions.append(entry[1])
         return _policy_features(self.context), actions
 
 
@@ -788,6 +822,7 @@ class Decision(Event):
             "chosen_index": choice.index,
             "probability": choice.probability,
             "explored": choice.explored,
+            "deferred": request.defer_activation,
         }
         if occurred_at is not None:
             data["occurred_at"] = occurred_at

@@ -58,6 +58,10 @@ class KafkaSettings(BaseModel):
     producer_buffer: int = Field(
         default=100_000, ge=0, description="Decisions held while the broker is away."
     )
+    await_acks: bool = Field(
+        default=False,
+        description="Answer rank and reward only once the broker acknowledged the record.",
+    )
 
     def topic(self, name: str) -> str:
         """Return the full name of topic `name`: ``<topic_prefix>.<name>``.
@@ -142,6 +146,16 @@ class Settings(BaseSettings):
         gt=0.0,
         le=1.0,
         description="Smallest probability any offered action gets (capped at 1/n actions).",
+    )
+    watermark_slack_seconds: float = Field(
+        default=0.1,
+        ge=0.0,
+        le=60.0,
+        description=(
+            "How late after its timestamp a record may still reach the broker (producer "
+            "batching, clocks of the API and worker hosts disagreeing): the join waits this "
+            "long past a reward wait for rewards on their way (streams/join.py, 'watermarks')."
+        ),
     )
     log_format: Literal["auto", "json", "console"] = "auto"
 

@@ -11,7 +11,9 @@ rank
     (same server, same options, its own process, the same garbage-collector tuning) whose
     ``POST /v1/rank`` parses the JSON body and answers a JSON of the rank answer's shape
     and size. Both get the same requests (same path, headers and bodies, about 2 KiB, 10
-    actions) from a load generator in a separate process: an asyncio client on raw
+    actions drawn from a catalog of 500 articles whose features stay the same, as an
+    app's catalog does; one more rank run offers only never-seen actions, so that no
+    work per action is reused) from a load generator in a separate process: an asyncio client on raw
     sockets, HTTP/1.1 keep-alive, a fixed number of connections each with one request in
     flight. Best of the rounds by throughput, the two servers taking turns. No stream
     worker runs in this phase (it would share the same two cores; in production it runs
@@ -94,6 +96,7 @@ FRESHNESS_TARGET = 2.0
 """Median seconds from a reward to a decision served by a model that learned it."""
 
 N_ACTIONS = 10
+CATALOG_SIZE = 500
 TOPICS = ("sports", "politics", "tech", "music", "food", "travel", "health", "finance")
 POLICY = "default"
 
@@ -135,32 +138,44 @@ def _context(rng: random.Random) -> dict[str, dict[str, Any]]:
     }
 
 
-def _actions(rng: random.Random) -> list[dict[str, Any]]:
-    """10 actions, 6 features each in 2 namespaces."""
-    return [
-        {
-            "id": f"article-{rng.randrange(500)}-{j}",
-            "features": {
-                "item": {
-                    "topic": rng.choice(TOPICS),
-                    "length": round(rng.random(), 3),
-                    "age_days": round(rng.randint(0, 30) / 30, 4),
-                    "popularity": round(rng.random(), 4),
-                },
-                "meta": {
-                    "author": f"author{rng.randrange(40)}",
-                    "format": rng.choice(("text", "video", "gallery")),
-                },
+def _item(rng: random.Random, item_id: str) -> dict[str, Any]:
+    """One article: 6 features in 2 namespaces."""
+    return {
+        "id": item_id,
+        "features": {
+            "item": {
+                "topic": rng.choice(TOPICS),
+                "length": round(rng.random(), 3),
+                "age_days": round(rng.randint(0, 30) / 30, 4),
+                "popularity": round(rng.random(), 4),
             },
-        }
-        for j in range(N_ACTIONS)
-    ]
+            "meta": {
+                "author": f"author{rng.randrange(40)}",
+                "format": rng.choice(("text", "video", "gallery")),
+            },
+        },
+    }
 
 
-def rank_bodies(n: int, seed: int) -> list[bytes]:
+CATALOG = [_item(random.Random(f"catalog-{k}"), f"article-{k}") for k in range(CATALOG_SIZE)]
+"""The app's articles: each keeps its features from one request to the next."""
+
+
+def _actions(rng: random.Random) -> list[dict[str, Any]]:
+    """10 distinct articles of the catalog."""
+    return rng.sample(CATALOG, N_ACTIONS)
+
+
+def _unseen_actions(rng: random.Random) -> list[dict[str, Any]]:
+    """10 articles never offered before: new ids, new features (no per-action reuse)."""
+    return [_item(rng, f"new-{uuid.UUID(int=rng.getrandbits(128)).hex}") for _ in range(N_ACTIONS)]
+
+
+def rank_bodies(n: int, seed: int, *, unseen: bool = False) -> list[bytes]:
     """`n` distinct rank request bodies (no event id: the API makes one per request)."""
     rng = random.Random(seed)
-    return [orjson.dumps({"context": _context(rng), "actions": _actions(rng)}) for _ in range(n)]
+    pick = _unseen_actions if unseen else _actions
+    return [orjson.dumps({"context": _context(rng), "actions": pick(rng)}) for _ in range(n)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -280,6 +295,7 @@ def _load(
         args.profile.mkdir(parents=True, exist_ok=True)
         profiler = subprocess.Popen(
             [str(PY_SPY), "record", "--pid", str(pids["server"]), "--format", "raw",
+             "--rate", "500",
              "--duration", str(math.ceil(args.warmup + args.seconds + 1)), "--nonblocking",
              "--output", str(args.profile / f"{target}-{time.strftime('%H%M%S')}.txt")],
             stdout=subprocess.DEVNULL,
@@ -321,6 +337,8 @@ class RankPhase:
     trivial_runs: list[float]
     body_bytes: float
     answer_bytes: tuple[int, int]
+    unseen: LoadResult
+    """One rank run whose every action is new (nothing reused per action)."""
 
     @property
     def ratio(self) -> float:
@@ -381,6 +399,9 @@ def rank_phase(services: LocalServices, args: argparse.Namespace, console: Conso
                 rank_runs.append(
                     _load(workdir, "rank", stack.api_port, headers, bodies, args, pids)
                 )
+            console.print("  rank: unseen actions ...", style="dim")
+            unseen = _load(workdir, "rank-unseen", stack.api_port, headers,
+                           rank_bodies(500, args.seed, unseen=True), args, pids)  # fmt: skip
         finally:
             trivial.stop()
     return RankPhase(
@@ -390,6 +411,7 @@ def rank_phase(services: LocalServices, args: argparse.Namespace, console: Conso
         trivial_runs=[r.rps for r in trivial_runs],
         body_bytes=statistics.fmean(len(body) for body in bodies),
         answer_bytes=answers,
+        unseen=unseen,
     )
 
 
@@ -752,6 +774,7 @@ def report_rank(phase: RankPhase, args: argparse.Namespace, console: Console) ->
     for name, row, runs in (
         ("trivial FastAPI", phase.trivial, phase.trivial_runs),
         ("POST /v1/rank", phase.rank, phase.rank_runs),
+        ("  every action unseen", phase.unseen, [phase.unseen.rps]),
     ):
         table.add_row(
             name,
@@ -771,7 +794,13 @@ def report_rank(phase: RankPhase, args: argparse.Namespace, console: Console) ->
         "load: asyncio raw-socket client in its own process, HTTP/1.1 keep-alive. "
         "CPU = CPU seconds per second of the run."
     )
-    for row in (phase.trivial, phase.rank):
+    console.print(
+        f"Actions: {N_ACTIONS} per request drawn from a catalog of {CATALOG_SIZE} articles "
+        "whose features stay the same (an app's catalog), so rank reuses its work per action "
+        "(validation, policy input, VW text); the last row offers only never-seen actions, "
+        f"for which nothing is reused ({phase.unseen.rps / phase.trivial.rps:.2f}x trivial)."
+    )
+    for row in (phase.trivial, phase.rank, phase.unseen):
         if row.errors:
             console.print(f"[red]{row.target}: non-200 answers {row.errors}: {row.error_body}")
 

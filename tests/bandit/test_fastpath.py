@@ -129,8 +129,73 @@ def test_from_choice_builds_what_pydantic_validates() -> None:
         assert decision.model_dump_json() == again.model_dump_json()
         assert decision.model_fields_set == {
             "event_id", "policy", "model_version", "context", "actions", "ranking",
-            "chosen_action_id", "chosen_index", "probability", "explored",
+            "chosen_action_id", "chosen_index", "probability", "explored", "deferred",
         }  # fmt: skip
+
+
+@pytest.mark.parametrize("defer", [False, True])
+def test_decided_equals_from_choice_and_model_json_equals_pydantic(defer: bool) -> None:
+    """The rank path's unchecked builder and writer give what the checked ones give."""
+    policy = make_policy("vw-squarecb")
+    for i in range(30):
+        body = {
+            "event_id": f"evt-{i}",
+            "context": {"user": {"age": 31, "gold": i % 2 == 0, "s": 0.5 + i}},
+            "actions": [
+                {"id": "a", "features": {"item": {"topic": "golf", "len": 3, "new": True}}},
+                {"id": "b"},
+                {"id": "c", "features": {"item": {"topic": "chess", "len": 2.5}}},
+            ],
+            "excluded_actions": ["b"] if i % 3 == 0 else [],
+            "defer_activation": defer,
+        }
+        request = RankRequest.model_validate(body)
+        inputs = request.policy_inputs()
+        choice = decide_ranking(policy.pmf(*inputs), request.event_id)
+        when = Decision.model_fields["occurred_at"].default_factory()  # type: ignore[misc,call-arg]
+        checked = Decision.from_choice(
+            choice, request=request, policy="default", model_version="3", occurred_at=when
+        )
+        fast = fastpath.decided(
+            choice, request=request, policy="default", model_version="3", inputs=inputs,
+            occurred_at=when,
+        )  # fmt: skip
+        _same(fast, checked)
+        assert fast.deferred is defer
+        assert fastpath.model_json(fast) == checked.model_dump_json().encode()
+        unstamped = fastpath.decided(
+            choice, request=request, policy="default", model_version="3", inputs=inputs
+        )
+        assert fastpath.model_json(unstamped) == unstamped.model_dump_json().encode()
+        assert "occurred_at" not in unstamped.model_fields_set
+
+
+def test_repeated_actions_are_validated_once_and_exactly() -> None:
+    """An action seen before (same JSON, same limits) is the same model; types are exact."""
+
+    def body(value: Any, action_id: str = "a") -> bytes:
+        return orjson.dumps(
+            {"actions": [{"id": action_id, "features": {"item": {"x": value}}}, {"id": "z"}]}
+        )
+
+    first = fastpath.rank_request(body(1), RankRequest, LIMITS)
+    again = fastpath.rank_request(body(1), RankRequest, LIMITS)
+    assert first is not None
+    assert again is not None
+    assert again.actions[0] is first.actions[0]  # taken from the cache
+    for value in (1.0, True):  # equal in Python, not in JSON: validated and kept apart
+        other = fastpath.rank_request(body(value), RankRequest, LIMITS)
+        assert other is not None
+        assert other.actions[0] is not first.actions[0]
+        assert type(other.actions[0].features["item"]["x"]) is type(value)
+    # A repeated id in one request is refused even when both copies come from the cache.
+    twice = orjson.dumps({"actions": [{"id": "z"}, {"id": "z"}]})
+    assert fastpath.rank_request(twice, RankRequest, LIMITS) is None
+    # Other limits: validated again, and refused where they are tighter.
+    tight = Limits(max_string_length=3)
+    long_value = body("golfing")
+    assert fastpath.rank_request(long_value, RankRequest, LIMITS) is not None
+    assert fastpath.rank_request(long_value, RankRequest, tight) is None
 
 
 def _break(data: dict[str, Any], how: int) -> dict[str, Any]:

@@ -170,3 +170,27 @@ def test_an_empty_context_still_gives_one_probability_per_action() -> None:
     """With no context features VW still sees a shared line, not an extra action."""
     distribution = VWPolicy().pmf({}, toy.ACTIONS[:3])
     assert len(distribution) == 3
+
+
+def test_prediction_lines_are_to_vw_lines_with_repeated_actions_written_once() -> None:
+    """Kept lines are reused only for the very same Action; the text is always VW's."""
+    policy = VWPolicy(exploration="epsilon", seed=1)
+    golf = Action("golf", {"item": {"topic": "golf", "len": 0.5}})
+    chess = Action("chess", {"item": {"topic": "chess"}})
+    context = {"user": {"age": 0.25}}
+    first = policy._prediction_lines(context, [golf, chess])
+    assert first == to_vw_lines(context, [golf, chess])
+    # The same objects again: the kept lines, same text, same distribution as fresh text.
+    assert policy._prediction_lines({"user": {"age": 0.5}}, [chess, golf]) == to_vw_lines(
+        {"user": {"age": 0.5}}, [chess, golf]
+    )
+    # An equal id with other features is another action: its own line, not the kept one.
+    changed = Action("golf", {"item": {"topic": "golf", "len": 0.75}})
+    lines = policy._prediction_lines(context, [changed, chess])
+    assert lines == to_vw_lines(context, [changed, chess])
+    assert "len:0.75" in lines[1]
+    fresh = VWPolicy(exploration="epsilon", seed=1)
+    assert (
+        policy.pmf(context, [golf, chess]).probabilities
+        == fresh.pmf(context, [golf, chess]).probabilities
+    )
