@@ -896,6 +896,7 @@ class _RequestLog:
     def __init__(self, app: ASGIApp, metrics: ApiMetrics) -> None:
         self.app = app
         self.metrics = metrics
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}  # metrics by label
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -926,8 +927,14 @@ class _RequestLog:
         if route is None:  # FastAPI serves its documentation routes outside the router
             route = scope["path"] if scope.get("path") in _DOCS_PATHS else "unmatched"
         method = str(scope.get("method", ""))
-        self.metrics.latency.labels(route, method).observe(elapsed)
-        self.metrics.requests.labels(route, method, str(status)).inc()
+        children = self._children.get((route, method, status))
+        if children is None:  # (routes, methods and statuses are few: kept for good)
+            children = self._children[route, method, status] = (
+                self.metrics.latency.labels(route, method),
+                self.metrics.requests.labels(route, method, str(status)),
+            )
+        children[0].observe(elapsed)
+        children[1].inc()
         fields: dict[str, Any] = dict(scope.get("streambandit.log", {}))
         event = fields.pop("event", None)
         if event is None:

@@ -101,6 +101,7 @@ class ApiMetrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
+        self._by_policy: dict[str, tuple[Counter, Counter, Counter]] = {}  # labelled children
         self.decisions = Counter(
             "streambandit_decisions", "Decisions made by this process.", ["policy"], registry=r
         )
@@ -186,14 +187,21 @@ class ApiMetrics:
 
     def observe_decision(self, policy: str, *, explored: bool, degraded: bool) -> None:
         """Count one decision."""
-        self.decisions.labels(policy).inc()
+        children = self._by_policy.get(policy)
+        if children is None:
+            children = self._by_policy[policy] = (
+                self.decisions.labels(policy),
+                self.explored.labels(policy),
+                self.degraded_decisions.labels(policy),
+            )
+        children[0].inc()
         counts = self._decided.setdefault(policy, [0, 0])
         counts[0] += 1
         if explored:
-            self.explored.labels(policy).inc()
+            children[1].inc()
             counts[1] += 1
         if degraded:
-            self.degraded_decisions.labels(policy).inc()
+            children[2].inc()
 
     def observe_state(
         self,
