@@ -202,7 +202,9 @@ def demo(
     learning policy and a uniform baseline; simulated users ask for decisions over HTTP,
     click with hidden probabilities and report rewards after a delay (some never). Ends
     with the click rate over time against the baseline, latency percentiles, the reward
-    counters and where the decision log is. For the offline head-to-head comparison of
+    counters and where the decision log is, then replays that log off-policy (the
+    logging policy, uniform and learning policies, with IPS, SNIPS and DR) and writes
+    replay.json and replay.html next to it. For the offline head-to-head comparison of
     policies, see `simulate`.
     """
     from bandit.demo import DemoConfig, render_report, run_demo

@@ -19,10 +19,21 @@ windows for both policies against the oracle's and uniform's expected rates, the
 client-side latency percentiles, the stream workers' reward counters (``GET /metrics``),
 the final model and where the DSJSON decision log is. The working folder is kept.
 
+Then, once the stack has stopped and closed its files, the decision log the live loop
+wrote is replayed off-policy with the :mod:`replay` package (:func:`replay_decision_log`,
+what ``streambandit replay`` does): the logging policy itself, uniform random, the
+served learning policy and :data:`REPLAY_ALTERNATIVES` trained along the log, each
+estimated with IPS, SNIPS and DR with 95% intervals and effective sample sizes. The
+logging policy's estimate must cover the reward rate the service observed (a sanity
+check of the log and the estimators, shown to the user), and uniform's is set against
+what the uniform baseline earned. The replay's JSON and HTML report go next to the
+decision log, ``replay.json`` and ``replay.html`` in the working folder.
+
 The pieces that need no servers are plain functions: :func:`summarize` turns
 :class:`DecisionRecord` objects into a :class:`TrafficSummary`,
 :func:`parse_stream_counters` reads the counters out of Prometheus text,
-:func:`read_decision_log` counts DSJSON lines, :func:`report_lines` and
+:func:`read_decision_log` counts DSJSON lines, :func:`replay_decision_log` replays a
+log, :func:`report_lines`, :func:`replay_table`, :func:`replay_lines` and
 :func:`render_report` format a :class:`DemoReport`.
 """
 
@@ -42,7 +53,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import httpx
 import numpy as np
@@ -54,18 +65,30 @@ from rich.table import Table
 from rich.text import Text
 
 from bandit.client import AsyncClient, ClientError, PolicyStatus
-from bandit.errors import ConfigurationError, RuntimeServiceError
+from bandit.errors import (
+    ConfigurationError,
+    LogFormatError,
+    RuntimeServiceError,
+    StreambanditError,
+)
 from bandit.settings import Settings, get_settings
 from bandit.simulation import Round, SyntheticEnvironment
 
-__all__ = [
+if TYPE_CHECKING:
+    from replay import Estimate, Interval
+    from replay.report import Report
+
+__all__ = [  # noqa: RUF022 - plain sorted(), which tests/test_public_api.py checks
     "BASELINE_POLICY",
     "DEFAULT_POLICY",
     "DEFAULT_SECONDS",
     "DecisionLogSummary",
     "DecisionRecord",
     "DemoConfig",
+    "DemoReplay",
     "DemoReport",
+    "REPLAY_ALTERNATIVES",
+    "REPLAY_ESTIMATORS",
     "StreamCounts",
     "TrafficSummary",
     "WindowRates",
@@ -73,6 +96,9 @@ __all__ = [
     "parse_stream_counters",
     "read_decision_log",
     "render_report",
+    "replay_decision_log",
+    "replay_lines",
+    "replay_table",
     "report_lines",
     "run_demo",
     "summarize",
@@ -84,6 +110,11 @@ BASELINE_POLICY: Final = "baseline"
 """Served name of the uniform baseline."""
 DEFAULT_SECONDS: Final = 90.0
 """Seconds of traffic: ``make demo`` takes about two minutes on 2 cores, startup included."""
+
+REPLAY_ALTERNATIVES: Final = ("vw-squarecb:gamma_scale=100", "vw-epsilon:epsilon=0.1")
+"""Policies the replay also trains along the decision log, next to the served one."""
+REPLAY_ESTIMATORS: Final = ("ips", "snips", "dr")
+"""Estimators of the demo's replay (names as ``streambandit replay --estimator`` takes)."""
 
 _MAX_CONCURRENCY: Final = 256
 _LIVE_RATE_SECONDS: Final = 15.0  # click rates on the live panel: over the last 15 s
@@ -126,6 +157,9 @@ class DemoConfig:
     workdir
         Folder kept after the demo: servers' logs and the decision log. ``None``:
         :func:`default_workdir`.
+    replay_policies
+        Policy specs the closing off-policy replay trains along the decision log, next
+        to the served `policy` (see :func:`replay_decision_log`).
     """
 
     seconds: float = DEFAULT_SECONDS
@@ -139,6 +173,7 @@ class DemoConfig:
     events: bool = True
     windows: int = 6
     workdir: Path | None = None
+    replay_policies: tuple[str, ...] = REPLAY_ALTERNATIVES
 
     def __post_init__(self) -> None:
         checks: tuple[tuple[str, object, bool, str], ...] = (
@@ -181,6 +216,10 @@ class DemoConfig:
             if not ok:
                 msg = f"`{name}` must be {rule}, got {value!r}"
                 raise ConfigurationError(msg)
+        specs = self.replay_policies
+        if not (isinstance(specs, tuple) and all(isinstance(s, str) and s for s in specs)):
+            msg = f"`replay_policies` must be a tuple of policy specs, got {specs!r}"
+            raise ConfigurationError(msg)
 
 
 def default_workdir(now: datetime | None = None, base: Path | None = None) -> Path:
@@ -571,6 +610,12 @@ class DemoReport:
         the report.
     interrupted
         Whether the run was stopped early (Ctrl-C, SIGTERM).
+    policy_counts
+        The stream workers' counters of each served policy.
+    replay
+        The off-policy replay of the decision log; None when it did not run.
+    replay_note
+        Why the replay did not run, when it did not.
     """
 
     config: DemoConfig
@@ -587,6 +632,9 @@ class DemoReport:
     workdir: Path
     drained: bool
     interrupted: bool = False
+    policy_counts: Mapping[str, StreamCounts] = field(default_factory=dict)
+    replay: DemoReplay | None = None
+    replay_note: str | None = None
 
 
 def report_lines(report: DemoReport) -> list[str]:
@@ -683,7 +731,308 @@ def render_report(report: DemoReport) -> list[RenderableType]:
         row(f"{window.start:.0f}-{window.end:.0f} s", window)
     table.add_section()
     row("whole run", traffic.overall)
-    return [table, *(Text(line) for line in report_lines(report))]
+    parts: list[RenderableType] = [table, *(Text(line) for line in report_lines(report))]
+    if report.replay is not None:
+        parts += [Text(""), replay_table(report.replay)]
+        parts += [Text(line) for line in replay_lines(report.replay)]
+    elif report.replay_note is not None:
+        parts.append(Text(f"Off-policy replay: not run, {report.replay_note}."))
+    return parts
+
+
+# -- off-policy replay of the decision log ----------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class DemoReplay:
+    """What the replay package estimated on the run's decision log, and where it wrote it.
+
+    Attributes
+    ----------
+    report
+        The evaluations of every target policy by every estimator
+        (:func:`replay.report.evaluate`).
+    decisions
+        Decisions evaluated (rows of the log kept).
+    skipped
+        Rows of the log left out, by reason.
+    observed
+        Reward rates observed live, by target label: what the service joined (joined
+        with a reward over joined) for the decisions that target stands for.
+    json_path, html_path
+        The replay's JSON and HTML report.
+    seconds
+        How long the replay took, reading included.
+    """
+
+    report: Report
+    decisions: int
+    skipped: Mapping[str, int]
+    observed: Mapping[str, float]
+    json_path: Path
+    html_path: Path
+    seconds: float
+
+    def estimate(self, policy: str, estimator: str) -> Estimate:
+        """Return the estimate of target `policy` by `estimator` (KeyError if absent)."""
+        for evaluation in self.report.evaluations:
+            if evaluation.policy == policy and evaluation.estimator == estimator:
+                return evaluation.estimate
+        msg = f"no estimate of {policy!r} by {estimator!r}"
+        raise KeyError(msg)
+
+    def covers(self, policy: str, estimator: str = "ips") -> bool | None:
+        """Whether the estimate's 95% interval covers the reward rate observed live.
+
+        None when nothing was observed for `policy` or the estimate has no interval.
+        """
+        observed = self.observed.get(policy)
+        interval = self.estimate(policy, estimator).ci
+        if observed is None or interval is None:
+            return None
+        return interval.low <= observed <= interval.high
+
+
+def replay_decision_log(
+    directory: Path,
+    *,
+    out: Path,
+    policies: Sequence[str] = REPLAY_ALTERNATIVES,
+    observed: Mapping[str, float] | None = None,
+    seed: int = 0,
+    n_bootstrap: int = 200,
+    status: Callable[[str], None] | None = None,
+) -> DemoReplay:
+    """Evaluate target policies on a DSJSON decision log, and write the JSON and HTML report.
+
+    The targets are the logging policy itself (every decision's logged distribution,
+    whichever served policy drew it), uniform random, and each of `policies` trained
+    online along the log (counterfactual learning, ``policy:SPEC``), each estimated
+    with :data:`REPLAY_ESTIMATORS`, 95% analytic and bootstrap intervals, and a
+    cross-fitted :class:`~replay.HashedRidge` reward model for DR. This is what
+    ``streambandit replay DIR -p logging -p uniform -p policy:SPEC ... --json OUT.json
+    --html OUT.html --on-error skip`` does.
+
+    Parameters
+    ----------
+    directory
+        The decision log: a folder of DSJSON files (any depth) or one file.
+    out
+        Folder for ``replay.json`` and ``replay.html``; created if absent.
+    policies
+        Policy specs to train along the log; repeats are evaluated once.
+    observed
+        Reward rates observed live, by target label, written into the JSON and checked
+        against the estimates by :meth:`DemoReplay.covers`.
+    seed
+        Seeds the bootstrap and the reward model's folds.
+    n_bootstrap
+        Bootstrap resamples per estimate (0: none).
+    status
+        Called with what is being done, for a progress display.
+
+    Returns
+    -------
+    DemoReplay
+
+    Raises
+    ------
+    StreambanditError
+        When the log cannot be read or holds no decision (``LogFormatError``), or a
+        policy spec is refused (``ConfigurationError``).
+
+    Examples
+    --------
+    A uniformly logged decision log where the first of two items is clicked 80% of the
+    time and the second 20%:
+
+    >>> import tempfile
+    >>> from replay import LoggedDecisions, to_dsjson
+    >>> rng = np.random.default_rng(0)
+    >>> n = 400
+    >>> chosen = rng.integers(0, 2, n)
+    >>> logs = LoggedDecisions(
+    ...     n_actions=np.full(n, 2), chosen=chosen, propensity=np.full(n, 0.5),
+    ...     probabilities=np.full((n, 2), 0.5),
+    ...     reward=(rng.random(n) < np.where(chosen == 0, 0.8, 0.2)).astype(float),
+    ...     action_ids=[["a", "b"]] * n, contexts=[{"user": {"x": 1.0}}] * n,
+    ...     action_features=[[{}, {}]] * n)
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> to_dsjson(logs, folder / "log.dsjson")
+    400
+    >>> result = replay_decision_log(
+    ...     folder, out=folder / "report", policies=["vw-epsilon"], n_bootstrap=0,
+    ...     observed={"logging": float(logs.reward.mean())})
+    >>> result.decisions, result.covers("logging")
+    (400, True)
+    >>> learned = result.estimate("policy:vw-epsilon", "snips")
+    >>> round(learned.value, 2), learned.value > result.estimate("uniform", "snips").value
+    (0.74, True)
+    >>> sorted(p.name for p in (folder / "report").iterdir())
+    ['replay.html', 'replay.json']
+    """
+    from replay import HashedRidge, Intervals, read_log
+    from replay.report import evaluate, needs_rewards, render_html, to_json
+    from replay.targets import build_target
+
+    def say(text: str) -> None:
+        if status is not None:
+            status(text)
+
+    started = time.perf_counter()
+    say("reading the decision log")
+    result = read_log(directory, on_error="skip")
+    logs = result.logs
+    if logs.n == 0:
+        msg = f"{directory}: no decision to evaluate ({result.rows_read} rows read)"
+        raise LogFormatError(msg)
+    rewards = None
+    if any(needs_rewards(name) for name in REPLAY_ESTIMATORS):
+        say(f"fitting the reward model on {logs.n:,} decisions")
+        rewards = HashedRidge(seed=seed).cross_fit(logs)
+    specs = list(dict.fromkeys(["logging", "uniform", *(f"policy:{p}" for p in policies)]))
+    targets = []
+    for spec in specs:
+
+        def progress(done: int, spec: str = spec) -> None:
+            say(f"replaying {spec}: {done:,} / {logs.n:,} decisions")
+
+        say(f"replaying {spec}")
+        targets.append(build_target(spec, logs, progress=progress, progress_every=2_000))
+    facts = {
+        "files": [str(path) for path in result.files],
+        "rows_read": result.rows_read,
+        "rows_kept": result.rows_kept,
+        "skipped": dict(result.skipped),
+    }
+    say("estimating")
+    report = evaluate(
+        logs,
+        targets,
+        REPLAY_ESTIMATORS,
+        intervals=Intervals(n_bootstrap=n_bootstrap, seed=seed),
+        rewards=rewards,
+        log=facts,
+    )
+    observed = {k: float(v) for k, v in (observed or {}).items()}
+    out.mkdir(parents=True, exist_ok=True)
+    json_path, html_path = out / "replay.json", out / "replay.html"
+    data = {**to_json(report), "observed": observed}
+    json_path.write_text(json.dumps(data, indent=2, allow_nan=False), encoding="utf-8")
+    html_path.write_text(
+        render_html(report, title="streambandit demo: off-policy replay of the decision log"),
+        encoding="utf-8",
+    )
+    return DemoReplay(
+        report=report,
+        decisions=logs.n,
+        skipped=dict(result.skipped),
+        observed=observed,
+        json_path=json_path,
+        html_path=html_path,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def replay_table(replay: DemoReplay) -> Table:
+    """Lay the replay's estimates out: one row per target policy and estimator.
+
+    Columns: the estimate, its 95% analytic interval, the bootstrap's, the effective
+    sample size of the importance weights and, on each policy's first row, the reward
+    rate observed live for the decisions that policy stands for.
+    """
+    table = Table(
+        title=(
+            f"off-policy replay of the decision log: {replay.decisions:,} decisions\n"
+            "what each policy would have earned per decision, 95% intervals"
+        )
+    )
+    table.add_column("policy", no_wrap=True)
+    table.add_column("estimator", no_wrap=True)
+    for column in ("estimate", "95% CI", "bootstrap CI", "ESS", "observed live"):
+        table.add_column(column, justify="right", no_wrap=True)
+    previous = None
+    for evaluation in replay.report.evaluations:
+        first = evaluation.policy != previous
+        if first and previous is not None:
+            table.add_section()
+        previous = evaluation.policy
+        estimate = evaluation.estimate
+        observed = replay.observed.get(evaluation.policy) if first else None
+        table.add_row(
+            evaluation.policy if first else "",
+            evaluation.estimator,
+            _rate(_finite_or_none(estimate.value)),
+            _interval_text(estimate.ci),
+            _interval_text(estimate.bootstrap_ci),
+            f"{estimate.diagnostics.ess:,.0f}",
+            _rate(observed),
+        )
+    return table
+
+
+def replay_lines(replay: DemoReplay) -> list[str]:
+    """Tell what the replay found: the sanity checks, the warnings and where the report is.
+
+    The logging policy's estimates must cover the reward rate the service observed on
+    the same decisions (IPS of the logger is the logged mean reward): a check of the
+    log and of the estimators. Uniform's estimates, from every decision, are compared
+    with what the uniform baseline earned on its own share.
+    """
+    lines = [
+        f"Off-policy replay: {replay.decisions:,} logged decisions"
+        + (
+            f" ({sum(replay.skipped.values()):,} rows skipped: {dict(replay.skipped)})"
+            if replay.skipped
+            else ""
+        )
+        + f", {len({e.policy for e in replay.report.evaluations})} policies x "
+        f"{len(REPLAY_ESTIMATORS)} estimators in {replay.seconds:.1f} s. 'logging' is what "
+        "was served (both policies' logged probabilities); policy:SPEC learns along the "
+        "log as it would have live, each decision's reward at once. ESS: effective sample "
+        "size of the importance weights. Observed live: the reward rate the service "
+        f"joined, on all decisions (logging), the {BASELINE_POLICY}'s (uniform) and "
+        f"{DEFAULT_POLICY}'s (the served policy, which learned with the reward wait)."
+    ]
+    for policy, whose in (
+        ("logging", "all decisions"),
+        ("uniform", f"the {BASELINE_POLICY}'s decisions"),
+    ):
+        observed = replay.observed.get(policy)
+        if observed is None:
+            continue
+        covered = [replay.covers(policy, name) for name in REPLAY_ESTIMATORS]
+        figures = ", ".join(
+            f"{name.upper()} {_rate(_finite_or_none(estimate.value))} "
+            f"({_interval_text(estimate.ci)})"
+            for name in REPLAY_ESTIMATORS
+            for estimate in (replay.estimate(policy, name),)
+        )
+        count = sum(c is True for c in covered)
+        verdict = (
+            "every interval covers it"
+            if count == len(covered)
+            else f"{count} of {len(covered)} intervals cover it"
+            if count
+            else "NO interval covers it"
+        )
+        lines.append(
+            f"Check, {policy}: observed live {_rate(observed)} on {whose}; {figures}: {verdict}."
+        )
+    warned: dict[str, list[str]] = {}
+    for evaluation in replay.report.evaluations:
+        found = warned.setdefault(evaluation.policy, [])
+        for warning in evaluation.estimate.diagnostics.warnings:
+            headline = warning.split(": ", 1)[0]  # the figure; the advice is in the reports
+            if headline not in found:
+                found.append(headline)
+    lines.extend(
+        f"Warning, {policy}: {'; '.join(headlines)}."
+        for policy, headlines in warned.items()
+        if headlines
+    )
+    lines.append(f"Replay report: {replay.html_path} (HTML), {replay.json_path} (JSON).")
+    return lines
 
 
 # -- running it ----------------------------------------------------------------------------
@@ -770,6 +1119,11 @@ def run_demo(
         with console.status("stopping the stack"):
             stack.stop()
     log = read_decision_log(stack.decision_logs)  # once the workers have closed the files
+    try:
+        replay, replay_note = _replay(config, outcome, log, workdir=workdir, console=console)
+    except KeyboardInterrupt:  # Ctrl-C during the replay: report what the run gathered
+        replay, replay_note = None, "interrupted"
+        outcome.interrupted = True
     return DemoReport(
         config=config,
         traffic=summarize(outcome.records, seconds=outcome.seconds, windows=config.windows),
@@ -785,7 +1139,46 @@ def run_demo(
         workdir=workdir,
         drained=outcome.drained,
         interrupted=outcome.interrupted,
+        policy_counts=outcome.policy_counts,
+        replay=replay,
+        replay_note=replay_note,
     )
+
+
+def _replay(
+    config: DemoConfig,
+    outcome: _Outcome,
+    log: DecisionLogSummary,
+    *,
+    workdir: Path,
+    console: Console,
+) -> tuple[DemoReplay | None, str | None]:
+    """Replay the decision log off-policy; return it, or why it did not run."""
+    directory = log.directory
+    if log.lines == 0:
+        return None, f"no decision was logged in {directory}"
+    observed = {
+        label: rate
+        for label, counts in (
+            ("logging", outcome.counts),
+            ("uniform", outcome.policy_counts.get(BASELINE_POLICY)),
+            (f"policy:{config.policy}", outcome.policy_counts.get(DEFAULT_POLICY)),
+        )
+        if counts is not None and (rate := _reward_rate(counts)) is not None
+    }
+    with console.status("replaying the decision log off-policy") as status:
+        try:
+            replay = replay_decision_log(
+                directory,
+                out=workdir,
+                policies=(config.policy, *config.replay_policies),
+                observed=observed,
+                seed=config.seed,
+                status=lambda text: status.update(f"off-policy replay: {text}"),
+            )
+        except StreambanditError as exc:
+            return None, f"the replay failed: {exc}"
+    return replay, None
 
 
 @dataclass
@@ -804,6 +1197,7 @@ class _Outcome:
     learned_examples: int
     drained: bool
     interrupted: bool
+    policy_counts: dict[str, StreamCounts] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -1045,6 +1439,7 @@ async def _drive(
         learned_examples=learned,
         drained=drained,
         interrupted=interrupted.is_set(),
+        policy_counts={p: server.counts(p) for p in (DEFAULT_POLICY, BASELINE_POLICY)},
     )
 
 
@@ -1231,6 +1626,20 @@ def _lift(value: float | None, reference: float | None) -> float | None:
 
 def _rate(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
+
+
+def _finite_or_none(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def _interval_text(interval: Interval | None) -> str:
+    if interval is None or not (math.isfinite(interval.low) and math.isfinite(interval.high)):
+        return "-"
+    return f"{interval.low:.3f} - {interval.high:.3f}"
+
+
+def _reward_rate(counts: StreamCounts) -> float | None:
+    return counts.joined_with_reward / counts.joined if counts.joined > 0 else None
 
 
 def _percent(value: float | None) -> str:

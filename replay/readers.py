@@ -81,6 +81,7 @@ from __future__ import annotations
 
 import gc
 import gzip
+import heapq
 import math
 import os
 import re
@@ -93,6 +94,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from io import BufferedReader
 from pathlib import Path
+from sys import intern
 from typing import Any, Literal, TypeAlias
 
 import numpy as np
@@ -129,8 +131,8 @@ _PROPENSITY_TOLERANCE = 1e-9
 _PROGRESS_EVERY = 10_000
 _KEEP_MESSAGES = 10
 _DEFAULT_NAMESPACE = "default"
-# streams.sink names its files so; they sort by their sequence number.
-_SINK_NAME = re.compile(r"^decisions-\d{8}T\d{6}Z-(\d{4,})\.dsjson$")
+# streams.sink names its files so: the UTC time the file was opened, a sequence number.
+_SINK_NAME = re.compile(r"^decisions-(\d{8}T\d{6}Z)-(\d{4,})\.dsjson$")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 Features: TypeAlias = dict[str, dict[str, Any]]
@@ -220,9 +222,10 @@ def read_log(
     Parameters
     ----------
     path_or_paths
-        A file, a directory (its log files, streambandit's in the order they were
-        written, others by name), or a list of either. Files ending in ``.gz`` are
-        read through gzip.
+        A file, a directory (its log files at any depth: streambandit's in the order
+        they were written, each worker's folder in its own order and the workers' files
+        interleaved by when they were opened; others after them, by path), or a list of
+        either. Files ending in ``.gz`` are read through gzip.
     format
         ``"dsjson"``, ``"jsonl"``, ``"parquet"``, or ``"auto"``: Parquet by its name or
         magic bytes, otherwise DSJSON or JSON lines by the keys of the first row.
@@ -366,8 +369,7 @@ def _expand(path_or_paths: PathArg | Sequence[PathArg]) -> list[Path]:
     files: list[Path] = []
     for path in given:
         if path.is_dir():
-            found = [p for p in path.iterdir() if p.is_file() and _is_log_name(p.name)]
-            files.extend(sorted(found, key=_file_order))
+            files.extend(_folder_files(path))
         elif path.is_file():
             files.append(path)
         else:
@@ -376,14 +378,39 @@ def _expand(path_or_paths: PathArg | Sequence[PathArg]) -> list[Path]:
     return files
 
 
+def _folder_files(folder: Path) -> list[Path]:
+    """Return a folder's log files at any depth (``streambandit up``: ``worker-N/``).
+
+    Each folder's sink files keep their sequence order, and the folders' sink files are
+    interleaved by the time each file was opened, so the rows of several workers come
+    roughly in the order they were written; the other log files follow, by path.
+    """
+    sink: dict[Path, list[Path]] = {}
+    other: list[Path] = []
+    for path in sorted(folder.rglob("*")):
+        if not (path.is_file() and _is_log_name(path.name)):
+            continue
+        if _SINK_NAME.match(path.name):
+            sink.setdefault(path.parent, []).append(path)
+        else:
+            other.append(path)
+    ordered = [sorted(paths, key=_sequence) for paths in sink.values()]
+    return [*heapq.merge(*ordered, key=_opened), *other]
+
+
+def _opened(path: Path) -> str:
+    match = _SINK_NAME.match(path.name)
+    return match.group(1) if match else ""
+
+
 def _is_log_name(name: str) -> bool:
     name = name.lower().removesuffix(".gz")
     return name.endswith(_LINE_SUFFIXES + _PARQUET_SUFFIXES)
 
 
-def _file_order(path: Path) -> tuple[int, int, str]:
+def _sequence(path: Path) -> int:
     match = _SINK_NAME.match(path.name)
-    return (0, int(match.group(1)), path.name) if match else (1, 0, path.name)
+    return int(match.group(2)) if match else 0
 
 
 def _open_lines(path: Path) -> BufferedReader | gzip.GzipFile:
@@ -905,8 +932,8 @@ class _Columns:
         if self.action_ids is not None:
             if ids is None:
                 self.action_ids = None
-            else:
-                self.action_ids.append(ids)
+            else:  # one string per distinct id, not one per row: ids repeat across rows
+                self.action_ids.append([intern(action_id) for action_id in ids])
         if self.event_ids is not None:
             if event_id is None:
                 self.event_ids = None

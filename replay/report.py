@@ -28,8 +28,10 @@ from __future__ import annotations
 
 import html
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
@@ -146,6 +148,11 @@ class Report:
         Facts about the log read: files, rows read and kept, rows skipped by reason.
     whatif
         A what-if exploration, if one was run.
+    curve_bands
+        Per learning policy, the ``(low, high)`` pointwise confidence band of its running
+        value (normal approximation over the rows so far, at `level`).
+    level
+        Confidence level of `curve_bands`.
     """
 
     evaluations: tuple[Evaluation, ...]
@@ -153,6 +160,8 @@ class Report:
     logged_curve: FloatArray | None = None
     log: Mapping[str, Any] = field(default_factory=dict)
     whatif: WhatIf | None = None
+    curve_bands: Mapping[str, tuple[FloatArray, FloatArray]] = field(default_factory=dict)
+    level: float = 0.95
 
 
 def evaluate(
@@ -200,10 +209,37 @@ def evaluate(
             estimate = estimator.estimate(logs, target.probabilities, rewards=needed)
             evaluations.append(Evaluation(target.label, spec, estimate))
     curves = {t.label: t.running_value for t in targets if t.running_value is not None}
+    level = (intervals or Intervals()).level
+    bands = {
+        t.label: _running_band(t.probabilities.weights() * logs.reward, level)
+        for t in targets
+        if t.running_value is not None
+    }
     logged_curve = None
     if logs.n:
         logged_curve = np.cumsum(logs.reward) / np.arange(1, logs.n + 1)
-    return Report(tuple(evaluations), curves, logged_curve, dict(log or {}))
+    return Report(
+        tuple(evaluations),
+        curves,
+        logged_curve,
+        dict(log or {}),
+        curve_bands=bands,
+        level=level,
+    )
+
+
+def _running_band(terms: FloatArray, level: float) -> tuple[FloatArray, FloatArray]:
+    """Pointwise normal interval of the running mean of `terms` (NaN at the first row)."""
+    steps = np.arange(1, terms.size + 1, dtype=np.float64)
+    mean = np.cumsum(terms) / steps
+    squares = np.cumsum(terms * terms) / steps
+    with np.errstate(invalid="ignore", divide="ignore"):
+        variance = np.maximum(squares - mean * mean, 0.0) * steps / (steps - 1)
+        half = NormalDist().inv_cdf(0.5 + level / 2) * np.sqrt(variance / steps)
+    half[:1] = np.nan
+    low: FloatArray = mean - half
+    high: FloatArray = mean + half
+    return low, high
 
 
 # -- JSON --------------------------------------------------------------------------------------
@@ -212,7 +248,8 @@ def evaluate(
 def to_json(report: Report) -> dict[str, Any]:
     """Every figure of the report as plain JSON data (NaN becomes null).
 
-    Curves are thinned to at most 500 points, each ``[row, value]`` (row 1-based).
+    Curves and their bands are thinned to at most 500 points, each ``[row, value]``
+    (row 1-based).
     """
     data: dict[str, Any] = _clean(
         {
@@ -222,6 +259,10 @@ def to_json(report: Report) -> dict[str, Any]:
                 for e in report.evaluations
             ],
             "curves": {label: _thin(curve) for label, curve in report.curves.items()},
+            "curve_bands": {
+                label: {"level": report.level, "low": _thin(low), "high": _thin(high)}
+                for label, (low, high) in report.curve_bands.items()
+            },
             "logged_curve": None if report.logged_curve is None else _thin(report.logged_curve),
             "whatif": None if report.whatif is None else _whatif(report.whatif),
         }
@@ -298,18 +339,35 @@ def _clean(value: Any) -> Any:
 # -- HTML and SVG ------------------------------------------------------------------------------
 
 _PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b")
+_LOGGED_COLOUR = "#666"
+_CHAR_WIDTH = 7.0  # px per character of 12 px sans-serif, generously: sizes the margins
 _STYLE = """
-body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 70em; color: #222; }
-table { border-collapse: collapse; margin: 1em 0; }
-th, td { border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: right; }
-th:first-child, td:first-child, td.text { text-align: left; }
-td.warn { color: #a33; text-align: left; font-size: 0.9em; }
-svg { background: #fff; border: 1px solid #ddd; }
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 76em; padding: 0 1em;
+       color: #222; }
+table { border-collapse: collapse; margin: 1em 0; font-variant-numeric: tabular-nums; }
+th, td { border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: right; vertical-align: top; }
+td { white-space: nowrap; }
+th { background: #f4f4f4; }
+div.wide { overflow-x: auto; }
+th.text, td.text { text-align: left; white-space: nowrap; }
+td.policy { text-align: left; max-width: 16em; }
+td.notes { text-align: left; color: #a33; white-space: nowrap; }
+ol.warnings { color: #a33; }
+ul.facts { padding-left: 1.2em; }
+p.caption { color: #555; font-size: 0.9em; max-width: 62em; }
+svg { background: #fff; border: 1px solid #ddd; display: block; margin: 1em 0; }
 """
 
 
 def render_html(report: Report, *, title: str = "streambandit replay") -> str:
     """Render the report as one self-contained HTML page with inline SVG plots.
+
+    The page holds the facts of the log, a table of every estimate (its analytic and
+    bootstrap intervals, standard error, effective sample size, largest weight, and the
+    numbers of its warnings, listed under the table), a dot-and-whisker plot of the
+    estimates against the logged mean reward, the running value of each learning
+    policy along the log with its pointwise confidence band, and the what-if table and
+    plot when there is one.
 
     Examples
     --------
@@ -330,18 +388,37 @@ def render_html(report: Report, *, title: str = "streambandit replay") -> str:
         f"<h1>{esc(title)}</h1>",
     ]
     if report.log:
-        facts = ", ".join(f"{esc(str(k))}: {esc(str(v))}" for k, v in report.log.items())
-        parts.append(f"<p>{facts}</p>")
-    parts += ["<h2>Estimates</h2>", _estimates_table(report.evaluations)]
-    parts.append(_estimates_svg(report.evaluations))
+        parts.append(_facts_html(report.log))
+    reference = None
+    if report.logged_curve is not None and report.logged_curve.size:
+        reference = ("logged mean reward", float(report.logged_curve[-1]))
+    parts += [
+        "<h2>Estimates</h2>",
+        (
+            '<p class="caption">Each target policy\'s estimated mean reward per decision '
+            "on this log, by each estimator, with its analytic and percentile-bootstrap "
+            "confidence intervals. ESS is the effective sample size of the importance "
+            "weights: the number of logged decisions the estimate effectively rests on.</p>"
+        ),
+        _estimates_html(report.evaluations),
+        _estimates_svg(report.evaluations, reference),
+    ]
     if report.curves:
         parts += [
             "<h2>Counterfactual learning along the log</h2>",
             (
-                "<p>Running IPS estimate of each learning policy's mean reward over the rows "
-                "replayed so far; the logged mean reward for reference.</p>"
+                '<p class="caption">Running IPS estimate of each learning policy\'s mean '
+                "reward over the rows replayed so far, as it learned along the log; the "
+                f"shaded band is its pointwise {report.level:.0%} confidence interval. The "
+                "logged mean reward (dashed) is what the logging policy earned. The first "
+                "2% of rows, where every running mean swings widely, are not drawn.</p>"
             ),
-            _curves_svg(report.curves, report.logged_curve),
+            _curves_svg(
+                report.curves,
+                report.curve_bands,
+                report.logged_curve,
+                _colours([e.policy for e in report.evaluations]),
+            ),
         ]
     if report.whatif is not None:
         parts += ["<h2>What-if exploration</h2>", _whatif_html(report.whatif)]
@@ -355,122 +432,265 @@ def _fmt(value: float | None, digits: int = 4) -> str:
     return f"{value:.{digits}g}"
 
 
-def _estimates_table(evaluations: Sequence[Evaluation]) -> str:
+def _facts_html(log: Mapping[str, Any]) -> str:
     esc = html.escape
+    items = "".join(
+        f"<li><strong>{esc(str(key).replace('_', ' '))}</strong>: {_fact(value)}</li>"
+        for key, value in log.items()
+    )
+    return f'<ul class="facts">{items}</ul>'
+
+
+def _fact(value: Any) -> str:
+    """Format one fact: lists shortened, mappings as ``key: value``, counts with commas."""
+    text = html.escape(str(value))
+    if isinstance(value, list | tuple) and value:
+        shown = ", ".join(f"<code>{html.escape(str(v))}</code>" for v in value[:3])
+        more = len(value) - 3
+        text = f"{len(value):,}: {shown}" + (f" and {more:,} more" if more > 0 else "")
+    elif isinstance(value, Mapping) and value:
+        text = ", ".join(f"{html.escape(str(k))}: {_fact(v)}" for k, v in value.items())
+    elif isinstance(value, list | tuple | Mapping):
+        text = "none"
+    elif isinstance(value, int) and not isinstance(value, bool):
+        text = f"{value:,}"
+    elif isinstance(value, float):
+        text = _fmt(value)
+    return text
+
+
+def _interval_cell(interval: Interval | None) -> str:
+    if interval is None or not (math.isfinite(interval.low) and math.isfinite(interval.high)):
+        return "-"
+    return f"{_fmt(interval.low)} to {_fmt(interval.high)}"
+
+
+def _level_of(evaluations: Sequence[Evaluation]) -> str:
+    for e in evaluations:
+        for interval in (e.estimate.ci, e.estimate.bootstrap_ci):
+            if interval is not None:
+                return f"{interval.level:.0%} "
+    return ""
+
+
+def _estimates_html(evaluations: Sequence[Evaluation]) -> str:
+    """Lay out the estimates table, one row per estimate, and the numbered warnings."""
+    esc = html.escape
+    level = _level_of(evaluations)
     rows = [
         (
-            "<table><tr><th>policy</th><th>estimator</th><th>estimate</th><th>CI low</th>"
-            "<th>CI high</th><th>bootstrap low</th><th>bootstrap high</th><th>ESS</th>"
-            "<th>max weight</th><th>warnings</th></tr>"
+            '<div class="wide"><table><tr><th class="text">policy</th>'
+            '<th class="text">estimator</th>'
+            f"<th>estimate</th><th>{level}CI (analytic)</th><th>{level}CI (bootstrap)</th>"
+            "<th>std. error</th><th>ESS</th><th>max weight</th>"
+            '<th class="text">warnings</th></tr>'
         )
     ]
+    numbers: dict[str, int] = {}
+    groups: dict[str, int] = {}
+    for e in evaluations:
+        groups[e.policy] = groups.get(e.policy, 0) + 1
+    previous = None
     for e in evaluations:
         est = e.estimate
-        ci, boot = est.ci, est.bootstrap_ci
+        marks = [
+            str(numbers.setdefault(warning, len(numbers) + 1))
+            for warning in est.diagnostics.warnings
+        ]
+        policy = ""
+        if e.policy != previous:
+            label = re.sub(r"([:,])", r"\1<wbr>", esc(e.policy))  # wrap a long spec there
+            policy = f'<td class="policy" rowspan="{groups[e.policy]}">{label}</td>'
+        previous = e.policy
         rows.append(
-            f'<tr><td class="text">{esc(e.policy)}</td><td class="text">{esc(e.estimator)}</td>'
-            f"<td>{_fmt(est.value)}</td><td>{_fmt(ci.low if ci else None)}</td>"
-            f"<td>{_fmt(ci.high if ci else None)}</td>"
-            f"<td>{_fmt(boot.low if boot else None)}</td>"
-            f"<td>{_fmt(boot.high if boot else None)}</td>"
-            f"<td>{_fmt(est.diagnostics.ess, 6)}</td>"
-            f"<td>{_fmt(est.diagnostics.weight_max)}</td>"
-            f'<td class="warn">{"<br>".join(esc(w) for w in est.diagnostics.warnings)}</td></tr>'
+            f'<tr>{policy}<td class="text">{esc(e.estimator)}</td>'
+            f"<td>{_fmt(est.value)}</td><td>{_interval_cell(est.ci)}</td>"
+            f"<td>{_interval_cell(est.bootstrap_ci)}</td><td>{_fmt(est.std_error, 3)}</td>"
+            f"<td>{est.diagnostics.ess:,.0f}</td><td>{_fmt(est.diagnostics.weight_max)}</td>"
+            f'<td class="notes">{", ".join(marks)}</td></tr>'
         )
-    rows.append("</table>")
+    rows.append("</table></div>")
+    if numbers:
+        rows.append('<ol class="warnings">')
+        rows.extend(f"<li>{esc(warning)}</li>" for warning in numbers)
+        rows.append("</ol>")
     return "\n".join(rows)
 
 
 def _ticks(low: float, high: float, count: int = 5) -> list[float]:
     if not high > low:
         return [low]
+    step = _tick_step(low, high, count)
+    first = math.ceil(low / step) * step
+    ticks = [first + i * step for i in range(int((high - first) / step + 1e-9) + 1)]
+    return [0.0 if abs(t) < step * 1e-9 else t for t in ticks]
+
+
+def _tick_step(low: float, high: float, count: int = 5) -> float:
     step = (high - low) / count
     magnitude = 10 ** math.floor(math.log10(step))
-    step = min((m * magnitude for m in (1, 2, 5, 10) if m * magnitude >= step), default=step)
-    first = math.ceil(low / step) * step
-    return [first + i * step for i in range(int((high - first) / step + 1e-9) + 1)]
+    return min((m * magnitude for m in (1, 2, 5, 10) if m * magnitude >= step), default=step)
 
 
-def _estimates_svg(evaluations: Sequence[Evaluation]) -> str:
-    """Dot-and-whisker plot: one row per policy and estimator, the analytic interval."""
+def _tick_text(tick: float, low: float, high: float, count: int = 5) -> str:
+    """Format a tick with as many decimals as the step needs, thousands separated."""
+    step = _tick_step(low, high, count) if high > low else 1.0
+    decimals = max(0, -math.floor(math.log10(step) + 1e-9))
+    return f"{tick:,.{decimals}f}"
+
+
+def _estimates_svg(
+    evaluations: Sequence[Evaluation], reference: tuple[str, float] | None = None
+) -> str:
+    """Draw a dot-and-whisker plot: a row per estimate, with its intervals.
+
+    The analytic interval is the thick line, the bootstrap's the thin one under it; a
+    dashed vertical line marks the reference value.
+    """
     esc = html.escape
     values = [
         float(v)
         for e in evaluations
+        for interval in (e.estimate.ci, e.estimate.bootstrap_ci)
         for v in (
             e.estimate.value,
-            *((e.estimate.ci.low, e.estimate.ci.high) if e.estimate.ci else ()),
+            *((interval.low, interval.high) if interval is not None else ()),
         )
         if math.isfinite(v)
     ]
+    if reference is not None and math.isfinite(reference[1]):
+        values.append(reference[1])
     if not values:
         return "<p>No finite estimate to plot.</p>"
     low, high = min(values), max(values)
     pad = (high - low) * 0.05 or 0.5
     low, high = low - pad, high + pad
-    left, width, row_h, top = 260, 480, 22, 20
-    height = top + row_h * len(evaluations) + 40
+    labels = [f"{e.policy} / {e.estimator}" for e in evaluations]
+    left = round(min(max(_CHAR_WIDTH * max(map(len, labels)) + 20, 140), 560))
+    width, row_h, top = 520, 22, 58
+    axis = top + row_h * len(evaluations) + 6
+    height = axis + 44
+    level = _level_of(evaluations)
 
     def x(v: float) -> float:
         return left + (v - low) / (high - low) * width
 
     policies = list(dict.fromkeys(e.policy for e in evaluations))
+    colours = _colours(policies)
     out = [
         (
             f'<svg xmlns="http://www.w3.org/2000/svg" width="{left + width + 30}" '
-            f'height="{height}" role="img" aria-label="estimates with confidence intervals">'
-        )
+            f'height="{height}" role="img" aria-label="estimates with confidence intervals" '
+            'font-family="system-ui, sans-serif">'
+        ),
+        (  # the legend of the two intervals
+            f'<line x1="{left}" y1="12" x2="{left + 24}" y2="12" stroke="#444" '
+            f'stroke-width="3"/><text x="{left + 30}" y="16" font-size="12">'
+            f"{level}CI, analytic</text>"
+            f'<line x1="{left + 170}" y1="12" x2="{left + 194}" y2="12" stroke="#444" '
+            f'stroke-width="1"/><text x="{left + 200}" y="16" font-size="12">'
+            f"{level}CI, bootstrap</text>"
+        ),
     ]
+    for i, e in enumerate(evaluations):  # a light band behind every other policy's rows
+        if policies.index(e.policy) % 2:
+            y0 = top + row_h * i
+            out.append(
+                f'<rect x="0" y="{y0}" width="{left + width + 30}" height="{row_h}" '
+                'fill="#f6f6f6"/>'
+            )
+    ticks = _ticks(low, high, 6)
     out.extend(
-        f'<line x1="{x(tick):.1f}" y1="{top - 5}" x2="{x(tick):.1f}" '
-        f'y2="{height - 35}" stroke="#eee"/>'
-        f'<text x="{x(tick):.1f}" y="{height - 20}" font-size="11" '
-        f'text-anchor="middle">{tick:.3g}</text>'
-        for tick in _ticks(low, high)
+        f'<line x1="{x(t):.1f}" y1="{top - 4}" x2="{x(t):.1f}" y2="{axis}" stroke="#e4e4e4"/>'
+        f'<line x1="{x(t):.1f}" y1="{axis}" x2="{x(t):.1f}" y2="{axis + 4}" stroke="#444"/>'
+        f'<text x="{x(t):.1f}" y="{axis + 17}" font-size="11" text-anchor="middle">'
+        f"{_tick_text(t, low, high, 6)}</text>"
+        for t in ticks
     )
-    for i, e in enumerate(evaluations):
+    out.append(f'<line x1="{left}" y1="{axis}" x2="{left + width}" y2="{axis}" stroke="#444"/>')
+    if reference is not None and math.isfinite(reference[1]):
+        rx = x(reference[1])
+        anchor = "middle"
+        if rx < left + width / 4:
+            anchor = "start"
+        elif rx > left + width * 3 / 4:
+            anchor = "end"
+        out.append(
+            f'<line x1="{rx:.1f}" y1="{top - 10}" x2="{rx:.1f}" y2="{axis}" stroke="#666" '
+            'stroke-dasharray="4,3"/>'
+            f'<text x="{rx:.1f}" y="{top - 14}" font-size="11" text-anchor="{anchor}" '
+            f'fill="#444">{esc(reference[0])} {_fmt(reference[1])}</text>'
+        )
+    for i, (e, label) in enumerate(zip(evaluations, labels, strict=True)):
         y = top + row_h * i + row_h / 2
-        colour = _PALETTE[policies.index(e.policy) % len(_PALETTE)]
+        colour = colours[e.policy]
         out.append(
             f'<text x="{left - 8}" y="{y + 4:.1f}" font-size="12" text-anchor="end">'
-            f"{esc(e.policy)} / {esc(e.estimator)}</text>"
+            f"{esc(label)}</text>"
         )
-        ci = e.estimate.ci
-        if ci is not None and math.isfinite(ci.low) and math.isfinite(ci.high):
-            out.append(
-                f'<line x1="{x(ci.low):.1f}" y1="{y:.1f}" x2="{x(ci.high):.1f}" y2="{y:.1f}" '
-                f'stroke="{colour}" stroke-width="2"/>'
-            )
+        for interval, stroke, dy in ((e.estimate.ci, 3, -2), (e.estimate.bootstrap_ci, 1, 4)):
+            if (
+                interval is not None
+                and math.isfinite(interval.low)
+                and math.isfinite(interval.high)
+            ):
+                out.append(
+                    f'<line x1="{x(interval.low):.1f}" y1="{y + dy:.1f}" '
+                    f'x2="{x(interval.high):.1f}" y2="{y + dy:.1f}" stroke="{colour}" '
+                    f'stroke-width="{stroke}"/>'
+                )
         if math.isfinite(e.estimate.value):
             out.append(
-                f'<circle cx="{x(e.estimate.value):.1f}" cy="{y:.1f}" r="4" fill="{colour}">'
-                f"<title>{esc(e.policy)} / {esc(e.estimator)}: "
-                f"{_fmt(e.estimate.value)}</title></circle>"
+                f'<circle cx="{x(e.estimate.value):.1f}" cy="{y - 2:.1f}" r="4" fill="{colour}">'
+                f"<title>{esc(label)}: {_fmt(e.estimate.value)} "
+                f"({_interval_cell(e.estimate.ci)})</title></circle>"
             )
     out.append(
-        f'<text x="{left + width / 2}" y="{height - 4}" font-size="12" '
-        'text-anchor="middle">estimated mean reward per decision (analytic interval)</text>'
+        f'<text x="{left + width / 2}" y="{height - 6}" font-size="12" '
+        'text-anchor="middle">estimated mean reward per decision</text>'
     )
     out.append("</svg>")
     return "".join(out)
 
 
-def _curves_svg(curves: Mapping[str, FloatArray], logged: FloatArray | None) -> str:
-    """Line plot of each running value against the rows replayed."""
+def _colours(labels: Sequence[str]) -> dict[str, str]:
+    """Give each policy a colour, in order of first appearance: the same in every plot."""
+    distinct = list(dict.fromkeys(labels))
+    return {label: _PALETTE[k % len(_PALETTE)] for k, label in enumerate(distinct)}
+
+
+def _curves_svg(
+    curves: Mapping[str, FloatArray],
+    bands: Mapping[str, tuple[FloatArray, FloatArray]],
+    logged: FloatArray | None,
+    colours: Mapping[str, str] | None = None,
+) -> str:
+    """Line plot of each running value (with its band) against the rows replayed."""
     esc = html.escape
-    series = list(curves.items())
+    colours = {**_colours(list(curves)), **(colours or {})}
+    series: list[tuple[str, FloatArray, str]] = [
+        (label, curve, colours[label]) for label, curve in curves.items()
+    ]
     if logged is not None:
-        series.append(("logged reward", logged))
-    n = max(curve.size for _, curve in series)
-    start = min(n - 1, max(0, n // 50))  # the first rows swing widely: skip 2%
-    finite = [float(v) for _, curve in series for v in curve[start:] if math.isfinite(float(v))]
-    if not finite or n < 2:
+        series.append(("logged mean reward", logged, _LOGGED_COLOUR))
+    n = max(curve.size for _, curve, _ in series)
+    if n < 2:
         return "<p>Too few rows to plot.</p>"
+    start = min(n - 1, max(0, n // 50))  # the first rows swing widely: skip 2%
+    settled = max(start, n // 10)  # the bands' early width would flatten the curves
+    finite = [float(v) for _, curve, _ in series for v in curve[start:] if math.isfinite(float(v))]
+    for low_band, high_band in bands.values():
+        finite += [
+            float(v) for v in (*low_band[settled:], *high_band[settled:]) if math.isfinite(v)
+        ]
+    if not finite:
+        return "<p>No finite value to plot.</p>"
     low, high = min(finite), max(finite)
     pad = (high - low) * 0.05 or 0.5
     low, high = low - pad, high + pad
-    left, width, top, plot_h = 60, 560, 20, 280
-    legend_x = left + width + 15
+    left, width, top, plot_h = 70, 600, 16, 300
+    legend_x = left + width + 20
+    legend_w = round(30 + _CHAR_WIDTH * max(len(label) for label, _, _ in series))
 
     def x(row: int) -> float:
         return left + row / (n - 1) * width
@@ -478,39 +698,76 @@ def _curves_svg(curves: Mapping[str, FloatArray], logged: FloatArray | None) -> 
     def y(v: float) -> float:
         return top + (1 - (v - low) / (high - low)) * plot_h
 
+    bottom = top + plot_h
     out = [
         (
-            f'<svg xmlns="http://www.w3.org/2000/svg" width="{legend_x + 260}" '
-            f'height="{top + plot_h + 50}" role="img" aria-label="cumulative reward along the log">'
-        )
+            f'<svg xmlns="http://www.w3.org/2000/svg" width="{legend_x + legend_w}" '
+            f'height="{bottom + 52}" role="img" aria-label="running value along the log" '
+            'font-family="system-ui, sans-serif">'
+        ),
+        (
+            f'<clipPath id="plot-area"><rect x="{left}" y="{top}" width="{width}" '
+            f'height="{plot_h}"/></clipPath>'
+        ),
     ]
     out.extend(
-        f'<line x1="{left}" y1="{y(tick):.1f}" x2="{left + width}" y2="{y(tick):.1f}" '
-        f'stroke="#eee"/><text x="{left - 6}" y="{y(tick) + 4:.1f}" font-size="11" '
-        f'text-anchor="end">{tick:.3g}</text>'
-        for tick in _ticks(low, high)
+        f'<line x1="{left}" y1="{y(t):.1f}" x2="{left + width}" y2="{y(t):.1f}" '
+        f'stroke="#e4e4e4"/><text x="{left - 6}" y="{y(t) + 4:.1f}" font-size="11" '
+        f'text-anchor="end">{_tick_text(t, low, high)}</text>'
+        for t in _ticks(low, high)
     )
     out.extend(
-        f'<text x="{x(int(tick)):.1f}" y="{top + plot_h + 16}" font-size="11" '
-        f'text-anchor="middle">{int(tick) + 1:,}</text>'
-        for tick in _ticks(0, n - 1)
+        f'<line x1="{x(int(t) - 1):.1f}" y1="{bottom}" x2="{x(int(t) - 1):.1f}" '
+        f'y2="{bottom + 4}" stroke="#444"/><text x="{x(int(t) - 1):.1f}" y="{bottom + 17}" '
+        f'font-size="11" text-anchor="middle">{int(t):,}</text>'
+        for t in _ticks(1, n)
+        if t >= 1
     )
-    for k, (label, curve) in enumerate(series):
-        colour = "#777" if label == "logged reward" and logged is not None else None
-        colour = colour or _PALETTE[k % len(_PALETTE)]
+    out.append(
+        f'<line x1="{left}" y1="{bottom}" x2="{left + width}" y2="{bottom}" stroke="#444"/>'
+        f'<line x1="{left}" y1="{top}" x2="{left}" y2="{bottom}" stroke="#444"/>'
+    )
+    out.append('<g clip-path="url(#plot-area)">')
+    for label, _, colour in series:
+        band = bands.get(label)
+        if band is None:
+            continue
+        rows = [
+            i
+            for i in _thin_rows(band[0].size)
+            if i >= start and math.isfinite(band[0][i]) and math.isfinite(band[1][i])
+        ]
+        if len(rows) < 2:
+            continue
+        upper = [f"{x(i):.1f},{y(float(band[1][i])):.1f}" for i in rows]
+        lower = [f"{x(i):.1f},{y(float(band[0][i])):.1f}" for i in reversed(rows)]
+        out.append(
+            f'<polygon points="{" ".join(upper + lower)}" fill="{colour}" '
+            f'fill-opacity="0.15" stroke="none"><title>{esc(label)}: confidence band</title>'
+            "</polygon>"
+        )
+    for label, curve, colour in series:
         rows = [i for i in _thin_rows(curve.size) if i >= start and math.isfinite(curve[i])]
         points = " ".join(f"{x(i):.1f},{y(float(curve[i])):.1f}" for i in rows)
-        dash = ' stroke-dasharray="5,4"' if colour == "#777" else ""
+        dash = ' stroke-dasharray="5,4"' if colour == _LOGGED_COLOUR else ""
         out.append(
             f'<polyline points="{points}" fill="none" stroke="{colour}" '
             f'stroke-width="2"{dash}><title>{esc(label)}</title></polyline>'
-            f'<rect x="{legend_x}" y="{top + 18 * k}" width="12" height="12" fill="{colour}"/>'
-            f'<text x="{legend_x + 18}" y="{top + 18 * k + 10}" font-size="12">'
+        )
+    out.append("</g>")
+    for k, (label, _, colour) in enumerate(series):
+        dash = ' stroke-dasharray="5,4"' if colour == _LOGGED_COLOUR else ""
+        ly = top + 8 + 20 * k
+        out.append(
+            f'<line x1="{legend_x}" y1="{ly}" x2="{legend_x + 22}" y2="{ly}" stroke="{colour}" '
+            f'stroke-width="3"{dash}/><text x="{legend_x + 28}" y="{ly + 4}" font-size="12">'
             f"{esc(label)}</text>"
         )
     out.append(
-        f'<text x="{left + width / 2}" y="{top + plot_h + 40}" font-size="12" '
-        'text-anchor="middle">rows of the log replayed</text></svg>'
+        f'<text x="{left + width / 2}" y="{bottom + 40}" font-size="12" '
+        'text-anchor="middle">rows of the log replayed</text>'
+        f'<text transform="translate(16 {top + plot_h / 2}) rotate(-90)" font-size="12" '
+        'text-anchor="middle">mean reward per decision</text></svg>'
     )
     return "".join(out)
 
@@ -525,10 +782,17 @@ def _whatif_html(whatif: WhatIf) -> str:
         )
         for r in whatif.rows
     ]
+    current = whatif.current.estimate.value
     return "\n".join(
         [
-            _estimates_table(evaluations),
-            _estimates_svg(evaluations),
+            (
+                f'<p class="caption">The learning policy replayed along the log with each '
+                f"setting of <code>{esc(whatif.parameter)}</code>, estimated with "
+                f"{esc(whatif.current.estimate.estimator)}. A setting is recommended only "
+                "when its lower confidence bound beats the current setting's estimate.</p>"
+            ),
+            _estimates_html(evaluations),
+            _estimates_svg(evaluations, ("current setting", current)),
             (
                 f"<p><strong>{'Recommended' if whatif.recommended else 'No change'}:</strong> "
                 f"{esc(whatif.reason)}</p>"

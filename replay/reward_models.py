@@ -27,7 +27,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from bandit.errors import ConfigurationError, LogFormatError
-from policies._features import joint_features
+from policies._features import flatten, joint_features
 from policies._types import Action
 from replay._data import FloatArray, IntArray, LoggedDecisions, _first_bad
 
@@ -223,8 +223,11 @@ class HashedRidge:
         pointer, hashed, value = self._featurise(logs)
         # Solve in the buckets actually used: a bucket no training row touches gets a zero
         # coefficient anyway, so this is exact, and the matrices are (used x used).
-        _, index = np.unique(hashed, return_inverse=True)
-        d = int(index.max()) + 1 if index.size else 1
+        # (the buckets' ranks, as np.unique's inverse gives them, without its sort)
+        used = np.zeros(self.n_features, dtype=bool)
+        used[hashed] = True
+        index = (np.cumsum(used) - 1)[hashed]
+        d = int(np.count_nonzero(used)) or 1
         pair_start = np.concatenate(([0], np.cumsum(logs.n_actions)[:-1]))
         chosen_pair = pair_start + logs.chosen
         folds = self.n_folds
@@ -273,28 +276,78 @@ class HashedRidge:
         return RewardPredictions(logs, values)
 
     def _featurise(self, logs: LoggedDecisions) -> tuple[IntArray, IntArray, FloatArray]:
-        """CSR form of every (row, offered action) pair's hashed features, row-major."""
+        """CSR form of every (row, offered action) pair's hashed features, row-major.
+
+        The entries are :func:`joint_features`' of each pair, in its order. The context
+        is flattened once per row and a product's bucket is looked up by its two names,
+        without building the product's name again; a pair where names could collide (a
+        name on both sides, a ``*`` in a name) takes :func:`joint_features` itself.
+        (Flat names always hold a ``.`` or ``=``, so none is ``bias``.)
+        """
         empty: Mapping[str, Mapping[str, Any]] = {}
         contexts, ids, features = logs.contexts, logs.action_ids, logs.action_features
+        d, interactions = self.n_features, self.interactions
         cache: dict[str, tuple[int, float]] = {}
+        products: dict[str, dict[str, tuple[int, float]]] = {}
+        bias = _hash("bias", d)
         index: list[int] = []
         value: list[float] = []
         pointer = [0]
+
+        def hashed(name: str) -> tuple[int, float]:
+            hit = cache.get(name)
+            if hit is None:
+                hit = cache[name] = _hash(name, d)
+            return hit
+
         for i, count in enumerate(logs.n_actions.tolist()):
             context = empty if contexts is None else contexts[i]
+            shared = flatten(context)
+            simple = not any("*" in name for name in shared)
+            shared_entries = [
+                (bucket, sign * x) for name, x in shared.items() for bucket, sign in (hashed(name),)
+            ]
             for j in range(count):
                 action = Action(
                     str(j) if ids is None else ids[i][j],
                     empty if features is None else features[i][j],
                 )
-                for name, x in joint_features(
-                    context, action, interactions=self.interactions
-                ).items():
-                    hit = cache.get(name)
-                    if hit is None:
-                        hit = cache[name] = _hash(name, self.n_features)
-                    index.append(hit[0])
-                    value.append(hit[1] * x)
+                own = flatten(action.features)
+                own[f"action={action.id}"] = 1.0
+                if not (
+                    simple
+                    and own.keys().isdisjoint(shared)
+                    and not any("*" in name for name in own)
+                ):
+                    for name, x in joint_features(
+                        context, action, interactions=interactions
+                    ).items():
+                        bucket, sign = hashed(name)
+                        index.append(bucket)
+                        value.append(sign * x)
+                    pointer.append(len(index))
+                    continue
+                index.append(bias[0])
+                value.append(bias[1])
+                for bucket, signed in shared_entries:
+                    index.append(bucket)
+                    value.append(signed)
+                own_items = list(own.items())
+                for name, x in own_items:
+                    bucket, sign = hashed(name)
+                    index.append(bucket)
+                    value.append(sign * x)
+                if interactions:
+                    for ck, cv in shared.items():
+                        known = products.get(ck)
+                        if known is None:
+                            known = products[ck] = {}
+                        for ak, av in own_items:
+                            hit = known.get(ak)
+                            if hit is None:
+                                hit = known[ak] = _hash(f"{ck}*{ak}", d)
+                            index.append(hit[0])
+                            value.append(hit[1] * (cv * av))
                 pointer.append(len(index))
         return (
             np.asarray(pointer, dtype=np.int64),

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
-from datetime import datetime
+import math
+import random
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -13,22 +18,33 @@ from rich.console import Console
 from bandit.demo import (
     BASELINE_POLICY,
     DEFAULT_POLICY,
+    REPLAY_ALTERNATIVES,
+    REPLAY_ESTIMATORS,
     DecisionLogSummary,
     DecisionRecord,
     DemoConfig,
+    DemoReplay,
     DemoReport,
     StreamCounts,
     default_workdir,
     parse_stream_counters,
     read_decision_log,
     render_report,
+    replay_decision_log,
+    replay_lines,
     report_lines,
     run_demo,
     summarize,
 )
-from bandit.errors import ConfigurationError
+from bandit.errors import ConfigurationError, LogFormatError
 from bandit.metrics import ApiMetrics, PolicyState
+from bandit.schemas import Decision, RankRequest, TrainingExample
 from bandit.settings import Settings
+from bandit.simulation import SyntheticEnvironment
+from policies import decide_ranking, make_policy
+from streams.sink import DecisionLogWriter
+
+START = datetime(2026, 11, 27, 23, 15, tzinfo=UTC)
 
 
 def _record(
@@ -190,6 +206,14 @@ def test_summarize_refuses_bad_arguments(arguments: dict[str, float], message: s
         ({"reward_delay_seconds": -0.5}, r"`reward_delay_seconds` must be >= 0, got -0.5"),
         ({"unreported_share": 1.0}, r"`unreported_share` must be in \[0, 1\), got 1.0"),
         ({"windows": 0}, r"`windows` must be >= 1, got 0"),
+        (
+            {"replay_policies": ["vw-epsilon"]},
+            r"`replay_policies` must be a tuple of policy specs, got \['vw-epsilon'\]",
+        ),
+        (
+            {"replay_policies": ("vw-epsilon", "")},
+            r"`replay_policies` must be a tuple of policy specs, got \('vw-epsilon', ''\)",
+        ),
     ],
 )
 def test_config_refuses_values_that_break_a_rule(changes: dict[str, object], message: str) -> None:
@@ -315,13 +339,229 @@ def test_rendered_report_shows_a_dash_where_a_window_has_no_decisions() -> None:
     assert "│ 1-2 s     │         0 │                     - │                  - │    - │" in text
 
 
+# -- the off-policy replay of the decision log ----------------------------------------------
+
+
+@dataclass(frozen=True)
+class LiveLog:
+    """A decision log as the live loop writes it, and the reward rates it observed."""
+
+    directory: Path
+    observed: dict[str, float]
+    rows: int
+
+
+def _live_log(directory: Path, rounds: int, seed: int) -> LiveLog:
+    """The demo's traffic without servers: a learning policy and a uniform baseline decide
+    the synthetic environment's rounds (a quarter to the baseline), the learner learns,
+    and the sink writes the joined decisions into ``decisions/worker-1``."""
+    learning, baseline = make_policy("vw-squarecb"), make_policy("uniform")
+    rng = random.Random(seed)
+    examples: list[TrainingExample] = []
+    rewards: dict[str, list[float]] = {DEFAULT_POLICY: [], BASELINE_POLICY: []}
+    for round_ in SyntheticEnvironment(seed=seed).rounds(rounds):
+        served = BASELINE_POLICY if rng.random() < 0.25 else DEFAULT_POLICY
+        policy = baseline if served == BASELINE_POLICY else learning
+        request = RankRequest.model_validate(
+            {
+                "event_id": f"demo-test-r{round_.index}",
+                "context": round_.context,
+                "actions": [{"id": a.id, "features": a.features} for a in round_.actions],
+            }
+        )
+        seen, candidates = request.policy_inputs()
+        choice = decide_ranking(policy.pmf(seen, candidates), request.event_id)
+        reward = round_.reward(choice.index)
+        policy.learn(seen, candidates, choice.index, reward, choice.probability)
+        decision = Decision.from_choice(
+            choice,
+            request=request,
+            policy=served,
+            model_version="1",
+            occurred_at=START + timedelta(seconds=round_.index),
+        )
+        examples.append(
+            TrainingExample(
+                event_id=decision.event_id,
+                decision=decision,
+                reward=reward,
+                reward_count=int(reward > 0),
+                default_reward=reward == 0,
+            )
+        )
+        rewards[served].append(reward)
+    folder = directory / "decisions" / "worker-1"
+    with DecisionLogWriter(folder, 2_000_000, clock=lambda: START) as writer:
+        writer.write(examples)
+    every = rewards[DEFAULT_POLICY] + rewards[BASELINE_POLICY]
+    observed = {
+        "logging": math.fsum(every) / len(every),
+        "uniform": math.fsum(rewards[BASELINE_POLICY]) / len(rewards[BASELINE_POLICY]),
+    }
+    return LiveLog(directory / "decisions", observed, len(examples))
+
+
+@pytest.fixture(scope="module")
+def live_log(tmp_path_factory: pytest.TempPathFactory) -> LiveLog:
+    """1,500 decisions of the demo's two policies, written by the sink."""
+    return _live_log(tmp_path_factory.mktemp("demo-log"), 1_500, seed=5)
+
+
+@pytest.fixture(scope="module")
+def replayed(live_log: LiveLog) -> DemoReplay:
+    """The demo's replay of that log, with one alternative policy trained along it."""
+    return replay_decision_log(
+        live_log.directory,
+        out=live_log.directory.parent,
+        policies=("vw-squarecb", "vw-epsilon:epsilon=0.1"),
+        observed=live_log.observed,
+        seed=0,
+        n_bootstrap=50,
+    )
+
+
+def test_replay_estimates_every_target_with_every_estimator(
+    live_log: LiveLog, replayed: DemoReplay
+) -> None:
+    """Logging, uniform and each trained policy get IPS, SNIPS and DR with 95% intervals."""
+    labels = ["logging", "uniform", "policy:vw-squarecb", "policy:vw-epsilon:epsilon=0.1"]
+    assert [(e.policy, e.estimator) for e in replayed.report.evaluations] == [
+        (label, estimator) for label in labels for estimator in REPLAY_ESTIMATORS
+    ]
+    assert replayed.decisions == live_log.rows
+    assert replayed.skipped == {}
+    for evaluation in replayed.report.evaluations:
+        estimate = evaluation.estimate
+        assert estimate.ci is not None
+        assert estimate.ci.level == 0.95
+        assert estimate.ci.low <= estimate.value <= estimate.ci.high
+        assert estimate.bootstrap_ci is not None
+        assert 0 < estimate.diagnostics.ess <= live_log.rows + 1e-6
+
+
+def test_logging_policy_estimate_is_the_observed_reward_rate(
+    live_log: LiveLog, replayed: DemoReplay
+) -> None:
+    """IPS of the logger is the logged mean reward: its interval covers the observed rate."""
+    ips = replayed.estimate("logging", "ips")
+    assert ips.value == pytest.approx(live_log.observed["logging"], abs=1e-12)
+    assert ips.diagnostics.ess == pytest.approx(live_log.rows)
+    assert replayed.covers("logging")
+    for estimator in REPLAY_ESTIMATORS:
+        assert replayed.covers("logging", estimator)
+
+
+def test_uniform_estimate_from_the_whole_log_covers_the_baselines_own_rate(
+    replayed: DemoReplay,
+) -> None:
+    """Uniform, estimated off-policy from every decision, agrees with the baseline's rate.
+
+    SNIPS and DR: with uniform's small ESS here, the ones the warnings recommend.
+    """
+    assert replayed.covers("uniform", "snips")
+    assert replayed.covers("uniform", "dr")
+    assert replayed.covers("policy:vw-squarecb") is None  # nothing observed for it here
+
+
+def test_replay_writes_its_json_and_html_next_to_the_decision_log(
+    live_log: LiveLog, replayed: DemoReplay
+) -> None:
+    """replay.json parses with every estimate and the observed rates; replay.html is a page."""
+    assert replayed.json_path == live_log.directory.parent / "replay.json"
+    assert replayed.html_path == live_log.directory.parent / "replay.html"
+    data = json.loads(replayed.json_path.read_text())
+    assert data["observed"] == pytest.approx(live_log.observed)
+    assert data["log"]["rows_kept"] == live_log.rows
+    assert len(data["evaluations"]) == 4 * len(REPLAY_ESTIMATORS)
+    logging_ips = data["evaluations"][0]
+    assert (logging_ips["policy"], logging_ips["estimator"]) == ("logging", "ips")
+    assert logging_ips["ci"]["low"] <= data["observed"]["logging"] <= logging_ips["ci"]["high"]
+    assert logging_ips["diagnostics"]["ess"] == pytest.approx(live_log.rows)
+    assert set(data["curves"]) == {"policy:vw-squarecb", "policy:vw-epsilon:epsilon=0.1"}
+    page = replayed.html_path.read_text()
+    assert page.startswith("<!DOCTYPE html>")
+    assert page.count("<svg") == 2  # the estimates, and learning along the log
+    assert "off-policy replay of the decision log" in page
+
+
+def test_report_ends_with_the_replay_table_and_its_checks(replayed: DemoReplay) -> None:
+    """The rendered report shows each policy's estimates, the checks and the report paths."""
+    console = Console(file=io.StringIO(), width=200)
+    for part in render_report(_report(replay=replayed)):
+        console.print(part)
+    text = console.file.getvalue()  # type: ignore[attr-defined]
+    assert "off-policy replay of the decision log: 1,500 decisions" in text
+    observed = replayed.observed["logging"]
+    for name in REPLAY_ESTIMATORS:
+        estimate = replayed.estimate("logging", name)
+        assert estimate.ci is not None
+        boot = estimate.bootstrap_ci
+        assert boot is not None
+        row = (
+            rf"│ {'logging' if name == 'ips' else ''}\s*│ {name}\s*│\s*{estimate.value:.3f} │ "
+            rf"{estimate.ci.low:.3f} - {estimate.ci.high:.3f} │ {boot.low:.3f} - {boot.high:.3f} │"
+            rf"\s*1,500 │\s*{f'{observed:.3f}' if name == 'ips' else '-'} │"
+        )
+        assert re.search(row, text), row
+    lines = replay_lines(replayed)
+    ips, snips, dr = (replayed.estimate("logging", name) for name in REPLAY_ESTIMATORS)
+    assert ips.ci is not None
+    assert snips.ci is not None
+    assert dr.ci is not None
+    assert lines[1] == (
+        f"Check, logging: observed live {observed:.3f} on all decisions; "
+        f"IPS {ips.value:.3f} ({ips.ci.low:.3f} - {ips.ci.high:.3f}), "
+        f"SNIPS {snips.value:.3f} ({snips.ci.low:.3f} - {snips.ci.high:.3f}), "
+        f"DR {dr.value:.3f} ({dr.ci.low:.3f} - {dr.ci.high:.3f}): every interval covers it."
+    )
+    assert lines[2].startswith(
+        f"Check, uniform: observed live {replayed.observed['uniform']:.3f} on the baseline's "
+        "decisions; IPS "
+    )
+    assert lines[3].startswith("Warning, policy:vw-squarecb: effective sample size ")
+    assert lines[-1] == f"Replay report: {replayed.html_path} (HTML), {replayed.json_path} (JSON)."
+    flowing = " ".join(text.split())  # long lines wrap on the console
+    for line in lines:
+        assert " ".join(line.split()) in flowing
+
+
+def test_a_check_that_fails_says_so(replayed: DemoReplay) -> None:
+    """An observed rate outside the intervals is reported as not covered, not hidden."""
+    off = dataclasses.replace(replayed, observed={"logging": 0.999})
+    assert off.covers("logging") is False
+    assert off.covers("uniform") is None
+    assert replay_lines(off)[1].endswith(": NO interval covers it.")
+    assert not replay_lines(off)[2].startswith("Check, uniform")
+
+
+def test_report_says_why_the_replay_did_not_run() -> None:
+    """Without a replay the report ends with the reason instead of the table."""
+    console = Console(file=io.StringIO(), width=160)
+    note = "no decision was logged in /data/demo-1/decisions"
+    for part in render_report(_report(replay_note=note)):
+        console.print(part)
+    text = console.file.getvalue()  # type: ignore[attr-defined]
+    assert f"Off-policy replay: not run, {note}." in text
+    assert "off-policy replay of the decision log" not in text
+
+
+def test_replay_of_a_log_without_decisions_raises(tmp_path: Path) -> None:
+    """An empty log is a LogFormatError naming the folder, and writes no report."""
+    (tmp_path / "decisions" / "worker-1").mkdir(parents=True)
+    (tmp_path / "decisions" / "worker-1" / "decisions-20261127T231500Z-0001.dsjson").touch()
+    with pytest.raises(LogFormatError, match=r"decisions: no decision to evaluate \(0 rows"):
+        replay_decision_log(tmp_path / "decisions", out=tmp_path)
+    assert not (tmp_path / "replay.json").exists()
+
+
 # -- the real thing -------------------------------------------------------------------------
 
 
 def test_a_short_demo_learns_on_the_real_stack_and_keeps_its_decision_log(
     tmp_path: Path,
 ) -> None:
-    """15 s of traffic: decisions made, rewards joined, a saved model served, DSJSON kept."""
+    """15 s of traffic: decisions made, rewards joined, a saved model served, DSJSON kept,
+    and replayed off-policy: the logging policy's estimates cover the observed rate."""
     workdir = tmp_path / "demo"
     progress = io.StringIO()
     report = run_demo(
@@ -361,3 +601,40 @@ def test_a_short_demo_learns_on_the_real_stack_and_keeps_its_decision_log(
     lines = report_lines(report)
     assert f"Decision log: {workdir / 'decisions'} (" in lines[-1]
     assert (workdir / "api.log").is_file()
+
+    # The replay of that log: the logger's estimate is the reward rate the service saw.
+    replay = report.replay
+    assert replay is not None, report.replay_note
+    assert replay.decisions + sum(replay.skipped.values()) == report.decision_log.lines
+    assert set(replay.skipped) <= {"duplicate"}
+    observed = report.counts.joined_with_reward / report.counts.joined
+    assert replay.observed["logging"] == pytest.approx(observed)
+    for name in REPLAY_ESTIMATORS:
+        assert replay.covers("logging", name), replay.estimate("logging", name)
+    baseline = report.policy_counts[BASELINE_POLICY]
+    assert replay.observed["uniform"] == pytest.approx(
+        baseline.joined_with_reward / baseline.joined
+    )
+    assert "policy:vw-squarecb" in replay.observed
+    assert [e.policy for e in replay.report.evaluations[:: len(REPLAY_ESTIMATORS)]] == [
+        "logging",
+        "uniform",
+        "policy:vw-squarecb",
+        *(f"policy:{spec}" for spec in REPLAY_ALTERNATIVES),
+    ]
+    assert (replay.json_path, replay.html_path) == (
+        workdir / "replay.json",
+        workdir / "replay.html",
+    )
+    data = json.loads(replay.json_path.read_text())
+    assert data["log"]["rows_kept"] == replay.decisions
+    first = data["evaluations"][0]
+    assert first["ci"]["low"] <= data["observed"]["logging"] <= first["ci"]["high"]
+    assert replay.html_path.read_text().startswith("<!DOCTYPE html>")
+    console = Console(file=io.StringIO(), width=200)
+    for part in render_report(report):
+        console.print(part)
+    text = console.file.getvalue()  # type: ignore[attr-defined]
+    assert f"off-policy replay of the decision log: {replay.decisions:,} decisions" in text
+    assert "Check, logging: observed live " in text
+    assert "every interval covers it." in text

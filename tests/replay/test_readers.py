@@ -215,6 +215,31 @@ def test_redelivered_line_keeps_the_first(logged: Logged, tmp_path: Path) -> Non
     _assert_same(result.logs, _expected(logged.examples))
 
 
+def test_workers_folders_are_read_and_interleaved_by_when_files_were_opened(
+    tmp_path: Path,
+) -> None:
+    """`decisions/worker-N/` of `streambandit up`: every worker's rows, files by open time."""
+    examples = _decide(VWPolicy(seed=4), 40, seed=4)
+    clocks = {  # worker-1 opens its files at 0 s and 20 s, worker-2 at 10 s and 30 s
+        "worker-1": iter([START, START + timedelta(seconds=20)]),
+        "worker-2": iter([START + timedelta(seconds=10), START + timedelta(seconds=30)]),
+    }
+    batches = {
+        "worker-1": (examples[0:10], examples[20:30]),
+        "worker-2": (examples[10:20], examples[30:40]),
+    }
+    for worker, parts in batches.items():
+        folder = tmp_path / "decisions" / worker
+        for part in parts:  # one writer per file, as after a restart
+            opened = next(clocks[worker])
+            with DecisionLogWriter(folder, 60_000, clock=lambda at=opened: at) as writer:
+                writer.write(part)
+    (tmp_path / "decisions" / "worker-2" / "notes.txt").write_text("not a log\n")
+    result = read_log(tmp_path / "decisions")
+    assert [p.parent.name for p in result.files] == ["worker-1", "worker-2"] * 2
+    _assert_same(result.logs, _expected(examples))
+
+
 def test_features_off_keeps_arrays_and_ids(logged: Logged) -> None:
     """``features=False`` keeps the arrays, ids and event ids, and no features."""
     result = read_log(logged.directory, features=False)

@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import html
 import json
 
+import numpy as np
 import pytest
 
 from bandit.errors import ConfigurationError
-from replay import ClippedIPS, HashedRidge, Intervals, ReplayMethod
-from replay.report import ESTIMATORS, evaluate, make_estimator, needs_rewards, render_html, to_json
+from replay import ClippedIPS, HashedRidge, Intervals, LoggedDecisions, ReplayMethod
+from replay.report import (
+    ESTIMATORS,
+    _tick_text,
+    _ticks,
+    evaluate,
+    make_estimator,
+    needs_rewards,
+    render_html,
+    to_json,
+)
 from replay.targets import build_target
 from tests.replay.test_targets import segment_log
 
@@ -71,3 +82,67 @@ def test_report_holds_every_policy_and_estimator_as_json_and_html() -> None:
     for remote in ("<script", "src=", "href=", "@import"):
         assert remote not in page
     assert "policy:vw-squarecb" in page
+
+
+def test_running_value_has_a_band_that_holds_it_and_narrows() -> None:
+    """Each learning policy's running value lies in its band, which narrows along the log."""
+    logs, _ = segment_log(2_000)
+    target = build_target("policy:vw-squarecb", logs)
+    report = evaluate(logs, [target], ["ips"], intervals=Intervals(level=0.9, n_bootstrap=0))
+    low, high = report.curve_bands["policy:vw-squarecb"]
+    curve = report.curves["policy:vw-squarecb"]
+    assert np.isnan(low[0])
+    assert np.isnan(high[0])
+    assert np.all(low[1:] <= curve[1:])
+    assert np.all(curve[1:] <= high[1:])
+    assert high[-1] - low[-1] < (high[199] - low[199]) / 2
+    ips = report.evaluations[0].estimate  # the band's last point is IPS's interval
+    assert ips.ci is not None
+    assert (low[-1], high[-1]) == pytest.approx((ips.ci.low, ips.ci.high), rel=1e-3)
+    data = to_json(report)
+    band = data["curve_bands"]["policy:vw-squarecb"]
+    assert band["level"] == 0.9
+    assert len(band["low"]) == len(band["high"]) == 500
+    assert band["low"][0] == [1, None]  # NaN becomes null
+
+
+def test_html_lists_each_distinct_warning_once_and_numbers_the_rows() -> None:
+    """Repeated warnings are listed once under the table; rows carry their numbers."""
+    rng = np.random.default_rng(0)
+    n = 400
+    chosen = (rng.random(n) < 0.02).astype(int)  # the logger rarely shows "b"
+    logs = LoggedDecisions(
+        n_actions=np.full(n, 2),
+        chosen=chosen,
+        propensity=np.where(chosen == 1, 0.02, 0.98),
+        reward=rng.binomial(1, 0.5, n).astype(float),
+        probabilities=np.tile([0.98, 0.02], (n, 1)),
+        action_ids=[["a", "b"]] * n,
+    )
+    targets = [build_target(spec, logs) for spec in ("logging", "fixed:b")]
+    report = evaluate(logs, targets, ["ips", "snips"], intervals=Intervals(n_bootstrap=20))
+    assert report.evaluations[0].estimate.diagnostics.warnings == ()
+    warnings = [w for e in report.evaluations for w in e.estimate.diagnostics.warnings]
+    distinct = list(dict.fromkeys(warnings))
+    assert len(distinct) == 1  # small ESS, twice: IPS and SNIPS of fixed:b
+    assert len(warnings) == 2
+    page = render_html(report)
+    assert page.count(html.escape(distinct[0])) == 1
+    assert page.count('<td class="notes">1</td>') == 2
+    assert page.count('<td class="notes"></td>') == 2
+    assert '<td class="policy" rowspan="2">fixed:<wbr>b</td>' in page
+    assert "logged mean reward" in page  # the reference line of the estimates plot
+
+
+def test_ticks_are_round_and_labelled_with_the_decimals_they_need() -> None:
+    """Ticks fall on 1, 2 or 5 times a power of ten; labels neither drop nor pad digits."""
+    assert _ticks(0.17, 0.63) == pytest.approx([0.2, 0.3, 0.4, 0.5, 0.6])
+    assert [_tick_text(t, 0.17, 0.63) for t in _ticks(0.17, 0.63)] == [
+        "0.2",
+        "0.3",
+        "0.4",
+        "0.5",
+        "0.6",
+    ]
+    assert [_tick_text(t, 1, 6_432) for t in _ticks(1, 6_432)] == ["2,000", "4,000", "6,000"]
+    assert _ticks(-0.1, 0.1, 2) == [-0.1, 0.0, 0.1]

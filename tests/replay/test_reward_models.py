@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 
 from bandit.errors import ConfigurationError, LogFormatError
+from policies import Action
+from policies._features import joint_features
 from replay import (
     IPS,
     DoublyRobust,
@@ -19,6 +21,7 @@ from replay import (
     RewardPredictions,
     TargetProbabilities,
 )
+from replay.reward_models import _hash
 
 K = 3
 
@@ -209,3 +212,76 @@ def test_padding_is_ignored_and_the_input_is_not_mutated() -> None:
     assert predictions.at_chosen().tolist() == [0.9, 0.3]
     with pytest.raises(ValueError, match="read-only"):
         predictions.values[0, 0] = 1.0
+
+
+def _reference_features(
+    logs: LoggedDecisions, d: int, *, interactions: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every pair's joint_features hashed one by one: what _featurise must equal."""
+    index: list[int] = []
+    value: list[float] = []
+    pointer = [0]
+    for i, count in enumerate(logs.n_actions.tolist()):
+        context = {} if logs.contexts is None else logs.contexts[i]
+        for j in range(count):
+            action = Action(
+                str(j) if logs.action_ids is None else logs.action_ids[i][j],
+                {} if logs.action_features is None else logs.action_features[i][j],
+            )
+            for name, x in joint_features(context, action, interactions=interactions).items():
+                bucket, sign = _hash(name, d)
+                index.append(bucket)
+                value.append(sign * x)
+            pointer.append(len(index))
+    return np.array(pointer), np.array(index, dtype=np.int64), np.array(value)
+
+
+@pytest.mark.parametrize("interactions", [True, False])
+def test_featurising_equals_joint_features_pair_by_pair(interactions: bool) -> None:
+    """The fast path hashes exactly joint_features' entries, in order, colliding names too."""
+    contexts: list[dict[str, dict[str, str | float]]] = [
+        {"user": {"tier": "gold", "age": 0.5, "zero": 0.0}, "time": {"weekend": 1.0}},
+        {"user": {"tier": "basic"}},
+        {},
+        {"item": {"topic": "golf"}},  # the same name as an action's feature
+        {"bias": {"x": 2.0}, "user": {"a*b": 1.0}},  # a "*" in a name
+        {"user": {"tier": "gold"}},
+    ]
+    action_features = [
+        {"item": {"topic": "golf", "length": 0.25}},
+        {"item": {"topic": "chess"}, "x": {"y*z": 3.0}},
+        {},
+    ]
+    n = len(contexts)
+    logs = LoggedDecisions(
+        n_actions=np.array([3, 2, 3, 3, 3, 1]),
+        chosen=np.zeros(n, dtype=int),
+        propensity=np.full(n, 0.5),
+        reward=np.ones(n),
+        action_ids=[
+            ["a", "b", "c"],
+            ["b", "a"],
+            ["a", "b", "c"],
+            ["a", "b", "c"],
+            ["c", "b", "a"],
+            ["bias"],
+        ],
+        contexts=contexts,
+        action_features=[[action_features[k % 3] for k in range(3)]] * n,
+    )
+    fast = HashedRidge(n_features=64, interactions=interactions)._featurise(logs)
+    reference = _reference_features(logs, 64, interactions=interactions)
+    for got, expected in zip(fast, reference, strict=True):
+        np.testing.assert_array_equal(got, expected)
+    plain = LoggedDecisions(
+        n_actions=np.array([2, 3]),
+        chosen=np.array([0, 1]),
+        propensity=np.full(2, 0.5),
+        reward=np.ones(2),
+    )
+    for got, expected in zip(
+        HashedRidge(n_features=64, interactions=interactions)._featurise(plain),
+        _reference_features(plain, 64, interactions=interactions),
+        strict=True,
+    ):
+        np.testing.assert_array_equal(got, expected)
