@@ -42,11 +42,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections import deque
 from collections.abc import Callable
 from functools import partial
 from typing import Any, Literal
 
+import orjson
 import structlog
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
@@ -62,6 +62,8 @@ TopicName = Literal["events", "decisions", "rewards", "training", "dead-letters"
 """The topics of docs/live-loop.md, without their prefix."""
 
 _log = structlog.get_logger("bandit.producer")
+_STATS_MS = 250
+"""How often librdkafka reports its statistics (unacknowledged sends judge the broker by them)."""
 _POLL_SECONDS = 0.05
 """How long the delivery thread waits in librdkafka for delivery reports at a time."""
 _BROKER_DOWN = frozenset({KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT, KafkaError._RESOLVE})
@@ -122,10 +124,12 @@ class BufferedProducer:
     Notes
     -----
     Delivery reports come from a daemon thread, the only one that polls librdkafka.
-    Counts of records queued (by the event loop) and settled (by that thread) are each
-    written by one thread only. When `acknowledged`, each round's reports are handed
-    to the event loop in one callback, where the waiting records' futures resolve.
-    Nothing here blocks the loop.
+    When `acknowledged`, every record reports, and each round's reports are handed to
+    the event loop in one callback, where the waiting records' futures resolve.
+    Otherwise only failures report, and whether the broker answers is judged from
+    librdkafka's statistics every 250 ms (a connection up, records going out): the
+    event loop then pays one C call per record. :attr:`buffered` is librdkafka's own
+    count of records not yet acknowledged.
     """
 
     def __init__(
@@ -170,14 +174,21 @@ class BufferedProducer:
             "logger": _LibrdkafkaLog(),
             "error_cb": self._on_error,
         }
+        if not acknowledged:
+            # No report per delivered record (a Python call and a GIL handover each):
+            # failures only, and the brokers' state from librdkafka's statistics.
+            self._config |= {
+                "delivery.report.only.error": True,
+                "on_delivery": self._count,
+                "statistics.interval.ms": _STATS_MS,
+                "stats_cb": self._on_stats,
+            }
         self._on_drop = on_drop
         self._producer: Producer | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._poller: threading.Thread | None = None
         self._stopping = threading.Event()
-        self._queued = 0  # written by the event loop only
-        self._settled = 0  # written by the delivery thread only
-        self._stamps: deque[float] = deque()  # when each unsettled record was queued
+        self._transmitted = -1  # records sent so far, by the last statistics
         self._reports: list[tuple[asyncio.Future[None], KafkaError | None]] = []
         self.available = False
         """Whether the broker answers: its last report was a delivery, none is overdue."""
@@ -223,7 +234,8 @@ class BufferedProducer:
     @property
     def buffered(self) -> int:
         """How many records wait for the broker's acknowledgement."""
-        return self._queued - self._settled
+        producer = self._producer
+        return 0 if producer is None else len(producer)
 
     async def send(self, topic: str, key: bytes, value: bytes) -> Delivery:
         """Queue a record; with `acknowledged`, wait for the broker's acknowledgement.
@@ -244,12 +256,7 @@ class BufferedProducer:
         if producer is None or loop is None:
             msg = "the producer is not started"
             raise ProducerUnavailableError(msg)
-        now = loop.time()
-        stamps = self._stamps
-        if stamps and now - stamps[0] > self.send_timeout and self.available:
-            self._unavailable(f"no acknowledgement within {self.send_timeout} s")
-        waiting = self._queued - self._settled
-        if waiting >= self.capacity and not (self.capacity == 0 and self.available):
+        if len(producer) >= self.capacity and not (self.capacity == 0 and self.available):
             raise ProducerUnavailableError(self._full())
         future: asyncio.Future[None] | None = None
         try:
@@ -257,14 +264,12 @@ class BufferedProducer:
                 future = loop.create_future()
                 producer.produce(topic, value, key, on_delivery=partial(self._report, future))
             else:
-                producer.produce(topic, value, key, on_delivery=self._count)
+                producer.produce(topic, value, key)
         except BufferError as exc:  # librdkafka's own queue bound
             raise ProducerUnavailableError(self._full()) from exc
         except KafkaException as exc:  # refused before queueing (e.g. too large)
             msg = f"the broker cannot take this record: {exc.args[0].str()}"
             raise ProducerUnavailableError(msg) from exc
-        stamps.append(now)
-        self._queued += 1
         if future is None:
             return "sent" if self.available else "buffered"
         try:
@@ -320,9 +325,6 @@ class BufferedProducer:
         """Count one delivery report (the delivery thread, inside librdkafka's poll)."""
         if error is not None and error.code() == KafkaError._PURGE_QUEUE:
             return  # purged on stop: counted as lost there
-        with contextlib.suppress(IndexError):
-            self._stamps.popleft()
-        self._settled += 1
         if error is None:
             if not self.available:
                 self.available = True
@@ -354,6 +356,23 @@ class BufferedProducer:
                 reports, self._reports = self._reports, []
                 with contextlib.suppress(RuntimeError):  # the loop is closed: nothing waits
                     loop.call_soon_threadsafe(_settle, reports)
+
+    def _on_stats(self, stats: str) -> None:
+        """Judge the broker from librdkafka's statistics (delivery thread, unacknowledged).
+
+        Available: a broker connection is up, and records went out since the last
+        statistics, or none waits.
+        """
+        data = orjson.loads(stats)
+        up = any(broker.get("state") == "UP" for broker in data.get("brokers", {}).values())
+        transmitted, waiting = int(data.get("txmsgs", 0)), int(data.get("msg_cnt", 0))
+        moving = transmitted != self._transmitted or not waiting
+        self._transmitted = transmitted
+        if up and moving and not self.available:
+            self.available = True
+            _log.info("producer.broker_available", buffered=waiting)
+        elif self.available and not (up and moving):
+            self._unavailable("no broker connection" if not up else "no record sent")
 
     def _on_error(self, error: KafkaError) -> None:
         """Note outages reported by librdkafka (its error callback, delivery thread)."""

@@ -119,6 +119,54 @@ def test_broker_away_buffers_in_order_then_flushes_when_back(
     assert list(dict.fromkeys(value for _, value in records)) == [b"1", b"2", b"3", b"4"]
 
 
+def test_unacknowledged_sends_see_the_broker_go_and_come_back(
+    redis_url: str, tmp_path: Path
+) -> None:
+    """Answering once queued (the API's default): an outage is noticed, nothing is lost."""
+    services = _private_broker(redis_url, tmp_path)
+    process = services.processes["broker"]
+    name = "q.decisions"
+    restarted: ServiceProcess | None = None
+
+    async def body() -> list[tuple[bytes, bytes]]:
+        nonlocal restarted
+        producer = BufferedProducer(
+            services.broker, capacity=6, acknowledged=False, retry_seconds=(0.05, 0.5)
+        )
+        await producer.start()
+        try:
+            assert await producer.send(name, b"key", b"0") == "sent"
+            assert await producer.flush(10.0)
+            process.kill()
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 5
+            while producer.available:  # librdkafka's statistics, every 250 ms
+                assert loop.time() < deadline, "the outage went unnoticed"
+                await asyncio.sleep(0.05)
+            deliveries = [await producer.send(name, b"key", b"%d" % i) for i in range(1, 7)]
+            assert deliveries == ["buffered"] * 6
+            assert producer.buffered == 6
+            with pytest.raises(ProducerUnavailableError, match=r"buffer is full \(6 records"):
+                await producer.send(name, b"key", b"7")
+            restarted = _restart(process)
+            assert await producer.flush(15.0)
+            deadline = loop.time() + 5
+            while not producer.available:
+                assert loop.time() < deadline, "the broker's return went unnoticed"
+                await asyncio.sleep(0.05)
+        finally:
+            await producer.stop()
+        return await _consume(services.broker, name, 6)
+
+    try:
+        records = _run(body)
+    finally:
+        if restarted is not None:
+            restarted.stop()
+        services.stop()
+    assert list(dict.fromkeys(value for _, value in records)) == [b"%d" % i for i in range(1, 7)]
+
+
 def test_unreachable_broker_at_start_buffers_and_disabled_buffer_refuses() -> None:
     """No broker at start is not fatal: records are buffered; with no buffer they are refused."""
     address = f"127.0.0.1:{free_port()}"
