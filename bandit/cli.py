@@ -256,6 +256,30 @@ def worker_command() -> None:
     run_worker(get_settings())
 
 
+@app.command("worker-health")
+def worker_health_command(
+    max_age: Annotated[
+        float, typer.Option("--max-age", min=0.0, help="Seconds the heartbeat may be old.")
+    ] = 30.0,
+) -> None:
+    """Exit 0 if the worker's heartbeat file is fresh, 1 if not (a container health check)."""
+    import time
+
+    path = get_settings().worker_heartbeat
+    if path is None:
+        _stderr().print("STREAMBANDIT_WORKER_HEARTBEAT is not set: no heartbeat to check")
+        raise typer.Exit(1)
+    try:
+        age = time.time() - path.stat().st_mtime
+    except OSError as exc:
+        _stderr().print(f"no heartbeat at {path}: {exc.strerror}", markup=False)
+        raise typer.Exit(1) from None
+    if age > max_age:
+        _stderr().print(f"the heartbeat at {path} is {age:.0f} s old (at most {max_age:g})")
+        raise typer.Exit(1)
+    _stdout().print(f"alive: heartbeat {age:.1f} s old", highlight=False)
+
+
 @app.command("up")
 def up_command(
     workers: Annotated[int, typer.Option("--workers", min=1, help="Stream workers.")] = 1,

@@ -369,6 +369,10 @@ class LocalStack:
         env.update(more)
         return env
 
+    def heartbeat(self, index: int) -> Path:
+        """Return the heartbeat file of worker `index` (1-based), for ``worker-health``."""
+        return self.workdir / f"worker-{index}.heartbeat"
+
     def start(self, ready_timeout: float = 90.0) -> Self:
         """Start everything and wait until the API reports ready; return self."""
         try:
@@ -382,7 +386,10 @@ class LocalStack:
                     [*command, "worker"],
                     None,
                     self.workdir / f"{name}.log",
-                    env=self._env(STREAMBANDIT_DECISION_LOG__DIRECTORY=str(directory)),
+                    env=self._env(
+                        STREAMBANDIT_DECISION_LOG__DIRECTORY=str(directory),
+                        STREAMBANDIT_WORKER_HEARTBEAT=str(self.heartbeat(index)),
+                    ),
                 )
                 process.start()
                 self.processes[name] = process

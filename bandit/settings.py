@@ -107,12 +107,22 @@ class ApiSettings(BaseModel):
 
 
 class LearnerSettings(BaseModel):
-    """When the learner snapshots its models to Redis."""
+    """When the learner snapshots its models to Redis, and how a worker decodes its input."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     snapshot_every_examples: int = Field(default=1000, ge=1)
     snapshot_every_seconds: float = Field(default=1.0, gt=0.0)
+    decode_processes: int = Field(
+        default=1,
+        ge=0,
+        le=64,
+        description=(
+            "Helper processes that decode large batches of training records (a backlog) "
+            "while the worker learns; 0 decodes everything in the worker "
+            "(streams/training.py)."
+        ),
+    )
 
 
 class LogSettings(BaseModel):
@@ -146,6 +156,13 @@ class Settings(BaseSettings):
         gt=0.0,
         le=1.0,
         description="Smallest probability any offered action gets (capped at 1/n actions).",
+    )
+    worker_heartbeat: Path | None = Field(
+        default=None,
+        description=(
+            "File a stream worker touches every few seconds while its event loop runs "
+            "(`streambandit worker-health` reads its age); none when unset."
+        ),
     )
     watermark_slack_seconds: float = Field(
         default=0.1,

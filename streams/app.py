@@ -43,6 +43,7 @@ from bandit.settings import Settings
 from bandit.state import StateStore
 
 __all__ = [
+    "HEARTBEAT_SECONDS",
     "StreamBanditApp",
     "TopicNames",
     "Topics",
@@ -53,6 +54,9 @@ __all__ = [
 ]
 
 _log = structlog.get_logger("streams.app")
+
+HEARTBEAT_SECONDS = 5.0
+"""How often a worker touches ``settings.worker_heartbeat``."""
 
 
 # -- the fetch wait --------------------------------------------------------------------
@@ -234,7 +238,23 @@ def create_app(settings: Settings, *, agents: bool = True) -> StreamBanditApp:
         from streams.agents import register_agents  # agents import this module
 
         register_agents(app)
+        if settings.worker_heartbeat is not None:
+            _register_heartbeat(app, settings.worker_heartbeat)
     return app
+
+
+def _register_heartbeat(app: StreamBanditApp, path: Path) -> None:
+    """Touch `path` every :data:`HEARTBEAT_SECONDS` from the worker's event loop.
+
+    A loop that is stuck, or a worker that stopped, leaves the file to age: a health
+    check (``streambandit worker-health``) reads that age.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch()
+
+    @app.timer(interval=HEARTBEAT_SECONDS, name="heartbeat")  # type: ignore[untyped-decorator]
+    async def heartbeat() -> None:
+        path.touch()
 
 
 def run_worker(settings: Settings) -> None:

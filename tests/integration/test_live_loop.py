@@ -8,6 +8,7 @@ and the decision logs. Nothing is mocked.
 
 from __future__ import annotations
 
+import os
 import random
 
 from bandit.client import Client
@@ -61,3 +62,30 @@ def test_the_loop_learns_from_live_traffic(stack: LocalStack, redis_url: str) ->
         lambda: read_counters(stack, redis_url)["decisions"] == n + 2, 30, "the last decisions"
     )
     assert read_counters(stack, redis_url)["joined"] >= n
+
+
+def test_a_worker_heartbeat_says_whether_it_runs(stack: LocalStack) -> None:
+    """`streambandit worker-health` passes for a running worker, fails once it is gone."""
+    import subprocess
+    import sys
+    import time
+
+    env = {**os.environ, "STREAMBANDIT_WORKER_HEARTBEAT": str(stack.heartbeat(1))}
+    command = [sys.executable, "-m", "bandit", "worker-health", "--max-age", "8"]
+    deadline = time.monotonic() + 30
+    while not stack.heartbeat(1).exists():
+        assert time.monotonic() < deadline, "the worker never wrote its heartbeat"
+        time.sleep(0.2)
+    first = stack.heartbeat(1).stat().st_mtime
+    healthy = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    assert healthy.returncode == 0, healthy.stderr
+    assert "alive" in healthy.stdout
+    while stack.heartbeat(1).stat().st_mtime == first:  # touched again by the timer
+        assert time.monotonic() < deadline + 15, "the heartbeat is not renewed"
+        time.sleep(0.2)
+    stack.processes["worker-1"].kill()
+    stale = [*command[:-1], "0.5"]
+    time.sleep(1.0)
+    gone = subprocess.run(stale, env=env, capture_output=True, text=True, check=False)
+    assert gone.returncode == 1
+    assert "old" in gone.stderr
