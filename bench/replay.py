@@ -1,5 +1,8 @@
 """Throughput and memory of reading decision logs, the off-policy estimators and the reward model.
 
+Everything runs with one BLAS/OpenMP thread (threadpoolctl) and is timed in CPU seconds of
+this process, so "one core" is honest and a busy machine does not inflate the figures.
+
 1. **Reading**: a DSJSON log (streambandit's own format, written with
    :func:`replay.to_dsjson`: 10 actions a row, a small context, a catalogue of items
    with features) read back with :func:`replay.read_log`, with and without features;
@@ -9,41 +12,50 @@
    full logged distributions, a stochastic target, true reward means as the DR model)
    every estimator, once without the bootstrap and once with the default 200 resamples;
    rows/s and the peak memory the call allocated (tracemalloc sees NumPy's buffers).
-3. **Reward model**: HashedRidge's cross-fitting on a smaller log with dictionary
-   features (it featurises in Python, pair by pair).
+3. **End to end, with the reward model fitted for real**: a log shaped like the demo's
+   (dictionary contexts, 10 of 50 catalogue items a row with their features, rewards
+   that depend on context x item, a non-uniform logger) of the same size;
+   :class:`replay.HashedRidge` cross-fitted on all of it (rows/s, CPU, then its peak
+   memory in a traced pass, and again on a tenth of the rows), then IPS, SNIPS and DR
+   (with that model) with the bootstrap, against the true value.
 
 Verdicts, each PASS or FAIL:
 
-- the issue's target, IPS, SNIPS and DR with 200 resamples on the 1M rows x 10 actions
-  in under a minute of CPU on one core;
+- the issue's target: reward model + IPS + SNIPS + DR with 200 resamples on the 1M rows x
+  10 actions, in under a minute of CPU on one core;
 - memory that does not grow with the log beyond the arrays it needs: every
   estimator's peak, less the bootstrap's bounded buffer (``24 * max(chunk_size, n)``
   bytes), is at most the size of its inputs (O(n) work arrays, never O(n x resamples));
-  the bootstrap's share does not grow from a log a tenth the size; and a read's peak is
-  at most twice what its result holds (the arrays, the action and event ids, and with
-  features the contexts: what the estimators and targets need).
+  the bootstrap's share does not grow from a log a tenth the size; a read's peak is at
+  most twice what its result holds (the arrays, the action and event ids, and with
+  features the contexts: what the estimators and targets need); and the reward model's
+  peak, less the ``(n, K)`` predictions it returns, grows by at most 4 bytes a row
+  from a log a tenth the size (its fold assignment takes one; the rest is a fixed
+  budget of blocks and batches, and ``X'X``, which stops growing once every pair of
+  buckets has been seen).
 
 Run::
 
-    OPENBLAS_NUM_THREADS=1 .venv/bin/python bench/replay.py             # 1M rows, one core
-    .venv/bin/python bench/replay.py --rows 100000 --read-rows 20000 --ridge-rows 5000
+    .venv/bin/python bench/replay.py                                    # 1M rows, one core
+    .venv/bin/python bench/replay.py --rows 100000 --read-rows 20000
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 import time
 import tracemalloc
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np
+from threadpoolctl import threadpool_info, threadpool_limits
 
 from replay import (
     IPS,
@@ -53,6 +65,7 @@ from replay import (
     DirectMethod,
     DoublyRobust,
     DRos,
+    Estimate,
     Estimator,
     HashedRidge,
     Intervals,
@@ -198,8 +211,8 @@ def measure(
     logs: LoggedDecisions,
     target: TargetProbabilities,
     rewards: RewardPredictions,
-) -> tuple[float, float, float]:
-    """CPU seconds, peak MB allocated during the call, and the value.
+) -> tuple[float, float, Estimate]:
+    """CPU seconds, peak MB allocated during the call, and the estimate.
 
     CPU time (this process, one BLAS thread) rather than wall time, so a busy machine
     does not inflate the figures; the wall time of the whole run is printed at the end.
@@ -210,50 +223,75 @@ def measure(
     seconds = time.process_time() - start
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
-    return seconds, peak / 2**20, estimate.value
+    return seconds, peak / 2**20, estimate
 
 
-def ridge_log(n: int, k: int, seed: int = 0) -> LoggedDecisions:
+def featured_log(
+    n: int, k: int, seed: int = 0
+) -> tuple[LoggedDecisions, TargetProbabilities, float]:
+    """A demo-shaped log whose rewards depend on context x item, a target, and its true value.
+
+    Contexts have a segment, an activity level, a device and a daypart; each row offers k
+    of 50 catalogue items (a topic of 8 and a length), sharing one features mapping per
+    item as :func:`replay.read_log` does. An item pays with probability
+    ``sigmoid(-1 + taste[segment, topic] + activity (length - 0.5) + 0.3 mobile)``; the
+    logger is a noisy softmax of that logit, the target a sharper one.
+    """
     rng = np.random.default_rng(seed)
-    taste = rng.random((n, k))
-    chosen = rng.integers(0, k, n)
-    ids = [f"a{j}" for j in range(k)]
-    return LoggedDecisions(
+    topic = np.arange(50) % 8
+    length = rng.random(50).round(3)
+    catalogue = [{"item": {"topic": f"t{topic[j]}", "length": float(length[j])}} for j in range(50)]
+    names = [f"item-{j:02d}" for j in range(50)]
+    offered = np.argsort(rng.random((n, 50)), axis=1)[:, :k]
+    segment = rng.integers(0, 4, n)
+    activity = rng.random(n).round(3)
+    mobile = rng.random(n) < 0.5
+    taste = rng.normal(0.0, 1.0, (4, 8))
+    logit = (
+        -1.0
+        + taste[segment[:, None], topic[offered]]
+        + activity[:, None] * (length[offered] - 0.5)
+        + 0.3 * mobile[:, None]
+    )
+    mu = 1.0 / (1.0 + np.exp(-logit))
+    logged = np.exp(0.5 * logit + rng.normal(0.0, 0.5, (n, k)))
+    logged /= logged.sum(axis=1, keepdims=True)
+    chosen = np.minimum((logged.cumsum(axis=1) <= rng.random((n, 1))).sum(axis=1), k - 1)
+    rows = np.arange(n)
+    segments, dayparts = ["young", "family", "retired", "student"], ["morning", "evening"]
+    logs = LoggedDecisions(
         n_actions=np.full(n, k),
         chosen=chosen,
-        propensity=np.full(n, 1.0 / k),
-        reward=(rng.random(n) < 0.2 + 0.6 * taste[np.arange(n), chosen]).astype(np.float64),
-        action_ids=[ids] * n,
+        propensity=logged[rows, chosen],
+        reward=(rng.random(n) < mu[rows, chosen]).astype(np.float64),
+        probabilities=logged,
+        action_ids=[[names[j] for j in row] for row in offered.tolist()],
         contexts=[
-            {"user": {"age": float(t[0]), "tier": "gold" if t[1] > 0.5 else "basic"}} for t in taste
+            {
+                "user": {"segment": segments[s], "activity": a},
+                "device": {"type": "mobile" if m else "desktop"},
+                "time": {"daypart": dayparts[i % 2]},
+            }
+            for i, (s, a, m) in enumerate(
+                zip(segment.tolist(), activity.tolist(), mobile.tolist(), strict=True)
+            )
         ],
-        action_features=[[{"item": {"topic": f"t{j % 4}", "len": j / k}} for j in range(k)]] * n,
+        action_features=[[catalogue[j] for j in row] for row in offered.tolist()],
     )
+    target = np.exp(3.0 * logit)
+    target /= target.sum(axis=1, keepdims=True)
+    return logs, TargetProbabilities(logs, target), float((target * mu).sum(axis=1).mean())
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--actions", type=int, default=10)
-    parser.add_argument("--bootstrap", type=int, default=Intervals().n_bootstrap)
-    parser.add_argument("--read-rows", type=int, default=200_000)
-    parser.add_argument("--ridge-rows", type=int, default=20_000)
-    args = parser.parse_args()
-
-    print(
-        f"{args.rows:,} rows x {args.actions} actions; "
-        f"OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS', 'unset')}\n"
-    )
-    wall = time.perf_counter()
-    reading_ok = bench_reading(args.read_rows, args.actions)
-
+def bench_estimators(rows: int, actions: int, bootstrap: int) -> bool:
+    """Print every estimator's figures; return whether their memory stays bounded."""
     start = time.perf_counter()
-    logs, target, rewards = simulate(args.rows, args.actions)
-    uniform = simulate(args.rows, args.actions, uniform=True)
+    logs, target, rewards = simulate(rows, actions)
+    uniform = simulate(rows, actions, uniform=True)
     print(f"simulated in {time.perf_counter() - start:.1f} s\n")
     inputs = array_mb(logs) + target.probabilities.nbytes / _MB + rewards.values.nbytes / _MB
     chunk = Intervals().chunk_size
-    buffer = 24 * max(chunk, args.rows) / _MB  # the bootstrap's bound (Intervals' docs)
+    buffer = 24 * max(chunk, rows) / _MB  # the bootstrap's bound (Intervals' docs)
 
     estimators: list[tuple[str, type, dict[str, object]]] = [
         ("DirectMethod", DirectMethod, {}),
@@ -267,26 +305,23 @@ def main() -> None:
         ("ReplayMethod*", ReplayMethod, {}),
     ]
     header = (
-        f"{'estimator':16} {'no bootstrap (CPU)':>22} {f'{args.bootstrap} resamples (CPU)':>24} "
+        f"{'estimator':16} {'no bootstrap (CPU)':>22} {f'{bootstrap} resamples (CPU)':>24} "
         f"{'peak MB':>8} {'work MB':>8} {'value':>8}"
     )
     print(header)
     print("-" * len(header))
-    total = 0.0
     worst = 0.0
     for label, cls, kwargs in estimators:
         data = uniform if cls is ReplayMethod else (logs, target, rewards)
         plain, _, _ = measure(cls(**kwargs, intervals=Intervals(n_bootstrap=0)), *data)
-        full, peak, value = measure(
-            cls(**kwargs, intervals=Intervals(n_bootstrap=args.bootstrap)), *data
+        full, peak, estimate = measure(
+            cls(**kwargs, intervals=Intervals(n_bootstrap=bootstrap)), *data
         )
-        if label in ("IPS", "SNIPS", "DoublyRobust"):
-            total += full
         work = max(peak - buffer, 0.0)
         worst = max(worst, work)
         print(
-            f"{label:16} {plain:7.2f} s {args.rows / plain:10,.0f}/s "
-            f"{full:7.2f} s {args.rows / full:10,.0f}/s {peak:8.0f} {work:8.0f} {value:8.4f}"
+            f"{label:16} {plain:7.2f} s {rows / plain:10,.0f}/s "
+            f"{full:7.2f} s {rows / full:10,.0f}/s {peak:8.0f} {work:8.0f} {estimate.value:8.4f}"
         )
     print("* on a uniformly logged copy of the log (the replay method refuses others)")
     print(
@@ -295,9 +330,9 @@ def main() -> None:
         f"predictions, the log's vectors) hold {inputs:.0f} MB"
     )
 
-    small = args.rows // 10
-    small_logs, small_target, small_rewards = simulate(small, args.actions)
-    with_boot = Intervals(n_bootstrap=args.bootstrap)
+    small = rows // 10
+    small_logs, small_target, small_rewards = simulate(small, actions)
+    with_boot = Intervals(n_bootstrap=bootstrap)
     _, big_peak, _ = measure(IPS(intervals=with_boot), logs, target, rewards)
     _, big_plain, _ = measure(IPS(intervals=Intervals(n_bootstrap=0)), logs, target, rewards)
     _, small_peak, _ = measure(IPS(intervals=with_boot), small_logs, small_target, small_rewards)
@@ -307,28 +342,119 @@ def main() -> None:
     big_boot, small_boot = big_peak - big_plain, small_peak - small_plain
     print(
         f"IPS's bootstrap share of the peak: {small_boot:.0f} MB on {small:,} rows, "
-        f"{big_boot:.0f} MB on {args.rows:,} rows (bound {buffer:.0f} MB)"
+        f"{big_boot:.0f} MB on {rows:,} rows (bound {buffer:.0f} MB)"
     )
-
-    n = args.ridge_rows
-    log = ridge_log(n, args.actions)
-    _, seconds = cpu(lambda: HashedRidge().cross_fit(log))
+    lean = worst <= inputs and big_boot <= buffer + 1
     print(
-        f"\nHashedRidge.cross_fit, {n:,} rows x {args.actions} actions (5 folds): "
-        f"{seconds:.2f} CPU s, {n / seconds:,.0f} rows/s, {n * args.actions / seconds:,.0f} "
-        f"pairs/s; {args.rows / (n / seconds):,.0f} s projected for {args.rows:,} rows"
+        f"Estimator memory: largest work {worst:.0f} MB <= inputs {inputs:.0f} MB, bootstrap "
+        f"within {buffer:.0f} MB at both sizes: {verdict(lean)}\n"
     )
+    return lean
 
-    fast = total < 60.0
-    lean = worst <= inputs and big_boot <= buffer + 1 and reading_ok
+
+def model_memory(logs: LoggedDecisions) -> tuple[float, float]:
+    """Peak MB of a traced cross-fit, and MB of the predictions it returns."""
+    model = HashedRidge()
+    tracemalloc.start()
+    try:
+        values = model.cross_fit(logs).values
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    return peak / _MB, values.nbytes / _MB
+
+
+def bench_end_to_end(rows: int, actions: int, bootstrap: int) -> tuple[float, bool]:
+    """Fit the reward model on a featured log and run IPS, SNIPS and DR with it.
+
+    Returns the CPU seconds of model + IPS + SNIPS + DR and whether the model's memory
+    beyond its predictions stays flat from a tenth of the log.
+    """
+    start = time.perf_counter()
+    logs, target, truth = featured_log(rows, actions)
     print(
-        f"\nTarget: IPS + SNIPS + DR with {args.bootstrap} resamples on {args.rows:,} rows x "
-        f"{args.actions} actions: {total:.1f} CPU s, under 60 s: {verdict(fast)}"
+        f"featured log: {rows:,} rows x {actions} of 50 items, simulated in "
+        f"{time.perf_counter() - start:.0f} s; true value of the target {truth:.4f}"
+    )
+    model = HashedRidge()
+    rewards, seconds = cpu(partial(model.cross_fit, logs))
+    at_chosen = rewards.at_chosen()
+    rmse = float(np.sqrt(np.mean((at_chosen - logs.reward) ** 2)))
+    print(
+        f"HashedRidge().cross_fit (5 folds, 2^10 features, with interactions): "
+        f"{seconds:.1f} CPU s, {rows / seconds:,.0f} rows/s, {rows * actions / seconds:,.0f} "
+        f"pairs/s; cross-fitted RMSE on the logged rewards {rmse:.4f} (their mean's: "
+        f"{logs.reward.std():.4f})"
+    )
+    total = seconds
+    header = (
+        f"{'estimator':16} {f'{bootstrap} resamples (CPU)':>24} {'peak MB':>8} {'value':>8} "
+        f"{'error':>8} {'std err':>8}"
+    )
+    print(header)
+    print("-" * len(header))
+    for label, estimator in (
+        ("IPS", IPS(intervals=Intervals(n_bootstrap=bootstrap))),
+        ("SNIPS", SNIPS(intervals=Intervals(n_bootstrap=bootstrap))),
+        ("DoublyRobust", DoublyRobust(intervals=Intervals(n_bootstrap=bootstrap))),
+    ):
+        full, peak, estimate = measure(estimator, logs, target, rewards)
+        total += full
+        print(
+            f"{label:16} {full:7.2f} s {rows / full:10,.0f}/s {peak:8.0f} {estimate.value:8.4f} "
+            f"{estimate.value - truth:+8.4f} {estimate.std_error:8.4f}"
+        )
+    print("error: the value less the true value; std err: the analytic standard error")
+    del rewards, at_chosen
+
+    peak, held = model_memory(logs)
+    small = rows // 10
+    del logs, target
+    small_logs, _, _ = featured_log(small, actions, seed=1)
+    small_peak, small_held = model_memory(small_logs)
+    work, small_work = peak - held, small_peak - small_held
+    growth = work - small_work
+    allowed = 4 * (rows - small) / _MB
+    lean = growth <= allowed
+    print(
+        f"HashedRidge memory (traced): peak {peak:,.0f} MB on {rows:,} rows, of which its "
+        f"predictions {held:,.0f} MB, work {work:,.0f} MB; on {small:,} rows work "
+        f"{small_work:,.0f} MB; growth {growth:,.1f} MB <= {allowed:,.1f} MB (4 bytes a row): "
+        f"{verdict(lean)}"
+    )
+    return total, lean
+
+
+def threads() -> str:
+    pools = threadpool_info()
+    return ", ".join(f"{pool['internal_api']} {pool['num_threads']}" for pool in pools) or "none"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--actions", type=int, default=10)
+    parser.add_argument("--bootstrap", type=int, default=Intervals().n_bootstrap)
+    parser.add_argument("--read-rows", type=int, default=200_000)
+    args = parser.parse_args()
+
+    with threadpool_limits(limits=1):
+        print(f"{args.rows:,} rows x {args.actions} actions; thread pools: {threads()}\n")
+        wall = time.perf_counter()
+        reading_ok = bench_reading(args.read_rows, args.actions)
+        estimators_ok = bench_estimators(args.rows, args.actions, args.bootstrap)
+        total, model_ok = bench_end_to_end(args.rows, args.actions, args.bootstrap)
+
+    print(
+        f"\nTarget: reward model + IPS + SNIPS + DR with {args.bootstrap} resamples on "
+        f"{args.rows:,} rows x {args.actions} actions: {total:.1f} CPU s, under 60 s: "
+        f"{verdict(total < 60.0)}"
         + ("" if args.rows >= 1_000_000 else " (fewer rows than the target's million)")
     )
     print(
-        f"Memory: largest estimator work {worst:.0f} MB <= inputs {inputs:.0f} MB, bootstrap "
-        f"within {buffer:.0f} MB at both sizes, reads within twice their result: {verdict(lean)}"
+        f"Memory: estimators within their inputs and bootstrap bound, reads within twice "
+        f"their result, reward model flat beyond its predictions: "
+        f"{verdict(estimators_ok and reading_ok and model_ok)}"
     )
     print(f"wall time of the whole run: {time.perf_counter() - wall:.0f} s")
 

@@ -20,24 +20,30 @@ from __future__ import annotations
 import hashlib
 import math
 import numbers
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, cast, runtime_checkable
 
 import numpy as np
+import numpy.typing as npt
+import scipy.sparse
 
 from bandit.errors import ConfigurationError, LogFormatError
-from policies._features import flatten, joint_features
-from policies._types import Action
+from policies._features import flatten
 from replay._data import FloatArray, IntArray, LoggedDecisions, _first_bad
 
 __all__ = ["HashedRidge", "RewardModel", "RewardPredictions"]
 
-_MAX_FEATURES = 2**14
-"""Largest hashed dimension: the model keeps a dense ``d x d`` matrix per fold."""
+U64Array = npt.NDArray[np.uint64]
 
-_GRAM_CHUNK = 2**22
-"""Outer-product entries accumulated per step when building the ridge statistics."""
+_MAX_FEATURES = 2**14
+"""Largest hashed dimension: the model solves a dense system of up to ``d x d``."""
+
+_BLOCK_ROWS = 2**13
+"""Rows encoded at a time (their contexts, flattened, and their actions' ids)."""
+
+_BATCH_ENTRIES = 2**18
+"""Hashed entries expanded at a time: with the block, this bounds the working memory."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -101,6 +107,15 @@ class RewardPredictions:
         """
         return cls(logs, np.full((logs.n, logs.width), float(value)))
 
+    @classmethod
+    def _owned(cls, logs: LoggedDecisions, values: FloatArray) -> RewardPredictions:
+        """Wrap `values` without a copy: finite where offered, 0 in padding, not shared."""
+        values.flags.writeable = False
+        predictions = object.__new__(cls)
+        object.__setattr__(predictions, "logs", logs)
+        object.__setattr__(predictions, "values", values)
+        return predictions
+
     def at_chosen(self) -> FloatArray:
         """``(n,)`` the predicted reward of each logged choice."""
         logs = self.logs
@@ -120,28 +135,46 @@ class RewardModel(Protocol):
 class HashedRidge:
     """Ridge regression of the reward on hashed joint (context, action) features.
 
-    Each (context, action) pair is described by
-    :func:`policies._features.joint_features` (context features, action features, the
-    action id, and their products), hashed with a signed hash into `n_features` columns.
-    Only logged choices are training examples (their reward is the target); every
-    offered action is predicted.
+    Each (context, action) pair is described by the features of
+    :func:`policies._features.joint_features`: a bias, the context's features, the
+    action's (its features and its id; a name on both sides takes the action's value)
+    and, with `interactions`, every context x action product. They are hashed with a
+    signed hash into `n_features` columns (Weinberger et al., *Feature hashing for large
+    scale multitask learning*, ICML 2009): a name by its BLAKE2b digest, a product by
+    its two names' digests mixed with SplitMix64's finaliser (Steele, Lea and Flood,
+    *Fast splittable pseudorandom number generators*, OOPSLA 2014), so a ``*`` inside a
+    name never merges two products the way their joined names would. Only logged
+    choices are training examples (their reward is the target); every offered action
+    is predicted.
 
-    The model is kept as its sufficient statistics ``X'X``, ``X'y``, ``sum x``,
-    ``sum y`` and ``n``, which are accumulated row by row (so the model can be updated
-    online) and per fold, so cross-fitting is exact and takes one pass: the model for
-    fold ``k`` is the ridge solution of *all statistics minus fold k's*. Rewards are
-    centred on the training mean, so the intercept is not shrunk.
+    The fit is ridge regression (Hoerl and Kennard, *Ridge regression*, Technometrics
+    1970) from its sufficient statistics ``X'X``, ``X'y``, ``sum x``, ``sum y`` and
+    ``n``, accumulated per fold, so every fold's model comes from one pass over the log:
+    the model for fold ``k`` is the ridge solution of the *other* folds' statistics
+    summed. Rewards are centred on the training mean, so the intercept is not shrunk.
+
+    The log is read in blocks of rows, once to fit and once to predict, so memory does
+    not grow with the log beyond the ``(n, K)`` predictions returned and a byte a row
+    of fold assignment: each block's features are encoded to integer ids in Python (a
+    context is flattened once per pass, an action's features once per distinct action)
+    and expanded into hashed entries with NumPy, a bounded batch (2^18 entries, some
+    tens of MB) at a time; ``X'X`` is accumulated with :mod:`scipy.sparse`. Distinct
+    actions are recognised by their id and the identity of their features mapping,
+    which :func:`replay.read_log` shares between the rows that offer the same action (a
+    log that copies them is as right, only slower). Predicting, the context and action
+    terms are computed once per row and once per distinct action; only the products are
+    expanded pair by pair.
 
     Parameters
     ----------
     alpha
         L2 penalty, > 0.
     n_features
-        Hashed dimension, in [1, 16384]. The model works in the ``m <= n_features``
-        buckets the log actually uses and holds ``n_folds + 2`` dense ``m x m``
-        matrices: at most 56 MB with the defaults, about 8 (n_folds + 2) n_features^2
-        bytes in the worst case. Raise it when the log has many distinct features
-        (collisions blur them together).
+        Hashed dimension, in [1, 16384]. The model solves in the ``m <= n_features``
+        buckets the training rows use, with one dense ``m x m`` matrix at a time (8 MB at
+        the default); ``X'X`` is kept sparse per fold (at most ``n_folds`` m^2 entries).
+        Raise it when the log has many distinct features (collisions blur them
+        together).
     n_folds
         Number of cross-fitting folds, >= 2.
     interactions
@@ -157,8 +190,9 @@ class HashedRidge:
 
     Notes
     -----
-    Featurising calls a Python function per (row, action) pair: expect on the order of
-    tens of thousands of pairs per second. The linear algebra is vectorised.
+    Python flattens each row's context twice and looks each (row, action) pair up once
+    in a dictionary; the rest is vectorised. On one core, a million rows of 10 actions
+    with a few features a side (``bench/replay.py``) take well under half a minute.
 
     Examples
     --------
@@ -215,181 +249,440 @@ class HashedRidge:
         ------
         ConfigurationError
             If the log has fewer rows than `n_folds`.
+        LogFormatError
+            Naming the row, if its `action_features` list fewer mappings than it offers
+            actions, or a prediction is not finite (a feature that is not).
         """
         n = logs.n
         if n < self.n_folds:
             msg = f"`n_folds`={self.n_folds} needs at least {self.n_folds} rows, got {n}"
             raise ConfigurationError(msg)
-        pointer, hashed, value = self._featurise(logs)
-        # Solve in the buckets actually used: a bucket no training row touches gets a zero
-        # coefficient anyway, so this is exact, and the matrices are (used x used).
-        # (the buckets' ranks, as np.unique's inverse gives them, without its sort)
-        used = np.zeros(self.n_features, dtype=bool)
-        used[hashed] = True
-        index = (np.cumsum(used) - 1)[hashed]
-        d = int(np.count_nonzero(used)) or 1
-        pair_start = np.concatenate(([0], np.cumsum(logs.n_actions)[:-1]))
-        chosen_pair = pair_start + logs.chosen
-        folds = self.n_folds
-        fold = np.random.default_rng(self.seed).permutation(n) % folds
-        reward = logs.reward
+        fold = np.random.default_rng(self.seed).permutation(n) % self.n_folds
+        fold = fold.astype(np.min_scalar_type(self.n_folds - 1))  # a byte a row, usually
+        encoder = _Encoder(logs, self.n_features, interactions=self.interactions)
+        coefficients, intercepts = self._fit(encoder, fold)
+        return RewardPredictions._owned(logs, _predict(encoder, fold, coefficients, intercepts))
 
-        grams = np.zeros((folds, d, d))
-        cross = np.zeros((folds, d))  # X'y
-        sums = np.zeros((folds, d))  # sum of x
-        for k in range(folds):
-            pairs = chosen_pair[fold == k]
-            grams[k] = _gram(pointer, index, value, pairs, d)
-            rows = np.repeat(np.arange(pairs.size), pointer[pairs + 1] - pointer[pairs])
-            entries = _entries(pointer, pairs)
-            ys = reward[fold == k]
-            cross[k] = np.bincount(index[entries], value[entries] * ys[rows], minlength=d)
-            sums[k] = np.bincount(index[entries], value[entries], minlength=d)
-        y_sum = np.bincount(fold, reward, minlength=folds)
+    def _fit(self, encoder: _Encoder, fold: IntArray) -> tuple[FloatArray, FloatArray]:
+        """``(n_folds, d)`` coefficients and ``(n_folds,)`` intercepts, fold k's from the others.
+
+        The statistics of fold ``j`` sit in columns ``j d .. (j + 1) d`` of one design,
+        so one sparse product per batch gives every fold's ``X'X`` (block diagonal).
+        """
+        logs, d, folds = encoder.logs, self.n_features, self.n_folds
+        width = folds * d
+        gram = scipy.sparse.csr_array((width, width))
+        cross = np.zeros(width)  # X'y
+        sums = np.zeros(width)  # sum of x
+        for start in range(0, logs.n, _BLOCK_ROWS):
+            stop = min(logs.n, start + _BLOCK_ROWS)
+            block = encoder.encode(start, stop, chosen_only=True)
+            reward, row_fold = logs.reward[start:stop], fold[start:stop].astype(np.int64)
+            for pairs in block.batches():
+                pair, bucket, value = encoder.entries(block, pairs)
+                column = row_fold[pairs[pair]] * d + bucket
+                x = scipy.sparse.csr_array(
+                    scipy.sparse.coo_array((value, (pair, column)), shape=(pairs.size, width))
+                )
+                gram += x.T @ x
+                cross += np.bincount(column, value * reward[pairs[pair]], minlength=width)
+                sums += np.bincount(column, value, minlength=width)
+        used = np.flatnonzero(gram.diagonal().reshape(folds, d).sum(axis=0) > 0)
+        grams = [gram[j * d + used][:, j * d + used] for j in range(folds)]
+        cross, sums = cross.reshape(folds, d)[:, used], sums.reshape(folds, d)[:, used]
+        y_sum = np.bincount(fold, logs.reward, minlength=folds)
         y_count = np.bincount(fold, minlength=folds).astype(np.float64)
 
-        coefficients = np.empty((folds, d))
+        coefficients = np.zeros((folds, d))
         intercepts = np.empty(folds)
-        ridge = self.alpha * np.eye(d)
         for k in range(folds):
             # Sum the other folds (not "all minus this one"), so not even rounding in a
             # row's prediction depends on its own fold's rewards.
             others = np.arange(folds) != k
             mean = y_sum[others].sum() / y_count[others].sum()
             rhs = cross[others].sum(axis=0) - mean * sums[others].sum(axis=0)
-            gram = ridge.copy()
+            matrix = np.diag(np.full(used.size, float(self.alpha)))
             for j in np.flatnonzero(others).tolist():
-                gram += grams[j]
-            coefficients[k] = np.linalg.solve(gram, rhs)
+                matrix += grams[j].toarray()
+            coefficients[k, used] = np.linalg.solve(matrix, rhs)
             intercepts[k] = mean
+        return coefficients, intercepts
 
-        pair_row = np.repeat(np.arange(n), logs.n_actions)
-        entry_pair = np.repeat(np.arange(pointer.size - 1), np.diff(pointer))
-        entry_fold = fold[pair_row[entry_pair]]
-        contribution = value * coefficients[entry_fold, index]
+
+def _predict(
+    encoder: _Encoder, fold: IntArray, coefficients: FloatArray, intercepts: FloatArray
+) -> FloatArray:
+    """``(n, K)`` predictions of every offered action, each row by its own fold's model.
+
+    A pair's prediction is its fold's intercept plus the bias, context, action and
+    product terms. The context term is computed once per row and the action term once
+    per distinct action, so only the products are expanded pair by pair.
+    """
+    logs, d = encoder.logs, encoder.d
+    values = np.zeros((logs.n, logs.width))
+    flat = coefficients.ravel()
+    bias = encoder.bias_sign * coefficients[:, encoder.bias_bucket]
+    action_terms = np.zeros((coefficients.shape[0], 0))
+    for start in range(0, logs.n, _BLOCK_ROWS):
+        stop = min(logs.n, start + _BLOCK_ROWS)
+        block = encoder.encode(start, stop, chosen_only=False)
+        row_fold = fold[start:stop].astype(np.int64)
+        pair_fold = row_fold[block.pair_row]
+        # the context term, per row
+        owner = np.repeat(np.arange(stop - start), np.diff(block.ctx_ptr))
+        signed = block.ctx_val * encoder.sign[block.ctx_vid]
+        weight = coefficients[row_fold[owner], encoder.bucket[block.ctx_vid]]
+        context_terms = np.bincount(owner, signed * weight, minlength=stop - start)
+        # the action term, per distinct action (and fold), for the actions new this block
+        action_terms = encoder.extend_action_terms(action_terms, coefficients)
         predicted = (
-            np.bincount(entry_pair, contribution, minlength=pointer.size - 1).astype(np.float64)
-            + intercepts[fold[pair_row]]
+            intercepts[pair_fold]
+            + bias[pair_fold]
+            + context_terms[block.pair_row]
+            + action_terms[pair_fold, block.pair_kind]
         )
-        values = np.zeros((n, logs.width))
-        values[logs.mask()] = predicted
-        return RewardPredictions(logs, values)
+        if encoder.interactions:
+            for pairs in block.batches():
+                pair, bucket, value = encoder.products(block, pairs)
+                weight = flat[pair_fold[pairs[pair]] * d + bucket]
+                predicted[pairs] += np.bincount(pair, value * weight, minlength=pairs.size)
+        pair, entry = encoder.overlaps(block, np.arange(block.pair_row.size))
+        if pair.size:  # a name on both sides: the action's value replaces the context's
+            vid = block.ctx_vid[entry]
+            weight = coefficients[pair_fold[pair], encoder.bucket[vid]]
+            np.subtract.at(predicted, pair, block.ctx_val[entry] * encoder.sign[vid] * weight)
+        real = np.arange(logs.width) < logs.n_actions[start:stop, None]
+        bad = ~np.isfinite(predicted)
+        if bad.any():  # a feature that is not finite, or too large
+            row = start + int(block.pair_row[np.argmax(bad)])
+            msg = f"row {row}: reward `values` must be finite for every offered action"
+            raise LogFormatError(msg)
+        values[start:stop][real] = predicted
+    return values
 
-    def _featurise(self, logs: LoggedDecisions) -> tuple[IntArray, IntArray, FloatArray]:
-        """CSR form of every (row, offered action) pair's hashed features, row-major.
 
-        The entries are :func:`joint_features`' of each pair, in its order. The context
-        is flattened once per row and a product's bucket is looked up by its two names,
-        without building the product's name again; a pair where names could collide (a
-        name on both sides, a ``*`` in a name) takes :func:`joint_features` itself.
-        (Flat names always hold a ``.`` or ``=``, so none is ``bias``.)
-        """
-        empty: Mapping[str, Mapping[str, Any]] = {}
+@dataclass(frozen=True, slots=True)
+class _Block:
+    """A block of rows encoded as integer name ids: contexts in CSR form, pairs by action.
+
+    ``pair_row`` is each pair's row within the block, ``pair_kind`` its action's
+    :class:`_Encoder` id; ``entry_sizes`` how many entries each pair expands into at
+    once (its products, and when fitting its linear entries too).
+    """
+
+    ctx_ptr: IntArray
+    ctx_vid: IntArray
+    ctx_val: FloatArray
+    pair_row: IntArray
+    pair_kind: IntArray
+    entry_sizes: IntArray
+
+    def batches(self) -> Iterator[IntArray]:
+        """Yield consecutive pair indices, batches of at most :data:`_BATCH_ENTRIES` entries."""
+        ends = np.cumsum(self.entry_sizes)
+        start = 0
+        while start < ends.size:
+            done = ends[start - 1] if start else 0
+            stop = int(np.searchsorted(ends, done + _BATCH_ENTRIES, side="right"))
+            stop = max(stop, start + 1)  # a pair larger than a batch is a batch of its own
+            yield np.arange(start, stop)
+            start = stop
+
+
+class _Encoder:
+    """Integer ids for a log's feature names and actions, and their hashed buckets.
+
+    A name's id indexes its digest, bucket and sign. A *kind* is one distinct action (an
+    id with one features mapping) as a CSR row of its own names' ids and values, built
+    once however many rows offer it. Kinds are looked up by the action id and the
+    identity of the features mapping (the mapping is kept, so its identity is not
+    reused while the encoder lives); an equal mapping in another object is encoded
+    again as another kind, with the same features.
+    """
+
+    def __init__(self, logs: LoggedDecisions, d: int, *, interactions: bool) -> None:
+        self.logs, self.d, self.interactions = logs, d, interactions
+        self.names: dict[str, int] = {}
+        self.kinds: dict[tuple[str, int], int] = {}
+        self._kept: list[object] = []
+        self._new_digests: list[int] = []
+        self._new_kind_vid: list[int] = []
+        self._new_kind_val: list[float] = []
+        self._new_kind_sizes: list[int] = []
+        self._defaults: dict[int, tuple[list[str], list[Mapping[str, Mapping[str, Any]]]]] = {}
+        self.digest = np.zeros(0, dtype=np.uint64)
+        self.left = np.zeros(0, dtype=np.uint64)  # the digest premultiplied for _mix
+        self.bucket = np.zeros(0, dtype=np.int64)
+        self.sign = np.zeros(0)
+        self.action_side = np.zeros(0, dtype=bool)
+        self.kind_ptr = np.zeros(1, dtype=np.int64)
+        self.kind_vid = np.zeros(0, dtype=np.int64)
+        self.kind_val = np.zeros(0)
+        self.kind_keys = np.zeros(0, dtype=np.int64)  # kind * 2^32 + name id, sorted
+        self.bias_bucket, self.bias_sign = _hash("bias", d)
+
+    def name(self, name: str) -> int:
+        """Give the new name `name` the next id, and return it."""
+        vid = self.names[name] = len(self.names)
+        self._new_digests.append(_digest(name))
+        return vid
+
+    def kind(self, action_id: str, features: Mapping[str, Mapping[str, Any]]) -> int:
+        """Return the id of the action `action_id` with `features`, encoding it if new."""
+        key = (action_id, id(features))
+        known = self.kinds.get(key)
+        if known is not None:
+            return known
+        own = flatten(features)
+        own[f"action={action_id}"] = 1.0
+        names = self.names
+        for name, x in own.items():
+            vid = names.get(name)
+            self._new_kind_vid.append(self.name(name) if vid is None else vid)
+            self._new_kind_val.append(x)
+        self._new_kind_sizes.append(len(own))
+        self._kept.append(features)
+        kind = self.kinds[key] = len(self.kinds)
+        return kind
+
+    def encode(self, start: int, stop: int, *, chosen_only: bool) -> _Block:
+        """Encode rows ``start:stop``: every offered pair, or only each logged choice."""
+        logs = self.logs
         contexts, ids, features = logs.contexts, logs.action_ids, logs.action_features
-        d, interactions = self.n_features, self.interactions
-        cache: dict[str, tuple[int, float]] = {}
-        products: dict[str, dict[str, tuple[int, float]]] = {}
-        bias = _hash("bias", d)
-        index: list[int] = []
-        value: list[float] = []
-        pointer = [0]
-
-        def hashed(name: str) -> tuple[int, float]:
-            hit = cache.get(name)
-            if hit is None:
-                hit = cache[name] = _hash(name, d)
-            return hit
-
-        for i, count in enumerate(logs.n_actions.tolist()):
-            context = empty if contexts is None else contexts[i]
-            shared = flatten(context)
-            simple = not any("*" in name for name in shared)
-            shared_entries = [
-                (bucket, sign * x) for name, x in shared.items() for bucket, sign in (hashed(name),)
-            ]
-            for j in range(count):
-                action = Action(
-                    str(j) if ids is None else ids[i][j],
-                    empty if features is None else features[i][j],
+        names, kinds, name, kind = self.names.get, self.kinds.get, self.name, self.kind
+        ctx_vid: list[int] = []
+        ctx_val: list[float] = []
+        ctx_ptr = [0]
+        pair_kind: list[int] = []
+        counts = logs.n_actions[start:stop].tolist()
+        picks = logs.chosen[start:stop].tolist()
+        last_ids: object = None
+        last_features: object = None
+        last_kinds: list[int] = []
+        # (map and zip walk a row's names and actions in C; Python only for what is new)
+        for i, count in enumerate(counts, start):
+            if contexts is not None:
+                flat = flatten(contexts[i])
+                found = list(map(names, flat))
+                if None in found:
+                    found = [name(f) if v is None else v for f, v in zip(flat, found, strict=True)]
+                ctx_vid += cast("list[int]", found)
+                ctx_val += flat.values()
+            ctx_ptr.append(len(ctx_vid))
+            if ids is None or features is None:
+                row_ids, row_features = self._defaults_for(i, count)
+            else:
+                row_ids, row_features = ids[i], features[i]
+            if len(row_features) < count:  # (more are ignored, as by indexing)
+                msg = (
+                    f"row {i}: `action_features` must list {count} actions, got {len(row_features)}"
                 )
-                own = flatten(action.features)
-                own[f"action={action.id}"] = 1.0
-                if not (
-                    simple
-                    and own.keys().isdisjoint(shared)
-                    and not any("*" in name for name in own)
-                ):
-                    for name, x in joint_features(
-                        context, action, interactions=interactions
-                    ).items():
-                        bucket, sign = hashed(name)
-                        index.append(bucket)
-                        value.append(sign * x)
-                    pointer.append(len(index))
-                    continue
-                index.append(bias[0])
-                value.append(bias[1])
-                for bucket, signed in shared_entries:
-                    index.append(bucket)
-                    value.append(signed)
-                own_items = list(own.items())
-                for name, x in own_items:
-                    bucket, sign = hashed(name)
-                    index.append(bucket)
-                    value.append(sign * x)
-                if interactions:
-                    for ck, cv in shared.items():
-                        known = products.get(ck)
-                        if known is None:
-                            known = products[ck] = {}
-                        for ak, av in own_items:
-                            hit = known.get(ak)
-                            if hit is None:
-                                hit = known[ak] = _hash(f"{ck}*{ak}", d)
-                            index.append(hit[0])
-                            value.append(hit[1] * (cv * av))
-                pointer.append(len(index))
-        return (
-            np.asarray(pointer, dtype=np.int64),
-            np.asarray(index, dtype=np.int64),
-            np.asarray(value, dtype=np.float64),
+                raise LogFormatError(msg)
+            if chosen_only:
+                j = picks[i - start]
+                known = kinds((row_ids[j], id(row_features[j])))
+                pair_kind.append(kind(row_ids[j], row_features[j]) if known is None else known)
+            elif row_ids is last_ids and row_features is last_features:
+                pair_kind += last_kinds
+            else:
+                seen = list(map(kinds, zip(row_ids, map(id, row_features), strict=False)))
+                if None in seen:
+                    seen = [kind(a, f) for a, f in zip(row_ids, row_features, strict=False)]
+                last_kinds = cast("list[int]", seen)
+                last_ids, last_features = row_ids, row_features
+                pair_kind += last_kinds
+        self._sync()
+        return self._block(ctx_ptr, ctx_vid, ctx_val, pair_kind, counts, chosen_only=chosen_only)
+
+    def _block(
+        self,
+        ctx_ptr: list[int],
+        ctx_vid: list[int],
+        ctx_val: list[float],
+        pair_kind: list[int],
+        counts: list[int],
+        *,
+        chosen_only: bool,
+    ) -> _Block:
+        """Return the encoded rows as a :class:`_Block`, with each pair's entry count."""
+        rows = len(counts)
+        pair_row = np.arange(rows) if chosen_only else np.repeat(np.arange(rows), counts)
+        ptr = np.asarray(ctx_ptr, dtype=np.int64)
+        kinds_array = np.asarray(pair_kind, dtype=np.int64)
+        ctx_size = np.diff(ptr)[pair_row]
+        kind_size = np.diff(self.kind_ptr)[kinds_array]
+        # the batches bound the entries expanded at once: products, plus for fitting
+        # the linear entries of every pair
+        sizes = ctx_size * kind_size if self.interactions else np.zeros_like(ctx_size)
+        if chosen_only:
+            sizes = sizes + 1 + ctx_size + kind_size
+        return _Block(
+            ctx_ptr=ptr,
+            ctx_vid=np.asarray(ctx_vid, dtype=np.int64),
+            ctx_val=np.asarray(ctx_val, dtype=np.float64),
+            pair_row=pair_row,
+            pair_kind=kinds_array,
+            entry_sizes=sizes,
         )
+
+    def _defaults_for(
+        self, i: int, count: int
+    ) -> tuple[Sequence[str], Sequence[Mapping[str, Mapping[str, Any]]]]:
+        """Row `i`'s action ids and features, the column indices and empty ones if absent."""
+        logs = self.logs
+        defaults = self._defaults.get(count)
+        if defaults is None:
+            empty: Mapping[str, Mapping[str, Any]] = {}
+            defaults = self._defaults[count] = ([str(j) for j in range(count)], [empty] * count)
+        ids = defaults[0] if logs.action_ids is None else logs.action_ids[i]
+        features = defaults[1] if logs.action_features is None else logs.action_features[i]
+        return ids, features
+
+    def _sync(self) -> None:
+        """Append the names and kinds new since the last call to the NumPy arrays."""
+        if self._new_digests:
+            digest = np.array(self._new_digests, dtype=np.uint64)
+            self._new_digests.clear()
+            self.digest = np.concatenate([self.digest, digest])
+            self.left = np.concatenate([self.left, digest * _GOLDEN])
+            self.bucket = np.concatenate(
+                [self.bucket, (digest % np.uint64(self.d)).astype(np.int64)]
+            )
+            self.sign = np.concatenate([self.sign, np.where(digest >> np.uint64(63), 1.0, -1.0)])
+            self.action_side = np.concatenate([self.action_side, np.zeros(digest.size, dtype=bool)])
+        if self._new_kind_sizes:
+            vid = np.array(self._new_kind_vid, dtype=np.int64)
+            sizes = np.array(self._new_kind_sizes, dtype=np.int64)
+            first = self.kind_ptr.size - 1
+            self.kind_ptr = np.concatenate([self.kind_ptr, self.kind_ptr[-1] + np.cumsum(sizes)])
+            self.kind_vid = np.concatenate([self.kind_vid, vid])
+            self.kind_val = np.concatenate([self.kind_val, self._new_kind_val])
+            self.action_side[vid] = True
+            keys = np.repeat(np.arange(first, first + sizes.size), sizes) * 2**32 + vid
+            self.kind_keys = np.union1d(self.kind_keys, keys)  # sorted, for searchsorted
+            for pending in (self._new_kind_vid, self._new_kind_val, self._new_kind_sizes):
+                pending.clear()
+
+    def entries(self, block: _Block, pairs: IntArray) -> tuple[IntArray, IntArray, FloatArray]:
+        """Return ``(pair, bucket, value)`` of every hashed entry of `pairs` (indexing `pairs`)."""
+        rows, kinds = block.pair_row[pairs], block.pair_kind[pairs]
+        size = pairs.size
+        ctx_pair, ctx_entry = _ranges(block.ctx_ptr[rows], np.diff(block.ctx_ptr)[rows])
+        ctx_vid = block.ctx_vid[ctx_entry]
+        own_pair, own_entry = _ranges(self.kind_ptr[kinds], np.diff(self.kind_ptr)[kinds])
+        own_vid = self.kind_vid[own_entry]
+        product = self.products(block, pairs)
+        drop_pair, drop_entry = self.overlaps(block, pairs)
+        drop_vid = block.ctx_vid[drop_entry]
+        pair = np.concatenate([np.arange(size), ctx_pair, own_pair, product[0], drop_pair])
+        bucket = np.concatenate(
+            [
+                np.full(size, self.bias_bucket),
+                self.bucket[ctx_vid],
+                self.bucket[own_vid],
+                product[1],
+                self.bucket[drop_vid],
+            ]
+        )
+        value = np.concatenate(
+            [
+                np.full(size, self.bias_sign),
+                block.ctx_val[ctx_entry] * self.sign[ctx_vid],
+                self.kind_val[own_entry] * self.sign[own_vid],
+                product[2],
+                -block.ctx_val[drop_entry] * self.sign[drop_vid],
+            ]
+        )
+        return pair, bucket, value
+
+    def products(self, block: _Block, pairs: IntArray) -> tuple[IntArray, IntArray, FloatArray]:
+        """``(pair, bucket, value)`` of every context x action product of `pairs`."""
+        if not self.interactions:
+            nothing = np.zeros(0, dtype=np.int64)
+            return nothing, nothing, np.zeros(0)
+        rows, kinds = block.pair_row[pairs], block.pair_kind[pairs]
+        ctx_start, own_start = block.ctx_ptr[rows], self.kind_ptr[kinds]
+        own_size = np.diff(self.kind_ptr)[kinds]
+        sizes = np.diff(block.ctx_ptr)[rows] * own_size
+        pair, offset = _ranges(np.zeros_like(sizes), sizes)
+        per_row = own_size[pair]
+        ctx_entry = offset // per_row
+        own_entry = own_start[pair] + (offset - ctx_entry * per_row)
+        ctx_entry += ctx_start[pair]
+        ctx_vid, own_vid = block.ctx_vid[ctx_entry], self.kind_vid[own_entry]
+        digest = _mix(self.left[ctx_vid], self.digest[own_vid])
+        bucket = (digest % np.uint64(self.d)).astype(np.int64)
+        value = block.ctx_val[ctx_entry] * self.kind_val[own_entry]
+        value *= np.where(digest >> np.uint64(63), 1.0, -1.0)
+        return pair, bucket, value
+
+    def overlaps(self, block: _Block, pairs: IntArray) -> tuple[IntArray, IntArray]:
+        """``(pair, context entry)`` where `pairs`' action has a name of its row's context.
+
+        :func:`joint_features` keeps the action's value for such a name, so the
+        context's entry is dropped (products keep it).
+        """
+        nothing = np.zeros(0, dtype=np.int64)
+        candidate = np.flatnonzero(self.action_side[block.ctx_vid])
+        if candidate.size == 0:
+            return nothing, nothing
+        rows = block.ctx_ptr.size - 1
+        per_row = np.bincount(
+            np.searchsorted(block.ctx_ptr, candidate, side="right") - 1, minlength=rows
+        )
+        first = np.cumsum(per_row) - per_row
+        row = block.pair_row[pairs]
+        pair, position = _ranges(first[row], per_row[row])
+        entry = candidate[position]
+        keys = block.pair_kind[pairs][pair] * 2**32 + block.ctx_vid[entry]
+        found = np.searchsorted(self.kind_keys, keys)
+        hit = self.kind_keys[np.minimum(found, self.kind_keys.size - 1)] == keys
+        return pair[hit], entry[hit]
+
+    def extend_action_terms(self, terms: FloatArray, coefficients: FloatArray) -> FloatArray:
+        """``(n_folds, kinds)`` each fold's action term of every kind, computing new ones."""
+        first = terms.shape[1]
+        last = self.kind_ptr.size - 1
+        if first == last:
+            return terms
+        ptr = self.kind_ptr[first : last + 1]
+        vid = self.kind_vid[ptr[0] : ptr[-1]]
+        signed = self.kind_val[ptr[0] : ptr[-1]] * self.sign[vid]
+        contribution = coefficients[:, self.bucket[vid]] * signed
+        new = np.add.reduceat(contribution, ptr[:-1] - ptr[0], axis=1)  # a kind has >= 1 entry
+        return np.concatenate([terms, new], axis=1)
+
+
+def _ranges(starts: IntArray, sizes: IntArray) -> tuple[IntArray, IntArray]:
+    """Return the ranges ``starts[i] + arange(sizes[i])`` concatenated, with their ``i``."""
+    owner = np.repeat(np.arange(sizes.size), sizes)
+    shift = np.repeat(starts - (np.cumsum(sizes) - sizes), sizes)
+    return owner, np.arange(owner.size) + shift
+
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+def _mix(left: U64Array, right: U64Array) -> U64Array:
+    """SplitMix64's finaliser of ``left ^ right`` (`left` premultiplied by the golden ratio)."""
+    x = left ^ right
+    x ^= x >> np.uint64(30)
+    x *= np.uint64(0xBF58476D1CE4E5B9)
+    x ^= x >> np.uint64(27)
+    x *= np.uint64(0x94D049BB133111EB)
+    x ^= x >> np.uint64(31)
+    return x
+
+
+def _digest(name: str) -> int:
+    """Return a stable 64-bit digest of a feature name (not Python's salted hash)."""
+    return int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "little")
 
 
 def _hash(name: str, d: int) -> tuple[int, float]:
-    """Stable bucket and sign of a feature name (not Python's per-process salted hash)."""
-    digest = int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "little")
+    """Stable bucket and sign of a feature name: its digest modulo `d`, its top bit."""
+    digest = _digest(name)
     return digest % d, 1.0 if digest >> 63 else -1.0
-
-
-def _entries(pointer: IntArray, pairs: IntArray) -> IntArray:
-    """Return the positions in the CSR arrays of every entry of `pairs`, pair by pair."""
-    lengths = pointer[pairs + 1] - pointer[pairs]
-    if lengths.sum() == 0:
-        return np.zeros(0, dtype=np.int64)
-    starts = np.repeat(pointer[pairs], lengths)
-    offsets = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-    entries: IntArray = starts + offsets
-    return entries
-
-
-def _gram(
-    pointer: IntArray, index: IntArray, value: FloatArray, pairs: IntArray, d: int
-) -> FloatArray:
-    """``X'X`` over the sparse rows `pairs`, grouped by row length so it vectorises."""
-    gram = np.zeros(d * d)
-    lengths = pointer[pairs + 1] - pointer[pairs]
-    for length in np.unique(lengths).tolist():
-        if length == 0:
-            continue
-        group = pairs[lengths == length]
-        step = max(1, _GRAM_CHUNK // (length * length))
-        for start in range(0, group.size, step):
-            at = pointer[group[start : start + step], None] + np.arange(length)
-            idx, val = index[at], value[at]
-            flat = (idx[:, :, None] * d + idx[:, None, :]).ravel()
-            gram += np.bincount(flat, (val[:, :, None] * val[:, None, :]).ravel(), d * d)
-    return gram.reshape(d, d)
 
 
 def _check_real(name: str, value: object, ok: Any, rule: str) -> None:
@@ -408,3 +701,13 @@ def _check_int(name: str, value: object, low: int, high: int | None) -> None:
     rule = f"an integer >= {low}" if high is None else f"an integer in [{low}, {high}]"
     msg = f"`{name}` must be {rule}, got {value!r}"
     raise ConfigurationError(msg)
+
+
+def _design(logs: LoggedDecisions, d: int, *, interactions: bool) -> Any:
+    """``(pairs, d)`` sparse hashed features of every offered pair, row by row (for tests)."""
+    encoder = _Encoder(logs, d, interactions=interactions)
+    block = encoder.encode(0, logs.n, chosen_only=False)
+    pairs = np.arange(block.pair_row.size)
+    pair, bucket, value = encoder.entries(block, pairs)
+    matrix = scipy.sparse.coo_array((value, (pair, bucket)), shape=(pairs.size, d))
+    return scipy.sparse.csr_array(matrix)

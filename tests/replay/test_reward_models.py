@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import copy
 import math
+import tracemalloc
 from collections.abc import Callable
 
 import numpy as np
 import pytest
+from sklearn.linear_model import Ridge
 
 from bandit.errors import ConfigurationError, LogFormatError
 from policies import Action
-from policies._features import joint_features
+from policies._features import flatten, joint_features
 from replay import (
     IPS,
     DoublyRobust,
@@ -20,8 +23,9 @@ from replay import (
     RewardModel,
     RewardPredictions,
     TargetProbabilities,
+    reward_models,
 )
-from replay.reward_models import _hash
+from replay.reward_models import _GOLDEN, _design, _digest, _hash, _mix
 
 K = 3
 
@@ -214,13 +218,14 @@ def test_padding_is_ignored_and_the_input_is_not_mutated() -> None:
         predictions.values[0, 0] = 1.0
 
 
-def _reference_features(
-    logs: LoggedDecisions, d: int, *, interactions: bool
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Every pair's joint_features hashed one by one: what _featurise must equal."""
-    index: list[int] = []
-    value: list[float] = []
-    pointer = [0]
+def _reference_design(logs: LoggedDecisions, d: int, *, interactions: bool) -> np.ndarray:
+    """Every pair's features hashed one by one: what the model's design must equal.
+
+    The linear part is joint_features' without products (bias, context, action, the
+    action's value winning a shared name), each name by _hash; each product
+    ``context name x action name`` by the two names' digests mixed.
+    """
+    rows: list[np.ndarray] = []
     for i, count in enumerate(logs.n_actions.tolist()):
         context = {} if logs.contexts is None else logs.contexts[i]
         for j in range(count):
@@ -228,24 +233,41 @@ def _reference_features(
                 str(j) if logs.action_ids is None else logs.action_ids[i][j],
                 {} if logs.action_features is None else logs.action_features[i][j],
             )
-            for name, x in joint_features(context, action, interactions=interactions).items():
+            row = np.zeros(d)
+            linear = joint_features(context, action, interactions=False)
+            for name, x in linear.items():
                 bucket, sign = _hash(name, d)
-                index.append(bucket)
-                value.append(sign * x)
-            pointer.append(len(index))
-    return np.array(pointer), np.array(index, dtype=np.int64), np.array(value)
+                row[bucket] += sign * x
+            if interactions:
+                own = {**flatten(action.features), f"action={action.id}": 1.0}
+                products = {
+                    (ck, ak): cv * av
+                    for ck, cv in flatten(context).items()
+                    for ak, av in own.items()
+                }
+                joined = joint_features(context, action, interactions=True)
+                assert len(joined) <= len(linear) + len(products)  # "*" names may merge there
+                for (ck, ak), x in products.items():
+                    digest = _mix(
+                        np.array([_digest(ck)], dtype=np.uint64) * _GOLDEN,
+                        np.array([_digest(ak)], dtype=np.uint64),
+                    )[0]
+                    row[int(digest % np.uint64(d))] += (
+                        1.0 if digest >> np.uint64(63) else -1.0
+                    ) * x
+            rows.append(row)
+    return np.array(rows)
 
 
-@pytest.mark.parametrize("interactions", [True, False])
-def test_featurising_equals_joint_features_pair_by_pair(interactions: bool) -> None:
-    """The fast path hashes exactly joint_features' entries, in order, colliding names too."""
+def _awkward_log() -> LoggedDecisions:
+    """Rows with shared names on both sides, ``*`` in names, no context, a one-action row."""
     contexts: list[dict[str, dict[str, str | float]]] = [
         {"user": {"tier": "gold", "age": 0.5, "zero": 0.0}, "time": {"weekend": 1.0}},
         {"user": {"tier": "basic"}},
         {},
         {"item": {"topic": "golf"}},  # the same name as an action's feature
         {"bias": {"x": 2.0}, "user": {"a*b": 1.0}},  # a "*" in a name
-        {"user": {"tier": "gold"}},
+        {"user": {"tier": "gold"}, "item": {"length": 0.5}},  # shared with one action only
     ]
     action_features = [
         {"item": {"topic": "golf", "length": 0.25}},
@@ -253,7 +275,7 @@ def test_featurising_equals_joint_features_pair_by_pair(interactions: bool) -> N
         {},
     ]
     n = len(contexts)
-    logs = LoggedDecisions(
+    return LoggedDecisions(
         n_actions=np.array([3, 2, 3, 3, 3, 1]),
         chosen=np.zeros(n, dtype=int),
         propensity=np.full(n, 0.5),
@@ -269,19 +291,122 @@ def test_featurising_equals_joint_features_pair_by_pair(interactions: bool) -> N
         contexts=contexts,
         action_features=[[action_features[k % 3] for k in range(3)]] * n,
     )
-    fast = HashedRidge(n_features=64, interactions=interactions)._featurise(logs)
-    reference = _reference_features(logs, 64, interactions=interactions)
-    for got, expected in zip(fast, reference, strict=True):
-        np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize("interactions", [True, False])
+def test_the_design_is_joint_features_hashed_pair_by_pair(interactions: bool) -> None:
+    """Every pair's hashed entries sum to its joint features', shared and odd names too."""
     plain = LoggedDecisions(
         n_actions=np.array([2, 3]),
         chosen=np.array([0, 1]),
         propensity=np.full(2, 0.5),
         reward=np.ones(2),
     )
-    for got, expected in zip(
-        HashedRidge(n_features=64, interactions=interactions)._featurise(plain),
-        _reference_features(plain, 64, interactions=interactions),
-        strict=True,
+    for logs in (_awkward_log(), plain):
+        got = _design(logs, 64, interactions=interactions).toarray()
+        expected = _reference_design(logs, 64, interactions=interactions)
+        np.testing.assert_allclose(got, expected, rtol=0, atol=1e-12)
+
+
+def _awkward_rewards(seed: int, copies: int) -> LoggedDecisions:
+    """The awkward log's rows repeated, with random choices and rewards."""
+    rng = np.random.default_rng(seed)
+    base = _awkward_log().take(np.arange(6).repeat(copies))
+    chosen = rng.integers(0, base.n_actions)
+    return LoggedDecisions(
+        n_actions=base.n_actions,
+        chosen=chosen,
+        propensity=1.0 / base.n_actions,
+        reward=rng.binomial(1, 0.2 + 0.1 * chosen).astype(float),
+        action_ids=base.action_ids,
+        contexts=base.contexts,
+        action_features=base.action_features,
+    )
+
+
+@pytest.mark.parametrize("awkward", [False, True])
+def test_predictions_are_ridge_fits_on_the_other_folds(awkward: bool) -> None:
+    """Each row is predicted by ridge on the other folds' logged choices, with their mean."""
+    logs = _awkward_rewards(5, 40) if awkward else simulate(5, n=400)[0]
+    model = HashedRidge(alpha=0.5, n_features=256, n_folds=4, seed=7)
+    values = model.cross_fit(logs).values
+    design = _reference_design(logs, 256, interactions=True)
+    first = np.cumsum(logs.n_actions) - logs.n_actions  # each row's first pair
+    fold = np.random.default_rng(7).permutation(logs.n) % 4
+    for k in range(4):
+        train = fold != k
+        mean = logs.reward[train].mean()
+        ridge = Ridge(alpha=0.5, fit_intercept=False, solver="cholesky")
+        ridge.fit(design[(first + logs.chosen)[train]], logs.reward[train] - mean)
+        for row in np.flatnonzero(~train).tolist():
+            count = int(logs.n_actions[row])
+            expected = ridge.predict(design[first[row] : first[row] + count]) + mean
+            np.testing.assert_allclose(values[row, :count], expected, rtol=0, atol=1e-9)
+
+
+def test_block_and_batch_sizes_do_not_change_the_predictions(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Encoding a few rows and entries at a time predicts what one big block does."""
+    logs = _awkward_rewards(8, 5)
+    at_once = HashedRidge(n_folds=3).cross_fit(logs).values
+    monkeypatch.setattr(reward_models, "_BLOCK_ROWS", 4)
+    monkeypatch.setattr(reward_models, "_BATCH_ENTRIES", 7)
+    np.testing.assert_allclose(
+        HashedRidge(n_folds=3).cross_fit(logs).values, at_once, rtol=0, atol=1e-12
+    )
+
+
+def test_equal_features_in_separate_objects_predict_the_same() -> None:
+    """Actions are recognised by id and features object; copies only cost time."""
+    logs, _ = simulate(6, n=300)
+    assert logs.action_features is not None
+    copied = LoggedDecisions(
+        n_actions=logs.n_actions,
+        chosen=logs.chosen,
+        propensity=logs.propensity,
+        reward=logs.reward,
+        action_ids=[list(ids) for ids in logs.action_ids or []],
+        contexts=logs.contexts,
+        action_features=[copy.deepcopy(list(row)) for row in logs.action_features],
+    )
+    np.testing.assert_allclose(
+        HashedRidge().cross_fit(copied).values,
+        HashedRidge().cross_fit(logs).values,
+        rtol=0,
+        atol=1e-12,
+    )
+
+
+def test_too_few_action_features_are_refused() -> None:
+    """A row whose action_features miss an offered action is named (extra ones are unused)."""
+    logs = LoggedDecisions(
+        n_actions=np.array([2, 2]),
+        chosen=np.array([0, 1]),
+        propensity=np.full(2, 0.5),
+        reward=np.ones(2),
+        action_features=[[{}, {}], [{}]],
+    )
+    with pytest.raises(
+        LogFormatError, match=r"row 1: `action_features` must list 2 actions, got 1"
     ):
-        np.testing.assert_array_equal(got, expected)
+        HashedRidge(n_folds=2).cross_fit(logs)
+
+
+def test_memory_beyond_the_predictions_does_not_grow_with_the_log(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Ten times the rows: the peak beyond the returned predictions grows by < 4 B a row."""
+    monkeypatch.setattr(reward_models, "_BLOCK_ROWS", 256)
+    monkeypatch.setattr(reward_models, "_BATCH_ENTRIES", 2**12)
+    extra = []
+    for n in (5_000, 50_000):
+        logs, _ = simulate(7, n=n)
+        tracemalloc.start()
+        try:
+            values = HashedRidge().cross_fit(logs).values
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        extra.append(peak - values.nbytes)
+    assert extra[1] - extra[0] < 4 * 45_000, extra
