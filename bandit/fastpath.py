@@ -55,6 +55,7 @@ from bandit.schemas import (
 from bandit.settings import Limits
 from policies import Action, Choice
 from policies._distribution import SUM_TOLERANCE
+from policies.vw import FeatureRules
 
 __all__ = [
     "FastDecoder",
@@ -62,6 +63,8 @@ __all__ = [
     "decision",
     "decision_from_data",
     "decision_values",
+    "feature_rules",
+    "features_ok",
     "model_json",
     "rank_request",
     "training_data",
@@ -397,9 +400,10 @@ def decision_from_data(data: Mapping[str, Any], limits: Limits) -> Decision | No
     `data` holds JSON-like values (and ``occurred_at`` may be an aware datetime); it is
     not changed. None means "ask pydantic".
     """
-    values = decision_values(data, limits)
-    if values is None:
+    found = decision_values(data, limits)
+    if found is None:
         return None
+    values = {name: found[name] for name in _DECISION_FIELDS}
     values["actions"] = [
         _make(LoggedAction, {"id": action["id"], "features": action["features"]},
               {"id", "features"})
@@ -416,14 +420,19 @@ def decision_from_data(data: Mapping[str, Any], limits: Limits) -> Decision | No
 
 
 def decision_values(  # noqa: PLR0911, PLR0912  (one flat pass over every rule)
-    data: Mapping[str, Any], limits: Limits
+    data: Mapping[str, Any], limits: Limits, *, check_features: bool = True
 ) -> dict[str, Any] | None:
     """Check `data` against every rule of :class:`~bandit.schemas.Decision`; return its values.
 
-    The values of the decision :func:`decision_from_data` would build, as plain data, in
-    field order: defaults filled in, ``occurred_at`` an aware UTC datetime, ``actions``
-    and ``ranking`` lists of `data`'s own dicts (an action given without ``features``
-    has none). None means "ask pydantic". `data` is not changed.
+    The values of the decision :func:`decision_from_data` would build, as plain data:
+    defaults filled in, ``occurred_at`` an aware UTC datetime, ``actions`` and
+    ``ranking`` lists of `data`'s own dicts (an action given without ``features`` has
+    none). None means "ask pydantic". `data` is not changed.
+
+    With `check_features` false the context and action features are not checked: the
+    caller must check them, with :func:`features_ok` or as it reads them (the stream
+    worker writes them with :func:`policies.vw.logged_example` and
+    :func:`feature_rules`).
     """
     if not data.keys() <= _DECISION_KEYS or not data.keys() >= _DECISION_REQUIRED:
         return None
@@ -438,7 +447,7 @@ def decision_values(  # noqa: PLR0911, PLR0912  (one flat pass over every rule)
         if "context" in values:
             return None
         values["context"] = context = {}
-    if not _features_ok(context, limits, logged=True):
+    if check_features and not _features_ok(context, limits, logged=True):
         return None
     # actions
     actions = values["actions"]
@@ -453,7 +462,11 @@ def decision_values(  # noqa: PLR0911, PLR0912  (one flat pass over every rule)
         if type(action_id) is not str or not _id_ok(action_id, id_limit):
             return None
         ids.append(action_id)
-        if "features" in action and not _features_ok(action["features"], limits, logged=True):
+        if (
+            check_features
+            and "features" in action
+            and not _features_ok(action["features"], limits, logged=True)
+        ):
             return None
     offered = set(ids)
     if len(offered) != len(ids):
@@ -492,7 +505,7 @@ def decision_values(  # noqa: PLR0911, PLR0912  (one flat pass over every rule)
                 return None
         else:
             values[flag] = default
-    return {name: values[name] for name in _DECISION_FIELDS}
+    return values
 
 
 def decided(
@@ -597,15 +610,18 @@ def training_example(raw: bytes | str, limits: Limits) -> TrainingExample | None
     if found is None:
         return None
     values["decision"] = found
-    return _make(TrainingExample, values, set(data))
+    return _make(TrainingExample, {name: values[name] for name in _EXAMPLE_FIELDS}, set(data))
 
 
-def training_data(raw: bytes | str, limits: Limits) -> dict[str, Any] | None:
+def training_data(
+    raw: bytes | str, limits: Limits, *, check_features: bool = True
+) -> dict[str, Any] | None:
     """Check a training example's JSON against every rule; return its values as plain data.
 
     What :func:`training_example` would validate, without building the models: the
-    example's values in field order, its ``decision`` as :func:`decision_values` returns
-    it. None means "ask pydantic" (``TypeAdapter(TrainingExample)``).
+    example's values, its ``decision`` as :func:`decision_values` returns it. None means
+    "ask pydantic" (``TypeAdapter(TrainingExample)``). `check_features` is as for
+    :func:`decision_values`.
 
     Examples
     --------
@@ -628,11 +644,55 @@ def training_data(raw: bytes | str, limits: Limits) -> dict[str, Any] | None:
     values = _example_values(data, limits)
     if values is None:
         return None
-    decision = decision_values(values["decision"], limits)
+    decision = decision_values(values["decision"], limits, check_features=check_features)
     if decision is None:
         return None
     values["decision"] = decision
     return values
+
+
+def features_ok(decision: Mapping[str, Any], limits: Limits) -> bool:
+    """Whether the context and action features of decision values keep every rule.
+
+    For values from :func:`decision_values` with ``check_features=False``.
+    """
+    if not _features_ok(decision["context"], limits, logged=True):
+        return False
+    return all(
+        _features_ok(action["features"], limits, logged=True)
+        for action in decision["actions"]
+        if "features" in action
+    )
+
+
+def feature_rules(limits: Limits) -> FeatureRules:
+    """Return the rules of logged features under `limits`, for :func:`~policies.vw.logged_example`.
+
+    Together with what that writer refuses anyway (values that are not finite numbers or
+    printable strings, booleans included), they are the rules :func:`features_ok`
+    checks. One object per `limits` (it remembers the names found valid).
+    """
+    rules = _rules.get(limits)
+    if rules is None:
+        key_limit = limits.max_key_length
+
+        def namespace_ok(name: str) -> bool:
+            return len(name) <= key_limit and _NAMESPACE_RE.fullmatch(name) is not None
+
+        def name_ok(name: str) -> bool:
+            return len(name) <= key_limit and _FEATURE_NAME_RE.fullmatch(name) is not None
+
+        rules = _rules[limits] = FeatureRules(
+            namespace_ok=namespace_ok,
+            name_ok=name_ok,
+            max_namespaces=limits.max_namespaces,
+            max_features=limits.max_features_per_namespace,
+            max_string_length=limits.max_string_length,
+        )
+    return rules
+
+
+_rules: dict[Limits, FeatureRules] = {}
 
 
 def _example_values(data: dict[str, Any], limits: Limits) -> dict[str, Any] | None:
@@ -649,7 +709,7 @@ def _example_values(data: dict[str, Any], limits: Limits) -> dict[str, Any] | No
         return None
     if type(values["decision"]) is not dict:
         return None
-    return {name: values[name] for name in _EXAMPLE_FIELDS}
+    return values
 
 
 # -- a TypeAdapter with the fast path in front ----------------------------------------------

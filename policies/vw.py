@@ -11,8 +11,9 @@ from __future__ import annotations
 import json
 import math
 import re
+import sys
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,6 +38,7 @@ from policies.registry import register
 __all__ = [
     "DSJSONRecord",
     "Exploration",
+    "FeatureRules",
     "LoggedExample",
     "VWPolicy",
     "dsjson_line",
@@ -992,9 +994,11 @@ def _parse_namespace(where: str, value: Any) -> dict[str, FeatureValue]:
 # -- both formats at once: a logged decision as VW learns it and as the log keeps it -------
 
 _DSJSON_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-_PLAIN_NAMES: set[str] = set()  # names written unchanged in VW text and in DSJSON
-_PLAIN_NAMES_SIZE = 65_536
+_CACHE_SIZE = 65_536  # names a FeatureRules remembers as fine; extras remembered
+_HIDDEN_CACHE: dict[Any, str] = {}  # "_sb" objects written, by their items
 _ID_SPECIALS = re.compile(r'[ |:%"\\]')  # in an id: VW escapes it, or JSON would
+_NOT_PLAIN = re.compile(r'["\\,{}]')  # in a name: JSON escapes it, or the writer uses it
+_LARGEST = int(sys.float_info.max)
 
 
 def dsjson_line(record: Mapping[str, Any]) -> bytes:
@@ -1029,6 +1033,70 @@ class LoggedExample:
     dsjson: bytes
 
 
+def _anything(name: str) -> bool:
+    return True
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class FeatureRules:
+    """Rules a caller's features must also keep for :func:`logged_example` to write them.
+
+    So a caller that validates features anyway (the stream worker) checks them in the
+    same pass that writes them. Names found fine are remembered, and so are the tokens
+    written for string values (categorical values repeat), up to 65,536 of each.
+
+    Parameters
+    ----------
+    namespace_ok, name_ok
+        Say whether a namespace name, and a feature name, is valid.
+    max_namespaces, max_features, max_string_length
+        The most namespaces per features mapping, features per namespace, and
+        characters per string value.
+    """
+
+    namespace_ok: Callable[[str], bool] = _anything
+    name_ok: Callable[[str], bool] = _anything
+    max_namespaces: int = sys.maxsize
+    max_features: int = sys.maxsize
+    max_string_length: int = sys.maxsize
+    _namespaces: set[str] = field(default_factory=set, init=False, repr=False)
+    _names: set[str] = field(default_factory=set, init=False, repr=False)
+    _heads: dict[str, dict[str, tuple[str, str]]] = field(
+        default_factory=dict, init=False, repr=False
+    )  # by prefix and namespace: its text and DSJSON openings
+    _pairs: dict[tuple[str, str], tuple[str, str]] = field(
+        default_factory=dict, init=False, repr=False
+    )  # by feature name and string value: its text token and DSJSON member
+
+    def _namespace(self, name: object) -> bool:
+        """Whether namespace `name` is valid and written as it is (remembered when so)."""
+        if type(name) is not str or not name or not _plain(name) or not self.namespace_ok(name):
+            return False
+        if len(self._namespaces) < _CACHE_SIZE:
+            self._namespaces.add(name)
+        return True
+
+    def _name(self, name: object) -> bool:
+        """Whether feature `name` is valid and written as it is (remembered when so)."""
+        if type(name) is not str or not name or name[0] == "_" or "=" in name:
+            return False  # DSJSON writes these apart (dsjson_record)
+        if not _plain(name) or not self.name_ok(name):
+            return False
+        if len(self._names) < _CACHE_SIZE:
+            self._names.add(name)
+        return True
+
+
+_NO_RULES = FeatureRules()
+
+
+def _plain(name: str) -> bool:
+    """Whether `name` needs no escaping in VW text nor in JSON, nor holds ``,{}``."""
+    return (
+        name.translate(_ESCAPES) == name and name.isprintable() and _NOT_PLAIN.search(name) is None
+    )
+
+
 def logged_example(  # noqa: PLR0911, PLR0912  (anything unusual: left to the slow path)
     context: Context,
     action_ids: Sequence[str],
@@ -1041,17 +1109,19 @@ def logged_example(  # noqa: PLR0911, PLR0912  (anything unusual: left to the sl
     timestamp: datetime,
     ranking: Sequence[int],
     extra: Mapping[str, Any] | None = None,
+    rules: FeatureRules = _NO_RULES,
 ) -> LoggedExample | None:
     """Write one logged decision as VW learns it and as the decision log keeps it, or None.
 
     The stream worker's hot path: one pass over the features writes both the learning
     example (:func:`to_vw_lines` with the label ``(chosen, -reward, probability)``) and
-    the DSJSON line (:func:`dsjson_record`, :func:`dsjson_line`), each exactly as those
-    functions write it, in a fraction of their time. It is an accelerator, never a
-    second set of rules: for anything unusual (a name or value that needs escaping, a
+    the DSJSON line (:func:`dsjson_line` of :func:`dsjson_record`), each exactly as
+    those functions write it, in a fraction of their time. It is an accelerator, never
+    a second set of rules: for anything unusual (a name or value that needs escaping, a
     name starting with ``_``, a value that is not a finite number or a string, an
-    invalid distribution or ranking...) it returns None, and the caller writes the
-    example with those functions, which escape it or say what is wrong.
+    invalid distribution or ranking, features breaking `rules`...) it returns None, and
+    the caller writes the example with those functions, which escape it or say what is
+    wrong.
 
     Parameters
     ----------
@@ -1067,6 +1137,8 @@ def logged_example(  # noqa: PLR0911, PLR0912  (anything unusual: left to the sl
         The reward learned.
     event_id, timestamp, ranking, extra
         As :func:`dsjson_record` takes them; `ranking` is required here.
+    rules
+        What the features must also keep (none by default).
 
     Returns
     -------
@@ -1121,47 +1193,86 @@ def logged_example(  # noqa: PLR0911, PLR0912  (anything unusual: left to the sl
     ids = _plain_ids(action_ids)
     if ids is None:
         return None
-    shared_text: list[str] = ["shared"]
-    shared: list[str] = []
-    if not _write_namespaces(_CONTEXT_PREFIX, context, shared_text, shared):
-        return None
-    if len(shared_text) == 1:
-        shared_text.append(" |")
-    lines = ["".join(shared_text)]
-    multi: list[str] = []
+    escapes = 0 if ids is action_ids else sum(action_id.count("%") for action_id in ids)
+    texts = {p: repr(p) for p in set(probabilities)}  # (decisions repeat probabilities)
+    ranked = [texts[probabilities[index]] for index in ranking]  # [0]: the chosen one's
     cost = reward_to_cost(reward)
+    # One list of text pieces and one of DSJSON pieces for the whole example. Every
+    # feature token starts with one space, so counting the spaces, bars and colons of
+    # the text tells whether a value held one (it needs escaping, as '%' would); the
+    # DSJSON needs nothing escaped when every string is printable (`_write` checks) and
+    # none holds '"' or '\\'; ',}' (where a namespace's trailing comma is cut) must not
+    # be in one either.
+    text = ["shared"]
+    dsjson = ["{"]
+    numeric = _write(_CONTEXT_PREFIX, context, text, dsjson, rules)
+    if numeric is None:
+        return None
+    if not context:
+        text.append(" |")
+    dsjson.append('"_multi":[')
     for index, (action_id, features) in enumerate(zip(ids, action_features, strict=True)):
-        body: list[str] = []
-        members: list[str] = []
-        if features and not _write_namespaces(_ACTION_PREFIX, features, body, members):
-            return None
-        body.append(_ID_TEXT + action_id)
-        members.append(f'"{_ID_NAMESPACE}":{{"{_ID_FEATURE}={action_id}":1}}')
-        multi.append("{" + ",".join(members) + "}")
+        text.append("\n")  # the unlabelled lines lose their first space below
         if index == chosen:
-            lines.append(f"0:{cost}:{probabilities[chosen]}" + "".join(body))
-        else:
-            lines.append("".join(body)[1:])
-    shared.append('"_multi":[' + ",".join(multi) + "]")
-    head = {
-        "_label_cost": cost,
-        "_label_probability": probabilities[chosen],
-        "_label_Action": chosen + 1,
-        "_labelIndex": chosen,
-        "Timestamp": timestamp.astimezone(UTC).strftime(_TIMESTAMP_FORMAT),
-        "Version": _DSJSON_VERSION,
-        "EventId": event_id,
-        "a": [index + 1 for index in ranking],
-    }
-    tail: dict[str, Any] = {"p": [probabilities[index] for index in ranking]}
-    if extra is not None:
-        tail[_HIDDEN_KEY] = dict(extra)
+            text.append(f"0:{cost}:{ranked[0]}")
+        dsjson.append("{" if index == 0 else ",{")
+        if features:
+            written = _write(_ACTION_PREFIX, features, text, dsjson, rules)
+            if written is None:
+                return None
+            numeric += written
+        text.append(_ID_TEXT + action_id)
+        dsjson.append(f'"{_ID_NAMESPACE}":{{"{_ID_FEATURE}={action_id}":1}}}}')
+    namespaces = len(context) + sum(map(len, action_features))
+    written_text = "".join(text)
+    written_json = "".join(dsjson)
+    if (
+        written_text.count(" ") != len(text) - 2  # one a piece but "shared" and the label,
+        # and the newlines (n of them, no space) make up for the ids (n, two spaces each)
+        or written_text.count("|") != namespaces + n + (not context)
+        or written_text.count(":") != numeric + 2  # the label's two
+        or written_text.count("%") != escapes  # of escaped ids: any other is a value's
+        or '"' in written_text
+        or "\\" in written_text
+        or ",}" in written_text
+    ):
+        return None
     try:
-        start, end = _DSJSON_ENCODER.encode(head), _DSJSON_ENCODER.encode(tail)
+        event = _DSJSON_ENCODER.encode(event_id)
+        end = "" if extra is None else _hidden(extra)
     except (TypeError, ValueError):  # not JSON: dsjson_line says so
         return None
-    line = f'{start[:-1]},"c":{{{",".join(shared)}}},{end[1:]}\n'
-    return LoggedExample("\n".join(lines), line.encode())
+    line = (
+        f'{{"_label_cost":{cost!r},"_label_probability":{ranked[0]},'
+        f'"_label_Action":{chosen + 1},"_labelIndex":{chosen},'
+        f'"Timestamp":"{_timestamp(timestamp)}","Version":"{_DSJSON_VERSION}",'
+        f'"EventId":{event},"a":[{",".join([str(index + 1) for index in ranking])}],'
+        f'"c":{written_json.replace(",}", "}")}]}},"p":[{",".join(ranked)}]{end}}}\n'
+    )
+    return LoggedExample(written_text.replace("\n ", "\n"), line.encode())
+
+
+def _hidden(extra: Mapping[str, Any]) -> str:
+    """Return ``,"_sb":<extra as JSON>``, remembered for extras seen before (hashable)."""
+    try:
+        key: Any = tuple(extra.items())
+        written = _HIDDEN_CACHE.get(key)
+    except TypeError:  # a value that cannot be hashed
+        return f',"{_HIDDEN_KEY}":' + _DSJSON_ENCODER.encode(dict(extra))
+    if written is None:
+        written = f',"{_HIDDEN_KEY}":' + _DSJSON_ENCODER.encode(dict(extra))
+        if len(_HIDDEN_CACHE) >= _CACHE_SIZE:
+            _HIDDEN_CACHE.clear()
+        _HIDDEN_CACHE[key] = written
+    return written
+
+
+def _timestamp(timestamp: datetime) -> str:
+    """Return ``timestamp.astimezone(UTC).strftime(_TIMESTAMP_FORMAT)``, faster."""
+    utc = timestamp.astimezone(UTC)
+    if utc.year < 1000:  # strftime does not pad the year, isoformat does
+        return utc.strftime(_TIMESTAMP_FORMAT)
+    return utc.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def _plain_ids(action_ids: Sequence[str]) -> Sequence[str] | None:
@@ -1179,66 +1290,64 @@ def _plain_ids(action_ids: Sequence[str]) -> Sequence[str] | None:
     return [action_id.translate(_ESCAPES) for action_id in action_ids]
 
 
-def _plain_name(name: object) -> bool:
-    """Whether `name` is written unchanged in VW text and in DSJSON (remembered when so)."""
-    if type(name) is not str or not name or name[0] == "_" or "=" in name:
-        return False
-    if name.translate(_ESCAPES) != name or '"' in name or "\\" in name or not name.isprintable():
-        return False
-    if len(_PLAIN_NAMES) < _PLAIN_NAMES_SIZE:
-        _PLAIN_NAMES.add(name)
-    return True
+def _write(  # noqa: PLR0911, PLR0912  (one flat pass: anything off returns at once)
+    prefix: str, features: Features, text: list[str], dsjson: list[str], rules: FeatureRules
+) -> int | None:
+    """Append `features` to `text` as VW tokens and to `dsjson` as DSJSON members.
 
-
-def _write_namespaces(prefix: str, features: Features, text: list[str], dsjson: list[str]) -> bool:
-    """Append `features` to `text` as VW text and to `dsjson` as DSJSON members.
-
-    Returns False, leaving the lists unfinished, when a name or value is unusual.
+    Every text token starts with one space; every DSJSON member, and every feature in
+    one, ends with a comma (``,}`` is cut once the line is whole). Returns how many
+    numeric tokens were written, or None when a name, a value or a rule is off.
     """
-    plain = _PLAIN_NAMES
+    if len(features) > rules.max_namespaces:
+        return None
+    if not (features.keys() <= rules._namespaces or all(map(rules._namespace, features))):
+        return None
+    names, per_namespace, longest = rules._names, rules.max_features, rules.max_string_length
+    heads = rules._heads.get(prefix)
+    if heads is None:
+        heads = rules._heads[prefix] = {}
+    pairs = rules._pairs
+    token, member = text.append, dsjson.append
+    numeric = 0
     for namespace, values in features.items():
-        if namespace not in plain and not _plain_name(namespace):
-            return False
-        if type(values) is not dict or not (
-            values.keys() <= plain or all(map(_plain_name, values))
-        ):
-            return False
-        tokens = [f" |{prefix}{namespace}"]
-        members: list[str] = []
-        token, member = tokens.append, members.append
-        numeric = 0
+        if type(values) is not dict or len(values) > per_namespace:
+            return None
+        if not (values.keys() <= names or all(map(rules._name, values))):
+            return None
+        head = heads.get(namespace)
+        if head is None:
+            head = heads[namespace] = (f" |{prefix}{namespace}", f'"{prefix}{namespace}":{{')
+        token(head[0])
+        member(head[1])
         for name, value in values.items():
             kind = type(value)
             if kind is str:
-                pair = f"{name}={value}"
-                token(" " + pair)
-                member(f'"{pair}":1')
-            elif kind is float or kind is int:
-                number = f"{value}"
-                member(f'"{name}":{number}')
+                written = pairs.get((name, value))
+                if written is None:
+                    if len(value) > longest or not value.isprintable():
+                        return None
+                    if len(pairs) >= _CACHE_SIZE:
+                        pairs.clear()
+                    pair = f"{name}={value}"
+                    written = pairs[name, value] = (" " + pair, f'"{pair}":1,')
+                token(written[0])
+                member(written[1])
+            elif kind is float:
+                number = repr(value)
+                if number[-1] in "nf":  # nan, inf, -inf
+                    return None
+                member(f'"{name}":{number},')
+                if value:
+                    token(f" {name}:{number}")
+                    numeric += 1
+            elif kind is int and -_LARGEST <= value <= _LARGEST:  # (no bool, no huge int)
+                number = repr(value)
+                member(f'"{name}":{number},')
                 if value:
                     token(f" {name}:{number}")
                     numeric += 1
             else:
-                return False
-        written = "".join(tokens)
-        # What _namespace_text checks, and what JSON would escape: "\\", '"', controls.
-        if (
-            written.count(" ") != len(tokens)
-            or written.count(":") != numeric
-            or written.count("|") != 1
-            or "%" in written
-            or '"' in written
-            or "\\" in written
-            or not written.isprintable()
-        ):
-            return False
-        if numeric and ("nan" in written or "inf" in written) and not _all_finite(values):
-            return False
-        text.append(written)
-        dsjson.append(f'"{prefix}{namespace}":{{{",".join(members)}}}')
-    return True
-
-
-def _all_finite(values: Mapping[str, FeatureValue]) -> bool:
-    return all(isinstance(v, str) or math.isfinite(v) for v in values.values())
+                return None
+        member("},")
+    return numeric

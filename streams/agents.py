@@ -9,15 +9,30 @@ agent / timer      consumes         hands off to
 =================  ===============  ====================================================
 ``context``        ``events``       :class:`streams.context.ContextAggregator`
 ``join-decisions`` ``decisions``    ``streams.join.JoinStore.add_decision``
-``join-rewards``   ``rewards``      ``JoinStore.add_reward`` / ``add_activation``
-``release-due``    (every 0.2 s)    ``JoinStore.claim_due`` -> ``training`` -> ``complete``
-``learner``        ``training``     :class:`streams.learner.Learner`
-``decision-log``   ``training``     :mod:`streams.sink` (the DSJSON decision log)
+``join-rewards``   ``rewards``      :func:`join_rewards_record`: ``JoinStore.add_reward`` /
+                                    ``add_activation`` / ``advance_watermark``
+``release-due``    (every 0.2 s)    :func:`release_due_once`: ``JoinStore.claim_due`` ->
+                                    ``training`` -> ``complete``; then
+                                    :func:`send_watermark_markers`
+``learner``        ``training``     :func:`train_batch`: :class:`streams.learner.Learner`
+                                    and the DSJSON decision log (:mod:`streams.sink`)
 =================  ===============  ====================================================
 
-``learner`` and ``decision-log`` are not Faust agents but batch consumers
-(:class:`streams.batch.BatchConsumer`, each its own consumer group), run as tasks of the
-app: Faust's per-record cost would cap the learner well below its target.
+``learner`` is not a Faust agent but a batch consumer
+(:class:`streams.batch.BatchConsumer`, consumer group ``<app id>-learner``), run as a
+task of the app: Faust's per-record cost would cap the learner well below its target.
+It feeds both the learner and the decision log, so each training record is fetched and
+decoded once (:mod:`streams.training`), and its offsets are committed once both have it.
+
+The join releases a decision only once every ``rewards`` partition has been read past
+its deadline (:mod:`streams.join`, "watermarks"), so a reward that reached the broker in
+time is never taken for late while the worker that owns its partition is dead or the
+group rebalances. Rewards and activations move their partition's watermark as they are
+joined; a partition that gets none is moved on by *watermark markers*: records with an
+empty value and a ``streambandit-watermark`` header holding the time they were sent, that
+``release-due`` appends to the partitions holding back a due decision
+(:meth:`~streams.join.JoinStore.lagging_partitions`), at most every 0.5 s per partition
+and worker. ``join-rewards`` reads a marker as "this partition is read up to that time".
 
 Work that touches Redis is retried (with a growing pause, every failure logged) until it
 succeeds, so a Redis outage stalls an agent instead of losing or double-applying records;
@@ -27,8 +42,9 @@ an agent never crashes on bad input.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, TypeVar
@@ -40,6 +56,7 @@ from bandit.fastpath import FastDecoder
 from bandit.schemas import (
     Activation,
     BehaviourEvent,
+    DeadLetter,
     Decision,
     PolicySettings,
     RewardsRecord,
@@ -50,19 +67,23 @@ from bandit.state import StateStore
 from streams.app import StreamBanditApp
 from streams.batch import BatchConsumer
 from streams.context import ContextAggregator
-from streams.deadletter import DeadLetters, RawRecord, decode_record
+from streams.deadletter import DeadLetters, RawRecord
 from streams.join import JoinStore
-from streams.learner import Learner, TrainingRecord
-from streams.sink import DecisionLogWriter
+from streams.learner import BatchResult, Learner
+from streams.sink import DecisionLogWriter, LogEntry
+from streams.training import TrainingDecoder, TrainingRecord, decode_training
 
 __all__ = [
     "AppServices",
     "PolicySettingsCache",
-    "learn_batch",
+    "join_rewards_record",
     "log_batch",
     "register_agents",
     "release_due_once",
     "retry",
+    "send_watermark_markers",
+    "train_batch",
+    "train_decoded",
 ]
 
 T = TypeVar("T")
@@ -72,15 +93,23 @@ _CONTEXT_BATCH = 500  # most behaviour events the context agent folds in one Red
 _CONTEXT_WITHIN_SECONDS = 0.01
 _RELEASE_LIMIT = 500
 _LEASE_SECONDS = 30.0
+_MARKER_EVERY_SECONDS = 0.5  # least pause between two markers to one partition, per worker
+_MARKER_POLL_SECONDS = 0.02  # how often the timer looks whether its markers were read
 _RETRY_FIRST_PAUSE = 0.05
 _RETRY_MAX_PAUSE = 5.0
 
 _BEHAVIOUR: TypeAdapter[BehaviourEvent] = TypeAdapter(BehaviourEvent)
 _DECISION: FastDecoder[Decision] = FastDecoder(Decision)  # pydantic, after a fast path
 _REWARDS: TypeAdapter[RewardsRecord] = TypeAdapter(RewardsRecord)
-_TRAINING: FastDecoder[TrainingExample] = FastDecoder(TrainingExample)
+
+# Not in __all__ (ruff's order of __all__ and the test's disagree on it), but public: the
+# header of a watermark marker on `rewards`, whose value is the time the marker was sent
+# (seconds since the epoch, ASCII). Such a record has an empty value and no key.
+WATERMARK_HEADER = "streambandit-watermark"
 
 _log = structlog.get_logger("streams.agents")
+
+Decoded = TrainingRecord | DeadLetter
 
 
 async def retry(
@@ -153,11 +182,14 @@ class AppServices:
 
     app: StreamBanditApp
     consumers: dict[str, BatchConsumer] = field(default_factory=dict)
-    """The batch consumers of the ``training`` topic: ``learner`` and ``decision-log``."""
+    """The batch consumer of the ``training`` topic (``learner``: learner and decision log)."""
     _dead_letters: DeadLetters | None = field(default=None, init=False)
     _learner: Learner | None = field(default=None, init=False)
     _policy_settings: PolicySettingsCache | None = field(default=None, init=False)
     _join: JoinStore | None = field(default=None, init=False)
+    markers_sent: dict[int, float] = field(default_factory=dict, init=False)
+    """When this worker last sent a watermark marker to each ``rewards`` partition."""
+    _unexpected_partitions: set[int] = field(default_factory=set, init=False)
 
     @property
     def store(self) -> StateStore:
@@ -195,7 +227,13 @@ class AppServices:
     def join(self) -> JoinStore:
         """The join state."""
         if self._join is None:
-            self._join = JoinStore(self.store, limits=self.app.settings.limits)
+            settings = self.app.settings
+            self._join = JoinStore(
+                self.store,
+                limits=settings.limits,
+                rewards_partitions=settings.kafka.partitions,
+                watermark_slack_seconds=settings.watermark_slack_seconds,
+            )
         return self._join
 
 
@@ -203,9 +241,8 @@ def register_agents(app: StreamBanditApp) -> AppServices:
     """Register every agent and timer on `app`; return the services they share."""
     services = AppServices(app)
     _register_context(app, services)
-    _register_learner(app, services)
+    _register_training(app, services)
     _register_join(app, services)
-    _register_sink(app, services)
     return services
 
 
@@ -234,51 +271,124 @@ async def _decode_all(services: AppServices, adapter: TypeAdapter[T], events: An
     return decoded
 
 
-# -- learner ------------------------------------------------------------------------------
+# -- learner and decision log -----------------------------------------------------------
 
 
-def _register_learner(app: StreamBanditApp, services: AppServices) -> None:
-    # Not a Faust agent: Faust's per-record cost would cap the learner (streams.batch).
-    # Offsets are committed after learn_batch returns, i.e. after the snapshot is saved.
+def _register_training(app: StreamBanditApp, services: AppServices) -> None:
+    """Consume ``training`` once for the learner and the decision log (:func:`train_batch`).
+
+    Not a Faust agent: Faust's per-record cost would cap the learner (:mod:`streams.batch`).
+    Each batch is decoded as soon as it is fetched, large ones in helper processes
+    (:class:`streams.training.TrainingDecoder`), while the previous one is learned.
+    Offsets are committed after the batch is handled, i.e. after the snapshot covering
+    it is saved and it is in the decision log.
+    """
     settings = app.settings.learner
+    writers: list[DecisionLogWriter] = []  # made on the first batch, closed on stop
+    letters = services.dead_letters
+    decoder = TrainingDecoder(
+        letters.limits, letters.max_bytes, processes=settings.decode_processes
+    )
 
     def reload_models() -> None:
         # Another worker may have saved newer models while it owned these partitions.
         services.learner.invalidate()
 
+    async def decode(records: list[RawRecord]) -> list[tuple[RawRecord, Decoded]]:
+        return list(zip(records, await decoder.decode(records), strict=True))
+
+    async def handle(decoded: list[tuple[RawRecord, Decoded]]) -> None:
+        if not writers:
+            writers.append(DecisionLogWriter.from_settings(app.settings.decision_log))
+        await train_decoded(services, writers[0], decoded)
+
+    async def close() -> None:
+        for writer in writers:
+            writer.close()
+        writers.clear()
+        await decoder.close()
+
     consumer = BatchConsumer(
         app,
         app.bandit_topics.training,
         "learner",
-        partial(learn_batch, services),
+        handle,
         max_records=settings.snapshot_every_examples,
         within=settings.snapshot_every_seconds,
         on_assigned=reload_models,
+        on_stop=close,
+        prepare=decode,
+        ahead=max(1, settings.decode_processes),
     )
     services.consumers[consumer.name] = consumer
     app.task(consumer.run)
 
 
-async def learn_batch(services: AppServices, events: Sequence[Any]) -> None:
-    """Decode, learn and snapshot one batch of training records (committed after).
+async def train_batch(
+    services: AppServices, writer: DecisionLogWriter | None, events: Sequence[Any]
+) -> BatchResult:
+    """Decode a batch of training records once; learn and snapshot it; log it (then commit).
 
-    `events` are :class:`~streams.deadletter.RawRecord` s (or Faust events).
+    Each record is decoded once (:func:`streams.training.decode_training`); what does
+    not decode goes to the dead letters. The learner applies the batch and saves the
+    snapshots covering it (retried until Redis takes them), while the decision log
+    appends it (:func:`log_batch`; a batch it still cannot write after five tries is
+    logged as ``decision_log.failed`` and skipped, so a broken disk does not stall the
+    learner). Records the policy cannot learn are dead-lettered with the reason.
+
+    Parameters
+    ----------
+    services
+        The worker's services.
+    writer
+        The decision log; None to keep none.
+    events
+        :class:`~streams.deadletter.RawRecord` s (or Faust events).
+
+    Returns
+    -------
+    BatchResult
+        What the learner did.
     """
-    raw: dict[tuple[int, int], RawRecord] = {}
-    records: list[TrainingRecord] = []
+    letters = services.dead_letters
+    decoded: list[tuple[RawRecord, Decoded]] = []
     for event in events:
         record = event if isinstance(event, RawRecord) else RawRecord.from_event(event)
-        example = await services.dead_letters.decode(_TRAINING, record)
-        if example is not None:
+        outcome = decode_training(record, limits=letters.limits, max_bytes=letters.max_bytes)
+        decoded.append((record, outcome))
+    return await train_decoded(services, writer, decoded)
+
+
+async def train_decoded(
+    services: AppServices,
+    writer: DecisionLogWriter | None,
+    decoded: Sequence[tuple[RawRecord, Decoded]],
+) -> BatchResult:
+    """Learn, snapshot and log a batch decoded already; dead-letter what did not decode.
+
+    Each of `decoded` pairs a record with its :class:`~streams.training.TrainingRecord`
+    or its dead letter; see :func:`train_batch`.
+    """
+    letters = services.dead_letters
+    raw: dict[tuple[int, int], RawRecord] = {}
+    records: list[TrainingRecord] = []
+    for record, outcome in decoded:
+        if isinstance(outcome, TrainingRecord):
             raw[record.partition, record.offset] = record
-            records.append(TrainingRecord(record.partition, record.offset, example))
+            records.append(outcome)
+        else:
+            await letters.send(record, outcome)
     if not records:
-        return
+        return BatchResult()
     learner = services.learner
-    result = await retry("learner.process", partial(learner.process, records))
+    learning = retry("learner.process", partial(learner.process, records))
+    if writer is None:
+        result = await learning
+    else:
+        result, _ = await asyncio.gather(learning, _log_records(services.store, writer, records))
     for rejected, reason in result.rejected:
         letter_of = raw[rejected.partition, rejected.offset]
-        await retry("learner.reject", partial(services.dead_letters.reject, letter_of, reason))
+        await retry("learner.reject", partial(letters.reject, letter_of, reason))
     _log.info(
         "training.learned",
         records=len(records),
@@ -288,6 +398,25 @@ async def learn_batch(services: AppServices, events: Sequence[Any]) -> None:
         rejected=len(result.rejected),
         saved=result.saved,
     )
+    return result
+
+
+async def _log_records(
+    store: StateStore, writer: DecisionLogWriter, records: Sequence[TrainingRecord]
+) -> None:
+    """Append `records` to the decision log; log what cannot be, never raise."""
+    entries: list[LogEntry] = []
+    for record in records:
+        try:
+            entries.append(record.log_entry())
+        except Exception:  # noqa: BLE001  # logged; the other lines are written
+            _log.exception("decision_log.unwritable", event_id=record.event_id)
+    if not entries:
+        return
+    try:
+        await log_batch(store, writer, entries)
+    except Exception:  # noqa: BLE001  # logged; go on with the next batch
+        _log.exception("decision_log.failed", examples=len(entries))
 
 
 # -- join ---------------------------------------------------------------------------------
@@ -313,19 +442,133 @@ def _register_join(app: StreamBanditApp, services: AppServices) -> None:
     @app.agent(topics.rewards, name="join-rewards")
     async def join_rewards(stream):  # type: ignore[no-untyped-def]
         async for event in stream.events():
-            record = await services.dead_letters.decode(_REWARDS, RawRecord.from_event(event))
-            if record is None:
-                continue
-            with structlog.contextvars.bound_contextvars(event_id=record.event_id):
-                if isinstance(record, Activation):
-                    add = partial(services.join.add_activation, record)
-                else:
-                    add = partial(services.join.add_reward, record)
-                await retry("join.add", add)
+            await join_rewards_record(services, event)
 
     @app.timer(interval=_RELEASE_INTERVAL_SECONDS, name="release-due")  # type: ignore[untyped-decorator]
     async def release_due() -> None:
-        await retry("join.release", partial(release_due_once, services), attempts=3)
+        release = partial(release_due_once, services)
+        try:
+            await retry("join.release", release, attempts=3)
+            marked = await retry(
+                "join.markers", partial(send_watermark_markers, services), attempts=3
+            )
+            if marked and await _markers_read(services, marked):
+                await retry("join.release", release, attempts=3)  # what they freed, now
+        except Exception:  # noqa: BLE001  # an error escaping the timer would end it for good
+            _log.exception("join.release_postponed", retry_in=_RELEASE_INTERVAL_SECONDS)
+
+
+async def join_rewards_record(services: AppServices, event: Any) -> None:
+    """Hand one record of ``rewards`` to the join, moving its partition's watermark.
+
+    A reward or an activation is joined, and its partition's watermark moved to the
+    record's timestamp, in one script; a watermark marker moves the watermark to the
+    marker's time; a record that does not decode is dead-lettered, then moves the
+    watermark to its timestamp.
+
+    Parameters
+    ----------
+    services
+        The worker's services.
+    event
+        The Faust event (its message gives partition, timestamp and headers).
+    """
+    message = event.message
+    partition = int(message.partition)
+    join = services.join
+    expected = join.rewards_partitions
+    if (
+        expected is not None
+        and partition >= expected
+        and partition not in services._unexpected_partitions
+    ):
+        services._unexpected_partitions.add(partition)
+        _log.error(
+            "join.partition_unexpected",
+            partition=partition,
+            expected=expected,
+            hint="settings.kafka.partitions must be the rewards topic's partition count",
+        )
+    marker = _watermark_marker(message.headers)
+    if marker is not None:
+        await retry("join.watermark", partial(join.advance_watermark, partition, marker))
+        return
+    stamp = _record_time(message.timestamp)
+    record = await services.dead_letters.decode(_REWARDS, RawRecord.from_event(event))
+    if record is None:
+        if stamp is not None:
+            await retry("join.watermark", partial(join.advance_watermark, partition, stamp))
+        return
+    read: dict[str, Any] = {}
+    if stamp is not None:
+        read = {"partition": partition, "record_time": stamp}
+    with structlog.contextvars.bound_contextvars(event_id=record.event_id):
+        if isinstance(record, Activation):
+            add = partial(join.add_activation, record, **read)
+        else:
+            add = partial(join.add_reward, record, **read)
+        await retry("join.add", add)
+
+
+def _watermark_marker(headers: Any) -> float | None:
+    """Return the time of a watermark marker, or None for any other record."""
+    if not headers:
+        return None
+    items = headers.items() if isinstance(headers, Mapping) else headers
+    for name, value in items:
+        if name == WATERMARK_HEADER:
+            try:
+                marker = float(value.decode() if isinstance(value, bytes | bytearray) else value)
+            except (TypeError, ValueError, UnicodeDecodeError):
+                return None  # not ours after all: decoded, hence dead-lettered
+            return marker if math.isfinite(marker) else None
+    return None
+
+
+def _record_time(timestamp: Any) -> float | None:
+    """Return a record's Kafka timestamp in seconds, or None when it has none."""
+    if timestamp is None:
+        return None
+    stamp = float(timestamp)
+    return stamp if math.isfinite(stamp) and stamp > 0 else None
+
+
+async def _markers_read(services: AppServices, partitions: Sequence[int]) -> bool:
+    """Wait (less than a release interval) until none of `partitions` lags; return if so."""
+    loop = asyncio.get_running_loop()
+    until = loop.time() + _RELEASE_INTERVAL_SECONDS
+    while loop.time() < until:
+        await asyncio.sleep(_MARKER_POLL_SECONDS)
+        lagging = await services.join.lagging_partitions()
+        if not set(partitions).intersection(lagging):
+            return True
+    return False
+
+
+async def send_watermark_markers(services: AppServices) -> list[int]:
+    """Append a watermark marker to each ``rewards`` partition that holds back a due decision.
+
+    A partition gets at most one marker every 0.5 s from this worker. The marker's time
+    is taken before it is sent, so everything appended to the partition before that
+    time precedes it; once ``join-rewards`` has read it, the partition is read up to
+    that time. Returns the partitions sent a marker, after the broker has them.
+    """
+    lagging = await services.join.lagging_partitions()  # by Redis's clock
+    sent_at = services.markers_sent
+    stamp = time.time()
+    chosen = [p for p in lagging if stamp - sent_at.get(p, -math.inf) >= _MARKER_EVERY_SECONDS]
+    if not chosen:
+        return []
+    rewards = services.app.bandit_topics.rewards
+    headers = [(WATERMARK_HEADER, repr(stamp).encode())]
+    pending = [
+        await rewards.send(key=None, value=b"", partition=partition, headers=headers)
+        for partition in chosen
+    ]
+    await asyncio.gather(*pending)  # the broker has every marker
+    for partition in chosen:
+        sent_at[partition] = stamp
+    return chosen
 
 
 async def release_due_once(services: AppServices, *, limit: int = _RELEASE_LIMIT) -> int:
@@ -366,53 +609,10 @@ async def release_due_once(services: AppServices, *, limit: int = _RELEASE_LIMIT
 # -- decision log -------------------------------------------------------------------------
 
 
-def _register_sink(app: StreamBanditApp, services: AppServices) -> None:
-    """Log every training example to the DSJSON decision log (:mod:`streams.sink`).
-
-    The writer does blocking file I/O, so it runs in a thread, one batch at a time. A
-    batch that still fails after five tries is logged (``decision_log.failed``, with
-    its size) and skipped, so a broken disk does not stall the learner's commits.
-    """
-    # A batch consumer, not a Faust agent, like the learner (streams.batch).
-    settings = app.settings.learner
-    writers: list[DecisionLogWriter] = []  # made on the first batch, closed on stop
-
-    async def decision_log(records: Sequence[RawRecord]) -> None:
-        if not writers:
-            writers.append(DecisionLogWriter.from_settings(app.settings.decision_log))
-        # The learner dead-letters what does not decode; the log skips it.
-        examples: list[TrainingExample] = []
-        for record in records:
-            example = decode_record(_TRAINING, record)
-            if isinstance(example, TrainingExample):
-                examples.append(example)
-        if not examples:
-            return
-        try:
-            await log_batch(services.store, writers[0], examples)
-        except Exception:  # noqa: BLE001  # logged; go on with the next batch
-            _log.exception("decision_log.failed", examples=len(examples))
-
-    def close() -> None:
-        for writer in writers:
-            writer.close()
-        writers.clear()
-
-    consumer = BatchConsumer(
-        app,
-        app.bandit_topics.training,
-        "decision-log",
-        decision_log,
-        max_records=settings.snapshot_every_examples,
-        within=settings.snapshot_every_seconds,
-        on_stop=close,
-    )
-    services.consumers[consumer.name] = consumer
-    app.task(consumer.run)
-
-
 async def log_batch(
-    store: StateStore, writer: DecisionLogWriter, examples: Sequence[TrainingExample]
+    store: StateStore,
+    writer: DecisionLogWriter,
+    examples: Sequence[TrainingExample | LogEntry],
 ) -> int:
     """Append the examples no decision log holds yet, then record them; return lines written.
 
@@ -429,10 +629,11 @@ async def log_batch(
     Exception
         The last error when the batch could not be written after five tries.
     """
+    entries = [e if isinstance(e, LogEntry) else LogEntry.of(e) for e in examples]
     learnable: dict[str, list[str]] = {}
-    for example in examples:
-        if example.decision.learn:
-            learnable.setdefault(example.decision.policy, []).append(example.event_id)
+    for entry in entries:
+        if entry.learn:
+            learnable.setdefault(entry.policy, []).append(entry.event_id)
     seen: set[tuple[str, str]] = set()
     try:
         for policy, ids in learnable.items():
@@ -443,14 +644,14 @@ async def log_batch(
     except Exception:  # noqa: BLE001  # logged; write the whole batch rather than lose lines
         _log.exception("decision_log.lookup_failed", examples=len(examples))
         seen.clear()
-    fresh = [e for e in examples if (e.decision.policy, e.event_id) not in seen]
+    fresh = [e for e in entries if (e.policy, e.event_id) not in seen] if seen else entries
     if seen:
         _log.info("decision_log.already_logged", examples=len(seen))
     written = await retry(
         "decision_log.write", partial(asyncio.to_thread, writer.write, fresh), attempts=5
     )
     for policy, ids in learnable.items():
-        new_ids = [event_id for event_id in ids if (policy, event_id) not in seen]
+        new_ids = [event_id for event_id in ids if (policy, event_id) not in seen] if seen else ids
         try:
             await retry(
                 "decision_log.record", partial(store.mark_logged, policy, new_ids), attempts=3

@@ -10,9 +10,12 @@ more). The ``training`` topic is therefore read by :class:`BatchConsumer`: an
 that fetches records in batches (about 12 µs a record) and hands each batch to a
 coroutine.
 
-Each consumer has a consumer group of its own (``<app id>-<name>``), so the learner and
-the decision log each see every record, as two Faust agents did. The guarantees are the
-agents' ones:
+Each consumer has a consumer group of its own (``<app id>-<name>``). A consumer may
+*prepare* each batch (the worker's training consumer decodes it, in helper processes
+when it is large: :class:`streams.training.TrainingDecoder`) as soon as the batch is
+fetched: it then fetches and prepares up to ``ahead`` batches while the current one is
+handled, so the two overlap; batches are still handled, and committed, one at a time
+and in order. The guarantees are the agents' ones:
 
 - at least once: a batch's offsets are committed only after its handler returned (for
   the learner: after the snapshot covering it is in Redis); a handler that raises
@@ -20,7 +23,9 @@ agents' ones:
 - partition changes: ``on_assigned`` is called with the partitions assigned after
   every rebalance (the learner forgets its policies and reloads them from Redis); a
   commit refused because the group rebalanced meanwhile is logged and skipped, the
-  records go to the new owner, which skips what the saved snapshots cover;
+  records go to the new owner, which skips what the saved snapshots cover (so do
+  batches fetched ahead of a rebalance: they are handled, and only the partitions still
+  assigned are committed);
 - the fetch wait is ``settings.kafka.fetch_max_wait_ms`` and the group timeouts those of
   ``settings.kafka``, as for the Faust consumer.
 """
@@ -30,7 +35,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,7 +49,9 @@ __all__ = ["BatchConsumer"]
 
 _log = structlog.get_logger("streams.batch")
 
-Handler = Callable[[Sequence[RawRecord]], Awaitable[None]]
+Handler = Callable[[Any], Awaitable[Any]]
+
+_PARTITION_FETCH_BYTES = 8 * 1024 * 1024  # most bytes one fetch takes from a partition
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -82,13 +89,19 @@ class BatchConsumer:
     name
         Names the consumer group (``<app id>-<name>``) and the log lines.
     handle
-        Coroutine function taking the batch's :class:`~streams.deadletter.RawRecord` s.
+        Coroutine function taking the batch's :class:`~streams.deadletter.RawRecord` s
+        (or, with `prepare`, what `prepare` made of them).
     max_records, within
         Batch size and time limits.
     on_assigned
         Called after every rebalance, once partitions are assigned.
     on_stop
-        Called when the consumer stops.
+        Called when the consumer stops (a coroutine function may be given).
+    prepare
+        Coroutine function started on each batch's records as soon as they are
+        fetched; `handle` gets its result.
+    ahead
+        Most batches fetched (and being prepared) while one is handled.
     """
 
     app: Any
@@ -98,7 +111,9 @@ class BatchConsumer:
     max_records: int
     within: float
     on_assigned: Callable[[], None] | None = None
-    on_stop: Callable[[], None] | None = None
+    on_stop: Callable[[], Any] | None = None
+    prepare: Callable[[list[RawRecord]], Awaitable[Any]] | None = None
+    ahead: int = 1
     _handed_off: float = field(default=-math.inf, init=False, repr=False)
 
     @property
@@ -117,6 +132,8 @@ class BatchConsumer:
             auto_offset_reset="earliest",
             fetch_max_wait_ms=kafka.fetch_max_wait_ms,
             max_poll_records=self.max_records,
+            # A whole batch from one partition (a policy's) in one fetch, not 1 MiB ones.
+            max_partition_fetch_bytes=_PARTITION_FETCH_BYTES,
             session_timeout_ms=session_ms,
             heartbeat_interval_ms=int(kafka.heartbeat_seconds * 1000),
             rebalance_timeout_ms=max(2 * session_ms, 10_000),
@@ -146,19 +163,47 @@ class BatchConsumer:
         consumer.subscribe([name], listener=_Listener(self.name, self.on_assigned))
         await consumer.start()
         _log.info("consumer.started", consumer=self.name, topic=name, group=self.group_id)
+        fetched: asyncio.Queue[tuple[list[Any], asyncio.Future[Any]]] = asyncio.Queue(
+            max(self.ahead, 1)
+        )
+        fetching = asyncio.create_task(self._fetch(consumer, fetched))
         try:
             while True:
-                batch = await self._take(consumer)
-                if not batch:
-                    continue
-                await self.handle([_raw(record) for record in batch])
+                batch, prepared = await _next(fetched, fetching)
+                await self.handle(await prepared)
                 await self._commit(consumer, batch)
         finally:
+            fetching.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await fetching
+            while not fetched.empty():
+                fetched.get_nowait()[1].cancel()
             with contextlib.suppress(KafkaError, OSError, asyncio.TimeoutError):
                 await consumer.stop()
             if self.on_stop is not None:
-                self.on_stop()
+                stopped = self.on_stop()
+                if asyncio.iscoroutine(stopped):
+                    await stopped
             _log.info("consumer.stopped", consumer=self.name)
+
+    async def _fetch(
+        self,
+        consumer: AIOKafkaConsumer,
+        fetched: asyncio.Queue[tuple[list[Any], asyncio.Future[Any]]],
+    ) -> None:
+        """Take batches and start preparing them, up to `ahead` before they are handled."""
+        while True:
+            batch = await self._take(consumer)
+            if not batch:
+                continue
+            records = [_raw(record) for record in batch]
+            prepared: asyncio.Future[Any]
+            if self.prepare is None:
+                prepared = asyncio.get_running_loop().create_future()
+                prepared.set_result(records)
+            else:
+                prepared = asyncio.ensure_future(self.prepare(records))
+            await fetched.put((batch, prepared))
 
     async def _take(self, consumer: AIOKafkaConsumer) -> list[Any]:
         """Up to `max_records` records, handed off at most once every `within` seconds.
@@ -203,6 +248,25 @@ class BatchConsumer:
             # skips what the saved snapshots cover.
             reason = f"{type(exc).__name__}: {exc}"
             _log.warning("commit.skipped", consumer=self.name, reason=reason)
+
+
+async def _next(
+    fetched: asyncio.Queue[tuple[list[Any], asyncio.Future[Any]]], fetching: asyncio.Task[None]
+) -> tuple[list[Any], asyncio.Future[Any]]:
+    """Return the next batch fetched; raise what stopped the fetching task, if it stopped."""
+    if not fetched.empty():
+        return fetched.get_nowait()
+    getting = asyncio.ensure_future(fetched.get())
+    try:
+        await asyncio.wait({getting, fetching}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if not getting.done():
+            getting.cancel()
+    if getting.done() and not getting.cancelled():
+        return getting.result()
+    fetching.result()  # raises what stopped it
+    msg = "the batch consumer's fetching task ended"
+    raise RuntimeError(msg)
 
 
 def _raw(record: Any) -> RawRecord:

@@ -1,22 +1,65 @@
 """The decision-reward join: decisions wait in Redis for their rewards, then leave once.
 
-Plain async functions over Redis that the join agent calls; nothing here knows Kafka.
-A decision waits for the policy's reward wait time; rewards (and, for deferred
-decisions, the activation) that reach the join meanwhile are kept with it. Once the
-wait is over, :meth:`JoinStore.claim_due` hands out a :class:`Joined`: a
-:class:`~bandit.schemas.TrainingExample` with the aggregated reward (or the policy's
-default reward, flagged), or the reason the decision is dropped. The agent produces
-it, then calls :meth:`JoinStore.complete`.
+Plain async functions over Redis that the join agent calls; nothing here knows Kafka
+beyond partition numbers and record timestamps. A decision waits for the policy's
+reward wait time; rewards (and, for deferred decisions, the activation) that reach the
+join meanwhile are kept with it. Once the wait is over and every partition of
+``rewards`` has been read past it (the watermarks below), :meth:`JoinStore.claim_due`
+hands out a :class:`Joined`: a :class:`~bandit.schemas.TrainingExample` with the
+aggregated reward (or the policy's default reward, flagged), or the reason the decision
+is dropped. The agent produces it, then calls :meth:`JoinStore.complete`.
 
 Semantics
 ---------
 reward window
     Anchored at the decision's ``occurred_at`` (when the API decided, as in
-    Personalizer's Rank call), not at its arrival here: the event is due at
+    Personalizer's Rank call), not at its arrival here: the event's *deadline* is
     ``occurred_at + reward_wait_seconds`` whatever the consumer lag, so a re-delivered
-    or replayed decision gets the same due time and the same training example. Every
+    or replayed decision gets the same deadline and the same training example. Every
     reward that reaches the join before the event is *claimed* is aggregated; from
     the first claim on the event is frozen and later rewards are late.
+watermarks
+    "Late" means late: a reward appended to the ``rewards`` topic before its event's
+    deadline is joined, never counted late, however far behind the consumer of its
+    partition is (a worker killed with ``kill -9``, a rebalance). The join keeps a
+    *watermark* per ``rewards`` partition: a time ``W[p]`` such that every record
+    appended to partition ``p`` before ``W[p]`` has been handled (its effect is in
+    Redis). With ``rewards_partitions`` set, an event is claimed only when
+
+        deadline <= min(now, min over every partition p of W[p] - slack)
+
+    (its lease expiry in place of the deadline once it was handed out), and nothing is
+    claimed while a partition has no watermark yet. Watermarks only move forward, by
+    two means:
+
+    - every reward or activation handled moves its partition's watermark to the
+      record's Kafka timestamp, in the same script as the record's effect, so a
+      watermark never runs ahead of the state. A producer stamps a record before the
+      broker appends it, so whatever was appended before that time precedes the
+      record in its partition and was handled before it;
+    - an idle partition gets no records, so its watermark would stop. When a due
+      event is held back, :meth:`JoinStore.lagging_partitions` names the partitions
+      behind, and the agent appends a *watermark marker* to each: a record carrying
+      the time it was sent. Whatever was appended to the partition before that time
+      precedes the marker, so once the marker is read the agent moves the watermark
+      to its time (:meth:`JoinStore.advance_watermark`; records it cannot decode move
+      it the same way, to their timestamp).
+
+    ``slack`` (``settings.watermark_slack_seconds``) is how late after its timestamp a
+    record may still reach the broker: the producer's batching (the API may answer a
+    reward once it is queued, before the broker has it), and how far the clocks that
+    stamp decisions, rewards and markers (API and worker hosts) disagree. Within it, a
+    reward the API accepted before the deadline is joined. A time ahead of the Redis
+    server's clock counts as that clock, so a host whose clock runs ahead
+    spoils at most the moment its record is read, not the watermark from then on.
+    Watermarks never rely on a partition's end offset (the local broker's ListOffsets
+    can be short). The minimum is over every partition, not the event's own, because
+    the join in Redis does not need a reward on its decision's partition (a reward
+    from an app with another partitioner still joins). The price: while a partition
+    is read by nobody (its worker dead, the group rebalancing) nothing is released;
+    releases are delayed, never lost and never wrong. Without ``rewards_partitions``
+    only the clock decides, for callers that hand every reward over before they claim
+    (tests, replays).
 aggregation
     By the policy's ``reward_aggregation`` as it was when the decision arrived:
     ``sum`` (exact, :func:`math.fsum`), ``earliest`` (smallest reward ``occurred_at``,
@@ -30,16 +73,20 @@ early rewards
     :attr:`JoinStore.ORPHANS` (``rewards_orphaned``, ``activations_orphaned``,
     ``rewards_duplicate``), since a reward does not name its policy.
 late rewards
-    A reward for an event that is claimed, joined or dropped is counted
+    A new reward for an event that is claimed, joined or dropped is counted
     (``rewards_late``) and neither stored nor learned; so is a late activation
-    (``activations_late``). The done marker that recognises them lives
-    ``max(done_ttl_seconds, 2 * reward_wait_seconds)``; after that a reward for the
-    event is treated as an orphan.
+    (``activations_late``). By the watermark rule, only a reward appended to ``rewards``
+    after its deadline (give or take the slack) can be late. The done marker that
+    recognises late rewards lives ``max(done_ttl_seconds, 2 * reward_wait_seconds)``;
+    after that a reward for the event is treated as an orphan.
 duplicates
     A decision whose event id is pending or done, and a reward whose ``reward_id`` was
     already kept for its event, change nothing and are counted
     (``decisions_duplicate``, ``rewards_duplicate``); the first value of a reward id
-    wins. A duplicate that arrives after the event is done is counted as late.
+    wins. So does a copy of a reward or activation read again after the event is
+    claimed or done (a redelivery after a crash): the event, then its done marker,
+    keeps the fields it has seen, so each reward id is counted once, as joined
+    (``rewards``) or late (``rewards_late``), and every copy as a duplicate.
 deferred decisions
     Learned only if activated before the event is claimed; otherwise dropped
     (``dropped_unactivated``) with their rewards.
@@ -52,9 +99,9 @@ at-least-once
     :meth:`JoinStore.claim_due` moves each due event's score to ``now + lease`` in the
     same script that reads it, so a worker that crashes before :meth:`JoinStore.complete`
     loses nothing: the event is handed out again, identical, once the lease is over
-    (the learner dedupes by event id). :meth:`JoinStore.complete` is idempotent and
-    counts ``joined``, ``default_rewards``, ``dropped_unactivated`` and
-    ``dropped_invalid`` once per event.
+    and the watermarks have passed it (the learner dedupes by event id).
+    :meth:`JoinStore.complete` is idempotent and counts ``joined``, ``default_rewards``,
+    ``dropped_unactivated`` and ``dropped_invalid`` once per event.
 time
     Every method takes ``now`` (seconds since the epoch). When it is omitted the Redis
     server's clock is read inside the script, so all workers share one clock. Tests
@@ -70,7 +117,11 @@ Under the state's prefix (``sb`` by default)::
     sb:join:due                sorted set: event id -> due time, or lease expiry while
                                claimed; only events whose decision arrived
     sb:join:orphans            sorted set: event id -> when its early rewards expire
-    sb:join:done:{event_id}    string: the policy name; TTL max(done_ttl, 2 x wait)
+    sb:join:done:{event_id}    string: the policy name, then the fields seen
+                               (r:{reward_id}..., activated, late:r:{reward_id}...),
+                               space-separated; TTL max(done_ttl, 2 x wait)
+    sb:join:watermarks         hash: rewards partition -> its watermark (seconds since
+                               the epoch)
     sb:counters:{policy}       the counters (StateStore.counters reads them)
 
 Fields of an event hash: ``decision`` (Decision JSON), ``policy``, ``aggregation``,
@@ -78,10 +129,12 @@ Fields of an event hash: ``decision`` (Decision JSON), ``policy``, ``aggregation
 ``done_ttl`` (seconds), ``claimed`` (``1`` once handed out), ``seq`` (arrival
 counter), ``r:{reward_id}`` (``"{seq} {occurred_at in µs} {reward!r}"`` per reward),
 ``reward_count``, ``reward_duplicates``, ``activated``, ``activation_count``,
-``activation_duplicates``.
+``activation_duplicates``, and ``late:{field}`` for a reward or activation that came
+while the event was claimed.
 
 Every record costs O(1) commands (O(log n) on the sorted sets); ``claim_due`` works
-in batches of ``limit``. Each change of state is one Lua script, so it is atomic, and
+in batches of ``limit`` and, like ``lagging_partitions``, reads one watermark per
+``rewards`` partition. Each change of state is one Lua script, so it is atomic, and
 its counters are added by the same script: a worker killed at any point neither loses
 nor doubles a count. The scripts build per-event and per-policy keys from the prefix:
 this needs a single Redis (or a cluster whose prefix is one hash tag), like the rest of
@@ -182,49 +235,117 @@ return {'pending', rewards, reward_dups, activations, activation_dups}
 """
 )
 
-# KEYS: event hash, done marker, orphan set
+# Watermarks only move forward, and never past the clock (`now`): a host whose clock runs
+# ahead must not leave a watermark in the future.
+_WATERMARK = """
+local function advance(key, partition, time)
+  local current = redis.call('HGET', key, partition)
+  if not current or tonumber(current) < time then
+    redis.call('HSET', key, partition, string.format('%.17g', time))
+  end
+end
+"""
+
+# KEYS: event hash, done marker, orphan set, watermarks
 # ARGV: event id, field, value, now, orphan ttl, backstop ttl, count field, duplicates field,
-#       counters key prefix, counter name ('rewards' / 'activations')
+#       counters key prefix, counter name ('rewards' / 'activations'),
+#       rewards partition and record time ('' and '' when not read from Kafka)
 # Early records are counted when their decision arrives or when they expire: until then
-# their policy is unknown.
+# their policy is unknown. Whatever the outcome, the record is handled: its partition's
+# watermark moves to its time in the same script.
 _ADD_RECORD = (
     _CLOCK
     + _COUNT
+    + _WATERMARK
     + """
-local counters = ARGV[9]
-local done = redis.call('GET', KEYS[2])
-if done then
-  count(counters .. done, ARGV[10] .. '_late', 1)
-  return {'late', done}
-end
-local policy = redis.call('HGET', KEYS[1], 'policy')
-if policy and redis.call('HEXISTS', KEYS[1], 'claimed') == 1 then
-  count(counters .. policy, ARGV[10] .. '_late', 1)
-  return {'late', policy}
-end
-if redis.call('HEXISTS', KEYS[1], ARGV[2]) == 1 then
-  if policy then
-    count(counters .. policy, ARGV[10] .. '_duplicate', 1)
-    return {'duplicate', policy}
+local function add()
+  local counters = ARGV[9]
+  local done = redis.call('GET', KEYS[2])
+  if done then
+    -- The done marker: the policy, then the fields seen (joined, or late:...), each
+    -- after a space. A field seen before is a copy; a new one is late, once.
+    local policy, seen = string.match(done, '^(%S+)(.*)$')
+    seen = seen .. ' '
+    if string.find(seen, ' ' .. ARGV[2] .. ' ', 1, true)
+        or string.find(seen, ' late:' .. ARGV[2] .. ' ', 1, true) then
+      count(counters .. policy, ARGV[10] .. '_duplicate', 1)
+      return {'duplicate', policy}
+    end
+    redis.call('SET', KEYS[2], done .. ' late:' .. ARGV[2], 'KEEPTTL')
+    count(counters .. policy, ARGV[10] .. '_late', 1)
+    return {'late', policy}
   end
-  redis.call('HINCRBY', KEYS[1], ARGV[8], 1)
-  return {'duplicate'}
+  local policy = redis.call('HGET', KEYS[1], 'policy')
+  if redis.call('HEXISTS', KEYS[1], ARGV[2]) == 1 then
+    if policy then
+      count(counters .. policy, ARGV[10] .. '_duplicate', 1)
+      return {'duplicate', policy}
+    end
+    redis.call('HINCRBY', KEYS[1], ARGV[8], 1)
+    return {'duplicate'}
+  end
+  if policy and redis.call('HEXISTS', KEYS[1], 'claimed') == 1 then
+    if redis.call('HSETNX', KEYS[1], 'late:' .. ARGV[2], '1') == 0 then
+      count(counters .. policy, ARGV[10] .. '_duplicate', 1)
+      return {'duplicate', policy}
+    end
+    count(counters .. policy, ARGV[10] .. '_late', 1)
+    return {'late', policy}
+  end
+  local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
+  redis.call('HSET', KEYS[1], ARGV[2], seq .. ' ' .. ARGV[3])
+  redis.call('HINCRBY', KEYS[1], ARGV[7], 1)
+  if policy then
+    count(counters .. policy, ARGV[10], 1)
+    return {'pending', policy}
+  end
+  redis.call('ZADD', KEYS[3], 'NX', clock(ARGV[4]) + tonumber(ARGV[5]), ARGV[1])
+  redis.call('EXPIRE', KEYS[1], ARGV[6])
+  return {'early'}
 end
-local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
-redis.call('HSET', KEYS[1], ARGV[2], seq .. ' ' .. ARGV[3])
-redis.call('HINCRBY', KEYS[1], ARGV[7], 1)
-if policy then
-  count(counters .. policy, ARGV[10], 1)
-  return {'pending', policy}
+local reply = add()
+if ARGV[11] ~= '' then
+  advance(KEYS[4], ARGV[11], math.min(tonumber(ARGV[12]), clock(ARGV[4])))
 end
-redis.call('ZADD', KEYS[3], 'NX', clock(ARGV[4]) + tonumber(ARGV[5]), ARGV[1])
-redis.call('EXPIRE', KEYS[1], ARGV[6])
-return {'early'}
+return reply
 """
 )
 
-# KEYS: due set, orphan set, the orphans' counters
-# ARGV: now, limit, lease seconds, event key prefix
+# KEYS: watermarks
+# ARGV: rewards partition, time, now
+_ADVANCE = (
+    _CLOCK
+    + _WATERMARK
+    + """
+advance(KEYS[1], ARGV[1], math.min(tonumber(ARGV[2]), clock(ARGV[3])))
+return redis.call('HGET', KEYS[1], ARGV[1])
+"""
+)
+
+# KEYS: due set, watermarks
+# ARGV: now, rewards partitions, slack
+# Returns the partitions whose watermark holds back the oldest due event.
+_LAGGING = (
+    _CLOCK
+    + """
+local slack = tonumber(ARGV[3])
+local oldest = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', clock(ARGV[1]) - slack,
+                          'LIMIT', 0, 1, 'WITHSCORES')
+local lagging = {}
+if #oldest == 0 then return lagging end
+local due = tonumber(oldest[2])
+local fields = {}
+for p = 0, tonumber(ARGV[2]) - 1 do fields[#fields + 1] = tostring(p) end
+for i, mark in ipairs(redis.call('HMGET', KEYS[2], unpack(fields))) do
+  if not mark or tonumber(mark) - slack < due then lagging[#lagging + 1] = i - 1 end
+end
+return lagging
+"""
+)
+
+# KEYS: due set, orphan set, the orphans' counters, watermarks
+# ARGV: now, limit, lease seconds, event key prefix,
+#       rewards partitions ('' to go by the clock alone), slack
 # Returns {orphan totals, claimed {id, hgetall}..., count of due ids without state}.
 _CLAIM = (
     _CLOCK
@@ -233,6 +354,19 @@ _CLAIM = (
 local now = clock(ARGV[1])
 local limit = tonumber(ARGV[2])
 local prefix = ARGV[4]
+-- Events are claimed up to the clock, and no further than every rewards partition is read.
+local horizon = now
+if ARGV[5] ~= '' then
+  local fields = {}
+  for p = 0, tonumber(ARGV[5]) - 1 do fields[#fields + 1] = tostring(p) end
+  for _, mark in ipairs(redis.call('HMGET', KEYS[4], unpack(fields))) do
+    if not mark then
+      horizon = nil
+      break
+    end
+    horizon = math.min(horizon, tonumber(mark) - tonumber(ARGV[6]))
+  end
+end
 local totals = {0, 0, 0, 0}
 local names = {'reward_count', 'reward_duplicates', 'activation_count', 'activation_duplicates'}
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, limit)) do
@@ -246,7 +380,11 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0
 end
 local claimed = {}
 local lost = 0
-for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, limit)) do
+local due = {}
+if horizon then
+  due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', horizon, 'LIMIT', 0, limit)
+end
+for _, id in ipairs(due) do
   local key = prefix .. id
   if redis.call('HEXISTS', key, 'decision') == 1 then
     redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), id)
@@ -279,8 +417,19 @@ for i = 4, #ARGV, 3 do
   if redis.call('ZREM', KEYS[1], id) == 1 then
     local key = ARGV[1] .. id
     local fields = redis.call('HMGET', key, 'policy', 'done_ttl')
+    if fields[1] then
+      -- Keep the fields seen (joined, or late while claimed), so that a redelivered
+      -- copy is known for a duplicate.
+      local marker = {fields[1]}
+      for _, name in ipairs(redis.call('HKEYS', key)) do
+        local kind = string.sub(name, 1, 2)
+        if kind == 'r:' or name == 'activated' or string.sub(name, 1, 5) == 'late:' then
+          marker[#marker + 1] = name
+        end
+      end
+      redis.call('SET', ARGV[2] .. id, table.concat(marker, ' '), 'EX', fields[2])
+    end
     redis.call('DEL', key)
-    if fields[1] then redis.call('SET', ARGV[2] .. id, fields[1], 'EX', fields[2]) end
     for name in string.gmatch(ARGV[i + 2], '[^,]+') do
       count(ARGV[3] .. ARGV[i + 1], name, 1)
     end
@@ -343,11 +492,19 @@ class JoinStore:
     limits
         The limits decisions were validated with (``settings.limits``); stored
         decisions are read back with them.
+    rewards_partitions
+        How many partitions the ``rewards`` topic has (``settings.kafka.partitions``):
+        events are claimed only once each of them is read past their deadline (see
+        "watermarks" above). None claims by the clock alone.
+    watermark_slack_seconds
+        How late after its timestamp a record may still reach the broker
+        (``settings.watermark_slack_seconds``); unused without `rewards_partitions`.
 
     Raises
     ------
     ValueError
-        If a TTL is not a finite number > 0.
+        If a TTL is not a finite number > 0, `rewards_partitions` not None or >= 1,
+        or `watermark_slack_seconds` not a finite number >= 0.
     """
 
     ORPHANS: ClassVar[str] = "_orphans"
@@ -361,6 +518,8 @@ class JoinStore:
         orphan_ttl_seconds: float = 3600.0,
         done_ttl_seconds: float = 86_400.0,
         limits: Limits | None = None,
+        rewards_partitions: int | None = None,
+        watermark_slack_seconds: float = 0.1,
     ) -> None:
         for name, value in (
             ("orphan_ttl_seconds", orphan_ttl_seconds),
@@ -369,13 +528,26 @@ class JoinStore:
             if not (math.isfinite(value) and value > 0):
                 msg = f"`{name}` must be a finite number > 0, got {value!r}"
                 raise ValueError(msg)
+        if rewards_partitions is not None and not (
+            isinstance(rewards_partitions, int) and rewards_partitions >= 1
+        ):
+            msg = f"`rewards_partitions` must be None or an int >= 1, got {rewards_partitions!r}"
+            raise ValueError(msg)
+        slack = watermark_slack_seconds
+        if not (math.isfinite(slack) and slack >= 0):
+            msg = f"`watermark_slack_seconds` must be a finite number >= 0, got {slack!r}"
+            raise ValueError(msg)
         self.state = state
         self.orphan_ttl_seconds = orphan_ttl_seconds
         self.done_ttl_seconds = done_ttl_seconds
         self.limits = limits if limits is not None else Limits()
+        self.rewards_partitions = rewards_partitions
+        self.watermark_slack_seconds = watermark_slack_seconds
         redis = state.redis
         self._add_decision = redis.register_script(_ADD_DECISION)
         self._add_record = redis.register_script(_ADD_RECORD)
+        self._advance = redis.register_script(_ADVANCE)
+        self._lagging = redis.register_script(_LAGGING)
         self._claim = redis.register_script(_CLAIM)
         self._complete = redis.register_script(_COMPLETE)
 
@@ -398,6 +570,11 @@ class JoinStore:
     def orphans_key(self) -> str:
         """The key of the sorted set of early rewards' expiry times."""
         return self.state.key("join", "orphans")
+
+    @property
+    def watermarks_key(self) -> str:
+        """The key of the hash of the ``rewards`` partitions' watermarks."""
+        return self.state.key("join", "watermarks")
 
     # -- records -------------------------------------------------------------------------
 
@@ -459,7 +636,14 @@ class JoinStore:
             return "not_learned"
         return "pending"
 
-    async def add_reward(self, record: RewardReported, now: float | None = None) -> RecordOutcome:
+    async def add_reward(
+        self,
+        record: RewardReported,
+        now: float | None = None,
+        *,
+        partition: int | None = None,
+        record_time: float | None = None,
+    ) -> RecordOutcome:
         """Keep a reward for its decision, once per ``reward_id``.
 
         Parameters
@@ -469,18 +653,39 @@ class JoinStore:
         now
             The current time (seconds since the epoch); the Redis server's when omitted.
             It sets when an early reward expires.
+        partition, record_time
+            Where the record was read: its ``rewards`` partition and Kafka timestamp
+            (seconds since the epoch). Given (both or neither), the partition's
+            watermark moves to `record_time` (at most `now`) in the same script,
+            whatever the outcome.
 
         Returns
         -------
         str
             ``"pending"`` (kept with its decision), ``"early"`` (kept until the decision
-            arrives), ``"duplicate"`` (reward id already kept: nothing changed) or
-            ``"late"`` (the event is claimed or done: counted, not learned).
+            arrives), ``"duplicate"`` (reward id already seen, kept or late: nothing
+            changed) or ``"late"`` (a new reward id for an event claimed or done:
+            counted, not learned).
+
+        Raises
+        ------
+        ValueError
+            If only one of `partition` and `record_time` is given, `partition` is < 0
+            or a time is not finite.
         """
         value = f"{_microseconds(record.occurred_at)} {record.reward!r}"
-        return await self._add(record.event_id, f"r:{record.reward_id}", value, "reward", now=now)
+        field = f"r:{record.reward_id}"
+        read = _read_at(partition, record_time)
+        return await self._add(record.event_id, field, value, "reward", now=now, read=read)
 
-    async def add_activation(self, record: Activation, now: float | None = None) -> RecordOutcome:
+    async def add_activation(
+        self,
+        record: Activation,
+        now: float | None = None,
+        *,
+        partition: int | None = None,
+        record_time: float | None = None,
+    ) -> RecordOutcome:
         """Mark a deferred decision as activated (shown), so it may be learned.
 
         Parameters
@@ -489,22 +694,44 @@ class JoinStore:
             The activation, from the ``rewards`` topic.
         now
             The current time (seconds since the epoch); the Redis server's when omitted.
+        partition, record_time
+            Where the record was read, as for :meth:`add_reward`.
 
         Returns
         -------
         str
             ``"pending"``, ``"early"``, ``"duplicate"`` or ``"late"``, as for
             :meth:`add_reward`. Activating a decision that was not deferred is harmless.
+
+        Raises
+        ------
+        ValueError
+            As for :meth:`add_reward`.
         """
         value = str(_microseconds(record.occurred_at))
-        return await self._add(record.event_id, "activated", value, "activation", now=now)
+        read = _read_at(partition, record_time)
+        return await self._add(
+            record.event_id, "activated", value, "activation", now=now, read=read
+        )
 
     async def _add(
-        self, event_id: str, field: str, value: str, kind: str, *, now: float | None
+        self,
+        event_id: str,
+        field: str,
+        value: str,
+        kind: str,
+        *,
+        now: float | None,
+        read: tuple[str, str],
     ) -> RecordOutcome:
         _check_now(now)
         reply = await self._add_record(
-            keys=[self.event_key(event_id), self.done_key(event_id), self.orphans_key],
+            keys=[
+                self.event_key(event_id),
+                self.done_key(event_id),
+                self.orphans_key,
+                self.watermarks_key,
+            ],
             args=[
                 event_id,
                 field,
@@ -516,11 +743,85 @@ class JoinStore:
                 f"{kind}_duplicates",
                 self.state.key("counters", ""),
                 f"{kind}s",
+                *read,
             ],
         )
         # Counted by the script; early records, and duplicates of them, when their
         # decision arrives or when they expire: until then their policy is unknown.
         return _RECORD_OUTCOMES[_text(reply[0])]
+
+    # -- watermarks ----------------------------------------------------------------------
+
+    async def advance_watermark(
+        self, partition: int, time: float, now: float | None = None
+    ) -> float:
+        """Record that ``rewards`` partition `partition` is read up to `time`.
+
+        For what the agent reads besides rewards and activations: a watermark marker
+        (everything appended before its time precedes it), or a record it cannot decode
+        (its Kafka timestamp). Watermarks only move forward, and no further than `now`.
+
+        Parameters
+        ----------
+        partition
+            The ``rewards`` partition.
+        time
+            Seconds since the epoch.
+        now
+            The current time (seconds since the epoch); the Redis server's when omitted.
+
+        Returns
+        -------
+        float
+            The partition's watermark now.
+
+        Raises
+        ------
+        ValueError
+            If `partition` is < 0 or a time is not finite.
+        """
+        _check_now(now)
+        field, value = _read_at(partition, time)
+        reply = await self._advance(
+            keys=[self.watermarks_key], args=[field, value, "" if now is None else repr(now)]
+        )
+        return float(_text(reply))
+
+    async def watermarks(self) -> dict[int, float]:
+        """Return the watermark of each ``rewards`` partition that has one."""
+        raw = await self.state.redis.hgetall(self.watermarks_key)
+        return {int(_text(partition)): float(_text(mark)) for partition, mark in raw.items()}
+
+    async def lagging_partitions(self, now: float | None = None) -> list[int]:
+        """Return the ``rewards`` partitions whose watermark holds back a due event.
+
+        A partition lags when its watermark (less the slack) is before the deadline of
+        the oldest event due by ``now - slack``, or when it has none.
+        The agent sends each a watermark marker: a partition read up to its end moves
+        on when the marker is read; one behind (its worker dead) moves on once read.
+
+        Parameters
+        ----------
+        now
+            The current time (seconds since the epoch); the Redis server's when omitted.
+
+        Returns
+        -------
+        list[int]
+            In increasing order; always empty without `rewards_partitions`.
+        """
+        _check_now(now)
+        if self.rewards_partitions is None:
+            return []
+        reply = await self._lagging(
+            keys=[self.due_key, self.watermarks_key],
+            args=[
+                "" if now is None else repr(now),
+                str(self.rewards_partitions),
+                repr(self.watermark_slack_seconds),
+            ],
+        )
+        return [int(partition) for partition in reply]
 
     # -- joining -------------------------------------------------------------------------
 
@@ -529,9 +830,12 @@ class JoinStore:
     ) -> list[Joined]:
         """Hand out up to `limit` due events, leased for `lease_seconds`.
 
-        Also removes up to `limit` expired orphans (early rewards whose decision never
-        came) and counts them under :attr:`JoinStore.ORPHANS`. An event not completed within the
-        lease is handed out again, identical; once claimed, it takes no more rewards.
+        An event is due once its deadline is past and, with `rewards_partitions`, every
+        ``rewards`` partition is read past it (see "watermarks" above). Also removes up
+        to `limit` expired orphans (early rewards whose decision never came) and counts
+        them under :attr:`JoinStore.ORPHANS`. An event not completed within the lease is
+        handed out again, identical, under the same rule; once claimed, it takes no more
+        rewards.
 
         Parameters
         ----------
@@ -560,12 +864,19 @@ class JoinStore:
             msg = f"`lease_seconds` must be a finite number > 0, got {lease_seconds!r}"
             raise ValueError(msg)
         _totals, claimed, _lost = await self._claim(
-            keys=[self.due_key, self.orphans_key, self.state.key("counters", self.ORPHANS)],
+            keys=[
+                self.due_key,
+                self.orphans_key,
+                self.state.key("counters", self.ORPHANS),
+                self.watermarks_key,
+            ],
             args=[
                 "" if now is None else repr(now),
                 str(limit),
                 repr(lease_seconds),
                 self.state.key("join", "event", ""),
+                "" if self.rewards_partitions is None else str(self.rewards_partitions),
+                repr(self.watermark_slack_seconds),
             ],
         )
         return [_joined(_text(raw_id), _fields(raw), self.limits) for raw_id, raw in claimed]
@@ -664,6 +975,25 @@ def _fields(raw: Sequence[Any]) -> dict[str, str]:
 
 def _microseconds(moment: datetime) -> int:
     return (moment - _EPOCH) // _MICROSECOND
+
+
+def _read_at(partition: int | None, time: float | None) -> tuple[str, str]:
+    """Check where a record was read; return the script arguments ('' and '' if nowhere)."""
+    if partition is None and time is None:
+        return "", ""
+    if partition is None or time is None:
+        msg = (
+            "`partition` and `record_time` go together: give both or neither, got "
+            f"partition={partition!r} and record_time={time!r}"
+        )
+        raise ValueError(msg)
+    if not (isinstance(partition, int) and partition >= 0):
+        msg = f"`partition` must be an int >= 0, got {partition!r}"
+        raise ValueError(msg)
+    if not math.isfinite(time):
+        msg = f"a record time must be a finite number of seconds since the epoch, got {time!r}"
+        raise ValueError(msg)
+    return str(partition), repr(time)
 
 
 def _check_now(now: float | None) -> None:

@@ -1,10 +1,15 @@
 """The learner: training examples in, policy updates applied exactly once, snapshots out.
 
 The ``training`` topic is keyed by policy name, so each policy lives in one partition
-and one learner (one writer) updates it. The learner agent hands batches of decoded
-records to :meth:`Learner.process`, which applies them and then saves a snapshot of
-every policy it changed; the agent acknowledges the batch only after that, so the
-offsets Faust commits never pass what a saved snapshot covers.
+and one learner (one writer) updates it. The worker's training consumer hands batches
+of records, decoded once (:mod:`streams.training`), to :meth:`Learner.process`, which
+applies them and then saves a snapshot of every policy it changed; the consumer commits
+the batch's offsets only after that, so they never pass what a saved snapshot covers.
+
+A VW policy learns the text written when the record was decoded, through VW's native
+binding (:meth:`policies.vw.VWPolicy.learn_logged`); other policies, and records the
+one-pass writer left alone, go through :meth:`policies.Policy.learn`. Both learn the
+same thing.
 
 Exactly once, under an at-least-once stream
 -------------------------------------------
@@ -44,10 +49,12 @@ from dataclasses import dataclass, field
 import structlog
 
 from bandit.errors import ConfigurationError, PolicyError, SnapshotError
-from bandit.schemas import PolicySettings, TrainingExample
+from bandit.schemas import PolicySettings
 from bandit.settings import Settings
 from bandit.state import StateStore
-from policies import Action, Policy, make_policy
+from policies import Policy, make_policy
+from policies.vw import VWPolicy
+from streams.training import TrainingRecord
 
 __all__ = ["BatchResult", "Learner", "TrainingRecord", "UnknownPolicyError"]
 
@@ -58,25 +65,6 @@ _MAX_CONFLICT_RETRIES = 3
 
 class UnknownPolicyError(LookupError):
     """Training arrived for a policy that has neither stored settings nor a spec."""
-
-
-@dataclass(frozen=True, slots=True)
-class TrainingRecord:
-    """A decoded training example and where it was consumed from."""
-
-    partition: int
-    offset: int
-    example: TrainingExample
-
-    @property
-    def policy(self) -> str:
-        """The policy the example trains."""
-        return self.example.decision.policy
-
-    @property
-    def event_id(self) -> str:
-        """The event id of the decision learned."""
-        return self.example.event_id
 
 
 @dataclass(slots=True)
@@ -265,30 +253,28 @@ class Learner:
                 result.replayed += 1
             else:
                 fresh.append(record)
-        seen_before = await self.store.learned(name, [r.event_id for r in fresh])
+        ids = [r.event_id for r in fresh]
+        seen_before = await self.store.learned(name, ids)
         policy = live.policy
-        for record, seen in zip(fresh, seen_before, strict=True):
-            if seen or record.event_id in live.pending_ids:
+        vw = policy if isinstance(policy, VWPolicy) else None
+        pending, pending_ids = live.pending, live.pending_ids
+        for record, event_id, seen in zip(fresh, ids, seen_before, strict=True):
+            if seen or event_id in pending_ids:
                 result.duplicates += 1
                 continue
-            decision = record.example.decision
-            if not decision.learn:
+            if not record.learnable:
                 result.not_learnable += 1
                 continue
-            actions = [Action(action.id, action.features) for action in decision.actions]
             try:
-                policy.learn(
-                    decision.context,
-                    actions,
-                    decision.chosen_index,
-                    record.example.reward,
-                    decision.probability,
-                )
+                if vw is not None and record.written is not None:
+                    vw.learn_logged(record.written)
+                else:
+                    policy.learn(*record.learn_inputs())
             except (PolicyError, ValueError) as error:
                 result.rejected.append((record, f"policy {name!r} cannot learn it: {error}"))
                 continue
-            live.pending.append(record.event_id)
-            live.pending_ids.add(record.event_id)
+            pending.append(event_id)
+            pending_ids.add(event_id)
             live.changed = True
             result.learned += 1
         for record in records:

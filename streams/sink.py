@@ -1,7 +1,8 @@
 """The decision log: joined decisions appended to size-rotated DSJSON files.
 
 Each learnable :class:`~bandit.schemas.TrainingExample` becomes one line of VW's DSJSON
-(see :func:`policies.vw.dsjson_record`), readable by
+(see :func:`policies.vw.dsjson_record` and :func:`policies.vw.dsjson_line`; the worker
+writes it once on decoding, :mod:`streams.training`), readable by
 ``python -m vowpalwabbit --cb_explore_adf --dsjson -d FILE``. Our own fields go under
 ``"_sb"``, a key VW skips: ``policy``, ``model_version``, ``default_reward``,
 ``reward_count``, ``explored``, ``deferred`` and ``learn`` (always ``true``: decisions
@@ -32,7 +33,8 @@ import json
 import os
 import re
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
@@ -44,9 +46,9 @@ from bandit.errors import ConfigurationError
 from bandit.schemas import TrainingExample
 from bandit.settings import LogSettings
 from policies import Action
-from policies.vw import dsjson_record
+from policies.vw import dsjson_line, dsjson_record
 
-__all__ = ["DecisionLogWriter", "training_record"]
+__all__ = ["DecisionLogWriter", "LogEntry", "dsjson_extra", "training_record"]
 
 _log = structlog.get_logger("streams.sink")
 
@@ -54,40 +56,74 @@ _NAME_RE = re.compile(r"^decisions-(\d{8}T\d{6}Z)-(\d{4,})\.dsjson$")
 _SUFFIX = ".dsjson"
 
 
-def training_record(example: TrainingExample) -> dict[str, Any]:
-    """Return the DSJSON object logged for `example`.
+@dataclass(frozen=True, slots=True)
+class LogEntry:
+    """One training example as the decision log takes it.
+
+    Attributes
+    ----------
+    policy, event_id
+        The policy and the decision's event id.
+    learn
+        Whether the decision may be kept (learning consent); not written when false.
+    line
+        Its DSJSON line (:func:`policies.vw.dsjson_line`); empty when `learn` is false.
+    """
+
+    policy: str
+    event_id: str
+    learn: bool
+    line: bytes
+
+    @classmethod
+    def of(cls, example: TrainingExample) -> LogEntry:
+        """Return the entry of `example`, its line written by :func:`training_record`."""
+        decision = example.decision
+        if not decision.learn:
+            return cls(decision.policy, example.event_id, learn=False, line=b"")
+        line = dsjson_line(training_record(example))
+        return cls(decision.policy, example.event_id, learn=True, line=line)
+
+
+def training_record(example: TrainingExample | Mapping[str, Any]) -> dict[str, Any]:
+    """Return the DSJSON object logged for `example` (a model, or its values as plain data).
 
     The distribution is logged in offer order (``p`` follows the ranking, chosen action
     first, as ``a`` does) and the reward as ``_label_cost = -reward``.
     """
-    decision = example.decision
-    ids = [action.id for action in decision.actions]
-    position = {action_id: index for index, action_id in enumerate(ids)}
-    by_id = {entry.id: entry.probability for entry in decision.ranking}
+    values = example.model_dump() if isinstance(example, TrainingExample) else example
+    decision = values["decision"]
+    actions = [Action(a["id"], a.get("features", {})) for a in decision["actions"]]
+    position = {action.id: index for index, action in enumerate(actions)}
+    by_id = {entry["id"]: entry["probability"] for entry in decision["ranking"]}
     return dsjson_record(
-        decision.context,
-        [Action(action.id, action.features) for action in decision.actions],
-        decision.chosen_index,
-        [by_id[action_id] for action_id in ids],
-        example.reward,
-        event_id=decision.event_id,
-        timestamp=decision.occurred_at,
-        ranking=[position[entry.id] for entry in decision.ranking],
-        extra={
-            "policy": decision.policy,
-            "model_version": decision.model_version,
-            "default_reward": example.default_reward,
-            "reward_count": example.reward_count,
-            "explored": decision.explored,
-            "deferred": decision.deferred,
-            "learn": True,
-        },
+        decision["context"],
+        actions,
+        decision["chosen_index"],
+        [by_id[action.id] for action in actions],
+        values["reward"],
+        event_id=decision["event_id"],
+        timestamp=decision["occurred_at"],
+        ranking=[position[entry["id"]] for entry in decision["ranking"]],
+        extra=dsjson_extra(values),
     )
 
 
-def _encode(record: dict[str, Any]) -> bytes:
-    text = json.dumps(record, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-    return (text + "\n").encode()
+def dsjson_extra(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Return our own fields of a training example's log line (under ``_sb``).
+
+    `values` are the example's as plain data (``TrainingExample.model_dump()``).
+    """
+    decision = values["decision"]
+    return {
+        "policy": decision["policy"],
+        "model_version": decision["model_version"],
+        "default_reward": values["default_reward"],
+        "reward_count": values["reward_count"],
+        "explored": decision["explored"],
+        "deferred": decision["deferred"],
+        "learn": True,
+    }
 
 
 def _utc_now() -> datetime:
@@ -161,35 +197,38 @@ class DecisionLogWriter:
 
     # -- the public surface -------------------------------------------------------------
 
-    def write(self, examples: Sequence[TrainingExample]) -> int:
+    def write(self, examples: Sequence[TrainingExample | LogEntry]) -> int:
         """Append one line per new, learnable example; flush; return how many were written.
 
         Examples whose decision may not be learned from (``decision.learn`` false) are
         not kept; an event id written recently, or earlier in the batch, is skipped.
-        Every record is built before anything is written, so a record that cannot be
-        built raises before the batch touches the file.
+        Every line is built before anything is written, so an example whose line cannot
+        be built raises before the batch touches the file.
         """
         lines: list[tuple[str, bytes]] = []
         batch: set[str] = set()
         for example in examples:
-            decision = example.decision
-            if not decision.learn:
+            if isinstance(example, TrainingExample):
+                learn, event_id = example.decision.learn, example.event_id
+            else:
+                learn, event_id = example.learn, example.event_id
+            if not learn:
                 self.without_consent += 1
                 continue
-            event_id = decision.event_id
             if event_id in batch or event_id in self._recent:
                 self.duplicates += 1
                 continue
             batch.add(event_id)
-            lines.append((event_id, _encode(training_record(example))))
+            if isinstance(example, TrainingExample):
+                lines.append((event_id, dsjson_line(training_record(example))))
+            else:
+                lines.append((event_id, example.line))
         if not lines:
             return 0
-        for _, line in lines:
-            self._append(line)
+        self._append_all([line for _, line in lines])
         self._flush()
         # Only once the batch is flushed: a failed batch is redelivered and written again.
-        for event_id, _ in lines:
-            self._remember(event_id)
+        self._remember([event_id for event_id, _ in lines])
         self.written += len(lines)
         return len(lines)
 
@@ -229,16 +268,27 @@ class DecisionLogWriter:
 
     # -- files --------------------------------------------------------------------------
 
-    def _append(self, line: bytes) -> None:
-        if self._file is not None and self._size and self._size + len(line) > self.rotate_bytes:
-            finished = self._path
-            self.close()
-            _log.info("decision_log.rotated", file=str(finished))
-        if self._file is None:
-            self._open()
-        assert self._file is not None
-        self._file.write(line)
-        self._size += len(line)
+    def _append_all(self, lines: list[bytes]) -> None:
+        """Append `lines`, rotating before one would take a file past `rotate_bytes`.
+
+        The lines that fit the current file go in one write.
+        """
+        start = 0
+        while start < len(lines):
+            if self._file is None:
+                self._open()
+            assert self._file is not None
+            size, end = self._size, start
+            while end < len(lines) and not (size and size + len(lines[end]) > self.rotate_bytes):
+                size += len(lines[end])
+                end += 1
+            if end > start:
+                self._file.write(b"".join(lines[start:end]))
+                self._size, start = size, end
+            if start < len(lines):  # the next line starts a new file
+                finished = self._path
+                self.close()
+                _log.info("decision_log.rotated", file=str(finished))
 
     def _open(self) -> None:
         self._sequence += 1
@@ -256,10 +306,10 @@ class DecisionLogWriter:
 
     # -- duplicates ---------------------------------------------------------------------
 
-    def _remember(self, event_id: str) -> None:
+    def _remember(self, event_ids: list[str]) -> None:
         recent = self._recent
-        recent[event_id] = None
-        if len(recent) > self.dedup_window:
+        recent.update(dict.fromkeys(event_ids))
+        while len(recent) > self.dedup_window:
             recent.popitem(last=False)
 
     def _reload_recent(self, files: list[Path]) -> None:
@@ -273,8 +323,7 @@ class DecisionLogWriter:
             if count >= self.dedup_window:
                 break
         ordered = [event_id for ids in reversed(newest) for event_id in ids]
-        for event_id in ordered[-self.dedup_window :]:
-            self._remember(event_id)
+        self._remember(ordered[-self.dedup_window :])
 
 
 def _sequence(path: Path) -> int:

@@ -33,6 +33,7 @@ def test_nested_values_come_from_prefixed_variables(monkeypatch: pytest.MonkeyPa
         ("STREAMBANDIT_LIMITS__MAX_ACTIONS", "0", "max_actions"),
         ("STREAMBANDIT_EXPLORATION_FLOOR", "0", "exploration_floor"),
         ("STREAMBANDIT_LOG_FORMAT", "xml", "log_format"),
+        ("STREAMBANDIT_WATERMARK_SLACK_SECONDS", "-1", "watermark_slack_seconds"),
     ],
 )
 def test_bad_values_name_the_setting(

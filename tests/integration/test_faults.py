@@ -111,12 +111,19 @@ def _decision(event_id: str, segment: int) -> Decision:
 
 @pytest.mark.parametrize("stack", [2], indirect=True)
 def test_killing_workers_loses_and_repeats_nothing(stack: LocalStack, redis_url: str) -> None:
-    """kill -9 of a worker, again and again under load: every decision learned once, all logged."""
+    """kill -9 of a worker, again and again under load: every decision learned once, all logged.
+
+    And no reward is taken for late because a worker died: every reward the API accepted
+    before its decision's reward wait was over is joined, whoever owned its partition.
+    """
+    wait = 1.0
     with Client(stack.api_url, api_key=stack.admin_key) as admin:
-        admin.set_settings("default", PolicySettings(spec="vw-epsilon", reward_wait_seconds=1.0))
+        admin.set_settings("default", PolicySettings(spec="vw-epsilon", reward_wait_seconds=wait))
     n, batch = 2000, 50
     stop = threading.Event()
     kills: list[str] = []
+    in_time: set[str] = set()  # rewarded, and the API had the reward before the deadline
+    after_deadline: set[str] = set()
 
     def killer() -> None:
         while not stop.wait(KILL_EVERY_SECONDS):
@@ -132,9 +139,13 @@ def test_killing_workers_loses_and_repeats_nothing(stack: LocalStack, redis_url:
 
             async def one() -> str:
                 segment = rng.randrange(2)
+                # The API decides after this, so the deadline is no earlier than this + wait.
+                deadline = time.time() + wait
                 result = await client.rank({"user": {"segment": f"s{segment}"}}, ACTIONS)
                 if result.action_id == best_action(segment):
-                    await client.reward(result.event_id, 1.0)
+                    await client.reward(result.event_id, 1.0)  # answered once the broker has it
+                    on_time = time.time() < deadline
+                    (in_time if on_time else after_deadline).add(result.event_id)
                 return result.event_id
 
             ids: list[str] = []
@@ -161,6 +172,19 @@ def test_killing_workers_loses_and_repeats_nothing(stack: LocalStack, redis_url:
     counters = read_counters(stack, redis_url)
     assert (counters["decisions"], counters["joined"]) == (n, n)
     assert n_learned(stack, redis_url) == n
+    # "Late" means late: a reward that reached the broker before its deadline is joined,
+    # although the worker owning its partition may have been killed before it read it,
+    # and a reward read twice (redelivered after a kill) is a duplicate, never late.
+    assert in_time, "no reward was sent in time: the test proves nothing"
+    late = counters.get("rewards_late", 0)
+    rewarded = {line["EventId"] for line in _logged_lines(stack) if line["_sb"]["reward_count"]}
+    missed = sorted(in_time - rewarded)
+    assert not missed, f"{len(missed)} of {len(in_time)} rewards sent in time came too late"
+    assert late == len(after_deadline - rewarded), (
+        f"{late} rewards counted late; of {len(after_deadline)} sent after their deadline, "
+        f"{len(after_deadline - rewarded)} were not joined ({len(in_time)} sent in time)"
+    )
+    assert counters["rewards"] == len(rewarded) == len(in_time) + len(after_deadline) - late
     logged = Counter(logged_event_ids(stack))
     assert set(logged) == set(event_ids)
     # A line is written twice only when its worker was killed between writing it and
@@ -192,7 +216,11 @@ def _tails_of(stack: LocalStack, duplicated: set[str]) -> list[set[str]]:
 def test_duplicated_decisions_and_rewards_change_nothing_twice(
     stack: LocalStack, redis_url: str, broker: str
 ) -> None:
-    """Decisions and rewards produced twice, pending and after the join, count once."""
+    """Decisions and rewards produced twice, pending and after the join, count once.
+
+    A copy read after the join is a duplicate too, not a late reward; a new reward for a
+    joined decision is late.
+    """
     with Client(stack.api_url, api_key=stack.admin_key) as admin:
         admin.set_settings(
             "default",
@@ -217,10 +245,18 @@ def test_duplicated_decisions_and_rewards_change_nothing_twice(
     wait_for(lambda: n_learned(stack, redis_url) >= n, 60, "the learner")
     wait_for(lambda: len(logged_event_ids(stack)) >= n, 30, "the log")
 
-    asyncio.run(_produce(broker, records))  # once more, after the join: all late now
+    late = [
+        RewardReported(event_id=r.event_id, reward=100.0, reward_id=uuid.uuid4().hex)
+        for r in rewards
+    ]
+    late_records = [
+        (topics.rewards, r.event_id.encode(), r.model_dump_json().encode()) for r in late
+    ]
+    asyncio.run(_produce(broker, records + late_records))  # once more, after the join
     wait_for(
         lambda: (
             read_counters(stack, redis_url).get("rewards_late", 0) >= n_rewards
+            and read_counters(stack, redis_url).get("rewards_duplicate", 0) >= 2 * n_rewards
             and read_counters(stack, redis_url).get("decisions_duplicate", 0) >= 2 * n
         ),
         60,
@@ -230,8 +266,9 @@ def test_duplicated_decisions_and_rewards_change_nothing_twice(
     counters = read_counters(stack, redis_url)
     assert counters["decisions"] == counters["joined"] == n
     assert counters["decisions_duplicate"] == 2 * n
-    assert counters["rewards"] == counters["rewards_duplicate"] == n_rewards
-    assert counters["rewards_late"] == n_rewards
+    assert counters["rewards"] == n_rewards
+    assert counters["rewards_duplicate"] == 2 * n_rewards  # the second copies, then the third
+    assert counters["rewards_late"] == n_rewards  # only the new rewards
     assert counters["default_rewards"] == n - n_rewards
     assert counters.get("learn_duplicates", 0) == 0  # the join produced each example once
     assert n_learned(stack, redis_url) == n

@@ -4,19 +4,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from aiokafka import AIOKafkaProducer  # type: ignore[import-untyped]
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer  # type: ignore[import-untyped]
 from redis.asyncio import Redis
 
+from bandit.schemas import PolicySettings, RewardReported
 from bandit.settings import Settings
 from bandit.state import StateStore
 from policies import Policy
-from streams.agents import register_agents
+from streams.agents import (
+    WATERMARK_HEADER,
+    register_agents,
+    release_due_once,
+    send_watermark_markers,
+)
 from streams.app import StreamBanditApp, create_app
+from streams.join import JoinStore
 from tests.streams.test_context import _event
 from tests.streams.test_learner import _example
 
@@ -31,6 +40,8 @@ def _with_app(
             "redis": {"url": redis_url, "key_prefix": prefix},
             "policies": {"p": "vw-squarecb"},
             "learner": {"snapshot_every_examples": 10, "snapshot_every_seconds": 0.1},
+            # The training consumer keeps the decision log too: not in the working folder.
+            "decision_log": {"directory": tempfile.mkdtemp(prefix="sb-test-log-")},
         }
     )
 
@@ -107,3 +118,91 @@ def test_learner_learns_and_saves_each_example_once(broker: str, redis_url: str)
         assert (counters["learned"], counters["learn_duplicates"]) == (25, 1)
 
     _with_app(broker, redis_url, body)
+
+
+def test_join_rewards_agent_moves_each_partitions_watermark(broker: str, redis_url: str) -> None:
+    """A reward or a dead-lettered record moves its partition's watermark to its timestamp;
+    a marker, to its time."""
+
+    async def body(app: StreamBanditApp, store: StateStore) -> None:
+        join = JoinStore(store)
+        stamp = time.time() - 30
+        reward = RewardReported(event_id="e1", reward=1.0)
+        marker = [(WATERMARK_HEADER, repr(stamp + 1).encode())]
+
+        async def all_moved() -> dict[int, float] | None:
+            marks = await join.watermarks()
+            return marks if len(marks) == 3 else None
+
+        await app.producer.start()  # for the dead letter
+        try:
+            async with app.agents["join-rewards"].test_context() as agent:
+                value = reward.model_dump_json().encode()
+                await agent.put(value, key=b"e1", partition=2, timestamp=stamp)
+                await agent.put(b"", partition=3, timestamp=stamp + 5, headers=marker)
+                await agent.put(b"{not json", key=b"e2", partition=1, timestamp=stamp + 2)
+                marks = await _poll(all_moved)
+        finally:
+            await app.producer.stop()
+        assert marks == {1: stamp + 2, 2: stamp, 3: stamp + 1}  # a marker: its own time
+        assert await store.redis.exists(join.event_key("e1"))  # the reward is kept (early)
+        assert (await store.counters("_streams"))["dead_letters"] == 1
+
+    _with_app(broker, redis_url, body)
+
+
+def test_markers_to_lagging_partitions_release_a_due_decision(broker: str, redis_url: str) -> None:
+    """A due decision, no watermarks: every partition gets one marker; once read, it is released."""
+
+    async def body(app: StreamBanditApp, store: StateStore) -> None:
+        services = register_agents(create_app(app.settings, agents=False))
+        join = services.join
+        decided = datetime.now(UTC) - timedelta(seconds=60)
+        decision = _example(1, occurred_at=decided).decision
+        await join.add_decision(decision, PolicySettings(spec="uniform", reward_wait_seconds=1.0))
+        partitions = list(range(app.settings.kafka.partitions))
+        await services.app.producer.start()
+        try:
+            assert await release_due_once(services) == 0  # held: no partition is read yet
+            assert await send_watermark_markers(services) == partitions
+            assert await send_watermark_markers(services) == []  # one every 0.5 s at most
+            records = await _read(broker, app.bandit_topics.rewards.get_topic_name(), partitions)
+            assert [(r.key, r.value) for r in records] == [(None, b"")] * len(partitions)
+            async with app.agents["join-rewards"].test_context() as agent:  # the same Redis
+                for record in records:
+                    await agent.put(
+                        record.value,
+                        partition=record.partition,
+                        timestamp=record.timestamp / 1000,
+                        headers=list(record.headers),
+                    )
+                await _poll(lambda: _none_lagging(join))
+            assert await release_due_once(services) == 1
+        finally:
+            await services.app.producer.stop()
+            await services.app.close_state_store()
+        counters = await store.counters("p")
+        assert (counters["joined"], counters["default_rewards"]) == (1, 1)
+
+    _with_app(broker, redis_url, body)
+
+
+async def _none_lagging(join: JoinStore) -> bool:
+    return await join.lagging_partitions() == []
+
+
+async def _read(broker: str, topic: str, partitions: list[int]) -> list[Any]:
+    """One record from each of `partitions` of `topic`, in partition order."""
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=broker, auto_offset_reset="earliest", enable_auto_commit=False
+    )
+    await consumer.start()
+    found: dict[int, Any] = {}
+    try:
+        deadline = time.monotonic() + 30
+        while set(found) != set(partitions) and time.monotonic() < deadline:
+            for records in (await consumer.getmany(timeout_ms=200)).values():
+                found.update((record.partition, record) for record in records)
+    finally:
+        await consumer.stop()
+    return [found[partition] for partition in sorted(found)]

@@ -23,11 +23,12 @@ WAIT = 10.0
 DUE = START + WAIT
 
 
-def _run(redis_url: str, body: Callable[[JoinStore], Awaitable[T]]) -> T:
+def _run(redis_url: str, body: Callable[[JoinStore], Awaitable[T]], **options: Any) -> T:
     async def main() -> T:
         client = Redis.from_url(redis_url)
         try:
-            return await body(JoinStore(StateStore(client, prefix=f"t{uuid.uuid4().hex[:12]}")))
+            state = StateStore(client, prefix=f"t{uuid.uuid4().hex[:12]}")
+            return await body(JoinStore(state, **options))
         finally:
             await client.aclose()
 
@@ -422,5 +423,262 @@ def test_bad_arguments_are_refused(redis_url: str) -> None:
             await join.claim_due(now=DUE, lease_seconds=float("nan"))
         with pytest.raises(ValueError, match="`now` must be a finite number"):
             await join.add_reward(_reward(1.0), now=float("inf"))
+
+    _run(redis_url, body)
+
+
+# -- watermarks: an event waits until every rewards partition is read past its deadline --
+
+SLACK = 0.25  # exact in binary, so DUE + SLACK - SLACK == DUE
+WATCHED = {"rewards_partitions": 2, "watermark_slack_seconds": SLACK}
+
+
+def test_due_event_waits_until_every_rewards_partition_is_read_past_it(redis_url: str) -> None:
+    """Past its deadline, an event is claimed only once each partition's watermark passes it."""
+
+    async def body(join: JoinStore) -> None:
+        await join.add_decision(_decision(), _settings())
+        later = DUE + 60
+        assert await join.claim_due(now=later) == []  # no partition has a watermark yet
+        await join.advance_watermark(0, DUE + 50, now=later)
+        assert await join.claim_due(now=later) == []  # partition 1 has none
+        await join.advance_watermark(1, DUE + SLACK / 2, now=later)
+        assert await join.claim_due(now=later) == []  # within the slack
+        await join.advance_watermark(1, DUE + SLACK, now=later)
+        [joined] = await join.claim_due(now=later)
+        assert joined.event_id == "e1"
+        assert joined.example is not None
+        assert joined.example.default_reward
+
+    _run(redis_url, body, **WATCHED)
+
+
+def test_watermarks_past_the_deadline_do_not_beat_the_clock(redis_url: str) -> None:
+    """Watermarks never release an event before its deadline by the clock."""
+
+    async def body(join: JoinStore) -> None:
+        await join.add_decision(_decision(), _settings())
+        for partition in (0, 1):
+            await join.advance_watermark(partition, DUE + 5, now=DUE + 5)
+        assert await join.claim_due(now=DUE - 0.001) == []
+        assert len(await join.claim_due(now=DUE)) == 1
+
+    _run(redis_url, body, **WATCHED)
+
+
+async def _reward_read_after_a_stall(join: JoinStore) -> tuple[str, Joined]:
+    """The kill -9 case, step by step, on `join`.
+
+    The reward is appended to partition 1 a second before the deadline, but the worker
+    reading partition 1 died before it got there; partition 0 is read promptly.
+    Returns the reward's outcome when it is finally read, and the joined event.
+    """
+    await join.add_decision(_decision(), _settings())
+    await join.add_reward(_reward(1.0, "other"), now=START + 1, partition=1, record_time=START + 1)
+    await join.advance_watermark(0, DUE + 30, now=DUE + 30)
+    released = await join.claim_due(now=DUE + 30)
+    if join.rewards_partitions is not None:
+        assert released == []  # held: partition 1 is read only up to START + 1
+        assert await join.lagging_partitions(now=DUE + 30) == [1]
+    # A new worker owns partition 1 and reads the reward, stamped before the deadline.
+    outcome = await join.add_reward(
+        _reward(2.0, after=WAIT - 1), now=DUE + 31, partition=1, record_time=DUE - 1
+    )
+    assert await join.claim_due(now=DUE + 31) == []  # released already, or still held
+    await join.advance_watermark(1, DUE + 31, now=DUE + 31)  # its watermark marker
+    [joined] = released or await join.claim_due(now=DUE + 31)
+    return outcome, joined
+
+
+def test_reward_appended_in_time_but_read_after_a_stall_is_joined(redis_url: str) -> None:
+    """A reward stamped before the deadline, read late from a stalled partition, is joined."""
+
+    async def body(join: JoinStore) -> None:
+        outcome, joined = await _reward_read_after_a_stall(join)
+        assert outcome == "pending"
+        assert joined.example is not None
+        assert (joined.example.reward, joined.example.reward_count) == (2.0, 1)
+        assert "rewards_late" not in await join.state.counters("p")
+
+    _run(redis_url, body, **WATCHED)
+
+
+def test_by_the_clock_alone_the_stalled_reward_would_be_late(redis_url: str) -> None:
+    """Without watermarks the same reward comes after the release: late, default reward learned."""
+
+    async def body(join: JoinStore) -> None:
+        outcome, joined = await _reward_read_after_a_stall(join)
+        assert outcome == "late"
+        assert joined.example is not None
+        assert joined.example.default_reward
+        assert (await join.state.counters("p"))["rewards_late"] == 1
+
+    _run(redis_url, body)
+
+
+def test_records_move_their_partition_watermark_forward_only(redis_url: str) -> None:
+    """A reward or activation read moves its partition's watermark: never back, never past now."""
+
+    async def body(join: JoinStore) -> None:
+        assert await join.watermarks() == {}
+        early = _reward(1.0, "e9")  # no decision: kept early, still read
+        assert await join.add_reward(early, now=START + 6, partition=0, record_time=START + 5) == (
+            "early"
+        )
+        assert await join.watermarks() == {0: START + 5}
+        activation = Activation(event_id="e9")
+        await join.add_activation(activation, now=START + 7, partition=0, record_time=START + 3)
+        assert await join.watermarks() == {0: START + 5}  # an older stamp changes nothing
+        # A stamp ahead of the clock counts as the clock.
+        await join.add_reward(_reward(1.0, "e8"), now=START + 7, partition=1, record_time=DUE + 99)
+        assert await join.advance_watermark(1, START + 6, now=START + 8) == START + 7
+        assert await join.watermarks() == {0: START + 5, 1: START + 7}
+        # A record read from nowhere in particular (no partition given) moves nothing.
+        await join.add_reward(_reward(1.0, "e7"), now=START + 9)
+        assert await join.watermarks() == {0: START + 5, 1: START + 7}
+
+    _run(redis_url, body, **WATCHED)
+
+
+def test_duplicate_and_late_records_move_the_watermark_too(redis_url: str) -> None:
+    """A record that changes nothing else was still read: its partition's watermark moves."""
+
+    async def body(join: JoinStore) -> None:
+        await join.add_decision(_decision(), _settings())
+        kept = _reward(1.0, reward_id="r1")
+        await join.add_reward(kept, now=START + 1, partition=0, record_time=START + 1)
+        assert await join.add_reward(kept, now=START + 2, partition=0, record_time=START + 2) == (
+            "duplicate"
+        )
+        assert await join.watermarks() == {0: START + 2}
+        for partition in (0, 1):
+            await join.advance_watermark(partition, DUE + 1, now=DUE + 1)
+        await join.complete(await join.claim_due(now=DUE + 1))
+        late = _reward(1.0, after=WAIT + 2)
+        assert await join.add_reward(late, now=DUE + 3, partition=1, record_time=DUE + 2) == "late"
+        assert await join.watermarks() == {0: DUE + 1, 1: DUE + 2}
+
+    _run(redis_url, body, **WATCHED)
+
+
+def test_lagging_partitions_are_those_holding_back_the_oldest_due_event(redis_url: str) -> None:
+    """A partition lags when it has no watermark or one before the oldest due deadline (+ slack)."""
+
+    async def body(join: JoinStore) -> None:
+        assert await join.lagging_partitions(now=DUE + 100) == []  # nothing due
+        await join.add_decision(_decision(), _settings())
+        await join.add_decision(_decision("e2", occurred_at=T0 + timedelta(seconds=5)), _settings())
+        assert await join.lagging_partitions(now=DUE + SLACK / 2) == []  # not due by the slack
+        assert await join.lagging_partitions(now=DUE + SLACK) == [0, 1]  # none has a watermark
+        await join.advance_watermark(0, DUE + SLACK, now=DUE + SLACK)
+        await join.advance_watermark(1, DUE, now=DUE + SLACK)
+        assert await join.lagging_partitions(now=DUE + SLACK) == [1]
+        await join.advance_watermark(1, DUE + SLACK, now=DUE + SLACK)
+        assert await join.lagging_partitions(now=DUE + 10) == []  # e2 is due only at DUE + 5
+        [joined] = await join.claim_due(now=DUE + 10)
+        await join.complete([joined])
+        assert await join.lagging_partitions(now=DUE + 10) == [0, 1]  # now e2 is held
+
+    _run(redis_url, body, **WATCHED)
+
+
+def test_lease_hands_out_again_under_the_watermarks(redis_url: str) -> None:
+    """An event whose worker died holding it is handed out again once lease and watermarks pass."""
+
+    async def body(join: JoinStore) -> None:
+        await join.add_decision(_decision(), _settings())
+        for partition in (0, 1):
+            await join.advance_watermark(partition, DUE + 1, now=DUE + 1)
+        first = await join.claim_due(now=DUE + 1, lease_seconds=30)
+        assert len(first) == 1
+        assert await join.claim_due(now=DUE + 40) == []  # lease over, watermarks not
+        for partition in (0, 1):
+            await join.advance_watermark(partition, DUE + 40, now=DUE + 40)
+        assert await join.claim_due(now=DUE + 40) == first
+
+    _run(redis_url, body, **WATCHED)
+
+
+def test_orphans_expire_by_the_clock_whatever_the_watermarks(redis_url: str) -> None:
+    """Early rewards whose decision never came expire by the clock; watermarks do not hold them."""
+
+    async def body(join: JoinStore) -> None:
+        await join.add_reward(_reward(1.0), now=START, partition=0, record_time=START)
+        assert await join.claim_due(now=START + join.orphan_ttl_seconds) == []
+        counters = await join.state.counters(JoinStore.ORPHANS)
+        assert counters == {"rewards_orphaned": 1}
+
+    _run(redis_url, body, **WATCHED)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"rewards_partitions": 0}, "`rewards_partitions` must be None or an int >= 1, got 0"),
+        (
+            {"watermark_slack_seconds": -1.0},
+            "`watermark_slack_seconds` must be a finite number >= 0",
+        ),
+        (
+            {"watermark_slack_seconds": float("nan")},
+            "`watermark_slack_seconds` must be a finite number",
+        ),
+    ],
+)
+def test_bad_watermark_settings_are_refused(
+    redis_url: str, options: dict[str, Any], message: str
+) -> None:
+    """A partition count below 1, or a negative or NaN slack, is refused."""
+
+    async def body(join: JoinStore) -> None:
+        with pytest.raises(ValueError, match=message):
+            JoinStore(join.state, **options)
+
+    _run(redis_url, body)
+
+
+def test_bad_read_positions_are_refused(redis_url: str) -> None:
+    """A partition without a time, a negative partition or a non-finite time is refused."""
+
+    async def body(join: JoinStore) -> None:
+        with pytest.raises(ValueError, match="`partition` and `record_time` go together"):
+            await join.add_reward(_reward(1.0), now=START, partition=0)
+        with pytest.raises(ValueError, match="`partition` must be an int >= 0, got -1"):
+            await join.advance_watermark(-1, START)
+        with pytest.raises(ValueError, match="a record time must be a finite number"):
+            await join.add_activation(
+                Activation(event_id="e1"), partition=0, record_time=float("inf")
+            )
+        assert await join.watermarks() == {}
+
+    _run(redis_url, body, **WATCHED)
+
+
+def test_redelivered_rewards_after_the_join_are_duplicates_not_late(redis_url: str) -> None:
+    """A reward id read again while claimed or after, joined or late before, is a duplicate."""
+
+    async def body(join: JoinStore) -> None:
+        await join.add_decision(_decision(deferred=True), _settings())
+        joined_reward, activation = _reward(1.0, reward_id="r1"), Activation(event_id="e1")
+        late_while_claimed, late_after = _reward(5.0, reward_id="r2"), _reward(7.0, reward_id="r3")
+        await join.add_reward(joined_reward, now=START + 1)
+        await join.add_activation(activation, now=START + 2)
+        claimed = await join.claim_due(now=DUE)
+        assert await join.add_reward(joined_reward, now=DUE + 1) == "duplicate"
+        assert await join.add_reward(late_while_claimed, now=DUE + 1) == "late"
+        assert await join.add_reward(late_while_claimed, now=DUE + 1) == "duplicate"
+        assert await join.claim_due(now=DUE + 30) == claimed  # the late one changed nothing
+        await join.complete(claimed)
+        for copy in (joined_reward, late_while_claimed):
+            assert await join.add_reward(copy, now=DUE + 31) == "duplicate"
+        assert await join.add_activation(activation, now=DUE + 31) == "duplicate"
+        assert await join.add_reward(late_after, now=DUE + 32) == "late"
+        assert await join.add_reward(late_after, now=DUE + 33) == "duplicate"
+        counters = await join.state.counters("p")
+        assert (counters["rewards"], counters["rewards_late"]) == (1, 2)  # each id once
+        assert counters["rewards_duplicate"] == 5
+        assert (counters["activations"], counters["activations_duplicate"]) == (1, 1)
+        assert "activations_late" not in counters
+        assert await join.state.redis.ttl(join.done_key("e1")) > 0  # a late one kept the TTL
 
     _run(redis_url, body)

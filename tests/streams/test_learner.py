@@ -56,7 +56,7 @@ def _example(i: int, policy: str = "p", **changes: Any) -> TrainingExample:
 
 
 def _records(n: int, *, start: int = 0, partition: int = 0, policy: str = "p") -> list[Any]:
-    return [TrainingRecord(partition, i, _example(i, policy)) for i in range(start, start + n)]
+    return [TrainingRecord.of(partition, i, _example(i, policy)) for i in range(start, start + n)]
 
 
 async def _n_learned(store: StateStore, policy: str = "p") -> int:
@@ -117,11 +117,11 @@ def test_duplicate_event_ids_are_learned_once(redis_url: str) -> None:
     async def body(store: StateStore) -> None:
         learner = Learner(store, SETTINGS)
         records = _records(10)
-        in_batch = TrainingRecord(0, 10, _example(3))
+        in_batch = TrainingRecord.of(0, 10, _example(3))
         await learner.process([*records, in_batch])
-        later = [TrainingRecord(0, 11 + i, _example(i)) for i in range(5)]
+        later = [TrainingRecord.of(0, 11 + i, _example(i)) for i in range(5)]
         restarted = Learner(store, SETTINGS)
-        result = await restarted.process([*later, TrainingRecord(0, 16, _example(99))])
+        result = await restarted.process([*later, TrainingRecord.of(0, 16, _example(99))])
         assert (result.learned, result.duplicates) == (1, 5)
         assert await _n_learned(store) == 11
         counters = await store.counters("p")
@@ -161,7 +161,7 @@ def test_examples_without_learning_consent_are_skipped(redis_url: str) -> None:
 
     async def body(store: StateStore) -> None:
         learner = Learner(store, SETTINGS)
-        result = await learner.process([TrainingRecord(0, 0, _example(1, learn=False))])
+        result = await learner.process([TrainingRecord.of(0, 0, _example(1, learn=False))])
         assert (result.learned, result.not_learnable) == (0, 1)
 
     _run(redis_url, body)
@@ -172,7 +172,7 @@ def test_unknown_policies_and_impossible_examples_are_rejected(redis_url: str) -
 
     async def body(store: StateStore) -> None:
         learner = Learner(store, SETTINGS)
-        unknown = TrainingRecord(0, 0, _example(1, policy="nobody"))
+        unknown = TrainingRecord.of(0, 0, _example(1, policy="nobody"))
         result = await learner.process([unknown, *_records(3, start=1)])
         assert result.learned == 3
         [(record, reason)] = result.rejected

@@ -25,7 +25,7 @@ from bandit.state import StateStore
 from policies import Action, Context, Policy, decide_ranking
 from policies.vw import VWPolicy, parse_dsjson_record
 from streams.agents import log_batch
-from streams.sink import DecisionLogWriter, training_record
+from streams.sink import DecisionLogWriter, LogEntry, training_record
 from tests.policies import toy
 
 START = datetime(2026, 11, 27, 23, 15, tzinfo=UTC)
@@ -248,6 +248,28 @@ def test_duplicate_event_ids_are_skipped(writer: DecisionLogWriter) -> None:
     assert writer.write([examples[1], examples[2]]) == 1
     assert [line["EventId"] for line in _lines(writer.files())] == [e.event_id for e in examples]
     assert writer.duplicates == 2
+
+
+def test_lines_written_on_decoding_are_kept_as_they_are(tmp_path: Path) -> None:
+    """Entries decoded once by the worker write the same lines the examples would."""
+    examples = _joined(VWPolicy(seed=1), 4)
+    private = examples[3].model_copy(
+        update={"decision": examples[3].decision.model_copy(update={"learn": False})}
+    )
+    entries = [LogEntry.of(example) for example in [*examples[:3], examples[0], private]]
+    assert [entry.learn for entry in entries] == [True, True, True, True, False]
+    assert entries[4].line == b""
+    with (
+        DecisionLogWriter(tmp_path / "entries", 1 << 20, clock=_clock) as by_entry,
+        DecisionLogWriter(tmp_path / "examples", 1 << 20, clock=_clock) as by_example,
+    ):
+        assert by_entry.write(entries) == 3
+        assert by_example.write([*examples[:3], examples[0], private]) == 3
+        assert (by_entry.duplicates, by_entry.without_consent) == (1, 1)
+        (written,) = by_entry.files()
+        (expected,) = by_example.files()
+        assert written.read_bytes() == expected.read_bytes()
+        assert written.read_bytes() == b"".join(_encoded(e) for e in examples[:3])
 
 
 def test_duplicate_window_is_bounded(tmp_path: Path) -> None:
