@@ -443,7 +443,10 @@ def replay_command(  # noqa: PLR0917 - typer maps each option to a parameter
             rewards=rewards,
             report=report,
         )
-    console.print(_replay_table(report, data.n), highlight=False)
+    table, notes = _replay_table(report, data.n)
+    console.print(table, highlight=False)
+    for note in notes:
+        console.print(note, highlight=False, markup=False)
     if report.whatif is not None:
         console.print(_whatif_table(report.whatif), highlight=False)
         console.print(report.whatif.reason, highlight=False)
@@ -754,22 +757,32 @@ def _cell(value: float | None, digits: int = 3) -> str:
     return "-" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
 
 
-def _replay_table(report: Report, rows: int) -> Table:
+def _replay_table(report: Report, rows: int) -> tuple[Table, list[str]]:
+    """Tabulate the estimates, a row per policy and estimator; warnings as numbered notes.
+
+    A warning repeats across a policy's estimators (and often across policies): the row
+    shows its number, the notes below the table say it once.
+    """
     table = Table(title=f"off-policy estimates\n{rows:,} logged decisions")
     for column in ("policy", "estimator"):
         table.add_column(column, no_wrap=True)
     for column in ("estimate", "CI low", "CI high", "boot low", "boot high", "ESS", "max w"):
         table.add_column(column, justify="right", no_wrap=True)
-    table.add_column("warnings", overflow="fold")
+    table.add_column("warnings", no_wrap=True)
+    notes: list[str] = []
     previous = None
     for e in report.evaluations:
         if previous is not None and e.policy != previous:
             table.add_section()
-        previous = e.policy
         est = e.estimate
         ci, boot = est.ci, est.bootstrap_ci
+        marks = []
+        for warning in est.diagnostics.warnings:
+            if warning not in notes:
+                notes.append(warning)
+            marks.append(f"[{notes.index(warning) + 1}]")
         table.add_row(
-            e.policy,
+            e.policy if e.policy != previous else "",
             e.estimator,
             _cell(est.value),
             _cell(ci.low if ci else None),
@@ -778,9 +791,10 @@ def _replay_table(report: Report, rows: int) -> Table:
             _cell(boot.high if boot else None),
             f"{est.diagnostics.ess:,.0f}",
             f"{est.diagnostics.weight_max:.3g}",
-            "\n".join(est.diagnostics.warnings),
+            " ".join(marks),
         )
-    return table
+        previous = e.policy
+    return table, [f"[{i}] {note}" for i, note in enumerate(notes, 1)]
 
 
 def _whatif_table(whatif: WhatIf) -> Table:

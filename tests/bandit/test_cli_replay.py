@@ -84,6 +84,13 @@ def test_replay_prints_every_policy_and_estimator_and_writes_reports(
     assert result.stdout.count("│ snips ") == len(policies)
     for column in ("estimate", "CI low", "boot high", "ESS", "max w", "warnings"):
         assert column in result.stdout
+    # Warnings are said once each, under the table, and pointed to by number.
+    data = json.loads(out_json.read_text()) if out_json.exists() else {}
+    said = {w for e in data.get("evaluations", []) for w in e["diagnostics"]["warnings"]}
+    flat = " ".join(result.stdout.split())
+    for warning in said:
+        assert flat.count(" ".join(warning.split())) == 1, warning
+    assert (f"[{len(said)}]" in result.stdout) is bool(said)
     data = json.loads(out_json.read_text())
     assert data["log"]["rows_kept"] == 400
     pairs = {(e["policy"], e["estimator"]) for e in data["evaluations"]}
