@@ -1109,7 +1109,7 @@ def logged_example(  # noqa: PLR0911, PLR0912  (anything unusual: left to the sl
     timestamp: datetime,
     ranking: Sequence[int],
     extra: Mapping[str, Any] | None = None,
-    rules: FeatureRules = _NO_RULES,
+    rules: FeatureRules | None = None,
 ) -> LoggedExample | None:
     """Write one logged decision as VW learns it and as the decision log keeps it, or None.
 
@@ -1138,7 +1138,7 @@ def logged_example(  # noqa: PLR0911, PLR0912  (anything unusual: left to the sl
     event_id, timestamp, ranking, extra
         As :func:`dsjson_record` takes them; `ranking` is required here.
     rules
-        What the features must also keep (none by default).
+        What the features must also keep (None: nothing more).
 
     Returns
     -------
@@ -1193,6 +1193,8 @@ def logged_example(  # noqa: PLR0911, PLR0912  (anything unusual: left to the sl
     ids = _plain_ids(action_ids)
     if ids is None:
         return None
+    if rules is None:
+        rules = _NO_RULES
     escapes = 0 if ids is action_ids else sum(action_id.count("%") for action_id in ids)
     texts = {p: repr(p) for p in set(probabilities)}  # (decisions repeat probabilities)
     ranked = [texts[probabilities[index]] for index in ranking]  # [0]: the chosen one's

@@ -95,6 +95,7 @@ _RELEASE_LIMIT = 500
 _LEASE_SECONDS = 30.0
 _MARKER_EVERY_SECONDS = 0.5  # least pause between two markers to one partition, per worker
 _MARKER_POLL_SECONDS = 0.02  # how often the timer looks whether its markers were read
+_TRAINING_AHEAD = 3  # training batches fetched and being decoded while one is learned
 _RETRY_FIRST_PAUSE = 0.05
 _RETRY_MAX_PAUSE = 5.0
 
@@ -318,7 +319,7 @@ def _register_training(app: StreamBanditApp, services: AppServices) -> None:
         on_assigned=reload_models,
         on_stop=close,
         prepare=decode,
-        ahead=max(1, settings.decode_processes),
+        ahead=_TRAINING_AHEAD,
     )
     services.consumers[consumer.name] = consumer
     app.task(consumer.run)
@@ -370,11 +371,9 @@ async def train_decoded(
     or its dead letter; see :func:`train_batch`.
     """
     letters = services.dead_letters
-    raw: dict[tuple[int, int], RawRecord] = {}
     records: list[TrainingRecord] = []
     for record, outcome in decoded:
         if isinstance(outcome, TrainingRecord):
-            raw[record.partition, record.offset] = record
             records.append(outcome)
         else:
             await letters.send(record, outcome)
@@ -386,9 +385,11 @@ async def train_decoded(
         result = await learning
     else:
         result, _ = await asyncio.gather(learning, _log_records(services.store, writer, records))
-    for rejected, reason in result.rejected:
-        letter_of = raw[rejected.partition, rejected.offset]
-        await retry("learner.reject", partial(letters.reject, letter_of, reason))
+    if result.rejected:
+        raw = {(record.partition, record.offset): record for record, _ in decoded}
+        for rejected, reason in result.rejected:
+            letter_of = raw[rejected.partition, rejected.offset]
+            await retry("learner.reject", partial(letters.reject, letter_of, reason))
     _log.info(
         "training.learned",
         records=len(records),

@@ -21,22 +21,25 @@ needs escaping, say) is written by the general functions, to the same result.
 
 Decoding processes
 ------------------
-Decoding and writing cost about twice what VW's learning step costs, all of it Python
-holding the interpreter lock. :class:`TrainingDecoder` therefore hands large batches
-(a backlog) to helper processes (``python -m streams.training``, as many as
-``settings.learner.decode_processes``), which run steps 1 and 2 and send back, per
-record, what the learner and the log need (policy, event id, consent, the two written
-formats); everything else (step 3, dead letters) is done in the worker as before. The
-batch consumer decodes the next batches while the worker learns the current one
-(:class:`streams.batch.BatchConsumer`, ``prepare``). Helpers are started on the first
-large batch, die with the worker (Linux's parent-death signal), and a helper that fails
-is replaced while its batch is decoded in the worker: decoding in a helper is only ever
+Decoding and writing cost about three times what VW's learning step costs, all of it
+Python holding the interpreter lock. :class:`TrainingDecoder` therefore shares large
+batches (a backlog) with helper processes (``python -m streams.training``, as many as
+``settings.learner.decode_processes``), which run steps 1 and 2 on most of a batch and
+send back, per record, what the learner and the log need (policy, event id, consent,
+the two written formats); the worker decodes the rest meanwhile, and does everything
+else (step 3, dead letters) as before. The batch consumer fetches and decodes the next
+batches while the worker learns the current one (:class:`streams.batch.BatchConsumer`,
+``prepare``).
+Helpers are started on the first large batch and die with the worker (Linux's
+parent-death signal); when a helper fails, its part of the batch is decoded in the
+worker and a new helper starts with the next batch: decoding in a helper is only ever
 faster, never different. Small batches (live traffic) are decoded in the worker, where
 they cost less than the round trip.
 
-The helpers speak ``marshal`` over their stdin and stdout (length-prefixed frames of
-bytes, strings, booleans and tuples): they are this same program, started by the
-worker, never a peer on a network.
+The helpers speak ``marshal`` (bytes, strings, booleans and tuples), through two files
+in shared memory only the worker and its helper can reach, their sizes through the
+helper's stdin and stdout: they are this same program, started by the worker, never a
+peer on a network.
 
 Examples
 --------
@@ -65,15 +68,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import gc
 import marshal
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import IO, Any
 
 import structlog
@@ -112,8 +116,10 @@ _WIDEST = Limits(
 )
 _HEADER = 8  # bytes of a frame's length, little-endian
 _HELPER_TIMEOUT_SECONDS = 60.0  # a helper this late on a batch is replaced
-_PIPE_BYTES = 1024 * 1024  # Linux's default most a pipe may hold
-_FIRST_SHARE = 0.75  # of a large batch sent to a helper, until measured
+# tmpfs on Linux, for the helpers' request and answer files: made with mkstemp (private
+# to this user) and unlinked at once, so nobody else can open them.
+_SHARED_FOLDER = Path("/dev/shm")  # noqa: S108
+_FIRST_SHARE = 0.8  # of a large batch sent to a helper, until measured
 _LEAST_SHARE, _MOST_SHARE = 0.25, 0.95  # (some kept here, to keep measuring)
 _SHARE_STEP = 0.5  # how far the share moves toward its measured best after a batch
 
@@ -279,7 +285,7 @@ def write_training(
         return None
     actions: Sequence[Mapping[str, Any]] = decision["actions"]
     ids = [action["id"] for action in actions]
-    position = {action_id: index for index, action_id in enumerate(ids)}
+    position = dict(zip(ids, range(len(ids)), strict=True))
     ranking = decision["ranking"]
     by_id = {entry["id"]: entry["probability"] for entry in ranking}
     if len(position) != len(ids) or by_id.keys() != position.keys():
@@ -295,7 +301,7 @@ def write_training(
         timestamp=decision["occurred_at"],
         ranking=[position[entry["id"]] for entry in ranking],
         extra=dsjson_extra(values),
-        **({} if rules is None else {"rules": rules}),
+        rules=rules,
     )
 
 
@@ -348,10 +354,11 @@ class TrainingDecoder:
     """Decode batches of ``training`` records, large ones partly in helper processes.
 
     A large batch is split: its first part goes to a helper, the rest is decoded here
-    meanwhile. The helper's share follows the measured CPU cost of both sides, so that
-    the helper's part of a batch takes it as long as the worker's event loop thread
-    takes to decode its own part and to learn a batch (the consumer learns the previous
-    batch meanwhile): the two processes keep each other busy, whatever the machine.
+    meanwhile (the consumer learns the previous batch meanwhile too). The helper's share
+    follows the measured CPU time of both sides: it settles where the helper spends on
+    its part of a batch what the worker's event loop thread spends on the rest of it
+    and on learning a batch, so the two processes keep each other busy, whatever the
+    machine.
 
     Parameters
     ----------
@@ -453,13 +460,18 @@ class TrainingDecoder:
 class _Helper:
     """One helper process (started on first use), called one batch at a time.
 
-    The frames go through the pipes in a thread (blocking reads and writes release the
-    interpreter lock, and the kernel does the copying) rather than through asyncio's
-    pipe transports, which copy megabytes in Python on every chunk.
+    Requests and answers (megabytes) are written to two files in shared memory that
+    only the worker and the helper can reach (unlinked as soon as they are made; the
+    helper inherits their descriptors), and a pipe each way carries only their sizes.
+    The worker's event loop reads an answer as soon as its size arrives, with no thread:
+    a thread copying megabytes through a pipe would wait for the interpreter lock on
+    every chunk while the loop learns, and the helper with it.
     """
 
     def __init__(self) -> None:
         self._process: subprocess.Popen[bytes] | None = None
+        self._files: tuple[int, int] | None = None  # request, answer
+        self._waiting: asyncio.Future[bytes] | None = None
 
     @property
     def pid(self) -> int | None:
@@ -471,78 +483,116 @@ class _Helper:
         """Send `request` now; return the future of the answer: ``(CPU seconds, decoded)``."""
         process = self._process
         if process is not None and process.poll() is not None:  # it died: a new one
-            _close_pipes(process)
+            self._stopped()
             process = None
         if process is None:
-            # Started from the event loop's thread, which lives as long as the worker:
-            # Linux sends the parent-death signal when the forking *thread* ends.
-            process = self._process = subprocess.Popen(
-                [sys.executable, "-m", "streams.training"],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                preexec_fn=_die_with_parent,  # noqa: PLW1509  (only calls prctl, resolved at import)
-            )
-            for pipe in (process.stdin, process.stdout):
-                _grow_pipe(pipe)
+            process = self._spawn()
+        assert self._files is not None
+        assert process.stdin is not None
+        assert process.stdout is not None
         payload = marshal.dumps(request)
-        return asyncio.get_running_loop().run_in_executor(None, _exchange, process, payload)
+        _pwrite(self._files[0], payload)
+        process.stdin.write(len(payload).to_bytes(_HEADER, "little"))
+        process.stdin.flush()
+        loop = asyncio.get_running_loop()
+        waiting = self._waiting = loop.create_future()
+        out, answers = process.stdout.fileno(), self._files[1]
+
+        def answered() -> None:
+            loop.remove_reader(out)
+            if waiting.done():  # given up on (a timeout)
+                return
+            try:
+                header = os.read(out, _HEADER)  # written at once: all of it or nothing
+                if len(header) != _HEADER:
+                    msg = "the decoding helper stopped before answering"
+                    raise EOFError(msg)
+                waiting.set_result(_pread(answers, int.from_bytes(header, "little")))
+            except OSError as error:
+                waiting.set_exception(error)
+            except EOFError as error:
+                waiting.set_exception(error)
+
+        loop.add_reader(out, answered)
+        return waiting
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        files = self._files = (_shared_file(), _shared_file())
+        # Started from the event loop's thread, which lives as long as the worker:
+        # Linux sends the parent-death signal when the forking *thread* ends.
+        process = self._process = subprocess.Popen(  # noqa: S603  (this very module)
+            [sys.executable, "-m", "streams.training", *map(str, files)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            pass_fds=files,
+            preexec_fn=_die_with_parent,  # noqa: PLW1509  (only calls prctl, resolved at import)
+        )
+        return process
 
     async def close(self) -> None:
         """Stop the process (a new one starts on the next request)."""
-        process, self._process = self._process, None
-        if process is None:
-            return
-        if process.poll() is None:
+        process = self._process
+        if process is not None and process.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 process.kill()
             await asyncio.to_thread(process.wait)
-        _close_pipes(process)
+        self._stopped()
 
-
-def _close_pipes(process: subprocess.Popen[bytes]) -> None:
-    for pipe in (process.stdin, process.stdout):
-        if pipe is not None:
+    def _stopped(self) -> None:
+        """Let go of a process that ended: its pipes, files and pending answer."""
+        process, self._process = self._process, None
+        files, self._files = self._files, None
+        waiting, self._waiting = self._waiting, None
+        if process is not None and process.stdout is not None:
+            with contextlib.suppress(RuntimeError, ValueError, OSError):
+                asyncio.get_running_loop().remove_reader(process.stdout.fileno())
+        if waiting is not None and not waiting.done():
+            waiting.set_exception(EOFError("the decoding helper was stopped"))
+        if process is not None:
+            for pipe in (process.stdin, process.stdout):
+                if pipe is not None:
+                    with contextlib.suppress(OSError):
+                        pipe.close()
+        for descriptor in files or ():
             with contextlib.suppress(OSError):
-                pipe.close()
+                os.close(descriptor)
 
 
-def _exchange(process: subprocess.Popen[bytes], payload: bytes) -> bytes:
-    """Send one frame to a helper and return its answer's (blocking; in a thread)."""
-    stdin, stdout = process.stdin, process.stdout
-    assert stdin is not None
-    assert stdout is not None
-    stdin.write(len(payload).to_bytes(_HEADER, "little"))
-    stdin.write(payload)
-    stdin.flush()
-    size = int.from_bytes(_read(stdout, _HEADER), "little")
-    return _read(stdout, size)
+def _shared_file() -> int:
+    """Return the descriptor of a new file in shared memory (tmpfs), already unlinked."""
+    folder = _SHARED_FOLDER if _SHARED_FOLDER.is_dir() else None
+    descriptor, path = tempfile.mkstemp(prefix="streambandit-decode-", dir=folder)
+    Path(path).unlink()
+    return descriptor
 
 
-def _read(stream: IO[bytes], size: int) -> bytes:
-    data = stream.read(size)
-    if len(data) != size:
-        msg = f"the decoding helper ended its answer after {len(data)} of {size} bytes"
-        raise EOFError(msg)
+def _pwrite(descriptor: int, data: bytes) -> None:
+    view, done = memoryview(data), 0
+    while done < len(data):
+        done += os.pwrite(descriptor, view[done:], done)
+
+
+def _pread(descriptor: int, size: int) -> bytes:
+    data = os.pread(descriptor, size, 0)
+    while len(data) < size:  # (a regular file reads whole, but to be sure)
+        more = os.pread(descriptor, size - len(data), len(data))
+        if not more:
+            msg = f"the decoding helper's answer holds {len(data)} of {size} bytes"
+            raise EOFError(msg)
+        data += more
     return data
 
 
-def _grow_pipe(pipe: IO[bytes] | None) -> None:
-    """Let a pipe hold a megabyte (Linux; fewer, larger reads and writes), if allowed."""
-    set_size = getattr(fcntl, "F_SETPIPE_SZ", None)
-    if pipe is not None and set_size is not None:
-        with contextlib.suppress(OSError):
-            fcntl.fcntl(pipe.fileno(), set_size, _PIPE_BYTES)
-
-
-def _serve(requests: IO[bytes], answers: IO[bytes]) -> None:
+def _serve(requests: IO[bytes], answers: IO[bytes], files: tuple[int, int]) -> None:
     """Answer requests of :class:`TrainingDecoder` until the worker closes the pipe."""
     limits_of: dict[Any, Limits] = {}
+    request_file, answer_file = files
     while True:
         header = requests.read(_HEADER)
         if len(header) < _HEADER:
             return
         limits_args, max_bytes, values = marshal.loads(  # noqa: S302  (from our worker)
-            requests.read(int.from_bytes(header, "little"))
+            _pread(request_file, int.from_bytes(header, "little"))
         )
         limits = limits_of.get(limits_args)
         if limits is None:
@@ -550,7 +600,8 @@ def _serve(requests: IO[bytes], answers: IO[bytes]) -> None:
         started = time.process_time()
         decoded = decode_values(values, limits, max_bytes)
         answer = marshal.dumps((time.process_time() - started, decoded))
-        answers.write(len(answer).to_bytes(_HEADER, "little") + answer)
+        _pwrite(answer_file, answer)
+        answers.write(len(answer).to_bytes(_HEADER, "little"))
         answers.flush()
 
 
@@ -561,5 +612,6 @@ if __name__ == "__main__":  # a helper process of TrainingDecoder
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # stray prints: to the worker's log
     tune_gc()
     gc.disable()  # decoding makes no reference cycles: reference counting frees it all
+    shared = (int(sys.argv[1]), int(sys.argv[2]))
     with contextlib.suppress(KeyboardInterrupt, BrokenPipeError):
-        _serve(sys.stdin.buffer, answers)
+        _serve(sys.stdin.buffer, answers, shared)

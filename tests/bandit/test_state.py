@@ -112,3 +112,17 @@ def test_logged_ids_are_remembered_per_policy(redis_url: str) -> None:
         assert await store.logged("q", ["e1"]) == [False]
 
     _run(redis_url, body)
+
+
+def test_thousands_of_ids_in_one_call_are_all_kept(redis_url: str) -> None:
+    """A learner batch's worth of ids (more than one script chunk), odd ones included."""
+
+    async def body(store: StateStore) -> None:
+        ids = [f"evt-{i}" for i in range(2500)] + ['quote"d', "é-1", "back\\slash"]
+        await store.mark_logged("p", ids)
+        assert await store.logged("p", [*ids, "nope"]) == [True] * len(ids) + [False]
+        assert await store.save_model("p", b"s", 1, {0: 1}, ids, expected_version=0)
+        assert await store.learned("p", ["nope", *ids]) == [False] + [True] * len(ids)
+        assert await store.redis.zcard(store.key("learned", "p")) == len(ids)
+
+    _run(redis_url, body)

@@ -27,7 +27,7 @@ from streams.agents import register_agents
 from streams.app import create_app
 from streams.deadletter import RawRecord, decode_record
 from streams.sink import training_record
-from streams.training import TrainingDecoder, TrainingRecord, decode_training
+from streams.training import TrainingDecoder, TrainingRecord, _Helper, decode_training
 from tests.bandit.test_fastpath import _break, _example
 
 LIMITS = Limits()
@@ -167,6 +167,33 @@ def test_a_helper_that_dies_is_replaced_and_its_batch_decoded_here() -> None:
     asyncio.run(main())
 
 
+def test_a_helper_that_fails_mid_batch_costs_nothing_but_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An answer that never comes whole: the helper's part is decoded here, same records."""
+    records = _records(150)
+    expected = [decode_training(record, limits=LIMITS) for record in records]
+
+    def broken(self: Any, request: Any) -> asyncio.Future[bytes]:
+        failed: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        failed.set_exception(EOFError("the decoding helper stopped before answering"))
+        return failed
+
+    async def main() -> None:
+        decoder = TrainingDecoder(LIMITS, processes=1, threshold=10)
+        try:
+            with monkeypatch.context() as patch:
+                patch.setattr(_Helper, "start", broken)
+                found = await decoder.decode(records)
+            for got, want in zip(found, expected, strict=True):
+                _same(got, want)
+            assert decoder.helper_pids() == []
+        finally:
+            await decoder.close()
+
+    asyncio.run(main())
+
+
 def test_no_helpers_decodes_everything_here() -> None:
     """With ``processes=0`` nothing is started."""
 
@@ -187,8 +214,9 @@ def test_no_helpers_decodes_everything_here() -> None:
 def test_the_training_consumer_learns_and_logs_each_example_once(
     broker: str, redis_url: str, tmp_path: Path
 ) -> None:
-    """A backlog (large batches, a helper decoding) with a duplicate and a broken record:
-    each example learned once, logged once; the broken one dead-lettered."""
+    """A backlog (large batches, a helper decoding) with a duplicate, a broken record and
+    one no policy can learn: each example learned once, logged once; the broken one and
+    the unlearnable one dead-lettered, with their reasons."""
     prefix = f"tr{uuid.uuid4().hex[:10]}"
     settings = Settings.model_validate(
         {
@@ -200,7 +228,10 @@ def test_the_training_consumer_learns_and_logs_each_example_once(
         }
     )
     values = [json.dumps(_example(i)).encode() for i in range(600)]
-    sent = [*values[:300], values[7], b'{"event_id": "broken"}', *values[300:]]
+    nobody = _example(600)
+    nobody["decision"]["policy"] = "nobody"  # not in settings.policies
+    sent = [*values[:300], values[7], b'{"event_id": "broken"}', json.dumps(nobody).encode()]
+    sent += values[300:]
 
     async def main() -> None:
         client = Redis.from_url(redis_url)
@@ -235,7 +266,7 @@ def test_the_training_consumer_learns_and_logs_each_example_once(
         assert Policy.restore(saved.snapshot).n_learned == 600
         counters = await store.counters("default")
         assert (counters["learned"], counters["learn_duplicates"]) == (600, 1)
-        assert (await store.counters("_streams"))["dead_letters"] == 1
+        assert (await store.counters("_streams"))["dead_letters"] == 2
         await client.aclose()
 
     asyncio.run(main())
@@ -244,4 +275,23 @@ def test_the_training_consumer_learns_and_logs_each_example_once(
         for path in sorted((tmp_path / "log").iterdir())
         for line in path.read_bytes().splitlines()
     ]
-    assert sorted(line["EventId"] for line in lines) == sorted(f"evt-{i}" for i in range(600))
+    # The log keeps every joined decision, the one no policy could learn included.
+    assert sorted(line["EventId"] for line in lines) == sorted(f"evt-{i}" for i in range(601))
+
+
+def test_the_helpers_share_moves_toward_equal_work_on_both_sides() -> None:
+    """A worker busy learning hands the helper more; a slow helper gets less; in bounds."""
+    decoder = TrainingDecoder(LIMITS, processes=1)
+    first = decoder.share
+    decoder._balance(10.0, 0.02, 0.08, 800, 200)  # the first split: nothing to compare
+    assert decoder.share == first
+    # Since: 0.1 s of CPU learning here, 0.1 ms a record either side: give it more.
+    decoder._balance(10.12, 0.02, 0.08, 800, 200)
+    assert decoder.share > first
+    more = decoder.share
+    # The helper now takes 1 ms a record, the worker's own share 0.1 ms: give it less.
+    decoder._balance(10.2, 0.02, 0.8, 800, 200)
+    assert decoder.share < more
+    for _ in range(20):
+        decoder._balance(10.2, 0.02, 80.0, 800, 200)
+    assert decoder.share == pytest.approx(0.25, abs=1e-3)
