@@ -126,10 +126,10 @@ class BufferedProducer:
     Delivery reports come from a daemon thread, the only one that polls librdkafka.
     When `acknowledged`, every record reports, and each round's reports are handed to
     the event loop in one callback, where the waiting records' futures resolve.
-    Otherwise only failures report, and whether the broker answers is judged from
-    librdkafka's statistics every 250 ms (a connection up, records going out): the
-    event loop then pays one C call per record. :attr:`buffered` is librdkafka's own
-    count of records not yet acknowledged.
+    Otherwise the reports only count records (the event loop pays one C call per
+    record), and whether the broker answers is judged from librdkafka's statistics
+    every 250 ms (a connection up, records going out). :attr:`buffered` counts records
+    produced and not yet reported.
     """
 
     def __init__(
@@ -175,10 +175,9 @@ class BufferedProducer:
             "error_cb": self._on_error,
         }
         if not acknowledged:
-            # No report per delivered record (a Python call and a GIL handover each):
-            # failures only, and the brokers' state from librdkafka's statistics.
+            # Whether the broker answers comes from librdkafka's statistics; reports
+            # only count records (librdkafka's own count includes protocol requests).
             self._config |= {
-                "delivery.report.only.error": True,
                 "on_delivery": self._count,
                 "statistics.interval.ms": _STATS_MS,
                 "stats_cb": self._on_stats,
@@ -189,6 +188,8 @@ class BufferedProducer:
         self._poller: threading.Thread | None = None
         self._stopping = threading.Event()
         self._transmitted = -1  # records sent so far, by the last statistics
+        self._queued = 0  # records produced (written by the event loop only)
+        self._settled = 0  # records reported (written by the delivery thread only)
         self._reports: list[tuple[asyncio.Future[None], KafkaError | None]] = []
         self.available = False
         """Whether the broker answers: its last report was a delivery, none is overdue."""
@@ -235,7 +236,7 @@ class BufferedProducer:
     def buffered(self) -> int:
         """How many records wait for the broker's acknowledgement."""
         producer = self._producer
-        return 0 if producer is None else len(producer)
+        return 0 if producer is None else self._queued - self._settled
 
     async def send(self, topic: str, key: bytes, value: bytes) -> Delivery:
         """Queue a record; with `acknowledged`, wait for the broker's acknowledgement.
@@ -256,7 +257,9 @@ class BufferedProducer:
         if producer is None or loop is None:
             msg = "the producer is not started"
             raise ProducerUnavailableError(msg)
-        if len(producer) >= self.capacity and not (self.capacity == 0 and self.available):
+        if self._queued - self._settled >= self.capacity and not (
+            self.capacity == 0 and self.available
+        ):
             raise ProducerUnavailableError(self._full())
         future: asyncio.Future[None] | None = None
         try:
@@ -270,6 +273,7 @@ class BufferedProducer:
         except KafkaException as exc:  # refused before queueing (e.g. too large)
             msg = f"the broker cannot take this record: {exc.args[0].str()}"
             raise ProducerUnavailableError(msg) from exc
+        self._queued += 1
         if future is None:
             return "sent" if self.available else "buffered"
         try:
@@ -325,8 +329,9 @@ class BufferedProducer:
         """Count one delivery report (the delivery thread, inside librdkafka's poll)."""
         if error is not None and error.code() == KafkaError._PURGE_QUEUE:
             return  # purged on stop: counted as lost there
+        self._settled += 1
         if error is None:
-            if not self.available:
+            if self.acknowledged and not self.available:
                 self.available = True
                 _log.info("producer.broker_available", buffered=self.buffered)
             return
