@@ -203,9 +203,7 @@ def to_vw_lines(
     >>> to_vw_lines({"user": {"age": 0.5}}, actions, (0, -1.0, 0.25))
     ['shared |cuser age:0.5', '0:-1.0:0.25 |aitem topic=golf |id id=x']
     """
-    # With no context features the shared line still needs its bar, or VW takes the
-    # line "shared" for one more action.
-    lines = ["shared" + (_namespace_text(context_prefix, context) or " |")]
+    lines = [_shared_line(context, context_prefix)]
     chosen = -1 if label is None else label[0]
     for index, action in enumerate(actions):
         # Every body starts with " |": the label takes the space, or it is dropped.
@@ -215,6 +213,13 @@ def to_vw_lines(
         else:
             lines.append(body[1:])
     return lines
+
+
+def _shared_line(context: Context, prefix: str) -> str:
+    """Write the ``shared`` line of a multi-line example (the context's namespaces)."""
+    # With no context features the shared line still needs its bar, or VW takes the
+    # line "shared" for one more action.
+    return "shared" + (_namespace_text(prefix, context) or " |")
 
 
 def _vw_text(lines: list[str]) -> str:
@@ -370,7 +375,7 @@ class VWPolicy(Policy):
         :class:`~policies.Action` object for an action seen unchanged
         (:meth:`bandit.schemas.RankRequest.policy_inputs`), so its line is written once.
         """
-        lines = ["shared" + (_namespace_text("c", context) or " |")]
+        lines = [_shared_line(context, "c")]
         texts = self._texts
         for action in actions:
             entry = texts.get(action.id)
