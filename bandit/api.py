@@ -49,8 +49,12 @@ Logging
     One structlog line per request when it ends: ``decision.made``,
     ``reward.received``, ``activation.received``, ``event.received``,
     ``settings.changed``, ``request.rejected`` (4xx), ``request.failed`` (5xx) or
-    ``request.handled``, with route, status and latency. Health, readiness and metrics
-    requests log at debug level.
+    ``request.handled``, with route, status and latency. By default
+    (``settings.api.request_log = "errors"``) only refused and failed requests and
+    settings changes write theirs: at thousands of decisions a second a line per
+    decision would cost a tenth of the API's CPU and repeat the decision log; with
+    ``"all"`` every request writes one. Health, readiness and metrics requests log at
+    debug level. Every request is counted in the metrics either way.
 """
 
 from __future__ import annotations
@@ -62,7 +66,7 @@ import re
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, TypeAlias, TypeVar, cast
 
@@ -127,6 +131,8 @@ _STREAM_COUNTERS_SCOPE = "_streams"  # streams.deadletter.COUNTERS_NAME
 _CONTROL_TIMEOUT = 2.0
 _OPS_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 _DOCS_PATHS = frozenset({"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"})
+_ALWAYS_LOGGED = frozenset({"settings.changed"})
+"""Events logged whatever ``settings.api.request_log`` says (an audit trail)."""
 _MAX_BODY_BYTES = 4 * 1024 * 1024
 _PERSONALIZER_PREFIX = "/personalizer/"
 _ID_RE_TEXT = r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$"
@@ -251,6 +257,13 @@ class _Service:
     producer: BufferedProducer
     metrics: ApiMetrics
     shutdown_flush_seconds: float
+    callers: dict[str, Caller] = field(default_factory=dict)
+    """Callers by the key they presented, once found (as many as there are keys)."""
+
+    @property
+    def log_all(self) -> bool:
+        """Whether every request writes its log line (``settings.api.request_log``)."""
+        return self.settings.api.request_log == "all"
 
 
 class _ApiError(Exception):
@@ -347,6 +360,12 @@ def _identify(request: Request, service: _Service, presented: str | None) -> Cal
             "or Authorization: Bearer"
         )
         raise _ApiError(401, "Unauthorized", message, headers={"WWW-Authenticate": "Bearer"})
+    # A key found before: a dict lookup, whose time depends on the presented key's
+    # randomised hash, not on how much of a known key it matches.
+    caller = service.callers.get(presented)
+    if caller is not None:
+        _note(request, key=caller.fingerprint, role=caller.key.role)
+        return caller
     digest = _fingerprint(presented)
     found = None
     for known, key in service.keys.items():  # compare every key, in constant time each
@@ -359,7 +378,7 @@ def _identify(request: Request, service: _Service, presented: str | None) -> Cal
             else "unknown API key: no keys are configured (set STREAMBANDIT_API__KEYS)"
         )
         raise _ApiError(401, "Unauthorized", message, headers={"WWW-Authenticate": "Bearer"})
-    caller = Caller(found, digest[:12])
+    caller = service.callers[presented] = Caller(found, digest[:12])
     _note(request, key=caller.fingerprint, role=found.role)
     return caller
 
@@ -471,9 +490,11 @@ async def _decide(
     decided = time.perf_counter()
     decision = outcome.decision
     delivery = await _produce(
-        service, "decisions", decision.event_id, fastpath.model_json(decision)
+        service, "decisions", decision.event_id, fastpath.decision_json(decision)
     )
     service.metrics.observe_decision(policy, explored=decision.explored, degraded=outcome.degraded)
+    if not service.log_all:
+        return outcome
     _note(
         request,
         "decision.made",
@@ -552,17 +573,8 @@ async def rank(request: Request) -> Response:
     outcome = await _decide(
         request, service, body, policy, session_id=body.session_id, device_id=body.device_id
     )
-    decision = outcome.decision
-    answer = RankResponse.model_construct(
-        event_id=decision.event_id,
-        policy=decision.policy,
-        model_version=decision.model_version,
-        chosen_action_id=decision.chosen_action_id,
-        probability=decision.probability,
-        ranking=decision.ranking,
-        deferred=decision.deferred,
-    )
-    return Response(fastpath.model_json(answer), media_type="application/json")
+    # RankResponse's JSON (bandit.fastpath.rank_answer_json holds it equal)
+    return Response(fastpath.rank_answer_json(outcome.decision), media_type="application/json")
 
 
 async def reward(
@@ -891,11 +903,16 @@ async def _on_unexpected(request: Request, exc: Exception) -> Response:
 
 
 class _RequestLog:
-    """ASGI middleware: one log line, one latency observation and one count per request."""
+    """ASGI middleware: one latency observation and one count per request, and its log line.
 
-    def __init__(self, app: ASGIApp, metrics: ApiMetrics) -> None:
+    With `log_all` false, only refused and failed requests (and the events of
+    :data:`_ALWAYS_LOGGED`) write their line.
+    """
+
+    def __init__(self, app: ASGIApp, metrics: ApiMetrics, *, log_all: bool = True) -> None:
         self.app = app
         self.metrics = metrics
+        self.log_all = log_all
         self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}  # metrics by label
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -935,7 +952,15 @@ class _RequestLog:
             )
         children[0].observe(elapsed)
         children[1].inc()
-        fields: dict[str, Any] = dict(scope.get("streambandit.log", {}))
+        noted: dict[str, Any] | None = scope.get("streambandit.log")
+        if (
+            not self.log_all
+            and failure is None
+            and status < 400
+            and (noted is None or noted.get("event") not in _ALWAYS_LOGGED)
+        ):
+            return
+        fields: dict[str, Any] = dict(noted or {})
         event = fields.pop("event", None)
         if event is None:
             event = "request.handled" if status < 400 else "request.rejected"
@@ -1032,6 +1057,7 @@ def create_app(
             settings.kafka.broker,
             capacity=settings.kafka.producer_buffer,
             acknowledged=settings.kafka.await_acks,
+            linger_ms=settings.kafka.linger_ms,
             on_drop=metrics.producer_dropped.inc,
         ),
         metrics=metrics,
@@ -1073,7 +1099,7 @@ def create_app(
     app.add_exception_handler(RequestValidationError, _on_request_validation)
     app.add_exception_handler(StarletteHTTPException, _on_http_error)
     app.add_exception_handler(Exception, _on_unexpected)
-    app.add_middleware(_RequestLog, metrics=metrics)
+    app.add_middleware(_RequestLog, metrics=metrics, log_all=service.log_all)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
 

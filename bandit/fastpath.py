@@ -62,10 +62,11 @@ __all__ = [
     "decided",
     "decision",
     "decision_from_data",
+    "decision_json",
     "decision_values",
     "feature_rules",
     "features_ok",
-    "model_json",
+    "rank_answer_json",
     "rank_request",
     "training_data",
     "training_example",
@@ -541,10 +542,7 @@ def decided(
             f"{len(actions)} to the policy"
         )
         raise InvalidDistributionError(msg)
-    logged = [
-        _make(LoggedAction, {"id": a.id, "features": a.features}, {"id", "features"})
-        for a in actions
-    ]
+    logged = [_logged_action(action) for action in actions]
     ranking = [
         _make(
             RankedAction,
@@ -575,21 +573,71 @@ def decided(
     return _make(Decision, values, fields_set)
 
 
-def _model_dict(value: object) -> dict[str, Any]:
-    if isinstance(value, BaseModel):
-        return value.__dict__
-    msg = f"{type(value).__name__} is not JSON serializable"
-    raise TypeError(msg)
+_logged: dict[int, tuple[Action, LoggedAction]] = {}  # by the identity of the policy action
+_fragments: dict[int, tuple[LoggedAction, orjson.Fragment]] = {}  # by the logged action's
 
 
-def model_json(model: BaseModel) -> bytes:
-    """Return ``model.model_dump_json().encode()``, written by orjson (several times faster).
+def _logged_action(action: Action) -> LoggedAction:
+    """Return the :class:`LoggedAction` of a policy action: one per action object, cached.
 
-    For the models of the hot paths (:class:`~bandit.schemas.Decision`, the rank answer):
-    plain fields, no aliases or custom serializers, aware UTC timestamps (tests check
-    byte equality with pydantic's output).
+    The rank path gives the same :class:`~policies.Action` for a repeated action (see
+    :meth:`~bandit.schemas.RankRequest.policy_inputs`), so its logged form and that
+    form's JSON (:func:`decision_json`) are made once.
     """
-    return orjson.dumps(model.__dict__, default=_model_dict, option=orjson.OPT_UTC_Z)
+    entry = _logged.get(id(action))
+    if entry is None or entry[0] is not action:  # (the entry keeps `action` alive)
+        if len(_logged) >= _ACTION_CACHE_SIZE:
+            _logged.clear()
+        made = _make(
+            LoggedAction, {"id": action.id, "features": action.features}, {"id", "features"}
+        )
+        entry = _logged[id(action)] = (action, made)
+    return entry[1]
+
+
+def _fragment(logged: LoggedAction) -> orjson.Fragment:
+    entry = _fragments.get(id(logged))
+    if entry is None or entry[0] is not logged:
+        if len(_fragments) >= _ACTION_CACHE_SIZE:
+            _fragments.clear()
+        written = orjson.Fragment(orjson.dumps(logged.__dict__))
+        entry = _fragments[id(logged)] = (logged, written)
+    return entry[1]
+
+
+def decision_json(decision: Decision) -> bytes:
+    """Return ``decision.model_dump_json().encode()``, written by orjson (several times faster).
+
+    Each offered action's JSON is written once per action object (a repeated action of
+    the rank path is the same object, :func:`decided`), the rest in one orjson call,
+    timestamps in UTC with ``Z`` as pydantic writes them. Tests check byte equality
+    with pydantic's output.
+    """
+    values = dict(decision.__dict__)
+    values["actions"] = [_fragment(action) for action in values["actions"]]
+    values["ranking"] = [ranked.__dict__ for ranked in values["ranking"]]
+    return orjson.dumps(values, option=orjson.OPT_UTC_Z)
+
+
+def rank_answer_json(decision: Decision) -> bytes:
+    """Return the JSON of the answer to ``POST /v1/rank`` for `decision`.
+
+    Byte-equal to ``bandit.api.RankResponse(...).model_dump_json()`` built from the
+    decision's fields (tests check it): event id, policy, model version, chosen action,
+    its probability, the ranking, and whether activation is deferred.
+    """
+    values = decision.__dict__
+    return orjson.dumps(
+        {
+            "event_id": values["event_id"],
+            "policy": values["policy"],
+            "model_version": values["model_version"],
+            "chosen_action_id": values["chosen_action_id"],
+            "probability": values["probability"],
+            "ranking": [ranked.__dict__ for ranked in values["ranking"]],
+            "deferred": values["deferred"],
+        }
+    )
 
 
 def decision(raw: bytes | str, limits: Limits) -> Decision | None:

@@ -62,6 +62,15 @@ class KafkaSettings(BaseModel):
         default=False,
         description="Answer rank and reward only once the broker acknowledged the record.",
     )
+    linger_ms: int = Field(
+        default=5,
+        ge=0,
+        le=1_000,
+        description=(
+            "How long the API's producer may hold a record to send it with others: "
+            "fewer, larger requests cost the API less CPU per record."
+        ),
+    )
 
     def topic(self, name: str) -> str:
         """Return the full name of topic `name`: ``<topic_prefix>.<name>``.
@@ -104,6 +113,15 @@ class ApiSettings(BaseModel):
     port: int = Field(default=8000, ge=0, le=65_535)
     keys: tuple[ApiKey, ...] = ()
     model_poll_seconds: float = Field(default=0.5, gt=0.0)
+    request_log: Literal["all", "errors"] = Field(
+        default="errors",
+        description=(
+            "Which requests write a log line: 'errors' (refused or failed requests, and "
+            "settings changes) or 'all' (one line per request; costs about a tenth of a "
+            "rank's CPU). Every request is counted in the metrics either way, and every "
+            "decision is in the decision log."
+        ),
+    )
 
 
 class LearnerSettings(BaseModel):

@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 from pydantic import TypeAdapter
 
 from bandit import fastpath
-from bandit.api import NativeRankRequest
-from bandit.schemas import Decision, RankRequest, TrainingExample
+from bandit.api import NativeRankRequest, RankResponse
+from bandit.schemas import ActionCache, Decision, RankRequest, TrainingExample
 from bandit.settings import Limits
 from policies import decide_ranking, make_policy
 from streams.deadletter import RawRecord, decode_record
@@ -134,9 +134,10 @@ def test_from_choice_builds_what_pydantic_validates() -> None:
 
 
 @pytest.mark.parametrize("defer", [False, True])
-def test_decided_equals_from_choice_and_model_json_equals_pydantic(defer: bool) -> None:
-    """The rank path's unchecked builder and writer give what the checked ones give."""
+def test_decided_equals_from_choice_and_its_json_equals_pydantic(defer: bool) -> None:
+    """The rank path's unchecked builder and writers give what the checked ones give."""
     policy = make_policy("vw-squarecb")
+    cache: ActionCache = {}
     for i in range(30):
         body = {
             "event_id": f"evt-{i}",
@@ -150,7 +151,7 @@ def test_decided_equals_from_choice_and_model_json_equals_pydantic(defer: bool) 
             "defer_activation": defer,
         }
         request = RankRequest.model_validate(body)
-        inputs = request.policy_inputs()
+        inputs = request.policy_inputs(cache if i % 2 else None)
         choice = decide_ranking(policy.pmf(*inputs), request.event_id)
         when = Decision.model_fields["occurred_at"].default_factory()  # type: ignore[misc,call-arg]
         checked = Decision.from_choice(
@@ -162,12 +163,26 @@ def test_decided_equals_from_choice_and_model_json_equals_pydantic(defer: bool) 
         )  # fmt: skip
         _same(fast, checked)
         assert fast.deferred is defer
-        assert fastpath.model_json(fast) == checked.model_dump_json().encode()
+        assert fastpath.decision_json(fast) == checked.model_dump_json().encode()
         unstamped = fastpath.decided(
             choice, request=request, policy="default", model_version="3", inputs=inputs
         )
-        assert fastpath.model_json(unstamped) == unstamped.model_dump_json().encode()
+        assert fastpath.decision_json(unstamped) == unstamped.model_dump_json().encode()
         assert "occurred_at" not in unstamped.model_fields_set
+        # the same policy actions give the same logged actions, written once
+        assert [a is b for a, b in zip(fast.actions, unstamped.actions, strict=True)] == [
+            True
+        ] * len(fast.actions)
+        answer = RankResponse(
+            event_id=fast.event_id,
+            policy=fast.policy,
+            model_version=fast.model_version,
+            chosen_action_id=fast.chosen_action_id,
+            probability=fast.probability,
+            ranking=fast.ranking,
+            deferred=fast.deferred,
+        )
+        assert fastpath.rank_answer_json(fast) == answer.model_dump_json().encode()
 
 
 def test_repeated_actions_are_validated_once_and_exactly() -> None:
