@@ -525,6 +525,7 @@ def _in_process_rates(spec: str, examples: list[Training]) -> tuple[float, float
     policy then learns the text (``VWPolicy.learn_logged``), any other policy goes
     through ``policy.learn``.
     """
+    from bandit.process import tune_gc
     from bandit.settings import Limits
     from streams.deadletter import RawRecord
     from streams.training import TrainingRecord, decode_training
@@ -532,6 +533,7 @@ def _in_process_rates(spec: str, examples: list[Training]) -> tuple[float, float
     sample = examples[: min(len(examples), 2000)]
     records = [RawRecord("t", 0, i, b"k", e.value) for i, e in enumerate(sample)]
     limits = Limits()
+    tune_gc()  # as the worker is (streams/app.py): the collector, not decoding, cost most
     started = time.perf_counter()
     decoded = [decode_training(record, limits=limits) for record in records]
     decode_rate = len(records) / (time.perf_counter() - started)

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
+import orjson
 from vowpalwabbit import pyvw
 
 from bandit.errors import (
@@ -1000,6 +1001,7 @@ def _parse_namespace(where: str, value: Any) -> dict[str, FeatureValue]:
 
 _DSJSON_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
 _CACHE_SIZE = 65_536  # names a FeatureRules remembers as fine; extras remembered
+_ACTION_CACHE_SIZE = 8_192  # actions a FeatureRules remembers the written pieces of
 _HIDDEN_CACHE: dict[Any, str] = {}  # "_sb" objects written, by their items
 _ID_SPECIALS = re.compile(r'[ |:%"\\]')  # in an id: VW escapes it, or JSON would
 _NOT_PLAIN = re.compile(r'["\\,{}]')  # in a name: JSON escapes it, or the writer uses it
@@ -1048,7 +1050,9 @@ class FeatureRules:
 
     So a caller that validates features anyway (the stream worker) checks them in the
     same pass that writes them. Names found fine are remembered, and so are the tokens
-    written for string values (categorical values repeat), up to 65,536 of each.
+    written for string values (categorical values repeat), up to 65,536 of each, and
+    the pieces written for an action's features (a catalog repeats its actions), up to
+    8,192 actions.
 
     Parameters
     ----------
@@ -1072,6 +1076,9 @@ class FeatureRules:
     _pairs: dict[tuple[str, str], tuple[str, str]] = field(
         default_factory=dict, init=False, repr=False
     )  # by feature name and string value: its text token and DSJSON member
+    _actions: dict[bytes, tuple[tuple[str, ...], tuple[str, ...], int]] = field(
+        default_factory=dict, init=False, repr=False
+    )  # by an action's features as JSON: its text tokens, DSJSON members, numeric tokens
 
     def _namespace(self, name: object) -> bool:
         """Whether namespace `name` is valid and written as it is (remembered when so)."""
@@ -1224,7 +1231,7 @@ def logged_example(  # noqa: PLR0911, PLR0912  (anything unusual: left to the sl
             text.append(f"0:{cost}:{ranked[0]}")
         dsjson.append("{" if index == 0 else ",{")
         if features:
-            written = _write(_ACTION_PREFIX, features, text, dsjson, rules)
+            written = _write_action(features, text, dsjson, rules)
             if written is None:
                 return None
             numeric += written
@@ -1295,6 +1302,32 @@ def _plain_ids(action_ids: Sequence[str]) -> Sequence[str] | None:
     if _ID_SPECIALS.search(joined) is None:
         return action_ids
     return [action_id.translate(_ESCAPES) for action_id in action_ids]
+
+
+def _write_action(
+    features: Features, text: list[str], dsjson: list[str], rules: FeatureRules
+) -> int | None:
+    """:func:`_write` for an action's features, remembered by their exact JSON.
+
+    An app's catalog offers the same actions again and again: their pieces are written
+    once (up to ``_ACTION_CACHE_SIZE`` actions) and appended again from then on.
+    """
+    try:
+        key = orjson.dumps(features)  # exact: 1, 1.0 and true write differently
+    except TypeError:  # not JSON (an int beyond 64 bits, a key not a string): no cache
+        return _write(_ACTION_PREFIX, features, text, dsjson, rules)
+    known = rules._actions.get(key)
+    if known is not None:
+        text.extend(known[0])
+        dsjson.extend(known[1])
+        return known[2]
+    text_from, dsjson_from = len(text), len(dsjson)
+    written = _write(_ACTION_PREFIX, features, text, dsjson, rules)
+    if written is not None:  # (what is refused is never remembered)
+        if len(rules._actions) >= _ACTION_CACHE_SIZE:
+            rules._actions.clear()
+        rules._actions[key] = (tuple(text[text_from:]), tuple(dsjson[dsjson_from:]), written)
+    return written
 
 
 def _write(  # noqa: PLR0911, PLR0912  (one flat pass: anything off returns at once)

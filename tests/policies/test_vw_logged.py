@@ -180,6 +180,37 @@ def test_features_breaking_the_callers_rules_are_left_to_the_caller(
     assert logged_example(features, ["a"], [{}], 0, [1.0], rules=rules, **arguments) is None
 
 
+def test_repeated_actions_are_written_alike_wherever_they_stand() -> None:
+    """An action written before (same features, same rules) is written again exactly.
+
+    Its pieces are remembered per rules: features another caller's rules refuse are not
+    taken from what a permissive caller wrote.
+    """
+    golf = {"item": {"topic": "golf", "len": 0.5, "n": 0}}
+    chess = {"item": {"topic": "chess", "len": 1, "n": 3}}
+    strict = FeatureRules(max_features=2)
+    for chosen, order in ((0, [golf, chess]), (1, [golf, chess]), (0, [dict(chess), golf])):
+        arguments: dict[str, Any] = {
+            "reward": 1.0,
+            "event_id": "evt-1",
+            "timestamp": WHEN,
+            "ranking": [chosen, 1 - chosen],
+        }
+        found = logged_example(
+            {"u": {"a": 1.5}}, ["x", "y"], order, chosen, [0.5, 0.5], **arguments
+        )
+        expected = _general(
+            {"u": {"a": 1.5}}, ["x", "y"], order, chosen, [0.5, 0.5], 1.0, [chosen, 1 - chosen], {}
+        )
+        assert found is not None
+        assert expected is not None
+        assert found.text == expected.text
+        refused = logged_example(
+            {"u": {"a": 1.5}}, ["x", "y"], order, chosen, [0.5, 0.5], rules=strict, **arguments
+        )
+        assert refused is None  # three features in a namespace: more than two
+
+
 def test_bad_distributions_and_rankings_are_left_to_the_general_functions() -> None:
     """The writer checks what dsjson_record checks, and leaves it to it to explain."""
     arguments: dict[str, Any] = {"reward": 1.0, "event_id": "e", "timestamp": WHEN}
