@@ -68,7 +68,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal, TypeAlias, TypeVar, cast
+from typing import Annotated, Any, Literal, Self, TypeAlias, TypeVar, cast
 
 import orjson
 import pydantic
@@ -103,6 +103,15 @@ from bandit.personalizer import (
     to_rank_request,
     to_reward,
 )
+from bandit.privacy import (
+    ConsentGrant,
+    ConsentKind,
+    ConsentRecord,
+    ConsentSource,
+    RawUserId,
+    effective_consent,
+    pseudonymise,
+)
 from bandit.process import tune_gc
 from bandit.producer import BufferedProducer, ProducerUnavailableError, TopicName, topic
 from bandit.schemas import (
@@ -119,6 +128,10 @@ from bandit.state import StateStore
 __all__ = [
     "Accepted",
     "Caller",
+    "ConsentLookup",
+    "ConsentUpdate",
+    "ConsentView",
+    "EffectiveConsent",
     "NativeRankRequest",
     "PoliciesResponse",
     "PolicyInfo",
@@ -131,7 +144,7 @@ _STREAM_COUNTERS_SCOPE = "_streams"  # streams.deadletter.COUNTERS_NAME
 _CONTROL_TIMEOUT = 2.0
 _OPS_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 _DOCS_PATHS = frozenset({"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"})
-_ALWAYS_LOGGED = frozenset({"settings.changed"})
+_ALWAYS_LOGGED = frozenset({"settings.changed", "consent.changed"})
 """Events logged whatever ``settings.api.request_log`` says (an audit trail)."""
 _MAX_BODY_BYTES = 4 * 1024 * 1024
 _PERSONALIZER_PREFIX = "/personalizer/"
@@ -180,11 +193,71 @@ class NativeRankRequest(RankRequest):
         Entities whose features, kept in Redis by the context agent, join the context
         under the namespaces ``session`` and ``device`` (the request's own features of
         the same name win). Identifiers are never features themselves.
+    user_id
+        The person the decision is for, as the app knows them: replaced on arrival by
+        its pseudonym (:func:`bandit.privacy.pseudonymise`), whose consent decides how
+        the request is served. Never stored, logged or echoed.
     """
 
     policy: _Reference | None = None
     session_id: _Reference | None = None
     device_id: _Reference | None = None
+    user_id: RawUserId | None = Field(default=None, repr=False)
+
+
+class ConsentUpdate(BaseModel):
+    """Give or withdraw a person's consents (``POST /v1/consent``).
+
+    Attributes
+    ----------
+    user_id
+        The person, as the app knows them (hashed on arrival, never stored).
+    personalisation, learning
+        The consents changed: true to give, false to withdraw; at least one.
+    source
+        Where the person said so (e.g. ``"cookie-banner-v3"``, ``"privacy-page"``).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
+
+    user_id: RawUserId = Field(repr=False)
+    personalisation: bool | None = None
+    learning: bool | None = None
+    source: ConsentSource
+
+    @pydantic.model_validator(mode="after")
+    def _changes_something(self) -> Self:
+        if self.personalisation is None and self.learning is None:
+            msg = "give personalisation, learning or both (true to give, false to withdraw)"
+            raise ValueError(msg)
+        return self
+
+
+class ConsentLookup(BaseModel):
+    """Name the person whose consents to read (``POST /v1/consent/lookup``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
+
+    user_id: RawUserId = Field(repr=False)
+
+
+class EffectiveConsent(BaseModel):
+    """What a person's consents allow now (absent ones take the configured default)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    personalisation: bool
+    learning: bool
+
+
+class ConsentView(BaseModel):
+    """A person's consents as recorded (None: never given nor refused), and their effect."""
+
+    model_config = ConfigDict(frozen=True)
+
+    personalisation: ConsentGrant | None
+    learning: ConsentGrant | None
+    effective: EffectiveConsent
 
 
 class RankResponse(BaseModel):
@@ -474,12 +547,14 @@ async def _decide(
     *,
     session_id: str | None = None,
     device_id: str | None = None,
+    user_id: str | None = None,
 ) -> RankOutcome:
     """Decide, log the decision to Kafka, count it; the answer is the caller's to give."""
     started = time.perf_counter()
+    user = None if user_id is None else _pseudonym(service, user_id)
     try:
         outcome = await service.engine.rank(
-            rank_request, policy, session_id=session_id, device_id=device_id
+            rank_request, policy, session_id=session_id, device_id=device_id, user=user
         )
     except UnknownServedPolicyError as exc:
         raise _ApiError(404, "ResourceNotFound", str(exc)) from None
@@ -492,7 +567,14 @@ async def _decide(
     delivery = await _produce(
         service, "decisions", decision.event_id, fastpath.decision_json(decision)
     )
-    service.metrics.observe_decision(policy, explored=decision.explored, degraded=outcome.degraded)
+    consent = outcome.consent
+    service.metrics.observe_decision(
+        policy,
+        explored=decision.explored,
+        degraded=outcome.degraded,
+        path=consent.path,
+        learn=consent.learn,
+    )
     if not service.log_all:
         return outcome
     _note(
@@ -506,7 +588,8 @@ async def _decide(
         probability=decision.probability,
         explored=decision.explored,
         deferred=decision.deferred,
-        consent=outcome.consent,
+        consent=consent.path,
+        learn=consent.learn,
         stored_features=outcome.stored_features,
         degraded=outcome.degraded,
         delivery=delivery,
@@ -546,6 +629,8 @@ def _request_body(model: type[BaseModel]) -> dict[str, Any]:
 
 _BODY_MODELS: tuple[type[BaseModel], ...] = (
     NativeRankRequest,
+    ConsentUpdate,
+    ConsentLookup,
     RewardReported,
     Activation,
     BehaviourEvent,
@@ -571,7 +656,13 @@ async def rank(request: Request) -> Response:
     body = await _body(request, NativeRankRequest, "the rank request", service.settings.limits)
     policy = _resolve_policy(service, caller, body.policy)
     outcome = await _decide(
-        request, service, body, policy, session_id=body.session_id, device_id=body.device_id
+        request,
+        service,
+        body,
+        policy,
+        session_id=body.session_id,
+        device_id=body.device_id,
+        user_id=body.user_id,
     )
     # RankResponse's JSON (bandit.fastpath.rank_answer_json holds it equal)
     return Response(fastpath.rank_answer_json(outcome.decision), media_type="application/json")
@@ -628,6 +719,64 @@ async def _feedback(
     if isinstance(record, RewardReported):
         fields.update(reward=record.reward, reward_id=record.reward_id)
     _note(request, f"{kind}.received", **fields)
+
+
+def _pseudonym(service: _Service, user_id: str) -> str:
+    """Return the pseudonym of a raw user id; 503 when no pseudonym key is configured."""
+    key = service.settings.privacy.pseudonym_key
+    if key is None:
+        message = (
+            "requests naming a user need a pseudonym key: set "
+            "STREAMBANDIT_PRIVACY__PSEUDONYM_KEY (at least 16 characters)"
+        )
+        raise _ApiError(503, "ServiceUnavailable", message)
+    return pseudonymise(user_id, key.get_secret_value().encode())
+
+
+def _consent_view(service: _Service, record: ConsentRecord | None) -> ConsentView:
+    effective = effective_consent(record, service.settings.privacy)
+    record = record or ConsentRecord()
+    return ConsentView(
+        personalisation=record.personalisation,
+        learning=record.learning,
+        effective=EffectiveConsent(personalisation=effective.personalise, learning=effective.learn),
+    )
+
+
+async def set_consent(request: Request, service: ServiceDep, caller: CallerDep) -> Response:
+    """Give or withdraw a person's consents; answer with all of them and their effect.
+
+    The person is named by their raw user id in the body (never in the URL, which
+    proxies log); it is replaced by its pseudonym before anything is stored.
+    """
+    body = await _body(request, ConsentUpdate, "the consent", service.settings.limits)
+    user = _pseudonym(service, body.user_id)
+    changes: dict[ConsentKind, bool] = {}
+    if body.personalisation is not None:
+        changes["personalisation"] = body.personalisation
+    if body.learning is not None:
+        changes["learning"] = body.learning
+    try:
+        record = await service.store.update_consent(
+            user, ConsentRecord().with_changes(changes, body.source)
+        )
+    except (RedisError, OSError, TimeoutError) as exc:
+        raise _ApiError(503, "ServiceUnavailable", f"Redis is unavailable: {exc}") from None
+    for kind, granted in changes.items():
+        service.metrics.consent_changes.labels(kind, "true" if granted else "false").inc()
+    _note(request, "consent.changed", **changes)
+    return _model(_consent_view(service, record))
+
+
+async def lookup_consent(request: Request, service: ServiceDep, caller: CallerDep) -> Response:
+    """Read a person's consents (named in the body) and what they allow now."""
+    body = await _body(request, ConsentLookup, "the consent lookup", service.settings.limits)
+    user = _pseudonym(service, body.user_id)
+    try:
+        record = await service.store.consent(user)
+    except (RedisError, OSError, TimeoutError) as exc:
+        raise _ApiError(503, "ServiceUnavailable", f"Redis is unavailable: {exc}") from None
+    return _model(_consent_view(service, record))
 
 
 async def list_policies(service: ServiceDep, caller: CallerDep) -> Response:
@@ -1126,6 +1275,22 @@ def _add_routes(app: FastAPI) -> None:
             response_model=Accepted,
             openapi_extra=_request_body(model),
         )
+    native.add_api_route(
+        "/consent",
+        set_consent,
+        methods=["POST"],
+        response_model=ConsentView,
+        openapi_extra=_request_body(ConsentUpdate),
+        tags=["privacy"],
+    )
+    native.add_api_route(
+        "/consent/lookup",
+        lookup_consent,
+        methods=["POST"],
+        response_model=ConsentView,
+        openapi_extra=_request_body(ConsentLookup),
+        tags=["privacy"],
+    )
     native.add_api_route(
         "/policies", list_policies, methods=["GET"], response_model=PoliciesResponse
     )

@@ -19,10 +19,12 @@ Hot swap
     with :meth:`policies.Policy.configure`: exploration parameters and the floor change,
     what the policy learned does not.
 Rank
-    :meth:`DecisionEngine.rank` runs the consent hook, adds the session and device
-    features kept in Redis when the request names them, asks the policy for its
-    distribution, draws from it seeded by the event id, and returns the
-    :class:`~bandit.schemas.Decision` to log.
+    :meth:`DecisionEngine.rank` reads the person's consent (:mod:`bandit.privacy`) and
+    the session and device features kept in Redis when the request names them, asks
+    the served policy (or, without personalisation consent, the baseline policy) for
+    its distribution, draws from it seeded by the event id, and returns the
+    :class:`~bandit.schemas.Decision` to log: without learning consent, with no
+    feature and ``learn=False``. Consent that cannot be read counts as not given.
 Degraded mode
     Feature reads use the short ``settings.redis.socket_timeout_seconds`` and are never
     retried. When one fails, the request is answered from the request's own features
@@ -38,7 +40,7 @@ import dataclasses
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import pydantic
 import structlog
@@ -46,21 +48,19 @@ from redis.exceptions import RedisError
 
 from bandit import fastpath
 from bandit.errors import ConfigurationError, SnapshotError, UnknownServedPolicyError
+from bandit.privacy import DENIED, GRANTED, Consent, ConsentRecord, effective_consent
 from bandit.schemas import ActionCache, Decision, PolicySettings, RankRequest
 from bandit.settings import Settings
 from bandit.state import FeatureKind, StateStore
-from policies import Policy, decide_ranking, make_policy
+from policies import Action, Policy, decide_ranking, make_policy
 
 __all__ = [
-    "ConsentPath",
     "DecisionEngine",
     "LoadedPolicy",
     "RankOutcome",
     "UnknownServedPolicyError",
 ]
 
-ConsentPath = Literal["personalise"]
-"""How consent routes a request. Only ``"personalise"`` exists until consent lands."""
 
 _REDIS_FAILURES = (RedisError, OSError, TimeoutError)
 _log = structlog.get_logger("bandit.engine")
@@ -108,15 +108,15 @@ class RankOutcome:
     decision
         The decision to log and answer with.
     consent
-        The consent path the request took.
+        What the person's consent allowed: personalisation, learning.
     degraded
-        Whether Redis features were wanted but could not be read.
+        Whether consent or Redis features were wanted but could not be read.
     stored_features
         How many session and device features from Redis the policy saw.
     """
 
     decision: Decision
-    consent: ConsentPath
+    consent: Consent
     degraded: bool
     stored_features: int
 
@@ -151,6 +151,8 @@ class DecisionEngine:
         self._poller: asyncio.Task[None] | None = None
         self.degraded = False
         self._actions: ActionCache = {}  # policy actions of repeated action models
+        self._baseline = make_policy(settings.privacy.baseline_policy)
+        self._anonymous = GRANTED if settings.privacy.anonymous == "granted" else DENIED
         """Whether Redis is unavailable (features are skipped until a poll succeeds)."""
         self.degraded_since: float | None = None
 
@@ -196,14 +198,6 @@ class DecisionEngine:
 
     # -- rank ----------------------------------------------------------------------------
 
-    def consent_path(self, request: RankRequest) -> ConsentPath:
-        """Consent hook: how this request may be served (a later issue decides).
-
-        Until consent is implemented every request is personalised; the baseline and
-        no-learning paths of DESIGN.md contract 6 will branch here.
-        """
-        return "personalise"
-
     async def rank(
         self,
         request: RankRequest,
@@ -211,8 +205,9 @@ class DecisionEngine:
         *,
         session_id: str | None = None,
         device_id: str | None = None,
+        user: str | None = None,
     ) -> RankOutcome:
-        """Decide `request` with the policy served as `policy`.
+        """Decide `request` with the policy served as `policy`, as `user`'s consent allows.
 
         Parameters
         ----------
@@ -223,7 +218,11 @@ class DecisionEngine:
         session_id, device_id
             Entities whose stored features (Redis) join the context, under the
             namespaces ``session`` and ``device``; the request's own features of the
-            same name win.
+            same name win. Not read without personalisation consent.
+        user
+            The person's pseudonym (:func:`bandit.privacy.pseudonymise`), whose
+            consent is read; None for a request naming nobody
+            (``settings.privacy.anonymous``).
 
         Returns
         -------
@@ -235,51 +234,67 @@ class DecisionEngine:
             If `policy` is not served.
         """
         loaded = self._require(policy)
-        consent = self.consent_path(request)
         wanted: list[tuple[FeatureKind, str]] = []
         if session_id is not None:
             wanted.append(("session", session_id))
         if device_id is not None:
             wanted.append(("device", device_id))
+        consent = self._anonymous
         stored: dict[str, dict[str, Any]] = {}
         degraded = False
-        if wanted:
-            found = await self._stored_features(wanted)
+        if user is not None or wanted:
+            found = await self._read_state(user, wanted)
             if found is None:
                 degraded = True
+                if user is not None:
+                    consent = DENIED  # unknown consent is no consent
             else:
-                stored = found
+                record, stored = found
+                if user is not None:
+                    consent = effective_consent(record, self.settings.privacy)
         decided = request
-        if stored:
+        if stored and consent.personalise:
             decided = self._with_stored_features(request, stored)
         context, actions = decided.policy_inputs(self._actions)
-        distribution = loaded.policy.pmf(context, actions)
-        choice = decide_ranking(distribution, decided.event_id)
+        chooser = loaded.policy if consent.personalise else self._baseline
+        choice = decide_ranking(chooser.pmf(context, actions), decided.event_id)
+        if not consent.learn:  # nothing about the decision is kept but what counts it
+            context, actions = {}, [_bare(action) for action in actions]
         decision = fastpath.decided(
             choice,
             request=decided,
             policy=policy,
             model_version=loaded.model_version,
             inputs=(context, actions),
+            learn=consent.learn,
+            consent=consent.path,
         )
         used = sum(len(features) for features in stored.values()) if decided is not request else 0
         return RankOutcome(decision, consent, degraded, used)
 
-    async def _stored_features(
-        self, wanted: list[tuple[FeatureKind, str]]
-    ) -> dict[str, dict[str, Any]] | None:
-        """Read features by namespace; None when Redis fails (degraded, no retry)."""
+    async def _read_state(
+        self, user: str | None, wanted: list[tuple[FeatureKind, str]]
+    ) -> tuple[ConsentRecord | None, dict[str, dict[str, Any]]] | None:
+        """Read consent and features together; None when Redis fails (degraded, no retry)."""
         if self.degraded:
             return None
+        store = self.features_store
         try:
             async with asyncio.timeout(self.settings.redis.socket_timeout_seconds * 2):
-                values = await asyncio.gather(
-                    *(self.features_store.features(kind, entity) for kind, entity in wanted)
+                record, values = await asyncio.gather(
+                    store.consent(user) if user is not None else _nothing(),
+                    asyncio.gather(*(store.features(kind, entity) for kind, entity in wanted)),
                 )
         except _REDIS_FAILURES as exc:
-            self._mark_degraded("features", exc)
+            self._mark_degraded("consent and features" if user else "features", exc)
             return None
-        return {kind: found for (kind, _), found in zip(wanted, values, strict=True) if found}
+        except pydantic.ValidationError as exc:  # a consent record we cannot read
+            _log.error("consent.unreadable", user=user, reason=str(exc))
+            return None
+        stored: dict[str, dict[str, Any]] = {
+            kind: found for (kind, _), found in zip(wanted, values, strict=True) if found
+        }
+        return record, stored
 
     def _with_stored_features(
         self, request: RankRequest, stored: Mapping[str, Mapping[str, Any]]
@@ -476,6 +491,15 @@ class DecisionEngine:
             )
             self.degraded = True
             self.degraded_since = time.time()
+
+
+def _bare(action: Action) -> Action:
+    """Return the action as a decision without learning consent logs it: its id alone."""
+    return Action(action.id, {})
+
+
+async def _nothing() -> None:
+    return None
 
 
 def _configured(policy: Policy, settings: PolicySettings) -> Policy:

@@ -40,10 +40,12 @@ import orjson
 from pydantic import BaseModel, TypeAdapter
 
 from bandit.errors import InvalidDistributionError
+from bandit.privacy import MAX_USER_ID_LENGTH
 from bandit.schemas import (
     _FEATURE_NAME_RE,
     _ID_RE,
     _NAMESPACE_RE,
+    ConsentPath,
     Decision,
     LoggedAction,
     RankableAction,
@@ -232,7 +234,7 @@ _REQUEST_FIELDS: Final = ("event_id", "context", "actions", "excluded_actions", 
 _REFERENCES: Final = ("policy", "session_id", "device_id")  # bandit.api.NativeRankRequest
 _ACTION_FIELDS: Final = frozenset({"id", "features"})
 _request_fields: dict[type[Any], tuple[str, ...]] = {}
-_NATIVE_FIELDS: Final = (*_REQUEST_FIELDS, *_REFERENCES)
+_NATIVE_FIELDS: Final = (*_REQUEST_FIELDS, *_REFERENCES, "user_id")
 _PLAIN_REQUEST: Final = frozenset(_REQUEST_FIELDS)
 _NATIVE_REQUEST: Final = frozenset(_NATIVE_FIELDS)
 
@@ -345,6 +347,15 @@ def rank_request(  # noqa: PLR0911, PLR0912, PLR0915  (one flat pass over every 
                 values[name] = None  # absent, or JSON null: both None
             elif not _id_ok(reference, id_limit):
                 return None
+        user = values.get("user_id")
+        if user is None:
+            values["user_id"] = None
+        elif (
+            type(user) is not str
+            or not 0 < len(user) <= MAX_USER_ID_LENGTH
+            or not user.isprintable()
+        ):
+            return None
     ordered = {name: values[name] for name in fields}
     return _make(model, ordered, {name for name in names if name in data})
 
@@ -358,6 +369,7 @@ _DECISION_REQUIRED: Final = frozenset(
 _DECISION_FIELDS: Final = tuple(Decision.model_fields)
 _DECISION_KEYS: Final = frozenset(_DECISION_FIELDS)
 _RANKED_FIELDS: Final = frozenset({"id", "probability"})
+_CONSENT_PATHS: Final = frozenset({"personalise", "baseline"})  # bandit.schemas.ConsentPath
 _DECIDED_SET: Final = frozenset(
     {"event_id", "policy", "model_version", "context", "actions", "ranking",
      "chosen_action_id", "chosen_index", "probability", "explored", "deferred"}
@@ -506,6 +518,11 @@ def decision_values(  # noqa: PLR0911, PLR0912  (one flat pass over every rule)
                 return None
         else:
             values[flag] = default
+    if "consent" in values:
+        if values["consent"] not in _CONSENT_PATHS:
+            return None
+    else:
+        values["consent"] = "personalise"
     return values
 
 
@@ -517,6 +534,8 @@ def decided(
     model_version: str,
     inputs: tuple[dict[str, dict[str, Any]], list[Action]],
     occurred_at: datetime | None = None,
+    learn: bool = True,
+    consent: ConsentPath = "personalise",
 ) -> Decision:
     """Build the decision of `choice`, as :meth:`Decision.from_choice` does, unchecked.
 
@@ -527,7 +546,9 @@ def decided(
     :func:`policies.decide_ranking` from a :class:`~policies.Distribution` over exactly
     those actions (finite, in (0, 1], summing to 1: checked when it was made); `policy`
     and `model_version` are the served policy's name and model version. The decision
-    is deferred when the request asked for it. Tests hold it equal to ``from_choice``.
+    is deferred when the request asked for it. `learn` and `consent` are as
+    ``from_choice`` takes them (`inputs` then being what is logged: no features
+    without learning consent). Tests hold it equal to ``from_choice``.
 
     Raises
     ------
@@ -565,11 +586,16 @@ def decided(
         "probability": choice.probability,
         "explored": choice.explored,
         "deferred": request.defer_activation,
-        "learn": True,
+        "learn": learn,
+        "consent": consent,
     }
     fields_set = set(_DECIDED_SET)
     if occurred_at is not None:
         fields_set.add("occurred_at")
+    if not learn:
+        fields_set.add("learn")
+    if consent != "personalise":
+        fields_set.add("consent")
     return _make(Decision, values, fields_set)
 
 

@@ -8,6 +8,11 @@ Counted as things happen:
 ``streambandit_decisions_total``                decisions made by this process, by policy
 ``streambandit_explored_decisions_total``       those whose choice was not the most probable
 ``streambandit_degraded_decisions_total``       those decided without Redis features
+``streambandit_consent_decisions_total``        decisions by policy, consent path
+                                                (personalise, baseline) and learning
+                                                consent (true, false)
+``streambandit_consent_changes_total``          consents given or withdrawn, by kind
+                                                (personalisation, learning) and granted
 ``streambandit_feedback_total``                 rewards, activations, events accepted, by kind
 ``streambandit_producer_rejected_total``        records refused with 503 (buffer full)
 ``streambandit_producer_dropped_total``         records dropped (rejected for good, lost)
@@ -102,6 +107,7 @@ class ApiMetrics:
             registry=r,
         )
         self._by_policy: dict[str, tuple[Counter, Counter, Counter]] = {}  # labelled children
+        self._by_consent: dict[tuple[str, str, bool], Counter] = {}
         self.decisions = Counter(
             "streambandit_decisions", "Decisions made by this process.", ["policy"], registry=r
         )
@@ -115,6 +121,18 @@ class ApiMetrics:
             "streambandit_degraded_decisions",
             "Decisions made without the Redis features they asked for.",
             ["policy"],
+            registry=r,
+        )
+        self.consent_decisions = Counter(
+            "streambandit_consent_decisions",
+            "Decisions by the consent they were made under.",
+            ["policy", "path", "learn"],
+            registry=r,
+        )
+        self.consent_changes = Counter(
+            "streambandit_consent_changes",
+            "Consents given or withdrawn.",
+            ["kind", "granted"],
             registry=r,
         )
         self.feedback = Counter(
@@ -185,8 +203,16 @@ class ApiMetrics:
         r.register(self._stream_counters)
         self._decided: dict[str, list[int]] = {}
 
-    def observe_decision(self, policy: str, *, explored: bool, degraded: bool) -> None:
-        """Count one decision."""
+    def observe_decision(
+        self,
+        policy: str,
+        *,
+        explored: bool,
+        degraded: bool,
+        path: str = "personalise",
+        learn: bool = True,
+    ) -> None:
+        """Count one decision, and the consent it was made under."""
         children = self._by_policy.get(policy)
         if children is None:
             children = self._by_policy[policy] = (
@@ -194,6 +220,12 @@ class ApiMetrics:
                 self.explored.labels(policy),
                 self.degraded_decisions.labels(policy),
             )
+        consented = self._by_consent.get((policy, path, learn))
+        if consented is None:
+            consented = self._by_consent[policy, path, learn] = self.consent_decisions.labels(
+                policy, path, "true" if learn else "false"
+            )
+        consented.inc()
         children[0].inc()
         counts = self._decided.setdefault(policy, [0, 0])
         counts[0] += 1

@@ -92,6 +92,7 @@ __all__ = [
     "Aggregation",
     "BehaviourEvent",
     "BehaviourKind",
+    "ConsentPath",
     "DeadLetter",
     "Decision",
     "Device",
@@ -404,6 +405,8 @@ LoggedFeatures: TypeAlias = Annotated[
     ],
     BeforeValidator(_check_namespace_count),
 ]
+ConsentPath: TypeAlias = Literal["personalise", "baseline"]
+"""Which policy served a decision under the person's consent (see :mod:`bandit.privacy`)."""
 ActionId: TypeAlias = Annotated[str, AfterValidator(_id_checker("action ids"))]
 EventId: TypeAlias = Annotated[str, AfterValidator(_id_checker("event ids"))]
 _SessionId: TypeAlias = Annotated[str, AfterValidator(_id_checker("session ids"))]
@@ -648,7 +651,12 @@ class Decision(Event):
         Whether the app asked to activate the decision later (``deferActivation``): it
         is learned only once activated within the reward wait time.
     learn
-        Whether the decision may be learned from and kept (learning consent).
+        Whether the decision may be learned from and kept (learning consent). A
+        decision without it is logged without any feature, only to be counted.
+    consent
+        Which policy decided under the person's consent: ``"personalise"`` (the served
+        policy) or ``"baseline"`` (no personalisation consent: the baseline policy,
+        whose probabilities these are; see :mod:`bandit.privacy`).
     """
 
     policy: _PolicyName
@@ -666,6 +674,7 @@ class Decision(Event):
     explored: bool
     deferred: bool = False
     learn: bool = True
+    consent: ConsentPath = "personalise"
 
     @field_validator("ranking")
     @classmethod
@@ -771,6 +780,8 @@ class Decision(Event):
         limits: Limits | None = None,
         occurred_at: datetime | None = None,
         inputs: tuple[dict[str, dict[str, FeatureValue]], list[Action]] | None = None,
+        learn: bool = True,
+        consent: ConsentPath = "personalise",
     ) -> Self:
         """Build the log record of `choice`, drawn for `request` by `policy`.
 
@@ -788,7 +799,11 @@ class Decision(Event):
         occurred_at
             When the decision was made; defaults to now.
         inputs
-            ``request.policy_inputs()``, when the caller has it already.
+            ``request.policy_inputs()``, when the caller has it already (or what of it
+            is logged: no features for a decision without learning consent).
+        learn, consent
+            Whether the decision may be learned from and kept, and which policy decided
+            under the person's consent.
 
         Returns
         -------
@@ -824,6 +839,10 @@ class Decision(Event):
             "explored": choice.explored,
             "deferred": request.defer_activation,
         }
+        if not learn:
+            data["learn"] = False
+        if consent != "personalise":
+            data["consent"] = consent
         if occurred_at is not None:
             data["occurred_at"] = occurred_at
         if limits is None:

@@ -10,7 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = [
@@ -20,6 +20,7 @@ __all__ = [
     "LearnerSettings",
     "Limits",
     "LogSettings",
+    "PrivacySettings",
     "RedisSettings",
     "Settings",
     "get_settings",
@@ -152,6 +153,44 @@ class LogSettings(BaseModel):
     rotate_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
 
 
+class PrivacySettings(BaseModel):
+    """Pseudonymisation and consent (DESIGN.md contract 6; docs/privacy.md).
+
+    A request naming a person carries their raw user id; the API replaces it with a
+    keyed hash (:func:`bandit.privacy.pseudonymise`) before anything is stored, logged
+    or produced, and looks up that pseudonym's consents.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    pseudonym_key: SecretStr | None = Field(
+        default=None,
+        min_length=16,
+        description=(
+            "The secret user ids are hashed with (HMAC-SHA-256). Without it, requests "
+            "naming a user are refused (503). `streambandit up` makes one per data folder."
+        ),
+    )
+    consent_default: Literal["granted", "denied"] = Field(
+        default="denied",
+        description=(
+            "Consent of a named user who has no consent record: 'denied' serves them the "
+            "baseline policy and neither learns from nor keeps their decisions."
+        ),
+    )
+    anonymous: Literal["granted", "denied"] = Field(
+        default="granted",
+        description=(
+            "How requests naming no user are served: 'granted' leaves consent to the app "
+            "(personalised and learned), 'denied' treats them as without consent."
+        ),
+    )
+    baseline_policy: str = Field(
+        default="uniform",
+        description="The policy spec serving requests without personalisation consent.",
+    )
+
+
 class Settings(BaseSettings):
     """Everything streambandit can be configured with."""
 
@@ -165,6 +204,7 @@ class Settings(BaseSettings):
     api: ApiSettings = ApiSettings()
     learner: LearnerSettings = LearnerSettings()
     decision_log: LogSettings = LogSettings()
+    privacy: PrivacySettings = PrivacySettings()
     policies: dict[str, str] = Field(
         default_factory=lambda: {"default": "vw-squarecb"},
         description="Policies served, by name, with the spec each starts from.",

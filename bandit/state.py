@@ -25,6 +25,7 @@ from typing import Literal
 from redis.asyncio import Redis
 from redis.exceptions import WatchError
 
+from bandit.privacy import ConsentRecord
 from bandit.schemas import PolicySettings
 
 __all__ = ["FeatureKind", "ModelRecord", "StateStore"]
@@ -254,6 +255,26 @@ class StateStore:
         """Return an entity's features (empty when unknown or expired)."""
         raw = await self.redis.hgetall(self.key("features", kind, entity))
         return {_text(name): json.loads(value) for name, value in raw.items()}
+
+    # -- consent -------------------------------------------------------------------------
+
+    async def consent(self, pseudonym: str) -> ConsentRecord | None:
+        """Return a person's consent record, or None when they have none."""
+        fields = await self.redis.hgetall(self.key("consent", pseudonym))
+        return ConsentRecord.from_redis(fields) if fields else None
+
+    async def update_consent(self, pseudonym: str, changes: ConsentRecord) -> ConsentRecord:
+        """Store the consents `changes` holds (the others stay) and return the whole record.
+
+        Each consent is a field of the person's hash, written and read back in one
+        transaction: concurrent changes of different consents both stay.
+        """
+        key = self.key("consent", pseudonym)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(key, mapping=changes.to_redis())  # type: ignore[arg-type]
+            pipe.hgetall(key)
+            _, fields = await pipe.execute()
+        return ConsentRecord.from_redis(fields)
 
     # -- counters ----------------------------------------------------------------------
 

@@ -5,8 +5,10 @@ Each learnable :class:`~bandit.schemas.TrainingExample` becomes one line of VW's
 writes it once on decoding, :mod:`streams.training`), readable by
 ``python -m vowpalwabbit --cb_explore_adf --dsjson -d FILE``. Our own fields go under
 ``"_sb"``, a key VW skips: ``policy``, ``model_version``, ``default_reward``,
-``reward_count``, ``explored``, ``deferred`` and ``learn`` (always ``true``: decisions
-without learning consent are not kept).
+``reward_count``, ``explored``, ``deferred``, ``learn`` (always ``true``: decisions
+without learning consent are not kept) and ``consent`` (``"personalise"``, or
+``"baseline"`` when the person had not consented to personalisation and the baseline
+policy decided).
 
 Files are named by the UTC time they were opened and a sequence number that keeps
 growing across restarts, ``decisions-20261127T231500Z-0001.dsjson``. Only the newest
@@ -123,6 +125,7 @@ def dsjson_extra(values: Mapping[str, Any]) -> dict[str, Any]:
         "explored": decision["explored"],
         "deferred": decision["deferred"],
         "learn": True,
+        "consent": decision.get("consent", "personalise"),
     }
 
 

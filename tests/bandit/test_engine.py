@@ -100,7 +100,8 @@ def test_builds_from_spec_and_stores_initial_settings(redis_url: str) -> None:
             assert stored == (PolicySettings(spec="vw-epsilon"), 1)
             outcome = await engine.rank(_request(), "main")
             assert outcome.decision.model_version == "0"
-            assert outcome.consent == "personalise"
+            assert outcome.consent.path == "personalise"
+            assert outcome.consent.learn
             with pytest.raises(UnknownServedPolicyError, match="no policy named 'nope'"):
                 await engine.rank(_request(), "nope")
 

@@ -203,6 +203,7 @@ def test_lines_carry_our_fields_under_sb(writer: DecisionLogWriter) -> None:
             "explored": decision.explored,
             "deferred": False,
             "learn": True,
+            "consent": "personalise",
         }
         back = parse_dsjson_record(line)
         assert back.event_id == decision.event_id

@@ -1,0 +1,193 @@
+"""Pseudonyms and consent: who may be personalised, and whose decisions may be learned.
+
+A person is known to the service only by a pseudonym: their raw user id, hashed with
+a secret key (``settings.privacy.pseudonym_key``) where it enters the service, before it
+is stored, logged or produced (:func:`pseudonymise`). Each pseudonym holds two separate
+consents, each with where it was given (its source) and when:
+
+personalisation
+    Whether rank may choose for this person with the served policy and their features.
+    Without it the request is served by the baseline policy (uniform by default), whose
+    probabilities are logged like any other, so replay stays unbiased.
+learning
+    Whether the decision and its rewards may be learned from and kept. Without it the
+    decision is produced stripped of every feature and marked ``learn=False``: the join
+    counts it and its rewards, the learner and the decision log skip it.
+
+A person without a consent record gets ``settings.privacy.consent_default`` for both
+(denied by default); a request naming no person gets ``settings.privacy.anonymous``
+(granted by default: the app manages consent itself). When consent cannot be read
+(Redis away), the request is served as without consent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Annotated, Literal
+
+import orjson
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from bandit.settings import PrivacySettings
+
+__all__ = [
+    "CONSENT_KINDS",
+    "Consent",
+    "ConsentGrant",
+    "ConsentKind",
+    "ConsentRecord",
+    "ConsentSource",
+    "DENIED",
+    "GRANTED",
+    "MAX_USER_ID_LENGTH",
+    "RawUserId",
+    "effective_consent",
+    "pseudonymise",
+]
+
+ConsentKind = Literal["personalisation", "learning"]
+"""The two consents a person gives or withholds, separately."""
+CONSENT_KINDS: tuple[ConsentKind, ...] = ("personalisation", "learning")
+
+_PSEUDONYM_PREFIX = "p"
+_PSEUDONYM_HEX = 32  # 128 bits of the HMAC
+
+
+def pseudonymise(user_id: str, key: bytes) -> str:
+    """Return the pseudonym of a raw user id: ``p`` + 128 bits of HMAC-SHA-256, in hex.
+
+    The same id and key always give the same pseudonym; without the key, a pseudonym
+    cannot be linked back to the id, nor an id to its pseudonym.
+
+    Examples
+    --------
+    >>> a = pseudonymise("alice@example.com", b"0123456789abcdef")
+    >>> a == pseudonymise("alice@example.com", b"0123456789abcdef"), len(a)
+    (True, 33)
+    >>> a == pseudonymise("alice@example.com", b"another key, 16+")
+    False
+    """
+    digest = hmac.new(key, user_id.encode("utf-8"), hashlib.sha256).hexdigest()
+    return _PSEUDONYM_PREFIX + digest[:_PSEUDONYM_HEX]
+
+
+def _check_source(value: str) -> str:
+    if not value.isprintable() or not value.strip():
+        msg = "the source must be printable text, not blank (e.g. 'cookie-banner-v3')"
+        raise ValueError(msg)
+    return value
+
+
+ConsentSource = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_check_source)]
+
+MAX_USER_ID_LENGTH = 256
+
+
+def _check_user_id(value: str) -> str:
+    if not value.isprintable():
+        msg = "user ids must be printable text"
+        raise ValueError(msg)
+    return value
+
+
+RawUserId = Annotated[
+    str,
+    Field(min_length=1, max_length=MAX_USER_ID_LENGTH),
+    AfterValidator(_check_user_id),
+]
+"""A person's id as the app knows it (an account id, an email): hashed on arrival."""
+
+
+class ConsentGrant(BaseModel):
+    """One consent as given or withdrawn: granted or not, where, and when (UTC)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    granted: bool
+    source: ConsentSource
+    at: datetime
+
+
+class ConsentRecord(BaseModel):
+    """A person's consents as stored: each one absent until first given or refused."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    personalisation: ConsentGrant | None = None
+    learning: ConsentGrant | None = None
+
+    def with_changes(
+        self, changes: dict[ConsentKind, bool], source: str, at: datetime | None = None
+    ) -> ConsentRecord:
+        """Return this record with `changes` given from `source` at `at` (default now).
+
+        Examples
+        --------
+        >>> record = ConsentRecord().with_changes({"learning": False}, "settings-page")
+        >>> record.learning.granted, record.personalisation is None
+        (False, True)
+        """
+        when = datetime.now(UTC) if at is None else at.astimezone(UTC)
+        grants: dict[str, ConsentGrant] = {
+            kind: ConsentGrant(granted=granted, source=source, at=when)
+            for kind, granted in changes.items()
+        }
+        return self.model_copy(update=grants)
+
+    def to_redis(self) -> dict[str, bytes]:
+        """Return the record as the fields of its Redis hash (one JSON value per consent)."""
+        return {
+            kind: orjson.dumps(grant.model_dump(mode="json"))
+            for kind in CONSENT_KINDS
+            if (grant := getattr(self, kind)) is not None
+        }
+
+    @classmethod
+    def from_redis(cls, fields: Mapping[bytes | str, bytes | str]) -> ConsentRecord:
+        """Read a record from its Redis hash (empty: no record, every consent absent)."""
+        values = {
+            (name.decode() if isinstance(name, bytes) else name): orjson.loads(value)
+            for name, value in fields.items()
+        }
+        return cls.model_validate({kind: values[kind] for kind in CONSENT_KINDS if kind in values})
+
+
+@dataclass(frozen=True, slots=True)
+class Consent:
+    """What a request may do: be personalised, be learned from (and kept)."""
+
+    personalise: bool
+    learn: bool
+
+    @property
+    def path(self) -> Literal["personalise", "baseline"]:
+        """Which policy serves the request: the served one, or the baseline."""
+        return "personalise" if self.personalise else "baseline"
+
+
+GRANTED = Consent(personalise=True, learn=True)
+DENIED = Consent(personalise=False, learn=False)
+
+
+def effective_consent(record: ConsentRecord | None, settings: PrivacySettings) -> Consent:
+    """Return what a person's record allows; an absent consent takes the default.
+
+    Examples
+    --------
+    >>> settings = PrivacySettings()  # consent_default "denied"
+    >>> effective_consent(None, settings)
+    Consent(personalise=False, learn=False)
+    >>> given = ConsentRecord().with_changes({"personalisation": True}, "banner")
+    >>> effective_consent(given, settings)
+    Consent(personalise=True, learn=False)
+    """
+    default = settings.consent_default == "granted"
+    if record is None:
+        return GRANTED if default else DENIED
+    personalise = record.personalisation.granted if record.personalisation else default
+    learn = record.learning.granted if record.learning else default
+    return Consent(personalise=personalise, learn=learn)
