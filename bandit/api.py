@@ -68,7 +68,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal, Self, TypeAlias, TypeVar, cast
+from typing import Annotated, Any, Literal, TypeAlias, TypeVar, cast
 
 import orjson
 import pydantic
@@ -104,10 +104,12 @@ from bandit.personalizer import (
     to_reward,
 )
 from bandit.privacy import (
-    ConsentGrant,
     ConsentKind,
+    ConsentLookup,
     ConsentRecord,
-    ConsentSource,
+    ConsentUpdate,
+    ConsentView,
+    EffectiveConsent,
     RawUserId,
     effective_consent,
     pseudonymise,
@@ -128,10 +130,6 @@ from bandit.state import StateStore
 __all__ = [
     "Accepted",
     "Caller",
-    "ConsentLookup",
-    "ConsentUpdate",
-    "ConsentView",
-    "EffectiveConsent",
     "NativeRankRequest",
     "PoliciesResponse",
     "PolicyInfo",
@@ -203,61 +201,6 @@ class NativeRankRequest(RankRequest):
     session_id: _Reference | None = None
     device_id: _Reference | None = None
     user_id: RawUserId | None = Field(default=None, repr=False)
-
-
-class ConsentUpdate(BaseModel):
-    """Give or withdraw a person's consents (``POST /v1/consent``).
-
-    Attributes
-    ----------
-    user_id
-        The person, as the app knows them (hashed on arrival, never stored).
-    personalisation, learning
-        The consents changed: true to give, false to withdraw; at least one.
-    source
-        Where the person said so (e.g. ``"cookie-banner-v3"``, ``"privacy-page"``).
-    """
-
-    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
-
-    user_id: RawUserId = Field(repr=False)
-    personalisation: bool | None = None
-    learning: bool | None = None
-    source: ConsentSource
-
-    @pydantic.model_validator(mode="after")
-    def _changes_something(self) -> Self:
-        if self.personalisation is None and self.learning is None:
-            msg = "give personalisation, learning or both (true to give, false to withdraw)"
-            raise ValueError(msg)
-        return self
-
-
-class ConsentLookup(BaseModel):
-    """Name the person whose consents to read (``POST /v1/consent/lookup``)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
-
-    user_id: RawUserId = Field(repr=False)
-
-
-class EffectiveConsent(BaseModel):
-    """What a person's consents allow now (absent ones take the configured default)."""
-
-    model_config = ConfigDict(frozen=True)
-
-    personalisation: bool
-    learning: bool
-
-
-class ConsentView(BaseModel):
-    """A person's consents as recorded (None: never given nor refused), and their effect."""
-
-    model_config = ConfigDict(frozen=True)
-
-    personalisation: ConsentGrant | None
-    learning: ConsentGrant | None
-    effective: EffectiveConsent
 
 
 class RankResponse(BaseModel):

@@ -64,6 +64,7 @@ import httpx
 import pydantic
 
 from bandit.errors import StreambanditError
+from bandit.privacy import _MAX_USER_ID_LENGTH, ConsentUpdate, ConsentView
 from bandit.schemas import (
     BehaviourEvent,
     PolicySettings,
@@ -417,6 +418,7 @@ class _Core:
         policy: str | None,
         session_id: str | None,
         device_id: str | None,
+        user_id: str | None = None,
     ) -> _Call[RankResult]:
         if isinstance(actions, str | bytes) or not isinstance(actions, Sequence):
             msg = (
@@ -447,6 +449,8 @@ class _Core:
             body["session_id"] = self.check_id(session_id, "session_id")
         if device_id is not None:
             body["device_id"] = self.check_id(device_id, "device_id")
+        if user_id is not None:
+            body["user_id"] = _check_user_id(user_id)
         return _Call("POST", "/v1/rank", _read_rank, body)
 
     def reward(
@@ -496,6 +500,27 @@ class _Core:
             raise InvalidArgumentError(msg)
         body = checked.model_dump(mode="json")
         return _Call("POST", "/v1/events", _constant(checked.event_id), body)
+
+    def set_consent(
+        self,
+        user_id: str,
+        *,
+        personalisation: bool | None,
+        learning: bool | None,
+        source: str,
+    ) -> _Call[ConsentView]:
+        data: dict[str, Any] = {"user_id": _check_user_id(user_id), "source": source}
+        if personalisation is not None:
+            data["personalisation"] = personalisation
+        if learning is not None:
+            data["learning"] = learning
+        checked = _validate(ConsentUpdate, data, self.limits, "consent")
+        body = checked.model_dump(mode="json", exclude_none=True)
+        return _Call("POST", "/v1/consent", _read_consent, body)
+
+    def consent(self, user_id: str) -> _Call[ConsentView]:
+        body = {"user_id": _check_user_id(user_id)}
+        return _Call("POST", "/v1/consent/lookup", _read_consent, body)
 
     def get_settings(self, policy: str) -> _Call[PolicySettings]:
         path = f"/v1/policies/{self.policy_segment(policy)}/settings"
@@ -655,6 +680,7 @@ class Client:
         policy: str | None = None,
         session_id: str | None = None,
         device_id: str | None = None,
+        user_id: str | None = None,
     ) -> RankResult:
         """Ask which action to show in `context` (``POST /v1/rank``).
 
@@ -678,6 +704,10 @@ class Client:
         session_id, device_id
             The user's session and device, whose features kept by the server (from
             behaviour events) join the context under ``session`` and ``device``.
+        user_id
+            The person the decision is for, as the app knows them: the server hashes it
+            on arrival and serves the request as their consents allow (see
+            :meth:`set_consent`).
 
         Returns
         -------
@@ -723,6 +753,7 @@ class Client:
             policy=policy,
             session_id=session_id,
             device_id=device_id,
+            user_id=user_id,
         )
         return self._send(call)
 
@@ -825,6 +856,46 @@ class Client:
             # '0d6b1f0e2f8a4a7b9a1c2d3e4f5a6b7c'
         """
         return self._send(self._core.event(event, fields))
+
+    def set_consent(
+        self,
+        user_id: str,
+        *,
+        personalisation: bool | None = None,
+        learning: bool | None = None,
+        source: str,
+    ) -> ConsentView:
+        """Give (true) or withdraw (false) a person's consents (``POST /v1/consent``).
+
+        Parameters
+        ----------
+        user_id
+            The person, as the app knows them; hashed by the server on arrival.
+        personalisation
+            Whether rank may personalise for them (else the baseline policy serves them).
+        learning
+            Whether their decisions may be learned from and kept.
+        source
+            Where they said so, e.g. ``"cookie-banner-v3"``.
+
+        Returns
+        -------
+        ConsentView
+            Both consents as recorded (with source and time) and what they allow now.
+
+        Raises
+        ------
+        InvalidArgumentError
+            If neither consent is given, or `source` is blank.
+        """
+        call = self._core.set_consent(
+            user_id, personalisation=personalisation, learning=learning, source=source
+        )
+        return self._send(call)
+
+    def consent(self, user_id: str) -> ConsentView:
+        """Read a person's consents and what they allow now (``POST /v1/consent/lookup``)."""
+        return self._send(self._core.consent(user_id))
 
     def get_settings(self, policy: str) -> PolicySettings:
         """Return the live settings of `policy` (``GET /v1/policies/{policy}/settings``).
@@ -979,6 +1050,7 @@ class AsyncClient:
         policy: str | None = None,
         session_id: str | None = None,
         device_id: str | None = None,
+        user_id: str | None = None,
     ) -> RankResult:
         """Ask which action to show in `context`; see :meth:`Client.rank`."""
         call = self._core.rank(
@@ -990,6 +1062,7 @@ class AsyncClient:
             policy=policy,
             session_id=session_id,
             device_id=device_id,
+            user_id=user_id,
         )
         return await self._send(call)
 
@@ -1018,6 +1091,24 @@ class AsyncClient:
     ) -> str:
         """Publish what a user did and return its id; see :meth:`Client.event`."""
         return await self._send(self._core.event(event, fields))
+
+    async def set_consent(
+        self,
+        user_id: str,
+        *,
+        personalisation: bool | None = None,
+        learning: bool | None = None,
+        source: str,
+    ) -> ConsentView:
+        """Give or withdraw a person's consents; see :meth:`Client.set_consent`."""
+        call = self._core.set_consent(
+            user_id, personalisation=personalisation, learning=learning, source=source
+        )
+        return await self._send(call)
+
+    async def consent(self, user_id: str) -> ConsentView:
+        """Read a person's consents; see :meth:`Client.consent`."""
+        return await self._send(self._core.consent(user_id))
 
     async def get_settings(self, policy: str) -> PolicySettings:
         """Return the live settings of `policy`; see :meth:`Client.get_settings`."""
@@ -1189,6 +1280,25 @@ def _read_reward_id(sent: str) -> Callable[[httpx.Response], str]:
         return answer.reward_id or sent
 
     return read
+
+
+def _read_consent(response: httpx.Response) -> ConsentView:
+    return _parse(response, ConsentView, "a consent record")
+
+
+def _check_user_id(value: object) -> str:
+    """Return `value` if the server takes it as a user id; never show it in the error."""
+    if (
+        not isinstance(value, str)
+        or not 0 < len(value) <= _MAX_USER_ID_LENGTH
+        or not value.isprintable()
+    ):
+        msg = (
+            f"`user_id` must be printable text of 1 to {_MAX_USER_ID_LENGTH} characters "
+            "(the value is not shown: it may identify a person)"
+        )
+        raise InvalidArgumentError(msg)
+    return value
 
 
 def _read_settings(response: httpx.Response) -> PolicySettings:

@@ -48,7 +48,13 @@ from redis.exceptions import RedisError
 
 from bandit import fastpath
 from bandit.errors import ConfigurationError, SnapshotError, UnknownServedPolicyError
-from bandit.privacy import DENIED, GRANTED, Consent, ConsentRecord, effective_consent
+from bandit.privacy import (
+    CONSENT_DENIED,
+    CONSENT_GRANTED,
+    Consent,
+    ConsentRecord,
+    effective_consent,
+)
 from bandit.schemas import ActionCache, Decision, PolicySettings, RankRequest
 from bandit.settings import Settings
 from bandit.state import FeatureKind, StateStore
@@ -152,7 +158,9 @@ class DecisionEngine:
         self.degraded = False
         self._actions: ActionCache = {}  # policy actions of repeated action models
         self._baseline = make_policy(settings.privacy.baseline_policy)
-        self._anonymous = GRANTED if settings.privacy.anonymous == "granted" else DENIED
+        self._anonymous = (
+            CONSENT_GRANTED if settings.privacy.anonymous == "granted" else CONSENT_DENIED
+        )
         """Whether Redis is unavailable (features are skipped until a poll succeeds)."""
         self.degraded_since: float | None = None
 
@@ -247,7 +255,7 @@ class DecisionEngine:
             if found is None:
                 degraded = True
                 if user is not None:
-                    consent = DENIED  # unknown consent is no consent
+                    consent = CONSENT_DENIED  # unknown consent is no consent
             else:
                 record, stored = found
                 if user is not None:

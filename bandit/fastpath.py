@@ -40,7 +40,7 @@ import orjson
 from pydantic import BaseModel, TypeAdapter
 
 from bandit.errors import InvalidDistributionError
-from bandit.privacy import MAX_USER_ID_LENGTH
+from bandit.privacy import _MAX_USER_ID_LENGTH
 from bandit.schemas import (
     _FEATURE_NAME_RE,
     _ID_RE,
@@ -352,7 +352,7 @@ def rank_request(  # noqa: PLR0911, PLR0912, PLR0915  (one flat pass over every 
             values["user_id"] = None
         elif (
             type(user) is not str
-            or not 0 < len(user) <= MAX_USER_ID_LENGTH
+            or not 0 < len(user) <= _MAX_USER_ID_LENGTH
             or not user.isprintable()
         ):
             return None

@@ -27,23 +27,26 @@ import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Self
 
 import orjson
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from bandit.settings import PrivacySettings
 
 __all__ = [
+    "CONSENT_DENIED",
+    "CONSENT_GRANTED",
     "CONSENT_KINDS",
     "Consent",
     "ConsentGrant",
     "ConsentKind",
+    "ConsentLookup",
     "ConsentRecord",
     "ConsentSource",
-    "DENIED",
-    "GRANTED",
-    "MAX_USER_ID_LENGTH",
+    "ConsentUpdate",
+    "ConsentView",
+    "EffectiveConsent",
     "RawUserId",
     "effective_consent",
     "pseudonymise",
@@ -84,7 +87,7 @@ def _check_source(value: str) -> str:
 
 ConsentSource = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_check_source)]
 
-MAX_USER_ID_LENGTH = 256
+_MAX_USER_ID_LENGTH = 256
 
 
 def _check_user_id(value: str) -> str:
@@ -96,7 +99,7 @@ def _check_user_id(value: str) -> str:
 
 RawUserId = Annotated[
     str,
-    Field(min_length=1, max_length=MAX_USER_ID_LENGTH),
+    Field(min_length=1, max_length=_MAX_USER_ID_LENGTH),
     AfterValidator(_check_user_id),
 ]
 """A person's id as the app knows it (an account id, an email): hashed on arrival."""
@@ -156,6 +159,61 @@ class ConsentRecord(BaseModel):
         return cls.model_validate({kind: values[kind] for kind in CONSENT_KINDS if kind in values})
 
 
+class ConsentUpdate(BaseModel):
+    """Give or withdraw a person's consents (``POST /v1/consent``).
+
+    Attributes
+    ----------
+    user_id
+        The person, as the app knows them (hashed on arrival, never stored).
+    personalisation, learning
+        The consents changed: true to give, false to withdraw; at least one.
+    source
+        Where the person said so (e.g. ``"cookie-banner-v3"``, ``"privacy-page"``).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
+
+    user_id: RawUserId = Field(repr=False)
+    personalisation: bool | None = None
+    learning: bool | None = None
+    source: ConsentSource
+
+    @model_validator(mode="after")
+    def _changes_something(self) -> Self:
+        if self.personalisation is None and self.learning is None:
+            msg = "give personalisation, learning or both (true to give, false to withdraw)"
+            raise ValueError(msg)
+        return self
+
+
+class ConsentLookup(BaseModel):
+    """Name the person whose consents to read (``POST /v1/consent/lookup``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
+
+    user_id: RawUserId = Field(repr=False)
+
+
+class EffectiveConsent(BaseModel):
+    """What a person's consents allow now (absent ones take the configured default)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    personalisation: bool
+    learning: bool
+
+
+class ConsentView(BaseModel):
+    """A person's consents as recorded (None: never given nor refused), and their effect."""
+
+    model_config = ConfigDict(frozen=True)
+
+    personalisation: ConsentGrant | None
+    learning: ConsentGrant | None
+    effective: EffectiveConsent
+
+
 @dataclass(frozen=True, slots=True)
 class Consent:
     """What a request may do: be personalised, be learned from (and kept)."""
@@ -169,8 +227,8 @@ class Consent:
         return "personalise" if self.personalise else "baseline"
 
 
-GRANTED = Consent(personalise=True, learn=True)
-DENIED = Consent(personalise=False, learn=False)
+CONSENT_GRANTED = Consent(personalise=True, learn=True)
+CONSENT_DENIED = Consent(personalise=False, learn=False)
 
 
 def effective_consent(record: ConsentRecord | None, settings: PrivacySettings) -> Consent:
@@ -187,7 +245,7 @@ def effective_consent(record: ConsentRecord | None, settings: PrivacySettings) -
     """
     default = settings.consent_default == "granted"
     if record is None:
-        return GRANTED if default else DENIED
+        return CONSENT_GRANTED if default else CONSENT_DENIED
     personalise = record.personalisation.granted if record.personalisation else default
     learn = record.learning.granted if record.learning else default
     return Consent(personalise=personalise, learn=learn)

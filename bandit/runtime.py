@@ -305,7 +305,9 @@ class LocalStack:
     The broker and Redis come from :class:`LocalServices`; each worker and the API run
     as child processes (``python -m bandit worker`` / ``api``) configured through
     ``STREAMBANDIT_*`` variables. Without configured API keys, an admin and an app key
-    are generated for this run.
+    are generated for this run. Without a configured pseudonym key, one is made for the
+    work folder and kept in it (``pseudonym.key``, readable by its owner only), so the
+    pseudonyms, and the consents stored under them, survive a restart on that folder.
 
     Parameters
     ----------
@@ -365,9 +367,21 @@ class LocalStack:
         )
         if self._keys_json:
             env["STREAMBANDIT_API__KEYS"] = self._keys_json
+        if self.settings.privacy.pseudonym_key is None:
+            env["STREAMBANDIT_PRIVACY__PSEUDONYM_KEY"] = self.pseudonym_key()
         env.update(self.extra_env)
         env.update(more)
         return env
+
+    def pseudonym_key(self) -> str:
+        """Return this work folder's pseudonym key, made on first use."""
+        path = self.workdir / "pseudonym.key"
+        if not path.exists():
+            self.workdir.mkdir(parents=True, exist_ok=True)
+            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(descriptor, "w") as file:
+                file.write(secrets.token_urlsafe(32))
+        return path.read_text().strip()
 
     def heartbeat(self, index: int) -> Path:
         """Return the heartbeat file of worker `index` (1-based), for ``worker-health``."""

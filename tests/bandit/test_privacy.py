@@ -1,0 +1,81 @@
+"""Pseudonyms and consent records, without servers."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pydantic
+import pytest
+
+from bandit.privacy import (
+    CONSENT_DENIED,
+    CONSENT_GRANTED,
+    Consent,
+    ConsentRecord,
+    ConsentUpdate,
+    effective_consent,
+    pseudonymise,
+)
+from bandit.settings import PrivacySettings
+
+KEY = b"0123456789abcdef-test"
+
+
+def test_pseudonyms_are_stable_keyed_and_carry_nothing_of_the_id() -> None:
+    """One id, one key: one pseudonym; another key or id: another; the id is not in it."""
+    ids = [f"user-{i}@example.com" for i in range(1000)]
+    pseudonyms = [pseudonymise(user, KEY) for user in ids]
+    assert len(set(pseudonyms)) == len(ids)
+    assert pseudonyms == [pseudonymise(user, KEY) for user in ids]
+    assert all(p.startswith("p") and len(p) == 33 for p in pseudonyms)
+    assert all(int(p[1:], 16) >= 0 for p in pseudonyms)  # hex
+    rotated = [pseudonymise(user, b"another-key-0123456789") for user in ids]
+    assert not set(rotated) & set(pseudonyms)
+    assert not any("user" in p or "example" in p for p in pseudonyms)
+
+
+def test_an_absent_consent_takes_the_default() -> None:
+    """No record, or a record without one of the consents, falls back to the setting."""
+    denied, granted = PrivacySettings(), PrivacySettings(consent_default="granted")
+    assert effective_consent(None, denied) == CONSENT_DENIED
+    assert effective_consent(None, granted) == CONSENT_GRANTED
+    only_learning = ConsentRecord().with_changes({"learning": True}, "banner")
+    assert effective_consent(only_learning, denied) == Consent(personalise=False, learn=True)
+    withdrawn = only_learning.with_changes({"learning": False}, "privacy-page")
+    assert effective_consent(withdrawn, granted) == Consent(personalise=True, learn=False)
+    assert CONSENT_DENIED.path == "baseline"
+    assert CONSENT_GRANTED.path == "personalise"
+
+
+def test_records_keep_source_and_time_and_survive_redis_encoding() -> None:
+    """Each consent keeps where and when it was given; the Redis hash reads back equal."""
+    when = datetime(2026, 11, 28, 9, 30, tzinfo=UTC)
+    record = ConsentRecord().with_changes(
+        {"personalisation": True, "learning": False}, "cookie-banner-v3", at=when
+    )
+    assert record.personalisation is not None
+    assert record.personalisation.source == "cookie-banner-v3"
+    assert record.personalisation.at == when
+    later = record.with_changes({"learning": True}, "privacy-page", at=when + timedelta(days=1))
+    assert later.personalisation == record.personalisation
+    assert later.learning is not None
+    assert later.learning.source == "privacy-page"
+    fields = later.to_redis()
+    assert set(fields) == {"personalisation", "learning"}
+    assert ConsentRecord.from_redis({k.encode(): v for k, v in fields.items()}) == later
+
+
+def test_a_consent_update_names_what_is_wrong_without_echoing_the_id() -> None:
+    """Nothing changed, a blank source, an overlong id: each error names its field."""
+    with pytest.raises(pydantic.ValidationError, match="give personalisation, learning or both"):
+        ConsentUpdate.model_validate({"user_id": "alice", "source": "banner"})
+    with pytest.raises(pydantic.ValidationError, match="source"):
+        ConsentUpdate.model_validate({"user_id": "alice", "learning": True, "source": "  "})
+    secret = "alice-" + "x" * 300
+    with pytest.raises(pydantic.ValidationError) as caught:
+        ConsentUpdate.model_validate({"user_id": secret, "learning": True, "source": "banner"})
+    assert "user_id" in str(caught.value)
+    assert "alice" not in str(caught.value)
+    assert "alice" not in repr(
+        ConsentUpdate.model_validate({"user_id": "alice", "learning": True, "source": "b"})
+    )
