@@ -94,6 +94,7 @@ from bandit.engine import DecisionEngine, RankOutcome, UnknownServedPolicyError
 from bandit.errors import ConfigurationError, PolicyError
 from bandit.logging import configure_logging
 from bandit.metrics import ApiMetrics, PolicyState
+from bandit.minimise import FeatureRefusedError
 from bandit.personalizer import (
     PersonalizerRankRequest,
     PersonalizerRankResponse,
@@ -501,6 +502,11 @@ async def _decide(
         )
     except UnknownServedPolicyError as exc:
         raise _ApiError(404, "ResourceNotFound", str(exc)) from None
+    except FeatureRefusedError as exc:
+        service.metrics.features_refused.labels(policy, exc.kind).inc()
+        detail = {"loc": ["body", *exc.location], "msg": exc.rule, "type": f"feature_{exc.kind}"}
+        message = f"the rank request breaks 1 rule: {exc}"
+        raise _ApiError(422, "BadRequest", message, details=[detail]) from None
     except PolicyError as exc:  # a policy bug, not the caller's: say which policy failed
         _log.exception("decision.failed", policy=policy, event_id=rank_request.event_id)
         message = f"policy {policy!r} could not decide: {exc}"
@@ -511,6 +517,12 @@ async def _decide(
         service, "decisions", decision.event_id, fastpath.decision_json(decision)
     )
     consent = outcome.consent
+    dropped = outcome.dropped
+    if dropped:
+        for reason in ("undeclared", "identifier", "invalid"):
+            count = getattr(dropped, reason)
+            if count:
+                service.metrics.features_dropped.labels(policy, reason).inc(count)
     service.metrics.observe_decision(
         policy,
         explored=decision.explored,

@@ -48,6 +48,7 @@ from redis.exceptions import RedisError
 
 from bandit import fastpath
 from bandit.errors import ConfigurationError, SnapshotError, UnknownServedPolicyError
+from bandit.minimise import _NONE_DROPPED, Dropped, Minimiser
 from bandit.privacy import (
     CONSENT_DENIED,
     CONSENT_GRANTED,
@@ -119,12 +120,16 @@ class RankOutcome:
         Whether consent or Redis features were wanted but could not be read.
     stored_features
         How many session and device features from Redis the policy saw.
+    dropped
+        Features the policy did not see (minimisation: undeclared, identifier-like,
+        stored features breaking the schema).
     """
 
     decision: Decision
     consent: Consent
     degraded: bool
     stored_features: int
+    dropped: Dropped = _NONE_DROPPED
 
 
 class DecisionEngine:
@@ -158,6 +163,7 @@ class DecisionEngine:
         self.degraded = False
         self._actions: ActionCache = {}  # policy actions of repeated action models
         self._baseline = make_policy(settings.privacy.baseline_policy)
+        self._minimisers: dict[str, tuple[PolicySettings, Minimiser]] = {}
         self._anonymous = (
             CONSENT_GRANTED if settings.privacy.anonymous == "granted" else CONSENT_DENIED
         )
@@ -260,10 +266,20 @@ class DecisionEngine:
                 record, stored = found
                 if user is not None:
                     consent = effective_consent(record, self.settings.privacy)
+        minimiser = self._minimiser(loaded)
+        dropped = _NONE_DROPPED
         decided = request
         if stored and consent.personalise:
+            for namespace, features in list(stored.items()):
+                kept, lost = minimiser.stored({namespace: features})
+                stored[namespace] = kept.get(namespace, {})
+                dropped += lost
             decided = self._with_stored_features(request, stored)
         context, actions = decided.policy_inputs(self._actions)
+        context, actions, lost = minimiser.apply(
+            context, actions, ids=lambda: {a.id: i for i, a in enumerate(request.actions)}
+        )
+        dropped += lost
         chooser = loaded.policy if consent.personalise else self._baseline
         choice = decide_ranking(chooser.pmf(context, actions), decided.event_id)
         if not consent.learn:  # nothing about the decision is kept but what counts it
@@ -278,7 +294,17 @@ class DecisionEngine:
             consent=consent.path,
         )
         used = sum(len(features) for features in stored.values()) if decided is not request else 0
-        return RankOutcome(decision, consent, degraded, used)
+        return RankOutcome(decision, consent, degraded, used, dropped)
+
+    def _minimiser(self, loaded: LoadedPolicy) -> Minimiser:
+        """Return the minimiser of a policy's current settings (new when they change)."""
+        entry = self._minimisers.get(loaded.name)
+        if entry is None or entry[0] is not loaded.settings:
+            entry = self._minimisers[loaded.name] = (
+                loaded.settings,
+                Minimiser(loaded.settings.feature_schema),
+            )
+        return entry[1]
 
     async def _read_state(
         self, user: str | None, wanted: list[tuple[FeatureKind, str]]

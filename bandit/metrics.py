@@ -13,6 +13,11 @@ Counted as things happen:
                                                 consent (true, false)
 ``streambandit_consent_changes_total``          consents given or withdrawn, by kind
                                                 (personalisation, learning) and granted
+``streambandit_features_dropped_total``         features kept from policies (minimisation), by
+                                                policy and reason (undeclared, identifier,
+                                                invalid)
+``streambandit_features_refused_total``         requests refused for a feature, by policy and
+                                                reason (identifier, undeclared, invalid)
 ``streambandit_feedback_total``                 rewards, activations, events accepted, by kind
 ``streambandit_producer_rejected_total``        records refused with 503 (buffer full)
 ``streambandit_producer_dropped_total``         records dropped (rejected for good, lost)
@@ -133,6 +138,18 @@ class ApiMetrics:
             "streambandit_consent_changes",
             "Consents given or withdrawn.",
             ["kind", "granted"],
+            registry=r,
+        )
+        self.features_dropped = Counter(
+            "streambandit_features_dropped",
+            "Features kept from policies by minimisation.",
+            ["policy", "reason"],
+            registry=r,
+        )
+        self.features_refused = Counter(
+            "streambandit_features_refused",
+            "Rank requests refused for a feature the policy may not see.",
+            ["policy", "reason"],
             registry=r,
         )
         self.feedback = Counter(

@@ -80,6 +80,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from bandit.errors import InvalidDistributionError
+from bandit.minimise import FeatureSchema
 from bandit.settings import Limits
 from policies import Action, Choice, FeatureValue
 from policies._distribution import SUM_TOLERANCE
@@ -942,6 +943,10 @@ class PolicySettings(_Frozen):
         The reward learned when none arrived in time.
     reward_aggregation
         How several rewards combine.
+    feature_schema
+        The features the policy uses (:class:`bandit.minimise.FeatureSchema`); others
+        are dropped or refused. None declares nothing: every feature but identifier-like
+        ones reaches the policy.
     """
 
     spec: str = Field(min_length=1, max_length=512)
@@ -950,6 +955,7 @@ class PolicySettings(_Frozen):
     reward_wait_seconds: float = Field(default=10.0, gt=0.0, le=7 * 24 * 3600)
     default_reward: float = Field(default=0.0, allow_inf_nan=False)
     reward_aggregation: Aggregation = "earliest"
+    feature_schema: FeatureSchema | None = None
 
 
 class BehaviourKind(StrEnum):
