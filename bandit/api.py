@@ -143,7 +143,9 @@ _STREAM_COUNTERS_SCOPE = "_streams"  # streams.deadletter.COUNTERS_NAME
 _CONTROL_TIMEOUT = 2.0
 _OPS_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 _DOCS_PATHS = frozenset({"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"})
-_ALWAYS_LOGGED = frozenset({"settings.changed", "consent.changed"})
+_ALWAYS_LOGGED = frozenset(
+    {"settings.changed", "consent.changed", "person.exported", "person.erased"}
+)
 """Events logged whatever ``settings.api.request_log`` says (an audit trail)."""
 _MAX_BODY_BYTES = 4 * 1024 * 1024
 _PERSONALIZER_PREFIX = "/personalizer/"
@@ -649,6 +651,7 @@ async def events(
     """Record a behaviour event (topic ``events``, keyed by session id)."""
     _check_may_send(service, caller, policy)
     body = await _body(request, BehaviourEvent, "the behaviour event", service.settings.limits)
+    body = body.model_copy(update={"user_id": _pseudonym(service, body.user_id)})
     delivery = await _produce(service, "events", body.session_id, body.model_dump_json().encode())
     service.metrics.feedback.labels("event").inc()
     _note(request, "event.received", event_id=body.event_id, kind=body.kind, delivery=delivery)
@@ -732,6 +735,36 @@ async def lookup_consent(request: Request, service: ServiceDep, caller: CallerDe
     except (RedisError, OSError, TimeoutError) as exc:
         raise _ApiError(503, "ServiceUnavailable", f"Redis is unavailable: {exc}") from None
     return _model(_consent_view(service, record))
+
+
+_ERASED_DONE_SECONDS = 7 * 24 * 3600
+"""How long an erased person's pending decisions stay marked done in the join."""
+
+
+async def export_person(request: Request, service: ServiceDep, caller: CallerDep) -> Response:
+    """Return everything held about a person in Redis (named in the body, hashed)."""
+    body = await _body(request, ConsentLookup, "the export request", service.settings.limits)
+    user = _pseudonym(service, body.user_id)
+    try:
+        held = await service.store.held(user)
+    except (RedisError, OSError, TimeoutError) as exc:
+        raise _ApiError(503, "ServiceUnavailable", f"Redis is unavailable: {exc}") from None
+    service.metrics.privacy_requests.labels("export").inc()
+    _note(request, "person.exported")
+    return _json({"pseudonym": user, **held})
+
+
+async def erase_person(request: Request, service: ServiceDep, caller: CallerDep) -> Response:
+    """Erase a person: consents, secret, features, pending decisions; logs unlinkable."""
+    body = await _body(request, ConsentLookup, "the erasure request", service.settings.limits)
+    user = _pseudonym(service, body.user_id)
+    try:
+        erased = await service.store.erase(user, _ERASED_DONE_SECONDS)
+    except (RedisError, OSError, TimeoutError) as exc:
+        raise _ApiError(503, "ServiceUnavailable", f"Redis is unavailable: {exc}") from None
+    service.metrics.privacy_requests.labels("erasure").inc()
+    _note(request, "person.erased", **erased)
+    return _json({"erased": True, **erased})
 
 
 async def list_policies(service: ServiceDep, caller: CallerDep) -> Response:
@@ -1238,6 +1271,14 @@ def _add_routes(app: FastAPI) -> None:
         openapi_extra=_request_body(ConsentUpdate),
         tags=["privacy"],
     )
+    for path, handler in (("/privacy/export", export_person), ("/privacy/erase", erase_person)):
+        native.add_api_route(
+            path,
+            handler,
+            methods=["POST"],
+            openapi_extra=_request_body(ConsentLookup),
+            tags=["privacy"],
+        )
     native.add_api_route(
         "/consent/lookup",
         lookup_consent,

@@ -55,6 +55,7 @@ from bandit.privacy import (
     Consent,
     ConsentRecord,
     effective_consent,
+    subject_token,
 )
 from bandit.schemas import ActionCache, Decision, PolicySettings, RankRequest
 from bandit.settings import Settings
@@ -282,8 +283,12 @@ class DecisionEngine:
         dropped += lost
         chooser = loaded.policy if consent.personalise else self._baseline
         choice = decide_ranking(chooser.pmf(context, actions), decided.event_id)
+        subject = None
         if not consent.learn:  # nothing about the decision is kept but what counts it
             context, actions = {}, [_bare(action) for action in actions]
+        elif user is not None:
+            subject = await self._subject(user, request.event_id, loaded)
+            degraded = degraded or subject is None
         decision = fastpath.decided(
             choice,
             request=decided,
@@ -292,9 +297,26 @@ class DecisionEngine:
             inputs=(context, actions),
             learn=consent.learn,
             consent=consent.path,
+            subject=subject,
         )
         used = sum(len(features) for features in stored.values()) if decided is not request else 0
         return RankOutcome(decision, consent, degraded, used, dropped)
+
+    async def _subject(self, user: str, event_id: str, loaded: LoadedPolicy) -> str | None:
+        """Note the person's decision (for erasure) and return its subject token.
+
+        None when Redis fails: the decision is then kept linked to nobody.
+        """
+        if self.degraded:
+            return None
+        ttl = int(max(2 * loaded.settings.reward_wait_seconds, 60.0) + 3600)
+        try:
+            async with asyncio.timeout(self.settings.redis.socket_timeout_seconds * 2):
+                secret = await self.features_store.note_decision(user, event_id, ttl)
+        except _REDIS_FAILURES as exc:
+            self._mark_degraded("subject", exc)
+            return None
+        return subject_token(secret, event_id)
 
     def _minimiser(self, loaded: LoadedPolicy) -> Minimiser:
         """Return the minimiser of a policy's current settings (new when they change)."""
@@ -316,7 +338,7 @@ class DecisionEngine:
         try:
             async with asyncio.timeout(self.settings.redis.socket_timeout_seconds * 2):
                 record, values = await asyncio.gather(
-                    store.consent(user) if user is not None else _nothing(),
+                    store.consent(user) if user is not None else _none(),
                     asyncio.gather(*(store.features(kind, entity) for kind, entity in wanted)),
                 )
         except _REDIS_FAILURES as exc:
@@ -532,7 +554,7 @@ def _bare(action: Action) -> Action:
     return Action(action.id, {})
 
 
-async def _nothing() -> None:
+async def _none() -> None:
     return None
 
 

@@ -369,7 +369,10 @@ _DECISION_REQUIRED: Final = frozenset(
 _DECISION_FIELDS: Final = tuple(Decision.model_fields)
 _DECISION_KEYS: Final = frozenset(_DECISION_FIELDS)
 _RANKED_FIELDS: Final = frozenset({"id", "probability"})
-_CONSENT_PATHS: Final = frozenset({"personalise", "baseline"})  # bandit.schemas.ConsentPath
+_CONSENT_PATHS: Final = frozenset({"personalise", "baseline"})
+_SUBJECT_RE: Final = re.compile(
+    r"[0-9a-f]{32}"
+)  # bandit.schemas.Decision.subject  # bandit.schemas.ConsentPath
 _DECIDED_SET: Final = frozenset(
     {"event_id", "policy", "model_version", "context", "actions", "ranking",
      "chosen_action_id", "chosen_index", "probability", "explored", "deferred"}
@@ -523,6 +526,11 @@ def decision_values(  # noqa: PLR0911, PLR0912  (one flat pass over every rule)
             return None
     else:
         values["consent"] = "personalise"
+    subject = values.get("subject")
+    if subject is None:
+        values["subject"] = None
+    elif type(subject) is not str or _SUBJECT_RE.fullmatch(subject) is None:
+        return None
     return values
 
 
@@ -536,6 +544,7 @@ def decided(
     occurred_at: datetime | None = None,
     learn: bool = True,
     consent: ConsentPath = "personalise",
+    subject: str | None = None,
 ) -> Decision:
     """Build the decision of `choice`, as :meth:`Decision.from_choice` does, unchecked.
 
@@ -546,7 +555,7 @@ def decided(
     :func:`policies.decide_ranking` from a :class:`~policies.Distribution` over exactly
     those actions (finite, in (0, 1], summing to 1: checked when it was made); `policy`
     and `model_version` are the served policy's name and model version. The decision
-    is deferred when the request asked for it. `learn` and `consent` are as
+    is deferred when the request asked for it. `learn`, `consent` and `subject` are as
     ``from_choice`` takes them (`inputs` then being what is logged: no features
     without learning consent). Tests hold it equal to ``from_choice``.
 
@@ -588,6 +597,7 @@ def decided(
         "deferred": request.defer_activation,
         "learn": learn,
         "consent": consent,
+        "subject": subject,
     }
     fields_set = set(_DECIDED_SET)
     if occurred_at is not None:
@@ -596,6 +606,8 @@ def decided(
         fields_set.add("learn")
     if consent != "personalise":
         fields_set.add("consent")
+    if subject is not None:
+        fields_set.add("subject")
     return _make(Decision, values, fields_set)
 
 

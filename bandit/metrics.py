@@ -18,6 +18,7 @@ Counted as things happen:
                                                 invalid)
 ``streambandit_features_refused_total``         requests refused for a feature, by policy and
                                                 reason (identifier, undeclared, invalid)
+``streambandit_privacy_requests_total``         exports and erasures done, by kind
 ``streambandit_feedback_total``                 rewards, activations, events accepted, by kind
 ``streambandit_producer_rejected_total``        records refused with 503 (buffer full)
 ``streambandit_producer_dropped_total``         records dropped (rejected for good, lost)
@@ -150,6 +151,12 @@ class ApiMetrics:
             "streambandit_features_refused",
             "Rank requests refused for a feature the policy may not see.",
             ["policy", "reason"],
+            registry=r,
+        )
+        self.privacy_requests = Counter(
+            "streambandit_privacy_requests",
+            "Exports and erasures of a person's data.",
+            ["kind"],
             registry=r,
         )
         self.feedback = Counter(

@@ -38,6 +38,7 @@ __all__ = [
     "CONSENT_DENIED",
     "CONSENT_GRANTED",
     "CONSENT_KINDS",
+    "CONSENT_SECRET_FIELD",
     "Consent",
     "ConsentGrant",
     "ConsentKind",
@@ -50,6 +51,7 @@ __all__ = [
     "RawUserId",
     "effective_consent",
     "pseudonymise",
+    "subject_token",
 ]
 
 ConsentKind = Literal["personalisation", "learning"]
@@ -76,6 +78,28 @@ def pseudonymise(user_id: str, key: bytes) -> str:
     """
     digest = hmac.new(key, user_id.encode("utf-8"), hashlib.sha256).hexdigest()
     return _PSEUDONYM_PREFIX + digest[:_PSEUDONYM_HEX]
+
+
+CONSENT_SECRET_FIELD = "secret"  # noqa: S105  (a field name, not a secret)
+"""The field of a person's consent hash holding their secret (see :func:`subject_token`)."""
+
+
+def subject_token(secret: bytes, event_id: str) -> str:
+    """Return the token linking one decision to its person, through their secret.
+
+    A decision the person allowed to be kept carries ``HMAC-SHA-256(secret, event_id)``
+    (128 bits, hex): whoever holds the secret can tell which logged decisions are the
+    person's (export); two decisions' tokens tell nothing of each other; once the
+    secret is deleted (erasure) nobody can link them again (crypto-shredding), while
+    their propensities and rewards stay usable for replay.
+
+    Examples
+    --------
+    >>> a = subject_token(b"s" * 32, "evt-1")
+    >>> a == subject_token(b"s" * 32, "evt-1"), a == subject_token(b"s" * 32, "evt-2")
+    (True, False)
+    """
+    return hmac.new(secret, event_id.encode("utf-8"), hashlib.sha256).hexdigest()[:32]
 
 
 def _check_source(value: str) -> str:
@@ -153,10 +177,12 @@ class ConsentRecord(BaseModel):
     def from_redis(cls, fields: Mapping[bytes | str, bytes | str]) -> ConsentRecord:
         """Read a record from its Redis hash (empty: no record, every consent absent)."""
         values = {
-            (name.decode() if isinstance(name, bytes) else name): orjson.loads(value)
+            (name.decode() if isinstance(name, bytes) else name): value
             for name, value in fields.items()
         }
-        return cls.model_validate({kind: values[kind] for kind in CONSENT_KINDS if kind in values})
+        return cls.model_validate(
+            {kind: orjson.loads(values[kind]) for kind in CONSENT_KINDS if kind in values}
+        )
 
 
 class ConsentUpdate(BaseModel):
@@ -188,7 +214,7 @@ class ConsentUpdate(BaseModel):
 
 
 class ConsentLookup(BaseModel):
-    """Name the person whose consents to read (``POST /v1/consent/lookup``)."""
+    """Name a person: whose consents to read, whose data to export or erase."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
 

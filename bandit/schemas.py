@@ -81,6 +81,7 @@ from pydantic_core import PydanticCustomError
 
 from bandit.errors import InvalidDistributionError
 from bandit.minimise import FeatureSchema
+from bandit.privacy import RawUserId
 from bandit.settings import Limits
 from policies import Action, Choice, FeatureValue
 from policies._distribution import SUM_TOLERANCE
@@ -406,15 +407,14 @@ LoggedFeatures: TypeAlias = Annotated[
     ],
     BeforeValidator(_check_namespace_count),
 ]
+_Subject: TypeAlias = Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")]
 ConsentPath: TypeAlias = Literal["personalise", "baseline"]
 """Which policy served a decision under the person's consent (see :mod:`bandit.privacy`)."""
 ActionId: TypeAlias = Annotated[str, AfterValidator(_id_checker("action ids"))]
 EventId: TypeAlias = Annotated[str, AfterValidator(_id_checker("event ids"))]
 _SessionId: TypeAlias = Annotated[str, AfterValidator(_id_checker("session ids"))]
 _ItemId: TypeAlias = Annotated[str, AfterValidator(_id_checker("item ids"))]
-_UserId: TypeAlias = Annotated[
-    str, AfterValidator(_id_checker("pseudonymous user ids (hash raw ids first)", echo=False))
-]
+_UserId: TypeAlias = RawUserId
 _PolicyName: TypeAlias = Annotated[str, AfterValidator(_id_checker("policy names"))]
 _ModelVersion: TypeAlias = Annotated[str, AfterValidator(_id_checker("model versions"))]
 _Probability: TypeAlias = Annotated[float, AfterValidator(_check_probability)]
@@ -658,6 +658,9 @@ class Decision(Event):
         Which policy decided under the person's consent: ``"personalise"`` (the served
         policy) or ``"baseline"`` (no personalisation consent: the baseline policy,
         whose probabilities these are; see :mod:`bandit.privacy`).
+    subject
+        For a decision naming a person: the token linking it to them through their
+        secret (:func:`bandit.privacy.subject_token`), unlinkable once they are erased.
     """
 
     policy: _PolicyName
@@ -676,6 +679,7 @@ class Decision(Event):
     deferred: bool = False
     learn: bool = True
     consent: ConsentPath = "personalise"
+    subject: _Subject | None = None
 
     @field_validator("ranking")
     @classmethod
@@ -783,6 +787,7 @@ class Decision(Event):
         inputs: tuple[dict[str, dict[str, FeatureValue]], list[Action]] | None = None,
         learn: bool = True,
         consent: ConsentPath = "personalise",
+        subject: str | None = None,
     ) -> Self:
         """Build the log record of `choice`, drawn for `request` by `policy`.
 
@@ -802,9 +807,9 @@ class Decision(Event):
         inputs
             ``request.policy_inputs()``, when the caller has it already (or what of it
             is logged: no features for a decision without learning consent).
-        learn, consent
-            Whether the decision may be learned from and kept, and which policy decided
-            under the person's consent.
+        learn, consent, subject
+            Whether the decision may be learned from and kept, which policy decided
+            under the person's consent, and the token linking it to them.
 
         Returns
         -------
@@ -844,6 +849,8 @@ class Decision(Event):
             data["learn"] = False
         if consent != "personalise":
             data["consent"] = consent
+        if subject is not None:
+            data["subject"] = subject
         if occurred_at is not None:
             data["occurred_at"] = occurred_at
         if limits is None:
@@ -999,8 +1006,8 @@ class Device(_Frozen):
 class BehaviourEvent(Event):
     """Something a user did in the app (``POST /v1/events``, topic ``events``).
 
-    Error messages and reprs of failed validation never show the input, so a raw user
-    id sent by mistake is not echoed into logs.
+    Error messages and reprs of failed validation never show the input, so a user id
+    is not echoed into logs.
 
     Attributes
     ----------
@@ -1009,8 +1016,9 @@ class BehaviourEvent(Event):
     kind
         What happened.
     user_id
-        A pseudonym: raw user ids are replaced by a keyed hash at the edge and must
-        never reach this model.
+        The person: the app's own id in ``POST /v1/events`` (the API replaces it with
+        its pseudonym, :func:`bandit.privacy.pseudonymise`), the pseudonym on the topic
+        ``events``. Apps producing to the topic themselves must hash it the same way.
     session_id
         The session the event belongs to.
     device

@@ -17,15 +17,16 @@ The join agent's own keys are described in :mod:`streams.join`.
 from __future__ import annotations
 
 import json
+import secrets
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from redis.asyncio import Redis
 from redis.exceptions import WatchError
 
-from bandit.privacy import ConsentRecord
+from bandit.privacy import CONSENT_SECRET_FIELD, ConsentRecord
 from bandit.schemas import PolicySettings
 
 __all__ = ["FeatureKind", "ModelRecord", "StateStore"]
@@ -260,8 +261,117 @@ class StateStore:
 
     async def consent(self, pseudonym: str) -> ConsentRecord | None:
         """Return a person's consent record, or None when they have none."""
+        return (await self.consent_and_secret(pseudonym))[0]
+
+    async def consent_and_secret(self, pseudonym: str) -> tuple[ConsentRecord | None, bytes | None]:
+        """Return a person's consent record (None: none) and their secret (None: none yet)."""
         fields = await self.redis.hgetall(self.key("consent", pseudonym))
-        return ConsentRecord.from_redis(fields) if fields else None
+        secret = fields.pop(CONSENT_SECRET_FIELD.encode(), None)
+        record = ConsentRecord.from_redis(fields) if fields else None
+        return record, None if secret is None else _bytes(secret)
+
+    async def secret(self, pseudonym: str) -> bytes:
+        """Return a person's secret, made now if they have none (see ``subject_token``)."""
+        key = self.key("consent", pseudonym)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hsetnx(key, CONSENT_SECRET_FIELD, secrets.token_bytes(32))
+            pipe.hget(key, CONSENT_SECRET_FIELD)
+            _, secret = await pipe.execute()
+        return bytes(secret)
+
+    async def note_decision(self, pseudonym: str, event_id: str, ttl: int) -> bytes:
+        """Remember a person's decision (for erasure, for `ttl` s); return their secret.
+
+        The secret is made now if they have none; one transaction, one round trip.
+        """
+        secret_key = self.key("consent", pseudonym)
+        key = self.key("user", pseudonym, "decisions")
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hsetnx(secret_key, CONSENT_SECRET_FIELD, secrets.token_bytes(32))
+            pipe.hget(secret_key, CONSENT_SECRET_FIELD)
+            pipe.sadd(key, event_id)
+            pipe.expire(key, ttl)
+            _, secret, *_ = await pipe.execute()
+        return _bytes(secret)
+
+    async def note_session(self, pseudonym: str, session_id: str, ttl: int) -> None:
+        """Remember that a session (and its device features) is a person's (for erasure)."""
+        key = self.key("user", pseudonym, "sessions")
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.sadd(key, session_id)
+            pipe.expire(key, ttl)
+            await pipe.execute()
+
+    async def held(self, pseudonym: str) -> dict[str, Any]:
+        """Return everything held about a person: consents, sessions' features, decisions."""
+        record, secret = await self.consent_and_secret(pseudonym)
+        sessions = sorted(
+            _text(s) for s in await self.redis.smembers(self.key("user", pseudonym, "sessions"))
+        )
+        decisions = sorted(
+            _text(e) for e in await self.redis.smembers(self.key("user", pseudonym, "decisions"))
+        )
+        features = {
+            session: {
+                "session": await self.features("session", session),
+                "device": await self.features("device", session),
+            }
+            for session in sessions
+        }
+        pending = [
+            event_id
+            for event_id in decisions
+            if await self.redis.exists(self.key("join", "event", event_id))
+        ]
+        return {
+            "consent": None if record is None else record.model_dump(mode="json"),
+            "has_secret": secret is not None,
+            "sessions": features,
+            "recent_decisions": decisions,
+            "pending_decisions": pending,
+        }
+
+    async def erase(self, pseudonym: str, done_ttl: int) -> dict[str, int]:
+        """Erase a person: consents and secret, their sessions' features, pending joins.
+
+        A pending decision is removed from the join and marked done, so its record,
+        should it still be on its way, is taken as a duplicate and dropped, and its
+        rewards as late. Logged decisions keep their subject tokens, which nothing can
+        link to the person once the secret is gone.
+        """
+        sessions_key = self.key("user", pseudonym, "sessions")
+        decisions_key = self.key("user", pseudonym, "decisions")
+        sessions = [_text(s) for s in await self.redis.smembers(sessions_key)]
+        decisions = [_text(e) for e in await self.redis.smembers(decisions_key)]
+        removed = 0
+        for event_id in decisions:
+            event_key = self.key("join", "event", event_id)
+            policy = await self.redis.hget(event_key, "policy")
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.delete(event_key)
+                pipe.zrem(self.key("join", "due"), event_id)
+                pipe.zrem(self.key("join", "orphans"), event_id)
+                pipe.set(
+                    self.key("join", "done", event_id),
+                    _text(policy) if policy else "_erased",
+                    nx=True,
+                    ex=done_ttl,
+                )
+                deleted, *_ = await pipe.execute()
+            removed += int(deleted)
+        feature_keys = [
+            self.key("features", kind, session)
+            for session in sessions
+            for kind in ("session", "device")
+        ]
+        existing = await self.redis.delete(
+            self.key("consent", pseudonym), sessions_key, decisions_key, *feature_keys
+        )
+        return {
+            "sessions": len(sessions),
+            "pending_decisions": removed,
+            "keys_deleted": int(existing),
+        }
 
     async def update_consent(self, pseudonym: str, changes: ConsentRecord) -> ConsentRecord:
         """Store the consents `changes` holds (the others stay) and return the whole record.

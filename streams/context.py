@@ -109,6 +109,10 @@ class ContextAggregator:
         for event in fresh:
             by_session.setdefault(event.session_id, []).append(event)
         await asyncio.gather(*(self._fold(sid, evs) for sid, evs in by_session.items()))
+        people = {(event.user_id, event.session_id) for event in fresh}
+        await asyncio.gather(  # whose sessions these are, so erasure finds their features
+            *(self.store.note_session(user, session, self.ttl_seconds) for user, session in people)
+        )
         return len(fresh)
 
     async def _first_seen(self, events: Sequence[BehaviourEvent]) -> list[BehaviourEvent]:

@@ -126,6 +126,7 @@ def dsjson_extra(values: Mapping[str, Any]) -> dict[str, Any]:
         "deferred": decision["deferred"],
         "learn": True,
         "consent": decision.get("consent", "personalise"),
+        **({"subject": decision["subject"]} if decision.get("subject") else {}),
     }
 
 

@@ -32,6 +32,7 @@ from bandit.settings import (
     ApiSettings,
     KafkaSettings,
     Limits,
+    PrivacySettings,
     RedisSettings,
     Settings,
 )
@@ -66,6 +67,7 @@ def _settings(broker: str, redis_url: str, **kafka: Any) -> Settings:
             model_poll_seconds=0.05,
         ),
         limits=Limits(max_actions=4),
+        privacy=PrivacySettings(pseudonym_key="pseudonym-key-api-tests-0123"),
         policies={
             "main": "vw-epsilon",
             "other": "uniform",
@@ -564,10 +566,10 @@ def test_bad_requests_get_a_status_and_a_message_that_names_the_problem(
 
 
 def test_validation_errors_do_not_echo_user_ids(client: httpx.Client) -> None:
-    """A raw user id sent by mistake is named as the problem but never echoed back."""
+    """A user id that breaks a rule is named as the problem but never echoed back."""
     event = {
         "kind": "click",
-        "user_id": "jane.doe@example.com",
+        "user_id": "jane.doe@example.com\n",  # not printable
         "session_id": "s1",
         "device": {"type": "mobile", "os": "iOS"},
     }

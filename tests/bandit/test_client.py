@@ -41,7 +41,15 @@ from bandit.client import (
 )
 from bandit.runtime import free_port
 from bandit.schemas import BehaviourEvent, PolicySettings, RankableAction
-from bandit.settings import ApiKey, ApiSettings, KafkaSettings, Limits, RedisSettings, Settings
+from bandit.settings import (
+    ApiKey,
+    ApiSettings,
+    KafkaSettings,
+    Limits,
+    PrivacySettings,
+    RedisSettings,
+    Settings,
+)
 from streams.app import topic_names
 
 ADMIN_KEY = "admin-" + uuid.uuid4().hex
@@ -66,6 +74,7 @@ def settings(broker: str, redis_url: str) -> Settings:
             model_poll_seconds=0.2,
         ),
         limits=Limits(max_actions=MAX_ACTIONS),
+        privacy=PrivacySettings(pseudonym_key="pseudonym-key-client-tests-01"),
         policies={"default": "uniform", "greedy": "vw-epsilon"},
     )
 

@@ -523,20 +523,17 @@ BAD_INPUTS = [
         B,
         BEHAVIOUR,
         ("user_id",),
-        "u" * 129,
+        "u" * 257,
         ("user_id",),
-        r"^pseudonymous user ids .* must be at most 128 characters, got 129$",
+        r"^String should have at most 256 characters$",
     ),
     (
         B,
         BEHAVIOUR,
         ("user_id",),
-        "alice@example.com",
+        "alice@example.com\t",
         ("user_id",),
-        (
-            r"^pseudonymous user ids \(hash raw ids first\) must match .*, "
-            r"got a value of 17 characters \(not shown\)$"
-        ),
+        r"user ids must be printable text$",
     ),
     (B, BEHAVIOUR, ("session_id",), "s 1", ("session_id",), r"^session ids must match"),
     (B, BEHAVIOUR, ("item_id",), "sku/1", ("item_id",), r"^item ids must match"),
@@ -789,9 +786,9 @@ def test_behaviour_event_parses_its_enums() -> None:
 
 
 def test_behaviour_errors_never_echo_the_user_id() -> None:
-    """A raw user id sent by mistake appears neither in the message nor in str(error)."""
+    """A user id breaking a rule appears neither in the message nor in str(error)."""
     with pytest.raises(ValidationError) as excinfo:
-        BehaviourEvent.model_validate(changed(BEHAVIOUR, ("user_id",), "alice@example.com"))
+        BehaviourEvent.model_validate(changed(BEHAVIOUR, ("user_id",), "alice@example.com\n"))
     assert "alice" not in str(excinfo.value)
     assert "alice" not in only_error(excinfo)["msg"]
 
