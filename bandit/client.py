@@ -522,6 +522,10 @@ class _Core:
         body = {"user_id": _check_user_id(user_id)}
         return _Call("POST", "/v1/consent/lookup", _read_consent, body)
 
+    def person(self, path: str, user_id: str) -> _Call[dict[str, Any]]:
+        body = {"user_id": _check_user_id(user_id)}
+        return _Call("POST", path, _read_json, body, idempotent=True)
+
     def get_settings(self, policy: str) -> _Call[PolicySettings]:
         path = f"/v1/policies/{self.policy_segment(policy)}/settings"
         return _Call("GET", path, _read_settings)
@@ -897,6 +901,23 @@ class Client:
         """Read a person's consents and what they allow now (``POST /v1/consent/lookup``)."""
         return self._send(self._core.consent(user_id))
 
+    def export(self, user_id: str) -> dict[str, Any]:
+        """Return everything the service holds about a person (``POST /v1/privacy/export``).
+
+        Their pseudonym, consents, whether they have a secret (which links their logged
+        decisions to them), the features of their sessions and devices, and their
+        recent decisions (event ids) and those still pending.
+        """
+        return self._send(self._core.person("/v1/privacy/export", user_id))
+
+    def erase(self, user_id: str) -> dict[str, Any]:
+        """Erase a person (``POST /v1/privacy/erase``); return what was removed.
+
+        Their consents and secret (their logged decisions become unlinkable), their
+        sessions' and devices' features and their decisions still pending in the join.
+        """
+        return self._send(self._core.person("/v1/privacy/erase", user_id))
+
     def get_settings(self, policy: str) -> PolicySettings:
         """Return the live settings of `policy` (``GET /v1/policies/{policy}/settings``).
 
@@ -1110,6 +1131,14 @@ class AsyncClient:
         """Read a person's consents; see :meth:`Client.consent`."""
         return await self._send(self._core.consent(user_id))
 
+    async def export(self, user_id: str) -> dict[str, Any]:
+        """Return everything held about a person; see :meth:`Client.export`."""
+        return await self._send(self._core.person("/v1/privacy/export", user_id))
+
+    async def erase(self, user_id: str) -> dict[str, Any]:
+        """Erase a person; see :meth:`Client.erase`."""
+        return await self._send(self._core.person("/v1/privacy/erase", user_id))
+
     async def get_settings(self, policy: str) -> PolicySettings:
         """Return the live settings of `policy`; see :meth:`Client.get_settings`."""
         return await self._send(self._core.get_settings(policy))
@@ -1280,6 +1309,18 @@ def _read_reward_id(sent: str) -> Callable[[httpx.Response], str]:
         return answer.reward_id or sent
 
     return read
+
+
+def _read_json(response: httpx.Response) -> dict[str, Any]:
+    try:
+        found = response.json()
+    except ValueError as error:
+        msg = f"the server answered HTTP {response.status_code} with a body that is not JSON"
+        raise APIError(msg, status=response.status_code, body=response.text) from error
+    if not isinstance(found, dict):
+        msg = f"the server answered HTTP {response.status_code} with JSON that is not an object"
+        raise APIError(msg, status=response.status_code, body=found)
+    return found
 
 
 def _read_consent(response: httpx.Response) -> ConsentView:

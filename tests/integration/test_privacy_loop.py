@@ -176,10 +176,10 @@ def test_raw_ids_are_kept_nowhere_and_erasure_leaves_nothing_linkable(
             30,
             "the join to hold the pending decision",
         )
-        erased = _post(stack, "/v1/privacy/erase", {"user_id": raw})
+        erased = client.erase(raw)
         assert erased["pending_decisions"] == 1
         assert erased["sessions"] == 1
-        after = _post(stack, "/v1/privacy/export", {"user_id": raw})
+        after = client.export(raw)
         assert after["consent"] is None
         assert after["has_secret"] is False
         assert after["sessions"] == {}
