@@ -92,6 +92,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from bandit import fastpath
 from bandit.engine import DecisionEngine, RankOutcome, UnknownServedPolicyError
 from bandit.errors import ConfigurationError, PolicyError
+from bandit.explain import Explanation, explain
 from bandit.logging import configure_logging
 from bandit.metrics import ApiMetrics, PolicyState
 from bandit.minimise import FeatureRefusedError
@@ -131,6 +132,7 @@ from bandit.state import StateStore
 __all__ = [
     "Accepted",
     "Caller",
+    "ExplainedRankResponse",
     "NativeRankRequest",
     "PoliciesResponse",
     "PolicyInfo",
@@ -198,12 +200,17 @@ class NativeRankRequest(RankRequest):
         The person the decision is for, as the app knows them: replaced on arrival by
         its pseudonym (:func:`bandit.privacy.pseudonymise`), whose consent decides how
         the request is served. Never stored, logged or echoed.
+    explain
+        Answer with an explanation of the decision (:mod:`bandit.explain`): the
+        features that made the chosen action more and less likely, or that it was
+        exploration, or the baseline. Costs one policy prediction per feature.
     """
 
     policy: _Reference | None = None
     session_id: _Reference | None = None
     device_id: _Reference | None = None
     user_id: RawUserId | None = Field(default=None, repr=False)
+    explain: bool = False
 
 
 class RankResponse(BaseModel):
@@ -218,6 +225,12 @@ class RankResponse(BaseModel):
     probability: float
     ranking: list[RankedAction]
     deferred: bool
+
+
+class ExplainedRankResponse(RankResponse):
+    """The rank answer; with ``explain``, also why the action was chosen."""
+
+    explanation: Explanation | None = None
 
 
 class Accepted(BaseModel):
@@ -621,8 +634,28 @@ async def rank(request: Request) -> Response:
         device_id=body.device_id,
         user_id=body.user_id,
     )
-    # RankResponse's JSON (bandit.fastpath.rank_answer_json holds it equal)
-    return Response(fastpath.rank_answer_json(outcome.decision), media_type="application/json")
+    answer = fastpath.rank_answer_json(outcome.decision)  # RankResponse's JSON, tested
+    if body.explain:
+        explanation = _explanation(outcome).model_dump(mode="json")
+        return _json({**orjson.loads(answer), "explanation": explanation})
+    return Response(answer, media_type="application/json")
+
+
+def _explanation(outcome: RankOutcome) -> Explanation:
+    decision = outcome.decision
+    assert outcome.chooser is not None
+    assert outcome.inputs is not None
+    context, actions = outcome.inputs
+    return explain(
+        outcome.chooser,
+        context,
+        actions,
+        decision.chosen_index,
+        explored=decision.explored,
+        personalised=outcome.consent.personalise,
+        policy_name=decision.policy,
+        model_version=decision.model_version,
+    )
 
 
 async def reward(
@@ -1247,7 +1280,7 @@ def _add_routes(app: FastAPI) -> None:
         "/rank",
         rank,
         methods=["POST"],
-        response_model=RankResponse,
+        response_model=ExplainedRankResponse,
         openapi_extra={**_request_body(NativeRankRequest), "security": _SECURITY},
     )
     for path, endpoint, model in (

@@ -124,6 +124,9 @@ class RankOutcome:
     dropped
         Features the policy did not see (minimisation: undeclared, identifier-like,
         stored features breaking the schema).
+    chooser, inputs
+        The policy that chose (the served one, or the baseline) and what it saw: for
+        :func:`bandit.explain.explain`.
     """
 
     decision: Decision
@@ -131,6 +134,8 @@ class RankOutcome:
     degraded: bool
     stored_features: int
     dropped: Dropped = _NONE_DROPPED
+    chooser: Policy | None = None
+    inputs: tuple[Mapping[str, Mapping[str, Any]], list[Action]] | None = None
 
 
 class DecisionEngine:
@@ -282,6 +287,7 @@ class DecisionEngine:
         )
         dropped += lost
         chooser = loaded.policy if consent.personalise else self._baseline
+        seen = (context, actions)
         choice = decide_ranking(chooser.pmf(context, actions), decided.event_id)
         subject = None
         if not consent.learn:  # nothing about the decision is kept but what counts it
@@ -300,7 +306,7 @@ class DecisionEngine:
             subject=subject,
         )
         used = sum(len(features) for features in stored.values()) if decided is not request else 0
-        return RankOutcome(decision, consent, degraded, used, dropped)
+        return RankOutcome(decision, consent, degraded, used, dropped, chooser, seen)
 
     async def _subject(self, user: str, event_id: str, loaded: LoadedPolicy) -> str | None:
         """Note the person's decision (for erasure) and return its subject token.

@@ -234,7 +234,7 @@ _REQUEST_FIELDS: Final = ("event_id", "context", "actions", "excluded_actions", 
 _REFERENCES: Final = ("policy", "session_id", "device_id")  # bandit.api.NativeRankRequest
 _ACTION_FIELDS: Final = frozenset({"id", "features"})
 _request_fields: dict[type[Any], tuple[str, ...]] = {}
-_NATIVE_FIELDS: Final = (*_REQUEST_FIELDS, *_REFERENCES, "user_id")
+_NATIVE_FIELDS: Final = (*_REQUEST_FIELDS, *_REFERENCES, "user_id", "explain")
 _PLAIN_REQUEST: Final = frozenset(_REQUEST_FIELDS)
 _NATIVE_REQUEST: Final = frozenset(_NATIVE_FIELDS)
 
@@ -347,6 +347,10 @@ def rank_request(  # noqa: PLR0911, PLR0912, PLR0915  (one flat pass over every 
                 values[name] = None  # absent, or JSON null: both None
             elif not _id_ok(reference, id_limit):
                 return None
+        explained = values.get("explain", False)
+        if type(explained) is not bool:
+            return None
+        values["explain"] = explained
         user = values.get("user_id")
         if user is None:
             values["user_id"] = None

@@ -1,0 +1,201 @@
+"""Explanations: why a decision chose what it chose, from the model's own predictions.
+
+For a decision the served policy made on its best guess, each feature the policy saw
+(the context's, and the chosen action's own) is taken away in turn and the policy asked
+again: how much more (or less) likely the chosen action was with the feature than
+without it is that feature's effect. The features with the largest effects either way
+are the reasons, in plain words and as data. This is the model's own answer, not a
+separate surrogate: for a linear model it is exactly what that feature's weights add.
+
+Two kinds of decision are not explained by features, and say so instead of inventing a
+reason: an exploratory choice (the policy picked a less likely action on purpose, to
+keep learning), and a decision by the baseline policy (no personalisation consent:
+chosen at random, no feature used).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from policies import Action, Policy
+
+__all__ = ["Explanation", "FeatureEffect", "explain"]
+
+_TOP = 3
+_NEGLIGIBLE = 0.005  # relative change below which a feature is not a reason
+
+
+class FeatureEffect(BaseModel):
+    """One feature's effect on the chosen action's probability.
+
+    Attributes
+    ----------
+    feature
+        Where it is and its value: ``context.page.section=sport``,
+        ``action.item.topic=golf``, ``context.user.age=0.4``.
+    effect
+        Relative change of the chosen action's probability with the feature against
+        without it: +0.35 means 35% more likely because of it.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    feature: str
+    effect: float
+
+
+class Explanation(BaseModel):
+    """Why one decision chose its action.
+
+    Attributes
+    ----------
+    kind
+        ``"personalised"`` (the served policy's best guess, explained by features),
+        ``"exploration"`` (a less likely action chosen on purpose) or ``"baseline"``
+        (no personalisation consent: the baseline policy, no feature used).
+    policy, model_version
+        Who decided.
+    chosen_action_id, probability
+        What was chosen, and with which probability.
+    for_it, against_it
+        The features that made the chosen action most more likely, and most less
+        likely (empty unless ``kind`` is ``"personalised"``).
+    text
+        The same in plain words.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: Literal["personalised", "exploration", "baseline"]
+    policy: str
+    model_version: str
+    chosen_action_id: str
+    probability: float
+    for_it: list[FeatureEffect]
+    against_it: list[FeatureEffect]
+    text: str
+
+
+def _without(
+    features: Mapping[str, Mapping[str, Any]], namespace: str, name: str
+) -> dict[str, Any]:
+    kept = {ns: dict(values) for ns, values in features.items()}
+    del kept[namespace][name]
+    return kept
+
+
+def _shown(value: object) -> str:
+    return repr(value) if isinstance(value, float) else str(value)
+
+
+def explain(
+    policy: Policy,
+    context: Mapping[str, Mapping[str, Any]],
+    actions: Sequence[Action],
+    chosen: int,
+    *,
+    explored: bool,
+    personalised: bool,
+    policy_name: str,
+    model_version: str,
+    top: int = _TOP,
+) -> Explanation:
+    """Explain the choice of ``actions[chosen]`` by `policy` in `context`.
+
+    Parameters
+    ----------
+    policy
+        The policy that decided (asked again, never taught).
+    context, actions
+        What it saw (after minimisation).
+    chosen
+        Offer-order index of the chosen action.
+    explored
+        Whether the choice was exploration (then no feature is a reason).
+    personalised
+        False for a decision by the baseline policy (no personalisation consent).
+    policy_name, model_version
+        Who decided, as the decision logs it.
+    top
+        How many features to give for and against.
+
+    Examples
+    --------
+    >>> from policies import make_policy
+    >>> plain = make_policy("uniform")
+    >>> e = explain(plain, {}, [Action("a"), Action("b")], 0, explored=False,
+    ...             personalised=False, policy_name="default", model_version="0")
+    >>> e.kind, e.for_it
+    ('baseline', [])
+    """
+    probability = policy.pmf(context, actions).probabilities[chosen]
+    action = actions[chosen]
+    head: dict[str, Any] = {
+        "policy": policy_name,
+        "model_version": model_version,
+        "chosen_action_id": action.id,
+        "probability": probability,
+    }
+    if not personalised:
+        text = (
+            f"{action.id!r} was chosen at random by the baseline policy: you have not "
+            "agreed to personalisation, so nothing about you was used."
+        )
+        return Explanation(kind="baseline", for_it=[], against_it=[], text=text, **head)
+    if explored:
+        text = (
+            f"{action.id!r} was an exploratory choice (probability {probability:.2f}): the "
+            "service sometimes shows an option it rates lower, to keep learning what people "
+            "like. It was not chosen because of anything about you."
+        )
+        return Explanation(kind="exploration", for_it=[], against_it=[], text=text, **head)
+    effects: list[FeatureEffect] = []
+    for namespace, values in context.items():
+        for name, value in values.items():
+            without = policy.pmf(_without(context, namespace, name), actions).probabilities[chosen]
+            effects.append(
+                _effect(f"context.{namespace}.{name}={_shown(value)}", probability, without)
+            )
+    for namespace, values in action.features.items():
+        for name, value in values.items():
+            changed = list(actions)
+            changed[chosen] = Action(action.id, _without(action.features, namespace, name))
+            without = policy.pmf(context, changed).probabilities[chosen]
+            effects.append(
+                _effect(f"action.{namespace}.{name}={_shown(value)}", probability, without)
+            )
+    ranked = sorted(effects, key=lambda e: -abs(e.effect))
+    for_it = [e for e in ranked if e.effect > _NEGLIGIBLE][:top]
+    against_it = [e for e in ranked if e.effect < -_NEGLIGIBLE][:top]
+    return Explanation(
+        kind="personalised",
+        for_it=for_it,
+        against_it=against_it,
+        text=_text(action.id, probability, for_it, against_it),
+        **head,
+    )
+
+
+def _effect(feature: str, probability: float, without: float) -> FeatureEffect:
+    change = probability / without - 1.0 if without > 0 else math.inf
+    return FeatureEffect(feature=feature, effect=round(max(min(change, 1e6), -1.0), 4))
+
+
+def _text(
+    action_id: str, probability: float, for_it: list[FeatureEffect], against_it: list[FeatureEffect]
+) -> str:
+    def listed(effects: list[FeatureEffect]) -> str:
+        return ", ".join(f"{e.feature} ({e.effect:+.0%})" for e in effects)
+
+    text = f"{action_id!r} was the model's best guess (probability {probability:.2f})."
+    if for_it:
+        text += f" It was made more likely by {listed(for_it)}."
+    if against_it:
+        text += f" It was made less likely by {listed(against_it)}."
+    if not for_it and not against_it:
+        text += " No single feature changed how likely it was."
+    return text
