@@ -545,6 +545,10 @@ async def _decide(
         path=consent.path,
         learn=consent.learn,
     )
+    if user is not None:
+        service.metrics.observe_named_decision(
+            personalised=consent.personalise, learned=consent.learn
+        )
     if not service.log_all:
         return outcome
     _note(
@@ -636,8 +640,9 @@ async def rank(request: Request) -> Response:
     )
     answer = fastpath.rank_answer_json(outcome.decision)  # RankResponse's JSON, tested
     if body.explain:
-        explanation = _explanation(outcome).model_dump(mode="json")
-        return _json({**orjson.loads(answer), "explanation": explanation})
+        explained = _explanation(outcome)
+        service.metrics.explanations.labels(explained.kind).inc()
+        return _json({**orjson.loads(answer), "explanation": explained.model_dump(mode="json")})
     return Response(answer, media_type="application/json")
 
 
@@ -754,7 +759,7 @@ async def set_consent(request: Request, service: ServiceDep, caller: CallerDep) 
     except (RedisError, OSError, TimeoutError) as exc:
         raise _ApiError(503, "ServiceUnavailable", f"Redis is unavailable: {exc}") from None
     for kind, granted in changes.items():
-        service.metrics.consent_changes.labels(kind, "true" if granted else "false").inc()
+        service.metrics.observe_consent_change(kind, granted=granted)
     _note(request, "consent.changed", **changes)
     return _model(_consent_view(service, record))
 

@@ -19,6 +19,8 @@ Counted as things happen:
 ``streambandit_features_refused_total``         requests refused for a feature, by policy and
                                                 reason (identifier, undeclared, invalid)
 ``streambandit_privacy_requests_total``         exports and erasures done, by kind
+``streambandit_explanations_total``             explanations given, by kind (personalised,
+                                                exploration, baseline)
 ``streambandit_feedback_total``                 rewards, activations, events accepted, by kind
 ``streambandit_producer_rejected_total``        records refused with 503 (buffer full)
 ``streambandit_producer_dropped_total``         records dropped (rejected for good, lost)
@@ -34,6 +36,11 @@ Set at scrape time (:meth:`ApiMetrics.observe_state`):
 ``streambandit_settings_version``               version of the applied settings
 ``streambandit_exploration_share``              explored decisions / decisions (this process)
 ``streambandit_degraded``                       1 while Redis is unavailable, else 0
+``streambandit_consent_share``                  share of decisions naming a person made
+                                                with that consent, by kind (personalisation,
+                                                learning); this process
+``streambandit_opt_out_share``                  consent changes that withdrew a consent /
+                                                consent changes; this process
 ``streambandit_producer_buffered``              records waiting for the broker
 ``streambandit_broker_available``               1 when the broker answered last, else 0
 ``streambandit_stream_counter_total``           the counters the stream workers keep in
@@ -159,6 +166,25 @@ class ApiMetrics:
             ["kind"],
             registry=r,
         )
+        self.explanations = Counter(
+            "streambandit_explanations",
+            "Explanations given with rank answers.",
+            ["kind"],
+            registry=r,
+        )
+        self.consent_share = Gauge(
+            "streambandit_consent_share",
+            "Share of decisions naming a person made with this consent (this process).",
+            ["kind"],
+            registry=r,
+        )
+        self.opt_out_share = Gauge(
+            "streambandit_opt_out_share",
+            "Consent changes that withdrew a consent, over all consent changes (this process).",
+            registry=r,
+        )
+        self._named = [0, 0, 0]  # decisions naming a person: all, personalised, learned
+        self._changes = [0, 0]  # consent changes: all, withdrawals
         self.feedback = Counter(
             "streambandit_feedback",
             "Rewards, activations and behaviour events accepted.",
@@ -259,6 +285,18 @@ class ApiMetrics:
         if degraded:
             children[2].inc()
 
+    def observe_named_decision(self, *, personalised: bool, learned: bool) -> None:
+        """Count a decision naming a person, and the consents it was made with."""
+        self._named[0] += 1
+        self._named[1] += personalised
+        self._named[2] += learned
+
+    def observe_consent_change(self, kind: str, *, granted: bool) -> None:
+        """Count one consent given or withdrawn."""
+        self.consent_changes.labels(kind, "true" if granted else "false").inc()
+        self._changes[0] += 1
+        self._changes[1] += not granted
+
     def observe_state(
         self,
         policies: list[PolicyState],
@@ -276,6 +314,11 @@ class ApiMetrics:
             self.settings_version.labels(state.name).set(state.settings_version)
             decided, explored = self._decided.get(state.name, (0, 0))
             self.exploration_share.labels(state.name).set(explored / decided if decided else 0.0)
+        named, personalised, learned = self._named
+        self.consent_share.labels("personalisation").set(personalised / named if named else 0.0)
+        self.consent_share.labels("learning").set(learned / named if named else 0.0)
+        changes, withdrawals = self._changes
+        self.opt_out_share.set(withdrawals / changes if changes else 0.0)
         self.degraded.set(1 if degraded else 0)
         self.producer_buffered.set(buffered)
         self.broker_available.set(1 if broker_available else 0)

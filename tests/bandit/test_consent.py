@@ -135,6 +135,9 @@ def test_consent_is_given_read_and_withdrawn(server: Server) -> None:
         assert withdrawn.effective.learning is True
     metrics = httpx.get(f"{server.url}/metrics").text
     assert _metric(metrics, "streambandit_consent_changes_total", kind="learning") >= 1  # type: ignore[operator]
+    opt_out = _metric(metrics, "streambandit_opt_out_share")
+    assert opt_out is not None
+    assert 0.0 < opt_out < 1.0  # one withdrawal among the changes
 
 
 def test_bad_consent_requests_name_the_field_and_never_echo_the_id(server: Server) -> None:
@@ -213,6 +216,10 @@ def test_rank_serves_and_logs_each_consent_state_as_it_allows(server: Server) ->
     assert counted[("personalise", "false")] >= 5
     assert counted[("baseline", "true")] >= 5
     assert counted[("personalise", "true")] >= 6  # and the anonymous request
+    for kind in ("personalisation", "learning"):  # half the people gave each consent
+        share = _metric(metrics, "streambandit_consent_share", kind=kind)
+        assert share is not None
+        assert 0.0 < share < 1.0
 
 
 def test_raw_user_ids_are_kept_nowhere(server: Server, redis_url: str) -> None:

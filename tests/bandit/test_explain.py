@@ -19,6 +19,7 @@ from bandit.settings import (
     Settings,
 )
 from policies import Action, Policy, make_policy
+from tests.bandit.test_api import _metric
 
 ACTIONS = [
     Action("sport-news", {"item": {"topic": "sport"}}),
@@ -112,6 +113,8 @@ def test_rank_answers_with_its_explanation_on_request(broker: str, redis_url: st
                 explained = await http.post("/v1/rank", json=body)
                 nobody = await http.post("/v1/rank", json={**body, "user_id": "no-consent-user"})
                 plain = await http.post("/v1/rank", json={**body, "explain": False})
+                metrics = (await http.get("/metrics")).text
+        assert _metric(metrics, "streambandit_explanations_total", kind="baseline") == 1
         assert explained.status_code == 200, explained.text
         return explained.json(), nobody.json(), len(plain.json().get("explanation") or [])
 
