@@ -64,6 +64,7 @@ import httpx
 import pydantic
 
 from bandit.errors import StreambanditError
+from bandit.explain import Explanation
 from bandit.privacy import _MAX_USER_ID_LENGTH, ConsentUpdate, ConsentView
 from bandit.schemas import (
     BehaviourEvent,
@@ -276,6 +277,8 @@ class RankResult:
         Name of the policy that decided.
     deferred
         Whether it is learned only once activated (``defer_activation``).
+    explanation
+        Why the action was chosen, when asked for (``explain=True``).
     """
 
     event_id: str
@@ -285,6 +288,7 @@ class RankResult:
     model_version: str
     policy: str
     deferred: bool = False
+    explanation: Explanation | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -419,6 +423,7 @@ class _Core:
         session_id: str | None,
         device_id: str | None,
         user_id: str | None = None,
+        explain: bool = False,
     ) -> _Call[RankResult]:
         if isinstance(actions, str | bytes) or not isinstance(actions, Sequence):
             msg = (
@@ -451,6 +456,8 @@ class _Core:
             body["device_id"] = self.check_id(device_id, "device_id")
         if user_id is not None:
             body["user_id"] = _check_user_id(user_id)
+        if explain:
+            body["explain"] = True
         return _Call("POST", "/v1/rank", _read_rank, body)
 
     def reward(
@@ -685,6 +692,7 @@ class Client:
         session_id: str | None = None,
         device_id: str | None = None,
         user_id: str | None = None,
+        explain: bool = False,
     ) -> RankResult:
         """Ask which action to show in `context` (``POST /v1/rank``).
 
@@ -712,6 +720,8 @@ class Client:
             The person the decision is for, as the app knows them: the server hashes it
             on arrival and serves the request as their consents allow (see
             :meth:`set_consent`).
+        explain
+            Also say why the action was chosen (``RankResult.explanation``).
 
         Returns
         -------
@@ -758,6 +768,7 @@ class Client:
             session_id=session_id,
             device_id=device_id,
             user_id=user_id,
+            explain=explain,
         )
         return self._send(call)
 
@@ -1072,6 +1083,7 @@ class AsyncClient:
         session_id: str | None = None,
         device_id: str | None = None,
         user_id: str | None = None,
+        explain: bool = False,
     ) -> RankResult:
         """Ask which action to show in `context`; see :meth:`Client.rank`."""
         call = self._core.rank(
@@ -1084,6 +1096,7 @@ class AsyncClient:
             session_id=session_id,
             device_id=device_id,
             user_id=user_id,
+            explain=explain,
         )
         return await self._send(call)
 
@@ -1257,6 +1270,7 @@ class _RankAnswer(_Answer):
     probability: float
     ranking: list[RankedAction]
     deferred: bool = False
+    explanation: Explanation | None = None
 
 
 class _AcceptedAnswer(_Answer):
@@ -1300,6 +1314,7 @@ def _read_rank(response: httpx.Response) -> RankResult:
         model_version=answer.model_version,
         policy=answer.policy,
         deferred=answer.deferred,
+        explanation=answer.explanation,
     )
 
 

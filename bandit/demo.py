@@ -160,6 +160,13 @@ class DemoConfig:
     replay_policies
         Policy specs the closing off-policy replay trains along the decision log, next
         to the served `policy` (see :func:`replay_decision_log`).
+    learning_opt_out_share
+        Share of the simulated people who consent to personalisation but not to
+        learning (their decisions are counted, neither learned nor logged).
+    explain_share
+        Share of the decisions asked with an explanation.
+    erasures
+        People who ask to be erased when the traffic ends.
     """
 
     seconds: float = DEFAULT_SECONDS
@@ -174,6 +181,9 @@ class DemoConfig:
     windows: int = 6
     workdir: Path | None = None
     replay_policies: tuple[str, ...] = REPLAY_ALTERNATIVES
+    learning_opt_out_share: float = 0.1
+    explain_share: float = 0.02
+    erasures: int = 1
 
     def __post_init__(self) -> None:
         checks: tuple[tuple[str, object, bool, str], ...] = (
@@ -211,6 +221,19 @@ class DemoConfig:
                 "in [0, 1)",
             ),
             ("windows", self.windows, _integer(self.windows) and self.windows >= 1, ">= 1"),
+            (
+                "learning_opt_out_share",
+                self.learning_opt_out_share,
+                _finite(self.learning_opt_out_share) and 0 <= self.learning_opt_out_share < 1,
+                "in [0, 1)",
+            ),
+            (
+                "explain_share",
+                self.explain_share,
+                _finite(self.explain_share) and 0 <= self.explain_share <= 1,
+                "in [0, 1]",
+            ),
+            ("erasures", self.erasures, _integer(self.erasures) and self.erasures >= 0, ">= 0"),
         )
         for name, value, ok, rule in checks:
             if not ok:
@@ -462,6 +485,8 @@ class StreamCounts:
         Those joined with the default reward (no reward in time).
     rewards_late
         Rewards that came after their decision was joined: counted, not learned.
+    not_learned
+        Decisions without learning consent: counted, neither learned nor logged.
     """
 
     decisions: int = 0
@@ -469,6 +494,7 @@ class StreamCounts:
     joined: int = 0
     default_rewards: int = 0
     rewards_late: int = 0
+    not_learned: int = 0
 
     @property
     def joined_with_reward(self) -> int:
@@ -481,8 +507,9 @@ class StreamCounts:
 
         Examples
         --------
-        >>> StreamCounts.from_counters({"joined": 5, "default_rewards": 3, "other": 9})
-        StreamCounts(decisions=0, rewards=0, joined=5, default_rewards=3, rewards_late=0)
+        >>> counts = StreamCounts.from_counters({"joined": 5, "default_rewards": 3, "other": 9})
+        >>> counts.joined, counts.default_rewards, counts.rewards
+        (5, 3, 0)
         """
         return cls(
             decisions=int(counters.get("decisions", 0)),
@@ -490,6 +517,7 @@ class StreamCounts:
             joined=int(counters.get("joined", 0)),
             default_rewards=int(counters.get("default_rewards", 0)),
             rewards_late=int(counters.get("rewards_late", 0)),
+            not_learned=int(counters.get("not_learned", 0)),
         )
 
     def __add__(self, other: StreamCounts) -> StreamCounts:
@@ -500,6 +528,7 @@ class StreamCounts:
             joined=self.joined + other.joined,
             default_rewards=self.default_rewards + other.default_rewards,
             rewards_late=self.rewards_late + other.rewards_late,
+            not_learned=self.not_learned + other.not_learned,
         )
 
 
@@ -534,6 +563,75 @@ def parse_stream_counters(text: str) -> dict[str, dict[str, int]]:
             if scope is not None and name is not None:
                 found.setdefault(scope, {})[name] = int(sample.value)
     return found
+
+
+@dataclass(frozen=True, slots=True)
+class TrustSummary:
+    """The API's trust metrics at the end of the demo, and the app's privacy traffic.
+
+    Attributes
+    ----------
+    personalisation_share, learning_share
+        Share of the decisions naming a person made with each consent.
+    opt_out_share
+        Consent changes that withdrew a consent, over all consent changes.
+    consent_changes
+        Consents given or withdrawn.
+    explanations
+        Explanations given with rank answers.
+    erasures
+        People erased.
+    """
+
+    personalisation_share: float = 0.0
+    learning_share: float = 0.0
+    opt_out_share: float = 0.0
+    consent_changes: int = 0
+    explanations: int = 0
+    erasures: int = 0
+
+
+def parse_trust(text: str) -> TrustSummary:
+    r"""Read the trust metrics out of the API's ``/metrics`` text.
+
+    Examples
+    --------
+    >>> trust = parse_trust(
+    ...     '# TYPE streambandit_consent_share gauge\n'
+    ...     'streambandit_consent_share{kind="learning"} 0.9\n'
+    ...     '# TYPE streambandit_privacy_requests counter\n'
+    ...     'streambandit_privacy_requests_total{kind="erasure"} 1.0\n'
+    ... )
+    >>> trust.learning_share, trust.erasures, trust.explanations
+    (0.9, 1, 0)
+    """
+    values: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = sample.labels
+            if sample.name == "streambandit_consent_share":
+                values[f"{labels.get('kind')}_share"] = sample.value
+            elif sample.name == "streambandit_opt_out_share":
+                values["opt_out_share"] = sample.value
+            elif sample.name in {
+                "streambandit_consent_changes_total",
+                "streambandit_explanations_total",
+            }:
+                key = "consent_changes" if "consent" in sample.name else "explanations"
+                values[key] = values.get(key, 0.0) + sample.value
+            elif (
+                sample.name == "streambandit_privacy_requests_total"
+                and labels.get("kind") == "erasure"
+            ):
+                values["erasures"] = sample.value
+    return TrustSummary(
+        personalisation_share=values.get("personalisation_share", 0.0),
+        learning_share=values.get("learning_share", 0.0),
+        opt_out_share=values.get("opt_out_share", 0.0),
+        consent_changes=int(values.get("consent_changes", 0)),
+        explanations=int(values.get("explanations", 0)),
+        erasures=int(values.get("erasures", 0)),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -616,6 +714,11 @@ class DemoReport:
         The off-policy replay of the decision log; None when it did not run.
     replay_note
         Why the replay did not run, when it did not.
+    trust
+        The API's trust metrics at the end (consent shares, opt-outs, explanations,
+        erasures).
+    people, learning_opt_outs
+        Simulated people who came, and those who declined learning.
     """
 
     config: DemoConfig
@@ -635,6 +738,9 @@ class DemoReport:
     policy_counts: Mapping[str, StreamCounts] = field(default_factory=dict)
     replay: DemoReplay | None = None
     replay_note: str | None = None
+    trust: TrustSummary = field(default_factory=TrustSummary)
+    people: int = 0
+    learning_opt_outs: int = 0
 
 
 def report_lines(report: DemoReport) -> list[str]:
@@ -668,6 +774,15 @@ def report_lines(report: DemoReport) -> list[str]:
         f"{_rate(last.learning_rate)} against {_rate(last.baseline_rate)} "
         f"(lift {_percent(last.lift)}). Expected: oracle {_rate(overall.oracle_expected)}, "
         f"uniform {_rate(overall.uniform_expected)}."
+    )
+    trust = report.trust
+    lines.append(
+        f"Trust, next to that engagement: {report.people:,} people shown the consent banner, "
+        f"{report.learning_opt_outs:,} declined learning; of the decisions naming a person "
+        f"{trust.personalisation_share:.0%} personalised and {trust.learning_share:.0%} "
+        f"learned; opt-out share {trust.opt_out_share:.0%} of {trust.consent_changes:,} "
+        f"consent changes; {trust.explanations:,} explanations viewed; {trust.erasures:,} "
+        f"erasures ({counts.not_learned:,} decisions counted without learning consent)."
     )
     latency = (
         "no decisions."
@@ -1140,6 +1255,9 @@ def run_demo(
         drained=outcome.drained,
         interrupted=outcome.interrupted,
         policy_counts=outcome.policy_counts,
+        trust=outcome.trust,
+        people=outcome.people,
+        learning_opt_outs=outcome.learning_opt_outs,
         replay=replay,
         replay_note=replay_note,
     )
@@ -1198,6 +1316,9 @@ class _Outcome:
     drained: bool
     interrupted: bool
     policy_counts: dict[str, StreamCounts] = field(default_factory=dict)
+    trust: TrustSummary = field(default_factory=TrustSummary)
+    people: int = 0
+    learning_opt_outs: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -1229,6 +1350,10 @@ class _Traffic:
     events_sent: int = 0
     failed: int = 0
     pending: set[asyncio.Task[None]] = field(default_factory=set)
+    people: list[str] = field(default_factory=list)  # in the order they first came
+    learning_opt_outs: int = 0
+    explained: int = 0
+    erased_pending: int = 0  # decisions of erased people the join dropped while pending
 
     def __post_init__(self) -> None:
         environment = SyntheticEnvironment(seed=self.config.seed)
@@ -1237,6 +1362,7 @@ class _Traffic:
         self._run = secrets.token_hex(4)
         self._pseudonym_key = secrets.token_bytes(16)
         self._sessions = 0
+        self._consents: dict[str, asyncio.Future[None]] = {}
         self.started = time.monotonic()
 
     def elapsed(self) -> float:
@@ -1280,17 +1406,44 @@ class _Traffic:
                 self.failed += 1
                 await asyncio.sleep(0.1)
 
+    async def _consent(self, user_id: str) -> None:
+        """Show a person the consent banner on their first visit (some decline learning)."""
+        self.people.append(user_id)
+        share = self.config.learning_opt_out_share
+        learning = int(user_id.rsplit("-", 1)[-1], 16) % 1000 >= share * 1000
+        await self.client.set_consent(
+            user_id, personalisation=True, learning=learning, source="demo-consent-banner"
+        )
+        self.learning_opt_outs += not learning
+
+    async def erase(self) -> None:
+        """Erase the first `config.erasures` people, as they asked."""
+        for user_id in self.people[: self.config.erasures]:
+            erased = await self.client.erase(user_id)
+            self.erased_pending += int(erased.get("pending_decisions", 0))
+
     async def _play(self, turn: _Turn) -> None:
         round_ = turn.round
         actions = [{"id": a.id, "features": a.features} for a in round_.actions]
+        consented = self._consents.get(turn.user_id)
+        if consented is None:  # their first visit (another turn of theirs waits for it too)
+            consented = self._consents[turn.user_id] = asyncio.ensure_future(
+                self._consent(turn.user_id)
+            )
+        await asyncio.shield(consented)
+        share = self.config.explain_share
+        explain = share > 0 and turn.index % max(round(1 / share), 1) == 0
         sent = time.monotonic()
         result = await self.client.rank(
             round_.context,
             actions,
             event_id=f"demo-{self._run}-r{turn.index}",
             policy=turn.policy,
+            user_id=turn.user_id,
+            explain=explain,
         )
         answered = time.monotonic()
+        self.explained += result.explanation is not None
         chosen = next(i for i, a in enumerate(round_.actions) if a.id == result.action_id)
         clicked = round_.reward(chosen) > 0
         self.records.append(
@@ -1346,6 +1499,7 @@ class _ServerView:
 
     policies: dict[str, PolicyStatus] = field(default_factory=dict)
     counters: dict[str, dict[str, int]] = field(default_factory=dict)
+    trust: TrustSummary = field(default_factory=TrustSummary)
 
     def counts(self, policy: str | None = None) -> StreamCounts:
         """Counters of `policy`, or of both demo policies summed."""
@@ -1368,6 +1522,7 @@ class _ServerView:
                 answer = await ops.get("/metrics")
                 answer.raise_for_status()
                 self.counters = parse_stream_counters(answer.text)
+                self.trust = parse_trust(answer.text)
 
 
 async def _drive(
@@ -1407,6 +1562,9 @@ async def _drive(
                 traffic, server=server, client=client, ops=ops, console=console, stopped=stopped
             )
             seconds = max(min(traffic.elapsed(), config.seconds), 1e-3)
+            if not (failure or interrupted.is_set()):
+                with contextlib.suppress(ClientError):
+                    await traffic.erase()
             drained = False
             if not (failure or interrupted.is_set()):
                 drained = await _drain(
@@ -1421,8 +1579,7 @@ async def _drive(
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
-            if not drained:
-                await server.refresh(client, ops)
+            await server.refresh(client, ops)  # the counters and trust metrics at the end
             if failure:
                 raise RuntimeServiceError(failure)
     version, learned = server.model()
@@ -1440,6 +1597,9 @@ async def _drive(
         drained=drained,
         interrupted=interrupted.is_set(),
         policy_counts={p: server.counts(p) for p in (DEFAULT_POLICY, BASELINE_POLICY)},
+        trust=server.trust,
+        people=len(traffic.people),
+        learning_opt_outs=traffic.learning_opt_outs,
     )
 
 
@@ -1514,8 +1674,9 @@ async def _drain(
                 await server.refresh(client, ops)
                 learning = server.counts(DEFAULT_POLICY)
                 _, learned = server.model()
-                if (
-                    server.counts().joined >= decided
+                counts = server.counts()
+                if (  # every decision joined, or counted without consent, or erased
+                    counts.joined + counts.not_learned >= decided - traffic.erased_pending
                     and learning.joined > 0
                     and learned >= learning.joined
                 ):

@@ -26,6 +26,7 @@ from bandit.demo import (
     DemoReplay,
     DemoReport,
     StreamCounts,
+    TrustSummary,
     default_workdir,
     parse_stream_counters,
     read_decision_log,
@@ -284,7 +285,17 @@ def test_decision_log_counts_every_dsjson_line_of_every_worker(tmp_path: Path) -
 
 def test_report_lines_tell_rates_lift_latency_rewards_model_and_log() -> None:
     """Each figure of the report appears in its sentence."""
-    lines = report_lines(_report())
+    trust = TrustSummary(
+        personalisation_share=1.0,
+        learning_share=0.875,
+        opt_out_share=0.1,
+        consent_changes=80,
+        explanations=12,
+        erasures=1,
+    )
+    lines = report_lines(
+        dataclasses.replace(_report(), trust=trust, people=40, learning_opt_outs=4)
+    )
     assert lines[0] == (
         "Decisions: 360 in 60 s (6/s): 300 by default (vw-squarecb), 60 by baseline "
         "(uniform); 0 requests failed."
@@ -293,20 +304,26 @@ def test_report_lines_tell_rates_lift_latency_rewards_model_and_log() -> None:
         "Click rate: default 0.400, baseline 0.200 (lift +100%); last window 0.600 against "
         "0.200 (lift +200%). Expected: oracle 0.700, uniform 0.200."
     )
-    assert (
-        lines[2] == "Rank latency seen by the app (4 users): p50 10.0 ms, p90 10.0 ms, p99 10.0 ms."
+    assert lines[2] == (
+        "Trust, next to that engagement: 40 people shown the consent banner, 4 declined "
+        "learning; of the decisions naming a person 100% personalised and 88% learned; "
+        "opt-out share 10% of 80 consent changes; 12 explanations viewed; 1 erasures "
+        "(0 decisions counted without learning consent)."
     )
-    assert lines[3] == (
+    assert (
+        lines[3] == "Rank latency seen by the app (4 users): p50 10.0 ms, p90 10.0 ms, p99 10.0 ms."
+    )
+    assert lines[4] == (
         "Rewards: 120 clicks, 107 reported after a delay, 13 never; 120 click events "
         "published. Joined: 100 with a reward, 260 with the default reward; 7 rewards late "
         "(counted, not learned)."
     )
-    assert lines[4] == "Model: default served at version 42, 300 examples learned."
-    assert lines[5] == (
+    assert lines[5] == "Model: default served at version 42, 300 examples learned."
+    assert lines[6] == (
         "Decision log: /data/demo-1/decisions (1 DSJSON files, 360 lines), kept with the "
         "servers' logs in /data/demo-1."
     )
-    assert len(lines) == 6
+    assert len(lines) == 7
 
 
 def test_report_lines_say_when_the_figures_are_partial() -> None:
@@ -577,7 +594,14 @@ def test_a_short_demo_learns_on_the_real_stack_and_keeps_its_decision_log(
     assert traffic.overall.learning_decisions > traffic.overall.baseline_decisions > 0
     assert traffic.latency_ms is not None
     assert report.clicks > 0
-    assert report.counts.joined >= traffic.decisions
+    counts = report.counts  # every decision joined, or counted without learning consent
+    assert counts.joined + counts.not_learned >= traffic.decisions - report.trust.erasures * 50
+    assert counts.not_learned > 0  # some people declined learning
+    assert report.learning_opt_outs > 0
+    assert report.trust.explanations > 0
+    assert report.trust.erasures == 1
+    assert 0.8 < report.trust.learning_share < 1.0
+    assert report.trust.personalisation_share == 1.0
     assert report.counts.joined_with_reward > 0
     assert report.model_version > 0
     assert report.learned_examples > 0
@@ -592,7 +616,7 @@ def test_a_short_demo_learns_on_the_real_stack_and_keeps_its_decision_log(
     ]
     assert len(records) == report.decision_log.lines
     event_ids = {record["EventId"] for record in records}
-    assert len(event_ids) >= traffic.decisions
+    assert len(event_ids) >= counts.joined  # those without learning consent are not kept
     assert all(event_id.startswith("demo-") for event_id in event_ids)
     assert {record["_sb"]["policy"] for record in records} == {DEFAULT_POLICY, BASELINE_POLICY}
     assert all(0 < record["_label_probability"] <= 1 for record in records)
