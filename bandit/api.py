@@ -62,6 +62,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import math
 import re
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -90,6 +91,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bandit import fastpath
+from bandit.dp import BudgetExhaustedError, PrivacyLedger, RandomisedResponse, laplace
 from bandit.engine import DecisionEngine, RankOutcome, UnknownServedPolicyError
 from bandit.errors import ConfigurationError, PolicyError
 from bandit.explain import Explanation, explain
@@ -146,7 +148,7 @@ _CONTROL_TIMEOUT = 2.0
 _OPS_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 _DOCS_PATHS = frozenset({"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"})
 _ALWAYS_LOGGED = frozenset(
-    {"settings.changed", "consent.changed", "person.exported", "person.erased"}
+    {"settings.changed", "consent.changed", "person.exported", "person.erased", "report.released"}
 )
 """Events logged whatever ``settings.api.request_log`` says (an audit trail)."""
 _MAX_BODY_BYTES = 4 * 1024 * 1024
@@ -231,6 +233,27 @@ class ExplainedRankResponse(RankResponse):
     """The rank answer; with ``explain``, also why the action was chosen."""
 
     explanation: Explanation | None = None
+
+
+class ReportRequest(BaseModel):
+    """A noisy aggregate to release (``POST /v1/privacy/reports``, admin keys).
+
+    Attributes
+    ----------
+    metric
+        ``reward_rate``: decisions joined with a reward over decisions joined;
+        ``learning_consent_rate``: decisions with learning consent over decisions.
+    policy
+        Whose counters.
+    epsilon
+        The privacy budget this release spends (half on each count).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    metric: Literal["reward_rate", "learning_consent_rate"]
+    policy: _Reference
+    epsilon: float = Field(gt=0.0, le=10.0, allow_inf_nan=False)
 
 
 class Accepted(BaseModel):
@@ -605,6 +628,7 @@ _BODY_MODELS: tuple[type[BaseModel], ...] = (
     NativeRankRequest,
     ConsentUpdate,
     ConsentLookup,
+    ReportRequest,
     RewardReported,
     Activation,
     BehaviourEvent,
@@ -669,6 +693,17 @@ async def reward(
     """Report a reward for a decision; several per decision are aggregated."""
     _check_may_send(service, caller, policy)
     body = await _body(request, RewardReported, "the reward", service.settings.limits)
+    if body.ldp_epsilon is not None:  # a randomised-response bit: learn its debiased value
+        if body.reward not in (0.0, 1.0):
+            detail = {
+                "loc": ["body", "reward"],
+                "msg": "with ldp_epsilon the reward is a randomised-response bit: 0 or 1",
+                "type": "ldp_bit",
+            }
+            raise _ApiError(422, "BadRequest", "the reward breaks 1 rule", details=[detail])
+        debiased = RandomisedResponse(body.ldp_epsilon).debias(int(body.reward))
+        body = body.model_copy(update={"reward": debiased})
+        service.metrics.feedback.labels("ldp_reward").inc()
     await _feedback(request, service, "reward", body)
     return _model(Accepted(event_id=body.event_id, reward_id=body.reward_id), 202)
 
@@ -803,6 +838,65 @@ async def erase_person(request: Request, service: ServiceDep, caller: CallerDep)
     service.metrics.privacy_requests.labels("erasure").inc()
     _note(request, "person.erased", **erased)
     return _json({"erased": True, **erased})
+
+
+def _check_admin(caller: Caller, what: str = "this") -> None:
+    if caller.key.role != "admin":
+        message = f"{what} needs an admin key; this key's role is {caller.key.role!r}"
+        raise _ApiError(403, "Forbidden", message)
+
+
+async def privacy_report(request: Request, service: ServiceDep, caller: CallerDep) -> Response:
+    """Release a rate with Laplace noise on both counts, spending ε from the ledger."""
+    _check_admin(caller, "releasing a report")
+    body = await _body(request, ReportRequest, "the report request", service.settings.limits)
+    if body.policy not in service.engine.served:
+        raise _ApiError(404, "ResourceNotFound", f"no policy named {body.policy!r} is served")
+    ledger = PrivacyLedger(
+        service.control_redis,
+        service.settings.redis.key_prefix,
+        service.settings.privacy.report_budget,
+    )
+    try:
+        counters = await service.store.counters(body.policy)
+        left = await ledger.spend(body.epsilon, f"{body.metric} of {body.policy}")
+    except BudgetExhaustedError as exc:
+        raise _ApiError(409, "Conflict", str(exc)) from None
+    except (RedisError, OSError, TimeoutError) as exc:
+        raise _ApiError(503, "ServiceUnavailable", f"Redis is unavailable: {exc}") from None
+    if body.metric == "reward_rate":
+        joined = counters.get("joined", 0)
+        numerator, denominator = joined - counters.get("default_rewards", 0), joined
+    else:
+        decisions = counters.get("decisions", 0)
+        numerator, denominator = decisions - counters.get("not_learned", 0), decisions
+    half = body.epsilon / 2
+    noisy_numerator = laplace(numerator, sensitivity=1.0, epsilon=half)
+    noisy_denominator = laplace(denominator, sensitivity=1.0, epsilon=half)
+    value = min(max(noisy_numerator / max(noisy_denominator, 1.0), 0.0), 1.0)
+    _note(request, "report.released", metric=body.metric, policy=body.policy, epsilon=body.epsilon)
+    return _json(
+        {
+            "metric": body.metric,
+            "policy": body.policy,
+            "value": value,
+            "noisy_numerator": noisy_numerator,
+            "noisy_denominator": noisy_denominator,
+            "noise_scale": 1.0 / half,
+            "epsilon": body.epsilon,
+            "budget_left": left,
+        }
+    )
+
+
+async def privacy_ledger(request: Request, service: ServiceDep, caller: CallerDep) -> Response:
+    """List every noisy release so far and the budget left (admin keys)."""
+    _check_admin(caller, "reading the privacy ledger")
+    budget = service.settings.privacy.report_budget
+    ledger = PrivacyLedger(service.control_redis, service.settings.redis.key_prefix, budget)
+    entries = await ledger.entries()
+    spent = math.fsum(float(e["epsilon"]) for e in entries)  # type: ignore[arg-type]
+    return _json({"budget": budget, "spent": spent, "releases": entries})
 
 
 async def list_policies(service: ServiceDep, caller: CallerDep) -> Response:
@@ -1309,6 +1403,14 @@ def _add_routes(app: FastAPI) -> None:
         openapi_extra=_request_body(ConsentUpdate),
         tags=["privacy"],
     )
+    native.add_api_route(
+        "/privacy/reports",
+        privacy_report,
+        methods=["POST"],
+        openapi_extra=_request_body(ReportRequest),
+        tags=["privacy"],
+    )
+    native.add_api_route("/privacy/ledger", privacy_ledger, methods=["GET"], tags=["privacy"])
     for path, handler in (("/privacy/export", export_person), ("/privacy/erase", erase_person)):
         native.add_api_route(
             path,

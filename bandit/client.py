@@ -63,6 +63,7 @@ from typing import Any, Final, Generic, Literal, Self, TypeAlias, TypeVar
 import httpx
 import pydantic
 
+from bandit.dp import RandomisedResponse
 from bandit.errors import StreambanditError
 from bandit.explain import Explanation
 from bandit.privacy import _MAX_USER_ID_LENGTH, ConsentUpdate, ConsentView
@@ -468,10 +469,19 @@ class _Core:
         action_id: str | None,
         reward_id: str | None,
         occurred_at: datetime | None,
+        epsilon: float | None = None,
     ) -> _Call[str]:
         if not _is_number(value) or not math.isfinite(value):
             msg = f"`value` must be a finite number (higher is better), got {_show(value)}"
             raise InvalidArgumentError(msg)
+        if epsilon is not None:  # local DP: only a randomised bit leaves the app
+            if value not in (0, 1):
+                msg = f"with `epsilon` the reward must be 0 or 1, got {_show(value)}"
+                raise InvalidArgumentError(msg)
+            try:
+                value = RandomisedResponse(epsilon).privatise(int(value))
+            except ValueError as error:
+                raise InvalidArgumentError(str(error)) from None
         data: dict[str, Any] = {
             "event_id": event_id,
             "reward": float(value),
@@ -481,6 +491,8 @@ class _Core:
             data["action_id"] = action_id
         if occurred_at is not None:
             data["occurred_at"] = occurred_at
+        if epsilon is not None:
+            data["ldp_epsilon"] = epsilon
         reward = _validate(RewardReported, data, self.limits, "reward")
         body = reward.model_dump(mode="json", exclude_unset=True)
         return _Call("POST", "/v1/reward", _read_reward_id(reward.reward_id), body)
@@ -780,6 +792,7 @@ class Client:
         action_id: str | None = None,
         reward_id: str | None = None,
         occurred_at: datetime | None = None,
+        epsilon: float | None = None,
     ) -> str:
         """Report a reward for the decision `event_id` (``POST /v1/reward``).
 
@@ -796,6 +809,11 @@ class Client:
             your own to make a reward reported twice (by a retrying job) count once.
         occurred_at
             When the outcome happened (timezone-aware); the server's time when None.
+        epsilon
+            Send the reward through the local-DP channel (:mod:`bandit.dp`): `value`
+            must be 0 or 1, and only a randomised-response bit with this ε leaves the
+            app (the server learns its unbiased estimate). Report every decision this
+            way, clicked or not: a missing report would give it away.
 
         Returns
         -------
@@ -817,7 +835,12 @@ class Client:
         """
         return self._send(
             self._core.reward(
-                event_id, value, action_id=action_id, reward_id=reward_id, occurred_at=occurred_at
+                event_id,
+                value,
+                action_id=action_id,
+                reward_id=reward_id,
+                occurred_at=occurred_at,
+                epsilon=epsilon,
             )
         )
 
@@ -1108,11 +1131,17 @@ class AsyncClient:
         action_id: str | None = None,
         reward_id: str | None = None,
         occurred_at: datetime | None = None,
+        epsilon: float | None = None,
     ) -> str:
         """Report a reward and return its id; see :meth:`Client.reward`."""
         return await self._send(
             self._core.reward(
-                event_id, value, action_id=action_id, reward_id=reward_id, occurred_at=occurred_at
+                event_id,
+                value,
+                action_id=action_id,
+                reward_id=reward_id,
+                occurred_at=occurred_at,
+                epsilon=epsilon,
             )
         )
 

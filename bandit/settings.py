@@ -189,6 +189,15 @@ class PrivacySettings(BaseModel):
         default="uniform",
         description="The policy spec serving requests without personalisation consent.",
     )
+    report_budget: float = Field(
+        default=1.0,
+        gt=0.0,
+        allow_inf_nan=False,
+        description=(
+            "Total ε that noisy aggregate reports (POST /v1/privacy/reports) may spend; "
+            "releases beyond it are refused (bandit.dp.PrivacyLedger)."
+        ),
+    )
 
 
 class Settings(BaseSettings):
