@@ -116,8 +116,11 @@ from bandit.privacy import (
     EffectiveConsent,
     RawUserId,
     effective_consent,
+    page_token,
     pseudonymise,
+    read_page_token,
 )
+from bandit.privacy_page import PAGE
 from bandit.process import tune_gc
 from bandit.producer import BufferedProducer, ProducerUnavailableError, TopicName, topic
 from bandit.schemas import (
@@ -130,6 +133,7 @@ from bandit.schemas import (
 )
 from bandit.settings import ApiKey, Limits, Settings, get_settings
 from bandit.state import StateStore
+from policies import Action
 
 __all__ = [
     "Accepted",
@@ -840,6 +844,150 @@ async def erase_person(request: Request, service: ServiceDep, caller: CallerDep)
     return _json({"erased": True, **erased})
 
 
+_PAGE_TOKEN_SECONDS = 3600
+"""How long a privacy page token opens the page."""
+
+
+class PageConsent(BaseModel):
+    """The consents a person changes on their privacy page."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    personalisation: bool | None = None
+    learning: bool | None = None
+
+
+async def privacy_token(request: Request, service: ServiceDep, caller: CallerDep) -> Response:
+    """Give the app a token that opens a person's privacy page for an hour."""
+    body = await _body(request, ConsentLookup, "the token request", service.settings.limits)
+    user = _pseudonym(service, body.user_id)
+    key = _pseudonym_key(service)
+    expires_at = int(time.time()) + _PAGE_TOKEN_SECONDS
+    token = page_token(key, user, expires_at)
+    return _json({"token": token, "expires_at": expires_at, "path": f"/privacy#token={token}"})
+
+
+def _pseudonym_key(service: _Service) -> bytes:
+    key = service.settings.privacy.pseudonym_key
+    if key is None:
+        raise _ApiError(503, "ServiceUnavailable", "no pseudonym key is configured")
+    return key.get_secret_value().encode()
+
+
+def _page_person(request: Request, service: _Service) -> str:
+    token = request.headers.get("x-privacy-token", "")
+    user = read_page_token(_pseudonym_key(service), token, now=time.time()) if token else None
+    if user is None:
+        message = "this page needs a valid privacy token (ask the app for a new link)"
+        raise _ApiError(401, "Unauthorized", message)
+    return user
+
+
+async def privacy_page() -> Response:
+    """Serve the privacy page (its token is in the URL fragment, never sent here)."""
+    return Response(PAGE, media_type="text/html; charset=utf-8", headers=_PAGE_HEADERS)
+
+
+_PAGE_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
+        "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    ),
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+
+
+async def me(request: Request, service: ServiceDep) -> Response:
+    """Show a person their consents, what is held, and their recent decisions explained."""
+    user = _page_person(request, service)
+    try:
+        record = await service.store.consent(user)
+        held = await service.store.held(user)
+    except (RedisError, OSError, TimeoutError) as exc:
+        raise _ApiError(503, "ServiceUnavailable", f"Redis is unavailable: {exc}") from None
+    decisions = [
+        {**_summary(entry), "explanation": _recent_explanation(service, entry).model_dump()}
+        for entry in held.pop("last_decisions")
+    ]
+    service.metrics.explanations.labels("page").inc(len(decisions))
+    return _json(
+        {
+            "consent": _consent_view(service, record).model_dump(mode="json"),
+            "held": held,
+            "decisions": decisions,
+        },
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+def _summary(entry: Mapping[str, Any]) -> dict[str, Any]:
+    names = ("event_id", "at", "policy", "model_version", "consent", "chosen_action_id")
+    return {name: entry.get(name) for name in names}
+
+
+def _recent_explanation(service: _Service, entry: Mapping[str, Any]) -> Explanation:
+    """Explain a recent decision with the model serving now (said so in the text)."""
+    loaded = service.engine.loaded(str(entry.get("policy")))
+    personalised = entry.get("consent") == "personalise"
+    actions = [Action(a["id"], a["features"]) for a in entry.get("actions", [])]
+    if loaded is None or not actions:
+        chooser = service.engine.baseline
+        personalised = False
+    else:
+        chooser = loaded.policy if personalised else service.engine.baseline
+    explained = explain(
+        chooser,
+        entry.get("context", {}),
+        actions,
+        int(entry.get("chosen_index", 0)),
+        explored=bool(entry.get("explored")),
+        personalised=personalised,
+        policy_name=str(entry.get("policy")),
+        model_version=str(entry.get("model_version")),
+    )
+    if explained.kind == "personalised" and loaded is not None:
+        now = loaded.model_version
+        note = f" (Explained with the model serving now, version {now}.)"
+        explained = explained.model_copy(update={"text": explained.text + note})
+    return explained
+
+
+async def me_consent(request: Request, service: ServiceDep) -> Response:
+    """Change one's own consents from the privacy page."""
+    user = _page_person(request, service)
+    body = await _body(request, PageConsent, "the consent", service.settings.limits)
+    changes: dict[ConsentKind, bool] = {}
+    if body.personalisation is not None:
+        changes["personalisation"] = body.personalisation
+    if body.learning is not None:
+        changes["learning"] = body.learning
+    if not changes:
+        raise _ApiError(422, "BadRequest", "give personalisation, learning or both")
+    try:
+        record = await service.store.update_consent(
+            user, ConsentRecord().with_changes(changes, "privacy-page")
+        )
+    except (RedisError, OSError, TimeoutError) as exc:
+        raise _ApiError(503, "ServiceUnavailable", f"Redis is unavailable: {exc}") from None
+    for kind, granted in changes.items():
+        service.metrics.observe_consent_change(kind, granted=granted)
+    _note(request, "consent.changed", via="privacy-page", **changes)
+    return _model(_consent_view(service, record))
+
+
+async def me_erase(request: Request, service: ServiceDep) -> Response:
+    """Erase oneself from the privacy page."""
+    user = _page_person(request, service)
+    try:
+        erased = await service.store.erase(user, _ERASED_DONE_SECONDS)
+    except (RedisError, OSError, TimeoutError) as exc:
+        raise _ApiError(503, "ServiceUnavailable", f"Redis is unavailable: {exc}") from None
+    service.metrics.privacy_requests.labels("erasure").inc()
+    _note(request, "person.erased", via="privacy-page", **erased)
+    return _json({"erased": True, **erased})
+
+
 def _check_admin(caller: Caller, what: str = "this") -> None:
     if caller.key.role != "admin":
         message = f"{what} needs an admin key; this key's role is {caller.key.role!r}"
@@ -1411,6 +1559,22 @@ def _add_routes(app: FastAPI) -> None:
         tags=["privacy"],
     )
     native.add_api_route("/privacy/ledger", privacy_ledger, methods=["GET"], tags=["privacy"])
+    native.add_api_route(
+        "/privacy/token",
+        privacy_token,
+        methods=["POST"],
+        openapi_extra=_request_body(ConsentLookup),
+        tags=["privacy"],
+    )
+    native.add_api_route("/me", me, methods=["GET"], tags=["privacy page"])
+    native.add_api_route(
+        "/me/consent",
+        me_consent,
+        methods=["POST"],
+        openapi_extra=_request_body(PageConsent),
+        tags=["privacy page"],
+    )
+    native.add_api_route("/me/erase", me_erase, methods=["POST"], tags=["privacy page"])
     for path, handler in (("/privacy/export", export_person), ("/privacy/erase", erase_person)):
         native.add_api_route(
             path,
@@ -1467,6 +1631,7 @@ def _add_routes(app: FastAPI) -> None:
         "/events/{eventId}/activate", personalizer_activate, methods=["POST"], status_code=204
     )
     ops = APIRouter(tags=["operations"])
+    ops.add_api_route("/privacy", privacy_page, methods=["GET"], include_in_schema=False)
     ops.add_api_route("/healthz", healthz, methods=["GET"])
     ops.add_api_route("/readyz", readyz, methods=["GET"])
     ops.add_api_route("/metrics", metrics_endpoint, methods=["GET"])

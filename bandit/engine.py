@@ -42,6 +42,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 import pydantic
 import structlog
 from redis.exceptions import RedisError
@@ -205,6 +206,11 @@ class DecisionEngine:
         """Names of the served policies, in settings order."""
         return list(self.settings.policies)
 
+    @property
+    def baseline(self) -> Policy:
+        """The policy serving requests without personalisation consent."""
+        return self._baseline
+
     def loaded(self, name: str) -> LoadedPolicy | None:
         """Return the policy served under `name` now, or None before it is loaded."""
         return self._loaded.get(name)
@@ -293,7 +299,22 @@ class DecisionEngine:
         if not consent.learn:  # nothing about the decision is kept but what counts it
             context, actions = {}, [_bare(action) for action in actions]
         elif user is not None:
-            subject = await self._subject(user, request.event_id, loaded)
+            recent = orjson.dumps(
+                {
+                    "event_id": request.event_id,
+                    "at": time.time(),
+                    "policy": policy,
+                    "model_version": loaded.model_version,
+                    "consent": consent.path,
+                    "chosen_action_id": actions[choice.index].id,
+                    "chosen_index": choice.index,
+                    "probability": choice.probability,
+                    "explored": choice.explored,
+                    "context": context,
+                    "actions": [{"id": a.id, "features": a.features} for a in actions],
+                }
+            )
+            subject = await self._subject(user, request.event_id, loaded, recent)
             degraded = degraded or subject is None
         decision = fastpath.decided(
             choice,
@@ -308,7 +329,9 @@ class DecisionEngine:
         used = sum(len(features) for features in stored.values()) if decided is not request else 0
         return RankOutcome(decision, consent, degraded, used, dropped, chooser, seen)
 
-    async def _subject(self, user: str, event_id: str, loaded: LoadedPolicy) -> str | None:
+    async def _subject(
+        self, user: str, event_id: str, loaded: LoadedPolicy, recent: bytes
+    ) -> str | None:
         """Note the person's decision (for erasure) and return its subject token.
 
         None when Redis fails: the decision is then kept linked to nobody.
@@ -318,7 +341,7 @@ class DecisionEngine:
         ttl = int(max(2 * loaded.settings.reward_wait_seconds, 60.0) + 3600)
         try:
             async with asyncio.timeout(self.settings.redis.socket_timeout_seconds * 2):
-                secret = await self.features_store.note_decision(user, event_id, ttl)
+                secret = await self.features_store.note_decision(user, event_id, ttl, recent)
         except _REDIS_FAILURES as exc:
             self._mark_degraded("subject", exc)
             return None

@@ -50,7 +50,9 @@ __all__ = [
     "EffectiveConsent",
     "RawUserId",
     "effective_consent",
+    "page_token",
     "pseudonymise",
+    "read_page_token",
     "subject_token",
 ]
 
@@ -100,6 +102,45 @@ def subject_token(secret: bytes, event_id: str) -> str:
     (True, False)
     """
     return hmac.new(secret, event_id.encode("utf-8"), hashlib.sha256).hexdigest()[:32]
+
+
+_PAGE_TOKEN_KEY = b"streambandit privacy page tokens"
+
+
+def page_token(key: bytes, pseudonym: str, expires_at: int) -> str:
+    """Return a token that opens a person's privacy page until `expires_at` (epoch s).
+
+    ``<pseudonym>.<expires_at>.<HMAC>``, signed with a key derived from the pseudonym
+    key: it names the person only by pseudonym, and cannot be forged or extended.
+
+    Examples
+    --------
+    >>> token = page_token(b"k" * 16, "p0123", 2_000_000_000)
+    >>> read_page_token(b"k" * 16, token, now=1_900_000_000)
+    'p0123'
+    >>> read_page_token(b"k" * 16, token, now=2_000_000_001) is None  # expired
+    True
+    >>> read_page_token(b"k" * 16, token.replace("p0123", "p9999"), now=0) is None
+    True
+    """
+    body = f"{pseudonym}.{expires_at}"
+    return f"{body}.{_page_mac(key, body)}"
+
+
+def read_page_token(key: bytes, token: str, *, now: float) -> str | None:
+    """Return the pseudonym a valid, unexpired page token is for; None otherwise."""
+    parts = token.split(".")
+    if len(parts) != 3 or not parts[1].isdigit():
+        return None
+    pseudonym, expires, mac = parts
+    if not hmac.compare_digest(mac, _page_mac(key, f"{pseudonym}.{expires}")):
+        return None
+    return pseudonym if int(expires) > now else None
+
+
+def _page_mac(key: bytes, body: str) -> str:
+    derived = hmac.new(key, _PAGE_TOKEN_KEY, hashlib.sha256).digest()
+    return hmac.new(derived, body.encode(), hashlib.sha256).hexdigest()
 
 
 def _check_source(value: str) -> str:

@@ -29,7 +29,13 @@ from redis.exceptions import WatchError
 from bandit.privacy import CONSENT_SECRET_FIELD, ConsentRecord
 from bandit.schemas import PolicySettings
 
-__all__ = ["FeatureKind", "ModelRecord", "StateStore"]
+__all__ = [  # noqa: RUF022 - plain sorted(), which tests/test_public_api.py checks
+    "FeatureKind",
+    "ModelRecord",
+    "RECENT_DECISIONS",
+    "RECENT_SECONDS",
+    "StateStore",
+]
 
 FeatureKind = Literal["session", "device"]
 
@@ -60,6 +66,12 @@ end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[3])
 return #ids
 """
+
+
+RECENT_DECISIONS = 10
+"""How many of a person's last decisions their privacy page shows."""
+RECENT_SECONDS = 7 * 24 * 3600
+"""How long those are kept after the newest."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -279,10 +291,13 @@ class StateStore:
             _, secret = await pipe.execute()
         return bytes(secret)
 
-    async def note_decision(self, pseudonym: str, event_id: str, ttl: int) -> bytes:
+    async def note_decision(
+        self, pseudonym: str, event_id: str, ttl: int, recent: bytes | None = None
+    ) -> bytes:
         """Remember a person's decision (for erasure, for `ttl` s); return their secret.
 
-        The secret is made now if they have none; one transaction, one round trip.
+        `recent`, the decision as the privacy page shows it, joins their last
+        ``RECENT_DECISIONS``. The secret is made now if they have none; one transaction.
         """
         secret_key = self.key("consent", pseudonym)
         key = self.key("user", pseudonym, "decisions")
@@ -291,8 +306,18 @@ class StateStore:
             pipe.hget(secret_key, CONSENT_SECRET_FIELD)
             pipe.sadd(key, event_id)
             pipe.expire(key, ttl)
+            if recent is not None:
+                recent_key = self.key("user", pseudonym, "recent")
+                pipe.lpush(recent_key, recent)
+                pipe.ltrim(recent_key, 0, RECENT_DECISIONS - 1)
+                pipe.expire(recent_key, RECENT_SECONDS)
             _, secret, *_ = await pipe.execute()
         return _bytes(secret)
+
+    async def recent_decisions(self, pseudonym: str) -> list[dict[str, Any]]:
+        """Return a person's last decisions (newest first), as :meth:`note_decision` kept them."""
+        found = await self.redis.lrange(self.key("user", pseudonym, "recent"), 0, -1)
+        return [json.loads(entry) for entry in found]
 
     async def note_session(self, pseudonym: str, session_id: str, ttl: int) -> None:
         """Remember that a session (and its device features) is a person's (for erasure)."""
@@ -323,12 +348,14 @@ class StateStore:
             for event_id in decisions
             if await self.redis.exists(self.key("join", "event", event_id))
         ]
+        recent = await self.recent_decisions(pseudonym)
         return {
             "consent": None if record is None else record.model_dump(mode="json"),
             "has_secret": secret is not None,
             "sessions": features,
             "recent_decisions": decisions,
             "pending_decisions": pending,
+            "last_decisions": recent,
         }
 
     async def erase(self, pseudonym: str, done_ttl: int) -> dict[str, int]:
@@ -365,7 +392,11 @@ class StateStore:
             for kind in ("session", "device")
         ]
         existing = await self.redis.delete(
-            self.key("consent", pseudonym), sessions_key, decisions_key, *feature_keys
+            self.key("consent", pseudonym),
+            sessions_key,
+            decisions_key,
+            self.key("user", pseudonym, "recent"),
+            *feature_keys,
         )
         return {
             "sessions": len(sessions),
