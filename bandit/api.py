@@ -116,6 +116,7 @@ from bandit.privacy import (
     EffectiveConsent,
     RawUserId,
     effective_consent,
+    find_logged,
     page_token,
     pseudonymise,
     read_page_token,
@@ -824,8 +825,12 @@ async def export_person(request: Request, service: ServiceDep, caller: CallerDep
     user = _pseudonym(service, body.user_id)
     try:
         held = await service.store.held(user)
+        _, secret = await service.store.consent_and_secret(user)
     except (RedisError, OSError, TimeoutError) as exc:
         raise _ApiError(503, "ServiceUnavailable", f"Redis is unavailable: {exc}") from None
+    directory = service.settings.decision_log.directory
+    if secret is not None and directory.is_dir():  # a log this API can read
+        held["logged_decisions"] = await asyncio.to_thread(find_logged, directory, secret)
     service.metrics.privacy_requests.labels("export").inc()
     _note(request, "person.exported")
     return _json({"pseudonym": user, **held})

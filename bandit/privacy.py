@@ -27,6 +27,7 @@ import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Annotated, Literal, Self
 
 import orjson
@@ -50,6 +51,7 @@ __all__ = [
     "EffectiveConsent",
     "RawUserId",
     "effective_consent",
+    "find_logged",
     "page_token",
     "pseudonymise",
     "read_page_token",
@@ -141,6 +143,49 @@ def read_page_token(key: bytes, token: str, *, now: float) -> str | None:
 def _page_mac(key: bytes, body: str) -> str:
     derived = hmac.new(key, _PAGE_TOKEN_KEY, hashlib.sha256).digest()
     return hmac.new(derived, body.encode(), hashlib.sha256).hexdigest()
+
+
+def find_logged(directory: Path, secret: bytes) -> list[dict[str, object]]:
+    """Return the decisions in a DSJSON decision log that are the secret's person's.
+
+    Reads every ``*.dsjson`` file under `directory` (a worker's folder, or the folder of
+    several); a line is the person's when its ``_sb.subject`` is
+    :func:`subject_token` of its ``EventId``. What is returned is what the line says
+    of the decision: event id, time, policy, chosen action, its probability, reward.
+    """
+    found: list[dict[str, object]] = []
+    for path in sorted(directory.rglob("*.dsjson")):
+        with path.open("rb") as lines:
+            for line in lines:
+                if b'"subject":"' not in line:
+                    continue
+                record = orjson.loads(line)
+                subject = record.get("_sb", {}).get("subject")
+                event_id = record.get("EventId")
+                if not isinstance(event_id, str) or not isinstance(subject, str):
+                    continue
+                if not hmac.compare_digest(subject, subject_token(secret, event_id)):
+                    continue
+                chosen = record.get("_labelIndex", 0)
+                actions = record.get("c", {}).get("_multi", [])
+                ids = [
+                    name.split("=", 1)[1]
+                    for action in actions
+                    for name in action.get("id", {})
+                    if name.startswith("id=")
+                ]
+                found.append(
+                    {
+                        "event_id": event_id,
+                        "timestamp": record.get("Timestamp"),
+                        "policy": record.get("_sb", {}).get("policy"),
+                        "chosen_action_id": ids[chosen] if chosen < len(ids) else None,
+                        "probability": record.get("_label_probability"),
+                        "reward": -float(record.get("_label_cost", 0.0)),
+                        "file": path.name,
+                    }
+                )
+    return found
 
 
 def _check_source(value: str) -> str:

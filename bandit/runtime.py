@@ -407,8 +407,12 @@ class LocalStack:
                 )
                 process.start()
                 self.processes[name] = process
-            api = ServiceProcess(
-                "api", [*command, "api"], self.api_port, self.workdir / "api.log", env=self._env()
+            api = ServiceProcess(  # reads the workers' logs for exports (bandit.privacy)
+                "api",
+                [*command, "api"],
+                self.api_port,
+                self.workdir / "api.log",
+                env=self._env(STREAMBANDIT_DECISION_LOG__DIRECTORY=str(self.decision_logs)),
             )
             api.start()
             self.processes["api"] = api

@@ -159,6 +159,9 @@ def test_raw_ids_are_kept_nowhere_and_erasure_leaves_nothing_linkable(
     assert held["has_secret"] is True
     assert held["sessions"][session]["session"]["clicks"] == 2
     assert set(event_ids) <= set(held["recent_decisions"])
+    logged_for_them = {d["event_id"]: d for d in held["logged_decisions"]}
+    assert set(logged_for_them) == set(event_ids)  # found in the log through their secret
+    assert all(d["reward"] == 1.0 and 0 < d["probability"] <= 1 for d in logged_for_them.values())
     secret = _secret(redis_url, prefix, pseudonym)
     assert secret is not None
     lines = {line["EventId"]: line for line in _log_lines(stack)}
@@ -184,6 +187,7 @@ def test_raw_ids_are_kept_nowhere_and_erasure_leaves_nothing_linkable(
         assert after["has_secret"] is False
         assert after["sessions"] == {}
         assert after["recent_decisions"] == []
+        assert "logged_decisions" not in after  # no secret left to find them with
         # a decision for someone else, decided after the pending one was due, gets logged
         later = client.rank({"page": {"n": 100}}, ACTIONS).event_id
         wait_for(lambda: later in {line["EventId"] for line in _log_lines(stack)}, 60, "later")
