@@ -121,7 +121,7 @@ from bandit.privacy import (
     pseudonymise,
     read_page_token,
 )
-from bandit.privacy_page import PAGE
+from bandit.privacy_page import PAGE, PAGE_SCRIPT_HASH, PAGE_STYLE_HASH
 from bandit.process import tune_gc
 from bandit.producer import BufferedProducer, ProducerUnavailableError, TopicName, topic
 from bandit.schemas import (
@@ -668,8 +668,12 @@ async def rank(request: Request) -> Response:
         user_id=body.user_id,
     )
     answer = fastpath.rank_answer_json(outcome.decision)  # RankResponse's JSON, tested
-    if body.explain:
-        explained = _explanation(outcome)
+    if body.explain:  # the decision is logged already: a failed explanation is no error
+        try:
+            explained = _explanation(outcome)
+        except PolicyError:
+            _log.exception("explanation.failed", event_id=outcome.decision.event_id)
+            return _json({**orjson.loads(answer), "explanation": None})
         service.metrics.explanations.labels(explained.kind).inc()
         return _json({**orjson.loads(answer), "explanation": explained.model_dump(mode="json")})
     return Response(answer, media_type="application/json")
@@ -895,7 +899,7 @@ async def privacy_page() -> Response:
 
 _PAGE_HEADERS = {
     "Content-Security-Policy": (
-        "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
+        f"default-src 'none'; script-src '{PAGE_SCRIPT_HASH}'; style-src '{PAGE_STYLE_HASH}'; "
         "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
     ),
     "Referrer-Policy": "no-referrer",
@@ -911,10 +915,13 @@ async def me(request: Request, service: ServiceDep) -> Response:
         held = await service.store.held(user)
     except (RedisError, OSError, TimeoutError) as exc:
         raise _ApiError(503, "ServiceUnavailable", f"Redis is unavailable: {exc}") from None
-    decisions = [
-        {**_summary(entry), "explanation": _recent_explanation(service, entry).model_dump()}
-        for entry in held.pop("last_decisions")
-    ]
+    decisions = []
+    for entry in held.pop("last_decisions"):
+        try:
+            explained: dict[str, Any] = _recent_explanation(service, entry).model_dump()
+        except PolicyError:
+            explained = {"kind": "unavailable", "text": "This decision cannot be explained now."}
+        decisions.append({**_summary(entry), "explanation": explained})
     service.metrics.explanations.labels("page").inc(len(decisions))
     return _json(
         {

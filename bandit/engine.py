@@ -293,8 +293,11 @@ class DecisionEngine:
         )
         dropped += lost
         chooser = loaded.policy if consent.personalise else self._baseline
-        seen = (context, actions)
-        choice = decide_ranking(chooser.pmf(context, actions), decided.event_id)
+        # the baseline sees nothing about the person, not even the request's context
+        seen: tuple[Mapping[str, Mapping[str, Any]], list[Action]] = (
+            (context, actions) if consent.personalise else ({}, actions)
+        )
+        choice = decide_ranking(chooser.pmf(*seen), decided.event_id)
         subject = None
         if not consent.learn:  # nothing about the decision is kept but what counts it
             context, actions = {}, [_bare(action) for action in actions]
@@ -315,7 +318,6 @@ class DecisionEngine:
                 }
             )
             subject = await self._subject(user, request.event_id, loaded, recent)
-            degraded = degraded or subject is None
         decision = fastpath.decided(
             choice,
             request=decided,
@@ -334,7 +336,8 @@ class DecisionEngine:
     ) -> str | None:
         """Note the person's decision (for erasure) and return its subject token.
 
-        None when Redis fails: the decision is then kept linked to nobody.
+        None when Redis fails, or when the person was erased while this rank ran: the
+        decision is then kept linked to nobody.
         """
         if self.degraded:
             return None
@@ -344,6 +347,8 @@ class DecisionEngine:
                 secret = await self.features_store.note_decision(user, event_id, ttl, recent)
         except _REDIS_FAILURES as exc:
             self._mark_degraded("subject", exc)
+            return None
+        if secret is None:  # erased while this rank ran: kept linked to nobody
             return None
         return subject_token(secret, event_id)
 

@@ -132,7 +132,8 @@ def explain(
     >>> e.kind, e.for_it
     ('baseline', [])
     """
-    probability = policy.pmf(context, actions).probabilities[chosen]
+    pmf = policy.pmf(context, actions)
+    probability = pmf.probabilities[chosen]
     action = actions[chosen]
     head: dict[str, Any] = {
         "policy": policy_name,
@@ -142,8 +143,8 @@ def explain(
     }
     if not personalised:
         text = (
-            f"{action.id!r} was chosen at random by the baseline policy: you have not "
-            "agreed to personalisation, so nothing about you was used."
+            f"{action.id!r} was chosen by the baseline policy: you have not agreed to "
+            "personalisation, so nothing about you was used."
         )
         return Explanation(kind="baseline", for_it=[], against_it=[], text=text, **head)
     if explored:
@@ -153,6 +154,14 @@ def explain(
             "like. It was not chosen because of anything about you."
         )
         return Explanation(kind="exploration", for_it=[], against_it=[], text=text, **head)
+    best = pmf.argmax() == chosen or pmf.probabilities[pmf.argmax()] == probability
+    if policy.samples:
+        text = (
+            f"{action.id!r} was chosen by the model (probability {probability:.2f}). This "
+            "model samples from what it is unsure of, so no single feature's effect can be "
+            "told apart from that sampling."
+        )
+        return Explanation(kind="personalised", for_it=[], against_it=[], text=text, **head)
     effects: list[FeatureEffect] = []
     for namespace, values in context.items():
         for name, value in values.items():
@@ -175,7 +184,7 @@ def explain(
         kind="personalised",
         for_it=for_it,
         against_it=against_it,
-        text=_text(action.id, probability, for_it, against_it),
+        text=_text(action.id, probability, for_it, against_it, best=best),
         **head,
     )
 
@@ -186,12 +195,20 @@ def _effect(feature: str, probability: float, without: float) -> FeatureEffect:
 
 
 def _text(
-    action_id: str, probability: float, for_it: list[FeatureEffect], against_it: list[FeatureEffect]
+    action_id: str,
+    probability: float,
+    for_it: list[FeatureEffect],
+    against_it: list[FeatureEffect],
+    *,
+    best: bool,
 ) -> str:
     def listed(effects: list[FeatureEffect]) -> str:
         return ", ".join(f"{e.feature} ({e.effect:+.0%})" for e in effects)
 
-    text = f"{action_id!r} was the model's best guess (probability {probability:.2f})."
+    if best:
+        text = f"{action_id!r} was the model's best guess (probability {probability:.2f})."
+    else:  # (a past decision, explained with a model that has learned since)
+        text = f"{action_id!r} is not the model's first choice now (probability {probability:.2f})."
     if for_it:
         text += f" It was made more likely by {listed(for_it)}."
     if against_it:

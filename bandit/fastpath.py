@@ -526,7 +526,8 @@ def decision_values(  # noqa: PLR0911, PLR0912  (one flat pass over every rule)
         else:
             values[flag] = default
     if "consent" in values:
-        if values["consent"] not in _CONSENT_PATHS:
+        consent = values["consent"]
+        if type(consent) is not str or consent not in _CONSENT_PATHS:
             return None
     else:
         values["consent"] = "personalise"

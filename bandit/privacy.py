@@ -135,6 +135,8 @@ def read_page_token(key: bytes, token: str, *, now: float) -> str | None:
     if len(parts) != 3 or not parts[1].isdigit():
         return None
     pseudonym, expires, mac = parts
+    if not token.isascii():  # (compare_digest refuses non-ASCII text)
+        return None
     if not hmac.compare_digest(mac, _page_mac(key, f"{pseudonym}.{expires}")):
         return None
     return pseudonym if int(expires) > now else None
@@ -159,7 +161,10 @@ def find_logged(directory: Path, secret: bytes) -> list[dict[str, object]]:
             for line in lines:
                 if b'"subject":"' not in line:
                     continue
-                record = orjson.loads(line)
+                try:
+                    record = orjson.loads(line)
+                except orjson.JSONDecodeError:  # a line being written: not theirs to show
+                    continue
                 subject = record.get("_sb", {}).get("subject")
                 event_id = record.get("EventId")
                 if not isinstance(event_id, str) or not isinstance(subject, str):

@@ -8,7 +8,11 @@ the page's script sends it as the ``X-Privacy-Token`` header of its JSON calls
 
 from __future__ import annotations
 
-__all__ = ["PAGE"]
+import base64
+import hashlib
+import re
+
+__all__ = ["PAGE", "PAGE_SCRIPT_HASH", "PAGE_STYLE_HASH"]
 
 PAGE = """<!doctype html>
 <html lang="en">
@@ -77,7 +81,9 @@ async function call(method, path, body) {
   if (!response.ok) { throw new Error(data.detail || response.statusText); }
   return data;
 }
+let shown = {};
 function showConsent(view) {
+  shown = {...view.effective};
   document.getElementById("consent-personalisation").checked = view.effective.personalisation;
   document.getElementById("consent-learning").checked = view.effective.learning;
   const parts = ["personalisation", "learning"].map((kind) => {
@@ -117,10 +123,13 @@ async function load() {
 }
 document.getElementById("save-consent").addEventListener("click", async () => {
   try {
-    const view = await call("POST", "/v1/me/consent", {
-      personalisation: document.getElementById("consent-personalisation").checked,
-      learning: document.getElementById("consent-learning").checked,
-    });
+    const changed = {};  // only what the person changed is recorded as given now
+    for (const kind of ["personalisation", "learning"]) {
+      const ticked = document.getElementById(`consent-${kind}`).checked;
+      if (ticked !== shown[kind]) { changed[kind] = ticked; }
+    }
+    if (!Object.keys(changed).length) { say("Nothing changed."); return; }
+    const view = await call("POST", "/v1/me/consent", changed);
     showConsent(view);
     say("Your choices are saved.");
   } catch (error) { say(`Could not save: ${error.message}`, true); }
@@ -142,3 +151,16 @@ load();
 </body>
 </html>
 """
+
+
+def _hash(tag: str) -> str:
+    body = re.search(rf"<{tag}>(.*?)</{tag}>", PAGE, re.DOTALL)
+    assert body is not None
+    digest = hashlib.sha256(body.group(1).encode()).digest()
+    return "sha256-" + base64.b64encode(digest).decode()
+
+
+PAGE_SCRIPT_HASH = _hash("script")
+"""The inline script's hash, the only script the page's content security policy allows."""
+PAGE_STYLE_HASH = _hash("style")
+"""The inline style sheet's hash, likewise."""

@@ -876,15 +876,16 @@ class RewardReported(Event):
         one).
     ldp_epsilon
         Set when the reward went through the local-DP channel (:mod:`bandit.dp`): the
-        app sent a randomised-response bit with this ε, and `reward` on the topic is
-        the API's unbiased estimate of the true reward from it.
+        app sent a randomised-response bit with this ε (0.01 to 20: below, one report
+        would be scaled past any sensible reward), and `reward` on the topic is the
+        API's unbiased estimate of the true reward from it.
     """
 
     type: Literal["reward"] = "reward"
     reward: float = Field(allow_inf_nan=False)
     action_id: ActionId | None = None
     reward_id: EventId = Field(default_factory=new_event_id)
-    ldp_epsilon: float | None = Field(default=None, gt=0.0, allow_inf_nan=False)
+    ldp_epsilon: float | None = Field(default=None, ge=0.01, le=20.0, allow_inf_nan=False)
 
 
 class Activation(Event):

@@ -187,7 +187,11 @@ class PrivacySettings(BaseModel):
     )
     baseline_policy: str = Field(
         default="uniform",
-        description="The policy spec serving requests without personalisation consent.",
+        pattern=r"^(uniform|fixed)(:.*)?$",
+        description=(
+            "The policy spec serving requests without personalisation consent: uniform "
+            "or fixed (a baseline that learns nothing and sees no context)."
+        ),
     )
     report_budget: float = Field(
         default=1.0,

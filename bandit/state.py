@@ -16,6 +16,7 @@ The join agent's own keys are described in :mod:`streams.join`.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import secrets
 import time
@@ -71,7 +72,23 @@ return #ids
 RECENT_DECISIONS = 10
 """How many of a person's last decisions their privacy page shows."""
 RECENT_SECONDS = 7 * 24 * 3600
-"""How long those are kept after the newest."""
+"""How long those are kept after the newest (and a person's decisions remembered)."""
+ERASED_SECONDS = 300
+"""How long after an erasure a late rank may not note a decision for the person."""
+
+_NOTE_DECISION = f"""
+if redis.call('EXISTS', KEYS[4]) == 1 then return false end
+redis.call('HSETNX', KEYS[1], '{CONSENT_SECRET_FIELD}', ARGV[1])
+local secret = redis.call('HGET', KEYS[1], '{CONSENT_SECRET_FIELD}')
+redis.call('SADD', KEYS[2], ARGV[2])
+redis.call('EXPIRE', KEYS[2], ARGV[3])
+if ARGV[4] ~= '' then
+  redis.call('LPUSH', KEYS[3], ARGV[4])
+  redis.call('LTRIM', KEYS[3], 0, ARGV[5])
+  redis.call('EXPIRE', KEYS[3], ARGV[6])
+end
+return secret
+"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -293,26 +310,34 @@ class StateStore:
 
     async def note_decision(
         self, pseudonym: str, event_id: str, ttl: int, recent: bytes | None = None
-    ) -> bytes:
-        """Remember a person's decision (for erasure, for `ttl` s); return their secret.
+    ) -> bytes | None:
+        """Remember a person's decision (for erasure); return their secret.
 
         `recent`, the decision as the privacy page shows it, joins their last
-        ``RECENT_DECISIONS``. The secret is made now if they have none; one transaction.
+        ``RECENT_DECISIONS``. The secret is made now if they have none. One script: when
+        the person was erased in the last ``ERASED_SECONDS`` (a rank that read their
+        consent before the erasure), nothing is written and None is returned, so the
+        decision is kept linked to nobody.
         """
-        secret_key = self.key("consent", pseudonym)
-        key = self.key("user", pseudonym, "decisions")
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hsetnx(secret_key, CONSENT_SECRET_FIELD, secrets.token_bytes(32))
-            pipe.hget(secret_key, CONSENT_SECRET_FIELD)
-            pipe.sadd(key, event_id)
-            pipe.expire(key, ttl)
-            if recent is not None:
-                recent_key = self.key("user", pseudonym, "recent")
-                pipe.lpush(recent_key, recent)
-                pipe.ltrim(recent_key, 0, RECENT_DECISIONS - 1)
-                pipe.expire(recent_key, RECENT_SECONDS)
-            _, secret, *_ = await pipe.execute()
-        return _bytes(secret)
+        found = await self.redis.eval(
+            _NOTE_DECISION,
+            4,
+            self.key("consent", pseudonym),
+            self.key("user", pseudonym, "decisions"),
+            self.key("user", pseudonym, "recent"),
+            self._erased_key(pseudonym),
+            secrets.token_bytes(32),
+            event_id,
+            max(ttl, RECENT_SECONDS),
+            recent or b"",
+            RECENT_DECISIONS - 1,
+            RECENT_SECONDS,
+        )
+        return None if found is None else _bytes(found)
+
+    def _erased_key(self, pseudonym: str) -> str:
+        # a short-lived marker named by a hash of the pseudonym, not the pseudonym itself
+        return self.key("erased", hashlib.sha256(pseudonym.encode()).hexdigest()[:32])
 
     async def recent_decisions(self, pseudonym: str) -> list[dict[str, Any]]:
         """Return a person's last decisions (newest first), as :meth:`note_decision` kept them."""
@@ -391,6 +416,7 @@ class StateStore:
             for session in sessions
             for kind in ("session", "device")
         ]
+        await self.redis.set(self._erased_key(pseudonym), 1, ex=ERASED_SECONDS)
         existing = await self.redis.delete(
             self.key("consent", pseudonym),
             sessions_key,

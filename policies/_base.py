@@ -50,6 +50,9 @@ class Policy(ABC):
     learns: ClassVar[bool] = True
     """Whether :meth:`learn` changes future distributions (baselines do not)."""
 
+    samples: ClassVar[bool] = False
+    """Whether :meth:`pmf` is estimated by sampling (so a small input change moves it)."""
+
     def __init__(self, *, floor: float = 1e-3) -> None:
         self.floor = _check_floor(floor)
         self._n_learned = 0

@@ -506,6 +506,7 @@ class LinearTS(_BayesianPolicy):
     """
 
     name: ClassVar[str] = "lints"
+    samples: ClassVar[bool] = True  # the pmf is a Monte Carlo estimate
     live_params: ClassVar[frozenset[str]] = frozenset({"floor", "n_samples", "scale"})
 
     def __init__(

@@ -177,6 +177,13 @@ def test_the_api_debiases_ldp_rewards_and_releases_noisy_reports(
                 )
                 assert bad.status_code == 422
                 assert bad.json()["detail"][0]["loc"] == ["body", "reward"]
+                tiny = await http.post(  # an ε this small would scale one bit past any reward
+                    "/v1/reward",
+                    json={"event_id": "dp-y", "reward": 1, "ldp_epsilon": 1e-12},
+                    headers=app_headers,
+                )
+                assert tiny.status_code == 422
+                assert "ldp_epsilon" in tiny.text
                 request = {"metric": "reward_rate", "policy": "default", "epsilon": 0.4}
                 refused = await http.post("/v1/privacy/reports", json=request, headers=app_headers)
                 assert refused.status_code == 403

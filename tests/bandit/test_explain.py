@@ -87,6 +87,20 @@ def test_exploration_and_the_baseline_say_so_and_give_no_reason() -> None:
     assert "not agreed to personalisation" in baseline.text
 
 
+def test_a_sampling_policy_is_not_credited_with_feature_effects() -> None:
+    """LinTS estimates its pmf by sampling: its explanation names no feature."""
+    context = {"page": {"section": "sport", "hour": 3.0, "lang": "en"}}
+    policy = make_policy("lints")
+    chosen = policy.pmf(context, ACTIONS).argmax()
+    found = explain(
+        policy, context, ACTIONS, chosen, explored=False, personalised=True,
+        policy_name="default", model_version="0",
+    )  # fmt: skip
+    assert found.for_it == []
+    assert found.against_it == []
+    assert "samples from what it is unsure of" in found.text
+
+
 def test_rank_answers_with_its_explanation_on_request(broker: str, redis_url: str) -> None:
     """explain=true: the answer carries an explanation of exactly that decision."""
     prefix = f"x{uuid.uuid4().hex[:8]}"

@@ -14,7 +14,9 @@ from bandit.privacy import (
     ConsentRecord,
     ConsentUpdate,
     effective_consent,
+    page_token,
     pseudonymise,
+    read_page_token,
 )
 from bandit.settings import PrivacySettings
 
@@ -79,3 +81,26 @@ def test_a_consent_update_names_what_is_wrong_without_echoing_the_id() -> None:
     assert "alice" not in repr(
         ConsentUpdate.model_validate({"user_id": "alice", "learning": True, "source": "b"})
     )
+
+
+def test_page_tokens_refuse_tampering_and_odd_text() -> None:
+    """A forged MAC, a changed pseudonym, non-ASCII text: no person, never an error."""
+    key = b"0123456789abcdef-test"
+    token = page_token(key, "p1234", 4_000_000_000)
+    assert read_page_token(key, token, now=0) == "p1234"
+    for bad in (token[:-1] + "0", token.replace("p1234", "p1235"), "a.1.\u00e9", "x", ""):
+        assert read_page_token(key, bad, now=0) is None
+
+
+def test_a_malformed_consent_in_a_decision_is_refused_not_raised() -> None:
+    """The fast decoders say None (dead letter) for a consent that is not a string."""
+    from bandit import fastpath
+    from bandit.settings import Limits
+
+    raw = {
+        "event_id": "e1", "policy": "p", "model_version": "1", "actions": [{"id": "a"}],
+        "ranking": [{"id": "a", "probability": 1.0}], "chosen_action_id": "a",
+        "chosen_index": 0, "probability": 1.0, "explored": False, "consent": ["x"],
+    }  # fmt: skip
+    assert fastpath.decision_from_data(dict(raw), Limits()) is None
+    assert fastpath.decision_from_data({**raw, "consent": "baseline"}, Limits()) is not None

@@ -134,6 +134,7 @@ def test_a_person_sees_their_data_changes_consent_and_erases_it(
         assert view.personalisation.source == "privacy-page"
         assert view.learning is not None
         assert view.learning.granted is True
+        assert view.learning.source == "signup-form"  # not touched: not recorded again
         baseline = client.rank({"page": {"section": "golf"}}, ACTIONS, user_id=person)
         assert [r.probability for r in baseline.ranking] == [0.5, 0.5]  # the baseline now
 
