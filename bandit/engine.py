@@ -371,10 +371,14 @@ class DecisionEngine:
         store = self.features_store
         try:
             async with asyncio.timeout(self.settings.redis.socket_timeout_seconds * 2):
-                record, values = await asyncio.gather(
-                    store.consent(user) if user is not None else _none(),
-                    asyncio.gather(*(store.features(kind, entity) for kind, entity in wanted)),
-                )
+                values: list[dict[str, float | str]] = []
+                if not wanted:  # (a gather costs a task per awaitable)
+                    record = await store.consent(user) if user is not None else None
+                else:
+                    record, values = await asyncio.gather(
+                        store.consent(user) if user is not None else _none(),
+                        asyncio.gather(*(store.features(kind, entity) for kind, entity in wanted)),
+                    )
         except _REDIS_FAILURES as exc:
             self._mark_degraded("consent and features" if user else "features", exc)
             return None

@@ -28,7 +28,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Literal, Self
+from typing import Annotated, Any, Literal, Self
 
 import orjson
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
@@ -265,7 +265,7 @@ class ConsentRecord(BaseModel):
         }
 
     @classmethod
-    def from_redis(cls, fields: Mapping[bytes | str, bytes | str]) -> ConsentRecord:
+    def from_redis(cls, fields: Mapping[Any, bytes | str]) -> ConsentRecord:
         """Read a record from its Redis hash (empty: no record, every consent absent)."""
         values = {
             (name.decode() if isinstance(name, bytes) else name): value

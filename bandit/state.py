@@ -117,6 +117,7 @@ class StateStore:
         self.prefix = prefix
         self._has = redis.register_script(_HAS)
         self._add = redis.register_script(_ADD)
+        self._note_decision = redis.register_script(_NOTE_DECISION)
 
     def key(self, *parts: str) -> str:
         """Return the full key for `parts`: ``prefix:part:part``."""
@@ -296,7 +297,7 @@ class StateStore:
         """Return a person's consent record (None: none) and their secret (None: none yet)."""
         fields = await self.redis.hgetall(self.key("consent", pseudonym))
         secret = fields.pop(CONSENT_SECRET_FIELD.encode(), None)
-        record = ConsentRecord.from_redis(fields) if fields else None
+        record = _consent_record(fields) if fields else None
         return record, None if secret is None else _bytes(secret)
 
     async def secret(self, pseudonym: str) -> bytes:
@@ -319,19 +320,21 @@ class StateStore:
         consent before the erasure), nothing is written and None is returned, so the
         decision is kept linked to nobody.
         """
-        found = await self.redis.eval(
-            _NOTE_DECISION,
-            4,
-            self.key("consent", pseudonym),
-            self.key("user", pseudonym, "decisions"),
-            self.key("user", pseudonym, "recent"),
-            self._erased_key(pseudonym),
-            secrets.token_bytes(32),
-            event_id,
-            max(ttl, RECENT_SECONDS),
-            recent or b"",
-            RECENT_DECISIONS - 1,
-            RECENT_SECONDS,
+        found = await self._note_decision(
+            keys=[
+                self.key("consent", pseudonym),
+                self.key("user", pseudonym, "decisions"),
+                self.key("user", pseudonym, "recent"),
+                self._erased_key(pseudonym),
+            ],
+            args=[
+                secrets.token_bytes(32),
+                event_id,
+                max(ttl, RECENT_SECONDS),
+                recent or b"",
+                RECENT_DECISIONS - 1,
+                RECENT_SECONDS,
+            ],
         )
         return None if found is None else _bytes(found)
 
@@ -464,6 +467,21 @@ class StateStore:
         keys = list(keys)
         if keys:
             await self.redis.delete(*keys)
+
+
+_RECORDS: dict[tuple[tuple[Any, Any], ...], ConsentRecord] = {}
+"""Consent records by their stored fields: a person's record is read on each rank."""
+
+
+def _consent_record(fields: Mapping[Any, bytes | str]) -> ConsentRecord:
+    """Read a consent record from its hash fields, once per distinct content."""
+    key = tuple(sorted(fields.items()))
+    record = _RECORDS.get(key)
+    if record is None:
+        if len(_RECORDS) >= 65_536:
+            _RECORDS.clear()
+        record = _RECORDS[key] = ConsentRecord.from_redis(fields)
+    return record
 
 
 def _bytes(value: bytes | str) -> bytes:

@@ -178,11 +178,26 @@ def _unseen_actions(rng: random.Random) -> list[dict[str, Any]]:
     return [_item(rng, f"new-{uuid.UUID(int=rng.getrandbits(128)).hex}") for _ in range(N_ACTIONS)]
 
 
-def rank_bodies(n: int, seed: int, *, unseen: bool = False) -> list[bytes]:
-    """`n` distinct rank request bodies (no event id: the API makes one per request)."""
+PEOPLE = [f"reader-{k}@example.com" for k in range(200)]
+"""The people the "naming a person" run ranks for (each consented to both)."""
+
+
+def rank_bodies(
+    n: int, seed: int, *, unseen: bool = False, people: Sequence[str] = ()
+) -> list[bytes]:
+    """`n` distinct rank request bodies (no event id: the API makes one per request).
+
+    With `people`, each body names one of them (``user_id``), in turn.
+    """
     rng = random.Random(seed)
     pick = _unseen_actions if unseen else _actions
-    return [orjson.dumps({"context": _context(rng), "actions": pick(rng)}) for _ in range(n)]
+    bodies = []
+    for k in range(n):
+        body: dict[str, Any] = {"context": _context(rng), "actions": pick(rng)}
+        if people:
+            body["user_id"] = people[k % len(people)]
+        bodies.append(orjson.dumps(body))
+    return bodies
 
 
 @dataclass(frozen=True, slots=True)
@@ -346,6 +361,8 @@ class RankPhase:
     answer_bytes: tuple[int, int]
     unseen: LoadResult
     """One rank run whose every action is new (nothing reused per action)."""
+    named: LoadResult
+    """One rank run naming a person who consented to both (consent read, decision noted)."""
 
     @property
     def ratio(self) -> float:
@@ -409,6 +426,17 @@ def rank_phase(services: LocalServices, args: argparse.Namespace, console: Conso
             console.print("  rank: unseen actions ...", style="dim")
             unseen = _load(workdir, "rank-unseen", stack.api_port, headers,
                            rank_bodies(500, args.seed, unseen=True), args, pids)  # fmt: skip
+            console.print("  rank: naming a consented person ...", style="dim")
+            for person in PEOPLE:
+                given = httpx.post(
+                    f"{stack.api_url}/v1/consent",
+                    json={"user_id": person, "personalisation": True, "learning": True,
+                          "source": "bench"},
+                    headers=headers,
+                )  # fmt: skip
+                given.raise_for_status()
+            named = _load(workdir, "rank-named", stack.api_port, headers,
+                          rank_bodies(500, args.seed, people=PEOPLE), args, pids)  # fmt: skip
         finally:
             trivial.stop()
     return RankPhase(
@@ -419,6 +447,7 @@ def rank_phase(services: LocalServices, args: argparse.Namespace, console: Conso
         body_bytes=statistics.fmean(len(body) for body in bodies),
         answer_bytes=answers,
         unseen=unseen,
+        named=named,
     )
 
 
@@ -804,6 +833,7 @@ def report_rank(phase: RankPhase, args: argparse.Namespace, console: Console) ->
         ("trivial FastAPI", phase.trivial, phase.trivial_runs),
         ("POST /v1/rank", phase.rank, phase.rank_runs),
         ("  every action unseen", phase.unseen, [phase.unseen.rps]),
+        ("  naming a consented person", phase.named, [phase.named.rps]),
     ):
         table.add_row(
             name,
@@ -827,9 +857,12 @@ def report_rank(phase: RankPhase, args: argparse.Namespace, console: Console) ->
         f"Actions: {N_ACTIONS} per request drawn from a catalog of {CATALOG_SIZE} articles "
         "whose features stay the same (an app's catalog), so rank reuses its work per action "
         "(validation, policy input, VW text); the last row offers only never-seen actions, "
-        f"for which nothing is reused ({phase.unseen.rps / phase.trivial.rps:.2f}x trivial)."
+        f"for which nothing is reused ({phase.unseen.rps / phase.trivial.rps:.2f}x trivial). "
+        f"The last row names one of {len(PEOPLE)} people who consented to both: each rank "
+        "also reads their consent and notes the decision for them in Redis "
+        f"({phase.named.rps / phase.trivial.rps:.2f}x trivial)."
     )
-    for row in (phase.trivial, phase.rank, phase.unseen):
+    for row in (phase.trivial, phase.rank, phase.unseen, phase.named):
         if row.errors:
             console.print(f"[red]{row.target}: non-200 answers {row.errors}: {row.error_body}")
 
