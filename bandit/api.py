@@ -65,8 +65,8 @@ import hmac
 import math
 import re
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, TypeAlias, TypeVar, cast
@@ -761,8 +761,17 @@ async def _feedback(
     _note(request, f"{kind}.received", **fields)
 
 
-def _pseudonym(service: _Service, user_id: str) -> str:
-    """Return the pseudonym of a raw user id; 503 when no pseudonym key is configured."""
+@contextmanager
+def _redis_or_503() -> Iterator[None]:
+    """Answer 503 when Redis fails inside the block (control path: no retry)."""
+    try:
+        yield
+    except (RedisError, OSError, TimeoutError) as exc:
+        raise _ApiError(503, "ServiceUnavailable", f"Redis is unavailable: {exc}") from None
+
+
+def _pseudonym_key(service: _Service) -> bytes:
+    """Return the pseudonym key; 503 when none is configured."""
     key = service.settings.privacy.pseudonym_key
     if key is None:
         message = (
@@ -770,7 +779,51 @@ def _pseudonym(service: _Service, user_id: str) -> str:
             "STREAMBANDIT_PRIVACY__PSEUDONYM_KEY (at least 16 characters)"
         )
         raise _ApiError(503, "ServiceUnavailable", message)
-    return pseudonymise(user_id, key.get_secret_value().encode())
+    return key.get_secret_value().encode()
+
+
+def _pseudonym(service: _Service, user_id: str) -> str:
+    """Return the pseudonym of a raw user id; 503 when no pseudonym key is configured."""
+    return pseudonymise(user_id, _pseudonym_key(service))
+
+
+def _consent_changes(
+    personalisation: bool | None, learning: bool | None
+) -> dict[ConsentKind, bool]:
+    changes: dict[ConsentKind, bool] = {}
+    if personalisation is not None:
+        changes["personalisation"] = personalisation
+    if learning is not None:
+        changes["learning"] = learning
+    return changes
+
+
+async def _change_consent(
+    request: Request,
+    service: _Service,
+    user: str,
+    changes: dict[ConsentKind, bool],
+    source: str,
+    **noted: str,
+) -> Response:
+    """Record consent `changes` from `source`, count and log them; answer the new view."""
+    with _redis_or_503():
+        record = await service.store.update_consent(
+            user, ConsentRecord().with_changes(changes, source)
+        )
+    for kind, granted in changes.items():
+        service.metrics.observe_consent_change(kind, granted=granted)
+    _note(request, "consent.changed", **noted, **changes)
+    return _model(_consent_view(service, record))
+
+
+async def _erase(request: Request, service: _Service, user: str, **noted: str) -> Response:
+    """Erase a person (see ``StateStore.erase``), count and log it."""
+    with _redis_or_503():
+        erased = await service.store.erase(user, _ERASED_DONE_SECONDS)
+    service.metrics.privacy_requests.labels("erasure").inc()
+    _note(request, "person.erased", **noted, **erased)
+    return _json({"erased": True, **erased})
 
 
 def _consent_view(service: _Service, record: ConsentRecord | None) -> ConsentView:
@@ -791,31 +844,16 @@ async def set_consent(request: Request, service: ServiceDep, caller: CallerDep) 
     """
     body = await _body(request, ConsentUpdate, "the consent", service.settings.limits)
     user = _pseudonym(service, body.user_id)
-    changes: dict[ConsentKind, bool] = {}
-    if body.personalisation is not None:
-        changes["personalisation"] = body.personalisation
-    if body.learning is not None:
-        changes["learning"] = body.learning
-    try:
-        record = await service.store.update_consent(
-            user, ConsentRecord().with_changes(changes, body.source)
-        )
-    except (RedisError, OSError, TimeoutError) as exc:
-        raise _ApiError(503, "ServiceUnavailable", f"Redis is unavailable: {exc}") from None
-    for kind, granted in changes.items():
-        service.metrics.observe_consent_change(kind, granted=granted)
-    _note(request, "consent.changed", **changes)
-    return _model(_consent_view(service, record))
+    changes = _consent_changes(body.personalisation, body.learning)
+    return await _change_consent(request, service, user, changes, body.source)
 
 
 async def lookup_consent(request: Request, service: ServiceDep, caller: CallerDep) -> Response:
     """Read a person's consents (named in the body) and what they allow now."""
     body = await _body(request, ConsentLookup, "the consent lookup", service.settings.limits)
     user = _pseudonym(service, body.user_id)
-    try:
+    with _redis_or_503():
         record = await service.store.consent(user)
-    except (RedisError, OSError, TimeoutError) as exc:
-        raise _ApiError(503, "ServiceUnavailable", f"Redis is unavailable: {exc}") from None
     return _model(_consent_view(service, record))
 
 
@@ -827,11 +865,9 @@ async def export_person(request: Request, service: ServiceDep, caller: CallerDep
     """Return everything held about a person in Redis (named in the body, hashed)."""
     body = await _body(request, ConsentLookup, "the export request", service.settings.limits)
     user = _pseudonym(service, body.user_id)
-    try:
-        held = await service.store.held(user)
-        _, secret = await service.store.consent_and_secret(user)
-    except (RedisError, OSError, TimeoutError) as exc:
-        raise _ApiError(503, "ServiceUnavailable", f"Redis is unavailable: {exc}") from None
+    with _redis_or_503():
+        record, secret = await service.store.consent_and_secret(user)
+        held = await service.store.held(user, record, secret)
     directory = service.settings.decision_log.directory
     if secret is not None and directory.is_dir():  # a log this API can read
         held["logged_decisions"] = await asyncio.to_thread(find_logged, directory, secret)
@@ -843,14 +879,7 @@ async def export_person(request: Request, service: ServiceDep, caller: CallerDep
 async def erase_person(request: Request, service: ServiceDep, caller: CallerDep) -> Response:
     """Erase a person: consents, secret, features, pending decisions; logs unlinkable."""
     body = await _body(request, ConsentLookup, "the erasure request", service.settings.limits)
-    user = _pseudonym(service, body.user_id)
-    try:
-        erased = await service.store.erase(user, _ERASED_DONE_SECONDS)
-    except (RedisError, OSError, TimeoutError) as exc:
-        raise _ApiError(503, "ServiceUnavailable", f"Redis is unavailable: {exc}") from None
-    service.metrics.privacy_requests.labels("erasure").inc()
-    _note(request, "person.erased", **erased)
-    return _json({"erased": True, **erased})
+    return await _erase(request, service, _pseudonym(service, body.user_id))
 
 
 _PAGE_TOKEN_SECONDS = 3600
@@ -874,13 +903,6 @@ async def privacy_token(request: Request, service: ServiceDep, caller: CallerDep
     expires_at = int(time.time()) + _PAGE_TOKEN_SECONDS
     token = page_token(key, user, expires_at)
     return _json({"token": token, "expires_at": expires_at, "path": f"/privacy#token={token}"})
-
-
-def _pseudonym_key(service: _Service) -> bytes:
-    key = service.settings.privacy.pseudonym_key
-    if key is None:
-        raise _ApiError(503, "ServiceUnavailable", "no pseudonym key is configured")
-    return key.get_secret_value().encode()
 
 
 def _page_person(request: Request, service: _Service) -> str:
@@ -910,11 +932,9 @@ _PAGE_HEADERS = {
 async def me(request: Request, service: ServiceDep) -> Response:
     """Show a person their consents, what is held, and their recent decisions explained."""
     user = _page_person(request, service)
-    try:
-        record = await service.store.consent(user)
-        held = await service.store.held(user)
-    except (RedisError, OSError, TimeoutError) as exc:
-        raise _ApiError(503, "ServiceUnavailable", f"Redis is unavailable: {exc}") from None
+    with _redis_or_503():
+        record, secret = await service.store.consent_and_secret(user)
+        held = await service.store.held(user, record, secret)
     decisions = []
     for entry in held.pop("last_decisions"):
         try:
@@ -969,35 +989,17 @@ async def me_consent(request: Request, service: ServiceDep) -> Response:
     """Change one's own consents from the privacy page."""
     user = _page_person(request, service)
     body = await _body(request, PageConsent, "the consent", service.settings.limits)
-    changes: dict[ConsentKind, bool] = {}
-    if body.personalisation is not None:
-        changes["personalisation"] = body.personalisation
-    if body.learning is not None:
-        changes["learning"] = body.learning
+    changes = _consent_changes(body.personalisation, body.learning)
     if not changes:
         raise _ApiError(422, "BadRequest", "give personalisation, learning or both")
-    try:
-        record = await service.store.update_consent(
-            user, ConsentRecord().with_changes(changes, "privacy-page")
-        )
-    except (RedisError, OSError, TimeoutError) as exc:
-        raise _ApiError(503, "ServiceUnavailable", f"Redis is unavailable: {exc}") from None
-    for kind, granted in changes.items():
-        service.metrics.observe_consent_change(kind, granted=granted)
-    _note(request, "consent.changed", via="privacy-page", **changes)
-    return _model(_consent_view(service, record))
+    return await _change_consent(
+        request, service, user, changes, "privacy-page", via="privacy-page"
+    )
 
 
 async def me_erase(request: Request, service: ServiceDep) -> Response:
     """Erase oneself from the privacy page."""
-    user = _page_person(request, service)
-    try:
-        erased = await service.store.erase(user, _ERASED_DONE_SECONDS)
-    except (RedisError, OSError, TimeoutError) as exc:
-        raise _ApiError(503, "ServiceUnavailable", f"Redis is unavailable: {exc}") from None
-    service.metrics.privacy_requests.labels("erasure").inc()
-    _note(request, "person.erased", via="privacy-page", **erased)
-    return _json({"erased": True, **erased})
+    return await _erase(request, service, _page_person(request, service), via="privacy-page")
 
 
 def _check_admin(caller: Caller, what: str = "this") -> None:
@@ -1084,11 +1086,9 @@ async def get_settings_route(
 ) -> Response:
     """Return a policy's live settings (their ``ETag`` is the settings version)."""
     _resolve_policy(service, caller, name)
-    try:
+    with _redis_or_503():
         async with asyncio.timeout(_CONTROL_TIMEOUT):
             found = await service.store.policy_settings(name)
-    except (RedisError, OSError, TimeoutError) as exc:
-        raise _ApiError(503, "ServiceUnavailable", f"Redis is unavailable: {exc}") from None
     if found is None:
         loaded = service.engine.loaded(name)
         assert loaded is not None
@@ -1103,9 +1103,7 @@ async def put_settings_route(
 ) -> Response:
     """Change a policy's settings; exploration applies at once, the model is kept."""
     _resolve_policy(service, caller, name)
-    if caller.key.role != "admin":
-        message = f"changing settings needs an admin key; this key's role is {caller.key.role!r}"
-        raise _ApiError(403, "Forbidden", message)
+    _check_admin(caller, "changing settings")
     body = await _body(request, PolicySettings, "the policy settings", service.settings.limits)
     try:
         await service.engine.check_settings(name, body)
@@ -1113,12 +1111,10 @@ async def put_settings_route(
         field = "spec" if "`spec`" in str(exc) else "exploration"
         detail = {"loc": [field], "msg": str(exc), "type": "settings_not_applicable"}
         raise _ApiError(422, "BadRequest", str(exc), details=[detail]) from None
-    try:
+    with _redis_or_503():
         async with asyncio.timeout(_CONTROL_TIMEOUT):
             version = await service.store.set_policy_settings(name, body)
             await service.engine.refresh(name)
-    except (RedisError, OSError, TimeoutError) as exc:
-        raise _ApiError(503, "ServiceUnavailable", f"Redis is unavailable: {exc}") from None
     _note(
         request,
         "settings.changed",

@@ -300,15 +300,6 @@ class StateStore:
         record = _consent_record(fields) if fields else None
         return record, None if secret is None else _bytes(secret)
 
-    async def secret(self, pseudonym: str) -> bytes:
-        """Return a person's secret, made now if they have none (see ``subject_token``)."""
-        key = self.key("consent", pseudonym)
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hsetnx(key, CONSENT_SECRET_FIELD, secrets.token_bytes(32))
-            pipe.hget(key, CONSENT_SECRET_FIELD)
-            _, secret = await pipe.execute()
-        return bytes(secret)
-
     async def note_decision(
         self, pseudonym: str, event_id: str, ttl: int, recent: bytes | None = None
     ) -> bytes | None:
@@ -355,9 +346,13 @@ class StateStore:
             pipe.expire(key, ttl)
             await pipe.execute()
 
-    async def held(self, pseudonym: str) -> dict[str, Any]:
-        """Return everything held about a person: consents, sessions' features, decisions."""
-        record, secret = await self.consent_and_secret(pseudonym)
+    async def held(
+        self, pseudonym: str, record: ConsentRecord | None, secret: bytes | None
+    ) -> dict[str, Any]:
+        """Return everything held about a person: consents, sessions' features, decisions.
+
+        `record` and `secret` are theirs, as :meth:`consent_and_secret` read them.
+        """
         sessions = sorted(
             _text(s) for s in await self.redis.smembers(self.key("user", pseudonym, "sessions"))
         )
