@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -20,12 +19,11 @@ from typing import Any, TypeVar
 
 import httpx
 import pytest
-import uvicorn
 from aiokafka import AIOKafkaConsumer
 from redis.asyncio import Redis
 
 from bandit.api import create_app
-from bandit.runtime import LocalServices, ServiceProcess, free_port
+from bandit.runtime import LocalServices, ServiceProcess
 from bandit.schemas import Activation, Decision, RewardReported
 from bandit.settings import (
     ApiKey,
@@ -38,6 +36,7 @@ from bandit.settings import (
 )
 from bandit.state import StateStore
 from policies import Action, make_policy
+from tests.bandit.serving import served
 
 T = TypeVar("T")
 
@@ -89,21 +88,8 @@ class Server:
 def server(broker: str, redis_url: str) -> Iterator[Server]:
     """The API served by uvicorn on a free port, in a thread, for this module."""
     settings = _settings(broker, redis_url)
-    port = free_port()
-    config = uvicorn.Config(
-        create_app(settings), host="127.0.0.1", port=port, log_level="warning", lifespan="on"
-    )
-    running = uvicorn.Server(config)
-    thread = threading.Thread(target=running.run, name="api-under-test", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not running.started:
-        assert thread.is_alive(), "the API server exited on start"
-        assert time.monotonic() < deadline, "the API server did not start in 20 s"
-        time.sleep(0.02)
-    yield Server(f"http://127.0.0.1:{port}", settings)
-    running.should_exit = True
-    thread.join(15)
+    with served(create_app(settings), "api-under-test") as url:
+        yield Server(url, settings)
 
 
 @pytest.fixture

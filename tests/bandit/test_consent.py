@@ -11,8 +11,6 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import threading
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,14 +18,12 @@ from dataclasses import dataclass
 import httpx
 import pytest
 import structlog
-import uvicorn
 from redis.asyncio import Redis
 
 from bandit.api import create_app
 from bandit.client import AsyncClient, Client, InvalidArgumentError
 from bandit.logging import configure_logging
 from bandit.privacy import pseudonymise
-from bandit.runtime import free_port
 from bandit.schemas import Decision
 from bandit.settings import (
     ApiKey,
@@ -37,6 +33,7 @@ from bandit.settings import (
     RedisSettings,
     Settings,
 )
+from tests.bandit.serving import served
 from tests.bandit.test_api import _consume, _metric
 
 APP_KEY = "app-key-consent-0123456789"
@@ -79,24 +76,11 @@ def _settings(broker: str, redis_url: str, *, key: str | None = PSEUDONYM_KEY) -
 def server(broker: str, redis_url: str) -> Iterator[Server]:
     """The API on a free port, its log lines (every request's) captured."""
     settings = _settings(broker, redis_url)
-    port = free_port()
     written = io.StringIO()
     configure_logging("json")
     structlog.configure(logger_factory=lambda *_: structlog.PrintLogger(file=written))
-    config = uvicorn.Config(
-        create_app(settings), host="127.0.0.1", port=port, log_level="warning", lifespan="on"
-    )
-    running = uvicorn.Server(config)
-    thread = threading.Thread(target=running.run, name="consent-api", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not running.started:
-        assert thread.is_alive()
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
-    yield Server(f"http://127.0.0.1:{port}", settings, written)
-    running.should_exit = True
-    thread.join(15)
+    with served(create_app(settings), "consent-api") as url:
+        yield Server(url, settings, written)
     configure_logging("json")
 
 

@@ -10,14 +10,11 @@ clicking, and the API confirms both.
 from __future__ import annotations
 
 import shutil
-import threading
-import time
 import uuid
 from collections.abc import Iterator
 
 import httpx
 import pytest
-import uvicorn
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
@@ -26,7 +23,6 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from bandit.api import create_app
 from bandit.client import Client
-from bandit.runtime import free_port
 from bandit.settings import (
     ApiKey,
     ApiSettings,
@@ -35,6 +31,7 @@ from bandit.settings import (
     RedisSettings,
     Settings,
 )
+from tests.bandit.serving import served
 
 APP_KEY = "app-key-privacy-page-01234"
 ACTIONS = [
@@ -53,21 +50,8 @@ def api_url(broker: str, redis_url: str) -> Iterator[str]:
         privacy=PrivacySettings(pseudonym_key="pseudonym-key-privacy-page-0"),
         policies={"default": "vw-squarecb"},
     )
-    port = free_port()
-    config = uvicorn.Config(
-        create_app(settings), host="127.0.0.1", port=port, log_level="warning", lifespan="on"
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name="privacy-page-api", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert thread.is_alive()
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(15)
+    with served(create_app(settings), "privacy-page-api") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
