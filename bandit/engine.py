@@ -282,11 +282,9 @@ class DecisionEngine:
         dropped = _NONE_DROPPED
         decided = request
         if stored and consent.personalise:
-            for namespace, features in list(stored.items()):
-                kept, lost = minimiser.stored({namespace: features})
-                stored[namespace] = kept.get(namespace, {})
-                dropped += lost
-            decided = self._with_stored_features(request, stored)
+            stored, dropped = minimiser.stored(stored)
+            if stored:
+                decided = self._with_stored_features(request, stored)
         context, actions = decided.policy_inputs(self._actions)
         context, actions, lost = minimiser.apply(
             context, actions, ids=lambda: {a.id: i for i, a in enumerate(request.actions)}
