@@ -690,7 +690,7 @@ def _explanation(outcome: RankOutcome) -> Explanation:
         actions,
         decision.chosen_index,
         explored=decision.explored,
-        personalised=outcome.consent.personalise,
+        personalised=decision.consent == "personalise",  # not when the baseline is forced
         policy_name=decision.policy,
         model_version=decision.model_version,
     )
@@ -1122,6 +1122,7 @@ async def put_settings_route(
         settings_version=version,
         exploration=body.exploration,
         exploration_floor=body.exploration_floor,
+        baseline_forced=body.baseline_forced,
     )
     return _model(body, headers={"ETag": f'"{version}"'})
 
@@ -1243,6 +1244,7 @@ async def metrics_endpoint(service: ServiceDep) -> Response:
             model_age_seconds=max(now - loaded.saved_at, 0.0),
             learned_examples=loaded.policy.n_learned,
             settings_version=loaded.settings_version,
+            baseline_forced=loaded.settings.baseline_forced,
         )
         for loaded in (engine.loaded(name) for name in engine.served)
         if loaded is not None

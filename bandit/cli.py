@@ -1,5 +1,8 @@
 """The ``streambandit`` command: simulate, replay logs offline, run the live demo, serve.
 
+On-call commands (``streambandit policy get|set|baseline|resume``) live in
+:mod:`bandit.policy_cli`.
+
 Bad input (an unknown policy, a rule broken by an option) ends with a one-line error
 naming the option and the rule, and exit code 2, never a traceback.
 """
@@ -26,6 +29,7 @@ from rich.table import Table
 from bandit.demo import DEFAULT_SECONDS
 from bandit.errors import StreambanditError
 from bandit.logging import configure_logging
+from bandit.policy_cli import policy_app
 from bandit.settings import get_settings
 from bandit.simulation import (
     DEFAULT_N_ACTIONS,
@@ -58,6 +62,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
+
+app.add_typer(policy_app)
 
 
 class EnvironmentName(StrEnum):

@@ -25,6 +25,12 @@ Rank
     its distribution, draws from it seeded by the event id, and returns the
     :class:`~bandit.schemas.Decision` to log: without learning consent, with no
     feature and ``learn=False``. Consent that cannot be read counts as not given.
+Kill switch
+    While a policy's live setting ``baseline_forced`` is on, every request for it is
+    served by the baseline policy (context unseen), logged with the baseline's
+    probabilities and ``consent="baseline"``, and still learned from with learning
+    consent; the served model is kept. Each process logs ``policy.baseline_forced`` when
+    it applies the switch and ``policy.resumed`` when it is released.
 Degraded mode
     Feature reads use the short ``settings.redis.socket_timeout_seconds`` and are never
     retried. When one fails, the request is answered from the request's own features
@@ -58,7 +64,7 @@ from bandit.privacy import (
     effective_consent,
     subject_token,
 )
-from bandit.schemas import ActionCache, Decision, PolicySettings, RankRequest
+from bandit.schemas import ActionCache, ConsentPath, Decision, PolicySettings, RankRequest
 from bandit.settings import Settings
 from bandit.state import FeatureKind, StateStore
 from policies import Action, Policy, decide_ranking, make_policy
@@ -128,6 +134,9 @@ class RankOutcome:
     chooser, inputs
         The policy that chose (the served one, or the baseline) and what it saw: for
         :func:`bandit.explain.explain`.
+    baseline_forced
+        Whether the baseline served because the policy's kill switch is on
+        (``PolicySettings.baseline_forced``), whatever the consent.
     """
 
     decision: Decision
@@ -137,6 +146,7 @@ class RankOutcome:
     dropped: Dropped = _NONE_DROPPED
     chooser: Policy | None = None
     inputs: tuple[Mapping[str, Mapping[str, Any]], list[Action]] | None = None
+    baseline_forced: bool = False
 
 
 class DecisionEngine:
@@ -290,10 +300,13 @@ class DecisionEngine:
             context, actions, ids=lambda: {a.id: i for i, a in enumerate(request.actions)}
         )
         dropped += lost
-        chooser = loaded.policy if consent.personalise else self._baseline
+        forced = loaded.settings.baseline_forced  # the kill switch
+        personalise = consent.personalise and not forced
+        path: ConsentPath = "personalise" if personalise else "baseline"
+        chooser = loaded.policy if personalise else self._baseline
         # the baseline sees nothing about the person, not even the request's context
         seen: tuple[Mapping[str, Mapping[str, Any]], list[Action]] = (
-            (context, actions) if consent.personalise else ({}, actions)
+            (context, actions) if personalise else ({}, actions)
         )
         choice = decide_ranking(chooser.pmf(*seen), decided.event_id)
         subject = None
@@ -306,7 +319,7 @@ class DecisionEngine:
                     "at": time.time(),
                     "policy": policy,
                     "model_version": loaded.model_version,
-                    "consent": consent.path,
+                    "consent": path,
                     "chosen_action_id": actions[choice.index].id,
                     "chosen_index": choice.index,
                     "probability": choice.probability,
@@ -323,11 +336,11 @@ class DecisionEngine:
             model_version=loaded.model_version,
             inputs=(context, actions),
             learn=consent.learn,
-            consent=consent.path,
+            consent=path,
             subject=subject,
         )
         used = sum(len(features) for features in stored.values()) if decided is not request else 0
-        return RankOutcome(decision, consent, degraded, used, dropped, chooser, seen)
+        return RankOutcome(decision, consent, degraded, used, dropped, chooser, seen, forced)
 
     async def _subject(
         self, user: str, event_id: str, loaded: LoadedPolicy, recent: bytes
@@ -474,6 +487,9 @@ class DecisionEngine:
                     loaded = swapped
             elif current_settings_version != loaded.settings_version:
                 loaded = self._apply_settings(loaded, settings, current_settings_version)
+            previous = self._loaded[name]
+            if loaded.settings.baseline_forced != previous.settings.baseline_forced:
+                _log_baseline(loaded)
             self._loaded[name] = loaded
             return loaded
 
@@ -548,12 +564,18 @@ class DecisionEngine:
                 )
             else:
                 _log.info("model.loaded", policy=name, model_version=record.version)
-                return LoadedPolicy(
+                loaded = LoadedPolicy(
                     name, policy, record.version, record.saved_at, settings, settings_version
                 )
+                if settings.baseline_forced:
+                    _log_baseline(loaded)
+                return loaded
         policy = await asyncio.to_thread(_prepared, name, None, settings)
         _log.info("model.built", policy=name, spec=settings.spec)
-        return LoadedPolicy(name, policy, 0, time.time(), settings, settings_version)
+        loaded = LoadedPolicy(name, policy, 0, time.time(), settings, settings_version)
+        if settings.baseline_forced:
+            _log_baseline(loaded)
+        return loaded
 
     async def poll_once(self) -> None:
         """Refresh every served policy once; Redis failures mark the engine degraded."""
@@ -583,6 +605,24 @@ class DecisionEngine:
             )
             self.degraded = True
             self.degraded_since = time.time()
+
+
+def _log_baseline(loaded: LoadedPolicy) -> None:
+    """Say that a policy's kill switch is now on (``policy.baseline_forced``) or off."""
+    if loaded.settings.baseline_forced:
+        _log.warning(
+            "policy.baseline_forced",
+            policy=loaded.name,
+            settings_version=loaded.settings_version,
+            model_version=loaded.version,
+        )
+    else:
+        _log.info(
+            "policy.resumed",
+            policy=loaded.name,
+            settings_version=loaded.settings_version,
+            model_version=loaded.version,
+        )
 
 
 def _bare(action: Action) -> Action:

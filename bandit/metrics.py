@@ -34,6 +34,8 @@ Set at scrape time (:meth:`ApiMetrics.observe_state`):
 ``streambandit_model_age_seconds``              seconds since that model was saved
 ``streambandit_model_learned_examples``         examples the served model learned
 ``streambandit_settings_version``               version of the applied settings
+``streambandit_baseline_forced``                1 while the policy's kill switch serves the
+                                                baseline (``policy baseline NAME``), else 0
 ``streambandit_exploration_share``              explored decisions / decisions (this process)
 ``streambandit_degraded``                       1 while Redis is unavailable, else 0
 ``streambandit_consent_share``                  share of decisions naming a person made
@@ -76,6 +78,7 @@ class PolicyState:
     model_age_seconds: float
     learned_examples: int
     settings_version: int
+    baseline_forced: bool = False
 
 
 class _StreamCounters(Collector):
@@ -228,6 +231,12 @@ class ApiMetrics:
             ["policy"],
             registry=r,
         )
+        self.baseline_forced = Gauge(
+            "streambandit_baseline_forced",
+            "1 while the policy's kill switch serves the baseline policy, else 0.",
+            ["policy"],
+            registry=r,
+        )
         self.exploration_share = Gauge(
             "streambandit_exploration_share",
             "Explored decisions / decisions made by this process.",
@@ -312,6 +321,7 @@ class ApiMetrics:
             self.model_age.labels(state.name).set(state.model_age_seconds)
             self.learned_examples.labels(state.name).set(state.learned_examples)
             self.settings_version.labels(state.name).set(state.settings_version)
+            self.baseline_forced.labels(state.name).set(1 if state.baseline_forced else 0)
             decided, explored = self._decided.get(state.name, (0, 0))
             self.exploration_share.labels(state.name).set(explored / decided if decided else 0.0)
         named, personalised, learned = self._named

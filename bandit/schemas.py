@@ -960,6 +960,11 @@ class PolicySettings(_Frozen):
         The features the policy uses (:class:`bandit.minimise.FeatureSchema`); others
         are dropped or refused. None declares nothing: every feature but identifier-like
         ones reaches the policy.
+    baseline_forced
+        The kill switch: while true every request is served by the baseline policy
+        (``settings.privacy.baseline_policy``), whose probabilities are logged, and the
+        served policy keeps its model and goes on learning, for when it is released
+        (``streambandit policy baseline|resume``; docs/runbook.md).
     """
 
     spec: str = Field(min_length=1, max_length=512)
@@ -969,6 +974,7 @@ class PolicySettings(_Frozen):
     default_reward: float = Field(default=0.0, allow_inf_nan=False)
     reward_aggregation: Aggregation = "earliest"
     feature_schema: FeatureSchema | None = None
+    baseline_forced: bool = Field(default=False, strict=True)
 
 
 class BehaviourKind(StrEnum):

@@ -12,6 +12,7 @@ import pytest
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from structlog.testing import capture_logs
 
 from bandit.engine import DecisionEngine, UnknownServedPolicyError
 from bandit.errors import ConfigurationError
@@ -261,3 +262,43 @@ def test_unreachable_redis_builds_from_spec_and_answers_degraded() -> None:
 
 def _probability(entry: object) -> float:
     return float(getattr(entry, "probability", 0.0))
+
+
+def test_the_kill_switch_serves_the_baseline_and_logs_it(redis_url: str) -> None:
+    """`baseline_forced` from Redis: baseline served and logged as such, model kept, logged."""
+    settings = _settings(redis_url)
+
+    async def body() -> None:
+        async with _engine(settings) as engine:
+            await engine.store.save_model("main", _trained("b"), 5, {})
+            await engine.refresh("main")
+            forced = PolicySettings(spec="vw-epsilon", baseline_forced=True)
+            await engine.store.set_policy_settings("main", forced)
+            with capture_logs() as logs:
+                loaded = await engine.refresh("main")
+            assert [e["event"] for e in logs] == ["settings.applied", "policy.baseline_forced"]
+            assert logs[1]["policy"] == "main"
+            assert logs[1]["model_version"] == 5
+            assert (loaded.version, loaded.policy.n_learned) == (5, 60)
+            outcome = await engine.rank(_request("evt-forced"), "main")
+            assert outcome.baseline_forced
+            assert outcome.consent.personalise  # the person's consent is unchanged
+            assert outcome.decision.consent == "baseline"
+            assert [r.probability for r in outcome.decision.ranking] == pytest.approx([1 / 3] * 3)
+            assert outcome.decision.context == USER  # kept, so the model goes on learning
+            assert outcome.inputs is not None
+            assert outcome.inputs[0] == {}  # the baseline saw no context
+        async with _engine(settings) as restarted:  # persisted: a new process starts forced
+            outcome = await restarted.rank(_request("evt-restarted"), "main")
+            assert outcome.decision.consent == "baseline"
+            await restarted.store.set_policy_settings("main", PolicySettings(spec="vw-epsilon"))
+            with capture_logs() as logs:
+                await restarted.refresh("main")
+            assert [e["event"] for e in logs] == ["settings.applied", "policy.resumed"]
+            outcome = await restarted.rank(_request("evt-resumed"), "main")
+            assert not outcome.baseline_forced
+            assert outcome.decision.consent == "personalise"
+            top = max(outcome.decision.ranking, key=_probability)
+            assert (top.id, top.probability) == ("b", pytest.approx(1 - 0.05 * 2 / 3))
+
+    _run(body)
