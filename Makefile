@@ -4,6 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 BROWSER := $(VENV)/.browser
+PROMTOOL := $(VENV)/.promtool
 
 .PHONY: demo test lint typecheck unit bench clean
 
@@ -21,6 +22,15 @@ $(BROWSER):
 	    --no-install-recommends chromium chromium-driver >/dev/null; }
 	@mkdir -p $(VENV) && touch $(BROWSER)
 
+# tests/test_deploy.py checks deploy/alerts.yml with promtool, from Debian's prometheus
+# package: installed here when missing (on a host without systemd, as CI, its server
+# does not start).
+$(PROMTOOL):
+	@command -v promtool >/dev/null || { \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    --no-install-recommends prometheus >/dev/null; }
+	@mkdir -p $(VENV) && touch $(PROMTOOL)
+
 demo: $(STAMP)
 	$(BIN)/streambandit demo
 
@@ -31,7 +41,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-unit: $(STAMP) $(BROWSER)
+unit: $(STAMP) $(BROWSER) $(PROMTOOL)
 	$(BIN)/pytest
 
 test: lint typecheck unit

@@ -133,6 +133,7 @@ def set_command(  # noqa: PLR0917 - typer maps each option to a parameter
     if not changes and not parameters:
         msg = "give at least one of --exploration, --floor, --reward-wait, --default-reward"
         raise typer.BadParameter(msg)
+    _changed(PolicySettings(spec="-"), changes)  # a bad value fails before anything is sent
     with _client(url, key) as client:
         with _api_errors("policy set"):
             current = client.get_settings(name)
