@@ -128,7 +128,7 @@ def test_the_dashboard_is_valid_json_whose_queries_name_registered_metrics() -> 
 
 
 def test_compose_loads_the_rules_and_provisions_grafana() -> None:
-    """Prometheus loads the mounted alerts.yml; Grafana mounts its provisioning, is health-checked."""
+    """Prometheus loads the mounted alerts.yml; Grafana is provisioned and health-checked."""
     compose = _load(ROOT / "docker-compose.yml")
     prometheus_config = _load(DEPLOY / "prometheus.yml")
     services = compose["services"]
