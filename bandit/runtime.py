@@ -202,6 +202,9 @@ class LocalServices:
     redis_aof
         Run Redis with append-only persistence (``appendfsync always``).
 
+    The Redis started here is bounded by ``settings.redis.max_memory_mb`` with the
+    ``noeviction`` policy: when full it refuses writes rather than drop state.
+
     Examples
     --------
     With a running API::
@@ -254,6 +257,9 @@ class LocalServices:
             "--save", "",
             "--daemonize", "no",
         ]  # fmt: skip
+        if self.settings.redis.max_memory_mb:  # bounded, and never evicting state
+            args += ["--maxmemory", f"{self.settings.redis.max_memory_mb}mb"]
+            args += ["--maxmemory-policy", "noeviction"]
         if self.redis_aof:
             args += ["--appendonly", "yes", "--appendfsync", "always"]
         else:

@@ -93,6 +93,26 @@ class RedisSettings(BaseModel):
     key_prefix: str = Field(default="sb", pattern=r"^[A-Za-z0-9._-]+$")
     socket_timeout_seconds: float = Field(default=0.05, gt=0.0)
     feature_ttl_seconds: int = Field(default=1800, ge=1)
+    dedup_window_seconds: int = Field(
+        default=3600,
+        ge=60,
+        le=7 * 24 * 3600,
+        description=(
+            "How long event ids are remembered to drop a duplicate decision or training "
+            "example (done markers of the join, at least twice a policy's reward wait; "
+            "ids learned; ids logged). Redis holds about 400 bytes per decision for this "
+            "long (docs/redis-memory.md)."
+        ),
+    )
+    max_memory_mb: int = Field(
+        default=1024,
+        ge=0,
+        description=(
+            "maxmemory of the embedded redis-server (`streambandit up`, tests), with the "
+            "noeviction policy: a full Redis refuses writes (the API degrades, learning "
+            "stalls) rather than evicting state; 0: no limit (docs/redis-memory.md)."
+        ),
+    )
 
 
 class ApiKey(BaseModel):

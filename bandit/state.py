@@ -7,7 +7,8 @@ State lives in Redis, flows live in Kafka. Keys, all under the configured prefix
     sb:policy:{name}:settings:v    integer, bumped on every change
     sb:model:{name}                hash: snapshot, version, offsets (JSON), saved_at
     sb:learned:{name}              sorted set: event ids learned -> when (dedup window)
-    sb:logged:{name}               sorted set: event ids in a decision log -> when (a day)
+    sb:logged:{name}               sorted set: event ids in a decision log -> when (dedup
+                                   window)
     sb:features:{kind}:{id}        hash of features with a TTL (session, device)
     sb:counters:{name}             hash of counters (decisions, rewards_late, ...)
 
@@ -29,6 +30,7 @@ from redis.exceptions import WatchError
 
 from bandit.privacy import CONSENT_SECRET_FIELD, ConsentRecord
 from bandit.schemas import PolicySettings
+from bandit.settings import RedisSettings
 
 __all__ = [  # noqa: RUF022 - plain sorted(), which tests/test_public_api.py checks
     "FeatureKind",
@@ -40,8 +42,9 @@ __all__ = [  # noqa: RUF022 - plain sorted(), which tests/test_public_api.py che
 
 FeatureKind = Literal["session", "device"]
 
-_LEARNED_WINDOW_SECONDS = 7 * 24 * 3600
-_LOGGED_WINDOW_SECONDS = 24 * 3600
+# how long ids learned and logged are remembered by default (docs/redis-memory.md)
+_LEARNED_WINDOW_SECONDS: int = RedisSettings.model_fields["dedup_window_seconds"].default
+_LOGGED_WINDOW_SECONDS = _LEARNED_WINDOW_SECONDS
 
 # Sets of event ids (a learner batch holds a thousand) travel as one JSON argument of
 # these scripts: packing a thousand arguments costs the client a millisecond or two.
@@ -72,7 +75,7 @@ return #ids
 RECENT_DECISIONS = 10
 """How many of a person's last decisions their privacy page shows."""
 RECENT_SECONDS = 7 * 24 * 3600
-"""How long those are kept after the newest (and a person's decisions remembered)."""
+"""How long those are kept after the newest."""
 ERASED_SECONDS = 300
 """How long after an erasure a late rank may not note a decision for the person."""
 
@@ -110,11 +113,21 @@ class StateStore:
         A ``redis.asyncio.Redis`` client (bytes responses).
     prefix
         Key prefix, from ``settings.redis.key_prefix``.
+    dedup_window_seconds
+        How long event ids learned and logged are remembered, from
+        ``settings.redis.dedup_window_seconds``.
     """
 
-    def __init__(self, redis: Redis, prefix: str = "sb") -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        prefix: str = "sb",
+        *,
+        dedup_window_seconds: float = _LEARNED_WINDOW_SECONDS,
+    ) -> None:
         self.redis = redis
         self.prefix = prefix
+        self.dedup_window_seconds = dedup_window_seconds
         self._has = redis.register_script(_HAS)
         self._add = redis.register_script(_ADD)
         self._note_decision = redis.register_script(_NOTE_DECISION)
@@ -214,7 +227,7 @@ class StateStore:
                 },
             )
             if learned_ids:
-                forget = repr(now - _LEARNED_WINDOW_SECONDS)
+                forget = repr(now - self.dedup_window_seconds)
                 ids = json.dumps(list(learned_ids))
                 keys = [self.key("learned", policy)]
                 await self._add(keys=keys, args=[repr(now), ids, forget], client=pipe)
@@ -252,15 +265,15 @@ class StateStore:
     # -- decision logs -----------------------------------------------------------------
 
     async def logged(self, policy: str, event_ids: Sequence[str]) -> list[bool]:
-        """Say, for each event id, whether a decision log already holds it (past day)."""
+        """Say, for each event id, whether a decision log already holds it (dedup window)."""
         return await self._contains(self.key("logged", policy), event_ids)
 
     async def mark_logged(self, policy: str, event_ids: Sequence[str]) -> None:
-        """Record that a decision log now holds `event_ids`; forget those older than a day."""
+        """Record that a decision log now holds `event_ids`; forget those past the window."""
         if not event_ids:
             return
         now = time.time()
-        forget = repr(now - _LOGGED_WINDOW_SECONDS)
+        forget = repr(now - self.dedup_window_seconds)
         keys = [self.key("logged", policy)]
         await self._add(keys=keys, args=[repr(now), json.dumps(list(event_ids)), forget])
 
@@ -305,11 +318,13 @@ class StateStore:
     ) -> bytes | None:
         """Remember a person's decision (for erasure); return their secret.
 
-        `recent`, the decision as the privacy page shows it, joins their last
-        ``RECENT_DECISIONS``. The secret is made now if they have none. One script: when
-        the person was erased in the last ``ERASED_SECONDS`` (a rank that read their
-        consent before the erasure), nothing is written and None is returned, so the
-        decision is kept linked to nobody.
+        The set of their decisions' ids (what an erasure removes from the join) lives
+        `ttl` after the newest: the engine passes the time the join may still hold a
+        decision. `recent`, the decision as the privacy page shows it, joins their last
+        ``RECENT_DECISIONS``, kept ``RECENT_SECONDS``. The secret is made now if they
+        have none. One script: when the person was erased in the last
+        ``ERASED_SECONDS`` (a rank that read their consent before the erasure), nothing
+        is written and None is returned, so the decision is kept linked to nobody.
         """
         found = await self._note_decision(
             keys=[
@@ -321,7 +336,7 @@ class StateStore:
             args=[
                 secrets.token_bytes(32),
                 event_id,
-                max(ttl, RECENT_SECONDS),
+                ttl,  # the ids of their decisions the join may still hold
                 recent or b"",
                 RECENT_DECISIONS - 1,
                 RECENT_SECONDS,

@@ -231,6 +231,7 @@ class AppServices:
             settings = self.app.settings
             self._join = JoinStore(
                 self.store,
+                done_ttl_seconds=settings.redis.dedup_window_seconds,
                 limits=settings.limits,
                 rewards_partitions=settings.kafka.partitions,
                 watermark_slack_seconds=settings.watermark_slack_seconds,

@@ -179,7 +179,11 @@ class StreamBanditApp(faust.App):
         """Return the Redis state store, creating its client on first use."""
         if self._state is None:
             client = Redis.from_url(self.settings.redis.url)
-            self._state = StateStore(client, prefix=self.settings.redis.key_prefix)
+            self._state = StateStore(
+                client,
+                prefix=self.settings.redis.key_prefix,
+                dedup_window_seconds=self.settings.redis.dedup_window_seconds,
+            )
         return self._state
 
     async def on_stop(self) -> None:

@@ -154,7 +154,7 @@ from typing import Any, ClassVar, Final, Literal, TypeAlias
 import pydantic
 
 from bandit.schemas import Activation, Decision, PolicySettings, RewardReported, TrainingExample
-from bandit.settings import Limits
+from bandit.settings import Limits, RedisSettings
 from bandit.state import StateStore
 
 __all__ = [
@@ -181,6 +181,7 @@ _RECORD_OUTCOMES: Final[dict[str, RecordOutcome]] = {
     "duplicate": "duplicate",
     "late": "late",
 }
+_DEDUP_WINDOW_SECONDS: float = RedisSettings.model_fields["dedup_window_seconds"].default
 _MICROSECOND = timedelta(microseconds=1)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _DETAIL_CHARS = 500
@@ -487,8 +488,9 @@ class JoinStore:
     orphan_ttl_seconds
         How long a reward or activation waits for its decision.
     done_ttl_seconds
-        Least time a done marker recognises late rewards and duplicate decisions; it
-        is at least twice the policy's reward wait.
+        Least time a done marker recognises late rewards and duplicate decisions
+        (``settings.redis.dedup_window_seconds``); it is at least twice the policy's
+        reward wait.
     limits
         The limits decisions were validated with (``settings.limits``); stored
         decisions are read back with them.
@@ -516,7 +518,7 @@ class JoinStore:
         state: StateStore,
         *,
         orphan_ttl_seconds: float = 3600.0,
-        done_ttl_seconds: float = 86_400.0,
+        done_ttl_seconds: float = _DEDUP_WINDOW_SECONDS,
         limits: Limits | None = None,
         rewards_partitions: int | None = None,
         watermark_slack_seconds: float = 0.1,
