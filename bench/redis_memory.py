@@ -88,7 +88,8 @@ async def measure(redis_url: str, decisions: int, named: float, persons: int) ->
     """Run the decisions through the service's paths; return what Redis held, by family."""
     prefix = f"m{uuid.uuid4().hex[:6]}"
     settings = Settings(
-        redis=RedisSettings(url=redis_url, key_prefix=prefix),
+        # a generous timeout: a slow answer on a loaded machine must not degrade the engine
+        redis=RedisSettings(url=redis_url, key_prefix=prefix, socket_timeout_seconds=10.0),
         privacy=PrivacySettings(consent_default="granted"),
         policies={POLICY: "vw-epsilon"},
     )
@@ -115,6 +116,9 @@ async def measure(redis_url: str, decisions: int, named: float, persons: int) ->
             reward = RewardReported(event_id=event_id, reward=1.0)
             await join.add_reward(reward)
         ids.append(event_id)
+    if engine.degraded:
+        msg = "the engine lost Redis during the run: the figures would be wrong"
+        raise RuntimeError(msg)
     pending = await _used(redis)
     later = (datetime.now(UTC) + timedelta(seconds=2 * WAIT)).timestamp()
     while claimed := await join.claim_due(now=later, limit=1000):
@@ -164,6 +168,16 @@ def report(found: dict[str, Any], decisions: int) -> None:
         print(f"{name:<26} {count:>7,} {share:>11.1f} {shown:>12}")
         if kept is not None and name.startswith(("join done", "learned", "logged", "person: d")):
             per_decision.append((name, share, kept))
+    people = found["families"]["person: consent, secret"][1]
+    if people:
+        person = sum(
+            found["families"][name][0]
+            for name in ("person: consent, secret", "person: last decisions")
+        )
+        print(
+            f"per person ({people:,} named, {decisions * found['named'] / people:.0f} "
+            f"decisions each): {person / people:,.0f} B (consent, secret, last decisions)"
+        )
     print()
     held = sum(share * kept for _, share, kept in per_decision)  # byte-seconds per decision
     print("steady state (every window full), per-decision state only:")

@@ -20,10 +20,10 @@ last ``dedup_window`` ids, reloaded from the newest files when a writer starts, 
 batch redelivered after a restart is skipped too. What *another* worker logged is not
 in these files: the agent looks ids up in Redis before writing and records them after
 (:func:`streams.agents.log_batch`). A decision can still appear twice if its copy
-arrives more than ``dedup_window`` decisions later and a day after it was recorded, if
-a batch failed part way (a full disk) and was redelivered, or if its worker was killed
-between flushing the batch and recording it: readers keep the first line per
-``EventId``.
+arrives more than ``dedup_window`` decisions later and ``redis.dedup_window_seconds``
+after it was recorded, if a batch failed part way (a full disk) and was redelivered, or
+if its worker was killed between flushing the batch and recording it: readers keep the
+first line per ``EventId``.
 
 :meth:`DecisionLogWriter.write` is synchronous file I/O; from an agent, call it off the
 event loop (``await asyncio.to_thread(writer.write, examples)``), one batch at a time.

@@ -170,3 +170,12 @@ def test_promtool_accepts_the_rules_and_their_unit_tests_pass(args: tuple[str, .
         [_promtool(), *args], cwd=DEPLOY, capture_output=True, text=True, timeout=120, check=False
     )
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_compose_bounds_redis_without_eviction() -> None:
+    """Compose's Redis has a maxmemory and the noeviction policy (docs/redis-memory.md)."""
+    command = _load(ROOT / "docker-compose.yml")["services"]["redis"]["command"]
+    options = dict(zip(command[1::2], command[2::2], strict=True))
+    assert options["--maxmemory-policy"] == "noeviction"
+    assert options["--maxmemory"]
+    assert options["--appendonly"] == "yes"
