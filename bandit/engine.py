@@ -502,7 +502,9 @@ class DecisionEngine:
             _log.error(
                 "settings.rejected", policy=loaded.name, settings_version=version, reason=str(exc)
             )
-            return dataclasses.replace(loaded, settings_version=version)
+            # the kill switch applies even when the exploration settings beside it cannot
+            kept = loaded.settings.model_copy(update={"baseline_forced": settings.baseline_forced})
+            return dataclasses.replace(loaded, settings=kept, settings_version=version)
         _log.info(
             "settings.applied",
             policy=loaded.name,

@@ -302,3 +302,23 @@ def test_the_kill_switch_serves_the_baseline_and_logs_it(redis_url: str) -> None
             assert (top.id, top.probability) == ("b", pytest.approx(1 - 0.05 * 2 / 3))
 
     _run(body)
+
+
+def test_the_kill_switch_applies_even_beside_settings_that_cannot(redis_url: str) -> None:
+    """Stored settings the policy refuses still carry the kill switch: the baseline serves."""
+    settings = _settings(redis_url)
+
+    async def body() -> None:
+        async with _engine(settings) as engine:
+            broken = PolicySettings(
+                spec="vw-epsilon", exploration={"gamma_scale": 3.0}, baseline_forced=True
+            )
+            await engine.store.set_policy_settings("main", broken)  # bypassing the API's check
+            with capture_logs() as logs:
+                loaded = await engine.refresh("main")
+            assert [e["event"] for e in logs] == ["settings.rejected", "policy.baseline_forced"]
+            assert loaded.settings.exploration == {}  # the refused part is not applied
+            outcome = await engine.rank(_request("evt-broken"), "main")
+            assert outcome.decision.consent == "baseline"
+
+    _run(body)
