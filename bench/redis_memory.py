@@ -15,8 +15,10 @@ gives the figures before a change.
     python bench/redis_memory.py [--decisions 20000] [--named 0.5] [--persons 1000]
 
 Prints bytes per decision pending and done, by family, bytes per person, and memory at
-steady state for 10, 75 and 1,000 decisions/s (docs/redis-memory.md). For the figures
-of another tree, copy this file out of ``bench/`` and run it with that tree first on
+steady state for 10, 75 and 1,000 decisions/s (docs/redis-memory.md), with the windows
+of this tree and with those before issue 10 bounded them (a day for done markers and
+logged ids, a week for learned ids and a person's decision ids). For the figures of
+another tree, copy this file out of ``bench/`` and run it with that tree first on
 ``PYTHONPATH``.
 """
 
@@ -48,6 +50,12 @@ WAIT = 10.0
 RATES = (10, 75, 1000)
 _DAY = 86_400.0
 _FIXED_BEFORE = {"learned": 7 * _DAY, "logged": _DAY}  # the windows before they were set
+_BEFORE = {  # how long each family was kept before issue 10 bounded them
+    "join done markers": _DAY,
+    "learned ids": 7 * _DAY,
+    "logged ids": _DAY,
+    "person: decision ids": 7 * _DAY,
+}
 
 
 def _request(event_id: str, rng: random.Random) -> RankRequest:
@@ -179,14 +187,16 @@ def report(found: dict[str, Any], decisions: int) -> None:
             f"decisions each): {person / people:,.0f} B (consent, secret, last decisions)"
         )
     print()
-    held = sum(share * kept for _, share, kept in per_decision)  # byte-seconds per decision
-    print("steady state (every window full), per-decision state only:")
-    for rate in RATES:
-        day = sum(share * min(kept, _DAY) for _, share, kept in per_decision) * rate
-        print(
-            f"  {rate:>5} decisions/s: {held * rate / 2**20:10,.0f} MiB held; "
-            f"{day / 2**20:10,.0f} MiB after the first day"
-        )
+    before = [(name, share, _BEFORE[name]) for name, share, _ in per_decision]
+    for label, families in (("this tree", per_decision), ("the windows before", before)):
+        print(f"steady state (every window full), per-decision state only, {label}:")
+        held = sum(share * kept for _, share, kept in families)  # byte-seconds per decision
+        for rate in RATES:
+            day = sum(share * min(kept, _DAY) for _, share, kept in families) * rate
+            print(
+                f"  {rate:>5} decisions/s: {held * rate / 2**20:10,.0f} MiB held; "
+                f"{day / 2**20:10,.0f} MiB after the first day"
+            )
 
 
 def main() -> None:
