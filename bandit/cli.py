@@ -236,6 +236,7 @@ def api_command() -> None:
     import uvicorn
 
     from bandit.api import create_app
+    from bandit.shedding import uvicorn_options
 
     settings = get_settings()
     configure_logging(settings.log_format)
@@ -243,8 +244,7 @@ def api_command() -> None:
         create_app(settings, tune=True),
         host=settings.api.host,
         port=settings.api.port,
-        log_level="warning",
-        access_log=False,
+        **uvicorn_options(settings.api),
     )
 
 

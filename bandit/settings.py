@@ -123,6 +123,59 @@ class ApiSettings(BaseModel):
             "decision is in the decision log."
         ),
     )
+    max_in_flight: int = Field(
+        default=64,
+        ge=1,
+        le=100_000,
+        description=(
+            "Requests worked on at once (not counting health, readiness and metrics); more "
+            "are refused at once with 503 and Retry-After, before their body is read "
+            "(bandit/shedding.py, docs/operations.md)."
+        ),
+    )
+    max_body_bytes: int = Field(
+        default=1024 * 1024,
+        ge=1024,
+        le=64 * 1024 * 1024,
+        description=(
+            "Largest request body: refused with 413 by its Content-Length before it is "
+            "read, or as soon as a chunked body passes it."
+        ),
+    )
+    body_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0.0,
+        le=600.0,
+        description=(
+            "Time from a request's start by which its body must be complete; a slower "
+            "body is refused with 408 and its connection closed."
+        ),
+    )
+    header_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0.0,
+        le=600.0,
+        description=(
+            "Time from a connection's first byte (or a request's) by which the request's "
+            "headers must be complete; a slower connection is closed."
+        ),
+    )
+    keep_alive_seconds: float = Field(
+        default=5.0,
+        gt=0.0,
+        le=600.0,
+        description="How long an idle keep-alive connection is kept open.",
+    )
+    log_lines_per_second: int = Field(
+        default=10,
+        ge=1,
+        le=100_000,
+        description=(
+            "Log lines written per second for each kind of refused or failed request (its "
+            "event and status); the rest are counted, and the next line of that kind says "
+            "how many (`suppressed`)."
+        ),
+    )
 
 
 class LearnerSettings(BaseModel):
