@@ -134,7 +134,7 @@ from bandit.schemas import (
     RewardReported,
 )
 from bandit.settings import ApiKey, Limits, Settings, get_settings
-from bandit.shedding import Shedding
+from bandit.shedding import SHED_SCOPE_KEY, Shedding
 from bandit.state import StateStore
 from policies import Action
 
@@ -1390,6 +1390,8 @@ class _RequestLog:
         route = getattr(scope.get("route"), "path", None)
         if route is None:  # FastAPI serves its documentation routes outside the router
             route = scope["path"] if scope.get("path") in _DOCS_PATHS else "unmatched"
+            if scope.get(SHED_SCOPE_KEY):  # refused before routing (bandit.shedding)
+                route = "shed"
         method = str(scope.get("method", ""))
         children = self._children.get((route, method, status))
         if children is None:  # (routes, methods and statuses are few: kept for good)

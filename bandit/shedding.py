@@ -37,10 +37,12 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from bandit.settings import ApiSettings
 
-__all__ = ["RETRY_AFTER_SECONDS", "Shedding", "is_json", "uvicorn_options"]
+__all__ = ["RETRY_AFTER_SECONDS", "SHED_SCOPE_KEY", "Shedding", "is_json", "uvicorn_options"]
 
 RETRY_AFTER_SECONDS = 1
 """What a shed request's ``Retry-After`` asks the client to wait."""
+SHED_SCOPE_KEY = "streambandit.shed"
+"""Set in the scope of a request refused before it reached its route."""
 _CLOSE = {"Connection": "close"}
 
 OnRefused = Callable[[Request, Exception], Awaitable[Response]]
@@ -112,6 +114,7 @@ class Shedding:
     async def _refuse(
         self, scope: Scope, receive: Receive, send: Send, error: HTTPException
     ) -> None:
+        scope[SHED_SCOPE_KEY] = True
         response = await self.on_refused(Request(scope, receive), error)
         await response(scope, receive, send)
 
