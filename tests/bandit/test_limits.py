@@ -415,6 +415,43 @@ def test_refused_request_lines_are_rate_limited(
     assert refused[-1]["suppressed"] > 0
 
 
+# -- pages served ----------------------------------------------------------------------------
+
+_URL = re.compile(r"https?://|[\"'(=]\s*//")
+"""An absolute or protocol-relative URL: what would load from elsewhere."""
+
+
+def test_docs_are_served_from_this_origin_only(server: Server) -> None:
+    """/docs names no other origin; its scripts and styles are served here, under a CSP."""
+    page = httpx.get(f"{server.url}/docs")
+    assert page.status_code == 200
+    assert page.headers["content-type"].startswith("text/html")
+    policy = page.headers["content-security-policy"]
+    assert "default-src 'none'" in policy
+    assert "script-src 'self';" in policy
+    assert not _URL.search(page.text)
+    references = re.findall(r'(?:src|href)="([^"]+)"', page.text)
+    assert len(references) == 4
+    for reference in references:
+        asset = httpx.get(f"{server.url}{reference}")
+        assert asset.status_code == 200, reference
+        assert asset.headers["content-type"].split("/")[0] in {"text", "image"}
+    init = httpx.get(f"{server.url}/docs/assets/init.js").text
+    assert "validatorUrl: null" in init
+    assert '"/openapi.json"' in init
+    assert not _URL.search(init)
+    for missing in ("/docs/assets/index.html", "/docs/assets/swagger-initializer.js", "/redoc"):
+        assert httpx.get(f"{server.url}{missing}").status_code == 404, missing
+    assert httpx.get(f"{server.url}/openapi.json").status_code == 200
+
+
+def test_the_privacy_page_names_no_other_origin(server: Server) -> None:
+    """The other page the service serves loads nothing from elsewhere either."""
+    page = httpx.get(f"{server.url}/privacy")
+    assert page.status_code == 200
+    assert not _URL.search(page.text)
+
+
 # -- settings and doctests -----------------------------------------------------------------
 
 
