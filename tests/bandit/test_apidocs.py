@@ -41,9 +41,7 @@ def test_swagger_ui_renders_with_every_resource_from_this_origin(api_url: str) -
         assert browser.find_elements(By.CSS_SELECTOR, ".opblock-summary-path")  # the routes
         loaded = _resources(browser)
         assert any(url.endswith("/openapi.json") for url in loaded)
-        assert all(url.startswith(f"{api_url}/") or url.startswith("data:") for url in loaded), (
-            loaded
-        )
+        assert all(url.startswith((f"{api_url}/", "data:")) for url in loaded), loaded
         refused = [e["message"] for e in browser.get_log("browser") if e["level"] == "SEVERE"]
         assert refused == []  # nothing refused by the CSP, no script error
 
