@@ -1558,6 +1558,7 @@ def create_app(
         Shedding,
         on_refused=_on_http_error,
         max_in_flight=api.max_in_flight,
+        max_queue_seconds=api.max_queue_seconds,
         max_body_bytes=api.max_body_bytes,
         body_timeout_seconds=api.body_timeout_seconds,
         exempt=_OPS_PATHS,

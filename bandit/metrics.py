@@ -122,7 +122,7 @@ class ApiMetrics:
         self.requests_shed = Counter(
             "streambandit_requests_shed",
             "Requests refused before their body was parsed (bandit/shedding.py), by reason: "
-            "in_flight, too_large, slow_body, media_type.",
+            "in_flight, queued, too_large, slow_body, media_type.",
             ["reason"],
             registry=r,
         )

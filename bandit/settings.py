@@ -128,9 +128,20 @@ class ApiSettings(BaseModel):
         ge=1,
         le=100_000,
         description=(
-            "Requests worked on at once (not counting health, readiness and metrics); more "
-            "are refused at once with 503 and Retry-After, before their body is read "
-            "(bandit/shedding.py, docs/operations.md)."
+            "Requests in flight at once (received and not answered, those waiting to "
+            "start included; not health, readiness and metrics, nor requests waiting for "
+            "their body's bytes); more are refused at once with 503 and Retry-After, "
+            "before their body is read (bandit/shedding.py, docs/load-shedding.md)."
+        ),
+    )
+    max_queue_seconds: float = Field(
+        default=0.5,
+        gt=0.0,
+        le=60.0,
+        description=(
+            "Longest a request may wait, from its headers' arrival until the API starts "
+            "it; a request that waited longer is refused at once with 503 and Retry-After "
+            "(under overload: bounds the latency of the requests served)."
         ),
     )
     max_body_bytes: int = Field(

@@ -6,15 +6,26 @@ reaches its route (and before a byte of its body is read) it refuses:
 - a body declared larger than ``settings.api.max_body_bytes`` (``Content-Length``): 413,
   and the connection is closed, so the rest of the body is never read;
 - a body whose ``Content-Type`` is not JSON (``application/json`` or ``*/*+json``): 415;
-- a request beyond ``settings.api.max_in_flight`` requests being worked on: 503 with
-  ``Retry-After``. Health, readiness and metrics are never refused this way.
+- a request that arrived with ``settings.api.max_in_flight`` requests or more already in
+  flight, or one that waited longer than ``settings.api.max_queue_seconds`` from its
+  arrival (its headers read) to its start: 503 with ``Retry-After``, without doing its
+  work. Health, readiness and metrics are never refused this way.
+
+In flight means received and not yet answered, the requests waiting to start included:
+on one event loop most of a rank runs without yielding, so under overload requests wait
+*before* they start (in the loop's queue of ready tasks), where a count of started
+requests would not see them. The HTTP protocol that :func:`uvicorn_options` gives
+uvicorn (``streambandit api``) stamps each request with its arrival time and the number
+of requests the server then held; served otherwise, only the requests started count and
+the wait is not bounded. The wait bound is the backstop for requests that cost more
+than most (the count bounds how many wait, not how long).
 
 While the route reads the body, the middleware counts its bytes (a chunked body declares
 no length): past ``max_body_bytes``, 413 and the connection closed. A body not complete
 within ``settings.api.body_timeout_seconds`` of the request's start: 408 and the
-connection closed. A request waiting for its body's bytes does not hold a place among the
+connection closed. A request waiting for its body's bytes is not counted among the
 requests in flight (it costs no CPU), so slow clients cannot fill them; the body read
-time bound is what cuts them off. docs/operations.md describes every bound.
+time bound is what cuts them off. docs/load-shedding.md describes every bound.
 
 The refusals are Starlette ``HTTPException`` s, answered by the app's own handler for
 them (the API's error format); what is refused is counted in
@@ -37,10 +48,20 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from bandit.settings import ApiSettings
 
-__all__ = ["RETRY_AFTER_SECONDS", "SHED_SCOPE_KEY", "Shedding", "is_json", "uvicorn_options"]
+__all__ = [
+    "ARRIVED_SCOPE_KEY",
+    "RETRY_AFTER_SECONDS",
+    "SHED_SCOPE_KEY",
+    "Shedding",
+    "is_json",
+    "uvicorn_options",
+]
 
 RETRY_AFTER_SECONDS = 1
 """What a shed request's ``Retry-After`` asks the client to wait."""
+ARRIVED_SCOPE_KEY = "streambandit.arrived"
+"""In the scope: the event loop's time when the request's headers were read, and the
+number of requests the server then held (this one included)."""
 SHED_SCOPE_KEY = "streambandit.shed"
 """Set in the scope of a request refused before it reached its route."""
 _CLOSE = {"Connection": "close"}
@@ -74,7 +95,9 @@ class Shedding:
         Makes the answer to a refusal (a Starlette ``HTTPException``) from the request:
         the app's own handler for those, so refusals look like the app's other errors.
     max_in_flight
-        Requests being worked on at once; more are refused (503, ``Retry-After``).
+        Requests in flight at once; more are refused (503, ``Retry-After``).
+    max_queue_seconds
+        Longest wait from a request's arrival to its start; a later start is refused (503).
     max_body_bytes
         Largest request body (413 beyond it, declared or counted).
     body_timeout_seconds
@@ -83,7 +106,7 @@ class Shedding:
         Paths never refused for being beyond `max_in_flight` (health, readiness, metrics).
     shed
         Counts refusals, labelled by reason: ``in_flight``, ``too_large``,
-        ``slow_body``, ``media_type``.
+        ``queued``, ``slow_body``, ``media_type``.
     """
 
     def __init__(
@@ -92,6 +115,7 @@ class Shedding:
         *,
         on_refused: OnRefused,
         max_in_flight: int,
+        max_queue_seconds: float,
         max_body_bytes: int,
         body_timeout_seconds: float,
         exempt: Collection[str] = (),
@@ -100,11 +124,14 @@ class Shedding:
         self.app = app
         self.on_refused = on_refused
         self.max_in_flight = max_in_flight
+        self.max_queue_seconds = max_queue_seconds
         self.max_body_bytes = max_body_bytes
         self.body_timeout_seconds = body_timeout_seconds
         self.exempt = frozenset(exempt)
         self.in_flight = 0
-        """Requests being worked on now (not those waiting for their body's bytes)."""
+        """Requests started and not finished (those not exempt)."""
+        self.reading = 0
+        """Of those, the ones waiting for their body's bytes."""
         self._shed = shed
 
     def _count(self, reason: str) -> None:
@@ -129,13 +156,9 @@ class Shedding:
             return
         counted = scope["path"] not in self.exempt
         if counted:
-            if self.in_flight >= self.max_in_flight:
-                self._count("in_flight")
-                message = (
-                    f"the service is at its bound of {self.max_in_flight} requests in flight "
-                    "(settings.api.max_in_flight); retry after the Retry-After seconds"
-                )
-                error = HTTPException(503, message, {"Retry-After": str(RETRY_AFTER_SECONDS)})
+            busy = self._busy(scope)
+            if busy is not None:
+                error = HTTPException(503, busy, {"Retry-After": str(RETRY_AFTER_SECONDS)})
                 await self._refuse(scope, receive, send, error)
                 return
             self.in_flight += 1
@@ -144,6 +167,29 @@ class Shedding:
         finally:
             if counted:
                 self.in_flight -= 1
+
+    def _busy(self, scope: Scope) -> str | None:
+        """Return why the request is shed (too many in flight, waited too long), if it is."""
+        arrival: tuple[float, int] | None = scope.get(ARRIVED_SCOPE_KEY)
+        ahead = self.in_flight - self.reading
+        if arrival is not None:  # those not started yet too
+            ahead = max(ahead, arrival[1] - 1 - self.reading)
+        if ahead >= self.max_in_flight:
+            self._count("in_flight")
+            return (
+                f"the service is at its bound of {self.max_in_flight} requests in flight "
+                "(settings.api.max_in_flight); retry after the Retry-After seconds"
+            )
+        if arrival is not None:
+            waited = asyncio.get_running_loop().time() - arrival[0]
+            if waited > self.max_queue_seconds:
+                self._count("queued")
+                return (
+                    f"the service is overloaded: this request waited {waited:.3f} s to start, "
+                    f"more than {self.max_queue_seconds:g} s (settings.api.max_queue_seconds); "
+                    "retry after the Retry-After seconds"
+                )
+        return None
 
     def _refusal(self, scope: Scope) -> HTTPException | None:
         """Return the refusal the request's headers alone call for, if any."""
@@ -186,7 +232,7 @@ class Shedding:
             if complete:  # the body is in: what follows is waiting for a disconnect
                 return await receive()
             if counted:  # waiting for bytes costs no CPU: it does not hold a place
-                self.in_flight -= 1
+                self.reading += 1
             try:
                 async with asyncio.timeout_at(deadline):
                     message = await receive()
@@ -199,7 +245,7 @@ class Shedding:
                 raise HTTPException(408, text, _CLOSE) from None
             finally:
                 if counted:
-                    self.in_flight += 1
+                    self.reading -= 1
             if message["type"] != "http.request":
                 complete = True
                 return message
@@ -217,13 +263,15 @@ class Shedding:
         return bounded
 
 
-class _HeaderTimeoutH11(H11Protocol):
-    """uvicorn's h11 protocol, closing a connection whose request headers come too slowly.
+class _GuardedH11(H11Protocol):
+    """uvicorn's h11 protocol with a header timeout and each request's arrival time.
 
     uvicorn times out idle keep-alive connections but not a request's headers: a client
     sending them a byte at a time would hold its connection for good. From a connection's
     start, and from the first byte of each request on it, the headers must be complete
-    within `header_timeout` seconds, or the connection is closed.
+    within `header_timeout` seconds, or the connection is closed. A request whose headers
+    were just read gets the loop's time and the number of requests the server holds in
+    its scope (:data:`ARRIVED_SCOPE_KEY`), before its task starts.
     """
 
     header_timeout = 10.0
@@ -235,6 +283,9 @@ class _HeaderTimeoutH11(H11Protocol):
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
+        scope: Any = self.scope
+        if scope is not None and ARRIVED_SCOPE_KEY not in scope:
+            scope[ARRIVED_SCOPE_KEY] = (self.loop.time(), len(self.tasks))
         self._watch_headers()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -263,13 +314,12 @@ class _HeaderTimeoutH11(H11Protocol):
 def uvicorn_options(api: ApiSettings) -> dict[str, Any]:
     """Return uvicorn's options besides host and port, as ``streambandit api`` runs it.
 
-    The h11 protocol with a header timeout (``api.header_timeout_seconds``), idle
+    The h11 protocol with a header timeout (``api.header_timeout_seconds``) that stamps
+    each request's arrival (for ``api.max_queue_seconds``), idle
     keep-alive connections closed after ``api.keep_alive_seconds``, no access log (the
     API writes its own line per refused or failed request).
     """
-    protocol = type(
-        "HeaderTimeoutH11", (_HeaderTimeoutH11,), {"header_timeout": api.header_timeout_seconds}
-    )
+    protocol = type("GuardedH11", (_GuardedH11,), {"header_timeout": api.header_timeout_seconds})
     return {
         "log_level": "warning",
         "access_log": False,

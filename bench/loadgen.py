@@ -17,7 +17,8 @@ standard library at the top, so the load generator starts light.
     that many more clients each send, over and over on a new connection, ``POST path``
     with a body of ``bad_bytes`` bytes that the server refuses (a rank with too many
     actions), reading each answer or the connection's reset; their outcomes are counted
-    in ``bad``.
+    in ``bad``. With ``retry_after`` true, a connection answered 503 with ``Retry-After``
+    waits that long before its next request (as the service asks), else it sends at once.
 ``python bench/loadgen.py trivial PORT``
     Serve the trivial endpoint: a FastAPI app whose ``POST /v1/rank`` parses the JSON
     body and answers a JSON of the rank answer's shape (one ranking entry per action),
@@ -93,6 +94,7 @@ class _Connection(asyncio.Protocol):
         self.need: int | None = None
         self.body_at = 0
         self.status = 0
+        self.retry_after = 0.0
         self.sent_at = 0.0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -114,6 +116,12 @@ class _Connection(asyncio.Protocol):
                     return
                 head = bytes(self.buffer[:end]).lower()
                 self.status = int(head[9:12])
+                wait = head.find(b"retry-after:")
+                self.retry_after = (
+                    float(head[wait + 12 : head.find(b"\r\n", wait) % (len(head) + 1)])
+                    if wait >= 0
+                    else 0.0
+                )
                 start = head.find(b"content-length:")
                 if start < 0:
                     raise RuntimeError("answers without content-length are not supported")
@@ -174,6 +182,11 @@ class _Load:
             self.statuses[connection.status] += 1
             if connection.status != 200 and not self.error_body:
                 self.error_body = body[:500].decode(errors="replace")
+        if connection.status == 503 and connection.retry_after and self.spec.get("retry_after"):
+            asyncio.get_running_loop().call_later(
+                connection.retry_after, self.next_request, connection
+            )
+            return
         self.next_request(connection)
 
     async def run(self) -> dict[str, Any]:

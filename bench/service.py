@@ -22,10 +22,11 @@ rank
     endpoint's requests/s.
 shed
     ``POST /v1/rank`` on the real API at many connections (256 by default, each sending
-    its next request as soon as it has an answer, a 503 included: clients that ignore
-    ``Retry-After``), alone and then while 4 more clients send, each over and over on a
-    new connection, a 4,000,000-byte rank body the API refuses (too many actions; beyond
-    ``settings.api.max_body_bytes``, refused by its Content-Length before it is read).
+    its next request as soon as it has an answer; answered 503, after the ``Retry-After``
+    it was given, or at once with ``--shed-retry ignore``), alone and then while 4 more
+    clients send, each over and over on a new connection, a 4,000,000-byte rank body the
+    API refuses (too many actions; beyond ``settings.api.max_body_bytes``, refused by its
+    Content-Length before it is read).
     Printed: good ranks/s, p50 and p99 of the admitted ranks (the 200 answers), the 503s
     (requests shed beyond ``settings.api.max_in_flight``) and how the big bodies were
     answered. Run it against another tree's API with that tree first on ``PYTHONPATH``
@@ -498,7 +499,8 @@ def shed_phase(services: LocalServices, args: argparse.Namespace, console: Conso
         assert api_process is not None
         pids = {"server": api_process.pid}
         console.print(f"  shed: {args.shed_connections} connections ...", style="dim")
-        quiet = _load(workdir, "shed-quiet", stack.api_port, headers, bodies, many, pids)
+        quiet = _load(workdir, "shed-quiet", stack.api_port, headers, bodies, many, pids,
+                      retry_after=args.shed_retry == "honour")  # fmt: skip
         console.print(
             f"  shed: {args.shed_connections} connections and {args.bad_clients} clients "
             f"sending {args.bad_bytes:,} B bodies ...",
@@ -507,15 +509,17 @@ def shed_phase(services: LocalServices, args: argparse.Namespace, console: Conso
         attacked = _load(
             workdir, "shed-attacked", stack.api_port, headers, bodies, many, pids,
             bad_clients=args.bad_clients, bad_bytes=args.bad_bytes,
+            retry_after=args.shed_retry == "honour",
         )  # fmt: skip
     return ShedPhase(args.shed_connections, quiet, attacked, args.bad_clients, args.bad_bytes)
 
 
 def report_shed(phase: ShedPhase, args: argparse.Namespace, console: Console) -> None:
+    retry = "after Retry-After when shed" if args.shed_retry == "honour" else "at once, a 503 too"
     table = Table(
         title=(
-            f"Shed: POST /v1/rank on {phase.connections} connections (each sends again at "
-            f"once, a 503 included), {args.seconds:g} s after {args.warmup:g} s warm-up"
+            f"Shed: POST /v1/rank on {phase.connections} connections, each sending again once "
+            f"answered ({retry}), {args.seconds:g} s after {args.warmup:g} s warm-up"
         ),
         title_justify="left",
     )
@@ -1052,6 +1056,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--bad-clients", type=int, default=4, help="clients sending refused big bodies (shed)"
     )
     parser.add_argument("--bad-bytes", type=int, default=4_000_000, help="their body size")
+    parser.add_argument(
+        "--shed-retry",
+        choices=("honour", "ignore"),
+        default="honour",
+        help="shed clients wait Retry-After before sending again, or send at once",
+    )
     parser.add_argument("--policy", default="vw-squarecb", help="policy spec served")
     parser.add_argument("--concurrency", type=int, default=16, help="connections in flight")
     parser.add_argument("--seconds", type=float, default=8.0, help="measured seconds per run")

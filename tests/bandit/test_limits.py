@@ -25,6 +25,7 @@ import httpx
 import pydantic
 import pytest
 from fastapi.responses import Response
+from starlette.exceptions import HTTPException
 
 import bandit.logging
 import bandit.shedding
@@ -38,7 +39,7 @@ from bandit.settings import (
     RedisSettings,
     Settings,
 )
-from bandit.shedding import uvicorn_options
+from bandit.shedding import ARRIVED_SCOPE_KEY, Shedding, uvicorn_options
 from tests.bandit.serving import served
 
 APP_KEY = "app-key-limits-0123456789"
@@ -62,12 +63,25 @@ class Gate:
         return Response(b"{}", media_type="application/json")
 
 
+@dataclass
+class Block:
+    """A route that blocks the event loop for a second (as an expensive step would)."""
+
+    started: threading.Event = field(default_factory=threading.Event)
+
+    async def block(self) -> Response:
+        self.started.set()
+        time.sleep(1.0)  # the point: nothing else runs meanwhile
+        return Response(b"{}", media_type="application/json")
+
+
 @dataclass(frozen=True)
 class Server:
     url: str
     host: str
     port: int
     gate: Gate
+    blocker: Block
 
 
 def _settings(broker: str, redis_url: str, **api: object) -> Settings:
@@ -93,13 +107,14 @@ def server(broker: str, redis_url: str) -> Iterator[Server]:
         header_timeout_seconds=1.0,
     )
     app = create_app(settings)
-    gate = Gate()
+    gate, blocker = Gate(), Block()
     app.add_api_route("/v1/test-hold", gate.hold, methods=["GET"])
+    app.add_api_route("/v1/test-block", blocker.block, methods=["GET"])
     with served(app, "limits-api", **uvicorn_options(settings.api)) as url:
         parts = urlsplit(url)
         assert parts.hostname is not None
         assert parts.port is not None
-        yield Server(url, parts.hostname, parts.port, gate)
+        yield Server(url, parts.hostname, parts.port, gate, blocker)
 
 
 # -- raw HTTP/1.1 over a socket -------------------------------------------------------------
@@ -197,6 +212,78 @@ def test_requests_beyond_the_bound_are_shed_at_once_with_retry_after(server: Ser
     gate.opened.clear()
     gate.entered = 0
     assert httpx.post(f"{server.url}/v1/rank", json=RANK, headers=APP).status_code == 200
+
+
+def test_requests_waiting_to_start_count_as_in_flight(server: Server) -> None:
+    """Requests that arrive while the loop is busy queue up: past the bound they are shed.
+
+    While a route blocks the event loop, three requests arrive; when it is free, the
+    server reads all three before any starts. The third arrived with two ahead of it
+    (the bound): it is shed, although no request had started.
+    """
+    with ThreadPoolExecutor(1) as pool:
+        blocking = pool.submit(httpx.get, f"{server.url}/v1/test-block", timeout=30)
+        assert server.blocker.started.wait(20)
+        sockets = [_connect(server) for _ in range(3)]
+        try:
+            for sock in sockets:
+                sock.sendall(
+                    f"GET /v1/policies HTTP/1.1\r\nHost: t\r\nX-API-Key: {APP_KEY}\r\n\r\n".encode()
+                )
+            answers = [_answer(sock) for sock in sockets]
+        finally:
+            for sock in sockets:
+                sock.close()
+        assert blocking.result().status_code == 200
+    assert [answer.status for answer in answers] == [200, 200, 503]
+    assert answers[2].headers["retry-after"] == "1"
+    assert b"settings.api.max_in_flight" in answers[2].body
+
+
+def test_a_request_that_waited_too_long_to_start_is_shed() -> None:
+    """A request that arrived longer than max_queue_seconds before it starts: 503."""
+
+    async def app(scope: object, receive: object, send: object) -> None:
+        raise AssertionError("a shed request must not reach the app")
+
+    async def on_refused(request: object, error: Exception) -> Response:
+        assert isinstance(error, HTTPException)
+        return Response(str(error.detail), error.status_code, headers=error.headers)
+
+    shedding = Shedding(
+        app,  # type: ignore[arg-type]
+        on_refused=on_refused,  # type: ignore[arg-type]
+        max_in_flight=10,
+        max_queue_seconds=0.25,
+        max_body_bytes=MAX_BODY,
+        body_timeout_seconds=1.0,
+    )
+    sent: list[dict[str, object]] = []
+
+    async def main() -> None:
+        now = asyncio.get_running_loop().time()
+        scope = {
+            "type": "http",
+            "method": "GET",
+            "path": "/v1/policies",
+            "headers": [],
+            "query_string": b"",
+            ARRIVED_SCOPE_KEY: (now - 0.3, 1),
+        }
+
+        async def receive() -> dict[str, object]:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message: dict[str, object]) -> None:
+            sent.append(message)
+
+        await shedding(scope, receive, send)  # type: ignore[arg-type]
+
+    asyncio.run(main())
+    assert sent[0]["status"] == 503
+    body = sent[1]["body"]
+    assert isinstance(body, bytes)
+    assert b"settings.api.max_queue_seconds" in body
 
 
 # -- bodies -----------------------------------------------------------------------------------
