@@ -19,11 +19,13 @@ import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
 import pydantic
 import pytest
+import yaml
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException
 
@@ -537,6 +539,24 @@ def test_the_privacy_page_names_no_other_origin(server: Server) -> None:
     page = httpx.get(f"{server.url}/privacy")
     assert page.status_code == 200
     assert not _URL.search(page.text)
+
+
+def test_compose_publishes_on_loopback_by_default() -> None:
+    """docker-compose.yml opens no port to other hosts unless told to; Prometheus scrapes
+    the API over the compose network."""
+    root = Path(__file__).resolve().parents[2]
+    compose = yaml.safe_load((root / "docker-compose.yml").read_text())
+    published = [
+        re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", port)
+        for service in compose["services"].values()
+        for port in service.get("ports", [])
+    ]
+    assert published
+    assert all(port.startswith("127.0.0.1:") for port in published), published
+    prometheus = yaml.safe_load((root / "deploy" / "prometheus.yml").read_text())
+    targets = [t for job in prometheus["scrape_configs"] for c in job["static_configs"]
+               for t in c["targets"]]  # fmt: skip
+    assert "api:8000" in targets
 
 
 # -- settings and doctests -----------------------------------------------------------------
