@@ -32,7 +32,9 @@ Auth
     may rank, reward, activate, send events and read settings for its own policies
     (``"*"``: all served); only ``admin`` keys may change settings. A key not allowed
     the policy or the action: 403, the body naming what is missing. Health, readiness,
-    metrics and the documentation are open: expose them on an internal network only.
+    metrics and the documentation are open: expose them on an internal network only
+    (``settings.api.ops_port`` serves metrics and documentation on a port of their own:
+    :mod:`bandit.exposure`).
 Rank
     Validated with the configured limits (``RankRequest.model_validate(..., context=)``),
     decided by the :class:`~bandit.engine.DecisionEngine`, and the decision produced to
@@ -96,6 +98,7 @@ from bandit.dp import BudgetExhaustedError, PrivacyLedger, RandomisedResponse, l
 from bandit.engine import DecisionEngine, RankOutcome, UnknownServedPolicyError
 from bandit.errors import ConfigurationError, PolicyError
 from bandit.explain import Explanation, explain
+from bandit.exposure import PortSplit
 from bandit.logging import LineLimiter, configure_logging
 from bandit.metrics import ApiMetrics, PolicyState
 from bandit.minimise import FeatureRefusedError
@@ -1554,6 +1557,8 @@ def create_app(
     app.add_exception_handler(StarletteHTTPException, _on_http_error)
     app.add_exception_handler(Exception, _on_unexpected)
     api = settings.api
+    if api.ops_port is not None:
+        app.add_middleware(PortSplit, ops_port=api.ops_port, on_refused=_on_http_error)
     app.add_middleware(
         Shedding,
         on_refused=_on_http_error,

@@ -233,19 +233,12 @@ def demo(
 @app.command("api")
 def api_command() -> None:
     """Serve the HTTP API (settings from STREAMBANDIT_* variables)."""
-    import uvicorn
-
     from bandit.api import create_app
-    from bandit.shedding import uvicorn_options
+    from bandit.exposure import serve
 
     settings = get_settings()
     configure_logging(settings.log_format)
-    uvicorn.run(
-        create_app(settings, tune=True),
-        host=settings.api.host,
-        port=settings.api.port,
-        **uvicorn_options(settings.api),
-    )
+    serve(create_app(settings, tune=True), settings.api)
 
 
 @app.command("worker")

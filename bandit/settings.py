@@ -123,6 +123,17 @@ class ApiSettings(BaseModel):
             "decision is in the decision log."
         ),
     )
+    ops_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65_535,
+        description=(
+            "A second port for the routes that need no key besides health and readiness "
+            "(/metrics, /docs, /openapi.json): when set, `streambandit api` serves them "
+            "there only (the main port answers 404), and nothing else there "
+            "(bandit/exposure.py)."
+        ),
+    )
     max_in_flight: int = Field(
         default=64,
         ge=1,

@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 import httpx
 import pydantic
 import pytest
+import uvicorn
 import yaml
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException
@@ -32,7 +33,9 @@ from starlette.exceptions import HTTPException
 import bandit.logging
 import bandit.shedding
 from bandit.api import PageConsent, create_app
+from bandit.exposure import bind
 from bandit.logging import LineLimiter, configure_logging
+from bandit.runtime import free_port
 from bandit.settings import (
     ApiKey,
     ApiSettings,
@@ -541,22 +544,57 @@ def test_the_privacy_page_names_no_other_origin(server: Server) -> None:
     assert not _URL.search(page.text)
 
 
-def test_compose_publishes_on_loopback_by_default() -> None:
-    """docker-compose.yml opens no port to other hosts unless told to; Prometheus scrapes
-    the API over the compose network."""
+def test_the_operators_routes_are_on_the_ops_port_only(broker: str, redis_url: str) -> None:
+    """With ops_port set: metrics and docs there only, the apps' routes on the main port."""
+    main_port, ops_port = free_port(), free_port()
+    settings = _settings(broker, redis_url, port=main_port, ops_port=ops_port)
+    config = uvicorn.Config(create_app(settings), **uvicorn_options(settings.api))
+    server = uvicorn.Server(config)
+    sockets = [bind("127.0.0.1", main_port), bind("127.0.0.1", ops_port)]
+    thread = threading.Thread(target=server.run, kwargs={"sockets": sockets}, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 20
+        while not server.started:
+            assert thread.is_alive(), "the server exited on start"
+            assert time.monotonic() < deadline, "the server did not start in 20 s"
+            time.sleep(0.02)
+        main, ops = f"http://127.0.0.1:{main_port}", f"http://127.0.0.1:{ops_port}"
+        for path in ("/metrics", "/docs", "/openapi.json", "/docs/assets/init.js"):
+            assert httpx.get(f"{main}{path}").status_code == 404, path
+            assert httpx.get(f"{ops}{path}").status_code == 200, path
+        assert httpx.get(f"{main}/v1/policies", headers=APP).status_code == 200
+        assert httpx.get(f"{ops}/v1/policies", headers=APP).status_code == 404
+        assert httpx.post(f"{ops}/v1/rank", json=RANK, headers=APP).status_code == 404
+        for base in (main, ops):
+            assert httpx.get(f"{base}/healthz").status_code == 200
+    finally:
+        server.should_exit = True
+        thread.join(15)
+        for sock in sockets:
+            sock.close()
+
+
+def test_compose_publishes_beyond_loopback_only_the_apps_port() -> None:
+    """Only the API's main port is open to other hosts; its operators' port (metrics,
+    docs) is on loopback, and Prometheus scrapes it over the compose network."""
     root = Path(__file__).resolve().parents[2]
     compose = yaml.safe_load((root / "docker-compose.yml").read_text())
-    published = [
-        re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", port)
-        for service in compose["services"].values()
+    published = {
+        (name, re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", port))
+        for name, service in compose["services"].items()
         for port in service.get("ports", [])
-    ]
-    assert published
-    assert all(port.startswith("127.0.0.1:") for port in published), published
+    }
+    api = compose["services"]["api"]["environment"]
+    ops, main = api["STREAMBANDIT_API__OPS_PORT"], api["STREAMBANDIT_API__PORT"]
+    assert {p for p in published if not p[1].startswith("127.0.0.1:")} == {
+        ("api", f"0.0.0.0:{main}:{main}")
+    }
+    assert ("api", f"127.0.0.1:{ops}:{ops}") in published
     prometheus = yaml.safe_load((root / "deploy" / "prometheus.yml").read_text())
     targets = [t for job in prometheus["scrape_configs"] for c in job["static_configs"]
                for t in c["targets"]]  # fmt: skip
-    assert "api:8000" in targets
+    assert f"api:{ops}" in targets
 
 
 # -- settings and doctests -----------------------------------------------------------------
