@@ -137,7 +137,7 @@ from bandit.schemas import (
     RewardReported,
 )
 from bandit.settings import ApiKey, Limits, Settings, get_settings
-from bandit.shedding import SHED_SCOPE_KEY, Shedding
+from bandit.shedding import SHED_RESPONSES, SHED_SCOPE_KEY, Shedding
 from bandit.state import StateStore
 from policies import Action
 
@@ -642,6 +642,7 @@ _ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     401: {"description": "No API key, or an unknown one."},
     403: {"description": "The key may not use this policy or do this."},
     422: {"description": "Invalid input: every broken rule, by field."},
+    **SHED_RESPONSES,
 }
 
 

@@ -51,6 +51,7 @@ from bandit.settings import ApiSettings
 __all__ = [
     "ARRIVED_SCOPE_KEY",
     "RETRY_AFTER_SECONDS",
+    "SHED_RESPONSES",
     "SHED_SCOPE_KEY",
     "Shedding",
     "is_json",
@@ -62,6 +63,18 @@ RETRY_AFTER_SECONDS = 1
 ARRIVED_SCOPE_KEY = "streambandit.arrived"
 """In the scope: the event loop's time when the request's headers were read, and the
 number of requests the server then held (this one included)."""
+SHED_RESPONSES: dict[int | str, dict[str, Any]] = {
+    408: {"description": "The body did not arrive in time (settings.api.body_timeout_seconds)."},
+    413: {"description": "The body is too large (settings.api.max_body_bytes)."},
+    415: {"description": "The body is not JSON (send Content-Type: application/json)."},
+    503: {
+        "description": (
+            "Not now: overloaded (settings.api.max_in_flight, max_queue_seconds) or the "
+            "broker or Redis away; retry after Retry-After seconds when given."
+        )
+    },
+}
+"""The answers of these bounds, for the OpenAPI document of the routes they guard."""
 SHED_SCOPE_KEY = "streambandit.shed"
 """Set in the scope of a request refused before it reached its route."""
 _CLOSE = {"Connection": "close"}
