@@ -224,11 +224,13 @@ class Shedding:
                 f"(settings.api.max_body_bytes), got Content-Length {declared}"
             )
             return HTTPException(413, message, _CLOSE)
-        if (declared or chunked) and not is_json(content_type.decode("latin-1")):
+        text = content_type.decode("latin-1")
+        if (declared or chunked) and not is_json(text):
             self._count("media_type")
-            found = content_type.decode("latin-1") or "none"
+            found = text.partition(";")[0].strip()[:64].encode("ascii", "replace").decode()
             message = (
-                f"request bodies must be JSON: send Content-Type: application/json, got {found}"
+                "request bodies must be JSON: send Content-Type: application/json, "
+                f"got {found or 'none'}"
             )
             return HTTPException(415, message)
         return None

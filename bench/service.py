@@ -840,7 +840,9 @@ def freshness_phase(
         app = {"X-API-Key": stack.app_key}
         wanted = PolicySettings(spec=args.policy, reward_wait_seconds=args.reward_wait)
         answer = http.put(
-            f"/v1/policies/{POLICY}/settings", content=wanted.model_dump_json(), headers=admin
+            f"/v1/policies/{POLICY}/settings",
+            content=wanted.model_dump_json(),
+            headers={**admin, "Content-Type": "application/json"},
         )
         answer.raise_for_status()
         redis: Any = Redis.from_url(services.redis_url)
