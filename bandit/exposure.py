@@ -10,12 +10,14 @@ docs/load-shedding.md, "Exposure"). Without it, one port serves everything.
 
 from __future__ import annotations
 
+import logging
 import socket
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from bandit.logging import LimitedLines
 from bandit.settings import ApiSettings
 from bandit.shedding import OnRefused, uvicorn_options
 
@@ -79,6 +81,8 @@ def serve(app: ASGIApp, api: ApiSettings) -> None:
     import uvicorn
 
     config = uvicorn.Config(app, host=api.host, port=api.port, **uvicorn_options(api))
+    # (after Config, which sets up uvicorn's loggers): one line per malformed request, limited
+    logging.getLogger("uvicorn.error").addFilter(LimitedLines(api.log_lines_per_second))
     sockets = [bind(api.host, api.port)]
     if api.ops_port is not None:
         sockets.append(bind(api.host, api.ops_port))

@@ -21,7 +21,7 @@ import structlog
 
 from bandit.settings import get_settings
 
-__all__ = ["LineLimiter", "configure_logging"]
+__all__ = ["LimitedLines", "LineLimiter", "configure_logging"]
 
 LogFormat = Literal["auto", "json", "console"]
 
@@ -152,3 +152,39 @@ class LineLimiter:
         window.written += 1
         suppressed, window.suppressed = window.suppressed, 0
         return suppressed
+
+
+class LimitedLines(logging.Filter):
+    """A standard-library logging filter: each message at most `per_second` times a second.
+
+    For the lines a library writes per bad request (uvicorn's "Invalid HTTP request
+    received." for each malformed one): the message (its format string) is the kind;
+    the next line of a kind written ends with how many were dropped before it.
+
+    Examples
+    --------
+    >>> now = [0.0]
+    >>> limited = LimitedLines(1, clock=lambda: now[0])
+    >>> def line():
+    ...     text = "Invalid HTTP request received."
+    ...     return logging.LogRecord("uvicorn.error", logging.WARNING, "", 0, text, (), None)
+    >>> [limited.filter(line()) for _ in range(3)]
+    [True, False, False]
+    >>> now[0] = 1.0
+    >>> late = line()
+    >>> limited.filter(late), late.getMessage()
+    (True, 'Invalid HTTP request received. (2 more suppressed before this one)')
+    """
+
+    def __init__(self, per_second: int, *, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self._limiter = LineLimiter(per_second, clock=clock)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Whether to write `record` (with the count of those of its kind dropped before)."""
+        suppressed = self._limiter.admit(str(record.msg))
+        if suppressed is None:
+            return False
+        if suppressed:
+            record.msg = f"{record.msg} ({suppressed} more suppressed before this one)"
+        return True
