@@ -47,6 +47,8 @@ COPY --from=build /opt/venv /opt/venv
 WORKDIR /data
 USER streambandit:streambandit
 
-EXPOSE 8000
+# 8000: the apps' routes; 9100: the operators' (metrics, docs) when
+# STREAMBANDIT_API__OPS_PORT=9100 (docker-compose.yml sets it).
+EXPOSE 8000 9100
 ENTRYPOINT ["streambandit"]
 CMD ["api"]

@@ -32,7 +32,9 @@ Auth
     may rank, reward, activate, send events and read settings for its own policies
     (``"*"``: all served); only ``admin`` keys may change settings. A key not allowed
     the policy or the action: 403, the body naming what is missing. Health, readiness,
-    metrics and the documentation are open: expose them on an internal network only.
+    metrics and the documentation are open: expose them on an internal network only
+    (``settings.api.ops_port`` serves metrics and documentation on a port of their own:
+    :mod:`bandit.exposure`).
 Rank
     Validated with the configured limits (``RankRequest.model_validate(..., context=)``),
     decided by the :class:`~bandit.engine.DecisionEngine`, and the decision produced to
@@ -81,7 +83,7 @@ from fastapi.responses import Response
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.security.utils import get_authorization_scheme_param
 from prometheus_client import CONTENT_TYPE_LATEST
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, ValidationInfo
 from pydantic_core import PydanticCustomError
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
@@ -91,11 +93,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bandit import fastpath
+from bandit.apidocs import add_docs
 from bandit.dp import BudgetExhaustedError, PrivacyLedger, RandomisedResponse, laplace
 from bandit.engine import DecisionEngine, RankOutcome, UnknownServedPolicyError
 from bandit.errors import ConfigurationError, PolicyError
 from bandit.explain import Explanation, explain
-from bandit.logging import configure_logging
+from bandit.exposure import PortSplit
+from bandit.logging import LineLimiter, configure_logging
 from bandit.metrics import ApiMetrics, PolicyState
 from bandit.minimise import FeatureRefusedError
 from bandit.personalizer import (
@@ -133,6 +137,7 @@ from bandit.schemas import (
     RewardReported,
 )
 from bandit.settings import ApiKey, Limits, Settings, get_settings
+from bandit.shedding import SHED_RESPONSES, SHED_SCOPE_KEY, Shedding
 from bandit.state import StateStore
 from policies import Action
 
@@ -151,12 +156,11 @@ __all__ = [
 _STREAM_COUNTERS_SCOPE = "_streams"  # streams.deadletter.COUNTERS_NAME
 _CONTROL_TIMEOUT = 2.0
 _OPS_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
-_DOCS_PATHS = frozenset({"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"})
+_DOCS_PATHS = frozenset({"/openapi.json", "/docs", "/docs/assets/{name}"})
 _ALWAYS_LOGGED = frozenset(
     {"settings.changed", "consent.changed", "person.exported", "person.erased", "report.released"}
 )
 """Events logged whatever ``settings.api.request_log`` says (an audit trail)."""
-_MAX_BODY_BYTES = 4 * 1024 * 1024
 _PERSONALIZER_PREFIX = "/personalizer/"
 _ID_RE_TEXT = r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$"
 _ID_PATTERN = re.compile(_ID_RE_TEXT)
@@ -217,7 +221,7 @@ class NativeRankRequest(RankRequest):
     session_id: _Reference | None = None
     device_id: _Reference | None = None
     user_id: RawUserId | None = Field(default=None, repr=False)
-    explain: bool = False
+    explain: StrictBool = False
 
 
 class RankResponse(BaseModel):
@@ -491,19 +495,12 @@ def _note(request: Request, event: str | None = None, **fields: Any) -> None:
 
 
 async def _read_body(request: Request) -> bytes:
-    """Return the request body, refusing (413) more than ``_MAX_BODY_BYTES``."""
-    declared = request.headers.get("content-length", "")
-    too_large = f"request bodies must be at most {_MAX_BODY_BYTES} bytes"
-    if declared.isdigit() and int(declared) > _MAX_BODY_BYTES:
-        raise _ApiError(413, "PayloadTooLarge", f"{too_large}, got {declared}")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > _MAX_BODY_BYTES:
-            raise _ApiError(413, "PayloadTooLarge", f"{too_large}, got more")
-        chunks.append(chunk)
-    return b"".join(chunks)
+    """Return the request body.
+
+    Its size, read time and media type are bounded by :class:`~bandit.shedding.Shedding`,
+    which refuses before the route reads it.
+    """
+    return await request.body()
 
 
 async def _body(request: Request, model: type[M], what: str, limits: Limits) -> M:
@@ -645,6 +642,7 @@ _ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     401: {"description": "No API key, or an unknown one."},
     403: {"description": "The key may not use this policy or do this."},
     422: {"description": "Invalid input: every broken rule, by field."},
+    **SHED_RESPONSES,
 }
 
 
@@ -891,8 +889,8 @@ class PageConsent(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    personalisation: bool | None = None
-    learning: bool | None = None
+    personalisation: StrictBool | None = None
+    learning: StrictBool | None = None
 
 
 async def privacy_token(request: Request, service: ServiceDep, caller: CallerDep) -> Response:
@@ -1314,7 +1312,14 @@ async def _on_request_validation(request: Request, exc: Exception) -> Response:
 
 async def _on_http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
-    codes = {404: "ResourceNotFound", 405: "MethodNotAllowed"}
+    codes = {
+        404: "ResourceNotFound",
+        405: "MethodNotAllowed",
+        408: "RequestTimeout",
+        413: "PayloadTooLarge",
+        415: "UnsupportedMediaType",
+        503: "ServiceUnavailable",
+    }
     error = _ApiError(
         exc.status_code,
         codes.get(exc.status_code, "BadRequest"),
@@ -1333,13 +1338,23 @@ class _RequestLog:
     """ASGI middleware: one latency observation and one count per request, and its log line.
 
     With `log_all` false, only refused and failed requests (and the events of
-    :data:`_ALWAYS_LOGGED`) write their line.
+    :data:`_ALWAYS_LOGGED`) write their line. Lines of refused and failed requests pass
+    `limiter` (by event and status): beyond its rate they are counted, and the next line
+    of the kind says how many in ``suppressed``.
     """
 
-    def __init__(self, app: ASGIApp, metrics: ApiMetrics, *, log_all: bool = True) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        metrics: ApiMetrics,
+        *,
+        log_all: bool = True,
+        limiter: LineLimiter | None = None,
+    ) -> None:
         self.app = app
         self.metrics = metrics
         self.log_all = log_all
+        self.limiter = limiter
         self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}  # metrics by label
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -1364,12 +1379,25 @@ class _RequestLog:
         finally:
             self._record(scope, status, time.perf_counter() - started, failure)
 
+    def _limited(self, event: str, status: int, line: dict[str, Any]) -> bool:
+        """Whether the limiter drops this line; if not, add what it dropped before it."""
+        if self.limiter is None:
+            return False
+        suppressed = self.limiter.admit((event, status))
+        if suppressed is None:
+            return True
+        if suppressed:
+            line["suppressed"] = suppressed
+        return False
+
     def _record(
         self, scope: Scope, status: int, elapsed: float, failure: BaseException | None
     ) -> None:
         route = getattr(scope.get("route"), "path", None)
         if route is None:  # FastAPI serves its documentation routes outside the router
             route = scope["path"] if scope.get("path") in _DOCS_PATHS else "unmatched"
+            if scope.get(SHED_SCOPE_KEY):  # refused before routing (bandit.shedding)
+                route = "shed"
         method = str(scope.get("method", ""))
         children = self._children.get((route, method, status))
         if children is None:  # (routes, methods and statuses are few: kept for good)
@@ -1400,6 +1428,8 @@ class _RequestLog:
             "latency_ms": round(elapsed * 1000, 3),
             **fields,
         }
+        if (status >= 400 or failure is not None) and self._limited(event, status, line):
+            return
         if failure is not None:
             _log.error(event, exc_info=failure, **line)
         elif route in _OPS_PATHS or route in _DOCS_PATHS:
@@ -1519,14 +1549,35 @@ def create_app(
         summary="Contextual bandits: rank, reward, learn online; Personalizer-compatible.",
         version="0.1.0",
         lifespan=lifespan,
+        docs_url=None,  # FastAPI's pages load their scripts from a CDN: bandit.apidocs
+        redoc_url=None,
     )
     app.state.service = service
     _add_routes(app)
+    add_docs(app)
     app.add_exception_handler(_ApiError, _on_api_error)
     app.add_exception_handler(RequestValidationError, _on_request_validation)
     app.add_exception_handler(StarletteHTTPException, _on_http_error)
     app.add_exception_handler(Exception, _on_unexpected)
-    app.add_middleware(_RequestLog, metrics=metrics, log_all=service.log_all)
+    api = settings.api
+    if api.ops_port is not None:
+        app.add_middleware(PortSplit, ops_port=api.ops_port, on_refused=_on_http_error)
+    app.add_middleware(
+        Shedding,
+        on_refused=_on_http_error,
+        max_in_flight=api.max_in_flight,
+        max_queue_seconds=api.max_queue_seconds,
+        max_body_bytes=api.max_body_bytes,
+        body_timeout_seconds=api.body_timeout_seconds,
+        exempt=_OPS_PATHS,
+        shed=metrics.requests_shed,
+    )
+    app.add_middleware(
+        _RequestLog,
+        metrics=metrics,
+        log_all=service.log_all,
+        limiter=LineLimiter(api.log_lines_per_second),
+    )
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
 

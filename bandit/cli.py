@@ -239,19 +239,12 @@ def demo(
 @app.command("api")
 def api_command() -> None:
     """Serve the HTTP API (settings from STREAMBANDIT_* variables)."""
-    import uvicorn
-
     from bandit.api import create_app
+    from bandit.exposure import serve
 
     settings = get_settings()
     configure_logging(settings.log_format)
-    uvicorn.run(
-        create_app(settings, tune=True),
-        host=settings.api.host,
-        port=settings.api.port,
-        log_level="warning",
-        access_log=False,
-    )
+    serve(create_app(settings, tune=True), settings.api)
 
 
 @app.command("worker")

@@ -11,6 +11,9 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import time
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import orjson
@@ -18,7 +21,7 @@ import structlog
 
 from bandit.settings import get_settings
 
-__all__ = ["configure_logging"]
+__all__ = ["LimitedLines", "LineLimiter", "configure_logging"]
 
 LogFormat = Literal["auto", "json", "console"]
 
@@ -85,3 +88,103 @@ def configure_logging(log_format: LogFormat | None = None, *, level: int = loggi
         logger_factory=_stderr_logger,
         cache_logger_on_first_use=False,
     )
+
+
+@dataclass(slots=True)
+class _Window:
+    start: float
+    written: int = 0
+    suppressed: int = 0
+
+
+class LineLimiter:
+    """At most `per_second` log lines of each kind a second; the rest counted, not written.
+
+    A flood of refused requests (the same kind of line thousands of times a second) would
+    cost CPU and fill disks while saying nothing new. Each kind (for the API: the event and
+    the status) may write `per_second` lines in each one-second window; lines beyond are
+    dropped and counted, and the next line of that kind written carries the count.
+
+    Parameters
+    ----------
+    per_second
+        Lines of one kind written per second, at most.
+    clock
+        Seconds, monotonic (tests pass their own).
+
+    Examples
+    --------
+    >>> now = [0.0]
+    >>> limiter = LineLimiter(2, clock=lambda: now[0])
+    >>> [limiter.admit("request.rejected") for _ in range(4)]
+    [0, 0, None, None]
+    >>> now[0] = 1.0
+    >>> limiter.admit("request.rejected"), limiter.admit("request.failed")
+    (2, 0)
+    """
+
+    def __init__(self, per_second: int, *, clock: Callable[[], float] = time.monotonic) -> None:
+        if per_second < 1:
+            msg = f"`per_second` must be >= 1, got {per_second!r}"
+            raise ValueError(msg)
+        self.per_second = per_second
+        self._clock = clock
+        self._windows: dict[Hashable, _Window] = {}
+
+    def admit(self, kind: Hashable) -> int | None:
+        """Whether a line of `kind` may be written now.
+
+        Returns
+        -------
+        int or None
+            ``None``: drop the line (it is counted). A number: write the line, with that
+            many lines of its kind dropped since the last one written (usually 0).
+        """
+        now = self._clock()
+        window = self._windows.get(kind)
+        if window is None:
+            window = self._windows[kind] = _Window(now)
+        elif now - window.start >= 1.0:
+            window.start, window.written = now, 0
+        if window.written >= self.per_second:
+            window.suppressed += 1
+            return None
+        window.written += 1
+        suppressed, window.suppressed = window.suppressed, 0
+        return suppressed
+
+
+class LimitedLines(logging.Filter):
+    """A standard-library logging filter: each message at most `per_second` times a second.
+
+    For the lines a library writes per bad request (uvicorn's "Invalid HTTP request
+    received." for each malformed one): the message (its format string) is the kind;
+    the next line of a kind written ends with how many were dropped before it.
+
+    Examples
+    --------
+    >>> now = [0.0]
+    >>> limited = LimitedLines(1, clock=lambda: now[0])
+    >>> def line():
+    ...     text = "Invalid HTTP request received."
+    ...     return logging.LogRecord("uvicorn.error", logging.WARNING, "", 0, text, (), None)
+    >>> [limited.filter(line()) for _ in range(3)]
+    [True, False, False]
+    >>> now[0] = 1.0
+    >>> late = line()
+    >>> limited.filter(late), late.getMessage()
+    (True, 'Invalid HTTP request received. (2 more suppressed before this one)')
+    """
+
+    def __init__(self, per_second: int, *, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self._limiter = LineLimiter(per_second, clock=clock)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Whether to write `record` (with the count of those of its kind dropped before)."""
+        suppressed = self._limiter.admit(str(record.msg))
+        if suppressed is None:
+            return False
+        if suppressed:
+            record.msg = f"{record.msg} ({suppressed} more suppressed before this one)"
+        return True

@@ -122,6 +122,13 @@ class ApiMetrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
+        self.requests_shed = Counter(
+            "streambandit_requests_shed",
+            "Requests refused before their body was parsed (bandit/shedding.py), by reason: "
+            "in_flight, queued, too_large, slow_body, media_type.",
+            ["reason"],
+            registry=r,
+        )
         self._by_policy: dict[str, tuple[Counter, Counter, Counter]] = {}  # labelled children
         self._by_consent: dict[tuple[str, str, bool], Counter] = {}
         self.decisions = Counter(

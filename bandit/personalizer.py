@@ -69,7 +69,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Self
 
 import pydantic
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from bandit.schemas import Activation, Decision, RankRequest, RewardReported
@@ -118,7 +118,7 @@ class PersonalizerRankRequest(_Camel):
     actions: list[PersonalizerRankableAction]
     excluded_actions: list[str] = Field(default_factory=list, alias="excludedActions")
     event_id: str | None = Field(default=None, alias="eventId")
-    defer_activation: bool = Field(default=False, alias="deferActivation")
+    defer_activation: StrictBool = Field(default=False, alias="deferActivation")
 
 
 class PersonalizerRankedAction(_Camel):

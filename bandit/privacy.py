@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 
 import orjson
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, model_validator
 
 from bandit.settings import PrivacySettings
 
@@ -292,8 +292,8 @@ class ConsentUpdate(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
 
     user_id: RawUserId = Field(repr=False)
-    personalisation: bool | None = None
-    learning: bool | None = None
+    personalisation: StrictBool | None = None
+    learning: StrictBool | None = None
     source: ConsentSource
 
     @model_validator(mode="after")

@@ -529,7 +529,7 @@ class RankRequest(_Frozen):
         AfterValidator(_check_distinct_ids),
     ]
     excluded_actions: list[ActionId] = Field(default_factory=list)
-    defer_activation: bool = False
+    defer_activation: StrictBool = False
 
     @field_validator("excluded_actions", mode="before")
     @classmethod

@@ -143,6 +143,81 @@ class ApiSettings(BaseModel):
             "decision is in the decision log."
         ),
     )
+    ops_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65_535,
+        description=(
+            "A second port for the routes that need no key besides health and readiness "
+            "(/metrics, /docs, /openapi.json): when set, `streambandit api` serves them "
+            "there only (the main port answers 404), and nothing else there "
+            "(bandit/exposure.py)."
+        ),
+    )
+    max_in_flight: int = Field(
+        default=64,
+        ge=1,
+        le=100_000,
+        description=(
+            "Requests in flight at once (received and not answered, those waiting to "
+            "start included; not health, readiness and metrics, nor requests waiting for "
+            "their body's bytes); more are refused at once with 503 and Retry-After, "
+            "before their body is read (bandit/shedding.py, docs/load-shedding.md)."
+        ),
+    )
+    max_queue_seconds: float = Field(
+        default=0.5,
+        gt=0.0,
+        le=60.0,
+        description=(
+            "Longest a request may wait, from its headers' arrival until the API starts "
+            "it; a request that waited longer is refused at once with 503 and Retry-After "
+            "(under overload: bounds the latency of the requests served)."
+        ),
+    )
+    max_body_bytes: int = Field(
+        default=1024 * 1024,
+        ge=1024,
+        le=64 * 1024 * 1024,
+        description=(
+            "Largest request body: refused with 413 by its Content-Length before it is "
+            "read, or as soon as a chunked body passes it."
+        ),
+    )
+    body_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0.0,
+        le=600.0,
+        description=(
+            "Time from a request's start by which its body must be complete; a slower "
+            "body is refused with 408 and its connection closed."
+        ),
+    )
+    header_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0.0,
+        le=600.0,
+        description=(
+            "Time from a connection's first byte (or a request's) by which the request's "
+            "headers must be complete; a slower connection is closed."
+        ),
+    )
+    keep_alive_seconds: float = Field(
+        default=5.0,
+        gt=0.0,
+        le=600.0,
+        description="How long an idle keep-alive connection is kept open.",
+    )
+    log_lines_per_second: int = Field(
+        default=10,
+        ge=1,
+        le=100_000,
+        description=(
+            "Log lines written per second for each kind of refused or failed request (its "
+            "event and status); the rest are counted, and the next line of that kind says "
+            "how many (`suppressed`)."
+        ),
+    )
 
 
 class LearnerSettings(BaseModel):

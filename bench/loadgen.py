@@ -11,8 +11,14 @@ standard library at the top, so the load generator starts light.
     Requests sent during the first ``warmup`` seconds are not counted; counting stops
     ``seconds`` later. Prints one JSON line: requests, answers by status, requests/s of
     200 answers, p50 and p99 latency (ms, from the request's write to its answer's last
-    byte), and the CPU share (CPU seconds per second) over the counted seconds of each
-    process named in ``watch``.
+    byte), the same for the 200 answers alone (``ok_p50_ms``, ``ok_p99_ms``: the admitted
+    requests when the server sheds load), and the CPU share (CPU seconds per second) over
+    the counted seconds of each process named in ``watch``. With ``bad_clients`` > 0,
+    that many more clients each send, over and over on a new connection, ``POST path``
+    with a body of ``bad_bytes`` bytes that the server refuses (a rank with too many
+    actions), reading each answer or the connection's reset; their outcomes are counted
+    in ``bad``. With ``retry_after`` true, a connection answered 503 with ``Retry-After``
+    waits that long before its next request (as the service asks), else it sends at once.
 ``python bench/loadgen.py trivial PORT``
     Serve the trivial endpoint: a FastAPI app whose ``POST /v1/rank`` parses the JSON
     body and answers a JSON of the rank answer's shape (one ranking entry per action),
@@ -88,6 +94,7 @@ class _Connection(asyncio.Protocol):
         self.need: int | None = None
         self.body_at = 0
         self.status = 0
+        self.retry_after = 0.0
         self.sent_at = 0.0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -109,6 +116,12 @@ class _Connection(asyncio.Protocol):
                     return
                 head = bytes(self.buffer[:end]).lower()
                 self.status = int(head[9:12])
+                wait = head.find(b"retry-after:")
+                self.retry_after = (
+                    float(head[wait + 12 : head.find(b"\r\n", wait) % (len(head) + 1)])
+                    if wait >= 0
+                    else 0.0
+                )
                 start = head.find(b"content-length:")
                 if start < 0:
                     raise RuntimeError("answers without content-length are not supported")
@@ -143,6 +156,7 @@ class _Load:
         self.measure_from = math.inf
         self.stop_at = math.inf
         self.latencies: list[float] = []
+        self.ok_latencies: list[float] = []
         self.statuses: Counter[int] = Counter()
         self.error_body = ""
         self.in_flight = 0
@@ -163,9 +177,16 @@ class _Load:
         self.in_flight -= 1
         if self.measure_from <= connection.sent_at and now <= self.stop_at:
             self.latencies.append(now - connection.sent_at)
+            if connection.status == 200:
+                self.ok_latencies.append(now - connection.sent_at)
             self.statuses[connection.status] += 1
             if connection.status != 200 and not self.error_body:
                 self.error_body = body[:500].decode(errors="replace")
+        if connection.status == 503 and connection.retry_after and self.spec.get("retry_after"):
+            asyncio.get_running_loop().call_later(
+                connection.retry_after, self.next_request, connection
+            )
+            return
         self.next_request(connection)
 
     async def run(self) -> dict[str, Any]:
@@ -181,6 +202,10 @@ class _Load:
             )
             connections.append(protocol)
         watched: dict[str, int] = spec.get("watch", {})
+        bad: Counter[str] = Counter()
+        bad_tasks = [
+            asyncio.create_task(self._bad_client(bad)) for _ in range(spec.get("bad_clients", 0))
+        ]
         await asyncio.sleep(max(self.measure_from - time.perf_counter(), 0.0))
         cpu_from = {name: cpu_seconds(pid) for name, pid in watched.items()}
         await asyncio.sleep(max(self.stop_at - time.perf_counter(), 0.0))
@@ -190,10 +215,14 @@ class _Load:
         }
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.idle.wait(), 10.0)
+        for task in bad_tasks:
+            task.cancel()
+        await asyncio.gather(*bad_tasks, return_exceptions=True)
         for connection in connections:
             if connection.transport is not None:
                 connection.transport.close()
         latencies = sorted(self.latencies)
+        ok_latencies = sorted(self.ok_latencies)
         ok = self.statuses.get(200, 0)
         return {
             "requests": len(latencies),
@@ -206,7 +235,47 @@ class _Load:
             "rps": ok / spec["seconds"],
             "p50_ms": quantile(latencies, 0.50) * 1000,
             "p99_ms": quantile(latencies, 0.99) * 1000,
+            "ok_p50_ms": quantile(ok_latencies, 0.50) * 1000,
+            "ok_p99_ms": quantile(ok_latencies, 0.99) * 1000,
+            "bad": dict(bad),
         }
+
+    async def _bad_client(self, outcomes: Counter[str]) -> None:
+        """Send refused bodies of ``bad_bytes`` over and over, each on a new connection."""
+        spec = self.spec
+        size = spec["bad_bytes"]
+        action = b'{"id":"a%07d"},'
+        count = (size - 40) // len(action % 0)
+        body = b'{"context":{},"actions":[' + b"".join(action % k for k in range(count))
+        body = body[:-1] + b"]}"
+        body += b" " * (size - len(body))
+        head = (
+            f"POST {spec['path']} HTTP/1.1\r\nHost: {spec['host']}:{spec['port']}\r\n"
+            + "".join(f"{name}: {value}\r\n" for name, value in spec["headers"].items())
+            + f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        ).encode()
+        while True:
+            writer = None
+            try:
+                reader, writer = await asyncio.open_connection(spec["host"], spec["port"])
+                writer.write(head + body)
+                sending = asyncio.ensure_future(writer.drain())
+                sending.add_done_callback(_retrieve)
+                line = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 60)
+                outcome = line[9:12].decode()
+            except (OSError, asyncio.IncompleteReadError, TimeoutError):
+                outcome = "reset"
+            finally:
+                if writer is not None:
+                    writer.close()
+            if self.measure_from <= time.perf_counter() <= self.stop_at:
+                outcomes[outcome] += 1
+
+
+def _retrieve(future: "asyncio.Future[None]") -> None:
+    """Take a finished send's error, if any (a reset after the answer is expected)."""
+    if not future.cancelled():
+        future.exception()
 
 
 def cpu_seconds(pid: int) -> float:

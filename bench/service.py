@@ -1,6 +1,6 @@
-"""The running service, end to end on the embedded runtime: rank, learner, freshness.
+"""The running service, end to end on the embedded runtime: rank, shed, learner, freshness.
 
-Three measurements, each beside its yardstick in the same run, on one broker and one
+Four measurements, each beside its yardstick in the same run, on one broker and one
 Redis started here (:class:`bandit.runtime.LocalServices`), each phase with its own topic
 and key prefix:
 
@@ -20,6 +20,17 @@ rank
     elsewhere). Each server's CPU time per request is printed too: on a machine shared
     with other work it moves less than requests/s. Target: rank >= 60 % of the trivial
     endpoint's requests/s.
+shed
+    ``POST /v1/rank`` on the real API at many connections (256 by default, each sending
+    its next request as soon as it has an answer; answered 503, after the ``Retry-After``
+    it was given, or at once with ``--shed-retry ignore``), alone and then while 4 more
+    clients send, each over and over on a new connection, a 4,000,000-byte rank body the
+    API refuses (too many actions; beyond ``settings.api.max_body_bytes``, refused by its
+    Content-Length before it is read).
+    Printed: good ranks/s, p50 and p99 of the admitted ranks (the 200 answers), the 503s
+    (requests shed beyond ``settings.api.max_in_flight``) and how the big bodies were
+    answered. Run it against another tree's API with that tree first on ``PYTHONPATH``
+    and as the working directory (the API is ``python -m bandit``). No target: figures.
 learner
     N training examples (``TrainingExample`` JSON, as the join writes them) are produced
     to the training topic first; then one stream worker (``python -m bandit worker``,
@@ -288,6 +299,9 @@ class LoadResult:
     error_body: str
     server_cpu: float  # CPU seconds per wall second of the server process
     broker_cpu: float = math.nan
+    ok_p50_ms: float = math.nan  # the 200 answers alone (admitted, when load is shed)
+    ok_p99_ms: float = math.nan
+    bad: dict[str, int] = field(default_factory=dict)  # the refused big bodies' outcomes
 
 
 def _load(
@@ -298,6 +312,7 @@ def _load(
     bodies: list[bytes],
     args: argparse.Namespace,
     pids: dict[str, int],
+    **more: Any,
 ) -> LoadResult:
     spec = {
         "host": "127.0.0.1",
@@ -309,6 +324,7 @@ def _load(
         "warmup": args.warmup,
         "seconds": args.seconds,
         "watch": pids,
+        **more,
     }
     spec_path = workdir / f"load-{target}.json"
     spec_path.write_text(json.dumps(spec))
@@ -346,6 +362,9 @@ def _load(
         error_body=found["error_body"],
         server_cpu=cpu["server"],
         broker_cpu=cpu.get("broker", math.nan),
+        ok_p50_ms=found["ok_p50_ms"],
+        ok_p99_ms=found["ok_p99_ms"],
+        bad=found["bad"],
     )
 
 
@@ -449,6 +468,85 @@ def rank_phase(services: LocalServices, args: argparse.Namespace, console: Conso
         unseen=unseen,
         named=named,
     )
+
+
+# -- shed ------------------------------------------------------------------------------------
+
+
+@dataclass
+class ShedPhase:
+    """Rank at many connections: alone, then with clients sending big refused bodies."""
+
+    connections: int
+    quiet: LoadResult
+    attacked: LoadResult
+    bad_clients: int
+    bad_bytes: int
+
+
+def shed_phase(services: LocalServices, args: argparse.Namespace, console: Console) -> ShedPhase:
+    """Load the API (no worker) with `args.shed_connections` rank connections, twice."""
+    prefix = _new_prefix("shed")
+    workdir = Path(tempfile.mkdtemp(prefix="sb-bench-shed-"))
+    WORKDIRS.append(workdir)
+    settings = _phase_settings(services, prefix)
+    env = _phase_env(prefix, args.policy)
+    bodies = rank_bodies(500, args.seed)
+    many = argparse.Namespace(**{**vars(args), "concurrency": args.shed_connections})
+    with LocalStack(settings, workers=0, workdir=workdir / "stack", extra_env=env) as stack:
+        headers = {"Content-Type": "application/json", "X-API-Key": stack.app_key}
+        api_process = stack.processes["api"].process
+        assert api_process is not None
+        pids = {"server": api_process.pid}
+        console.print(f"  shed: {args.shed_connections} connections ...", style="dim")
+        quiet = _load(workdir, "shed-quiet", stack.api_port, headers, bodies, many, pids,
+                      retry_after=args.shed_retry == "honour")  # fmt: skip
+        console.print(
+            f"  shed: {args.shed_connections} connections and {args.bad_clients} clients "
+            f"sending {args.bad_bytes:,} B bodies ...",
+            style="dim",
+        )
+        attacked = _load(
+            workdir, "shed-attacked", stack.api_port, headers, bodies, many, pids,
+            bad_clients=args.bad_clients, bad_bytes=args.bad_bytes,
+            retry_after=args.shed_retry == "honour",
+        )  # fmt: skip
+    return ShedPhase(args.shed_connections, quiet, attacked, args.bad_clients, args.bad_bytes)
+
+
+def report_shed(phase: ShedPhase, args: argparse.Namespace, console: Console) -> None:
+    retry = "after Retry-After when shed" if args.shed_retry == "honour" else "at once, a 503 too"
+    table = Table(
+        title=(
+            f"Shed: POST /v1/rank on {phase.connections} connections, each sending again once "
+            f"answered ({retry}), {args.seconds:g} s after {args.warmup:g} s warm-up"
+        ),
+        title_justify="left",
+    )
+    table.add_column("load", no_wrap=True)
+    for column in ("good ranks/s", "admitted p50 ms", "admitted p99 ms", "all p99 ms",
+                   "503 (shed)", "other non-200", "big bodies: answers", "server CPU"):  # fmt: skip
+        table.add_column(column, justify="right")
+    for name, row in (
+        ("ranks alone", phase.quiet),
+        (f"+ {phase.bad_clients} clients, {phase.bad_bytes:,} B bodies", phase.attacked),
+    ):
+        shed = row.errors.get("503", 0)
+        table.add_row(
+            name,
+            _rate(row.rps),
+            _ms(row.ok_p50_ms),
+            _ms(row.ok_p99_ms),
+            _ms(row.p99_ms),
+            f"{shed:,}",
+            f"{sum(row.errors.values()) - shed:,}",
+            " ".join(f"{k}: {v:,}" for k, v in sorted(row.bad.items())) or "—",
+            f"{row.server_cpu:.0%}",
+        )
+    console.print(table)
+    for row in (phase.quiet, phase.attacked):
+        if set(row.errors) - {"503"}:
+            console.print(f"[red]{row.target}: non-200 answers {row.errors}: {row.error_body}")
 
 
 # -- learner ---------------------------------------------------------------------------------
@@ -742,7 +840,9 @@ def freshness_phase(
         app = {"X-API-Key": stack.app_key}
         wanted = PolicySettings(spec=args.policy, reward_wait_seconds=args.reward_wait)
         answer = http.put(
-            f"/v1/policies/{POLICY}/settings", content=wanted.model_dump_json(), headers=admin
+            f"/v1/policies/{POLICY}/settings",
+            content=wanted.model_dump_json(),
+            headers={**admin, "Content-Type": "application/json"},
         )
         answer.raise_for_status()
         redis: Any = Redis.from_url(services.redis_url)
@@ -946,7 +1046,23 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="short runs, fewer examples")
     parser.add_argument(
-        "--only", nargs="+", choices=("rank", "learner", "freshness"), help="only these phases"
+        "--only",
+        nargs="+",
+        choices=("rank", "shed", "learner", "freshness"),
+        help="only these phases",
+    )
+    parser.add_argument(
+        "--shed-connections", type=int, default=256, help="connections in the shed phase"
+    )
+    parser.add_argument(
+        "--bad-clients", type=int, default=4, help="clients sending refused big bodies (shed)"
+    )
+    parser.add_argument("--bad-bytes", type=int, default=4_000_000, help="their body size")
+    parser.add_argument(
+        "--shed-retry",
+        choices=("honour", "ignore"),
+        default="honour",
+        help="shed clients wait Retry-After before sending again, or send at once",
     )
     parser.add_argument("--policy", default="vw-squarecb", help="policy spec served")
     parser.add_argument("--concurrency", type=int, default=16, help="connections in flight")
@@ -972,7 +1088,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if GC_THRESHOLDS != SERVICE_GC_THRESHOLDS:
         raise SystemExit("bench/loadgen.py's GC_THRESHOLDS differ from bandit.process's")
-    phases = args.only or ["rank", "learner", "freshness"]
+    phases = args.only or ["rank", "shed", "learner", "freshness"]
     console = Console(width=max(Console().width, 150))
     console.print(
         f"Python {platform.python_version()}, vowpalwabbit {vowpalwabbit.__version__}, "
@@ -995,6 +1111,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                     ),
                 )
             )
+        if "shed" in phases:
+            shed = shed_phase(services, args, console)
+            report_shed(shed, args, console)
         if "learner" in phases:
             learner = learner_phase(services, args, console)
             report_learner(learner, console)

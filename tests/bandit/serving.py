@@ -6,6 +6,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
@@ -14,10 +15,15 @@ from bandit.runtime import free_port
 
 
 @contextmanager
-def served(app: FastAPI, name: str) -> Iterator[str]:
-    """Run `app` (its lifespan included) until the block ends; yield its base URL."""
+def served(app: FastAPI, name: str, **options: Any) -> Iterator[str]:
+    """Run `app` (its lifespan included) until the block ends; yield its base URL.
+
+    `options` are more of uvicorn's (``bandit.shedding.uvicorn_options``, say).
+    """
     port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, **{"log_level": "warning", "lifespan": "on", **options}
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name=name, daemon=True)
     thread.start()

@@ -9,14 +9,12 @@ clicking, and the API confirms both.
 
 from __future__ import annotations
 
-import shutil
 import uuid
 from collections.abc import Iterator
 
 import httpx
 import pytest
 from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
@@ -31,6 +29,7 @@ from bandit.settings import (
     RedisSettings,
     Settings,
 )
+from tests.bandit.browser import chromium
 from tests.bandit.serving import served
 
 APP_KEY = "app-key-privacy-page-01234"
@@ -57,19 +56,8 @@ def api_url(broker: str, redis_url: str) -> Iterator[str]:
 @pytest.fixture(scope="module")
 def browser() -> Iterator[webdriver.Chrome]:
     """Debian's chromium, headless, driven through its chromedriver."""
-    binary = shutil.which("chromium")
-    driver_path = shutil.which("chromedriver")
-    assert binary is not None, "chromium is not installed (make test installs it)"
-    assert driver_path is not None, "chromedriver is not installed (make test installs it)"
-    options = webdriver.ChromeOptions()
-    options.binary_location = binary
-    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):
-        options.add_argument(argument)
-    driver = webdriver.Chrome(service=Service(executable_path=driver_path), options=options)
-    try:
+    with chromium() as driver:
         yield driver
-    finally:
-        driver.quit()
 
 
 def _status(browser: webdriver.Chrome, text: str) -> None:

@@ -1,0 +1,89 @@
+"""What each port serves: the apps' routes on one, the operators' on another.
+
+``/metrics``, ``/docs`` and ``/openapi.json`` need no key. With
+``settings.api.ops_port`` set, ``streambandit api`` listens on a second port that
+serves those (and health and readiness) and nothing else, and the main port stops
+serving them (404): the main port can then be published to the apps while the
+operators' port stays on an internal network (docker-compose.yml does this; see
+docs/load-shedding.md, "Exposure"). Without it, one port serves everything.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from bandit.logging import LimitedLines
+from bandit.settings import ApiSettings
+from bandit.shedding import OnRefused, uvicorn_options
+
+__all__ = ["OPS_PATHS", "PortSplit", "bind", "serve"]
+
+OPS_PATHS = frozenset({"/metrics", "/docs", "/openapi.json"})
+"""Served on the operators' port only (with everything under ``/docs/``)."""
+_BOTH = frozenset({"/healthz", "/readyz"})
+
+
+class PortSplit:
+    """ASGI middleware: the operators' routes on `ops_port` only, the rest elsewhere only.
+
+    Parameters
+    ----------
+    app
+        The app behind it.
+    ops_port
+        The operators' port (the local port a request arrived on is ``scope["server"]``).
+    on_refused
+        Makes the 404 answer from the request, as the app answers its other errors.
+    """
+
+    def __init__(self, app: ASGIApp, *, ops_port: int, on_refused: OnRefused) -> None:
+        self.app = app
+        self.ops_port = ops_port
+        self.on_refused = on_refused
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Answer 404 for a route not served on the port the request came to."""
+        if scope["type"] == "http":
+            path: str = scope["path"]
+            server = scope.get("server")
+            on_ops = server is not None and server[1] == self.ops_port
+            wanted_ops = path in OPS_PATHS or path.startswith("/docs/")
+            if path not in _BOTH and wanted_ops != on_ops:
+                request = Request(scope, receive)
+                response = await self.on_refused(request, HTTPException(404, "Not Found"))
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """Return a listening TCP socket on `host`:`port`, as uvicorn binds its own."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(2048)
+        sock.set_inheritable(True)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def serve(app: ASGIApp, api: ApiSettings) -> None:
+    """Serve `app` with uvicorn on ``api.port``, and on ``api.ops_port`` when set."""
+    import uvicorn
+
+    config = uvicorn.Config(app, host=api.host, port=api.port, **uvicorn_options(api))
+    # (after Config, which sets up uvicorn's loggers): one line per malformed request, limited
+    logging.getLogger("uvicorn.error").addFilter(LimitedLines(api.log_lines_per_second))
+    sockets = [bind(api.host, api.port)]
+    if api.ops_port is not None:
+        sockets.append(bind(api.host, api.ops_port))
+    uvicorn.Server(config).run(sockets=sockets)
