@@ -114,6 +114,7 @@ from bandit.privacy import (
     ConsentUpdate,
     ConsentView,
     EffectiveConsent,
+    PageToken,
     RawUserId,
     effective_consent,
     find_logged,
@@ -133,7 +134,7 @@ from bandit.schemas import (
     RewardReported,
 )
 from bandit.settings import ApiKey, Limits, Settings, get_settings
-from bandit.state import StateStore
+from bandit.state import StateStore, erasure_covers
 from policies import Action
 
 __all__ = [
@@ -804,13 +805,24 @@ async def _change_consent(
     user: str,
     changes: dict[ConsentKind, bool],
     source: str,
+    *,
+    accepted_at: float,
     **noted: str,
 ) -> Response:
-    """Record consent `changes` from `source`, count and log them; answer the new view."""
+    """Record consent `changes` from `source`, count and log them; answer the new view.
+
+    Refused (409) when the person was erased after `accepted_at`: an erasure is final.
+    """
     with _redis_or_503():
         record = await service.store.update_consent(
-            user, ConsentRecord().with_changes(changes, source)
+            user,
+            ConsentRecord().with_changes(changes, source),
+            accepted_at=accepted_at,
+            slack=service.settings.watermark_slack_seconds,
         )
+    if record is None:
+        message = "the person was erased while this request was handled: nothing was recorded"
+        raise _ApiError(409, "Conflict", message)
     for kind, granted in changes.items():
         service.metrics.observe_consent_change(kind, granted=granted)
     _note(request, "consent.changed", **noted, **changes)
@@ -820,7 +832,7 @@ async def _change_consent(
 async def _erase(request: Request, service: _Service, user: str, **noted: str) -> Response:
     """Erase a person (see ``StateStore.erase``), count and log it."""
     with _redis_or_503():
-        erased = await service.store.erase(user, _ERASED_DONE_SECONDS)
+        erased = await service.store.erase(user, service.settings.privacy.erasure_memory_seconds)
     service.metrics.privacy_requests.labels("erasure").inc()
     _note(request, "person.erased", **noted, **erased)
     return _json({"erased": True, **erased})
@@ -842,10 +854,13 @@ async def set_consent(request: Request, service: ServiceDep, caller: CallerDep) 
     The person is named by their raw user id in the body (never in the URL, which
     proxies log); it is replaced by its pseudonym before anything is stored.
     """
+    accepted_at = time.time()
     body = await _body(request, ConsentUpdate, "the consent", service.settings.limits)
     user = _pseudonym(service, body.user_id)
     changes = _consent_changes(body.personalisation, body.learning)
-    return await _change_consent(request, service, user, changes, body.source)
+    return await _change_consent(
+        request, service, user, changes, body.source, accepted_at=accepted_at
+    )
 
 
 async def lookup_consent(request: Request, service: ServiceDep, caller: CallerDep) -> Response:
@@ -855,10 +870,6 @@ async def lookup_consent(request: Request, service: ServiceDep, caller: CallerDe
     with _redis_or_503():
         record = await service.store.consent(user)
     return _model(_consent_view(service, record))
-
-
-_ERASED_DONE_SECONDS = 7 * 24 * 3600
-"""How long an erased person's pending decisions stay marked done in the join."""
 
 
 async def export_person(request: Request, service: ServiceDep, caller: CallerDep) -> Response:
@@ -900,18 +911,25 @@ async def privacy_token(request: Request, service: ServiceDep, caller: CallerDep
     body = await _body(request, ConsentLookup, "the token request", service.settings.limits)
     user = _pseudonym(service, body.user_id)
     key = _pseudonym_key(service)
-    expires_at = int(time.time()) + _PAGE_TOKEN_SECONDS
-    token = page_token(key, user, expires_at)
+    issued_at = time.time()
+    expires_at = int(issued_at) + _PAGE_TOKEN_SECONDS
+    token = page_token(key, user, expires_at, issued_at)
     return _json({"token": token, "expires_at": expires_at, "path": f"/privacy#token={token}"})
 
 
-def _page_person(request: Request, service: _Service) -> str:
+async def _page_person(request: Request, service: _Service) -> PageToken:
+    """Return the page token's person, unless it is invalid or an erasure revoked it."""
     token = request.headers.get("x-privacy-token", "")
-    user = read_page_token(_pseudonym_key(service), token, now=time.time()) if token else None
-    if user is None:
+    read = read_page_token(_pseudonym_key(service), token, now=time.time()) if token else None
+    if read is None:
         message = "this page needs a valid privacy token (ask the app for a new link)"
         raise _ApiError(401, "Unauthorized", message)
-    return user
+    with _redis_or_503():
+        erased_at = await service.store.erased_at(read.pseudonym)
+    if erasure_covers(read.issued_at, erased_at, service.settings.watermark_slack_seconds):
+        message = "this privacy link was revoked by an erasure (ask the app for a new link)"
+        raise _ApiError(401, "Unauthorized", message)
+    return read
 
 
 async def privacy_page() -> Response:
@@ -931,7 +949,7 @@ _PAGE_HEADERS = {
 
 async def me(request: Request, service: ServiceDep) -> Response:
     """Show a person their consents, what is held, and their recent decisions explained."""
-    user = _page_person(request, service)
+    user = (await _page_person(request, service)).pseudonym
     with _redis_or_503():
         record, secret = await service.store.consent_and_secret(user)
         held = await service.store.held(user, record, secret)
@@ -986,20 +1004,27 @@ def _recent_explanation(service: _Service, entry: Mapping[str, Any]) -> Explanat
 
 
 async def me_consent(request: Request, service: ServiceDep) -> Response:
-    """Change one's own consents from the privacy page."""
-    user = _page_person(request, service)
+    """Change one's own consents from the privacy page (refused once erased since issued)."""
+    token = await _page_person(request, service)
     body = await _body(request, PageConsent, "the consent", service.settings.limits)
     changes = _consent_changes(body.personalisation, body.learning)
     if not changes:
         raise _ApiError(422, "BadRequest", "give personalisation, learning or both")
     return await _change_consent(
-        request, service, user, changes, "privacy-page", via="privacy-page"
+        request,
+        service,
+        token.pseudonym,
+        changes,
+        "privacy-page",
+        accepted_at=token.issued_at,
+        via="privacy-page",
     )
 
 
 async def me_erase(request: Request, service: ServiceDep) -> Response:
     """Erase oneself from the privacy page."""
-    return await _erase(request, service, _page_person(request, service), via="privacy-page")
+    token = await _page_person(request, service)
+    return await _erase(request, service, token.pseudonym, via="privacy-page")
 
 
 def _check_admin(caller: Caller, what: str = "this") -> None:

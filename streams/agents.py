@@ -254,22 +254,30 @@ def _register_context(app: StreamBanditApp, services: AppServices) -> None:
     topics = app.bandit_topics
     ttl = app.settings.redis.feature_ttl_seconds
 
+    slack = app.settings.watermark_slack_seconds
+
     @app.agent(topics.events, name="context")
     async def context(stream):  # type: ignore[no-untyped-def]
-        aggregator = ContextAggregator(services.store, ttl)
+        aggregator = ContextAggregator(services.store, ttl, slack)
         async for events in stream.take_events(_CONTEXT_BATCH, _CONTEXT_WITHIN_SECONDS):
-            decoded = await _decode_all(services, _BEHAVIOUR, events)
+            decoded, accepted = await _decode_all(services, _BEHAVIOUR, events)
             if decoded:
-                await retry("context.apply", partial(aggregator.apply, decoded), attempts=5)
+                apply = partial(aggregator.apply, decoded, accepted)
+                await retry("context.apply", apply, attempts=5)
 
 
-async def _decode_all(services: AppServices, adapter: TypeAdapter[T], events: Any) -> list[T]:
+async def _decode_all(
+    services: AppServices, adapter: TypeAdapter[T], events: Any
+) -> tuple[list[T], list[float | None]]:
+    """Decode `events`, dead-lettering what does not decode; with each, its Kafka time."""
     decoded: list[T] = []
+    stamps: list[float | None] = []
     for event in events:
         value = await services.dead_letters.decode(adapter, RawRecord.from_event(event))
         if value is not None:
             decoded.append(value)
-    return decoded
+            stamps.append(_record_time(event.message.timestamp))
+    return decoded, stamps
 
 
 # -- learner and decision log -----------------------------------------------------------
