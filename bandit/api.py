@@ -714,7 +714,7 @@ async def reward(
         debiased = RandomisedResponse(body.ldp_epsilon).debias(int(body.reward))
         body = body.model_copy(update={"reward": debiased})
         service.metrics.feedback.labels("ldp_reward").inc()
-    await _feedback(request, service, "reward", body)
+    await _feedback(request, service, caller, "reward", body)
     return _model(Accepted(event_id=body.event_id, reward_id=body.reward_id), 202)
 
 
@@ -724,7 +724,7 @@ async def activate(
     """Activate a decision ranked with ``defer_activation``: it may now be learned."""
     _check_may_send(service, caller, policy)
     body = await _body(request, Activation, "the activation", service.settings.limits)
-    await _feedback(request, service, "activation", body)
+    await _feedback(request, service, caller, "activation", body)
     return _model(Accepted(event_id=body.event_id), 202)
 
 
@@ -749,9 +749,12 @@ def _check_may_send(service: _Service, caller: Caller, policy: str | None) -> No
 async def _feedback(
     request: Request,
     service: _Service,
+    caller: Caller,
     kind: Literal["reward", "activation"],
     record: RewardReported | Activation,
 ) -> None:
+    """Produce a reward or activation carrying the caller's scope (see :func:`_scoped`)."""
+    record = await _scoped(service, caller, record)
     delivery = await _produce(
         service, "rewards", record.event_id, record.model_dump_json().encode()
     )
@@ -760,6 +763,40 @@ async def _feedback(
     if isinstance(record, RewardReported):
         fields.update(reward=record.reward, reward_id=record.reward_id)
     _note(request, f"{kind}.received", **fields)
+
+
+async def _scoped(
+    service: _Service, caller: Caller, record: RewardReported | Activation
+) -> RewardReported | Activation:
+    """Return `record` with the caller's scope; 403 when its decision is another policy's.
+
+    A key allowed ``*`` acts on any decision (scope None). Any other key's records
+    carry the served policies it may use, and the join refuses them for a decision of
+    another policy, whenever the decision arrives (``streams.join``, "policy scope");
+    when the join holds the decision already, the answer is 403 at once.
+    """
+    if record.scope is not None:
+        detail = {
+            "loc": ["body", "scope"],
+            "msg": "the scope is set by the service from the API key: leave it out",
+            "type": "scope_not_allowed",
+        }
+        raise _ApiError(422, "BadRequest", "the record breaks 1 rule", details=[detail])
+    if "*" in caller.key.policies:
+        return record
+    allowed = _allowed(service, caller)
+    try:
+        async with asyncio.timeout(_CONTROL_TIMEOUT):
+            policy = await service.store.decision_policy(record.event_id)
+    except (RedisError, OSError, TimeoutError):
+        policy = None  # the join refuses it anyway
+    if policy is not None and policy not in allowed:
+        message = (
+            f"this key may not use policy {policy!r}, whose decision event "
+            f"{record.event_id!r} is; it may use {allowed}"
+        )
+        raise _ApiError(403, "Forbidden", message)
+    return record.model_copy(update={"scope": tuple(allowed)})
 
 
 @contextmanager
@@ -1037,8 +1074,7 @@ async def privacy_report(request: Request, service: ServiceDep, caller: CallerDe
     """Release a rate with Laplace noise on both counts, spending ε from the ledger."""
     _check_admin(caller, "releasing a report")
     body = await _body(request, ReportRequest, "the report request", service.settings.limits)
-    if body.policy not in service.engine.served:
-        raise _ApiError(404, "ResourceNotFound", f"no policy named {body.policy!r} is served")
+    _resolve_policy(service, caller, body.policy)  # 404 when not served, 403 not the key's
     ledger = PrivacyLedger(
         service.control_redis,
         service.settings.redis.key_prefix,
@@ -1189,7 +1225,7 @@ async def personalizer_reward(
         record = to_reward(event_id, raw, service.settings.limits)
     except pydantic.ValidationError as exc:
         raise _invalid(exc, "the reward") from None
-    await _feedback(request, service, "reward", record)
+    await _feedback(request, service, caller, "reward", record)
     return Response(status_code=204)
 
 
@@ -1206,7 +1242,7 @@ async def personalizer_activate(
         record = to_activation(event_id, service.settings.limits)
     except pydantic.ValidationError as exc:
         raise _invalid(exc, "the activation") from None
-    await _feedback(request, service, "activation", record)
+    await _feedback(request, service, caller, "activation", record)
     return Response(status_code=204)
 
 

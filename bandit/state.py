@@ -416,6 +416,22 @@ class StateStore:
                     continue
                 return kept
 
+    async def decision_policy(self, event_id: str) -> str | None:
+        """Return the policy of a decision the join holds (pending or done), or None.
+
+        None too for a decision not yet read by the join, or erased.
+        """
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hget(self.key("join", "event", event_id), "policy")
+            pipe.get(self.key("join", "done", event_id))
+            pending, done = await pipe.execute()
+        if pending is not None:
+            return _text(pending)
+        if done is None:
+            return None
+        policy = _text(done).split(" ", 1)[0]
+        return None if policy == "_erased" else policy
+
     # -- consent -------------------------------------------------------------------------
 
     async def consent(self, pseudonym: str) -> ConsentRecord | None:

@@ -471,9 +471,10 @@ async def join_rewards_record(services: AppServices, event: Any) -> None:
     """Hand one record of ``rewards`` to the join, moving its partition's watermark.
 
     A reward or an activation is joined, and its partition's watermark moved to the
-    record's timestamp, in one script; a watermark marker moves the watermark to the
-    marker's time; a record that does not decode is dead-lettered, then moves the
-    watermark to its timestamp.
+    record's timestamp, in one script (one sent with a key not allowed its decision's
+    policy is refused there, then dead-lettered with that reason); a watermark marker
+    moves the watermark to the marker's time; a record that does not decode is
+    dead-lettered, then moves the watermark to its timestamp.
 
     Parameters
     ----------
@@ -503,7 +504,8 @@ async def join_rewards_record(services: AppServices, event: Any) -> None:
         await retry("join.watermark", partial(join.advance_watermark, partition, marker))
         return
     stamp = _record_time(message.timestamp)
-    record = await services.dead_letters.decode(_REWARDS, RawRecord.from_event(event))
+    raw = RawRecord.from_event(event)
+    record = await services.dead_letters.decode(_REWARDS, raw)
     if record is None:
         if stamp is not None:
             await retry("join.watermark", partial(join.advance_watermark, partition, stamp))
@@ -516,7 +518,15 @@ async def join_rewards_record(services: AppServices, event: Any) -> None:
             add = partial(join.add_activation, record, **read)
         else:
             add = partial(join.add_reward, record, **read)
-        await retry("join.add", add)
+        outcome = await retry("join.add", add)
+        if outcome == "forbidden":  # counted by the join; said with the reason here
+            policy = await retry(
+                "join.policy", partial(services.store.decision_policy, record.event_id)
+            )
+            reason = (
+                f"key not allowed for policy {policy!r} (its scope: {list(record.scope or ())})"
+            )
+            await retry("join.reject", partial(services.dead_letters.reject, raw, reason))
 
 
 def _watermark_marker(headers: Any) -> float | None:
