@@ -31,8 +31,11 @@ Auth
     ``X-API-Key`` or ``Authorization: Bearer``. No key or an unknown key: 401. A key
     may rank, reward, activate, send events and read settings for its own policies
     (``"*"``: all served); only ``admin`` keys may change settings. A key not allowed
-    the policy or the action: 403, the body naming what is missing. Health, readiness,
-    metrics and the documentation are open: expose them on an internal network only.
+    the policy or the action: 403, the body naming what is missing. Rewards and
+    activations carry the key's policies (``scope``), and the join refuses them for
+    another policy's decision (docs/live-loop.md, "Keys scoped to policies"). Health,
+    readiness, metrics and the documentation are open: expose them on an internal
+    network only.
 Rank
     Validated with the configured limits (``RankRequest.model_validate(..., context=)``),
     decided by the :class:`~bandit.engine.DecisionEngine`, and the decision produced to
