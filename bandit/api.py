@@ -788,11 +788,13 @@ async def _scoped(
     if "*" in caller.key.policies:
         return record
     allowed = _allowed(service, caller)
-    try:
-        async with asyncio.timeout(_CONTROL_TIMEOUT):
-            policy = await service.store.decision_policy(record.event_id)
-    except (RedisError, OSError, TimeoutError):
-        policy = None  # the join refuses it anyway
+    policy = None  # unknown: the join decides; so too while Redis is away, without waiting
+    if not service.engine.degraded:
+        try:
+            async with asyncio.timeout(service.settings.redis.socket_timeout_seconds * 2):
+                policy = await service.engine.features_store.decision_policy(record.event_id)
+        except (RedisError, OSError, TimeoutError):
+            pass
     if policy is not None and policy not in allowed:
         message = (
             f"this key may not use policy {policy!r}, whose decision event "
