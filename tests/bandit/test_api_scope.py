@@ -28,6 +28,7 @@ from tests.bandit.test_api import _consume
 MAIN_KEY = "scope-key-main-0123456789"
 OTHER_KEY = "scope-key-other-012345678"
 ANY_KEY = "scope-key-any-0123456789"
+ADMIN_MAIN_KEY = "scope-key-admin-main-0123"
 MAIN = {"X-API-Key": MAIN_KEY}
 OTHER = {"X-API-Key": OTHER_KEY}
 ACTIONS = [{"id": "a"}, {"id": "b"}]
@@ -52,6 +53,7 @@ def server(broker: str, redis_url: str) -> Iterator[tuple[str, Settings]]:
                 ApiKey(key=MAIN_KEY, policies=("main",)),
                 ApiKey(key=OTHER_KEY, policies=("other",)),
                 ApiKey(key=ANY_KEY),
+                ApiKey(key=ADMIN_MAIN_KEY, role="admin", policies=("main",)),
             )
         ),
         policies={"main": "uniform", "other": "uniform"},
@@ -152,3 +154,22 @@ def test_feedback_before_the_decision_carries_the_keys_scope(
         scopes[parsed.event_id] = parsed.scope
     assert {scopes[event_id] for event_id in event_ids.values()} == {("main",)}
     assert scopes[unscoped] is None
+
+
+def test_an_admin_key_of_one_policy_is_refused_another_policys_settings_and_reports(
+    server: tuple[str, Settings],
+) -> None:
+    """Admin routes naming a policy check the admin key's policies too."""
+    url, _ = server
+    admin = {"X-API-Key": ADMIN_MAIN_KEY}
+    report = {"metric": "reward_rate", "policy": "other", "epsilon": 0.1}
+    with httpx.Client(base_url=url, timeout=10) as http:
+        for answer in (
+            http.post("/v1/privacy/reports", json=report, headers=admin),
+            http.get("/v1/policies/other/settings", headers=admin),
+            http.put("/v1/policies/other/settings", json={"spec": "uniform"}, headers=admin),
+        ):
+            assert answer.status_code == 403, answer.text
+            assert "'other'" in answer.text
+        mine = http.post("/v1/privacy/reports", json={**report, "policy": "main"}, headers=admin)
+        assert mine.status_code == 200, mine.text
