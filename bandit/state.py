@@ -113,6 +113,14 @@ return redis.call('HGETALL', KEYS[1])
 """
 )
 
+# KEYS: erasure markers..., a feature hash. Returns each marker (false: none), then the hash.
+_READ_SESSION = """
+local found = {}
+for i = 1, #KEYS - 1 do found[i] = redis.call('GET', KEYS[i]) end
+found[#KEYS] = redis.call('HGETALL', KEYS[#KEYS])
+return found
+"""
+
 # KEYS: erasure marker; ARGV: now, seconds to remember. The marker only moves forward.
 _MARK_ERASED = """
 local at = redis.call('GET', KEYS[1])
@@ -170,6 +178,7 @@ class StateStore:
         self._note_decision = redis.register_script(_NOTE_DECISION)
         self._update_consent = redis.register_script(_UPDATE_CONSENT)
         self._mark_erased = redis.register_script(_MARK_ERASED)
+        self._read_session = redis.register_script(_READ_SESSION)
 
     def key(self, *parts: str) -> str:
         """Return the full key for `parts`: ``prefix:part:part``."""
@@ -388,7 +397,9 @@ class StateStore:
             while True:
                 try:
                     await pipe.watch(*markers, session_key, device_key)
-                    found = await pipe.mget(markers)
+                    *found, stored = await self._read_session(
+                        keys=[*markers, session_key], client=pipe
+                    )
                     erased = {
                         pseudonym: None if at is None else float(at)
                         for pseudonym, at in zip(people, found, strict=True)
@@ -401,8 +412,8 @@ class StateStore:
                     if not kept:
                         await pipe.unwatch()  # type: ignore[no-untyped-call]
                         return []
-                    stored = await pipe.hgetall(session_key)
-                    session, device = fold(_features(stored), kept)
+                    pairs = dict(zip(stored[::2], stored[1::2], strict=True))
+                    session, device = fold(_features(pairs), kept)
                     pipe.multi()  # type: ignore[no-untyped-call]
                     for key, features in ((session_key, session), (device_key, device)):
                         pipe.hset(key, mapping=_encoded(features))  # type: ignore[arg-type]

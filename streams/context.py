@@ -45,6 +45,10 @@ __all__ = ["COUNTED_KINDS", "ContextAggregator", "device_features", "session_fea
 
 FeatureMap = dict[str, float | str]
 
+_FOLDS_AT_ONCE = 32
+"""Most sessions folded at once: each holds a Redis connection for its transaction, and
+the client's pool refuses more than 100 (a batch may hold hundreds of sessions)."""
+
 COUNTED_KINDS: Mapping[BehaviourKind, str] = {
     BehaviourKind.VIEW: "views",
     BehaviourKind.CLICK: "clicks",
@@ -129,7 +133,13 @@ class ContextAggregator:
         for index in fresh:
             event = events[index]
             by_session.setdefault(event.session_id, []).append((event, times[index]))
-        folded = await asyncio.gather(*(self._fold(sid, evs) for sid, evs in by_session.items()))
+        turns = asyncio.Semaphore(_FOLDS_AT_ONCE)
+
+        async def fold(session_id: str, events: list[tuple[BehaviourEvent, float]]) -> int:
+            async with turns:
+                return await self._fold(session_id, events)
+
+        folded = await asyncio.gather(*(fold(sid, evs) for sid, evs in by_session.items()))
         return sum(folded)
 
     async def _first_seen(self, events: Sequence[BehaviourEvent]) -> list[int]:
