@@ -10,6 +10,10 @@ State lives in Redis, flows live in Kafka. Keys, all under the configured prefix
     sb:logged:{name}               sorted set: event ids in a decision log -> when (a day)
     sb:features:{kind}:{id}        hash of features with a TTL (session, device)
     sb:counters:{name}             hash of counters (decisions, rewards_late, ...)
+    sb:consent:{pseudonym}         hash: a person's consents and secret
+    sb:user:{pseudonym}:...        a person's sessions, decisions, recent decisions
+    sb:erased:{sha256 of pseudonym}  the time of the person's last erasure
+                                   (privacy.erasure_memory_seconds; docs/privacy.md)
 
 The join agent's own keys are described in :mod:`streams.join`.
 """
