@@ -871,13 +871,13 @@ async def _change_consent(
     return _model(_consent_view(service, record))
 
 
-async def _erase(request: Request, service: _Service, user: str, **noted: str) -> Response:
-    """Erase a person (see ``StateStore.erase``), count and log it."""
+async def _erase(request: Request, service: _Service, user: str, **noted: str) -> dict[str, Any]:
+    """Erase a person (see ``StateStore.erase``), count and log it; return the answer."""
     with _redis_or_503():
         erased = await service.store.erase(user, service.settings.privacy.erasure_memory_seconds)
     service.metrics.privacy_requests.labels("erasure").inc()
     _note(request, "person.erased", **noted, **erased)
-    return _json({"erased": True, **erased})
+    return {"erased": True, **erased}
 
 
 def _consent_view(service: _Service, record: ConsentRecord | None) -> ConsentView:
@@ -932,7 +932,7 @@ async def export_person(request: Request, service: ServiceDep, caller: CallerDep
 async def erase_person(request: Request, service: ServiceDep, caller: CallerDep) -> Response:
     """Erase a person: consents, secret, features, pending decisions; logs unlinkable."""
     body = await _body(request, ConsentLookup, "the erasure request", service.settings.limits)
-    return await _erase(request, service, _pseudonym(service, body.user_id))
+    return _json(await _erase(request, service, _pseudonym(service, body.user_id)))
 
 
 _PAGE_TOKEN_SECONDS = 3600
@@ -1066,7 +1066,10 @@ async def me_consent(request: Request, service: ServiceDep) -> Response:
 async def me_erase(request: Request, service: ServiceDep) -> Response:
     """Erase oneself from the privacy page."""
     token = await _page_person(request, service)
-    return await _erase(request, service, token.pseudonym, via="privacy-page")
+    erased = await _erase(request, service, token.pseudonym, via="privacy-page")
+    # what the page shows now: its token is revoked, so it cannot ask again
+    consent = _consent_view(service, None).model_dump(mode="json")
+    return _json({**erased, "consent": consent})
 
 
 def _check_admin(caller: Caller, what: str = "this") -> None:
