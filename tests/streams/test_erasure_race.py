@@ -165,3 +165,39 @@ def test_nothing_accepted_before_an_erasure_comes_back(redis_url: str) -> None:
             await client.aclose()
 
     asyncio.run(main())
+
+
+def test_a_rank_that_began_before_an_erasure_keeps_nothing(redis_url: str) -> None:
+    """A rank whose note meets a later erasure is produced unlearned, stripped, unlinked."""
+
+    async def main() -> None:
+        prefix = f"er{uuid.uuid4().hex[:8]}"
+        settings = Settings(
+            redis=RedisSettings(url=redis_url, key_prefix=prefix),
+            policies={"main": "uniform"},
+            watermark_slack_seconds=0.0,
+        )
+        client = Redis.from_url(redis_url)
+        store = StateStore(client, prefix)
+        engine = DecisionEngine(settings, store)
+        await engine.start()
+        try:
+            person = f"p{uuid.uuid4().hex}"
+            # The erasure lands after this rank began (its time is ahead of the rank's),
+            # and the rank still reads a consent: the one it read before the erasure.
+            await store.erase(person, REMEMBER, now=time.time() + 60)
+            grant = ConsentRecord().with_changes({"personalisation": True, "learning": True}, "t")
+            await store.update_consent(person, grant)
+            outcome = await engine.rank(_rank_request("e-late"), "main", user=person)
+            decision = outcome.decision
+            assert (decision.learn, decision.subject, decision.context) == (False, None, {})
+            assert outcome.consent.personalise
+            assert not outcome.consent.learn
+            _, secret = await store.consent_and_secret(person)
+            assert secret is None
+            assert not await store.redis.exists(store.key("user", person, "decisions"))
+        finally:
+            await engine.stop()
+            await client.aclose()
+
+    asyncio.run(main())
