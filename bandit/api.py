@@ -31,10 +31,12 @@ Auth
     ``X-API-Key`` or ``Authorization: Bearer``. No key or an unknown key: 401. A key
     may rank, reward, activate, send events and read settings for its own policies
     (``"*"``: all served); only ``admin`` keys may change settings. A key not allowed
-    the policy or the action: 403, the body naming what is missing. Health, readiness,
-    metrics and the documentation are open: expose them on an internal network only
-    (``settings.api.ops_port`` serves metrics and documentation on a port of their own:
-    :mod:`bandit.exposure`).
+    the policy or the action: 403, the body naming what is missing. Rewards and
+    activations carry the key's policies (``scope``), and the join refuses them for
+    another policy's decision (docs/live-loop.md, "Keys scoped to policies"). Health,
+    readiness, metrics and the documentation are open: expose them on an internal
+    network only (``settings.api.ops_port`` serves metrics and documentation on a port
+    of their own: :mod:`bandit.exposure`).
 Rank
     Validated with the configured limits (``RankRequest.model_validate(..., context=)``),
     decided by the :class:`~bandit.engine.DecisionEngine`, and the decision produced to
@@ -118,6 +120,7 @@ from bandit.privacy import (
     ConsentUpdate,
     ConsentView,
     EffectiveConsent,
+    PageToken,
     RawUserId,
     effective_consent,
     find_logged,
@@ -138,7 +141,7 @@ from bandit.schemas import (
 )
 from bandit.settings import ApiKey, Limits, Settings, get_settings
 from bandit.shedding import SHED_RESPONSES, SHED_SCOPE_KEY, Shedding
-from bandit.state import StateStore
+from bandit.state import StateStore, erasure_covers
 from policies import Action
 
 __all__ = [
@@ -711,7 +714,7 @@ async def reward(
         debiased = RandomisedResponse(body.ldp_epsilon).debias(int(body.reward))
         body = body.model_copy(update={"reward": debiased})
         service.metrics.feedback.labels("ldp_reward").inc()
-    await _feedback(request, service, "reward", body)
+    await _feedback(request, service, caller, "reward", body)
     return _model(Accepted(event_id=body.event_id, reward_id=body.reward_id), 202)
 
 
@@ -721,7 +724,7 @@ async def activate(
     """Activate a decision ranked with ``defer_activation``: it may now be learned."""
     _check_may_send(service, caller, policy)
     body = await _body(request, Activation, "the activation", service.settings.limits)
-    await _feedback(request, service, "activation", body)
+    await _feedback(request, service, caller, "activation", body)
     return _model(Accepted(event_id=body.event_id), 202)
 
 
@@ -746,9 +749,12 @@ def _check_may_send(service: _Service, caller: Caller, policy: str | None) -> No
 async def _feedback(
     request: Request,
     service: _Service,
+    caller: Caller,
     kind: Literal["reward", "activation"],
     record: RewardReported | Activation,
 ) -> None:
+    """Produce a reward or activation carrying the caller's scope (see :func:`_scoped`)."""
+    record = await _scoped(service, caller, record)
     delivery = await _produce(
         service, "rewards", record.event_id, record.model_dump_json().encode()
     )
@@ -757,6 +763,42 @@ async def _feedback(
     if isinstance(record, RewardReported):
         fields.update(reward=record.reward, reward_id=record.reward_id)
     _note(request, f"{kind}.received", **fields)
+
+
+async def _scoped(
+    service: _Service, caller: Caller, record: RewardReported | Activation
+) -> RewardReported | Activation:
+    """Return `record` with the caller's scope; 403 when its decision is another policy's.
+
+    A key allowed ``*`` acts on any decision (scope None). Any other key's records
+    carry the served policies it may use, and the join refuses them for a decision of
+    another policy, whenever the decision arrives (``streams.join``, "policy scope");
+    when the join holds the decision already, the answer is 403 at once.
+    """
+    if record.scope is not None:
+        detail = {
+            "loc": ["body", "scope"],
+            "msg": "the scope is set by the service from the API key: leave it out",
+            "type": "scope_not_allowed",
+        }
+        raise _ApiError(422, "BadRequest", "the record breaks 1 rule", details=[detail])
+    if "*" in caller.key.policies:
+        return record
+    allowed = _allowed(service, caller)
+    policy = None  # unknown: the join decides; so too while Redis is away, without waiting
+    if not service.engine.degraded:
+        try:
+            async with asyncio.timeout(service.settings.redis.socket_timeout_seconds * 2):
+                policy = await service.engine.features_store.decision_policy(record.event_id)
+        except (RedisError, OSError, TimeoutError):
+            pass
+    if policy is not None and policy not in allowed:
+        message = (
+            f"this key may not use policy {policy!r}, whose decision event "
+            f"{record.event_id!r} is; it may use {allowed}"
+        )
+        raise _ApiError(403, "Forbidden", message)
+    return record.model_copy(update={"scope": tuple(allowed)})
 
 
 @contextmanager
@@ -802,26 +844,37 @@ async def _change_consent(
     user: str,
     changes: dict[ConsentKind, bool],
     source: str,
+    *,
+    accepted_at: float,
     **noted: str,
 ) -> Response:
-    """Record consent `changes` from `source`, count and log them; answer the new view."""
+    """Record consent `changes` from `source`, count and log them; answer the new view.
+
+    Refused (409) when the person was erased after `accepted_at`: an erasure is final.
+    """
     with _redis_or_503():
         record = await service.store.update_consent(
-            user, ConsentRecord().with_changes(changes, source)
+            user,
+            ConsentRecord().with_changes(changes, source),
+            accepted_at=accepted_at,
+            slack=service.settings.watermark_slack_seconds,
         )
+    if record is None:
+        message = "the person was erased while this request was handled: nothing was recorded"
+        raise _ApiError(409, "Conflict", message)
     for kind, granted in changes.items():
         service.metrics.observe_consent_change(kind, granted=granted)
     _note(request, "consent.changed", **noted, **changes)
     return _model(_consent_view(service, record))
 
 
-async def _erase(request: Request, service: _Service, user: str, **noted: str) -> Response:
-    """Erase a person (see ``StateStore.erase``), count and log it."""
+async def _erase(request: Request, service: _Service, user: str, **noted: str) -> dict[str, Any]:
+    """Erase a person (see ``StateStore.erase``), count and log it; return the answer."""
     with _redis_or_503():
-        erased = await service.store.erase(user, _ERASED_DONE_SECONDS)
+        erased = await service.store.erase(user, service.settings.privacy.erasure_memory_seconds)
     service.metrics.privacy_requests.labels("erasure").inc()
     _note(request, "person.erased", **noted, **erased)
-    return _json({"erased": True, **erased})
+    return {"erased": True, **erased}
 
 
 def _consent_view(service: _Service, record: ConsentRecord | None) -> ConsentView:
@@ -840,10 +893,13 @@ async def set_consent(request: Request, service: ServiceDep, caller: CallerDep) 
     The person is named by their raw user id in the body (never in the URL, which
     proxies log); it is replaced by its pseudonym before anything is stored.
     """
+    accepted_at = time.time()
     body = await _body(request, ConsentUpdate, "the consent", service.settings.limits)
     user = _pseudonym(service, body.user_id)
     changes = _consent_changes(body.personalisation, body.learning)
-    return await _change_consent(request, service, user, changes, body.source)
+    return await _change_consent(
+        request, service, user, changes, body.source, accepted_at=accepted_at
+    )
 
 
 async def lookup_consent(request: Request, service: ServiceDep, caller: CallerDep) -> Response:
@@ -853,10 +909,6 @@ async def lookup_consent(request: Request, service: ServiceDep, caller: CallerDe
     with _redis_or_503():
         record = await service.store.consent(user)
     return _model(_consent_view(service, record))
-
-
-_ERASED_DONE_SECONDS = 7 * 24 * 3600
-"""How long an erased person's pending decisions stay marked done in the join."""
 
 
 async def export_person(request: Request, service: ServiceDep, caller: CallerDep) -> Response:
@@ -877,7 +929,7 @@ async def export_person(request: Request, service: ServiceDep, caller: CallerDep
 async def erase_person(request: Request, service: ServiceDep, caller: CallerDep) -> Response:
     """Erase a person: consents, secret, features, pending decisions; logs unlinkable."""
     body = await _body(request, ConsentLookup, "the erasure request", service.settings.limits)
-    return await _erase(request, service, _pseudonym(service, body.user_id))
+    return _json(await _erase(request, service, _pseudonym(service, body.user_id)))
 
 
 _PAGE_TOKEN_SECONDS = 3600
@@ -898,18 +950,25 @@ async def privacy_token(request: Request, service: ServiceDep, caller: CallerDep
     body = await _body(request, ConsentLookup, "the token request", service.settings.limits)
     user = _pseudonym(service, body.user_id)
     key = _pseudonym_key(service)
-    expires_at = int(time.time()) + _PAGE_TOKEN_SECONDS
-    token = page_token(key, user, expires_at)
+    issued_at = time.time()
+    expires_at = int(issued_at) + _PAGE_TOKEN_SECONDS
+    token = page_token(key, user, expires_at, issued_at)
     return _json({"token": token, "expires_at": expires_at, "path": f"/privacy#token={token}"})
 
 
-def _page_person(request: Request, service: _Service) -> str:
+async def _page_person(request: Request, service: _Service) -> PageToken:
+    """Return the page token's person, unless it is invalid or an erasure revoked it."""
     token = request.headers.get("x-privacy-token", "")
-    user = read_page_token(_pseudonym_key(service), token, now=time.time()) if token else None
-    if user is None:
+    read = read_page_token(_pseudonym_key(service), token, now=time.time()) if token else None
+    if read is None:
         message = "this page needs a valid privacy token (ask the app for a new link)"
         raise _ApiError(401, "Unauthorized", message)
-    return user
+    with _redis_or_503():
+        erased_at = await service.store.erased_at(read.pseudonym)
+    if erasure_covers(read.issued_at, erased_at, service.settings.watermark_slack_seconds):
+        message = "this privacy link was revoked by an erasure (ask the app for a new link)"
+        raise _ApiError(401, "Unauthorized", message)
+    return read
 
 
 async def privacy_page() -> Response:
@@ -929,7 +988,7 @@ _PAGE_HEADERS = {
 
 async def me(request: Request, service: ServiceDep) -> Response:
     """Show a person their consents, what is held, and their recent decisions explained."""
-    user = _page_person(request, service)
+    user = (await _page_person(request, service)).pseudonym
     with _redis_or_503():
         record, secret = await service.store.consent_and_secret(user)
         held = await service.store.held(user, record, secret)
@@ -984,20 +1043,30 @@ def _recent_explanation(service: _Service, entry: Mapping[str, Any]) -> Explanat
 
 
 async def me_consent(request: Request, service: ServiceDep) -> Response:
-    """Change one's own consents from the privacy page."""
-    user = _page_person(request, service)
+    """Change one's own consents from the privacy page (refused once erased since issued)."""
+    token = await _page_person(request, service)
     body = await _body(request, PageConsent, "the consent", service.settings.limits)
     changes = _consent_changes(body.personalisation, body.learning)
     if not changes:
         raise _ApiError(422, "BadRequest", "give personalisation, learning or both")
     return await _change_consent(
-        request, service, user, changes, "privacy-page", via="privacy-page"
+        request,
+        service,
+        token.pseudonym,
+        changes,
+        "privacy-page",
+        accepted_at=token.issued_at,
+        via="privacy-page",
     )
 
 
 async def me_erase(request: Request, service: ServiceDep) -> Response:
     """Erase oneself from the privacy page."""
-    return await _erase(request, service, _page_person(request, service), via="privacy-page")
+    token = await _page_person(request, service)
+    erased = await _erase(request, service, token.pseudonym, via="privacy-page")
+    # what the page shows now: its token is revoked, so it cannot ask again
+    consent = _consent_view(service, None).model_dump(mode="json")
+    return _json({**erased, "consent": consent})
 
 
 def _check_admin(caller: Caller, what: str = "this") -> None:
@@ -1010,8 +1079,7 @@ async def privacy_report(request: Request, service: ServiceDep, caller: CallerDe
     """Release a rate with Laplace noise on both counts, spending ε from the ledger."""
     _check_admin(caller, "releasing a report")
     body = await _body(request, ReportRequest, "the report request", service.settings.limits)
-    if body.policy not in service.engine.served:
-        raise _ApiError(404, "ResourceNotFound", f"no policy named {body.policy!r} is served")
+    _resolve_policy(service, caller, body.policy)  # 404 when not served, 403 not the key's
     ledger = PrivacyLedger(
         service.control_redis,
         service.settings.redis.key_prefix,
@@ -1163,7 +1231,7 @@ async def personalizer_reward(
         record = to_reward(event_id, raw, service.settings.limits)
     except pydantic.ValidationError as exc:
         raise _invalid(exc, "the reward") from None
-    await _feedback(request, service, "reward", record)
+    await _feedback(request, service, caller, "reward", record)
     return Response(status_code=204)
 
 
@@ -1180,7 +1248,7 @@ async def personalizer_activate(
         record = to_activation(event_id, service.settings.limits)
     except pydantic.ValidationError as exc:
         raise _invalid(exc, "the activation") from None
-    await _feedback(request, service, "activation", record)
+    await _feedback(request, service, caller, "activation", record)
     return Response(status_code=204)
 
 

@@ -78,6 +78,9 @@ __all__ = [
 
 
 _REDIS_FAILURES = (RedisError, OSError, TimeoutError)
+_ERASED = "erased"
+"""What :meth:`DecisionEngine._subject` returns for a person erased while the rank ran
+(never a subject token, which is 32 hex digits)."""
 _log = structlog.get_logger("bandit.engine")
 
 
@@ -278,6 +281,7 @@ class DecisionEngine:
         consent = self._anonymous
         stored: dict[str, dict[str, Any]] = {}
         degraded = False
+        started_at = time.time() if user is not None else 0.0  # an erasure after it wins
         if user is not None or wanted:
             found = await self._read_state(user, wanted)
             if found is None:
@@ -310,9 +314,7 @@ class DecisionEngine:
         )
         choice = decide_ranking(chooser.pmf(*seen), decided.event_id)
         subject = None
-        if not consent.learn:  # nothing about the decision is kept but what counts it
-            context, actions = {}, [_bare(action) for action in actions]
-        elif user is not None:
+        if consent.learn and user is not None:
             recent = orjson.dumps(
                 {
                     "event_id": request.event_id,
@@ -328,7 +330,12 @@ class DecisionEngine:
                     "actions": [{"id": a.id, "features": a.features} for a in actions],
                 }
             )
-            subject = await self._subject(user, request.event_id, loaded, recent)
+            subject = await self._subject(user, request.event_id, loaded, recent, started_at)
+            if subject == _ERASED:  # erased while this rank ran: keep nothing of it
+                consent = Consent(personalise=consent.personalise, learn=False)
+                subject = None
+        if not consent.learn:  # nothing about the decision is kept but what counts it
+            context, actions = {}, [_bare(action) for action in actions]
         decision = fastpath.decided(
             choice,
             request=decided,
@@ -343,24 +350,32 @@ class DecisionEngine:
         return RankOutcome(decision, consent, degraded, used, dropped, chooser, seen, forced)
 
     async def _subject(
-        self, user: str, event_id: str, loaded: LoadedPolicy, recent: bytes
+        self, user: str, event_id: str, loaded: LoadedPolicy, recent: bytes, started_at: float
     ) -> str | None:
         """Note the person's decision (for erasure) and return its subject token.
 
-        None when Redis fails, or when the person was erased while this rank ran: the
-        decision is then kept linked to nobody.
+        None when Redis fails: the decision is then kept linked to nobody.
+        :data:`_ERASED` when the person was erased after this rank began (it may have
+        read their consent and features before): the caller keeps nothing of it.
         """
         if self.degraded:
             return None
         ttl = int(max(2 * loaded.settings.reward_wait_seconds, 60.0) + 3600)
         try:
             async with asyncio.timeout(self.settings.redis.socket_timeout_seconds * 2):
-                secret = await self.features_store.note_decision(user, event_id, ttl, recent)
+                secret = await self.features_store.note_decision(
+                    user,
+                    event_id,
+                    ttl,
+                    recent,
+                    started_at=started_at,
+                    slack=self.settings.watermark_slack_seconds,
+                )
         except _REDIS_FAILURES as exc:
             self._mark_degraded("subject", exc)
             return None
-        if secret is None:  # erased while this rank ran: kept linked to nobody
-            return None
+        if secret is None:
+            return _ERASED
         return subject_token(secret, event_id)
 
     def _minimiser(self, loaded: LoadedPolicy) -> Minimiser:

@@ -34,7 +34,9 @@ Differences from Personalizer
 - **Which policy serves**: the key's first served policy (the first served policy for
   a key allowed ``*``), unless ``?policy=NAME`` names another the key may use.
   Rewards and activations are not tied to a policy on the wire; ``?policy=`` is
-  checked when given.
+  checked when given, and a key scoped to some policies may not reward or activate
+  another policy's decision (403 when the decision is known, refused by the join
+  otherwise: docs/live-loop.md, "Keys scoped to policies").
 - **Validation**: the rules of :mod:`bandit.schemas` apply (namespace and feature name
   syntax, id syntax, the configured size limits, finite numbers, printable strings).
   Event and action ids must match ``[A-Za-z0-9][A-Za-z0-9_.:-]*`` and be at most

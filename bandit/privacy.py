@@ -49,6 +49,7 @@ __all__ = [
     "ConsentUpdate",
     "ConsentView",
     "EffectiveConsent",
+    "PageToken",
     "RawUserId",
     "effective_consent",
     "find_logged",
@@ -109,37 +110,49 @@ def subject_token(secret: bytes, event_id: str) -> str:
 _PAGE_TOKEN_KEY = b"streambandit privacy page tokens"
 
 
-def page_token(key: bytes, pseudonym: str, expires_at: int) -> str:
+@dataclass(frozen=True, slots=True)
+class PageToken:
+    """What a valid privacy-page token says: whose page, issued when (epoch seconds)."""
+
+    pseudonym: str
+    issued_at: float
+
+
+def page_token(key: bytes, pseudonym: str, expires_at: int, issued_at: float) -> str:
     """Return a token that opens a person's privacy page until `expires_at` (epoch s).
 
-    ``<pseudonym>.<expires_at>.<HMAC>``, signed with a key derived from the pseudonym
-    key: it names the person only by pseudonym, and cannot be forged or extended.
+    ``<pseudonym>.<issued_at in ms>.<expires_at>.<HMAC>``, signed with a key derived
+    from the pseudonym key: it names the person only by pseudonym, and cannot be forged
+    or extended. It says when it was issued, so that an erasure after that time revokes
+    it (the API checks the person's erasure marker on every page call).
 
     Examples
     --------
-    >>> token = page_token(b"k" * 16, "p0123", 2_000_000_000)
-    >>> read_page_token(b"k" * 16, token, now=1_900_000_000)
-    'p0123'
+    >>> token = page_token(b"k" * 16, "p0123", 2_000_000_000, 1_999_996_400.5)
+    >>> read_page_token(b"k" * 16, token, now=1_999_999_999)
+    PageToken(pseudonym='p0123', issued_at=1999996400.5)
     >>> read_page_token(b"k" * 16, token, now=2_000_000_001) is None  # expired
     True
     >>> read_page_token(b"k" * 16, token.replace("p0123", "p9999"), now=0) is None
     True
     """
-    body = f"{pseudonym}.{expires_at}"
+    body = f"{pseudonym}.{round(issued_at * 1000)}.{expires_at}"
     return f"{body}.{_page_mac(key, body)}"
 
 
-def read_page_token(key: bytes, token: str, *, now: float) -> str | None:
-    """Return the pseudonym a valid, unexpired page token is for; None otherwise."""
+def read_page_token(key: bytes, token: str, *, now: float) -> PageToken | None:
+    """Return what a valid, unexpired page token says; None otherwise."""
     parts = token.split(".")
-    if len(parts) != 3 or not parts[1].isdigit():
+    if len(parts) != 4 or not (parts[1].isdigit() and parts[2].isdigit()):
         return None
-    pseudonym, expires, mac = parts
+    pseudonym, issued, expires, mac = parts
     if not token.isascii():  # (compare_digest refuses non-ASCII text)
         return None
-    if not hmac.compare_digest(mac, _page_mac(key, f"{pseudonym}.{expires}")):
+    if not hmac.compare_digest(mac, _page_mac(key, f"{pseudonym}.{issued}.{expires}")):
         return None
-    return pseudonym if int(expires) > now else None
+    if int(expires) <= now:
+        return None
+    return PageToken(pseudonym, int(issued) / 1000)
 
 
 def _page_mac(key: bytes, body: str) -> str:

@@ -140,8 +140,8 @@ document.getElementById("erase").addEventListener("click", async () => {
     return;
   }
   try {
-    await call("POST", "/v1/me/erase");
-    await load();
+    const erased = await call("POST", "/v1/me/erase");
+    show({consent: erased.consent, held: {}, decisions: []});  // this link works no more
     say("Your data is erased.");
   } catch (error) { say(`Could not erase: ${error.message}`, true); }
 });

@@ -101,6 +101,7 @@ __all__ = [
     "DeviceType",
     "Event",
     "EventId",
+    "KeyScope",
     "LoggedAction",
     "LoggedFeatures",
     "PolicySettings",
@@ -864,6 +865,19 @@ class Decision(Event):
         return cls.model_validate(data, context={"limits": limits})
 
 
+KeyScope: TypeAlias = Annotated[
+    Annotated[tuple[_PolicyName, ...], Field(min_length=1, max_length=256)] | None,
+    Field(
+        description=(
+            "Set by the API, never by the caller: the policies of the API key that sent "
+            "the record. The join refuses the record for a decision of any other policy. "
+            "None: any policy (a key allowed '*', or an app producing to the topic itself)."
+        )
+    ),
+]
+"""The policies a reward or activation may act on (see :class:`RewardReported`)."""
+
+
 class RewardReported(Event):
     """A reward for the decision `event_id` (``POST /v1/reward``, topic ``rewards``).
 
@@ -879,6 +893,9 @@ class RewardReported(Event):
         app sent a randomised-response bit with this ε (0.01 to 20: below, one report
         would be scaled past any sensible reward), and `reward` on the topic is the
         API's unbiased estimate of the true reward from it.
+    scope
+        The policies of the API key that sent it, set by the API (docs/live-loop.md,
+        "Keys scoped to policies"); None: any.
     """
 
     type: Literal["reward"] = "reward"
@@ -886,12 +903,20 @@ class RewardReported(Event):
     action_id: ActionId | None = None
     reward_id: EventId = Field(default_factory=new_event_id)
     ldp_epsilon: float | None = Field(default=None, ge=0.01, le=20.0, allow_inf_nan=False)
+    scope: KeyScope = None
 
 
 class Activation(Event):
-    """The app showed a deferred decision: it may now be learned (topic ``rewards``)."""
+    """The app showed a deferred decision: it may now be learned (topic ``rewards``).
+
+    Attributes
+    ----------
+    scope
+        As for :class:`RewardReported`.
+    """
 
     type: Literal["activation"] = "activation"
+    scope: KeyScope = None
 
 
 RewardsRecord: TypeAlias = Annotated[RewardReported | Activation, Field(discriminator="type")]

@@ -288,6 +288,18 @@ class PrivacySettings(BaseModel):
             "or fixed (a baseline that learns nothing and sees no context)."
         ),
     )
+    erasure_memory_seconds: int = Field(
+        default=7 * 24 * 3600,
+        ge=3600,
+        le=400 * 24 * 3600,
+        description=(
+            "How long an erasure is remembered (the time of it, under a hash of the "
+            "pseudonym): events, ranks, rewards, consent changes and privacy-page tokens "
+            "accepted before it are dropped when read within this time. Set it to at least "
+            "the retention of the events, decisions and rewards topics (Kafka's default: "
+            "7 days); at least an hour, the life of a page token."
+        ),
+    )
     report_budget: float = Field(
         default=1.0,
         gt=0.0,

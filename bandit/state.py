@@ -11,6 +11,10 @@ State lives in Redis, flows live in Kafka. Keys, all under the configured prefix
                                    window)
     sb:features:{kind}:{id}        hash of features with a TTL (session, device)
     sb:counters:{name}             hash of counters (decisions, rewards_late, ...)
+    sb:consent:{pseudonym}         hash: a person's consents and secret
+    sb:user:{pseudonym}:...        a person's sessions, decisions, recent decisions
+    sb:erased:{sha256 of pseudonym}  the time of the person's last erasure
+                                   (privacy.erasure_memory_seconds; docs/privacy.md)
 
 The join agent's own keys are described in :mod:`streams.join`.
 """
@@ -21,7 +25,7 @@ import hashlib
 import json
 import secrets
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -38,6 +42,7 @@ __all__ = [  # noqa: RUF022 - plain sorted(), which tests/test_public_api.py che
     "RECENT_DECISIONS",
     "RECENT_SECONDS",
     "StateStore",
+    "erasure_covers",
 ]
 
 FeatureKind = Literal["session", "device"]
@@ -76,11 +81,21 @@ RECENT_DECISIONS = 10
 """How many of a person's last decisions their privacy page shows."""
 RECENT_SECONDS = 7 * 24 * 3600
 """How long those are kept after the newest."""
-ERASED_SECONDS = 300
-"""How long after an erasure a late rank may not note a decision for the person."""
+# The erasure rule, in every script that writes something about a person: a write whose
+# request was accepted at ARGV time `accepted` is refused when the person's erasure marker
+# (the time of their last erasure) is at or after `accepted - slack`. Python's twin for
+# the one reader that cannot be a script (the context fold) is `erasure_covers`.
+_ERASED = """
+local function erased(key, accepted, slack)
+  local at = redis.call('GET', key)
+  return at and tonumber(accepted) <= tonumber(at) + tonumber(slack)
+end
+"""
 
-_NOTE_DECISION = f"""
-if redis.call('EXISTS', KEYS[4]) == 1 then return false end
+_NOTE_DECISION = (
+    _ERASED
+    + f"""
+if erased(KEYS[4], ARGV[7], ARGV[8]) then return false end
 redis.call('HSETNX', KEYS[1], '{CONSENT_SECRET_FIELD}', ARGV[1])
 local secret = redis.call('HGET', KEYS[1], '{CONSENT_SECRET_FIELD}')
 redis.call('SADD', KEYS[2], ARGV[2])
@@ -92,6 +107,53 @@ if ARGV[4] ~= '' then
 end
 return secret
 """
+)
+
+# KEYS: consent hash, erasure marker; ARGV: accepted, slack, field, value, ...
+# Returns the whole hash, or false when the person was erased after `accepted`.
+_UPDATE_CONSENT = (
+    _ERASED
+    + """
+if ARGV[1] ~= '' and erased(KEYS[2], ARGV[1], ARGV[2]) then return false end
+redis.call('HSET', KEYS[1], unpack(ARGV, 3))
+return redis.call('HGETALL', KEYS[1])
+"""
+)
+
+# KEYS: erasure markers..., a feature hash. Returns each marker (false: none), then the hash.
+_READ_SESSION = """
+local found = {}
+for i = 1, #KEYS - 1 do found[i] = redis.call('GET', KEYS[i]) end
+found[#KEYS] = redis.call('HGETALL', KEYS[#KEYS])
+return found
+"""
+
+# KEYS: erasure marker; ARGV: now, seconds to remember. The marker only moves forward.
+_MARK_ERASED = """
+local at = redis.call('GET', KEYS[1])
+local now = tonumber(ARGV[1])
+if at and tonumber(at) > now then now = tonumber(at) end
+redis.call('SET', KEYS[1], string.format('%.17g', now), 'EX', ARGV[2])
+return tostring(now)
+"""
+
+
+def erasure_covers(accepted_at: float, erased_at: float | None, slack: float) -> bool:
+    """Whether an erasure at `erased_at` covers what was accepted at `accepted_at`.
+
+    What a request or record brings about a person is dropped when it was accepted
+    before their last erasure, give or take `slack` (how far the clocks stamping the
+    two may disagree, ``settings.watermark_slack_seconds``): the erasure wins a tie.
+    The scripts of :class:`StateStore` apply the same rule inside Redis.
+
+    Examples
+    --------
+    >>> erasure_covers(100.0, None, 0.1), erasure_covers(100.0, 100.05, 0.1)
+    (False, True)
+    >>> erasure_covers(100.0, 99.8, 0.1)  # accepted after the erasure: new activity
+    False
+    """
+    return erased_at is not None and accepted_at <= erased_at + slack
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +193,9 @@ class StateStore:
         self._has = redis.register_script(_HAS)
         self._add = redis.register_script(_ADD)
         self._note_decision = redis.register_script(_NOTE_DECISION)
+        self._update_consent = redis.register_script(_UPDATE_CONSENT)
+        self._mark_erased = redis.register_script(_MARK_ERASED)
+        self._read_session = redis.register_script(_READ_SESSION)
 
     def key(self, *parts: str) -> str:
         """Return the full key for `parts`: ``prefix:part:part``."""
@@ -291,14 +356,109 @@ class StateStore:
         """Merge `features` into an entity's feature hash and refresh its TTL."""
         key = self.key("features", kind, entity)
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(key, mapping={name: json.dumps(value) for name, value in features.items()})
+            pipe.hset(key, mapping=_encoded(features))  # type: ignore[arg-type]
             pipe.expire(key, ttl)
             await pipe.execute()
 
     async def features(self, kind: FeatureKind, entity: str) -> dict[str, float | str]:
         """Return an entity's features (empty when unknown or expired)."""
-        raw = await self.redis.hgetall(self.key("features", kind, entity))
-        return {_text(name): json.loads(value) for name, value in raw.items()}
+        return _features(await self.redis.hgetall(self.key("features", kind, entity)))
+
+    async def fold_session(
+        self,
+        session_id: str,
+        events: Sequence[tuple[str, float]],
+        fold: Callable[
+            [dict[str, float | str], list[int]],
+            tuple[Mapping[str, float | str], Mapping[str, float | str]],
+        ],
+        ttl: int,
+        *,
+        slack: float = 0.0,
+    ) -> list[int]:
+        """Fold a session's events into its features, unless their person was erased since.
+
+        Parameters
+        ----------
+        session_id
+            The session (its device's features are kept under the same id).
+        events
+            ``(pseudonym, accepted_at)`` of each event, in order. An event that its
+            person's erasure covers (:func:`erasure_covers`) is left out.
+        fold
+            ``fold(stored, kept)`` gets the session's stored features and the indices of
+            the events kept, and returns the session's and the device's features to
+            merge in (called only when some are kept).
+        ttl
+            Lifetime of both hashes and of each person's list of sessions.
+        slack
+            See :func:`erasure_covers`.
+
+        Returns
+        -------
+        list[int]
+            The indices of the events folded in.
+
+        Notes
+        -----
+        One transaction, watched on the people's erasure markers and both feature
+        hashes: an erasure meanwhile (which sets the marker before it deletes) makes it
+        start again, so nothing an erasure deleted is written back. Each person whose
+        events were kept gets the session in their list, for their erasure.
+        """
+        people = sorted({pseudonym for pseudonym, _ in events})
+        markers = [self.erased_key(pseudonym) for pseudonym in people]
+        session_key = self.key("features", "session", session_id)
+        device_key = self.key("features", "device", session_id)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    await pipe.watch(*markers, session_key, device_key)
+                    *found, stored = await self._read_session(
+                        keys=[*markers, session_key], client=pipe
+                    )
+                    erased = {
+                        pseudonym: None if at is None else float(at)
+                        for pseudonym, at in zip(people, found, strict=True)
+                    }
+                    kept = [
+                        i
+                        for i, (pseudonym, accepted_at) in enumerate(events)
+                        if not erasure_covers(accepted_at, erased[pseudonym], slack)
+                    ]
+                    if not kept:
+                        await pipe.unwatch()  # type: ignore[no-untyped-call]
+                        return []
+                    pairs = dict(zip(stored[::2], stored[1::2], strict=True))
+                    session, device = fold(_features(pairs), kept)
+                    pipe.multi()  # type: ignore[no-untyped-call]
+                    for key, features in ((session_key, session), (device_key, device)):
+                        pipe.hset(key, mapping=_encoded(features))  # type: ignore[arg-type]
+                        pipe.expire(key, ttl)
+                    for pseudonym in sorted({events[i][0] for i in kept}):
+                        sessions = self.key("user", pseudonym, "sessions")
+                        pipe.sadd(sessions, session_id)
+                        pipe.expire(sessions, ttl)
+                    await pipe.execute()
+                except WatchError:
+                    continue
+                return kept
+
+    async def decision_policy(self, event_id: str) -> str | None:
+        """Return the policy of a decision the join holds (pending or done), or None.
+
+        None too for a decision not yet read by the join, or erased.
+        """
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hget(self.key("join", "event", event_id), "policy")
+            pipe.get(self.key("join", "done", event_id))
+            pending, done = await pipe.execute()
+        if pending is not None:
+            return _text(pending)
+        if done is None:
+            return None
+        policy = _text(done).split(" ", 1)[0]
+        return None if policy == "_erased" else policy
 
     # -- consent -------------------------------------------------------------------------
 
@@ -314,7 +474,14 @@ class StateStore:
         return record, None if secret is None else _bytes(secret)
 
     async def note_decision(
-        self, pseudonym: str, event_id: str, ttl: int, recent: bytes | None = None
+        self,
+        pseudonym: str,
+        event_id: str,
+        ttl: int,
+        recent: bytes | None = None,
+        *,
+        started_at: float,
+        slack: float = 0.0,
     ) -> bytes | None:
         """Remember a person's decision (for erasure); return their secret.
 
@@ -322,16 +489,17 @@ class StateStore:
         `ttl` after the newest: the engine passes the time the join may still hold a
         decision. `recent`, the decision as the privacy page shows it, joins their last
         ``RECENT_DECISIONS``, kept ``RECENT_SECONDS``. The secret is made now if they
-        have none. One script: when the person was erased in the last
-        ``ERASED_SECONDS`` (a rank that read their consent before the erasure), nothing
-        is written and None is returned, so the decision is kept linked to nobody.
+        have none. One script: when the person was erased at or after `started_at` (less
+        `slack`, see :func:`erasure_covers`) — a rank that read their consent before the
+        erasure — nothing is written and None is returned: the caller must keep nothing
+        of the decision.
         """
         found = await self._note_decision(
             keys=[
                 self.key("consent", pseudonym),
                 self.key("user", pseudonym, "decisions"),
                 self.key("user", pseudonym, "recent"),
-                self._erased_key(pseudonym),
+                self.erased_key(pseudonym),
             ],
             args=[
                 secrets.token_bytes(32),
@@ -340,13 +508,24 @@ class StateStore:
                 recent or b"",
                 RECENT_DECISIONS - 1,
                 RECENT_SECONDS,
+                repr(started_at),
+                repr(slack),
             ],
         )
         return None if found is None else _bytes(found)
 
-    def _erased_key(self, pseudonym: str) -> str:
-        # a short-lived marker named by a hash of the pseudonym, not the pseudonym itself
+    def erased_key(self, pseudonym: str) -> str:
+        """Return the key of a person's erasure marker: the time of their last erasure.
+
+        Named by a hash of the pseudonym, not the pseudonym itself; kept for
+        ``privacy.erasure_memory_seconds`` after the erasure.
+        """
         return self.key("erased", hashlib.sha256(pseudonym.encode()).hexdigest()[:32])
+
+    async def erased_at(self, pseudonym: str) -> float | None:
+        """Return when the person was last erased (seconds since the epoch), or None."""
+        found = await self.redis.get(self.erased_key(pseudonym))
+        return None if found is None else float(found)
 
     async def recent_decisions(self, pseudonym: str) -> list[dict[str, Any]]:
         """Return a person's last decisions (newest first), as :meth:`note_decision` kept them."""
@@ -396,14 +575,26 @@ class StateStore:
             "last_decisions": recent,
         }
 
-    async def erase(self, pseudonym: str, done_ttl: int) -> dict[str, int]:
+    async def erase(
+        self, pseudonym: str, remember_seconds: int, now: float | None = None
+    ) -> dict[str, int]:
         """Erase a person: consents and secret, their sessions' features, pending joins.
 
-        A pending decision is removed from the join and marked done, so its record,
-        should it still be on its way, is taken as a duplicate and dropped, and its
-        rewards as late. Logged decisions keep their subject tokens, which nothing can
-        link to the person once the secret is gone.
+        First the person's erasure marker is set to `now` (default: this host's clock)
+        for `remember_seconds`: from then on every script that writes about them
+        refuses what was accepted before it (:func:`erasure_covers`), so a rank, event
+        or consent change on its way cannot bring anything back, however late it is
+        read. Only then is what they have read and deleted.
+
+        A pending decision is removed from the join and marked done for
+        `remember_seconds`, so its record, should it still be on its way, is taken as a
+        duplicate and dropped, and its rewards as late. Logged decisions keep their
+        subject tokens, which nothing can link to the person once the secret is gone.
         """
+        when = time.time() if now is None else now
+        await self._mark_erased(
+            keys=[self.erased_key(pseudonym)], args=[repr(when), remember_seconds]
+        )
         sessions_key = self.key("user", pseudonym, "sessions")
         decisions_key = self.key("user", pseudonym, "decisions")
         sessions = [_text(s) for s in await self.redis.smembers(sessions_key)]
@@ -420,7 +611,7 @@ class StateStore:
                     self.key("join", "done", event_id),
                     _text(policy) if policy else "_erased",
                     nx=True,
-                    ex=done_ttl,
+                    ex=remember_seconds,
                 )
                 deleted, *_ = await pipe.execute()
             removed += int(deleted)
@@ -429,7 +620,6 @@ class StateStore:
             for session in sessions
             for kind in ("session", "device")
         ]
-        await self.redis.set(self._erased_key(pseudonym), 1, ex=ERASED_SECONDS)
         existing = await self.redis.delete(
             self.key("consent", pseudonym),
             sessions_key,
@@ -443,18 +633,29 @@ class StateStore:
             "keys_deleted": int(existing),
         }
 
-    async def update_consent(self, pseudonym: str, changes: ConsentRecord) -> ConsentRecord:
+    async def update_consent(
+        self,
+        pseudonym: str,
+        changes: ConsentRecord,
+        *,
+        accepted_at: float | None = None,
+        slack: float = 0.0,
+    ) -> ConsentRecord | None:
         """Store the consents `changes` holds (the others stay) and return the whole record.
 
         Each consent is a field of the person's hash, written and read back in one
-        transaction: concurrent changes of different consents both stay.
+        script: concurrent changes of different consents both stay. With
+        `accepted_at`, nothing is written and None is returned when the person was
+        erased at or after it (less `slack`, :func:`erasure_covers`).
         """
-        key = self.key("consent", pseudonym)
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(key, mapping=changes.to_redis())  # type: ignore[arg-type]
-            pipe.hgetall(key)
-            _, fields = await pipe.execute()
-        return ConsentRecord.from_redis(fields)
+        fields = [item for pair in changes.to_redis().items() for item in pair]
+        found = await self._update_consent(
+            keys=[self.key("consent", pseudonym), self.erased_key(pseudonym)],
+            args=["" if accepted_at is None else repr(accepted_at), repr(slack), *fields],
+        )
+        if found is None:
+            return None
+        return ConsentRecord.from_redis(dict(zip(found[::2], found[1::2], strict=True)))
 
     # -- counters ----------------------------------------------------------------------
 
@@ -492,6 +693,16 @@ def _consent_record(fields: Mapping[Any, bytes | str]) -> ConsentRecord:
             _RECORDS.clear()
         record = _RECORDS[key] = ConsentRecord.from_redis(fields)
     return record
+
+
+def _encoded(features: Mapping[str, float | str]) -> dict[str, str]:
+    """Return features as the fields of their Redis hash (one JSON value each)."""
+    return {name: json.dumps(value) for name, value in features.items()}
+
+
+def _features(raw: Mapping[Any, Any]) -> dict[str, float | str]:
+    """Read features from the fields of their Redis hash."""
+    return {_text(name): json.loads(value) for name, value in raw.items()}
 
 
 def _bytes(value: bytes | str) -> bytes:

@@ -255,22 +255,30 @@ def _register_context(app: StreamBanditApp, services: AppServices) -> None:
     topics = app.bandit_topics
     ttl = app.settings.redis.feature_ttl_seconds
 
+    slack = app.settings.watermark_slack_seconds
+
     @app.agent(topics.events, name="context")
     async def context(stream):  # type: ignore[no-untyped-def]
-        aggregator = ContextAggregator(services.store, ttl)
+        aggregator = ContextAggregator(services.store, ttl, slack)
         async for events in stream.take_events(_CONTEXT_BATCH, _CONTEXT_WITHIN_SECONDS):
-            decoded = await _decode_all(services, _BEHAVIOUR, events)
+            decoded, accepted = await _decode_all(services, _BEHAVIOUR, events)
             if decoded:
-                await retry("context.apply", partial(aggregator.apply, decoded), attempts=5)
+                apply = partial(aggregator.apply, decoded, accepted)
+                await retry("context.apply", apply, attempts=5)
 
 
-async def _decode_all(services: AppServices, adapter: TypeAdapter[T], events: Any) -> list[T]:
+async def _decode_all(
+    services: AppServices, adapter: TypeAdapter[T], events: Any
+) -> tuple[list[T], list[float | None]]:
+    """Decode `events`, dead-lettering what does not decode; with each, its Kafka time."""
     decoded: list[T] = []
+    stamps: list[float | None] = []
     for event in events:
         value = await services.dead_letters.decode(adapter, RawRecord.from_event(event))
         if value is not None:
             decoded.append(value)
-    return decoded
+            stamps.append(_record_time(event.message.timestamp))
+    return decoded, stamps
 
 
 # -- learner and decision log -----------------------------------------------------------
@@ -464,9 +472,10 @@ async def join_rewards_record(services: AppServices, event: Any) -> None:
     """Hand one record of ``rewards`` to the join, moving its partition's watermark.
 
     A reward or an activation is joined, and its partition's watermark moved to the
-    record's timestamp, in one script; a watermark marker moves the watermark to the
-    marker's time; a record that does not decode is dead-lettered, then moves the
-    watermark to its timestamp.
+    record's timestamp, in one script (one sent with a key not allowed its decision's
+    policy is refused there, then dead-lettered with that reason); a watermark marker
+    moves the watermark to the marker's time; a record that does not decode is
+    dead-lettered, then moves the watermark to its timestamp.
 
     Parameters
     ----------
@@ -496,7 +505,8 @@ async def join_rewards_record(services: AppServices, event: Any) -> None:
         await retry("join.watermark", partial(join.advance_watermark, partition, marker))
         return
     stamp = _record_time(message.timestamp)
-    record = await services.dead_letters.decode(_REWARDS, RawRecord.from_event(event))
+    raw = RawRecord.from_event(event)
+    record = await services.dead_letters.decode(_REWARDS, raw)
     if record is None:
         if stamp is not None:
             await retry("join.watermark", partial(join.advance_watermark, partition, stamp))
@@ -509,7 +519,15 @@ async def join_rewards_record(services: AppServices, event: Any) -> None:
             add = partial(join.add_activation, record, **read)
         else:
             add = partial(join.add_reward, record, **read)
-        await retry("join.add", add)
+        outcome = await retry("join.add", add)
+        if outcome == "forbidden":  # counted by the join; said with the reason here
+            policy = await retry(
+                "join.policy", partial(services.store.decision_policy, record.event_id)
+            )
+            reason = (
+                f"key not allowed for policy {policy!r} (its scope: {list(record.scope or ())})"
+            )
+            await retry("join.reject", partial(services.dead_letters.reject, raw, reason))
 
 
 def _watermark_marker(headers: Any) -> float | None:

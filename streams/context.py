@@ -12,10 +12,13 @@ session's last event):
     ``type``, ``os`` and ``app_version`` of the device the session runs on. Devices are
     looked up by session: no device identifier is collected.
 
-No user id is stored. Events are keyed by session id, so one worker folds a session's
-events in order. Each event id is marked seen (``seen:event:{id}``, same TTL) before its
-features are written, so a redelivered event is not counted twice (at most once: a
-crash between the two writes loses that one event's contribution).
+No user id is stored with the features; each person's list of sessions
+(``user:{pseudonym}:sessions``) says which are theirs, for export and erasure. Events are
+keyed by session id, so one worker folds a session's events in order. Each event id is
+marked seen (``seen:event:{id}``, same TTL) before its features are written, so a
+redelivered event is not counted twice (at most once: a crash between the two writes
+loses that one event's contribution). An event whose person was erased after it was
+accepted is dropped, atomically with the write (docs/privacy.md, "Erasure is final").
 
 Examples
 --------
@@ -41,6 +44,10 @@ from bandit.state import StateStore
 __all__ = ["COUNTED_KINDS", "ContextAggregator", "device_features", "session_features"]
 
 FeatureMap = dict[str, float | str]
+
+_FOLDS_AT_ONCE = 32
+"""Most sessions folded at once: each holds a Redis connection for its transaction, and
+the client's pool refuses more than 100 (a batch may hold hundreds of sessions)."""
 
 COUNTED_KINDS: Mapping[BehaviourKind, str] = {
     BehaviourKind.VIEW: "views",
@@ -93,29 +100,49 @@ class ContextAggregator:
     ttl_seconds
         Lifetime of the features after a session's last event
         (``settings.redis.feature_ttl_seconds``).
+    slack_seconds
+        How far the clocks stamping events and erasures may disagree
+        (``settings.watermark_slack_seconds``; see :func:`bandit.state.erasure_covers`).
     """
 
-    def __init__(self, store: StateStore, ttl_seconds: int) -> None:
+    def __init__(self, store: StateStore, ttl_seconds: int, slack_seconds: float = 0.0) -> None:
         self.store = store
         self.ttl_seconds = ttl_seconds
+        self.slack_seconds = slack_seconds
 
-    async def apply(self, events: Sequence[BehaviourEvent]) -> int:
-        """Fold `events` (in consumption order) into the features; return how many were new.
+    async def apply(
+        self, events: Sequence[BehaviourEvent], accepted: Sequence[float | None] | None = None
+    ) -> int:
+        """Fold `events` (in consumption order) into the features; return how many were.
 
-        Events already seen (redelivered) are skipped.
+        Events already seen (redelivered) are skipped, and so are events whose person
+        was erased after they were accepted: an event's acceptance time is the earlier
+        of its ``occurred_at`` and its entry in `accepted` (the record's Kafka
+        timestamp, when it has one), and the check is atomic with the write
+        (:meth:`bandit.state.StateStore.fold_session`), so an event read after an
+        erasure brings nothing back.
         """
+        times = [
+            event.occurred_at.timestamp()
+            if stamp is None
+            else min(stamp, event.occurred_at.timestamp())
+            for event, stamp in zip(events, accepted or [None] * len(events), strict=True)
+        ]
         fresh = await self._first_seen(events)
-        by_session: dict[str, list[BehaviourEvent]] = {}
-        for event in fresh:
-            by_session.setdefault(event.session_id, []).append(event)
-        await asyncio.gather(*(self._fold(sid, evs) for sid, evs in by_session.items()))
-        people = {(event.user_id, event.session_id) for event in fresh}
-        await asyncio.gather(  # whose sessions these are, so erasure finds their features
-            *(self.store.note_session(user, session, self.ttl_seconds) for user, session in people)
-        )
-        return len(fresh)
+        by_session: dict[str, list[tuple[BehaviourEvent, float]]] = {}
+        for index in fresh:
+            event = events[index]
+            by_session.setdefault(event.session_id, []).append((event, times[index]))
+        turns = asyncio.Semaphore(_FOLDS_AT_ONCE)
 
-    async def _first_seen(self, events: Sequence[BehaviourEvent]) -> list[BehaviourEvent]:
+        async def fold(session_id: str, events: list[tuple[BehaviourEvent, float]]) -> int:
+            async with turns:
+                return await self._fold(session_id, events)
+
+        folded = await asyncio.gather(*(fold(sid, evs) for sid, evs in by_session.items()))
+        return sum(folded)
+
+    async def _first_seen(self, events: Sequence[BehaviourEvent]) -> list[int]:
         if not events:
             return []
         async with self.store.redis.pipeline(transaction=False) as pipe:
@@ -124,13 +151,20 @@ class ContextAggregator:
                 pipe.set(key, 1, nx=True, ex=self.ttl_seconds)
             marked = await pipe.execute()
         # The second of two copies in one batch finds the key set by the first.
-        return [event for event, was_set in zip(events, marked, strict=True) if was_set]
+        return [index for index, was_set in enumerate(marked) if was_set]
 
-    async def _fold(self, session_id: str, events: Sequence[BehaviourEvent]) -> None:
-        stored = await self.store.features("session", session_id)
-        current: FeatureMap = dict(stored)
-        for event in events:
-            current.update(session_features(current, event))
-        await self.store.put_features("session", session_id, current, self.ttl_seconds)
-        device = device_features(events[-1])
-        await self.store.put_features("device", session_id, device, self.ttl_seconds)
+    async def _fold(self, session_id: str, events: Sequence[tuple[BehaviourEvent, float]]) -> int:
+        def fold(stored: dict[str, float | str], kept: list[int]) -> tuple[FeatureMap, FeatureMap]:
+            current: FeatureMap = dict(stored)
+            for index in kept:
+                current.update(session_features(current, events[index][0]))
+            return current, device_features(events[kept[-1]][0])
+
+        kept = await self.store.fold_session(
+            session_id,
+            [(event.user_id, accepted_at) for event, accepted_at in events],
+            fold,
+            self.ttl_seconds,
+            slack=self.slack_seconds,
+        )
+        return len(kept)

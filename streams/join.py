@@ -87,6 +87,18 @@ duplicates
     claimed or done (a redelivery after a crash): the event, then its done marker,
     keeps the fields it has seen, so each reward id is counted once, as joined
     (``rewards``) or late (``rewards_late``), and every copy as a duplicate.
+policy scope
+    A reward or activation sent with an API key scoped to some policies carries them
+    (``scope``, set by the API). One whose decision is of another policy is refused:
+    outcome ``forbidden``, counted (``rewards_forbidden``, ``activations_forbidden``)
+    under the decision's policy, and the agent dead-letters it with the reason "key not
+    allowed for policy X". One that comes before its decision waits under
+    ``{field}|{scope}``, apart from the same field sent with another scope (so a record
+    from the wrong key cannot shadow the right one); when the decision arrives, each
+    such record whose scope allows the policy becomes the field (or a duplicate), and
+    the others are deleted, counted the same way and logged (``records.refused``).
+    Records without a scope (a key allowed ``*``, an app producing to the topic itself)
+    act on any decision.
 deferred decisions
     Learned only if activated before the event is claimed; otherwise dropped
     (``dropped_unactivated``) with their rewards.
@@ -129,8 +141,9 @@ Fields of an event hash: ``decision`` (Decision JSON), ``policy``, ``aggregation
 ``done_ttl`` (seconds), ``claimed`` (``1`` once handed out), ``seq`` (arrival
 counter), ``r:{reward_id}`` (``"{seq} {occurred_at in µs} {reward!r}"`` per reward),
 ``reward_count``, ``reward_duplicates``, ``activated``, ``activation_count``,
-``activation_duplicates``, and ``late:{field}`` for a reward or activation that came
-while the event was claimed.
+``activation_duplicates``, ``late:{field}`` for a reward or activation that came
+while the event was claimed, and ``{field}|{scope}`` for a scoped record waiting for
+its decision.
 
 Every record costs O(1) commands (O(log n) on the sorted sets); ``claim_due`` works
 in batches of ``limit`` and, like ``lagging_partitions``, reads one watermark per
@@ -152,6 +165,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, Final, Literal, TypeAlias
 
 import pydantic
+import structlog
 
 from bandit.schemas import Activation, Decision, PolicySettings, RewardReported, TrainingExample
 from bandit.settings import Limits, RedisSettings
@@ -168,7 +182,7 @@ __all__ = [
 DecisionOutcome: TypeAlias = Literal["pending", "duplicate", "not_learned"]
 """What :meth:`JoinStore.add_decision` did with a decision."""
 
-RecordOutcome: TypeAlias = Literal["pending", "early", "duplicate", "late"]
+RecordOutcome: TypeAlias = Literal["pending", "early", "duplicate", "late", "forbidden"]
 """What :meth:`JoinStore.add_reward` and :meth:`JoinStore.add_activation` did."""
 
 DropReason: TypeAlias = Literal["unactivated", "invalid"]
@@ -180,8 +194,10 @@ _RECORD_OUTCOMES: Final[dict[str, RecordOutcome]] = {
     "early": "early",
     "duplicate": "duplicate",
     "late": "late",
+    "forbidden": "forbidden",
 }
 _DEDUP_WINDOW_SECONDS: float = RedisSettings.model_fields["dedup_window_seconds"].default
+_log = structlog.get_logger("streams.join")
 _MICROSECOND = timedelta(microseconds=1)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _DETAIL_CHARS = 500
@@ -203,14 +219,42 @@ local function count(key, name, n)
 end
 """
 
+# A record's scope: '' (any policy) or the policies of the key that sent it, comma-separated.
+_SCOPE = """
+local function allowed(scope, policy)
+  return scope == '' or string.find(',' .. scope .. ',', ',' .. policy .. ',', 1, true) ~= nil
+end
+"""
+
 # KEYS: event hash, done marker, due set, orphan set, the policy's counters
-# ARGV: event id, learn ('1'/'0'), due score, field, value, field, value, ...
+# ARGV: event id, learn ('1'/'0'), due score, policy, field, value, field, value, ...
+# Early records sent with a scope wait under '{field}|{scope}': now that the policy is
+# known, each becomes its field if the scope allows the policy (or a duplicate, when
+# the field is there already), and is refused and counted otherwise.
 _ADD_DECISION = (
     _COUNT
+    + _SCOPE
     + """
 if redis.call('EXISTS', KEYS[2]) == 1 or redis.call('HEXISTS', KEYS[1], 'decision') == 1 then
   count(KEYS[5], 'decisions_duplicate', 1)
   return {'duplicate'}
+end
+local refused = {}
+for _, name in ipairs(redis.call('HKEYS', KEYS[1])) do
+  local field, scope = string.match(name, '^([^|]+)|(.+)$')
+  if field then
+    local kind = field == 'activated' and 'activation' or 'reward'
+    local value = redis.call('HGET', KEYS[1], name)
+    redis.call('HDEL', KEYS[1], name)
+    if not allowed(scope, ARGV[4]) then
+      redis.call('HINCRBY', KEYS[1], kind .. '_count', -1)
+      count(KEYS[5], kind .. 's_forbidden', 1)
+      refused[#refused + 1] = field
+    elseif redis.call('HSETNX', KEYS[1], field, value) == 0 then
+      redis.call('HINCRBY', KEYS[1], kind .. '_count', -1)
+      redis.call('HINCRBY', KEYS[1], kind .. '_duplicates', 1)
+    end
+  end
 end
 local early = redis.call('HMGET', KEYS[1], 'reward_count', 'reward_duplicates',
                          'activation_count', 'activation_duplicates')
@@ -219,9 +263,9 @@ count(KEYS[5], 'decisions', 1)
 if ARGV[2] == '0' then
   redis.call('DEL', KEYS[1])
   count(KEYS[5], 'not_learned', 1)
-  return {'not_learned'}
+  return {'not_learned', refused}
 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 4))
+redis.call('HSET', KEYS[1], unpack(ARGV, 5))
 redis.call('PERSIST', KEYS[1])
 redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])
 local rewards, reward_dups = tonumber(early[1] or '0'), tonumber(early[2] or '0')
@@ -232,7 +276,7 @@ count(KEYS[5], 'rewards_duplicate', reward_dups)
 count(KEYS[5], 'activations', activations)
 count(KEYS[5], 'activations_early', activations)
 count(KEYS[5], 'activations_duplicate', activation_dups)
-return {'pending', rewards, reward_dups, activations, activation_dups}
+return {'pending', refused}
 """
 )
 
@@ -250,22 +294,30 @@ end
 # KEYS: event hash, done marker, orphan set, watermarks
 # ARGV: event id, field, value, now, orphan ttl, backstop ttl, count field, duplicates field,
 #       counters key prefix, counter name ('rewards' / 'activations'),
-#       rewards partition and record time ('' and '' when not read from Kafka)
+#       rewards partition and record time ('' and '' when not read from Kafka), scope
 # Early records are counted when their decision arrives or when they expire: until then
-# their policy is unknown. Whatever the outcome, the record is handled: its partition's
+# their policy is unknown; one with a scope waits under '{field}|{scope}' (see
+# _ADD_DECISION). A record whose scope does not allow its decision's policy is refused
+# ('forbidden', counted). Whatever the outcome, the record is handled: its partition's
 # watermark moves to its time in the same script.
 _ADD_RECORD = (
     _CLOCK
     + _COUNT
     + _WATERMARK
+    + _SCOPE
     + """
 local function add()
   local counters = ARGV[9]
+  local scope = ARGV[13]
   local done = redis.call('GET', KEYS[2])
   if done then
     -- The done marker: the policy, then the fields seen (joined, or late:...), each
     -- after a space. A field seen before is a copy; a new one is late, once.
     local policy, seen = string.match(done, '^(%S+)(.*)$')
+    if policy ~= '_erased' and not allowed(scope, policy) then
+      count(counters .. policy, ARGV[10] .. '_forbidden', 1)
+      return {'forbidden', policy}
+    end
     seen = seen .. ' '
     if string.find(seen, ' ' .. ARGV[2] .. ' ', 1, true)
         or string.find(seen, ' late:' .. ARGV[2] .. ' ', 1, true) then
@@ -277,7 +329,13 @@ local function add()
     return {'late', policy}
   end
   local policy = redis.call('HGET', KEYS[1], 'policy')
-  if redis.call('HEXISTS', KEYS[1], ARGV[2]) == 1 then
+  if policy and not allowed(scope, policy) then
+    count(counters .. policy, ARGV[10] .. '_forbidden', 1)
+    return {'forbidden', policy}
+  end
+  local field = ARGV[2]
+  if not policy and scope ~= '' then field = field .. '|' .. scope end
+  if redis.call('HEXISTS', KEYS[1], field) == 1 then
     if policy then
       count(counters .. policy, ARGV[10] .. '_duplicate', 1)
       return {'duplicate', policy}
@@ -294,7 +352,7 @@ local function add()
     return {'late', policy}
   end
   local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
-  redis.call('HSET', KEYS[1], ARGV[2], seq .. ' ' .. ARGV[3])
+  redis.call('HSET', KEYS[1], field, seq .. ' ' .. ARGV[3])
   redis.call('HINCRBY', KEYS[1], ARGV[7], 1)
   if policy then
     count(counters .. policy, ARGV[10], 1)
@@ -628,10 +686,19 @@ class JoinStore:
                 event_id,
                 "1" if decision.learn else "0",
                 repr(due),
+                decision.policy,
                 *(item for pair in fields.items() for item in pair),
             ],
         )
         outcome = _text(reply[0])  # counted by the script
+        if len(reply) > 1 and reply[1]:
+            _log.warning(
+                "records.refused",
+                event_id=event_id,
+                policy=decision.policy,
+                fields=[_text(field) for field in reply[1]],
+                reason=f"key not allowed for policy {decision.policy!r}",
+            )
         if outcome == "duplicate":
             return "duplicate"
         if outcome == "not_learned":
@@ -666,8 +733,9 @@ class JoinStore:
         str
             ``"pending"`` (kept with its decision), ``"early"`` (kept until the decision
             arrives), ``"duplicate"`` (reward id already seen, kept or late: nothing
-            changed) or ``"late"`` (a new reward id for an event claimed or done:
-            counted, not learned).
+            changed), ``"late"`` (a new reward id for an event claimed or done:
+            counted, not learned) or ``"forbidden"`` (the record's scope does not allow
+            the decision's policy: counted, nothing else changed).
 
         Raises
         ------
@@ -678,7 +746,9 @@ class JoinStore:
         value = f"{_microseconds(record.occurred_at)} {record.reward!r}"
         field = f"r:{record.reward_id}"
         read = _read_at(partition, record_time)
-        return await self._add(record.event_id, field, value, "reward", now=now, read=read)
+        return await self._add(
+            record.event_id, field, value, "reward", now=now, read=read, scope=record.scope
+        )
 
     async def add_activation(
         self,
@@ -702,8 +772,8 @@ class JoinStore:
         Returns
         -------
         str
-            ``"pending"``, ``"early"``, ``"duplicate"`` or ``"late"``, as for
-            :meth:`add_reward`. Activating a decision that was not deferred is harmless.
+            ``"pending"``, ``"early"``, ``"duplicate"``, ``"late"`` or ``"forbidden"``,
+            as for :meth:`add_reward`. Activating a decision that was not deferred is harmless.
 
         Raises
         ------
@@ -713,7 +783,13 @@ class JoinStore:
         value = str(_microseconds(record.occurred_at))
         read = _read_at(partition, record_time)
         return await self._add(
-            record.event_id, "activated", value, "activation", now=now, read=read
+            record.event_id,
+            "activated",
+            value,
+            "activation",
+            now=now,
+            read=read,
+            scope=record.scope,
         )
 
     async def _add(
@@ -725,6 +801,7 @@ class JoinStore:
         *,
         now: float | None,
         read: tuple[str, str],
+        scope: Sequence[str] | None,
     ) -> RecordOutcome:
         _check_now(now)
         reply = await self._add_record(
@@ -746,6 +823,7 @@ class JoinStore:
                 self.state.key("counters", ""),
                 f"{kind}s",
                 *read,
+                "" if scope is None else ",".join(scope),
             ],
         )
         # Counted by the script; early records, and duplicates of them, when their

@@ -86,9 +86,20 @@ def test_a_consent_update_names_what_is_wrong_without_echoing_the_id() -> None:
 def test_page_tokens_refuse_tampering_and_odd_text() -> None:
     """A forged MAC, a changed pseudonym, non-ASCII text: no person, never an error."""
     key = b"0123456789abcdef-test"
-    token = page_token(key, "p1234", 4_000_000_000)
-    assert read_page_token(key, token, now=0) == "p1234"
-    for bad in (token[:-1] + "0", token.replace("p1234", "p1235"), "a.1.\u00e9", "x", ""):
+    token = page_token(key, "p1234", 4_000_000_000, 3_999_996_400.25)
+    read = read_page_token(key, token, now=0)
+    assert read is not None
+    assert (read.pseudonym, read.issued_at) == ("p1234", 3_999_996_400.25)
+    moved = token.replace(".3999996400250.", ".3999999000000.")  # issued later: revokes less
+    for bad in (
+        token[:-1] + "0",
+        token.replace("p1234", "p1235"),
+        moved,
+        "a.1.2.\u00e9",
+        "a.1.\u00e9",
+        "x",
+        "",
+    ):
         assert read_page_token(key, bad, now=0) is None
 
 

@@ -77,3 +77,21 @@ def test_features_reach_redis_once_per_event_with_a_ttl(redis_url: str) -> None:
             await client.aclose()
 
     asyncio.run(main())
+
+
+def test_a_batch_of_hundreds_of_sessions_is_folded_whole(redis_url: str) -> None:
+    """500 events over 300 sessions in one batch: every one folded (the pool holds 100)."""
+
+    async def main() -> None:
+        client = Redis.from_url(redis_url)
+        store = StateStore(client, prefix=f"t{uuid.uuid4().hex[:12]}")
+        try:
+            aggregator = ContextAggregator(store, ttl_seconds=600)
+            events = [_event("view", session=f"s{i % 300}") for i in range(500)]
+            assert await aggregator.apply(events) == 500
+            assert (await store.features("session", "s0"))["views"] == 2
+            assert (await store.features("session", "s299"))["views"] == 1
+        finally:
+            await client.aclose()
+
+    asyncio.run(main())
