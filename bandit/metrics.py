@@ -67,7 +67,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-__all__ = ["MODEL_REJECTED_PREFIX", "ApiMetrics", "PolicyState"]
+__all__ = ["ApiMetrics", "PolicyState"]
 
 MODEL_REJECTED_PREFIX = "model_rejected."
 """Redis counters named ``model_rejected.<reason>`` (by the learner) count refused models."""
