@@ -224,8 +224,10 @@ BAD_INPUTS = [
             (*FEATURES, "age"),
             number,
             (*FEATURES, "age"),
-            r"^feature values must be finite numbers within \[-1e\+06, 1e\+06\] "
-            rf"\(policies._base.FEATURE_VALUE_LIMIT\), got {shown}",
+            (
+                r"^feature values must be finite numbers within \[-1e\+06, 1e\+06\] "
+                rf"\(policies._base.FEATURE_VALUE_LIMIT\), got {shown}"
+            ),
         )
         for number, shown in [
             (math.nan, "nan"),
