@@ -1321,6 +1321,7 @@ async def metrics_endpoint(service: ServiceDep) -> Response:
         buffered=service.producer.buffered,
         broker_available=service.producer.available,
         stream_counters=counters,
+        model_rejections=engine.rejections,
     )
     return Response(service.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 

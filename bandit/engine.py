@@ -14,10 +14,17 @@ Startup
 Hot swap
     A background task polls each policy's model version and settings version every
     ``settings.api.model_poll_seconds``. A new model version (newer or older: a rollback
-    is a new version too) is restored off the event loop, configured with the current
-    settings, and swapped in. A new settings version is applied to the running policy
-    with :meth:`policies.Policy.configure`: exploration parameters and the floor change,
-    what the policy learned does not.
+    is a new version too) is restored off the event loop, checked to be finite
+    (:meth:`policies.Policy.check_model`), configured with the current settings, and
+    swapped in. A model that does not restore or is not finite is refused: the one
+    served so far stays, ``model.rejected`` is logged and
+    ``streambandit_model_rejected_total`` counts it (:attr:`DecisionEngine.rejections`).
+    Should a served model still fail to give a finite distribution, the baseline
+    decides that request (reason ``pmf_not_finite``): rank never fails for it.
+
+    A new settings version is applied to the running policy with
+    :meth:`policies.Policy.configure`: exploration parameters and the floor change, what
+    the policy learned does not.
 Rank
     :meth:`DecisionEngine.rank` reads the person's consent (:mod:`bandit.privacy`) and
     the session and device features kept in Redis when the request names them, asks
@@ -41,6 +48,7 @@ Degraded mode
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import time
@@ -54,7 +62,14 @@ import structlog
 from redis.exceptions import RedisError
 
 from bandit import fastpath
-from bandit.errors import ConfigurationError, SnapshotError, UnknownServedPolicyError
+from bandit.errors import (
+    ConfigurationError,
+    InvalidDistributionError,
+    InvalidFeaturesError,
+    InvalidModelError,
+    SnapshotError,
+    UnknownServedPolicyError,
+)
 from bandit.minimise import _NONE_DROPPED, Dropped, Minimiser
 from bandit.privacy import (
     CONSENT_DENIED,
@@ -67,7 +82,7 @@ from bandit.privacy import (
 from bandit.schemas import ActionCache, ConsentPath, Decision, PolicySettings, RankRequest
 from bandit.settings import Settings
 from bandit.state import FeatureKind, StateStore
-from policies import Action, Policy, decide_ranking, make_policy
+from policies import Action, Distribution, Policy, decide_ranking, make_policy
 
 __all__ = [
     "DecisionEngine",
@@ -178,6 +193,9 @@ class DecisionEngine:
         self.features_store = features_store or store
         self._loaded: dict[str, LoadedPolicy] = {}
         self._rejected_models: dict[str, int] = {}
+        self.rejections: collections.Counter[tuple[str, str]] = collections.Counter()
+        """Models refused by this process, by (policy, reason); see :meth:`_rejected`."""
+        self._rejected_logged: dict[tuple[str, str], int] = {}  # model version last logged
         self._locks = {name: asyncio.Lock() for name in settings.policies}
         self._poller: asyncio.Task[None] | None = None
         self.degraded = False
@@ -312,7 +330,8 @@ class DecisionEngine:
         seen: tuple[Mapping[str, Mapping[str, Any]], list[Action]] = (
             (context, actions) if personalise else ({}, actions)
         )
-        choice = decide_ranking(chooser.pmf(*seen), decided.event_id)
+        chooser, seen, distribution = self._distribution(loaded, chooser, seen)
+        choice = decide_ranking(distribution, decided.event_id)
         subject = None
         if consent.learn and user is not None:
             recent = orjson.dumps(
@@ -348,6 +367,26 @@ class DecisionEngine:
         )
         used = sum(len(features) for features in stored.values()) if decided is not request else 0
         return RankOutcome(decision, consent, degraded, used, dropped, chooser, seen, forced)
+
+    def _distribution(
+        self,
+        loaded: LoadedPolicy,
+        chooser: Policy,
+        seen: tuple[Mapping[str, Mapping[str, Any]], list[Action]],
+    ) -> tuple[Policy, tuple[Mapping[str, Mapping[str, Any]], list[Action]], Distribution]:
+        """Return `chooser`'s distribution; the baseline's when a model cannot give one.
+
+        A model that cannot give a finite distribution never makes rank fail: the
+        baseline decides (its probabilities logged), and ``model.rejected`` says why.
+        """
+        try:
+            return chooser, seen, chooser.pmf(*seen)
+        except (InvalidDistributionError, InvalidFeaturesError) as exc:
+            if chooser is self._baseline:
+                raise
+            self._rejected(loaded.name, loaded.version, "pmf_not_finite", str(exc))
+            fallback: tuple[Mapping[str, Mapping[str, Any]], list[Action]] = ({}, seen[1])
+            return self._baseline, fallback, self._baseline.pmf(*fallback)
 
     async def _subject(
         self, user: str, event_id: str, loaded: LoadedPolicy, recent: bytes, started_at: float
@@ -539,10 +578,8 @@ class DecisionEngine:
             policy = await asyncio.to_thread(_prepared, loaded.name, record.snapshot, settings)
         except (SnapshotError, ConfigurationError, TypeError, ValueError) as exc:
             self._rejected_models[loaded.name] = record.version
-            _log.error(
-                "model.rejected", policy=loaded.name, model_version=record.version, reason=str(exc)
-            )
-            return None
+            self._rejected(loaded.name, record.version, _reason(exc), str(exc))
+            return None  # the model served so far stays
         _log.info(
             "model.swapped",
             policy=loaded.name,
@@ -576,9 +613,7 @@ class DecisionEngine:
                 policy = await asyncio.to_thread(_prepared, name, record.snapshot, settings)
             except (SnapshotError, ConfigurationError, TypeError, ValueError) as exc:
                 self._rejected_models[name] = record.version
-                _log.error(
-                    "model.rejected", policy=name, model_version=record.version, reason=str(exc)
-                )
+                self._rejected(name, record.version, _reason(exc), str(exc))
             else:
                 _log.info("model.loaded", policy=name, model_version=record.version)
                 loaded = LoadedPolicy(
@@ -614,6 +649,16 @@ class DecisionEngine:
                 await self.poll_once()
             except Exception:  # noqa: BLE001 - the poller must outlive any one failure
                 _log.exception("engine.poll_failed")
+
+    def _rejected(self, name: str, version: int, reason: str, detail: str) -> None:
+        """Count a refused model of `name` by `reason`; log it once per model version."""
+        key = (name, reason)
+        if self.rejections[key] == 0 or self._rejected_logged.get(key) != version:
+            self._rejected_logged[key] = version
+            _log.error(
+                "model.rejected", policy=name, model_version=version, reason=reason, detail=detail
+            )
+        self.rejections[key] += 1
 
     def _mark_degraded(self, operation: str, exc: BaseException) -> None:
         if not self.degraded:
@@ -661,13 +706,23 @@ def _restored_and_configured(snapshot: bytes, settings: PolicySettings) -> Polic
     return _configured(Policy.restore(snapshot), settings)
 
 
+def _reason(exc: BaseException) -> str:
+    """Return the ``reason`` label of a refused snapshot."""
+    return "snapshot_not_finite" if isinstance(exc, InvalidModelError) else "snapshot_unreadable"
+
+
 def _prepared(name: str, snapshot: bytes | None, settings: PolicySettings) -> Policy:
     """Restore `snapshot` (or build from the spec), then apply what of `settings` applies.
 
     Settings that do not apply (stored before a policy change, say) are logged and
-    skipped, so a policy still serves; a snapshot that does not restore raises.
+    skipped, so a policy still serves; a snapshot that does not restore, or whose model
+    is not finite (:meth:`policies.Policy.check_model`), raises.
     """
-    policy = make_policy(settings.spec) if snapshot is None else Policy.restore(snapshot)
+    if snapshot is None:
+        policy = make_policy(settings.spec)
+    else:
+        policy = Policy.restore(snapshot)
+        policy.check_model()
     try:
         _configured(policy, settings)
     except (ConfigurationError, TypeError, ValueError) as exc:

@@ -9,6 +9,7 @@
     │   ├── InvalidActionsError      (also ValueError) no actions, or actions with repeated ids
     │   ├── InvalidFeaturesError     (also ValueError) features a model cannot use (NaN, inf)
     │   ├── InvalidFeedbackError     (also ValueError) `learn` got an impossible outcome
+    │   ├── InvalidModelError        (also ValueError) a learned model holds NaN or infinities
     │   ├── SnapshotError            (also ValueError) bytes that do not restore this policy
     │   └── UnknownPolicyError       (also LookupError) no policy registered under that name
     ├── DatasetError                 (also ValueError) a simulation data set cannot be built
@@ -30,6 +31,7 @@ __all__ = [
     "InvalidDistributionError",
     "InvalidFeaturesError",
     "InvalidFeedbackError",
+    "InvalidModelError",
     "LogFormatError",
     "PolicyError",
     "ProducerUnavailableError",
@@ -67,6 +69,10 @@ class InvalidFeaturesError(PolicyError, ValueError):
 
 class InvalidFeedbackError(PolicyError, ValueError):
     """`learn` received a chosen index, reward or probability that cannot be right."""
+
+
+class InvalidModelError(PolicyError, ValueError):
+    """A learned model holds a NaN or infinite number, so it must not be saved or served."""
 
 
 class SnapshotError(PolicyError, ValueError):

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import math
 import re
-import sys
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Final, Generic, TypeVar, cast
@@ -56,6 +55,7 @@ from bandit.schemas import (
 )
 from bandit.settings import Limits
 from policies import Action, Choice
+from policies._base import FEATURE_VALUE_LIMIT
 from policies._distribution import SUM_TOLERANCE
 from policies.vw import FeatureRules
 
@@ -79,7 +79,6 @@ R = TypeVar("R", bound=RankRequest)
 T = TypeVar("T")
 
 _DEFAULT_LIMITS = Limits()
-_LARGEST = int(sys.float_info.max)
 _CACHE_SIZE = 65_536  # names and ids known to match their pattern (lengths checked apart)
 _TIMESTAMP_RE = re.compile(
     r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,6})?(?:Z|[+-]\d{2}:\d{2})"
@@ -165,13 +164,13 @@ def _features_ok(  # noqa: PLR0911, PLR0912  (one flat pass over every rule)
                 if len(value) > string_limit or not value.isprintable():
                     return False
             elif kind is float:
-                if value - value != 0.0:  # NaN or infinite
+                if not -FEATURE_VALUE_LIMIT <= value <= FEATURE_VALUE_LIMIT:  # (NaN too)
                     return False
             elif kind is bool:
                 if logged:
                     return False
-            elif kind is not int or not -_LARGEST <= value <= _LARGEST:
-                return False  # (an int beyond the largest float is not finite)
+            elif kind is not int or not -FEATURE_VALUE_LIMIT <= value <= FEATURE_VALUE_LIMIT:
+                return False
     return True
 
 

@@ -25,6 +25,13 @@ Counted as things happen:
 ``streambandit_producer_rejected_total``        records refused with 503 (buffer full)
 ``streambandit_producer_dropped_total``         records dropped (rejected for good, lost)
 ``streambandit_model_swaps_total``              models hot-swapped in, by policy
+``streambandit_model_rejected_total``           models refused because they are not finite
+                                                (or do not restore), by policy and reason:
+                                                the API's (``snapshot_not_finite``,
+                                                ``snapshot_unreadable``, ``pmf_not_finite``)
+                                                and, read from Redis at scrape time, the
+                                                learners' (``not_finite_after_learning``,
+                                                ``saved_model_not_finite``)
 =============================================== ==================================
 
 Set at scrape time (:meth:`ApiMetrics.observe_state`):
@@ -64,6 +71,9 @@ from prometheus_client.registry import Collector
 
 __all__ = ["ApiMetrics", "PolicyState"]
 
+MODEL_REJECTED_PREFIX = "model_rejected."
+"""Redis counters named ``model_rejected.<reason>`` (by the learner) count refused models."""
+
 _LATENCY_BUCKETS = (
     0.0005, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
 )  # fmt: skip
@@ -96,6 +106,24 @@ class _StreamCounters(Collector):
         for scope, counters in sorted(self.values.items()):
             for name, value in sorted(counters.items()):
                 family.add_metric([scope, name], value)
+        yield family
+
+
+class _ModelRejections(Collector):
+    """``streambandit_model_rejected_total``: the API's own refusals and the learners'."""
+
+    def __init__(self) -> None:
+        self.api: Mapping[tuple[str, str], int] = {}
+        self.learner: dict[tuple[str, str], int] = {}
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(
+            "streambandit_model_rejected",
+            "Models refused (not finite, or not restorable), by policy and reason.",
+            labels=["policy", "reason"],
+        )
+        for (policy, reason), value in sorted({**self.learner, **self.api}.items()):
+            family.add_metric([policy, reason], value)
         yield family
 
 
@@ -267,6 +295,8 @@ class ApiMetrics:
         )
         self._stream_counters = _StreamCounters()
         r.register(self._stream_counters)
+        self._model_rejections = _ModelRejections()
+        r.register(self._model_rejections)
         self._decided: dict[str, list[int]] = {}
 
     def observe_decision(
@@ -321,8 +351,14 @@ class ApiMetrics:
         buffered: int,
         broker_available: bool,
         stream_counters: Mapping[str, Mapping[str, int]] | None,
+        model_rejections: Mapping[tuple[str, str], int] | None = None,
     ) -> None:
-        """Set the gauges read at scrape time."""
+        """Set the gauges read at scrape time.
+
+        `model_rejections` are the API's refused models by (policy, reason)
+        (:attr:`bandit.engine.DecisionEngine.rejections`); the learners' come from
+        `stream_counters` (``model_rejected.<reason>``).
+        """
         for state in policies:
             self.model_version.labels(state.name).set(state.model_version)
             self.model_age.labels(state.name).set(state.model_age_seconds)
@@ -342,6 +378,15 @@ class ApiMetrics:
         self._stream_counters.values = (
             {} if stream_counters is None else {k: dict(v) for k, v in stream_counters.items()}
         )
+        if model_rejections is not None:
+            self._model_rejections.api = dict(model_rejections)
+        if stream_counters is not None:  # else the last values read stay
+            self._model_rejections.learner = {
+                (policy, name.removeprefix(MODEL_REJECTED_PREFIX)): value
+                for policy, counters in stream_counters.items()
+                for name, value in counters.items()
+                if name.startswith(MODEL_REJECTED_PREFIX)
+            }
 
     def render(self) -> bytes:
         """Return the exposition text of every metric."""

@@ -54,12 +54,14 @@ Differences from Personalizer
   rest by decreasing probability. Every probability is in (0, 1] and they sum to 1.
   The response also carries the headers ``X-Streambandit-Policy`` and
   ``X-Streambandit-Model-Version``.
-- **Rewards**: any finite number (Personalizer asked for [-1, 1]); several rewards per
-  event are aggregated by the policy's ``reward_aggregation`` within its
-  ``reward_wait_seconds``. A reward is accepted (204) once it is on the ``rewards``
-  topic, before any join, so an event id without a decision is not an error here; the
-  join agent decides what such a reward means (DESIGN.md, contract 4). Activations
-  likewise: any valid event id is accepted and goes to the ``rewards`` topic.
+- **Rewards**: a number within ``limits.min_reward`` and ``limits.max_reward``
+  (default [-1000, 1000], docs/limits.md; Personalizer asked for [-1, 1]), else 422
+  naming ``value``; several rewards per event are aggregated by the policy's
+  ``reward_aggregation`` within its ``reward_wait_seconds``. A reward is accepted
+  (204) once it is on the ``rewards`` topic, before any join, so an event id without
+  a decision is not an error here; the join agent decides what such a reward means
+  (DESIGN.md, contract 4). Activations likewise: any valid event id is accepted and
+  goes to the ``rewards`` topic.
 - Only the v1.0 paths exist. Multi-slot rank (v1.1-preview) and the evaluation,
   configuration, model and log APIs are not provided: the native API (``/v1/...``,
   e.g. ``GET``/``PUT /v1/policies/{name}/settings``) covers what they configured.

@@ -22,8 +22,12 @@ feature names
     of key may hold ``|``, ``:``, ``=``, ``*`` or whitespace, which mean something in VW
     text and in flattened feature names.
 feature values
-    A finite number, a boolean (the policy sees 1.0 or 0.0), or a printable string of
-    at most ``max_string_length`` characters (the VW writer escapes it).
+    A finite number within ±1e6 (:data:`policies._base.FEATURE_VALUE_LIMIT`), a boolean
+    (the policy sees 1.0 or 0.0), or a printable string of at most
+    ``max_string_length`` characters (the VW writer escapes it).
+rewards
+    Within ``[min_reward, max_reward]`` of :class:`~bandit.settings.Limits` (default
+    [-1000, 1000], docs/limits.md); a policy's default reward too, when set.
 ids
     Action, event, session, item, user ids, policy names and model versions:
     ``^[A-Za-z0-9][A-Za-z0-9_.:-]*$``, at most ``max_id_length`` characters.
@@ -84,6 +88,7 @@ from bandit.minimise import FeatureSchema
 from bandit.privacy import RawUserId
 from bandit.settings import Limits
 from policies import Action, Choice, FeatureValue
+from policies._base import FEATURE_VALUE_LIMIT
 from policies._distribution import SUM_TOLERANCE
 
 __all__ = [
@@ -279,13 +284,43 @@ def _check_value(value: bool | float | str, info: ValidationInfo) -> bool | floa
                     found=_show(char),
                     position=position,
                 )
-    elif not isinstance(value, bool) and not _is_finite(value):
+    elif not isinstance(value, bool) and not -FEATURE_VALUE_LIMIT <= value <= FEATURE_VALUE_LIMIT:
         raise _error(
-            "number_not_finite",
-            "feature values must be finite numbers, got {found}",
+            "number_not_finite" if not _is_finite(value) else "number_too_large",
+            "feature values must be finite numbers within [-{limit}, {limit}] "
+            "(policies._base.FEATURE_VALUE_LIMIT), got {found}",
+            limit=f"{FEATURE_VALUE_LIMIT:g}",
             found=_show(value),
         )
     return value
+
+
+def _reward_checker(what: str, *, stored: bool) -> Callable[[float, ValidationInfo], float]:
+    """Check a reward against the configured range (:class:`~bandit.settings.Limits`).
+
+    With `stored`, values validated without limits in the context (settings read back
+    from Redis) pass: they were checked when set, and a range changed since must not
+    make them unreadable.
+    """
+
+    def check(value: float, info: ValidationInfo) -> float:
+        if stored and not (isinstance(info.context, Mapping) and "limits" in info.context):
+            return value
+        limits = _limits(info)
+        if not limits.min_reward <= value <= limits.max_reward:
+            raise _error(
+                "reward_range",
+                "{what} must be within [{low}, {high}] (settings limits.min_reward and "
+                "limits.max_reward: STREAMBANDIT_LIMITS__MIN_REWARD and "
+                "STREAMBANDIT_LIMITS__MAX_REWARD), got {found}",
+                what=what,
+                low=limits.min_reward,
+                high=limits.max_reward,
+                found=_show(value),
+            )
+        return value
+
+    return check
 
 
 def _check_namespace_count(value: Any, info: ValidationInfo) -> Any:
@@ -884,7 +919,8 @@ class RewardReported(Event):
     Attributes
     ----------
     reward
-        The outcome, finite; higher is better.
+        The outcome; higher is better. Within ``[limits.min_reward, limits.max_reward]``
+        (:class:`~bandit.settings.Limits`, docs/limits.md).
     action_id
         The action the reward is for, when the app states it (it should be the chosen
         one).
@@ -899,7 +935,9 @@ class RewardReported(Event):
     """
 
     type: Literal["reward"] = "reward"
-    reward: float = Field(allow_inf_nan=False)
+    reward: Annotated[
+        float, Field(allow_inf_nan=False), AfterValidator(_reward_checker("rewards", stored=False))
+    ]
     action_id: ActionId | None = None
     reward_id: EventId = Field(default_factory=new_event_id)
     ldp_epsilon: float | None = Field(default=None, ge=0.01, le=20.0, allow_inf_nan=False)
@@ -978,7 +1016,8 @@ class PolicySettings(_Frozen):
         How long after a decision its rewards are joined (Personalizer's reward wait
         time).
     default_reward
-        The reward learned when none arrived in time.
+        The reward learned when none arrived in time; within the reward range
+        (``limits.min_reward``, ``limits.max_reward``) when set through the API.
     reward_aggregation
         How several rewards combine.
     feature_schema
@@ -996,7 +1035,11 @@ class PolicySettings(_Frozen):
     exploration: dict[str, float] = Field(default_factory=dict)
     exploration_floor: float = Field(default=1e-3, gt=0.0, le=1.0)
     reward_wait_seconds: float = Field(default=10.0, gt=0.0, le=7 * 24 * 3600)
-    default_reward: float = Field(default=0.0, allow_inf_nan=False)
+    default_reward: Annotated[
+        float,
+        Field(allow_inf_nan=False),
+        AfterValidator(_reward_checker("default rewards", stored=True)),
+    ] = 0.0
     reward_aggregation: Aggregation = "earliest"
     feature_schema: FeatureSchema | None = None
     baseline_forced: bool = Field(default=False, strict=True)

@@ -10,8 +10,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from policies._base import REWARD_LIMIT
 
 __all__ = [
     "ApiKey",
@@ -28,7 +30,7 @@ __all__ = [
 
 
 class Limits(BaseModel):
-    """Size limits every request and event is validated against."""
+    """Size limits and the reward range every request and event is validated against."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -38,6 +40,33 @@ class Limits(BaseModel):
     max_key_length: int = Field(default=64, ge=1, le=256)
     max_string_length: int = Field(default=256, ge=1, le=65_536)
     max_id_length: int = Field(default=128, ge=8, le=1024)
+    min_reward: float = Field(
+        default=-1000.0,
+        ge=-REWARD_LIMIT,
+        le=REWARD_LIMIT,
+        allow_inf_nan=False,
+        description=(
+            "Smallest reward (and default reward) accepted; outside [min_reward, "
+            "max_reward] a reward is refused (422, or a dead letter). docs/limits.md."
+        ),
+    )
+    max_reward: float = Field(
+        default=1000.0,
+        ge=-REWARD_LIMIT,
+        le=REWARD_LIMIT,
+        allow_inf_nan=False,
+        description="Largest reward (and default reward) accepted. docs/limits.md.",
+    )
+
+    @model_validator(mode="after")
+    def _check_reward_range(self) -> Limits:
+        if not self.min_reward < self.max_reward:
+            msg = (
+                f"`min_reward` must be below `max_reward`, got {self.min_reward!r} "
+                f">= {self.max_reward!r}"
+            )
+            raise ValueError(msg)
+        return self
 
 
 class KafkaSettings(BaseModel):

@@ -7,7 +7,7 @@ A :class:`Policy` maps a context and the offered actions to a :class:`Distributi
 
 from __future__ import annotations
 
-from policies._base import Policy
+from policies._base import Policy, check_feature_values, check_reward
 from policies._distribution import (
     Choice,
     Distribution,
@@ -27,6 +27,8 @@ __all__ = [
     "Features",
     "Policy",
     "available",
+    "check_feature_values",
+    "check_reward",
     "choose",
     "decide_ranking",
     "make_policy",

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Self
@@ -12,15 +11,42 @@ from typing import Any, ClassVar, Self
 from bandit.errors import (
     ConfigurationError,
     InvalidActionsError,
+    InvalidFeaturesError,
     InvalidFeedbackError,
+    InvalidModelError,
     SnapshotError,
 )
 from policies._distribution import Distribution
-from policies._types import Action, Context
+from policies._types import Action, Context, Features
 
-__all__ = ["Policy"]
+__all__ = [
+    "FEATURE_VALUE_LIMIT",
+    "REWARD_LIMIT",
+    "Policy",
+    "check_feature_values",
+    "check_reward",
+]
 
 _MAGIC = b"streambandit-snapshot/1\n"
+
+REWARD_LIMIT = 1e9
+"""Largest reward magnitude any policy learns from (:meth:`Policy.learn` refuses more).
+
+Vowpal Wabbit keeps its weights in single precision (float32, largest about 3.4e38): one
+reward of about 3.4e38 or more made the cost infinite and every weight NaN. 1e9 keeps
+squared costs, their gradients and sums of them far inside float32 for every built-in
+policy (``tests/policies/test_poisoning.py``). The service's own reward range
+(``settings.limits.min_reward`` / ``max_reward``, docs/limits.md) lies inside it.
+"""
+
+FEATURE_VALUE_LIMIT = 1e6
+"""Largest magnitude of a numeric feature value any policy learns from.
+
+VW squares feature values (its normalised updates) and multiplies them (interactions):
+with the default interactions a context x action product is at most 1e12 and its square
+1e24, inside float32; values of 1e30 left a model without any learning signal and 1e308
+made it NaN. Request and event schemas refuse larger values (``bandit.schemas``).
+"""
 
 
 class Policy(ABC):
@@ -97,19 +123,51 @@ class Policy(ABC):
             The observed reward, finite. Higher is better.
         probability
             The logged probability of the chosen action, in (0, 1].
+
+        Raises
+        ------
+        InvalidFeedbackError, InvalidFeaturesError
+            If an input breaks its rule (a reward beyond :data:`REWARD_LIMIT`, a feature
+            value beyond :data:`FEATURE_VALUE_LIMIT`...); nothing was learned.
+        InvalidModelError
+            If the update overflowed: the model may be broken, restore the last snapshot.
         """
         _check_actions(actions)
         if not (0 <= chosen < len(actions)):
             msg = f"`chosen` must be an index in [0, {len(actions)}), got {chosen!r}"
             raise InvalidFeedbackError(msg)
-        if not math.isfinite(reward):
-            msg = f"`reward` must be finite, got {reward!r}"
-            raise InvalidFeedbackError(msg)
+        check_reward(reward)
         if not (0.0 < probability <= 1.0):
             msg = f"`probability` must be in (0, 1], got {probability!r}"
             raise InvalidFeedbackError(msg)
-        self._learn(context, actions, chosen, float(reward), float(probability))
+        check_feature_values(context)
+        for action in actions:
+            check_feature_values(action.features, f"action {action.id!r} ")
+        try:
+            self._learn(context, actions, chosen, float(reward), float(probability))
+        except ArithmeticError as exc:  # an overflow half-way: the state may be broken
+            msg = f"the {self.name} model overflowed learning this outcome: {exc}"
+            raise InvalidModelError(msg) from exc
         self._n_learned += 1
+
+    def check_model(self) -> None:
+        """Raise if the learned state holds a NaN or an infinity.
+
+        Bounded inputs (:meth:`learn` refuses rewards beyond :data:`REWARD_LIMIT` and
+        feature values beyond :data:`FEATURE_VALUE_LIMIT`) keep every built-in policy
+        finite; this is the check behind that guard, over the whole learned state. The
+        learner runs it before saving a snapshot and the API before serving one, so a
+        model that could serve non-finite probabilities is neither saved nor served.
+
+        Raises
+        ------
+        InvalidModelError
+            If some learned number is not finite; the message says where.
+        """
+        problem = self._non_finite()
+        if problem is not None:
+            msg = f"the {self.name} model is not finite: {problem}"
+            raise InvalidModelError(msg)
 
     @property
     def n_learned(self) -> int:
@@ -221,6 +279,64 @@ class Policy(ABC):
         """Apply validated live changes other than `floor`; override per policy."""
         for key, value in changes.items():
             setattr(self, key, value)
+
+    def _non_finite(self) -> str | None:
+        """Say where the learned state holds a NaN or infinity; None when nowhere.
+
+        Policies that learn override it; one without learned numbers has none.
+        """
+        return None
+
+
+def check_reward(reward: float) -> None:
+    """Refuse a reward that is not finite or beyond :data:`REWARD_LIMIT`.
+
+    Raises
+    ------
+    InvalidFeedbackError
+        Naming the rule and the reward.
+    """
+    if not (-REWARD_LIMIT <= reward <= REWARD_LIMIT):  # also rejects NaN
+        msg = (
+            f"`reward` must be finite and within [-{REWARD_LIMIT:g}, {REWARD_LIMIT:g}] "
+            f"(policies._base.REWARD_LIMIT), got {reward!r}"
+        )
+        raise InvalidFeedbackError(msg)
+
+
+def check_feature_values(features: Features, owner: str = "") -> None:
+    """Refuse numeric feature values that are not finite or beyond :data:`FEATURE_VALUE_LIMIT`.
+
+    Parameters
+    ----------
+    features
+        Features by namespace; strings are categorical and always fine here.
+    owner
+        Prefix naming whose features they are in the message (``"action 'a' "``).
+
+    Raises
+    ------
+    InvalidFeaturesError
+        Naming the feature, the rule and the value.
+
+    Examples
+    --------
+    >>> check_feature_values({"user": {"age": 31, "tier": "gold"}})
+    >>> check_feature_values({"user": {"age": 1e308}})
+    Traceback (most recent call last):
+    ...
+    bandit.errors.InvalidFeaturesError: feature user.age must be a finite number within ...
+    """
+    for namespace, values in features.items():
+        for name, value in values.items():
+            if isinstance(value, str) or -FEATURE_VALUE_LIMIT <= value <= FEATURE_VALUE_LIMIT:
+                continue  # (the comparison is False for NaN)
+            msg = (
+                f"feature {owner}{namespace}.{name} must be a finite number within "
+                f"[-{FEATURE_VALUE_LIMIT:g}, {FEATURE_VALUE_LIMIT:g}] "
+                f"(policies._base.FEATURE_VALUE_LIMIT), got {value!r}"
+            )
+            raise InvalidFeaturesError(msg)
 
 
 def _check_floor(floor: float) -> float:

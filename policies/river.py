@@ -38,6 +38,7 @@ import itertools
 import json
 import math
 import pickle
+import types
 from abc import abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -119,6 +120,9 @@ class _RiverPolicy(Policy):
                 self._model.learn_one(x, reward)
         else:
             self._model.learn_one(x, reward)
+
+    def _non_finite(self) -> str | None:
+        return _non_finite_number(self._model, "model", set())
 
     def _state(self) -> bytes:
         if self._bayesian():
@@ -802,6 +806,60 @@ def _first_non_finite(x: dict[str, float]) -> tuple[str, float] | None:
         if not math.isfinite(value):
             return key, value
     return None
+
+
+def _non_finite_number(value: object, path: str, seen: set[int]) -> str | None:
+    """Return where a NaN or infinity is inside a River model's state, or None.
+
+    Walks the numbers the model keeps: floats, NumPy arrays (River's Bayesian
+    posterior), mappings (weights, AdaGrad's squared gradients), sequences, and the
+    attributes of River's objects (a tree's nodes, their statistics and leaf models).
+    """
+    if isinstance(value, float | np.floating):
+        return None if math.isfinite(value) else f"{path} = {float(value)!r}"
+    if isinstance(value, np.ndarray):
+        bad = 0 if value.dtype.kind not in "fc" else int(value.size - np.isfinite(value).sum())
+        return f"{path} holds {bad} non-finite numbers" if bad else None
+    if id(value) in seen or isinstance(value, _ATOMS):
+        return None
+    seen.add(id(value))
+    for child, where in _children(value, path):
+        found = _non_finite_number(child, where, seen)
+        if found is not None:
+            return found
+    return None
+
+
+_ATOMS = (
+    type(None),
+    bool,
+    int,
+    str,
+    bytes,
+    type,
+    types.FunctionType,
+    types.MethodType,
+    types.BuiltinFunctionType,
+)
+
+
+def _children(value: object, path: str) -> Iterator[tuple[object, str]]:
+    """Yield the values held by a mapping, a sequence or an object, each with its path."""
+    items: Any = getattr(value, "items", None)
+    if callable(items):
+        try:
+            pairs = list(items())
+        except TypeError:  # an `items` that is not a mapping's
+            pairs = []
+        for key, item in pairs:
+            yield item, f"{path}[{key!r}]"
+    elif isinstance(value, list | tuple | set | frozenset):
+        for index, item in enumerate(value):
+            yield item, f"{path}[{index}]"
+    attributes = getattr(value, "__dict__", None)
+    if isinstance(attributes, dict):
+        for name, item in attributes.items():
+            yield item, f"{path}.{name}"
 
 
 def _is_number(value: object) -> bool:

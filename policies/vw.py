@@ -30,7 +30,7 @@ from bandit.errors import (
     InvalidFeedbackError,
     SnapshotError,
 )
-from policies._base import Policy, _check_actions
+from policies._base import FEATURE_VALUE_LIMIT, REWARD_LIMIT, Policy, _check_actions
 from policies._distribution import SUM_TOLERANCE, Distribution
 from policies._types import Action, Context, Features, FeatureValue
 from policies._vwmodel import rewrite_options
@@ -424,6 +424,17 @@ class VWPolicy(Policy):
         vw.learn_multi(examples)
         vw._finish_example_multi_ex(examples)
         self._n_learned += 1
+
+    def _non_finite(self) -> str | None:
+        # VW's JSON writer lists every non-zero weight of every learner in the stack
+        # (each bag, cover policy and RND network) and stops at the first NaN or
+        # infinity, which JSON cannot hold: a healthy model's text ends with "]}".
+        # It costs about 2 µs per non-zero weight.
+        text: str = self._vw.json_weights()
+        if text.endswith("]}"):
+            return None
+        index = text.rpartition('"index":')[2].partition(",")[0] or "?"
+        return f"weight {index} is NaN or infinite"
 
     def _params(self) -> dict[str, Any]:
         return {
@@ -1005,7 +1016,6 @@ _ACTION_CACHE_SIZE = 8_192  # actions a FeatureRules remembers the written piece
 _HIDDEN_CACHE: dict[Any, str] = {}  # "_sb" objects written, by their items
 _ID_SPECIALS = re.compile(r'[ |:%"\\]')  # in an id: VW escapes it, or JSON would
 _NOT_PLAIN = re.compile(r'["\\,{}]')  # in a name: JSON escapes it, or the writer uses it
-_LARGEST = int(sys.float_info.max)
 
 
 def dsjson_line(record: Mapping[str, Any]) -> bytes:
@@ -1130,7 +1140,9 @@ def logged_example(  # noqa: PLR0911, PLR0912  (anything unusual: left to the sl
     the DSJSON line (:func:`dsjson_line` of :func:`dsjson_record`), each exactly as
     those functions write it, in a fraction of their time. It is an accelerator, never
     a second set of rules: for anything unusual (a name or value that needs escaping, a
-    name starting with ``_``, a value that is not a finite number or a string, an
+    name starting with ``_``, a value that is not a number within
+    :data:`~policies._base.FEATURE_VALUE_LIMIT` or a string, a reward beyond
+    :data:`~policies._base.REWARD_LIMIT`, an
     invalid distribution or ranking, features breaking `rules`...) it returns None, and
     the caller writes the example with those functions, which escape it or say what is
     wrong.
@@ -1193,7 +1205,9 @@ def logged_example(  # noqa: PLR0911, PLR0912  (anything unusual: left to the sl
         return None
     if type(chosen) is not int or not 0 <= chosen < n or type(reward) is not float:
         return None
-    if not math.isfinite(reward) or ranking[0] != chosen or sorted(ranking) != list(range(n)):
+    if not -REWARD_LIMIT <= reward <= REWARD_LIMIT:  # (NaN too) learn says what is wrong
+        return None
+    if ranking[0] != chosen or sorted(ranking) != list(range(n)):
         return None
     for p in probabilities:
         if type(p) is not float or not 0.0 < p <= 1.0:
@@ -1374,14 +1388,14 @@ def _write(  # noqa: PLR0911, PLR0912  (one flat pass: anything off returns at o
                 token(written[0])
                 member(written[1])
             elif kind is float:
-                number = repr(value)
-                if number[-1] in "nf":  # nan, inf, -inf
+                if not -FEATURE_VALUE_LIMIT <= value <= FEATURE_VALUE_LIMIT:  # (NaN too)
                     return None
+                number = repr(value)
                 member(f'"{name}":{number},')
                 if value:
                     token(f" {name}:{number}")
                     numeric += 1
-            elif kind is int and -_LARGEST <= value <= _LARGEST:  # (no bool, no huge int)
+            elif kind is int and -FEATURE_VALUE_LIMIT <= value <= FEATURE_VALUE_LIMIT:  # (no bool)
                 number = repr(value)
                 member(f'"{name}":{number},')
                 if value:

@@ -48,7 +48,8 @@ from dataclasses import dataclass, field
 
 import structlog
 
-from bandit.errors import ConfigurationError, PolicyError, SnapshotError
+from bandit.errors import ConfigurationError, InvalidModelError, PolicyError, SnapshotError
+from bandit.metrics import MODEL_REJECTED_PREFIX
 from bandit.schemas import PolicySettings
 from bandit.settings import Settings
 from bandit.state import StateStore
@@ -239,7 +240,16 @@ class Learner:
         outcomes = await asyncio.gather(*(self._apply_policy(n, by_policy[n]) for n in names))
         return dict(zip(names, outcomes, strict=True))
 
-    async def _apply_policy(self, name: str, records: Sequence[TrainingRecord]) -> BatchResult:
+    async def _apply_policy(
+        self, name: str, records: Sequence[TrainingRecord], *, guarded: bool = False
+    ) -> BatchResult:
+        """Learn `records` into policy `name`; a batch that breaks the model is redone.
+
+        When the model is not finite after the batch (:meth:`policies.Policy.check_model`)
+        or an update overflowed, what the batch learned is dropped: the last saved model
+        is loaded again and the batch applied `guarded`, record by record, each checked
+        and undone if it breaks the model, and then rejected with the reason.
+        """
         result = BatchResult()
         try:
             live = await self._ensure(name)
@@ -255,9 +265,8 @@ class Learner:
                 fresh.append(record)
         ids = [r.event_id for r in fresh]
         seen_before = await self.store.learned(name, ids)
-        policy = live.policy
-        vw = policy if isinstance(policy, VWPolicy) else None
         pending, pending_ids = live.pending, live.pending_ids
+        broken: str | None = None
         for record, event_id, seen in zip(fresh, ids, seen_before, strict=True):
             if seen or event_id in pending_ids:
                 result.duplicates += 1
@@ -266,10 +275,14 @@ class Learner:
                 result.not_learnable += 1
                 continue
             try:
-                if vw is not None and record.written is not None:
-                    vw.learn_logged(record.written)
-                else:
-                    policy.learn(*record.learn_inputs())
+                _learn_one(live, record, guarded=guarded)
+            except InvalidModelError as error:
+                if not guarded:
+                    broken = str(error)
+                    break
+                # undone: the record alone goes to the dead letters
+                result.rejected.append((record, f"policy {name!r} cannot learn it: {error}"))
+                continue
             except (PolicyError, ValueError) as error:
                 result.rejected.append((record, f"policy {name!r} cannot learn it: {error}"))
                 continue
@@ -277,10 +290,14 @@ class Learner:
             pending_ids.add(event_id)
             live.changed = True
             result.learned += 1
-        for record in records:
-            if record.offset > live.offsets.get(record.partition, -1):
-                live.offsets[record.partition] = record.offset
-                live.moved = True
+        if broken is None and live.changed and not guarded:
+            broken = _problem(live.policy)
+        if broken is not None:
+            # Never saved: forget this model, learn the batch again from the last saved one.
+            await self._rejected_model(name, "not_finite_after_learning", broken)
+            del self._live[name]
+            return await self._apply_policy(name, records, guarded=True)
+        _advance(live, records)
         live.counts.update(
             {
                 "learned": result.learned,
@@ -307,12 +324,30 @@ class Learner:
             except SnapshotError:
                 _log.exception("model.unreadable", policy=name, version=record.version)
                 raise
-            live = _Live(policy, record.version, dict(record.offsets), record.snapshot)
+            try:
+                policy.check_model()
+            except InvalidModelError as error:
+                # Saved before models were checked: nothing learned in it can be trusted,
+                # so learning starts again from the spec (the next save replaces it).
+                await self._rejected_model(name, "saved_model_not_finite", str(error))
+                policy = await self._build(name)
+                live = _Live(policy, record.version, dict(record.offsets), None, changed=True)
+            else:
+                live = _Live(policy, record.version, dict(record.offsets), record.snapshot)
         else:
             live = _Live(await self._build(name), 0, {}, None)
         self._live[name] = live
         _log.info("model.loaded", policy=name, version=live.version, offsets=live.offsets)
         return live
+
+    async def _rejected_model(self, name: str, reason: str, detail: str) -> None:
+        """Say that a model of `name` was refused: a log line and a counter in Redis.
+
+        The counter ``model_rejected.<reason>`` is exported by the API as
+        ``streambandit_model_rejected_total{policy, reason}``.
+        """
+        _log.error("model.rejected", policy=name, reason=reason, detail=detail)
+        await self.store.count(name, {f"{MODEL_REJECTED_PREFIX}{reason}": 1})
 
     async def _build(self, name: str) -> Policy:
         stored = await self.store.policy_settings(name)
@@ -413,6 +448,51 @@ class Learner:
             seconds=round(self.clock() - started, 4),
         )
         return True
+
+
+def _advance(live: _Live, records: Sequence[TrainingRecord]) -> None:
+    """Move the live policy's offsets past `records` (learned, skipped or rejected)."""
+    for record in records:
+        if record.offset > live.offsets.get(record.partition, -1):
+            live.offsets[record.partition] = record.offset
+            live.moved = True
+
+
+def _learn_one(live: _Live, record: TrainingRecord, *, guarded: bool) -> None:
+    """Learn `record` into ``live.policy``; `guarded`, check the model and undo a break.
+
+    A VW policy learns the text written when the record was decoded, when there is one.
+
+    Raises
+    ------
+    InvalidModelError
+        If the update broke the model: unguarded, the model may be broken; guarded, it
+        was restored to what it was before this record.
+    PolicyError, ValueError
+        If the policy cannot learn the record; nothing was learned.
+    """
+    policy = live.policy
+    before = policy.snapshot() if guarded else None
+    try:
+        if isinstance(policy, VWPolicy) and record.written is not None:
+            policy.learn_logged(record.written)
+        else:
+            policy.learn(*record.learn_inputs())
+        if guarded:
+            policy.check_model()
+    except InvalidModelError:
+        if before is not None:
+            live.policy = Policy.restore(before)
+        raise
+
+
+def _problem(policy: Policy) -> str | None:
+    """Return why `policy`'s model is not finite, or None when it is."""
+    try:
+        policy.check_model()
+    except InvalidModelError as error:
+        return str(error)
+    return None
 
 
 def _by_policy(records: Sequence[TrainingRecord]) -> dict[str, list[TrainingRecord]]:

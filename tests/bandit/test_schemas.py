@@ -224,13 +224,20 @@ BAD_INPUTS = [
             (*FEATURES, "age"),
             number,
             (*FEATURES, "age"),
-            rf"^feature values must be finite numbers, got {shown}",
+            (
+                r"^feature values must be finite numbers within \[-1e\+06, 1e\+06\] "
+                rf"\(policies._base.FEATURE_VALUE_LIMIT\), got {shown}"
+            ),
         )
         for number, shown in [
             (math.nan, "nan"),
             (math.inf, "inf"),
             (-math.inf, "-inf"),
             (10**400, "1000"),
+            (1e308, "1e\\+308"),
+            (-1e308, "-1e\\+308"),
+            (1000001, "1000001"),
+            (1e6 + 1, "1000001.0"),
         ]
     ],
     *[
@@ -903,10 +910,10 @@ def test_module_examples_run() -> None:
 _namespace_names = st.from_regex(r"[A-Za-z_][A-Za-z0-9_-]{0,11}", fullmatch=True)
 _feature_names = st.from_regex(r"[A-Za-z_][A-Za-z0-9_.-]{0,11}", fullmatch=True)
 _ids = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,11}", fullmatch=True)
-_values = (
+_values = (  # numbers within FEATURE_VALUE_LIMIT
     st.booleans()
-    | st.integers(-(2**53), 2**53)
-    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.integers(-(10**6), 10**6)
+    | st.floats(-1e6, 1e6)
     | st.text(st.characters(exclude_categories=("C", "Z")) | st.just(" "), max_size=12)
 )
 _features = st.dictionaries(

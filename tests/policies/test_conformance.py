@@ -144,8 +144,14 @@ def test_there_are_learning_policies_and_baselines() -> None:
     [
         (5, 1.0, 0.5, InvalidFeedbackError, r"`chosen` must be an index in \[0, 5\), got 5"),
         (-1, 1.0, 0.5, InvalidFeedbackError, r"`chosen` must be an index in \[0, 5\), got -1"),
-        (0, math.nan, 0.5, InvalidFeedbackError, r"`reward` must be finite, got nan"),
-        (0, math.inf, 0.5, InvalidFeedbackError, r"`reward` must be finite, got inf"),
+        (
+            0,
+            math.nan,
+            0.5,
+            InvalidFeedbackError,
+            r"`reward` must be finite and within \[-1e\+09, 1e\+09\].*got nan",
+        ),
+        (0, math.inf, 0.5, InvalidFeedbackError, r"`reward` must be finite and within .*got inf"),
         (0, 1.0, 0.0, InvalidFeedbackError, r"`probability` must be in \(0, 1\], got 0.0"),
         (0, 1.0, 1.5, InvalidFeedbackError, r"`probability` must be in \(0, 1\], got 1.5"),
     ],

@@ -448,7 +448,7 @@ def test_learning_a_non_finite_feature_is_refused_and_changes_nothing() -> None:
     policy = LinUCB()
     _simulate(policy, 10)
     before = _payload(policy)
-    with pytest.raises(InvalidFeaturesError, match=r"'user\.x' = nan"):
+    with pytest.raises(InvalidFeaturesError, match=r"feature user\.x must be a finite.*got nan"):
         policy.learn({"user": {"x": math.nan}}, ACTIONS, 1, 1.0, 0.5)
     assert _payload(policy) == before
 

@@ -162,7 +162,7 @@ def test_non_finite_features_are_refused(value: float) -> None:
     context = {"user": {"info": "x", "score": value}}
     with pytest.raises(InvalidFeaturesError, match=r"feature user\.score must be finite"):
         policy.pmf(context, toy.ACTIONS)
-    with pytest.raises(InvalidFeaturesError, match=r"feature user\.score must be finite"):
+    with pytest.raises(InvalidFeaturesError, match=r"feature user\.score must be a finite number"):
         policy.learn(context, toy.ACTIONS, 0, 1.0, 0.5)
 
 

@@ -12,6 +12,7 @@ import pytest
 from redis.asyncio import Redis
 
 from bandit.schemas import Activation, Decision, PolicySettings, RewardReported
+from bandit.settings import Limits
 from bandit.state import StateStore
 from streams.join import Joined, JoinStore
 
@@ -53,6 +54,9 @@ def _decision(event_id: str = "e1", **changes: Any) -> Decision:
     return Decision.model_validate(data)
 
 
+WIDE = Limits(min_reward=-1e9, max_reward=1e9)  # the widest reward range there is
+
+
 def _settings(**changes: Any) -> PolicySettings:
     return PolicySettings(spec="uniform", reward_wait_seconds=WAIT, **changes)
 
@@ -60,12 +64,15 @@ def _settings(**changes: Any) -> PolicySettings:
 def _reward(
     reward: float, event_id: str = "e1", *, after: float = 1.0, reward_id: str | None = None
 ) -> RewardReported:
-    return RewardReported(
-        event_id=event_id,
-        reward=reward,
-        occurred_at=T0 + timedelta(seconds=after),
-        reward_id=reward_id or uuid.uuid4().hex,
-    )
+    fields = {
+        "event_id": event_id,
+        "reward": reward,
+        "occurred_at": T0 + timedelta(seconds=after),
+        "reward_id": reward_id or uuid.uuid4().hex,
+    }
+    if abs(reward) > WIDE.max_reward:  # past any range: as state of an older version held
+        return RewardReported.model_construct(**fields)
+    return RewardReported.model_validate(fields, context={"limits": WIDE})
 
 
 async def _keys(join: JoinStore) -> set[str]:
