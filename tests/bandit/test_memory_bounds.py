@@ -113,7 +113,9 @@ def test_a_persons_decision_ids_expire_with_the_join_not_after_a_week(redis_url:
 
     async def body(store: StateStore, redis: Redis) -> None:
         ttl = 3_660
-        await store.note_decision("person", "e1", ttl, recent=b'{"event_id": "e1"}')
+        await store.note_decision(
+            "person", "e1", ttl, recent=b'{"event_id": "e1"}', started_at=time.time()
+        )
         decisions = await redis.ttl(store.key("user", "person", "decisions"))
         assert ttl - 5 <= decisions <= ttl
         recent = await redis.ttl(store.key("user", "person", "recent"))
