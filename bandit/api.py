@@ -69,6 +69,7 @@ from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from typing import Annotated, Any, Literal, TypeAlias, TypeVar, cast
 
 import orjson
@@ -95,6 +96,7 @@ from bandit.dp import BudgetExhaustedError, PrivacyLedger, RandomisedResponse, l
 from bandit.engine import DecisionEngine, RankOutcome, UnknownServedPolicyError
 from bandit.errors import ConfigurationError, PolicyError
 from bandit.explain import Explanation, explain
+from bandit.explainer import Explainer, explain_limit_errors
 from bandit.logging import configure_logging
 from bandit.metrics import ApiMetrics, PolicyState
 from bandit.minimise import FeatureRefusedError
@@ -317,6 +319,7 @@ class _Service:
     producer: BufferedProducer
     metrics: ApiMetrics
     shutdown_flush_seconds: float
+    explainer: Explainer
     callers: dict[str, Caller] = field(default_factory=dict)
     """Callers by the key they presented, once found (as many as there are keys)."""
 
@@ -657,6 +660,13 @@ async def rank(request: Request) -> Response:
     service: _Service = request.app.state.service
     caller = _authenticate(request, service)
     body = await _body(request, NativeRankRequest, "the rank request", service.settings.limits)
+    if body.explain:  # refused before deciding: nothing is logged
+        broken = explain_limit_errors(
+            body.context, [a.features for a in body.actions], service.settings.explain
+        )
+        if broken:
+            message = f"the rank request breaks {len(broken)} rule{'s' if len(broken) > 1 else ''}"
+            raise _ApiError(422, "BadRequest", message, details=broken)
     policy = _resolve_policy(service, caller, body.policy)
     outcome = await _decide(
         request,
@@ -668,23 +678,21 @@ async def rank(request: Request) -> Response:
         user_id=body.user_id,
     )
     answer = fastpath.rank_answer_json(outcome.decision)  # RankResponse's JSON, tested
-    if body.explain:  # the decision is logged already: a failed explanation is no error
-        try:
-            explained = _explanation(outcome)
-        except PolicyError:
-            _log.exception("explanation.failed", event_id=outcome.decision.event_id)
-            return _json({**orjson.loads(answer), "explanation": None})
-        service.metrics.explanations.labels(explained.kind).inc()
-        return _json({**orjson.loads(answer), "explanation": explained.model_dump(mode="json")})
+    if body.explain:  # the decision is logged already: a missing explanation is no error
+        explained = await _explanation(service, outcome)
+        found = None if explained is None else explained.model_dump(mode="json")
+        return _json({**orjson.loads(answer), "explanation": found})
     return Response(answer, media_type="application/json")
 
 
-def _explanation(outcome: RankOutcome) -> Explanation:
+async def _explanation(service: _Service, outcome: RankOutcome) -> Explanation | None:
+    """Explain a decision off the event loop, by the deadline; None if it failed or was late."""
     decision = outcome.decision
     assert outcome.chooser is not None
     assert outcome.inputs is not None
     context, actions = outcome.inputs
-    return explain(
+    job = partial(
+        explain,
         outcome.chooser,
         context,
         actions,
@@ -694,6 +702,24 @@ def _explanation(outcome: RankOutcome) -> Explanation:
         policy_name=decision.policy,
         model_version=decision.model_version,
     )
+    try:
+        explained = await service.explainer.run(
+            lambda deadline: job(deadline=deadline), service.explainer.deadline()
+        )
+    except TimeoutError:
+        service.metrics.explanations_missed.labels("deadline").inc()
+        _log.warning(
+            "explanation.timed_out",
+            event_id=decision.event_id,
+            deadline_seconds=service.settings.explain.deadline_seconds,
+        )
+        return None
+    except PolicyError:
+        service.metrics.explanations_missed.labels("failed").inc()
+        _log.exception("explanation.failed", event_id=decision.event_id)
+        return None
+    service.metrics.explanations.labels(explained.kind).inc()
+    return explained
 
 
 async def reward(
@@ -936,11 +962,9 @@ async def me(request: Request, service: ServiceDep) -> Response:
         record, secret = await service.store.consent_and_secret(user)
         held = await service.store.held(user, record, secret)
     decisions = []
+    deadline = service.explainer.deadline()  # one for the page
     for entry in held.pop("last_decisions"):
-        try:
-            explained: dict[str, Any] = _recent_explanation(service, entry).model_dump()
-        except PolicyError:
-            explained = {"kind": "unavailable", "text": "This decision cannot be explained now."}
+        explained = await _recent_explanation(service, entry, deadline)
         decisions.append({**_summary(entry), "explanation": explained})
     service.metrics.explanations.labels("page").inc(len(decisions))
     return _json(
@@ -958,19 +982,29 @@ def _summary(entry: Mapping[str, Any]) -> dict[str, Any]:
     return {name: entry.get(name) for name in names}
 
 
-def _recent_explanation(service: _Service, entry: Mapping[str, Any]) -> Explanation:
-    """Explain a recent decision with the model serving now (said so in the text)."""
+async def _recent_explanation(
+    service: _Service, entry: Mapping[str, Any], deadline: float
+) -> dict[str, Any]:
+    """Explain a recent decision with the model serving now (said so in the text).
+
+    Within the same limits and off the event loop, as a rank's explanation.
+    """
     loaded = service.engine.loaded(str(entry.get("policy")))
     personalised = entry.get("consent") == "personalise"
     actions = [Action(a["id"], a["features"]) for a in entry.get("actions", [])]
+    context = entry.get("context", {})
+    if explain_limit_errors(context, [a.features for a in actions], service.settings.explain):
+        service.metrics.explanations_missed.labels("limits").inc()
+        return {"kind": "unavailable", "text": "This decision used too many features to explain."}
     if loaded is None or not actions:
         chooser = service.engine.baseline
         personalised = False
     else:
         chooser = loaded.policy if personalised else service.engine.baseline
-    explained = explain(
+    job = partial(
+        explain,
         chooser,
-        entry.get("context", {}),
+        context,
         actions,
         int(entry.get("chosen_index", 0)),
         explored=bool(entry.get("explored")),
@@ -978,11 +1012,19 @@ def _recent_explanation(service: _Service, entry: Mapping[str, Any]) -> Explanat
         policy_name=str(entry.get("policy")),
         model_version=str(entry.get("model_version")),
     )
+    try:
+        explained = await service.explainer.run(lambda due: job(deadline=due), deadline)
+    except TimeoutError:
+        service.metrics.explanations_missed.labels("deadline").inc()
+        return {"kind": "unavailable", "text": "This decision could not be explained in time."}
+    except PolicyError:
+        service.metrics.explanations_missed.labels("failed").inc()
+        return {"kind": "unavailable", "text": "This decision cannot be explained now."}
     if explained.kind == "personalised" and loaded is not None:
         now = loaded.model_version
         note = f" (Explained with the model serving now, version {now}.)"
         explained = explained.model_copy(update={"text": explained.text + note})
-    return explained
+    return explained.model_dump()
 
 
 async def me_consent(request: Request, service: ServiceDep) -> Response:
@@ -1487,6 +1529,7 @@ def create_app(
         ),
         metrics=metrics,
         shutdown_flush_seconds=shutdown_flush_seconds,
+        explainer=Explainer(settings.explain),
     )
 
     @asynccontextmanager
@@ -1510,6 +1553,7 @@ def create_app(
             await service.producer.stop(service.shutdown_flush_seconds)
             await control_redis.aclose()
             await features_redis.aclose()
+            service.explainer.close()
             _log.info("api.stopped")
 
     app = FastAPI(

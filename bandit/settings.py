@@ -16,6 +16,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 __all__ = [
     "ApiKey",
     "ApiSettings",
+    "ExplainSettings",
     "KafkaSettings",
     "LearnerSettings",
     "Limits",
@@ -38,6 +39,47 @@ class Limits(BaseModel):
     max_key_length: int = Field(default=64, ge=1, le=256)
     max_string_length: int = Field(default=256, ge=1, le=65_536)
     max_id_length: int = Field(default=128, ge=8, le=1024)
+
+
+class ExplainSettings(BaseModel):
+    """Bounds on explanations (``explain: true`` on a rank; the privacy page).
+
+    An explanation asks the policy again once per feature it saw, each time over every
+    offered action, so its cost grows with features times actions. A rank asking for
+    one beyond `max_features` or `max_actions` is refused (422); one within them is
+    computed in a thread of its own, at most `concurrency` at once, and if it is not
+    done `deadline_seconds` after it was asked for, the answer comes without it.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_features: int = Field(
+        default=256,
+        ge=1,
+        le=100_000,
+        description=(
+            "Most features an explained rank may carry, its context's and all its actions' "
+            "together (session and device features the service adds come on top)."
+        ),
+    )
+    max_actions: int = Field(
+        default=20, ge=1, le=10_000, description="Most actions an explained rank may offer."
+    )
+    deadline_seconds: float = Field(
+        default=1.0,
+        gt=0.0,
+        le=60.0,
+        description=(
+            "How long a rank (or the privacy page) waits for its explanations, queueing "
+            "included; past it the answer comes without them."
+        ),
+    )
+    concurrency: int = Field(
+        default=2,
+        ge=1,
+        le=64,
+        description="Explanations computed at once (threads); more wait for a free one.",
+    )
 
 
 class KafkaSettings(BaseModel):
@@ -212,6 +254,7 @@ class Settings(BaseSettings):
     )
 
     limits: Limits = Limits()
+    explain: ExplainSettings = ExplainSettings()
     kafka: KafkaSettings = KafkaSettings()
     redis: RedisSettings = RedisSettings()
     api: ApiSettings = ApiSettings()
