@@ -69,7 +69,6 @@ from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import partial
 from typing import Annotated, Any, Literal, TypeAlias, TypeVar, cast
 
 import orjson
@@ -95,7 +94,7 @@ from bandit import fastpath
 from bandit.dp import BudgetExhaustedError, PrivacyLedger, RandomisedResponse, laplace
 from bandit.engine import DecisionEngine, RankOutcome, UnknownServedPolicyError
 from bandit.errors import ConfigurationError, PolicyError
-from bandit.explain import Explanation, explain
+from bandit.explain import Explanation
 from bandit.explainer import Explainer, explain_limit_errors
 from bandit.logging import configure_logging
 from bandit.metrics import ApiMetrics, PolicyState
@@ -691,34 +690,20 @@ async def _explanation(service: _Service, outcome: RankOutcome) -> Explanation |
     assert outcome.chooser is not None
     assert outcome.inputs is not None
     context, actions = outcome.inputs
-    job = partial(
-        explain,
-        outcome.chooser,
-        context,
-        actions,
-        decision.chosen_index,
-        explored=decision.explored,
-        personalised=outcome.consent.personalise,
-        policy_name=decision.policy,
-        model_version=decision.model_version,
-    )
-    try:
+    with structlog.contextvars.bound_contextvars(event_id=decision.event_id):
         explained = await service.explainer.run(
-            lambda deadline: job(deadline=deadline), service.explainer.deadline()
+            outcome.chooser,
+            service.explainer.deadline(),
+            context,
+            actions,
+            decision.chosen_index,
+            explored=decision.explored,
+            personalised=outcome.consent.personalise,
+            policy_name=decision.policy,
+            model_version=decision.model_version,
         )
-    except TimeoutError:
-        service.metrics.explanations_missed.labels("deadline").inc()
-        _log.warning(
-            "explanation.timed_out",
-            event_id=decision.event_id,
-            deadline_seconds=service.settings.explain.deadline_seconds,
-        )
-        return None
-    except PolicyError:
-        service.metrics.explanations_missed.labels("failed").inc()
-        _log.exception("explanation.failed", event_id=decision.event_id)
-        return None
-    service.metrics.explanations.labels(explained.kind).inc()
+    if explained is not None:
+        service.metrics.explanations.labels(explained.kind).inc()
     return explained
 
 
@@ -1001,9 +986,9 @@ async def _recent_explanation(
         personalised = False
     else:
         chooser = loaded.policy if personalised else service.engine.baseline
-    job = partial(
-        explain,
+    explained = await service.explainer.run(
         chooser,
+        deadline,
         context,
         actions,
         int(entry.get("chosen_index", 0)),
@@ -1012,13 +997,7 @@ async def _recent_explanation(
         policy_name=str(entry.get("policy")),
         model_version=str(entry.get("model_version")),
     )
-    try:
-        explained = await service.explainer.run(lambda due: job(deadline=due), deadline)
-    except TimeoutError:
-        service.metrics.explanations_missed.labels("deadline").inc()
-        return {"kind": "unavailable", "text": "This decision could not be explained in time."}
-    except PolicyError:
-        service.metrics.explanations_missed.labels("failed").inc()
+    if explained is None:
         return {"kind": "unavailable", "text": "This decision cannot be explained now."}
     if explained.kind == "personalised" and loaded is not None:
         now = loaded.model_version
@@ -1529,7 +1508,7 @@ def create_app(
         ),
         metrics=metrics,
         shutdown_flush_seconds=shutdown_flush_seconds,
-        explainer=Explainer(settings.explain),
+        explainer=Explainer(settings.explain, metrics),
     )
 
     @asynccontextmanager

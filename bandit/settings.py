@@ -47,8 +47,8 @@ class ExplainSettings(BaseModel):
     An explanation asks the policy again once per feature it saw, each time over every
     offered action, so its cost grows with features times actions. A rank asking for
     one beyond `max_features` or `max_actions` is refused (422); one within them is
-    computed in a thread of its own, at most `concurrency` at once, and if it is not
-    done `deadline_seconds` after it was asked for, the answer comes without it.
+    computed in a helper process, at most `concurrency` at once, and if it is not done
+    `deadline_seconds` after it was asked for, the answer comes without it.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -75,10 +75,14 @@ class ExplainSettings(BaseModel):
         ),
     )
     concurrency: int = Field(
-        default=2,
+        default=1,
         ge=1,
         le=64,
-        description="Explanations computed at once (threads); more wait for a free one.",
+        description=(
+            "Explanations computed at once, each in a helper process of its own (started "
+            "with the first explanation); more wait for a free one. Each takes a core "
+            "while it runs: keep it below the API's cores."
+        ),
     )
 
 

@@ -125,6 +125,8 @@ async def latency_rows(url: str, key: str, args: argparse.Namespace) -> list[dic
     body = allowed_explained_body(args.max_features, args.max_actions)
     async with httpx.AsyncClient(base_url=url, headers=headers, timeout=30) as http:
         await _good_ranks(http, 1.0, 0)  # warm up
+        started = await http.post("/v1/rank", json=body, timeout=120)  # starts the helpers
+        started.raise_for_status()
         alone = await _good_ranks(http, args.seconds, 1)
         stop = asyncio.Event()
         found: dict[str, Any] = {"latencies": [], "explained": 0}
@@ -171,7 +173,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--only", choices=["latency", "big"], default=None)
     parser.add_argument("--seconds", type=float, default=10.0)
-    parser.add_argument("--explainers", type=int, default=2)
+    parser.add_argument("--explainers", type=int, default=1)
     parser.add_argument("--max-features", type=int, default=256)
     parser.add_argument("--max-actions", type=int, default=20)
     args = parser.parse_args(argv)
