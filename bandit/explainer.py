@@ -67,8 +67,8 @@ def explain_limit_errors(
     >>> limits = ExplainSettings(max_features=3, max_actions=2)
     >>> explain_limit_errors({"u": {"a": 1, "b": 2}}, [{}, {"i": {"t": "x"}}], limits)
     []
-    >>> [e["msg"] for e in explain_limit_errors({"u": {"a": 1, "b": 2}}, [{}] * 3, limits)]
-    ['an explained rank offers at most 2 actions (STREAMBANDIT_EXPLAIN__MAX_ACTIONS), got 3']
+    >>> [e["type"] for e in explain_limit_errors({"u": {"a": 1, "b": 2}}, [{}] * 3, limits)]
+    ['too_many_actions_to_explain']
     """
     errors: list[dict[str, Any]] = []
     if len(actions) > settings.max_actions:
@@ -77,7 +77,8 @@ def explain_limit_errors(
                 "loc": ["body", "actions"],
                 "msg": (
                     f"an explained rank offers at most {settings.max_actions} actions "
-                    f"(STREAMBANDIT_EXPLAIN__MAX_ACTIONS), got {len(actions)}"
+                    f"(STREAMBANDIT_EXPLAIN__MAX_ACTIONS), got {len(actions)}; ask without "
+                    "explain, or offer fewer"
                 ),
                 "type": "too_many_actions_to_explain",
             }

@@ -161,7 +161,7 @@ def big_row(url: str, key: str) -> dict[str, Any]:
         timeout=600,
     )
     seconds = time.perf_counter() - started
-    detail = answer.json().get("details") if answer.status_code == 422 else None
+    detail = answer.json().get("detail") if answer.status_code == 422 else None
     return {"bytes": len(body), "status": answer.status_code, "seconds": seconds, "detail": detail}
 
 

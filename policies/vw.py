@@ -245,10 +245,6 @@ class _Pieces:
         if action_id is not None:
             self.parts.append(_namespace_text(prefix, {}, action_id))
 
-    def whole(self) -> str:
-        """Return the text with every feature."""
-        return "".join(self.parts)
-
     def without(self, feature: FeatureRef) -> str:
         """Return the text without `feature` (its namespace's header stays)."""
         index = self.where[feature.namespace, feature.name]
