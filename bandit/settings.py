@@ -36,6 +36,15 @@ class Limits(BaseModel):
     max_actions: int = Field(default=50, ge=1, le=10_000)
     max_namespaces: int = Field(default=16, ge=1, le=256)
     max_features_per_namespace: int = Field(default=64, ge=1, le=4096)
+    max_features_per_rank: int = Field(
+        default=4096,
+        ge=1,
+        le=1_000_000,
+        description=(
+            "Most features one rank may carry, its context's and all its actions' together: "
+            "the policy crosses the context with every action, on the API's event loop."
+        ),
+    )
     max_key_length: int = Field(default=64, ge=1, le=256)
     max_string_length: int = Field(default=256, ge=1, le=65_536)
     max_id_length: int = Field(default=128, ge=8, le=1024)
