@@ -211,7 +211,8 @@ class NativeRankRequest(RankRequest):
     explain
         Answer with an explanation of the decision (:mod:`bandit.explain`): the
         features that made the chosen action more and less likely, or that it was
-        exploration, or the baseline. Costs one policy prediction per feature.
+        exploration, or the baseline. Costs one policy prediction per feature, so it is
+        bounded: ``settings.explain`` (docs/privacy.md, "Explanation limits").
     """
 
     policy: _Reference | None = None
