@@ -191,6 +191,7 @@ def _settings(broker: str, redis_url: str, explain: ExplainSettings) -> Settings
         kafka=KafkaSettings(broker=broker, topic_prefix=prefix),
         redis=RedisSettings(url=redis_url, key_prefix=prefix),
         api=ApiSettings(keys=(ApiKey(key=APP_KEY, role="app"),)),
+        privacy=PrivacySettings(pseudonym_key="pseudonym-key-explain-0123"),
         policies={"default": "vw-squarecb"},
         explain=explain,
     )
@@ -306,3 +307,39 @@ def test_past_the_deadline_the_answer_comes_without_its_explanation(
     assert _metric(metrics, "streambandit_explanations_missed_total", reason="deadline") == 1
     assert _metric(metrics, "streambandit_decisions_total", policy="default") == 1
     assert running == 0
+
+
+def test_the_privacy_page_explains_past_decisions_within_the_same_limits(
+    broker: str, redis_url: str
+) -> None:
+    """A past decision too large to explain shows as unavailable; a small one is explained."""
+    settings = _settings(broker, redis_url, ExplainSettings(max_features=40, max_actions=5))
+    person = {"user_id": "person-explained-1"}
+
+    async def run() -> tuple[dict[str, Any], dict[str, Any], str]:
+        async with _client(settings) as (_, http):
+            given = await http.post(
+                "/v1/consent",
+                json={**person, "personalisation": True, "learning": True, "source": "test"},
+            )
+            assert given.status_code == 200, given.text
+            made = {}
+            for name, features in (("small", 8), ("large", 60)):
+                body = {**_wide(features, 3), "explain": False, **person}
+                answer = await http.post("/v1/rank", json=body)
+                assert answer.status_code == 200, answer.text
+                made[answer.json()["event_id"]] = name
+            token = (await http.post("/v1/privacy/token", json=person)).json()["token"]
+            page = await http.get("/v1/me", headers={"X-Privacy-Token": token})
+            assert page.status_code == 200, page.text
+            metrics = (await http.get("/metrics")).text
+        shown = {made[d["event_id"]]: d["explanation"] for d in page.json()["decisions"]}
+        return shown["small"], shown["large"], metrics
+
+    small, large, metrics = asyncio.run(run())
+    assert small["kind"] in {"personalised", "exploration"}
+    assert large == {
+        "kind": "unavailable",
+        "text": "This decision used too many features to explain.",
+    }
+    assert _metric(metrics, "streambandit_explanations_missed_total", reason="limits") == 1
