@@ -1467,8 +1467,10 @@ def create_app(
     shutdown_flush_seconds
         How long shutdown waits for buffered records to reach the broker.
     tune
-        Tune the process's garbage collector once started (:func:`bandit.process.tune_gc`):
-        for a process that serves this app alone.
+        Tune the process's garbage collector once started (:func:`bandit.process.tune_gc`)
+        and start the explanation helpers at once rather than with the first
+        explanation (:class:`bandit.explainer.Explainer`): for a process that serves
+        this app alone.
 
     Returns
     -------
@@ -1519,6 +1521,7 @@ def create_app(
             await service.engine.start()
             if tune:
                 tune_gc()  # the app, its schemas and the policies live as long as the process
+                service.explainer.start()  # importing while the first requests come
             _log.info(
                 "api.started",
                 policies=service.engine.served,

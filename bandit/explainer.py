@@ -117,11 +117,12 @@ class Explainer:
     A process gets the policy as its snapshot (:meth:`policies.Policy.snapshot`, taken
     once per served model and settings, in a thread) and keeps the last few it
     restored, and runs at a lower CPU priority than the API (``nice`` 10), so that on a
-    machine with few cores the API's own work goes first. The processes start with the
-    first explanation, which waits for them
-    outside its deadline; the explanation checks its deadline between batches of
-    predictions, so a process is free soon after it, and later explanations wait for a
-    free one no longer than their own deadline.
+    machine with few cores the API's own work goes first. The processes start with
+    :meth:`start` (the API's own process calls it as it starts; they import in the
+    background) or else with the first explanation; an explanation waits for them
+    outside its deadline. An explanation checks its
+    deadline between batches of predictions, so a process is free soon after it, and
+    later explanations wait for a free one no longer than their own deadline.
     """
 
     def __init__(self, settings: ExplainSettings, metrics: ApiMetrics) -> None:
@@ -207,12 +208,17 @@ class Explainer:
         future.add_done_callback(done)
         return await asyncio.wait_for(asyncio.shield(future), _left(deadline))
 
-    async def _start(self) -> float:
-        """Start the helpers once; return how long this call waited for them."""
-        started = time.monotonic()
+    def start(self) -> None:
+        """Start the helpers now, in the background (else the first explanation does)."""
         if self._started is None:
             self._slots = asyncio.Semaphore(self.settings.concurrency)
             self._started = asyncio.ensure_future(self._spawn())
+
+    async def _start(self) -> float:
+        """Start the helpers once; return how long this call waited for them."""
+        started = time.monotonic()
+        self.start()
+        assert self._started is not None
         await asyncio.shield(self._started)
         return time.monotonic() - started
 
@@ -244,9 +250,7 @@ class Explainer:
 
 
 def _helpers(count: int) -> ProcessPoolExecutor:
-    return ProcessPoolExecutor(
-        count, mp_context=multiprocessing.get_context("spawn"), initializer=_lower_priority
-    )
+    return ProcessPoolExecutor(count, mp_context=multiprocessing.get_context("spawn"))
 
 
 def _left(deadline: float) -> float:
@@ -260,14 +264,19 @@ _NICE = 10  # how much lower a helper's CPU priority is than the API's
 _KEPT = 4  # restored policies a helper keeps (the served ones, and the one before a swap)
 
 
-def _lower_priority() -> None:
-    """Let the API's own process go first when they share a core (``nice`` 10)."""
-    os.nice(_NICE)
+_LOWERED: list[bool] = []
 
 
 def _ready() -> None:
-    """Warm a helper up: every policy module is imported when it answers."""
+    """Warm a helper up: every policy module imported, then its priority lowered.
+
+    Lowered after the imports, so that a helper starting on a busy machine is not
+    starved; from then on the API's own process goes first on a shared core.
+    """
     available()
+    if not _LOWERED:
+        os.nice(_NICE)
+        _LOWERED.append(True)
 
 
 def _explain_in_helper(

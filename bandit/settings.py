@@ -89,7 +89,7 @@ class ExplainSettings(BaseModel):
         le=64,
         description=(
             "Explanations computed at once, each in a helper process of its own (started "
-            "with the first explanation); more wait for a free one. Each takes a core "
+            "with the API); more wait for a free one. Each takes a core "
             "while it runs: keep it below the API's cores."
         ),
     )
