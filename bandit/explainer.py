@@ -162,7 +162,8 @@ class Explainer:
         Explanation or None
             None when no helper was free or the explanation not done by `deadline`
             (reason ``deadline``), or it failed (``failed``: the policy could not
-            predict, or a helper process died and was replaced); counted in
+            predict, a helper process died and was replaced, or anything else went
+            wrong: the decision stands either way); counted in
             ``streambandit_explanations_missed_total`` and logged.
         """
         try:
@@ -177,6 +178,11 @@ class Explainer:
             self.metrics.explanations_missed.labels("failed").inc()
             _log.exception("explanation.failed")
             self._restart()
+        except Exception:  # noqa: BLE001  (the decision stands: any failure here is logged)
+            self.metrics.explanations_missed.labels("failed").inc()
+            _log.exception("explanation.failed")
+            if _failed(self._started):  # the helpers did not start
+                self._started = None  # the next explanation tries again
         return None
 
     async def _run(
@@ -232,6 +238,8 @@ class Explainer:
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
         self._pool = _helpers(self.settings.concurrency)
+        for _ in range(self.settings.concurrency):  # first in their queue: warmed up again
+            self._pool.submit(_ready)
 
     async def _snapshot(self, policy: Policy) -> tuple[str, bytes]:
         """Return the policy's snapshot and its token, taken once per model and settings."""
@@ -251,6 +259,12 @@ class Explainer:
 
 def _helpers(count: int) -> ProcessPoolExecutor:
     return ProcessPoolExecutor(count, mp_context=multiprocessing.get_context("spawn"))
+
+
+def _failed(future: asyncio.Future[None] | None) -> bool:
+    if future is None or not future.done():
+        return False
+    return future.cancelled() or future.exception() is not None
 
 
 def _left(deadline: float) -> float:
