@@ -68,6 +68,7 @@ __all__ = [
     "LoadedPolicy",
     "RankOutcome",
     "UnknownServedPolicyError",
+    "prepared_policy",
 ]
 
 
@@ -93,6 +94,10 @@ class LoadedPolicy:
         The settings applied to it.
     settings_version
         Version of those settings in Redis (0 when Redis was unreachable).
+    snapshot
+        The saved model it was restored from (None: built from its spec):
+        :func:`prepared_policy` rebuilds the same policy from it and `settings`
+        elsewhere (the explanation helpers, :mod:`bandit.explainer`).
     """
 
     name: str
@@ -101,6 +106,7 @@ class LoadedPolicy:
     saved_at: float
     settings: PolicySettings
     settings_version: int
+    snapshot: bytes | None = None
 
     @property
     def model_version(self) -> str:
@@ -518,8 +524,9 @@ class DecisionEngine:
             n_learned=policy.n_learned,
         )
         return LoadedPolicy(
-            loaded.name, policy, record.version, record.saved_at, settings, settings_version
-        )
+            loaded.name, policy, record.version, record.saved_at, settings, settings_version,
+            record.snapshot,
+        )  # fmt: skip
 
     # -- loading and polling -------------------------------------------------------------
 
@@ -549,8 +556,9 @@ class DecisionEngine:
             else:
                 _log.info("model.loaded", policy=name, model_version=record.version)
                 return LoadedPolicy(
-                    name, policy, record.version, record.saved_at, settings, settings_version
-                )
+                    name, policy, record.version, record.saved_at, settings, settings_version,
+                    record.snapshot,
+                )  # fmt: skip
         policy = await asyncio.to_thread(_prepared, name, None, settings)
         _log.info("model.built", policy=name, spec=settings.spec)
         return LoadedPolicy(name, policy, 0, time.time(), settings, settings_version)
@@ -602,6 +610,25 @@ def _configured(policy: Policy, settings: PolicySettings) -> Policy:
 
 def _restored_and_configured(snapshot: bytes, settings: PolicySettings) -> Policy:
     return _configured(Policy.restore(snapshot), settings)
+
+
+def prepared_policy(name: str, snapshot: bytes | None, settings: PolicySettings) -> Policy:
+    """Rebuild served policy `name` from what its :class:`LoadedPolicy` keeps.
+
+    Parameters
+    ----------
+    name
+        The policy's name (for the log).
+    snapshot, settings
+        :attr:`LoadedPolicy.snapshot` (None: build from the spec) and
+        :attr:`LoadedPolicy.settings`.
+
+    Returns
+    -------
+    policies.Policy
+        A policy that decides as the served one does.
+    """
+    return _prepared(name, snapshot, settings)
 
 
 def _prepared(name: str, snapshot: bytes | None, settings: PolicySettings) -> Policy:

@@ -21,13 +21,16 @@ import weakref
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
 
+from bandit.engine import LoadedPolicy, prepared_policy
 from bandit.errors import PolicyError
 from bandit.explain import Explanation, explain
 from bandit.metrics import ApiMetrics
+from bandit.schemas import PolicySettings
 from bandit.settings import ExplainSettings
 from policies import Policy, available
 
@@ -114,15 +117,15 @@ class Explainer:
     Processes, not threads: an explanation is CPU work in Python and in VW, which hold
     Python's global interpreter lock, so in a thread it would still take turns with the
     event loop (measured: good ranks' median latency 3x while two explanations ran).
-    A process gets the policy as its snapshot (:meth:`policies.Policy.snapshot`, taken
-    once per served model and settings, in a thread) and keeps the last few it
-    restored, and runs at a lower CPU priority than the API (``nice`` 10), so that on a
-    machine with few cores the API's own work goes first. The processes start with
-    :meth:`start` (the API's own process calls it as it starts; they import in the
-    background) or else with the first explanation; an explanation waits for them
-    outside its deadline. An explanation checks its
-    deadline between batches of predictions, so a process is free soon after it, and
-    later explanations wait for a free one no longer than their own deadline.
+    A helper rebuilds the served policy from the saved model and settings the engine
+    keeps (no work in the API; any other policy is sent as its snapshot), keeps the
+    last few it rebuilt, and, once started, runs at a lower CPU priority than the API
+    (``nice`` 10), so that on a machine with few cores the API's own work goes first.
+    The helpers start with :meth:`start` (the API's own process calls it as it starts;
+    they import in the background) or else with the first explanation; an explanation
+    waits for them outside its deadline. An explanation checks its deadline between
+    batches of predictions, so a helper is free soon after it, and later explanations
+    wait for a free one no longer than their own deadline.
     """
 
     def __init__(self, settings: ExplainSettings, metrics: ApiMetrics) -> None:
@@ -142,14 +145,24 @@ class Explainer:
         return time.monotonic() + self.settings.deadline_seconds
 
     async def run(
-        self, policy: Policy, deadline: float, *args: Any, **kwargs: Any
+        self,
+        policy: Policy,
+        deadline: float,
+        *args: Any,
+        served: LoadedPolicy | None = None,
+        **kwargs: Any,
     ) -> Explanation | None:
         """Return ``explain(policy, *args, **kwargs)``, computed in a helper process.
 
         Parameters
         ----------
         policy
-            The policy that decided; a helper gets its snapshot.
+            The policy that decided.
+        served
+            The served policy it may be: a helper then rebuilds it from the model and
+            settings `served` keeps (:func:`bandit.engine.prepared_policy`). Any other
+            (the baseline, a model swapped out since) is sent as its snapshot
+            (:meth:`policies.Policy.snapshot`, taken in a thread once per policy).
         deadline
             A :func:`time.monotonic` time: the explanation is given up past it
             (:func:`bandit.explain.explain` is handed it too). The helpers' start, at
@@ -167,7 +180,7 @@ class Explainer:
             ``streambandit_explanations_missed_total`` and logged.
         """
         try:
-            return await self._run(policy, deadline, args, kwargs)
+            return await self._run(policy, served, deadline, args, kwargs)
         except TimeoutError:
             self.metrics.explanations_missed.labels("deadline").inc()
             _log.warning("explanation.timed_out", deadline_seconds=self.settings.deadline_seconds)
@@ -186,18 +199,23 @@ class Explainer:
         return None
 
     async def _run(
-        self, policy: Policy, deadline: float, args: tuple[Any, ...], kwargs: dict[str, Any]
+        self,
+        policy: Policy,
+        served: LoadedPolicy | None,
+        deadline: float,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
     ) -> Explanation:
         deadline += await self._start()
         slots = self._slots
         assert slots is not None
         await asyncio.wait_for(slots.acquire(), _left(deadline))
         try:
-            token, snapshot = await self._snapshot(policy)
+            token, recipe = await self._recipe(policy, served)
             pool = self._pool
             assert pool is not None
             future = asyncio.wrap_future(
-                pool.submit(_explain_in_helper, token, snapshot, args, kwargs, deadline)
+                pool.submit(_explain_in_helper, token, recipe, args, kwargs, deadline)
             )
         except BaseException:
             slots.release()
@@ -241,14 +259,19 @@ class Explainer:
         for _ in range(self.settings.concurrency):  # first in their queue: warmed up again
             self._pool.submit(_ready)
 
-    async def _snapshot(self, policy: Policy) -> tuple[str, bytes]:
-        """Return the policy's snapshot and its token, taken once per model and settings."""
+    async def _recipe(self, policy: Policy, served: LoadedPolicy | None) -> tuple[str, _Recipe]:
+        """Return how a helper rebuilds `policy`, and a token naming that policy."""
+        if served is not None and served.policy is policy:  # no work: the bytes are kept
+            token = f"served/{served.name}/{served.version}/{served.settings_version}"
+            return token, _Recipe(served.name, served.snapshot, served.settings)
+        # Another policy (the baseline, a model swapped out since it decided): its own
+        # snapshot, taken once per policy object and parameters (configure changes both).
         params = json.dumps(policy.params(), sort_keys=True, default=str)
         found = self._snapshots.get(policy)
         if found is None or found[0] != params:
             snapshot = await asyncio.to_thread(policy.snapshot)
             found = self._snapshots[policy] = (params, uuid.uuid4().hex, snapshot)
-        return found[1], found[2]
+        return found[1], _Recipe(policy.name, found[2], None)
 
     def close(self) -> None:
         """Stop taking explanations; the helpers exit once their explanation is done."""
@@ -293,16 +316,31 @@ def _ready() -> None:
         _LOWERED.append(True)
 
 
+@dataclass(frozen=True, slots=True)
+class _Recipe:
+    """What a helper rebuilds a policy from: a snapshot, and the served settings if any."""
+
+    name: str
+    snapshot: bytes | None
+    settings: PolicySettings | None
+
+    def policy(self) -> Policy:
+        if self.settings is not None:
+            return prepared_policy(self.name, self.snapshot, self.settings)
+        assert self.snapshot is not None
+        return Policy.restore(self.snapshot)
+
+
 def _explain_in_helper(
     token: str,
-    snapshot: bytes,
+    recipe: _Recipe,
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
     deadline: float,
 ) -> Explanation:
     policy = _RESTORED.get(token)
     if policy is None:
-        policy = Policy.restore(snapshot)
+        policy = recipe.policy()
         while len(_RESTORED) >= _KEPT:
             _RESTORED.pop(next(iter(_RESTORED)))
         _RESTORED[token] = policy
