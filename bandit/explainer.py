@@ -281,7 +281,9 @@ class Explainer:
 
 
 def _helpers(count: int) -> ProcessPoolExecutor:
-    return ProcessPoolExecutor(count, mp_context=multiprocessing.get_context("spawn"))
+    return ProcessPoolExecutor(
+        count, mp_context=multiprocessing.get_context("spawn"), initializer=_starting
+    )
 
 
 def _failed(future: asyncio.Future[None] | None) -> bool:
@@ -304,15 +306,20 @@ _KEPT = 4  # restored policies a helper keeps (the served ones, and the one befo
 _LOWERED: list[bool] = []
 
 
-def _ready() -> None:
-    """Warm a helper up: every policy module imported, then its priority lowered.
+def _starting() -> None:
+    """Import at a priority a little below the API's (``nice`` 5): not starved, not first."""
+    os.nice(_NICE // 2)
 
-    Lowered after the imports, so that a helper starting on a busy machine is not
-    starved; from then on the API's own process goes first on a shared core.
+
+def _ready() -> None:
+    """Warm a helper up: every policy module imported, then its priority lowered further.
+
+    Lowered in two steps so that a helper starting on a busy machine is neither starved
+    nor in the API's way; from then on the API's own process goes first on a shared core.
     """
     available()
     if not _LOWERED:
-        os.nice(_NICE)
+        os.nice(_NICE - _NICE // 2)
         _LOWERED.append(True)
 
 
