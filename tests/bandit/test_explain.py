@@ -16,8 +16,11 @@ import pytest
 from fastapi import FastAPI
 
 from bandit.api import create_app
-from bandit.explain import explain
-from bandit.explainer import explain_limit_errors
+from bandit.engine import LoadedPolicy
+from bandit.explain import Explanation, explain
+from bandit.explainer import Explainer, explain_limit_errors
+from bandit.metrics import ApiMetrics
+from bandit.schemas import PolicySettings
 from bandit.settings import (
     ApiKey,
     ApiSettings,
@@ -343,3 +346,43 @@ def test_the_privacy_page_explains_past_decisions_within_the_same_limits(
         "text": "This decision used too many features to explain.",
     }
     assert _metric(metrics, "streambandit_explanations_missed_total", reason="limits") == 1
+
+
+def test_a_helper_explains_the_served_model_exactly_as_it_decides() -> None:
+    """A saved model rebuilt in a helper from the engine's bytes: the same explanation."""
+    trained = _trained()
+    snapshot = trained.snapshot()
+    settings = PolicySettings(spec="vw-squarecb", exploration_floor=0.01)
+    served = LoadedPolicy(
+        "default", Policy.restore(snapshot), 7, 0.0, settings, 3, snapshot
+    )  # fmt: skip
+    served.policy.configure(floor=0.01)
+    context = {"page": {"section": "sport"}, "user": {"tier": "gold"}}
+    chosen = served.policy.pmf(context, ACTIONS).argmax()
+
+    async def run() -> tuple[Explanation | None, Explanation | None]:
+        explainer = Explainer(ExplainSettings(deadline_seconds=60), ApiMetrics())
+        try:
+            deadline = explainer.deadline() + 60
+            found = await explainer.run(
+                served.policy, deadline, context, ACTIONS, chosen, served=served,
+                explored=False, personalised=True, policy_name="default", model_version="7",
+            )  # fmt: skip
+            other = await explainer.run(
+                make_policy("uniform"), deadline, {}, ACTIONS, 1, served=served,
+                explored=False, personalised=False, policy_name="default", model_version="7",
+            )  # fmt: skip
+        finally:
+            explainer.close()
+        return found, other
+
+    found, other = asyncio.run(run())
+    expected = explain(
+        served.policy, context, ACTIONS, chosen, explored=False, personalised=True,
+        policy_name="default", model_version="7",
+    )  # fmt: skip
+    assert expected.kind == "personalised"
+    assert expected.for_it
+    assert found == expected
+    assert other is not None
+    assert other.kind == "baseline"
