@@ -10,7 +10,9 @@ good beside explained
     The same, while ``--explainers`` clients each send the most expensive explained rank
     the limits allow (``STREAMBANDIT_EXPLAIN__*``, defaults) back to back; its own
     latency and how many of its answers carried an explanation are printed too. The
-    yardstick is the first row, from the same run.
+    yardsticks, from the same run: the first row, and good ranks beside the same
+    requests sent without ``explain`` (what the request itself costs the API: its
+    body, its decision).
 big explained rank
     One rank with ``explain: true``, 16 namespaces x 64 features in its context and in
     each of its 20 actions (about 250 KB, inside every request limit): how long until it
@@ -139,9 +141,22 @@ async def latency_rows(url: str, key: str, args: argparse.Namespace) -> list[dic
             beside = await _good_ranks(http, args.seconds, 2)
             stop.set()
             await asyncio.gather(*explainers)
+            stop = asyncio.Event()
+            plain: dict[str, Any] = {"latencies": [], "explained": 0}
+            senders = [
+                asyncio.create_task(
+                    _explained_ranks(other, {**body, "explain": False}, stop, plain)
+                )
+                for _ in range(args.explainers)
+            ]
+            await asyncio.sleep(0.5)
+            beside_plain = await _good_ranks(http, args.seconds, 3)
+            stop.set()
+            await asyncio.gather(*senders)
     return [
         {"row": "good ranks alone", "latencies": alone},
         {"row": f"good ranks beside {args.explainers} explaining", "latencies": beside},
+        {"row": "good ranks beside the same, unexplained", "latencies": beside_plain},
         {
             "row": "the explained ranks themselves",
             "latencies": found["latencies"],
