@@ -99,7 +99,8 @@ from bandit.apidocs import add_docs
 from bandit.dp import BudgetExhaustedError, PrivacyLedger, RandomisedResponse, laplace
 from bandit.engine import DecisionEngine, RankOutcome, UnknownServedPolicyError
 from bandit.errors import ConfigurationError, PolicyError
-from bandit.explain import Explanation, explain
+from bandit.explain import Explanation
+from bandit.explainer import Explainer, explain_limit_errors
 from bandit.exposure import PortSplit
 from bandit.logging import LineLimiter, configure_logging
 from bandit.metrics import ApiMetrics, PolicyState
@@ -217,7 +218,8 @@ class NativeRankRequest(RankRequest):
     explain
         Answer with an explanation of the decision (:mod:`bandit.explain`): the
         features that made the chosen action more and less likely, or that it was
-        exploration, or the baseline. Costs one policy prediction per feature.
+        exploration, or the baseline. Costs one policy prediction per feature, so it is
+        bounded: ``settings.explain`` (docs/privacy.md, "Explanation limits").
     """
 
     policy: _Reference | None = None
@@ -324,6 +326,7 @@ class _Service:
     producer: BufferedProducer
     metrics: ApiMetrics
     shutdown_flush_seconds: float
+    explainer: Explainer
     callers: dict[str, Caller] = field(default_factory=dict)
     """Callers by the key they presented, once found (as many as there are keys)."""
 
@@ -658,6 +661,13 @@ async def rank(request: Request) -> Response:
     service: _Service = request.app.state.service
     caller = _authenticate(request, service)
     body = await _body(request, NativeRankRequest, "the rank request", service.settings.limits)
+    if body.explain:  # refused before deciding: nothing is logged
+        broken = explain_limit_errors(
+            body.context, [a.features for a in body.actions], service.settings.explain
+        )
+        if broken:
+            message = f"the rank request breaks {len(broken)} rule{'s' if len(broken) > 1 else ''}"
+            raise _ApiError(422, "BadRequest", message, details=broken)
     policy = _resolve_policy(service, caller, body.policy)
     outcome = await _decide(
         request,
@@ -669,32 +679,35 @@ async def rank(request: Request) -> Response:
         user_id=body.user_id,
     )
     answer = fastpath.rank_answer_json(outcome.decision)  # RankResponse's JSON, tested
-    if body.explain:  # the decision is logged already: a failed explanation is no error
-        try:
-            explained = _explanation(outcome)
-        except PolicyError:
-            _log.exception("explanation.failed", event_id=outcome.decision.event_id)
-            return _json({**orjson.loads(answer), "explanation": None})
-        service.metrics.explanations.labels(explained.kind).inc()
-        return _json({**orjson.loads(answer), "explanation": explained.model_dump(mode="json")})
+    if body.explain:  # the decision is logged already: a missing explanation is no error
+        explained = await _explanation(service, outcome)
+        found = None if explained is None else explained.model_dump(mode="json")
+        return _json({**orjson.loads(answer), "explanation": found})
     return Response(answer, media_type="application/json")
 
 
-def _explanation(outcome: RankOutcome) -> Explanation:
+async def _explanation(service: _Service, outcome: RankOutcome) -> Explanation | None:
+    """Explain a decision off the event loop, by the deadline; None if it failed or was late."""
     decision = outcome.decision
     assert outcome.chooser is not None
     assert outcome.inputs is not None
     context, actions = outcome.inputs
-    return explain(
-        outcome.chooser,
-        context,
-        actions,
-        decision.chosen_index,
-        explored=decision.explored,
-        personalised=decision.consent == "personalise",  # not when the baseline is forced
-        policy_name=decision.policy,
-        model_version=decision.model_version,
-    )
+    with structlog.contextvars.bound_contextvars(event_id=decision.event_id):
+        explained = await service.explainer.run(
+            outcome.chooser,
+            service.explainer.deadline(),
+            context,
+            actions,
+            decision.chosen_index,
+            served=service.engine.loaded(decision.policy),
+            explored=decision.explored,
+            personalised=decision.consent == "personalise",  # not when the baseline is forced
+            policy_name=decision.policy,
+            model_version=decision.model_version,
+        )
+    if explained is not None:
+        service.metrics.explanations.labels(explained.kind).inc()
+    return explained
 
 
 async def reward(
@@ -993,11 +1006,9 @@ async def me(request: Request, service: ServiceDep) -> Response:
         record, secret = await service.store.consent_and_secret(user)
         held = await service.store.held(user, record, secret)
     decisions = []
+    deadline = service.explainer.deadline()  # one for the page
     for entry in held.pop("last_decisions"):
-        try:
-            explained: dict[str, Any] = _recent_explanation(service, entry).model_dump()
-        except PolicyError:
-            explained = {"kind": "unavailable", "text": "This decision cannot be explained now."}
+        explained = await _recent_explanation(service, entry, deadline)
         decisions.append({**_summary(entry), "explanation": explained})
     service.metrics.explanations.labels("page").inc(len(decisions))
     return _json(
@@ -1015,31 +1026,44 @@ def _summary(entry: Mapping[str, Any]) -> dict[str, Any]:
     return {name: entry.get(name) for name in names}
 
 
-def _recent_explanation(service: _Service, entry: Mapping[str, Any]) -> Explanation:
-    """Explain a recent decision with the model serving now (said so in the text)."""
+async def _recent_explanation(
+    service: _Service, entry: Mapping[str, Any], deadline: float
+) -> dict[str, Any]:
+    """Explain a recent decision with the model serving now (said so in the text).
+
+    Within the same limits and off the event loop, as a rank's explanation.
+    """
     loaded = service.engine.loaded(str(entry.get("policy")))
     personalised = entry.get("consent") == "personalise"
     actions = [Action(a["id"], a["features"]) for a in entry.get("actions", [])]
+    context = entry.get("context", {})
+    if explain_limit_errors(context, [a.features for a in actions], service.settings.explain):
+        service.metrics.explanations_missed.labels("limits").inc()
+        return {"kind": "unavailable", "text": "This decision used too many features to explain."}
     if loaded is None or not actions:
         chooser = service.engine.baseline
         personalised = False
     else:
         chooser = loaded.policy if personalised else service.engine.baseline
-    explained = explain(
+    explained = await service.explainer.run(
         chooser,
-        entry.get("context", {}),
+        deadline,
+        context,
         actions,
         int(entry.get("chosen_index", 0)),
+        served=loaded,
         explored=bool(entry.get("explored")),
         personalised=personalised,
         policy_name=str(entry.get("policy")),
         model_version=str(entry.get("model_version")),
     )
+    if explained is None:
+        return {"kind": "unavailable", "text": "This decision cannot be explained now."}
     if explained.kind == "personalised" and loaded is not None:
         now = loaded.model_version
         note = f" (Explained with the model serving now, version {now}.)"
         explained = explained.model_copy(update={"text": explained.text + note})
-    return explained
+    return explained.model_dump()
 
 
 async def me_consent(request: Request, service: ServiceDep) -> Response:
@@ -1546,8 +1570,10 @@ def create_app(
     shutdown_flush_seconds
         How long shutdown waits for buffered records to reach the broker.
     tune
-        Tune the process's garbage collector once started (:func:`bandit.process.tune_gc`):
-        for a process that serves this app alone.
+        Tune the process's garbage collector once started (:func:`bandit.process.tune_gc`)
+        and start the explanation helpers at once rather than with the first
+        explanation (:class:`bandit.explainer.Explainer`): for a process that serves
+        this app alone.
 
     Returns
     -------
@@ -1588,6 +1614,7 @@ def create_app(
         ),
         metrics=metrics,
         shutdown_flush_seconds=shutdown_flush_seconds,
+        explainer=Explainer(settings.explain, metrics),
     )
 
     @asynccontextmanager
@@ -1597,6 +1624,7 @@ def create_app(
             await service.engine.start()
             if tune:
                 tune_gc()  # the app, its schemas and the policies live as long as the process
+                service.explainer.start()  # importing while the first requests come
             _log.info(
                 "api.started",
                 policies=service.engine.served,
@@ -1611,6 +1639,7 @@ def create_app(
             await service.producer.stop(service.shutdown_flush_seconds)
             await control_redis.aclose()
             await features_redis.aclose()
+            service.explainer.close()
             _log.info("api.stopped")
 
     app = FastAPI(

@@ -116,6 +116,7 @@ _WIDEST_LIMITS: Final = Limits(
     max_actions=10_000,
     max_namespaces=256,
     max_features_per_namespace=4096,
+    max_features_per_rank=1_000_000,
     max_key_length=256,
     max_string_length=65_536,
     max_id_length=1024,

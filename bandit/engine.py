@@ -89,6 +89,7 @@ __all__ = [
     "LoadedPolicy",
     "RankOutcome",
     "UnknownServedPolicyError",
+    "prepared_policy",
 ]
 
 
@@ -117,6 +118,10 @@ class LoadedPolicy:
         The settings applied to it.
     settings_version
         Version of those settings in Redis (0 when Redis was unreachable).
+    snapshot
+        The saved model it was restored from (None: built from its spec):
+        :func:`prepared_policy` rebuilds the same policy from it and `settings`
+        elsewhere (the explanation helpers, :mod:`bandit.explainer`).
     """
 
     name: str
@@ -125,6 +130,7 @@ class LoadedPolicy:
     saved_at: float
     settings: PolicySettings
     settings_version: int
+    snapshot: bytes | None = None
 
     @property
     def model_version(self) -> str:
@@ -588,8 +594,9 @@ class DecisionEngine:
             n_learned=policy.n_learned,
         )
         return LoadedPolicy(
-            loaded.name, policy, record.version, record.saved_at, settings, settings_version
-        )
+            loaded.name, policy, record.version, record.saved_at, settings, settings_version,
+            record.snapshot,
+        )  # fmt: skip
 
     # -- loading and polling -------------------------------------------------------------
 
@@ -617,8 +624,9 @@ class DecisionEngine:
             else:
                 _log.info("model.loaded", policy=name, model_version=record.version)
                 loaded = LoadedPolicy(
-                    name, policy, record.version, record.saved_at, settings, settings_version
-                )
+                    name, policy, record.version, record.saved_at, settings, settings_version,
+                    record.snapshot,
+                )  # fmt: skip
                 if settings.baseline_forced:
                     _log_baseline(loaded)
                 return loaded
@@ -709,6 +717,25 @@ def _restored_and_configured(snapshot: bytes, settings: PolicySettings) -> Polic
 def _reason(exc: BaseException) -> str:
     """Return the ``reason`` label of a refused snapshot."""
     return "snapshot_not_finite" if isinstance(exc, InvalidModelError) else "snapshot_unreadable"
+
+
+def prepared_policy(name: str, snapshot: bytes | None, settings: PolicySettings) -> Policy:
+    """Rebuild served policy `name` from what its :class:`LoadedPolicy` keeps.
+
+    Parameters
+    ----------
+    name
+        The policy's name (for the log).
+    snapshot, settings
+        :attr:`LoadedPolicy.snapshot` (None: build from the spec) and
+        :attr:`LoadedPolicy.settings`.
+
+    Returns
+    -------
+    policies.Policy
+        A policy that decides as the served one does.
+    """
+    return _prepared(name, snapshot, settings)
 
 
 def _prepared(name: str, snapshot: bytes | None, settings: PolicySettings) -> Policy:

@@ -16,17 +16,19 @@ chosen at random, no feature used).
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from policies import Action, Policy
+from policies import Action, FeatureRef, Policy
 
 __all__ = ["Explanation", "FeatureEffect", "explain"]
 
 _TOP = 3
 _NEGLIGIBLE = 0.005  # relative change below which a feature is not a reason
+_BATCH = 64  # features taken away per policy call; the deadline is checked between calls
 
 
 class FeatureEffect(BaseModel):
@@ -80,14 +82,6 @@ class Explanation(BaseModel):
     text: str
 
 
-def _without(
-    features: Mapping[str, Mapping[str, Any]], namespace: str, name: str
-) -> dict[str, Any]:
-    kept = {ns: dict(values) for ns, values in features.items()}
-    del kept[namespace][name]
-    return kept
-
-
 def _shown(value: object) -> str:
     return repr(value) if isinstance(value, float) else str(value)
 
@@ -103,6 +97,7 @@ def explain(
     policy_name: str,
     model_version: str,
     top: int = _TOP,
+    deadline: float | None = None,
 ) -> Explanation:
     """Explain the choice of ``actions[chosen]`` by `policy` in `context`.
 
@@ -122,6 +117,17 @@ def explain(
         Who decided, as the decision logs it.
     top
         How many features to give for and against.
+    deadline
+        A :func:`time.monotonic` time by which to be done, or None. The features are
+        taken away in batches of ``_BATCH`` (:meth:`policies.Policy.pmf_without`, one
+        call each), and the deadline is checked before each batch.
+
+    Raises
+    ------
+    TimeoutError
+        If `deadline` passed before the last batch.
+    policies.PolicyError
+        If the policy cannot predict on the decision.
 
     Examples
     --------
@@ -162,21 +168,7 @@ def explain(
             "told apart from that sampling."
         )
         return Explanation(kind="personalised", for_it=[], against_it=[], text=text, **head)
-    effects: list[FeatureEffect] = []
-    for namespace, values in context.items():
-        for name, value in values.items():
-            without = policy.pmf(_without(context, namespace, name), actions).probabilities[chosen]
-            effects.append(
-                _effect(f"context.{namespace}.{name}={_shown(value)}", probability, without)
-            )
-    for namespace, values in action.features.items():
-        for name, value in values.items():
-            changed = list(actions)
-            changed[chosen] = Action(action.id, _without(action.features, namespace, name))
-            without = policy.pmf(context, changed).probabilities[chosen]
-            effects.append(
-                _effect(f"action.{namespace}.{name}={_shown(value)}", probability, without)
-            )
+    effects = _effects(policy, context, actions, chosen, probability=probability, deadline=deadline)
     ranked = sorted(effects, key=lambda e: -abs(e.effect))
     for_it = [e for e in ranked if e.effect > _NEGLIGIBLE][:top]
     against_it = [e for e in ranked if e.effect < -_NEGLIGIBLE][:top]
@@ -187,6 +179,39 @@ def explain(
         text=_text(action.id, probability, for_it, against_it, best=best),
         **head,
     )
+
+
+def _effects(
+    policy: Policy,
+    context: Mapping[str, Mapping[str, Any]],
+    actions: Sequence[Action],
+    chosen: int,
+    *,
+    probability: float,
+    deadline: float | None,
+) -> list[FeatureEffect]:
+    """Each feature's effect: the context's, then the chosen action's, in batches."""
+    features: list[FeatureRef] = []
+    names: list[str] = []
+    for where, index, features_by_namespace in (
+        ("context", None, context),
+        ("action", chosen, actions[chosen].features),
+    ):
+        for namespace, values in features_by_namespace.items():
+            for name, value in values.items():
+                features.append(FeatureRef(index, namespace, name))
+                names.append(f"{where}.{namespace}.{name}={_shown(value)}")
+    effects: list[FeatureEffect] = []
+    for start in range(0, len(features), _BATCH):
+        if deadline is not None and time.monotonic() > deadline:
+            msg = f"explanation not done by its deadline: {start} of {len(features)} features"
+            raise TimeoutError(msg)
+        batch = policy.pmf_without(context, actions, features[start : start + _BATCH])
+        effects += [
+            _effect(name, probability, without.probabilities[chosen])
+            for name, without in zip(names[start : start + _BATCH], batch, strict=True)
+        ]
+    return effects
 
 
 def _effect(feature: str, probability: float, without: float) -> FeatureEffect:

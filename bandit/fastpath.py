@@ -321,6 +321,10 @@ def rank_request(  # noqa: PLR0911, PLR0912, PLR0915  (one flat pass over every 
         if len(known) >= _ACTION_CACHE_SIZE:
             known.clear()
         known[blob] = made
+    total = sum(map(len, context.values()))
+    total += sum(len(values) for action in built for values in action.features.values())
+    if total > limits.max_features_per_rank:
+        return None
     values["actions"] = built
     # excluded actions
     if "excluded_actions" in values:

@@ -21,6 +21,8 @@ Counted as things happen:
 ``streambandit_privacy_requests_total``         exports and erasures done, by kind
 ``streambandit_explanations_total``             explanations given, by kind (personalised,
                                                 exploration, baseline)
+``streambandit_explanations_missed_total``      explanations asked for and not given, by
+                                                reason (deadline, failed, limits)
 ``streambandit_feedback_total``                 rewards, activations, events accepted, by kind
 ``streambandit_producer_rejected_total``        records refused with 503 (buffer full)
 ``streambandit_producer_dropped_total``         records dropped (rejected for good, lost)
@@ -208,6 +210,12 @@ class ApiMetrics:
             "streambandit_explanations",
             "Explanations given with rank answers.",
             ["kind"],
+            registry=r,
+        )
+        self.explanations_missed = Counter(
+            "streambandit_explanations_missed",
+            "Explanations asked for and not given: past the deadline, failed, beyond limits.",
+            ["reason"],
             registry=r,
         )
         self.consent_share = Gauge(

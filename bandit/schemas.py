@@ -567,6 +567,27 @@ class RankRequest(_Frozen):
     excluded_actions: list[ActionId] = Field(default_factory=list)
     defer_activation: StrictBool = False
 
+    @field_validator("actions")
+    @classmethod
+    def _feature_total(
+        cls, value: list[RankableAction], info: ValidationInfo
+    ) -> list[RankableAction]:
+        # The policy crosses the context with every action: a rank's cost grows with both.
+        limit = _limits(info).max_features_per_rank
+        context: Mapping[str, Mapping[str, Any]] = info.data.get("context") or {}
+        count = sum(map(len, context.values())) + sum(
+            len(values) for action in value for values in action.features.values()
+        )
+        if count > limit:
+            raise _error(
+                "too_many_features_in_rank",
+                "at most {limit} features allowed in the context and actions together "
+                "(STREAMBANDIT_LIMITS__MAX_FEATURES_PER_RANK), got {count}",
+                limit=limit,
+                count=count,
+            )
+        return value
+
     @field_validator("excluded_actions", mode="before")
     @classmethod
     def _excluded_count(cls, value: Any, info: ValidationInfo) -> Any:

@@ -18,6 +18,7 @@ from policies._base import REWARD_LIMIT
 __all__ = [
     "ApiKey",
     "ApiSettings",
+    "ExplainSettings",
     "KafkaSettings",
     "LearnerSettings",
     "Limits",
@@ -37,6 +38,15 @@ class Limits(BaseModel):
     max_actions: int = Field(default=50, ge=1, le=10_000)
     max_namespaces: int = Field(default=16, ge=1, le=256)
     max_features_per_namespace: int = Field(default=64, ge=1, le=4096)
+    max_features_per_rank: int = Field(
+        default=4096,
+        ge=1,
+        le=1_000_000,
+        description=(
+            "Most features one rank may carry, its context's and all its actions' together: "
+            "the policy crosses the context with every action, on the API's event loop."
+        ),
+    )
     max_key_length: int = Field(default=64, ge=1, le=256)
     max_string_length: int = Field(default=256, ge=1, le=65_536)
     max_id_length: int = Field(default=128, ge=8, le=1024)
@@ -67,6 +77,51 @@ class Limits(BaseModel):
             )
             raise ValueError(msg)
         return self
+
+
+class ExplainSettings(BaseModel):
+    """Bounds on explanations (``explain: true`` on a rank; the privacy page).
+
+    An explanation asks the policy again once per feature it saw, each time over every
+    offered action, so its cost grows with features times actions. A rank asking for
+    one beyond `max_features` or `max_actions` is refused (422); one within them is
+    computed in a helper process, at most `concurrency` at once, and if it is not done
+    `deadline_seconds` after it was asked for, the answer comes without it.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_features: int = Field(
+        default=256,
+        ge=1,
+        le=100_000,
+        description=(
+            "Most features an explained rank may carry, its context's and all its actions' "
+            "together (session and device features the service adds come on top)."
+        ),
+    )
+    max_actions: int = Field(
+        default=20, ge=1, le=10_000, description="Most actions an explained rank may offer."
+    )
+    deadline_seconds: float = Field(
+        default=1.0,
+        gt=0.0,
+        le=60.0,
+        description=(
+            "How long a rank (or the privacy page) waits for its explanations, queueing "
+            "included; past it the answer comes without them."
+        ),
+    )
+    concurrency: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description=(
+            "Explanations computed at once, each in a helper process of its own (started "
+            "with the API); more wait for a free one. Each takes a core "
+            "while it runs: keep it below the API's cores."
+        ),
+    )
 
 
 class KafkaSettings(BaseModel):
@@ -348,6 +403,7 @@ class Settings(BaseSettings):
     )
 
     limits: Limits = Limits()
+    explain: ExplainSettings = ExplainSettings()
     kafka: KafkaSettings = KafkaSettings()
     redis: RedisSettings = RedisSettings()
     api: ApiSettings = ApiSettings()

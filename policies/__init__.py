@@ -15,7 +15,7 @@ from policies._distribution import (
     decide_ranking,
     rng_for_event,
 )
-from policies._types import Action, Context, Features, FeatureValue
+from policies._types import Action, Context, FeatureRef, Features, FeatureValue
 from policies.registry import available, make_policy, policy_class
 
 __all__ = [
@@ -23,6 +23,7 @@ __all__ = [
     "Choice",
     "Context",
     "Distribution",
+    "FeatureRef",
     "FeatureValue",
     "Features",
     "Policy",

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TypeAlias
+from typing import NamedTuple, TypeAlias
 
-__all__ = ["Action", "Context", "FeatureValue", "Features"]
+__all__ = ["Action", "Context", "FeatureRef", "FeatureValue", "Features"]
 
 FeatureValue: TypeAlias = float | int | str
 """A number is a weighted feature; a string is a categorical value (one-hot)."""
@@ -30,3 +30,24 @@ class Action:
 
     id: str
     features: Features = field(default_factory=dict)
+
+
+class FeatureRef(NamedTuple):
+    """Where one feature of a decision is: the context's, or one offered action's.
+
+    Attributes
+    ----------
+    action
+        None for a context feature; else the offer-order index of the action it is on.
+    namespace, name
+        Its namespace and name.
+
+    Examples
+    --------
+    >>> FeatureRef(None, "page", "section")
+    FeatureRef(action=None, namespace='page', name='section')
+    """
+
+    action: int | None
+    namespace: str
+    name: str

@@ -32,7 +32,7 @@ from bandit.errors import (
 )
 from policies._base import FEATURE_VALUE_LIMIT, REWARD_LIMIT, Policy, _check_actions
 from policies._distribution import SUM_TOLERANCE, Distribution
-from policies._types import Action, Context, Features, FeatureValue
+from policies._types import Action, Context, FeatureRef, Features, FeatureValue
 from policies._vwmodel import rewrite_options
 from policies.registry import register
 
@@ -223,6 +223,34 @@ def _shared_line(context: Context, prefix: str) -> str:
     return "shared" + (_namespace_text(prefix, context) or " |")
 
 
+class _Pieces:
+    """:func:`_namespace_text` of some features, cut so that each feature is one piece.
+
+    The pieces joined are exactly the text :func:`_namespace_text` writes: every
+    namespace's header, then each of its features (a feature that writes nothing, a
+    zero, is an empty piece), then the action id's namespace.
+    """
+
+    def __init__(self, prefix: str, features: Features, action_id: str | None = None) -> None:
+        self.parts: list[str] = []
+        self.where: dict[tuple[str, str], int] = {}
+        for namespace, values in features.items():
+            header = _namespace_text(prefix, {namespace: {}})
+            self.parts.append(header)
+            for name, value in values.items():
+                self.where[namespace, name] = len(self.parts)
+                self.parts.append(
+                    _namespace_text(prefix, {namespace: {name: value}})[len(header) :]
+                )
+        if action_id is not None:
+            self.parts.append(_namespace_text(prefix, {}, action_id))
+
+    def without(self, feature: FeatureRef) -> str:
+        """Return the text without `feature` (its namespace's header stays)."""
+        index = self.where[feature.namespace, feature.name]
+        return "".join(self.parts[:index]) + "".join(self.parts[index + 1 :])
+
+
 def _vw_text(lines: list[str]) -> str:
     """Join example lines into the one text VW parses, exactly as ``pyvw`` does."""
     return "\n".join(lines).replace("\r", "").strip()
@@ -391,8 +419,34 @@ class VWPolicy(Policy):
         return lines
 
     def _weights(self, context: Context, actions: Sequence[Action]) -> Sequence[float]:
+        return self._predicted(_vw_text(self._prediction_lines(context, actions)))
+
+    def _weights_without(
+        self, context: Context, actions: Sequence[Action], features: Sequence[FeatureRef]
+    ) -> list[Sequence[float]]:
+        # Each namespace text is written once, cut into one piece per feature; the text
+        # without a feature is the other pieces joined, so no feature is written again.
+        lines = self._prediction_lines(context, actions)
+        shared = _Pieces("c", context)
+        cut: dict[int, _Pieces] = {}
+        texts = []
+        for feature in features:
+            changed = list(lines)
+            if feature.action is None:
+                changed[0] = "shared" + (shared.without(feature) or " |")
+            else:
+                action = actions[feature.action]
+                pieces = cut.get(feature.action)
+                if pieces is None:
+                    pieces = cut[feature.action] = _Pieces("a", action.features, action.id)
+                changed[feature.action + 1] = pieces.without(feature)[1:]
+            texts.append(_vw_text(changed))
+        return [self._predicted(text) for text in texts]
+
+    def _predicted(self, text: str) -> list[float]:
+        """VW's exploration distribution for one decision's prediction text."""
         vw = self._vw
-        examples = vw._parse(_vw_text(self._prediction_lines(context, actions)))
+        examples = vw._parse(text)
         vw.predict_multi(examples)
         probabilities: list[float] = examples[0].get_action_scores()
         vw._finish_example_multi_ex(examples)

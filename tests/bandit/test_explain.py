@@ -4,15 +4,27 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
+import time
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
 
 import httpx
+import pytest
+from fastapi import FastAPI
 
 from bandit.api import create_app
-from bandit.explain import explain
+from bandit.engine import LoadedPolicy
+from bandit.explain import Explanation, explain
+from bandit.explainer import Explainer, explain_limit_errors
+from bandit.metrics import ApiMetrics
+from bandit.schemas import PolicySettings
 from bandit.settings import (
     ApiKey,
     ApiSettings,
+    ExplainSettings,
     KafkaSettings,
     PrivacySettings,
     RedisSettings,
@@ -142,3 +154,235 @@ def test_rank_answers_with_its_explanation_on_request(broker: str, redis_url: st
     assert isinstance(explanation["text"], str)
     assert baseline["explanation"]["kind"] == "baseline"  # type: ignore[index]
     assert plain == 0
+
+
+def test_an_explanation_past_its_deadline_stops() -> None:
+    """explain gives up with TimeoutError once its deadline has passed."""
+    policy = _trained()
+    context = {"page": {"section": "sport"}, "user": {"tier": "gold"}}
+    chosen = policy.pmf(context, ACTIONS).argmax()
+    with pytest.raises(TimeoutError, match=r"not done by its deadline: 0 of 3 features"):
+        explain(
+            policy, context, ACTIONS, chosen, explored=False, personalised=True,
+            policy_name="default", model_version="7", deadline=time.monotonic() - 1,
+        )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("context", "actions", "match"),
+    [
+        ({}, [{}] * 4, (r"\['body', 'actions'\]: an explained rank offers at most 3 actions "
+         r"\(STREAMBANDIT_EXPLAIN__MAX_ACTIONS\), got 4; ask without explain")),
+        ({"u": {"a": 1, "b": 2}}, [{"i": {"t": "x", "w": 1}}, {}],
+         (r"\['body', 'explain'\]: an explained rank carries at most 3 features in its "
+          r"context and actions together \(STREAMBANDIT_EXPLAIN__MAX_FEATURES\), got 4; ask "
+          r"without explain")),
+    ],
+)  # fmt: skip
+def test_explanation_limits_name_the_field_the_rule_and_the_setting(
+    context: dict[str, dict[str, Any]], actions: list[dict[str, dict[str, Any]]], match: str
+) -> None:
+    """Each limit broken is one detail naming the field, the limit, its setting and the count."""
+    found = explain_limit_errors(context, actions, ExplainSettings(max_features=3, max_actions=3))
+    assert len(found) == 1
+    assert re.match(match, f"{found[0]['loc']}: {found[0]['msg']}")
+
+
+def _settings(broker: str, redis_url: str, explain: ExplainSettings) -> Settings:
+    prefix = f"x{uuid.uuid4().hex[:8]}"
+    return Settings(
+        kafka=KafkaSettings(broker=broker, topic_prefix=prefix),
+        redis=RedisSettings(url=redis_url, key_prefix=prefix),
+        api=ApiSettings(keys=(ApiKey(key=APP_KEY, role="app"),)),
+        privacy=PrivacySettings(pseudonym_key="pseudonym-key-explain-0123"),
+        policies={"default": "vw-squarecb"},
+        explain=explain,
+    )
+
+
+@asynccontextmanager
+async def _client(settings: Settings) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://api", headers={"X-API-Key": APP_KEY}
+        ) as http:
+            yield app, http
+
+
+def _wide(features: int, actions: int) -> dict[str, Any]:
+    """An explained rank with `features` context features, 64 to a namespace."""
+    context: dict[str, dict[str, float]] = {}
+    for index in range(features):
+        context.setdefault(f"n{index // 64}", {})[f"f{index % 64}"] = (index % 7 + 1) / 8
+    offered = [{"id": f"a{i}", "features": {"item": {"k": f"v{i}"}}} for i in range(actions)]
+    return {"context": context, "actions": offered, "explain": True}
+
+
+def test_an_explained_rank_beyond_the_limits_is_refused_before_deciding(
+    broker: str, redis_url: str
+) -> None:
+    """Too many actions or features for an explanation: 422 naming each rule; nothing decided."""
+    settings = _settings(broker, redis_url, ExplainSettings(max_features=40, max_actions=5))
+
+    async def run() -> tuple[httpx.Response, httpx.Response, httpx.Response, str]:
+        async with _client(settings) as (_, http):
+            too_wide = await http.post("/v1/rank", json=_wide(40, 6))
+            plain = await http.post("/v1/rank", json={**_wide(40, 6), "explain": False})
+            allowed = await http.post("/v1/rank", json=_wide(35, 5))
+            metrics = (await http.get("/metrics")).text
+        return too_wide, plain, allowed, metrics
+
+    too_wide, plain, allowed, metrics = asyncio.run(run())
+    assert too_wide.status_code == 422, too_wide.text
+    details = too_wide.json()["detail"]
+    assert [d["loc"] for d in details] == [["body", "actions"], ["body", "explain"]]
+    assert "at most 5 actions (STREAMBANDIT_EXPLAIN__MAX_ACTIONS), got 6" in details[0]["msg"]
+    assert "at most 40 features" in details[1]["msg"]
+    assert "(STREAMBANDIT_EXPLAIN__MAX_FEATURES), got 46" in details[1]["msg"]
+    assert plain.status_code == 200, plain.text
+    assert allowed.status_code == 200, allowed.text
+    assert allowed.json()["explanation"]["kind"] in {"personalised", "exploration"}
+    assert _metric(metrics, "streambandit_decisions_total", policy="default") == 2
+
+
+def test_a_good_rank_is_answered_while_the_costliest_explanation_runs(
+    broker: str, redis_url: str
+) -> None:
+    """While the most expensive explained rank its limits allow is computed, others are served.
+
+    1,024 context features and 20 actions: about a thousand predictions over all 20
+    actions, next to one for a plain rank. Each good rank is answered while the
+    explanation is still running, and the explanation still comes.
+    """
+    limits = ExplainSettings(max_features=1044, max_actions=20, deadline_seconds=60)
+    settings = _settings(broker, redis_url, limits)
+    good = {"context": {"page": {"section": "sport"}}, "actions": _wide(0, 3)["actions"]}
+
+    async def run() -> tuple[list[bool], dict[str, Any], int]:
+        async with _client(settings) as (app, http):
+            explainer = app.state.service.explainer
+            warm = await http.post("/v1/rank", json=_wide(16, 3))  # starts the helpers
+            assert warm.json()["explanation"] is not None
+            explained = asyncio.create_task(http.post("/v1/rank", json=_wide(1024, 20)))
+            while explainer.running == 0:
+                assert not explained.done(), explained.result().text
+                await asyncio.sleep(0.001)
+            still_running = []
+            for _ in range(3):
+                answer = await http.post("/v1/rank", json=good)
+                assert answer.status_code == 200, answer.text
+                still_running.append(not explained.done() and explainer.running == 1)
+            done = await explained
+            assert done.status_code == 200, done.text
+            return still_running, done.json(), explainer.running
+
+    still_running, explained, running = asyncio.run(run())
+    assert still_running == [True, True, True]
+    assert explained["explanation"] is not None
+    assert explained["explanation"]["chosen_action_id"] == explained["chosen_action_id"]
+    assert running == 0
+
+
+def test_past_the_deadline_the_answer_comes_without_its_explanation(
+    broker: str, redis_url: str
+) -> None:
+    """An explanation not done by the deadline: the decision is answered, counted, logged."""
+    limits = ExplainSettings(max_features=1044, max_actions=20, deadline_seconds=0.05)
+    settings = _settings(broker, redis_url, limits)
+
+    async def run() -> tuple[httpx.Response, str, int]:
+        async with _client(settings) as (app, http):
+            explainer = app.state.service.explainer
+            answer = await http.post("/v1/rank", json=_wide(1024, 20))
+            metrics = (await http.get("/metrics")).text
+            for _ in range(6000):  # the helper stops at its next batch
+                if explainer.running == 0:
+                    break
+                await asyncio.sleep(0.01)
+            return answer, metrics, explainer.running
+
+    answer, metrics, running = asyncio.run(run())
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["explanation"] is None
+    assert answer.json()["chosen_action_id"].startswith("a")
+    assert _metric(metrics, "streambandit_explanations_missed_total", reason="deadline") == 1
+    assert _metric(metrics, "streambandit_decisions_total", policy="default") == 1
+    assert running == 0
+
+
+def test_the_privacy_page_explains_past_decisions_within_the_same_limits(
+    broker: str, redis_url: str
+) -> None:
+    """A past decision too large to explain shows as unavailable; a small one is explained."""
+    settings = _settings(broker, redis_url, ExplainSettings(max_features=40, max_actions=5))
+    person = {"user_id": "person-explained-1"}
+
+    async def run() -> tuple[dict[str, Any], dict[str, Any], str]:
+        async with _client(settings) as (_, http):
+            given = await http.post(
+                "/v1/consent",
+                json={**person, "personalisation": True, "learning": True, "source": "test"},
+            )
+            assert given.status_code == 200, given.text
+            made = {}
+            for name, features in (("small", 8), ("large", 60)):
+                body = {**_wide(features, 3), "explain": False, **person}
+                answer = await http.post("/v1/rank", json=body)
+                assert answer.status_code == 200, answer.text
+                made[answer.json()["event_id"]] = name
+            token = (await http.post("/v1/privacy/token", json=person)).json()["token"]
+            page = await http.get("/v1/me", headers={"X-Privacy-Token": token})
+            assert page.status_code == 200, page.text
+            metrics = (await http.get("/metrics")).text
+        shown = {made[d["event_id"]]: d["explanation"] for d in page.json()["decisions"]}
+        return shown["small"], shown["large"], metrics
+
+    small, large, metrics = asyncio.run(run())
+    assert small["kind"] in {"personalised", "exploration"}
+    assert large == {
+        "kind": "unavailable",
+        "text": "This decision used too many features to explain.",
+    }
+    assert _metric(metrics, "streambandit_explanations_missed_total", reason="limits") == 1
+
+
+def test_a_helper_explains_the_served_model_exactly_as_it_decides() -> None:
+    """A saved model rebuilt in a helper from the engine's bytes: the same explanation."""
+    trained = _trained()
+    snapshot = trained.snapshot()
+    settings = PolicySettings(spec="vw-squarecb", exploration_floor=0.01)
+    served = LoadedPolicy(
+        "default", Policy.restore(snapshot), 7, 0.0, settings, 3, snapshot
+    )  # fmt: skip
+    served.policy.configure(floor=0.01)
+    context = {"page": {"section": "sport"}, "user": {"tier": "gold"}}
+    chosen = served.policy.pmf(context, ACTIONS).argmax()
+
+    async def run() -> tuple[Explanation | None, Explanation | None]:
+        explainer = Explainer(ExplainSettings(deadline_seconds=60), ApiMetrics())
+        try:
+            deadline = explainer.deadline() + 60
+            found = await explainer.run(
+                served.policy, deadline, context, ACTIONS, chosen, served=served,
+                explored=False, personalised=True, policy_name="default", model_version="7",
+            )  # fmt: skip
+            other = await explainer.run(
+                make_policy("uniform"), deadline, {}, ACTIONS, 1, served=served,
+                explored=False, personalised=False, policy_name="default", model_version="7",
+            )  # fmt: skip
+        finally:
+            explainer.close()
+        return found, other
+
+    found, other = asyncio.run(run())
+    expected = explain(
+        served.policy, context, ACTIONS, chosen, explored=False, personalised=True,
+        policy_name="default", model_version="7",
+    )  # fmt: skip
+    assert expected.kind == "personalised"
+    assert expected.for_it
+    assert found == expected
+    assert other is not None
+    assert other.kind == "baseline"

@@ -21,7 +21,10 @@ from policies import decide_ranking, make_policy
 from streams.deadletter import RawRecord, decode_record
 
 LIMITS = Limits()
-SMALL = Limits(max_actions=3, max_key_length=8, max_string_length=10, max_id_length=12)
+SMALL = Limits(
+    max_actions=3, max_key_length=8, max_string_length=10, max_id_length=12,
+    max_features_per_rank=6,
+)  # fmt: skip
 
 names = st.sampled_from(["age", "tier", "x_1", "a.b", "_n", "bad name", "1st", "é", "ok-2", ""])
 values = st.one_of(

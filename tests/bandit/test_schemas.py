@@ -609,6 +609,22 @@ LIMITED = [
         "at most 2 features per namespace allowed, got 3",
     ),
     (
+        {"max_features_per_rank": 3},
+        R,
+        {
+            "context": {"u": {"a": 1, "b": 2}},
+            "actions": [
+                {"id": "a", "features": {"i": {"x": 1}}},
+                {"id": "b", "features": {"i": {"y": 1}}},
+            ],
+        },
+        ("actions",),
+        (
+            "at most 3 features allowed in the context and actions together "
+            "(STREAMBANDIT_LIMITS__MAX_FEATURES_PER_RANK), got 4"
+        ),
+    ),
+    (
         {"max_key_length": 3},
         R,
         {"context": {"user": {"x": 1}}, "actions": ONE},

@@ -7,8 +7,13 @@ import math
 
 import pytest
 
-from bandit.errors import InvalidActionsError, InvalidFeedbackError, SnapshotError
-from policies import Action, Distribution, Policy, available, make_policy
+from bandit.errors import (
+    InvalidActionsError,
+    InvalidFeaturesError,
+    InvalidFeedbackError,
+    SnapshotError,
+)
+from policies import Action, Distribution, FeatureRef, Policy, available, make_policy
 from policies._distribution import SUM_TOLERANCE
 from tests.policies import toy
 
@@ -102,6 +107,33 @@ def test_unseen_features_and_actions_are_handled(name: str) -> None:
     actions = [Action("brand-new", {"promo": {"discount": 0.3}}), toy.ACTIONS[0], Action("x")]
     _check_distribution(policy.pmf(context, actions), 3, policy.floor)
     policy.learn(context, actions, 0, 1.0, 0.5)
+
+
+def test_pmf_without_is_pmf_without_each_feature(name: str) -> None:
+    """The batched leave-one-out answers exactly what pmf says of each reduced decision."""
+    policy = make_policy(name)
+    toy.run(policy, 100)
+    context = {"user": {"segment": "s1", "activity": 0.7, "zero": 0.0}, "page": {"lang": "en"}}
+    actions = list(toy.ACTIONS)
+    features = [FeatureRef(None, ns, f) for ns, values in context.items() for f in values]
+    features += [FeatureRef(2, "item", "kind"), FeatureRef(2, "item", "size")]
+    found = policy.pmf_without(context, actions, features)
+    for feature, distribution in zip(features, found, strict=True):
+        if feature.action is None:
+            reduced = {ns: dict(values) for ns, values in context.items()}
+            del reduced[feature.namespace][feature.name]
+            expected = policy.pmf(reduced, actions)
+        else:
+            changed = list(actions)
+            kept = dict(actions[2].features["item"])
+            del kept[feature.name]
+            changed[2] = Action(actions[2].id, {"item": kept})
+            expected = policy.pmf(context, changed)
+        assert distribution.probabilities == pytest.approx(expected.probabilities, rel=1e-12)
+    with pytest.raises(InvalidFeaturesError, match=r"no feature user\.age to take away"):
+        policy.pmf_without(context, actions, [FeatureRef(None, "user", "age")])
+    with pytest.raises(InvalidFeaturesError, match=r"index must be in \[0, 5\), got 5"):
+        policy.pmf_without(context, actions, [FeatureRef(5, "item", "kind")])
 
 
 def test_configuring_live_params_to_their_values_keeps_what_was_learned(name: str) -> None:
