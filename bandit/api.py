@@ -316,6 +316,58 @@ class Readiness(BaseModel):
     reasons: list[str]
 
 
+class Liveness(BaseModel):
+    """``/healthz``: the process is alive."""
+
+    status: Literal["alive"]
+
+
+class PageToken(BaseModel):
+    """A token that opens a person's privacy page until `expires_at`, and the page's path."""
+
+    token: str
+    expires_at: int = Field(description="Unix time.")
+    path: str
+
+
+class Erasure(BaseModel):
+    """What an erasure removed (``POST /v1/privacy/erase``, ``/v1/me/erase``)."""
+
+    erased: bool
+    sessions: int
+    pending_decisions: int
+    keys_deleted: int
+
+
+class Report(BaseModel):
+    """A released noisy rate and the budget left (``POST /v1/privacy/reports``)."""
+
+    metric: str
+    policy: str
+    value: float = Field(ge=0.0, le=1.0)
+    noisy_numerator: float
+    noisy_denominator: float
+    noise_scale: float
+    epsilon: float
+    budget_left: float
+
+
+class Release(BaseModel):
+    """One noisy release: what, the ε it spent, when (Unix time)."""
+
+    what: str
+    epsilon: float
+    at: float
+
+
+class Ledger(BaseModel):
+    """Every noisy release so far and the budget (``GET /v1/privacy/ledger``)."""
+
+    budget: float
+    spent: float
+    releases: list[Release]
+
+
 # -- the service behind the routes -------------------------------------------------------
 
 
@@ -1615,15 +1667,19 @@ def _add_routes(app: FastAPI) -> None:
         "/privacy/reports",
         privacy_report,
         methods=["POST"],
+        response_model=Report,
         responses=_errors(404, 409),
         openapi_extra=_request_body(ReportRequest),
         tags=["privacy"],
     )
-    native.add_api_route("/privacy/ledger", privacy_ledger, methods=["GET"], tags=["privacy"])
+    native.add_api_route(
+        "/privacy/ledger", privacy_ledger, methods=["GET"], response_model=Ledger, tags=["privacy"]
+    )
     native.add_api_route(
         "/privacy/token",
         privacy_token,
         methods=["POST"],
+        response_model=PageToken,
         openapi_extra=_request_body(ConsentLookup),
         tags=["privacy"],
     )
@@ -1640,13 +1696,22 @@ def _add_routes(app: FastAPI) -> None:
         tags=["privacy page"],
     )
     native.add_api_route(
-        "/me/erase", me_erase, methods=["POST"], tags=["privacy page"], openapi_extra=page_security
+        "/me/erase",
+        me_erase,
+        methods=["POST"],
+        response_model=Erasure,
+        tags=["privacy page"],
+        openapi_extra=page_security,
     )
-    for path, handler in (("/privacy/export", export_person), ("/privacy/erase", erase_person)):
+    for path, handler, answer in (
+        ("/privacy/export", export_person, None),
+        ("/privacy/erase", erase_person, Erasure),
+    ):
         native.add_api_route(
             path,
             handler,
             methods=["POST"],
+            response_model=answer,
             openapi_extra=_request_body(ConsentLookup),
             tags=["privacy"],
         )
@@ -1701,7 +1766,7 @@ def _add_routes(app: FastAPI) -> None:
     )
     ops = APIRouter(tags=["operations"])
     ops.add_api_route("/privacy", privacy_page, methods=["GET"], include_in_schema=False)
-    ops.add_api_route("/healthz", healthz, methods=["GET"])
+    ops.add_api_route("/healthz", healthz, methods=["GET"], response_model=Liveness)
     ops.add_api_route(
         "/readyz",
         readyz,
