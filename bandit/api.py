@@ -352,6 +352,29 @@ class Report(BaseModel):
     budget_left: float
 
 
+class Export(BaseModel):
+    """Everything held about a person in Redis (``POST /v1/privacy/export``)."""
+
+    pseudonym: str
+    consent: dict[str, Any] | None
+    has_secret: bool
+    sessions: dict[str, Any] = Field(description="Session and device features, by session.")
+    recent_decisions: list[str]
+    pending_decisions: list[str]
+    last_decisions: list[dict[str, Any]]
+    logged_decisions: list[dict[str, Any]] | None = Field(
+        default=None, description="Found in the decision log, when this API can read it."
+    )
+
+
+class PersonView(BaseModel):
+    """A person's own view on the privacy page (``GET /v1/me``)."""
+
+    consent: ConsentView
+    held: dict[str, Any]
+    decisions: list[dict[str, Any]] = Field(description="Recent decisions, each explained.")
+
+
 class Release(BaseModel):
     """One noisy release: what, the ε it spent, when (Unix time)."""
 
@@ -1685,7 +1708,12 @@ def _add_routes(app: FastAPI) -> None:
     )
     page_security: dict[str, Any] = {"security": [{"PrivacyToken": []}]}
     native.add_api_route(
-        "/me", me, methods=["GET"], tags=["privacy page"], openapi_extra=page_security
+        "/me",
+        me,
+        methods=["GET"],
+        response_model=PersonView,
+        tags=["privacy page"],
+        openapi_extra=page_security,
     )
     native.add_api_route(
         "/me/consent",
@@ -1704,7 +1732,7 @@ def _add_routes(app: FastAPI) -> None:
         openapi_extra=page_security,
     )
     for path, handler, answer in (
-        ("/privacy/export", export_person, None),
+        ("/privacy/export", export_person, Export),
         ("/privacy/erase", erase_person, Erasure),
     ):
         native.add_api_route(
