@@ -81,7 +81,7 @@ from fastapi.responses import PlainTextResponse, Response
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.security.utils import get_authorization_scheme_param
 from prometheus_client import CONTENT_TYPE_LATEST
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictFloat, ValidationInfo
 from pydantic_core import PydanticCustomError
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
@@ -262,7 +262,7 @@ class ReportRequest(BaseModel):
     metric: Literal["reward_rate", "learning_consent_rate"]
     policy: _Reference
     # from 0.01: a subnormal ε halved to 0.0 (a 500 once the budget was spent)
-    epsilon: float = Field(ge=0.01, le=10.0, allow_inf_nan=False)
+    epsilon: StrictFloat = Field(ge=0.01, le=10.0, allow_inf_nan=False)
 
 
 class Accepted(BaseModel):

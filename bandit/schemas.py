@@ -887,7 +887,7 @@ class RewardReported(Event):
     reward: StrictFloat = Field(allow_inf_nan=False)  # strict: true is no reward of 1.0
     action_id: ActionId | None = None
     reward_id: EventId = Field(default_factory=new_event_id)
-    ldp_epsilon: float | None = Field(default=None, ge=0.01, le=20.0, allow_inf_nan=False)
+    ldp_epsilon: StrictFloat | None = Field(default=None, ge=0.01, le=20.0, allow_inf_nan=False)
 
 
 class Activation(Event):
@@ -965,9 +965,9 @@ class PolicySettings(_Frozen):
     """
 
     spec: str = Field(min_length=1, max_length=512)
-    exploration: dict[str, float] = Field(default_factory=dict)
-    exploration_floor: float = Field(default=1e-3, gt=0.0, le=1.0)
-    reward_wait_seconds: float = Field(default=10.0, gt=0.0, le=7 * 24 * 3600)
+    exploration: dict[str, StrictFloat] = Field(default_factory=dict)
+    exploration_floor: StrictFloat = Field(default=1e-3, gt=0.0, le=1.0)
+    reward_wait_seconds: StrictFloat = Field(default=10.0, gt=0.0, le=7 * 24 * 3600)
     default_reward: StrictFloat = Field(default=0.0, allow_inf_nan=False)
     reward_aggregation: Aggregation = "earliest"
     feature_schema: FeatureSchema | None = None
