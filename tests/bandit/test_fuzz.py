@@ -129,6 +129,7 @@ def api(broker: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -
 
 
 def _operations(document: dict[str, Any]) -> set[tuple[str, str]]:
+    """Every (method, path) of an OpenAPI document."""
     return {
         (method.upper(), path)
         for path, operations in document["paths"].items()
@@ -207,7 +208,6 @@ def test_every_answer_is_documented_and_no_request_fails(
     if mode is GenerationMode.POSITIVE:  # (steering negative data could make it valid)
         strategy = st.one_of(strategy, strategy.map(_steered))
     statuses: Counter[int] = Counter()
-    session = requests.Session()
 
     @settings(
         max_examples=EXAMPLES[mode],
@@ -226,7 +226,8 @@ def test_every_answer_is_documented_and_no_request_fails(
         response = case.call_and_validate(session=session)
         statuses[response.status_code] += 1
 
-    fuzz()
+    with requests.Session() as session:
+        fuzz()
     succeeded = sum(n for status, n in statuses.items() if 200 <= status < 300)
     if caller == "app" and (method, path) in ADMIN_ONLY:
         assert succeeded == 0, f"an app key was answered 2xx: {dict(statuses)}"
