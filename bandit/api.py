@@ -81,11 +81,19 @@ import structlog
 from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import Response
+from fastapi.responses import PlainTextResponse, Response
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.security.utils import get_authorization_scheme_param
 from prometheus_client import CONTENT_TYPE_LATEST
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, ValidationInfo
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    ValidationInfo,
+)
 from pydantic_core import PydanticCustomError
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
@@ -106,6 +114,7 @@ from bandit.logging import LineLimiter, configure_logging
 from bandit.metrics import ApiMetrics, PolicyState
 from bandit.minimise import FeatureRefusedError
 from bandit.personalizer import (
+    PersonalizerErrorResponse,
     PersonalizerRankRequest,
     PersonalizerRankResponse,
     PersonalizerRewardRequest,
@@ -197,7 +206,9 @@ def _check_reference(value: str, info: ValidationInfo) -> str:
     return value
 
 
-_Reference: TypeAlias = Annotated[str, AfterValidator(_check_reference)]
+_Reference: TypeAlias = Annotated[
+    str, AfterValidator(_check_reference), Field(json_schema_extra={"pattern": _ID_RE_TEXT})
+]
 
 
 class NativeRankRequest(RankRequest):
@@ -267,7 +278,8 @@ class ReportRequest(BaseModel):
 
     metric: Literal["reward_rate", "learning_consent_rate"]
     policy: _Reference
-    epsilon: float = Field(gt=0.0, le=10.0, allow_inf_nan=False)
+    # from 0.01: a subnormal ε halved to 0.0 (a 500 once the budget was spent)
+    epsilon: StrictFloat = Field(ge=0.01, le=10.0, allow_inf_nan=False)
 
 
 class Accepted(BaseModel):
@@ -298,6 +310,102 @@ class PoliciesResponse(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     policies: list[PolicyInfo]
+
+
+class ErrorDetail(BaseModel):
+    """One broken rule: where (``loc``), what (``msg``) and its kind (``type``)."""
+
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class ErrorResponse(BaseModel):
+    """A native route's error: its message, or (422) every broken rule."""
+
+    detail: str | list[ErrorDetail]
+
+
+class Readiness(BaseModel):
+    """``/readyz``: ready (200), or not ready (503) and why."""
+
+    status: Literal["ready", "not ready"]
+    reasons: list[str]
+
+
+class Liveness(BaseModel):
+    """``/healthz``: the process is alive."""
+
+    status: Literal["alive"]
+
+
+class PageLink(BaseModel):
+    """A token that opens a person's privacy page until `expires_at`, and the page's path."""
+
+    token: str
+    expires_at: int = Field(description="Unix time.")
+    path: str
+
+
+class Erasure(BaseModel):
+    """What an erasure removed (``POST /v1/privacy/erase``, ``/v1/me/erase``)."""
+
+    erased: bool
+    sessions: int
+    pending_decisions: int
+    keys_deleted: int
+
+
+class Report(BaseModel):
+    """A released noisy rate and the budget left (``POST /v1/privacy/reports``)."""
+
+    metric: str
+    policy: str
+    value: float = Field(ge=0.0, le=1.0)
+    noisy_numerator: float
+    noisy_denominator: float
+    noise_scale: float
+    epsilon: float
+    budget_left: float
+
+
+class Export(BaseModel):
+    """Everything held about a person in Redis (``POST /v1/privacy/export``)."""
+
+    pseudonym: str
+    consent: dict[str, Any] | None
+    has_secret: bool
+    sessions: dict[str, Any] = Field(description="Session and device features, by session.")
+    recent_decisions: list[str]
+    pending_decisions: list[str]
+    last_decisions: list[dict[str, Any]]
+    logged_decisions: list[dict[str, Any]] | None = Field(
+        default=None, description="Found in the decision log, when this API can read it."
+    )
+
+
+class PersonView(BaseModel):
+    """A person's own view on the privacy page (``GET /v1/me``)."""
+
+    consent: ConsentView
+    held: dict[str, Any]
+    decisions: list[dict[str, Any]] = Field(description="Recent decisions, each explained.")
+
+
+class Release(BaseModel):
+    """One noisy release: what, the ε it spent, when (Unix time)."""
+
+    what: str
+    epsilon: float
+    at: float
+
+
+class Ledger(BaseModel):
+    """Every noisy release so far and the budget (``GET /v1/privacy/ledger``)."""
+
+    budget: float
+    spent: float
+    releases: list[Release]
 
 
 # -- the service behind the routes -------------------------------------------------------
@@ -620,7 +728,7 @@ def _model(
     )
 
 
-def _request_body(model: type[BaseModel]) -> dict[str, Any]:
+def _request_body(model: type[BaseModel], error: type[BaseModel] = ErrorResponse) -> dict[str, Any]:
     """OpenAPI for a body parsed by the route itself (to validate with the limits)."""
     return {
         "requestBody": {
@@ -628,7 +736,17 @@ def _request_body(model: type[BaseModel]) -> dict[str, Any]:
             "content": {
                 "application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}
             },
-        }
+        },
+        "responses": {
+            "413": {
+                "description": _ERROR_TEXT[413],
+                "content": {
+                    "application/json": {
+                        "schema": {"$ref": f"#/components/schemas/{error.__name__}"}
+                    }
+                },
+            }
+        },
     }
 
 
@@ -644,12 +762,32 @@ _BODY_MODELS: tuple[type[BaseModel], ...] = (
     PersonalizerRankRequest,
     PersonalizerRewardRequest,
 )
-_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    401: {"description": "No API key, or an unknown one."},
-    403: {"description": "The key may not use this policy or do this."},
-    422: {"description": "Invalid input: every broken rule, by field."},
-    **SHED_RESPONSES,
+_ERROR_TEXT: dict[int, str] = {
+    401: "No API key, or an unknown one (the privacy page: no valid page token).",
+    403: "The key may not use this policy or do this.",
+    404: "No such served policy.",
+    409: "The privacy budget is spent.",
+    422: "Invalid input: every broken rule, by field.",
+    **{int(status): answer["description"] for status, answer in SHED_RESPONSES.items()},
+    503: (
+        "Not now: overloaded (settings.api.max_in_flight, max_queue_seconds), Redis or the "
+        "broker unavailable, or no pseudonym key configured; retry later (after Retry-After "
+        "seconds when given)."
+    ),
 }
+
+
+def _errors(*statuses: int, model: type[BaseModel] = ErrorResponse) -> dict[int | str, Any]:
+    """OpenAPI ``responses`` for error `statuses`, answered with `model`."""
+    return {status: {"description": _ERROR_TEXT[status], "model": model} for status in statuses}
+
+
+_ERROR_RESPONSES = _errors(401, 403, 408, 413, 415, 422, 503)
+_PERSONALIZER_ERRORS = _errors(
+    401, 403, 404, 408, 413, 415, 422, 503, model=PersonalizerErrorResponse
+)
+_POLICY_ERRORS = _errors(404)
+"""Routes naming a policy (query, path or body) answer 404 when it is not served."""
 
 
 # -- native routes -----------------------------------------------------------------------
@@ -1687,6 +1825,7 @@ def _add_routes(app: FastAPI) -> None:
         rank,
         methods=["POST"],
         response_model=ExplainedRankResponse,
+        responses=_POLICY_ERRORS,
         openapi_extra={**_request_body(NativeRankRequest), "security": _SECURITY},
     )
     for path, endpoint, model in (
@@ -1700,6 +1839,7 @@ def _add_routes(app: FastAPI) -> None:
             methods=["POST"],
             status_code=202,
             response_model=Accepted,
+            responses=_POLICY_ERRORS,
             openapi_extra=_request_body(model),
         )
     native.add_api_route(
@@ -1714,31 +1854,56 @@ def _add_routes(app: FastAPI) -> None:
         "/privacy/reports",
         privacy_report,
         methods=["POST"],
+        response_model=Report,
+        responses=_errors(404, 409),
         openapi_extra=_request_body(ReportRequest),
         tags=["privacy"],
     )
-    native.add_api_route("/privacy/ledger", privacy_ledger, methods=["GET"], tags=["privacy"])
+    native.add_api_route(
+        "/privacy/ledger", privacy_ledger, methods=["GET"], response_model=Ledger, tags=["privacy"]
+    )
     native.add_api_route(
         "/privacy/token",
         privacy_token,
         methods=["POST"],
+        response_model=PageLink,
         openapi_extra=_request_body(ConsentLookup),
         tags=["privacy"],
     )
-    native.add_api_route("/me", me, methods=["GET"], tags=["privacy page"])
+    page_security: dict[str, Any] = {"security": [{"PrivacyToken": []}]}
+    native.add_api_route(
+        "/me",
+        me,
+        methods=["GET"],
+        response_model=PersonView,
+        tags=["privacy page"],
+        openapi_extra=page_security,
+    )
     native.add_api_route(
         "/me/consent",
         me_consent,
         methods=["POST"],
-        openapi_extra=_request_body(PageConsent),
+        response_model=ConsentView,
+        openapi_extra={**_request_body(PageConsent), **page_security},
         tags=["privacy page"],
     )
-    native.add_api_route("/me/erase", me_erase, methods=["POST"], tags=["privacy page"])
-    for path, handler in (("/privacy/export", export_person), ("/privacy/erase", erase_person)):
+    native.add_api_route(
+        "/me/erase",
+        me_erase,
+        methods=["POST"],
+        response_model=Erasure,
+        tags=["privacy page"],
+        openapi_extra=page_security,
+    )
+    for path, handler, answer in (
+        ("/privacy/export", export_person, Export),
+        ("/privacy/erase", erase_person, Erasure),
+    ):
         native.add_api_route(
             path,
             handler,
             methods=["POST"],
+            response_model=answer,
             openapi_extra=_request_body(ConsentLookup),
             tags=["privacy"],
         )
@@ -1758,6 +1923,7 @@ def _add_routes(app: FastAPI) -> None:
         get_settings_route,
         methods=["GET"],
         response_model=PolicySettings,
+        responses=_POLICY_ERRORS,
         name="get_policy_settings",
     )
     native.add_api_route(
@@ -1765,11 +1931,12 @@ def _add_routes(app: FastAPI) -> None:
         put_settings_route,
         methods=["PUT"],
         response_model=PolicySettings,
+        responses=_POLICY_ERRORS,
         name="put_policy_settings",
         openapi_extra=_request_body(PolicySettings),
     )
     personalizer = APIRouter(
-        prefix="/personalizer/v1.0", tags=["personalizer"], responses=_ERROR_RESPONSES
+        prefix="/personalizer/v1.0", tags=["personalizer"], responses=_PERSONALIZER_ERRORS
     )
     personalizer.add_api_route(
         "/rank",
@@ -1777,23 +1944,31 @@ def _add_routes(app: FastAPI) -> None:
         methods=["POST"],
         status_code=201,
         response_model=PersonalizerRankResponse,
-        openapi_extra=_request_body(PersonalizerRankRequest),
+        openapi_extra=_request_body(PersonalizerRankRequest, PersonalizerErrorResponse),
     )
     personalizer.add_api_route(
         "/events/{eventId}/reward",
         personalizer_reward,
         methods=["POST"],
         status_code=204,
-        openapi_extra=_request_body(PersonalizerRewardRequest),
+        openapi_extra=_request_body(PersonalizerRewardRequest, PersonalizerErrorResponse),
     )
     personalizer.add_api_route(
         "/events/{eventId}/activate", personalizer_activate, methods=["POST"], status_code=204
     )
     ops = APIRouter(tags=["operations"])
     ops.add_api_route("/privacy", privacy_page, methods=["GET"], include_in_schema=False)
-    ops.add_api_route("/healthz", healthz, methods=["GET"])
-    ops.add_api_route("/readyz", readyz, methods=["GET"])
-    ops.add_api_route("/metrics", metrics_endpoint, methods=["GET"])
+    ops.add_api_route("/healthz", healthz, methods=["GET"], response_model=Liveness)
+    ops.add_api_route(
+        "/readyz",
+        readyz,
+        methods=["GET"],
+        response_model=Readiness,
+        responses={503: {"description": "Not ready, and why.", "model": Readiness}},
+    )
+    ops.add_api_route(
+        "/metrics", metrics_endpoint, methods=["GET"], response_class=PlainTextResponse
+    )
     for router in (native, personalizer, ops):
         app.include_router(router)
 
@@ -1810,12 +1985,19 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
         routes=app.routes,
     )
     components = schema.setdefault("components", {}).setdefault("schemas", {})
-    for model in _BODY_MODELS:
+    models: tuple[type[BaseModel], ...] = (*_BODY_MODELS, PageConsent)  # (declared later)
+    for model in models:
         model_schema = model.model_json_schema(
             by_alias=True, ref_template="#/components/schemas/{model}"
         )
         components.update(model_schema.pop("$defs", {}))
         components[model.__name__] = model_schema
+    schema["components"].setdefault("securitySchemes", {})["PrivacyToken"] = {
+        "type": "apiKey",
+        "in": "header",
+        "name": "X-Privacy-Token",
+        "description": "The privacy page's token (POST /v1/privacy/token), for /v1/me routes.",
+    }
     app.openapi_schema = schema
     return schema
 

@@ -73,7 +73,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Self
 
 import pydantic
-from pydantic import BaseModel, ConfigDict, Field, StrictBool
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from bandit.schemas import Activation, Decision, RankRequest, RewardReported
@@ -155,7 +155,7 @@ class PersonalizerRankResponse(_Camel):
 class PersonalizerRewardRequest(_Camel):
     """Personalizer's reward body: ``{"value": 1.0}``."""
 
-    value: float = Field(allow_inf_nan=False)
+    value: StrictFloat = Field(allow_inf_nan=False)  # strict: false is no reward of 0.0
 
 
 class PersonalizerErrorDetail(_Camel):

@@ -446,13 +446,15 @@ LoggedFeatures: TypeAlias = Annotated[
 _Subject: TypeAlias = Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")]
 ConsentPath: TypeAlias = Literal["personalise", "baseline"]
 """Which policy served a decision under the person's consent (see :mod:`bandit.privacy`)."""
-ActionId: TypeAlias = Annotated[str, AfterValidator(_id_checker("action ids"))]
-EventId: TypeAlias = Annotated[str, AfterValidator(_id_checker("event ids"))]
-_SessionId: TypeAlias = Annotated[str, AfterValidator(_id_checker("session ids"))]
-_ItemId: TypeAlias = Annotated[str, AfterValidator(_id_checker("item ids"))]
+_ID_SCHEMA = Field(json_schema_extra={"pattern": _ID_RE.pattern})
+"""The id syntax, stated in the JSON schema (OpenAPI) too; `_id_checker` enforces it."""
+ActionId: TypeAlias = Annotated[str, AfterValidator(_id_checker("action ids")), _ID_SCHEMA]
+EventId: TypeAlias = Annotated[str, AfterValidator(_id_checker("event ids")), _ID_SCHEMA]
+_SessionId: TypeAlias = Annotated[str, AfterValidator(_id_checker("session ids")), _ID_SCHEMA]
+_ItemId: TypeAlias = Annotated[str, AfterValidator(_id_checker("item ids")), _ID_SCHEMA]
 _UserId: TypeAlias = RawUserId
-_PolicyName: TypeAlias = Annotated[str, AfterValidator(_id_checker("policy names"))]
-_ModelVersion: TypeAlias = Annotated[str, AfterValidator(_id_checker("model versions"))]
+_PolicyName: TypeAlias = Annotated[str, AfterValidator(_id_checker("policy names")), _ID_SCHEMA]
+_ModelVersion: TypeAlias = Annotated[str, AfterValidator(_id_checker("model versions")), _ID_SCHEMA]
 _Probability: TypeAlias = Annotated[float, AfterValidator(_check_probability)]
 _Timestamp: TypeAlias = Annotated[datetime, AfterValidator(_check_aware)]
 
@@ -957,11 +959,13 @@ class RewardReported(Event):
 
     type: Literal["reward"] = "reward"
     reward: Annotated[
-        float, Field(allow_inf_nan=False), AfterValidator(_reward_checker("rewards", stored=False))
+        StrictFloat,  # strict: true is no reward of 1.0
+        Field(allow_inf_nan=False),
+        AfterValidator(_reward_checker("rewards", stored=False)),
     ]
     action_id: ActionId | None = None
     reward_id: EventId = Field(default_factory=new_event_id)
-    ldp_epsilon: float | None = Field(default=None, ge=0.01, le=20.0, allow_inf_nan=False)
+    ldp_epsilon: StrictFloat | None = Field(default=None, ge=0.01, le=20.0, allow_inf_nan=False)
     scope: KeyScope = None
 
 
@@ -1053,11 +1057,11 @@ class PolicySettings(_Frozen):
     """
 
     spec: str = Field(min_length=1, max_length=512)
-    exploration: dict[str, float] = Field(default_factory=dict)
-    exploration_floor: float = Field(default=1e-3, gt=0.0, le=1.0)
-    reward_wait_seconds: float = Field(default=10.0, gt=0.0, le=7 * 24 * 3600)
+    exploration: dict[str, StrictFloat] = Field(default_factory=dict)
+    exploration_floor: StrictFloat = Field(default=1e-3, gt=0.0, le=1.0)
+    reward_wait_seconds: StrictFloat = Field(default=10.0, gt=0.0, le=7 * 24 * 3600)
     default_reward: Annotated[
-        float,
+        StrictFloat,
         Field(allow_inf_nan=False),
         AfterValidator(_reward_checker("default rewards", stored=True)),
     ] = 0.0
@@ -1138,4 +1142,4 @@ class BehaviourEvent(Event):
     session_id: _SessionId
     device: Device
     item_id: _ItemId | None = None
-    value: float | None = Field(default=None, allow_inf_nan=False)
+    value: StrictFloat | None = Field(default=None, allow_inf_nan=False)
