@@ -44,7 +44,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, TypeVar
@@ -70,6 +70,8 @@ from streams.context import ContextAggregator
 from streams.deadletter import DeadLetters, RawRecord
 from streams.join import JoinStore
 from streams.learner import BatchResult, Learner
+from streams.ledger import DecisionLog
+from streams.retrying import retry
 from streams.sink import DecisionLogWriter, LogEntry
 from streams.training import TrainingDecoder, TrainingRecord, decode_training
 
@@ -96,8 +98,6 @@ _LEASE_SECONDS = 30.0
 _MARKER_EVERY_SECONDS = 0.5  # least pause between two markers to one partition, per worker
 _MARKER_POLL_SECONDS = 0.02  # how often the timer looks whether its markers were read
 _TRAINING_AHEAD = 3  # training batches fetched and being decoded while one is learned
-_RETRY_FIRST_PAUSE = 0.05
-_RETRY_MAX_PAUSE = 5.0
 
 _BEHAVIOUR: TypeAdapter[BehaviourEvent] = TypeAdapter(BehaviourEvent)
 _DECISION: FastDecoder[Decision] = FastDecoder(Decision)  # pydantic, after a fast path
@@ -111,41 +111,6 @@ WATERMARK_HEADER = "streambandit-watermark"
 _log = structlog.get_logger("streams.agents")
 
 Decoded = TrainingRecord | DeadLetter
-
-
-async def retry(
-    what: str,
-    work: Callable[[], Awaitable[T]],
-    *,
-    attempts: int | None = None,
-    first_pause: float = _RETRY_FIRST_PAUSE,
-) -> T:
-    """Run ``work()`` until it succeeds, pausing longer after each failure.
-
-    Parameters
-    ----------
-    what
-        Names the work in the log line of each failure.
-    work
-        Coroutine function to run.
-    attempts
-        Give up after this many failures and raise the last error (never, when None).
-    first_pause
-        Seconds before the first retry; doubled after each failure, up to 5 s.
-    """
-    pause, failures = first_pause, 0
-    while True:
-        try:
-            return await work()
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            failures += 1
-            _log.exception("work.failed", work=what, failures=failures, retry_in=pause)
-            if attempts is not None and failures >= attempts:
-                raise
-            await asyncio.sleep(pause)
-            pause = min(pause * 2, _RETRY_MAX_PAUSE)
 
 
 class PolicySettingsCache:
@@ -285,11 +250,17 @@ def _register_training(app: StreamBanditApp, services: AppServices) -> None:
     it is saved and it is in the decision log.
     """
     settings = app.settings.learner
-    writers: list[DecisionLogWriter] = []  # made on the first batch, closed on stop
+    logs: list[DecisionLog] = []  # made on start (or the first batch), closed on stop
     letters = services.dead_letters
     decoder = TrainingDecoder(
         letters.limits, letters.max_bytes, processes=settings.decode_processes
     )
+
+    def decision_log() -> DecisionLog:
+        if not logs:
+            writer = DecisionLogWriter.from_settings(app.settings.decision_log)
+            logs.append(DecisionLog(services.store, writer))
+        return logs[0]
 
     def reload_models() -> None:
         # Another worker may have saved newer models while it owned these partitions.
@@ -299,15 +270,19 @@ def _register_training(app: StreamBanditApp, services: AppServices) -> None:
         return list(zip(records, await decoder.decode(records), strict=True))
 
     async def handle(decoded: list[tuple[RawRecord, Decoded]]) -> None:
-        if not writers:
-            writers.append(DecisionLogWriter.from_settings(app.settings.decision_log))
-        await train_decoded(services, writers[0], decoded)
+        await train_decoded(services, decision_log(), decoded)
 
     async def close() -> None:
-        for writer in writers:
-            writer.close()
-        writers.clear()
+        for log in logs:
+            log.writer.close()
+        logs.clear()
         await decoder.close()
+
+    @app.task  # type: ignore[untyped-decorator]
+    async def recover_decision_log() -> None:
+        # Lines this directory's writer claimed before it was killed are written now,
+        # whether or not this worker is given training partitions.
+        await retry("decision_log.recover", decision_log().recover)
 
     consumer = BatchConsumer(
         app,
@@ -326,7 +301,7 @@ def _register_training(app: StreamBanditApp, services: AppServices) -> None:
 
 
 async def train_batch(
-    services: AppServices, writer: DecisionLogWriter | None, events: Sequence[Any]
+    services: AppServices, log: DecisionLog | None, events: Sequence[Any]
 ) -> BatchResult:
     """Decode a batch of training records once; learn and snapshot it; log it (then commit).
 
@@ -341,7 +316,7 @@ async def train_batch(
     ----------
     services
         The worker's services.
-    writer
+    log
         The decision log; None to keep none.
     events
         :class:`~streams.deadletter.RawRecord` s (or Faust events).
@@ -357,12 +332,12 @@ async def train_batch(
         record = event if isinstance(event, RawRecord) else RawRecord.from_event(event)
         outcome = decode_training(record, limits=letters.limits, max_bytes=letters.max_bytes)
         decoded.append((record, outcome))
-    return await train_decoded(services, writer, decoded)
+    return await train_decoded(services, log, decoded)
 
 
 async def train_decoded(
     services: AppServices,
-    writer: DecisionLogWriter | None,
+    log: DecisionLog | None,
     decoded: Sequence[tuple[RawRecord, Decoded]],
 ) -> BatchResult:
     """Learn, snapshot and log a batch decoded already; dead-letter what did not decode.
@@ -381,10 +356,10 @@ async def train_decoded(
         return BatchResult()
     learner = services.learner
     learning = retry("learner.process", partial(learner.process, records))
-    if writer is None:
+    if log is None:
         result = await learning
     else:
-        result, _ = await asyncio.gather(learning, _log_records(services.store, writer, records))
+        result, _ = await asyncio.gather(learning, _log_records(log, records))
     if result.rejected:
         raw = {(record.partition, record.offset): record for record, _ in decoded}
         for rejected, reason in result.rejected:
@@ -402,9 +377,7 @@ async def train_decoded(
     return result
 
 
-async def _log_records(
-    store: StateStore, writer: DecisionLogWriter, records: Sequence[TrainingRecord]
-) -> None:
+async def _log_records(log: DecisionLog, records: Sequence[TrainingRecord]) -> None:
     """Append `records` to the decision log; log what cannot be, never raise."""
     entries: list[LogEntry] = []
     for record in records:
@@ -415,7 +388,7 @@ async def _log_records(
     if not entries:
         return
     try:
-        await log_batch(store, writer, entries)
+        await log.write(entries)
     except Exception:  # noqa: BLE001  # logged; go on with the next batch
         _log.exception("decision_log.failed", examples=len(entries))
 
@@ -615,48 +588,9 @@ async def log_batch(
     writer: DecisionLogWriter,
     examples: Sequence[TrainingExample | LogEntry],
 ) -> int:
-    """Append the examples no decision log holds yet, then record them; return lines written.
+    """Append the examples no decision log holds or claimed; return lines written.
 
-    Every worker writes its own files, so the writer's memory of recent ids does not see
-    what another worker logged: a batch redelivered to this worker after the other one
-    died, or an example the join produced twice, would be logged twice. The event ids
-    logged are therefore recorded in Redis (:meth:`StateStore.mark_logged`), only once
-    their lines are flushed, and looked up before writing. Redis trouble never costs a
-    line: when the look-up fails the batch is written whole (a duplicate at worst), and
-    when the record fails the lines are written anyway.
-
-    Raises
-    ------
-    Exception
-        The last error when the batch could not be written after five tries.
+    :meth:`streams.ledger.DecisionLog.write` for one batch: every worker writes its own
+    files, and the ids are claimed in Redis first, so each decision is in exactly one.
     """
-    entries = [e if isinstance(e, LogEntry) else LogEntry.of(e) for e in examples]
-    learnable: dict[str, list[str]] = {}
-    for entry in entries:
-        if entry.learn:
-            learnable.setdefault(entry.policy, []).append(entry.event_id)
-    seen: set[tuple[str, str]] = set()
-    try:
-        for policy, ids in learnable.items():
-            flags = await retry(
-                "decision_log.lookup", partial(store.logged, policy, ids), attempts=3
-            )
-            seen.update((policy, event_id) for event_id, hit in zip(ids, flags, strict=True) if hit)
-    except Exception:  # noqa: BLE001  # logged; write the whole batch rather than lose lines
-        _log.exception("decision_log.lookup_failed", examples=len(examples))
-        seen.clear()
-    fresh = [e for e in entries if (e.policy, e.event_id) not in seen] if seen else entries
-    if seen:
-        _log.info("decision_log.already_logged", examples=len(seen))
-    written = await retry(
-        "decision_log.write", partial(asyncio.to_thread, writer.write, fresh), attempts=5
-    )
-    for policy, ids in learnable.items():
-        new_ids = [event_id for event_id in ids if (policy, event_id) not in seen] if seen else ids
-        try:
-            await retry(
-                "decision_log.record", partial(store.mark_logged, policy, new_ids), attempts=3
-            )
-        except Exception:  # noqa: BLE001  # logged; the lines are written
-            _log.exception("decision_log.record_failed", examples=len(new_ids))
-    return written
+    return await DecisionLog(store, writer).write(examples)

@@ -1,0 +1,250 @@
+"""Stream workers killed with ``kill -9`` under traffic, as ``streambandit up`` runs them.
+
+A :class:`bandit.runtime.LocalStack` (the broker, Redis, the API and two stream workers,
+as ``up`` starts them, with the default settings but for a 1 s reward wait) serves a
+steady stream of ranks, a third of them rewarded. Every ``--every`` seconds one worker
+(in turn) is killed with SIGKILL and started again. Printed:
+
+- **seconds until a new model is served after a kill**: from the kill to the first rank
+  answer carrying a model version newer than the one served at the kill, per kill; the
+  yardstick is the same wait measured from moments taken at random away from any kill
+  (the reward wait, the snapshot cadence and the API's model polling are in both);
+- **decision log**: decisions answered, lines logged across every worker's files,
+  event ids logged more than once, and answered decisions never logged;
+- **learned**: examples the saved model learned, against the decisions answered;
+- **worker log lines**: warnings per minute (and the ``Timer ... is overlapping`` ones)
+  and lines holding terminal escape codes, over both workers' logs.
+
+Run::
+
+    .venv/bin/python bench/worker_kills.py                  # 4 kills, about 2 minutes
+    .venv/bin/python bench/worker_kills.py --kills 6 --every 20 --rate 60
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import shutil
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import itertools
+
+from bandit.client import AsyncClient, Client
+from bandit.runtime import LocalStack
+from bandit.schemas import PolicySettings
+from bandit.settings import ApiSettings, Settings
+
+ACTIONS = [{"id": f"item-{i}", "features": {"item": {"kind": f"k{i}"}}} for i in range(3)]
+REWARD_WAIT = 1.0
+
+
+def _served_after(answers: list[tuple[float, int]], start: float) -> float | None:
+    """Seconds from `start` to the first answer with a newer model than served at `start`."""
+    before = [version for at, version in answers if at <= start]
+    if not before:
+        return None
+    current = max(before)
+    for at, version in answers:
+        if at > start and version > current:
+            return at - start
+    return None
+
+
+def _new_versions(answers: list[tuple[float, int]]) -> list[tuple[float, int]]:
+    """When each newer model version was first served."""
+    seen: list[tuple[float, int]] = []
+    for at, version in sorted(answers):
+        if not seen or version > seen[-1][1]:
+            seen.append((at, version))
+    return seen
+
+
+def _longest_gap(firsts: list[tuple[float, int]], start: float, end: float) -> float:
+    """The longest time in [start, end) without a newer model served."""
+    times = [start] + [at for at, _ in firsts if start < at < end] + [end]
+    return max(b - a for a, b in itertools.pairwise(times))
+
+
+def _log_lines(stack: LocalStack) -> list[dict[str, Any]]:
+    lines = []
+    for path in sorted(stack.decision_logs.rglob("*.dsjson")):
+        lines += [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return lines
+
+
+def _worker_log_figures(stack: LocalStack, minutes: float) -> dict[str, float]:
+    text = "".join(
+        path.read_text(errors="replace") for path in sorted(stack.workdir.glob("worker-*.log"))
+    )
+    lines = text.splitlines()
+    warnings = sum(1 for line in lines if "warning" in line.lower())
+    overlapping = sum(1 for line in lines if "is overlapping" in line)
+    escapes = sum(1 for line in lines if "\x1b[" in line)
+    not_json = 0
+    for line in lines:
+        try:
+            json.loads(line)
+        except ValueError:
+            not_json += 1
+    return {
+        "lines": len(lines),
+        "warnings_per_minute": warnings / minutes,
+        "overlapping_per_minute": overlapping / minutes,
+        "lines_with_escape_codes": escapes,
+        "lines_not_json": not_json,
+    }
+
+
+def _learned(stack: LocalStack) -> int:
+    import redis
+
+    from policies import Policy
+
+    client = redis.Redis.from_url(stack.services.redis_url)
+    try:
+        snapshot = client.hget(f"{stack.settings.redis.key_prefix}:model:default", "snapshot")
+    finally:
+        client.close()
+    return 0 if snapshot is None else Policy.restore(bytes(snapshot)).n_learned  # type: ignore[arg-type]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--kills", type=int, default=4)
+    parser.add_argument("--every", type=float, default=20.0, help="seconds between kills")
+    parser.add_argument("--rate", type=float, default=50.0, help="ranks per second")
+    parser.add_argument("--keep", type=Path, help="copy the stack's folder (logs) here")
+    args = parser.parse_args()
+
+    settings = Settings(api=ApiSettings(port=0))
+    env = {"STREAMBANDIT_POLICIES": json.dumps({"default": "vw-epsilon"})}
+    seconds = args.every * (args.kills + 1)
+    answers: list[tuple[float, int]] = []  # (monotonic time, model version)
+    answered: list[str] = []
+    kills: list[float] = []
+    with tempfile.TemporaryDirectory(prefix="bench-kills-") as tmp:
+        stack = LocalStack(settings, workers=2, workdir=Path(tmp) / "stack", extra_env=env)
+        with stack:
+            started_at = time.monotonic()
+            with Client(stack.api_url, api_key=stack.admin_key) as admin:
+                admin.set_settings(
+                    "default", PolicySettings(spec="vw-epsilon", reward_wait_seconds=REWARD_WAIT)
+                )
+            stop = threading.Event()
+
+            def killer() -> None:
+                while not stop.wait(args.every) and len(kills) < args.kills:
+                    victim = stack.processes[f"worker-{1 + len(kills) % 2}"]
+                    kills.append(time.monotonic())
+                    victim.kill()
+                    victim.stop()
+                    victim.start()
+
+            async def traffic() -> None:
+                rng = random.Random(7)
+                async with AsyncClient(stack.api_url, api_key=stack.app_key) as client:
+
+                    async def one() -> None:
+                        segment = rng.randrange(2)
+                        result = await client.rank({"user": {"segment": f"s{segment}"}}, ACTIONS)
+                        answers.append((time.monotonic(), int(result.model_version)))
+                        answered.append(result.event_id)
+                        if rng.random() < 1 / 3:
+                            await client.reward(result.event_id, 1.0)
+
+                    loop = asyncio.get_running_loop()
+                    begin = loop.time()
+                    sent = 0
+                    tasks: set[asyncio.Task[None]] = set()
+                    while loop.time() - begin < seconds:
+                        due = begin + sent / args.rate
+                        await asyncio.sleep(max(0.0, due - loop.time()))
+                        task = asyncio.create_task(one())
+                        tasks.add(task)
+                        task.add_done_callback(tasks.discard)
+                        sent += 1
+                    await asyncio.gather(*tasks)
+
+            thread = threading.Thread(target=killer, daemon=True)
+            thread.start()
+            try:
+                asyncio.run(traffic())
+            finally:
+                stop.set()
+                thread.join()
+            minutes = (time.monotonic() - started_at) / 60
+            deadline = time.monotonic() + 120
+            want = set(answered)
+            while time.monotonic() < deadline:
+                logged = {line["EventId"] for line in _log_lines(stack)}
+                if logged >= want and _learned(stack) >= len(want):
+                    break
+                time.sleep(1)
+            time.sleep(3)  # anything logged or learned twice would show by now
+            lines = _log_lines(stack)
+            counts = Counter(line["EventId"] for line in lines)
+            learned = _learned(stack)
+            logs = _worker_log_figures(stack, minutes)
+        if args.keep is not None:
+            shutil.copytree(stack.workdir, args.keep, dirs_exist_ok=True)
+
+    after_kill = [_served_after(answers, at) for at in kills]
+    firsts = _new_versions(answers)
+    stalls = [_longest_gap(firsts, at, at + args.every) for at in kills]
+    quiet_gaps = [
+        b[0] - a[0]
+        for a, b in itertools.pairwise(firsts)
+        if all(not (kill - 2 <= b[0] and a[0] <= kill + args.every) for kill in kills)
+    ]
+    rng = random.Random(11)
+    quiet = []
+    first, last = answers[0][0] + 5, answers[-1][0] - 10
+    while len(quiet) < 20 and first < last:
+        at = rng.uniform(first, last)
+        if all(abs(at - kill) > args.every / 2 for kill in kills):
+            quiet.append(_served_after(answers, at))
+    print(f"workers killed: {len(kills)} (every {args.every:.0f} s, {args.rate:.0f} ranks/s)")
+    shown = ", ".join("never" if s is None else f"{s:.1f}" for s in after_kill)
+    print(f"seconds until a new model is served after each kill: {shown}")
+    waits = [s for s in quiet if s is not None]
+    if waits:
+        print(
+            f"  yardstick, from moments away from any kill: median {statistics.median(waits):.1f},"
+            f" max {max(waits):.1f} (n={len(waits)})"
+        )
+    print(
+        "longest time without a newer model served, in the window after each kill: "
+        + ", ".join(f"{s:.1f}" for s in stalls)
+    )
+    if quiet_gaps:
+        print(
+            f"  yardstick, between new models away from kills: median "
+            f"{statistics.median(quiet_gaps):.1f}, max {max(quiet_gaps):.1f} (n={len(quiet_gaps)})"
+        )
+    print(f"decisions answered: {len(answered)}")
+    print(f"decision log lines: {len(lines)} in all worker files")
+    print(f"  event ids logged more than once: {sum(1 for c in counts.values() if c > 1)}")
+    print(f"  answered but never logged: {len(set(answered) - set(counts))}")
+    print(f"learned by the saved model: {learned} (answered: {len(answered)})")
+    print(
+        "worker logs: {lines} lines, {warnings_per_minute:.1f} warnings/min "
+        "({overlapping_per_minute:.1f}/min 'Timer ... is overlapping'), "
+        "{lines_with_escape_codes} lines with escape codes, "
+        "{lines_not_json} lines not JSON".format(**logs)
+    )
+
+
+if __name__ == "__main__":
+    main()
