@@ -403,6 +403,7 @@ class LocalStack:
                     env=self._env(
                         STREAMBANDIT_DECISION_LOG__DIRECTORY=str(directory),
                         STREAMBANDIT_WORKER_HEARTBEAT=str(self.heartbeat(index)),
+                        STREAMBANDIT_WORKER_DATA=str(self.workdir / "worker-data" / name),
                     ),
                 )
                 process.start()
