@@ -11,9 +11,9 @@ agent / timer      consumes         hands off to
 ``join-decisions`` ``decisions``    ``streams.join.JoinStore.add_decision``
 ``join-rewards``   ``rewards``      :func:`join_rewards_record`: ``JoinStore.add_reward`` /
                                     ``add_activation`` / ``advance_watermark``
-``release-due``    (every 0.2 s)    :func:`release_due_once`: ``JoinStore.claim_due`` ->
-                                    ``training`` -> ``complete``; then
-                                    :func:`send_watermark_markers`
+``release-due``    (every 0.2 s)    :func:`release_tick`: :func:`release_due_once`
+                                    (``JoinStore.claim_due`` -> ``training`` ->
+                                    ``complete``), :func:`send_watermark_markers`
 ``learner``        ``training``     :func:`train_batch`: :class:`streams.learner.Learner`
                                     and the DSJSON decision log (:mod:`streams.sink`)
 =================  ===============  ====================================================
@@ -81,7 +81,9 @@ __all__ = [
     "join_rewards_record",
     "log_batch",
     "register_agents",
+    "release_due_loop",
     "release_due_once",
+    "release_tick",
     "retry",
     "send_watermark_markers",
     "train_batch",
@@ -418,18 +420,49 @@ def _register_join(app: StreamBanditApp, services: AppServices) -> None:
         async for event in stream.events():
             await join_rewards_record(services, event)
 
-    @app.timer(interval=_RELEASE_INTERVAL_SECONDS, name="release-due")  # type: ignore[untyped-decorator]
+    @app.task  # type: ignore[untyped-decorator]
     async def release_due() -> None:
-        release = partial(release_due_once, services)
+        await release_due_loop(services)
+
+
+async def release_due_loop(
+    services: AppServices, *, interval: float = _RELEASE_INTERVAL_SECONDS
+) -> None:
+    """Release due decisions every `interval` seconds, one tick after the other, until cancelled.
+
+    Not a Faust timer: a tick's work is bounded by the interval (:func:`release_tick`),
+    and when it still runs over (a backlog after a restart, a slow broker) the next tick
+    starts at once rather than the two ticks being reported as overlapping. Ticks never
+    run concurrently.
+    """
+    loop = asyncio.get_running_loop()
+    await asyncio.sleep(interval)
+    while True:
+        started = loop.time()
+        until = started + interval
         try:
-            await retry("join.release", release, attempts=3)
-            marked = await retry(
-                "join.markers", partial(send_watermark_markers, services), attempts=3
-            )
-            if marked and await _markers_read(services, marked):
-                await retry("join.release", release, attempts=3)  # what they freed, now
-        except Exception:  # noqa: BLE001  # an error escaping the timer would end it for good
-            _log.exception("join.release_postponed", retry_in=_RELEASE_INTERVAL_SECONDS)
+            await release_tick(services, until=until)
+        except Exception:  # noqa: BLE001  # an error escaping the loop would end it for good
+            _log.exception("join.release_postponed", retry_in=interval)
+        await asyncio.sleep(max(0.0, until - loop.time()))
+
+
+async def release_tick(services: AppServices, *, until: float) -> int:
+    """Release what is due, send watermark markers, and release what they freed; by `until`.
+
+    Each step starts only while there is time left before `until` (the loop's clock):
+    claims of due decisions stop there, and the wait for markers to be read ends there;
+    what is left is done by the next tick. Returns how many decisions were released.
+    """
+    loop = asyncio.get_running_loop()
+    release = partial(release_due_once, services, until=until)
+    released = await retry("join.release", release, attempts=3)
+    if loop.time() >= until:
+        return released
+    marked = await retry("join.markers", partial(send_watermark_markers, services), attempts=3)
+    if marked and await _markers_read(services, marked, until=until):
+        released += await retry("join.release", release, attempts=3)  # what they freed, now
+    return released
 
 
 async def join_rewards_record(services: AppServices, event: Any) -> None:
@@ -507,10 +540,9 @@ def _record_time(timestamp: Any) -> float | None:
     return stamp if math.isfinite(stamp) and stamp > 0 else None
 
 
-async def _markers_read(services: AppServices, partitions: Sequence[int]) -> bool:
-    """Wait (less than a release interval) until none of `partitions` lags; return if so."""
+async def _markers_read(services: AppServices, partitions: Sequence[int], *, until: float) -> bool:
+    """Wait (until `until`, by the loop's clock) until none of `partitions` lags; say if so."""
     loop = asyncio.get_running_loop()
-    until = loop.time() + _RELEASE_INTERVAL_SECONDS
     while loop.time() < until:
         await asyncio.sleep(_MARKER_POLL_SECONDS)
         lagging = await services.join.lagging_partitions()
@@ -545,12 +577,17 @@ async def send_watermark_markers(services: AppServices) -> list[int]:
     return chosen
 
 
-async def release_due_once(services: AppServices, *, limit: int = _RELEASE_LIMIT) -> int:
+async def release_due_once(
+    services: AppServices, *, limit: int = _RELEASE_LIMIT, until: float | None = None
+) -> int:
     """Claim the decisions whose reward wait is over; publish their training examples.
 
     Examples go to ``training`` keyed by policy; each joined decision is completed only
-    once the broker has its example. Returns how many decisions were released.
+    once the broker has its example. Claims go on, `limit` at a time, while a full
+    claim was made and (with `until`, by the loop's clock) there is time left. Returns
+    how many decisions were released.
     """
+    loop = asyncio.get_running_loop()
     join = services.join
     training = services.app.bandit_topics.training
     released = 0
@@ -576,7 +613,7 @@ async def release_due_once(services: AppServices, *, limit: int = _RELEASE_LIMIT
         await asyncio.gather(*pending)  # the broker has every example
         await join.complete(due)
         released += len(due)
-        if len(due) < limit:
+        if len(due) < limit or (until is not None and loop.time() >= until):
             return released
 
 
