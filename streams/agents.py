@@ -281,7 +281,10 @@ def _register_training(app: StreamBanditApp, services: AppServices) -> None:
         await decoder.close()
 
     @app.task  # type: ignore[untyped-decorator]
-    async def recover_decision_log() -> None:
+    async def on_start() -> None:
+        # The decoding helper imports for seconds: start it while the groups form, not
+        # on the first backlog after a restart (when the model waits for it).
+        decoder.start()
         # Lines this directory's writer claimed before it was killed are written now,
         # whether or not this worker is given training partitions.
         await retry("decision_log.recover", decision_log().recover)

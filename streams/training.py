@@ -391,14 +391,30 @@ class TrainingDecoder:
         self._cpu_before: float | None = None  # the loop thread's CPU time at the last split
         self._own_before = 0.0  # of which spent decoding its own part then
 
-    async def decode(self, records: Sequence[RawRecord]) -> list[TrainingRecord | DeadLetter]:
-        """Decode `records` (each a :class:`TrainingRecord` or its dead letter), in order."""
-        if self.processes < 1 or len(records) < self.threshold:
-            return self._here(records)
+    def start(self) -> None:
+        """Start the helper processes now, rather than on the first large batch.
+
+        A helper takes a few seconds to import what it decodes with (more on a busy
+        machine); started with the worker, it is ready when the first backlog comes.
+        """
+        for helper in self._helpers():
+            helper.spawn()
+
+    def _helpers(self) -> list[_Helper]:
+        if self.processes < 1:
+            return []
         if self._idle is None:
             self._idle = asyncio.Queue()
             for _ in range(self.processes):
                 self._idle.put_nowait(_Helper())
+        return list(self._idle._queue)  # type: ignore[attr-defined]
+
+    async def decode(self, records: Sequence[RawRecord]) -> list[TrainingRecord | DeadLetter]:
+        """Decode `records` (each a :class:`TrainingRecord` or its dead letter), in order."""
+        if self.processes < 1 or len(records) < self.threshold:
+            return self._here(records)
+        self._helpers()
+        assert self._idle is not None
         helper = await self._idle.get()
         cpu = own = time.thread_time()  # the event loop's thread: the one that learns
         split = min(len(records), max(1, round(len(records) * self.share)))
@@ -479,14 +495,19 @@ class _Helper:
         process = self._process
         return None if process is None or process.poll() is not None else process.pid
 
-    def start(self, request: Any) -> asyncio.Future[bytes]:
-        """Send `request` now; return the future of the answer: ``(CPU seconds, decoded)``."""
+    def spawn(self) -> subprocess.Popen[bytes]:
+        """Return the running process, starting one if there is none (or it died)."""
         process = self._process
         if process is not None and process.poll() is not None:  # it died: a new one
             self._stopped()
             process = None
         if process is None:
             process = self._spawn()
+        return process
+
+    def start(self, request: Any) -> asyncio.Future[bytes]:
+        """Send `request` now; return the future of the answer: ``(CPU seconds, decoded)``."""
+        process = self.spawn()
         assert self._files is not None
         assert process.stdin is not None
         assert process.stdout is not None

@@ -128,6 +128,25 @@ def test_helpers_decode_exactly_what_this_process_decodes() -> None:
     asyncio.run(main())
 
 
+def test_helpers_started_ahead_serve_the_first_large_batch() -> None:
+    """start() runs the helpers before any batch; the first large batch uses that one."""
+
+    async def main() -> None:
+        decoder = TrainingDecoder(LIMITS, processes=1, threshold=10)
+        try:
+            decoder.start()
+            (pid,) = decoder.helper_pids()
+            decoder.start()  # already running: no second one
+            assert decoder.helper_pids() == [pid]
+            assert len(await decoder.decode(_records(50))) == 50
+            assert decoder.helper_pids() == [pid]
+        finally:
+            await decoder.close()
+        assert TrainingDecoder(LIMITS, processes=0).helper_pids() == []
+
+    asyncio.run(main())
+
+
 def test_small_batches_are_decoded_here() -> None:
     """Live traffic (batches under the threshold) never waits for a helper to start."""
 
@@ -272,7 +291,7 @@ def test_the_training_consumer_learns_and_logs_each_example_once(
     asyncio.run(main())
     lines = [
         orjson.loads(line)
-        for path in sorted((tmp_path / "log").iterdir())
+        for path in sorted((tmp_path / "log").glob("*.dsjson"))
         for line in path.read_bytes().splitlines()
     ]
     # The log keeps every joined decision, the one no policy could learn included.
