@@ -5,9 +5,9 @@ as ``up`` starts them, with the default settings but for a 1 s reward wait) serv
 steady stream of ranks, a third of them rewarded. Every ``--every`` seconds one worker
 (in turn) is killed with SIGKILL and started again. Printed:
 
-- **seconds until a new model is served after a kill**: from the kill to the first rank
-  answer carrying a model version newer than the one served at the kill, per kill; the
-  yardstick is the same wait measured from moments taken at random away from any kill
+- **seconds without a new model served after a kill**: the longest time, from each kill
+  to the next, during which no rank answer carried a model version newer than every
+  one before; the yardstick is the same gap between new models before the first kill
   (the reward wait, the snapshot cadence and the API's model polling are in both);
 - **decision log**: decisions answered, lines logged across every worker's files,
   event ids logged more than once, and answered decisions never logged;
@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import random
 import shutil
@@ -39,7 +40,6 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import itertools
 
 from bandit.client import AsyncClient, Client
 from bandit.runtime import LocalStack
@@ -48,18 +48,6 @@ from bandit.settings import ApiSettings, Settings
 
 ACTIONS = [{"id": f"item-{i}", "features": {"item": {"kind": f"k{i}"}}} for i in range(3)]
 REWARD_WAIT = 1.0
-
-
-def _served_after(answers: list[tuple[float, int]], start: float) -> float | None:
-    """Seconds from `start` to the first answer with a newer model than served at `start`."""
-    before = [version for at, version in answers if at <= start]
-    if not before:
-        return None
-    current = max(before)
-    for at, version in answers:
-        if at > start and version > current:
-            return at - start
-    return None
 
 
 def _new_versions(answers: list[tuple[float, int]]) -> list[tuple[float, int]]:
@@ -125,11 +113,16 @@ def main() -> None:
     parser.add_argument("--kills", type=int, default=4)
     parser.add_argument("--every", type=float, default=20.0, help="seconds between kills")
     parser.add_argument("--rate", type=float, default=50.0, help="ranks per second")
+    parser.add_argument(
+        "--session-timeout", type=float, help="STREAMBANDIT_KAFKA__SESSION_TIMEOUT_SECONDS"
+    )
     parser.add_argument("--keep", type=Path, help="copy the stack's folder (logs) here")
     args = parser.parse_args()
 
     settings = Settings(api=ApiSettings(port=0))
     env = {"STREAMBANDIT_POLICIES": json.dumps({"default": "vw-epsilon"})}
+    if args.session_timeout is not None:
+        env["STREAMBANDIT_KAFKA__SESSION_TIMEOUT_SECONDS"] = str(args.session_timeout)
     seconds = args.every * (args.kills + 1)
     answers: list[tuple[float, int]] = []  # (monotonic time, model version)
     answered: list[str] = []
@@ -200,38 +193,20 @@ def main() -> None:
         if args.keep is not None:
             shutil.copytree(stack.workdir, args.keep, dirs_exist_ok=True)
 
-    after_kill = [_served_after(answers, at) for at in kills]
     firsts = _new_versions(answers)
-    stalls = [_longest_gap(firsts, at, at + args.every) for at in kills]
-    quiet_gaps = [
-        b[0] - a[0]
-        for a, b in itertools.pairwise(firsts)
-        if all(not (kill - 2 <= b[0] and a[0] <= kill + args.every) for kill in kills)
-    ]
-    rng = random.Random(11)
-    quiet = []
-    first, last = answers[0][0] + 5, answers[-1][0] - 10
-    while len(quiet) < 20 and first < last:
-        at = rng.uniform(first, last)
-        if all(abs(at - kill) > args.every / 2 for kill in kills):
-            quiet.append(_served_after(answers, at))
+    ends = [*kills[1:], answers[-1][0]]
+    stalls = [_longest_gap(firsts, at, end) for at, end in zip(kills, ends, strict=True)]
+    steady = [at for at, _ in firsts if kills and firsts[0][0] + 2 < at < kills[0]]
     print(f"workers killed: {len(kills)} (every {args.every:.0f} s, {args.rate:.0f} ranks/s)")
-    shown = ", ".join("never" if s is None else f"{s:.1f}" for s in after_kill)
-    print(f"seconds until a new model is served after each kill: {shown}")
-    waits = [s for s in quiet if s is not None]
-    if waits:
-        print(
-            f"  yardstick, from moments away from any kill: median {statistics.median(waits):.1f},"
-            f" max {max(waits):.1f} (n={len(waits)})"
-        )
     print(
-        "longest time without a newer model served, in the window after each kill: "
-        + ", ".join(f"{s:.1f}" for s in stalls)
+        "longest time without a newer model served, from each kill to the next: "
+        + ", ".join(f"{s:.1f} s" for s in stalls)
     )
-    if quiet_gaps:
+    if len(steady) > 1:
+        gaps = [b - a for a, b in itertools.pairwise(steady)]
         print(
-            f"  yardstick, between new models away from kills: median "
-            f"{statistics.median(quiet_gaps):.1f}, max {max(quiet_gaps):.1f} (n={len(quiet_gaps)})"
+            f"  yardstick, between new models before the first kill: median "
+            f"{statistics.median(gaps):.1f} s, max {max(gaps):.1f} s (n={len(gaps)})"
         )
     print(f"decisions answered: {len(answered)}")
     print(f"decision log lines: {len(lines)} in all worker files")
