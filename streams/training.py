@@ -115,6 +115,7 @@ _WIDEST = Limits(
     max_id_length=1024,
 )
 _HEADER = 8  # bytes of a frame's length, little-endian
+_READY = b"\xff" * _HEADER  # the frame a helper sends once it can decode
 _HELPER_TIMEOUT_SECONDS = 60.0  # a helper this late on a batch is replaced
 # tmpfs on Linux, for the helpers' request and answer files: made with mkstemp (private
 # to this user) and unlinked at once, so nobody else can open them.
@@ -396,9 +397,18 @@ class TrainingDecoder:
 
         A helper takes a few seconds to import what it decodes with (more on a busy
         machine); started with the worker, it is ready when the first backlog comes.
+        Until a helper says it is ready, batches are decoded in this process.
         """
         for helper in self._helpers():
             helper.spawn()
+
+    async def wait_ready(self, timeout: float = _HELPER_TIMEOUT_SECONDS) -> None:
+        """Start the helpers and wait until each is ready (or `timeout` seconds passed)."""
+        self.start()
+        loop = asyncio.get_running_loop()
+        until = loop.time() + timeout
+        while not all(helper.ready for helper in self._helpers()) and loop.time() < until:
+            await asyncio.sleep(0.05)
 
     def _helpers(self) -> list[_Helper]:
         if self.processes < 1:
@@ -416,6 +426,10 @@ class TrainingDecoder:
         self._helpers()
         assert self._idle is not None
         helper = await self._idle.get()
+        if helper.pid is None or not helper.ready:  # starting (or dead): not waited for
+            helper.spawn()
+            self._idle.put_nowait(helper)
+            return self._here(records)
         cpu = own = time.thread_time()  # the event loop's thread: the one that learns
         split = min(len(records), max(1, round(len(records) * self.share)))
         sent, kept = records[:split], records[split:]
@@ -488,6 +502,8 @@ class _Helper:
         self._process: subprocess.Popen[bytes] | None = None
         self._files: tuple[int, int] | None = None  # request, answer
         self._waiting: asyncio.Future[bytes] | None = None
+        self.ready = False
+        """Whether the process said it can decode (it sends a ready frame on start)."""
 
     @property
     def pid(self) -> int | None:
@@ -503,7 +519,26 @@ class _Helper:
             process = None
         if process is None:
             process = self._spawn()
+            self._watch_ready(process)
         return process
+
+    def _watch_ready(self, process: subprocess.Popen[bytes]) -> None:
+        """Read the process's ready frame when it comes, without waiting for it."""
+        assert process.stdout is not None
+        loop = asyncio.get_running_loop()
+        out = process.stdout.fileno()
+
+        def readable() -> None:
+            loop.remove_reader(out)
+            if self._process is not process:
+                return
+            try:
+                header = os.read(out, _HEADER)
+            except OSError:
+                return
+            self.ready = header == _READY
+
+        loop.add_reader(out, readable)
 
     def start(self, request: Any) -> asyncio.Future[bytes]:
         """Send `request` now; return the future of the answer: ``(CPU seconds, decoded)``."""
@@ -525,6 +560,10 @@ class _Helper:
                 return
             try:
                 header = os.read(out, _HEADER)  # written at once: all of it or nothing
+                if header == _READY:  # sent on start, not read yet: the answer follows
+                    self.ready = True
+                    loop.add_reader(out, answered)
+                    return
                 if len(header) != _HEADER:
                     msg = "the decoding helper stopped before answering"
                     raise EOFError(msg)
@@ -562,6 +601,7 @@ class _Helper:
     def _stopped(self) -> None:
         """Let go of a process that ended: its pipes, files and pending answer."""
         process, self._process = self._process, None
+        self.ready = False
         files, self._files = self._files, None
         waiting, self._waiting = self._waiting, None
         if process is not None and process.stdout is not None:
@@ -608,6 +648,8 @@ def _serve(requests: IO[bytes], answers: IO[bytes], files: tuple[int, int]) -> N
     """Answer requests of :class:`TrainingDecoder` until the worker closes the pipe."""
     limits_of: dict[Any, Limits] = {}
     request_file, answer_file = files
+    answers.write(_READY)  # everything is imported: the worker may send batches now
+    answers.flush()
     while True:
         header = requests.read(_HEADER)
         if len(header) < _HEADER:
