@@ -3,7 +3,10 @@
 Event names are ``noun.past_verb`` (``simulation.finished``, ``decision.made``). Lines go
 to standard error: JSON when it is not a terminal (or when the settings say
 ``log_format="json"``), a readable console format when it is. Context bound with
-:func:`structlog.contextvars.bind_contextvars` appears on every line.
+:func:`structlog.contextvars.bind_contextvars` appears on every line. An entry point
+running libraries that log through :mod:`logging` (the stream worker: Faust, mode,
+aiokafka) asks for their records too (``capture_stdlib=True``): they are written the
+same way, one line each, with the library's logger name and its message as ``event``.
 """
 
 from __future__ import annotations
@@ -48,7 +51,13 @@ def _stderr_logger(*_args: Any) -> structlog.PrintLogger:
     return structlog.PrintLogger(file=sys.stderr)
 
 
-def configure_logging(log_format: LogFormat | None = None, *, level: int = logging.INFO) -> None:
+def configure_logging(
+    log_format: LogFormat | None = None,
+    *,
+    level: int = logging.INFO,
+    capture_stdlib: bool = False,
+    stdlib_level: int = logging.WARNING,
+) -> None:
     """Configure structlog for this process; call once, from the entry point.
 
     Parameters
@@ -58,6 +67,11 @@ def configure_logging(log_format: LogFormat | None = None, *, level: int = loggi
         terminal). ``None`` takes ``log_format`` from the settings.
     level
         The least severe level written.
+    capture_stdlib
+        Also write the records of :mod:`logging` (every library's) this way: the root
+        logger gets one handler, replacing any other.
+    stdlib_level
+        The least severe level of those records written.
 
     Notes
     -----
@@ -75,15 +89,11 @@ def configure_logging(log_format: LogFormat | None = None, *, level: int = loggi
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         structlog.processors.StackInfoRenderer(),
     ]
-    if chosen == "json":
-        processors += [
-            structlog.processors.format_exc_info,
-            structlog.processors.JSONRenderer(_dumps, sort_keys=True),
-        ]
-    else:  # the console renderer formats exceptions itself
-        processors.append(structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty()))
+    renderer = _renderer(chosen)
+    if capture_stdlib:
+        _capture_stdlib(processors, renderer, stdlib_level)
     structlog.configure(
-        processors=processors,
+        processors=[*processors, *renderer],
         wrapper_class=structlog.make_filtering_bound_logger(level),
         logger_factory=_stderr_logger,
         cache_logger_on_first_use=False,
@@ -188,3 +198,50 @@ class LimitedLines(logging.Filter):
         if suppressed:
             record.msg = f"{record.msg} ({suppressed} more suppressed before this one)"
         return True
+
+
+def _renderer(chosen: str) -> list[structlog.typing.Processor]:
+    """Return the last processors: exceptions formatted, then the line rendered."""
+    if chosen == "json":
+        return [
+            structlog.processors.format_exc_info,
+            structlog.processors.JSONRenderer(_dumps, sort_keys=True),
+        ]
+    # the console renderer formats exceptions itself, and colours only a terminal
+    return [structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())]
+
+
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """A stream handler writing to whatever ``sys.stderr`` is when a record comes."""
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: Any) -> None:
+        pass
+
+
+def _capture_stdlib(
+    processors: list[structlog.typing.Processor],
+    renderer: list[structlog.typing.Processor],
+    level: int,
+) -> None:
+    """Give the root logger one handler writing records as structlog writes its lines."""
+    last = renderer[-1]
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[*processors, structlog.stdlib.add_logger_name],
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            *renderer[:-1],
+            last,
+        ],
+    )
+    handler = _StderrHandler()
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level)

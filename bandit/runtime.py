@@ -34,6 +34,7 @@ from bandit.errors import RuntimeServiceError
 from bandit.settings import Settings, get_settings
 
 __all__ = [
+    "LOCAL_SESSION_TIMEOUT_SECONDS",
     "LocalServices",
     "LocalStack",
     "ServiceProcess",
@@ -43,6 +44,13 @@ __all__ = [
 ]
 
 _START_TIMEOUT = 20.0
+LOCAL_SESSION_TIMEOUT_SECONDS = 3.0
+"""The consumer groups' session timeout on the embedded broker, unless one is configured.
+
+A killed worker's partitions wait this long before the group rebalances, and the broker
+holds each rebalance's JoinGroup for half of it: with the settings' 6 s (what Apache
+Kafka accepts at least), no new model was served for 10 s or more after a ``kill -9``.
+"""
 
 
 def free_port() -> int:
@@ -373,6 +381,9 @@ class LocalStack:
         )
         if self._keys_json:
             env["STREAMBANDIT_API__KEYS"] = self._keys_json
+        kafka = self.settings.kafka
+        if not kafka.broker and "session_timeout_seconds" not in kafka.model_fields_set:
+            env["STREAMBANDIT_KAFKA__SESSION_TIMEOUT_SECONDS"] = repr(LOCAL_SESSION_TIMEOUT_SECONDS)
         if self.settings.privacy.pseudonym_key is None:
             env["STREAMBANDIT_PRIVACY__PSEUDONYM_KEY"] = self.pseudonym_key()
         env.update(self.extra_env)
@@ -409,6 +420,7 @@ class LocalStack:
                     env=self._env(
                         STREAMBANDIT_DECISION_LOG__DIRECTORY=str(directory),
                         STREAMBANDIT_WORKER_HEARTBEAT=str(self.heartbeat(index)),
+                        STREAMBANDIT_WORKER_DATA=str(self.workdir / "worker-data" / name),
                     ),
                 )
                 process.start()

@@ -427,6 +427,14 @@ class Settings(BaseSettings):
             "(`streambandit worker-health` reads its age); none when unset."
         ),
     )
+    worker_data: Path = Field(
+        default=Path("streambandit-data") / "worker",
+        description=(
+            "Folder of a stream worker's own files (Faust's data folder; no Faust tables "
+            "are kept, state lives in Redis). One per stack and worker: `streambandit up` "
+            "puts each worker's in its work folder."
+        ),
+    )
     watermark_slack_seconds: float = Field(
         default=0.1,
         ge=0.0,

@@ -9,6 +9,9 @@ State lives in Redis, flows live in Kafka. Keys, all under the configured prefix
     sb:learned:{name}              sorted set: event ids learned -> when (dedup window)
     sb:logged:{name}               sorted set: event ids in a decision log -> when (dedup
                                    window)
+    sb:log-claims:{writer}         hash: "{policy} {event id}" -> its DSJSON line, for the
+                                   lines a decision-log writer claimed and has not yet
+                                   confirmed written (streams/ledger.py)
     sb:features:{kind}:{id}        hash of features with a TTL (session, device)
     sb:counters:{name}             hash of counters (decisions, rewards_late, ...)
     sb:consent:{pseudonym}         hash: a person's consents and secret
@@ -49,7 +52,6 @@ FeatureKind = Literal["session", "device"]
 
 # how long ids learned and logged are remembered by default (docs/redis-memory.md)
 _LEARNED_WINDOW_SECONDS: int = RedisSettings.model_fields["dedup_window_seconds"].default
-_LOGGED_WINDOW_SECONDS = _LEARNED_WINDOW_SECONDS
 
 # Sets of event ids (a learner batch holds a thousand) travel as one JSON argument of
 # these scripts: packing a thousand arguments costs the client a millisecond or two.
@@ -74,6 +76,30 @@ for i = 1, #ids, 1000 do
 end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[3])
 return #ids
+"""
+# Claim event ids for a decision-log writer (streams/ledger.py). KEYS: the policy's
+# logged set, the writer's claims hash. ARGV: now, forget-before, the policy, then event
+# id and line pairs. An id is the writer's to write if it claimed it before (a retried
+# call) or nobody logged or claimed it; then it is recorded as logged and its line kept
+# with the claim, in this one step. Returns 1 (write it) or 0 (logged already) per id.
+_CLAIM_LOG = """
+local found = {}
+local n = 0
+for i = 4, #ARGV, 2 do
+  n = n + 1
+  local field = ARGV[3] .. ' ' .. ARGV[i]
+  if redis.call('HEXISTS', KEYS[2], field) == 1 then
+    found[n] = 1
+  elseif redis.call('ZSCORE', KEYS[1], ARGV[i]) then
+    found[n] = 0
+  else
+    redis.call('ZADD', KEYS[1], ARGV[1], ARGV[i])
+    redis.call('HSET', KEYS[2], field, ARGV[i + 1])
+    found[n] = 1
+  end
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[2])
+return found
 """
 
 
@@ -196,6 +222,7 @@ class StateStore:
         self._update_consent = redis.register_script(_UPDATE_CONSENT)
         self._mark_erased = redis.register_script(_MARK_ERASED)
         self._read_session = redis.register_script(_READ_SESSION)
+        self._claim_log = redis.register_script(_CLAIM_LOG)
 
     def key(self, *parts: str) -> str:
         """Return the full key for `parts`: ``prefix:part:part``."""
@@ -341,6 +368,41 @@ class StateStore:
         forget = repr(now - self.dedup_window_seconds)
         keys = [self.key("logged", policy)]
         await self._add(keys=keys, args=[repr(now), json.dumps(list(event_ids)), forget])
+
+    async def claim_log(
+        self, writer: str, policy: str, entries: Sequence[tuple[str, bytes]]
+    ) -> list[bool]:
+        """Claim `entries` (event id, line) of `policy` for decision-log writer `writer`.
+
+        In one step, each event id that no decision log holds or claimed is recorded as
+        logged (:meth:`logged` finds it from now on) and its line kept under the
+        writer's claims until :meth:`confirm_log`. Returns, per entry, whether the
+        writer is to write it: True for the ids it claimed now or had claimed before.
+        """
+        if not entries:
+            return []
+        now = time.time()
+        keys = [self.key("logged", policy), self.key("log-claims", writer)]
+        args: list[str | bytes] = [repr(now), repr(now - self.dedup_window_seconds), policy]
+        for event_id, line in entries:
+            args += [event_id, line]
+        found = await self._claim_log(keys=keys, args=args)
+        return [bool(hit) for hit in found]
+
+    async def confirm_log(self, writer: str, claims: Sequence[tuple[str, str]]) -> None:
+        """Forget the claims (policy, event id) of `writer`: their lines are written."""
+        if claims:
+            fields = [f"{policy} {event_id}" for policy, event_id in claims]
+            await self.redis.hdel(self.key("log-claims", writer), *fields)
+
+    async def log_claims(self, writer: str) -> list[tuple[str, str, bytes]]:
+        """Return the claims of `writer` not yet confirmed: (policy, event id, line)."""
+        raw = await self.redis.hgetall(self.key("log-claims", writer))
+        claims = []
+        for field, line in raw.items():
+            policy, _, event_id = _text(field).partition(" ")
+            claims.append((policy, event_id, _bytes(line)))
+        return sorted(claims)
 
     async def _contains(self, key: str, event_ids: Sequence[str]) -> list[bool]:
         if not event_ids:

@@ -11,9 +11,9 @@ agent / timer      consumes         hands off to
 ``join-decisions`` ``decisions``    ``streams.join.JoinStore.add_decision``
 ``join-rewards``   ``rewards``      :func:`join_rewards_record`: ``JoinStore.add_reward`` /
                                     ``add_activation`` / ``advance_watermark``
-``release-due``    (every 0.2 s)    :func:`release_due_once`: ``JoinStore.claim_due`` ->
-                                    ``training`` -> ``complete``; then
-                                    :func:`send_watermark_markers`
+``release-due``    (every 0.2 s)    :func:`release_tick`: :func:`release_due_once`
+                                    (``JoinStore.claim_due`` -> ``training`` ->
+                                    ``complete``), :func:`send_watermark_markers`
 ``learner``        ``training``     :func:`train_batch`: :class:`streams.learner.Learner`
                                     and the DSJSON decision log (:mod:`streams.sink`)
 =================  ===============  ====================================================
@@ -44,7 +44,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, TypeVar
@@ -70,6 +70,8 @@ from streams.context import ContextAggregator
 from streams.deadletter import DeadLetters, RawRecord
 from streams.join import JoinStore
 from streams.learner import BatchResult, Learner
+from streams.ledger import DecisionLog
+from streams.retrying import retry
 from streams.sink import DecisionLogWriter, LogEntry
 from streams.training import TrainingDecoder, TrainingRecord, decode_training
 
@@ -79,7 +81,9 @@ __all__ = [
     "join_rewards_record",
     "log_batch",
     "register_agents",
+    "release_due_loop",
     "release_due_once",
+    "release_tick",
     "retry",
     "send_watermark_markers",
     "train_batch",
@@ -96,8 +100,6 @@ _LEASE_SECONDS = 30.0
 _MARKER_EVERY_SECONDS = 0.5  # least pause between two markers to one partition, per worker
 _MARKER_POLL_SECONDS = 0.02  # how often the timer looks whether its markers were read
 _TRAINING_AHEAD = 3  # training batches fetched and being decoded while one is learned
-_RETRY_FIRST_PAUSE = 0.05
-_RETRY_MAX_PAUSE = 5.0
 
 _BEHAVIOUR: TypeAdapter[BehaviourEvent] = TypeAdapter(BehaviourEvent)
 _DECISION: FastDecoder[Decision] = FastDecoder(Decision)  # pydantic, after a fast path
@@ -111,41 +113,6 @@ WATERMARK_HEADER = "streambandit-watermark"
 _log = structlog.get_logger("streams.agents")
 
 Decoded = TrainingRecord | DeadLetter
-
-
-async def retry(
-    what: str,
-    work: Callable[[], Awaitable[T]],
-    *,
-    attempts: int | None = None,
-    first_pause: float = _RETRY_FIRST_PAUSE,
-) -> T:
-    """Run ``work()`` until it succeeds, pausing longer after each failure.
-
-    Parameters
-    ----------
-    what
-        Names the work in the log line of each failure.
-    work
-        Coroutine function to run.
-    attempts
-        Give up after this many failures and raise the last error (never, when None).
-    first_pause
-        Seconds before the first retry; doubled after each failure, up to 5 s.
-    """
-    pause, failures = first_pause, 0
-    while True:
-        try:
-            return await work()
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            failures += 1
-            _log.exception("work.failed", work=what, failures=failures, retry_in=pause)
-            if attempts is not None and failures >= attempts:
-                raise
-            await asyncio.sleep(pause)
-            pause = min(pause * 2, _RETRY_MAX_PAUSE)
 
 
 class PolicySettingsCache:
@@ -294,11 +261,17 @@ def _register_training(app: StreamBanditApp, services: AppServices) -> None:
     it is saved and it is in the decision log.
     """
     settings = app.settings.learner
-    writers: list[DecisionLogWriter] = []  # made on the first batch, closed on stop
+    logs: list[DecisionLog] = []  # made on start (or the first batch), closed on stop
     letters = services.dead_letters
     decoder = TrainingDecoder(
         letters.limits, letters.max_bytes, processes=settings.decode_processes
     )
+
+    def decision_log() -> DecisionLog:
+        if not logs:
+            writer = DecisionLogWriter.from_settings(app.settings.decision_log)
+            logs.append(DecisionLog(services.store, writer))
+        return logs[0]
 
     def reload_models() -> None:
         # Another worker may have saved newer models while it owned these partitions.
@@ -308,15 +281,22 @@ def _register_training(app: StreamBanditApp, services: AppServices) -> None:
         return list(zip(records, await decoder.decode(records), strict=True))
 
     async def handle(decoded: list[tuple[RawRecord, Decoded]]) -> None:
-        if not writers:
-            writers.append(DecisionLogWriter.from_settings(app.settings.decision_log))
-        await train_decoded(services, writers[0], decoded)
+        await train_decoded(services, decision_log(), decoded)
 
     async def close() -> None:
-        for writer in writers:
-            writer.close()
-        writers.clear()
+        for log in logs:
+            log.writer.close()
+        logs.clear()
         await decoder.close()
+
+    @app.task  # type: ignore[untyped-decorator]
+    async def on_start() -> None:
+        # The decoding helper imports for seconds: start it while the groups form, not
+        # on the first backlog after a restart (when the model waits for it).
+        decoder.start()
+        # Lines this directory's writer claimed before it was killed are written now,
+        # whether or not this worker is given training partitions.
+        await retry("decision_log.recover", decision_log().recover)
 
     consumer = BatchConsumer(
         app,
@@ -335,7 +315,7 @@ def _register_training(app: StreamBanditApp, services: AppServices) -> None:
 
 
 async def train_batch(
-    services: AppServices, writer: DecisionLogWriter | None, events: Sequence[Any]
+    services: AppServices, log: DecisionLog | None, events: Sequence[Any]
 ) -> BatchResult:
     """Decode a batch of training records once; learn and snapshot it; log it (then commit).
 
@@ -350,7 +330,7 @@ async def train_batch(
     ----------
     services
         The worker's services.
-    writer
+    log
         The decision log; None to keep none.
     events
         :class:`~streams.deadletter.RawRecord` s (or Faust events).
@@ -366,12 +346,12 @@ async def train_batch(
         record = event if isinstance(event, RawRecord) else RawRecord.from_event(event)
         outcome = decode_training(record, limits=letters.limits, max_bytes=letters.max_bytes)
         decoded.append((record, outcome))
-    return await train_decoded(services, writer, decoded)
+    return await train_decoded(services, log, decoded)
 
 
 async def train_decoded(
     services: AppServices,
-    writer: DecisionLogWriter | None,
+    log: DecisionLog | None,
     decoded: Sequence[tuple[RawRecord, Decoded]],
 ) -> BatchResult:
     """Learn, snapshot and log a batch decoded already; dead-letter what did not decode.
@@ -390,10 +370,10 @@ async def train_decoded(
         return BatchResult()
     learner = services.learner
     learning = retry("learner.process", partial(learner.process, records))
-    if writer is None:
+    if log is None:
         result = await learning
     else:
-        result, _ = await asyncio.gather(learning, _log_records(services.store, writer, records))
+        result, _ = await asyncio.gather(learning, _log_records(log, records))
     if result.rejected:
         raw = {(record.partition, record.offset): record for record, _ in decoded}
         for rejected, reason in result.rejected:
@@ -411,9 +391,7 @@ async def train_decoded(
     return result
 
 
-async def _log_records(
-    store: StateStore, writer: DecisionLogWriter, records: Sequence[TrainingRecord]
-) -> None:
+async def _log_records(log: DecisionLog, records: Sequence[TrainingRecord]) -> None:
     """Append `records` to the decision log; log what cannot be, never raise."""
     entries: list[LogEntry] = []
     for record in records:
@@ -424,7 +402,7 @@ async def _log_records(
     if not entries:
         return
     try:
-        await log_batch(store, writer, entries)
+        await log.write(entries)
     except Exception:  # noqa: BLE001  # logged; go on with the next batch
         _log.exception("decision_log.failed", examples=len(entries))
 
@@ -454,18 +432,49 @@ def _register_join(app: StreamBanditApp, services: AppServices) -> None:
         async for event in stream.events():
             await join_rewards_record(services, event)
 
-    @app.timer(interval=_RELEASE_INTERVAL_SECONDS, name="release-due")  # type: ignore[untyped-decorator]
+    @app.task  # type: ignore[untyped-decorator]
     async def release_due() -> None:
-        release = partial(release_due_once, services)
+        await release_due_loop(services)
+
+
+async def release_due_loop(
+    services: AppServices, *, interval: float = _RELEASE_INTERVAL_SECONDS
+) -> None:
+    """Release due decisions every `interval` seconds, one tick after the other, until cancelled.
+
+    Not a Faust timer: a tick's work is bounded by the interval (:func:`release_tick`),
+    and when it still runs over (a backlog after a restart, a slow broker) the next tick
+    starts at once rather than the two ticks being reported as overlapping. Ticks never
+    run concurrently.
+    """
+    loop = asyncio.get_running_loop()
+    await asyncio.sleep(interval)
+    while True:
+        started = loop.time()
+        until = started + interval
         try:
-            await retry("join.release", release, attempts=3)
-            marked = await retry(
-                "join.markers", partial(send_watermark_markers, services), attempts=3
-            )
-            if marked and await _markers_read(services, marked):
-                await retry("join.release", release, attempts=3)  # what they freed, now
-        except Exception:  # noqa: BLE001  # an error escaping the timer would end it for good
-            _log.exception("join.release_postponed", retry_in=_RELEASE_INTERVAL_SECONDS)
+            await release_tick(services, until=until)
+        except Exception:  # noqa: BLE001  # an error escaping the loop would end it for good
+            _log.exception("join.release_postponed", retry_in=interval)
+        await asyncio.sleep(max(0.0, until - loop.time()))
+
+
+async def release_tick(services: AppServices, *, until: float) -> int:
+    """Release what is due, send watermark markers, and release what they freed; by `until`.
+
+    Each step starts only while there is time left before `until` (the loop's clock):
+    claims of due decisions stop there, and the wait for markers to be read ends there;
+    what is left is done by the next tick. Returns how many decisions were released.
+    """
+    loop = asyncio.get_running_loop()
+    release = partial(release_due_once, services, until=until)
+    released = await retry("join.release", release, attempts=3)
+    if loop.time() >= until:
+        return released
+    marked = await retry("join.markers", partial(send_watermark_markers, services), attempts=3)
+    if marked and await _markers_read(services, marked, until=until):
+        released += await retry("join.release", release, attempts=3)  # what they freed, now
+    return released
 
 
 async def join_rewards_record(services: AppServices, event: Any) -> None:
@@ -553,10 +562,9 @@ def _record_time(timestamp: Any) -> float | None:
     return stamp if math.isfinite(stamp) and stamp > 0 else None
 
 
-async def _markers_read(services: AppServices, partitions: Sequence[int]) -> bool:
-    """Wait (less than a release interval) until none of `partitions` lags; return if so."""
+async def _markers_read(services: AppServices, partitions: Sequence[int], *, until: float) -> bool:
+    """Wait (until `until`, by the loop's clock) until none of `partitions` lags; say if so."""
     loop = asyncio.get_running_loop()
-    until = loop.time() + _RELEASE_INTERVAL_SECONDS
     while loop.time() < until:
         await asyncio.sleep(_MARKER_POLL_SECONDS)
         lagging = await services.join.lagging_partitions()
@@ -591,12 +599,17 @@ async def send_watermark_markers(services: AppServices) -> list[int]:
     return chosen
 
 
-async def release_due_once(services: AppServices, *, limit: int = _RELEASE_LIMIT) -> int:
+async def release_due_once(
+    services: AppServices, *, limit: int = _RELEASE_LIMIT, until: float | None = None
+) -> int:
     """Claim the decisions whose reward wait is over; publish their training examples.
 
     Examples go to ``training`` keyed by policy; each joined decision is completed only
-    once the broker has its example. Returns how many decisions were released.
+    once the broker has its example. Claims go on, `limit` at a time, while a full
+    claim was made and (with `until`, by the loop's clock) there is time left. Returns
+    how many decisions were released.
     """
+    loop = asyncio.get_running_loop()
     join = services.join
     training = services.app.bandit_topics.training
     released = 0
@@ -622,7 +635,7 @@ async def release_due_once(services: AppServices, *, limit: int = _RELEASE_LIMIT
         await asyncio.gather(*pending)  # the broker has every example
         await join.complete(due)
         released += len(due)
-        if len(due) < limit:
+        if len(due) < limit or (until is not None and loop.time() >= until):
             return released
 
 
@@ -634,48 +647,9 @@ async def log_batch(
     writer: DecisionLogWriter,
     examples: Sequence[TrainingExample | LogEntry],
 ) -> int:
-    """Append the examples no decision log holds yet, then record them; return lines written.
+    """Append the examples no decision log holds or claimed; return lines written.
 
-    Every worker writes its own files, so the writer's memory of recent ids does not see
-    what another worker logged: a batch redelivered to this worker after the other one
-    died, or an example the join produced twice, would be logged twice. The event ids
-    logged are therefore recorded in Redis (:meth:`StateStore.mark_logged`), only once
-    their lines are flushed, and looked up before writing. Redis trouble never costs a
-    line: when the look-up fails the batch is written whole (a duplicate at worst), and
-    when the record fails the lines are written anyway.
-
-    Raises
-    ------
-    Exception
-        The last error when the batch could not be written after five tries.
+    :meth:`streams.ledger.DecisionLog.write` for one batch: every worker writes its own
+    files, and the ids are claimed in Redis first, so each decision is in exactly one.
     """
-    entries = [e if isinstance(e, LogEntry) else LogEntry.of(e) for e in examples]
-    learnable: dict[str, list[str]] = {}
-    for entry in entries:
-        if entry.learn:
-            learnable.setdefault(entry.policy, []).append(entry.event_id)
-    seen: set[tuple[str, str]] = set()
-    try:
-        for policy, ids in learnable.items():
-            flags = await retry(
-                "decision_log.lookup", partial(store.logged, policy, ids), attempts=3
-            )
-            seen.update((policy, event_id) for event_id, hit in zip(ids, flags, strict=True) if hit)
-    except Exception:  # noqa: BLE001  # logged; write the whole batch rather than lose lines
-        _log.exception("decision_log.lookup_failed", examples=len(examples))
-        seen.clear()
-    fresh = [e for e in entries if (e.policy, e.event_id) not in seen] if seen else entries
-    if seen:
-        _log.info("decision_log.already_logged", examples=len(seen))
-    written = await retry(
-        "decision_log.write", partial(asyncio.to_thread, writer.write, fresh), attempts=5
-    )
-    for policy, ids in learnable.items():
-        new_ids = [event_id for event_id in ids if (policy, event_id) not in seen] if seen else ids
-        try:
-            await retry(
-                "decision_log.record", partial(store.mark_logged, policy, new_ids), attempts=3
-            )
-        except Exception:  # noqa: BLE001  # logged; the lines are written
-            _log.exception("decision_log.record_failed", examples=len(new_ids))
-    return written
+    return await DecisionLog(store, writer).write(examples)

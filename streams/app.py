@@ -27,7 +27,6 @@ made by :func:`create_app` are affected; Faust itself is not patched.
 from __future__ import annotations
 
 import asyncio
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -218,7 +217,7 @@ def faust_options(settings: Settings) -> dict[str, Any]:
         "web_enabled": False,
         "autodiscover": False,
         "worker_redirect_stdouts": False,
-        "datadir": Path(tempfile.gettempdir()) / f"streambandit-faust-{kafka.topic_prefix}",
+        "datadir": settings.worker_data / "faust",
     }
 
 
@@ -264,10 +263,14 @@ def _register_heartbeat(app: StreamBanditApp, path: Path) -> None:
 def run_worker(settings: Settings) -> None:
     """Run a stream worker for `settings` until it is stopped (SIGINT or SIGTERM).
 
-    Configures structlog, builds the app with :func:`create_app` and runs a Faust
-    worker on a new event loop.
+    Configures structlog (the records of Faust, mode and aiokafka included, warnings
+    and worse), builds the app with :func:`create_app` and runs a Faust worker on a new
+    event loop. The worker is told not to set up logging itself (it would install a
+    root handler of its own, not JSON), and has no progress spinner (it writes cursor
+    escape codes even when its output is not a terminal).
     """
-    configure_logging(settings.log_format)
+    configure_logging(settings.log_format, capture_stdlib=True)
+    settings.worker_data.mkdir(parents=True, exist_ok=True)  # Faust makes only its own
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     app = create_app(settings)
@@ -277,7 +280,14 @@ def run_worker(settings: Settings) -> None:
         topic_prefix=settings.kafka.topic_prefix,
         fetch_max_wait_ms=settings.kafka.fetch_max_wait_ms,
     )
-    worker = app.Worker(loglevel="WARNING", quiet=True, loop=loop, redirect_stdouts=False)
+    worker = app.Worker(
+        loglevel="WARNING",
+        quiet=True,
+        loop=loop,
+        redirect_stdouts=False,
+        override_logging=False,
+    )
+    worker.spinner = None
     tune_gc()  # everything built so far lives as long as the worker
     try:
         worker.execute_from_commandline()

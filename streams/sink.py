@@ -18,12 +18,12 @@ directory; it is not thread-safe.
 The feed is at-least-once, so the writer skips an event id it has written recently: the
 last ``dedup_window`` ids, reloaded from the newest files when a writer starts, so a
 batch redelivered after a restart is skipped too. What *another* worker logged is not
-in these files: the agent looks ids up in Redis before writing and records them after
-(:func:`streams.agents.log_batch`). A decision can still appear twice if its copy
-arrives more than ``dedup_window`` decisions later and ``redis.dedup_window_seconds``
-after it was recorded, if a batch failed part way (a full disk) and was redelivered, or
-if its worker was killed between flushing the batch and recording it: readers keep the
-first line per ``EventId``.
+in these files: the worker claims each line in Redis before writing it
+(:mod:`streams.ledger`), under the directory's writer id (:attr:`DecisionLogWriter
+.writer_id`, kept in the directory's ``.writer-id`` file), so that every decision is
+in exactly one worker's files. A copy arriving more than
+``redis.dedup_window_seconds`` after its line was recorded would be written again;
+readers keep the first line per ``EventId``.
 
 :meth:`DecisionLogWriter.write` is synchronous file I/O; from an agent, call it off the
 event loop (``await asyncio.to_thread(writer.write, examples)``), one batch at a time.
@@ -34,6 +34,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -56,6 +57,7 @@ _log = structlog.get_logger("streams.sink")
 
 _NAME_RE = re.compile(r"^decisions-(\d{8}T\d{6}Z)-(\d{4,})\.dsjson$")
 _SUFFIX = ".dsjson"
+_WRITER_ID_FILE = ".writer-id"
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +160,10 @@ class DecisionLogWriter:
     written, duplicates, without_consent
         Lines written, and examples skipped as duplicates or for lack of learning
         consent, since this writer started.
+    writer_id
+        Names the directory's writer, the same across restarts (kept in its
+        ``.writer-id`` file, made on first use): the claims of :mod:`streams.ledger`
+        are held under it.
     """
 
     def __init__(
@@ -188,6 +194,7 @@ class DecisionLogWriter:
         self.duplicates = 0
         self.without_consent = 0
         self.directory.mkdir(parents=True, exist_ok=True)
+        self.writer_id = _writer_id(self.directory)
         existing = self.files()
         self._sequence = _sequence(existing[-1]) if existing else 0
         if existing:
@@ -328,6 +335,24 @@ class DecisionLogWriter:
                 break
         ordered = [event_id for ids in reversed(newest) for event_id in ids]
         self._remember(ordered[-self.dedup_window :])
+
+
+def _writer_id(directory: Path) -> str:
+    """Return the writer id kept in `directory`, making one if it has none."""
+    path = directory / _WRITER_ID_FILE
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError:
+        found = path.read_text().strip()
+        if found:
+            return found
+        descriptor = os.open(path, os.O_WRONLY | os.O_TRUNC)  # left empty by a crash
+    made = secrets.token_hex(12)
+    with os.fdopen(descriptor, "w") as file:
+        file.write(made + "\n")
+        file.flush()
+        os.fsync(file.fileno())
+    return made
 
 
 def _sequence(path: Path) -> int:

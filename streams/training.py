@@ -115,6 +115,7 @@ _WIDEST = Limits(
     max_id_length=1024,
 )
 _HEADER = 8  # bytes of a frame's length, little-endian
+_READY = b"\xff" * _HEADER  # the frame a helper sends once it can decode
 _HELPER_TIMEOUT_SECONDS = 60.0  # a helper this late on a batch is replaced
 # tmpfs on Linux, for the helpers' request and answer files: made with mkstemp (private
 # to this user) and unlinked at once, so nobody else can open them.
@@ -391,15 +392,44 @@ class TrainingDecoder:
         self._cpu_before: float | None = None  # the loop thread's CPU time at the last split
         self._own_before = 0.0  # of which spent decoding its own part then
 
-    async def decode(self, records: Sequence[RawRecord]) -> list[TrainingRecord | DeadLetter]:
-        """Decode `records` (each a :class:`TrainingRecord` or its dead letter), in order."""
-        if self.processes < 1 or len(records) < self.threshold:
-            return self._here(records)
+    def start(self) -> None:
+        """Start the helper processes now, rather than on the first large batch.
+
+        A helper takes a few seconds to import what it decodes with (more on a busy
+        machine); started with the worker, it is ready when the first backlog comes.
+        Until a helper says it is ready, batches are decoded in this process.
+        """
+        for helper in self._helpers():
+            helper.spawn()
+
+    async def wait_ready(self, timeout: float = _HELPER_TIMEOUT_SECONDS) -> None:
+        """Start the helpers and wait until each is ready (or `timeout` seconds passed)."""
+        self.start()
+        loop = asyncio.get_running_loop()
+        until = loop.time() + timeout
+        while not all(helper.ready for helper in self._helpers()) and loop.time() < until:
+            await asyncio.sleep(0.05)
+
+    def _helpers(self) -> list[_Helper]:
+        if self.processes < 1:
+            return []
         if self._idle is None:
             self._idle = asyncio.Queue()
             for _ in range(self.processes):
                 self._idle.put_nowait(_Helper())
+        return list(self._idle._queue)  # type: ignore[attr-defined]
+
+    async def decode(self, records: Sequence[RawRecord]) -> list[TrainingRecord | DeadLetter]:
+        """Decode `records` (each a :class:`TrainingRecord` or its dead letter), in order."""
+        if self.processes < 1 or len(records) < self.threshold:
+            return self._here(records)
+        self._helpers()
+        assert self._idle is not None
         helper = await self._idle.get()
+        if helper.pid is None or not helper.ready:  # starting (or dead): not waited for
+            helper.spawn()
+            self._idle.put_nowait(helper)
+            return self._here(records)
         cpu = own = time.thread_time()  # the event loop's thread: the one that learns
         split = min(len(records), max(1, round(len(records) * self.share)))
         sent, kept = records[:split], records[split:]
@@ -472,6 +502,8 @@ class _Helper:
         self._process: subprocess.Popen[bytes] | None = None
         self._files: tuple[int, int] | None = None  # request, answer
         self._waiting: asyncio.Future[bytes] | None = None
+        self.ready = False
+        """Whether the process said it can decode (it sends a ready frame on start)."""
 
     @property
     def pid(self) -> int | None:
@@ -479,14 +511,38 @@ class _Helper:
         process = self._process
         return None if process is None or process.poll() is not None else process.pid
 
-    def start(self, request: Any) -> asyncio.Future[bytes]:
-        """Send `request` now; return the future of the answer: ``(CPU seconds, decoded)``."""
+    def spawn(self) -> subprocess.Popen[bytes]:
+        """Return the running process, starting one if there is none (or it died)."""
         process = self._process
         if process is not None and process.poll() is not None:  # it died: a new one
             self._stopped()
             process = None
         if process is None:
             process = self._spawn()
+            self._watch_ready(process)
+        return process
+
+    def _watch_ready(self, process: subprocess.Popen[bytes]) -> None:
+        """Read the process's ready frame when it comes, without waiting for it."""
+        assert process.stdout is not None
+        loop = asyncio.get_running_loop()
+        out = process.stdout.fileno()
+
+        def readable() -> None:
+            loop.remove_reader(out)
+            if self._process is not process:
+                return
+            try:
+                header = os.read(out, _HEADER)
+            except OSError:
+                return
+            self.ready = header == _READY
+
+        loop.add_reader(out, readable)
+
+    def start(self, request: Any) -> asyncio.Future[bytes]:
+        """Send `request` now; return the future of the answer: ``(CPU seconds, decoded)``."""
+        process = self.spawn()
         assert self._files is not None
         assert process.stdin is not None
         assert process.stdout is not None
@@ -504,6 +560,10 @@ class _Helper:
                 return
             try:
                 header = os.read(out, _HEADER)  # written at once: all of it or nothing
+                if header == _READY:  # sent on start, not read yet: the answer follows
+                    self.ready = True
+                    loop.add_reader(out, answered)
+                    return
                 if len(header) != _HEADER:
                     msg = "the decoding helper stopped before answering"
                     raise EOFError(msg)
@@ -541,6 +601,7 @@ class _Helper:
     def _stopped(self) -> None:
         """Let go of a process that ended: its pipes, files and pending answer."""
         process, self._process = self._process, None
+        self.ready = False
         files, self._files = self._files, None
         waiting, self._waiting = self._waiting, None
         if process is not None and process.stdout is not None:
@@ -587,6 +648,8 @@ def _serve(requests: IO[bytes], answers: IO[bytes], files: tuple[int, int]) -> N
     """Answer requests of :class:`TrainingDecoder` until the worker closes the pipe."""
     limits_of: dict[Any, Limits] = {}
     request_file, answer_file = files
+    answers.write(_READY)  # everything is imported: the worker may send batches now
+    answers.flush()
     while True:
         header = requests.read(_HEADER)
         if len(header) < _HEADER:

@@ -152,14 +152,16 @@ def test_join_rewards_agent_moves_each_partitions_watermark(broker: str, redis_u
 
 
 def test_markers_to_lagging_partitions_release_a_due_decision(broker: str, redis_url: str) -> None:
-    """A due decision, no watermarks: every partition gets one marker; once read, it is released."""
+    """Due decisions, no watermarks: every partition gets one marker; once read, they are
+    released, a claim at a time while the tick has time left."""
 
     async def body(app: StreamBanditApp, store: StateStore) -> None:
         services = register_agents(create_app(app.settings, agents=False))
         join = services.join
         decided = datetime.now(UTC) - timedelta(seconds=60)
-        decision = _example(1, occurred_at=decided).decision
-        await join.add_decision(decision, PolicySettings(spec="uniform", reward_wait_seconds=1.0))
+        settings = PolicySettings(spec="uniform", reward_wait_seconds=1.0)
+        for i in range(3):
+            await join.add_decision(_example(i, occurred_at=decided).decision, settings)
         partitions = list(range(app.settings.kafka.partitions))
         await services.app.producer.start()
         try:
@@ -177,12 +179,14 @@ def test_markers_to_lagging_partitions_release_a_due_decision(broker: str, redis
                         headers=list(record.headers),
                     )
                 await _poll(lambda: _none_lagging(join))
-            assert await release_due_once(services) == 1
+            now = asyncio.get_running_loop().time()
+            assert await release_due_once(services, limit=1, until=now) == 1  # time is up
+            assert await release_due_once(services, limit=1) == 2  # then one claim at a time
         finally:
             await services.app.producer.stop()
             await services.app.close_state_store()
         counters = await store.counters("p")
-        assert (counters["joined"], counters["default_rewards"]) == (1, 1)
+        assert (counters["joined"], counters["default_rewards"]) == (3, 3)
 
     _with_app(broker, redis_url, body)
 

@@ -66,7 +66,8 @@ def test_app_is_configured_for_the_local_broker() -> None:
     assert not app.tables
     assert set(app.agents) == {"context", "join-decisions", "join-rewards"}
     # The training topic is read in batches, outside Faust's per-record path.
-    assert len(app._app_tasks) == 2  # the release-due timer, the training consumer
+    # the release-due loop, the training consumer, the decision log's recovery
+    assert len(app._app_tasks) == 3
     names = topic_names(settings)
     assert app.bandit_topics.training.get_topic_name() == names.training == "streambandit.training"
 
@@ -77,6 +78,17 @@ def test_apps_are_independent() -> None:
     two = _build(_settings(topic_prefix="two"), agents=False)
     assert one.conf.id != two.conf.id
     assert one.bandit_topics.events.get_topic_name() == "one.events"
+
+
+def test_faust_keeps_its_files_in_the_worker_data_folder(tmp_path: Path) -> None:
+    """Faust's data folder is the settings' worker folder, so two stacks never share one."""
+    folders = [tmp_path / "stack-1" / "worker-data", tmp_path / "stack-2" / "worker-data"]
+    apps = [
+        _build(_settings(topic_prefix="same").model_copy(update={"worker_data": folder}))
+        for folder in folders
+    ]
+    assert [Path(app.conf.datadir) for app in apps] == [folder / "faust" for folder in folders]
+    assert Settings().worker_data == Path("streambandit-data") / "worker"
 
 
 def test_the_consumer_fetch_wait_comes_from_the_settings(broker: str) -> None:
@@ -139,9 +151,11 @@ class Worker:
             "STREAMBANDIT_REDIS__KEY_PREFIX": prefix,
             "STREAMBANDIT_POLICIES": json.dumps({"default": "vw-squarecb"}),
             "STREAMBANDIT_LEARNER__SNAPSHOT_EVERY_EXAMPLES": "100",
-            "STREAMBANDIT_LOG_FORMAT": "json",
+            "STREAMBANDIT_LOG_FORMAT": "auto",  # as `up` runs it: JSON, not being a terminal
             "STREAMBANDIT_DECISION_LOG__DIRECTORY": str(folder / "decisions"),
+            "STREAMBANDIT_WORKER_DATA": str(folder / "worker-data"),
         }
+        self.data = folder / "worker-data"
         self.log_directory = folder / "decisions"
         self.log = log = folder / "worker.log"
         self._log_file = log.open("wb")
@@ -314,11 +328,19 @@ def test_worker_learns_each_decision_once_and_dead_letters_bad_records(
                 "os": "Android 15",
             }
             assert worker.process.poll() is None  # still running
+            assert (worker.data / "faust" / "v1").is_dir()  # Faust's folder, in the worker's
         finally:
             await producer.stop()
             await client.aclose()
 
     asyncio.run(main())
+    worker.stop()  # a clean stop logs too
+    lines = worker.log.read_text().splitlines()
+    assert lines
+    assert not [line for line in lines if "\x1b" in line], "terminal escape codes"
+    for line in lines:
+        record = json.loads(line)  # every line is one JSON object
+        assert "overlapping" not in record["event"], record
 
 
 async def _read_dead_letters(broker: str, topic: str, *, expected: int) -> list[DeadLetter]:

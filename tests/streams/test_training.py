@@ -111,6 +111,7 @@ def test_helpers_decode_exactly_what_this_process_decodes() -> None:
     async def main() -> None:
         decoder = TrainingDecoder(LIMITS, processes=1, threshold=10)
         try:
+            await decoder.wait_ready()
             for _ in range(3):  # the helper's share moves between batches
                 found = await decoder.decode(records)
                 assert len(found) == len(expected)
@@ -124,6 +125,45 @@ def test_helpers_decode_exactly_what_this_process_decodes() -> None:
         for pid in pids:
             with pytest.raises(ProcessLookupError):
                 os.kill(pid, 0)
+
+    asyncio.run(main())
+
+
+def test_helpers_started_ahead_serve_the_first_large_batch() -> None:
+    """start() runs the helpers before any batch; until one says it is ready, large
+    batches are decoded here rather than waiting for its imports; then it takes them."""
+    records = _records(50)
+    expected = [decode_training(record, limits=LIMITS) for record in records]
+
+    async def main() -> None:
+        decoder = TrainingDecoder(LIMITS, processes=1, threshold=10)
+        try:
+            decoder.start()
+            (pid,) = decoder.helper_pids()
+            decoder.start()  # already running: no second one
+            assert decoder.helper_pids() == [pid]
+            calls: list[int] = []
+            sent = _Helper.start
+
+            def counted(self: Any, request: Any) -> asyncio.Future[bytes]:
+                calls.append(len(request[2]))
+                return sent(self, request)
+
+            _Helper.start = counted  # type: ignore[method-assign]
+            try:
+                assert len(await decoder.decode(records)) == 50  # not ready yet: here
+                assert calls == []
+                await decoder.wait_ready()
+                found = await decoder.decode(records)
+                assert [n > 0 for n in calls] == [True]  # the helper took its share
+            finally:
+                _Helper.start = sent  # type: ignore[method-assign]
+            for got, want in zip(found, expected, strict=True):
+                _same(got, want)
+            assert decoder.helper_pids() == [pid]
+        finally:
+            await decoder.close()
+        assert TrainingDecoder(LIMITS, processes=0).helper_pids() == []
 
     asyncio.run(main())
 
@@ -149,6 +189,7 @@ def test_a_helper_that_dies_is_replaced_and_its_batch_decoded_here() -> None:
     async def main() -> None:
         decoder = TrainingDecoder(LIMITS, processes=1, threshold=10)
         try:
+            await decoder.wait_ready()
             await decoder.decode(records)
             (pid,) = decoder.helper_pids()
             os.kill(pid, signal.SIGKILL)
@@ -156,6 +197,7 @@ def test_a_helper_that_dies_is_replaced_and_its_batch_decoded_here() -> None:
             found = await decoder.decode(records)  # the dead helper fails; decoded here
             for got, want in zip(found, expected, strict=True):
                 _same(got, want)
+            await decoder.wait_ready()
             again = await decoder.decode(records)  # a new helper
             for got, want in zip(again, expected, strict=True):
                 _same(got, want)
@@ -182,6 +224,7 @@ def test_a_helper_that_fails_mid_batch_costs_nothing_but_time(
     async def main() -> None:
         decoder = TrainingDecoder(LIMITS, processes=1, threshold=10)
         try:
+            await decoder.wait_ready()
             with monkeypatch.context() as patch:
                 patch.setattr(_Helper, "start", broken)
                 found = await decoder.decode(records)
@@ -272,7 +315,7 @@ def test_the_training_consumer_learns_and_logs_each_example_once(
     asyncio.run(main())
     lines = [
         orjson.loads(line)
-        for path in sorted((tmp_path / "log").iterdir())
+        for path in sorted((tmp_path / "log").glob("*.dsjson"))
         for line in path.read_bytes().splitlines()
     ]
     # The log keeps every joined decision, the one no policy could learn included.
