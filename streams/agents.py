@@ -43,6 +43,8 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
+import socket
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -53,6 +55,7 @@ import structlog
 from pydantic import TypeAdapter
 
 from bandit.fastpath import FastDecoder
+from bandit.learning import LearningMonitor
 from bandit.schemas import (
     Activation,
     BehaviourEvent,
@@ -98,6 +101,7 @@ _MARKER_POLL_SECONDS = 0.02  # how often the timer looks whether its markers wer
 _TRAINING_AHEAD = 3  # training batches fetched and being decoded while one is learned
 _RETRY_FIRST_PAUSE = 0.05
 _RETRY_MAX_PAUSE = 5.0
+_BEAT_SECONDS = 1.0  # how often a worker tells Redis it lives (bandit/learning.py)
 
 _BEHAVIOUR: TypeAdapter[BehaviourEvent] = TypeAdapter(BehaviourEvent)
 _DECISION: FastDecoder[Decision] = FastDecoder(Decision)  # pydantic, after a fast path
@@ -188,6 +192,7 @@ class AppServices:
     _learner: Learner | None = field(default=None, init=False)
     _policy_settings: PolicySettingsCache | None = field(default=None, init=False)
     _join: JoinStore | None = field(default=None, init=False)
+    _learning: LearningMonitor | None = field(default=None, init=False)
     markers_sent: dict[int, float] = field(default_factory=dict, init=False)
     """When this worker last sent a watermark marker to each ``rewards`` partition."""
     _unexpected_partitions: set[int] = field(default_factory=set, init=False)
@@ -218,6 +223,14 @@ class AppServices:
         return self._learner
 
     @property
+    def learning(self) -> LearningMonitor:
+        """Worker heartbeats and the training examples held until learned."""
+        if self._learning is None:
+            stall = self.app.settings.learner.stall_seconds
+            self._learning = LearningMonitor(self.store, stall)
+        return self._learning
+
+    @property
     def policy_settings(self) -> PolicySettingsCache:
         """Live policy settings, for the join."""
         if self._policy_settings is None:
@@ -244,7 +257,26 @@ def register_agents(app: StreamBanditApp) -> AppServices:
     _register_context(app, services)
     _register_training(app, services)
     _register_join(app, services)
+    _register_beat(app, services)
     return services
+
+
+def _register_beat(app: StreamBanditApp, services: AppServices) -> None:
+    """Tell Redis every second that this worker lives, and whether it consumes.
+
+    It consumes once its Faust agents and its training consumer have partitions: the
+    API is not ready before some worker does (bandit/learning.py).
+    """
+    worker = f"{socket.gethostname()}-{os.getpid()}"
+
+    @app.timer(interval=_BEAT_SECONDS, name="learning-beat")  # type: ignore[untyped-decorator]
+    async def beat() -> None:
+        learner = services.consumers.get("learner")
+        consuming = bool(app.consumer.assignment()) and learner is not None and learner.assigned
+        try:
+            await services.learning.beat(worker, consuming=consuming)
+        except Exception:  # noqa: BLE001  # an error escaping the timer would end it for good
+            _log.warning("learning.beat_failed", exc_info=True)
 
 
 # -- context ------------------------------------------------------------------------------
@@ -382,9 +414,16 @@ async def train_decoded(
     learner = services.learner
     learning = retry("learner.process", partial(learner.process, records))
     if writer is None:
-        result = await learning
+        result, logged = await learning, True
     else:
-        result, _ = await asyncio.gather(learning, _log_records(services.store, writer, records))
+        result, logged = await asyncio.gather(
+            learning, _log_records(services.store, writer, records)
+        )
+    if logged:  # learned and logged: the join's copies are no longer needed
+        done: dict[str, list[str]] = {}
+        for example in records:
+            done.setdefault(example.policy, []).append(example.event_id)
+        await retry("learning.release", partial(services.learning.learned, done), attempts=3)
     if result.rejected:
         raw = {(record.partition, record.offset): record for record, _ in decoded}
         for rejected, reason in result.rejected:
@@ -404,8 +443,11 @@ async def train_decoded(
 
 async def _log_records(
     store: StateStore, writer: DecisionLogWriter, records: Sequence[TrainingRecord]
-) -> None:
-    """Append `records` to the decision log; log what cannot be, never raise."""
+) -> bool:
+    """Append `records` to the decision log; log what cannot be, never raise.
+
+    Returns whether the batch was written (the join's copies are then released).
+    """
     entries: list[LogEntry] = []
     for record in records:
         try:
@@ -413,11 +455,13 @@ async def _log_records(
         except Exception:  # noqa: BLE001  # logged; the other lines are written
             _log.exception("decision_log.unwritable", event_id=record.event_id)
     if not entries:
-        return
+        return True
     try:
         await log_batch(store, writer, entries)
     except Exception:  # noqa: BLE001  # logged; go on with the next batch
         _log.exception("decision_log.failed", examples=len(entries))
+        return False
+    return True
 
 
 # -- join ---------------------------------------------------------------------------------
@@ -585,14 +629,20 @@ async def release_due_once(services: AppServices, *, limit: int = _RELEASE_LIMIT
         due = await join.claim_due(None, limit, _LEASE_SECONDS)  # None: Redis's clock
         if not due:
             return released
-        pending = []
+        examples: list[tuple[str, str, bytes]] = []
+        held: dict[str, list[tuple[str, bytes]]] = {}
         for joined in due:
             if joined.example is not None:
-                sent = await training.send(
-                    key=joined.policy.encode(), value=joined.example.model_dump_json().encode()
-                )
-                pending.append(sent)
-            else:
+                value = joined.example.model_dump_json().encode()
+                examples.append((joined.policy, joined.event_id, value))
+                held.setdefault(joined.policy, []).append((joined.event_id, value))
+        # Held before they are produced, so the learner never applies one not yet held.
+        await services.learning.hold(held)  # until learned and logged (bandit/learning.py)
+        pending = [
+            await training.send(key=policy.encode(), value=value) for policy, _, value in examples
+        ]
+        for joined in due:
+            if joined.example is None:
                 _log.info(
                     "decision.dropped",
                     event_id=joined.event_id,
