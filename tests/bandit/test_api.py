@@ -742,9 +742,7 @@ def test_redis_down_rank_still_answers_degraded_and_not_ready(broker: str, tmp_p
             while _metric((await http.get("/metrics")).text, "streambandit_degraded") != 0:
                 assert time.monotonic() < deadline, "the engine did not see Redis come back"
                 await asyncio.sleep(0.05)
-            await asyncio.to_thread(
-                worker_consumes, settings.redis.url, settings.redis.key_prefix
-            )
+            await asyncio.to_thread(worker_consumes, settings.redis.url, settings.redis.key_prefix)
             assert (await http.get("/readyz")).status_code == 200
             settings_read = await http.get("/v1/policies/main/settings", headers=APP)
             assert settings_read.headers["ETag"] == '"1"'  # stored again in the new Redis

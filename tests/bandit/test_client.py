@@ -40,7 +40,6 @@ from bandit.client import (
     UnprocessableRequestError,
 )
 from bandit.runtime import free_port
-from tests.conftest import worker_consumes
 from bandit.schemas import BehaviourEvent, PolicySettings, RankableAction
 from bandit.settings import (
     ApiKey,
@@ -52,6 +51,7 @@ from bandit.settings import (
     Settings,
 )
 from streams.app import topic_names
+from tests.conftest import worker_consumes
 
 ADMIN_KEY = "admin-" + uuid.uuid4().hex
 APP_KEY = "app-" + uuid.uuid4().hex
@@ -307,9 +307,7 @@ def test_async_client_round_trip(settings: Settings) -> None:
                 device={"type": "tablet", "os": "Android 14"},
                 value=9.5,
             )
-            await asyncio.to_thread(
-                worker_consumes, settings.redis.url, settings.redis.key_prefix
-            )
+            await asyncio.to_thread(worker_consumes, settings.redis.url, settings.redis.key_prefix)
             assert await client.ready() is True
             current = await client.get_settings("default")
             with pytest.raises(PermissionDeniedError):

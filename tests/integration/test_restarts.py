@@ -195,8 +195,10 @@ def test_up_again_on_its_data_folder_serves_the_same_model_settings_and_consents
         assert served(second) == (version, 60, wanted)
         with Client(second.api_url, api_key=second.app_key) as app:
             consent = app.consent("person-1")
-        assert consent.personalisation is not None and consent.personalisation.granted
-        assert consent.learning is not None and consent.learning.granted
+        assert consent.personalisation is not None
+        assert consent.personalisation.granted
+        assert consent.learning is not None
+        assert consent.learning.granted
 
     for path in (data / "redis").iterdir():  # Redis's files lost: the model comes back
         if path.is_dir():
