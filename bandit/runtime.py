@@ -471,6 +471,7 @@ class LocalStack:
         self.models = ModelArchive(self.workdir / "models", self._env_value("REDIS__KEY_PREFIX"))
         self._restarts: dict[str, _Backoff] = {}
         self._archived_at = -math.inf
+        self._lock: IO[str] | None = None
 
     def _env_value(self, name: str) -> str:
         """Return a setting as the children see it: `extra_env` first, then the settings."""
@@ -549,6 +550,8 @@ class LocalStack:
         missing from it) are put back in Redis before the workers and the API start.
         """
         try:
+            if self.durable:
+                self._lock_folder()
             self.services.start()
             if self.durable:
                 self.models.restore(self.services.redis_url)
@@ -604,6 +607,20 @@ class LocalStack:
             time.sleep(0.25)
         msg = f"the API was not ready within {timeout:.0f} s: {reason}"
         raise RuntimeServiceError(msg)
+
+    def _lock_folder(self) -> None:
+        """Hold ``<workdir>/up.lock`` while running: one stack per data folder."""
+        import fcntl
+
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        lock = (self.workdir / "up.lock").open("w")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            lock.close()
+            msg = f"another `streambandit up` uses the data folder {self.workdir}"
+            raise RuntimeServiceError(msg) from None
+        self._lock = lock
 
     # -- supervision -------------------------------------------------------------------
 
@@ -710,6 +727,9 @@ class LocalStack:
             with contextlib.suppress(Exception):  # Redis gone already: the last copy stays
                 self.models.save(self.services.redis_url)
         self.services.stop()
+        if self._lock is not None:
+            self._lock.close()  # releases the lock
+            self._lock = None
 
     def __enter__(self) -> Self:
         return self.start()

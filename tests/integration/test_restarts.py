@@ -20,6 +20,7 @@ import pytest
 import redis
 
 from bandit.client import AsyncClient, Client
+from bandit.errors import RuntimeServiceError
 from bandit.runtime import LocalStack
 from bandit.schemas import PolicySettings
 from bandit.settings import ApiSettings, Settings
@@ -191,6 +192,8 @@ def test_up_again_on_its_data_folder_serves_the_same_model_settings_and_consents
 
     with _stack(data) as second:
         assert (second.admin_key, second.app_key) == keys  # kept in the folder
+        with pytest.raises(RuntimeServiceError, match="another `streambandit up` uses"):
+            _stack(data).start()
         wait_for(lambda: served(second)[0] == version, 30, "the model served")
         assert served(second) == (version, 60, wanted)
         with Client(second.api_url, api_key=second.app_key) as app:
