@@ -85,6 +85,13 @@ def _model(stack: LocalStack) -> tuple[int, int]:
     return int(fields[b"version"]), Policy.restore(fields[b"snapshot"]).n_learned
 
 
+def _ready(stack: LocalStack) -> bool:
+    try:
+        return httpx.get(f"{stack.api_url}/readyz", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
 def _logged(stack: LocalStack) -> Counter[str]:
     return Counter(
         json.loads(line)["EventId"]
@@ -183,6 +190,10 @@ def test_up_again_on_its_data_folder_serves_the_same_model_settings_and_consents
         wait_for(lambda: _model(first)[1] >= 60, 60, "the learner")
         version = _model(first)[0]
         keys = (first.admin_key, first.app_key)
+        first.processes["api"].kill()  # a child that dies is restarted, the stack goes on
+        assert first.supervise() == ["api exited (code -9); restarted"]
+        assert first.supervise() == []
+        wait_for(lambda: _ready(first), 30, "the API back")
         first.supervise()  # as `up` does every second; stop() copies the models too
 
     def served(stack: LocalStack) -> tuple[int, int, PolicySettings]:
