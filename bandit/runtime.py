@@ -46,7 +46,7 @@ __all__ = [
     "free_port",
 ]
 
-_START_TIMEOUT = 20.0
+_START_TIMEOUT = 60.0  # generous: a loaded host may take long to start Python
 
 
 def free_port() -> int:

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -101,26 +103,50 @@ def _logged(stack: LocalStack) -> Counter[str]:
     )
 
 
-def _traffic_with_fault(stack: LocalStack, victim: str) -> list[str]:
-    """Rank for SEND_SECONDS, killing `victim` (SIGKILL) part way; return the ids answered."""
+@dataclass
+class Traffic:
+    """Ranks answered while a server was killed, and what the join had read by then."""
+
+    answered: list[tuple[str, float]] = field(default_factory=list)  # (event id, sent at)
+    killed_at: float = math.inf
+    joined_by_kill: int = 0  # decisions the join had read when the server was killed
+
+    @property
+    def event_ids(self) -> set[str]:
+        return {event_id for event_id, _ in self.answered}
+
+    def sent_after_kill(self) -> set[str]:
+        return {event_id for event_id, sent in self.answered if sent > self.killed_at}
+
+    def in_flight_at_kill(self) -> int:
+        """Answered decisions sent before the kill and not yet read by the join then."""
+        sent_before = sum(1 for _, sent in self.answered if sent <= self.killed_at)
+        return max(sent_before - self.joined_by_kill, 0)
+
+
+def _traffic_with_fault(stack: LocalStack, victim: str) -> Traffic:
+    """Rank for SEND_SECONDS, killing `victim` (SIGKILL) part way."""
     with Client(stack.api_url, api_key=stack.admin_key) as admin:
         admin.set_settings("default", PolicySettings(spec="vw-epsilon", reward_wait_seconds=1.0))
+    traffic = Traffic()
 
     def kill() -> None:
         time.sleep(FAULT_AFTER_SECONDS)
+        traffic.killed_at = time.monotonic()
         stack.services.processes[victim].kill()
-
-    answered: list[str] = []
+        if victim != "redis":
+            traffic.joined_by_kill = _counters(stack).get("decisions", 0)
 
     async def send() -> None:
         async with AsyncClient(stack.api_url, api_key=stack.app_key) as client:
 
             async def one(segment: int) -> None:
+                sent = time.monotonic()
                 try:
                     result = await client.rank({"user": {"segment": f"s{segment}"}}, ACTIONS)
                 except Exception:  # noqa: BLE001  # refused: not answered, so not counted
                     return
-                answered.append(result.event_id)
+                traffic.answered.append((result.event_id, sent))
 
             loop = asyncio.get_running_loop()
             end = loop.time() + SEND_SECONDS
@@ -132,43 +158,57 @@ def _traffic_with_fault(stack: LocalStack, victim: str) -> list[str]:
     killer.start()
     asyncio.run(send())
     killer.join()
-    return answered
-
-
-def _check_every_answer_logged_and_learned_once(stack: LocalStack, answered: list[str]) -> None:
-    n = len(answered)
+    n = len(traffic.answered)
     assert n > 100, f"only {n} decisions answered: the test proves little"
-    wait_for(lambda: set(_logged(stack)) >= set(answered), 150, "every answer logged")
-    wait_for(lambda: _model(stack)[1] >= n, 60, "every answer learned")
-    time.sleep(2)  # anything learned or logged twice would show by now
+    assert len(traffic.sent_after_kill()) > 20, "too few ranks after the kill"
+    return traffic
+
+
+def _check_logged_and_learned_once(stack: LocalStack, traffic: Traffic, may_lose: int) -> int:
+    """Check every answer is logged and learned once, but `may_lose`; return those lost.
+
+    Only decisions sent before the kill may be lost, at most `may_lose` of them.
+    """
+    answered = traffic.event_ids
+    after = traffic.sent_after_kill()
+    wait_for(lambda: set(_logged(stack)) >= after, 150, "every answer after the kill logged")
+    wait_for(lambda: len(answered - set(_logged(stack))) <= may_lose, 150, "the answers logged")
+    wait_for(lambda: _model(stack)[1] >= len(set(_logged(stack))), 60, "the learner")
+    time.sleep(3)  # anything learned or logged twice, or late, would show by now
     logged = _logged(stack)
-    assert set(logged) == set(answered)
+    assert set(logged) <= answered
+    lost = answered - set(logged)
+    assert len(lost) <= may_lose, f"{len(lost)} answered decisions lost, at most {may_lose}"
     twice = sorted(event_id for event_id, times in logged.items() if times > 1)
     assert not twice, f"{len(twice)} decisions logged twice, e.g. {twice[:3]}"
-    assert _model(stack)[1] == n  # learned once each: none lost, none applied twice
+    assert _model(stack)[1] == len(logged)  # each logged decision learned exactly once
     counters = _counters(stack)
-    assert counters["learned"] == counters["joined"] == n
+    assert counters["learned"] == counters["joined"] == len(logged)
     ready = httpx.get(f"{stack.api_url}/readyz", timeout=5).json()
     assert ready == {"status": "ready", "reasons": []}
+    return len(lost)
 
 
-def test_broker_restart_under_traffic_loses_and_repeats_nothing(up: LocalStack) -> None:
+def test_broker_restart_under_traffic_loses_only_what_it_had_unread(up: LocalStack) -> None:
     """The broker killed under traffic is restarted; every answer is logged and learned once.
 
     The embedded broker keeps its records in memory, so its restart loses its log: the
     supervisor creates the topics again, restarts the workers and produces again the
     training examples Redis still holds; the learner learns the new log from offset 0.
+    The bound (docs/live-loop.md, "Restarts"): only decisions the old broker held unread
+    by the join when it died may be lost; every rank sent after the kill is kept.
     """
-    answered = _traffic_with_fault(up, "broker")
+    traffic = _traffic_with_fault(up, "broker")
     assert any("broker exited" in note for note in up.notes)  # type: ignore[attr-defined]
-    _check_every_answer_logged_and_learned_once(up, answered)
+    assert any("worker-1 restarted" in note for note in up.notes)  # type: ignore[attr-defined]
+    _check_logged_and_learned_once(up, traffic, may_lose=traffic.in_flight_at_kill())
 
 
 def test_redis_restart_under_traffic_loses_and_repeats_nothing(up: LocalStack) -> None:
     """Redis killed under traffic comes back from its append-only file; nothing is lost."""
-    answered = _traffic_with_fault(up, "redis")
+    traffic = _traffic_with_fault(up, "redis")
     assert any("redis exited" in note for note in up.notes)  # type: ignore[attr-defined]
-    _check_every_answer_logged_and_learned_once(up, answered)
+    assert _check_logged_and_learned_once(up, traffic, may_lose=0) == 0
 
 
 def test_up_again_on_its_data_folder_serves_the_same_model_settings_and_consents(
