@@ -10,6 +10,10 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -264,3 +268,36 @@ def test_up_again_on_its_data_folder_serves_the_same_model_settings_and_consents
     with _stack(data) as third:
         wait_for(lambda: served(third)[0] == version, 30, "the model restored")
         assert served(third)[1] == 60
+
+
+def test_up_command_keeps_its_data_folder_and_takes_a_free_port(tmp_path: Path) -> None:
+    """``up --data DIR --port 0`` is ready on a free port; stopped, its data folder stays.
+
+    Redis's append-only file, the keys and the logs are kept after SIGTERM.
+    """
+    data = tmp_path / "data"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bandit", "up", "--data", str(data), "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, **ENV},
+    )
+    lines: list[str] = []
+    try:
+        assert process.stdout is not None
+        for line in process.stdout:
+            lines.append(line)
+            if line.startswith("Press Ctrl-C"):
+                break
+        api = next(line.split()[1] for line in lines if line.startswith("API"))
+        assert not api.endswith(":8000"), api
+        assert httpx.get(f"{api}/readyz", timeout=5).status_code == 200
+    finally:
+        process.send_signal(signal.SIGTERM)
+        rest, _ = process.communicate(timeout=60)
+    assert process.returncode == 0, "".join(lines) + rest
+    assert f"the data stays in {data.resolve()}" in rest
+    kept = {path.name for path in data.iterdir()}
+    assert {"redis", "pseudonym.key", "api-keys.json", "api.log", "worker-1.log"} <= kept
+    assert (data / "redis" / "appendonly.aof").is_file()
