@@ -652,6 +652,8 @@ class LocalStack:
                 continue
             code = None if process.process is None else process.process.returncode
             process.stop()
+            if name == "broker":
+                self._before_broker_restart()
             try:
                 process.start()
             except RuntimeServiceError as exc:
@@ -672,8 +674,21 @@ class LocalStack:
                 self._archived_at = stamp
         return done
 
+    def _before_broker_restart(self) -> None:
+        """Kill the workers before a new broker starts: none may commit to it.
+
+        A worker still running would retry its commits of the lost log's offsets until
+        the new broker has the topics again, then succeed, and the next consumer of the
+        group would start past the new records (found in a test: 70 of 450 decisions
+        never learned). Killed, it commits nothing; what it had not committed is
+        redelivered or held in Redis (at least once).
+        """
+        for name, process in self.processes.items():
+            if name.startswith("worker-"):
+                process.kill()
+
     def _after_broker_restart(self) -> list[str]:
-        """Make the topics, restart the workers and produce the held examples again."""
+        """Make the topics, start the workers and produce the held examples again."""
         from bandit.recovery import create_topics, produce_held
 
         settings = self._child_settings()
