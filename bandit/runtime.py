@@ -472,6 +472,8 @@ class LocalStack:
         self._restarts: dict[str, _Backoff] = {}
         self._archived_at = -math.inf
         self._lock: IO[str] | None = None
+        self._restore_pending = False
+        self._resend_pending = False
 
     def _env_value(self, name: str) -> str:
         """Return a setting as the children see it: `extra_env` first, then the settings."""
@@ -554,7 +556,13 @@ class LocalStack:
                 self._lock_folder()
             self.services.start()
             if self.durable:
-                self.models.restore(self.services.redis_url)
+                self._restore_pending = True
+                deadline = time.monotonic() + _START_TIMEOUT
+                while self._restore_models() and self._restore_pending:
+                    if time.monotonic() > deadline:  # Redis never finished loading its file
+                        msg = f"Redis did not answer within {_START_TIMEOUT:.0f} s"
+                        raise RuntimeServiceError(msg)
+                    time.sleep(0.1)
             command = [sys.executable, "-m", "bandit"]
             for index in range(1, self.n_workers + 1):
                 name = f"worker-{index}"
@@ -629,10 +637,11 @@ class LocalStack:
 
         Call it every second or so (``streambandit up`` does). A child that exits is
         started again after 1 s, then 2, 4, ... up to 60 s while it keeps failing
-        (a child that ran for a minute starts over at 1 s). After the broker is
-        restarted, its topics are created again, the workers restarted (their
-        consumers' positions belong to the lost log) and the training examples held
-        in Redis produced again (bandit/learning.py); after Redis is restarted, the
+        (a child that ran for a minute starts over at 1 s); it never raises. Before a
+        broker is restarted the workers are killed; after, its topics are created
+        again, the workers started (their consumers' positions belong to the lost log)
+        and the training examples held in Redis produced again (bandit/learning.py,
+        retried at each pass until it succeeds); after Redis is restarted, the
         models in the data folder newer than Redis's are put back. With `durable`,
         the models are also copied to the data folder every
         :data:`ARCHIVE_EVERY_SECONDS`.
@@ -665,14 +674,27 @@ class LocalStack:
             if name == "broker":
                 done += self._after_broker_restart()
             elif name == "redis" and self.durable:
-                restored = self.models.restore(self.services.redis_url)
-                if restored:
-                    done.append(f"models restored from {self.models.folder}: {restored}")
+                self._restore_pending = True
+        if self._resend_pending:
+            done += self._resend_held()
+        if self._restore_pending:
+            done += self._restore_models()
         if self.durable and stamp - self._archived_at >= ARCHIVE_EVERY_SECONDS:
             with contextlib.suppress(Exception):  # Redis away: next time
                 self.models.save(self.services.redis_url)
                 self._archived_at = stamp
         return done
+
+    def _restore_models(self) -> list[str]:
+        """Put back the folder's newer models; on failure (Redis loading), at the next pass."""
+        try:
+            restored = self.models.restore(self.services.redis_url)
+        except Exception as exc:  # noqa: BLE001  # Redis still loading: next pass
+            return [f"models not restored yet ({type(exc).__name__}); trying again"]
+        self._restore_pending = False
+        if restored:
+            return [f"models restored from {self.models.folder}: {restored}"]
+        return []
 
     def _before_broker_restart(self) -> None:
         """Kill the workers before a new broker starts: none may commit to it.
@@ -689,7 +711,7 @@ class LocalStack:
 
     def _after_broker_restart(self) -> list[str]:
         """Make the topics, start the workers and produce the held examples again."""
-        from bandit.recovery import create_topics, produce_held
+        from bandit.recovery import create_topics
 
         settings = self._child_settings()
         done = []
@@ -700,15 +722,25 @@ class LocalStack:
         for name, process in self.processes.items():
             if name.startswith("worker-"):
                 process.stop()
-                process.start()
-                done.append(f"{name} restarted (the broker lost its log)")
-        try:
-            sent = produce_held(settings)
-        except Exception as exc:  # noqa: BLE001  # reported; the stall alert shows it
-            done.append(f"held training examples not produced again: {exc}")
-        else:
-            done.append(f"{sent} training examples not yet learned produced again")
+                try:
+                    process.start()
+                except RuntimeServiceError as exc:  # the next pass tries again
+                    done.append(f"{name} failed to restart: {exc}")
+                else:
+                    done.append(f"{name} restarted (the broker lost its log)")
+        self._resend_pending = True
         return done
+
+    def _resend_held(self) -> list[str]:
+        """Produce the held training examples again; on failure, try at the next pass."""
+        from bandit.recovery import produce_held
+
+        try:
+            sent = produce_held(self._child_settings())
+        except Exception as exc:  # noqa: BLE001  # reported; tried again next pass
+            return [f"held training examples not produced again yet: {exc!r}"]
+        self._resend_pending = False
+        return [f"{sent} training examples not yet learned produced again"]
 
     def _child_settings(self) -> Settings:
         """Return the settings the children run with (broker, Redis and prefixes)."""
