@@ -414,16 +414,15 @@ async def train_decoded(
     learner = services.learner
     learning = retry("learner.process", partial(learner.process, records))
     if writer is None:
-        result, logged = await learning, True
+        result = await learning
     else:
-        result, logged = await asyncio.gather(
-            learning, _log_records(services.store, writer, records)
-        )
-    if logged:  # learned and logged: the join's copies are no longer needed
-        done: dict[str, list[str]] = {}
-        for example in records:
-            done.setdefault(example.policy, []).append(example.event_id)
-        await retry("learning.release", partial(services.learning.learned, done), attempts=3)
+        result, _ = await asyncio.gather(learning, _log_records(services.store, writer, records))
+    # Learned and logged (a batch the log could not take is logged as decision_log.failed
+    # and not held on for ever, as the learner is not): the join's copies can go.
+    done: dict[str, list[str]] = {}
+    for example in records:
+        done.setdefault(example.policy, []).append(example.event_id)
+    await retry("learning.release", partial(services.learning.learned, done))
     if result.rejected:
         raw = {(record.partition, record.offset): record for record, _ in decoded}
         for rejected, reason in result.rejected:
@@ -443,11 +442,8 @@ async def train_decoded(
 
 async def _log_records(
     store: StateStore, writer: DecisionLogWriter, records: Sequence[TrainingRecord]
-) -> bool:
-    """Append `records` to the decision log; log what cannot be, never raise.
-
-    Returns whether the batch was written (the join's copies are then released).
-    """
+) -> None:
+    """Append `records` to the decision log; log what cannot be, never raise."""
     entries: list[LogEntry] = []
     for record in records:
         try:
@@ -455,13 +451,11 @@ async def _log_records(
         except Exception:  # noqa: BLE001  # logged; the other lines are written
             _log.exception("decision_log.unwritable", event_id=record.event_id)
     if not entries:
-        return True
+        return
     try:
         await log_batch(store, writer, entries)
     except Exception:  # noqa: BLE001  # logged; go on with the next batch
         _log.exception("decision_log.failed", examples=len(entries))
-        return False
-    return True
 
 
 # -- join ---------------------------------------------------------------------------------
