@@ -18,7 +18,7 @@ route                                                      does
 ``GET /v1/policies/{name}/settings``                       a policy's settings (``PolicySettings``)
 ``PUT /v1/policies/{name}/settings``                       change them, live (admin keys)
 ``GET /healthz``                                           the process is alive
-``GET /readyz``                                            broker, Redis and models ready, else 503
+``GET /readyz``                                            broker, Redis, models, learning: else 503
 ``GET /metrics``                                           Prometheus (:mod:`bandit.metrics`)
 =========================================================  ================================
 
@@ -110,6 +110,7 @@ from bandit.errors import ConfigurationError, PolicyError
 from bandit.explain import Explanation
 from bandit.explainer import Explainer, explain_limit_errors
 from bandit.exposure import PortSplit
+from bandit.learning import LearningMonitor, LearningStatus
 from bandit.logging import LineLimiter, configure_logging
 from bandit.metrics import ApiMetrics, PolicyState
 from bandit.minimise import FeatureRefusedError
@@ -1422,8 +1423,22 @@ async def healthz() -> Response:
     return _json({"status": "alive"})
 
 
+async def _learning(service: _Service) -> list[LearningStatus] | None:
+    """Whether each served policy's learning is stalled (bandit.learning); None: unknown."""
+    monitor = LearningMonitor(service.store, service.settings.learner.stall_seconds)
+    try:
+        async with asyncio.timeout(1.0):
+            return await monitor.status(service.engine.served)
+    except (RedisError, OSError, TimeoutError):
+        return None
+
+
 async def readyz(service: ServiceDep) -> Response:
-    """Ready when the broker and Redis answer and every served policy has a model."""
+    """Ready when broker and Redis answer, every served policy has a model, and learning goes on.
+
+    Learning goes on while a stream worker consumes and no released example waits too
+    long to be learned (:mod:`bandit.learning`).
+    """
 
     async def redis_ok() -> str | None:
         try:
@@ -1442,6 +1457,8 @@ async def readyz(service: ServiceDep) -> Response:
         )
 
     reasons = [reason for reason in await asyncio.gather(redis_ok(), broker_ok()) if reason]
+    if not reasons:
+        reasons += [s.reason for s in await _learning(service) or () if s.stalled]
     reasons += [
         f"policy {name!r} has no model loaded"
         for name in service.engine.served
@@ -1477,6 +1494,9 @@ async def metrics_endpoint(service: ServiceDep) -> Response:
         for loaded in (engine.loaded(name) for name in engine.served)
         if loaded is not None
     ]
+    learning = await _learning(service) if counters is not None else None
+    if learning is not None:
+        service.metrics.observe_learning({s.policy: s.stalled for s in learning})
     service.metrics.observe_state(
         states,
         degraded=engine.degraded,

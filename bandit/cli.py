@@ -282,29 +282,57 @@ def worker_health_command(
 @app.command("up")
 def up_command(
     workers: Annotated[int, typer.Option("--workers", min=1, help="Stream workers.")] = 1,
+    data: Annotated[
+        Path,
+        typer.Option(
+            "--data",
+            file_okay=False,
+            help=(
+                "Data folder: Redis's append-only file, model copies, decision logs, the "
+                "pseudonym key and the servers' logs; kept on stop, reused on the next start."
+            ),
+        ),
+    ] = Path("streambandit-data"),
+    port: Annotated[
+        int | None,
+        typer.Option(
+            "--port",
+            min=0,
+            max=65_535,
+            help="API port; 0 picks a free one [default: STREAMBANDIT_API__PORT, 8000].",
+        ),
+    ] = None,
 ) -> None:
-    """Start a local broker, Redis, stream workers and the API; stop them on Ctrl-C."""
+    """Start a local broker, Redis, stream workers and the API; stop them on Ctrl-C.
+
+    A child that exits is restarted (with backoff); the data folder is kept, so the
+    next `up` on it serves the same models, settings and consents.
+    """
     from bandit.runtime import LocalStack
 
     _stop_on_sigterm()
     console = _stdout()
-    with _usage_errors(), LocalStack(workers=workers) as stack:
+    settings = get_settings()
+    if port is not None:
+        settings = settings.model_copy(
+            update={"api": settings.api.model_copy(update={"port": port})}
+        )
+    stack_of = LocalStack(settings, workers=workers, workdir=data, durable=True)
+    with _usage_errors(), stack_of as stack:
         console.print(f"API       {stack.api_url}  (OpenAPI: {stack.api_url}/docs)")
         console.print(f"broker    {stack.services.broker}")
         console.print(f"Redis     {stack.services.redis_url}")
         console.print(f"admin key {stack.admin_key}")
         console.print(f"app key   {stack.app_key}")
-        console.print(f"logs      {stack.workdir}")
+        console.print(f"data      {stack.workdir.resolve()}")
         console.print("Press Ctrl-C to stop.")
         try:
-            while all(process.running for process in stack.processes.values()):
-                time.sleep(0.5)
+            while True:
+                for line in stack.supervise():
+                    console.print(line, highlight=False, markup=False)
+                time.sleep(1.0)
         except KeyboardInterrupt:
-            console.print("stopping")
-        else:
-            stopped = [n for n, p in stack.processes.items() if not p.running]
-            console.print(f"[red]{', '.join(stopped)} stopped; see the logs in {stack.workdir}")
-            raise typer.Exit(1)
+            console.print(f"stopping; the data stays in {stack.workdir.resolve()}")
 
 
 class OnError(StrEnum):

@@ -301,6 +301,13 @@ class ApiMetrics:
             "1 when the last exchange with the broker succeeded.",
             registry=r,
         )
+        self.learning_stalled = Gauge(
+            "streambandit_learning_stalled",
+            "1 while the policy's learning is stalled: no worker consuming, or examples "
+            "unlearned for longer than settings.learner.stall_seconds (bandit/learning.py).",
+            ["policy"],
+            registry=r,
+        )
         self._stream_counters = _StreamCounters()
         r.register(self._stream_counters)
         self._model_rejections = _ModelRejections()
@@ -395,6 +402,11 @@ class ApiMetrics:
                 for name, value in counters.items()
                 if name.startswith(MODEL_REJECTED_PREFIX)
             }
+
+    def observe_learning(self, stalled: Mapping[str, bool]) -> None:
+        """Set ``streambandit_learning_stalled`` for each policy."""
+        for policy, flag in stalled.items():
+            self.learning_stalled.labels(policy).set(1 if flag else 0)
 
     def render(self) -> bytes:
         """Return the exposition text of every metric."""

@@ -321,6 +321,16 @@ class LearnerSettings(BaseModel):
             "(streams/training.py)."
         ),
     )
+    stall_seconds: float = Field(
+        default=30.0,
+        gt=0.0,
+        le=3600.0,
+        description=(
+            "Learning counts as stalled (/readyz 503, streambandit_learning_stalled 1) when "
+            "no worker has consumed for this long, or an example released this long ago "
+            "is not learned yet (bandit/learning.py)."
+        ),
+    )
 
 
 class LogSettings(BaseModel):

@@ -43,6 +43,8 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
+import socket
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -53,6 +55,7 @@ import structlog
 from pydantic import TypeAdapter
 
 from bandit.fastpath import FastDecoder
+from bandit.learning import LearningMonitor
 from bandit.schemas import (
     Activation,
     BehaviourEvent,
@@ -100,6 +103,7 @@ _LEASE_SECONDS = 30.0
 _MARKER_EVERY_SECONDS = 0.5  # least pause between two markers to one partition, per worker
 _MARKER_POLL_SECONDS = 0.02  # how often the timer looks whether its markers were read
 _TRAINING_AHEAD = 3  # training batches fetched and being decoded while one is learned
+_BEAT_SECONDS = 1.0  # how often a worker tells Redis it lives (bandit/learning.py)
 
 _BEHAVIOUR: TypeAdapter[BehaviourEvent] = TypeAdapter(BehaviourEvent)
 _DECISION: FastDecoder[Decision] = FastDecoder(Decision)  # pydantic, after a fast path
@@ -155,6 +159,7 @@ class AppServices:
     _learner: Learner | None = field(default=None, init=False)
     _policy_settings: PolicySettingsCache | None = field(default=None, init=False)
     _join: JoinStore | None = field(default=None, init=False)
+    _learning: LearningMonitor | None = field(default=None, init=False)
     markers_sent: dict[int, float] = field(default_factory=dict, init=False)
     """When this worker last sent a watermark marker to each ``rewards`` partition."""
     _unexpected_partitions: set[int] = field(default_factory=set, init=False)
@@ -185,6 +190,14 @@ class AppServices:
         return self._learner
 
     @property
+    def learning(self) -> LearningMonitor:
+        """Worker heartbeats and the training examples held until learned."""
+        if self._learning is None:
+            stall = self.app.settings.learner.stall_seconds
+            self._learning = LearningMonitor(self.store, stall)
+        return self._learning
+
+    @property
     def policy_settings(self) -> PolicySettingsCache:
         """Live policy settings, for the join."""
         if self._policy_settings is None:
@@ -212,7 +225,26 @@ def register_agents(app: StreamBanditApp) -> AppServices:
     _register_context(app, services)
     _register_training(app, services)
     _register_join(app, services)
+    _register_beat(app, services)
     return services
+
+
+def _register_beat(app: StreamBanditApp, services: AppServices) -> None:
+    """Tell Redis every second that this worker lives, and whether it consumes.
+
+    It consumes once its Faust agents and its training consumer have partitions: the
+    API is not ready before some worker does (bandit/learning.py).
+    """
+    worker = f"{socket.gethostname()}-{os.getpid()}"
+
+    @app.timer(interval=_BEAT_SECONDS, name="learning-beat")  # type: ignore[untyped-decorator]
+    async def beat() -> None:
+        learner = services.consumers.get("learner")
+        consuming = bool(app.consumer.assignment()) and learner is not None and learner.assigned
+        try:
+            await services.learning.beat(worker, consuming=consuming)
+        except Exception:  # noqa: BLE001  # an error escaping the timer would end it for good
+            _log.warning("learning.beat_failed", exc_info=True)
 
 
 # -- context ------------------------------------------------------------------------------
@@ -374,6 +406,12 @@ async def train_decoded(
         result = await learning
     else:
         result, _ = await asyncio.gather(learning, _log_records(log, records))
+    # Learned and logged (a batch the log could not take is logged as decision_log.failed
+    # and not held on for ever, as the learner is not): the join's copies can go.
+    done: dict[str, list[str]] = {}
+    for example in records:
+        done.setdefault(example.policy, []).append(example.event_id)
+    await retry("learning.release", partial(services.learning.learned, done))
     if result.rejected:
         raw = {(record.partition, record.offset): record for record, _ in decoded}
         for rejected, reason in result.rejected:
@@ -617,14 +655,20 @@ async def release_due_once(
         due = await join.claim_due(None, limit, _LEASE_SECONDS)  # None: Redis's clock
         if not due:
             return released
-        pending = []
+        examples: list[tuple[str, str, bytes]] = []
+        held: dict[str, list[tuple[str, bytes]]] = {}
         for joined in due:
             if joined.example is not None:
-                sent = await training.send(
-                    key=joined.policy.encode(), value=joined.example.model_dump_json().encode()
-                )
-                pending.append(sent)
-            else:
+                value = joined.example.model_dump_json().encode()
+                examples.append((joined.policy, joined.event_id, value))
+                held.setdefault(joined.policy, []).append((joined.event_id, value))
+        # Held before they are produced, so the learner never applies one not yet held.
+        await services.learning.hold(held)  # until learned and logged (bandit/learning.py)
+        pending = [
+            await training.send(key=policy.encode(), value=value) for policy, _, value in examples
+        ]
+        for joined in due:
+            if joined.example is None:
                 _log.info(
                     "decision.dropped",
                     event_id=joined.event_id,

@@ -115,6 +115,12 @@ class BatchConsumer:
     prepare: Callable[[list[RawRecord]], Awaitable[Any]] | None = None
     ahead: int = 1
     _handed_off: float = field(default=-math.inf, init=False, repr=False)
+    _running: AIOKafkaConsumer | None = field(default=None, init=False, repr=False)
+
+    @property
+    def assigned(self) -> bool:
+        """Whether the consumer runs and has partitions assigned."""
+        return self._running is not None and bool(self._running.assignment())
 
     @property
     def group_id(self) -> str:
@@ -162,6 +168,7 @@ class BatchConsumer:
         consumer = self._consumer()
         consumer.subscribe([name], listener=_Listener(self.name, self.on_assigned))
         await consumer.start()
+        self._running = consumer
         _log.info("consumer.started", consumer=self.name, topic=name, group=self.group_id)
         fetched: asyncio.Queue[tuple[list[Any], asyncio.Future[Any]]] = asyncio.Queue(
             max(self.ahead, 1)
@@ -173,6 +180,7 @@ class BatchConsumer:
                 await self.handle(await prepared)
                 await self._commit(consumer, batch)
         finally:
+            self._running = None
             fetching.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await fetching

@@ -32,3 +32,26 @@ def broker(services: LocalServices) -> str:
 def redis_url(services: LocalServices) -> str:
     """URL of the Redis server."""
     return services.redis_url
+
+
+def worker_consumes(redis_url: str, prefix: str) -> None:
+    """Write the heartbeat of a stream worker that consumes, as a worker's timer does.
+
+    ``/readyz`` is ready only while some worker consumes (bandit/learning.py); tests of
+    the API alone, without a worker, stand in for one with this.
+    """
+    import asyncio
+
+    from redis.asyncio import Redis
+
+    from bandit.learning import LearningMonitor
+    from bandit.state import StateStore
+
+    async def beat() -> None:
+        client = Redis.from_url(redis_url)
+        try:
+            await LearningMonitor(StateStore(client, prefix), 30.0).beat("test", consuming=True)
+        finally:
+            await client.aclose()
+
+    asyncio.run(beat())

@@ -37,6 +37,7 @@ from bandit.settings import (
 from bandit.state import StateStore
 from policies import Action, make_policy
 from tests.bandit.serving import served
+from tests.conftest import worker_consumes
 
 T = TypeVar("T")
 
@@ -663,9 +664,13 @@ def test_metrics_expose_the_named_metrics(client: httpx.Client, server: Server) 
     )
 
 
-def test_health_readiness_and_documentation(client: httpx.Client) -> None:
+def test_health_readiness_and_documentation(client: httpx.Client, server: Server) -> None:
     """Health and readiness answer without a key; OpenAPI documents every route and body."""
     assert client.get("/healthz").json() == {"status": "alive"}
+    not_yet = client.get("/readyz")
+    assert not_yet.status_code == 503  # no stream worker consumes yet
+    assert any("no stream worker has consumed" in r for r in not_yet.json()["reasons"])
+    worker_consumes(server.settings.redis.url, server.settings.redis.key_prefix)
     ready = client.get("/readyz")
     assert (ready.status_code, ready.json()["status"]) == (200, "ready")
     openapi = client.get("/openapi.json").json()
@@ -738,6 +743,7 @@ def test_redis_down_rank_still_answers_degraded_and_not_ready(broker: str, tmp_p
             while _metric((await http.get("/metrics")).text, "streambandit_degraded") != 0:
                 assert time.monotonic() < deadline, "the engine did not see Redis come back"
                 await asyncio.sleep(0.05)
+            await asyncio.to_thread(worker_consumes, settings.redis.url, settings.redis.key_prefix)
             assert (await http.get("/readyz")).status_code == 200
             settings_read = await http.get("/v1/policies/main/settings", headers=APP)
             assert settings_read.headers["ETag"] == '"1"'  # stored again in the new Redis

@@ -51,6 +51,7 @@ from bandit.settings import (
     Settings,
 )
 from streams.app import topic_names
+from tests.conftest import worker_consumes
 
 ADMIN_KEY = "admin-" + uuid.uuid4().hex
 APP_KEY = "app-" + uuid.uuid4().hex
@@ -281,8 +282,9 @@ def test_admin_reads_and_changes_settings(admin_client: Client) -> None:
     assert as_dict == current
 
 
-def test_ready(app_client: Client) -> None:
-    """The running API reports ready."""
+def test_ready(app_client: Client, settings: Settings) -> None:
+    """The running API reports ready once a stream worker consumes."""
+    worker_consumes(settings.redis.url, settings.redis.key_prefix)
     assert app_client.ready() is True
 
 
@@ -305,6 +307,7 @@ def test_async_client_round_trip(settings: Settings) -> None:
                 device={"type": "tablet", "os": "Android 14"},
                 value=9.5,
             )
+            await asyncio.to_thread(worker_consumes, settings.redis.url, settings.redis.key_prefix)
             assert await client.ready() is True
             current = await client.get_settings("default")
             with pytest.raises(PermissionDeniedError):

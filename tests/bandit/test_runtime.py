@@ -14,7 +14,7 @@ import redis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from bandit.errors import RuntimeServiceError
-from bandit.runtime import LocalServices, ServiceProcess, free_port
+from bandit.runtime import LocalServices, ModelArchive, ServiceProcess, _Backoff, free_port
 from bandit.settings import KafkaSettings, RedisSettings, Settings
 
 
@@ -96,3 +96,43 @@ def test_a_process_started_from_an_ended_thread_keeps_running(tmp_path: Path) ->
         assert process.running
     finally:
         process.stop()
+
+
+def test_a_child_that_keeps_failing_waits_longer_each_time() -> None:
+    """Restarts wait 1, 2, 4 ... up to 60 s; a child that ran a minute starts over at 1 s."""
+    backoff = _Backoff()
+    assert backoff.due(0.0)
+    pauses = []
+    now = 0.0
+    for _ in range(8):
+        backoff.failed(now)
+        pauses.append(backoff.not_before - now)
+        assert not backoff.due(now)
+        now = backoff.not_before
+    assert pauses == [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 60.0, 60.0]
+    backoff.running(now + 61.0)
+    backoff.failed(now + 61.0)
+    assert backoff.not_before - (now + 61.0) == 1.0
+
+
+def test_models_copied_to_the_folder_come_back_to_a_redis_that_lost_them(
+    redis_url: str, tmp_path: Path
+) -> None:
+    """The archive keeps the newest model; restore writes it only where Redis is older."""
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    archive = ModelArchive(tmp_path / "models", prefix)
+    client = redis.Redis.from_url(redis_url)
+    key = f"{prefix}:model:p"
+    try:
+        client.hset(key, mapping={"snapshot": b"\x00\xffmodel", "version": "3", "offsets": "{}"})
+        assert archive.save(redis_url) == ["p"]
+        assert archive.save(redis_url) == []  # unchanged: not written again
+        client.delete(key)
+        assert archive.restore(redis_url) == ["p"]
+        assert client.hget(key, "snapshot") == b"\x00\xffmodel"
+        client.hset(key, "version", "4")  # Redis newer than the copy: left alone
+        assert archive.restore(redis_url) == []
+        assert client.hget(key, "version") == b"4"
+    finally:
+        client.delete(key)
+        client.close()

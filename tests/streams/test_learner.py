@@ -97,6 +97,25 @@ def test_a_restarted_learner_skips_offsets_its_snapshot_covers(redis_url: str) -
     _run(redis_url, body)
 
 
+def test_new_records_at_offsets_a_lost_log_had_reached_are_learned(redis_url: str) -> None:
+    """A broker that lost its log numbers records from 0 again: new ids there are learned.
+
+    The saved offsets (up to 49) belong to the old log; records 0-19 of the new log
+    carry events never learned, so they are learned, and the old ones still are not.
+    """
+
+    async def body(store: StateStore) -> None:
+        await Learner(store, SETTINGS).process(_records(50))
+        new_log = [TrainingRecord.of(0, offset, _example(1000 + offset)) for offset in range(20)]
+        result = await Learner(store, SETTINGS).process(new_log)
+        assert (result.learned, result.replayed) == (20, 0)
+        again = await Learner(store, SETTINGS).process(_records(50))  # the old ones
+        assert (again.learned, again.replayed) == (0, 50)
+        assert await _n_learned(store) == 70
+
+    _run(redis_url, body)
+
+
 def test_work_not_saved_before_a_crash_is_learned_after_it(redis_url: str) -> None:
     """Examples applied but not saved are lost with the process and learned once later."""
 
