@@ -118,6 +118,16 @@ class LearningMonitor:
                     pipe.hdel(self._examples(policy), *ids)
             await pipe.execute()
 
+    async def forget(self, policy: str, event_ids: Sequence[str]) -> None:
+        """Stop holding examples that will never be learned (their record is a dead letter).
+
+        A training record that fails to decode names its policy (the record's key) and,
+        when its JSON can be read at all, its event id: without this its example would
+        stay held, learning would read as stalled for ever and a broker restart would
+        produce it again.
+        """
+        await self.learned({policy: event_ids})
+
     async def held_policies(self) -> list[str]:
         """Policies that have examples held."""
         prefix = self.store.key("learning", "held", "")

@@ -20,7 +20,7 @@ from bandit.learning import LearningMonitor
 from bandit.settings import Settings
 from bandit.state import StateStore
 
-__all__ = ["TOPICS", "create_topics", "produce_held"]
+__all__ = ["TOPICS", "create_topics", "forget_offsets", "produce_held"]
 
 TOPICS = ("events", "decisions", "rewards", "training", "dead-letters")
 """The topics of docs/live-loop.md, without their prefix."""
@@ -60,6 +60,25 @@ async def _create_topics(settings: Settings) -> list[str]:
         with contextlib.suppress(Exception):
             await admin.close()
     return created
+
+
+def forget_offsets(settings: Settings, timeout: float = 10.0) -> list[str]:
+    """Forget the training offsets every saved model covers; return the policies changed.
+
+    The offsets name records of the log the broker lost: the new log numbers its records
+    from 0 again, and a learner that kept the old offsets would skip them as learned.
+    Call it after the workers are stopped and before they start again.
+    """
+    return asyncio.run(asyncio.wait_for(_forget_offsets(settings), timeout))
+
+
+async def _forget_offsets(settings: Settings) -> list[str]:
+    client = Redis.from_url(settings.redis.url)
+    store = StateStore(client, settings.redis.key_prefix)
+    try:
+        return await store.forget_offsets()
+    finally:
+        await client.aclose()
 
 
 def produce_held(settings: Settings, timeout: float = 60.0) -> int:

@@ -728,8 +728,8 @@ class LocalStack:
                 process.kill()
 
     def _after_broker_restart(self) -> list[str]:
-        """Make the topics, start the workers and produce the held examples again."""
-        from bandit.recovery import create_topics
+        """Make the topics, forget the lost log's offsets, start the workers, resend."""
+        from bandit.recovery import create_topics, forget_offsets
 
         settings = self._child_settings()
         done = []
@@ -737,6 +737,12 @@ class LocalStack:
             create_topics(settings)
         except Exception as exc:  # noqa: BLE001  # reported; the workers declare them too
             done.append(f"topics not created on the new broker: {exc}")
+        try:  # before the workers load the models: the new log starts at offset 0
+            forgotten = forget_offsets(settings)
+        except Exception as exc:  # noqa: BLE001  # reported: the new log's first records
+            done.append(f"saved offsets not forgotten: {exc!r}")  # may be skipped
+        else:
+            done.append(f"offsets of the lost log forgotten: {forgotten}")
         for name, process in self.processes.items():
             if name.startswith("worker-"):
                 process.stop()

@@ -332,6 +332,21 @@ class StateStore:
                 return False
         return True
 
+    async def forget_offsets(self) -> list[str]:
+        """Forget the training offsets every saved model covers; return those policies.
+
+        For a training log that was lost (:func:`bandit.recovery.forget_offsets`); the
+        snapshots, versions and learned ids stay.
+        """
+        prefix = self.key("model", "")
+        changed = []
+        async for raw in self.redis.scan_iter(match=prefix + "*", count=200):
+            key = _text(raw)
+            if await self.redis.hexists(key, "offsets"):
+                await self.redis.hset(key, "offsets", "{}")
+                changed.append(key[len(prefix) :])
+        return sorted(changed)
+
     async def load_model(self, policy: str) -> ModelRecord | None:
         """Return the saved model of `policy`, or None."""
         raw = await self.redis.hgetall(self.key("model", policy))

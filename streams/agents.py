@@ -51,6 +51,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, TypeVar
 
+import orjson
 import structlog
 from pydantic import TypeAdapter
 
@@ -381,6 +382,21 @@ async def train_batch(
     return await train_decoded(services, log, decoded)
 
 
+def _held_id(record: RawRecord) -> tuple[str, str] | None:
+    """Return the policy (the key) and event id of a training record that did not decode.
+
+    None when either cannot be read: such a record was never held by the join.
+    """
+    try:
+        policy = (record.key or b"").decode()
+        event_id = orjson.loads(record.value or b"null").get("event_id")
+    except (UnicodeDecodeError, orjson.JSONDecodeError, AttributeError):
+        return None
+    if not policy or not isinstance(event_id, str):
+        return None
+    return policy, event_id
+
+
 async def train_decoded(
     services: AppServices,
     log: DecisionLog | None,
@@ -393,11 +409,17 @@ async def train_decoded(
     """
     letters = services.dead_letters
     records: list[TrainingRecord] = []
+    unlearnable: dict[str, list[str]] = {}
     for record, outcome in decoded:
         if isinstance(outcome, TrainingRecord):
             records.append(outcome)
         else:
             await letters.send(record, outcome)
+            held = _held_id(record)
+            if held is not None:
+                unlearnable.setdefault(held[0], []).append(held[1])
+    for policy, ids in unlearnable.items():  # dead letters are never learned: not held
+        await retry("learning.forget", partial(services.learning.forget, policy, ids))
     if not records:
         return BatchResult()
     learner = services.learner

@@ -16,16 +16,18 @@ Exactly once, under an at-least-once stream
 Each saved model (``StateStore.save_model``) holds, in one Redis transaction, the policy
 snapshot, a version (bumped on every save), the last applied offset of every training
 partition, and the event ids learned since the previous save (kept in
-``learned:{policy}`` for seven days). A record is learned only if
+``learned:{policy}`` for ``redis.dedup_window_seconds``). A record is learned only if
 
-its event id was not learned before: not in this batch, not since the last save, and
-not in ``learned:{policy}`` (one ``ZMSCORE`` per policy per batch), so a training
-example produced twice by the join, or redelivered after a crash or a rebalance, is
-learned once. A record at or before the offset the model covers for its partition, and
-already learned (or not learnable), is counted as *replayed* rather than as a
-duplicate. The offsets decide nothing else: a broker that lost its log (the embedded
-broker restarted) numbers new records from 0 again, and those are learned, not
-skipped as covered (docs/live-loop.md, "Restarts").
+1. its offset is past the offset the policy's model covers for its partition (records
+   redelivered after a crash or a rebalance are already in the snapshot), and
+2. its event id was not learned before: not in this batch, not since the last save,
+   and not in ``learned:{policy}`` (one ``ZMSCORE`` per policy per batch), so a training
+   example produced twice by the join is learned once.
+
+A broker that lost its log (the embedded broker restarted) numbers new records from 0
+again: ``streambandit up`` forgets the saved offsets before its workers start again
+(:func:`bandit.recovery.forget_offsets`), so the new log is learned, not skipped as
+covered (docs/live-loop.md, "Restarts").
 
 A crash loses only what was not saved, and that was not acknowledged either, so it is
 delivered again and learned then. Each save is conditional (``WATCH``) on the model in
@@ -260,15 +262,17 @@ class Learner:
             result.rejected.extend((record, str(error)) for record in records)
             return result
         await self._refresh_settings(name, live)
-        ids = [r.event_id for r in records]
+        fresh: list[TrainingRecord] = []
+        for record in records:  # covered by the saved model: learned before (contract 3)
+            if record.offset <= live.offsets.get(record.partition, -1):
+                result.replayed += 1
+            else:
+                fresh.append(record)
+        ids = [r.event_id for r in fresh]
         seen_before = await self.store.learned(name, ids)
         pending, pending_ids = live.pending, live.pending_ids
         broken: str | None = None
-        for record, event_id, seen in zip(records, ids, seen_before, strict=True):
-            covered = record.offset <= live.offsets.get(record.partition, -1)
-            if covered and (seen or event_id in pending_ids or not record.learnable):
-                result.replayed += 1
-                continue
+        for record, event_id, seen in zip(fresh, ids, seen_before, strict=True):
             if seen or event_id in pending_ids:
                 result.duplicates += 1
                 continue

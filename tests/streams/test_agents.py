@@ -210,3 +210,32 @@ async def _read(broker: str, topic: str, partitions: list[int]) -> list[Any]:
     finally:
         await consumer.stop()
     return [found[partition] for partition in sorted(found)]
+
+
+def test_a_training_record_that_is_a_dead_letter_is_no_longer_held(
+    broker: str, redis_url: str
+) -> None:
+    """A held example whose record fails to decode is dead-lettered and released, not stalled."""
+    from streams.agents import AppServices, train_batch
+    from streams.deadletter import DeadLetters, RawRecord
+
+    async def body(app: StreamBanditApp, store: StateStore) -> None:
+        services = AppServices(app)
+        sent: list[bytes] = []
+
+        async def send(key: bytes | None, value: bytes) -> None:  # the topic is not the point
+            sent.append(value)
+
+        services._dead_letters = DeadLetters(send, store, limits=app.settings.limits)
+        learning = services.learning
+        await learning.hold({"p": [("bad-1", b"{}"), ("kept", b"{}")]})
+        broken = RawRecord(
+            app.bandit_topics.training.get_topic_name(), 0, 0, b"p", b'{"event_id": "bad-1"}'
+        )
+        unreadable = RawRecord(app.bandit_topics.training.get_topic_name(), 0, 1, b"p", b"{")
+        result = await train_batch(services, None, [broken, unreadable])
+        assert result.learned == 0
+        assert [event_id for event_id, _ in await learning.held("p")] == ["kept"]
+        assert len(sent) == 2
+
+    _with_app(broker, redis_url, body)
