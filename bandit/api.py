@@ -340,6 +340,14 @@ class Liveness(BaseModel):
     status: Literal["alive"]
 
 
+class BaselineSwitch(BaseModel):
+    """The kill switch of a policy: the baseline serves (``forced``), or its own model."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    forced: StrictBool
+
+
 class PageLink(BaseModel):
     """A token that opens a person's privacy page until `expires_at`, and the page's path."""
 
@@ -1356,6 +1364,40 @@ async def put_settings_route(
     return _model(body, headers={"ETag": f'"{version}"'})
 
 
+async def put_baseline_route(
+    request: Request, service: ServiceDep, caller: CallerDep, name: str
+) -> Response:
+    """Kill switch: serve the baseline now (``forced``) or the policy's model again.
+
+    Only ``baseline_forced`` changes: the other stored settings are kept as they are,
+    and not checked again, so rules changed since they were set (a narrower reward
+    range, say) can never stand in the way of the switch.
+    """
+    _resolve_policy(service, caller, name)
+    _check_admin(caller, "the kill switch")
+    body = await _body(request, BaselineSwitch, "the kill switch", service.settings.limits)
+    with _redis_or_503():
+        async with asyncio.timeout(_CONTROL_TIMEOUT):
+            found = await service.store.policy_settings(name)
+            if found is None:
+                loaded = service.engine.loaded(name)
+                assert loaded is not None
+                current = loaded.settings
+            else:
+                current = found[0]
+            switched = current.model_copy(update={"baseline_forced": body.forced})
+            version = await service.store.set_policy_settings(name, switched)
+            await service.engine.refresh(name)
+    _note(
+        request,
+        "settings.changed",
+        policy=name,
+        settings_version=version,
+        baseline_forced=body.forced,
+    )
+    return _model(switched, headers={"ETag": f'"{version}"'})
+
+
 # -- Personalizer routes -----------------------------------------------------------------
 
 EventIdPath = Annotated[str, Path(alias="eventId", description="The event id of the decision.")]
@@ -1954,6 +1996,15 @@ def _add_routes(app: FastAPI) -> None:
         responses=_POLICY_ERRORS,
         name="put_policy_settings",
         openapi_extra=_request_body(PolicySettings),
+    )
+    native.add_api_route(
+        "/policies/{name}/baseline",
+        put_baseline_route,
+        methods=["PUT"],
+        response_model=PolicySettings,
+        responses=_POLICY_ERRORS,
+        name="put_policy_baseline",
+        openapi_extra=_request_body(BaselineSwitch),
     )
     personalizer = APIRouter(
         prefix="/personalizer/v1.0", tags=["personalizer"], responses=_PERSONALIZER_ERRORS

@@ -563,6 +563,13 @@ class _Core:
             raise InvalidArgumentError(msg)
         return _Call("PUT", path, _read_settings, checked.model_dump(mode="json"))
 
+    def set_baseline(self, policy: str, forced: bool) -> _Call[PolicySettings]:
+        if not isinstance(forced, bool):
+            msg = f"`forced` must be True or False, got {forced!r}"
+            raise InvalidArgumentError(msg)
+        path = f"/v1/policies/{self.policy_segment(policy)}/baseline"
+        return _Call("PUT", path, _read_settings, {"forced": forced})
+
     def list_policies(self) -> _Call[list[PolicyStatus]]:
         return _Call("GET", "/v1/policies", _read_policies)
 
@@ -1003,6 +1010,27 @@ class Client:
         """
         return self._send(self._core.set_settings(policy, settings))
 
+    def set_baseline(self, policy: str, forced: bool) -> PolicySettings:
+        """Kill switch (admin key; ``PUT /v1/policies/{policy}/baseline``).
+
+        With `forced`, the baseline serves every request of `policy` now (decisions are
+        still logged, with the baseline's probabilities); without, its own model serves
+        again. Nothing else in the settings changes.
+
+        Returns
+        -------
+        PolicySettings
+            The settings as the server stored them.
+
+        Raises
+        ------
+        PermissionDeniedError
+            If the key is not an admin key.
+        NotFoundError
+            If no policy of that name is served.
+        """
+        return self._send(self._core.set_baseline(policy, forced))
+
     def list_policies(self) -> list[PolicyStatus]:
         """Return the served policies this key may use, and their models (``GET /v1/policies``)."""
         return self._send(self._core.list_policies())
@@ -1191,6 +1219,10 @@ class AsyncClient:
     ) -> PolicySettings:
         """Replace the live settings of `policy`; see :meth:`Client.set_settings`."""
         return await self._send(self._core.set_settings(policy, settings))
+
+    async def set_baseline(self, policy: str, forced: bool) -> PolicySettings:
+        """Kill switch; see :meth:`Client.set_baseline`."""
+        return await self._send(self._core.set_baseline(policy, forced))
 
     async def list_policies(self) -> list[PolicyStatus]:
         """Return the served policies this key may use; see :meth:`Client.list_policies`."""

@@ -166,8 +166,7 @@ def _switch(name: str, url: str | None, key: str | None, *, forced: bool) -> Non
     with _client(url, key) as client, _api_errors(command):
         current = client.get_settings(name)
         if current.baseline_forced != forced:
-            wanted = current.model_copy(update={"baseline_forced": forced})
-            client.set_settings(name, wanted)
+            client.set_baseline(name, forced)
     baseline = get_settings().privacy.baseline_policy
     if forced:
         was = " (it already was)" if current.baseline_forced else ""

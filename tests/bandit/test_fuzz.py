@@ -50,6 +50,7 @@ ADMIN_ONLY = {
     ("POST", "/v1/privacy/reports"),
     ("GET", "/v1/privacy/ledger"),
     ("PUT", "/v1/policies/{name}/settings"),
+    ("PUT", "/v1/policies/{name}/baseline"),
 }
 
 

@@ -225,7 +225,7 @@ def test_an_app_key_or_no_api_fails_with_one_line(api: Api) -> None:
     assert denied.exit_code == 1, denied.output
     # (the server, in this process, logs the refusal to the same stderr first)
     assert denied.output.splitlines()[-1] == (
-        "policy baseline failed: HTTP 403: changing settings needs an admin key; "
+        "policy baseline failed: HTTP 403: the kill switch needs an admin key; "
         "this key's role is 'app'"
     )
     assert "Traceback" not in denied.output
@@ -274,3 +274,42 @@ def test_baseline_serves_uniform_with_logged_propensities_and_resume_restores(ap
         assert decision.context == USER
     for answer in (before, after):
         assert logged[answer["event_id"]].consent == "personalise"
+
+
+def test_the_switch_works_when_stored_settings_break_a_rule_changed_since(api: Api) -> None:
+    """A default reward stored before the range narrowed cannot stand in the switch's way."""
+    policy = "spare"
+    current, _ = _stored(api, policy)
+    stale = {**current, "default_reward": 1e6, "baseline_forced": False}  # outside today's range
+
+    async def store_stale() -> None:  # as if set under a wider range, before an upgrade
+        redis = Redis.from_url(api.settings.redis.url)
+        try:
+            key = StateStore(redis, api.settings.redis.key_prefix).key("policy", policy, "settings")
+            await redis.set(key, json.dumps(stale))
+        finally:
+            await redis.aclose()
+
+    asyncio.run(store_stale())
+    refused = httpx.put(
+        f"{api.url}/v1/policies/{policy}/settings",
+        json=stale,
+        headers={"X-API-Key": ADMIN_KEY},
+        timeout=10,
+    )
+    assert refused.status_code == 422  # a whole write is checked against today's rules
+    forced = _policy(api, "baseline", policy)
+    assert forced.exit_code == 0, forced.output
+    stored, _ = _stored(api, policy)
+    assert stored["baseline_forced"] is True
+    assert stored["default_reward"] == 1e6  # the rest kept as it was
+    assert _policy(api, "resume", policy).exit_code == 0
+    assert _stored(api, policy)[0]["baseline_forced"] is False
+    app_key = httpx.put(
+        f"{api.url}/v1/policies/{policy}/baseline",
+        json={"forced": True},
+        headers={"X-API-Key": APP_KEY},
+        timeout=10,
+    )
+    assert app_key.status_code == 403
+    assert "the kill switch needs an admin key" in app_key.text
