@@ -768,6 +768,7 @@ _BODY_MODELS: tuple[type[BaseModel], ...] = (
     Activation,
     BehaviourEvent,
     PolicySettings,
+    BaselineSwitch,
     PersonalizerRankRequest,
     PersonalizerRewardRequest,
 )

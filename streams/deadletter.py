@@ -18,7 +18,7 @@ Examples
 >>> isinstance(outcome, DeadLetter)
 True
 >>> outcome.reason
-'reward: Input should be a valid number, unable to parse string as a number [float_parsing]'
+'reward: Input should be a valid number [float_type]'
 """
 
 from __future__ import annotations

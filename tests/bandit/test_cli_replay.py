@@ -130,7 +130,7 @@ def test_replay_runs_a_what_if_grid(log_dir: Path) -> None:
 
 def test_replay_skips_bad_rows_only_when_asked(log_dir: Path, tmp_path: Path) -> None:
     """A bad row stops the read with exit 2 naming the file; --on-error skip counts it."""
-    source = sorted(log_dir.iterdir())[0]
+    source = sorted(log_dir.glob("*.dsjson"))[0]
     bad = tmp_path / "bad.dsjson"
     text = source.read_text()
     bad.write_text(text + "{not json\n")

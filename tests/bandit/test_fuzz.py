@@ -33,12 +33,14 @@ from bandit.settings import (
     ApiKey,
     ApiSettings,
     KafkaSettings,
+    LearnerSettings,
     LogSettings,
     PrivacySettings,
     RedisSettings,
     Settings,
 )
 from tests.bandit.serving import served
+from tests.conftest import worker_consumes
 
 ADMIN_KEY = "admin-key-fuzz-0123456789"
 APP_KEY = "app-key-fuzz-main-0123456"
@@ -122,7 +124,10 @@ def api(broker: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -
         decision_log=LogSettings(directory=tmp_path_factory.mktemp("fuzz-decisions")),
         privacy=PrivacySettings(pseudonym_key="pseudonym-key-fuzz-tests-0123"),
         policies={"main": SPEC, "other": "uniform"},
+        # /readyz answers 200 only while a worker consumes: one stands in, fresh all module
+        learner=LearnerSettings(stall_seconds=3600),
     )
+    worker_consumes(redis_url, prefix)
     with served(create_app(settings), "api-under-fuzz") as url:
         document = httpx.get(f"{url}/openapi.json", timeout=10).json()
         assert _operations(document) == _operations(DOCUMENT)  # the tests cover every one

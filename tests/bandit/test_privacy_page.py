@@ -24,6 +24,7 @@ from bandit.client import Client
 from bandit.settings import (
     ApiKey,
     ApiSettings,
+    ExplainSettings,
     KafkaSettings,
     PrivacySettings,
     RedisSettings,
@@ -48,6 +49,9 @@ def api_url(broker: str, redis_url: str) -> Iterator[str]:
         api=ApiSettings(keys=(ApiKey(key=APP_KEY, role="app"),)),
         privacy=PrivacySettings(pseudonym_key="pseudonym-key-privacy-page-0"),
         policies={"default": "vw-squarecb"},
+        # the page's explanations, not their deadline, are tested here: a loaded host
+        # (the whole suite on 2 cores) may take more than the default second
+        explain=ExplainSettings(deadline_seconds=30.0),
     )
     with served(create_app(settings), "privacy-page-api") as url:
         yield url

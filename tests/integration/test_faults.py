@@ -301,7 +301,7 @@ def test_bad_records_become_dead_letters_and_good_ones_flow(
             topics.rewards,
             b"r1",
             b'{"event_id": "r1", "type": "reward", "reward": "x"}',
-            "[float_parsing]",
+            "[float_type]",
         ),
         (topics.rewards, b"r2", b"\xff\xfe\x00", "[json_invalid]"),
         (topics.rewards, b"r3", oversized, "[record_too_large]"),

@@ -175,7 +175,7 @@ def test_rank_order_differs_from_offer_order_in_the_log(logged: Logged) -> None:
     """The log's `p` is in rank order, so reading it back is a real reordering."""
     lines = [
         json.loads(line)
-        for path in logged.directory.iterdir()
+        for path in logged.directory.glob("*.dsjson")
         for line in path.read_text().splitlines()
     ]
     assert all(line["a"][0] == line["_labelIndex"] + 1 for line in lines)
@@ -203,7 +203,7 @@ def test_reader_matches_parse_dsjson_record(logged: Logged) -> None:
 
 def test_redelivered_line_keeps_the_first(logged: Logged, tmp_path: Path) -> None:
     """A line repeated in a later file (redelivery past the sink's window) is read once."""
-    files = sorted(p for p in logged.directory.iterdir())
+    files = sorted(p for p in logged.directory.glob("*.dsjson"))
     copies = [tmp_path / p.name for p in files]
     for source, copy in zip(files, copies, strict=True):
         copy.write_bytes(source.read_bytes())
@@ -260,7 +260,7 @@ def test_progress_reports_rows_read(logged: Logged) -> None:
 
 def test_gzipped_log_reads_the_same(logged: Logged, tmp_path: Path) -> None:
     """A ``.dsjson.gz`` file reads as the plain file does."""
-    plain = sorted(logged.directory.iterdir())[0]
+    plain = sorted(logged.directory.glob("*.dsjson"))[0]
     packed = tmp_path / (plain.name + ".gz")
     packed.write_bytes(gzip.compress(plain.read_bytes()))
     a, b = read_log(plain), read_log(packed)

@@ -68,7 +68,7 @@ def test_app_is_configured_for_the_local_broker() -> None:
     # The training topic is read in batches, outside Faust's per-record path.
     # the release-due loop, the training consumer, the decision log's recovery, the
     # learning beat (bandit/learning.py)
-    assert len(app._app_tasks) == 3
+    assert len(app._app_tasks) == 4
     names = topic_names(settings)
     assert app.bandit_topics.training.get_topic_name() == names.training == "streambandit.training"
 
