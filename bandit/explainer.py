@@ -239,11 +239,15 @@ class Explainer:
             self._started = asyncio.ensure_future(self._spawn())
 
     async def _start(self) -> float:
-        """Start the helpers once; return how long this call waited for them."""
+        """Start the helpers once; return how long this call waited for them.
+
+        The wait is not counted against the explanation's deadline, but it is bounded
+        (``_START_SECONDS``): a helper that never comes up times the explanation out.
+        """
         started = time.monotonic()
         self.start()
         assert self._started is not None
-        await asyncio.shield(self._started)
+        await asyncio.wait_for(asyncio.shield(self._started), _START_SECONDS)
         return time.monotonic() - started
 
     async def _spawn(self) -> None:
@@ -299,6 +303,7 @@ def _left(deadline: float) -> float:
 # -- in the helper processes ------------------------------------------------------------
 
 _RESTORED: dict[str, Policy] = {}
+_START_SECONDS = 30.0  # the longest an explanation waits for the helpers to start
 _NICE = 10  # how much lower a helper's CPU priority is than the API's
 _KEPT = 4  # restored policies a helper keeps (the served ones, and the one before a swap)
 

@@ -100,6 +100,10 @@ def configure_logging(
     )
 
 
+_MAX_KINDS = 1024
+"""The most kinds of line a :class:`LineLimiter` keeps windows for at once."""
+
+
 @dataclass(slots=True)
 class _Window:
     start: float
@@ -153,6 +157,10 @@ class LineLimiter:
         now = self._clock()
         window = self._windows.get(kind)
         if window is None:
+            if len(self._windows) >= _MAX_KINDS:  # kinds made of text: keep the recent ones
+                self._windows = {k: w for k, w in self._windows.items() if now - w.start < 1.0}
+                if len(self._windows) >= _MAX_KINDS:
+                    self._windows.clear()
             window = self._windows[kind] = _Window(now)
         elif now - window.start >= 1.0:
             window.start, window.written = now, 0
