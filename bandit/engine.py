@@ -337,6 +337,8 @@ class DecisionEngine:
             (context, actions) if personalise else ({}, actions)
         )
         chooser, seen, distribution = self._distribution(loaded, chooser, seen)
+        if chooser is self._baseline:  # (also a model that could give no distribution)
+            path = "baseline"
         choice = decide_ranking(distribution, decided.event_id)
         subject = None
         if consent.learn and user is not None:

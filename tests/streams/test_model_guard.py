@@ -200,6 +200,7 @@ def test_a_served_model_that_cannot_give_a_distribution_lets_the_baseline_decide
             probabilities = [r.probability for r in outcome.decision.ranking]
             assert probabilities == pytest.approx([1 / 3] * 3)
             assert outcome.chooser is engine.baseline
+            assert outcome.decision.consent == "baseline"  # logged as what decided
             assert engine.rejections == {("p", "pmf_not_finite"): 1}
         finally:
             await engine.stop()
