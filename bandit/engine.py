@@ -330,15 +330,14 @@ class DecisionEngine:
         dropped += lost
         forced = loaded.settings.baseline_forced  # the kill switch
         personalise = consent.personalise and not forced
-        path: ConsentPath = "personalise" if personalise else "baseline"
         chooser = loaded.policy if personalise else self._baseline
         # the baseline sees nothing about the person, not even the request's context
         seen: tuple[Mapping[str, Mapping[str, Any]], list[Action]] = (
             (context, actions) if personalise else ({}, actions)
         )
         chooser, seen, distribution = self._distribution(loaded, chooser, seen)
-        if chooser is self._baseline:  # (also a model that could give no distribution)
-            path = "baseline"
+        # what decided: the baseline also when the model could give no distribution
+        path: ConsentPath = "baseline" if chooser is self._baseline else "personalise"
         choice = decide_ranking(distribution, decided.event_id)
         subject = None
         if consent.learn and user is not None:

@@ -15,6 +15,7 @@ import asyncio
 import json
 import multiprocessing
 import os
+import threading
 import time
 import uuid
 import weakref
@@ -312,8 +313,20 @@ _LOWERED: list[bool] = []
 
 
 def _starting() -> None:
-    """Import at a priority a little below the API's (``nice`` 5): not starved, not first."""
+    """Import at a priority a little below the API's (``nice`` 5): not starved, not first.
+
+    And never outlive the API: a helper whose parent is gone (killed, or exited without
+    shutting the pool down) exits within a second, instead of idling on as an orphan.
+    """
     os.nice(_NICE // 2)
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="explainer-parent-watch", daemon=True).start()
 
 
 def _ready() -> None:

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import re
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -386,3 +390,60 @@ def test_a_helper_explains_the_served_model_exactly_as_it_decides() -> None:
     assert found == expected
     assert other is not None
     assert other.kind == "baseline"
+
+
+_HELPERS_THEN_WAIT = """
+import asyncio
+from bandit.explainer import Explainer
+from bandit.metrics import ApiMetrics
+from bandit.settings import ExplainSettings
+
+async def main():
+    await Explainer(ExplainSettings(), ApiMetrics())._start()
+    print("started", flush=True)
+    await asyncio.sleep(120)
+
+if __name__ == "__main__":
+    asyncio.run(main())
+"""
+
+
+def _children(pid: int) -> set[int]:
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                fields = (entry / "stat").read_text().rpartition(")")[2].split()
+                if int(fields[1]) == pid:
+                    found.add(int(entry.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    with contextlib.suppress(OSError):
+        state = (Path("/proc") / str(pid) / "stat").read_text().rpartition(")")[2].split()[0]
+        return state != "Z"
+    return False
+
+
+def test_explanation_helpers_never_outlive_a_killed_api(tmp_path: Path) -> None:
+    """kill -9 of the API's process: its helper processes exit too, no orphan is left."""
+    script = tmp_path / "api_like.py"
+    script.write_text(_HELPERS_THEN_WAIT)
+    process = subprocess.Popen(
+        [sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+    )
+    try:
+        assert process.stdout is not None
+        assert process.stdout.readline().strip() == b"started"
+        helpers = _children(process.pid)
+        assert helpers
+    finally:
+        process.kill()
+        process.wait()
+        if process.stdout is not None:
+            process.stdout.close()
+    deadline = time.monotonic() + 20
+    while any(_alive(pid) for pid in helpers) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any(_alive(pid) for pid in helpers)
