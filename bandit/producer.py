@@ -274,6 +274,11 @@ class BufferedProducer:
         producer = self._producer
         return 0 if producer is None else self._queued - self._settled
 
+    @property
+    def window(self) -> tuple[int, int]:
+        """The resend window now: records kept, and their bytes (bookkeeping included)."""
+        return len(self._window), self._window_bytes
+
     async def send(self, topic: str, key: bytes, value: bytes, *, resend: bool = True) -> Delivery:
         """Queue a record; with `acknowledged`, wait for the broker's acknowledgement.
 
@@ -367,9 +372,11 @@ class BufferedProducer:
     def _keep(self, topic: str, key: bytes, value: bytes) -> None:
         """Keep a copy of a record for :meth:`resend` (the hot path: a few operations)."""
         now = time.time()
-        self._window.append((now, topic, key, value))
+        window = self._window
+        window.append((now, topic, key, value))
         self._window_bytes += len(value) + len(key) + _RECORD_OVERHEAD
-        self._trim(now)
+        if self._window_bytes > self.resend_bytes or window[0][0] < now - self.resend_seconds:
+            self._trim(now)
 
     def _trim(self, now: float) -> None:
         """Forget copies beyond `resend_bytes`, and, while the broker answers, too old."""
