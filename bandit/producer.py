@@ -31,7 +31,10 @@ What happens to a record
 The buffer lives in the process: records still queued when the process ends (after a
 bounded final flush on :meth:`~BufferedProducer.stop`) are lost, and counted and logged
 as such (``producer.records_lost``). Durability beyond the process is the broker's
-job; the buffer only bridges broker outages while the API runs.
+job; the buffer only bridges broker outages while the API runs. A record refused
+before it is queued (e.g. too large) is raised to the caller; one the broker rejects
+for good later is dropped with an error log (``producer.record_dropped``) and counted,
+so one bad record cannot block the rest.
 
 The resend window
 -----------------
@@ -42,10 +45,7 @@ built (topic, key, value and the time it was sent), for `resend_seconds` and wit
 `resend_bytes` (the oldest go first; while the broker is away nothing leaves by age,
 so the copies from before an outage wait for its end). :meth:`BufferedProducer.resend`
 produces every copy again, with its first timestamp, once told the broker lost its log
-(:func:`bandit.recovery.watch_restarts`); consumers deduplicate. A record refused
-before it is queued (e.g. too large) is raised to the caller; one the broker rejects
-for good later is dropped with an error log (``producer.record_dropped``) and counted,
-so one bad record cannot block the rest.
+(:func:`bandit.recovery.watch_restarts`); consumers deduplicate.
 """
 
 from __future__ import annotations

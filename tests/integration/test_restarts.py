@@ -254,6 +254,9 @@ def test_broker_restart_under_traffic_loses_no_answer_nor_reward(up: LocalStack)
     assert counters.get("default_rewards", 0) == len(traffic.event_ids - traffic.rewarded)
     resent = _resent(up)
     assert resent >= unread
+    # The copies of what the join had read already were taken as duplicates.
+    assert counters.get("decisions_duplicate", 0) > 0
+    assert counters.get("rewards_duplicate", 0) > 0
 
 
 def test_redis_restart_under_traffic_loses_and_repeats_nothing(up: LocalStack) -> None:
