@@ -42,6 +42,7 @@ ENV = {
 SEND_SECONDS = 16.0
 FAULT_AFTER_SECONDS = 5.0
 PAUSE_SECONDS = 2.0  # workers stopped (SIGSTOP) before the broker is killed
+SESSION = "restart-session"
 
 
 def _stack(data: Path) -> LocalStack:
@@ -114,6 +115,7 @@ class Traffic:
 
     answered: list[tuple[str, float]] = field(default_factory=list)  # (event id, sent at)
     rewarded: set[str] = field(default_factory=set)  # event ids whose reward was accepted
+    events: int = 0  # behaviour events accepted, all of session SESSION
     killed_at: float = math.inf
     joined_by_kill: int = 0  # decisions the join had read when the server was killed
 
@@ -135,7 +137,8 @@ def _traffic_with_fault(
 ) -> Traffic:
     """Rank for SEND_SECONDS, killing `victim` (SIGKILL) part way.
 
-    With `unread`, every rank is rewarded at once, and the workers are stopped
+    With `unread`, every rank is rewarded at once, a behaviour event sent with each
+    burst, and the workers are stopped
     (SIGSTOP) PAUSE_SECONDS before the kill, so that the broker dies holding the
     decisions and rewards of those seconds unread.
     """
@@ -175,10 +178,23 @@ def _traffic_with_fault(
                         return
                     traffic.rewarded.add(result.event_id)
 
+            async def event() -> None:
+                try:
+                    await client.event(
+                        kind="view",
+                        user_id="restart-user",
+                        session_id=SESSION,
+                        device={"type": "mobile", "os": "iOS 17.4"},
+                    )
+                except Exception:  # noqa: BLE001  # refused: not accepted, not counted
+                    return
+                traffic.events += 1
+
             loop = asyncio.get_running_loop()
             end = loop.time() + SEND_SECONDS
             while loop.time() < end:
-                await asyncio.gather(*(one(i % 2) for i in range(10)))
+                events = (event(),) if unread else ()
+                await asyncio.gather(*(one(i % 2) for i in range(10)), *events)
                 await asyncio.sleep(0.2)
 
     killer = threading.Thread(target=kill)
@@ -230,15 +246,16 @@ def _resent(stack: LocalStack) -> float:
 
 
 def test_broker_restart_under_traffic_loses_no_answer_nor_reward(up: LocalStack) -> None:
-    """The broker dies holding unread decisions and rewards; none is lost, none doubled.
+    """The broker dies holding unread decisions, rewards and events; none lost, none doubled.
 
     The embedded broker keeps its records in memory, so its restart loses its log: the
     supervisor creates the topics again, restarts the workers, produces again the
     training examples Redis still holds, and tells the API, which produces again its
     resend window (what the old broker had acknowledged unread); the learner learns the
     new log from offset 0. The workers are stopped for PAUSE_SECONDS before the kill,
-    so the broker dies with those seconds' decisions and rewards unread: every answered
-    decision is still logged and learned exactly once, with its reward.
+    so the broker dies with those seconds' records unread: every answered decision is
+    still logged and learned exactly once, with its reward, and every behaviour event
+    folded once into its session's features.
     """
     traffic = _traffic_with_fault(up, "broker", unread=True, reward_wait=10.0)
     unread = traffic.in_flight_at_kill()
@@ -257,6 +274,15 @@ def test_broker_restart_under_traffic_loses_no_answer_nor_reward(up: LocalStack)
     # The copies of what the join had read already were taken as duplicates.
     assert counters.get("decisions_duplicate", 0) > 0
     assert counters.get("rewards_duplicate", 0) > 0
+    # Each behaviour event folded into its session's features once: none lost, none twice.
+    client = redis.Redis.from_url(up.services.redis_url)
+    try:
+        folded = client.hget(f"sb:features:session:{SESSION}", "events")
+    finally:
+        client.close()
+    assert traffic.events > 20, f"only {traffic.events} behaviour events accepted"
+    assert folded is not None
+    assert int(folded) == traffic.events
 
 
 def test_redis_restart_under_traffic_loses_and_repeats_nothing(up: LocalStack) -> None:
