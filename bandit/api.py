@@ -70,7 +70,7 @@ import math
 import re
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import asynccontextmanager, contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, TypeAlias, TypeVar, cast
@@ -142,6 +142,7 @@ from bandit.privacy import (
 from bandit.privacy_page import PAGE, PAGE_SCRIPT_HASH, PAGE_STYLE_HASH
 from bandit.process import tune_gc
 from bandit.producer import BufferedProducer, ProducerUnavailableError, TopicName, topic
+from bandit.recovery import watch_restarts
 from bandit.schemas import (
     Activation,
     BehaviourEvent,
@@ -638,9 +639,14 @@ async def _body(request: Request, model: type[M], what: str, limits: Limits) -> 
         raise _invalid(exc, what) from None
 
 
-async def _produce(service: _Service, name: TopicName, key: str, value: bytes) -> str:
+async def _produce(
+    service: _Service, name: TopicName, key: str, value: bytes, *, resend: bool = True
+) -> str:
+    """Produce a record; `resend`: keep a copy in case the broker loses its log."""
     try:
-        return await service.producer.send(topic(service.settings, name), key.encode(), value)
+        return await service.producer.send(
+            topic(service.settings, name), key.encode(), value, resend=resend
+        )
     except ProducerUnavailableError as exc:
         service.metrics.producer_rejected.inc()
         raise _ApiError(503, "ServiceUnavailable", str(exc), headers={"Retry-After": "1"}) from None
@@ -676,8 +682,12 @@ async def _decide(
         raise _ApiError(500, "InternalServerError", message) from None
     decided = time.perf_counter()
     decision = outcome.decision
-    delivery = await _produce(
-        service, "decisions", decision.event_id, fastpath.decision_json(decision)
+    delivery = await _produce(  # without learning consent, no copy is kept
+        service,
+        "decisions",
+        decision.event_id,
+        fastpath.decision_json(decision),
+        resend=decision.learn,
     )
     consent = outcome.consent
     dropped = outcome.dropped
@@ -1812,6 +1822,8 @@ def create_app(
             acknowledged=settings.kafka.await_acks,
             linger_ms=settings.kafka.linger_ms,
             on_drop=metrics.producer_dropped.inc,
+            resend_seconds=settings.kafka.resend_window_seconds,
+            resend_bytes=settings.kafka.resend_window_mb * 2**20,
         ),
         metrics=metrics,
         shutdown_flush_seconds=shutdown_flush_seconds,
@@ -1821,6 +1833,15 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await service.producer.start()
+        watcher = asyncio.create_task(
+            watch_restarts(
+                store,
+                service.producer,
+                settings.api.model_poll_seconds,
+                metrics.producer_resent.inc,
+            ),
+            name="broker-restarts",
+        )
         try:
             await service.engine.start()
             if tune:
@@ -1837,6 +1858,9 @@ def create_app(
             finally:
                 await service.engine.stop()
         finally:
+            watcher.cancel()
+            with suppress(asyncio.CancelledError):
+                await watcher
             await service.producer.stop(service.shutdown_flush_seconds)
             await control_redis.aclose()
             await features_redis.aclose()

@@ -26,6 +26,8 @@ Counted as things happen:
 ``streambandit_feedback_total``                 rewards, activations, events accepted, by kind
 ``streambandit_producer_rejected_total``        records refused with 503 (buffer full)
 ``streambandit_producer_dropped_total``         records dropped (rejected for good, lost)
+``streambandit_producer_resent_total``          records produced again after the broker lost
+                                                its log (the resend window)
 ``streambandit_model_swaps_total``              models hot-swapped in, by policy
 ``streambandit_model_rejected_total``           models refused because they are not finite
                                                 (or do not restore), by policy and reason:
@@ -245,6 +247,11 @@ class ApiMetrics:
         self.producer_dropped = Counter(
             "streambandit_producer_dropped",
             "Records dropped: rejected for good by the broker, or buffered at shutdown.",
+            registry=r,
+        )
+        self.producer_resent = Counter(
+            "streambandit_producer_resent",
+            "Records produced again (the resend window) after the broker lost its log.",
             registry=r,
         )
         self.model_swaps = Counter(

@@ -35,13 +35,27 @@ job; the buffer only bridges broker outages while the API runs. A record refused
 before it is queued (e.g. too large) is raised to the caller; one the broker rejects
 for good later is dropped with an error log (``producer.record_dropped``) and counted,
 so one bad record cannot block the rest.
+
+The resend window
+-----------------
+A broker that loses its log when it restarts (the embedded one keeps records in memory)
+also loses what it had acknowledged and nobody had read yet. With `resend_seconds` > 0
+the producer keeps a copy of each record sent with ``resend=True``, as the bytes already
+built (topic, key, value and the time it was sent), for `resend_seconds` and within
+`resend_bytes` (the oldest go first; while the broker is away nothing leaves by age,
+so the copies from before an outage wait for its end). :meth:`BufferedProducer.resend`
+produces every copy again, with its first timestamp, once told the broker lost its log
+(:func:`bandit.recovery.watch_restarts`); consumers deduplicate.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import threading
+import time
+from collections import deque
 from collections.abc import Callable
 from functools import partial
 from typing import Any, Literal
@@ -66,6 +80,8 @@ _STATS_MS = 250
 """How often librdkafka reports its statistics (unacknowledged sends judge the broker by them)."""
 _POLL_SECONDS = 0.05
 """How long the delivery thread waits in librdkafka for delivery reports at a time."""
+_RECORD_OVERHEAD = 100
+"""About what a copy in the resend window costs besides its key and value (tuple, float)."""
 _BROKER_DOWN = frozenset({KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT, KafkaError._RESOLVE})
 
 
@@ -120,6 +136,11 @@ class BufferedProducer:
         lost on stop), e.g. to count them in metrics; from the delivery thread.
     client_id
         How the broker names this client.
+    resend_seconds, resend_bytes
+        The resend window: how long, and within how many bytes (values, keys and about
+        100 bytes of bookkeeping each), copies of the records sent with ``resend=True``
+        are kept for :meth:`resend`; 0 seconds keeps none
+        (``settings.kafka.resend_window_seconds`` and ``resend_window_mb``).
 
     Notes
     -----
@@ -145,9 +166,17 @@ class BufferedProducer:
         retry_seconds: tuple[float, float] = (0.05, 1.0),
         on_drop: Callable[[int], None] | None = None,
         client_id: str = "streambandit-api",
+        resend_seconds: float = 0.0,
+        resend_bytes: int = 0,
     ) -> None:
         if capacity < 0:
             msg = f"`capacity` must be >= 0, got {capacity!r}"
+            raise ValueError(msg)
+        if not (resend_seconds >= 0 and resend_bytes >= 0):  # also rejects NaN
+            msg = (
+                "`resend_seconds` and `resend_bytes` must be >= 0, got "
+                f"{resend_seconds!r} and {resend_bytes!r}"
+            )
             raise ValueError(msg)
         self.bootstrap_servers = bootstrap_servers
         self.capacity = capacity
@@ -166,8 +195,9 @@ class BufferedProducer:
             "partitioner": "murmur2_random",  # Kafka's (Java's, aiokafka's) for keyed records
             "linger.ms": linger_ms,
             "message.timeout.ms": 0,  # retry until delivered or the process stops
-            # librdkafka's own bound, above ours: `send` refuses first, with our message
-            "queue.buffering.max.messages": capacity + 1_000,
+            # librdkafka's own bound, above ours: `send` refuses first, with our message;
+            # room for a resend of the whole window (`resend`) besides
+            "queue.buffering.max.messages": capacity + 1_000 + resend_bytes // _RECORD_OVERHEAD,
             "reconnect.backoff.ms": max(int(retry_seconds[0] * 1000), 1),
             "reconnect.backoff.max.ms": max(int(retry_seconds[1] * 1000), 1),
             "socket.connection.setup.timeout.ms": max(int(connect_timeout * 1000), 1000),
@@ -195,6 +225,12 @@ class BufferedProducer:
         """Whether the broker answers: its last report was a delivery, none is overdue."""
         self.dropped = 0
         """Records dropped: rejected for good by the broker, or lost on stop."""
+        self.resend_seconds = resend_seconds if resend_bytes else 0.0
+        self.resend_bytes = resend_bytes
+        self._window: deque[tuple[float, str, bytes, bytes]] = deque()
+        self._window_bytes = 0
+        self.resent = 0
+        """Records produced again by :meth:`resend`."""
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -238,8 +274,15 @@ class BufferedProducer:
         producer = self._producer
         return 0 if producer is None else self._queued - self._settled
 
-    async def send(self, topic: str, key: bytes, value: bytes) -> Delivery:
+    @property
+    def window(self) -> tuple[int, int]:
+        """The resend window now: records kept, and their bytes (bookkeeping included)."""
+        return len(self._window), self._window_bytes
+
+    async def send(self, topic: str, key: bytes, value: bytes, *, resend: bool = True) -> Delivery:
         """Queue a record; with `acknowledged`, wait for the broker's acknowledgement.
+
+        With `resend` (and a resend window), a copy is kept for :meth:`resend`.
 
         Returns
         -------
@@ -274,6 +317,8 @@ class BufferedProducer:
             msg = f"the broker cannot take this record: {exc.args[0].str()}"
             raise ProducerUnavailableError(msg) from exc
         self._queued += 1
+        if resend and self.resend_seconds:
+            self._keep(topic, key, value)
         if future is None:
             return "sent" if self.available else "buffered"
         try:
@@ -287,6 +332,59 @@ class BufferedProducer:
             msg = f"the broker rejected the record: {exc.args[0].str()}"
             raise ProducerUnavailableError(msg) from exc
         return "sent"
+
+    def resend(self) -> int:
+        """Produce again every record of the resend window, oldest first; return how many.
+
+        Call it once the broker has lost its log (and has its topics again). Each copy
+        keeps the timestamp of its first sending. Copies older than `resend_seconds`
+        are left out, unless the broker is away (they wait for it). Records the queue
+        cannot take (the producer's own bound) are not produced again: logged
+        (``producer.resend_incomplete``) and left out of the count.
+        """
+        producer = self._producer
+        if producer is None:
+            return 0
+        self._trim(time.time())
+        sent = 0
+        on_delivery = self._count if self.acknowledged else None
+        for stamp, topic, key, value in list(self._window):
+            try:
+                if on_delivery is None:
+                    producer.produce(topic, value, key, timestamp=int(stamp * 1000))
+                else:
+                    producer.produce(
+                        topic, value, key, timestamp=int(stamp * 1000), on_delivery=on_delivery
+                    )
+            except (BufferError, KafkaException) as exc:
+                _log.error(
+                    "producer.resend_incomplete",
+                    resent=sent,
+                    left_out=len(self._window) - sent,
+                    reason=str(exc),
+                )
+                break
+            self._queued += 1
+            sent += 1
+        self.resent += sent
+        return sent
+
+    def _keep(self, topic: str, key: bytes, value: bytes) -> None:
+        """Keep a copy of a record for :meth:`resend` (the hot path: a few operations)."""
+        now = time.time()
+        window = self._window
+        window.append((now, topic, key, value))
+        self._window_bytes += len(value) + len(key) + _RECORD_OVERHEAD
+        if self._window_bytes > self.resend_bytes or window[0][0] < now - self.resend_seconds:
+            self._trim(now)
+
+    def _trim(self, now: float) -> None:
+        """Forget copies beyond `resend_bytes`, and, while the broker answers, too old."""
+        window = self._window
+        oldest = now - self.resend_seconds if self.available else -math.inf
+        while window and (self._window_bytes > self.resend_bytes or window[0][0] < oldest):
+            _, _, key, value = window.popleft()
+            self._window_bytes -= len(value) + len(key) + _RECORD_OVERHEAD
 
     async def flush(self, timeout: float) -> bool:
         """Wait at most `timeout` seconds for every queued record; return whether all left."""

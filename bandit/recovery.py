@@ -5,27 +5,51 @@ held and nobody had read yet is gone; what matters most, the training examples t
 released and the learner had not applied (nor the decision log written), is still in
 Redis (:class:`bandit.learning.LearningMonitor`). :func:`produce_held` produces those
 again; the learner and the decision log deduplicate by event id, so an example that did
-get through is not learned or logged twice. ``streambandit up`` calls both functions
-after it restarts the broker (docs/live-loop.md, "Restarts").
+get through is not learned or logged twice. What the API had produced and the broker
+acknowledged, unread, is still in each API's resend window
+(:class:`bandit.producer.BufferedProducer`): :func:`announce_restart` bumps the broker's
+generation in Redis (``<prefix>:broker:generation``), and each API, watching it
+(:func:`watch_restarts`), produces its window again; the join deduplicates decisions by
+event id and rewards by reward id, the context agent events by event id.
+``streambandit up`` calls these functions after it restarts the broker
+(docs/live-loop.md, "Restarts").
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 
+import structlog
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from bandit.learning import LearningMonitor
+from bandit.producer import BufferedProducer
 from bandit.settings import Settings
 from bandit.state import StateStore
 
-__all__ = ["TOPICS", "create_topics", "forget_offsets", "produce_held"]
+__all__ = [
+    "TOPICS",
+    "announce_restart",
+    "create_topics",
+    "forget_offsets",
+    "generation_key",
+    "produce_held",
+    "watch_restarts",
+]
 
 TOPICS = ("events", "decisions", "rewards", "training", "dead-letters")
 """The topics of docs/live-loop.md, without their prefix."""
 
 _BATCH = 1000
+_log = structlog.get_logger("bandit.recovery")
+
+
+def generation_key(store: StateStore) -> str:
+    """Return the key of the broker's generation: a count of restarts that lost its log."""
+    return store.key("broker", "generation")
 
 
 def create_topics(settings: Settings, timeout: float = 10.0) -> list[str]:
@@ -110,3 +134,67 @@ async def _produce_held(settings: Settings) -> int:
         await producer.stop()
         await client.aclose()
     return sent
+
+
+def announce_restart(settings: Settings, timeout: float = 10.0) -> int:
+    """Tell the APIs the broker lost its log (they produce their resend windows again).
+
+    Call it once the topics exist again. Returns the broker's new generation.
+    """
+    return asyncio.run(asyncio.wait_for(_announce_restart(settings), timeout))
+
+
+async def _announce_restart(settings: Settings) -> int:
+    client = Redis.from_url(settings.redis.url)
+    try:
+        store = StateStore(client, settings.redis.key_prefix)
+        return int(await client.incr(generation_key(store)))
+    finally:
+        await client.aclose()
+
+
+async def watch_restarts(
+    store: StateStore,
+    producer: BufferedProducer,
+    interval: float,
+    on_resent: Callable[[int], None] | None = None,
+) -> None:
+    """Watch the broker's generation; on each change, produce the resend window again.
+
+    Runs until cancelled (the API runs it beside its model poller). The generation
+    seen first is the baseline: an API started after a restart has nothing to resend.
+    Redis away: tried again at the next interval.
+
+    Parameters
+    ----------
+    store
+        Where the generation is read (:func:`generation_key`).
+    producer
+        The API's producer.
+    interval
+        Seconds between two reads (``settings.api.model_poll_seconds``).
+    on_resent
+        Called with how many records were produced again (e.g. a metric).
+    """
+    key = generation_key(store)
+    seen: bytes | str | None = None
+    known = False
+    while True:
+        try:
+            found = await store.redis.get(key)
+        except (RedisError, OSError, TimeoutError):
+            found, fresh = seen, False
+        else:
+            fresh = known and found != seen
+            seen, known = found, True
+        if fresh:
+            count = producer.resend()
+            _log.info(
+                "producer.records_resent",
+                records=count,
+                generation=None if seen is None else int(seen),
+                reason="the broker lost its log",
+            )
+            if on_resent is not None:
+                on_resent(count)
+        await asyncio.sleep(interval)

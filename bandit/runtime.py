@@ -488,6 +488,7 @@ class LocalStack:
         self._lock: IO[str] | None = None
         self._restore_pending = False
         self._resend_pending = False
+        self._announce_pending = False
 
     def _env_value(self, name: str) -> str:
         """Return a setting as the children see it: `extra_env` first, then the settings."""
@@ -657,9 +658,10 @@ class LocalStack:
         started again after 1 s, then 2, 4, ... up to 60 s while it keeps failing
         (a child that ran for a minute starts over at 1 s); it never raises. Before a
         broker is restarted the workers are killed; after, its topics are created
-        again, the workers started (their consumers' positions belong to the lost log)
-        and the training examples held in Redis produced again (bandit/learning.py,
-        retried at each pass until it succeeds); after Redis is restarted, the
+        again, the workers started (their consumers' positions belong to the lost log),
+        the training examples held in Redis produced again (bandit/learning.py) and the
+        API told to produce its resend window again (bandit/recovery.py), each retried
+        at each pass until it succeeds; after Redis is restarted, the
         models in the data folder newer than Redis's are put back. With `durable`,
         the models are also copied to the data folder every
         :data:`ARCHIVE_EVERY_SECONDS`.
@@ -695,6 +697,8 @@ class LocalStack:
                 self._restore_pending = True
         if self._resend_pending:
             done += self._resend_held()
+        if self._announce_pending:
+            done += self._announce_restart()
         if self._restore_pending:
             done += self._restore_models()
         if self.durable and stamp - self._archived_at >= ARCHIVE_EVERY_SECONDS:
@@ -753,6 +757,7 @@ class LocalStack:
                 else:
                     done.append(f"{name} restarted (the broker lost its log)")
         self._resend_pending = True
+        self._announce_pending = True
         return done
 
     def _resend_held(self) -> list[str]:
@@ -765,6 +770,21 @@ class LocalStack:
             return [f"held training examples not produced again yet: {exc!r}"]
         self._resend_pending = False
         return [f"{sent} training examples not yet learned produced again"]
+
+    def _announce_restart(self) -> list[str]:
+        """Tell the API the broker lost its log; on failure, try at the next pass.
+
+        The API produces its resend window again: what the old broker had acknowledged
+        and no worker had read (bandit/producer.py, "The resend window").
+        """
+        from bandit.recovery import announce_restart
+
+        try:
+            generation = announce_restart(self._child_settings())
+        except Exception as exc:  # noqa: BLE001  # reported; tried again next pass
+            return [f"the broker's restart not announced to the API yet: {exc!r}"]
+        self._announce_pending = False
+        return [f"the API told to produce its recent records again (generation {generation})"]
 
     def _child_settings(self) -> Settings:
         """Return the settings the children run with (broker, Redis and prefixes)."""

@@ -156,6 +156,22 @@ class KafkaSettings(BaseModel):
             "fewer, larger requests cost the API less CPU per record."
         ),
     )
+    resend_window_seconds: float = Field(
+        default=60.0,
+        ge=0.0,
+        le=3600.0,
+        description=(
+            "How long the API keeps a copy of each decision, reward and event it produced, "
+            "to produce it again when the broker lost its log (docs/live-loop.md, "
+            "'Restarts'); 0 keeps none."
+        ),
+    )
+    resend_window_mb: int = Field(
+        default=64,
+        ge=0,
+        le=65_536,
+        description="Most memory the API's resend window holds; the oldest copies go first.",
+    )
 
     def topic(self, name: str) -> str:
         """Return the full name of topic `name`: ``<topic_prefix>.<name>``.

@@ -239,3 +239,114 @@ def test_keys_land_where_kafkas_partitioner_puts_them(broker: str) -> None:
     default = DefaultPartitioner()
     assert found == {key: default(key, partitions, partitions) for key in keys}
     assert len(set(found.values())) == 7  # the keys spread: the check is not vacuous
+
+
+async def _consume_stamped(
+    broker: str, name: str, count: int, timeout: float = 15.0
+) -> list[tuple[bytes, int]]:
+    """Read `count` records (value, timestamp in ms) from the start of a topic."""
+    consumer = AIOKafkaConsumer(
+        name, bootstrap_servers=broker, auto_offset_reset="earliest", group_id=None
+    )
+    await consumer.start()
+    records: list[tuple[bytes, int]] = []
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while len(records) < count and loop.time() < deadline:
+            batches = await consumer.getmany(timeout_ms=200)
+            records.extend((r.value, r.timestamp) for batch in batches.values() for r in batch)
+    finally:
+        await consumer.stop()
+    return records
+
+
+def test_resend_produces_the_window_again_with_its_first_timestamps(
+    redis_url: str, tmp_path: Path
+) -> None:
+    """A broker that lost its log gets the window again; records sent without resend don't.
+
+    As the API runs it: answered once queued, not acknowledged.
+    """
+    services = _private_broker(redis_url, tmp_path)
+    process = services.processes["broker"]
+    name = "p.rewards"
+    restarted: ServiceProcess | None = None
+
+    async def body() -> tuple[list[tuple[bytes, int]], list[tuple[bytes, int]], int]:
+        nonlocal restarted
+        producer = BufferedProducer(
+            services.broker,
+            capacity=10,
+            acknowledged=False,
+            retry_seconds=(0.05, 0.5),
+            resend_seconds=60.0,
+            resend_bytes=2**20,
+        )
+        await producer.start()
+        try:
+            await producer.send(name, b"key", b"a")
+            await producer.send(name, b"key", b"b")
+            await producer.send(name, b"key", b"no-consent", resend=False)
+            assert await producer.flush(10.0)
+            first = await _consume_stamped(services.broker, name, 3)
+            process.kill()  # the broker's memory log goes with it
+            restarted = _restart(process)
+            resent = producer.resend()
+            assert await producer.flush(15.0)
+        finally:
+            await producer.stop()
+        return first, await _consume_stamped(services.broker, name, 2), resent
+
+    try:
+        first, again, resent = _run(body)
+    finally:
+        if restarted is not None:
+            restarted.stop()
+        services.stop()
+    assert resent == 2
+    assert [value for value, _ in first] == [b"a", b"b", b"no-consent"]
+    assert again == first[:2]  # same values, same timestamps
+
+
+def test_resend_window_keeps_the_newest_within_its_bytes_and_seconds(broker: str) -> None:
+    """The window forgets its oldest copies beyond `resend_bytes`, and past `resend_seconds`."""
+    name = f"t{uuid.uuid4().hex[:8]}.decisions"
+    cost = len(b"k") + 10 + 100  # key, value, and the bookkeeping of one copy
+
+    async def body() -> tuple[int, int, int]:
+        producer = BufferedProducer(
+            broker, capacity=100, resend_seconds=60.0, resend_bytes=3 * cost
+        )
+        aging = BufferedProducer(broker, capacity=100, resend_seconds=0.2, resend_bytes=2**20)
+        await producer.start()
+        await aging.start()
+        try:
+            for i in range(5):
+                await producer.send(name, b"k", b"%010d" % i)
+            by_bytes = producer.resend()
+            await aging.send(name, b"k", b"old")
+            await asyncio.sleep(0.4)
+            await aging.send(name, b"k", b"new")
+            by_age = aging.resend()
+            disabled = BufferedProducer(broker, capacity=100, resend_seconds=60.0, resend_bytes=0)
+            await disabled.start()
+            try:
+                await disabled.send(name, b"k", b"x")
+                none = disabled.resend()
+            finally:
+                await disabled.stop()
+            assert await producer.flush(10.0)
+        finally:
+            await aging.stop()
+            await producer.stop()
+        return by_bytes, by_age, none
+
+    assert _run(body) == (3, 1, 0)
+
+
+def test_resend_window_bounds_are_checked() -> None:
+    """A negative or NaN bound is refused, naming both arguments."""
+    for seconds, size in ((-1.0, 10), (float("nan"), 10), (1.0, -1)):
+        with pytest.raises(ValueError, match="`resend_seconds` and `resend_bytes` must be >= 0"):
+            BufferedProducer("127.0.0.1:1", capacity=1, resend_seconds=seconds, resend_bytes=size)

@@ -1,0 +1,58 @@
+"""Telling the APIs that the broker lost its log: the generation in Redis, and its watcher."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+from redis.asyncio import Redis
+
+from bandit.producer import BufferedProducer
+from bandit.recovery import announce_restart, generation_key, watch_restarts
+from bandit.settings import KafkaSettings, RedisSettings, Settings
+from bandit.state import StateStore
+
+
+def test_announce_restart_counts_the_generations(broker: str, redis_url: str) -> None:
+    """Each announcement bumps ``<prefix>:broker:generation`` by one."""
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    settings = Settings(
+        kafka=KafkaSettings(broker=broker), redis=RedisSettings(url=redis_url, key_prefix=prefix)
+    )
+    assert [announce_restart(settings), announce_restart(settings)] == [1, 2]
+
+
+def test_watcher_resends_on_each_new_generation_and_not_at_start(
+    broker: str, redis_url: str
+) -> None:
+    """The generation found at start is the baseline; each change resends the window."""
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    name = f"{prefix}.decisions"
+
+    async def body() -> list[int]:
+        client = Redis.from_url(redis_url)
+        store = StateStore(client, prefix)
+        await client.set(generation_key(store), 7)  # restarts before this API started
+        producer = BufferedProducer(broker, capacity=10, resend_seconds=60.0, resend_bytes=2**20)
+        await producer.start()
+        counts: list[int] = []
+        watcher = asyncio.create_task(watch_restarts(store, producer, 0.02, counts.append))
+        try:
+            await producer.send(name, b"e1", b"{}")
+            await producer.send(name, b"e2", b"{}")
+            await asyncio.sleep(0.2)
+            assert counts == []
+            await client.incr(generation_key(store))
+            async with asyncio.timeout(5):
+                while not counts:
+                    await asyncio.sleep(0.02)
+            await asyncio.sleep(0.2)  # one resend per change
+        finally:
+            watcher.cancel()
+            await asyncio.gather(watcher, return_exceptions=True)
+            await producer.stop()
+            await client.aclose()
+        assert producer.resent == 2
+        return counts
+
+    assert asyncio.run(body()) == [2]
