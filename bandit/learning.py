@@ -138,12 +138,22 @@ class LearningMonitor:
         return sorted(names)
 
     async def held(
-        self, policy: str, *, older_than: float = 0.0, limit: int = 1000, now: float | None = None
+        self,
+        policy: str,
+        *,
+        older_than: float = 0.0,
+        limit: int = 1000,
+        start: int = 0,
+        now: float | None = None,
     ) -> list[tuple[str, bytes]]:
-        """Return up to `limit` examples held at least `older_than` seconds, oldest first."""
+        """Return up to `limit` examples held at least `older_than` seconds, oldest first.
+
+        From the `start`-th of them on (a page; entries whose example is gone are dropped
+        as they are found, so the next page starts `start` plus the examples returned).
+        """
         stamp = time.time() if now is None else now
         ids = await self.store.redis.zrangebyscore(
-            self._held(policy), "-inf", stamp - older_than, start=0, num=limit
+            self._held(policy), "-inf", stamp - older_than, start=start, num=limit
         )
         if not ids:
             return []

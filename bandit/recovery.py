@@ -106,11 +106,15 @@ async def _forget_offsets(settings: Settings) -> list[str]:
 
 
 def produce_held(settings: Settings, timeout: float = 60.0) -> int:
-    """Produce every training example still held in Redis to ``training``; return how many."""
-    return asyncio.run(asyncio.wait_for(_produce_held(settings), timeout))
+    """Produce every training example still held in Redis to ``training``; return how many.
+
+    A page of ``_BATCH`` examples at a time, each within `timeout` seconds (a backlog of
+    any size is read a page at a time, never all at once).
+    """
+    return asyncio.run(_produce_held(settings, timeout))
 
 
-async def _produce_held(settings: Settings) -> int:
+async def _produce_held(settings: Settings, timeout: float) -> int:
     from aiokafka import AIOKafkaProducer  # type: ignore[import-untyped]
 
     client = Redis.from_url(settings.redis.url)
@@ -119,17 +123,20 @@ async def _produce_held(settings: Settings) -> int:
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka.broker, enable_idempotence=False)
     topic = settings.kafka.topic("training")
     sent = 0
-    await producer.start()
+
+    async def page(policy: str, start: int) -> int:
+        chunk = await monitor.held(policy, limit=_BATCH, start=start)
+        waiting = [await producer.send(topic, value, key=policy.encode()) for _, value in chunk]
+        await asyncio.gather(*waiting)
+        return len(chunk)
+
+    await asyncio.wait_for(producer.start(), timeout)
     try:
         for policy in await monitor.held_policies():
-            examples = await monitor.held(policy, limit=10**9)
-            for start in range(0, len(examples), _BATCH):
-                chunk = examples[start : start + _BATCH]
-                waiting = [
-                    await producer.send(topic, value, key=policy.encode()) for _, value in chunk
-                ]
-                await asyncio.gather(*waiting)
-                sent += len(chunk)
+            start = 0
+            while count := await asyncio.wait_for(page(policy, start), timeout):
+                start += count
+                sent += count
     finally:
         await producer.stop()
         await client.aclose()
