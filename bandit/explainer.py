@@ -287,7 +287,10 @@ class Explainer:
 
 def _helpers(count: int) -> ProcessPoolExecutor:
     return ProcessPoolExecutor(
-        count, mp_context=multiprocessing.get_context("spawn"), initializer=_starting
+        count,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_starting,
+        initargs=(os.getpid(),),
     )
 
 
@@ -312,14 +315,14 @@ _KEPT = 4  # restored policies a helper keeps (the served ones, and the one befo
 _LOWERED: list[bool] = []
 
 
-def _starting() -> None:
+def _starting(parent: int) -> None:
     """Import at a priority a little below the API's (``nice`` 5): not starved, not first.
 
-    And never outlive the API: a helper whose parent is gone (killed, or exited without
-    shutting the pool down) exits within a second, instead of idling on as an orphan.
+    And never outlive the API (process `parent`): a helper whose parent is gone (killed,
+    or exited without shutting the pool down, even before this helper had started)
+    exits within a second, instead of idling on as an orphan.
     """
     os.nice(_NICE // 2)
-    parent = os.getppid()
 
     def watch() -> None:
         while os.getppid() == parent:
