@@ -1336,13 +1336,38 @@ async def get_settings_route(
     _resolve_policy(service, caller, name)
     with _redis_or_503():
         async with asyncio.timeout(_CONTROL_TIMEOUT):
-            found = await service.store.policy_settings(name)
+            settings, version = await _live_settings(service, name)
+    _note(request, policy=name, settings_version=version)
+    return _model(settings, headers={"ETag": f'"{version}"'})
+
+
+async def _live_settings(service: _Service, name: str) -> tuple[PolicySettings, int]:
+    """Return a served policy's settings and their version: stored, else those it runs."""
+    found = await service.store.policy_settings(name)
     if found is None:
         loaded = service.engine.loaded(name)
         assert loaded is not None
         found = (loaded.settings, loaded.settings_version)
-    settings, version = found
-    _note(request, policy=name, settings_version=version)
+    return found
+
+
+async def _store_settings(
+    request: Request, service: _Service, name: str, settings: PolicySettings
+) -> Response:
+    """Store a policy's new settings, apply them here at once, and answer with them."""
+    with _redis_or_503():
+        async with asyncio.timeout(_CONTROL_TIMEOUT):
+            version = await service.store.set_policy_settings(name, settings)
+            await service.engine.refresh(name)
+    _note(
+        request,
+        "settings.changed",
+        policy=name,
+        settings_version=version,
+        exploration=settings.exploration,
+        exploration_floor=settings.exploration_floor,
+        baseline_forced=settings.baseline_forced,
+    )
     return _model(settings, headers={"ETag": f'"{version}"'})
 
 
@@ -1359,20 +1384,7 @@ async def put_settings_route(
         field = "spec" if "`spec`" in str(exc) else "exploration"
         detail = {"loc": [field], "msg": str(exc), "type": "settings_not_applicable"}
         raise _ApiError(422, "BadRequest", str(exc), details=[detail]) from None
-    with _redis_or_503():
-        async with asyncio.timeout(_CONTROL_TIMEOUT):
-            version = await service.store.set_policy_settings(name, body)
-            await service.engine.refresh(name)
-    _note(
-        request,
-        "settings.changed",
-        policy=name,
-        settings_version=version,
-        exploration=body.exploration,
-        exploration_floor=body.exploration_floor,
-        baseline_forced=body.baseline_forced,
-    )
-    return _model(body, headers={"ETag": f'"{version}"'})
+    return await _store_settings(request, service, name, body)
 
 
 async def put_baseline_route(
@@ -1389,24 +1401,9 @@ async def put_baseline_route(
     body = await _body(request, BaselineSwitch, "the kill switch", service.settings.limits)
     with _redis_or_503():
         async with asyncio.timeout(_CONTROL_TIMEOUT):
-            found = await service.store.policy_settings(name)
-            if found is None:
-                loaded = service.engine.loaded(name)
-                assert loaded is not None
-                current = loaded.settings
-            else:
-                current = found[0]
-            switched = current.model_copy(update={"baseline_forced": body.forced})
-            version = await service.store.set_policy_settings(name, switched)
-            await service.engine.refresh(name)
-    _note(
-        request,
-        "settings.changed",
-        policy=name,
-        settings_version=version,
-        baseline_forced=body.forced,
-    )
-    return _model(switched, headers={"ETag": f'"{version}"'})
+            current, _ = await _live_settings(service, name)
+    switched = current.model_copy(update={"baseline_forced": body.forced})
+    return await _store_settings(request, service, name, switched)
 
 
 # -- Personalizer routes -----------------------------------------------------------------
