@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from bandit.cli import main
+from bandit.ops.cli import main
 
 main()

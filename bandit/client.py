@@ -2,8 +2,8 @@
 
 :class:`Client` (blocking) and :class:`AsyncClient` (asyncio) share one way of building
 requests and reading answers; only sending differs. Both accept our pydantic models
-(:class:`~bandit.schemas.RankableAction`, :class:`~bandit.schemas.BehaviourEvent`,
-:class:`~bandit.schemas.PolicySettings`) or plain dicts, validate arguments before
+(:class:`~bandit.wire.schemas.RankableAction`, :class:`~bandit.wire.schemas.BehaviourEvent`,
+:class:`~bandit.wire.schemas.PolicySettings`) or plain dicts, validate arguments before
 anything is sent, and raise one family of errors::
 
     StreambanditError
@@ -63,11 +63,12 @@ from typing import Any, Final, Generic, Literal, Self, TypeAlias, TypeVar
 import httpx
 import pydantic
 
-from bandit.dp import RandomisedResponse
 from bandit.errors import StreambanditError
-from bandit.explain import Explanation
-from bandit.privacy import _MAX_USER_ID_LENGTH, ConsentUpdate, ConsentView
-from bandit.schemas import (
+from bandit.privacy.dp import RandomisedResponse
+from bandit.service.explain import Explanation
+from bandit.settings import Limits
+from bandit.wire.consent import MAX_USER_ID_LENGTH, ConsentUpdate, ConsentView
+from bandit.wire.schemas import (
     BehaviourEvent,
     PolicySettings,
     RankableAction,
@@ -76,7 +77,6 @@ from bandit.schemas import (
     RewardReported,
     new_event_id,
 )
-from bandit.settings import Limits
 
 __all__ = [
     "APIError",
@@ -723,7 +723,7 @@ class Client:
             values are numbers, strings or booleans. None means no features.
         actions
             The candidates: ids, ``{"id": ..., "features": {...}}`` dicts or
-            :class:`~bandit.schemas.RankableAction`; distinct ids.
+            :class:`~bandit.wire.schemas.RankableAction`; distinct ids.
         excluded_actions
             Ids among `actions` that must not be chosen this time.
         event_id
@@ -750,7 +750,7 @@ class Client:
         Raises
         ------
         InvalidArgumentError
-            If the request breaks a rule of :class:`~bandit.schemas.RankRequest`.
+            If the request breaks a rule of :class:`~bandit.wire.schemas.RankRequest`.
         APIError
             If the server answers with an error status (see the module's tree).
         TransportError
@@ -818,7 +818,7 @@ class Client:
         occurred_at
             When the outcome happened (timezone-aware); the server's time when None.
         epsilon
-            Send the reward through the local-DP channel (:mod:`bandit.dp`): `value`
+            Send the reward through the local-DP channel (:mod:`bandit.privacy.dp`): `value`
             must be 0 or 1, and only a randomised-response bit with this ε leaves the
             app (the server learns its unbiased estimate). Report every decision this
             way, clicked or not: a missing report would give it away.
@@ -873,7 +873,7 @@ class Client:
         Parameters
         ----------
         event
-            A :class:`~bandit.schemas.BehaviourEvent`, or its fields as a dict.
+            A :class:`~bandit.wire.schemas.BehaviourEvent`, or its fields as a dict.
         **fields
             Its fields as keywords, instead of (or added to) a dict.
 
@@ -984,7 +984,7 @@ class Client:
         policy
             The policy's name.
         settings
-            The new settings, whole: a :class:`~bandit.schemas.PolicySettings` or a dict.
+            The new settings, whole: a :class:`~bandit.wire.schemas.PolicySettings` or a dict.
 
         Returns
         -------
@@ -1408,11 +1408,11 @@ def _check_user_id(value: object) -> str:
     """Return `value` if the server takes it as a user id; never show it in the error."""
     if (
         not isinstance(value, str)
-        or not 0 < len(value) <= _MAX_USER_ID_LENGTH
+        or not 0 < len(value) <= MAX_USER_ID_LENGTH
         or not value.isprintable()
     ):
         msg = (
-            f"`user_id` must be printable text of 1 to {_MAX_USER_ID_LENGTH} characters "
+            f"`user_id` must be printable text of 1 to {MAX_USER_ID_LENGTH} characters "
             "(the value is not shown: it may identify a person)"
         )
         raise InvalidArgumentError(msg)

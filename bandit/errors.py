@@ -1,4 +1,4 @@
-"""The one exception hierarchy of streambandit.
+"""The one exception hierarchy: the ground's (:mod:`policies.errors`) and the service's.
 
 ::
 
@@ -24,6 +24,21 @@ Request and event payloads are validated by pydantic and raise
 
 from __future__ import annotations
 
+from policies.errors import (
+    ConfigurationError,
+    DatasetError,
+    InvalidActionsError,
+    InvalidDistributionError,
+    InvalidFeaturesError,
+    InvalidFeedbackError,
+    InvalidModelError,
+    LogFormatError,
+    PolicyError,
+    SnapshotError,
+    StreambanditError,
+    UnknownPolicyError,
+)
+
 __all__ = [
     "ConfigurationError",
     "DatasetError",
@@ -41,54 +56,6 @@ __all__ = [
     "UnknownPolicyError",
     "UnknownServedPolicyError",
 ]
-
-
-class StreambanditError(Exception):
-    """Base class of every error streambandit raises on purpose."""
-
-
-class ConfigurationError(StreambanditError, ValueError):
-    """A setting or hyperparameter breaks its rule; the message names both."""
-
-
-class PolicyError(StreambanditError):
-    """A policy cannot do what was asked."""
-
-
-class InvalidDistributionError(PolicyError, ValueError):
-    """Probabilities that are not finite, not in (0, 1], or do not sum to 1."""
-
-
-class InvalidActionsError(PolicyError, ValueError):
-    """No actions were offered, or two offered actions share an id."""
-
-
-class InvalidFeaturesError(PolicyError, ValueError):
-    """Features a model cannot use, such as a non-finite value; the message names it."""
-
-
-class InvalidFeedbackError(PolicyError, ValueError):
-    """`learn` received a chosen index, reward or probability that cannot be right."""
-
-
-class InvalidModelError(PolicyError, ValueError):
-    """A learned model holds a NaN or infinite number, so it must not be saved or served."""
-
-
-class SnapshotError(PolicyError, ValueError):
-    """Snapshot bytes that are corrupt or belong to another policy."""
-
-
-class UnknownPolicyError(PolicyError, LookupError):
-    """No policy is registered under the requested name."""
-
-
-class DatasetError(StreambanditError, ValueError):
-    """A simulation environment or data set cannot be built as asked."""
-
-
-class LogFormatError(StreambanditError, ValueError):
-    """A logged decision breaks a rule; the message names the row, the field and the rule."""
 
 
 class RuntimeServiceError(StreambanditError, RuntimeError):

@@ -251,7 +251,7 @@ class ApiSettings(BaseModel):
             "A second port for the routes that need no key besides health and readiness "
             "(/metrics, /docs, /openapi.json): when set, `streambandit api` serves them "
             "there only (the main port answers 404), and nothing else there "
-            "(bandit/exposure.py)."
+            "(bandit/api/exposure.py)."
         ),
     )
     max_in_flight: int = Field(
@@ -262,7 +262,7 @@ class ApiSettings(BaseModel):
             "Requests in flight at once (received and not answered, those waiting to "
             "start included; not health, readiness and metrics, nor requests waiting for "
             "their body's bytes); more are refused at once with 503 and Retry-After, "
-            "before their body is read (bandit/shedding.py, docs/load-shedding.md)."
+            "before their body is read (bandit/api/shedding.py, docs/load-shedding.md)."
         ),
     )
     max_queue_seconds: float = Field(
@@ -344,7 +344,7 @@ class LearnerSettings(BaseModel):
         description=(
             "Learning counts as stalled (/readyz 503, streambandit_learning_stalled 1) when "
             "no worker has consumed for this long, or an example released this long ago "
-            "is not learned yet (bandit/learning.py)."
+            "is not learned yet (bandit/service/learning.py)."
         ),
     )
 
@@ -362,7 +362,7 @@ class PrivacySettings(BaseModel):
     """Pseudonymisation and consent (DESIGN.md contract 6; docs/privacy.md).
 
     A request naming a person carries their raw user id; the API replaces it with a
-    keyed hash (:func:`bandit.privacy.pseudonymise`) before anything is stored, logged
+    keyed hash (:func:`bandit.privacy.consent.pseudonymise`) before anything is stored, logged
     or produced, and looks up that pseudonym's consents.
     """
 
@@ -416,7 +416,7 @@ class PrivacySettings(BaseModel):
         allow_inf_nan=False,
         description=(
             "Total ε that noisy aggregate reports (POST /v1/privacy/reports) may spend; "
-            "releases beyond it are refused (bandit.dp.PrivacyLedger)."
+            "releases beyond it are refused (bandit.privacy.dp.PrivacyLedger)."
         ),
     )
 

@@ -1,6 +1,6 @@
 """Explained ranks against good ranks: does one expensive request slow everyone else?
 
-On the embedded runtime (``bandit.runtime.LocalStack``: broker, Redis and the API as
+On the embedded runtime (``bandit.ops.runtime.LocalStack``: broker, Redis and the API as
 ``python -m bandit api``, no stream worker), three measurements:
 
 good alone
@@ -46,7 +46,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bandit.runtime import LocalStack
+from bandit.ops.runtime import LocalStack
 from bandit.settings import ApiSettings, Settings
 
 POLICY = "default"

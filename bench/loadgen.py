@@ -23,7 +23,7 @@ standard library at the top, so the load generator starts light.
     Serve the trivial endpoint: a FastAPI app whose ``POST /v1/rank`` parses the JSON
     body and answers a JSON of the rank answer's shape (one ranking entry per action),
     served by uvicorn with the options of :data:`UVICORN_OPTIONS`, those ``streambandit
-    api`` uses, in a process tuned as the API's is (``bandit.process.tune_gc``).
+    api`` uses, in a process tuned as the API's is (``bandit.service.process.tune_gc``).
 """
 
 import asyncio
@@ -39,9 +39,9 @@ from pathlib import Path
 from typing import Any
 
 UVICORN_OPTIONS: dict[str, Any] = {"log_level": "warning", "access_log": False}
-"""How ``streambandit api`` (``bandit/cli.py``) runs uvicorn, besides host and port."""
+"""How ``streambandit api`` (``bandit/ops/cli.py``) runs uvicorn, besides host and port."""
 GC_THRESHOLDS = (50_000, 20, 50)
-"""``bandit.process.GC_THRESHOLDS`` (bench/service.py checks they agree)."""
+"""``bandit.service.process.GC_THRESHOLDS`` (bench/service.py checks they agree)."""
 
 
 # -- the trivial endpoint ----------------------------------------------------------------
@@ -72,7 +72,7 @@ def serve_trivial(port: int) -> None:
         return Response(orjson.dumps(answer), media_type="application/json")
 
     app.add_api_route("/v1/rank", trivial, methods=["POST"])
-    # The API's process tuning (bandit.process.tune_gc), so that both differ in the app only.
+    # The API's process tuning (bandit.service.process.tune_gc): both differ in the app only.
     import gc
 
     gc.collect()

@@ -1,8 +1,8 @@
 """Redis memory per decision: what the service keeps, how long, and what that sums to.
 
-One Redis server started here (``redis-server`` as :class:`bandit.runtime.LocalServices`
+One Redis server started here (``redis-server`` as :class:`bandit.ops.runtime.LocalServices`
 starts it), the service's own code paths, no broker: N ranks by the real
-:class:`~bandit.engine.DecisionEngine` (a share of them naming a person, who has
+:class:`~bandit.service.engine.DecisionEngine` (a share of them naming a person, who has
 consented), each decision added to the join (:class:`streams.join.JoinStore`) as the
 join agent does, a reward for some, then every decision claimed and completed, its id
 saved as learned with a model (:meth:`StateStore.save_model`) and marked logged
@@ -38,11 +38,11 @@ from redis.asyncio import Redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bandit.engine import DecisionEngine
-from bandit.runtime import LocalServices
-from bandit.schemas import RankRequest, RewardReported
+from bandit.ops.runtime import LocalServices
+from bandit.service.engine import DecisionEngine
+from bandit.service.state import StateStore
 from bandit.settings import KafkaSettings, PrivacySettings, RedisSettings, Settings
-from bandit.state import StateStore
+from bandit.wire.schemas import RankRequest, RewardReported
 from streams.join import JoinStore
 
 POLICY = "default"

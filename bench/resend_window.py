@@ -1,8 +1,8 @@
 """What the producer's resend window costs the rank hot path: one send, with and without.
 
-The API produces each decision through :meth:`bandit.producer.BufferedProducer.send`;
+The API produces each decision through :meth:`bandit.service.producer.BufferedProducer.send`;
 with ``kafka.resend_window_seconds`` > 0 (the default) it also keeps a copy of the bytes
-already built (bandit/producer.py, "The resend window"). This benchmark sends the same
+already built (bandit/service/producer.py, "The resend window"). This benchmark sends the same
 records (decision-sized values, about 1.5 KB, keyed by event id) through two producers
 on one embedded broker, as the API does (answered once queued), taking turns round by
 round, each going first in turn: one without a window (the yardstick) and one with the
@@ -35,8 +35,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bandit.producer import BufferedProducer
-from bandit.runtime import LocalServices
+from bandit.ops.runtime import LocalServices
+from bandit.service.producer import BufferedProducer
 from bandit.settings import KafkaSettings, RedisSettings, Settings
 
 

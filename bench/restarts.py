@@ -3,7 +3,7 @@
 ``python -m bench.restarts [broker|redis] [--seconds S] [--data DIR]`` (from the repository
 root: ``bench/policies.py`` would shadow the ``policies`` package if run as a file)
 
-Starts a durable :class:`~bandit.runtime.LocalStack` (what ``up`` runs) with its
+Starts a durable :class:`~bandit.ops.runtime.LocalStack` (what ``up`` runs) with its
 supervisor, ranks at about 50 decisions/s for `seconds`, SIGKILLs the chosen server a
 third of the way in, then waits for the loop to settle and prints one JSON line:
 decisions answered, joined, learned (the saved model's examples), logged (distinct and
@@ -26,9 +26,9 @@ from pathlib import Path
 import redis
 
 from bandit.client import AsyncClient, Client
-from bandit.runtime import LocalStack
-from bandit.schemas import PolicySettings
+from bandit.ops.runtime import LocalStack
 from bandit.settings import ApiSettings, Settings
+from bandit.wire.schemas import PolicySettings
 from policies import Policy
 
 ACTIONS = [{"id": f"item-{i}", "features": {"item": {"kind": f"k{i}"}}} for i in range(3)]

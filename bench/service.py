@@ -1,7 +1,7 @@
 """The running service, end to end on the embedded runtime: rank, shed, learner, freshness.
 
 Four measurements, each beside its yardstick in the same run, on one broker and one
-Redis started here (:class:`bandit.runtime.LocalServices`), each phase with its own topic
+Redis started here (:class:`bandit.ops.runtime.LocalServices`), each phase with its own topic
 and key prefix:
 
 rank
@@ -98,11 +98,11 @@ from rich.console import Console
 from rich.table import Table
 from vowpalwabbit import pyvw
 
-from bandit.process import GC_THRESHOLDS as SERVICE_GC_THRESHOLDS
-from bandit.runtime import LocalServices, LocalStack, ServiceProcess, free_port
-from bandit.schemas import Decision, PolicySettings, RankRequest, TrainingExample
+from bandit.ops.runtime import LocalServices, LocalStack, ServiceProcess, free_port
+from bandit.service.process import GC_THRESHOLDS as SERVICE_GC_THRESHOLDS
+from bandit.service.state import StateStore
 from bandit.settings import ApiSettings, KafkaSettings, RedisSettings, Settings
-from bandit.state import StateStore
+from bandit.wire.schemas import Decision, PolicySettings, RankRequest, TrainingExample
 from policies import Action, Policy, decide_ranking, make_policy
 from policies.vw import VWPolicy, reward_to_cost, to_vw_lines
 
@@ -652,7 +652,7 @@ def _in_process_rates(spec: str, examples: list[Training]) -> tuple[float, float
     policy then learns the text (``VWPolicy.learn_logged``), any other policy goes
     through ``policy.learn``.
     """
-    from bandit.process import tune_gc
+    from bandit.service.process import tune_gc
     from bandit.settings import Limits
     from streams.deadletter import RawRecord
     from streams.training import TrainingRecord, decode_training
@@ -1087,7 +1087,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if GC_THRESHOLDS != SERVICE_GC_THRESHOLDS:
-        raise SystemExit("bench/loadgen.py's GC_THRESHOLDS differ from bandit.process's")
+        raise SystemExit("bench/loadgen.py's GC_THRESHOLDS differ from bandit.service.process's")
     phases = args.only or ["rank", "shed", "learner", "freshness"]
     console = Console(width=max(Console().width, 150))
     console.print(

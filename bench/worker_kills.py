@@ -1,6 +1,6 @@
 """Stream workers killed with ``kill -9`` under traffic, as ``streambandit up`` runs them.
 
-A :class:`bandit.runtime.LocalStack` (the broker, Redis, the API and two stream workers,
+A :class:`bandit.ops.runtime.LocalStack` (the broker, Redis, the API and two stream workers,
 as ``up`` starts them, with the default settings but for a 1 s reward wait) serves a
 steady stream of ranks, a third of them rewarded. Every ``--every`` seconds one worker
 (in turn) is killed with SIGKILL and started again. Printed:
@@ -54,9 +54,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
 from bandit.client import AsyncClient, Client
-from bandit.runtime import LocalStack
-from bandit.schemas import PolicySettings
+from bandit.ops.runtime import LocalStack
 from bandit.settings import ApiSettings, Settings
+from bandit.wire.schemas import PolicySettings
 
 ACTIONS = [{"id": f"item-{i}", "features": {"item": {"kind": f"k{i}"}}} for i in range(3)]
 REWARD_WAIT = 1.0

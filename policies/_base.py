@@ -8,7 +8,9 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Self
 
-from bandit.errors import (
+from policies._distribution import Distribution
+from policies._types import Action, Context, FeatureRef, Features
+from policies.errors import (
     ConfigurationError,
     InvalidActionsError,
     InvalidFeaturesError,
@@ -16,8 +18,6 @@ from bandit.errors import (
     InvalidModelError,
     SnapshotError,
 )
-from policies._distribution import Distribution
-from policies._types import Action, Context, FeatureRef, Features
 
 __all__ = [
     "FEATURE_VALUE_LIMIT",
@@ -45,7 +45,7 @@ FEATURE_VALUE_LIMIT = 1e6
 VW squares feature values (its normalised updates) and multiplies them (interactions):
 with the default interactions a context x action product is at most 1e12 and its square
 1e24, inside float32; values of 1e30 left a model without any learning signal and 1e308
-made it NaN. Request and event schemas refuse larger values (``bandit.schemas``).
+made it NaN. Request and event schemas refuse larger values (``bandit.wire.schemas``).
 """
 
 
@@ -108,7 +108,7 @@ class Policy(ABC):
     ) -> list[Distribution]:
         """Return :meth:`pmf` with each of `features` taken away in turn, in one batch.
 
-        What an explanation asks (:func:`bandit.explain.explain`): how likely each action
+        What an explanation asks (:func:`bandit.service.explain.explain`): how likely each action
         is without this feature, for every feature. A policy may answer faster than one
         :meth:`pmf` per feature (VW writes the example text once and cuts one feature
         out of it per prediction); the answers are the same.

@@ -14,7 +14,7 @@ import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-from bandit.errors import InvalidDistributionError
+from policies.errors import InvalidDistributionError
 
 __all__ = ["SUM_TOLERANCE", "Choice", "Distribution", "choose", "decide_ranking", "rng_for_event"]
 

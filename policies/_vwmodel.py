@@ -42,7 +42,7 @@ from dataclasses import dataclass
 
 from sklearn.utils import murmurhash3_32
 
-from bandit.errors import ConfigurationError, SnapshotError
+from policies.errors import ConfigurationError, SnapshotError
 
 __all__ = ["header_checksum", "read_options", "rewrite_options"]
 

@@ -49,14 +49,14 @@ import numpy.typing as npt
 from river import linear_model, optim, tree
 from threadpoolctl import ThreadpoolController
 
-from bandit.errors import (
+from policies._base import Policy
+from policies._features import flatten, joint_features
+from policies._types import Action, Context
+from policies.errors import (
     ConfigurationError,
     InvalidFeaturesError,
     SnapshotError,
 )
-from policies._base import Policy
-from policies._features import flatten, joint_features
-from policies._types import Action, Context
 from policies.registry import register
 
 __all__ = ["Interactions", "LinUCB", "LinearTS", "Regressor", "RiverGreedy"]

@@ -22,7 +22,11 @@ from typing import Any, ClassVar, Literal
 import orjson
 from vowpalwabbit import pyvw
 
-from bandit.errors import (
+from policies._base import FEATURE_VALUE_LIMIT, REWARD_LIMIT, Policy, _check_actions
+from policies._distribution import SUM_TOLERANCE, Distribution
+from policies._types import Action, Context, FeatureRef, Features, FeatureValue
+from policies._vwmodel import rewrite_options
+from policies.errors import (
     ConfigurationError,
     DatasetError,
     InvalidDistributionError,
@@ -30,10 +34,6 @@ from bandit.errors import (
     InvalidFeedbackError,
     SnapshotError,
 )
-from policies._base import FEATURE_VALUE_LIMIT, REWARD_LIMIT, Policy, _check_actions
-from policies._distribution import SUM_TOLERANCE, Distribution
-from policies._types import Action, Context, FeatureRef, Features, FeatureValue
-from policies._vwmodel import rewrite_options
 from policies.registry import register
 
 __all__ = [
@@ -402,7 +402,7 @@ class VWPolicy(Policy):
 
         An app offers the same actions again and again; the rank path hands the same
         :class:`~policies.Action` object for an action seen unchanged
-        (:meth:`bandit.schemas.RankRequest.policy_inputs`), so its line is written once.
+        (:meth:`bandit.wire.schemas.RankRequest.policy_inputs`), so its line is written once.
         """
         lines = [_shared_line(context, "c")]
         texts = self._texts

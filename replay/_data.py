@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from bandit.errors import LogFormatError
+from policies.errors import LogFormatError
 
 __all__ = ["FloatArray", "IntArray", "LoggedDecisions", "TargetProbabilities"]
 

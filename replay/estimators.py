@@ -53,7 +53,7 @@ from typing import Literal, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from bandit.errors import ConfigurationError, LogFormatError
+from policies.errors import ConfigurationError, LogFormatError
 from replay._data import FloatArray, IntArray, LoggedDecisions, TargetProbabilities
 from replay.reward_models import RewardPredictions, _check_int, _check_real
 

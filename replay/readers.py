@@ -101,8 +101,8 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
-from bandit.errors import ConfigurationError, LogFormatError
 from policies import Action
+from policies.errors import ConfigurationError, LogFormatError
 from policies.vw import _unescape, dsjson_record, reward_to_cost, to_vw_lines
 from replay._data import LoggedDecisions
 

@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from bandit.errors import ConfigurationError
+from policies.errors import ConfigurationError
 from policies.registry import parse_spec
 from replay._data import FloatArray, LoggedDecisions
 from replay.estimators import (

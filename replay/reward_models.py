@@ -28,8 +28,8 @@ import numpy as np
 import numpy.typing as npt
 import scipy.sparse
 
-from bandit.errors import ConfigurationError, LogFormatError
 from policies._features import flatten
+from policies.errors import ConfigurationError, LogFormatError
 from replay._data import FloatArray, IntArray, LoggedDecisions, _first_bad
 
 __all__ = ["HashedRidge", "RewardModel", "RewardPredictions"]

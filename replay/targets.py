@@ -34,8 +34,8 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
-from bandit.errors import ConfigurationError, LogFormatError, StreambanditError
 from policies import Action, Policy, make_policy
+from policies.errors import ConfigurationError, LogFormatError, StreambanditError
 from replay._data import FloatArray, LoggedDecisions, TargetProbabilities
 
 __all__ = ["Target", "TargetSpec", "build_target", "parse_target"]

@@ -21,8 +21,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bandit.errors import ConfigurationError
 from policies import make_policy
+from policies.errors import ConfigurationError
 from policies.registry import parse_spec
 from replay._data import LoggedDecisions
 from replay.estimators import SNIPS, Estimate, Estimator

@@ -49,15 +49,17 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 import structlog
 from pydantic import TypeAdapter
 
-from bandit.fastpath import FastDecoder
-from bandit.learning import LearningMonitor
-from bandit.schemas import (
+from bandit.service.learning import LearningMonitor
+from bandit.service.state import StateStore
+from bandit.settings import Settings
+from bandit.wire.fastpath import FastDecoder
+from bandit.wire.schemas import (
     Activation,
     BehaviourEvent,
     DeadLetter,
@@ -66,9 +68,6 @@ from bandit.schemas import (
     RewardsRecord,
     TrainingExample,
 )
-from bandit.settings import Settings
-from bandit.state import StateStore
-from streams.app import StreamBanditApp
 from streams.batch import BatchConsumer
 from streams.context import ContextAggregator
 from streams.deadletter import DeadLetters, RawRecord
@@ -78,6 +77,9 @@ from streams.ledger import DecisionLog
 from streams.retrying import retry
 from streams.sink import DecisionLogWriter, LogEntry
 from streams.training import TrainingDecoder, TrainingRecord, decode_training
+
+if TYPE_CHECKING:
+    from streams.app import StreamBanditApp  # the app registers these agents on itself
 
 __all__ = [
     "AppServices",
@@ -104,7 +106,7 @@ _LEASE_SECONDS = 30.0
 _MARKER_EVERY_SECONDS = 0.5  # least pause between two markers to one partition, per worker
 _MARKER_POLL_SECONDS = 0.02  # how often the timer looks whether its markers were read
 _TRAINING_AHEAD = 3  # training batches fetched and being decoded while one is learned
-_BEAT_SECONDS = 1.0  # how often a worker tells Redis it lives (bandit/learning.py)
+_BEAT_SECONDS = 1.0  # how often a worker tells Redis it lives (bandit/service/learning.py)
 
 _BEHAVIOUR: TypeAdapter[BehaviourEvent] = TypeAdapter(BehaviourEvent)
 _DECISION: FastDecoder[Decision] = FastDecoder(Decision)  # pydantic, after a fast path
@@ -234,7 +236,7 @@ def _register_beat(app: StreamBanditApp, services: AppServices) -> None:
     """Tell Redis every second that this worker lives, and whether it consumes.
 
     It consumes once its Faust agents and its training consumer have partitions: the
-    API is not ready before some worker does (bandit/learning.py).
+    API is not ready before some worker does (bandit/service/learning.py).
     """
     worker = f"{socket.gethostname()}-{os.getpid()}"
 
@@ -685,7 +687,7 @@ async def release_due_once(
                 examples.append((joined.policy, joined.event_id, value))
                 held.setdefault(joined.policy, []).append((joined.event_id, value))
         # Held before they are produced, so the learner never applies one not yet held.
-        await services.learning.hold(held)  # until learned and logged (bandit/learning.py)
+        await services.learning.hold(held)  # until learned and logged (bandit/service/learning.py)
         pending = [
             await training.send(key=policy.encode(), value=value) for policy, _, value in examples
         ]

@@ -36,10 +36,11 @@ import structlog
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from redis.asyncio import Redis
 
-from bandit.logging import configure_logging
-from bandit.process import tune_gc
+from bandit.service.logging import configure_logging
+from bandit.service.process import tune_gc
+from bandit.service.state import StateStore
 from bandit.settings import Settings
-from bandit.state import StateStore
+from streams.agents import register_agents
 
 __all__ = [
     "HEARTBEAT_SECONDS",
@@ -238,8 +239,6 @@ def create_app(settings: Settings, *, agents: bool = True) -> StreamBanditApp:
     """
     app = StreamBanditApp(settings, **faust_options(settings))
     if agents:
-        from streams.agents import register_agents  # agents import this module
-
         register_agents(app)
         if settings.worker_heartbeat is not None:
             _register_heartbeat(app, settings.worker_heartbeat)

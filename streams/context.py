@@ -1,6 +1,6 @@
 """Context aggregation: behaviour events become session and device features in Redis.
 
-The context agent folds each :class:`~bandit.schemas.BehaviourEvent` into two feature
+The context agent folds each :class:`~bandit.wire.schemas.BehaviourEvent` into two feature
 hashes that the rank API reads (both expire ``redis.feature_ttl_seconds`` after the
 session's last event):
 
@@ -22,7 +22,7 @@ accepted is dropped, atomically with the write (docs/privacy.md, "Erasure is fin
 
 Examples
 --------
->>> from bandit.schemas import BehaviourEvent
+>>> from bandit.wire.schemas import BehaviourEvent
 >>> event = BehaviourEvent.model_validate({
 ...     "kind": "click", "user_id": "u1", "session_id": "s1", "item_id": "i9",
 ...     "device": {"type": "mobile", "os": "iOS 17.4"}})
@@ -38,8 +38,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping, Sequence
 
-from bandit.schemas import BehaviourEvent, BehaviourKind
-from bandit.state import StateStore
+from bandit.service.state import StateStore
+from bandit.wire.schemas import BehaviourEvent, BehaviourKind
 
 __all__ = ["COUNTED_KINDS", "ContextAggregator", "device_features", "session_features"]
 
@@ -102,7 +102,7 @@ class ContextAggregator:
         (``settings.redis.feature_ttl_seconds``).
     slack_seconds
         How far the clocks stamping events and erasures may disagree
-        (``settings.watermark_slack_seconds``; see :func:`bandit.state.erasure_covers`).
+        (``settings.watermark_slack_seconds``; see :func:`bandit.service.state.erasure_covers`).
     """
 
     def __init__(self, store: StateStore, ttl_seconds: int, slack_seconds: float = 0.0) -> None:
@@ -119,7 +119,7 @@ class ContextAggregator:
         was erased after they were accepted: an event's acceptance time is the earlier
         of its ``occurred_at`` and its entry in `accepted` (the record's Kafka
         timestamp, when it has one), and the check is atomic with the write
-        (:meth:`bandit.state.StateStore.fold_session`), so an event read after an
+        (:meth:`bandit.service.state.StateStore.fold_session`), so an event read after an
         erasure brings nothing back.
         """
         times = [

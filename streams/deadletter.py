@@ -2,7 +2,7 @@
 
 Every agent decodes its records through :class:`DeadLetters`. A record that is not JSON,
 breaks a rule of its schema, or is larger than allowed becomes a
-:class:`~bandit.schemas.DeadLetter` on the ``<prefix>.dead-letters`` topic (keyed by the
+:class:`~bandit.wire.schemas.DeadLetter` on the ``<prefix>.dead-letters`` topic (keyed by the
 source key), is counted, and the agent goes on with the next record. The reason names
 each field and rule (``actions.0.id: ... [id_syntax]``) without echoing the input: it is
 built from ``ValidationError.errors(include_input=False)``, so a raw identifier sent by
@@ -12,7 +12,7 @@ cut to 64 KiB) for the operator who replays it.
 Examples
 --------
 >>> from pydantic import TypeAdapter
->>> from bandit.schemas import RewardReported
+>>> from bandit.wire.schemas import RewardReported
 >>> record = RawRecord("sb.rewards", 0, 7, b"evt-1", b'{"event_id": "evt-1", "reward": "x"}')
 >>> outcome = decode_record(TypeAdapter(RewardReported), record)
 >>> isinstance(outcome, DeadLetter)
@@ -32,9 +32,9 @@ from typing import Any, Protocol, TypeVar, cast
 import structlog
 from pydantic import ValidationError
 
-from bandit.schemas import DeadLetter
+from bandit.service.state import StateStore
 from bandit.settings import Limits
-from bandit.state import StateStore
+from bandit.wire.schemas import DeadLetter
 
 __all__ = [
     "DEAD_LETTER_COUNTERS",
@@ -53,7 +53,7 @@ T_co = TypeVar("T_co", covariant=True)
 class JsonDecoder(Protocol[T_co]):
     """What decodes a record.
 
-    A pydantic ``TypeAdapter``, or a :class:`bandit.fastpath.FastDecoder` (the same
+    A pydantic ``TypeAdapter``, or a :class:`bandit.wire.fastpath.FastDecoder` (the same
     results, faster).
     """
 

@@ -5,7 +5,7 @@ beyond partition numbers and record timestamps. A decision waits for the policy'
 reward wait time; rewards (and, for deferred decisions, the activation) that reach the
 join meanwhile are kept with it. Once the wait is over and every partition of
 ``rewards`` has been read past it (the watermarks below), :meth:`JoinStore.claim_due`
-hands out a :class:`Joined`: a :class:`~bandit.schemas.TrainingExample` with the
+hands out a :class:`Joined`: a :class:`~bandit.wire.schemas.TrainingExample` with the
 aggregated reward (or the policy's default reward, flagged), or the reason the decision
 is dropped. The agent produces it, then calls :meth:`JoinStore.complete`.
 
@@ -167,9 +167,15 @@ from typing import Any, ClassVar, Final, Literal, TypeAlias
 import pydantic
 import structlog
 
-from bandit.schemas import Activation, Decision, PolicySettings, RewardReported, TrainingExample
+from bandit.service.state import StateStore
 from bandit.settings import Limits, RedisSettings
-from bandit.state import StateStore
+from bandit.wire.schemas import (
+    Activation,
+    Decision,
+    PolicySettings,
+    RewardReported,
+    TrainingExample,
+)
 
 __all__ = [
     "DecisionOutcome",

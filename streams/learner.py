@@ -26,7 +26,7 @@ partition, and the event ids learned since the previous save (kept in
 
 A broker that lost its log (the embedded broker restarted) numbers new records from 0
 again: ``streambandit up`` forgets the saved offsets before its workers start again
-(:func:`bandit.recovery.forget_offsets`), so the new log is learned, not skipped as
+(:func:`bandit.service.recovery.forget_offsets`), so the new log is learned, not skipped as
 covered (docs/live-loop.md, "Restarts").
 
 A crash loses only what was not saved, and that was not acknowledged either, so it is
@@ -38,7 +38,7 @@ that model and applies the batch again. The learner's counters (``learned``,
 
 Live settings
 -------------
-Every batch checks the version of each policy's :class:`~bandit.schemas.PolicySettings`;
+Every batch checks the version of each policy's :class:`~bandit.wire.schemas.PolicySettings`;
 when it changed, the new ``exploration`` parameters and ``exploration_floor`` are
 applied with :meth:`policies.Policy.configure`, keeping what the model learned.
 """
@@ -54,10 +54,10 @@ from dataclasses import dataclass, field
 import structlog
 
 from bandit.errors import ConfigurationError, InvalidModelError, PolicyError, SnapshotError
-from bandit.metrics import MODEL_REJECTED_PREFIX
-from bandit.schemas import PolicySettings
+from bandit.service.metrics import MODEL_REJECTED_PREFIX
+from bandit.service.state import StateStore
 from bandit.settings import Settings
-from bandit.state import StateStore
+from bandit.wire.schemas import PolicySettings
 from policies import Policy, make_policy
 from policies.vw import VWPolicy
 from streams.training import TrainingRecord

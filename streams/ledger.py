@@ -1,7 +1,7 @@
 """Each decision in exactly one worker's decision log, across kills and restarts.
 
 :class:`DecisionLog` writes a batch to a worker's :class:`~streams.sink.DecisionLogWriter`
-through claims in Redis (:meth:`bandit.state.StateStore.claim_log`); the protocol, and
+through claims in Redis (:meth:`bandit.service.state.StateStore.claim_log`); the protocol, and
 why a kill at any point neither loses nor doubles a line, is in docs/live-loop.md
 ("The decision log, exactly once").
 """
@@ -14,8 +14,8 @@ from functools import partial
 
 import structlog
 
-from bandit.schemas import TrainingExample
-from bandit.state import StateStore
+from bandit.service.state import StateStore
+from bandit.wire.schemas import TrainingExample
 from streams.retrying import retry
 from streams.sink import DecisionLogWriter, LogEntry
 

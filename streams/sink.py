@@ -1,6 +1,6 @@
 """The decision log: joined decisions appended to size-rotated DSJSON files.
 
-Each learnable :class:`~bandit.schemas.TrainingExample` becomes one line of VW's DSJSON
+Each learnable :class:`~bandit.wire.schemas.TrainingExample` becomes one line of VW's DSJSON
 (see :func:`policies.vw.dsjson_record` and :func:`policies.vw.dsjson_line`; the worker
 writes it once on decoding, :mod:`streams.training`), readable by
 ``python -m vowpalwabbit --cb_explore_adf --dsjson -d FILE``. Our own fields go under
@@ -46,8 +46,8 @@ from typing import IO, Any, Self
 import structlog
 
 from bandit.errors import ConfigurationError
-from bandit.schemas import TrainingExample
 from bandit.settings import LogSettings
+from bandit.wire.schemas import TrainingExample
 from policies import Action
 from policies.vw import dsjson_line, dsjson_record
 

@@ -4,10 +4,10 @@ The worker reads the ``training`` topic with one batch consumer that feeds both 
 learner (:class:`streams.learner.Learner`) and the decision log (:mod:`streams.sink`).
 Each record is decoded once (:func:`decode_training`):
 
-1. its JSON is checked against the rules of :class:`~bandit.schemas.TrainingExample` by
-   :func:`bandit.fastpath.training_data`, into plain data, without building models;
+1. its JSON is checked against the rules of :class:`~bandit.wire.schemas.TrainingExample` by
+   :func:`bandit.wire.fastpath.training_data`, into plain data, without building models;
 2. a learnable example is then written, in one pass over its features that also checks
-   them (:func:`bandit.fastpath.feature_rules`), both as the text VW learns (what
+   them (:func:`bandit.wire.fastpath.feature_rules`), both as the text VW learns (what
    :meth:`policies.vw.VWPolicy.learn` would write) and as its decision log line
    (:func:`policies.vw.logged_example`);
 3. what these fast paths cannot vouch for is validated by pydantic, and what pydantic
@@ -83,10 +83,10 @@ from typing import IO, Any
 import structlog
 from pydantic import TypeAdapter
 
-from bandit.fastpath import feature_rules, features_ok, training_data
-from bandit.runtime import _die_with_parent  # Linux: the helper is killed when we die
-from bandit.schemas import DeadLetter, TrainingExample
+from bandit.service.process import die_with_parent  # Linux: the helper is killed when we die
 from bandit.settings import Limits
+from bandit.wire.fastpath import feature_rules, features_ok, training_data
+from bandit.wire.schemas import DeadLetter, TrainingExample
 from policies import Action, Context
 from policies.vw import FeatureRules, LoggedExample, dsjson_line, logged_example
 from streams.deadletter import DEAD_LETTER_MAX_BYTES, RawRecord, decode_record
@@ -147,7 +147,7 @@ class TrainingRecord:
         its text, the decision log keeps its line.
     example
         The example: its model, or its values as plain data (as
-        :func:`bandit.fastpath.training_data` returns them); None when only `value`
+        :func:`bandit.wire.fastpath.training_data` returns them); None when only `value`
         is kept (a record decoded in a helper process).
     value
         The record's JSON, read again when `example` is None and needed.
@@ -585,7 +585,7 @@ class _Helper:
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             pass_fds=files,
-            preexec_fn=_die_with_parent,  # noqa: PLW1509  (only calls prctl, resolved at import)
+            preexec_fn=die_with_parent,  # noqa: PLW1509  (only calls prctl, resolved at import)
         )
         return process
 
@@ -669,7 +669,7 @@ def _serve(requests: IO[bytes], answers: IO[bytes], files: tuple[int, int]) -> N
 
 
 if __name__ == "__main__":  # a helper process of TrainingDecoder
-    from bandit.process import tune_gc
+    from bandit.service.process import tune_gc
 
     answers = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # stray prints: to the worker's log

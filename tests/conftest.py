@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from bandit.runtime import LocalServices
+from bandit.ops.runtime import LocalServices
 from bandit.settings import Settings
 
 
@@ -37,15 +37,15 @@ def redis_url(services: LocalServices) -> str:
 def worker_consumes(redis_url: str, prefix: str) -> None:
     """Write the heartbeat of a stream worker that consumes, as a worker's timer does.
 
-    ``/readyz`` is ready only while some worker consumes (bandit/learning.py); tests of
+    ``/readyz`` is ready only while some worker consumes (bandit/service/learning.py); tests of
     the API alone, without a worker, stand in for one with this.
     """
     import asyncio
 
     from redis.asyncio import Redis
 
-    from bandit.learning import LearningMonitor
-    from bandit.state import StateStore
+    from bandit.service.learning import LearningMonitor
+    from bandit.service.state import StateStore
 
     async def beat() -> None:
         client = Redis.from_url(redis_url)

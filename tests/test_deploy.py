@@ -1,7 +1,7 @@
 """deploy/: alert rules, the Grafana dashboard and their wiring into docker-compose.yml.
 
 Every metric name an alert or a dashboard query uses must be one the API registers
-(bandit/metrics.py), so a renamed metric cannot leave a rule watching nothing; every
+(bandit/service/metrics.py), so a renamed metric cannot leave a rule watching nothing; every
 alert links to a section of docs/runbook.md; promtool checks the rules and runs their
 unit tests (deploy/alerts.test.yml). `make test` installs promtool (Debian's prometheus
 package) when it is missing.
@@ -20,14 +20,14 @@ import pytest
 import yaml
 from prometheus_client.registry import CollectorRegistry
 
-from bandit.metrics import ApiMetrics
+from bandit.service.metrics import ApiMetrics
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
 _METRIC = re.compile(r"\bstreambandit_[a-z0-9_]+")
 _COMING = frozenset({"streambandit_learning_stalled"})
 """Names another change of issue 10 registers (the runtime branch's learning monitor);
-remove a name from here once bandit/metrics.py registers it."""
+remove a name from here once bandit/service/metrics.py registers it."""
 
 
 def _registered() -> set[str]:

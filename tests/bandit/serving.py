@@ -11,14 +11,14 @@ from typing import Any
 import uvicorn
 from fastapi import FastAPI
 
-from bandit.runtime import free_port
+from bandit.ops.runtime import free_port
 
 
 @contextmanager
 def served(app: FastAPI, name: str, **options: Any) -> Iterator[str]:
     """Run `app` (its lifespan included) until the block ends; yield its base URL.
 
-    `options` are more of uvicorn's (``bandit.shedding.uvicorn_options``, say).
+    `options` are more of uvicorn's (``bandit.api.shedding.uvicorn_options``, say).
     """
     port = free_port()
     config = uvicorn.Config(

@@ -22,9 +22,9 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 from redis.asyncio import Redis
 
-from bandit.api import create_app
-from bandit.runtime import LocalServices, ServiceProcess
-from bandit.schemas import Activation, Decision, RewardReported
+from bandit.api.app import create_app
+from bandit.ops.runtime import LocalServices, ServiceProcess
+from bandit.service.state import StateStore
 from bandit.settings import (
     ApiKey,
     ApiSettings,
@@ -34,7 +34,7 @@ from bandit.settings import (
     RedisSettings,
     Settings,
 )
-from bandit.state import StateStore
+from bandit.wire.schemas import Activation, Decision, RewardReported
 from policies import Action, make_policy
 from tests.bandit.serving import served
 from tests.conftest import worker_consumes

@@ -17,10 +17,10 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
-from bandit.api import create_app
-from bandit.schemas import Activation, Decision, PolicySettings, RewardReported
+from bandit.api.app import create_app
+from bandit.service.state import StateStore
 from bandit.settings import ApiKey, ApiSettings, KafkaSettings, RedisSettings, Settings
-from bandit.state import StateStore
+from bandit.wire.schemas import Activation, Decision, PolicySettings, RewardReported
 from streams.join import JoinStore
 from tests.bandit.serving import served
 from tests.bandit.test_api import _consume

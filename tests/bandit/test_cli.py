@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from bandit import cli
+from bandit.ops import cli
 from policies import available
 
 runner = CliRunner()
@@ -203,7 +203,7 @@ def test_demo_refuses_options_out_of_range(arguments: list[str], option: str) ->
 def test_console_script_exits_2_without_a_traceback() -> None:
     """The real entry point, in its own process, exits 2 on an unknown policy with no traceback."""
     completed = subprocess.run(
-        [sys.executable, "-c", "from bandit.cli import main; main()", "simulate", "-p", "nope"],
+        [sys.executable, "-c", "from bandit.ops.cli import main; main()", "simulate", "-p", "nope"],
         capture_output=True,
         text=True,
         check=False,

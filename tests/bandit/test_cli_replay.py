@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from bandit import cli
-from bandit.schemas import Decision, RankRequest, TrainingExample
+from bandit.ops import cli
+from bandit.wire.schemas import Decision, RankRequest, TrainingExample
 from policies import decide_ranking, make_policy
 from streams.sink import DecisionLogWriter
 from tests.policies import toy

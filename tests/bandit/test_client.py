@@ -1,6 +1,6 @@
 """The Python client: argument checks, retries, and the real API on a real broker and Redis.
 
-The API is :func:`bandit.api.create_app`, run in-process: through ``httpx.ASGITransport``
+The API is :func:`bandit.api.app.create_app`, run in-process: through ``httpx.ASGITransport``
 for :class:`AsyncClient` and by a uvicorn server on a free loopback port for
 :class:`Client`. Nothing is mocked; a few transports wrap the real one to inject
 connection failures or count what was sent.
@@ -24,7 +24,7 @@ import pytest
 import uvicorn
 from aiokafka import AIOKafkaConsumer
 
-from bandit.api import create_app
+from bandit.api.app import create_app
 from bandit.client import (
     APIError,
     AsyncClient,
@@ -39,8 +39,7 @@ from bandit.client import (
     TransportError,
     UnprocessableRequestError,
 )
-from bandit.runtime import free_port
-from bandit.schemas import BehaviourEvent, PolicySettings, RankableAction
+from bandit.ops.runtime import free_port
 from bandit.settings import (
     ApiKey,
     ApiSettings,
@@ -50,6 +49,7 @@ from bandit.settings import (
     RedisSettings,
     Settings,
 )
+from bandit.wire.schemas import BehaviourEvent, PolicySettings, RankableAction
 from streams.app import topic_names
 from tests.conftest import worker_consumes
 

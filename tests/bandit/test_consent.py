@@ -20,11 +20,10 @@ import pytest
 import structlog
 from redis.asyncio import Redis
 
-from bandit.api import create_app
+from bandit.api.app import create_app
 from bandit.client import AsyncClient, Client, InvalidArgumentError
-from bandit.logging import configure_logging
-from bandit.privacy import pseudonymise
-from bandit.schemas import Decision
+from bandit.privacy.consent import pseudonymise
+from bandit.service.logging import configure_logging
 from bandit.settings import (
     ApiKey,
     ApiSettings,
@@ -33,6 +32,7 @@ from bandit.settings import (
     RedisSettings,
     Settings,
 )
+from bandit.wire.schemas import Decision
 from tests.bandit.serving import served
 from tests.bandit.test_api import _consume, _metric
 

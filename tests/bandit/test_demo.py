@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from bandit.demo import (
+from bandit.errors import ConfigurationError, LogFormatError
+from bandit.ops.demo import (
     BASELINE_POLICY,
     DEFAULT_POLICY,
     REPLAY_ALTERNATIVES,
@@ -37,11 +38,10 @@ from bandit.demo import (
     run_demo,
     summarize,
 )
-from bandit.errors import ConfigurationError, LogFormatError
-from bandit.metrics import ApiMetrics, PolicyState
-from bandit.schemas import Decision, RankRequest, TrainingExample
+from bandit.ops.simulation import SyntheticEnvironment
+from bandit.service.metrics import ApiMetrics, PolicyState
 from bandit.settings import Settings
-from bandit.simulation import SyntheticEnvironment
+from bandit.wire.schemas import Decision, RankRequest, TrainingExample
 from policies import decide_ranking, make_policy
 from streams.sink import DecisionLogWriter
 

@@ -18,9 +18,8 @@ import numpy as np
 import pytest
 from redis.asyncio import Redis
 
-from bandit.api import create_app
-from bandit.dp import BudgetExhaustedError, PrivacyLedger, RandomisedResponse, laplace
-from bandit.schemas import RewardReported
+from bandit.api.app import create_app
+from bandit.privacy.dp import BudgetExhaustedError, PrivacyLedger, RandomisedResponse, laplace
 from bandit.settings import (
     ApiKey,
     ApiSettings,
@@ -29,6 +28,7 @@ from bandit.settings import (
     RedisSettings,
     Settings,
 )
+from bandit.wire.schemas import RewardReported
 from policies import Action, make_policy
 from replay import IPS, LoggedDecisions, TargetProbabilities
 from tests.bandit.test_api import _consume

@@ -14,12 +14,12 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from structlog.testing import capture_logs
 
-from bandit.engine import DecisionEngine, UnknownServedPolicyError
 from bandit.errors import ConfigurationError
-from bandit.runtime import free_port
-from bandit.schemas import PolicySettings, RankRequest
+from bandit.ops.runtime import free_port
+from bandit.service.engine import DecisionEngine, UnknownServedPolicyError
+from bandit.service.state import StateStore
 from bandit.settings import ApiSettings, RedisSettings, Settings
-from bandit.state import StateStore
+from bandit.wire.schemas import PolicySettings, RankRequest
 from policies import Action, make_policy
 
 T = TypeVar("T")

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from bandit.api import create_app
+from bandit.api.app import create_app
 from bandit.settings import (
     ApiKey,
     ApiSettings,

@@ -19,12 +19,11 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from bandit.api import create_app
-from bandit.engine import LoadedPolicy
-from bandit.explain import Explanation, explain
-from bandit.explainer import Explainer, explain_limit_errors
-from bandit.metrics import ApiMetrics
-from bandit.schemas import PolicySettings
+from bandit.api.app import create_app
+from bandit.service.engine import LoadedPolicy
+from bandit.service.explain import Explanation, explain
+from bandit.service.explainer import Explainer, explain_limit_errors
+from bandit.service.metrics import ApiMetrics
 from bandit.settings import (
     ApiKey,
     ApiSettings,
@@ -34,6 +33,7 @@ from bandit.settings import (
     RedisSettings,
     Settings,
 )
+from bandit.wire.schemas import PolicySettings
 from policies import Action, Policy, make_policy
 from tests.bandit.test_api import _metric
 
@@ -394,8 +394,8 @@ def test_a_helper_explains_the_served_model_exactly_as_it_decides() -> None:
 
 _HELPERS_THEN_WAIT = """
 import asyncio
-from bandit.explainer import Explainer
-from bandit.metrics import ApiMetrics
+from bandit.service.explainer import Explainer
+from bandit.service.metrics import ApiMetrics
 from bandit.settings import ExplainSettings
 
 async def main():

@@ -13,10 +13,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import TypeAdapter
 
-from bandit import fastpath
-from bandit.api import NativeRankRequest, RankResponse
-from bandit.schemas import ActionCache, Decision, RankRequest, TrainingExample
+from bandit.api.app import NativeRankRequest, RankResponse
 from bandit.settings import Limits
+from bandit.wire import fastpath
+from bandit.wire.schemas import ActionCache, Decision, RankRequest, TrainingExample
 from policies import decide_ranking, make_policy
 from streams.deadletter import RawRecord, decode_record
 

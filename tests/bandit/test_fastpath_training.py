@@ -12,9 +12,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import TypeAdapter
 
-from bandit import fastpath
-from bandit.schemas import TrainingExample
 from bandit.settings import Limits
+from bandit.wire import fastpath
+from bandit.wire.schemas import TrainingExample
 from policies.vw import logged_example
 from tests.bandit.test_fastpath import SMALL, _break, _example, features
 

@@ -28,7 +28,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
 
-from bandit.api import create_app
+from bandit.api.app import create_app
 from bandit.settings import (
     ApiKey,
     ApiSettings,

@@ -1,4 +1,4 @@
-"""Learning progress in Redis (bandit.learning), and what /readyz and /metrics say of it."""
+"""Learning progress in Redis (bandit.service.learning), and what /readyz and /metrics say of it."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ from typing import TypeVar
 import httpx
 from redis.asyncio import Redis
 
-from bandit.api import create_app
-from bandit.learning import LearningMonitor
+from bandit.api.app import create_app
+from bandit.service.learning import LearningMonitor
+from bandit.service.state import StateStore
 from bandit.settings import ApiKey, ApiSettings, KafkaSettings, RedisSettings, Settings
-from bandit.state import StateStore
 
 T = TypeVar("T")
 STALL = 30.0

@@ -1,7 +1,7 @@
 """Load shedding and request bounds on a real uvicorn server, over real sockets.
 
-The API (:func:`bandit.api.create_app`) runs against the session's broker and Redis,
-served with the options ``streambandit api`` uses (:func:`bandit.shedding.uvicorn_options`)
+The API (:func:`bandit.api.app.create_app`) runs against the session's broker and Redis,
+served with the options ``streambandit api`` uses (:func:`bandit.api.shedding.uvicorn_options`)
 and small bounds, plus one test route that holds its requests until the test lets them go.
 """
 
@@ -30,12 +30,13 @@ import yaml
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException
 
-import bandit.logging
-import bandit.shedding
-from bandit.api import PageConsent, create_app
-from bandit.exposure import bind
-from bandit.logging import LineLimiter, configure_logging
-from bandit.runtime import free_port
+import bandit.api.shedding
+import bandit.service.logging
+from bandit.api.app import PageConsent, create_app
+from bandit.api.exposure import bind
+from bandit.api.shedding import ARRIVED_SCOPE_KEY, Shedding, uvicorn_options
+from bandit.ops.runtime import free_port
+from bandit.service.logging import LineLimiter, configure_logging
 from bandit.settings import (
     ApiKey,
     ApiSettings,
@@ -44,7 +45,6 @@ from bandit.settings import (
     RedisSettings,
     Settings,
 )
-from bandit.shedding import ARRIVED_SCOPE_KEY, Shedding, uvicorn_options
 from tests.bandit.serving import served
 
 APP_KEY = "app-key-limits-0123456789"
@@ -624,7 +624,7 @@ def test_uvicorn_runs_with_the_configured_timeouts() -> None:
     assert options["access_log"] is False
 
 
-@pytest.mark.parametrize("module", [bandit.shedding, bandit.logging])
+@pytest.mark.parametrize("module", [bandit.api.shedding, bandit.service.logging])
 def test_docstring_examples_pass(module: object) -> None:
     """The examples in the modules' docstrings pass as doctests."""
     assert doctest.testmod(module).failed == 0  # type: ignore[arg-type]

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 import structlog
 
-from bandit.logging import configure_logging
+from bandit.service.logging import configure_logging
 
 
 @pytest.fixture

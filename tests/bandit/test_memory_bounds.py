@@ -17,9 +17,9 @@ from typing import TypeVar
 import pytest
 from redis.asyncio import Redis
 
-from bandit.schemas import Decision, PolicySettings, RewardReported
+from bandit.service.state import RECENT_SECONDS, StateStore
 from bandit.settings import RedisSettings, Settings
-from bandit.state import RECENT_SECONDS, StateStore
+from bandit.wire.schemas import Decision, PolicySettings, RewardReported
 from streams.agents import register_agents
 from streams.app import create_app
 from streams.join import JoinStore

@@ -9,10 +9,10 @@ from typing import Any
 import httpx
 import pytest
 
-from bandit.api import create_app
-from bandit.minimise import FeatureRefusedError, FeatureSchema, Minimiser, identifier_reason
-from bandit.schemas import Decision, PolicySettings
+from bandit.api.app import create_app
+from bandit.privacy.minimise import FeatureRefusedError, FeatureSchema, Minimiser, identifier_reason
 from bandit.settings import ApiKey, ApiSettings, KafkaSettings, RedisSettings, Settings
+from bandit.wire.schemas import Decision, PolicySettings
 from policies import Action
 from tests.bandit.test_api import _consume, _metric
 

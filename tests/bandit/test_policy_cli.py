@@ -16,11 +16,11 @@ from aiokafka import AIOKafkaConsumer
 from redis.asyncio import Redis
 from typer.testing import CliRunner
 
-from bandit import cli
-from bandit.api import create_app
-from bandit.schemas import Decision
+from bandit.api.app import create_app
+from bandit.ops import cli
+from bandit.service.state import StateStore
 from bandit.settings import ApiKey, ApiSettings, KafkaSettings, RedisSettings, Settings
-from bandit.state import StateStore
+from bandit.wire.schemas import Decision
 from policies import Action, make_policy
 from tests.bandit.serving import served
 

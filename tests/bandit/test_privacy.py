@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pydantic
 import pytest
 
-from bandit.privacy import (
+from bandit.privacy.consent import (
     CONSENT_DENIED,
     CONSENT_GRANTED,
     Consent,
@@ -105,8 +105,8 @@ def test_page_tokens_refuse_tampering_and_odd_text() -> None:
 
 def test_a_malformed_consent_in_a_decision_is_refused_not_raised() -> None:
     """The fast decoders say None (dead letter) for a consent that is not a string."""
-    from bandit import fastpath
     from bandit.settings import Limits
+    from bandit.wire import fastpath
 
     raw = {
         "event_id": "e1", "policy": "p", "model_version": "1", "actions": [{"id": "a"}],

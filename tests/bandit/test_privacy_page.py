@@ -19,7 +19,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
 
-from bandit.api import create_app
+from bandit.api.app import create_app
 from bandit.client import Client
 from bandit.settings import (
     ApiKey,

@@ -11,8 +11,8 @@ from typing import TypeVar
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from bandit.producer import BufferedProducer, ProducerUnavailableError, topic
-from bandit.runtime import LocalServices, ServiceProcess, free_port
+from bandit.ops.runtime import LocalServices, ServiceProcess, free_port
+from bandit.service.producer import BufferedProducer, ProducerUnavailableError, topic
 from bandit.settings import RedisSettings, Settings
 
 T = TypeVar("T")

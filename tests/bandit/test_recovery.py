@@ -8,17 +8,17 @@ import uuid
 from aiokafka import AIOKafkaConsumer  # type: ignore[import-untyped]
 from redis.asyncio import Redis
 
-from bandit.learning import LearningMonitor
-from bandit.producer import BufferedProducer
-from bandit.recovery import (
+from bandit.service.learning import LearningMonitor
+from bandit.service.producer import BufferedProducer
+from bandit.service.recovery import (
     announce_restart,
     create_topics,
     generation_key,
     produce_held,
     watch_restarts,
 )
+from bandit.service.state import StateStore
 from bandit.settings import KafkaSettings, RedisSettings, Settings
-from bandit.state import StateStore
 
 
 def test_announce_restart_counts_the_generations(broker: str, redis_url: str) -> None:

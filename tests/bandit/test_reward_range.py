@@ -16,9 +16,9 @@ import pydantic
 import pytest
 from pydantic import TypeAdapter
 
-from bandit.api import create_app
-from bandit.schemas import DeadLetter, PolicySettings, RewardReported, RewardsRecord
+from bandit.api.app import create_app
 from bandit.settings import ApiKey, ApiSettings, KafkaSettings, Limits, RedisSettings, Settings
+from bandit.wire.schemas import DeadLetter, PolicySettings, RewardReported, RewardsRecord
 from streams.deadletter import RawRecord, decode_record
 from tests.bandit.serving import served
 

@@ -14,7 +14,7 @@ import redis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from bandit.errors import RuntimeServiceError
-from bandit.runtime import LocalServices, ModelArchive, ServiceProcess, _Backoff, free_port
+from bandit.ops.runtime import LocalServices, ModelArchive, ServiceProcess, _Backoff, free_port
 from bandit.settings import KafkaSettings, RedisSettings, Settings
 
 

@@ -14,9 +14,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel, ValidationError
 
-import bandit.schemas
+import bandit.wire.schemas
 from bandit.errors import InvalidDistributionError
-from bandit.schemas import (
+from bandit.settings import Limits
+from bandit.wire.schemas import (
     BehaviourEvent,
     BehaviourKind,
     Decision,
@@ -24,7 +25,6 @@ from bandit.schemas import (
     RankRequest,
     RewardReported,
 )
-from bandit.settings import Limits
 from policies import Action, Distribution, decide_ranking
 
 # -- valid payloads, and a helper to break one thing in them ------------------------------
@@ -915,8 +915,8 @@ def test_decision_sum_within_tolerance_is_accepted() -> None:
 
 
 def test_module_examples_run() -> None:
-    """The examples in bandit.schemas' docstrings pass as doctests."""
-    result = doctest.testmod(bandit.schemas)
+    """The examples in bandit.wire.schemas' docstrings pass as doctests."""
+    result = doctest.testmod(bandit.wire.schemas)
     assert result.attempted > 0
     assert result.failed == 0
 

@@ -13,14 +13,14 @@ import pytest
 from sklearn.datasets import load_digits
 
 from bandit.errors import ConfigurationError, DatasetError
-from bandit.simulation import (
+from bandit.ops.simulation import (
     DigitsEnvironment,
     Round,
     SyntheticEnvironment,
     make_environment,
     simulate,
 )
-from bandit.simulation._synthetic import DAYPARTS, DEVICES
+from bandit.ops.simulation._synthetic import DAYPARTS, DEVICES
 from policies import Action, Context, make_policy
 
 CONTEXT_SCHEMA = {

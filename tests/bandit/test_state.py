@@ -9,8 +9,8 @@ from typing import TypeVar
 
 from redis.asyncio import Redis
 
-from bandit.schemas import PolicySettings
-from bandit.state import StateStore
+from bandit.service.state import StateStore
+from bandit.wire.schemas import PolicySettings
 
 T = TypeVar("T")
 

@@ -1,6 +1,6 @@
 """The `stack` fixture and helpers shared by the end-to-end tests.
 
-A :class:`~bandit.runtime.LocalStack` runs ``python -m bandit api`` and ``python -m
+A :class:`~bandit.ops.runtime.LocalStack` runs ``python -m bandit api`` and ``python -m
 bandit worker`` as child processes against the session's broker and Redis, each test
 with its own topic and key prefix. Helpers read the outcome back from Redis and the
 decision logs.
@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
-from bandit.runtime import LocalStack
+from bandit.ops.runtime import LocalStack
+from bandit.service.state import StateStore
 from bandit.settings import ApiSettings, KafkaSettings, RedisSettings, Settings
-from bandit.state import StateStore
 from policies import Policy
 
 ACTIONS = [{"id": f"item-{i}", "features": {"item": {"kind": f"k{i}"}}} for i in range(3)]

@@ -12,8 +12,8 @@ from __future__ import annotations
 import json
 
 from bandit.client import Client
-from bandit.runtime import LocalStack
-from bandit.schemas import PolicySettings
+from bandit.ops.runtime import LocalStack
+from bandit.wire.schemas import PolicySettings
 from tests.integration.conftest import ACTIONS, n_learned, read_counters, wait_for
 
 PEOPLE = {

@@ -15,8 +15,8 @@ import uuid
 from redis.asyncio import Redis
 
 from bandit.client import Client
-from bandit.runtime import LocalStack
-from bandit.schemas import PolicySettings
+from bandit.ops.runtime import LocalStack
+from bandit.wire.schemas import PolicySettings
 from tests.integration.conftest import ACTIONS, logged_event_ids, read_counters, wait_for
 
 ROUNDS = 50

@@ -22,8 +22,8 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer  # type: ignore[import-untyped]
 
 from bandit.client import AsyncClient, Client
-from bandit.runtime import LocalStack
-from bandit.schemas import DeadLetter, Decision, PolicySettings, RankRequest, RewardReported
+from bandit.ops.runtime import LocalStack
+from bandit.wire.schemas import DeadLetter, Decision, PolicySettings, RankRequest, RewardReported
 from policies import decide_ranking, make_policy
 from streams.app import topic_names
 from streams.deadletter import DEAD_LETTER_MAX_BYTES

@@ -12,8 +12,8 @@ import os
 import random
 
 from bandit.client import Client
-from bandit.runtime import LocalStack
-from bandit.schemas import PolicySettings
+from bandit.ops.runtime import LocalStack
+from bandit.wire.schemas import PolicySettings
 from tests.integration.conftest import (
     ACTIONS,
     best_action,

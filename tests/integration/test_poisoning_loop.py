@@ -23,9 +23,9 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from bandit.client import Client
-from bandit.runtime import LocalStack
-from bandit.schemas import Decision, PolicySettings, RankRequest, TrainingExample
+from bandit.ops.runtime import LocalStack
 from bandit.settings import ApiSettings, KafkaSettings, RedisSettings, Settings
+from bandit.wire.schemas import Decision, PolicySettings, RankRequest, TrainingExample
 from policies import decide_ranking, make_policy
 from tests.integration.conftest import ACTIONS, n_learned, read_counters, wait_for
 

@@ -23,9 +23,9 @@ from aiokafka import AIOKafkaConsumer
 from redis.asyncio import Redis
 
 from bandit.client import Client
-from bandit.privacy import pseudonymise, subject_token
-from bandit.runtime import LocalStack
-from bandit.schemas import PolicySettings
+from bandit.ops.runtime import LocalStack
+from bandit.privacy.consent import pseudonymise, subject_token
+from bandit.wire.schemas import PolicySettings
 from tests.integration.conftest import ACTIONS, read_counters, wait_for
 
 

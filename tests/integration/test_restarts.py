@@ -1,6 +1,6 @@
 """Restarts under ``streambandit up``'s stack: the broker, Redis, and ``up`` itself.
 
-Each test runs a durable :class:`~bandit.runtime.LocalStack` with its own broker and
+Each test runs a durable :class:`~bandit.ops.runtime.LocalStack` with its own broker and
 Redis (the ones ``up`` starts), its supervisor (:meth:`LocalStack.supervise`) running
 as ``up`` runs it, and counts the decisions answered, logged and learned.
 """
@@ -27,9 +27,9 @@ import redis
 
 from bandit.client import AsyncClient, Client
 from bandit.errors import RuntimeServiceError
-from bandit.runtime import LocalStack
-from bandit.schemas import PolicySettings
+from bandit.ops.runtime import LocalStack
 from bandit.settings import ApiSettings, Settings
+from bandit.wire.schemas import PolicySettings
 from policies import Policy
 from tests.integration.conftest import ACTIONS, wait_for
 

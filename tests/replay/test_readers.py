@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from bandit.errors import ConfigurationError, LogFormatError
-from bandit.schemas import Decision, RankRequest, TrainingExample
+from bandit.wire.schemas import Decision, RankRequest, TrainingExample
 from policies import Action, Policy, decide_ranking, make_policy
 from policies.vw import VWPolicy, parse_dsjson_record, to_vw_lines
 from replay import LoggedDecisions

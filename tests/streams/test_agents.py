@@ -14,9 +14,9 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer  # type: ignore[import-untyped]
 from redis.asyncio import Redis
 
-from bandit.schemas import PolicySettings, RewardReported
+from bandit.service.state import StateStore
 from bandit.settings import Settings
-from bandit.state import StateStore
+from bandit.wire.schemas import PolicySettings, RewardReported
 from policies import Policy
 from streams.agents import (
     WATERMARK_HEADER,

@@ -17,7 +17,9 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from redis.asyncio import Redis
 
-from bandit.schemas import (
+from bandit.service.state import StateStore
+from bandit.settings import Settings
+from bandit.wire.schemas import (
     BehaviourEvent,
     DeadLetter,
     Decision,
@@ -25,8 +27,6 @@ from bandit.schemas import (
     RankRequest,
     RewardReported,
 )
-from bandit.settings import Settings
-from bandit.state import StateStore
 from policies import Policy, decide_ranking, make_policy
 from streams.app import _ConsumerThread, create_app, topic_names
 
@@ -67,7 +67,7 @@ def test_app_is_configured_for_the_local_broker() -> None:
     assert set(app.agents) == {"context", "join-decisions", "join-rewards"}
     # The training topic is read in batches, outside Faust's per-record path.
     # the release-due loop, the training consumer, the decision log's recovery, the
-    # learning beat (bandit/learning.py)
+    # learning beat (bandit/service/learning.py)
     assert len(app._app_tasks) == 4
     names = topic_names(settings)
     assert app.bandit_topics.training.get_topic_name() == names.training == "streambandit.training"

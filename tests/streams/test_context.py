@@ -8,8 +8,8 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from bandit.schemas import BehaviourEvent
-from bandit.state import StateStore
+from bandit.service.state import StateStore
+from bandit.wire.schemas import BehaviourEvent
 from streams.context import ContextAggregator, device_features, session_features
 
 

@@ -9,8 +9,8 @@ import pytest
 from pydantic import TypeAdapter
 from redis.asyncio import Redis
 
-from bandit.schemas import BehaviourEvent, DeadLetter, RewardReported, RewardsRecord
-from bandit.state import StateStore
+from bandit.service.state import StateStore
+from bandit.wire.schemas import BehaviourEvent, DeadLetter, RewardReported, RewardsRecord
 from streams.deadletter import (
     DEAD_LETTER_COUNTERS,
     DeadLetters,

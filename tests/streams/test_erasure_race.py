@@ -21,11 +21,11 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from bandit.engine import DecisionEngine
-from bandit.privacy import ConsentRecord
-from bandit.schemas import BehaviourEvent, PolicySettings, RankRequest, RewardReported
+from bandit.privacy.consent import ConsentRecord
+from bandit.service.engine import DecisionEngine
+from bandit.service.state import StateStore
 from bandit.settings import ApiSettings, RedisSettings, Settings
-from bandit.state import StateStore
+from bandit.wire.schemas import BehaviourEvent, PolicySettings, RankRequest, RewardReported
 from streams.context import ContextAggregator
 from streams.join import JoinStore
 

@@ -11,9 +11,9 @@ from typing import Any, TypeVar
 import pytest
 from redis.asyncio import Redis
 
-from bandit.schemas import Activation, Decision, PolicySettings, RewardReported
+from bandit.service.state import StateStore
 from bandit.settings import Limits
-from bandit.state import StateStore
+from bandit.wire.schemas import Activation, Decision, PolicySettings, RewardReported
 from streams.join import Joined, JoinStore
 
 T = TypeVar("T")

@@ -17,8 +17,8 @@ import pytest
 from aiokafka import AIOKafkaConsumer  # type: ignore[import-untyped]
 from redis.asyncio import Redis
 
-from bandit.schemas import Activation, Decision, PolicySettings, RewardReported
-from bandit.state import StateStore
+from bandit.service.state import StateStore
+from bandit.wire.schemas import Activation, Decision, PolicySettings, RewardReported
 from streams.app import StreamBanditApp
 from streams.join import JoinStore
 from tests.streams.test_agents import _poll, _with_app

@@ -10,9 +10,9 @@ from typing import Any, TypeVar
 import pytest
 from redis.asyncio import Redis
 
-from bandit.schemas import Decision, PolicySettings, RankRequest, TrainingExample
+from bandit.service.state import StateStore
 from bandit.settings import Settings
-from bandit.state import StateStore
+from bandit.wire.schemas import Decision, PolicySettings, RankRequest, TrainingExample
 from policies import Policy, decide_ranking, make_policy
 from streams.learner import Learner, TrainingRecord
 

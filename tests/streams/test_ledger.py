@@ -20,8 +20,8 @@ from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from bandit.logging import configure_logging
-from bandit.state import StateStore
+from bandit.service.logging import configure_logging
+from bandit.service.state import StateStore
 from streams.agents import log_batch
 from streams.ledger import DecisionLog
 from streams.sink import DecisionLogWriter, LogEntry

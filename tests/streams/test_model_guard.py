@@ -18,11 +18,11 @@ from redis.asyncio import Redis
 
 import policies._base
 import policies.vw
-from bandit.engine import DecisionEngine
-from bandit.metrics import ApiMetrics
-from bandit.schemas import Decision, RankRequest, TrainingExample
+from bandit.service.engine import DecisionEngine
+from bandit.service.metrics import ApiMetrics
+from bandit.service.state import StateStore
 from bandit.settings import ApiSettings, RedisSettings, Settings
-from bandit.state import StateStore
+from bandit.wire.schemas import Decision, RankRequest, TrainingExample
 from policies import Action, Policy, decide_ranking, make_policy
 from streams.learner import Learner, TrainingRecord
 

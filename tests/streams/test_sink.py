@@ -20,8 +20,8 @@ from redis.asyncio import Redis
 from vowpalwabbit import pyvw
 
 from bandit.errors import ConfigurationError
-from bandit.schemas import Decision, RankRequest, TrainingExample
-from bandit.state import StateStore
+from bandit.service.state import StateStore
+from bandit.wire.schemas import Decision, RankRequest, TrainingExample
 from policies import Action, Context, Policy, decide_ranking
 from policies.vw import VWPolicy, parse_dsjson_record
 from streams.agents import log_batch

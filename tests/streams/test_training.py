@@ -18,9 +18,9 @@ from aiokafka import AIOKafkaProducer  # type: ignore[import-untyped]
 from pydantic import TypeAdapter
 from redis.asyncio import Redis
 
-from bandit.schemas import DeadLetter, TrainingExample
+from bandit.service.state import StateStore
 from bandit.settings import Limits, Settings
-from bandit.state import StateStore
+from bandit.wire.schemas import DeadLetter, TrainingExample
 from policies import Policy
 from policies.vw import dsjson_line
 from streams.agents import register_agents

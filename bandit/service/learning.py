@@ -29,7 +29,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from bandit.state import StateStore
+from bandit.service.state import StateStore
 
 __all__ = ["LearningMonitor", "LearningStatus"]
 

@@ -16,7 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from bandit.errors import DatasetError
-from bandit.simulation._round import Round
+from bandit.ops.simulation._round import Round
 from policies import Action, Context, FeatureValue
 
 __all__ = [

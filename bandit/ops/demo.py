@@ -1,10 +1,10 @@
 """The live demo: ``streambandit up`` plus simulated app traffic over HTTP, then a report.
 
-:func:`run_demo` starts a :class:`~bandit.runtime.LocalStack` (broker, Redis, a stream
+:func:`run_demo` starts a :class:`~bandit.ops.runtime.LocalStack` (broker, Redis, a stream
 worker and the API, as child processes) serving two policies: ``default``, the learning
 one (``vw-squarecb`` unless told otherwise), and ``baseline``, uniform random. It shortens
 their reward wait so learning shows within the demo, then plays the app: a fixed number
-of concurrent simulated users take turns from the :class:`~bandit.simulation.
+of concurrent simulated users take turns from the :class:`~bandit.ops.simulation.
 SyntheticEnvironment` (users with hidden preferences, sessions, devices, times of day).
 Each turn asks ``POST /v1/rank`` (most turns with ``default``, a share with
 ``baseline``), draws the click from the environment's hidden click probability of the
@@ -71,8 +71,8 @@ from bandit.errors import (
     RuntimeServiceError,
     StreambanditError,
 )
+from bandit.ops.simulation import Round, SyntheticEnvironment
 from bandit.settings import Settings, get_settings
-from bandit.simulation import Round, SyntheticEnvironment
 
 if TYPE_CHECKING:
     from replay import Estimate, Interval
@@ -1186,7 +1186,7 @@ def run_demo(
     RuntimeServiceError
         If a server cannot start, or stops during the run (its log is named).
     """
-    from bandit.runtime import LocalStack
+    from bandit.ops.runtime import LocalStack
 
     console = console or Console(stderr=True)
     workdir = config.workdir or default_workdir()

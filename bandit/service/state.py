@@ -35,9 +35,9 @@ from typing import Any, Literal
 from redis.asyncio import Redis
 from redis.exceptions import WatchError
 
-from bandit.privacy import CONSENT_SECRET_FIELD, ConsentRecord
-from bandit.schemas import PolicySettings
+from bandit.privacy.consent import CONSENT_SECRET_FIELD, ConsentRecord
 from bandit.settings import RedisSettings
+from bandit.wire.schemas import PolicySettings
 
 __all__ = [  # noqa: RUF022 - plain sorted(), which tests/test_public_api.py checks
     "FeatureKind",
@@ -335,7 +335,7 @@ class StateStore:
     async def forget_offsets(self) -> list[str]:
         """Forget the training offsets every saved model covers; return those policies.
 
-        For a training log that was lost (:func:`bandit.recovery.forget_offsets`); the
+        For a training log that was lost (:func:`bandit.service.recovery.forget_offsets`); the
         snapshots, versions and learned ids stay.
         """
         prefix = self.key("model", "")

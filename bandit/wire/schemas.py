@@ -84,9 +84,9 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from bandit.errors import InvalidDistributionError
-from bandit.minimise import FeatureSchema
-from bandit.privacy import RawUserId
 from bandit.settings import Limits
+from bandit.wire.consent import RawUserId
+from bandit.wire.features import FeatureSchema
 from policies import Action, Choice, FeatureValue
 from policies._base import FEATURE_VALUE_LIMIT
 from policies._distribution import SUM_TOLERANCE
@@ -445,7 +445,7 @@ LoggedFeatures: TypeAlias = Annotated[
 ]
 _Subject: TypeAlias = Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")]
 ConsentPath: TypeAlias = Literal["personalise", "baseline"]
-"""Which policy served a decision under the person's consent (see :mod:`bandit.privacy`)."""
+"""Which policy served a decision under the person's consent (see :mod:`bandit.privacy.consent`)."""
 _ID_SCHEMA = Field(json_schema_extra={"pattern": _ID_RE.pattern})
 """The id syntax, stated in the JSON schema (OpenAPI) too; `_id_checker` enforces it."""
 ActionId: TypeAlias = Annotated[str, AfterValidator(_id_checker("action ids")), _ID_SCHEMA]
@@ -651,7 +651,7 @@ class RankRequest(_Frozen):
         cache
             Where to keep the :class:`~policies.Action` made of each action model, to
             give the same one again for the same model (the rank path shares the models
-            of repeated actions, :func:`bandit.fastpath.rank_request`): policies may then
+            of repeated actions, :func:`bandit.wire.fastpath.rank_request`): policies may then
             reuse their own work per action. Cleared when it holds ``ACTION_CACHE_SIZE``.
 
         Returns
@@ -716,10 +716,10 @@ class Decision(Event):
     consent
         Which policy decided under the person's consent: ``"personalise"`` (the served
         policy) or ``"baseline"`` (no personalisation consent: the baseline policy,
-        whose probabilities these are; see :mod:`bandit.privacy`).
+        whose probabilities these are; see :mod:`bandit.privacy.consent`).
     subject
         For a decision naming a person: the token linking it to them through their
-        secret (:func:`bandit.privacy.subject_token`), unlinkable once they are erased.
+        secret (:func:`bandit.privacy.consent.subject_token`), unlinkable once they are erased.
     """
 
     policy: _PolicyName
@@ -914,8 +914,8 @@ class Decision(Event):
             data["occurred_at"] = occurred_at
         if limits is None:
             limits = _DEFAULT_LIMITS
-        if cls is Decision:  # the same rules, checked in plain Python (bandit.fastpath)
-            from bandit.fastpath import decision_from_data  # it imports this module
+        if cls is Decision:  # the same rules, checked in plain Python (bandit.wire.fastpath)
+            from bandit.wire.fastpath import decision_from_data  # it imports this module
 
             found = decision_from_data(data, limits)
             if found is not None:
@@ -948,7 +948,7 @@ class RewardReported(Event):
         The action the reward is for, when the app states it (it should be the chosen
         one).
     ldp_epsilon
-        Set when the reward went through the local-DP channel (:mod:`bandit.dp`): the
+        Set when the reward went through the local-DP channel (:mod:`bandit.privacy.dp`): the
         app sent a randomised-response bit with this ε (0.01 to 20: below, one report
         would be scaled past any sensible reward), and `reward` on the topic is the
         API's unbiased estimate of the true reward from it.
@@ -1046,7 +1046,7 @@ class PolicySettings(_Frozen):
     reward_aggregation
         How several rewards combine.
     feature_schema
-        The features the policy uses (:class:`bandit.minimise.FeatureSchema`); others
+        The features the policy uses (:class:`bandit.privacy.minimise.FeatureSchema`); others
         are dropped or refused. None declares nothing: every feature but identifier-like
         ones reaches the policy.
     baseline_forced
@@ -1122,7 +1122,7 @@ class BehaviourEvent(Event):
         What happened.
     user_id
         The person: the app's own id in ``POST /v1/events`` (the API replaces it with
-        its pseudonym, :func:`bandit.privacy.pseudonymise`), the pseudonym on the topic
+        its pseudonym, :func:`bandit.privacy.consent.pseudonymise`), the pseudonym on the topic
         ``events``. Apps producing to the topic themselves must hash it the same way.
     session_id
         The session the event belongs to.

@@ -1,7 +1,7 @@
 """Fast validation of the hot wire schemas, for the common case of a valid record.
 
-Validating a :class:`~bandit.schemas.RankRequest`, :class:`~bandit.schemas.Decision` or
-:class:`~bandit.schemas.TrainingExample` with pydantic calls a Python validator for every
+Validating a :class:`~bandit.wire.schemas.RankRequest`, :class:`~bandit.wire.schemas.Decision` or
+:class:`~bandit.wire.schemas.TrainingExample` with pydantic calls a Python validator for every
 feature name and value (about 250 calls for a request with 10 actions): 200-300 µs,
 more than the policy's prediction or learning step. The functions here check the same
 rules in plain Python over ``orjson``'s output, and build the models without pydantic
@@ -13,7 +13,7 @@ model pydantic's validation would return (equal fields, equal ``model_fields_set
 coerce (a string ``"true"`` for a boolean, an integer for a float), a field it does not
 know. The caller then validates with pydantic, which accepts what it accepts and names
 every broken rule (HTTP 422, or the dead letter's reason) exactly as before. So the
-rules live in :mod:`bandit.schemas`; a rule added there must be added here too, or
+rules live in :mod:`bandit.wire.schemas`; a rule added there must be added here too, or
 here be made to return ``None`` (tests compare both paths on generated records).
 
 Examples
@@ -39,8 +39,9 @@ import orjson
 from pydantic import BaseModel, TypeAdapter
 
 from bandit.errors import InvalidDistributionError
-from bandit.privacy import _MAX_USER_ID_LENGTH
-from bandit.schemas import (
+from bandit.settings import Limits
+from bandit.wire.consent import MAX_USER_ID_LENGTH
+from bandit.wire.schemas import (
     _FEATURE_NAME_RE,
     _ID_RE,
     _NAMESPACE_RE,
@@ -53,7 +54,6 @@ from bandit.schemas import (
     TrainingExample,
     new_event_id,
 )
-from bandit.settings import Limits
 from policies import Action, Choice
 from policies._base import FEATURE_VALUE_LIMIT
 from policies._distribution import SUM_TOLERANCE
@@ -211,7 +211,7 @@ def _make(cls: type[M], values: dict[str, Any], fields_set: set[str]) -> M:
 def _plain(cls: type[BaseModel]) -> None:
     """Refuse at import a model :func:`_make` cannot build (private attrs, post-init)."""
     if cls.__private_attributes__ or cls.__pydantic_post_init__ is not None:
-        msg = f"bandit.fastpath cannot build {cls.__name__}: it has private attributes"
+        msg = f"bandit.wire.fastpath cannot build {cls.__name__}: it has private attributes"
         raise TypeError(msg)
 
 
@@ -230,7 +230,7 @@ def _as_dict(raw: bytes | str) -> dict[str, Any] | None:
 # -- rank requests -------------------------------------------------------------------------
 
 _REQUEST_FIELDS: Final = ("event_id", "context", "actions", "excluded_actions", "defer_activation")
-_REFERENCES: Final = ("policy", "session_id", "device_id")  # bandit.api.NativeRankRequest
+_REFERENCES: Final = ("policy", "session_id", "device_id")  # bandit.api.app.NativeRankRequest
 _ACTION_FIELDS: Final = frozenset({"id", "features"})
 _request_fields: dict[type[Any], tuple[str, ...]] = {}
 _NATIVE_FIELDS: Final = (*_REQUEST_FIELDS, *_REFERENCES, "user_id", "explain")
@@ -243,7 +243,7 @@ def rank_request(  # noqa: PLR0911, PLR0912, PLR0915  (one flat pass over every 
 ) -> R | None:
     """Return ``model.model_validate_json(raw, context={"limits": limits})``, or None.
 
-    `model` is :class:`~bandit.schemas.RankRequest` or the API's ``NativeRankRequest``
+    `model` is :class:`~bandit.wire.schemas.RankRequest` or the API's ``NativeRankRequest``
     (which adds the optional ids ``policy``, ``session_id`` and ``device_id``). None means
     "ask pydantic": the body may be valid or not.
     """
@@ -359,7 +359,7 @@ def rank_request(  # noqa: PLR0911, PLR0912, PLR0915  (one flat pass over every 
             values["user_id"] = None
         elif (
             type(user) is not str
-            or not 0 < len(user) <= _MAX_USER_ID_LENGTH
+            or not 0 < len(user) <= MAX_USER_ID_LENGTH
             or not user.isprintable()
         ):
             return None
@@ -379,7 +379,7 @@ _RANKED_FIELDS: Final = frozenset({"id", "probability"})
 _CONSENT_PATHS: Final = frozenset({"personalise", "baseline"})
 _SUBJECT_RE: Final = re.compile(
     r"[0-9a-f]{32}"
-)  # bandit.schemas.Decision.subject  # bandit.schemas.ConsentPath
+)  # bandit.wire.schemas.Decision.subject  # bandit.wire.schemas.ConsentPath
 _DECIDED_SET: Final = frozenset(
     {"event_id", "policy", "model_version", "context", "actions", "ranking",
      "chosen_action_id", "chosen_index", "probability", "explored", "deferred"}
@@ -445,7 +445,7 @@ def decision_from_data(data: Mapping[str, Any], limits: Limits) -> Decision | No
 def decision_values(  # noqa: PLR0911, PLR0912  (one flat pass over every rule)
     data: Mapping[str, Any], limits: Limits, *, check_features: bool = True
 ) -> dict[str, Any] | None:
-    """Check `data` against every rule of :class:`~bandit.schemas.Decision`; return its values.
+    """Check `data` against every rule of :class:`~bandit.wire.schemas.Decision`; return its values.
 
     The values of the decision :func:`decision_from_data` would build, as plain data:
     defaults filled in, ``occurred_at`` an aware UTC datetime, ``actions`` and
@@ -556,7 +556,7 @@ def decided(
 ) -> Decision:
     """Build the decision of `choice`, as :meth:`Decision.from_choice` does, unchecked.
 
-    The rank path's builder: every rule of :class:`~bandit.schemas.Decision` already
+    The rank path's builder: every rule of :class:`~bandit.wire.schemas.Decision` already
     holds by construction, so nothing is validated again. That takes what rank has
     made sure of: `request` was validated; `inputs` is ``request.policy_inputs()``
     (booleans already numbers, as logged features must be); `choice` was drawn by
@@ -627,7 +627,7 @@ def _logged_action(action: Action) -> LoggedAction:
     """Return the :class:`LoggedAction` of a policy action: one per action object, cached.
 
     The rank path gives the same :class:`~policies.Action` for a repeated action (see
-    :meth:`~bandit.schemas.RankRequest.policy_inputs`), so its logged form and that
+    :meth:`~bandit.wire.schemas.RankRequest.policy_inputs`), so its logged form and that
     form's JSON (:func:`decision_json`) are made once.
     """
     entry = _logged.get(id(action))
@@ -668,7 +668,7 @@ def decision_json(decision: Decision) -> bytes:
 def rank_answer_json(decision: Decision) -> bytes:
     """Return the JSON of the answer to ``POST /v1/rank`` for `decision`.
 
-    Byte-equal to ``bandit.api.RankResponse(...).model_dump_json()`` built from the
+    Byte-equal to ``bandit.api.app.RankResponse(...).model_dump_json()`` built from the
     decision's fields (tests check it): event id, policy, model version, chosen action,
     its probability, the ranking, and whether activation is deferred.
     """
@@ -823,7 +823,7 @@ class FastDecoder(Generic[T]):
     Parameters
     ----------
     model
-        :class:`~bandit.schemas.Decision` or :class:`~bandit.schemas.TrainingExample`
+        :class:`~bandit.wire.schemas.Decision` or :class:`~bandit.wire.schemas.TrainingExample`
         (or any type, validated by pydantic alone).
     """
 

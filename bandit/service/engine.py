@@ -26,11 +26,11 @@ Hot swap
     :meth:`policies.Policy.configure`: exploration parameters and the floor change, what
     the policy learned does not.
 Rank
-    :meth:`DecisionEngine.rank` reads the person's consent (:mod:`bandit.privacy`) and
+    :meth:`DecisionEngine.rank` reads the person's consent (:mod:`bandit.privacy.consent`) and
     the session and device features kept in Redis when the request names them, asks
     the served policy (or, without personalisation consent, the baseline policy) for
     its distribution, draws from it seeded by the event id, and returns the
-    :class:`~bandit.schemas.Decision` to log: without learning consent, with no
+    :class:`~bandit.wire.schemas.Decision` to log: without learning consent, with no
     feature and ``learn=False``. Consent that cannot be read counts as not given.
 Kill switch
     While a policy's live setting ``baseline_forced`` is on, every request for it is
@@ -61,7 +61,6 @@ import pydantic
 import structlog
 from redis.exceptions import RedisError
 
-from bandit import fastpath
 from bandit.errors import (
     ConfigurationError,
     InvalidDistributionError,
@@ -70,8 +69,7 @@ from bandit.errors import (
     SnapshotError,
     UnknownServedPolicyError,
 )
-from bandit.minimise import _NONE_DROPPED, Dropped, Minimiser
-from bandit.privacy import (
+from bandit.privacy.consent import (
     CONSENT_DENIED,
     CONSENT_GRANTED,
     Consent,
@@ -79,9 +77,11 @@ from bandit.privacy import (
     effective_consent,
     subject_token,
 )
-from bandit.schemas import ActionCache, ConsentPath, Decision, PolicySettings, RankRequest
+from bandit.privacy.minimise import _NONE_DROPPED, Dropped, Minimiser
+from bandit.service.state import FeatureKind, StateStore
 from bandit.settings import Settings
-from bandit.state import FeatureKind, StateStore
+from bandit.wire import fastpath
+from bandit.wire.schemas import ActionCache, ConsentPath, Decision, PolicySettings, RankRequest
 from policies import Action, Distribution, Policy, decide_ranking, make_policy
 
 __all__ = [
@@ -97,7 +97,7 @@ _REDIS_FAILURES = (RedisError, OSError, TimeoutError)
 _ERASED = "erased"
 """What :meth:`DecisionEngine._subject` returns for a person erased while the rank ran
 (never a subject token, which is 32 hex digits)."""
-_log = structlog.get_logger("bandit.engine")
+_log = structlog.get_logger("bandit.service.engine")
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,7 +121,7 @@ class LoadedPolicy:
     snapshot
         The saved model it was restored from (None: built from its spec):
         :func:`prepared_policy` rebuilds the same policy from it and `settings`
-        elsewhere (the explanation helpers, :mod:`bandit.explainer`).
+        elsewhere (the explanation helpers, :mod:`bandit.service.explainer`).
     """
 
     name: str
@@ -157,7 +157,7 @@ class RankOutcome:
         stored features breaking the schema).
     chooser, inputs
         The policy that chose (the served one, or the baseline) and what it saw: for
-        :func:`bandit.explain.explain`.
+        :func:`bandit.service.explain.explain`.
     baseline_forced
         Whether the baseline served because the policy's kill switch is on
         (``PolicySettings.baseline_forced``), whatever the consent.
@@ -283,7 +283,7 @@ class DecisionEngine:
             namespaces ``session`` and ``device``; the request's own features of the
             same name win. Not read without personalisation consent.
         user
-            The person's pseudonym (:func:`bandit.privacy.pseudonymise`), whose
+            The person's pseudonym (:func:`bandit.privacy.consent.pseudonymise`), whose
             consent is read; None for a request naming nobody
             (``settings.privacy.anonymous``).
 

@@ -3,11 +3,11 @@
 The embedded broker (``tansu``, memory storage) starts empty when it restarts. What it
 held and nobody had read yet is gone; what matters most, the training examples the join
 released and the learner had not applied (nor the decision log written), is still in
-Redis (:class:`bandit.learning.LearningMonitor`). :func:`produce_held` produces those
+Redis (:class:`bandit.service.learning.LearningMonitor`). :func:`produce_held` produces those
 again; the learner and the decision log deduplicate by event id, so an example that did
 get through is not learned or logged twice. What the API had produced and the broker
 acknowledged, unread, is still in each API's resend window
-(:class:`bandit.producer.BufferedProducer`): :func:`announce_restart` bumps the broker's
+(:class:`bandit.service.producer.BufferedProducer`): :func:`announce_restart` bumps the broker's
 generation in Redis (``<prefix>:broker:generation``), and each API, watching it
 (:func:`watch_restarts`), produces its window again; the join deduplicates decisions by
 event id and rewards by reward id, the context agent events by event id.
@@ -25,10 +25,10 @@ import structlog
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from bandit.learning import LearningMonitor
-from bandit.producer import BufferedProducer
+from bandit.service.learning import LearningMonitor
+from bandit.service.producer import BufferedProducer
+from bandit.service.state import StateStore
 from bandit.settings import Settings
-from bandit.state import StateStore
 
 __all__ = [
     "TOPICS",
@@ -44,7 +44,7 @@ TOPICS = ("events", "decisions", "rewards", "training", "dead-letters")
 """The topics of docs/live-loop.md, without their prefix."""
 
 _BATCH = 1000
-_log = structlog.get_logger("bandit.recovery")
+_log = structlog.get_logger("bandit.service.recovery")
 
 
 def generation_key(store: StateStore) -> str:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import ctypes
 import importlib.resources
 import json
 import math
@@ -25,7 +24,6 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +31,7 @@ from types import TracebackType
 from typing import IO, Self, cast
 
 from bandit.errors import RuntimeServiceError
+from bandit.service.process import die_with_parent
 from bandit.settings import Settings, get_settings
 
 __all__ = [
@@ -96,27 +95,6 @@ def find_broker_binary() -> str:
     raise RuntimeServiceError(msg)
 
 
-def _load_prctl() -> Callable[..., int] | None:
-    if not sys.platform.startswith("linux"):
-        return None
-    return cast(Callable[..., int], ctypes.CDLL(None, use_errno=True).prctl)
-
-
-_PRCTL = _load_prctl()  # resolved here, so the forked child only calls it
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:
-    """In the child: ask Linux to SIGKILL us when the runtime dies, so no server leaks.
-
-    Linux sends the signal when the *thread* that forked the child ends, not the
-    process: children are therefore always forked from :func:`_spawn`'s thread, which
-    lives as long as the process.
-    """
-    if _PRCTL is not None:
-        _PRCTL(_PR_SET_PDEATHSIG, signal.SIGKILL)
-
-
 _spawner: ThreadPoolExecutor | None = None
 _spawner_lock = threading.Lock()
 
@@ -138,7 +116,7 @@ def _spawn(args: list[str], log: IO[bytes], env: dict[str, str] | None) -> subpr
         stderr=subprocess.STDOUT,
         env=env,
         start_new_session=True,
-        preexec_fn=_die_with_parent,  # only calls prctl, resolved before the fork
+        preexec_fn=die_with_parent,  # only calls prctl, resolved before the fork
     ).result()
 
 
@@ -598,7 +576,7 @@ class LocalStack:
                 )
                 process.start()
                 self.processes[name] = process
-            api = ServiceProcess(  # reads the workers' logs for exports (bandit.privacy)
+            api = ServiceProcess(  # reads the workers' logs for exports (bandit.privacy.consent)
                 "api",
                 [*command, "api"],
                 self.api_port,
@@ -659,8 +637,8 @@ class LocalStack:
         (a child that ran for a minute starts over at 1 s); it never raises. Before a
         broker is restarted the workers are killed; after, its topics are created
         again, the workers started (their consumers' positions belong to the lost log),
-        the training examples held in Redis produced again (bandit/learning.py) and the
-        API told to produce its resend window again (bandit/recovery.py), each retried
+        the training examples held in Redis produced again (bandit/service/learning.py) and the
+        API told to produce its resend window again (bandit/service/recovery.py), each retried
         at each pass until it succeeds; after Redis is restarted, the
         models in the data folder newer than Redis's are put back. With `durable`,
         the models are also copied to the data folder every
@@ -733,7 +711,7 @@ class LocalStack:
 
     def _after_broker_restart(self) -> list[str]:
         """Make the topics, forget the lost log's offsets, start the workers, resend."""
-        from bandit.recovery import create_topics, forget_offsets
+        from bandit.service.recovery import create_topics, forget_offsets
 
         settings = self._child_settings()
         done = []
@@ -762,7 +740,7 @@ class LocalStack:
 
     def _resend_held(self) -> list[str]:
         """Produce the held training examples again; on failure, try at the next pass."""
-        from bandit.recovery import produce_held
+        from bandit.service.recovery import produce_held
 
         try:
             sent = produce_held(self._child_settings())
@@ -775,9 +753,9 @@ class LocalStack:
         """Tell the API the broker lost its log; on failure, try at the next pass.
 
         The API produces its resend window again: what the old broker had acknowledged
-        and no worker had read (bandit/producer.py, "The resend window").
+        and no worker had read (bandit/service/producer.py, "The resend window").
         """
-        from bandit.recovery import announce_restart
+        from bandit.service.recovery import announce_restart
 
         try:
             generation = announce_restart(self._child_settings())

@@ -1,7 +1,7 @@
 """The HTTP API: Personalizer-compatible and native routes, auth, health and metrics.
 
 Build the app with :func:`create_app` (or run ``uvicorn --factory
-bandit.api:app_from_environment``). OpenAPI is served at ``/openapi.json``, the
+bandit.api.app:app_from_environment``). OpenAPI is served at ``/openapi.json``, the
 interactive documentation at ``/docs``.
 
 =========================================================  ================================
@@ -11,19 +11,19 @@ route                                                      does
 ``POST /personalizer/v1.0/events/{eventId}/reward``        Personalizer reward (204)
 ``POST /personalizer/v1.0/events/{eventId}/activate``      Personalizer activate (204)
 ``POST /v1/rank``                                          rank a :class:`NativeRankRequest`
-``POST /v1/reward``                                        a :class:`~bandit.schemas.RewardReported`
-``POST /v1/activate``                                      an :class:`~bandit.schemas.Activation`
-``POST /v1/events``                                        a :class:`~bandit.schemas.BehaviourEvent`
+``POST /v1/reward``                                        a ``RewardReported``
+``POST /v1/activate``                                      an ``Activation``
+``POST /v1/events``                                        a ``BehaviourEvent``
 ``GET /v1/policies``                                       served policies and their models
 ``GET /v1/policies/{name}/settings``                       a policy's settings (``PolicySettings``)
 ``PUT /v1/policies/{name}/settings``                       change them, live (admin keys)
 ``GET /healthz``                                           the process is alive
 ``GET /readyz``                                            broker, Redis, models, learning: else 503
-``GET /metrics``                                           Prometheus (:mod:`bandit.metrics`)
+``GET /metrics``                                           Prometheus
 =========================================================  ================================
 
 The Personalizer routes and how they differ from Personalizer are described in
-:mod:`bandit.personalizer`.
+:mod:`bandit.wire.personalizer`.
 
 Auth
     Every ``/v1`` and ``/personalizer`` route needs a key from ``settings.api.keys``,
@@ -36,13 +36,13 @@ Auth
     another policy's decision (docs/live-loop.md, "Keys scoped to policies"). Health,
     readiness, metrics and the documentation are open: expose them on an internal
     network only (``settings.api.ops_port`` serves metrics and documentation on a port
-    of their own: :mod:`bandit.exposure`).
+    of their own: :mod:`bandit.api.exposure`).
 Rank
     Validated with the configured limits (``RankRequest.model_validate(..., context=)``),
-    decided by the :class:`~bandit.engine.DecisionEngine`, and the decision produced to
+    decided by the :class:`~bandit.service.engine.DecisionEngine`, and the decision produced to
     the ``decisions`` topic (keyed by event id) *before* the answer: acknowledged
     within a short timeout, or buffered while the broker is away (see
-    :mod:`bandit.producer`); with the buffer full the answer is 503 and nothing is
+    :mod:`bandit.service.producer`); with the buffer full the answer is 503 and nothing is
     served. Rewards, activations and events go to their topics the same way.
 Errors
     Native routes answer FastAPI-style: ``{"detail": "message"}``, or for invalid
@@ -102,29 +102,11 @@ from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from bandit import fastpath
-from bandit.apidocs import add_docs
-from bandit.dp import BudgetExhaustedError, PrivacyLedger, RandomisedResponse, laplace
-from bandit.engine import DecisionEngine, RankOutcome, UnknownServedPolicyError
+from bandit.api.apidocs import add_docs
+from bandit.api.exposure import PortSplit
+from bandit.api.shedding import SHED_RESPONSES, SHED_SCOPE_KEY, Shedding
 from bandit.errors import ConfigurationError, PolicyError
-from bandit.explain import Explanation
-from bandit.explainer import Explainer, explain_limit_errors
-from bandit.exposure import PortSplit
-from bandit.learning import LearningMonitor, LearningStatus
-from bandit.logging import LineLimiter, configure_logging
-from bandit.metrics import ApiMetrics, PolicyState
-from bandit.minimise import FeatureRefusedError
-from bandit.personalizer import (
-    PersonalizerErrorResponse,
-    PersonalizerRankRequest,
-    PersonalizerRankResponse,
-    PersonalizerRewardRequest,
-    error_target,
-    to_activation,
-    to_rank_request,
-    to_reward,
-)
-from bandit.privacy import (
+from bandit.privacy.consent import (
     ConsentKind,
     ConsentLookup,
     ConsentRecord,
@@ -139,11 +121,32 @@ from bandit.privacy import (
     pseudonymise,
     read_page_token,
 )
-from bandit.privacy_page import PAGE, PAGE_SCRIPT_HASH, PAGE_STYLE_HASH
-from bandit.process import tune_gc
-from bandit.producer import BufferedProducer, ProducerUnavailableError, TopicName, topic
-from bandit.recovery import watch_restarts
-from bandit.schemas import (
+from bandit.privacy.dp import BudgetExhaustedError, PrivacyLedger, RandomisedResponse, laplace
+from bandit.privacy.minimise import FeatureRefusedError
+from bandit.privacy.page import PAGE, PAGE_SCRIPT_HASH, PAGE_STYLE_HASH
+from bandit.service.engine import DecisionEngine, RankOutcome, UnknownServedPolicyError
+from bandit.service.explain import Explanation
+from bandit.service.explainer import Explainer, explain_limit_errors
+from bandit.service.learning import LearningMonitor, LearningStatus
+from bandit.service.logging import LineLimiter, configure_logging
+from bandit.service.metrics import ApiMetrics, PolicyState
+from bandit.service.process import tune_gc
+from bandit.service.producer import BufferedProducer, ProducerUnavailableError, TopicName, topic
+from bandit.service.recovery import watch_restarts
+from bandit.service.state import StateStore, erasure_covers
+from bandit.settings import ApiKey, Limits, Settings, get_settings
+from bandit.wire import fastpath
+from bandit.wire.personalizer import (
+    PersonalizerErrorResponse,
+    PersonalizerRankRequest,
+    PersonalizerRankResponse,
+    PersonalizerRewardRequest,
+    error_target,
+    to_activation,
+    to_rank_request,
+    to_reward,
+)
+from bandit.wire.schemas import (
     Activation,
     BehaviourEvent,
     PolicySettings,
@@ -151,9 +154,6 @@ from bandit.schemas import (
     RankRequest,
     RewardReported,
 )
-from bandit.settings import ApiKey, Limits, Settings, get_settings
-from bandit.shedding import SHED_RESPONSES, SHED_SCOPE_KEY, Shedding
-from bandit.state import StateStore, erasure_covers
 from policies import Action
 
 __all__ = [
@@ -179,7 +179,7 @@ _ALWAYS_LOGGED = frozenset(
 _PERSONALIZER_PREFIX = "/personalizer/"
 _ID_RE_TEXT = r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$"
 _ID_PATTERN = re.compile(_ID_RE_TEXT)
-_log = structlog.get_logger("bandit.api")
+_log = structlog.get_logger("bandit.api.app")
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -188,7 +188,7 @@ M = TypeVar("M", bound=BaseModel)
 
 
 def _check_reference(value: str, info: ValidationInfo) -> str:
-    """Policy, session and device references: the id syntax of :mod:`bandit.schemas`."""
+    """Policy, session and device references: the id syntax of :mod:`bandit.wire.schemas`."""
     limits = (info.context or {}).get("limits", Limits())
     what = {"policy": "policy names", "session_id": "session ids", "device_id": "device ids"}
     name = what.get(info.field_name or "", "ids")
@@ -214,7 +214,7 @@ _Reference: TypeAlias = Annotated[
 
 
 class NativeRankRequest(RankRequest):
-    """A :class:`~bandit.schemas.RankRequest`, plus who serves it and what joins it.
+    """A :class:`~bandit.wire.schemas.RankRequest`, plus who serves it and what joins it.
 
     Attributes
     ----------
@@ -226,10 +226,10 @@ class NativeRankRequest(RankRequest):
         the same name win). Identifiers are never features themselves.
     user_id
         The person the decision is for, as the app knows them: replaced on arrival by
-        its pseudonym (:func:`bandit.privacy.pseudonymise`), whose consent decides how
+        its pseudonym (:func:`bandit.privacy.consent.pseudonymise`), whose consent decides how
         the request is served. Never stored, logged or echoed.
     explain
-        Answer with an explanation of the decision (:mod:`bandit.explain`): the
+        Answer with an explanation of the decision (:mod:`bandit.service.explain`): the
         features that made the chosen action more and less likely, or that it was
         exploration, or the baseline. Costs one policy prediction per feature, so it is
         bounded: ``settings.explain`` (docs/privacy.md, "Explanation limits").
@@ -621,7 +621,7 @@ def _note(request: Request, event: str | None = None, **fields: Any) -> None:
 async def _read_body(request: Request) -> bytes:
     """Return the request body.
 
-    Its size, read time and media type are bounded by :class:`~bandit.shedding.Shedding`,
+    Its size, read time and media type are bounded by :class:`~bandit.api.shedding.Shedding`,
     which refuses before the route reads it.
     """
     return await request.body()
@@ -1474,7 +1474,7 @@ async def healthz() -> Response:
 
 
 async def _learning(service: _Service) -> list[LearningStatus] | None:
-    """Whether each served policy's learning is stalled (bandit.learning); None: unknown."""
+    """Whether each served policy's learning is stalled (bandit.service.learning); None: unknown."""
     monitor = LearningMonitor(service.store, service.settings.learner.stall_seconds)
     try:
         async with asyncio.timeout(1.0):
@@ -1487,7 +1487,7 @@ async def readyz(service: ServiceDep) -> Response:
     """Ready when broker and Redis answer, every served policy has a model, and learning goes on.
 
     Learning goes on while a stream worker consumes and no released example waits too
-    long to be learned (:mod:`bandit.learning`).
+    long to be learned (:mod:`bandit.service.learning`).
     """
 
     async def redis_ok() -> str | None:
@@ -1697,7 +1697,7 @@ class _RequestLog:
         route = getattr(scope.get("route"), "path", None)
         if route is None:  # FastAPI serves its documentation routes outside the router
             route = scope["path"] if scope.get("path") in _DOCS_PATHS else "unmatched"
-            if scope.get(SHED_SCOPE_KEY):  # refused before routing (bandit.shedding)
+            if scope.get(SHED_SCOPE_KEY):  # refused before routing (bandit.api.shedding)
                 route = "shed"
         method = str(scope.get("method", ""))
         children = self._children.get((route, method, status))
@@ -1772,15 +1772,15 @@ def create_app(
     ----------
     settings
         Service settings; the broker (``kafka.broker``) and Redis (``redis.url``)
-        must be named: start the embedded ones with :class:`bandit.runtime.LocalServices`.
+        must be named: start the embedded ones with :class:`bandit.ops.runtime.LocalServices`.
     metrics
         Where to count; a fresh registry by default.
     shutdown_flush_seconds
         How long shutdown waits for buffered records to reach the broker.
     tune
-        Tune the process's garbage collector once started (:func:`bandit.process.tune_gc`)
+        Tune the process's garbage collector once started (:func:`bandit.service.process.tune_gc`)
         and start the explanation helpers at once rather than with the first
-        explanation (:class:`bandit.explainer.Explainer`): for a process that serves
+        explanation (:class:`bandit.service.explainer.Explainer`): for a process that serves
         this app alone.
 
     Returns
@@ -1796,7 +1796,7 @@ def create_app(
     if not settings.kafka.broker or not settings.redis.url:
         msg = (
             "the API needs a broker and Redis: set STREAMBANDIT_KAFKA__BROKER and "
-            "STREAMBANDIT_REDIS__URL (or start local ones with bandit.runtime.LocalServices)"
+            "STREAMBANDIT_REDIS__URL (or start local ones with bandit.ops.runtime.LocalServices)"
         )
         raise ConfigurationError(msg)
     metrics = metrics or ApiMetrics()
@@ -1869,7 +1869,7 @@ def create_app(
         summary="Contextual bandits: rank, reward, learn online; Personalizer-compatible.",
         version="0.1.0",
         lifespan=lifespan,
-        docs_url=None,  # FastAPI's pages load their scripts from a CDN: bandit.apidocs
+        docs_url=None,  # FastAPI's pages load their scripts from a CDN: bandit.api.apidocs
         redoc_url=None,
     )
     app.state.service = service
@@ -2098,7 +2098,7 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
 def app_from_environment() -> FastAPI:
     """Build the API from ``STREAMBANDIT_*`` variables, with logging set up.
 
-    For ``uvicorn --factory bandit.api:app_from_environment``.
+    For ``uvicorn --factory bandit.api.app:app_from_environment``.
     """
     configure_logging()
     return create_app(get_settings(), tune=True)

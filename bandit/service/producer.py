@@ -45,7 +45,7 @@ built (topic, key, value and the time it was sent), for `resend_seconds` and wit
 `resend_bytes` (the oldest go first; while the broker is away nothing leaves by age,
 so the copies from before an outage wait for its end). :meth:`BufferedProducer.resend`
 produces every copy again, with its first timestamp, once told the broker lost its log
-(:func:`bandit.recovery.watch_restarts`); consumers deduplicate.
+(:func:`bandit.service.recovery.watch_restarts`); consumers deduplicate.
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ Delivery = Literal["sent", "buffered"]
 TopicName = Literal["events", "decisions", "rewards", "training", "dead-letters"]
 """The topics of docs/live-loop.md, without their prefix."""
 
-_log = structlog.get_logger("bandit.producer")
+_log = structlog.get_logger("bandit.service.producer")
 _STATS_MS = 250
 """How often librdkafka reports its statistics (unacknowledged sends judge the broker by them)."""
 _POLL_SECONDS = 0.05

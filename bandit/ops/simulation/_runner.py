@@ -11,12 +11,12 @@ import numpy as np
 import structlog
 
 from bandit.errors import ConfigurationError, DatasetError
-from bandit.simulation._round import Environment
+from bandit.ops.simulation._round import Environment
 from policies import Policy, decide_ranking
 
 __all__ = ["PolicyResult", "SimulationResult", "simulate"]
 
-_log = structlog.get_logger("bandit.simulation")
+_log = structlog.get_logger("bandit.ops.simulation")
 
 ProgressCallback = Callable[[int], None]
 """Called with the number of rounds completed so far, now and then and at the end."""
@@ -146,8 +146,8 @@ def simulate(
 
     Examples
     --------
-    >>> from bandit.logging import configure_logging
-    >>> from bandit.simulation import DigitsEnvironment
+    >>> from bandit.service.logging import configure_logging
+    >>> from bandit.ops.simulation import DigitsEnvironment
     >>> from policies import make_policy
     >>> configure_logging("json")  # the "simulation.finished" line goes to standard error
     >>> result = simulate(DigitsEnvironment(seed=1), {"uniform": make_policy("uniform")}, 50)

@@ -7,9 +7,9 @@ sends in ``Ocp-Apim-Subscription-Key`` is accepted as an API key.
 ==================================================  ====================================
 Personalizer                                        streambandit
 ==================================================  ====================================
-``POST /personalizer/v1.0/rank`` (201)              :class:`~bandit.schemas.RankRequest`
-``POST /personalizer/v1.0/events/{id}/reward``      :class:`~bandit.schemas.RewardReported`
-``POST /personalizer/v1.0/events/{id}/activate``    :class:`~bandit.schemas.Activation`
+``POST /personalizer/v1.0/rank`` (201)              :class:`~bandit.wire.schemas.RankRequest`
+``POST /personalizer/v1.0/events/{id}/reward``      :class:`~bandit.wire.schemas.RewardReported`
+``POST /personalizer/v1.0/events/{id}/activate``    :class:`~bandit.wire.schemas.Activation`
 ==================================================  ====================================
 
 How features map
@@ -37,7 +37,7 @@ Differences from Personalizer
   checked when given, and a key scoped to some policies may not reward or activate
   another policy's decision (403 when the decision is known, refused by the join
   otherwise: docs/live-loop.md, "Keys scoped to policies").
-- **Validation**: the rules of :mod:`bandit.schemas` apply (namespace and feature name
+- **Validation**: the rules of :mod:`bandit.wire.schemas` apply (namespace and feature name
   syntax, id syntax, the configured size limits, finite numbers, printable strings).
   Event and action ids must match ``[A-Za-z0-9][A-Za-z0-9_.:-]*`` and be at most
   ``limits.max_id_length`` (128) characters; Personalizer took any string up to 256.
@@ -76,8 +76,8 @@ import pydantic
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from bandit.schemas import Activation, Decision, RankRequest, RewardReported
 from bandit.settings import Limits
+from bandit.wire.schemas import Activation, Decision, RankRequest, RewardReported
 
 __all__ = [
     "DEFAULT_NAMESPACE",
@@ -295,7 +295,7 @@ class _Flattener:
 
 
 def to_rank_request(body: bytes | str | Mapping[str, Any], limits: Limits) -> RankRequest:
-    """Map a Personalizer rank body to a validated :class:`~bandit.schemas.RankRequest`.
+    """Map a Personalizer rank body to a validated :class:`~bandit.wire.schemas.RankRequest`.
 
     Parameters
     ----------
@@ -388,7 +388,7 @@ def _relocated(
 def to_reward(
     event_id: str, body: bytes | str | Mapping[str, Any], limits: Limits
 ) -> RewardReported:
-    """Map ``POST /events/{eventId}/reward`` to a :class:`~bandit.schemas.RewardReported`.
+    """Map ``POST /events/{eventId}/reward`` to a :class:`~bandit.wire.schemas.RewardReported`.
 
     Raises
     ------
@@ -415,7 +415,7 @@ def to_reward(
 
 
 def to_activation(event_id: str, limits: Limits) -> Activation:
-    """Map ``POST /events/{eventId}/activate`` to an :class:`~bandit.schemas.Activation`.
+    """Map ``POST /events/{eventId}/activate`` to an :class:`~bandit.wire.schemas.Activation`.
 
     Raises
     ------

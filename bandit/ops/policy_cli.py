@@ -32,8 +32,8 @@ from bandit.client import (
     InvalidArgumentError,
     UnprocessableRequestError,
 )
-from bandit.schemas import PolicySettings
 from bandit.settings import get_settings
+from bandit.wire.schemas import PolicySettings
 
 __all__ = ["policy_app"]
 

@@ -1,7 +1,7 @@
 """The ``streambandit`` command: simulate, replay logs offline, run the live demo, serve.
 
 On-call commands (``streambandit policy get|set|baseline|resume``) live in
-:mod:`bandit.policy_cli`.
+:mod:`bandit.ops.policy_cli`.
 
 Bad input (an unknown policy, a rule broken by an option) ends with a one-line error
 naming the option and the rule, and exit code 2, never a traceback.
@@ -26,12 +26,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from bandit.demo import DEFAULT_SECONDS
 from bandit.errors import StreambanditError
-from bandit.logging import configure_logging
-from bandit.policy_cli import policy_app
-from bandit.settings import get_settings
-from bandit.simulation import (
+from bandit.ops.demo import DEFAULT_SECONDS
+from bandit.ops.policy_cli import policy_app
+from bandit.ops.simulation import (
     DEFAULT_N_ACTIONS,
     DEFAULT_N_ITEMS,
     Environment,
@@ -39,6 +37,8 @@ from bandit.simulation import (
     make_environment,
     simulate,
 )
+from bandit.service.logging import configure_logging
+from bandit.settings import get_settings
 from policies import Policy, available, make_policy
 from policies.registry import parse_spec
 
@@ -52,7 +52,7 @@ __all__ = ["app", "main"]
 
 _DEFAULT_ROUNDS = {"synthetic": 10_000, "digits": 1_797}  # digits: one pass over the data
 
-_log = structlog.get_logger("bandit.cli")
+_log = structlog.get_logger("bandit.ops.cli")
 
 app = typer.Typer(
     name="streambandit",
@@ -213,7 +213,7 @@ def demo(
     replay.json and replay.html next to it. For the offline head-to-head comparison of
     policies, see `simulate`.
     """
-    from bandit.demo import DemoConfig, render_report, run_demo
+    from bandit.ops.demo import DemoConfig, render_report, run_demo
 
     _build_policies([policy])  # a usage error now, not a failing server later
     _stop_on_sigterm()
@@ -239,8 +239,8 @@ def demo(
 @app.command("api")
 def api_command() -> None:
     """Serve the HTTP API (settings from STREAMBANDIT_* variables)."""
-    from bandit.api import create_app
-    from bandit.exposure import serve
+    from bandit.api.app import create_app
+    from bandit.api.exposure import serve
 
     settings = get_settings()
     configure_logging(settings.log_format)
@@ -308,7 +308,7 @@ def up_command(
     A child that exits is restarted (with backoff); the data folder is kept, so the
     next `up` on it serves the same models, settings and consents.
     """
-    from bandit.runtime import LocalStack
+    from bandit.ops.runtime import LocalStack
 
     _stop_on_sigterm()
     console = _stdout()

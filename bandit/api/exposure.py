@@ -17,9 +17,9 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from bandit.logging import LimitedLines
+from bandit.api.shedding import OnRefused, uvicorn_options
+from bandit.service.logging import LimitedLines
 from bandit.settings import ApiSettings
-from bandit.shedding import OnRefused, uvicorn_options
 
 __all__ = ["OPS_PATHS", "PortSplit", "bind", "serve"]
 

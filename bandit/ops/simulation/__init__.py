@@ -16,10 +16,10 @@ every offered action, so the oracle and every policy's regret are exact:
 from __future__ import annotations
 
 from bandit.errors import ConfigurationError
-from bandit.simulation._digits import DigitsEnvironment
-from bandit.simulation._round import Environment, Round
-from bandit.simulation._runner import PolicyResult, SimulationResult, simulate
-from bandit.simulation._synthetic import (
+from bandit.ops.simulation._digits import DigitsEnvironment
+from bandit.ops.simulation._round import Environment, Round
+from bandit.ops.simulation._runner import PolicyResult, SimulationResult, simulate
+from bandit.ops.simulation._synthetic import (
     DEFAULT_N_ACTIONS,
     DEFAULT_N_ITEMS,
     SyntheticEnvironment,

@@ -156,7 +156,7 @@ class ApiMetrics:
         )
         self.requests_shed = Counter(
             "streambandit_requests_shed",
-            "Requests refused before their body was parsed (bandit/shedding.py), by reason: "
+            "Requests refused before their body was parsed (bandit/api/shedding.py), by reason: "
             "in_flight, queued, too_large, slow_body, media_type.",
             ["reason"],
             registry=r,
@@ -311,7 +311,7 @@ class ApiMetrics:
         self.learning_stalled = Gauge(
             "streambandit_learning_stalled",
             "1 while the policy's learning is stalled: no worker consuming, or examples "
-            "unlearned for longer than settings.learner.stall_seconds (bandit/learning.py).",
+            "unlearned for longer than settings.learner.stall_seconds (see learning.py).",
             ["policy"],
             registry=r,
         )
@@ -378,7 +378,7 @@ class ApiMetrics:
         """Set the gauges read at scrape time.
 
         `model_rejections` are the API's refused models by (policy, reason)
-        (:attr:`bandit.engine.DecisionEngine.rejections`); the learners' come from
+        (:attr:`bandit.service.engine.DecisionEngine.rejections`); the learners' come from
         `stream_counters` (``model_rejected.<reason>``).
         """
         for state in policies:

@@ -1,6 +1,6 @@
 """Explanations within bounds: limited in size, off the event loop, and on time.
 
-An explanation (:func:`bandit.explain.explain`) asks the policy again once per feature,
+An explanation (:func:`bandit.service.explain.explain`) asks the policy again once per feature,
 each time over every offered action. :class:`Explainer` keeps that from holding up the
 service: :func:`explain_limit_errors` says which of ``settings.explain``'s limits a rank
 breaks (the API refuses it before deciding), and :meth:`Explainer.run` computes an
@@ -27,17 +27,17 @@ from typing import Any
 
 import structlog
 
-from bandit.engine import LoadedPolicy, prepared_policy
 from bandit.errors import PolicyError
-from bandit.explain import Explanation, explain
-from bandit.metrics import ApiMetrics
-from bandit.schemas import PolicySettings
+from bandit.service.engine import LoadedPolicy, prepared_policy
+from bandit.service.explain import Explanation, explain
+from bandit.service.metrics import ApiMetrics
 from bandit.settings import ExplainSettings
+from bandit.wire.schemas import PolicySettings
 from policies import Policy, available
 
 __all__ = ["Explainer", "explain_limit_errors"]
 
-_log = structlog.get_logger("bandit.explainer")
+_log = structlog.get_logger("bandit.service.explainer")
 
 
 def _count(features: Mapping[str, Mapping[str, Any]]) -> int:
@@ -161,15 +161,15 @@ class Explainer:
             The policy that decided.
         served
             The served policy it may be: a helper then rebuilds it from the model and
-            settings `served` keeps (:func:`bandit.engine.prepared_policy`). Any other
+            settings `served` keeps (:func:`bandit.service.engine.prepared_policy`). Any other
             (the baseline, a model swapped out since) is sent as its snapshot
             (:meth:`policies.Policy.snapshot`, taken in a thread once per policy).
         deadline
             A :func:`time.monotonic` time: the explanation is given up past it
-            (:func:`bandit.explain.explain` is handed it too). The helpers' start, at
+            (:func:`bandit.service.explain.explain` is handed it too). The helpers' start, at
             the first explanation, is not counted.
         *args, **kwargs
-            The rest of :func:`bandit.explain.explain`'s arguments.
+            The rest of :func:`bandit.service.explain.explain`'s arguments.
 
         Returns
         -------

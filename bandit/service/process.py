@@ -14,9 +14,14 @@ are still collected; pauses stay short (a young pass scans at most 50,000 object
 
 from __future__ import annotations
 
+import ctypes
 import gc
+import signal
+import sys
+from collections.abc import Callable
+from typing import cast
 
-__all__ = ["GC_THRESHOLDS", "tune_gc"]
+__all__ = ["GC_THRESHOLDS", "die_with_parent", "tune_gc"]
 
 GC_THRESHOLDS = (50_000, 20, 50)
 """Allocations before a young-generation pass, then passes before each older one."""
@@ -27,3 +32,24 @@ def tune_gc() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
+
+
+def _load_prctl() -> Callable[..., int] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    return cast(Callable[..., int], ctypes.CDLL(None, use_errno=True).prctl)
+
+
+_PRCTL = _load_prctl()  # resolved here, so the forked child only calls it
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """In the child: ask Linux to SIGKILL us when the parent dies, so no server leaks.
+
+    Linux sends the signal when the *thread* that forked the child ends, not the
+    process: children are therefore always forked from :func:`_spawn`'s thread, which
+    lives as long as the process.
+    """
+    if _PRCTL is not None:
+        _PRCTL(_PR_SET_PDEATHSIG, signal.SIGKILL)
