@@ -990,27 +990,26 @@ def replay_decision_log(
     from replay.pipeline import replay_logs
 
     observed = {k: float(v) for k, v in (observed or {}).items()}
+    json_path, html_path = out / "replay.json", out / "replay.html"
     run = replay_logs(
         directory,
         ["logging", "uniform", *(f"policy:{p}" for p in policies)],
         REPLAY_ESTIMATORS,
         on_error="skip",
         intervals=Intervals(n_bootstrap=n_bootstrap, seed=seed),
-        json_path=out / "replay.json",
-        html_path=out / "replay.html",
+        json_path=json_path,
+        html_path=html_path,
         title="streambandit demo: off-policy replay of the decision log",
         json_extra={"observed": observed},
         progress=None if status is None else _ReplayStatus(status),
     )
-    assert run.json_path is not None  # both asked for just above
-    assert run.html_path is not None
     return DemoReplay(
         report=run.report,
         decisions=run.logs.n,
         skipped=dict(run.read.skipped),
         observed=observed,
-        json_path=run.json_path,
-        html_path=run.html_path,
+        json_path=json_path,
+        html_path=html_path,
         seconds=run.seconds,
     )
 
