@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal, Protocol, TypeAlias
 
-from bandit.errors import ConfigurationError, LogFormatError
+from policies.errors import ConfigurationError, LogFormatError
 from replay._data import LoggedDecisions
 from replay.estimators import Intervals
 from replay.readers import OnError, PathArg, ReadResult, read_log

@@ -307,7 +307,8 @@ def _whatif(whatif: WhatIf) -> dict[str, Any]:
     return {
         "parameter": whatif.parameter,
         "rows": [
-            {"value": r.value, "spec": r.spec, "current": r.current, **_estimate(r.estimate)}
+            # The estimate has a "value" of its own: the parameter's value is "setting".
+            {"setting": r.value, "spec": r.spec, "current": r.current, **_estimate(r.estimate)}
             for r in whatif.rows
         ],
         "recommended": None if whatif.recommended is None else whatif.recommended.value,

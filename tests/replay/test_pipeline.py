@@ -181,6 +181,9 @@ def test_reports_are_written_with_the_extra_keys_and_the_title(
         "vw-epsilon:epsilon=0.05",
         "vw-epsilon:epsilon=0.5",
     ]
+    # The parameter's setting and the estimate's value are both kept, under their own keys.
+    assert [row["setting"] for row in data["whatif"]["rows"]] == [0.2, 0.05, 0.5]
+    assert all(isinstance(row["value"], float) for row in data["whatif"]["rows"])
     assert run.report.whatif is not None
     assert run.rewards is None  # IPS needs no reward model
     page = html_path.read_text()
