@@ -4,22 +4,11 @@
 requests and reading answers; only sending differs. Both accept our pydantic models
 (:class:`~bandit.wire.schemas.RankableAction`, :class:`~bandit.wire.schemas.BehaviourEvent`,
 :class:`~bandit.wire.schemas.PolicySettings`) or plain dicts, validate arguments before
-anything is sent, and raise one family of errors::
-
-    StreambanditError
-    └── ClientError                       .status (None when no answer came), .message
-        ├── InvalidArgumentError          (also ValueError) rejected before sending
-        ├── TransportError                no answer: connection refused, reset, ...
-        │   └── ClientTimeoutError        (also TimeoutError) no answer in time
-        └── APIError                      the server answered with an error status
-            ├── BadRequestError           400
-            ├── AuthenticationError       401  no API key, or an unknown one
-            ├── PermissionDeniedError     403  the key may not do this
-            ├── NotFoundError             404
-            ├── UnprocessableRequestError 422  the server's validation; .errors lists it
-            ├── RateLimitedError          429
-            ├── ServiceUnavailableError   503  not ready (broker or Redis away, ...)
-            └── ServerError               other 5xx
+anything is sent, and raise the :class:`~bandit.errors.ClientError` branch of the one
+exception tree (drawn in :mod:`bandit.errors`, re-exported here): an
+:class:`~bandit.errors.InvalidArgumentError` before sending, a
+:class:`~bandit.errors.TransportError` when no answer came, an
+:class:`~bandit.errors.APIError` subclass per error status when one did.
 
 Retries
 -------
@@ -63,7 +52,21 @@ from typing import Any, Final, Generic, Literal, Self, TypeAlias, TypeVar
 import httpx
 import pydantic
 
-from bandit.errors import StreambanditError
+from bandit.errors import (
+    APIError,
+    AuthenticationError,
+    BadRequestError,
+    ClientError,
+    ClientTimeoutError,
+    InvalidArgumentError,
+    NotFoundError,
+    PermissionDeniedError,
+    RateLimitedError,
+    ServerError,
+    ServiceUnavailableError,
+    TransportError,
+    UnprocessableRequestError,
+)
 from bandit.privacy.dp import RandomisedResponse
 from bandit.service.explain import Explanation
 from bandit.settings import Limits
@@ -131,118 +134,6 @@ _RETRYABLE: Final = (
     httpx.WriteError,
     httpx.RemoteProtocolError,
 )
-
-
-# -- errors --------------------------------------------------------------------------------
-
-
-class ClientError(StreambanditError):
-    """Base of every error the client raises.
-
-    Attributes
-    ----------
-    message
-        What went wrong: the server's own message for an error status.
-    status
-        The HTTP status of the answer, or None when none came (or nothing was sent).
-    """
-
-    def __init__(self, message: str, *, status: int | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.status = status
-
-
-class InvalidArgumentError(ClientError, ValueError):
-    """An argument breaks a rule of the API; nothing was sent.
-
-    Attributes
-    ----------
-    errors
-        The pydantic error entries when a schema rejected the argument, else empty.
-    """
-
-    def __init__(self, message: str, *, errors: Sequence[Mapping[str, Any]] = ()) -> None:
-        super().__init__(message)
-        self.errors = list(errors)
-
-
-class TransportError(ClientError):
-    """No answer came: the connection was refused, reset or closed."""
-
-
-class ClientTimeoutError(TransportError, TimeoutError):
-    """No answer came within the client's timeout."""
-
-
-class APIError(ClientError):
-    """The server answered with an error status.
-
-    Attributes
-    ----------
-    status
-        The HTTP status.
-    message
-        The server's message (for a 422, every rule broken, one per line).
-    body
-        The decoded JSON body of the answer, or its text when it was not JSON.
-    """
-
-    status: int
-
-    def __init__(self, message: str, *, status: int, body: object = None) -> None:
-        super().__init__(message, status=status)
-        self.body = body
-
-    def __str__(self) -> str:
-        return f"HTTP {self.status}: {self.message}"
-
-
-class BadRequestError(APIError):
-    """400: the server could not read the request."""
-
-
-class AuthenticationError(APIError):
-    """401: no API key was sent, or the server does not know it."""
-
-
-class PermissionDeniedError(APIError):
-    """403: the API key may not do this (an app key changing settings, another policy)."""
-
-
-class NotFoundError(APIError):
-    """404: no such policy or endpoint."""
-
-
-class UnprocessableRequestError(APIError):
-    """422: the server's validation rejected the request.
-
-    Attributes
-    ----------
-    errors
-        The server's error entries (``loc``, ``msg``, ``type``), when it sent them.
-    """
-
-    def __init__(self, message: str, *, status: int, body: object = None) -> None:
-        super().__init__(message, status=status, body=body)
-        detail = body.get("detail") if isinstance(body, Mapping) else None
-        self.errors: list[Mapping[str, Any]] = (
-            [entry for entry in detail if isinstance(entry, Mapping)]
-            if isinstance(detail, list)
-            else []
-        )
-
-
-class RateLimitedError(APIError):
-    """429: too many requests; slow down."""
-
-
-class ServiceUnavailableError(APIError):
-    """503: the service cannot serve now (broker or Redis unreachable, not ready)."""
-
-
-class ServerError(APIError):
-    """A 5xx status other than 503: the server failed."""
 
 
 _ERRORS_BY_STATUS: Final[Mapping[int, type[APIError]]] = {

@@ -105,7 +105,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from bandit.api.apidocs import add_docs
 from bandit.api.exposure import PortSplit
 from bandit.api.shedding import SHED_RESPONSES, SHED_SCOPE_KEY, Shedding
-from bandit.errors import ConfigurationError, PolicyError
+from bandit.errors import ConfigurationError, PolicyError, StreambanditError
 from bandit.privacy.consent import (
     ConsentKind,
     ConsentLookup,
@@ -454,7 +454,7 @@ class _Service:
         return self.settings.api.request_log == "all"
 
 
-class _ApiError(Exception):
+class _ApiError(StreambanditError):
     """An answer other than success: status, code, message and per-field details."""
 
     def __init__(
