@@ -40,7 +40,6 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-import re
 import time
 import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
@@ -68,16 +67,20 @@ from bandit.errors import (
     UnprocessableRequestError,
 )
 from bandit.privacy.dp import RandomisedResponse
-from bandit.service.explain import Explanation
 from bandit.settings import Limits
-from bandit.wire.consent import MAX_USER_ID_LENGTH, ConsentUpdate, ConsentView
+from bandit.wire.answers import Accepted, ExplainedRankResponse, Explanation, PoliciesResponse
+from bandit.wire.consent import ConsentUpdate, ConsentView, RawUserId
 from bandit.wire.schemas import (
     BehaviourEvent,
+    DeviceId,
+    EventId,
+    PolicyName,
     PolicySettings,
     RankableAction,
     RankedAction,
     RankRequest,
     RewardReported,
+    SessionId,
     new_event_id,
 )
 
@@ -124,7 +127,14 @@ _WIDEST_LIMITS: Final = Limits(
     max_string_length=65_536,
     max_id_length=1024,
 )
-_ID_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
+# The wire's declaration of each id argument, so the client and the server hold one rule.
+_ARGUMENTS: Final[Mapping[str, pydantic.TypeAdapter[str]]] = {
+    "event_id": pydantic.TypeAdapter(EventId),
+    "policy": pydantic.TypeAdapter(PolicyName),
+    "session_id": pydantic.TypeAdapter(SessionId),
+    "device_id": pydantic.TypeAdapter(DeviceId),
+    "user_id": pydantic.TypeAdapter(RawUserId),
+}
 # Failures after which the request certainly or possibly never reached the application,
 # and no answer came: safe to send again when the call is idempotent.
 _RETRYABLE: Final = (
@@ -342,13 +352,13 @@ class _Core:
         request = _validate(RankRequest, data, self.limits, "rank request")
         body = request.model_dump(mode="json")
         if policy is not None:
-            body["policy"] = self.check_id(policy, "policy")
+            body["policy"] = self.check(policy, "policy")
         if session_id is not None:
-            body["session_id"] = self.check_id(session_id, "session_id")
+            body["session_id"] = self.check(session_id, "session_id")
         if device_id is not None:
-            body["device_id"] = self.check_id(device_id, "device_id")
+            body["device_id"] = self.check(device_id, "device_id")
         if user_id is not None:
-            body["user_id"] = _check_user_id(user_id)
+            body["user_id"] = self.check(user_id, "user_id")
         if explain:
             body["explain"] = True
         return _Call("POST", "/v1/rank", _read_rank, body)
@@ -390,7 +400,7 @@ class _Core:
         return _Call("POST", "/v1/reward", _read_reward_id(reward.reward_id), body)
 
     def activate(self, event_id: str) -> _Call[None]:
-        body = {"event_id": self.check_id(event_id, "event_id")}
+        body = {"event_id": self.check(event_id, "event_id")}
         return _Call("POST", "/v1/activate", _constant(None), body)
 
     def event(
@@ -420,7 +430,7 @@ class _Core:
         learning: bool | None,
         source: str,
     ) -> _Call[ConsentView]:
-        data: dict[str, Any] = {"user_id": _check_user_id(user_id), "source": source}
+        data: dict[str, Any] = {"user_id": self.check(user_id, "user_id"), "source": source}
         if personalisation is not None:
             data["personalisation"] = personalisation
         if learning is not None:
@@ -430,11 +440,11 @@ class _Core:
         return _Call("POST", "/v1/consent", _read_consent, body)
 
     def consent(self, user_id: str) -> _Call[ConsentView]:
-        body = {"user_id": _check_user_id(user_id)}
+        body = {"user_id": self.check(user_id, "user_id")}
         return _Call("POST", "/v1/consent/lookup", _read_consent, body)
 
     def person(self, path: str, user_id: str) -> _Call[dict[str, Any]]:
-        body = {"user_id": _check_user_id(user_id)}
+        body = {"user_id": self.check(user_id, "user_id")}
         return _Call("POST", path, _read_json, body, idempotent=True)
 
     def get_settings(self, policy: str) -> _Call[PolicySettings]:
@@ -469,26 +479,21 @@ class _Core:
 
     # -- helpers -----------------------------------------------------------------------
 
-    def check_id(self, value: object, name: str) -> str:
-        """Return `value` if it is a valid id (event, session, policy), else raise."""
-        if not isinstance(value, str):
-            msg = f"`{name}` must be a string, got {_show(value)}"
-            raise InvalidArgumentError(msg)
-        limit = self.limits.max_id_length
-        if len(value) > limit:
-            msg = f"`{name}` must be at most {limit} characters, got {len(value)}"
-            raise InvalidArgumentError(msg)
-        if not _ID_RE.fullmatch(value):
-            msg = (
-                f"`{name}` must match {_ID_RE.pattern} (letters, digits, '_', '.', ':' and '-', "
-                f"starting with a letter or digit), got {_show(value)}"
+    def check(self, value: object, name: str) -> str:
+        """Return argument `name` if the wire's declaration of it takes `value`, else raise."""
+        try:
+            found: str = _ARGUMENTS[name].validate_python(
+                value, strict=True, context={"limits": self.limits}
             )
-            raise InvalidArgumentError(msg)
-        return value
+        except pydantic.ValidationError as error:
+            entries = error.errors(include_url=False, include_input=False)
+            msg = f"`{name}`: " + "; ".join(entry["msg"] for entry in entries)
+            raise InvalidArgumentError(msg, errors=entries) from None  # no input echoed
+        return found
 
     def policy_segment(self, policy: str) -> str:
         """Return `policy` checked and quoted for use as a URL path segment."""
-        return urllib.parse.quote(self.check_id(policy, "policy"), safe="")
+        return urllib.parse.quote(self.check(policy, "policy"), safe="")
 
     def request(self, call: _Call[Any]) -> dict[str, Any]:
         """Return the keyword arguments of ``httpx.Client.request`` for `call`."""
@@ -1209,41 +1214,6 @@ def _constant(value: _T) -> Callable[[httpx.Response], _T]:
     return read
 
 
-class _Answer(pydantic.BaseModel):
-    """An answer's JSON; fields the client does not know yet are ignored."""
-
-    model_config = pydantic.ConfigDict(frozen=True, extra="ignore")
-
-
-class _RankAnswer(_Answer):
-    event_id: str
-    policy: str
-    model_version: str
-    chosen_action_id: str
-    probability: float
-    ranking: list[RankedAction]
-    deferred: bool = False
-    explanation: Explanation | None = None
-
-
-class _AcceptedAnswer(_Answer):
-    event_id: str
-    reward_id: str | None = None
-
-
-class _PolicyAnswer(_Answer):
-    name: str
-    spec: str
-    model_version: int
-    model_saved_at: datetime
-    learned_examples: int
-    settings_version: int
-
-
-class _PoliciesAnswer(_Answer):
-    policies: list[_PolicyAnswer]
-
-
 def _parse(response: httpx.Response, model: type[_ModelT], what: str) -> _ModelT:
     """Read the answer's JSON as `model`; an answer of another shape is an APIError."""
     try:
@@ -1258,7 +1228,7 @@ def _parse(response: httpx.Response, model: type[_ModelT], what: str) -> _ModelT
 
 
 def _read_rank(response: httpx.Response) -> RankResult:
-    answer = _parse(response, _RankAnswer, "a rank result")
+    answer = _parse(response, ExplainedRankResponse, "a rank result")
     return RankResult(
         event_id=answer.event_id,
         action_id=answer.chosen_action_id,
@@ -1273,7 +1243,7 @@ def _read_rank(response: httpx.Response) -> RankResult:
 
 def _read_reward_id(sent: str) -> Callable[[httpx.Response], str]:
     def read(response: httpx.Response) -> str:
-        answer = _parse(response, _AcceptedAnswer, "an acknowledgement")
+        answer = _parse(response, Accepted, "an acknowledgement")
         return answer.reward_id or sent
 
     return read
@@ -1295,27 +1265,12 @@ def _read_consent(response: httpx.Response) -> ConsentView:
     return _parse(response, ConsentView, "a consent record")
 
 
-def _check_user_id(value: object) -> str:
-    """Return `value` if the server takes it as a user id; never show it in the error."""
-    if (
-        not isinstance(value, str)
-        or not 0 < len(value) <= MAX_USER_ID_LENGTH
-        or not value.isprintable()
-    ):
-        msg = (
-            f"`user_id` must be printable text of 1 to {MAX_USER_ID_LENGTH} characters "
-            "(the value is not shown: it may identify a person)"
-        )
-        raise InvalidArgumentError(msg)
-    return value
-
-
 def _read_settings(response: httpx.Response) -> PolicySettings:
     return _parse(response, PolicySettings, "policy settings")
 
 
 def _read_policies(response: httpx.Response) -> list[PolicyStatus]:
-    answer = _parse(response, _PoliciesAnswer, "a list of policies")
+    answer = _parse(response, PoliciesResponse, "a list of policies")
     return [PolicyStatus(**entry.model_dump()) for entry in answer.policies]
 
 
