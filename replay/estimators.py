@@ -1,7 +1,8 @@
 """Off-policy estimators: what a target policy would have earned on logged decisions.
 
 Every estimator is a small frozen dataclass whose fields are its hyperparameters,
-checked on construction, with one method::
+checked on construction, and a subclass of :class:`Estimator`, whose one public method
+checks the inputs and turns the per-row terms of a private hook into an estimate::
 
     estimate(logs, target, *, rewards=None, rng=None) -> Estimate
 
@@ -26,7 +27,8 @@ over logged probability), ``r`` its reward and ``q`` a reward model's prediction
 
 Intervals
 ---------
-Each estimator reduces the log to per-row terms ``c``, ``a`` and ``b`` with::
+Each estimator reduces the log to per-row terms ``c``, ``a`` and ``b`` (its
+:class:`Terms`) with::
 
     value = mean(c) + sum(a) / sum(b)
 
@@ -47,8 +49,9 @@ from __future__ import annotations
 
 import math
 import statistics
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import ClassVar, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -72,6 +75,7 @@ __all__ = [  # noqa: RUF022 - plain sorted(), which tests/test_public_api.py che
     "SNDR",
     "SNIPS",
     "SwitchDR",
+    "Terms",
 ]
 
 ESS_WARNING_SHARE = 0.1
@@ -233,13 +237,83 @@ class Intervals:
         _check_int("seed", self.seed, 0, None)
 
 
-class Estimator(Protocol):
-    """What every off-policy estimator offers."""
+@dataclass(frozen=True, slots=True)
+class Terms:
+    """An estimator's per-row terms, from which :class:`Estimator` computes everything.
 
-    @property
-    def intervals(self) -> Intervals:
-        """How the estimator computes its intervals."""
-        ...
+    ``value = mean(c) + sum(a) / sum(b)``: ``b`` None stands for every row 1 (a plain
+    mean), ``c`` None for every row 0. The standard error, both intervals and the
+    bootstrap come from these arrays (see the module docstring), the diagnostics from
+    `weights`.
+
+    Parameters
+    ----------
+    weights
+        ``(n,)`` the importance weights the diagnostics describe, before any clipping
+        or shrinkage.
+    a
+        ``(n,)`` the numerator terms.
+    b
+        ``(n,)`` the denominator terms of a self-normalised estimator, or None.
+    c
+        ``(n,)`` terms averaged on their own (the direct part of SNDR), or None.
+    notes
+        Estimator-specific warnings, reported before the weight diagnostics' own.
+    """
+
+    weights: FloatArray
+    a: FloatArray
+    b: FloatArray | None = None
+    c: FloatArray | None = None
+    notes: tuple[str, ...] = ()
+
+
+class Estimator(ABC):
+    """The base of every off-policy estimator: checks the inputs, then calls one hook.
+
+    A subclass is a frozen dataclass whose fields are its hyperparameters, with an
+    `intervals` field (checked by :meth:`__post_init__`; a subclass that checks its own
+    hyperparameters calls ``Estimator.__post_init__(self)`` too), and implements
+    :meth:`_terms`. :meth:`estimate` refuses an empty log, a target or predictions built
+    for other logs, and missing predictions when :attr:`needs_rewards` is set, before
+    the hook runs; then it turns the hook's :class:`Terms` into an :class:`Estimate`.
+
+    Examples
+    --------
+    Inverse propensity scoring with the rewards halved, in four lines:
+
+    >>> @dataclass(frozen=True, slots=True)
+    ... class HalfIPS(Estimator):
+    ...     intervals: Intervals = Intervals(n_bootstrap=0)
+    ...
+    ...     def _terms(self, logs, target, rewards, rng):
+    ...         weights = target.weights()
+    ...         return Terms(weights=weights, a=weights * logs.reward / 2)
+    >>> logs = LoggedDecisions(n_actions=np.array([2, 2]), chosen=np.array([0, 1]),
+    ...                        propensity=np.array([0.5, 0.5]), reward=np.array([1.0, 0.0]))
+    >>> HalfIPS().estimate(logs, TargetProbabilities(logs, np.array([[1.0, 0], [1, 0]]))).value
+    0.5
+    >>> empty = LoggedDecisions(n_actions=np.zeros(0, int), chosen=np.zeros(0, int),
+    ...                         propensity=np.zeros(0), reward=np.zeros(0))
+    >>> HalfIPS().estimate(empty, TargetProbabilities(empty, np.zeros((0, 0))))
+    Traceback (most recent call last):
+    ...
+    bandit.errors.LogFormatError: HalfIPS needs at least one logged decision, got an empty log
+    """
+
+    __slots__ = ()
+
+    intervals: Intervals
+    """How the estimator computes its intervals."""
+
+    needs_rewards: ClassVar[bool] = False
+    """Whether :meth:`estimate` requires `rewards` (the estimators with a direct part)."""
+
+    def __post_init__(self) -> None:
+        """Refuse an `intervals` that is not an :class:`Intervals`."""
+        if not isinstance(self.intervals, Intervals):
+            msg = f"`intervals` must be an Intervals, got {self.intervals!r}"
+            raise ConfigurationError(msg)
 
     def estimate(
         self,
@@ -249,15 +323,79 @@ class Estimator(Protocol):
         rewards: RewardPredictions | None = None,
         rng: np.random.Generator | None = None,
     ) -> Estimate:
-        """Estimate the target's mean reward per decision on `logs`."""
-        ...
+        """Estimate the target's mean reward per decision on `logs`.
+
+        Parameters
+        ----------
+        logs
+            The logged decisions, at least one.
+        target
+            The target's probabilities, built for `logs`.
+        rewards
+            Reward predictions built for `logs`; required when :attr:`needs_rewards`,
+            ignored otherwise.
+        rng
+            Draws the bootstrap's resamples (and any draw the estimator makes); default
+            seeded with ``intervals.seed``.
+
+        Returns
+        -------
+        Estimate
+
+        Raises
+        ------
+        LogFormatError
+            For an empty log, or a target or predictions built for other logs.
+        ConfigurationError
+            When `rewards` is required and missing, or the hook returns terms that are
+            not one value per row.
+        """
+        name = type(self).__name__
+        if logs.n == 0:
+            msg = f"{name} needs at least one logged decision, got an empty log"
+            raise LogFormatError(msg)
+        _check_same_logs("target", target.logs, logs)
+        if rewards is not None:
+            _check_same_logs("rewards", rewards.logs, logs)
+        elif self.needs_rewards:
+            msg = (
+                f"{name} needs `rewards`: pass RewardPredictions(logs, values) "
+                "or HashedRidge().cross_fit(logs)"
+            )
+            raise ConfigurationError(msg)
+        if rng is None:
+            rng = np.random.default_rng(self.intervals.seed)
+        terms = self._terms(logs, target, rewards, rng)
+        for field_name in ("weights", "a", "b", "c"):
+            values = getattr(terms, field_name)
+            if values is not None and np.shape(values) != (logs.n,):
+                msg = (
+                    f"{name}._terms must return one value per row: `{field_name}` has shape "
+                    f"{np.shape(values)}, the log has {logs.n} rows"
+                )
+                raise ConfigurationError(msg)
+        return _finish(name, self.intervals, terms, logs, target, rng=rng)
+
+    @abstractmethod
+    def _terms(
+        self,
+        logs: LoggedDecisions,
+        target: TargetProbabilities,
+        rewards: RewardPredictions | None,
+        rng: np.random.Generator,
+    ) -> Terms:
+        """Return the per-row terms of the estimate (the inputs are already checked).
+
+        `rewards` is not None when :attr:`needs_rewards` is set; `rng` is the one
+        :meth:`estimate` then draws the bootstrap from.
+        """
 
 
 # -- the estimators ----------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
-class DirectMethod:
+class DirectMethod(Estimator):
     """The direct method: average the reward model's value of the target's choices.
 
     ``V = mean_i sum_a pi(a|x_i) q(x_i, a)``. Unbiased only if the reward model is;
@@ -282,28 +420,22 @@ class DirectMethod:
     0.65
     """
 
+    needs_rewards: ClassVar[bool] = True
     intervals: Intervals = Intervals()
 
-    def __post_init__(self) -> None:
-        _check_intervals(self.intervals)
-
-    def estimate(
+    def _terms(
         self,
         logs: LoggedDecisions,
         target: TargetProbabilities,
-        *,
-        rewards: RewardPredictions | None = None,
-        rng: np.random.Generator | None = None,
-    ) -> Estimate:
-        """Estimate the target's mean reward per decision; `rewards` is required."""
-        _check_inputs(self, logs, target, rewards)
-        model = _needs(self, rewards)
-        terms = _Terms(a=_direct(target, model))
-        return _finish(self, terms, target.weights(), logs, target, rng=rng)
+        rewards: RewardPredictions | None,
+        rng: np.random.Generator,
+    ) -> Terms:
+        assert rewards is not None  # needs_rewards: checked by estimate()
+        return Terms(weights=target.weights(), a=_direct(target, rewards))
 
 
 @dataclass(frozen=True, slots=True)
-class IPS:
+class IPS(Estimator):
     """Inverse propensity scoring: the mean of importance-weighted rewards.
 
     ``V = mean_i w_i r_i`` with ``w_i = pi(a_i|x_i) / mu(a_i|x_i)``. Unbiased when the
@@ -336,25 +468,19 @@ class IPS:
 
     intervals: Intervals = Intervals()
 
-    def __post_init__(self) -> None:
-        _check_intervals(self.intervals)
-
-    def estimate(
+    def _terms(
         self,
         logs: LoggedDecisions,
         target: TargetProbabilities,
-        *,
-        rewards: RewardPredictions | None = None,
-        rng: np.random.Generator | None = None,
-    ) -> Estimate:
-        """Estimate the target's mean reward per decision (`rewards` is ignored)."""
-        _check_inputs(self, logs, target, rewards)
+        rewards: RewardPredictions | None,
+        rng: np.random.Generator,
+    ) -> Terms:
         weights = target.weights()
-        return _finish(self, _Terms(a=weights * logs.reward), weights, logs, target, rng=rng)
+        return Terms(weights=weights, a=weights * logs.reward)
 
 
 @dataclass(frozen=True, slots=True)
-class ClippedIPS:
+class ClippedIPS(Estimator):
     """Inverse propensity scoring with weights capped at `max_weight`.
 
     ``V = mean_i min(w_i, M) r_i``: less variance, bias where weights exceed ``M``
@@ -390,25 +516,22 @@ class ClippedIPS:
 
     def __post_init__(self) -> None:
         _check_real("max_weight", self.max_weight, lambda v: v > 0, "> 0")
-        _check_intervals(self.intervals)
+        Estimator.__post_init__(self)
 
-    def estimate(
+    def _terms(
         self,
         logs: LoggedDecisions,
         target: TargetProbabilities,
-        *,
-        rewards: RewardPredictions | None = None,
-        rng: np.random.Generator | None = None,
-    ) -> Estimate:
-        """Estimate the target's mean reward per decision (`rewards` is ignored)."""
-        _check_inputs(self, logs, target, rewards)
+        rewards: RewardPredictions | None,
+        rng: np.random.Generator,
+    ) -> Terms:
         weights = target.weights()
         clipped = np.minimum(weights, float(self.max_weight))
-        return _finish(self, _Terms(a=clipped * logs.reward), weights, logs, target, rng=rng)
+        return Terms(weights=weights, a=clipped * logs.reward)
 
 
 @dataclass(frozen=True, slots=True)
-class SNIPS:
+class SNIPS(Estimator):
     """Self-normalised inverse propensity scoring.
 
     ``V = sum_i w_i r_i / sum_i w_i``: a weighted mean of the rewards, so always within
@@ -436,26 +559,19 @@ class SNIPS:
 
     intervals: Intervals = Intervals()
 
-    def __post_init__(self) -> None:
-        _check_intervals(self.intervals)
-
-    def estimate(
+    def _terms(
         self,
         logs: LoggedDecisions,
         target: TargetProbabilities,
-        *,
-        rewards: RewardPredictions | None = None,
-        rng: np.random.Generator | None = None,
-    ) -> Estimate:
-        """Estimate the target's mean reward per decision (`rewards` is ignored)."""
-        _check_inputs(self, logs, target, rewards)
+        rewards: RewardPredictions | None,
+        rng: np.random.Generator,
+    ) -> Terms:
         weights = target.weights()
-        terms = _Terms(a=weights * logs.reward, b=weights)
-        return _finish(self, terms, weights, logs, target, rng=rng)
+        return Terms(weights=weights, a=weights * logs.reward, b=weights)
 
 
 @dataclass(frozen=True, slots=True)
-class DoublyRobust:
+class DoublyRobust(Estimator):
     """The doubly robust estimator: the direct method plus an IPS correction of its error.
 
     ``V = mean_i [sum_a pi(a|x_i) q(x_i, a) + w_i (r_i - q(x_i, a_i))]``. Unbiased if
@@ -482,30 +598,24 @@ class DoublyRobust:
     (0.64, 0.019)
     """
 
+    needs_rewards: ClassVar[bool] = True
     intervals: Intervals = Intervals()
 
-    def __post_init__(self) -> None:
-        _check_intervals(self.intervals)
-
-    def estimate(
+    def _terms(
         self,
         logs: LoggedDecisions,
         target: TargetProbabilities,
-        *,
-        rewards: RewardPredictions | None = None,
-        rng: np.random.Generator | None = None,
-    ) -> Estimate:
-        """Estimate the target's mean reward per decision; `rewards` is required."""
-        _check_inputs(self, logs, target, rewards)
-        model = _needs(self, rewards)
+        rewards: RewardPredictions | None,
+        rng: np.random.Generator,
+    ) -> Terms:
+        assert rewards is not None  # needs_rewards: checked by estimate()
         weights = target.weights()
-        residual = logs.reward - model.at_chosen()
-        terms = _Terms(a=_direct(target, model) + weights * residual)
-        return _finish(self, terms, weights, logs, target, rng=rng)
+        residual = logs.reward - rewards.at_chosen()
+        return Terms(weights=weights, a=_direct(target, rewards) + weights * residual)
 
 
 @dataclass(frozen=True, slots=True)
-class SNDR:
+class SNDR(Estimator):
     """Self-normalised doubly robust: the DR correction averaged with normalised weights.
 
     ``V = mean_i DM_i + sum_i w_i (r_i - q_i) / sum_i w_i``, as in Open Bandit
@@ -531,30 +641,24 @@ class SNDR:
     0.642
     """
 
+    needs_rewards: ClassVar[bool] = True
     intervals: Intervals = Intervals()
 
-    def __post_init__(self) -> None:
-        _check_intervals(self.intervals)
-
-    def estimate(
+    def _terms(
         self,
         logs: LoggedDecisions,
         target: TargetProbabilities,
-        *,
-        rewards: RewardPredictions | None = None,
-        rng: np.random.Generator | None = None,
-    ) -> Estimate:
-        """Estimate the target's mean reward per decision; `rewards` is required."""
-        _check_inputs(self, logs, target, rewards)
-        model = _needs(self, rewards)
+        rewards: RewardPredictions | None,
+        rng: np.random.Generator,
+    ) -> Terms:
+        assert rewards is not None  # needs_rewards: checked by estimate()
         weights = target.weights()
-        residual = logs.reward - model.at_chosen()
-        terms = _Terms(a=weights * residual, b=weights, c=_direct(target, model))
-        return _finish(self, terms, weights, logs, target, rng=rng)
+        residual = logs.reward - rewards.at_chosen()
+        return Terms(weights=weights, a=weights * residual, b=weights, c=_direct(target, rewards))
 
 
 @dataclass(frozen=True, slots=True)
-class SwitchDR:
+class SwitchDR(Estimator):
     """SWITCH doubly robust: drop the IPS correction where the weight exceeds `tau`.
 
     ``V = mean_i [DM_i + 1{w_i <= tau} w_i (r_i - q_i)]``: rows with huge weights rely
@@ -583,33 +687,30 @@ class SwitchDR:
     0.65
     """
 
+    needs_rewards: ClassVar[bool] = True
     tau: float = math.inf
     intervals: Intervals = Intervals()
 
     def __post_init__(self) -> None:
         _check_real("tau", self.tau, lambda v: v >= 0, ">= 0")
-        _check_intervals(self.intervals)
+        Estimator.__post_init__(self)
 
-    def estimate(
+    def _terms(
         self,
         logs: LoggedDecisions,
         target: TargetProbabilities,
-        *,
-        rewards: RewardPredictions | None = None,
-        rng: np.random.Generator | None = None,
-    ) -> Estimate:
-        """Estimate the target's mean reward per decision; `rewards` is required."""
-        _check_inputs(self, logs, target, rewards)
-        model = _needs(self, rewards)
+        rewards: RewardPredictions | None,
+        rng: np.random.Generator,
+    ) -> Terms:
+        assert rewards is not None  # needs_rewards: checked by estimate()
         weights = target.weights()
         kept = np.where(weights <= float(self.tau), weights, 0.0)
-        residual = logs.reward - model.at_chosen()
-        terms = _Terms(a=_direct(target, model) + kept * residual)
-        return _finish(self, terms, weights, logs, target, rng=rng)
+        residual = logs.reward - rewards.at_chosen()
+        return Terms(weights=weights, a=_direct(target, rewards) + kept * residual)
 
 
 @dataclass(frozen=True, slots=True)
-class DRos:
+class DRos(Estimator):
     """Doubly robust with optimistic shrinkage of the weights.
 
     ``V = mean_i [DM_i + lambda w_i / (w_i^2 + lambda) (r_i - q_i)]``: large weights are
@@ -641,24 +742,22 @@ class DRos:
     bandit.errors.ConfigurationError: `lambda_` must be >= 0, got nan
     """
 
+    needs_rewards: ClassVar[bool] = True
     lambda_: float = math.inf
     intervals: Intervals = Intervals()
 
     def __post_init__(self) -> None:
         _check_real("lambda_", self.lambda_, lambda v: v >= 0, ">= 0")
-        _check_intervals(self.intervals)
+        Estimator.__post_init__(self)
 
-    def estimate(
+    def _terms(
         self,
         logs: LoggedDecisions,
         target: TargetProbabilities,
-        *,
-        rewards: RewardPredictions | None = None,
-        rng: np.random.Generator | None = None,
-    ) -> Estimate:
-        """Estimate the target's mean reward per decision; `rewards` is required."""
-        _check_inputs(self, logs, target, rewards)
-        model = _needs(self, rewards)
+        rewards: RewardPredictions | None,
+        rng: np.random.Generator,
+    ) -> Terms:
+        assert rewards is not None  # needs_rewards: checked by estimate()
         weights = target.weights()
         lam = float(self.lambda_)
         if math.isinf(lam):
@@ -667,13 +766,12 @@ class DRos:
             shrunk = np.zeros_like(weights)
         else:
             shrunk = lam * weights / (weights * weights + lam)
-        residual = logs.reward - model.at_chosen()
-        terms = _Terms(a=_direct(target, model) + shrunk * residual)
-        return _finish(self, terms, weights, logs, target, rng=rng)
+        residual = logs.reward - rewards.at_chosen()
+        return Terms(weights=weights, a=_direct(target, rewards) + shrunk * residual)
 
 
 @dataclass(frozen=True, slots=True)
-class ReplayMethod:
+class ReplayMethod(Estimator):
     """The replay method: keep the rows where the target picks the logged choice.
 
     ``V = mean of r_i over rows with target's choice = a_i``. Li, Chu, Langford and
@@ -725,21 +823,16 @@ class ReplayMethod:
         if self.on_nonuniform not in ("raise", "warn"):
             msg = f"`on_nonuniform` must be 'raise' or 'warn', got {self.on_nonuniform!r}"
             raise ConfigurationError(msg)
-        _check_intervals(self.intervals)
+        Estimator.__post_init__(self)
 
-    def estimate(
+    def _terms(
         self,
         logs: LoggedDecisions,
         target: TargetProbabilities,
-        *,
-        rewards: RewardPredictions | None = None,
-        rng: np.random.Generator | None = None,
-    ) -> Estimate:
-        """Estimate the target's mean reward per decision (`rewards` is ignored)."""
-        _check_inputs(self, logs, target, rewards)
-        notes = list(self._check_uniform(logs))
-        if rng is None:
-            rng = np.random.default_rng(self.intervals.seed)
+        rewards: RewardPredictions | None,
+        rng: np.random.Generator,
+    ) -> Terms:
+        notes = self._check_uniform(logs)
         probabilities = target.probabilities
         if np.all(probabilities.max(axis=1) == 1.0):
             choice = probabilities.argmax(axis=1)
@@ -752,8 +845,8 @@ class ReplayMethod:
         accepted = (choice == logs.chosen).astype(np.float64)
         if not accepted.any():
             notes.append("the target's choice matches no logged choice: nothing to replay")
-        terms = _Terms(a=accepted * logs.reward, b=accepted)
-        return _finish(self, terms, accepted / logs.propensity, logs, target, rng=rng, notes=notes)
+        weights = accepted / logs.propensity
+        return Terms(weights=weights, a=accepted * logs.reward, b=accepted, notes=tuple(notes))
 
     def _check_uniform(self, logs: LoggedDecisions) -> list[str]:
         """Refuse (or note) logs that are not uniformly random, naming the first bad row."""
@@ -792,31 +885,18 @@ class ReplayMethod:
 # -- shared machinery --------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class _Terms:
-    """Per-row terms with ``value = mean(c) + sum(a) / sum(b)`` (b None: 1, c None: 0)."""
-
-    a: FloatArray
-    b: FloatArray | None = None
-    c: FloatArray | None = None
-
-
 def _finish(
-    estimator: Estimator,
-    terms: _Terms,
-    weights: FloatArray,
+    name: str,
+    settings: Intervals,
+    terms: Terms,
     logs: LoggedDecisions,
     target: TargetProbabilities,
     *,
-    rng: np.random.Generator | None,
-    notes: list[str] | None = None,
+    rng: np.random.Generator,
 ) -> Estimate:
     """Value, standard error, both intervals and diagnostics from the per-row terms."""
-    settings = estimator.intervals
-    if rng is None:
-        rng = np.random.default_rng(settings.seed)
     n = logs.n
-    warnings = list(notes or [])
+    warnings = list(terms.notes)
     value, influence = _value_and_influence(terms)
     if math.isnan(value):
         warnings.append("every importance weight is 0: the self-normalised value is undefined")
@@ -836,17 +916,17 @@ def _finish(
             low, high = np.quantile(replicates, [tail, 1.0 - tail])
             bootstrap_ci = Interval(float(low), float(high), settings.level, "percentile bootstrap")
     return Estimate(
-        estimator=type(estimator).__name__,
+        estimator=name,
         value=value,
         std_error=std_error,
         ci=ci,
         bootstrap_ci=bootstrap_ci,
         n=n,
-        diagnostics=_diagnose(weights, logs, target, warnings),
+        diagnostics=_diagnose(terms.weights, logs, target, warnings),
     )
 
 
-def _value_and_influence(terms: _Terms) -> tuple[float, FloatArray | None]:
+def _value_and_influence(terms: Terms) -> tuple[float, FloatArray | None]:
     """Return the estimate and its per-row influence terms (None if the value is undefined)."""
     a, b, c = terms.a, terms.b, terms.c
     if b is None:
@@ -863,7 +943,7 @@ def _value_and_influence(terms: _Terms) -> tuple[float, FloatArray | None]:
 
 
 def _bootstrap(
-    terms: _Terms, n_bootstrap: int, chunk_size: int, rng: np.random.Generator
+    terms: Terms, n_bootstrap: int, chunk_size: int, rng: np.random.Generator
 ) -> FloatArray:
     """Recompute the statistic on `n_bootstrap` resamples of the rows, chunk by chunk.
 
@@ -966,32 +1046,6 @@ def _draw(probabilities: FloatArray, n_actions: IntArray, rng: np.random.Generat
     return drawn
 
 
-def _check_inputs(
-    estimator: Estimator,
-    logs: LoggedDecisions,
-    target: TargetProbabilities,
-    rewards: RewardPredictions | None,
-) -> None:
-    """Refuse empty logs, and targets or predictions built for other logs."""
-    if logs.n == 0:
-        msg = f"{type(estimator).__name__} needs at least one logged decision, got an empty log"
-        raise LogFormatError(msg)
-    _check_same_logs("target", target.logs, logs)
-    if rewards is not None:
-        _check_same_logs("rewards", rewards.logs, logs)
-
-
-def _needs(estimator: Estimator, rewards: RewardPredictions | None) -> RewardPredictions:
-    """Return the reward predictions, or raise saying how to get them."""
-    if rewards is None:
-        msg = (
-            f"{type(estimator).__name__} needs `rewards`: pass RewardPredictions(logs, values) "
-            "or HashedRidge().cross_fit(logs)"
-        )
-        raise ConfigurationError(msg)
-    return rewards
-
-
 def _check_same_logs(name: str, theirs: LoggedDecisions, logs: LoggedDecisions) -> None:
     """Raise unless `theirs` is `logs` or holds the same rows."""
     if theirs is logs:
@@ -1008,10 +1062,3 @@ def _check_same_logs(name: str, theirs: LoggedDecisions, logs: LoggedDecisions) 
     ):
         msg = f"`{name}` was built for other logs (their actions differ): build it from these logs"
         raise LogFormatError(msg)
-
-
-def _check_intervals(intervals: object) -> None:
-    """Raise unless `intervals` is an :class:`Intervals`."""
-    if not isinstance(intervals, Intervals):
-        msg = f"`intervals` must be an Intervals, got {intervals!r}"
-        raise ConfigurationError(msg)

@@ -69,7 +69,7 @@ __all__ = [
     "to_json",
 ]
 
-ESTIMATORS: Mapping[str, tuple[type[Any], Mapping[str, Any]]] = {
+ESTIMATORS: Mapping[str, tuple[type[Estimator], Mapping[str, Any]]] = {
     "dm": (DirectMethod, {}),
     "ips": (IPS, {}),
     "clipped-ips": (ClippedIPS, {"max_weight": 10.0}),
@@ -82,7 +82,6 @@ ESTIMATORS: Mapping[str, tuple[type[Any], Mapping[str, Any]]] = {
 }
 """Estimator names, their classes and the defaults used here."""
 
-_NEED_REWARDS = frozenset({"dm", "dr", "sndr", "switch-dr", "dros"})
 _CURVE_POINTS = 500
 
 
@@ -118,8 +117,9 @@ def make_estimator(spec: str, intervals: Intervals | None = None) -> Estimator:
 
 
 def needs_rewards(spec: str) -> bool:
-    """Whether the named estimator needs reward predictions."""
-    return parse_spec(spec)[0] in _NEED_REWARDS
+    """Whether the named estimator needs reward predictions (False for an unknown name)."""
+    known = ESTIMATORS.get(parse_spec(spec)[0])
+    return known is not None and known[0].needs_rewards
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,6 @@ naming the option and the rule, and exit code 2, never a traceback.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import signal
 import time
@@ -43,7 +42,6 @@ from policies import Policy, available, make_policy
 from policies.registry import parse_spec
 
 if TYPE_CHECKING:
-    from replay import Intervals, LoggedDecisions, RewardPredictions
     from replay.report import Report
     from replay.targets import TargetSpec
     from replay.whatif import WhatIf
@@ -423,53 +421,27 @@ def replay_command(  # noqa: PLR0917 - typer maps each option to a parameter
     setting and one is recommended only when its lower confidence bound beats the
     current setting's estimate (the what-if uses the first --estimator).
     """
-    from replay import HashedRidge, Intervals, read_log
-    from replay.report import evaluate, needs_rewards, render_html, to_json
-    from replay.targets import build_target
+    from replay import Intervals
+    from replay.pipeline import replay_logs
 
     estimators = _replay_estimators(estimator or ["ips", "snips", "dr"])
     targets = _replay_targets(policy)
     study = _replay_whatif_options(whatif, grid)
-    intervals = Intervals(n_bootstrap=bootstrap, seed=seed)
     console = _stdout()
     started = time.perf_counter()
-    with _spinner("reading") as advance:
-        try:
-            result = read_log(logs, on_error=on_error.value, progress=advance)
-        except StreambanditError as exc:
-            hint = " (--on-error skip leaves such rows out)" if on_error is OnError.stop else ""
-            raise typer.BadParameter(f"{exc}{hint}", param_hint="'LOG'") from exc
-    data = result.logs
-    if data.n == 0:
-        msg = f"no decision left to evaluate: {result.rows_read} rows read, all skipped"
-        raise typer.BadParameter(msg, param_hint="'LOG'")
-    rewards = None
-    if any(needs_rewards(e) for e in estimators):
-        with _usage_errors():
-            rewards = HashedRidge(seed=seed).cross_fit(data)
-    built = []
-    for target in targets:
-        with (
-            _progress_bar(f"replaying {target.spec}", data.n) as advance,
-            _usage_errors_for("'--policy'"),
-        ):
-            built.append(build_target(target, data, progress=advance))
-    facts = {
-        "files": [str(f) for f in result.files],
-        "rows_read": result.rows_read,
-        "rows_kept": result.rows_kept,
-        "skipped": dict(result.skipped),
-    }
-    report = evaluate(data, built, estimators, intervals=intervals, rewards=rewards, log=facts)
-    if study is not None:
-        report = _replay_study(
-            study,
-            data,
-            estimator=estimators[0],
-            intervals=intervals,
-            rewards=rewards,
-            report=report,
+    with _usage_errors_for("'LOG'"):
+        run = replay_logs(
+            logs,
+            targets,
+            estimators,
+            on_error=on_error.value,
+            intervals=Intervals(n_bootstrap=bootstrap, seed=seed),
+            whatif=study,
+            json_path=json_out,
+            html_path=html_out,
+            progress=_ReplaySteps(on_error),
         )
+    report, result, data, built = run.report, run.read, run.logs, run.targets
     table, notes = _replay_table(report, data.n)
     console.print(table, highlight=False)
     for note in notes:
@@ -480,10 +452,8 @@ def replay_command(  # noqa: PLR0917 - typer maps each option to a parameter
     if result.rows_skipped:
         console.print(f"skipped {result.rows_skipped:,} rows: {dict(result.skipped)}")
     if json_out is not None:
-        json_out.write_text(json.dumps(to_json(report), indent=2, allow_nan=False))
         console.print(f"JSON   {json_out}", highlight=False)
     if html_out is not None:
-        html_out.write_text(render_html(report), encoding="utf-8")
         console.print(f"HTML   {html_out}", highlight=False)
     console.print(
         f"{data.n:,} decisions x {len(built)} policies x {len(estimators)} estimators "
@@ -726,34 +696,36 @@ def _replay_whatif_options(
     return whatif, parameter, values
 
 
-def _replay_study(
-    study: tuple[str, str, list[Any]],
-    data: LoggedDecisions,
-    *,
-    estimator: str,
-    intervals: Intervals,
-    rewards: RewardPredictions | None,
-    report: Report,
-) -> Report:
-    from replay.report import make_estimator, needs_rewards
-    from replay.whatif import what_if
+@dataclasses.dataclass(frozen=True)
+class _ReplaySteps:
+    """Show the replay pipeline's steps; turn an error into a usage error naming its option."""
 
-    spec, parameter, values = study
-    total = data.n * (len(values) + 1)
-    with (
-        _progress_bar(f"replaying what-if {parameter}", total) as advance,
-        _usage_errors_for("'--grid'"),
-    ):
-        result = what_if(
-            data,
-            spec,
-            parameter,
-            values,
-            estimator=make_estimator(estimator, intervals),
-            rewards=rewards if needs_rewards(estimator) else None,
-            progress=advance,
-        )
-    return dataclasses.replace(report, whatif=result)
+    on_error: OnError
+
+    @contextmanager
+    def __call__(self, step: str, label: str, total: int | None) -> Iterator[Callable[[int], None]]:
+        if step == "read":
+            with _spinner("reading") as advance:
+                try:
+                    yield advance
+                except StreambanditError as exc:
+                    stop = self.on_error is OnError.stop
+                    hint = " (--on-error skip leaves such rows out)" if stop else ""
+                    raise typer.BadParameter(f"{exc}{hint}", param_hint="'LOG'") from exc
+        elif step in ("target", "whatif") and total is not None:
+            title = f"replaying {label}" if step == "target" else f"replaying what-if {label}"
+            option = "'--policy'" if step == "target" else "'--grid'"
+            with _progress_bar(title, total) as advance, _usage_errors_for(option):
+                yield advance
+        elif step == "fit":
+            with _usage_errors():
+                yield _no_progress
+        else:
+            yield _no_progress
+
+
+def _no_progress(done: int) -> None:
+    """Progress of a step that shows none."""
 
 
 @contextmanager

@@ -67,7 +67,6 @@ from rich.text import Text
 from bandit.client import AsyncClient, ClientError, PolicyStatus
 from bandit.errors import (
     ConfigurationError,
-    LogFormatError,
     RuntimeServiceError,
     StreambanditError,
 )
@@ -924,9 +923,10 @@ def replay_decision_log(
     whichever served policy drew it), uniform random, and each of `policies` trained
     online along the log (counterfactual learning, ``policy:SPEC``), each estimated
     with :data:`REPLAY_ESTIMATORS`, 95% analytic and bootstrap intervals, and a
-    cross-fitted :class:`~replay.HashedRidge` reward model for DR. This is what
-    ``streambandit replay DIR -p logging -p uniform -p policy:SPEC ... --json OUT.json
-    --html OUT.html --on-error skip`` does.
+    cross-fitted :class:`~replay.HashedRidge` reward model for DR, by the one replay
+    pipeline (:func:`replay.pipeline.replay_logs`) that ``streambandit replay DIR -p
+    logging -p uniform -p policy:SPEC ... --json OUT.json --html OUT.html --on-error skip``
+    runs too.
 
     Parameters
     ----------
@@ -986,67 +986,56 @@ def replay_decision_log(
     >>> sorted(p.name for p in (folder / "report").iterdir())
     ['replay.html', 'replay.json']
     """
-    from replay import HashedRidge, Intervals, read_log
-    from replay.report import evaluate, needs_rewards, render_html, to_json
-    from replay.targets import build_target
+    from replay import Intervals
+    from replay.pipeline import replay_logs
 
-    def say(text: str) -> None:
-        if status is not None:
-            status(text)
-
-    started = time.perf_counter()
-    say("reading the decision log")
-    result = read_log(directory, on_error="skip")
-    logs = result.logs
-    if logs.n == 0:
-        msg = f"{directory}: no decision to evaluate ({result.rows_read} rows read)"
-        raise LogFormatError(msg)
-    rewards = None
-    if any(needs_rewards(name) for name in REPLAY_ESTIMATORS):
-        say(f"fitting the reward model on {logs.n:,} decisions")
-        rewards = HashedRidge(seed=seed).cross_fit(logs)
-    specs = list(dict.fromkeys(["logging", "uniform", *(f"policy:{p}" for p in policies)]))
-    targets = []
-    for spec in specs:
-
-        def progress(done: int, spec: str = spec) -> None:
-            say(f"replaying {spec}: {done:,} / {logs.n:,} decisions")
-
-        say(f"replaying {spec}")
-        targets.append(build_target(spec, logs, progress=progress, progress_every=2_000))
-    facts = {
-        "files": [str(path) for path in result.files],
-        "rows_read": result.rows_read,
-        "rows_kept": result.rows_kept,
-        "skipped": dict(result.skipped),
-    }
-    say("estimating")
-    report = evaluate(
-        logs,
-        targets,
-        REPLAY_ESTIMATORS,
-        intervals=Intervals(n_bootstrap=n_bootstrap, seed=seed),
-        rewards=rewards,
-        log=facts,
-    )
     observed = {k: float(v) for k, v in (observed or {}).items()}
-    out.mkdir(parents=True, exist_ok=True)
     json_path, html_path = out / "replay.json", out / "replay.html"
-    data = {**to_json(report), "observed": observed}
-    json_path.write_text(json.dumps(data, indent=2, allow_nan=False), encoding="utf-8")
-    html_path.write_text(
-        render_html(report, title="streambandit demo: off-policy replay of the decision log"),
-        encoding="utf-8",
+    run = replay_logs(
+        directory,
+        ["logging", "uniform", *(f"policy:{p}" for p in policies)],
+        REPLAY_ESTIMATORS,
+        on_error="skip",
+        intervals=Intervals(n_bootstrap=n_bootstrap, seed=seed),
+        json_path=json_path,
+        html_path=html_path,
+        title="streambandit demo: off-policy replay of the decision log",
+        json_extra={"observed": observed},
+        progress=None if status is None else _ReplayStatus(status),
     )
     return DemoReplay(
-        report=report,
-        decisions=logs.n,
-        skipped=dict(result.skipped),
+        report=run.report,
+        decisions=run.logs.n,
+        skipped=dict(run.read.skipped),
         observed=observed,
         json_path=json_path,
         html_path=html_path,
-        seconds=time.perf_counter() - started,
+        seconds=run.seconds,
     )
+
+
+@dataclass(frozen=True)
+class _ReplayStatus:
+    """Say which step of the replay pipeline runs, on one status line."""
+
+    say: Callable[[str], None]
+
+    @contextlib.contextmanager
+    def __call__(self, step: str, label: str, total: int | None) -> Iterator[Callable[[int], None]]:
+        texts = {
+            "read": "reading the decision log",
+            "fit": f"fitting the reward model on {total or 0:,} decisions",
+            "target": f"replaying {label}",
+            "evaluate": "estimating",
+        }
+        if step in texts:
+            self.say(texts[step])
+
+        def progress(done: int) -> None:
+            if step == "target":
+                self.say(f"replaying {label}: {done:,} / {total or 0:,} decisions")
+
+        yield progress
 
 
 def replay_table(replay: DemoReplay) -> Table:
