@@ -562,7 +562,7 @@ class Client:
     >>> Client("localhost:8000")
     Traceback (most recent call last):
     ...
-    bandit.client.InvalidArgumentError: `base_url` must be an http(s) URL, got 'localhost:8000'
+    bandit.errors.InvalidArgumentError: `base_url` must be an http(s) URL, got 'localhost:8000'
     """
 
     def __init__(
