@@ -4,22 +4,11 @@
 requests and reading answers; only sending differs. Both accept our pydantic models
 (:class:`~bandit.wire.schemas.RankableAction`, :class:`~bandit.wire.schemas.BehaviourEvent`,
 :class:`~bandit.wire.schemas.PolicySettings`) or plain dicts, validate arguments before
-anything is sent, and raise one family of errors::
-
-    StreambanditError
-    └── ClientError                       .status (None when no answer came), .message
-        ├── InvalidArgumentError          (also ValueError) rejected before sending
-        ├── TransportError                no answer: connection refused, reset, ...
-        │   └── ClientTimeoutError        (also TimeoutError) no answer in time
-        └── APIError                      the server answered with an error status
-            ├── BadRequestError           400
-            ├── AuthenticationError       401  no API key, or an unknown one
-            ├── PermissionDeniedError     403  the key may not do this
-            ├── NotFoundError             404
-            ├── UnprocessableRequestError 422  the server's validation; .errors lists it
-            ├── RateLimitedError          429
-            ├── ServiceUnavailableError   503  not ready (broker or Redis away, ...)
-            └── ServerError               other 5xx
+anything is sent, and raise the :class:`~bandit.errors.ClientError` branch of the one
+exception tree (drawn in :mod:`bandit.errors`, re-exported here): an
+:class:`~bandit.errors.InvalidArgumentError` before sending, a
+:class:`~bandit.errors.TransportError` when no answer came, an
+:class:`~bandit.errors.APIError` subclass per error status when one did.
 
 Retries
 -------
@@ -51,7 +40,6 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-import re
 import time
 import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
@@ -63,18 +51,36 @@ from typing import Any, Final, Generic, Literal, Self, TypeAlias, TypeVar
 import httpx
 import pydantic
 
-from bandit.errors import StreambanditError
+from bandit.errors import (
+    APIError,
+    AuthenticationError,
+    BadRequestError,
+    ClientError,
+    ClientTimeoutError,
+    InvalidArgumentError,
+    NotFoundError,
+    PermissionDeniedError,
+    RateLimitedError,
+    ServerError,
+    ServiceUnavailableError,
+    TransportError,
+    UnprocessableRequestError,
+)
 from bandit.privacy.dp import RandomisedResponse
-from bandit.service.explain import Explanation
 from bandit.settings import Limits
-from bandit.wire.consent import MAX_USER_ID_LENGTH, ConsentUpdate, ConsentView
+from bandit.wire.answers import Accepted, ExplainedRankResponse, Explanation, PoliciesResponse
+from bandit.wire.consent import ConsentUpdate, ConsentView, RawUserId
 from bandit.wire.schemas import (
     BehaviourEvent,
+    DeviceId,
+    EventId,
+    PolicyName,
     PolicySettings,
     RankableAction,
     RankedAction,
     RankRequest,
     RewardReported,
+    SessionId,
     new_event_id,
 )
 
@@ -121,7 +127,14 @@ _WIDEST_LIMITS: Final = Limits(
     max_string_length=65_536,
     max_id_length=1024,
 )
-_ID_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
+# The wire's declaration of each id argument, so the client and the server hold one rule.
+_ARGUMENTS: Final[Mapping[str, pydantic.TypeAdapter[str]]] = {
+    "event_id": pydantic.TypeAdapter(EventId),
+    "policy": pydantic.TypeAdapter(PolicyName),
+    "session_id": pydantic.TypeAdapter(SessionId),
+    "device_id": pydantic.TypeAdapter(DeviceId),
+    "user_id": pydantic.TypeAdapter(RawUserId),
+}
 # Failures after which the request certainly or possibly never reached the application,
 # and no answer came: safe to send again when the call is idempotent.
 _RETRYABLE: Final = (
@@ -131,118 +144,6 @@ _RETRYABLE: Final = (
     httpx.WriteError,
     httpx.RemoteProtocolError,
 )
-
-
-# -- errors --------------------------------------------------------------------------------
-
-
-class ClientError(StreambanditError):
-    """Base of every error the client raises.
-
-    Attributes
-    ----------
-    message
-        What went wrong: the server's own message for an error status.
-    status
-        The HTTP status of the answer, or None when none came (or nothing was sent).
-    """
-
-    def __init__(self, message: str, *, status: int | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.status = status
-
-
-class InvalidArgumentError(ClientError, ValueError):
-    """An argument breaks a rule of the API; nothing was sent.
-
-    Attributes
-    ----------
-    errors
-        The pydantic error entries when a schema rejected the argument, else empty.
-    """
-
-    def __init__(self, message: str, *, errors: Sequence[Mapping[str, Any]] = ()) -> None:
-        super().__init__(message)
-        self.errors = list(errors)
-
-
-class TransportError(ClientError):
-    """No answer came: the connection was refused, reset or closed."""
-
-
-class ClientTimeoutError(TransportError, TimeoutError):
-    """No answer came within the client's timeout."""
-
-
-class APIError(ClientError):
-    """The server answered with an error status.
-
-    Attributes
-    ----------
-    status
-        The HTTP status.
-    message
-        The server's message (for a 422, every rule broken, one per line).
-    body
-        The decoded JSON body of the answer, or its text when it was not JSON.
-    """
-
-    status: int
-
-    def __init__(self, message: str, *, status: int, body: object = None) -> None:
-        super().__init__(message, status=status)
-        self.body = body
-
-    def __str__(self) -> str:
-        return f"HTTP {self.status}: {self.message}"
-
-
-class BadRequestError(APIError):
-    """400: the server could not read the request."""
-
-
-class AuthenticationError(APIError):
-    """401: no API key was sent, or the server does not know it."""
-
-
-class PermissionDeniedError(APIError):
-    """403: the API key may not do this (an app key changing settings, another policy)."""
-
-
-class NotFoundError(APIError):
-    """404: no such policy or endpoint."""
-
-
-class UnprocessableRequestError(APIError):
-    """422: the server's validation rejected the request.
-
-    Attributes
-    ----------
-    errors
-        The server's error entries (``loc``, ``msg``, ``type``), when it sent them.
-    """
-
-    def __init__(self, message: str, *, status: int, body: object = None) -> None:
-        super().__init__(message, status=status, body=body)
-        detail = body.get("detail") if isinstance(body, Mapping) else None
-        self.errors: list[Mapping[str, Any]] = (
-            [entry for entry in detail if isinstance(entry, Mapping)]
-            if isinstance(detail, list)
-            else []
-        )
-
-
-class RateLimitedError(APIError):
-    """429: too many requests; slow down."""
-
-
-class ServiceUnavailableError(APIError):
-    """503: the service cannot serve now (broker or Redis unreachable, not ready)."""
-
-
-class ServerError(APIError):
-    """A 5xx status other than 503: the server failed."""
 
 
 _ERRORS_BY_STATUS: Final[Mapping[int, type[APIError]]] = {
@@ -451,13 +352,13 @@ class _Core:
         request = _validate(RankRequest, data, self.limits, "rank request")
         body = request.model_dump(mode="json")
         if policy is not None:
-            body["policy"] = self.check_id(policy, "policy")
+            body["policy"] = self.check(policy, "policy")
         if session_id is not None:
-            body["session_id"] = self.check_id(session_id, "session_id")
+            body["session_id"] = self.check(session_id, "session_id")
         if device_id is not None:
-            body["device_id"] = self.check_id(device_id, "device_id")
+            body["device_id"] = self.check(device_id, "device_id")
         if user_id is not None:
-            body["user_id"] = _check_user_id(user_id)
+            body["user_id"] = self.check(user_id, "user_id")
         if explain:
             body["explain"] = True
         return _Call("POST", "/v1/rank", _read_rank, body)
@@ -499,7 +400,7 @@ class _Core:
         return _Call("POST", "/v1/reward", _read_reward_id(reward.reward_id), body)
 
     def activate(self, event_id: str) -> _Call[None]:
-        body = {"event_id": self.check_id(event_id, "event_id")}
+        body = {"event_id": self.check(event_id, "event_id")}
         return _Call("POST", "/v1/activate", _constant(None), body)
 
     def event(
@@ -529,7 +430,7 @@ class _Core:
         learning: bool | None,
         source: str,
     ) -> _Call[ConsentView]:
-        data: dict[str, Any] = {"user_id": _check_user_id(user_id), "source": source}
+        data: dict[str, Any] = {"user_id": self.check(user_id, "user_id"), "source": source}
         if personalisation is not None:
             data["personalisation"] = personalisation
         if learning is not None:
@@ -539,11 +440,11 @@ class _Core:
         return _Call("POST", "/v1/consent", _read_consent, body)
 
     def consent(self, user_id: str) -> _Call[ConsentView]:
-        body = {"user_id": _check_user_id(user_id)}
+        body = {"user_id": self.check(user_id, "user_id")}
         return _Call("POST", "/v1/consent/lookup", _read_consent, body)
 
     def person(self, path: str, user_id: str) -> _Call[dict[str, Any]]:
-        body = {"user_id": _check_user_id(user_id)}
+        body = {"user_id": self.check(user_id, "user_id")}
         return _Call("POST", path, _read_json, body, idempotent=True)
 
     def get_settings(self, policy: str) -> _Call[PolicySettings]:
@@ -578,26 +479,21 @@ class _Core:
 
     # -- helpers -----------------------------------------------------------------------
 
-    def check_id(self, value: object, name: str) -> str:
-        """Return `value` if it is a valid id (event, session, policy), else raise."""
-        if not isinstance(value, str):
-            msg = f"`{name}` must be a string, got {_show(value)}"
-            raise InvalidArgumentError(msg)
-        limit = self.limits.max_id_length
-        if len(value) > limit:
-            msg = f"`{name}` must be at most {limit} characters, got {len(value)}"
-            raise InvalidArgumentError(msg)
-        if not _ID_RE.fullmatch(value):
-            msg = (
-                f"`{name}` must match {_ID_RE.pattern} (letters, digits, '_', '.', ':' and '-', "
-                f"starting with a letter or digit), got {_show(value)}"
+    def check(self, value: object, name: str) -> str:
+        """Return argument `name` if the wire's declaration of it takes `value`, else raise."""
+        try:
+            found: str = _ARGUMENTS[name].validate_python(
+                value, strict=True, context={"limits": self.limits}
             )
-            raise InvalidArgumentError(msg)
-        return value
+        except pydantic.ValidationError as error:
+            entries = error.errors(include_url=False, include_input=False)
+            msg = f"`{name}`: " + "; ".join(entry["msg"] for entry in entries)
+            raise InvalidArgumentError(msg, errors=entries) from None  # no input echoed
+        return found
 
     def policy_segment(self, policy: str) -> str:
         """Return `policy` checked and quoted for use as a URL path segment."""
-        return urllib.parse.quote(self.check_id(policy, "policy"), safe="")
+        return urllib.parse.quote(self.check(policy, "policy"), safe="")
 
     def request(self, call: _Call[Any]) -> dict[str, Any]:
         """Return the keyword arguments of ``httpx.Client.request`` for `call`."""
@@ -666,7 +562,7 @@ class Client:
     >>> Client("localhost:8000")
     Traceback (most recent call last):
     ...
-    bandit.client.InvalidArgumentError: `base_url` must be an http(s) URL, got 'localhost:8000'
+    bandit.errors.InvalidArgumentError: `base_url` must be an http(s) URL, got 'localhost:8000'
     """
 
     def __init__(
@@ -1318,41 +1214,6 @@ def _constant(value: _T) -> Callable[[httpx.Response], _T]:
     return read
 
 
-class _Answer(pydantic.BaseModel):
-    """An answer's JSON; fields the client does not know yet are ignored."""
-
-    model_config = pydantic.ConfigDict(frozen=True, extra="ignore")
-
-
-class _RankAnswer(_Answer):
-    event_id: str
-    policy: str
-    model_version: str
-    chosen_action_id: str
-    probability: float
-    ranking: list[RankedAction]
-    deferred: bool = False
-    explanation: Explanation | None = None
-
-
-class _AcceptedAnswer(_Answer):
-    event_id: str
-    reward_id: str | None = None
-
-
-class _PolicyAnswer(_Answer):
-    name: str
-    spec: str
-    model_version: int
-    model_saved_at: datetime
-    learned_examples: int
-    settings_version: int
-
-
-class _PoliciesAnswer(_Answer):
-    policies: list[_PolicyAnswer]
-
-
 def _parse(response: httpx.Response, model: type[_ModelT], what: str) -> _ModelT:
     """Read the answer's JSON as `model`; an answer of another shape is an APIError."""
     try:
@@ -1367,7 +1228,7 @@ def _parse(response: httpx.Response, model: type[_ModelT], what: str) -> _ModelT
 
 
 def _read_rank(response: httpx.Response) -> RankResult:
-    answer = _parse(response, _RankAnswer, "a rank result")
+    answer = _parse(response, ExplainedRankResponse, "a rank result")
     return RankResult(
         event_id=answer.event_id,
         action_id=answer.chosen_action_id,
@@ -1382,7 +1243,7 @@ def _read_rank(response: httpx.Response) -> RankResult:
 
 def _read_reward_id(sent: str) -> Callable[[httpx.Response], str]:
     def read(response: httpx.Response) -> str:
-        answer = _parse(response, _AcceptedAnswer, "an acknowledgement")
+        answer = _parse(response, Accepted, "an acknowledgement")
         return answer.reward_id or sent
 
     return read
@@ -1404,27 +1265,12 @@ def _read_consent(response: httpx.Response) -> ConsentView:
     return _parse(response, ConsentView, "a consent record")
 
 
-def _check_user_id(value: object) -> str:
-    """Return `value` if the server takes it as a user id; never show it in the error."""
-    if (
-        not isinstance(value, str)
-        or not 0 < len(value) <= MAX_USER_ID_LENGTH
-        or not value.isprintable()
-    ):
-        msg = (
-            f"`user_id` must be printable text of 1 to {MAX_USER_ID_LENGTH} characters "
-            "(the value is not shown: it may identify a person)"
-        )
-        raise InvalidArgumentError(msg)
-    return value
-
-
 def _read_settings(response: httpx.Response) -> PolicySettings:
     return _parse(response, PolicySettings, "policy settings")
 
 
 def _read_policies(response: httpx.Response) -> list[PolicyStatus]:
-    answer = _parse(response, _PoliciesAnswer, "a list of policies")
+    answer = _parse(response, PoliciesResponse, "a list of policies")
     return [PolicyStatus(**entry.model_dump()) for entry in answer.policies]
 
 

@@ -1,4 +1,4 @@
-"""The one exception hierarchy: the ground's (:mod:`policies.errors`) and the service's.
+"""The one exception hierarchy: the ground's (:mod:`policies.errors`), the service's, the client's.
 
 ::
 
@@ -16,13 +16,33 @@
     ├── LogFormatError               (also ValueError) a decision log row breaks a rule
     ├── ProducerUnavailableError     (also RuntimeError) a record cannot be taken for the broker
     ├── RuntimeServiceError          (also RuntimeError) a local broker or Redis cannot start
-    └── UnknownServedPolicyError     (also LookupError) the service serves no such policy
+    ├── UnknownServedPolicyError     (also LookupError) the service serves no such policy
+    ├── FeatureRefusedError          (also ValueError) a feature the policy may not see
+    ├── BudgetExhaustedError         a release would overspend the privacy budget
+    └── ClientError                  bandit.client's: .status (None when no answer came), .message
+        ├── InvalidArgumentError     (also ValueError) rejected before sending
+        ├── TransportError           no answer: connection refused, reset, ...
+        │   └── ClientTimeoutError   (also TimeoutError) no answer in time
+        └── APIError                 the server answered with an error status
+            ├── BadRequestError           400
+            ├── AuthenticationError       401  no API key, or an unknown one
+            ├── PermissionDeniedError     403  the key may not do this
+            ├── NotFoundError             404
+            ├── UnprocessableRequestError 422  the server's validation; .errors lists it
+            ├── RateLimitedError          429
+            ├── ServiceUnavailableError   503  not ready (broker or Redis away, ...)
+            └── ServerError               other 5xx
 
+The modules that raise an error re-export it (:mod:`bandit.client` its branch,
+:mod:`bandit.privacy.minimise` and :mod:`bandit.privacy.dp` theirs), so either import works.
 Request and event payloads are validated by pydantic and raise
 :class:`pydantic.ValidationError`, whose entries name the field and the rule.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from policies.errors import (
     ConfigurationError,
@@ -40,22 +60,40 @@ from policies.errors import (
 )
 
 __all__ = [
+    "APIError",
+    "AuthenticationError",
+    "BadRequestError",
+    "BudgetExhaustedError",
+    "ClientError",
+    "ClientTimeoutError",
     "ConfigurationError",
     "DatasetError",
+    "FeatureRefusedError",
     "InvalidActionsError",
+    "InvalidArgumentError",
     "InvalidDistributionError",
     "InvalidFeaturesError",
     "InvalidFeedbackError",
     "InvalidModelError",
     "LogFormatError",
+    "NotFoundError",
+    "PermissionDeniedError",
     "PolicyError",
     "ProducerUnavailableError",
+    "RateLimitedError",
     "RuntimeServiceError",
+    "ServerError",
+    "ServiceUnavailableError",
     "SnapshotError",
     "StreambanditError",
+    "TransportError",
     "UnknownPolicyError",
     "UnknownServedPolicyError",
+    "UnprocessableRequestError",
 ]
+
+
+# -- the service's -------------------------------------------------------------------------
 
 
 class RuntimeServiceError(StreambanditError, RuntimeError):
@@ -68,3 +106,139 @@ class ProducerUnavailableError(StreambanditError, RuntimeError):
 
 class UnknownServedPolicyError(StreambanditError, LookupError):
     """The service serves no policy under the requested name."""
+
+
+class FeatureRefusedError(StreambanditError, ValueError):
+    """A feature the policy may not see: where it is, and the rule it breaks.
+
+    Attributes
+    ----------
+    location
+        Where the feature is, e.g. ``["context", "user", "email"]``.
+    rule
+        The rule it breaks, in words.
+    kind
+        The rule's kind, for counting (``undeclared``, ``identifier``, ``invalid``).
+    """
+
+    def __init__(self, location: Sequence[str | int], rule: str, kind: str) -> None:
+        self.location = list(location)
+        self.rule = rule
+        self.kind = kind
+        super().__init__(f"{'.'.join(map(str, location))}: {rule}")
+
+
+class BudgetExhaustedError(StreambanditError):
+    """A release would spend more privacy budget than is left."""
+
+
+# -- the client's (bandit.client) ----------------------------------------------------------
+
+
+class ClientError(StreambanditError):
+    """Base of every error the client raises.
+
+    Attributes
+    ----------
+    message
+        What went wrong: the server's own message for an error status.
+    status
+        The HTTP status of the answer, or None when none came (or nothing was sent).
+    """
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+
+class InvalidArgumentError(ClientError, ValueError):
+    """An argument breaks a rule of the API; nothing was sent.
+
+    Attributes
+    ----------
+    errors
+        The pydantic error entries when a schema rejected the argument, else empty.
+    """
+
+    def __init__(self, message: str, *, errors: Sequence[Mapping[str, Any]] = ()) -> None:
+        super().__init__(message)
+        self.errors = list(errors)
+
+
+class TransportError(ClientError):
+    """No answer came: the connection was refused, reset or closed."""
+
+
+class ClientTimeoutError(TransportError, TimeoutError):
+    """No answer came within the client's timeout."""
+
+
+class APIError(ClientError):
+    """The server answered with an error status.
+
+    Attributes
+    ----------
+    status
+        The HTTP status.
+    message
+        The server's message (for a 422, every rule broken, one per line).
+    body
+        The decoded JSON body of the answer, or its text when it was not JSON.
+    """
+
+    status: int
+
+    def __init__(self, message: str, *, status: int, body: object = None) -> None:
+        super().__init__(message, status=status)
+        self.body = body
+
+    def __str__(self) -> str:
+        return f"HTTP {self.status}: {self.message}"
+
+
+class BadRequestError(APIError):
+    """400: the server could not read the request."""
+
+
+class AuthenticationError(APIError):
+    """401: no API key was sent, or the server does not know it."""
+
+
+class PermissionDeniedError(APIError):
+    """403: the API key may not do this (an app key changing settings, another policy)."""
+
+
+class NotFoundError(APIError):
+    """404: no such policy or endpoint."""
+
+
+class UnprocessableRequestError(APIError):
+    """422: the server's validation rejected the request.
+
+    Attributes
+    ----------
+    errors
+        The server's error entries (``loc``, ``msg``, ``type``), when it sent them.
+    """
+
+    def __init__(self, message: str, *, status: int, body: object = None) -> None:
+        super().__init__(message, status=status, body=body)
+        detail = body.get("detail") if isinstance(body, Mapping) else None
+        self.errors: list[Mapping[str, Any]] = (
+            [entry for entry in detail if isinstance(entry, Mapping)]
+            if isinstance(detail, list)
+            else []
+        )
+
+
+class RateLimitedError(APIError):
+    """429: too many requests; slow down."""
+
+
+class ServiceUnavailableError(APIError):
+    """503: the service cannot serve now (broker or Redis unreachable, not ready)."""
+
+
+class ServerError(APIError):
+    """A 5xx status other than 503: the server failed."""

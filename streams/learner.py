@@ -53,7 +53,13 @@ from dataclasses import dataclass, field
 
 import structlog
 
-from bandit.errors import ConfigurationError, InvalidModelError, PolicyError, SnapshotError
+from bandit.errors import (
+    ConfigurationError,
+    InvalidModelError,
+    PolicyError,
+    SnapshotError,
+    UnknownServedPolicyError,
+)
 from bandit.service.metrics import MODEL_REJECTED_PREFIX
 from bandit.service.state import StateStore
 from bandit.settings import Settings
@@ -62,15 +68,11 @@ from policies import Policy, make_policy
 from policies.vw import VWPolicy
 from streams.training import TrainingRecord
 
-__all__ = ["BatchResult", "Learner", "TrainingRecord", "UnknownPolicyError"]
+__all__ = ["BatchResult", "Learner", "TrainingRecord"]
 
 _log = structlog.get_logger("streams.learner")
 
 _MAX_CONFLICT_RETRIES = 3
-
-
-class UnknownPolicyError(LookupError):
-    """Training arrived for a policy that has neither stored settings nor a spec."""
 
 
 @dataclass(slots=True)
@@ -258,7 +260,7 @@ class Learner:
         result = BatchResult()
         try:
             live = await self._ensure(name)
-        except (UnknownPolicyError, PolicyError, ValueError) as error:
+        except (UnknownServedPolicyError, PolicyError, ValueError) as error:
             result.rejected.extend((record, str(error)) for record in records)
             return result
         await self._refresh_settings(name, live)
@@ -364,7 +366,7 @@ class Learner:
                 f"policy {name!r} has no stored settings and is not in settings.policies "
                 f"({sorted(self.settings.policies)})"
             )
-            raise UnknownPolicyError(msg)
+            raise UnknownServedPolicyError(msg)
         return make_policy(spec, floor=self.settings.exploration_floor)
 
     async def _refresh_settings(self, name: str, live: _Live) -> None:

@@ -67,13 +67,12 @@ import asyncio
 import hashlib
 import hmac
 import math
-import re
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal, TypeAlias, TypeVar, cast
+from typing import Annotated, Any, Literal, TypeVar, cast
 
 import orjson
 import pydantic
@@ -86,15 +85,12 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from fastapi.security.utils import get_authorization_scheme_param
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import (
-    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
     StrictBool,
     StrictFloat,
-    ValidationInfo,
 )
-from pydantic_core import PydanticCustomError
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
@@ -105,7 +101,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from bandit.api.apidocs import add_docs
 from bandit.api.exposure import PortSplit
 from bandit.api.shedding import SHED_RESPONSES, SHED_SCOPE_KEY, Shedding
-from bandit.errors import ConfigurationError, PolicyError
+from bandit.errors import ConfigurationError, PolicyError, StreambanditError
 from bandit.privacy.consent import (
     ConsentKind,
     ConsentLookup,
@@ -125,7 +121,6 @@ from bandit.privacy.dp import BudgetExhaustedError, PrivacyLedger, RandomisedRes
 from bandit.privacy.minimise import FeatureRefusedError
 from bandit.privacy.page import PAGE, PAGE_SCRIPT_HASH, PAGE_STYLE_HASH
 from bandit.service.engine import DecisionEngine, RankOutcome, UnknownServedPolicyError
-from bandit.service.explain import Explanation
 from bandit.service.explainer import Explainer, explain_limit_errors
 from bandit.service.learning import LearningMonitor, LearningStatus
 from bandit.service.logging import LineLimiter, configure_logging
@@ -136,6 +131,14 @@ from bandit.service.recovery import watch_restarts
 from bandit.service.state import StateStore, erasure_covers
 from bandit.settings import ApiKey, Limits, Settings, get_settings
 from bandit.wire import fastpath
+from bandit.wire.answers import (
+    Accepted,
+    ExplainedRankResponse,
+    Explanation,
+    PoliciesResponse,
+    PolicyInfo,
+    RankResponse,
+)
 from bandit.wire.personalizer import (
     PersonalizerErrorResponse,
     PersonalizerRankRequest,
@@ -149,10 +152,12 @@ from bandit.wire.personalizer import (
 from bandit.wire.schemas import (
     Activation,
     BehaviourEvent,
+    DeviceId,
+    PolicyName,
     PolicySettings,
-    RankedAction,
     RankRequest,
     RewardReported,
+    SessionId,
 )
 from policies import Action
 
@@ -177,40 +182,12 @@ _ALWAYS_LOGGED = frozenset(
 )
 """Events logged whatever ``settings.api.request_log`` says (an audit trail)."""
 _PERSONALIZER_PREFIX = "/personalizer/"
-_ID_RE_TEXT = r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$"
-_ID_PATTERN = re.compile(_ID_RE_TEXT)
 _log = structlog.get_logger("bandit.api.app")
 
 M = TypeVar("M", bound=BaseModel)
 
 
 # -- request and response models ---------------------------------------------------------
-
-
-def _check_reference(value: str, info: ValidationInfo) -> str:
-    """Policy, session and device references: the id syntax of :mod:`bandit.wire.schemas`."""
-    limits = (info.context or {}).get("limits", Limits())
-    what = {"policy": "policy names", "session_id": "session ids", "device_id": "device ids"}
-    name = what.get(info.field_name or "", "ids")
-    if len(value) > limits.max_id_length:
-        raise PydanticCustomError(
-            "id_too_long",
-            "{what} must be at most {limit} characters, got {length}",
-            {"what": name, "limit": limits.max_id_length, "length": len(value)},
-        )
-    if not _ID_PATTERN.fullmatch(value):
-        raise PydanticCustomError(
-            "id_syntax",
-            "{what} must match {pattern} (letters, digits, '_', '.', ':' and '-', starting "
-            "with a letter or digit)",
-            {"what": name, "pattern": _ID_RE_TEXT},
-        )
-    return value
-
-
-_Reference: TypeAlias = Annotated[
-    str, AfterValidator(_check_reference), Field(json_schema_extra={"pattern": _ID_RE_TEXT})
-]
 
 
 class NativeRankRequest(RankRequest):
@@ -235,31 +212,11 @@ class NativeRankRequest(RankRequest):
         bounded: ``settings.explain`` (docs/privacy.md, "Explanation limits").
     """
 
-    policy: _Reference | None = None
-    session_id: _Reference | None = None
-    device_id: _Reference | None = None
+    policy: PolicyName | None = None
+    session_id: SessionId | None = None
+    device_id: DeviceId | None = None
     user_id: RawUserId | None = Field(default=None, repr=False)
     explain: StrictBool = False
-
-
-class RankResponse(BaseModel):
-    """The answer to ``POST /v1/rank``: the chosen action first, with every probability."""
-
-    model_config = ConfigDict(frozen=True)
-
-    event_id: str
-    policy: str
-    model_version: str
-    chosen_action_id: str
-    probability: float
-    ranking: list[RankedAction]
-    deferred: bool
-
-
-class ExplainedRankResponse(RankResponse):
-    """The rank answer; with ``explain``, also why the action was chosen."""
-
-    explanation: Explanation | None = None
 
 
 class ReportRequest(BaseModel):
@@ -279,39 +236,9 @@ class ReportRequest(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     metric: Literal["reward_rate", "learning_consent_rate"]
-    policy: _Reference
+    policy: PolicyName
     # from 0.01: a subnormal ε halved to 0.0 (a 500 once the budget was spent)
     epsilon: StrictFloat = Field(ge=0.01, le=10.0, allow_inf_nan=False)
-
-
-class Accepted(BaseModel):
-    """A reward, activation or event was accepted (produced, or buffered for the broker)."""
-
-    model_config = ConfigDict(frozen=True)
-
-    event_id: str
-    reward_id: str | None = None
-
-
-class PolicyInfo(BaseModel):
-    """One served policy: its spec, the model it serves and the settings applied."""
-
-    model_config = ConfigDict(frozen=True)
-
-    name: str
-    spec: str
-    model_version: int = Field(description="Saved model version; 0 when built from its spec.")
-    model_saved_at: datetime
-    learned_examples: int
-    settings_version: int
-
-
-class PoliciesResponse(BaseModel):
-    """The served policies the key may use."""
-
-    model_config = ConfigDict(frozen=True)
-
-    policies: list[PolicyInfo]
 
 
 class ErrorDetail(BaseModel):
@@ -454,7 +381,7 @@ class _Service:
         return self.settings.api.request_log == "all"
 
 
-class _ApiError(Exception):
+class _ApiError(StreambanditError):
     """An answer other than success: status, code, message and per-field details."""
 
     def __init__(

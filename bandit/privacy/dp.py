@@ -27,6 +27,8 @@ from dataclasses import dataclass
 import orjson
 from redis.asyncio import Redis
 
+from bandit.errors import BudgetExhaustedError
+
 __all__ = ["BudgetExhaustedError", "PrivacyLedger", "RandomisedResponse", "laplace"]
 
 
@@ -87,10 +89,6 @@ def laplace(
     scale = sensitivity / epsilon
     u = (rng or _SYSTEM).random() - 0.5
     return value - scale * math.copysign(1.0, u) * math.log(1.0 - 2.0 * abs(u))
-
-
-class BudgetExhaustedError(Exception):
-    """A release would spend more privacy budget than is left."""
 
 
 _SPEND = """

@@ -27,7 +27,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-from bandit.errors import StreambanditError
+from bandit.errors import FeatureRefusedError
 from bandit.wire.features import FeatureSchema, FeatureSpec
 from policies import Action
 
@@ -104,16 +104,6 @@ def _value_reason(value: str) -> str | None:
     if _DIGITS.fullmatch(value) and sum(c.isdigit() for c in value) >= _LONG_DIGITS:
         return f"its value is a run of {_LONG_DIGITS} or more digits (a phone or account number)"
     return None
-
-
-class FeatureRefusedError(StreambanditError, ValueError):
-    """A feature the policy may not see: where it is, and the rule it breaks."""
-
-    def __init__(self, location: Sequence[str | int], rule: str, kind: str) -> None:
-        self.location = list(location)
-        self.rule = rule
-        self.kind = kind
-        super().__init__(f"{'.'.join(map(str, location))}: {rule}")
 
 
 @dataclass(frozen=True, slots=True)

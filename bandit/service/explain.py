@@ -18,10 +18,9 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict
-
+from bandit.wire.answers import Explanation, FeatureEffect
 from policies import Action, FeatureRef, Policy
 
 __all__ = ["Explanation", "FeatureEffect", "explain"]
@@ -29,57 +28,6 @@ __all__ = ["Explanation", "FeatureEffect", "explain"]
 _TOP = 3
 _NEGLIGIBLE = 0.005  # relative change below which a feature is not a reason
 _BATCH = 64  # features taken away per policy call; the deadline is checked between calls
-
-
-class FeatureEffect(BaseModel):
-    """One feature's effect on the chosen action's probability.
-
-    Attributes
-    ----------
-    feature
-        Where it is and its value: ``context.page.section=sport``,
-        ``action.item.topic=golf``, ``context.user.age=0.4``.
-    effect
-        Relative change of the chosen action's probability with the feature against
-        without it: +0.35 means 35% more likely because of it.
-    """
-
-    model_config = ConfigDict(frozen=True)
-
-    feature: str
-    effect: float
-
-
-class Explanation(BaseModel):
-    """Why one decision chose its action.
-
-    Attributes
-    ----------
-    kind
-        ``"personalised"`` (the served policy's best guess, explained by features),
-        ``"exploration"`` (a less likely action chosen on purpose) or ``"baseline"``
-        (no personalisation consent: the baseline policy, no feature used).
-    policy, model_version
-        Who decided.
-    chosen_action_id, probability
-        What was chosen, and with which probability.
-    for_it, against_it
-        The features that made the chosen action most more likely, and most less
-        likely (empty unless ``kind`` is ``"personalised"``).
-    text
-        The same in plain words.
-    """
-
-    model_config = ConfigDict(frozen=True)
-
-    kind: Literal["personalised", "exploration", "baseline"]
-    policy: str
-    model_version: str
-    chosen_action_id: str
-    probability: float
-    for_it: list[FeatureEffect]
-    against_it: list[FeatureEffect]
-    text: str
 
 
 def _shown(value: object) -> str:

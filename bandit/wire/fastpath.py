@@ -43,8 +43,8 @@ from bandit.settings import Limits
 from bandit.wire.consent import MAX_USER_ID_LENGTH
 from bandit.wire.schemas import (
     _FEATURE_NAME_RE,
-    _ID_RE,
     _NAMESPACE_RE,
+    ID_PATTERN,
     ConsentPath,
     Decision,
     LoggedAction,
@@ -103,12 +103,12 @@ def _matches(value: str, pattern: re.Pattern[str], known: set[str]) -> bool:
 
 
 def _id_ok(value: object, limit: int) -> bool:
-    return type(value) is str and len(value) <= limit and _matches(value, _ID_RE, _ids)
+    return type(value) is str and len(value) <= limit and _matches(value, ID_PATTERN, _ids)
 
 
 def _unique_id_ok(value: object, limit: int) -> bool:
     """Check an id that will not repeat (event ids): never cached."""
-    return type(value) is str and len(value) <= limit and _ID_RE.fullmatch(value) is not None
+    return type(value) is str and len(value) <= limit and ID_PATTERN.fullmatch(value) is not None
 
 
 def _known_actions(limits: Limits) -> dict[bytes, RankableAction]:

@@ -93,6 +93,7 @@ from policies._distribution import SUM_TOLERANCE
 
 __all__ = [
     "ACTION_CACHE_SIZE",
+    "ID_PATTERN",
     "ActionCache",
     "ActionId",
     "Activation",
@@ -103,12 +104,14 @@ __all__ = [
     "DeadLetter",
     "Decision",
     "Device",
+    "DeviceId",
     "DeviceType",
     "Event",
     "EventId",
     "KeyScope",
     "LoggedAction",
     "LoggedFeatures",
+    "PolicyName",
     "PolicySettings",
     "RankRequest",
     "RankableAction",
@@ -116,6 +119,7 @@ __all__ = [
     "RequestFeatures",
     "RewardReported",
     "RewardsRecord",
+    "SessionId",
     "TrainingExample",
     "new_event_id",
 ]
@@ -123,7 +127,8 @@ __all__ = [
 # The syntaxes documented in the module docstring; use fullmatch (`$` matches before "\n").
 _NAMESPACE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 _FEATURE_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
-_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
+ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
+"""The syntax of every id and name on the wire (events, actions, sessions, devices, policies)."""
 _DEFAULT_LIMITS = Limits()
 _SHOW_AT_MOST = 40
 
@@ -228,14 +233,14 @@ def _id_checker(what: str, *, echo: bool = True) -> Callable[[str, ValidationInf
                 limit=limit,
                 length=len(value),
             )
-        if not _ID_RE.fullmatch(value):
+        if not ID_PATTERN.fullmatch(value):
             found = _show(value) if echo else f"a value of {len(value)} characters (not shown)"
             raise _error(
                 "id_syntax",
                 "{what} must match {pattern} (letters, digits, '_', '.', ':' and '-', "
                 "starting with a letter or digit), got {found}",
                 what=what,
-                pattern=_ID_RE.pattern,
+                pattern=ID_PATTERN.pattern,
                 found=found,
             )
         return value
@@ -446,14 +451,15 @@ LoggedFeatures: TypeAlias = Annotated[
 _Subject: TypeAlias = Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")]
 ConsentPath: TypeAlias = Literal["personalise", "baseline"]
 """Which policy served a decision under the person's consent (see :mod:`bandit.privacy.consent`)."""
-_ID_SCHEMA = Field(json_schema_extra={"pattern": _ID_RE.pattern})
+_ID_SCHEMA = Field(json_schema_extra={"pattern": ID_PATTERN.pattern})
 """The id syntax, stated in the JSON schema (OpenAPI) too; `_id_checker` enforces it."""
 ActionId: TypeAlias = Annotated[str, AfterValidator(_id_checker("action ids")), _ID_SCHEMA]
 EventId: TypeAlias = Annotated[str, AfterValidator(_id_checker("event ids")), _ID_SCHEMA]
-_SessionId: TypeAlias = Annotated[str, AfterValidator(_id_checker("session ids")), _ID_SCHEMA]
+SessionId: TypeAlias = Annotated[str, AfterValidator(_id_checker("session ids")), _ID_SCHEMA]
+DeviceId: TypeAlias = Annotated[str, AfterValidator(_id_checker("device ids")), _ID_SCHEMA]
 _ItemId: TypeAlias = Annotated[str, AfterValidator(_id_checker("item ids")), _ID_SCHEMA]
 _UserId: TypeAlias = RawUserId
-_PolicyName: TypeAlias = Annotated[str, AfterValidator(_id_checker("policy names")), _ID_SCHEMA]
+PolicyName: TypeAlias = Annotated[str, AfterValidator(_id_checker("policy names")), _ID_SCHEMA]
 _ModelVersion: TypeAlias = Annotated[str, AfterValidator(_id_checker("model versions")), _ID_SCHEMA]
 _Probability: TypeAlias = Annotated[float, AfterValidator(_check_probability)]
 _Timestamp: TypeAlias = Annotated[datetime, AfterValidator(_check_aware)]
@@ -722,7 +728,7 @@ class Decision(Event):
         secret (:func:`bandit.privacy.consent.subject_token`), unlinkable once they are erased.
     """
 
-    policy: _PolicyName
+    policy: PolicyName
     model_version: _ModelVersion
     context: LoggedFeatures = Field(default_factory=dict)
     actions: Annotated[
@@ -924,7 +930,7 @@ class Decision(Event):
 
 
 KeyScope: TypeAlias = Annotated[
-    Annotated[tuple[_PolicyName, ...], Field(min_length=1, max_length=256)] | None,
+    Annotated[tuple[PolicyName, ...], Field(min_length=1, max_length=256)] | None,
     Field(
         description=(
             "Set by the API, never by the caller: the policies of the API key that sent "
@@ -1139,7 +1145,7 @@ class BehaviourEvent(Event):
     event_id: EventId = Field(default_factory=new_event_id)
     kind: BehaviourKind
     user_id: _UserId
-    session_id: _SessionId
+    session_id: SessionId
     device: Device
     item_id: _ItemId | None = None
     value: StrictFloat | None = Field(default=None, allow_inf_nan=False)

@@ -506,8 +506,13 @@ def test_bad_constructor_arguments(arguments: dict[str, Any], match: str) -> Non
         ({"excluded_actions": "a"}, "`excluded_actions` must be a list of action ids"),
         ({"event_id": "has space"}, "event_id: event ids must match"),
         ({"defer_activation": "yes"}, "`defer_activation` must be a bool"),
-        ({"policy": "a/b"}, "`policy` must match"),
-        ({"session_id": ""}, "`session_id` must match"),
+        ({"policy": "a/b"}, "`policy`: policy names must match"),
+        ({"session_id": ""}, "`session_id`: session ids must match"),
+        ({"device_id": "d 1"}, "`device_id`: device ids must match"),
+        ({"device_id": "d" * 1025}, "`device_id`: device ids must be at most 1024 characters"),
+        ({"user_id": ""}, "`user_id`: String should have at least 1 character"),
+        ({"user_id": "u" * 257}, "`user_id`: String should have at most 256 characters"),
+        ({"user_id": "a\nb"}, "`user_id`: Value error, user ids must be printable text"),
     ],
 )
 def test_bad_rank_arguments_are_not_sent(
@@ -549,9 +554,9 @@ def test_bad_reward_arguments_are_not_sent(
 def test_other_bad_arguments_are_not_sent(offline: tuple[Client, _CountingTransport]) -> None:
     """Activate, event and settings calls check their arguments before sending."""
     client, transport = offline
-    with pytest.raises(InvalidArgumentError, match="`event_id` must match"):
+    with pytest.raises(InvalidArgumentError, match="`event_id`: event ids must match"):
         client.activate("no spaces please")
-    with pytest.raises(InvalidArgumentError, match="`event_id` must be a string"):
+    with pytest.raises(InvalidArgumentError, match="`event_id`: Input should be a valid string"):
         client.activate(7)  # type: ignore[arg-type]
     with pytest.raises(InvalidArgumentError, match="invalid behaviour event: kind: Field required"):
         client.event(user_id="u-1", session_id="s-1", device={"type": "mobile", "os": "iOS"})
@@ -562,7 +567,7 @@ def test_other_bad_arguments_are_not_sent(offline: tuple[Client, _CountingTransp
         client.event(model, item_id="x")
     with pytest.raises(InvalidArgumentError, match="`event` must be a BehaviourEvent or a dict"):
         client.event(["kind"])  # type: ignore[arg-type]
-    with pytest.raises(InvalidArgumentError, match="`policy` must match"):
+    with pytest.raises(InvalidArgumentError, match="`policy`: policy names must match"):
         client.get_settings("../admin")
     with pytest.raises(InvalidArgumentError, match="exploration_floor: Input should be greater"):
         client.set_settings("default", {"spec": "uniform", "exploration_floor": 0})
@@ -580,6 +585,16 @@ def test_client_limits_are_applied_when_given() -> None:
         client.rank(CONTEXT, ["a", "b", "c"])
 
 
+def test_id_arguments_follow_the_client_limits() -> None:
+    """An id argument is checked against the client's limits, as the server checks it."""
+    with Client("http://localhost:8000", limits=Limits(max_id_length=40)) as client:
+        with pytest.raises(InvalidArgumentError, match="at most 40 characters, got 41") as caught:
+            client.get_settings("p" * 41)
+        assert [entry["type"] for entry in caught.value.errors] == ["id_too_long"]
+        with pytest.raises(InvalidArgumentError, match="`session_id`: session ids must be at"):
+            client.rank(CONTEXT, ["a", "b"], session_id="s" * 41)
+
+
 def test_invalid_argument_error_carries_the_entries() -> None:
     """InvalidArgumentError from a schema keeps pydantic's entries."""
     with Client("http://localhost:8000") as client, pytest.raises(InvalidArgumentError) as caught:
@@ -592,3 +607,39 @@ def test_repr_hides_the_api_key() -> None:
     with Client("http://localhost:8000", api_key=APP_KEY) as client:
         assert repr(client) == "Client('http://localhost:8000')"
         assert APP_KEY not in repr(client._core)
+
+
+def _answering(body: dict[str, Any]) -> Client:
+    """A client whose every call is answered 200 with `body`."""
+    transport = httpx.MockTransport(lambda request: httpx.Response(200, json=body))
+    return Client("http://localhost:8000", api_key=APP_KEY, transport=transport)
+
+
+RANK_ANSWER: dict[str, Any] = {
+    "event_id": "e1",
+    "policy": "default",
+    "model_version": "3",
+    "chosen_action_id": "b",
+    "probability": 0.75,
+    "ranking": [{"id": "b", "probability": 0.75}, {"id": "a", "probability": 0.25}],
+    "deferred": False,
+}
+
+
+def test_rank_answers_with_fields_the_client_does_not_know_are_read() -> None:
+    """A newer server's extra answer fields are ignored; the known ones are read."""
+    with _answering({**RANK_ANSWER, "added_later": {"x": 1}}) as client:
+        result = client.rank(CONTEXT, ["a", "b"])
+    assert (result.event_id, result.action_id, result.probability) == ("e1", "b", 0.75)
+    assert [entry.id for entry in result.ranking] == ["b", "a"]
+    assert result.explanation is None
+
+
+def test_a_rank_answer_of_another_shape_is_an_api_error() -> None:
+    """An answer missing a field of the rank answer raises APIError naming the field."""
+    broken = {key: value for key, value in RANK_ANSWER.items() if key != "chosen_action_id"}
+    with (
+        _answering(broken) as client,
+        pytest.raises(APIError, match=r"not a rank result \(chosen_action_id: Field required\)"),
+    ):
+        client.rank(CONTEXT, ["a", "b"])
