@@ -42,7 +42,7 @@ class Distribution:
     >>> Distribution((0.5, 0.6))
     Traceback (most recent call last):
     ...
-    bandit.errors.InvalidDistributionError: probabilities must sum to 1 within 1e-09, got 1.1
+    policies.errors.InvalidDistributionError: probabilities must sum to 1 within 1e-09, got 1.1
     """
 
     probabilities: tuple[float, ...]

@@ -65,7 +65,7 @@ class LoggedDecisions:
     ...                 propensity=np.array([0.5]), reward=np.array([1.0]))
     Traceback (most recent call last):
     ...
-    bandit.errors.LogFormatError: row 0: `chosen` must be in [0, n_actions=2), got 2
+    policies.errors.LogFormatError: row 0: `chosen` must be in [0, n_actions=2), got 2
     """
 
     n_actions: IntArray

@@ -222,7 +222,7 @@ class Intervals:
     >>> Intervals(level=95)
     Traceback (most recent call last):
     ...
-    bandit.errors.ConfigurationError: `level` must be in (0, 1), got 95
+    policies.errors.ConfigurationError: `level` must be in (0, 1), got 95
     """
 
     level: float = 0.95
@@ -298,7 +298,7 @@ class Estimator(ABC):
     >>> HalfIPS().estimate(empty, TargetProbabilities(empty, np.zeros((0, 0))))
     Traceback (most recent call last):
     ...
-    bandit.errors.LogFormatError: HalfIPS needs at least one logged decision, got an empty log
+    policies.errors.LogFormatError: HalfIPS needs at least one logged decision, got an empty log
     """
 
     __slots__ = ()
@@ -508,7 +508,7 @@ class ClippedIPS(Estimator):
     >>> ClippedIPS(max_weight=0)
     Traceback (most recent call last):
     ...
-    bandit.errors.ConfigurationError: `max_weight` must be > 0, got 0
+    policies.errors.ConfigurationError: `max_weight` must be > 0, got 0
     """
 
     max_weight: float = math.inf
@@ -739,7 +739,7 @@ class DRos(Estimator):
     >>> DRos(lambda_=float("nan"))
     Traceback (most recent call last):
     ...
-    bandit.errors.ConfigurationError: `lambda_` must be >= 0, got nan
+    policies.errors.ConfigurationError: `lambda_` must be >= 0, got nan
     """
 
     needs_rewards: ClassVar[bool] = True
@@ -813,7 +813,7 @@ class ReplayMethod(Estimator):
     ... # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    bandit.errors.LogFormatError: row 0: the replay method needs uniformly random logs: ...
+    policies.errors.LogFormatError: row 0: the replay method needs uniformly random logs: ...
     """
 
     on_nonuniform: Literal["raise", "warn"] = "raise"

@@ -271,7 +271,7 @@ def read_log(
     >>> read_log(path)  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    bandit.errors.LogFormatError: ...log.jsonl:2: `chosen` must be an index in [0, 2), got 2
+    policies.errors.LogFormatError: ...log.jsonl:2: `chosen` must be an index in [0, 2), got 2
     >>> folder.cleanup()
     """
     _check_choices(format=format, on_error=on_error, cost_key=cost_key)

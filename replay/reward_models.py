@@ -72,7 +72,7 @@ class RewardPredictions:
     >>> RewardPredictions(logs, np.zeros((2, 2)))
     Traceback (most recent call last):
     ...
-    bandit.errors.LogFormatError: reward `values` must have shape (2, 3), got (2, 2)
+    policies.errors.LogFormatError: reward `values` must have shape (2, 3), got (2, 2)
     """
 
     logs: LoggedDecisions
@@ -216,7 +216,7 @@ class HashedRidge:
     >>> HashedRidge(n_folds=1)
     Traceback (most recent call last):
     ...
-    bandit.errors.ConfigurationError: `n_folds` must be an integer >= 2, got 1
+    policies.errors.ConfigurationError: `n_folds` must be an integer >= 2, got 1
     """
 
     alpha: float = 1.0

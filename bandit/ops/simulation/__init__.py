@@ -76,7 +76,7 @@ def make_environment(
     >>> make_environment("digits", drift=0.5)
     Traceback (most recent call last):
     ...
-    bandit.errors.ConfigurationError: `drift` applies only to the synthetic environment; \
+    policies.errors.ConfigurationError: `drift` applies only to the synthetic environment; \
 the digits environment does not drift, got 0.5
     """
     if name == "synthetic":
