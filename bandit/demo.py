@@ -73,6 +73,7 @@ from bandit.errors import (
 )
 from bandit.settings import Settings, get_settings
 from bandit.simulation import Round, SyntheticEnvironment
+from policies.dsjson import log_files
 
 if TYPE_CHECKING:
     from replay import Estimate, Interval
@@ -664,7 +665,7 @@ def read_decision_log(directory: Path) -> DecisionLogSummary:
     >>> read_decision_log(folder).lines
     2
     """
-    files = sorted(directory.rglob("*.dsjson")) if directory.is_dir() else []
+    files = log_files(directory)
     lines = 0
     for path in files:
         with path.open("rb") as handle:

@@ -149,8 +149,8 @@ def read_action_id(namespace: Any) -> str | None:
     ('item:1', None)
     """
     if type(namespace) is dict and len(namespace) == 1:
-        for key, value in namespace.items():
-            if key[:3] == _ID_KEY_START and value == 1 and type(value) is int:
+        for key in namespace:
+            if key[:3] == _ID_KEY_START:
                 return unescape(key[3:])
     return None
 
@@ -1014,7 +1014,17 @@ class DSJSONReader:
         if abs(total - 1.0) > SUM_TOLERANCE_READ:
             msg = f"`p` must sum to 1 within {SUM_TOLERANCE_READ}, got {total!r}"
             raise _bad("bad_probability", msg)
-        chosen = _chosen(record, n)
+        chosen = record.get("_labelIndex")
+        label_action = record.get("_label_Action")
+        if (
+            type(chosen) is not int
+            or not 0 <= chosen < n
+            or (
+                label_action is not None
+                and (type(label_action) is not int or label_action != chosen + ACTION_BASE)
+            )
+        ):
+            chosen = _chosen(record, n)  # says what is wrong, or reads `_label_Action`
         propensity = probabilities[chosen]
         label_probability = record.get("_label_probability")
         if label_probability is not None and (
@@ -1130,19 +1140,32 @@ def _chosen(record: dict[str, Any], n: int) -> int:
 def _action_ids(multi: list[Any]) -> tuple[list[str | None], bool]:
     """Return each action's id (None if it has none), and whether all are in our layout."""
     ids: list[str | None] = []
+    append = ids.append
     ours = True
+    start = _ID_KEY_START
     for k, item in enumerate(multi):
         if type(item) is not dict:
             raise _bad("bad_actions", f"`c._multi[{k}]` must be an object, got {_show(item)}")
-        action_id = read_action_id(item.get(ID_NAMESPACE))
-        if action_id is None:
-            ours = False
-            tag = item.get("_tag")
-            if type(tag) is str:
-                action_id = tag
-            elif type(item.get("id")) is str:
-                action_id = item["id"]
-        ids.append(action_id)
+        # read_action_id, written out: this loop runs for every action of every row read.
+        namespace = item.get(ID_NAMESPACE)
+        if type(namespace) is dict and len(namespace) == 1:
+            for key in namespace:
+                if key[:3] == start:
+                    text = key[3:]
+                    append(unescape(text) if "%" in text else text)
+                    break
+            else:
+                namespace = None
+            if namespace is not None:
+                continue
+        ours = False
+        tag = item.get("_tag")
+        if type(tag) is str:
+            append(tag)
+        elif type(item.get("id")) is str:
+            append(item["id"])
+        else:
+            append(None)
     return ids, ours
 
 
@@ -1150,7 +1173,8 @@ def _namespace_name(key: str, prefix: str, where: str) -> str:
     """Return the namespace `key` stands for: without `prefix`, unescaped."""
     if key[:1] != prefix or len(key) == 1:
         raise _bad("bad_features", f"namespace {key!r} in `{where}` must start with {prefix!r}")
-    return unescape(key[1:])
+    name = key[1:]
+    return unescape(name) if "%" in name else name
 
 
 def _namespace(where: str, value: Any) -> dict[str, Any]:
@@ -1180,9 +1204,11 @@ def _namespace(where: str, value: Any) -> dict[str, Any]:
             raise _bad("bad_features", msg)
         if "=" in key:
             name, _, text = key.partition("=")
-            features[unescape(name)] = unescape(text)
+            features[unescape(name) if "%" in name else name] = (
+                unescape(text) if "%" in text else text
+            )
         else:
-            features[unescape(key)] = number
+            features[unescape(key) if "%" in key else key] = number
     return features
 
 

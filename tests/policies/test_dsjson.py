@@ -13,14 +13,15 @@ import pytest
 from vowpalwabbit import pyvw
 
 from bandit.errors import (
-    DatasetError,
     InvalidActionsError,
     InvalidDistributionError,
     InvalidFeaturesError,
     InvalidFeedbackError,
+    LogFormatError,
 )
 from policies import Action
-from policies.vw import dsjson_record, parse_dsjson_record, reward_to_cost, to_vw_lines
+from policies.dsjson import dsjson_record, parse_dsjson_record
+from policies.vwtext import reward_to_cost, to_vw_lines
 
 WHEN = datetime(2026, 11, 27, 23, 15, 0, 250_000, tzinfo=UTC)
 
@@ -198,12 +199,19 @@ def test_impossible_records_are_refused(
 @pytest.mark.parametrize(
     ("edit", "match"),
     [
-        (lambda r: r.pop("_labelIndex"), r"lacks the field '_labelIndex'"),
-        (lambda r: r.update(_label_Action=2), r"`_label_Action` \(2\) must equal `_labelIndex`"),
-        (lambda r: r.update(a=[3, 1, 1]), r"`a` must list the actions 1..3 once each"),
-        (lambda r: r.update(p=[0.25, 0.5]), r"`p` must hold 3 probabilities"),
+        (lambda r: r.pop("_label_cost"), r"`_label_cost` is missing"),
+        (
+            lambda r: [r.pop("_labelIndex"), r.pop("_label_Action")],
+            r"`_labelIndex` and `_label_Action` are missing",
+        ),
+        (lambda r: r.update(_label_Action=2), r"`_label_Action` \(2\) must equal `_labelIndex` \+ 1"),
+        (lambda r: r.update(a=[3, 1, 1]), r"`a` must list each action once, got 1 twice"),
+        (lambda r: r.update(p=[0.25, 0.5]), r"`p` must hold one probability per action \(3\)"),
+        (lambda r: r.update(p=[0.25, 0.25, 0.25]), r"`p` must sum to 1"),
         (lambda r: r.update(_label_probability=0.5), r"must equal the chosen action's entry"),
         (lambda r: r.update(Timestamp="yesterday"), r"`Timestamp` must look like"),
+        (lambda r: r.pop("EventId"), r"lacks the field 'EventId'"),
+        (lambda r: r.update(_sb=[1]), r"`_sb` must be an object"),
         (lambda r: r["c"].update(user={"x": 1}), r"namespace 'user' in `c` must start with 'c'"),
         (lambda r: r["c"]["_multi"][0].pop("id"), r"`c._multi\[0\]` must hold the action id"),
         (
@@ -212,15 +220,19 @@ def test_impossible_records_are_refused(
         ),
         (lambda r: r["c"]["_multi"][2].update(id={"name=item-2": 1}), r"\{\"id=<id>\": 1\}"),
         (lambda r: r["c"]["_multi"][2].update(id={"id=item-2": 2}), r"must hold the action id"),
-        (lambda r: r["c"]["_multi"].append("x"), r"`c._multi\[3\]` must be an object, got 'x'"),
+        (
+            lambda r: [r["c"]["_multi"].append("x"), r["a"].append(4), r["p"].append(0.0)],
+            r"`p` must hold probabilities in \(0, 1\], got p\[3\] = 0.0",
+        ),
+        (lambda r: r["c"]["_multi"].append("x"), r"`a` must list each of the 4 actions"),
         (lambda r: r["c"]["cuser"].update(x="y"), r"feature cuser.x must be a number"),
     ],
 )
 def test_broken_records_are_refused_on_reading(edit: Any, match: str) -> None:
-    """Reading a record whose fields are missing or disagree raises DatasetError naming them."""
+    """Reading a record whose fields are missing or disagree raises LogFormatError naming them."""
     record = json.loads(json.dumps(_record()))
     edit(record)
-    with pytest.raises(DatasetError, match=match):
+    with pytest.raises(LogFormatError, match=match):
         parse_dsjson_record(record)
 
 
