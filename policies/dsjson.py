@@ -100,6 +100,7 @@ __all__ = [
     "logged_example",
     "parse_dsjson_record",
     "read_action_id",
+    "read_event_ids",
     "read_file",
 ]
 
@@ -205,11 +206,11 @@ def dsjson_record(
     ``Timestamp``, ``Version``, ``EventId``, ``a`` (1-based actions in rank order, the
     chosen one first), ``c`` (shared namespaces, and the actions under ``_multi``),
     ``p`` (probabilities in the order of ``a``), then `extra` under ``_sb``, a key VW
-    skips. Serialise it with ``json.dumps(..., allow_nan=False)``, one object a line.
+    skips. Serialise it with :func:`dsjson_line`, one object a line.
 
     Features are written so that VW's JSON parser hashes them exactly as its text parser
-    hashes :func:`to_vw_lines`: the same namespace names (``c<name>``, ``a<name>``), a
-    number as ``{"name": value}`` (text ``name:value``), a string as
+    hashes :func:`~policies.vwtext.to_vw_lines`: the same namespace names (``c<name>``,
+    ``a<name>``), a number as ``{"name": value}`` (text ``name:value``), a string as
     ``{"name=value": 1}`` (text ``name=value``, escaped alike). A string value is never
     written as ``{"name": "value"}``: VW's JSON parser would hash that as ``namevalue``,
     or, with ``--chain_hash``, as neither. Each action's id is its namespace ``id``,
@@ -250,8 +251,9 @@ def dsjson_record(
 
     Notes
     -----
-    What VW's DSJSON parser cannot learn exactly as :class:`VWPolicy` did (VW's JSON
-    parser skips every key starting with ``_``, or reads it as one of its own fields):
+    What VW's DSJSON parser cannot learn exactly as :class:`~policies.vw.VWPolicy` did
+    (VW's JSON parser skips every key starting with ``_``, or reads it as one of its own
+    fields):
 
     - features whose names start with ``_``: strings go to the namespace's ``"_text"``
       (VW learns them with the text lines' hashes, after the namespace's other
@@ -428,13 +430,14 @@ def dsjson_line(record: Mapping[str, Any]) -> bytes:
 class LoggedExample:
     """One logged decision and its reward, written in VW's two formats.
 
-    Made by :func:`logged_example`; :meth:`VWPolicy.learn_logged` learns it.
+    Made by :func:`logged_example`; :meth:`policies.vw.VWPolicy.learn_logged` learns it.
 
     Attributes
     ----------
     text
         The ``cb_explore_adf`` learning example, exactly the text
-        :meth:`VWPolicy.learn` gives VW for the same decision (:func:`to_vw_lines`).
+        :meth:`policies.vw.VWPolicy.learn` gives VW for the same decision
+        (:func:`~policies.vwtext.to_vw_lines`).
     dsjson
         The decision log line, exactly :func:`dsjson_line` of :func:`dsjson_record`.
     """
@@ -527,9 +530,10 @@ def logged_example(  # noqa: PLR0911, PLR0912  (anything unusual: left to the sl
     """Write one logged decision as VW learns it and as the decision log keeps it, or None.
 
     The stream worker's hot path: one pass over the features writes both the learning
-    example (:func:`to_vw_lines` with the label ``(chosen, -reward, probability)``) and
-    the DSJSON line (:func:`dsjson_line` of :func:`dsjson_record`), each exactly as
-    those functions write it, in a fraction of their time. It is an accelerator, never
+    example (:func:`~policies.vwtext.to_vw_lines` with the label
+    ``(chosen, -reward, probability)``) and the DSJSON line (:func:`dsjson_line` of
+    :func:`dsjson_record`), each exactly as those functions write it, in a fraction of
+    their time. It is an accelerator, never
     a second set of rules: for anything unusual (a name or value that needs escaping, a
     name starting with ``_``, a value that is not a number within
     :data:`~policies._base.FEATURE_VALUE_LIMIT` or a string, a reward beyond
@@ -1299,6 +1303,36 @@ def read_file(
                 raise LogFormatError(f"{path}:{number}: {exc}", reason=exc.reason) from None
             if row is not None:
                 yield row
+
+
+def read_event_ids(path: Path) -> list[str]:
+    r"""Return the ``EventId`` of every line of a log file, in order: a cheap pass.
+
+    The lines are decoded but not checked (what :class:`DSJSONReader` checks): for a
+    writer remembering what its files already hold. A line that is not JSON (one being
+    written) or has no string ``EventId`` is passed over.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> folder = tempfile.TemporaryDirectory()
+    >>> path = Path(folder.name) / "log.dsjson"
+    >>> _ = path.write_bytes(b'{"EventId": "e1"}\n{"EventId": 2}\n{"EventId": "e3"}\n{"Ev')
+    >>> read_event_ids(path)
+    ['e1', 'e3']
+    >>> folder.cleanup()
+    """
+    ids: list[str] = []
+    with path.open("rb") as lines:
+        for line in lines:
+            try:
+                record = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                continue
+            event_id = record.get("EventId") if type(record) is dict else None
+            if type(event_id) is str:
+                ids.append(event_id)
+    return ids
 
 
 @dataclass(frozen=True, slots=True)

@@ -47,7 +47,7 @@ from bandit.errors import ConfigurationError
 from bandit.schemas import TrainingExample
 from bandit.settings import LogSettings
 from policies import Action
-from policies.dsjson import LOG_NAME, dsjson_line, dsjson_record, log_file_name, read_file
+from policies.dsjson import LOG_NAME, dsjson_line, dsjson_record, log_file_name, read_event_ids
 
 __all__ = ["DecisionLogWriter", "LogEntry", "dsjson_extra", "training_record"]
 
@@ -323,7 +323,7 @@ class DecisionLogWriter:
         newest: list[list[str]] = []
         count = 0
         for path in reversed(files):
-            ids = _event_ids(path)
+            ids = read_event_ids(path)
             newest.append(ids)
             count += len(ids)
             if count >= self.dedup_window:
@@ -368,11 +368,3 @@ def _repair_tail(path: Path) -> None:
         keep = data.rfind(b"\n") + 1
         file.truncate(keep)
     _log.warning("decision_log.repaired", file=str(path), dropped_bytes=size - keep)
-
-
-def _event_ids(path: Path) -> list[str]:
-    return [
-        row.event_id
-        for row in read_file(path, skip_bad=True)  # (a line being written: not yet logged)
-        if row.event_id is not None
-    ]
