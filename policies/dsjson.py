@@ -82,20 +82,22 @@ from policies.vwtext import (
     unescape,
 )
 
-__all__ = [
-    "LOG_NAME",
-    "LOG_SUFFIX",
-    "PROPENSITY_TOLERANCE",
-    "SUM_TOLERANCE_READ",
+__all__ = [  # noqa: RUF022 - plain sorted(), which tests/test_public_api.py checks
     "DSJSONReader",
     "DSJSONRecord",
     "FeatureRules",
+    "LOG_NAME",
+    "LOG_SUFFIX",
     "LogRow",
     "LoggedExample",
+    "PROPENSITY_TOLERANCE",
+    "SUM_TOLERANCE_READ",
     "action_id_key",
     "dsjson_line",
     "dsjson_record",
     "log_file_name",
+    "log_file_opened",
+    "log_file_sequence",
     "log_files",
     "logged_example",
     "parse_dsjson_record",
@@ -169,6 +171,30 @@ def log_file_name(opened: datetime, sequence: int) -> str:
     """
     stamp = opened.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
     return f"decisions-{stamp}-{sequence:04d}{LOG_SUFFIX}"
+
+
+def log_file_sequence(path: Path) -> int:
+    """Return the number in the name of a file the log sink wrote (0 for any other file).
+
+    Examples
+    --------
+    >>> log_file_sequence(Path("decisions-20261127T231500Z-0012.dsjson"))
+    12
+    """
+    match = LOG_NAME.match(path.name)
+    return int(match.group(2)) if match else 0
+
+
+def log_file_opened(path: Path) -> str:
+    """Return when the log sink opened `path`, as its name says (``""`` for another file).
+
+    Examples
+    --------
+    >>> log_file_opened(Path("decisions-20261127T231500Z-0012.dsjson"))
+    '20261127T231500Z'
+    """
+    match = LOG_NAME.match(path.name)
+    return match.group(1) if match else ""
 
 
 def log_files(directory: Path) -> list[Path]:

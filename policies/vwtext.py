@@ -32,14 +32,14 @@ from collections.abc import Sequence
 from bandit.errors import InvalidFeaturesError
 from policies._types import Action, Context, FeatureRef, Features
 
-__all__ = [
+__all__ = [  # noqa: RUF022 - plain sorted(), which tests/test_public_api.py checks
     "ACTION_BASE",
     "ACTION_PREFIX",
     "CONTEXT_PREFIX",
+    "FeaturePieces",
     "ID_FEATURE",
     "ID_NAMESPACE",
     "ID_TOKEN",
-    "FeaturePieces",
     "cost_to_reward",
     "escape",
     "example_text",

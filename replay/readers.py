@@ -111,6 +111,8 @@ from policies.dsjson import (
     DSJSONReader,
     dsjson_line,
     dsjson_record,
+    log_file_opened,
+    log_file_sequence,
 )
 from policies.vwtext import reward_to_cost, to_vw_lines
 from replay._data import LoggedDecisions
@@ -416,23 +418,13 @@ def _folder_files(folder: Path) -> list[Path]:
             sink.setdefault(path.parent, []).append(path)
         else:
             other.append(path)
-    ordered = [sorted(paths, key=_sequence) for paths in sink.values()]
-    return [*heapq.merge(*ordered, key=_opened), *other]
-
-
-def _opened(path: Path) -> str:
-    match = LOG_NAME.match(path.name)
-    return match.group(1) if match else ""
+    ordered = [sorted(paths, key=log_file_sequence) for paths in sink.values()]
+    return [*heapq.merge(*ordered, key=log_file_opened), *other]
 
 
 def _is_log_name(name: str) -> bool:
     name = name.lower().removesuffix(".gz")
     return name.endswith(_LINE_SUFFIXES + _PARQUET_SUFFIXES)
-
-
-def _sequence(path: Path) -> int:
-    match = LOG_NAME.match(path.name)
-    return int(match.group(2)) if match else 0
 
 
 def _open_lines(path: Path) -> BufferedReader | gzip.GzipFile:

@@ -47,7 +47,14 @@ from bandit.errors import ConfigurationError
 from bandit.schemas import TrainingExample
 from bandit.settings import LogSettings
 from policies import Action
-from policies.dsjson import LOG_NAME, dsjson_line, dsjson_record, log_file_name, read_event_ids
+from policies.dsjson import (
+    LOG_NAME,
+    dsjson_line,
+    dsjson_record,
+    log_file_name,
+    log_file_sequence,
+    read_event_ids,
+)
 
 __all__ = ["DecisionLogWriter", "LogEntry", "dsjson_extra", "training_record"]
 
@@ -192,7 +199,7 @@ class DecisionLogWriter:
         self.directory.mkdir(parents=True, exist_ok=True)
         self.writer_id = _writer_id(self.directory)
         existing = self.files()
-        self._sequence = _sequence(existing[-1]) if existing else 0
+        self._sequence = log_file_sequence(existing[-1]) if existing else 0
         if existing:
             _repair_tail(existing[-1])
             self._reload_recent(existing)
@@ -246,7 +253,7 @@ class DecisionLogWriter:
             for path in self.directory.iterdir()
             if LOG_NAME.match(path.name) and path.is_file()
         ]
-        return sorted(found, key=lambda path: (_sequence(path), path.name))
+        return sorted(found, key=lambda path: (log_file_sequence(path), path.name))
 
     @property
     def current(self) -> Path | None:
@@ -348,11 +355,6 @@ def _writer_id(directory: Path) -> str:
         file.flush()
         os.fsync(file.fileno())
     return made
-
-
-def _sequence(path: Path) -> int:
-    match = LOG_NAME.match(path.name)
-    return int(match.group(2)) if match else 0
 
 
 def _repair_tail(path: Path) -> None:
