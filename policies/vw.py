@@ -39,6 +39,7 @@ from policies.vwtext import (
     namespace_text,
     reward_to_cost,
     shared_line,
+    shared_line_of,
     to_vw_lines,
 )
 
@@ -266,7 +267,7 @@ class VWPolicy(Policy):
         for feature in features:
             changed = list(lines)
             if feature.action is None:
-                changed[0] = "shared" + (shared.without(feature) or " |")
+                changed[0] = shared_line_of(shared.without(feature))
             else:
                 action = actions[feature.action]
                 pieces = cut.get(feature.action)

@@ -49,6 +49,7 @@ __all__ = [  # noqa: RUF022 - plain sorted(), which tests/test_public_api.py che
     "needs_escaping",
     "reward_to_cost",
     "shared_line",
+    "shared_line_of",
     "to_vw_action",
     "to_vw_lines",
     "unescape",
@@ -265,9 +266,20 @@ def shared_line(context: Context, prefix: str = CONTEXT_PREFIX) -> str:
     >>> shared_line({}), shared_line({"u": {"x": 1.5}})
     ('shared |', 'shared |cu x:1.5')
     """
+    return shared_line_of(namespace_text(prefix, context))
+
+
+def shared_line_of(text: str) -> str:
+    """Write the ``shared`` line holding the context's namespaces, already written as `text`.
+
+    Examples
+    --------
+    >>> shared_line_of(""), shared_line_of(" |cu x:1.5")
+    ('shared |', 'shared |cu x:1.5')
+    """
     # With no context features the shared line still needs its bar, or VW takes the
     # line "shared" for one more action.
-    return "shared" + (namespace_text(prefix, context) or " |")
+    return "shared" + (text or " |")
 
 
 def to_vw_lines(
