@@ -82,4 +82,12 @@ class DatasetError(StreambanditError, ValueError):
 
 
 class LogFormatError(StreambanditError, ValueError):
-    """A logged decision breaks a rule; the message names the row, the field and the rule."""
+    """A logged decision breaks a rule; the message names the row, the field and the rule.
+
+    `reason` names the kind of rule broken (``missing_field``, ``bad_probability``, ...),
+    which a reader that skips bad rows counts them by.
+    """
+
+    def __init__(self, message: str, *, reason: str = "invalid") -> None:
+        super().__init__(message)
+        self.reason = reason

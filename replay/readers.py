@@ -3,8 +3,9 @@
 :func:`read_log` reads, row by row, into the one validated in-memory form:
 
 - **DSJSON**, one object a line: the decision log streambandit writes
-  (:func:`policies.vw.dsjson_record`, :class:`streams.sink.DecisionLogWriter`), and the
-  logs of Vowpal Wabbit / Azure Personalizer loops (the same core keys);
+  (:mod:`policies.dsjson`, :class:`streams.sink.DecisionLogWriter`), and the logs of
+  Vowpal Wabbit / Azure Personalizer loops (the same core keys), read by
+  :class:`policies.dsjson.DSJSONReader`;
 - **JSON lines** of the simple schema below;
 - **Parquet** with the same columns as the JSON lines.
 
@@ -35,14 +36,15 @@ DSJSON fields read
 =========================== ==============================================================
 
 Ignored: ``o`` (the outcomes, already aggregated into ``_label_cost``), ``Timestamp``,
-``Version``, ``VWState``, ``_deferred``, and ``pdrop`` (VW weights such a row by
-``1 / (1 - pdrop)``; :class:`~replay.LoggedDecisions` has no weights).
+``_sb`` (our own fields; it must be an object), ``Version``, ``VWState``, ``_deferred``,
+and ``pdrop`` (VW weights such a row by ``1 / (1 - pdrop)``;
+:class:`~replay.LoggedDecisions` has no weights).
 
 Action ids and features: an action of streambandit's own log holds its id as the
 namespace ``{"id": {"id=<id>": 1}}`` and its namespaces as ``a<name>`` (the context's as
-``c<name>``), read back exactly as :func:`policies.vw.parse_dsjson_record` does. Any other
-action takes its id from ``"_tag"`` or a string ``"id"``, and its features as VW's JSON
-parser groups them: an object is a namespace, an array of objects adds their features
+``c<name>``), read back exactly as :func:`policies.dsjson.dsjson_record` was given them.
+Any other action takes its id from ``"_tag"`` or a string ``"id"``, and its features as
+VW's JSON parser groups them: an object is a namespace, an array of objects adds their features
 to the namespace it is under, an array of numbers gives the features ``"0"``, ``"1"``,
 ...; a bare value outside any namespace goes to namespace ``"default"``; ``true`` is the
 number 1, ``false`` and ``null`` are left out, and keys starting with ``_`` are VW's
@@ -84,7 +86,6 @@ import gzip
 import heapq
 import math
 import os
-import re
 import zlib
 from array import array
 from collections import Counter
@@ -102,8 +103,18 @@ import numpy.typing as npt
 import orjson
 
 from policies import Action
+from policies.dsjson import (
+    LOG_NAME,
+    PROPENSITY_TOLERANCE,
+    SUM_TOLERANCE_READ,
+    DSJSONReader,
+    dsjson_line,
+    dsjson_record,
+    log_file_opened,
+    log_file_sequence,
+)
 from policies.errors import ConfigurationError, LogFormatError
-from policies.vw import _unescape, dsjson_record, reward_to_cost, to_vw_lines
+from policies.vwtext import reward_to_cost, to_vw_lines
 from replay._data import LoggedDecisions
 
 __all__ = [
@@ -124,15 +135,8 @@ _FORMATS = ("auto", "dsjson", "jsonl", "parquet")
 _COST_KEYS = ("_label_cost", "_original_label_cost")
 _LINE_SUFFIXES = (".dsjson", ".json", ".jsonl", ".ndjson")
 _PARQUET_SUFFIXES = (".parquet", ".pq")
-# How far from 1 a row's probabilities may sum, and from its entry of the distribution
-# the chosen action's logged probability may be: LoggedDecisions' own rules.
-_SUM_TOLERANCE = 1e-6
-_PROPENSITY_TOLERANCE = 1e-9
 _PROGRESS_EVERY = 10_000
 _KEEP_MESSAGES = 10
-_DEFAULT_NAMESPACE = "default"
-# streams.sink names its files so: the UTC time the file was opened, a sequence number.
-_SINK_NAME = re.compile(r"^decisions-(\d{8}T\d{6}Z)-(\d{4,})\.dsjson$")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 Features: TypeAlias = dict[str, dict[str, Any]]
@@ -177,20 +181,16 @@ class ReadResult:
 
 
 class _Skip(Exception):  # noqa: N818  # not an error: control flow inside the reader
-    """A row left out; `error` says whether ``on_error="stop"`` raises for it."""
+    """A row left out that breaks no rule (a duplicate, a ``_skipLearn`` row)."""
 
-    error = False
-
-    def __init__(self, reason: str, message: str = "") -> None:
-        super().__init__(message)
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
         self.reason = reason
-        self.message = message
 
 
-class _BadRow(_Skip):
-    """A row that breaks a rule: the message names the field and the rule."""
-
-    error = True
+def _bad(reason: str, message: str) -> LogFormatError:
+    """Return the error of a row that breaks a rule (the message names the field and rule)."""
+    return LogFormatError(message, reason=reason)
 
 
 # One row, in offer order: (n_actions, chosen, propensity, reward, probabilities or None,
@@ -276,11 +276,33 @@ def read_log(
     """
     _check_choices(format=format, on_error=on_error, cost_key=cost_key)
     files = _expand(path_or_paths)
-    parsers: dict[str, Callable[[Any], _Row]] = {
-        "dsjson": _DSJSONParser(cost_key, features),
-        "jsonl": lambda record: _plain_row(record, features),
+    reader = DSJSONReader(cost_key=cost_key, features=features)
+
+    def dsjson(raw: bytes | dict[str, Any]) -> _Row:
+        row = reader.line(raw) if type(raw) is bytes else reader.read(raw)
+        if row is None:
+            raise _Skip("skip_learn")
+        probabilities = row.probabilities
+        return (
+            len(probabilities),
+            row.chosen,
+            probabilities[row.chosen],
+            row.reward,
+            probabilities,
+            row.action_ids,
+            row.context,
+            row.action_features,
+            row.event_id,
+        )
+
+    def plain(raw: bytes | dict[str, Any]) -> _Row:
+        return _plain_row(_decode(raw) if type(raw) is bytes else raw, features)
+
+    parsers: dict[str, Callable[[bytes | dict[str, Any]], _Row]] = {
+        "dsjson": dsjson,
+        "jsonl": plain,
+        "parquet": plain,
     }
-    parsers["parquet"] = parsers["jsonl"]
     columns = _Columns(features=features)
     skipped: Counter[str] = Counter()
     messages: list[str] = []
@@ -296,21 +318,23 @@ def read_log(
                 if progress is not None and rows_read % _PROGRESS_EVERY == 0:
                     progress(rows_read)
                 try:
-                    row = parse(_decode(raw) if type(raw) is bytes else raw)
+                    row = parse(raw)
                     event_id = row[8]
                     if event_id is not None:
                         if event_id in seen_ids:
                             raise _Skip("duplicate")
                         seen_ids.add(event_id)
                 except _Skip as skip:
-                    if skip.error:
-                        where = f"{path}[row {number}]" if kind == "parquet" else f"{path}:{number}"
-                        message = f"{where}: {skip.message}"
-                        if stop:
-                            raise LogFormatError(message) from None
-                        if len(messages) < _KEEP_MESSAGES:
-                            messages.append(message)
                     skipped[skip.reason] += 1
+                    continue
+                except LogFormatError as bad:
+                    where = f"{path}[row {number}]" if kind == "parquet" else f"{path}:{number}"
+                    message = f"{where}: {bad}"
+                    if stop:
+                        raise LogFormatError(message, reason=bad.reason) from None
+                    if len(messages) < _KEEP_MESSAGES:
+                        messages.append(message)
+                    skipped[bad.reason] += 1
                     continue
                 columns.append(row)
         logs = columns.build()
@@ -346,7 +370,7 @@ def _decode(line: bytes) -> Any:
     try:
         return orjson.loads(line)
     except orjson.JSONDecodeError as exc:
-        raise _BadRow("invalid_json", f"the line is not valid JSON: {exc}") from None
+        raise _bad("invalid_json", f"the line is not valid JSON: {exc}") from None
 
 
 def _check_choices(**given: str) -> None:
@@ -390,27 +414,17 @@ def _folder_files(folder: Path) -> list[Path]:
     for path in sorted(folder.rglob("*")):
         if not (path.is_file() and _is_log_name(path.name)):
             continue
-        if _SINK_NAME.match(path.name):
+        if LOG_NAME.match(path.name):
             sink.setdefault(path.parent, []).append(path)
         else:
             other.append(path)
-    ordered = [sorted(paths, key=_sequence) for paths in sink.values()]
-    return [*heapq.merge(*ordered, key=_opened), *other]
-
-
-def _opened(path: Path) -> str:
-    match = _SINK_NAME.match(path.name)
-    return match.group(1) if match else ""
+    ordered = [sorted(paths, key=log_file_sequence) for paths in sink.values()]
+    return [*heapq.merge(*ordered, key=log_file_opened), *other]
 
 
 def _is_log_name(name: str) -> bool:
     name = name.lower().removesuffix(".gz")
     return name.endswith(_LINE_SUFFIXES + _PARQUET_SUFFIXES)
-
-
-def _sequence(path: Path) -> int:
-    match = _SINK_NAME.match(path.name)
-    return int(match.group(2)) if match else 0
 
 
 def _open_lines(path: Path) -> BufferedReader | gzip.GzipFile:
@@ -492,297 +506,16 @@ def _is_number(value: Any) -> bool:
     return kind is float or kind is int
 
 
-class _DSJSONParser:
-    """Reads DSJSON objects, remembering each action's features to share them.
-
-    An action is offered again and again with the same features: when its object equals
-    the one last seen under its id, the features read then are reused (the same dict),
-    which saves reading them again and the memory of a copy per row.
-    """
-
-    def __init__(self, cost_key: str, features: bool) -> None:
-        self.cost_key = cost_key
-        self.features = features
-        self._seen: dict[tuple[str, bool], tuple[dict[str, Any], Features]] = {}
-
-    def __call__(self, record: Any) -> _Row:
-        return _dsjson_row(record, self.cost_key, self.features, self._seen)
-
-
-def _dsjson_row(  # noqa: PLR0912, PLR0915
-    record: Any,
-    cost_key: str,
-    features: bool,
-    seen: dict[tuple[str, bool], tuple[dict[str, Any], Features]],
-) -> _Row:
-    """Read one DSJSON object: offer-order probabilities, 0-based choice, reward = -cost."""
-    if type(record) is not dict:
-        raise _BadRow("invalid_json", f"a DSJSON line must hold a JSON object, got {_show(record)}")
-    if "_outcomes" in record:
-        msg = (
-            "`_outcomes` marks a multi-slot (CCB or slates) decision, which is not "
-            "supported: only single-slot contextual bandit rows are"
-        )
-        raise _BadRow("unsupported", msg)
-    if record.get("_skipLearn") is True:
-        raise _Skip("skip_learn")
-    cost = record.get(cost_key)
-    if cost is None:
-        msg = f"`{cost_key}` is missing: every row needs the cost of its choice (reward = -cost)"
-        raise _BadRow("missing_field", msg)
-    if not _is_number(cost) or not math.isfinite(cost):
-        raise _BadRow("bad_reward", f"`{cost_key}` must be a finite number, got {_show(cost)}")
-    shared = record.get("c")
-    if type(shared) is not dict:
-        reason = "missing_field" if shared is None else "bad_actions"
-        raise _BadRow(
-            reason, f"`c` must be an object with the actions under `_multi`, got {_show(shared)}"
-        )
-    multi = shared.get("_multi")
-    if type(multi) is not list or not multi:
-        msg = f"`c._multi` must list the offered actions (at least one), got {_show(multi)}"
-        raise _BadRow("bad_actions", msg)
-    n = len(multi)
-    order = record.get("a")
-    ordered = record.get("p")
-    if order is None or ordered is None:
-        missing = "a" if order is None else "p"
-        msg = f"`{missing}` is missing: every row needs `a` and `p`, the logged distribution"
-        raise _BadRow("missing_field", msg)
-    if type(order) is not list:
-        raise _BadRow("bad_actions", f"`a` must be a list of action numbers, got {_show(order)}")
-    if type(ordered) is not list:
-        raise _BadRow(
-            "bad_probability", f"`p` must be a list of probabilities, got {_show(ordered)}"
-        )
-    if len(order) != n:
-        msg = f"`a` must list each of the {n} actions in `c._multi` once, got {len(order)} entries"
-        raise _BadRow("ragged", msg)
-    if len(ordered) != n:
-        msg = f"`p` must hold one probability per action ({n}), got {len(ordered)}"
-        raise _BadRow("ragged", msg)
-    probabilities = [0.0] * n
-    for k in range(n):
-        action = order[k]
-        probability = ordered[k]
-        if type(action) is not int or not 1 <= action <= n:
-            msg = f"`a` must hold action numbers in [1, {n}], got a[{k}] = {_show(action)}"
-            raise _BadRow("bad_actions", msg)
-        if not _is_number(probability) or not 0.0 < probability <= 1.0:
-            msg = f"`p` must hold probabilities in (0, 1], got p[{k}] = {_show(probability)}"
-            raise _BadRow("bad_probability", msg)
-        if probabilities[action - 1]:
-            raise _BadRow("bad_actions", f"`a` must list each action once, got {action} twice")
-        probabilities[action - 1] = float(probability)
-    total = math.fsum(probabilities)
-    if abs(total - 1.0) > _SUM_TOLERANCE:
-        msg = f"`p` must sum to 1 within {_SUM_TOLERANCE}, got {total!r}"
-        raise _BadRow("bad_probability", msg)
-    index = record.get("_labelIndex")
-    label_action = record.get("_label_Action")
-    if index is None and label_action is None:
-        msg = "`_labelIndex` and `_label_Action` are missing: every row needs its chosen action"
-        raise _BadRow("missing_field", msg)
-    if index is not None and type(index) is not int:
-        raise _BadRow("bad_chosen", f"`_labelIndex` must be an integer, got {_show(index)}")
-    if label_action is not None:
-        if type(label_action) is not int:
-            msg = f"`_label_Action` must be an integer, got {_show(label_action)}"
-            raise _BadRow("bad_chosen", msg)
-        if index is not None and label_action != index + 1:
-            msg = f"`_label_Action` ({label_action}) must equal `_labelIndex` + 1 ({index} + 1)"
-            raise _BadRow("bad_chosen", msg)
-    if index is not None:
-        chosen: int = index
-        if not 0 <= chosen < n:
-            msg = f"`_labelIndex` must be in [0, {n}) for {n} actions, got {chosen}"
-            raise _BadRow("bad_chosen", msg)
-    else:
-        assert label_action is not None  # one of the two is present, checked above
-        chosen = label_action - 1
-        if not 0 <= chosen < n:
-            msg = f"`_label_Action` must be in [1, {n}] for {n} actions, got {label_action}"
-            raise _BadRow("bad_chosen", msg)
-    propensity = probabilities[chosen]
-    label_probability = record.get("_label_probability")
-    if label_probability is not None and (
-        not _is_number(label_probability)
-        or abs(label_probability - propensity) > _PROPENSITY_TOLERANCE
-    ):
-        msg = (
-            f"`_label_probability` ({_show(label_probability)}) must equal the chosen "
-            f"action's entry of `p` ({propensity!r})"
-        )
-        raise _BadRow("bad_probability", msg)
-    event_id = record.get("EventId")
-    if event_id is not None and type(event_id) is not str:
-        raise _BadRow("bad_event_id", f"`EventId` must be a string, got {_show(event_id)}")
-    ids, context, action_features = _dsjson_actions(shared, multi, features, seen)
-    reward = -float(cost)
-    return (n, chosen, propensity, reward, probabilities, ids, context, action_features, event_id)
-
-
-def _dsjson_actions(
-    shared: dict[str, Any],
-    multi: list[Any],
-    features: bool,
-    seen: dict[tuple[str, bool], tuple[dict[str, Any], Features]],
-) -> tuple[list[str] | None, Features | None, list[Features] | None]:
-    """Read the action ids and (if asked) the features, in streambandit's or VW's layout."""
-    ids, ours = _dsjson_ids(multi)
-    known: list[str] | None = None
-    if None not in ids:
-        known = [action_id for action_id in ids if action_id is not None]
-        if len(set(known)) != len(known):
-            msg = f"the offered action ids must be distinct, got {_show(known)}"
-            raise _BadRow("bad_actions", msg)
-    if not features:
-        return known, None, None
-    action_features: list[Features] = []
-    for k, item in enumerate(multi):
-        action_id = ids[k]
-        last = None if action_id is None else seen.get((action_id, ours))
-        if last is not None and last[0] == item:
-            action_features.append(last[1])
-            continue
-        if ours:
-            read = {
-                _our_name(key, "a", f"c._multi[{k}]"): _our_namespace(key, value)
-                for key, value in item.items()
-                if key != "id" and key[:1] != "_"
-            }
-        else:
-            read = _vw_features(item)
-        if action_id is not None:
-            seen[action_id, ours] = (item, read)
-        action_features.append(read)
-    if ours:
-        context = {
-            _our_name(key, "c", "c"): _our_namespace(key, value)
-            for key, value in shared.items()
-            if key[:1] != "_"
-        }
-    else:
-        context = _vw_features(shared)
-    return known, context, action_features
-
-
-def _dsjson_ids(multi: list[Any]) -> tuple[list[str | None], bool]:
-    """Return each action's id (None if it has none), and whether all are in our layout."""
-    ids: list[str | None] = []
-    ours = True
-    for k, item in enumerate(multi):
-        if type(item) is not dict:
-            msg = f"`c._multi[{k}]` must be an object, got {_show(item)}"
-            raise _BadRow("bad_actions", msg)
-        action_id = _our_action_id(item.get("id"))
-        if action_id is None:
-            ours = False
-            tag = item.get("_tag")
-            if type(tag) is str:
-                action_id = tag
-            elif type(item.get("id")) is str:
-                action_id = item["id"]
-        ids.append(action_id)
-    return ids, ours
-
-
-def _our_action_id(namespace: Any) -> str | None:
-    """Return the id in streambandit's ``{"id=<escaped id>": 1}`` namespace, or None."""
-    if type(namespace) is dict and len(namespace) == 1:
-        for key in namespace:
-            if key[:3] == "id=":
-                text: str = key[3:]
-                return _unescape(text) if "%" in text else text
-    return None
-
-
-def _our_name(key: str, prefix: str, where: str) -> str:
-    if key[:1] != prefix or len(key) == 1:
-        msg = f"namespace {key!r} in `{where}` must start with {prefix!r}"
-        raise _BadRow("bad_features", msg)
-    name = key[1:]
-    return _unescape(name) if "%" in name else name
-
-
-def _our_namespace(where: str, value: Any) -> dict[str, Any]:
-    """Read one namespace as :func:`policies.vw.parse_dsjson_record` does, faster."""
-    if type(value) is not dict:
-        raise _BadRow("bad_features", f"namespace {where!r} must be an object, got {_show(value)}")
-    features: dict[str, Any] = {}
-    for key, number in value.items():
-        kind = type(number)
-        if (kind is int or kind is float) and "=" not in key and "%" not in key and key[:1] != "_":
-            features[key] = number  # the common case: a number under a plain name
-            continue
-        if key[:1] == "_":
-            if key == "_text":
-                for token in str(number).split():
-                    name, _, text = token.partition("=")
-                    features[_unescape(name)] = _unescape(text)
-            elif key == "_sb" and type(number) is dict:
-                for name, hidden in number.items():
-                    if not _is_number(hidden):
-                        msg = f"feature {where}.{name} must be a number, got {_show(hidden)}"
-                        raise _BadRow("bad_features", msg)
-                    features[name] = hidden
-            continue
-        if not _is_number(number):
-            msg = f"feature {where}.{key} must be a number, got {_show(number)}"
-            raise _BadRow("bad_features", msg)
-        if "=" in key:
-            name, _, text = key.partition("=")
-            features[_unescape(name) if "%" in name else name] = (
-                _unescape(text) if "%" in text else text
-            )
-        else:
-            features[_unescape(key) if "%" in key else key] = number
-    return features
-
-
-def _vw_features(item: dict[str, Any]) -> Features:
-    """Group another writer's JSON features into namespaces as VW's JSON parser does."""
-    features: Features = {}
-    for key, value in item.items():
-        if key[:1] != "_":
-            _add_vw_value(features, _DEFAULT_NAMESPACE, key, value)
-    return features
-
-
-def _add_vw_value(features: Features, namespace: str, name: str, value: Any) -> None:
-    kind = type(value)
-    if kind is str or kind is int or kind is float:
-        features.setdefault(namespace, {})[name] = value
-    elif kind is bool:
-        if value:
-            features.setdefault(namespace, {})[name] = 1
-    elif kind is dict:
-        features.setdefault(name, {})
-        for key, inner in value.items():
-            if key[:1] != "_":
-                _add_vw_value(features, name, key, inner)
-    elif kind is list:
-        features.setdefault(name, {})
-        for position, inner in enumerate(value):
-            if type(inner) is dict:
-                for key, deeper in inner.items():
-                    if key[:1] != "_":
-                        _add_vw_value(features, name, key, deeper)
-            else:
-                _add_vw_value(features, name, str(position), inner)
-    # null: no feature
-
-
 def _plain_row(record: Any, features: bool) -> _Row:  # noqa: PLR0912
     """Read one JSON-lines object (or Parquet row) of the documented schema."""
     if type(record) is not dict:
-        raise _BadRow("invalid_json", f"a row must be a JSON object, got {_show(record)}")
+        raise _bad("invalid_json", f"a row must be a JSON object, got {_show(record)}")
     actions = record.get("actions")
     if actions is None:
-        raise _BadRow("missing_field", "`actions` is missing: every row needs the offered actions")
+        raise _bad("missing_field", "`actions` is missing: every row needs the offered actions")
     if type(actions) is not list or not actions:
         msg = f"`actions` must be a non-empty list of ids or {{id, features}}, got {_show(actions)}"
-        raise _BadRow("bad_actions", msg)
+        raise _bad("bad_actions", msg)
     n = len(actions)
     ids: list[str] = []
     action_features: list[Features] | None = [] if features else None
@@ -796,37 +529,37 @@ def _plain_row(record: Any, features: bool) -> _Row:  # noqa: PLR0912
             msg = (
                 f"`actions[{k}]` must be an id or an object with a string `id`, got {_show(action)}"
             )
-            raise _BadRow("bad_actions", msg)
+            raise _bad("bad_actions", msg)
         ids.append(action["id"])
         if action_features is not None:
             action_features.append(
                 _plain_features(action.get("features"), f"actions[{k}].features")
             )
     if len(set(ids)) != n:
-        raise _BadRow("bad_actions", f"the offered action ids must be distinct, got {_show(ids)}")
+        raise _bad("bad_actions", f"the offered action ids must be distinct, got {_show(ids)}")
     chosen = record.get("chosen")
     if chosen is None:
-        raise _BadRow("missing_field", "`chosen` is missing: every row needs its chosen action")
+        raise _bad("missing_field", "`chosen` is missing: every row needs its chosen action")
     if type(chosen) is not int or not 0 <= chosen < n:
-        raise _BadRow("bad_chosen", f"`chosen` must be an index in [0, {n}), got {_show(chosen)}")
+        raise _bad("bad_chosen", f"`chosen` must be an index in [0, {n}), got {_show(chosen)}")
     propensity = record.get("probability")
     if propensity is None:
         msg = "`probability` is missing: every row needs the chosen action's logged probability"
-        raise _BadRow("missing_field", msg)
+        raise _bad("missing_field", msg)
     if not _is_number(propensity) or not 0.0 < propensity <= 1.0:
         msg = f"`probability` must be in (0, 1], got {_show(propensity)}"
-        raise _BadRow("bad_probability", msg)
+        raise _bad("bad_probability", msg)
     probabilities = record.get("probabilities")
     if probabilities is not None:
         probabilities = _plain_probabilities(probabilities, n, chosen, float(propensity))
     reward = record.get("reward")
     if reward is None:
-        raise _BadRow("missing_field", "`reward` is missing: every row needs its observed reward")
+        raise _bad("missing_field", "`reward` is missing: every row needs its observed reward")
     if not _is_number(reward) or not math.isfinite(reward):
-        raise _BadRow("bad_reward", f"`reward` must be a finite number, got {_show(reward)}")
+        raise _bad("bad_reward", f"`reward` must be a finite number, got {_show(reward)}")
     event_id = record.get("event_id")
     if event_id is not None and type(event_id) is not str:
-        raise _BadRow("bad_event_id", f"`event_id` must be a string, got {_show(event_id)}")
+        raise _bad("bad_event_id", f"`event_id` must be a string, got {_show(event_id)}")
     context = _plain_features(record.get("context"), "context") if features else None
     return (
         n,
@@ -843,25 +576,25 @@ def _plain_row(record: Any, features: bool) -> _Row:  # noqa: PLR0912
 
 def _plain_probabilities(value: Any, n: int, chosen: int, propensity: float) -> list[float]:
     if type(value) is not list:
-        raise _BadRow("bad_probability", f"`probabilities` must be a list, got {_show(value)}")
+        raise _bad("bad_probability", f"`probabilities` must be a list, got {_show(value)}")
     if len(value) != n:
         msg = f"`probabilities` must hold one probability per action ({n}), got {len(value)}"
-        raise _BadRow("ragged", msg)
+        raise _bad("ragged", msg)
     for k, p in enumerate(value):
         if not _is_number(p) or not 0.0 < p <= 1.0:
             msg = f"`probabilities` must be in (0, 1], got probabilities[{k}] = {_show(p)}"
-            raise _BadRow("bad_probability", msg)
+            raise _bad("bad_probability", msg)
     probabilities = [float(p) for p in value]
     total = math.fsum(probabilities)
-    if abs(total - 1.0) > _SUM_TOLERANCE:
-        msg = f"`probabilities` must sum to 1 within {_SUM_TOLERANCE}, got {total!r}"
-        raise _BadRow("bad_probability", msg)
-    if abs(probabilities[chosen] - propensity) > _PROPENSITY_TOLERANCE:
+    if abs(total - 1.0) > SUM_TOLERANCE_READ:
+        msg = f"`probabilities` must sum to 1 within {SUM_TOLERANCE_READ}, got {total!r}"
+        raise _bad("bad_probability", msg)
+    if abs(probabilities[chosen] - propensity) > PROPENSITY_TOLERANCE:
         msg = (
             f"`probability` ({propensity!r}) must equal `probabilities[{chosen}]` "
             f"({probabilities[chosen]!r})"
         )
-        raise _BadRow("bad_probability", msg)
+        raise _bad("bad_probability", msg)
     return probabilities
 
 
@@ -874,17 +607,17 @@ def _plain_features(value: Any, where: str) -> Features:
             value = orjson.loads(value)
         except orjson.JSONDecodeError:
             msg = f"`{where}` must be an object or its JSON text, got {_show(value)}"
-            raise _BadRow("bad_features", msg) from None
+            raise _bad("bad_features", msg) from None
     if type(value) is not dict:
         msg = f"`{where}` must map namespaces to features, got {_show(value)}"
-        raise _BadRow("bad_features", msg)
+        raise _bad("bad_features", msg)
     features: Features = {}
     for namespace, values in value.items():
         if values is None:
             continue
         if type(values) is not dict:
             msg = f"`{where}.{namespace}` must map names to values, got {_show(values)}"
-            raise _BadRow("bad_features", msg)
+            raise _bad("bad_features", msg)
         checked: dict[str, Any] = {}
         for name, feature in values.items():
             kind = type(feature)
@@ -897,7 +630,7 @@ def _plain_features(value: Any, where: str) -> Features:
                     f"`{where}.{namespace}.{name}` must be a string or a finite number, "
                     f"got {_show(feature)}"
                 )
-                raise _BadRow("bad_features", msg)
+                raise _bad("bad_features", msg)
         features[namespace] = checked
     return features
 
@@ -980,7 +713,7 @@ def _row_context(logs: LoggedDecisions, i: int) -> Mapping[str, Mapping[str, Any
 def to_vw_text(logs: LoggedDecisions, path: PathArg) -> int:
     """Write VW ``--cb_explore_adf`` multi-line text examples, one per decision.
 
-    Lines are written by :func:`policies.vw.to_vw_lines`, so the features are the ones
+    Lines are written by :func:`policies.vwtext.to_vw_lines`, so the features are the ones
     the live :class:`~policies.vw.VWPolicy` learns from; the chosen action's line
     carries the label ``0:<cost>:<probability>`` (``cost = -reward``), and a blank line
     ends each example. Rows without action ids use their offer index as the id.
@@ -1022,7 +755,7 @@ def to_vw_text(logs: LoggedDecisions, path: PathArg) -> int:
 
 
 def to_dsjson(logs: LoggedDecisions, path: PathArg, *, timestamp: datetime = _EPOCH) -> int:
-    """Write streambandit's DSJSON (:func:`policies.vw.dsjson_record`), one row a line.
+    """Write streambandit's DSJSON (:func:`policies.dsjson.dsjson_record`), one row a line.
 
     VW reads the file with ``--cb_explore_adf --dsjson`` and :func:`read_log` reads it
     back. The log must hold every row's full distribution. Rows without an event id get
@@ -1054,8 +787,7 @@ def to_dsjson(logs: LoggedDecisions, path: PathArg, *, timestamp: datetime = _EP
                 event_id=logs.event_ids[i] if logs.event_ids is not None else f"row-{i}",
                 timestamp=timestamp,
             )
-            file.write(orjson.dumps(record))
-            file.write(b"\n")
+            file.write(dsjson_line(record))
     return logs.n
 
 

@@ -1,7 +1,7 @@
 """The decision log: joined decisions appended to size-rotated DSJSON files.
 
 Each learnable :class:`~bandit.wire.schemas.TrainingExample` becomes one line of VW's DSJSON
-(see :func:`policies.vw.dsjson_record` and :func:`policies.vw.dsjson_line`; the worker
+(see :func:`policies.dsjson.dsjson_record` and :func:`policies.dsjson.dsjson_line`; the worker
 writes it once on decoding, :mod:`streams.training`), readable by
 ``python -m vowpalwabbit --cb_explore_adf --dsjson -d FILE``. Our own fields go under
 ``"_sb"``, a key VW skips: ``policy``, ``model_version``, ``default_reward``,
@@ -31,9 +31,7 @@ event loop (``await asyncio.to_thread(writer.write, examples)``), one batch at a
 
 from __future__ import annotations
 
-import json
 import os
-import re
 import secrets
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
@@ -49,14 +47,19 @@ from bandit.errors import ConfigurationError
 from bandit.settings import LogSettings
 from bandit.wire.schemas import TrainingExample
 from policies import Action
-from policies.vw import dsjson_line, dsjson_record
+from policies.dsjson import (
+    LOG_NAME,
+    dsjson_line,
+    dsjson_record,
+    log_file_name,
+    log_file_sequence,
+    read_event_ids,
+)
 
 __all__ = ["DecisionLogWriter", "LogEntry", "dsjson_extra", "training_record"]
 
 _log = structlog.get_logger("streams.sink")
 
-_NAME_RE = re.compile(r"^decisions-(\d{8}T\d{6}Z)-(\d{4,})\.dsjson$")
-_SUFFIX = ".dsjson"
 _WRITER_ID_FILE = ".writer-id"
 
 
@@ -71,7 +74,7 @@ class LogEntry:
     learn
         Whether the decision may be kept (learning consent); not written when false.
     line
-        Its DSJSON line (:func:`policies.vw.dsjson_line`); empty when `learn` is false.
+        Its DSJSON line (:func:`policies.dsjson.dsjson_line`); empty when `learn` is false.
     """
 
     policy: str
@@ -196,7 +199,7 @@ class DecisionLogWriter:
         self.directory.mkdir(parents=True, exist_ok=True)
         self.writer_id = _writer_id(self.directory)
         existing = self.files()
-        self._sequence = _sequence(existing[-1]) if existing else 0
+        self._sequence = log_file_sequence(existing[-1]) if existing else 0
         if existing:
             _repair_tail(existing[-1])
             self._reload_recent(existing)
@@ -248,9 +251,9 @@ class DecisionLogWriter:
         found = [
             path
             for path in self.directory.iterdir()
-            if _NAME_RE.match(path.name) and path.is_file()
+            if LOG_NAME.match(path.name) and path.is_file()
         ]
-        return sorted(found, key=lambda path: (_sequence(path), path.name))
+        return sorted(found, key=lambda path: (log_file_sequence(path), path.name))
 
     @property
     def current(self) -> Path | None:
@@ -303,8 +306,7 @@ class DecisionLogWriter:
 
     def _open(self) -> None:
         self._sequence += 1
-        stamp = self._clock().astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
-        path = self.directory / f"decisions-{stamp}-{self._sequence:04d}{_SUFFIX}"
+        path = self.directory / log_file_name(self._clock(), self._sequence)
         self._file = path.open("ab")
         self._path = path
         self._size = self._file.tell()
@@ -328,7 +330,7 @@ class DecisionLogWriter:
         newest: list[list[str]] = []
         count = 0
         for path in reversed(files):
-            ids = _event_ids(path)
+            ids = read_event_ids(path)
             newest.append(ids)
             count += len(ids)
             if count >= self.dedup_window:
@@ -355,11 +357,6 @@ def _writer_id(directory: Path) -> str:
     return made
 
 
-def _sequence(path: Path) -> int:
-    match = _NAME_RE.match(path.name)
-    return int(match.group(2)) if match else 0
-
-
 def _repair_tail(path: Path) -> None:
     """Cut a line left half-written by a crash off the end of `path`."""
     with path.open("r+b") as file:
@@ -373,16 +370,3 @@ def _repair_tail(path: Path) -> None:
         keep = data.rfind(b"\n") + 1
         file.truncate(keep)
     _log.warning("decision_log.repaired", file=str(path), dropped_bytes=size - keep)
-
-
-def _event_ids(path: Path) -> list[str]:
-    ids: list[str] = []
-    with path.open("rb") as file:
-        for line in file:
-            try:
-                event_id = json.loads(line).get("EventId")
-            except (ValueError, AttributeError):
-                continue
-            if isinstance(event_id, str):
-                ids.append(event_id)
-    return ids

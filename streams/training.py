@@ -88,7 +88,7 @@ from bandit.settings import Limits
 from bandit.wire.fastpath import feature_rules, features_ok, training_data
 from bandit.wire.schemas import DeadLetter, TrainingExample
 from policies import Action, Context
-from policies.vw import FeatureRules, LoggedExample, dsjson_line, logged_example
+from policies.dsjson import FeatureRules, LoggedExample, dsjson_line, logged_example
 from streams.deadletter import DEAD_LETTER_MAX_BYTES, RawRecord, decode_record
 from streams.sink import LogEntry, dsjson_extra, training_record
 

@@ -28,8 +28,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-import orjson
-
 from bandit.settings import PrivacySettings
 from bandit.wire.consent import (
     CONSENT_KINDS,
@@ -43,6 +41,7 @@ from bandit.wire.consent import (
     EffectiveConsent,
     RawUserId,
 )
+from policies.dsjson import log_files, read_file
 
 __all__ = [
     "CONSENT_DENIED",
@@ -169,46 +168,32 @@ def _page_mac(key: bytes, body: str) -> str:
 def find_logged(directory: Path, secret: bytes) -> list[dict[str, object]]:
     """Return the decisions in a DSJSON decision log that are the secret's person's.
 
-    Reads every ``*.dsjson`` file under `directory` (a worker's folder, or the folder of
-    several); a line is the person's when its ``_sb.subject`` is
-    :func:`subject_token` of its ``EventId``. What is returned is what the line says
-    of the decision: event id, time, policy, chosen action, its probability, reward.
+    Reads every decision log file under `directory` (a worker's folder, or the folder of
+    several) with the log's one reader (:func:`policies.dsjson.read_file`); a line is the
+    person's when its ``_sb.subject`` is :func:`subject_token` of its ``EventId``. What is
+    returned is what the line says of the decision: event id, time, policy, chosen
+    action (its id as the app gave it), its probability, reward.
     """
     found: list[dict[str, object]] = []
-    for path in sorted(directory.rglob("*.dsjson")):
-        with path.open("rb") as lines:
-            for line in lines:
-                if b'"subject":"' not in line:
-                    continue
-                try:
-                    record = orjson.loads(line)
-                except orjson.JSONDecodeError:  # a line being written: not theirs to show
-                    continue
-                subject = record.get("_sb", {}).get("subject")
-                event_id = record.get("EventId")
-                if not isinstance(event_id, str) or not isinstance(subject, str):
-                    continue
-                if not hmac.compare_digest(subject, subject_token(secret, event_id)):
-                    continue
-                chosen = record.get("_labelIndex", 0)
-                actions = record.get("c", {}).get("_multi", [])
-                ids = [
-                    name.split("=", 1)[1]
-                    for action in actions
-                    for name in action.get("id", {})
-                    if name.startswith("id=")
-                ]
-                found.append(
-                    {
-                        "event_id": event_id,
-                        "timestamp": record.get("Timestamp"),
-                        "policy": record.get("_sb", {}).get("policy"),
-                        "chosen_action_id": ids[chosen] if chosen < len(ids) else None,
-                        "probability": record.get("_label_probability"),
-                        "reward": -float(record.get("_label_cost", 0.0)),
-                        "file": path.name,
-                    }
-                )
+    for path in log_files(directory):
+        # Only lines with a subject can be anyone's; a line being written is not theirs yet.
+        for row in read_file(path, skip_bad=True, containing=b'"subject":"'):
+            subject = row.extra.get("subject")
+            if row.event_id is None or not isinstance(subject, str):
+                continue
+            if not hmac.compare_digest(subject, subject_token(secret, row.event_id)):
+                continue
+            found.append(
+                {
+                    "event_id": row.event_id,
+                    "timestamp": row.timestamp,
+                    "policy": row.extra.get("policy"),
+                    "chosen_action_id": row.chosen_action_id,
+                    "probability": row.propensity,
+                    "reward": row.reward,
+                    "file": path.name,
+                }
+            )
     return found
 
 

@@ -8,25 +8,40 @@ is nowhere. Their logged decisions are linkable to them through their secret unt
 they are erased; after erasure nothing held in Redis is theirs, a decision still
 pending in the join is never learned nor logged, and the logged ones keep their
 propensities and rewards for replay with nothing left to link them.
+
+Their decisions offer actions whose ids hold every character the id rule allows, ``:``
+(which VW text escapes) included: the rank's answer, the decision log, the export and
+replay all show the ids as the app gave them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import string
 import uuid
 from pathlib import Path
 from typing import Any
 
 import httpx
 from aiokafka import AIOKafkaConsumer
+from pydantic import TypeAdapter
 from redis.asyncio import Redis
 
 from bandit.client import Client
 from bandit.ops.runtime import LocalStack
 from bandit.privacy.consent import pseudonymise, subject_token
-from bandit.wire.schemas import PolicySettings
+from bandit.wire.schemas import ActionId, PolicySettings
+from replay import read_log
 from tests.integration.conftest import ACTIONS, read_counters, wait_for
+
+# Every character the id rule allows, in ids that start as it requires.
+ID_CHARACTERS = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_.:-"
+RULE_ACTIONS = [
+    {"id": ID_CHARACTERS, "features": {"item": {"kind": "k0"}}},
+    {"id": "item:1", "features": {"item": {"kind": "k1"}}},
+    {"id": "a:b.c_d-e::", "features": {"item": {"kind": "k2"}}},
+]
 
 
 def _post(stack: LocalStack, path: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -129,9 +144,11 @@ def test_raw_ids_are_kept_nowhere_and_erasure_leaves_nothing_linkable(
             "the session features",
         )
         event_ids = []
+        chosen: dict[str, str] = {}
         for i in range(10):
-            result = client.rank({"page": {"n": i}}, ACTIONS, user_id=raw, session_id=session)
+            result = client.rank({"page": {"n": i}}, RULE_ACTIONS, user_id=raw, session_id=session)
             event_ids.append(result.event_id)
+            chosen[result.event_id] = result.action_id
             client.reward(result.event_id, 1.0)
         wait_for(
             lambda: {line["EventId"] for line in _log_lines(stack)} >= set(event_ids),
@@ -162,6 +179,17 @@ def test_raw_ids_are_kept_nowhere_and_erasure_leaves_nothing_linkable(
     logged_for_them = {d["event_id"]: d for d in held["logged_decisions"]}
     assert set(logged_for_them) == set(event_ids)  # found in the log through their secret
     assert all(d["reward"] == 1.0 and 0 < d["probability"] <= 1 for d in logged_for_them.values())
+    # the ids round trip: rank -> decision log -> export -> replay, unchanged
+    assert {e: d["chosen_action_id"] for e, d in logged_for_them.items()} == chosen
+    offered = [action["id"] for action in RULE_ACTIONS]
+    read = read_log(stack.decision_logs).logs
+    assert read.event_ids is not None
+    assert read.action_ids is not None
+    replayed = dict(zip(read.event_ids, range(read.n), strict=True))
+    for event_id, action_id in chosen.items():
+        row = replayed[event_id]
+        assert read.action_ids[row] == offered
+        assert read.action_ids[row][int(read.chosen[row])] == action_id
     secret = _secret(redis_url, prefix, pseudonym)
     assert secret is not None
     lines = {line["EventId"]: line for line in _log_lines(stack)}
@@ -202,3 +230,12 @@ def test_raw_ids_are_kept_nowhere_and_erasure_leaves_nothing_linkable(
         line = logged[event_id]
         assert line["_label_probability"] > 0
         assert len(line["_sb"]["subject"]) == 32
+
+
+def test_the_round_trip_ids_are_every_character_the_id_rule_allows() -> None:
+    """The ids above hold each character the id rule's pattern allows, and pass the rule."""
+    pattern: str = TypeAdapter(ActionId).json_schema()["pattern"]
+    assert pattern == "^[A-Za-z0-9][A-Za-z0-9_.:-]*$"
+    assert set(ID_CHARACTERS) == set(string.ascii_letters + string.digits + "_.:-")
+    for action in RULE_ACTIONS:
+        assert TypeAdapter(ActionId).validate_python(action["id"]) == action["id"]

@@ -7,20 +7,36 @@ import math
 import struct
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from vowpalwabbit import pyvw
 
 from bandit.errors import (
-    DatasetError,
     InvalidActionsError,
     InvalidDistributionError,
     InvalidFeaturesError,
     InvalidFeedbackError,
+    LogFormatError,
 )
 from policies import Action
-from policies.vw import dsjson_record, parse_dsjson_record, reward_to_cost, to_vw_lines
+from policies.dsjson import (
+    LOG_NAME,
+    DSJSONReader,
+    action_id_key,
+    dsjson_line,
+    dsjson_record,
+    log_file_name,
+    log_files,
+    logged_example,
+    parse_dsjson_record,
+    read_action_id,
+    read_file,
+)
+from policies.vwtext import reward_to_cost, to_vw_lines
 
 WHEN = datetime(2026, 11, 27, 23, 15, 0, 250_000, tzinfo=UTC)
 
@@ -198,12 +214,22 @@ def test_impossible_records_are_refused(
 @pytest.mark.parametrize(
     ("edit", "match"),
     [
-        (lambda r: r.pop("_labelIndex"), r"lacks the field '_labelIndex'"),
-        (lambda r: r.update(_label_Action=2), r"`_label_Action` \(2\) must equal `_labelIndex`"),
-        (lambda r: r.update(a=[3, 1, 1]), r"`a` must list the actions 1..3 once each"),
-        (lambda r: r.update(p=[0.25, 0.5]), r"`p` must hold 3 probabilities"),
+        (lambda r: r.pop("_label_cost"), r"`_label_cost` is missing"),
+        (
+            lambda r: [r.pop("_labelIndex"), r.pop("_label_Action")],
+            r"`_labelIndex` and `_label_Action` are missing",
+        ),
+        (
+            lambda r: r.update(_label_Action=2),
+            r"`_label_Action` \(2\) must equal `_labelIndex` \+ 1",
+        ),
+        (lambda r: r.update(a=[3, 1, 1]), r"`a` must list each action once, got 1 twice"),
+        (lambda r: r.update(p=[0.25, 0.5]), r"`p` must hold one probability per action \(3\)"),
+        (lambda r: r.update(p=[0.25, 0.25, 0.25]), r"`p` must sum to 1"),
         (lambda r: r.update(_label_probability=0.5), r"must equal the chosen action's entry"),
         (lambda r: r.update(Timestamp="yesterday"), r"`Timestamp` must look like"),
+        (lambda r: r.pop("EventId"), r"lacks the field 'EventId'"),
+        (lambda r: r.update(_sb=[1]), r"`_sb` must be an object"),
         (lambda r: r["c"].update(user={"x": 1}), r"namespace 'user' in `c` must start with 'c'"),
         (lambda r: r["c"]["_multi"][0].pop("id"), r"`c._multi\[0\]` must hold the action id"),
         (
@@ -211,16 +237,19 @@ def test_impossible_records_are_refused(
             r"`c._multi\[1\]` must hold the action id as namespace `id`",
         ),
         (lambda r: r["c"]["_multi"][2].update(id={"name=item-2": 1}), r"\{\"id=<id>\": 1\}"),
-        (lambda r: r["c"]["_multi"][2].update(id={"id=item-2": 2}), r"must hold the action id"),
-        (lambda r: r["c"]["_multi"].append("x"), r"`c._multi\[3\]` must be an object, got 'x'"),
+        (
+            lambda r: [r["c"]["_multi"].append("x"), r["a"].append(4), r["p"].append(0.0)],
+            r"`p` must hold probabilities in \(0, 1\], got p\[3\] = 0.0",
+        ),
+        (lambda r: r["c"]["_multi"].append("x"), r"`a` must list each of the 4 actions"),
         (lambda r: r["c"]["cuser"].update(x="y"), r"feature cuser.x must be a number"),
     ],
 )
 def test_broken_records_are_refused_on_reading(edit: Any, match: str) -> None:
-    """Reading a record whose fields are missing or disagree raises DatasetError naming them."""
+    """A record whose fields are missing or disagree raises LogFormatError naming them."""
     record = json.loads(json.dumps(_record()))
     edit(record)
-    with pytest.raises(DatasetError, match=match):
+    with pytest.raises(LogFormatError, match=match):
         parse_dsjson_record(record)
 
 
@@ -295,3 +324,119 @@ def test_long_decimals_are_read_differently_by_the_two_parsers(
     assert read_text == pytest.approx(read_json, rel=4 * 2**-23)
     vw_text.finish_example(text)
     vw_json.finish_example(parsed)
+
+
+# -- round trips: the writer, then the reader -----------------------------------------------
+
+# The id rule (bandit.schemas: `^[A-Za-z0-9][A-Za-z0-9_.:-]*$`), every character of it
+# drawn: ':' is the one VW text escapes.
+ID_ALPHABET = "ABCXYZabcxyz0189_.:-"
+rule_ids = st.builds(
+    lambda first, rest: first + rest,
+    st.sampled_from("AZaz09"),
+    st.text(alphabet=ID_ALPHABET, max_size=12),
+)
+offers = st.lists(rule_ids, min_size=1, max_size=6, unique=True)
+
+
+def _distribution(n: int, chosen: int) -> list[float]:
+    """A distribution over `n` actions, the chosen one at 0.5 (or 1 alone)."""
+    if n == 1:
+        return [1.0]
+    rest = 0.5 / (n - 1)
+    return [0.5 if i == chosen else rest for i in range(n)]
+
+
+@given(ids=offers, data=st.data())
+def test_rule_ids_round_trip_through_both_writers_and_the_reader(
+    ids: list[str], data: st.DataObject
+) -> None:
+    """Ids with every character the id rule allows come back from the log unchanged.
+
+    Both writers (the general one and the stream worker's one-pass one) write the same
+    line; the reader gives back the ids, the choice, its probability and the reward; and
+    the VW text line holds each id escaped as the DSJSON key does.
+    """
+    chosen = data.draw(st.integers(0, len(ids) - 1))
+    probabilities = _distribution(len(ids), chosen)
+    ranking = [chosen, *(i for i in range(len(ids)) if i != chosen)]
+    actions = [Action(action_id, {"item": {"n": float(i + 1)}}) for i, action_id in enumerate(ids)]
+    general = dsjson_line(
+        dsjson_record(
+            {"u": {"x": 1.5}},
+            actions,
+            chosen,
+            probabilities,
+            0.5,
+            event_id="evt-1",
+            timestamp=WHEN,
+            ranking=ranking,
+            extra={"policy": "vw"},
+        )
+    )
+    fast = logged_example(
+        {"u": {"x": 1.5}},
+        ids,
+        [action.features for action in actions],
+        chosen,
+        probabilities,
+        reward=0.5,
+        event_id="evt-1",
+        timestamp=WHEN,
+        ranking=ranking,
+        extra={"policy": "vw"},
+    )
+    assert fast is not None
+    assert fast.dsjson == general
+    row = DSJSONReader().line(general)
+    assert row is not None
+    assert row.action_ids == ids
+    assert row.chosen_action_id == ids[chosen]
+    assert (row.chosen, row.propensity, row.reward) == (chosen, probabilities[chosen], 0.5)
+    assert row.action_features == [action.features for action in actions]
+    assert row.ranking == tuple(ranking)
+    assert row.extra == {"policy": "vw"}
+    assert parse_dsjson_record(json.loads(general)).actions == actions
+    for action_id, line in zip(ids, fast.text.splitlines()[1:], strict=True):
+        assert line.endswith(f" |id {action_id_key(action_id)}")
+
+
+@given(ids=st.lists(st.text(min_size=1, max_size=8), min_size=1, max_size=4, unique=True))
+def test_any_id_round_trips_through_the_general_writer(ids: list[str]) -> None:
+    """Whatever an id holds (blanks, '%', '|', quotes, other scripts), it reads back as given."""
+    line = dsjson_line(
+        dsjson_record(
+            {}, [Action(i) for i in ids], 0, _distribution(len(ids), 0), 1.0,
+            event_id="e", timestamp=WHEN,
+        )
+    )  # fmt: skip
+    row = DSJSONReader(features=False).line(line)
+    assert row is not None
+    assert row.action_ids == ids
+    assert [read_action_id({action_id_key(i): 1}) for i in ids] == ids
+
+
+def test_read_file_names_the_line_and_the_field(tmp_path: Path) -> None:
+    """A bad line stops read_file with `file:line: field rule`, or is left out when asked."""
+    good = dsjson_line(_record())
+    bad = dsjson_line({**_record(), "p": [0.5, 0.5]})
+    path = tmp_path / "log.dsjson"
+    path.write_bytes(good + b"\n" + bad + b'{"half": ')
+    with pytest.raises(LogFormatError, match=r"log\.dsjson:3: `p` must hold one probability") as e:
+        list(read_file(path))
+    assert e.value.reason == "ragged"
+    rows = list(read_file(path, skip_bad=True))
+    assert [row.event_id for row in rows] == ["evt-7"]
+    assert list(read_file(path, skip_bad=True, containing=b'"nothing"')) == []
+
+
+def test_log_files_are_found_and_named_as_the_sink_names_them(tmp_path: Path) -> None:
+    """log_file_name's names match LOG_NAME, and log_files finds them at any depth."""
+    name = log_file_name(WHEN, 12)
+    assert name == "decisions-20261127T231500Z-0012.dsjson"
+    assert LOG_NAME.match(name)
+    (tmp_path / "worker-1").mkdir()
+    (tmp_path / "worker-1" / name).write_bytes(b"")
+    (tmp_path / "notes.txt").write_text("not a log")
+    assert log_files(tmp_path) == [tmp_path / "worker-1" / name]
+    assert log_files(tmp_path / "absent") == []

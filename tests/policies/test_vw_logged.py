@@ -11,17 +11,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from policies import Action, Policy
-from policies.vw import (
+from policies.dsjson import (
     FeatureRules,
     LoggedExample,
-    VWPolicy,
-    _vw_text,
     dsjson_line,
     dsjson_record,
     logged_example,
-    reward_to_cost,
-    to_vw_lines,
 )
+from policies.vw import VWPolicy
+from policies.vwtext import example_text, reward_to_cost, to_vw_lines
 from tests.policies import toy
 
 WHEN = datetime(2026, 11, 27, 23, 15, 1, 250_000, tzinfo=UTC)
@@ -61,7 +59,7 @@ def _general(
     """What the general functions write, or None when either refuses."""
     actions = [Action(i, f) for i, f in zip(action_ids, action_features, strict=True)]
     try:
-        text = _vw_text(
+        text = example_text(
             to_vw_lines(context, actions, (chosen, reward_to_cost(reward), probabilities[chosen]))
         )
         record = dsjson_record(
@@ -140,7 +138,7 @@ def test_plain_decisions_take_the_one_pass_writer() -> None:
         extra={"policy": "p"},
     )
     assert found is not None
-    assert found.text == _vw_text(to_vw_lines(context, actions, (2, -1.0, 0.5)))
+    assert found.text == example_text(to_vw_lines(context, actions, (2, -1.0, 0.5)))
     assert found.dsjson == dsjson_line(
         dsjson_record(
             context,

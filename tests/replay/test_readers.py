@@ -22,7 +22,8 @@ import pytest
 from bandit.errors import ConfigurationError, LogFormatError
 from bandit.wire.schemas import Decision, RankRequest, TrainingExample
 from policies import Action, Policy, decide_ranking, make_policy
-from policies.vw import VWPolicy, parse_dsjson_record, to_vw_lines
+from policies.vw import VWPolicy
+from policies.vwtext import to_vw_lines
 from replay import LoggedDecisions
 from replay.readers import read_log, to_dsjson, to_jsonl, to_obp, to_parquet, to_vw_text
 from streams.sink import DecisionLogWriter
@@ -180,25 +181,6 @@ def test_rank_order_differs_from_offer_order_in_the_log(logged: Logged) -> None:
     ]
     assert all(line["a"][0] == line["_labelIndex"] + 1 for line in lines)
     assert sum(line["a"] != sorted(line["a"]) for line in lines) > len(lines) / 2
-
-
-def test_reader_matches_parse_dsjson_record(logged: Logged) -> None:
-    """Every row's context and actions equal what policies.vw.parse_dsjson_record reads."""
-    result = read_log(logged.directory)
-    lines = [
-        json.loads(line)
-        for path in result.files
-        for line in path.read_text().splitlines()
-        if line.strip()
-    ]
-    for i, line in enumerate(lines):
-        back = parse_dsjson_record(line)
-        assert result.logs.contexts is not None
-        assert result.logs.action_features is not None
-        assert result.logs.contexts[i] == back.context
-        assert result.logs.action_features[i] == [a.features for a in back.actions]
-        assert result.logs.probabilities is not None
-        assert tuple(result.logs.probabilities[i]) == back.probabilities
 
 
 def test_redelivered_line_keeps_the_first(logged: Logged, tmp_path: Path) -> None:

@@ -23,7 +23,8 @@ from bandit.errors import ConfigurationError
 from bandit.service.state import StateStore
 from bandit.wire.schemas import Decision, RankRequest, TrainingExample
 from policies import Action, Context, Policy, decide_ranking
-from policies.vw import VWPolicy, parse_dsjson_record
+from policies.dsjson import parse_dsjson_record
+from policies.vw import VWPolicy
 from streams.agents import log_batch
 from streams.sink import DecisionLogWriter, LogEntry, training_record
 from tests.policies import toy

@@ -17,6 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bandit.client import AsyncClient, ClientError, PolicyStatus
 from bandit.ops.demo.config import BASELINE_POLICY, DEFAULT_POLICY
+from policies.dsjson import log_files
 
 __all__ = [
     "DecisionLogSummary",
@@ -229,7 +230,7 @@ def read_decision_log(directory: Path) -> DecisionLogSummary:
     >>> read_decision_log(folder).lines
     2
     """
-    files = sorted(directory.rglob("*.dsjson")) if directory.is_dir() else []
+    files = log_files(directory)
     lines = 0
     for path in files:
         with path.open("rb") as handle:

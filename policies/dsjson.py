@@ -1,0 +1,1484 @@
+"""The decision log's format, DSJSON: its one writer and its one reader.
+
+The decision log is VW's DSJSON, one JSON object a line, readable by
+``python -m vowpalwabbit --cb_explore_adf --dsjson -d FILE``, the format Personalizer
+logged: ``_label_cost`` (``-reward``), ``_label_probability``, ``_label_Action``
+(1-based), ``_labelIndex`` (0-based), ``Timestamp``, ``Version``, ``EventId``, ``a``
+(1-based actions in rank order, the chosen one first), ``c`` (shared namespaces, and the
+actions under ``_multi``), ``p`` (probabilities in the order of ``a``), and our own
+fields under ``_sb``, a key VW skips.
+
+Writing: :func:`dsjson_record` builds a decision's object and :func:`dsjson_line`
+serialises it; :func:`logged_example` is the stream worker's fast path, which writes the
+same line (and the VW text example) in one pass, or leaves the decision to those two.
+Features are written with VW text's tokens and escapes (:mod:`policies.vwtext`), and an
+action id as the namespace ``{"id": {"id=<escaped id>": 1}}`` (:func:`action_id_key`).
+
+Reading: :class:`DSJSONReader` reads a line (orjson) into a :class:`LogRow`: offer-order
+probabilities, the 0-based choice, ``reward = -cost``, the action ids unescaped
+(:func:`read_action_id`), and the features if asked; it also reads the logs of Vowpal
+Wabbit / Personalizer loops, whose actions carry their ids in ``_tag`` or a string
+``id``. A row that breaks a rule raises :class:`~bandit.errors.LogFormatError` naming the
+field and the rule, with a ``reason`` (see :class:`DSJSONReader`); :func:`read_file`
+adds ``file:line``. :func:`parse_dsjson_record` reads one of our own records back into a
+:class:`DSJSONRecord`, and :func:`log_files` finds a folder's log files.
+
+Examples
+--------
+>>> from datetime import UTC, datetime
+>>> from policies import Action
+>>> line = dsjson_line(
+...     dsjson_record(
+...         {"user": {"tier": "gold"}},
+...         [Action("item:1"), Action("item:2")],
+...         chosen=1,
+...         probabilities=[0.75, 0.25],
+...         reward=1.0,
+...         event_id="evt-1",
+...         timestamp=datetime(2026, 11, 27, 23, 15, tzinfo=UTC),
+...     )
+... )
+>>> row = DSJSONReader().line(line)
+>>> row.action_ids, row.chosen, row.propensity, row.reward
+(['item:1', 'item:2'], 1, 0.25, 1.0)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import sys
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeAlias
+
+import orjson
+
+from policies._base import FEATURE_VALUE_LIMIT, REWARD_LIMIT, _check_actions
+from policies._distribution import SUM_TOLERANCE, Distribution
+from policies._types import Action, Context, Features, FeatureValue
+from policies.errors import (
+    InvalidDistributionError,
+    InvalidFeaturesError,
+    InvalidFeedbackError,
+    LogFormatError,
+)
+from policies.vwtext import (
+    ACTION_BASE,
+    ACTION_PREFIX,
+    CONTEXT_PREFIX,
+    ID_FEATURE,
+    ID_NAMESPACE,
+    ID_TOKEN,
+    cost_to_reward,
+    escape,
+    label_text,
+    needs_escaping,
+    reward_to_cost,
+    to_vw_action,
+    unescape,
+)
+
+__all__ = [  # noqa: RUF022 - plain sorted(), which tests/test_public_api.py checks
+    "DSJSONReader",
+    "DSJSONRecord",
+    "FeatureRules",
+    "LOG_NAME",
+    "LOG_SUFFIX",
+    "LogRow",
+    "LoggedExample",
+    "PROPENSITY_TOLERANCE",
+    "SUM_TOLERANCE_READ",
+    "action_id_key",
+    "dsjson_line",
+    "dsjson_record",
+    "log_file_name",
+    "log_file_opened",
+    "log_file_sequence",
+    "log_files",
+    "logged_example",
+    "parse_dsjson_record",
+    "read_action_id",
+    "read_event_ids",
+    "read_file",
+]
+
+VERSION = "1"
+# VW's JSON parser skips every key that starts with "_" (or reads it as one of its own
+# fields), so features named that way travel under these keys instead.
+_TEXT_KEY = "_text"
+_HIDDEN_KEY = "_sb"
+_TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+_ID_KEY_START = f"{ID_FEATURE}="
+
+LOG_SUFFIX = ".dsjson"
+"""The suffix of a decision log file."""
+LOG_NAME = re.compile(r"^decisions-(\d{8}T\d{6}Z)-(\d{4,})\.dsjson$")
+"""The name of a file the log sink writes: the UTC time it was opened, then its number."""
+
+SUM_TOLERANCE_READ = 1e-6
+"""How far from 1 a logged row's probabilities may sum (as :class:`replay.LoggedDecisions`)."""
+PROPENSITY_TOLERANCE = 1e-9
+"""How far a row's logged probability of its choice may be from its entry of the distribution."""
+
+
+# -- action ids -----------------------------------------------------------------------------
+
+
+def action_id_key(action_id: str) -> str:
+    """Return the key an action's id is logged under in its namespace ``id``: ``id=<id>``.
+
+    The id is escaped as VW text escapes it (:func:`policies.vwtext.escape`), so VW's
+    JSON parser hashes it as its text parser hashes ``|id id=<id>``;
+    :func:`read_action_id` reads it back.
+
+    Examples
+    --------
+    >>> action_id_key("item:1")
+    'id=item%3A1'
+    """
+    return _ID_KEY_START + escape(action_id)
+
+
+def read_action_id(namespace: Any) -> str | None:
+    """Return the id in an action's namespace ``{"id=<escaped id>": 1}``, unescaped, or None.
+
+    Examples
+    --------
+    >>> read_action_id({"id=item%3A1": 1}), read_action_id({"topic=golf": 1})
+    ('item:1', None)
+    """
+    if type(namespace) is dict and len(namespace) == 1:
+        for key in namespace:
+            if key[:3] == _ID_KEY_START:
+                return unescape(key[3:])
+    return None
+
+
+# -- log files ------------------------------------------------------------------------------
+
+
+def log_file_name(opened: datetime, sequence: int) -> str:
+    """Return the name of the log sink's file number `sequence`, opened at `opened`.
+
+    Examples
+    --------
+    >>> log_file_name(datetime(2026, 11, 27, 23, 15, tzinfo=UTC), 1)
+    'decisions-20261127T231500Z-0001.dsjson'
+    """
+    stamp = opened.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
+    return f"decisions-{stamp}-{sequence:04d}{LOG_SUFFIX}"
+
+
+def log_file_sequence(path: Path) -> int:
+    """Return the number in the name of a file the log sink wrote (0 for any other file).
+
+    Examples
+    --------
+    >>> log_file_sequence(Path("decisions-20261127T231500Z-0012.dsjson"))
+    12
+    """
+    match = LOG_NAME.match(path.name)
+    return int(match.group(2)) if match else 0
+
+
+def log_file_opened(path: Path) -> str:
+    """Return when the log sink opened `path`, as its name says (``""`` for another file).
+
+    Examples
+    --------
+    >>> log_file_opened(Path("decisions-20261127T231500Z-0012.dsjson"))
+    '20261127T231500Z'
+    """
+    match = LOG_NAME.match(path.name)
+    return match.group(1) if match else ""
+
+
+def log_files(directory: Path) -> list[Path]:
+    """Return the decision log files under `directory` (any depth), by path; [] if absent.
+
+    Examples
+    --------
+    >>> log_files(Path("/nonexistent"))
+    []
+    """
+    if not directory.is_dir():
+        return []
+    return sorted(path for path in directory.rglob(f"*{LOG_SUFFIX}") if path.is_file())
+
+
+# -- writing -------------------------------------------------------------------------------
+
+
+def dsjson_record(
+    context: Context,
+    actions: Sequence[Action],
+    chosen: int,
+    probabilities: Sequence[float],
+    reward: float,
+    *,
+    event_id: str,
+    timestamp: datetime,
+    ranking: Sequence[int] | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Build one decision's DSJSON object, as VW's ``--cb_explore_adf --dsjson`` reads it.
+
+    The object is what Personalizer logged: ``_label_cost`` (``-reward``),
+    ``_label_probability``, ``_label_Action`` (1-based), ``_labelIndex`` (0-based),
+    ``Timestamp``, ``Version``, ``EventId``, ``a`` (1-based actions in rank order, the
+    chosen one first), ``c`` (shared namespaces, and the actions under ``_multi``),
+    ``p`` (probabilities in the order of ``a``), then `extra` under ``_sb``, a key VW
+    skips. Serialise it with :func:`dsjson_line`, one object a line.
+
+    Features are written so that VW's JSON parser hashes them exactly as its text parser
+    hashes :func:`~policies.vwtext.to_vw_lines`: the same namespace names (``c<name>``,
+    ``a<name>``), a number as ``{"name": value}`` (text ``name:value``), a string as
+    ``{"name=value": 1}`` (text ``name=value``, escaped alike). A string value is never
+    written as ``{"name": "value"}``: VW's JSON parser would hash that as ``namevalue``,
+    or, with ``--chain_hash``, as neither. Each action's id is its namespace ``id``,
+    ``{"id=<id>": 1}`` (text ``|id id=<id>``, escaped alike): VW learns it, and
+    :func:`parse_dsjson_record` reads the id back from it.
+
+    Parameters
+    ----------
+    context, actions
+        The features the policy saw.
+    chosen
+        0-based offer-order index of the chosen action.
+    probabilities
+        The distribution the choice was drawn from, in offer order.
+    reward
+        The reward learned.
+    event_id, timestamp
+        The decision's id and when it was made (timezone-aware).
+    ranking
+        0-based offer-order indices in rank order, `chosen` first; by default `chosen`
+        then the others by decreasing probability (as :func:`policies.decide_ranking`).
+    extra
+        JSON-serialisable fields of our own, written under ``_sb``.
+
+    Returns
+    -------
+    dict
+        Ready for ``json.dumps``; :func:`parse_dsjson_record` reads it back.
+
+    Raises
+    ------
+    InvalidDistributionError
+        If `probabilities` is not a distribution over `actions`.
+    InvalidFeedbackError
+        If `chosen`, `reward`, `ranking` or `timestamp` cannot be right.
+    InvalidFeaturesError
+        If a number is not finite, or a feature name holds ``=``.
+
+    Notes
+    -----
+    What VW's DSJSON parser cannot learn exactly as :class:`~policies.vw.VWPolicy` did
+    (VW's JSON parser skips every key starting with ``_``, or reads it as one of its own
+    fields):
+
+    - features whose names start with ``_``: strings go to the namespace's ``"_text"``
+      (VW learns them with the text lines' hashes, after the namespace's other
+      features), numbers to a nested ``"_sb"`` (VW skips them: it reads every
+      ``"_text"`` token as a name worth 1, never as ``name:value``).
+      :func:`parse_dsjson_record` reads both back.
+    - number values: VW's text parser accumulates digits in single precision and is off
+      by a few float32 ulps for long decimals (``0.24273997354306764`` reads as
+      ``0.24273994565``), while its JSON parser rounds correctly (``0.24273997545``).
+      Values with few significant digits, such as 0.25, 0.5, 3 or 0.875, read the same.
+      The log keeps the value the policy was given, exactly.
+
+    Zero-valued numbers are logged: the text lines leave them out and VW's JSON parser
+    drops them, so they change nothing for VW.
+
+    Examples
+    --------
+    >>> from datetime import UTC, datetime
+    >>> record = dsjson_record(
+    ...     {"user": {"age": 0.5, "tier": "gold"}},
+    ...     [Action("x", {"item": {"topic": "golf"}}), Action("y")],
+    ...     chosen=1,
+    ...     probabilities=[0.75, 0.25],
+    ...     reward=1.0,
+    ...     event_id="evt-1",
+    ...     timestamp=datetime(2026, 11, 27, 23, 15, tzinfo=UTC),
+    ...     extra={"policy": "vw"},
+    ... )
+    >>> from pprint import pprint
+    >>> pprint(record, sort_dicts=False, width=88)
+    {'_label_cost': -1.0,
+     '_label_probability': 0.25,
+     '_label_Action': 2,
+     '_labelIndex': 1,
+     'Timestamp': '2026-11-27T23:15:00.000000Z',
+     'Version': '1',
+     'EventId': 'evt-1',
+     'a': [2, 1],
+     'c': {'cuser': {'age': 0.5, 'tier=gold': 1},
+           '_multi': [{'aitem': {'topic=golf': 1}, 'id': {'id=x': 1}},
+                      {'id': {'id=y': 1}}]},
+     'p': [0.25, 0.75],
+     '_sb': {'policy': 'vw'}}
+    """
+    _check_actions(actions)
+    distribution = Distribution(tuple(float(p) for p in probabilities))
+    if len(distribution) != len(actions):
+        msg = (
+            f"`probabilities` must hold one probability per action ({len(actions)}), "
+            f"got {len(distribution)}"
+        )
+        raise InvalidDistributionError(msg)
+    if isinstance(chosen, bool) or not (0 <= chosen < len(actions)):
+        msg = f"`chosen` must be an index in [0, {len(actions)}), got {chosen!r}"
+        raise InvalidFeedbackError(msg)
+    if not math.isfinite(reward):
+        msg = f"`reward` must be finite, got {reward!r}"
+        raise InvalidFeedbackError(msg)
+    order = _dsjson_ranking(distribution.probabilities, chosen, ranking)
+    if timestamp.tzinfo is None or timestamp.utcoffset() is None:
+        msg = f"`timestamp` must be timezone-aware, got {timestamp.isoformat()}"
+        raise InvalidFeedbackError(msg)
+    shared: dict[str, Any] = {
+        CONTEXT_PREFIX + escape(namespace): _dsjson_namespace(namespace, values)
+        for namespace, values in context.items()
+    }
+    # The id namespace comes last, as in the text lines: VW then orders features alike.
+    shared["_multi"] = [
+        {
+            **{
+                ACTION_PREFIX + escape(namespace): _dsjson_namespace(namespace, values)
+                for namespace, values in action.features.items()
+            },
+            ID_NAMESPACE: {action_id_key(action.id): 1},
+        }
+        for action in actions
+    ]
+    record: dict[str, Any] = {
+        "_label_cost": reward_to_cost(float(reward)),
+        "_label_probability": distribution[chosen],
+        "_label_Action": to_vw_action(chosen),
+        "_labelIndex": chosen,
+        "Timestamp": timestamp.astimezone(UTC).strftime(_TIMESTAMP_FORMAT),
+        "Version": VERSION,
+        "EventId": event_id,
+        "a": [to_vw_action(index) for index in order],
+        "c": shared,
+        "p": [distribution[index] for index in order],
+    }
+    if extra is not None:
+        record[_HIDDEN_KEY] = dict(extra)
+    return record
+
+
+def _dsjson_ranking(
+    probabilities: tuple[float, ...], chosen: int, ranking: Sequence[int] | None
+) -> list[int]:
+    n = len(probabilities)
+    if ranking is None:
+        rest = sorted((i for i in range(n) if i != chosen), key=lambda i: (-probabilities[i], i))
+        return [chosen, *rest]
+    order = list(ranking)
+    if sorted(order) != list(range(n)) or order[0] != chosen:
+        msg = (
+            f"`ranking` must order every index in [0, {n}) once, `chosen` ({chosen}) "
+            f"first, got {order!r}"
+        )
+        raise InvalidFeedbackError(msg)
+    return order
+
+
+def _dsjson_namespace(namespace: str, values: Mapping[str, FeatureValue]) -> dict[str, Any]:
+    """Write one namespace's features as VW's JSON parser must read them (see above)."""
+    written: dict[str, Any] = {}
+    text: list[str] = []
+    hidden: dict[str, FeatureValue] = {}
+    for name, value in values.items():
+        if "=" in name:
+            msg = f"feature name {namespace}.{name} must not hold '='"
+            raise InvalidFeaturesError(msg)
+        key = escape(name)
+        if isinstance(value, str):
+            token = f"{key}={escape(value)}"
+            if name.startswith("_"):
+                text.append(token)
+            else:
+                written[token] = 1
+        else:
+            if not math.isfinite(value):
+                msg = f"feature {namespace}.{name} must be finite, got {value!r}"
+                raise InvalidFeaturesError(msg)
+            if name.startswith("_"):
+                hidden[name] = value
+            else:
+                written[key] = value
+    if text:
+        written[_TEXT_KEY] = " ".join(text)
+    if hidden:
+        written[_HIDDEN_KEY] = hidden
+    return written
+
+
+# -- the stream worker's fast path: both formats at once ----------------------------------
+#
+# logged_example writes the VW text example beside the DSJSON line, in the one pass over
+# the features that also checks them: the only VW text written outside policies.vwtext.
+# Why: it is the stream worker's hot path, and writing the text with vwtext's functions
+# would be a second pass. It is no second set of rules: it writes only what needs no
+# escaping (vwtext.needs_escaping), with vwtext's namespaces, id token and label, and
+# leaves anything else to vwtext.to_vw_lines and dsjson_record (returning None);
+# tests/policies/test_vw_logged.py checks both outputs against theirs.
+
+_DSJSON_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+_CACHE_SIZE = 65_536  # names a FeatureRules remembers as fine; extras remembered
+_ACTION_CACHE_SIZE = 8_192  # actions a FeatureRules remembers the written pieces of
+_HIDDEN_CACHE: dict[Any, str] = {}  # "_sb" objects written, by their items
+_NOT_PLAIN = re.compile(r'["\\,{}]')  # in a name: JSON escapes it, or the writer uses it
+
+
+def dsjson_line(record: Mapping[str, Any]) -> bytes:
+    r"""Serialise a :func:`dsjson_record` object as one line of the decision log.
+
+    Compact JSON, UTF-8, ending in a line break; NaN and infinities are refused.
+
+    Examples
+    --------
+    >>> dsjson_line({"EventId": "evt-1", "p": [0.25, 0.75]})
+    b'{"EventId":"evt-1","p":[0.25,0.75]}\n'
+    """
+    return (_DSJSON_ENCODER.encode(record) + "\n").encode()
+
+
+@dataclass(frozen=True, slots=True)
+class LoggedExample:
+    """One logged decision and its reward, written in VW's two formats.
+
+    Made by :func:`logged_example`; :meth:`policies.vw.VWPolicy.learn_logged` learns it.
+
+    Attributes
+    ----------
+    text
+        The ``cb_explore_adf`` learning example, exactly the text
+        :meth:`policies.vw.VWPolicy.learn` gives VW for the same decision
+        (:func:`~policies.vwtext.to_vw_lines`).
+    dsjson
+        The decision log line, exactly :func:`dsjson_line` of :func:`dsjson_record`.
+    """
+
+    text: str
+    dsjson: bytes
+
+
+def _anything(name: str) -> bool:
+    return True
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class FeatureRules:
+    """Rules a caller's features must also keep for :func:`logged_example` to write them.
+
+    So a caller that validates features anyway (the stream worker) checks them in the
+    same pass that writes them. Names found fine are remembered, and so are the tokens
+    written for string values (categorical values repeat), up to 65,536 of each, and
+    the pieces written for an action's features (a catalog repeats its actions), up to
+    8,192 actions.
+
+    Parameters
+    ----------
+    namespace_ok, name_ok
+        Say whether a namespace name, and a feature name, is valid.
+    max_namespaces, max_features, max_string_length
+        The most namespaces per features mapping, features per namespace, and
+        characters per string value.
+    """
+
+    namespace_ok: Callable[[str], bool] = _anything
+    name_ok: Callable[[str], bool] = _anything
+    max_namespaces: int = sys.maxsize
+    max_features: int = sys.maxsize
+    max_string_length: int = sys.maxsize
+    _namespaces: set[str] = field(default_factory=set, init=False, repr=False)
+    _names: set[str] = field(default_factory=set, init=False, repr=False)
+    _heads: dict[str, dict[str, tuple[str, str]]] = field(
+        default_factory=dict, init=False, repr=False
+    )  # by prefix and namespace: its text and DSJSON openings
+    _pairs: dict[tuple[str, str], tuple[str, str]] = field(
+        default_factory=dict, init=False, repr=False
+    )  # by feature name and string value: its text token and DSJSON member
+    _actions: dict[bytes, tuple[tuple[str, ...], tuple[str, ...], int]] = field(
+        default_factory=dict, init=False, repr=False
+    )  # by an action's features as JSON: its text tokens, DSJSON members, numeric tokens
+
+    def _namespace(self, name: object) -> bool:
+        """Whether namespace `name` is valid and written as it is (remembered when so)."""
+        if type(name) is not str or not name or not _plain(name) or not self.namespace_ok(name):
+            return False
+        if len(self._namespaces) < _CACHE_SIZE:
+            self._namespaces.add(name)
+        return True
+
+    def _name(self, name: object) -> bool:
+        """Whether feature `name` is valid and written as it is (remembered when so)."""
+        if type(name) is not str or not name or name[0] == "_" or "=" in name:
+            return False  # DSJSON writes these apart (dsjson_record)
+        if not _plain(name) or not self.name_ok(name):
+            return False
+        if len(self._names) < _CACHE_SIZE:
+            self._names.add(name)
+        return True
+
+
+_NO_RULES = FeatureRules()
+
+
+def _plain(name: str) -> bool:
+    """Whether `name` needs no escaping in VW text nor in JSON, nor holds ``,{}``."""
+    return not needs_escaping(name) and name.isprintable() and _NOT_PLAIN.search(name) is None
+
+
+def logged_example(  # noqa: PLR0911, PLR0912  (anything unusual: left to the slow path)
+    context: Context,
+    action_ids: Sequence[str],
+    action_features: Sequence[Features],
+    chosen: int,
+    probabilities: Sequence[float],
+    *,
+    reward: float,
+    event_id: str,
+    timestamp: datetime,
+    ranking: Sequence[int],
+    extra: Mapping[str, Any] | None = None,
+    rules: FeatureRules | None = None,
+) -> LoggedExample | None:
+    """Write one logged decision as VW learns it and as the decision log keeps it, or None.
+
+    The stream worker's hot path: one pass over the features writes both the learning
+    example (:func:`~policies.vwtext.to_vw_lines` with the label
+    ``(chosen, -reward, probability)``) and the DSJSON line (:func:`dsjson_line` of
+    :func:`dsjson_record`), each exactly as those functions write it, in a fraction of
+    their time. It is an accelerator, never
+    a second set of rules: for anything unusual (a name or value that needs escaping, a
+    name starting with ``_``, a value that is not a number within
+    :data:`~policies._base.FEATURE_VALUE_LIMIT` or a string, a reward beyond
+    :data:`~policies._base.REWARD_LIMIT`, an
+    invalid distribution or ranking, features breaking `rules`...) it returns None, and
+    the caller writes the example with those functions, which escape it or say what is
+    wrong.
+
+    Parameters
+    ----------
+    context
+        Shared features by namespace.
+    action_ids, action_features
+        The offered actions' ids and features, in offer order.
+    chosen
+        0-based offer-order index of the chosen action.
+    probabilities
+        The distribution the choice was drawn from, in offer order.
+    reward
+        The reward learned.
+    event_id, timestamp, ranking, extra
+        As :func:`dsjson_record` takes them; `ranking` is required here.
+    rules
+        What the features must also keep (None: nothing more).
+
+    Returns
+    -------
+    LoggedExample or None
+
+    Examples
+    --------
+    >>> from datetime import UTC, datetime
+    >>> example = logged_example(
+    ...     {"user": {"age": 0.5, "tier": "gold"}},
+    ...     ["x", "y"],
+    ...     [{"item": {"topic": "golf"}}, {}],
+    ...     chosen=1,
+    ...     probabilities=[0.75, 0.25],
+    ...     reward=1.0,
+    ...     event_id="evt-1",
+    ...     timestamp=datetime(2026, 11, 27, 23, 15, tzinfo=UTC),
+    ...     ranking=[1, 0],
+    ... )
+    >>> print(example.text)
+    shared |cuser age:0.5 tier=gold
+    |aitem topic=golf |id id=x
+    0:-1.0:0.25 |id id=y
+    >>> example.dsjson == dsjson_line(
+    ...     dsjson_record(
+    ...         {"user": {"age": 0.5, "tier": "gold"}},
+    ...         [Action("x", {"item": {"topic": "golf"}}), Action("y")],
+    ...         chosen=1,
+    ...         probabilities=[0.75, 0.25],
+    ...         reward=1.0,
+    ...         event_id="evt-1",
+    ...         timestamp=datetime(2026, 11, 27, 23, 15, tzinfo=UTC),
+    ...         ranking=[1, 0],
+    ...     )
+    ... )
+    True
+    """
+    n = len(action_ids)
+    if not 0 < n == len(action_features) == len(probabilities) == len(ranking):
+        return None
+    if type(chosen) is not int or not 0 <= chosen < n or type(reward) is not float:
+        return None
+    if not -REWARD_LIMIT <= reward <= REWARD_LIMIT:  # (NaN too) learn says what is wrong
+        return None
+    if ranking[0] != chosen or sorted(ranking) != list(range(n)):
+        return None
+    for p in probabilities:
+        if type(p) is not float or not 0.0 < p <= 1.0:
+            return None
+    if abs(math.fsum(probabilities) - 1.0) > SUM_TOLERANCE:
+        return None
+    if timestamp.tzinfo is None or timestamp.utcoffset() is None:
+        return None
+    ids = _plain_ids(action_ids)
+    if ids is None:
+        return None
+    if rules is None:
+        rules = _NO_RULES
+    escapes = 0 if ids is action_ids else sum(action_id.count("%") for action_id in ids)
+    texts = {p: repr(p) for p in set(probabilities)}  # (decisions repeat probabilities)
+    ranked = [texts[probabilities[index]] for index in ranking]  # [0]: the chosen one's
+    cost = reward_to_cost(reward)
+    # One list of text pieces and one of DSJSON pieces for the whole example. Every
+    # feature token starts with one space, so counting the spaces, bars and colons of
+    # the text tells whether a value held one (it needs escaping, as '%' would); the
+    # DSJSON needs nothing escaped when every string is printable (`_write` checks) and
+    # none holds '"' or '\\'; ',}' (where a namespace's trailing comma is cut) must not
+    # be in one either.
+    text = ["shared"]
+    dsjson = ["{"]
+    numeric = _write(CONTEXT_PREFIX, context, text, dsjson, rules)
+    if numeric is None:
+        return None
+    if not context:
+        text.append(" |")
+    dsjson.append('"_multi":[')
+    for index, (action_id, features) in enumerate(zip(ids, action_features, strict=True)):
+        text.append("\n")  # the unlabelled lines lose their first space below
+        if index == chosen:
+            text.append(label_text(cost, probabilities[chosen]))
+        dsjson.append("{" if index == 0 else ",{")
+        if features:
+            written = _write_action(features, text, dsjson, rules)
+            if written is None:
+                return None
+            numeric += written
+        text.append(ID_TOKEN + action_id)
+        dsjson.append(f'"{ID_NAMESPACE}":{{"{_ID_KEY_START}{action_id}":1}}}}')
+    namespaces = len(context) + sum(map(len, action_features))
+    written_text = "".join(text)
+    written_json = "".join(dsjson)
+    if (
+        written_text.count(" ") != len(text) - 2  # one a piece but "shared" and the label,
+        # and the newlines (n of them, no space) make up for the ids (n, two spaces each)
+        or written_text.count("|") != namespaces + n + (not context)
+        or written_text.count(":") != numeric + 2  # the label's two
+        or written_text.count("%") != escapes  # of escaped ids: any other is a value's
+        or '"' in written_text
+        or "\\" in written_text
+        or ",}" in written_text
+    ):
+        return None
+    try:
+        event = _DSJSON_ENCODER.encode(event_id)
+        end = "" if extra is None else _hidden(extra)
+    except (TypeError, ValueError):  # not JSON: dsjson_line says so
+        return None
+    line = (
+        f'{{"_label_cost":{cost!r},"_label_probability":{ranked[0]},'
+        f'"_label_Action":{chosen + ACTION_BASE},"_labelIndex":{chosen},'
+        f'"Timestamp":"{_timestamp(timestamp)}","Version":"{VERSION}",'
+        f'"EventId":{event},"a":[{",".join([str(index + ACTION_BASE) for index in ranking])}],'
+        f'"c":{written_json.replace(",}", "}")}]}},"p":[{",".join(ranked)}]{end}}}\n'
+    )
+    return LoggedExample(written_text.replace("\n ", "\n"), line.encode())
+
+
+def _hidden(extra: Mapping[str, Any]) -> str:
+    """Return ``,"_sb":<extra as JSON>``, remembered for extras seen before (hashable)."""
+    try:
+        key: Any = tuple(extra.items())
+        written = _HIDDEN_CACHE.get(key)
+    except TypeError:  # a value that cannot be hashed
+        return f',"{_HIDDEN_KEY}":' + _DSJSON_ENCODER.encode(dict(extra))
+    if written is None:
+        written = f',"{_HIDDEN_KEY}":' + _DSJSON_ENCODER.encode(dict(extra))
+        if len(_HIDDEN_CACHE) >= _CACHE_SIZE:
+            _HIDDEN_CACHE.clear()
+        _HIDDEN_CACHE[key] = written
+    return written
+
+
+def _timestamp(timestamp: datetime) -> str:
+    """Return ``timestamp.astimezone(UTC).strftime(_TIMESTAMP_FORMAT)``, faster."""
+    utc = timestamp.astimezone(UTC)
+    if utc.year < 1000:  # strftime does not pad the year, isoformat does
+        return utc.strftime(_TIMESTAMP_FORMAT)
+    return utc.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+
+
+def _plain_ids(action_ids: Sequence[str]) -> Sequence[str] | None:
+    """Return the ids as both formats write them (VW-escaped); None if JSON escapes one."""
+    try:
+        joined = "".join(action_ids)
+    except TypeError:  # not strings
+        return None
+    if len(set(action_ids)) != len(action_ids):
+        return None
+    if not joined.isprintable() or '"' in joined or "\\" in joined:
+        return None
+    if not needs_escaping(joined):
+        return action_ids
+    return [escape(action_id) for action_id in action_ids]
+
+
+def _write_action(
+    features: Features, text: list[str], dsjson: list[str], rules: FeatureRules
+) -> int | None:
+    """:func:`_write` for an action's features, remembered by their exact JSON.
+
+    An app's catalog offers the same actions again and again: their pieces are written
+    once (up to ``_ACTION_CACHE_SIZE`` actions) and appended again from then on.
+    """
+    try:
+        key = orjson.dumps(features)  # exact: 1, 1.0 and true write differently
+    except TypeError:  # not JSON (an int beyond 64 bits, a key not a string): no cache
+        return _write(ACTION_PREFIX, features, text, dsjson, rules)
+    known = rules._actions.get(key)
+    if known is not None:
+        text.extend(known[0])
+        dsjson.extend(known[1])
+        return known[2]
+    text_from, dsjson_from = len(text), len(dsjson)
+    written = _write(ACTION_PREFIX, features, text, dsjson, rules)
+    if written is not None:  # (what is refused is never remembered)
+        if len(rules._actions) >= _ACTION_CACHE_SIZE:
+            rules._actions.clear()
+        rules._actions[key] = (tuple(text[text_from:]), tuple(dsjson[dsjson_from:]), written)
+    return written
+
+
+def _write(  # noqa: PLR0911, PLR0912  (one flat pass: anything off returns at once)
+    prefix: str, features: Features, text: list[str], dsjson: list[str], rules: FeatureRules
+) -> int | None:
+    """Append `features` to `text` as VW tokens and to `dsjson` as DSJSON members.
+
+    Every text token starts with one space; every DSJSON member, and every feature in
+    one, ends with a comma (``,}`` is cut once the line is whole). Returns how many
+    numeric tokens were written, or None when a name, a value or a rule is off.
+    """
+    if len(features) > rules.max_namespaces:
+        return None
+    if not (features.keys() <= rules._namespaces or all(map(rules._namespace, features))):
+        return None
+    names, per_namespace, longest = rules._names, rules.max_features, rules.max_string_length
+    heads = rules._heads.get(prefix)
+    if heads is None:
+        heads = rules._heads[prefix] = {}
+    pairs = rules._pairs
+    token, member = text.append, dsjson.append
+    numeric = 0
+    for namespace, values in features.items():
+        if type(values) is not dict or len(values) > per_namespace:
+            return None
+        if not (values.keys() <= names or all(map(rules._name, values))):
+            return None
+        head = heads.get(namespace)
+        if head is None:
+            head = heads[namespace] = (f" |{prefix}{namespace}", f'"{prefix}{namespace}":{{')
+        token(head[0])
+        member(head[1])
+        for name, value in values.items():
+            kind = type(value)
+            if kind is str:
+                written = pairs.get((name, value))
+                if written is None:
+                    if len(value) > longest or not value.isprintable():
+                        return None
+                    if len(pairs) >= _CACHE_SIZE:
+                        pairs.clear()
+                    pair = f"{name}={value}"
+                    written = pairs[name, value] = (" " + pair, f'"{pair}":1,')
+                token(written[0])
+                member(written[1])
+            elif kind is float:
+                if not -FEATURE_VALUE_LIMIT <= value <= FEATURE_VALUE_LIMIT:  # (NaN too)
+                    return None
+                number = repr(value)
+                member(f'"{name}":{number},')
+                if value:
+                    token(f" {name}:{number}")
+                    numeric += 1
+            elif kind is int and -FEATURE_VALUE_LIMIT <= value <= FEATURE_VALUE_LIMIT:  # (no bool)
+                number = repr(value)
+                member(f'"{name}":{number},')
+                if value:
+                    token(f" {name}:{number}")
+                    numeric += 1
+            else:
+                return None
+        member("},")
+    return numeric
+
+
+# -- reading --------------------------------------------------------------------------------
+
+_Features: TypeAlias = dict[str, dict[str, Any]]
+_DEFAULT_NAMESPACE = "default"
+
+
+@dataclass(slots=True)
+class LogRow:
+    """One decision as :class:`DSJSONReader` read it from a log line, in offer order.
+
+    Attributes
+    ----------
+    chosen
+        0-based offer-order index of the chosen action.
+    probabilities
+        Probability of every offered action, in offer order.
+    reward
+        The reward learned (``-cost``).
+    event_id
+        ``EventId``; None when the line has none.
+    action_ids
+        The offered actions' ids, unescaped; None when an action has none.
+    context, action_features
+        The features, as the writer was given them (None when not asked for).
+    order
+        ``a`` as logged: VW's 1-based action numbers in rank order.
+    timestamp
+        ``Timestamp`` as logged (None when absent or not a string).
+    extra
+        Our own fields, the top-level ``_sb`` object (empty when absent).
+    ours
+        Whether every action holds its id in our layout (``{"id": {"id=<id>": 1}}``).
+    """
+
+    chosen: int
+    probabilities: list[float]
+    reward: float
+    event_id: str | None
+    action_ids: list[str] | None
+    context: _Features | None
+    action_features: list[_Features] | None
+    order: list[int]
+    timestamp: str | None
+    extra: dict[str, Any]
+    ours: bool
+
+    @property
+    def propensity(self) -> float:
+        """The logged probability of the chosen action."""
+        return self.probabilities[self.chosen]
+
+    @property
+    def ranking(self) -> tuple[int, ...]:
+        """0-based offer-order indices in rank order, the chosen action first."""
+        return tuple(number - ACTION_BASE for number in self.order)
+
+    @property
+    def chosen_action_id(self) -> str | None:
+        """The chosen action's id (None when the actions have none)."""
+        return None if self.action_ids is None else self.action_ids[self.chosen]
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _is_number(value: Any) -> bool:
+    kind = type(value)
+    return kind is float or kind is int
+
+
+def _bad(reason: str, message: str) -> LogFormatError:
+    return LogFormatError(message, reason=reason)
+
+
+class DSJSONReader:
+    """Read decision log lines: the one reader of DSJSON, ours and VW's / Personalizer's.
+
+    Fields read: ``_label_cost`` (or `cost_key`; ``reward = -cost``), ``_labelIndex``
+    (0-based) and ``_label_Action`` (1-based; either is enough, both must agree),
+    ``_label_probability`` (must equal the chosen action's entry of ``p``), ``a`` and
+    ``p`` (each action once; probabilities in (0, 1] summing to 1 within
+    :data:`SUM_TOLERANCE_READ`), ``c`` (shared namespaces; the actions under
+    ``c._multi``), ``EventId``, ``Timestamp``, ``_sb``. ``_skipLearn: true`` marks a
+    decision VW does not learn from: :meth:`read` returns None for it. ``_outcomes``
+    (a multi-slot decision) is not supported.
+
+    An action of our own log holds its id as the namespace ``{"id": {"id=<id>": 1}}``
+    and its namespaces as ``a<name>`` (the context's as ``c<name>``), read back exactly
+    as :func:`dsjson_record` was given them. Any other action takes its id from
+    ``"_tag"`` or a string ``"id"``, and its features as VW's JSON parser groups them: an
+    object is a namespace, an array of objects adds their features to the namespace it
+    is under, an array of numbers gives the features ``"0"``, ``"1"``, ...; a bare value
+    outside any namespace goes to namespace ``"default"``; ``true`` is the number 1,
+    ``false`` and ``null`` are left out, and keys starting with ``_`` are VW's fields.
+
+    An action offered again with the same features shares one features dict across
+    the rows read (treat them as read-only).
+
+    Parameters
+    ----------
+    cost_key
+        The field the reward is read from.
+    features
+        Whether to read the context and the actions' features (ids are always read).
+
+    Raises
+    ------
+    LogFormatError
+        From :meth:`read` and :meth:`line`, naming the field and the rule; its
+        ``reason`` is one of ``invalid_json``, ``missing_field``, ``bad_probability``,
+        ``ragged``, ``bad_chosen``, ``bad_reward``, ``bad_actions``, ``bad_features``,
+        ``bad_event_id``, ``unsupported``.
+
+    Examples
+    --------
+    >>> reader = DSJSONReader()
+    >>> row = reader.line(
+    ...     b'{"_label_cost": -1, "_labelIndex": 0, "a": [1, 2], "p": [0.9, 0.1],'
+    ...     b' "c": {"cu": {"x": 2}, "_multi": [{"id": {"id=a%3A1": 1}}, {"_tag": "b"}]}}'
+    ... )
+    >>> row.action_ids, row.probabilities, row.reward, row.context, row.ours
+    (['a:1', 'b'], [0.9, 0.1], 1.0, {'cu': {'x': 2}}, False)
+    >>> reader.line(b'{"_label_cost": 0, "c": {"_multi": []}}')
+    Traceback (most recent call last):
+    ...
+    bandit.errors.LogFormatError: `c._multi` must list the offered actions (at least one), got []
+    """
+
+    def __init__(self, *, cost_key: str = "_label_cost", features: bool = True) -> None:
+        self.cost_key = cost_key
+        self.features = features
+        self._seen: dict[tuple[str, bool], tuple[dict[str, Any], _Features]] = {}
+
+    def line(self, line: bytes | str) -> LogRow | None:
+        """Decode one line (orjson) and :meth:`read` it."""
+        try:
+            record = orjson.loads(line)
+        except orjson.JSONDecodeError as exc:
+            raise _bad("invalid_json", f"the line is not valid JSON: {exc}") from None
+        return self.read(record)
+
+    def read(self, record: Any) -> LogRow | None:  # noqa: PLR0912, PLR0915  (one flat pass)
+        """Read one decoded line; None for a ``_skipLearn`` row."""
+        if type(record) is not dict:
+            msg = f"a DSJSON line must hold a JSON object, got {_show(record)}"
+            raise _bad("invalid_json", msg)
+        if "_outcomes" in record:
+            msg = (
+                "`_outcomes` marks a multi-slot (CCB or slates) decision, which is not "
+                "supported: only single-slot contextual bandit rows are"
+            )
+            raise _bad("unsupported", msg)
+        if record.get("_skipLearn") is True:
+            return None
+        cost_key = self.cost_key
+        cost = record.get(cost_key)
+        if cost is None:
+            msg = (
+                f"`{cost_key}` is missing: every row needs the cost of its choice (reward = -cost)"
+            )
+            raise _bad("missing_field", msg)
+        if not _is_number(cost) or not math.isfinite(cost):
+            raise _bad("bad_reward", f"`{cost_key}` must be a finite number, got {_show(cost)}")
+        shared = record.get("c")
+        if type(shared) is not dict:
+            reason = "missing_field" if shared is None else "bad_actions"
+            msg = f"`c` must be an object with the actions under `_multi`, got {_show(shared)}"
+            raise _bad(reason, msg)
+        multi = shared.get("_multi")
+        if type(multi) is not list or not multi:
+            msg = f"`c._multi` must list the offered actions (at least one), got {_show(multi)}"
+            raise _bad("bad_actions", msg)
+        n = len(multi)
+        order = record.get("a")
+        ordered = record.get("p")
+        if order is None or ordered is None:
+            missing = "a" if order is None else "p"
+            msg = f"`{missing}` is missing: every row needs `a` and `p`, the logged distribution"
+            raise _bad("missing_field", msg)
+        if type(order) is not list:
+            raise _bad("bad_actions", f"`a` must be a list of action numbers, got {_show(order)}")
+        if type(ordered) is not list:
+            msg = f"`p` must be a list of probabilities, got {_show(ordered)}"
+            raise _bad("bad_probability", msg)
+        if len(order) != n:
+            msg = (
+                f"`a` must list each of the {n} actions in `c._multi` once, "
+                f"got {len(order)} entries"
+            )
+            raise _bad("ragged", msg)
+        if len(ordered) != n:
+            msg = f"`p` must hold one probability per action ({n}), got {len(ordered)}"
+            raise _bad("ragged", msg)
+        probabilities = [0.0] * n
+        base, last = ACTION_BASE, n - 1 + ACTION_BASE
+        for k in range(n):
+            number = order[k]
+            probability = ordered[k]
+            if type(number) is not int or not base <= number <= last:
+                msg = (
+                    f"`a` must hold action numbers in [{base}, {last}], "
+                    f"got a[{k}] = {_show(number)}"
+                )
+                raise _bad("bad_actions", msg)
+            if not _is_number(probability) or not 0.0 < probability <= 1.0:
+                msg = f"`p` must hold probabilities in (0, 1], got p[{k}] = {_show(probability)}"
+                raise _bad("bad_probability", msg)
+            if probabilities[number - base]:
+                raise _bad("bad_actions", f"`a` must list each action once, got {number} twice")
+            probabilities[number - base] = float(probability)
+        total = math.fsum(probabilities)
+        if abs(total - 1.0) > SUM_TOLERANCE_READ:
+            msg = f"`p` must sum to 1 within {SUM_TOLERANCE_READ}, got {total!r}"
+            raise _bad("bad_probability", msg)
+        chosen = record.get("_labelIndex")
+        label_action = record.get("_label_Action")
+        if (
+            type(chosen) is not int
+            or not 0 <= chosen < n
+            or (
+                label_action is not None
+                and (type(label_action) is not int or label_action != chosen + ACTION_BASE)
+            )
+        ):
+            chosen = _chosen(record, n)  # says what is wrong, or reads `_label_Action`
+        propensity = probabilities[chosen]
+        label_probability = record.get("_label_probability")
+        if label_probability is not None and (
+            not _is_number(label_probability)
+            or abs(label_probability - propensity) > PROPENSITY_TOLERANCE
+        ):
+            msg = (
+                f"`_label_probability` ({_show(label_probability)}) must equal the chosen "
+                f"action's entry of `p` ({propensity!r})"
+            )
+            raise _bad("bad_probability", msg)
+        event_id = record.get("EventId")
+        if event_id is not None and type(event_id) is not str:
+            raise _bad("bad_event_id", f"`EventId` must be a string, got {_show(event_id)}")
+        extra = record.get(_HIDDEN_KEY)
+        if extra is None:
+            extra = {}
+        elif type(extra) is not dict:
+            raise _bad("unsupported", f"`{_HIDDEN_KEY}` must be an object, got {_show(extra)}")
+        stamp = record.get("Timestamp")
+        ids, ours, context, action_features = self._actions(shared, multi)
+        return LogRow(
+            chosen,
+            probabilities,
+            cost_to_reward(float(cost)),
+            event_id,
+            ids,
+            context,
+            action_features,
+            order,
+            stamp if type(stamp) is str else None,
+            extra,
+            ours,
+        )
+
+    def _actions(
+        self, shared: dict[str, Any], multi: list[Any]
+    ) -> tuple[list[str] | None, bool, _Features | None, list[_Features] | None]:
+        """Read the action ids and (if asked) the features, in our layout or VW's."""
+        ids, ours = _action_ids(multi)
+        known: list[str] | None = None
+        if None not in ids:
+            known = [action_id for action_id in ids if action_id is not None]
+            if len(set(known)) != len(known):
+                msg = f"the offered action ids must be distinct, got {_show(known)}"
+                raise _bad("bad_actions", msg)
+        if not self.features:
+            return known, ours, None, None
+        seen = self._seen
+        action_features: list[_Features] = []
+        for k, item in enumerate(multi):
+            action_id = ids[k]
+            last = None if action_id is None else seen.get((action_id, ours))
+            if last is not None and last[0] == item:
+                action_features.append(last[1])
+                continue
+            if ours:
+                read = {
+                    _namespace_name(key, ACTION_PREFIX, f"c._multi[{k}]"): _namespace(key, value)
+                    for key, value in item.items()
+                    if key != ID_NAMESPACE and key[:1] != "_"
+                }
+            else:
+                read = _vw_features(item)
+            if action_id is not None:
+                seen[action_id, ours] = (item, read)
+            action_features.append(read)
+        if ours:
+            context = {
+                _namespace_name(key, CONTEXT_PREFIX, "c"): _namespace(key, value)
+                for key, value in shared.items()
+                if key[:1] != "_"
+            }
+        else:
+            context = _vw_features(shared)
+        return known, ours, context, action_features
+
+
+def _chosen(record: dict[str, Any], n: int) -> int:
+    """Return the 0-based chosen index: ``_labelIndex`` or ``_label_Action`` (they must agree)."""
+    index = record.get("_labelIndex")
+    label_action = record.get("_label_Action")
+    if index is None and label_action is None:
+        msg = "`_labelIndex` and `_label_Action` are missing: every row needs its chosen action"
+        raise _bad("missing_field", msg)
+    if index is not None and type(index) is not int:
+        raise _bad("bad_chosen", f"`_labelIndex` must be an integer, got {_show(index)}")
+    if label_action is not None:
+        if type(label_action) is not int:
+            msg = f"`_label_Action` must be an integer, got {_show(label_action)}"
+            raise _bad("bad_chosen", msg)
+        if index is not None and label_action != to_vw_action(index):
+            msg = (
+                f"`_label_Action` ({label_action}) must equal `_labelIndex` + {ACTION_BASE} "
+                f"({index} + {ACTION_BASE})"
+            )
+            raise _bad("bad_chosen", msg)
+    if index is not None:
+        if not 0 <= index < n:
+            msg = f"`_labelIndex` must be in [0, {n}) for {n} actions, got {index}"
+            raise _bad("bad_chosen", msg)
+        return int(index)
+    assert label_action is not None  # one of the two is present, checked above
+    if not ACTION_BASE <= label_action < n + ACTION_BASE:
+        msg = (
+            f"`_label_Action` must be in [{ACTION_BASE}, {n - 1 + ACTION_BASE}] for {n} "
+            f"actions, got {label_action}"
+        )
+        raise _bad("bad_chosen", msg)
+    return int(label_action) - ACTION_BASE
+
+
+def _action_ids(multi: list[Any]) -> tuple[list[str | None], bool]:
+    """Return each action's id (None if it has none), and whether all are in our layout."""
+    ids: list[str | None] = []
+    append = ids.append
+    ours = True
+    start = _ID_KEY_START
+    for k, item in enumerate(multi):
+        if type(item) is not dict:
+            raise _bad("bad_actions", f"`c._multi[{k}]` must be an object, got {_show(item)}")
+        # read_action_id, written out: this loop runs for every action of every row read.
+        namespace = item.get(ID_NAMESPACE)
+        if type(namespace) is dict and len(namespace) == 1:
+            for key in namespace:
+                if key[:3] == start:
+                    text = key[3:]
+                    append(unescape(text) if "%" in text else text)
+                    break
+            else:
+                namespace = None
+            if namespace is not None:
+                continue
+        ours = False
+        tag = item.get("_tag")
+        if type(tag) is str:
+            append(tag)
+        elif type(item.get("id")) is str:
+            append(item["id"])
+        else:
+            append(None)
+    return ids, ours
+
+
+def _namespace_name(key: str, prefix: str, where: str) -> str:
+    """Return the namespace `key` stands for: without `prefix`, unescaped."""
+    if key[:1] != prefix or len(key) == 1:
+        raise _bad("bad_features", f"namespace {key!r} in `{where}` must start with {prefix!r}")
+    name = key[1:]
+    return unescape(name) if "%" in name else name
+
+
+def _namespace(where: str, value: Any) -> dict[str, Any]:
+    """Read one namespace of our layout (:func:`dsjson_record`) back."""
+    if type(value) is not dict:
+        raise _bad("bad_features", f"namespace {where!r} must be an object, got {_show(value)}")
+    features: dict[str, Any] = {}
+    for key, number in value.items():
+        kind = type(number)
+        if (kind is int or kind is float) and "=" not in key and "%" not in key and key[:1] != "_":
+            features[key] = number  # the common case: a number under a plain name
+            continue
+        if key[:1] == "_":
+            if key == _TEXT_KEY:
+                for token in str(number).split():
+                    name, _, text = token.partition("=")
+                    features[unescape(name)] = unescape(text)
+            elif key == _HIDDEN_KEY and type(number) is dict:
+                for name, hidden in number.items():
+                    if not _is_number(hidden):
+                        msg = f"feature {where}.{name} must be a number, got {_show(hidden)}"
+                        raise _bad("bad_features", msg)
+                    features[name] = hidden
+            continue  # else a field of VW's, or of another writer: not a feature
+        if not _is_number(number):
+            msg = f"feature {where}.{key} must be a number, got {_show(number)}"
+            raise _bad("bad_features", msg)
+        if "=" in key:
+            name, _, text = key.partition("=")
+            features[unescape(name) if "%" in name else name] = (
+                unescape(text) if "%" in text else text
+            )
+        else:
+            features[unescape(key) if "%" in key else key] = number
+    return features
+
+
+def _vw_features(item: dict[str, Any]) -> _Features:
+    """Group another writer's JSON features into namespaces as VW's JSON parser does."""
+    features: _Features = {}
+    for key, value in item.items():
+        if key[:1] != "_":
+            _add_vw_value(features, _DEFAULT_NAMESPACE, key, value)
+    return features
+
+
+def _add_vw_value(features: _Features, namespace: str, name: str, value: Any) -> None:
+    kind = type(value)
+    if kind is str or kind is int or kind is float:
+        features.setdefault(namespace, {})[name] = value
+    elif kind is bool:
+        if value:
+            features.setdefault(namespace, {})[name] = 1
+    elif kind is dict:
+        features.setdefault(name, {})
+        for key, inner in value.items():
+            if key[:1] != "_":
+                _add_vw_value(features, name, key, inner)
+    elif kind is list:
+        features.setdefault(name, {})
+        for position, inner in enumerate(value):
+            if type(inner) is dict:
+                for key, deeper in inner.items():
+                    if key[:1] != "_":
+                        _add_vw_value(features, name, key, deeper)
+            else:
+                _add_vw_value(features, name, str(position), inner)
+    # null: no feature
+
+
+def read_file(
+    path: Path,
+    *,
+    features: bool = False,
+    skip_bad: bool = False,
+    containing: bytes | None = None,
+) -> Iterator[LogRow]:
+    r"""Read every decision in one log file, in order.
+
+    Parameters
+    ----------
+    path
+        A DSJSON file.
+    features
+        Read the features too (:class:`DSJSONReader`).
+    skip_bad
+        Leave out the lines that break a rule (a line still being written, say) instead
+        of raising.
+    containing
+        Read only the lines holding these bytes (a fast filter; the rest are not decoded).
+
+    Raises
+    ------
+    LogFormatError
+        Unless `skip_bad`, at the first bad line: ``file:line: `field` rule``.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> folder = tempfile.TemporaryDirectory()
+    >>> path = Path(folder.name) / "log.dsjson"
+    >>> _ = path.write_bytes(b'{"_label_cost": 0, "_labelIndex": 0, "a": [1], "p": [2],'
+    ...                      b' "c": {"_multi": [{"id": {"id=x": 1}}]}}\n')
+    >>> list(read_file(path))
+    Traceback (most recent call last):
+    ...
+    bandit.errors.LogFormatError: ...:1: `p` must hold probabilities in (0, 1], got p[0] = 2
+    >>> list(read_file(path, skip_bad=True))
+    []
+    >>> folder.cleanup()
+    """
+    reader = DSJSONReader(features=features)
+    with path.open("rb") as lines:
+        for number, line in enumerate(lines, start=1):
+            if (containing is not None and containing not in line) or not line.strip():
+                continue
+            try:
+                row = reader.line(line)
+            except LogFormatError as exc:
+                if skip_bad:
+                    continue
+                raise LogFormatError(f"{path}:{number}: {exc}", reason=exc.reason) from None
+            if row is not None:
+                yield row
+
+
+def read_event_ids(path: Path) -> list[str]:
+    r"""Return the ``EventId`` of every line of a log file, in order: a cheap pass.
+
+    The lines are decoded but not checked (what :class:`DSJSONReader` checks): for a
+    writer remembering what its files already hold. A line that is not JSON (one being
+    written) or has no string ``EventId`` is passed over.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> folder = tempfile.TemporaryDirectory()
+    >>> path = Path(folder.name) / "log.dsjson"
+    >>> _ = path.write_bytes(b'{"EventId": "e1"}\n{"EventId": 2}\n{"EventId": "e3"}\n{"Ev')
+    >>> read_event_ids(path)
+    ['e1', 'e3']
+    >>> folder.cleanup()
+    """
+    ids: list[str] = []
+    with path.open("rb") as lines:
+        for line in lines:
+            try:
+                record = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                continue
+            event_id = record.get("EventId") if type(record) is dict else None
+            if type(event_id) is str:
+                ids.append(event_id)
+    return ids
+
+
+@dataclass(frozen=True, slots=True)
+class DSJSONRecord:
+    """One decision read back from a DSJSON log line, in streambandit's conventions.
+
+    Attributes
+    ----------
+    event_id, timestamp
+        The decision's event id and when it was made (UTC).
+    context, actions
+        The features the policy saw, as :func:`dsjson_record` was given them.
+    chosen
+        0-based offer-order index of the chosen action.
+    probabilities
+        Probability of every action, in offer order.
+    ranking
+        0-based offer-order indices in rank order, the chosen action first.
+    reward
+        The reward learned (``-_label_cost``).
+    extra
+        Our own fields, from the top-level ``"_sb"`` key (empty when absent).
+    """
+
+    event_id: str
+    timestamp: datetime
+    context: dict[str, dict[str, FeatureValue]]
+    actions: list[Action]
+    chosen: int
+    probabilities: tuple[float, ...]
+    ranking: tuple[int, ...]
+    reward: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def probability(self) -> float:
+        """The logged probability of the chosen action."""
+        return self.probabilities[self.chosen]
+
+
+def parse_dsjson_record(record: Mapping[str, Any]) -> DSJSONRecord:
+    """Read back one object written by :func:`dsjson_record` (``json.loads`` of a line).
+
+    It is :class:`DSJSONReader`'s reading, with what our own records always hold
+    required too: an ``EventId``, a ``Timestamp`` as :func:`dsjson_record` writes it,
+    and every action's id in our layout.
+
+    Parameters
+    ----------
+    record
+        The decoded JSON object.
+
+    Returns
+    -------
+    DSJSONRecord
+        0-based indices, probabilities in offer order, the reward (``-_label_cost``).
+
+    Raises
+    ------
+    LogFormatError
+        If a field is missing, of the wrong type, or disagrees with another; the
+        message names it.
+
+    Examples
+    --------
+    >>> from datetime import UTC, datetime
+    >>> line = dsjson_record(
+    ...     {"user": {"tier": "gold"}},
+    ...     [Action("x"), Action("y", {"item": {"size": 2}})],
+    ...     chosen=1,
+    ...     probabilities=[0.75, 0.25],
+    ...     reward=1.0,
+    ...     event_id="evt-1",
+    ...     timestamp=datetime(2026, 11, 27, 23, 15, tzinfo=UTC),
+    ... )
+    >>> back = parse_dsjson_record(line)
+    >>> back.chosen, back.probability, back.reward, back.probabilities
+    (1, 0.25, 1.0, (0.75, 0.25))
+    >>> back.context, back.actions[1]
+    ({'user': {'tier': 'gold'}}, Action(id='y', features={'item': {'size': 2}}))
+    """
+    row = DSJSONReader(features=True).read(dict(record) if type(record) is not dict else record)
+    if row is None:
+        msg = "`_skipLearn` marks a decision that was not learned: not one of our records"
+        raise _bad("unsupported", msg)
+    for key in ("EventId", "Timestamp"):
+        if key not in record:
+            raise _bad("missing_field", f"DSJSON record lacks the field {key!r}")
+    stamp = row.timestamp
+    if row.event_id is None or stamp is None:
+        raise _bad("bad_event_id", "DSJSON `EventId` and `Timestamp` must be strings")
+    if not row.ours or row.action_ids is None:
+        multi = record["c"]["_multi"]
+        where = next(
+            k for k, item in enumerate(multi) if read_action_id(item.get(ID_NAMESPACE)) is None
+        )
+        msg = (
+            f"DSJSON `c._multi[{where}]` must hold the action id as namespace "
+            f'`{ID_NAMESPACE}`: {{"{_ID_KEY_START}<id>": 1}}, '
+            f"got {_show(multi[where].get(ID_NAMESPACE))}"
+        )
+        raise _bad("bad_actions", msg)
+    try:
+        timestamp = datetime.strptime(stamp, _TIMESTAMP_FORMAT).replace(tzinfo=UTC)
+    except ValueError:
+        msg = f"DSJSON `Timestamp` must look like 2026-11-27T23:15:00.000000Z, got {stamp!r}"
+        raise _bad("bad_event_id", msg) from None
+    assert row.context is not None  # (features=True)
+    assert row.action_features is not None
+    return DSJSONRecord(
+        event_id=row.event_id,
+        timestamp=timestamp,
+        context=row.context,
+        actions=[
+            Action(action_id, features)
+            for action_id, features in zip(row.action_ids, row.action_features, strict=True)
+        ],
+        chosen=row.chosen,
+        probabilities=tuple(row.probabilities),
+        ranking=row.ranking,
+        reward=row.reward,
+        extra=dict(row.extra),
+    )
