@@ -32,8 +32,9 @@ from starlette.exceptions import HTTPException
 
 import bandit.api.shedding
 import bandit.service.logging
-from bandit.api.app import PageConsent, create_app
+from bandit.api.app import create_app
 from bandit.api.exposure import bind
+from bandit.api.privacy import PageConsent
 from bandit.api.shedding import ARRIVED_SCOPE_KEY, Shedding, uvicorn_options
 from bandit.ops.runtime import free_port
 from bandit.service.logging import LineLimiter, configure_logging
