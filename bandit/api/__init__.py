@@ -9,6 +9,7 @@
 ``deps``          the service behind the routes, who is calling, which policy
 ``errors``        JSON answers, errors, their OpenAPI declarations and handlers
 ``requestlog``    one count, latency and log line per request
+``openapi``       the OpenAPI document, from the routes' declarations
 ``shedding``, ``exposure``, ``apidocs``: refusing before reading, the ports, ``/docs``
 
 Which imports which: the routers import ``deps``, ``errors`` and

@@ -32,9 +32,9 @@ from bandit.api.errors import (
     error_responses,
     json_response,
     model_response,
-    request_body,
 )
 from bandit.api.native import parse_body
+from bandit.api.openapi import reads_body
 from bandit.api.requestlog import note
 from bandit.errors import ConfigurationError
 from bandit.privacy.dp import BudgetExhaustedError, PrivacyLedger, laplace
@@ -114,7 +114,7 @@ def _check_admin(caller: Caller, what: str = "this") -> None:
     "/privacy/reports",
     response_model=Report,
     responses=error_responses(404, 409),
-    openapi_extra=request_body(ReportRequest),
+    openapi_extra=reads_body(ReportRequest),
     tags=["privacy"],
 )
 async def privacy_report(request: Request, service: ServiceDep, caller: CallerDep) -> Response:
@@ -223,7 +223,7 @@ async def _store_settings(
     response_model=PolicySettings,
     responses=POLICY_ERRORS,
     name="put_policy_settings",
-    openapi_extra=request_body(PolicySettings),
+    openapi_extra=reads_body(PolicySettings),
 )
 async def put_settings_route(
     request: Request, service: ServiceDep, caller: CallerDep, name: str
@@ -246,7 +246,7 @@ async def put_settings_route(
     response_model=PolicySettings,
     responses=POLICY_ERRORS,
     name="put_policy_baseline",
-    openapi_extra=request_body(BaselineSwitch),
+    openapi_extra=reads_body(BaselineSwitch),
 )
 async def put_baseline_route(
     request: Request, service: ServiceDep, caller: CallerDep, name: str

@@ -61,31 +61,27 @@ Logging
     debug level. Every request is counted in the metrics either way.
 """
 
+from __future__ import annotations
+
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
-from typing import Any
 
 import structlog
 from fastapi import FastAPI
-from fastapi.openapi.utils import get_openapi
-from pydantic import BaseModel
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from bandit.api import admin, native, ops, personalizer, privacy
-from bandit.api.admin import BaselineSwitch, ReportRequest
 from bandit.api.apidocs import add_docs
 from bandit.api.deps import CONTROL_TIMEOUT, Service, fingerprint
 from bandit.api.errors import add_error_handlers, on_http_error
 from bandit.api.exposure import PortSplit
-from bandit.api.native import NativeRankRequest
-from bandit.api.privacy import PageConsent
+from bandit.api.openapi import openapi_document
 from bandit.api.requestlog import RequestLog
 from bandit.api.shedding import Shedding
 from bandit.errors import ConfigurationError
-from bandit.privacy.consent import ConsentLookup, ConsentUpdate
 from bandit.service.engine import DecisionEngine
 from bandit.service.explainer import Explainer
 from bandit.service.logging import LineLimiter, configure_logging
@@ -95,27 +91,10 @@ from bandit.service.producer import BufferedProducer
 from bandit.service.recovery import watch_restarts
 from bandit.service.state import StateStore
 from bandit.settings import Settings, get_settings
-from bandit.wire.personalizer import PersonalizerRankRequest, PersonalizerRewardRequest
-from bandit.wire.schemas import Activation, BehaviourEvent, PolicySettings, RewardReported
 
 __all__ = ["app_from_environment", "create_app"]
 
 _log = structlog.get_logger("bandit.api.app")
-
-_BODY_MODELS: tuple[type[BaseModel], ...] = (
-    NativeRankRequest,
-    ConsentUpdate,
-    ConsentLookup,
-    ReportRequest,
-    RewardReported,
-    Activation,
-    BehaviourEvent,
-    PolicySettings,
-    BaselineSwitch,
-    PersonalizerRankRequest,
-    PersonalizerRewardRequest,
-    PageConsent,
-)
 
 
 def _redis(url: str, timeout: float) -> Redis:
@@ -240,6 +219,7 @@ def create_app(
         title="streambandit",
         summary="Contextual bandits: rank, reward, learn online; Personalizer-compatible.",
         version="0.1.0",
+        description=__doc__ or "",
         lifespan=lifespan,
         docs_url=None,  # FastAPI's pages load their scripts from a CDN: bandit.api.apidocs
         redoc_url=None,
@@ -271,36 +251,8 @@ def create_app(
         log_all=service.log_all,
         limiter=LineLimiter(api.log_lines_per_second),
     )
-    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    app.openapi = lambda: openapi_document(app)  # type: ignore[method-assign]
     return app
-
-
-def _openapi(app: FastAPI) -> dict[str, Any]:
-    """FastAPI's OpenAPI, plus the schemas of the bodies the routes parse themselves."""
-    if app.openapi_schema:
-        return app.openapi_schema
-    schema = get_openapi(
-        title=app.title,
-        version=app.version,
-        summary=app.summary,
-        description=__doc__ or "",
-        routes=app.routes,
-    )
-    components = schema.setdefault("components", {}).setdefault("schemas", {})
-    for model in _BODY_MODELS:
-        model_schema = model.model_json_schema(
-            by_alias=True, ref_template="#/components/schemas/{model}"
-        )
-        components.update(model_schema.pop("$defs", {}))
-        components[model.__name__] = model_schema
-    schema["components"].setdefault("securitySchemes", {})["PrivacyToken"] = {
-        "type": "apiKey",
-        "in": "header",
-        "name": "X-Privacy-Token",
-        "description": "The privacy page's token (POST /v1/privacy/token), for /v1/me routes.",
-    }
-    app.openapi_schema = schema
-    return schema
 
 
 def app_from_environment() -> FastAPI:

@@ -36,7 +36,6 @@ __all__ = [
     "json_response",
     "model_response",
     "on_http_error",
-    "request_body",
 ]
 
 _PERSONALIZER_PREFIX = "/personalizer/"
@@ -106,28 +105,6 @@ def model_response(
         media_type="application/json",
         headers=headers,
     )
-
-
-def request_body(model: type[BaseModel], error: type[BaseModel] = ErrorResponse) -> dict[str, Any]:
-    """OpenAPI for a body parsed by the route itself (to validate with the limits)."""
-    return {
-        "requestBody": {
-            "required": True,
-            "content": {
-                "application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}
-            },
-        },
-        "responses": {
-            "413": {
-                "description": ERROR_TEXT[413],
-                "content": {
-                    "application/json": {
-                        "schema": {"$ref": f"#/components/schemas/{error.__name__}"}
-                    }
-                },
-            }
-        },
-    }
 
 
 ERROR_TEXT: dict[int, str] = {

@@ -41,8 +41,8 @@ from bandit.api.errors import (
     invalid,
     json_response,
     model_response,
-    request_body,
 )
+from bandit.api.openapi import reads_body
 from bandit.api.requestlog import note
 from bandit.errors import PolicyError
 from bandit.privacy.consent import RawUserId
@@ -269,7 +269,7 @@ async def decide(
     "/rank",
     response_model=ExplainedRankResponse,
     responses=POLICY_ERRORS,
-    openapi_extra={**request_body(NativeRankRequest), "security": SECURITY},
+    openapi_extra={**reads_body(NativeRankRequest), "security": SECURITY},
 )
 async def rank(request: Request) -> Response:
     """Choose among the offered actions; the decision is logged before the answer."""
@@ -331,7 +331,7 @@ async def _explanation(service: Service, outcome: RankOutcome) -> Explanation | 
     status_code=202,
     response_model=Accepted,
     responses=POLICY_ERRORS,
-    openapi_extra=request_body(RewardReported),
+    openapi_extra=reads_body(RewardReported),
 )
 async def reward(
     request: Request, service: ServiceDep, caller: CallerDep, policy: PolicyQuery = None
@@ -359,7 +359,7 @@ async def reward(
     status_code=202,
     response_model=Accepted,
     responses=POLICY_ERRORS,
-    openapi_extra=request_body(Activation),
+    openapi_extra=reads_body(Activation),
 )
 async def activate(
     request: Request, service: ServiceDep, caller: CallerDep, policy: PolicyQuery = None
@@ -376,7 +376,7 @@ async def activate(
     status_code=202,
     response_model=Accepted,
     responses=POLICY_ERRORS,
-    openapi_extra=request_body(BehaviourEvent),
+    openapi_extra=reads_body(BehaviourEvent),
 )
 async def events(
     request: Request, service: ServiceDep, caller: CallerDep, policy: PolicyQuery = None

@@ -13,10 +13,10 @@ from fastapi import APIRouter, Path, Request
 from fastapi.responses import Response
 
 from bandit.api.deps import CallerDep, PolicyQuery, ServiceDep, read_body, resolve_policy
-from bandit.api.errors import PERSONALIZER_ERRORS, invalid, model_response, request_body
+from bandit.api.errors import PERSONALIZER_ERRORS, invalid, model_response
 from bandit.api.native import check_may_send, decide, feedback
+from bandit.api.openapi import reads_body
 from bandit.wire.personalizer import (
-    PersonalizerErrorResponse,
     PersonalizerRankRequest,
     PersonalizerRankResponse,
     PersonalizerRewardRequest,
@@ -40,7 +40,7 @@ EventIdPath = Annotated[str, Path(alias="eventId", description="The event id of 
     "/rank",
     status_code=201,
     response_model=PersonalizerRankResponse,
-    openapi_extra=request_body(PersonalizerRankRequest, PersonalizerErrorResponse),
+    openapi_extra=reads_body(PersonalizerRankRequest),
 )
 async def personalizer_rank(
     request: Request, service: ServiceDep, caller: CallerDep, policy: PolicyQuery = None
@@ -64,7 +64,7 @@ async def personalizer_rank(
 @router.post(
     "/events/{eventId}/reward",
     status_code=204,
-    openapi_extra=request_body(PersonalizerRewardRequest, PersonalizerErrorResponse),
+    openapi_extra=reads_body(PersonalizerRewardRequest),
 )
 async def personalizer_reward(
     request: Request,

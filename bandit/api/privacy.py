@@ -10,10 +10,11 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
+from fastapi.security import APIKeyHeader
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from bandit.api.deps import (
@@ -29,9 +30,9 @@ from bandit.api.errors import (
     ApiError,
     json_response,
     model_response,
-    request_body,
 )
 from bandit.api.native import parse_body
+from bandit.api.openapi import reads_body
 from bandit.api.requestlog import note
 from bandit.privacy.consent import (
     ConsentKind,
@@ -56,7 +57,6 @@ __all__ = ["Erasure", "Export", "PageConsent", "PageLink", "PersonView", "page_r
 router = APIRouter(prefix="/v1", tags=["native"], responses=ERROR_RESPONSES)
 page_router = APIRouter(tags=["operations"])
 """The page itself, outside ``/v1`` and the OpenAPI document."""
-_PAGE_SECURITY: dict[str, Any] = {"security": [{"PrivacyToken": []}]}
 
 
 class PageLink(BaseModel):
@@ -162,7 +162,7 @@ def consent_view(service: Service, record: ConsentRecord | None) -> ConsentView:
 @router.post(
     "/consent",
     response_model=ConsentView,
-    openapi_extra=request_body(ConsentUpdate),
+    openapi_extra=reads_body(ConsentUpdate),
     tags=["privacy"],
 )
 async def set_consent(request: Request, service: ServiceDep, caller: CallerDep) -> Response:
@@ -183,7 +183,7 @@ async def set_consent(request: Request, service: ServiceDep, caller: CallerDep) 
 @router.post(
     "/consent/lookup",
     response_model=ConsentView,
-    openapi_extra=request_body(ConsentLookup),
+    openapi_extra=reads_body(ConsentLookup),
     tags=["privacy"],
 )
 async def lookup_consent(request: Request, service: ServiceDep, caller: CallerDep) -> Response:
@@ -198,7 +198,7 @@ async def lookup_consent(request: Request, service: ServiceDep, caller: CallerDe
 @router.post(
     "/privacy/export",
     response_model=Export,
-    openapi_extra=request_body(ConsentLookup),
+    openapi_extra=reads_body(ConsentLookup),
     tags=["privacy"],
 )
 async def export_person(request: Request, service: ServiceDep, caller: CallerDep) -> Response:
@@ -219,7 +219,7 @@ async def export_person(request: Request, service: ServiceDep, caller: CallerDep
 @router.post(
     "/privacy/erase",
     response_model=Erasure,
-    openapi_extra=request_body(ConsentLookup),
+    openapi_extra=reads_body(ConsentLookup),
     tags=["privacy"],
 )
 async def erase_person(request: Request, service: ServiceDep, caller: CallerDep) -> Response:
@@ -244,7 +244,7 @@ class PageConsent(BaseModel):
 @router.post(
     "/privacy/token",
     response_model=PageLink,
-    openapi_extra=request_body(ConsentLookup),
+    openapi_extra=reads_body(ConsentLookup),
     tags=["privacy"],
 )
 async def privacy_token(request: Request, service: ServiceDep, caller: CallerDep) -> Response:
@@ -260,9 +260,18 @@ async def privacy_token(request: Request, service: ServiceDep, caller: CallerDep
     )
 
 
-async def _page_person(request: Request, service: Service) -> PageToken:
+_privacy_token = APIKeyHeader(
+    name="X-Privacy-Token",
+    auto_error=False,
+    scheme_name="PrivacyToken",
+    description="The privacy page's token (POST /v1/privacy/token), for /v1/me routes.",
+)
+
+
+async def _page_person(
+    service: ServiceDep, token: Annotated[str | None, Depends(_privacy_token)]
+) -> PageToken:
     """Return the page token's person, unless it is invalid or an erasure revoked it."""
-    token = request.headers.get("x-privacy-token", "")
     read = read_page_token(pseudonym_key(service), token, now=time.time()) if token else None
     if read is None:
         message = "this page needs a valid privacy token (ask the app for a new link)"
@@ -273,6 +282,10 @@ async def _page_person(request: Request, service: Service) -> PageToken:
         message = "this privacy link was revoked by an erasure (ask the app for a new link)"
         raise ApiError(401, "Unauthorized", message)
     return read
+
+
+PagePerson = Annotated[PageToken, Depends(_page_person)]
+"""The person whose privacy page calls (by its ``X-Privacy-Token``)."""
 
 
 @page_router.get("/privacy", include_in_schema=False)
@@ -291,10 +304,10 @@ _PAGE_HEADERS = {
 }
 
 
-@router.get("/me", response_model=PersonView, tags=["privacy page"], openapi_extra=_PAGE_SECURITY)
-async def me(request: Request, service: ServiceDep) -> Response:
+@router.get("/me", response_model=PersonView, tags=["privacy page"])
+async def me(service: ServiceDep, person: PagePerson) -> Response:
     """Show a person their consents, what is held, and their recent decisions explained."""
-    user = (await _page_person(request, service)).pseudonym
+    user = person.pseudonym
     with redis_or_503():
         record, secret = await service.store.consent_and_secret(user)
         held = await service.store.held(user, record, secret)
@@ -362,12 +375,11 @@ async def _recent_explanation(
 @router.post(
     "/me/consent",
     response_model=ConsentView,
-    openapi_extra={**request_body(PageConsent), **_PAGE_SECURITY},
+    openapi_extra=reads_body(PageConsent),
     tags=["privacy page"],
 )
-async def me_consent(request: Request, service: ServiceDep) -> Response:
+async def me_consent(request: Request, service: ServiceDep, token: PagePerson) -> Response:
     """Change one's own consents from the privacy page (refused once erased since issued)."""
-    token = await _page_person(request, service)
     body = await parse_body(request, PageConsent, "the consent", service.settings.limits)
     changes = _consent_changes(body.personalisation, body.learning)
     if not changes:
@@ -383,12 +395,9 @@ async def me_consent(request: Request, service: ServiceDep) -> Response:
     )
 
 
-@router.post(
-    "/me/erase", response_model=Erasure, tags=["privacy page"], openapi_extra=_PAGE_SECURITY
-)
-async def me_erase(request: Request, service: ServiceDep) -> Response:
+@router.post("/me/erase", response_model=Erasure, tags=["privacy page"])
+async def me_erase(request: Request, service: ServiceDep, token: PagePerson) -> Response:
     """Erase oneself from the privacy page."""
-    token = await _page_person(request, service)
     erased = await _erase(request, service, token.pseudonym, via="privacy-page")
     # what the page shows now: its token is revoked, so it cannot ask again
     consent = consent_view(service, None).model_dump(mode="json")
