@@ -77,7 +77,7 @@ from bandit.api import admin, native, ops, personalizer, privacy
 from bandit.api.apidocs import add_docs
 from bandit.api.deps import CONTROL_TIMEOUT, Service, fingerprint
 from bandit.api.errors import add_error_handlers, on_http_error
-from bandit.api.exposure import PortSplit
+from bandit.api.exposure import PortSplit, limit_server_lines
 from bandit.api.openapi import openapi_document
 from bandit.api.requestlog import RequestLog
 from bandit.api.shedding import Shedding
@@ -92,7 +92,7 @@ from bandit.service.recovery import watch_restarts
 from bandit.service.state import StateStore
 from bandit.settings import Settings, get_settings
 
-__all__ = ["app_from_environment", "create_app"]
+__all__ = ["APP_FACTORY", "app_from_environment", "check_settings", "create_app"]
 
 _log = structlog.get_logger("bandit.api.app")
 
@@ -105,6 +105,22 @@ def _redis(url: str, timeout: float) -> Redis:
         retry=Retry(NoBackoff(), 0),
         retry_on_timeout=False,
     )
+
+
+def check_settings(settings: Settings) -> None:
+    """Refuse settings the API cannot start with.
+
+    Raises
+    ------
+    bandit.errors.ConfigurationError
+        If the broker or Redis is not named.
+    """
+    if not settings.kafka.broker or not settings.redis.url:
+        msg = (
+            "the API needs a broker and Redis: set STREAMBANDIT_KAFKA__BROKER and "
+            "STREAMBANDIT_REDIS__URL (or start local ones with bandit.ops.runtime.LocalServices)"
+        )
+        raise ConfigurationError(msg)
 
 
 def create_app(
@@ -144,12 +160,7 @@ def create_app(
         If the broker or Redis is not named.
     """
     settings = settings or get_settings()
-    if not settings.kafka.broker or not settings.redis.url:
-        msg = (
-            "the API needs a broker and Redis: set STREAMBANDIT_KAFKA__BROKER and "
-            "STREAMBANDIT_REDIS__URL (or start local ones with bandit.ops.runtime.LocalServices)"
-        )
-        raise ConfigurationError(msg)
+    check_settings(settings)
     metrics = metrics or ApiMetrics()
     control_redis = _redis(
         settings.redis.url, max(CONTROL_TIMEOUT, settings.redis.socket_timeout_seconds)
@@ -256,9 +267,16 @@ def create_app(
 
 
 def app_from_environment() -> FastAPI:
-    """Build the API from ``STREAMBANDIT_*`` variables, with logging set up.
+    """Build the API from ``STREAMBANDIT_*`` variables, with this process's logging set up.
 
-    For ``uvicorn --factory bandit.api.app:app_from_environment``.
+    What each API process of ``streambandit api`` runs (each of its ``--workers``), and
+    ``uvicorn --factory bandit.api.app:app_from_environment``.
     """
-    configure_logging()
-    return create_app(get_settings(), tune=True)
+    settings = get_settings()
+    configure_logging(settings.log_format)
+    limit_server_lines(settings.api)
+    return create_app(settings, tune=True)
+
+
+APP_FACTORY = f"{__name__}:{app_from_environment.__name__}"
+""":func:`app_from_environment` as uvicorn names a factory (``module:function``)."""
