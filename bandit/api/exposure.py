@@ -68,7 +68,10 @@ class PortSplit:
 def bind(host: str, port: int) -> socket.socket:
     """Return a listening TCP socket on `host`:`port`, as uvicorn binds its own."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP named: asyncio sets TCP_NODELAY only on connections of such a socket; with
+    # proto 0, Nagle held each answer's body behind its headers for the client's delayed
+    # ACK (40 ms a request on a keep-alive connection)
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))

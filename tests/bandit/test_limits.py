@@ -576,6 +576,37 @@ def test_the_operators_routes_are_on_the_ops_port_only(broker: str, redis_url: s
             sock.close()
 
 
+def test_connections_to_the_bound_ports_send_without_delay() -> None:
+    """Connections accepted on a port from ``bind`` get TCP_NODELAY from asyncio.
+
+    Without it an answer's body waited behind its headers for the client's delayed ACK:
+    40 ms a request on a keep-alive connection, whatever the route.
+    """
+
+    async def accepted_nodelay() -> int:
+        loop = asyncio.get_running_loop()
+        found: asyncio.Future[int] = loop.create_future()
+
+        class Probe(asyncio.Protocol):
+            def connection_made(self, transport: asyncio.BaseTransport) -> None:
+                sock = transport.get_extra_info("socket")
+                found.set_result(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+                transport.close()
+
+        listening = bind("127.0.0.1", 0)
+        server = await loop.create_server(Probe, sock=listening)
+        try:
+            _, writer = await asyncio.open_connection(*listening.getsockname())
+            try:
+                return await asyncio.wait_for(found, 10)
+            finally:
+                writer.close()
+        finally:
+            server.close()
+
+    assert asyncio.run(accepted_nodelay()) != 0
+
+
 def test_compose_publishes_beyond_loopback_only_the_apps_port() -> None:
     """Only the API's main port is open to other hosts; its operators' port (metrics,
     docs) is on loopback, and Prometheus scrapes it over the compose network."""
