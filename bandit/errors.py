@@ -19,6 +19,7 @@
     ├── UnknownServedPolicyError     (also LookupError) the service serves no such policy
     ├── FeatureRefusedError          (also ValueError) a feature the policy may not see
     ├── BudgetExhaustedError         a release would overspend the privacy budget
+    ├── RefusedRequestError          the API's answer other than success: .status, .code
     └── ClientError                  bandit.client's: .status (None when no answer came), .message
         ├── InvalidArgumentError     (also ValueError) rejected before sending
         ├── TransportError           no answer: connection refused, reset, ...
@@ -81,6 +82,7 @@ __all__ = [
     "PolicyError",
     "ProducerUnavailableError",
     "RateLimitedError",
+    "RefusedRequestError",
     "RuntimeServiceError",
     "ServerError",
     "ServiceUnavailableError",
@@ -242,3 +244,27 @@ class ServiceUnavailableError(APIError):
 
 class ServerError(APIError):
     """A 5xx status other than 503: the server failed."""
+
+
+class RefusedRequestError(StreambanditError):
+    """The API refuses a request: the status, code, message and per-field details it answers.
+
+    Raised by the HTTP API's handlers and turned into the error body by its exception
+    handlers (:mod:`bandit.api.errors`); the client sees it as an :class:`APIError`.
+    """
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        details: Sequence[Mapping[str, Any]] = (),
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.details = list(details)
+        self.headers = dict(headers or {})

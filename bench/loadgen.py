@@ -19,11 +19,14 @@ standard library at the top, so the load generator starts light.
     actions), reading each answer or the connection's reset; their outcomes are counted
     in ``bad``. With ``retry_after`` true, a connection answered 503 with ``Retry-After``
     waits that long before its next request (as the service asks), else it sends at once.
-``python bench/loadgen.py trivial PORT``
+``python bench/loadgen.py trivial PORT [PROCESSES]``
     Serve the trivial endpoint: a FastAPI app whose ``POST /v1/rank`` parses the JSON
     body and answers a JSON of the rank answer's shape (one ranking entry per action),
     served by uvicorn with the options of :data:`UVICORN_OPTIONS`, those ``streambandit
     api`` uses, in a process tuned as the API's is (``bandit.service.process.tune_gc``).
+    With PROCESSES > 1, uvicorn's workers share the port, as ``streambandit api
+    --workers`` does; each writes ``trivial.started`` and its pid to standard error once
+    its app is made.
 """
 
 import asyncio
@@ -47,10 +50,11 @@ GC_THRESHOLDS = (50_000, 20, 50)
 # -- the trivial endpoint ----------------------------------------------------------------
 
 
-def serve_trivial(port: int) -> None:
-    """Serve the trivial endpoint on 127.0.0.1:`port` until stopped."""
+def trivial_app() -> Any:
+    """Make the trivial endpoint's app, in a process tuned as the API's is."""
+    import os
+
     import orjson
-    import uvicorn
     from fastapi import FastAPI, Request
     from fastapi.responses import Response
 
@@ -78,7 +82,24 @@ def serve_trivial(port: int) -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
-    uvicorn.run(app, host="127.0.0.1", port=port, **UVICORN_OPTIONS)
+    sys.stderr.write(f"trivial.started {os.getpid()}\n")
+    sys.stderr.flush()
+    return app
+
+
+def serve_trivial(port: int, processes: int = 1) -> None:
+    """Serve the trivial endpoint on 127.0.0.1:`port` in `processes` until stopped."""
+    import uvicorn
+
+    uvicorn.run(
+        f"{Path(__file__).stem}:{trivial_app.__name__}",
+        factory=True,
+        app_dir=str(Path(__file__).resolve().parent),
+        host="127.0.0.1",
+        port=port,
+        workers=processes,
+        **UVICORN_OPTIONS,
+    )
 
 
 # -- the load generator --------------------------------------------------------------------
@@ -307,10 +328,10 @@ def main(argv: Sequence[str]) -> int:
     if len(argv) == 2 and argv[0] == "load":
         run_load(argv[1])
         return 0
-    if len(argv) == 2 and argv[0] == "trivial":
-        serve_trivial(int(argv[1]))
+    if len(argv) in (2, 3) and argv[0] == "trivial":
+        serve_trivial(int(argv[1]), int(argv[2]) if len(argv) == 3 else 1)
         return 0
-    sys.stderr.write("usage: loadgen.py load SPEC.json | loadgen.py trivial PORT\n")
+    sys.stderr.write("usage: loadgen.py load SPEC.json | loadgen.py trivial PORT [PROCESSES]\n")
     return 2
 
 

@@ -19,7 +19,11 @@ rank
     worker runs in this phase (it would share the same two cores; in production it runs
     elsewhere). Each server's CPU time per request is printed too: on a machine shared
     with other work it moves less than requests/s. Target: rank >= 60 % of the trivial
-    endpoint's requests/s.
+    endpoint's requests/s. Then the same with ``--processes`` (2 by default) of each:
+    ``streambandit api --workers 2`` beside the trivial endpoint under uvicorn's workers
+    (each process tuned as before), to show rank scales with cores as the trivial
+    endpoint does, at ``--processes`` times the connections (their CPU is that of every
+    worker; the load generator and the broker share the same cores).
 shed
     ``POST /v1/rank`` on the real API at many connections (256 by default, each sending
     its next request as soon as it has an answer; answered 503, after the ``Retry-After``
@@ -69,6 +73,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import json
 import math
@@ -360,12 +365,27 @@ def _load(
         requests=found["requests"],
         errors=errors,
         error_body=found["error_body"],
-        server_cpu=cpu["server"],
+        server_cpu=sum(share for name, share in cpu.items() if name.startswith("server")),
         broker_cpu=cpu.get("broker", math.nan),
         ok_p50_ms=found["ok_p50_ms"],
         ok_p99_ms=found["ok_p99_ms"],
         bad=found["bad"],
     )
+
+
+@dataclass
+class MultiProcess:
+    """Best rank and trivial runs with `processes` server processes each."""
+
+    processes: int
+    rank: LoadResult
+    trivial: LoadResult
+    rank_runs: list[float]
+    trivial_runs: list[float]
+
+    @property
+    def ratio(self) -> float:
+        return self.rank.rps / self.trivial.rps if self.trivial.rps else math.nan
 
 
 @dataclass
@@ -382,6 +402,8 @@ class RankPhase:
     """One rank run whose every action is new (nothing reused per action)."""
     named: LoadResult
     """One rank run naming a person who consented to both (consent read, decision noted)."""
+    multi: MultiProcess | None = None
+    """Rank and trivial with several processes each (``--processes``)."""
 
     @property
     def ratio(self) -> float:
@@ -458,6 +480,9 @@ def rank_phase(services: LocalServices, args: argparse.Namespace, console: Conso
                           rank_bodies(500, args.seed, people=PEOPLE), args, pids)  # fmt: skip
         finally:
             trivial.stop()
+    multi = None
+    if args.processes > 1:
+        multi = multi_process_runs(services, args, console, bodies)
     return RankPhase(
         rank=max(rank_runs, key=lambda r: r.rps),
         trivial=max(trivial_runs, key=lambda r: r.rps),
@@ -467,6 +492,89 @@ def rank_phase(services: LocalServices, args: argparse.Namespace, console: Conso
         answer_bytes=answers,
         unseen=unseen,
         named=named,
+        multi=multi,
+    )
+
+
+def _workers(supervisor: int, count: int, log: Path, started: str) -> dict[str, int]:
+    """Wait until `count` workers of uvicorn's `supervisor` wrote `started` in `log`.
+
+    Returns their pids, named ``server-1`` and on (the load generator sums their CPU).
+    """
+    deadline = time.monotonic() + 120
+    while True:
+        pids = []
+        for child in Path(f"/proc/{supervisor}/task/{supervisor}/children").read_text().split():
+            with contextlib.suppress(FileNotFoundError):  # multiprocessing's own helper
+                if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes():
+                    pids.append(int(child))
+        if len(pids) == count and log.read_text().count(started) >= count:
+            return {f"server-{i}": pid for i, pid in enumerate(sorted(pids), 1)}
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{len(pids)} of {count} workers started; see {log}")
+        time.sleep(0.2)
+
+
+def multi_process_runs(
+    services: LocalServices, args: argparse.Namespace, console: Console, bodies: list[bytes]
+) -> MultiProcess:
+    """Rank with ``streambandit api --workers N`` and the trivial endpoint with N workers."""
+    prefix = _new_prefix("rankn")
+    workdir = Path(tempfile.mkdtemp(prefix="sb-bench-rankn-"))
+    WORKDIRS.append(workdir)
+    settings = _phase_settings(services, prefix)
+    env = _phase_env(prefix, args.policy)
+    n = args.processes
+    with LocalStack(
+        settings, workers=0, api_workers=n, workdir=workdir / "stack", extra_env=env
+    ) as stack:
+        port = free_port()
+        trivial = ServiceProcess(
+            "trivial",
+            [sys.executable, LOADGEN, "trivial", str(port), str(n)],
+            port,
+            workdir / "trivial.log",
+        )
+        trivial.start()
+        try:
+            headers = {"Content-Type": "application/json", "X-API-Key": stack.app_key}
+            api_process = stack.processes["api"].process
+            trivial_process = trivial.process
+            assert api_process is not None
+            assert trivial_process is not None
+            api_pids = _workers(
+                api_process.pid, n, stack.workdir / "api.log", '"event":"api.started"'
+            )
+            trivial_pids = _workers(
+                trivial_process.pid, n, workdir / "trivial.log", "trivial.started"
+            )
+            broker = services.processes.get("broker")
+            if broker and broker.process:
+                api_pids["broker"] = broker.process.pid
+            connections = n * args.concurrency  # each process loaded as the one was
+            rank_runs: list[LoadResult] = []
+            trivial_runs: list[LoadResult] = []
+            for index in range(args.rounds):
+                console.print(
+                    f"  rank, {n} processes each: round {index + 1} of {args.rounds} ...",
+                    style="dim",
+                )
+                trivial_runs.append(
+                    _load(workdir, f"trivial-{n}", port, headers, bodies, args, trivial_pids,
+                          concurrency=connections)
+                )  # fmt: skip
+                rank_runs.append(
+                    _load(workdir, f"rank-{n}", stack.api_port, headers, bodies, args, api_pids,
+                          concurrency=connections)
+                )  # fmt: skip
+        finally:
+            trivial.stop()
+    return MultiProcess(
+        processes=n,
+        rank=max(rank_runs, key=lambda r: r.rps),
+        trivial=max(trivial_runs, key=lambda r: r.rps),
+        rank_runs=[r.rps for r in rank_runs],
+        trivial_runs=[r.rps for r in trivial_runs],
     )
 
 
@@ -929,12 +1037,19 @@ def report_rank(phase: RankPhase, args: argparse.Namespace, console: Console) ->
     for column in ("requests/s", "p50 ms", "p99 ms", "requests", "non-200", "server CPU",
                    "server CPU ms/request", "broker CPU", "every run, requests/s"):  # fmt: skip
         table.add_column(column, justify="right")
-    for name, row, runs in (
+    rows = [
         ("trivial FastAPI", phase.trivial, phase.trivial_runs),
         ("POST /v1/rank", phase.rank, phase.rank_runs),
         ("  every action unseen", phase.unseen, [phase.unseen.rps]),
         ("  naming a consented person", phase.named, [phase.named.rps]),
-    ):
+    ]
+    multi = phase.multi
+    if multi is not None:
+        rows += [
+            (f"trivial FastAPI, {multi.processes} processes", multi.trivial, multi.trivial_runs),
+            (f"POST /v1/rank, {multi.processes} API processes", multi.rank, multi.rank_runs),
+        ]
+    for name, row, runs in rows:
         table.add_row(
             name,
             _rate(row.rps),
@@ -949,7 +1064,8 @@ def report_rank(phase: RankPhase, args: argparse.Namespace, console: Console) ->
         )
     console.print(table)
     console.print(
-        f"Server: uvicorn {uvicorn_version()}, options {UVICORN_OPTIONS}, one process each; "
+        f"Server: uvicorn {uvicorn_version()}, options {UVICORN_OPTIONS}, one process each "
+        "(but in the last two rows); "
         "load: asyncio raw-socket client in its own process, HTTP/1.1 keep-alive. "
         "CPU = CPU seconds per second of the run."
     )
@@ -962,7 +1078,18 @@ def report_rank(phase: RankPhase, args: argparse.Namespace, console: Console) ->
         "also reads their consent and notes the decision for them in Redis "
         f"({phase.named.rps / phase.trivial.rps:.2f}x trivial)."
     )
-    for row in (phase.trivial, phase.rank, phase.unseen, phase.named):
+    if multi is not None:
+        console.print(
+            f"With {multi.processes} processes each (streambandit api --workers "
+            f"{multi.processes}; uvicorn's workers for the trivial endpoint) and "
+            f"{multi.processes * args.concurrency} connections: rank "
+            f"{multi.rank.rps:,.0f} requests/s = {multi.ratio:.2f}x the trivial endpoint's "
+            f"{multi.trivial.rps:,.0f}; from one process to {multi.processes}, rank "
+            f"{multi.rank.rps / phase.rank.rps:.2f}x, trivial "
+            f"{multi.trivial.rps / phase.trivial.rps:.2f}x, on {os.cpu_count()} CPUs shared "
+            "with the load generator and the broker."
+        )
+    for _, row, _ in rows:
         if row.errors:
             console.print(f"[red]{row.target}: non-200 answers {row.errors}: {row.error_body}")
 
@@ -1069,6 +1196,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seconds", type=float, default=8.0, help="measured seconds per run")
     parser.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds first")
     parser.add_argument("--rounds", type=int, default=3, help="runs per endpoint (best kept)")
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=2,
+        help="server processes of each in the rank phase's second part (1: skip it)",
+    )
     parser.add_argument("--examples", type=int, default=20_000, help="training examples")
     parser.add_argument("--reward-wait", type=float, default=0.2, help="seconds")
     parser.add_argument("--freshness-rounds", type=int, default=20)

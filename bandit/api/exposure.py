@@ -6,6 +6,10 @@ serves those (and health and readiness) and nothing else, and the main port stop
 serving them (404): the main port can then be published to the apps while the
 operators' port stays on an internal network (docker-compose.yml does this; see
 docs/load-shedding.md, "Exposure"). Without it, one port serves everything.
+
+:func:`serve` runs one API process, or several (``--workers``) sharing the ports: each a
+whole API, built by the app factory it is given, with its own connections, engine,
+shedding bounds and metrics.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from bandit.api.shedding import OnRefused, uvicorn_options
 from bandit.service.logging import LimitedLines
 from bandit.settings import ApiSettings
 
-__all__ = ["OPS_PATHS", "PortSplit", "bind", "serve"]
+__all__ = ["OPS_PATHS", "PortSplit", "bind", "limit_server_lines", "serve"]
 
 OPS_PATHS = frozenset({"/metrics", "/docs", "/openapi.json"})
 """Served on the operators' port only (with everything under ``/docs/``)."""
@@ -64,7 +68,10 @@ class PortSplit:
 def bind(host: str, port: int) -> socket.socket:
     """Return a listening TCP socket on `host`:`port`, as uvicorn binds its own."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP named: asyncio sets TCP_NODELAY only on connections of such a socket; with
+    # proto 0, Nagle held each answer's body behind its headers for the client's delayed
+    # ACK (40 ms a request on a keep-alive connection)
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
@@ -76,14 +83,43 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def serve(app: ASGIApp, api: ApiSettings) -> None:
-    """Serve `app` with uvicorn on ``api.port``, and on ``api.ops_port`` when set."""
-    import uvicorn
+def limit_server_lines(api: ApiSettings) -> None:
+    """Limit uvicorn's lines (one per malformed request) to ``api.log_lines_per_second``.
 
-    config = uvicorn.Config(app, host=api.host, port=api.port, **uvicorn_options(api))
-    # (after Config, which sets up uvicorn's loggers): one line per malformed request, limited
+    For each API process, once uvicorn has set up its loggers.
+    """
     logging.getLogger("uvicorn.error").addFilter(LimitedLines(api.log_lines_per_second))
+
+
+def serve(factory: str, api: ApiSettings, *, workers: int = 1) -> None:
+    """Serve the app `factory` makes with uvicorn on ``api.port`` (and ``api.ops_port``).
+
+    Parameters
+    ----------
+    factory
+        ``module:function`` returning the app, called in each API process: uvicorn
+        starts each worker afresh, so the app is made there, not sent there.
+    api
+        The ports and uvicorn's options (:func:`~bandit.api.shedding.uvicorn_options`).
+    workers
+        API processes: the ports are bound here once and shared, and uvicorn's
+        supervisor restarts a worker that dies. With 1, this process serves.
+    """
+    import uvicorn
+    from uvicorn.supervisors import Multiprocess
+
+    config = uvicorn.Config(
+        factory,
+        factory=True,
+        host=api.host,
+        port=api.port,
+        workers=workers,
+        **uvicorn_options(api),
+    )
     sockets = [bind(api.host, api.port)]
     if api.ops_port is not None:
         sockets.append(bind(api.host, api.ops_port))
-    uvicorn.Server(config).run(sockets=sockets)
+    if workers == 1:
+        uvicorn.Server(config).run(sockets=sockets)
+    else:
+        Multiprocess(config, sockets=sockets).run()

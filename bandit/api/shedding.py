@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Collection
+from dataclasses import dataclass
 from typing import Any
 
 import h11
@@ -326,6 +327,23 @@ class _GuardedH11(H11Protocol):
             self.transport.close()
 
 
+@dataclass(frozen=True, slots=True)
+class _GuardedH11Factory:
+    """Makes :class:`_GuardedH11` protocols with a header timeout of `header_timeout` seconds.
+
+    An object, not a class made for the timeout, so that it pickles: uvicorn sends its
+    configuration to each worker process of ``streambandit api --workers N``.
+    """
+
+    header_timeout: float
+
+    def __call__(self, *args: Any, **kwargs: Any) -> _GuardedH11:
+        """Make a protocol for a new connection (uvicorn passes its own arguments)."""
+        protocol = _GuardedH11(*args, **kwargs)
+        protocol.header_timeout = self.header_timeout
+        return protocol
+
+
 def uvicorn_options(api: ApiSettings) -> dict[str, Any]:
     """Return uvicorn's options besides host and port, as ``streambandit api`` runs it.
 
@@ -334,10 +352,9 @@ def uvicorn_options(api: ApiSettings) -> dict[str, Any]:
     keep-alive connections closed after ``api.keep_alive_seconds``, no access log (the
     API writes its own line per refused or failed request).
     """
-    protocol = type("GuardedH11", (_GuardedH11,), {"header_timeout": api.header_timeout_seconds})
     return {
         "log_level": "warning",
         "access_log": False,
-        "http": protocol,
+        "http": _GuardedH11Factory(api.header_timeout_seconds),
         "timeout_keep_alive": api.keep_alive_seconds,
     }

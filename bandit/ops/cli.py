@@ -235,14 +235,25 @@ def demo(
 
 
 @app.command("api")
-def api_command() -> None:
+def api_command(
+    workers: Annotated[
+        int,
+        typer.Option(
+            "--workers",
+            min=1,
+            max=64,
+            help="API processes sharing the port, each a whole API (one per core, say).",
+        ),
+    ] = 1,
+) -> None:
     """Serve the HTTP API (settings from STREAMBANDIT_* variables)."""
-    from bandit.api.app import create_app
+    from bandit.api.app import APP_FACTORY, check_settings
     from bandit.api.exposure import serve
 
     settings = get_settings()
     configure_logging(settings.log_format)
-    serve(create_app(settings, tune=True), settings.api)
+    check_settings(settings)  # here, once, rather than in every worker as it starts
+    serve(APP_FACTORY, settings.api, workers=workers)
 
 
 @app.command("worker")

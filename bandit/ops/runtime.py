@@ -429,6 +429,8 @@ class LocalStack:
         Base settings; broker, Redis, API port and keys are filled in for the children.
     workers
         How many stream workers to run.
+    api_workers
+        How many API processes serve the port (``streambandit api --workers``).
     workdir
         Folder for logs, Redis data and decision logs (``<workdir>/decisions/worker-N``).
     extra_env
@@ -440,11 +442,13 @@ class LocalStack:
         settings: Settings | None = None,
         *,
         workers: int = 1,
+        api_workers: int = 1,
         workdir: Path | None = None,
         extra_env: dict[str, str] | None = None,
         durable: bool = False,
     ) -> None:
         self.settings = settings or get_settings()
+        self.api_workers = api_workers
         self.durable = durable
         self.services = LocalServices(self.settings, workdir=workdir, redis_aof=durable)
         self.workdir = self.services.workdir
@@ -578,7 +582,7 @@ class LocalStack:
                 self.processes[name] = process
             api = ServiceProcess(  # reads the workers' logs for exports (bandit.privacy.consent)
                 "api",
-                [*command, "api"],
+                [*command, "api", "--workers", str(self.api_workers)],
                 self.api_port,
                 self.workdir / "api.log",
                 env=self._env(STREAMBANDIT_DECISION_LOG__DIRECTORY=str(self.decision_logs)),
@@ -596,13 +600,16 @@ class LocalStack:
 
         deadline = time.monotonic() + timeout
         reason = "no answer"
+        # Without stream workers learning cannot go on, so /readyz stays 503: then the API
+        # is ready once it answers at all (it serves once started, its policies loaded).
+        probe = "/readyz" if self.n_workers else "/healthz"
         while time.monotonic() < deadline:
             for name, process in self.processes.items():
                 if not process.running:
                     msg = f"{name} exited while starting; its log: {process.log}"
                     raise RuntimeServiceError(msg)
             try:
-                answer = httpx.get(f"{self.api_url}/readyz", timeout=2.0)
+                answer = httpx.get(f"{self.api_url}{probe}", timeout=2.0)
             except httpx.HTTPError as exc:
                 reason = str(exc)
             else:

@@ -230,7 +230,7 @@ def _as_dict(raw: bytes | str) -> dict[str, Any] | None:
 # -- rank requests -------------------------------------------------------------------------
 
 _REQUEST_FIELDS: Final = ("event_id", "context", "actions", "excluded_actions", "defer_activation")
-_REFERENCES: Final = ("policy", "session_id", "device_id")  # bandit.api.app.NativeRankRequest
+_REFERENCES: Final = ("policy", "session_id", "device_id")  # bandit.api.native.NativeRankRequest
 _ACTION_FIELDS: Final = frozenset({"id", "features"})
 _request_fields: dict[type[Any], tuple[str, ...]] = {}
 _NATIVE_FIELDS: Final = (*_REQUEST_FIELDS, *_REFERENCES, "user_id", "explain")
@@ -668,7 +668,7 @@ def decision_json(decision: Decision) -> bytes:
 def rank_answer_json(decision: Decision) -> bytes:
     """Return the JSON of the answer to ``POST /v1/rank`` for `decision`.
 
-    Byte-equal to ``bandit.api.app.RankResponse(...).model_dump_json()`` built from the
+    Byte-equal to ``bandit.api.native.RankResponse(...).model_dump_json()`` built from the
     decision's fields (tests check it): event id, policy, model version, chosen action,
     its probability, the ranking, and whether activation is deferred.
     """

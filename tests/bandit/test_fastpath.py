@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import TypeAdapter
 
-from bandit.api.app import NativeRankRequest, RankResponse
+from bandit.api.native import NativeRankRequest, RankResponse
 from bandit.settings import Limits
 from bandit.wire import fastpath
 from bandit.wire.schemas import ActionCache, Decision, RankRequest, TrainingExample

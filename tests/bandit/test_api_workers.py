@@ -1,0 +1,172 @@
+"""``streambandit api --workers 2``: two API processes share the ports, each a whole API.
+
+The real command, the session's broker and Redis. Each worker is checked alone, the
+other stopped (SIGSTOP) meanwhile: it ranks, it keeps the operators' routes on the
+operators' port (:mod:`bandit.api.exposure`), it refuses an oversized body and cuts off
+slow headers (:mod:`bandit.api.shedding`, whose HTTP protocol each worker gets).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from bandit.ops.runtime import free_port
+
+KEY = "workers-key-0123456789"
+HEADERS = {"X-API-Key": KEY}
+
+
+@dataclass(frozen=True)
+class Served:
+    supervisor: subprocess.Popen[bytes]
+    workers: list[int]
+    main: str
+    ops: str
+    port: int
+
+
+@pytest.fixture(scope="module")
+def served(
+    broker: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Served]:
+    """``streambandit api --workers 2`` on a main and an operators' port, both workers up."""
+    prefix = f"wk{uuid.uuid4().hex[:8]}"
+    port, ops = free_port(), free_port()
+    log = tmp_path_factory.mktemp("workers") / "api.log"
+    env = {
+        **os.environ,
+        "STREAMBANDIT_KAFKA__BROKER": broker,
+        "STREAMBANDIT_KAFKA__TOPIC_PREFIX": prefix,
+        "STREAMBANDIT_REDIS__URL": redis_url,
+        "STREAMBANDIT_REDIS__KEY_PREFIX": prefix,
+        "STREAMBANDIT_API__HOST": "127.0.0.1",
+        "STREAMBANDIT_API__PORT": str(port),
+        "STREAMBANDIT_API__OPS_PORT": str(ops),
+        "STREAMBANDIT_API__HEADER_TIMEOUT_SECONDS": "0.5",
+        "STREAMBANDIT_API__MAX_BODY_BYTES": "100000",
+        "STREAMBANDIT_API__KEYS": json.dumps([{"key": KEY}]),
+        "STREAMBANDIT_POLICIES": json.dumps({"default": "uniform"}),
+        "STREAMBANDIT_LOG_FORMAT": "json",
+    }
+    with log.open("wb") as out:
+        supervisor = subprocess.Popen(
+            [sys.executable, "-m", "bandit", "api", "--workers", "2"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        workers = _started_workers(supervisor, log, 2)
+        yield Served(
+            supervisor, workers, f"http://127.0.0.1:{port}", f"http://127.0.0.1:{ops}", port
+        )
+    finally:
+        supervisor.send_signal(signal.SIGTERM)
+        try:
+            supervisor.wait(30)
+        except subprocess.TimeoutExpired:
+            supervisor.kill()
+            supervisor.wait(10)
+    assert supervisor.returncode == 0, log.read_text()
+
+
+def _started_workers(supervisor: subprocess.Popen[bytes], log: Path, count: int) -> list[int]:
+    """Wait until `count` workers logged ``api.started``; return their process ids."""
+    deadline = time.monotonic() + 90
+    while True:
+        assert supervisor.poll() is None, f"the API exited: {log.read_text()}"
+        started = log.read_text().count('"event":"api.started"')
+        workers = _children(supervisor.pid)
+        if started >= count and len(workers) == count:
+            return workers
+        assert time.monotonic() < deadline, (
+            f"{started} of {count} workers started: {log.read_text()}"
+        )
+        time.sleep(0.2)
+
+
+def _children(pid: int) -> list[int]:
+    """The worker processes of uvicorn's supervisor `pid` (not multiprocessing's helpers)."""
+    found = []
+    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+        try:
+            command = Path(f"/proc/{child}/cmdline").read_bytes()
+        except FileNotFoundError:
+            continue
+        if b"spawn_main" in command:
+            found.append(int(child))
+    return sorted(found)
+
+
+@contextmanager
+def _alone(served: Served, worker: int) -> Iterator[None]:
+    """Stop every other worker while the block runs (SIGSTOP, then SIGCONT)."""
+    others = [pid for pid in served.workers if pid != worker]
+    for pid in others:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for pid in others:
+            os.kill(pid, signal.SIGCONT)
+
+
+def _answer_to_oversized_body(port: int) -> bytes:
+    """The answer to a rank declaring 50 MB of body, none of it sent."""
+    head = (
+        "POST /v1/rank HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+        f"X-API-Key: {KEY}\r\nContent-Length: 50000000\r\n\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(head.encode())
+        answer = b""
+        while chunk := sock.recv(4096):  # it closes the connection after answering
+            answer += chunk
+    return answer
+
+
+def _cut_off_after_slow_headers(port: int) -> bool:
+    """Whether the server closes a connection whose headers never end (within 10 s)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: test\r\n")  # no blank line: headers go on
+        try:
+            return sock.recv(1024) == b""
+        except TimeoutError:
+            return False
+
+
+def test_two_workers_each_serve_the_whole_api(served: Served) -> None:
+    """Each worker alone ranks, splits the ports, sheds an oversized body, cuts off slow headers."""
+    assert len(served.workers) == 2
+    for worker in served.workers:
+        with _alone(served, worker):
+            # new connections each time (httpx.post/get): only the running worker accepts them
+            answer = httpx.post(
+                f"{served.main}/v1/rank",
+                json={"actions": [{"id": "a"}, {"id": "b"}]},
+                headers=HEADERS,
+                timeout=10,
+            )
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["chosen_action_id"] in {"a", "b"}
+            assert httpx.get(f"{served.main}/metrics", timeout=10).status_code == 404
+            metrics = httpx.get(f"{served.ops}/metrics", timeout=10)
+            assert metrics.status_code == 200
+            assert "streambandit_decisions_total" in metrics.text
+            assert _answer_to_oversized_body(served.port).startswith(b"HTTP/1.1 413 ")
+            assert _cut_off_after_slow_headers(served.port)
+    assert _children(served.supervisor.pid) == served.workers  # none was restarted meanwhile
