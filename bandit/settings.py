@@ -321,22 +321,12 @@ class ApiSettings(BaseModel):
 
 
 class LearnerSettings(BaseModel):
-    """When the learner snapshots its models to Redis, and how a worker decodes its input."""
+    """When the learner snapshots its models to Redis."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     snapshot_every_examples: int = Field(default=1000, ge=1)
     snapshot_every_seconds: float = Field(default=1.0, gt=0.0)
-    decode_processes: int = Field(
-        default=1,
-        ge=0,
-        le=64,
-        description=(
-            "Helper processes that decode large batches of training records (a backlog) "
-            "while the worker learns; 0 decodes everything in the worker "
-            "(streams/training.py)."
-        ),
-    )
     stall_seconds: float = Field(
         default=30.0,
         gt=0.0,

@@ -2,7 +2,10 @@
 
 Agents are thin: they decode records through :class:`~streams.deadletter.DeadLetters`
 (what fails goes to ``dead-letters`` with its reason), bind log context, and hand off
-to plain code tested without Kafka:
+to plain code tested without Kafka. Records from outside the service (``events``,
+``rewards``) are validated with their schemas; records of the service's own topics
+(``decisions``, ``training``) are read for their schema version and structure only
+(:mod:`streams.trusted`), and a decision's bytes go on to ``training`` as they came.
 
 =================  ===============  ====================================================
 agent / timer      consumes         hands off to
@@ -11,7 +14,7 @@ agent / timer      consumes         hands off to
 ``join-decisions`` ``decisions``    ``streams.join.JoinStore.add_decision``
 ``join-rewards``   ``rewards``      :func:`join_rewards_record`: ``JoinStore.add_reward`` /
                                     ``add_activation`` / ``advance_watermark``
-``release-due``    (every 0.2 s)    :func:`release_tick`: :func:`release_due_once`
+``release-due``    (when due)       :func:`release_tick`: :func:`release_due_once`
                                     (``JoinStore.claim_due`` -> ``training`` ->
                                     ``complete``), :func:`send_watermark_markers`
 ``learner``        ``training``     :func:`train_batch`: :class:`streams.learner.Learner`
@@ -55,13 +58,11 @@ import orjson
 import structlog
 from pydantic import TypeAdapter
 
-from bandit.fastpath import FastDecoder
 from bandit.learning import LearningMonitor
 from bandit.schemas import (
     Activation,
     BehaviourEvent,
     DeadLetter,
-    Decision,
     PolicySettings,
     RewardsRecord,
     TrainingExample,
@@ -77,7 +78,8 @@ from streams.learner import BatchResult, Learner
 from streams.ledger import DecisionLog
 from streams.retrying import retry
 from streams.sink import DecisionLogWriter, LogEntry
-from streams.training import TrainingDecoder, TrainingRecord, decode_training
+from streams.training import TrainingRecord, decode_training
+from streams.trusted import LoggedDecision
 
 __all__ = [
     "AppServices",
@@ -107,7 +109,6 @@ _TRAINING_AHEAD = 3  # training batches fetched and being decoded while one is l
 _BEAT_SECONDS = 1.0  # how often a worker tells Redis it lives (bandit/learning.py)
 
 _BEHAVIOUR: TypeAdapter[BehaviourEvent] = TypeAdapter(BehaviourEvent)
-_DECISION: FastDecoder[Decision] = FastDecoder(Decision)  # pydantic, after a fast path
 _REWARDS: TypeAdapter[RewardsRecord] = TypeAdapter(RewardsRecord)
 
 # Not in __all__ (ruff's order of __all__ and the test's disagree on it), but public: the
@@ -213,7 +214,6 @@ class AppServices:
             self._join = JoinStore(
                 self.store,
                 done_ttl_seconds=settings.redis.dedup_window_seconds,
-                limits=settings.limits,
                 rewards_partitions=settings.kafka.partitions,
                 watermark_slack_seconds=settings.watermark_slack_seconds,
             )
@@ -288,17 +288,14 @@ def _register_training(app: StreamBanditApp, services: AppServices) -> None:
     """Consume ``training`` once for the learner and the decision log (:func:`train_batch`).
 
     Not a Faust agent: Faust's per-record cost would cap the learner (:mod:`streams.batch`).
-    Each batch is decoded as soon as it is fetched, large ones in helper processes
-    (:class:`streams.training.TrainingDecoder`), while the previous one is learned.
+    Each batch is decoded as soon as it is fetched (:func:`streams.training.decode_training`),
+    while the previous one is learned.
     Offsets are committed after the batch is handled, i.e. after the snapshot covering
     it is saved and it is in the decision log.
     """
     settings = app.settings.learner
     logs: list[DecisionLog] = []  # made on start (or the first batch), closed on stop
     letters = services.dead_letters
-    decoder = TrainingDecoder(
-        letters.limits, letters.max_bytes, processes=settings.decode_processes
-    )
 
     def decision_log() -> DecisionLog:
         if not logs:
@@ -311,7 +308,8 @@ def _register_training(app: StreamBanditApp, services: AppServices) -> None:
         services.learner.invalidate()
 
     async def decode(records: list[RawRecord]) -> list[tuple[RawRecord, Decoded]]:
-        return list(zip(records, await decoder.decode(records), strict=True))
+        max_bytes = letters.max_bytes
+        return [(record, decode_training(record, max_bytes=max_bytes)) for record in records]
 
     async def handle(decoded: list[tuple[RawRecord, Decoded]]) -> None:
         await train_decoded(services, decision_log(), decoded)
@@ -320,13 +318,9 @@ def _register_training(app: StreamBanditApp, services: AppServices) -> None:
         for log in logs:
             log.writer.close()
         logs.clear()
-        await decoder.close()
 
     @app.task  # type: ignore[untyped-decorator]
     async def on_start() -> None:
-        # The decoding helper imports for seconds: start it while the groups form, not
-        # on the first backlog after a restart (when the model waits for it).
-        decoder.start()
         # Lines this directory's writer claimed before it was killed are written now,
         # whether or not this worker is given training partitions.
         await retry("decision_log.recover", decision_log().recover)
@@ -377,7 +371,7 @@ async def train_batch(
     decoded: list[tuple[RawRecord, Decoded]] = []
     for event in events:
         record = event if isinstance(event, RawRecord) else RawRecord.from_event(event)
-        outcome = decode_training(record, limits=letters.limits, max_bytes=letters.max_bytes)
+        outcome = decode_training(record, max_bytes=letters.max_bytes)
         decoded.append((record, outcome))
     return await train_decoded(services, log, decoded)
 
@@ -476,7 +470,8 @@ def _register_join(app: StreamBanditApp, services: AppServices) -> None:
     @app.agent(topics.decisions, name="join-decisions")
     async def join_decisions(stream):  # type: ignore[no-untyped-def]
         async for event in stream.events():
-            decision = await services.dead_letters.decode(_DECISION, RawRecord.from_event(event))
+            raw = RawRecord.from_event(event)
+            decision = await services.dead_letters.read(LoggedDecision.read, raw)
             if decision is None:
                 continue
             with structlog.contextvars.bound_contextvars(
@@ -680,17 +675,16 @@ async def release_due_once(
         examples: list[tuple[str, str, bytes]] = []
         held: dict[str, list[tuple[str, bytes]]] = {}
         for joined in due:
-            if joined.example is not None:
-                value = joined.example.model_dump_json().encode()
-                examples.append((joined.policy, joined.event_id, value))
-                held.setdefault(joined.policy, []).append((joined.event_id, value))
+            if joined.value is not None:
+                examples.append((joined.policy, joined.event_id, joined.value))
+                held.setdefault(joined.policy, []).append((joined.event_id, joined.value))
         # Held before they are produced, so the learner never applies one not yet held.
         await services.learning.hold(held)  # until learned and logged (bandit/learning.py)
         pending = [
             await training.send(key=policy.encode(), value=value) for policy, _, value in examples
         ]
         for joined in due:
-            if joined.example is None:
+            if joined.value is None:
                 _log.info(
                     "decision.dropped",
                     event_id=joined.event_id,

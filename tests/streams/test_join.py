@@ -130,7 +130,7 @@ def test_default_reward_when_none_arrives(redis_url: str) -> None:
         await join.add_decision(_decision(), _settings(default_reward=-0.5))
         assert await join.claim_due(now=DUE - 0.001) == []
         [joined] = await join.claim_due(now=DUE)
-        assert joined == Joined("e1", "p", example=joined.example)
+        assert joined == Joined("e1", "p", value=joined.value, default_reward=True)
         assert joined.example is not None
         assert joined.example.reward == -0.5
         assert (joined.example.reward_count, joined.example.default_reward) == (0, True)

@@ -25,6 +25,7 @@ from bandit.settings import ApiSettings, RedisSettings, Settings
 from bandit.state import StateStore
 from policies import Action, Policy, decide_ranking, make_policy
 from streams.learner import Learner, TrainingRecord
+from tests.streams.test_learner import record_of
 
 T = TypeVar("T")
 
@@ -70,7 +71,7 @@ def _record(i: int, reward: float) -> TrainingRecord:
         reward_count=1,
         default_reward=False,
     )
-    return TrainingRecord.of(0, i, example)
+    return record_of(0, i, example)
 
 
 def _poisoned() -> bytes:

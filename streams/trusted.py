@@ -1,0 +1,314 @@
+"""What the stream worker checks of the service's own topics: schema version and structure.
+
+``decisions`` is written by the API, which validated the request at the trust boundary
+and built the decision from it; ``training`` by the join, which splices the decision's
+bytes, as they came from ``decisions``, into the training record (:mod:`streams.join`).
+The worker does not validate their rules again (the id syntax, feature names, the
+ranking being a distribution: those live in the wire declarations,
+:mod:`bandit.schemas`, and are checked once, by the API). It checks what it relies on
+to do its work: the schema version, and that every field it reads is there with the
+type it reads. A record that fails raises :class:`StructureError`, whose reason names
+the field and the rule (``decision.schema_version: must be 1, got 2 [schema_version]``);
+the agent dead-letters the record with it (:mod:`streams.deadletter`).
+
+What a policy must refuse, whoever produced the record (a reward or a feature value
+that is not finite or beyond its bound, a probability outside (0, 1], a chosen index out
+of range), :meth:`policies.Policy.learn` refuses, and the learner dead-letters the record
+with that reason (:mod:`streams.learner`).
+
+Examples
+--------
+>>> raw = (
+...     b'{"schema_version": 1, "event_id": "e1", "reward": 1.0, "reward_count": 1,'
+...     b' "default_reward": false, "occurred_at": "2026-11-27T23:15:00.2Z",'
+...     b' "decision": {"schema_version": 1, "event_id": "e1", "policy": "p",'
+...     b' "model_version": "1", "explored": false, "occurred_at": "2026-11-27T23:15:00Z",'
+...     b' "actions": [{"id": "a"}, {"id": "b"}], "context": {},'
+...     b' "ranking": [{"id": "b", "probability": 0.75}, {"id": "a", "probability": 0.25}],'
+...     b' "chosen_action_id": "b", "chosen_index": 1, "probability": 0.75}}'
+... )
+>>> values = training_values(raw)
+>>> values["decision"]["policy"], values["decision"]["learn"], values["reward"]
+('p', True, 1.0)
+>>> training_values(raw.replace(b'"schema_version": 1, "event_id": "e1", "policy"',
+...                             b'"schema_version": 2, "event_id": "e1", "policy"'))
+Traceback (most recent call last):
+...
+streams.trusted.StructureError: decision.schema_version: must be 1, got 2 [schema_version]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Final
+
+import orjson
+
+from bandit.schemas import Event
+
+__all__ = [
+    "DECISION_DEFAULTS",
+    "SCHEMA_VERSION",
+    "LoggedDecision",
+    "StructureError",
+    "check_features",
+    "decision_fields",
+    "read_object",
+    "training_values",
+]
+
+SCHEMA_VERSION: Final[int] = Event.model_fields["schema_version"].default
+"""The one schema version of every event on the topics (:class:`bandit.schemas.Event`)."""
+
+DECISION_DEFAULTS: Final[Mapping[str, Any]] = {
+    "context": {},
+    "deferred": False,
+    "learn": True,
+    "consent": "personalise",
+    "subject": None,
+}
+"""The declared defaults of :class:`bandit.schemas.Decision`'s optional fields, for a
+producer that leaves them out (a test compares them with the declaration)."""
+
+
+class StructureError(ValueError):
+    """A record of the service's own topics without the structure the worker reads.
+
+    Parameters
+    ----------
+    where
+        The field, dotted (``decision.actions.2.id``); ``(record)`` for the whole record.
+    message
+        What is wrong, with what was found (types, never the values of identifiers).
+    rule
+        The rule's short name, as a dead letter's reason shows it in brackets.
+    """
+
+    def __init__(self, where: str, message: str, rule: str) -> None:
+        self.where = where
+        self.rule = rule
+        self.reason = f"{where or '(record)'}: {message} [{rule}]"
+        super().__init__(self.reason)
+
+
+@dataclass(frozen=True, slots=True)
+class LoggedDecision:
+    """A decision as it came from ``decisions``: its bytes, and the fields the join reads.
+
+    Attributes
+    ----------
+    raw
+        The decision's JSON, kept as it came and spliced into its training record.
+    event_id, policy, occurred_at, learn, deferred
+        Read from it by :meth:`read` (see :class:`bandit.schemas.Decision`).
+    """
+
+    raw: bytes
+    event_id: str
+    policy: str
+    occurred_at: datetime
+    learn: bool
+    deferred: bool
+
+    @classmethod
+    def read(cls, raw: bytes) -> LoggedDecision:
+        """Read a decision's JSON; raise :class:`StructureError` naming what is wrong."""
+        values = read_object(raw)
+        fields = decision_fields(values, "")
+        return cls(raw, *fields)
+
+
+def _type_name(value: object) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def _at(where: str, name: str | int) -> str:
+    return f"{where}.{name}" if where else str(name)
+
+
+def read_object(raw: bytes) -> dict[str, Any]:
+    """Parse a record's JSON value, which must be an object.
+
+    Raises
+    ------
+    StructureError
+        If it is not JSON (``json_invalid``) or not an object (``object_type``).
+    """
+    try:
+        values = orjson.loads(raw)
+    except orjson.JSONDecodeError as error:
+        raise StructureError("(record)", f"not JSON: {error}", "json_invalid") from None
+    if type(values) is not dict:
+        msg = f"must be a JSON object, got {_type_name(values)}"
+        raise StructureError("(record)", msg, "object_type")
+    return values
+
+
+def _field(values: Mapping[str, Any], where: str, name: str, kind: type | tuple[type, ...]) -> Any:
+    """Return ``values[name]``, which must be there and of `kind` (exactly: no bool for int)."""
+    try:
+        value = values[name]
+    except KeyError:
+        raise StructureError(_at(where, name), "field required", "missing") from None
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if type(value) not in kinds:
+        wanted = " or ".join(k.__name__ for k in kinds)
+        msg = f"must be {wanted}, got {_type_name(value)}"
+        raise StructureError(_at(where, name), msg, "type")
+    return value
+
+
+def _optional(values: dict[str, Any], where: str, name: str, kind: type) -> None:
+    """Give `name` its declared default when absent; else check its type."""
+    if name not in values:
+        values[name] = DECISION_DEFAULTS[name]
+    elif type(values[name]) is not kind:
+        msg = f"must be {kind.__name__}, got {_type_name(values[name])}"
+        raise StructureError(_at(where, name), msg, "type")
+
+
+def _check_version(values: Mapping[str, Any], where: str) -> None:
+    version = values.get("schema_version", SCHEMA_VERSION)
+    if type(version) is not int or version != SCHEMA_VERSION:
+        found = repr(version) if type(version) is int else _type_name(version)
+        msg = f"must be {SCHEMA_VERSION}, got {found}"
+        raise StructureError(_at(where, "schema_version"), msg, "schema_version")
+
+
+def _timestamp(values: Mapping[str, Any], where: str) -> datetime:
+    text = _field(values, where, "occurred_at", str)
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        moment = None
+    if moment is None or moment.utcoffset() is None:
+        msg = "must be an ISO 8601 time with a timezone"
+        raise StructureError(_at(where, "occurred_at"), msg, "timestamp")
+    return moment
+
+
+def decision_fields(
+    values: Mapping[str, Any], where: str = "decision"
+) -> tuple[str, str, datetime, bool, bool]:
+    """Check a decision's version and the fields the join reads; return them.
+
+    Returns
+    -------
+    tuple
+        ``(event_id, policy, occurred_at, learn, deferred)``, the last two defaulting
+        as declared.
+
+    Raises
+    ------
+    StructureError
+        Naming the first field that is missing or of the wrong type, or a wrong version.
+    """
+    _check_version(values, where)
+    event_id = _field(values, where, "event_id", str)
+    policy = _field(values, where, "policy", str)
+    if not event_id or not policy:
+        name = "event_id" if not event_id else "policy"
+        raise StructureError(_at(where, name), "must not be empty", "empty")
+    learn = values.get("learn", True)
+    deferred = values.get("deferred", False)
+    for name, value in (("learn", learn), ("deferred", deferred)):
+        if type(value) is not bool:
+            msg = f"must be bool, got {_type_name(value)}"
+            raise StructureError(_at(where, name), msg, "type")
+    return event_id, policy, _timestamp(values, where), learn, deferred
+
+
+def training_values(raw: bytes) -> dict[str, Any]:
+    """Read a training record's JSON into the plain data the learner and the log read.
+
+    A decision without learning consent is read as far as the learner needs it (whose
+    it is, and that it is not learned). For any other, every field the learner and the
+    decision log read is checked for its type, the actions for distinct ids that the
+    ranking holds exactly, and the chosen index for pointing at an action; the
+    decision's time is read into a :class:`~datetime.datetime` and absent optional
+    fields get their declared defaults. The feature values are checked by whoever
+    writes them (:func:`policies.vw.logged_example`, or :func:`check_features` before
+    :meth:`policies.Policy.learn`).
+
+    Raises
+    ------
+    StructureError
+        Naming the field and the rule.
+    """
+    values = read_object(raw)
+    _check_version(values, "")
+    _field(values, "", "event_id", str)
+    decision = _field(values, "", "decision", dict)
+    _event_id, _policy, occurred_at, learn, deferred = decision_fields(decision)
+    decision["learn"], decision["deferred"], decision["occurred_at"] = learn, deferred, occurred_at
+    if not learn:
+        return values
+    reward = _field(values, "", "reward", (float, int))
+    values["reward"] = float(reward)
+    count = _field(values, "", "reward_count", int)
+    if count < 0:
+        raise StructureError("reward_count", f"must be >= 0, got {count}", "greater_than_equal")
+    _field(values, "", "default_reward", bool)
+    where = "decision"
+    _field(decision, where, "model_version", str)
+    _field(decision, where, "explored", bool)
+    _optional(decision, where, "context", dict)
+    _optional(decision, where, "consent", str)
+    if decision.setdefault("subject", None) is not None:
+        _field(decision, where, "subject", str)
+    actions = _field(decision, where, "actions", list)
+    if not actions:
+        raise StructureError("decision.actions", "must hold at least one action", "too_short")
+    ids: list[str] = []
+    for index, action in enumerate(actions):
+        at = f"decision.actions.{index}"
+        if type(action) is not dict:
+            raise StructureError(at, f"must be an object, got {_type_name(action)}", "type")
+        ids.append(_field(action, at, "id", str))
+        features = action.setdefault("features", {})
+        if type(features) is not dict:
+            msg = f"must be an object, got {_type_name(features)}"
+            raise StructureError(f"{at}.features", msg, "type")
+    ranking = _field(decision, where, "ranking", list)
+    ranked: list[str] = []
+    for index, entry in enumerate(ranking):
+        at = f"decision.ranking.{index}"
+        if type(entry) is not dict:
+            raise StructureError(at, f"must be an object, got {_type_name(entry)}", "type")
+        ranked.append(_field(entry, at, "id", str))
+        _field(entry, at, "probability", (float, int))
+    if len(set(ids)) != len(ids) or len(ranked) != len(ids) or set(ranked) != set(ids):
+        msg = "must hold each offered action id once, as `actions` does"
+        raise StructureError("decision.ranking", msg, "ranking_ids")
+    chosen = _field(decision, where, "chosen_index", int)
+    if not 0 <= chosen < len(ids):
+        msg = f"must be in [0, {len(ids)}), got {chosen}"
+        raise StructureError("decision.chosen_index", msg, "chosen_index_range")
+    probability = _field(decision, where, "probability", (float, int))
+    decision["probability"] = float(probability)
+    return values
+
+
+def check_features(features: Any, where: str) -> None:
+    """Check that `features` are namespaces of named strings or numbers (no booleans).
+
+    For the features of a record the one-pass writer left alone, before
+    :meth:`policies.Policy.learn` checks their values' bounds.
+
+    Raises
+    ------
+    StructureError
+        Naming the first namespace or feature of the wrong type.
+    """
+    if type(features) is not dict:
+        raise StructureError(where, f"must be an object, got {_type_name(features)}", "type")
+    for namespace, named in features.items():
+        at = f"{where}.{namespace}"
+        if type(named) is not dict:
+            raise StructureError(at, f"must be an object, got {_type_name(named)}", "type")
+        for name, value in named.items():
+            if type(value) not in (str, int, float):
+                msg = f"must be a number or a string, got {_type_name(value)}"
+                raise StructureError(f"{at}.{name}", msg, "feature_value_type")
