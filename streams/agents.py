@@ -34,8 +34,10 @@ group rebalances. Rewards and activations move their partition's watermark as th
 joined; a partition that gets none is moved on by *watermark markers*: records with an
 empty value and a ``streambandit-watermark`` header holding the time they were sent, that
 ``release-due`` appends to the partitions holding back a due decision
-(:meth:`~streams.join.JoinStore.lagging_partitions`), at most every 0.5 s per partition
-and worker. ``join-rewards`` reads a marker as "this partition is read up to that time".
+(:meth:`~streams.join.JoinStore.lagging_partitions`), once the slack past its deadline
+has passed (``release-due`` sleeps until then), one at a time per partition and worker
+(again after 0.5 s if it was not read). ``join-rewards`` reads a marker as "this
+partition is read up to that time".
 
 Work that touches Redis is retried (with a growing pause, every failure logged) until it
 succeeds, so a Redis outage stalls an agent instead of losing or double-applying records;
@@ -45,6 +47,7 @@ an agent never crashes on bad input.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import os
 import socket
@@ -98,12 +101,12 @@ __all__ = [
 
 T = TypeVar("T")
 
-_RELEASE_INTERVAL_SECONDS = 0.2  # how often due decisions are claimed and released
+_RELEASE_INTERVAL_SECONDS = 0.2  # longest sleep of the release loop, and a tick's time
 _CONTEXT_BATCH = 500  # most behaviour events the context agent folds in one Redis round
 _CONTEXT_WITHIN_SECONDS = 0.01
 _RELEASE_LIMIT = 500
 _LEASE_SECONDS = 30.0
-_MARKER_EVERY_SECONDS = 0.5  # least pause between two markers to one partition, per worker
+_MARKER_EVERY_SECONDS = 0.5  # a marker not read by then is sent again, per partition and worker
 _MARKER_POLL_SECONDS = 0.02  # how often the timer looks whether its markers were read
 _TRAINING_AHEAD = 3  # training batches fetched and being decoded while one is learned
 _BEAT_SECONDS = 1.0  # how often a worker tells Redis it lives (bandit/learning.py)
@@ -164,6 +167,11 @@ class AppServices:
     _learning: LearningMonitor | None = field(default=None, init=False)
     markers_sent: dict[int, float] = field(default_factory=dict, init=False)
     """When this worker last sent a watermark marker to each ``rewards`` partition."""
+    release_wake: asyncio.Event = field(default_factory=asyncio.Event, init=False)
+    """Set to wake the release loop before its planned time (a decision due sooner)."""
+    release_at: float = field(default=-math.inf, init=False)
+    """When the release loop plans to look again (seconds since the epoch); -inf while
+    it is looking."""
     _unexpected_partitions: set[int] = field(default_factory=set, init=False)
 
     @property
@@ -480,7 +488,8 @@ def _register_join(app: StreamBanditApp, services: AppServices) -> None:
                 get_settings = partial(services.policy_settings.get, decision.policy)
                 settings = await retry("join.settings", get_settings)
                 add = partial(services.join.add_decision, decision, settings)
-                await retry("join.add_decision", add)
+                if await retry("join.add_decision", add) == "pending":
+                    _wake_release(services, decision.occurred_at.timestamp(), settings)
 
     @app.agent(topics.rewards, name="join-rewards")
     async def join_rewards(stream):  # type: ignore[no-untyped-def]
@@ -492,26 +501,56 @@ def _register_join(app: StreamBanditApp, services: AppServices) -> None:
         await release_due_loop(services)
 
 
+def _wake_release(services: AppServices, occurred_at: float, settings: PolicySettings) -> None:
+    """Wake the release loop if the decision just added is due before it planned to look."""
+    join = services.join
+    due = occurred_at + settings.reward_wait_seconds
+    if join.rewards_partitions is not None:
+        due += join.watermark_slack_seconds
+    if due < services.release_at:
+        services.release_wake.set()
+
+
 async def release_due_loop(
     services: AppServices, *, interval: float = _RELEASE_INTERVAL_SECONDS
 ) -> None:
-    """Release due decisions every `interval` seconds, one tick after the other, until cancelled.
+    """Release decisions as they fall due, one tick after the other, until cancelled.
 
-    Not a Faust timer: a tick's work is bounded by the interval (:func:`release_tick`),
-    and when it still runs over (a backlog after a restart, a slow broker) the next tick
-    starts at once rather than the two ticks being reported as overlapping. Ticks never
-    run concurrently.
+    After each tick (:func:`release_tick`, its work bounded by `interval`) the loop
+    sleeps until the first waiting decision is due (:meth:`streams.join.JoinStore.next_due`)
+    and, when the ``rewards`` partitions' watermarks decide, the slack after it has
+    passed, so that the markers it then sends let the decision go at once; it sleeps
+    `interval` at most, and a decision added meanwhile that is due sooner wakes it.
+    Decisions due but still held back (their markers not read yet, a partition nobody
+    reads) are looked at again after `interval`; a tick that ran out of time is followed
+    by the next at once. Not a Faust timer; ticks never run concurrently.
     """
     loop = asyncio.get_running_loop()
+    join = services.join
+    wake = services.release_wake
     await asyncio.sleep(interval)
     while True:
         started = loop.time()
         until = started + interval
+        pause = interval
         try:
-            await release_tick(services, until=until)
+            released = await release_tick(services, until=until)
+            wake.clear()
+            ahead = await join.next_due()
+            if ahead is not None and join.rewards_partitions is not None:
+                ahead += join.watermark_slack_seconds
+            if loop.time() >= until:
+                pause = 0.0  # a backlog: go on
+            elif ahead is not None and ahead > 0:
+                pause = min(ahead, interval)
+            elif ahead is not None and released:
+                pause = 0.0  # what it released may have freed more
         except Exception:  # noqa: BLE001  # an error escaping the loop would end it for good
             _log.exception("join.release_postponed", retry_in=interval)
-        await asyncio.sleep(max(0.0, until - loop.time()))
+        services.release_at = time.time() + pause
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(wake.wait(), pause)
+        services.release_at = -math.inf
 
 
 async def release_tick(services: AppServices, *, until: float) -> int:
@@ -631,15 +670,26 @@ async def _markers_read(services: AppServices, partitions: Sequence[int], *, unt
 async def send_watermark_markers(services: AppServices) -> list[int]:
     """Append a watermark marker to each ``rewards`` partition that holds back a due decision.
 
-    A partition gets at most one marker every 0.5 s from this worker. The marker's time
+    A partition gets a new marker from this worker once the last one was read (its
+    watermark reached the marker's time), or, when it was not, 0.5 s after it (so a
+    partition nobody reads gets two a second at most). The marker's time
     is taken before it is sent, so everything appended to the partition before that
     time precedes it; once ``join-rewards`` has read it, the partition is read up to
     that time. Returns the partitions sent a marker, after the broker has them.
     """
     lagging = await services.join.lagging_partitions()  # by Redis's clock
+    if not lagging:
+        return []
+    marks = await services.join.watermarks()
     sent_at = services.markers_sent
     stamp = time.time()
-    chosen = [p for p in lagging if stamp - sent_at.get(p, -math.inf) >= _MARKER_EVERY_SECONDS]
+    chosen = [
+        p
+        for p in lagging
+        if p not in sent_at
+        or marks.get(p, -math.inf) >= sent_at[p]
+        or stamp - sent_at[p] >= _MARKER_EVERY_SECONDS
+    ]
     if not chosen:
         return []
     rewards = services.app.bandit_topics.rewards

@@ -280,7 +280,7 @@ class DeadLetters:
         return outcome
 
     async def read(self, read: Callable[[bytes], T], record: RawRecord) -> T | None:
-        """Return `record` read with `read` (:func:`read_record`), or None after dead-lettering it."""
+        """Return `record` read with `read` (:func:`read_record`); None once dead-lettered."""
         outcome = read_record(read, record, max_bytes=self.max_bytes)
         if isinstance(outcome, DeadLetter):
             await self.send(record, outcome)

@@ -389,6 +389,18 @@ return redis.call('HGET', KEYS[1], ARGV[1])
 """
 )
 
+# KEYS: due set
+# ARGV: now
+# Returns the seconds from now until the first score of the due set (a string), or false.
+_NEXT_DUE = (
+    _CLOCK
+    + """
+local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+if #first == 0 then return false end
+return tostring(tonumber(first[2]) - clock(ARGV[1]))
+"""
+)
+
 # KEYS: due set, watermarks
 # ARGV: now, rewards partitions, slack
 # Returns the partitions whose watermark holds back the oldest due event.
@@ -626,6 +638,7 @@ class JoinStore:
         self._add_record = redis.register_script(_ADD_RECORD)
         self._advance = redis.register_script(_ADVANCE)
         self._lagging = redis.register_script(_LAGGING)
+        self._next_due = redis.register_script(_NEXT_DUE)
         self._claim = redis.register_script(_CLAIM)
         self._complete = redis.register_script(_COMPLETE)
 
@@ -897,6 +910,22 @@ class JoinStore:
         raw = await self.state.redis.hgetall(self.watermarks_key)
         return {int(_text(partition)): float(_text(mark)) for partition, mark in raw.items()}
 
+    async def next_due(self, now: float | None = None) -> float | None:
+        """Return the seconds until the first event in the due set is due (< 0: overdue).
+
+        An event handed out counts from its lease's end. The agent sleeps until then
+        (and the slack after it, when the watermarks need markers) rather than looking
+        again and again; None when no event waits.
+
+        Parameters
+        ----------
+        now
+            The current time (seconds since the epoch); the Redis server's when omitted.
+        """
+        _check_now(now)
+        reply = await self._next_due(keys=[self.due_key], args=["" if now is None else repr(now)])
+        return None if reply is None else float(_text(reply))
+
     async def lagging_partitions(self, now: float | None = None) -> list[int]:
         """Return the ``rewards`` partitions whose watermark holds back a due event.
 
@@ -1052,7 +1081,8 @@ def _joined(event_id: str, fields: Mapping[str, str]) -> Joined:
                 fields["decision"].encode(),
                 b',"reward":',
                 orjson.dumps(reward),
-                b',"reward_count":%d,"default_reward":%s}' % (len(rewards), _JSON_BOOL[not rewards]),
+                b',"reward_count":%d' % len(rewards),
+                b',"default_reward":%s}' % _JSON_BOOL[not rewards],
             )
         )
     except (ValueError, OverflowError, KeyError) as error:
