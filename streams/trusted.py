@@ -160,15 +160,6 @@ def _field(values: Mapping[str, Any], where: str, name: str, kind: type | tuple[
     return value
 
 
-def _optional(values: dict[str, Any], where: str, name: str, kind: type) -> None:
-    """Give `name` its declared default when absent; else check its type."""
-    if name not in values:
-        values[name] = DECISION_DEFAULTS[name]
-    elif type(values[name]) is not kind:
-        msg = f"must be {kind.__name__}, got {_type_name(values[name])}"
-        raise StructureError(_at(where, name), msg, "type")
-
-
 def _check_version(values: Mapping[str, Any], where: str) -> None:
     version = values.get("schema_version", SCHEMA_VERSION)
     if type(version) is not int or version != SCHEMA_VERSION:
@@ -245,50 +236,116 @@ def training_values(raw: bytes) -> dict[str, Any]:
     decision["learn"], decision["deferred"], decision["occurred_at"] = learn, deferred, occurred_at
     if not learn:
         return values
-    reward = _field(values, "", "reward", (float, int))
-    values["reward"] = float(reward)
+    # The usual record passes one quick look per part; what does not is looked at again,
+    # field by field, to name what is wrong.
+    if not (
+        type(values.get("reward")) in _NUMBER
+        and type(values.get("reward_count")) is int
+        and values["reward_count"] >= 0
+        and type(values.get("default_reward")) is bool
+    ):
+        _explain_outcome(values)
+    values["reward"] = float(values["reward"])
+    for name, kind in _DECISION_OPTIONAL:
+        found = decision.get(name, _ABSENT)
+        if found is _ABSENT:
+            decision[name] = DECISION_DEFAULTS[name]
+        elif type(found) is not kind and not (name == "subject" and found is None):
+            _field(decision, "decision", name, kind)
+    actions, ranking = decision.get("actions"), decision.get("ranking")
+    chosen, probability = decision.get("chosen_index"), decision.get("probability")
+    if not (
+        type(decision.get("model_version")) is str
+        and type(decision.get("explored")) is bool
+        and type(actions) is list
+        and type(ranking) is list
+        and type(chosen) is int
+        and type(probability) in _NUMBER
+    ):
+        _explain_decision(decision)
+    _check_offer(actions, ranking, chosen)
+    decision["probability"] = float(probability)
+    return values
+
+
+def _check_offer(actions: list[Any], ranking: list[Any], chosen: int) -> None:
+    """Check the actions, the ranking and the chosen index (lists and an int already)."""
+    ids: set[str] = set()
+    for action in actions:
+        if type(action) is not dict or type(action.get("id")) is not str:
+            break
+        if type(action.setdefault("features", {})) is not dict:
+            break
+        ids.add(action["id"])
+    else:
+        if not actions:
+            msg = "must hold at least one action"
+            raise StructureError("decision.actions", msg, "too_short")
+    if len(ids) != len(actions):
+        _explain_actions(actions)
+    ranked: set[str] = set()
+    for entry in ranking:
+        if type(entry) is not dict or type(entry.get("id")) is not str:
+            break
+        if type(entry.get("probability")) not in _NUMBER:
+            break
+        ranked.add(entry["id"])
+    if len(ranked) != len(ranking) or ranked != ids:
+        _explain_ranking(ranking)
+        msg = "must hold each offered action id once, as `actions` does"
+        raise StructureError("decision.ranking", msg, "ranking_ids")
+    if not 0 <= chosen < len(actions):
+        msg = f"must be in [0, {len(actions)}), got {chosen}"
+        raise StructureError("decision.chosen_index", msg, "chosen_index_range")
+
+
+_ABSENT: Final = object()
+_NUMBER: Final = (float, int)
+_DECISION_OPTIONAL: Final = (("context", dict), ("consent", str), ("subject", str))
+
+
+def _explain_outcome(values: Mapping[str, Any]) -> None:
+    """Raise the error of the first broken field of a training example's outcome."""
+    _field(values, "", "reward", _NUMBER)
     count = _field(values, "", "reward_count", int)
     if count < 0:
         raise StructureError("reward_count", f"must be >= 0, got {count}", "greater_than_equal")
     _field(values, "", "default_reward", bool)
-    where = "decision"
-    _field(decision, where, "model_version", str)
-    _field(decision, where, "explored", bool)
-    _optional(decision, where, "context", dict)
-    _optional(decision, where, "consent", str)
-    if decision.setdefault("subject", None) is not None:
-        _field(decision, where, "subject", str)
-    actions = _field(decision, where, "actions", list)
-    if not actions:
-        raise StructureError("decision.actions", "must hold at least one action", "too_short")
-    ids: list[str] = []
+
+
+def _explain_decision(decision: Mapping[str, Any]) -> None:
+    """Raise the error of the first broken field of a decision's top level."""
+    for name, kind in (
+        ("model_version", str),
+        ("explored", bool),
+        ("actions", list),
+        ("ranking", list),
+        ("chosen_index", int),
+        ("probability", _NUMBER),
+    ):
+        _field(decision, "decision", name, kind)
+
+
+def _explain_actions(actions: list[Any]) -> None:
+    """Raise the error of the first broken action, or of an id offered twice."""
     for index, action in enumerate(actions):
         at = f"decision.actions.{index}"
         if type(action) is not dict:
             raise StructureError(at, f"must be an object, got {_type_name(action)}", "type")
-        ids.append(_field(action, at, "id", str))
-        features = action.setdefault("features", {})
-        if type(features) is not dict:
-            msg = f"must be an object, got {_type_name(features)}"
-            raise StructureError(f"{at}.features", msg, "type")
-    ranking = _field(decision, where, "ranking", list)
-    ranked: list[str] = []
+        _field(action, at, "id", str)
+        _field(action, at, "features", dict)
+    msg = "must hold each offered action id once, as `actions` does"
+    raise StructureError("decision.ranking", msg, "ranking_ids")
+
+
+def _explain_ranking(ranking: list[Any]) -> None:
+    """Raise the error of the first broken ranking entry, if one is broken."""
     for index, entry in enumerate(ranking):
         at = f"decision.ranking.{index}"
         if type(entry) is not dict:
             raise StructureError(at, f"must be an object, got {_type_name(entry)}", "type")
-        ranked.append(_field(entry, at, "id", str))
-        _field(entry, at, "probability", (float, int))
-    if len(set(ids)) != len(ids) or len(ranked) != len(ids) or set(ranked) != set(ids):
-        msg = "must hold each offered action id once, as `actions` does"
-        raise StructureError("decision.ranking", msg, "ranking_ids")
-    chosen = _field(decision, where, "chosen_index", int)
-    if not 0 <= chosen < len(ids):
-        msg = f"must be in [0, {len(ids)}), got {chosen}"
-        raise StructureError("decision.chosen_index", msg, "chosen_index_range")
-    probability = _field(decision, where, "probability", (float, int))
-    decision["probability"] = float(probability)
-    return values
+        _field(entry, at, "id", str)
+        _field(entry, at, "probability", _NUMBER)
 
 
 def check_features(features: Any, where: str) -> None:

@@ -99,7 +99,7 @@ def _break(data: dict[str, Any], how: str) -> dict[str, Any] | bytes:
         ("negative count", "reward_count: must be >= 0, got -1 [greater_than_equal]"),
         ("no actions", "decision.actions: must hold at least one action [too_short]"),
         ("action not object", "decision.actions.3: must be an object, got str [type]"),
-        ("features not object", "decision.actions.0.features: must be an object, got list [type]"),
+        ("features not object", "decision.actions.0.features: must be dict, got list [type]"),
         ("ranking ids", "decision.ranking: must hold each offered action id once"),
         ("same id twice", "[ranking_ids]"),
         ("chosen index", "decision.chosen_index: must be in [0, 3), got 3 [chosen_index_range]"),
