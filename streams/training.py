@@ -42,7 +42,7 @@ shared |cuser tier=gold
 |id id=a
 0:-1.0:0.75 |aitem size:2 |id id=b
 >>> decode_training(RawRecord("sb.training", 0, 8, b"p", b"{}")).reason
-'event_id: field required [missing]'
+'event_id: Field required [missing]'
 """
 
 from __future__ import annotations

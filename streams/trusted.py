@@ -55,6 +55,7 @@ __all__ = [
     "StructureError",
     "check_features",
     "decision_fields",
+    "decision_offer",
     "read_object",
     "training_values",
 ]
@@ -114,9 +115,16 @@ class LoggedDecision:
 
     @classmethod
     def read(cls, raw: bytes) -> LoggedDecision:
-        """Read a decision's JSON; raise :class:`StructureError` naming what is wrong."""
+        """Read a decision's JSON; raise :class:`StructureError` naming what is wrong.
+
+        A learnable decision's offer is checked too (:func:`decision_offer`), so a
+        broken one is dead-lettered where it came in, with its key, not later from
+        ``training``.
+        """
         values = read_object(raw)
         fields = decision_fields(values, "")
+        if fields[3]:  # learn
+            decision_offer(values, "")
         return cls(raw, *fields)
 
 
@@ -151,7 +159,7 @@ def _field(values: Mapping[str, Any], where: str, name: str, kind: type | tuple[
     try:
         value = values[name]
     except KeyError:
-        raise StructureError(_at(where, name), "field required", "missing") from None
+        raise StructureError(_at(where, name), "Field required", "missing") from None
     kinds = kind if isinstance(kind, tuple) else (kind,)
     if type(value) not in kinds:
         wanted = " or ".join(k.__name__ for k in kinds)
@@ -246,14 +254,35 @@ def training_values(raw: bytes) -> dict[str, Any]:
     ):
         _explain_outcome(values)
     values["reward"] = float(values["reward"])
+    decision_offer(decision, "decision")
+    return values
+
+
+def decision_offer(decision: dict[str, Any], where: str = "decision") -> None:
+    """Check the structure of what a learnable decision offered and chose, in place.
+
+    Every field the learner and the decision log read must be there with its type; the
+    actions must have distinct ids, which the ranking holds exactly, and the chosen
+    index must point at one. Absent optional fields get their declared defaults, and
+    the probability becomes a float. The feature values are checked by whoever writes
+    them (:func:`policies.vw.logged_example`, or :func:`check_features` before
+    :meth:`policies.Policy.learn`).
+
+    Raises
+    ------
+    StructureError
+        Naming the field (under `where`) and the rule.
+    """
     for name, kind in _DECISION_OPTIONAL:
         found = decision.get(name, _ABSENT)
         if found is _ABSENT:
             decision[name] = DECISION_DEFAULTS[name]
         elif type(found) is not kind and not (name == "subject" and found is None):
-            _field(decision, "decision", name, kind)
-    actions, ranking = decision.get("actions"), decision.get("ranking")
-    chosen, probability = decision.get("chosen_index"), decision.get("probability")
+            _field(decision, where, name, kind)
+    actions: Any = decision.get("actions")
+    ranking: Any = decision.get("ranking")
+    chosen: Any = decision.get("chosen_index")
+    probability: Any = decision.get("probability")
     if not (
         type(decision.get("model_version")) is str
         and type(decision.get("explored")) is bool
@@ -262,13 +291,12 @@ def training_values(raw: bytes) -> dict[str, Any]:
         and type(chosen) is int
         and type(probability) in _NUMBER
     ):
-        _explain_decision(decision)
-    _check_offer(actions, ranking, chosen)
+        _explain_decision(decision, where)
+    _check_offer(actions, ranking, chosen, where)
     decision["probability"] = float(probability)
-    return values
 
 
-def _check_offer(actions: list[Any], ranking: list[Any], chosen: int) -> None:
+def _check_offer(actions: list[Any], ranking: list[Any], chosen: int, where: str) -> None:
     """Check the actions, the ranking and the chosen index (lists and an int already)."""
     ids: set[str] = set()
     for action in actions:
@@ -280,9 +308,9 @@ def _check_offer(actions: list[Any], ranking: list[Any], chosen: int) -> None:
     else:
         if not actions:
             msg = "must hold at least one action"
-            raise StructureError("decision.actions", msg, "too_short")
+            raise StructureError(_at(where, "actions"), msg, "too_short")
     if len(ids) != len(actions):
-        _explain_actions(actions)
+        _explain_actions(actions, where)
     ranked: set[str] = set()
     for entry in ranking:
         if type(entry) is not dict or type(entry.get("id")) is not str:
@@ -291,12 +319,12 @@ def _check_offer(actions: list[Any], ranking: list[Any], chosen: int) -> None:
             break
         ranked.add(entry["id"])
     if len(ranked) != len(ranking) or ranked != ids:
-        _explain_ranking(ranking)
+        _explain_ranking(ranking, where)
         msg = "must hold each offered action id once, as `actions` does"
-        raise StructureError("decision.ranking", msg, "ranking_ids")
+        raise StructureError(_at(where, "ranking"), msg, "ranking_ids")
     if not 0 <= chosen < len(actions):
         msg = f"must be in [0, {len(actions)}), got {chosen}"
-        raise StructureError("decision.chosen_index", msg, "chosen_index_range")
+        raise StructureError(_at(where, "chosen_index"), msg, "chosen_index_range")
 
 
 _ABSENT: Final = object()
@@ -313,7 +341,7 @@ def _explain_outcome(values: Mapping[str, Any]) -> None:
     _field(values, "", "default_reward", bool)
 
 
-def _explain_decision(decision: Mapping[str, Any]) -> None:
+def _explain_decision(decision: Mapping[str, Any], where: str) -> None:
     """Raise the error of the first broken field of a decision's top level."""
     for name, kind in (
         ("model_version", str),
@@ -323,25 +351,25 @@ def _explain_decision(decision: Mapping[str, Any]) -> None:
         ("chosen_index", int),
         ("probability", _NUMBER),
     ):
-        _field(decision, "decision", name, kind)
+        _field(decision, where, name, kind)
 
 
-def _explain_actions(actions: list[Any]) -> None:
+def _explain_actions(actions: list[Any], where: str) -> None:
     """Raise the error of the first broken action, or of an id offered twice."""
     for index, action in enumerate(actions):
-        at = f"decision.actions.{index}"
+        at = _at(where, f"actions.{index}")
         if type(action) is not dict:
             raise StructureError(at, f"must be an object, got {_type_name(action)}", "type")
         _field(action, at, "id", str)
         _field(action, at, "features", dict)
     msg = "must hold each offered action id once, as `actions` does"
-    raise StructureError("decision.ranking", msg, "ranking_ids")
+    raise StructureError(_at(where, "ranking"), msg, "ranking_ids")
 
 
-def _explain_ranking(ranking: list[Any]) -> None:
+def _explain_ranking(ranking: list[Any], where: str) -> None:
     """Raise the error of the first broken ranking entry, if one is broken."""
     for index, entry in enumerate(ranking):
-        at = f"decision.ranking.{index}"
+        at = _at(where, f"ranking.{index}")
         if type(entry) is not dict:
             raise StructureError(at, f"must be an object, got {_type_name(entry)}", "type")
         _field(entry, at, "id", str)

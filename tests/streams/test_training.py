@@ -93,7 +93,7 @@ def _break(data: dict[str, Any], how: str) -> dict[str, Any] | bytes:
     [
         ("version", "schema_version: must be 1, got 2 [schema_version]"),
         ("decision version", "decision.schema_version: must be 1, got 2 [schema_version]"),
-        ("no decision", "decision: field required [missing]"),
+        ("no decision", "decision: Field required [missing]"),
         ("reward text", "reward: must be float or int, got str [type]"),
         ("reward bool", "reward: must be float or int, got bool [type]"),
         ("negative count", "reward_count: must be >= 0, got -1 [greater_than_equal]"),
@@ -104,7 +104,7 @@ def _break(data: dict[str, Any], how: str) -> dict[str, Any] | bytes:
         ("same id twice", "[ranking_ids]"),
         ("chosen index", "decision.chosen_index: must be in [0, 3), got 3 [chosen_index_range]"),
         ("naive time", "decision.occurred_at: must be an ISO 8601 time with a timezone"),
-        ("no policy", "decision.policy: field required [missing]"),
+        ("no policy", "decision.policy: Field required [missing]"),
         ("learn text", "decision.learn: must be bool, got str [type]"),
         ("context list", "decision.context: must be dict, got list [type]"),
     ],
