@@ -24,10 +24,10 @@ from policies import Action, Policy, make_policy
 from policies.vw import dsjson_line, to_vw_lines
 from streams.agents import register_agents
 from streams.app import create_app
-from streams.deadletter import RawRecord
+from streams.deadletter import RawRecord, read_record
 from streams.sink import training_record
 from streams.training import TrainingRecord, decode_training
-from streams.trusted import DECISION_DEFAULTS, StructureError, check_features
+from streams.trusted import DECISION_DEFAULTS, LoggedDecision, StructureError, check_features
 from tests.streams.test_learner import _example
 
 
@@ -272,3 +272,40 @@ def test_the_training_consumer_learns_and_logs_each_example_once(
     assert sorted(line["EventId"] for line in lines) == sorted(f"evt-{i}" for i in range(601))
     assert json.loads(values[0])["decision"]["event_id"] == "evt-0"
     assert TrainingExample.model_validate_json(values[0]).decision.policy == "default"
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"schema_version": 2}, "schema_version: must be 1, got 2 [schema_version]"),
+        ({"policy": None}, "policy: must be str, got null [type]"),
+        ({"occurred_at": "yesterday"}, "occurred_at: must be an ISO 8601 time with a timezone"),
+        ({"ranking": []}, "ranking: must hold each offered action id once"),
+        ({"chosen_index": -1}, "chosen_index: must be in [0, 3), got -1 [chosen_index_range]"),
+    ],
+)
+def test_a_decision_the_join_cannot_read_is_a_dead_letter_of_decisions(
+    change: dict[str, Any], reason: str
+) -> None:
+    """The join reads a decision's version, the fields it keeps and its offer; what fails
+    is dead-lettered where it came in, with its key."""
+    values = {**orjson.loads(_example(5).decision.model_dump_json()), **change}
+    record = RawRecord("sb.decisions", 1, 3, b"evt-5", orjson.dumps(values))
+    letter = read_record(LoggedDecision.read, record)
+    assert isinstance(letter, DeadLetter)
+    assert letter.reason.startswith(reason)
+    assert (letter.source_topic, letter.key) == ("sb.decisions", "evt-5")
+
+
+def test_a_decision_is_kept_as_its_bytes_with_the_fields_the_join_reads() -> None:
+    """Without learning consent only whose it is, when and that it is not learned count."""
+    decision = _example(6).decision
+    raw = decision.model_dump_json().encode()
+    read = LoggedDecision.read(raw)
+    assert read.raw is raw
+    assert (read.event_id, read.policy, read.occurred_at) == (
+        "evt-6", "p", decision.occurred_at,
+    )  # fmt: skip
+    assert (read.learn, read.deferred) == (True, False)
+    unlearned = orjson.loads(raw) | {"learn": False, "actions": None, "ranking": None}
+    assert LoggedDecision.read(orjson.dumps(unlearned)).learn is False
