@@ -122,10 +122,10 @@ class LoggedDecision:
         ``training``.
         """
         values = read_object(raw)
-        fields = decision_fields(values, "")
-        if fields[3]:  # learn
+        event_id, policy, occurred_at, learn, deferred = decision_fields(values, "")
+        if learn:
             decision_offer(values, "")
-        return cls(raw, *fields)
+        return cls(raw, event_id, policy, occurred_at, learn, deferred)
 
 
 def _type_name(value: object) -> str:
@@ -210,8 +210,8 @@ def decision_fields(
     if not event_id or not policy:
         name = "event_id" if not event_id else "policy"
         raise StructureError(_at(where, name), "must not be empty", "empty")
-    learn = values.get("learn", True)
-    deferred = values.get("deferred", False)
+    learn = values.get("learn", DECISION_DEFAULTS["learn"])
+    deferred = values.get("deferred", DECISION_DEFAULTS["deferred"])
     for name, value in (("learn", learn), ("deferred", deferred)):
         if type(value) is not bool:
             msg = f"must be bool, got {_type_name(value)}"
