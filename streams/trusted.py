@@ -154,17 +154,24 @@ def read_object(raw: bytes) -> dict[str, Any]:
     return values
 
 
+_ABSENT: Final = object()
+_NUMBER: Final = (float, int)
+
+
+def _wrong(where: str, value: object, kind: type | tuple[type, ...]) -> StructureError:
+    """Return the error of a field at `where` found as `value` (``_ABSENT``) instead of `kind`."""
+    if value is _ABSENT:
+        return StructureError(where, "Field required", "missing")
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    wanted = " or ".join(k.__name__ for k in kinds)
+    return StructureError(where, f"must be {wanted}, got {_type_name(value)}", "type")
+
+
 def _field(values: Mapping[str, Any], where: str, name: str, kind: type | tuple[type, ...]) -> Any:
     """Return ``values[name]``, which must be there and of `kind` (exactly: no bool for int)."""
-    try:
-        value = values[name]
-    except KeyError:
-        raise StructureError(_at(where, name), "Field required", "missing") from None
-    kinds = kind if isinstance(kind, tuple) else (kind,)
-    if type(value) not in kinds:
-        wanted = " or ".join(k.__name__ for k in kinds)
-        msg = f"must be {wanted}, got {_type_name(value)}"
-        raise StructureError(_at(where, name), msg, "type")
+    value = values.get(name, _ABSENT)
+    if type(value) is not kind and (type(kind) is not tuple or type(value) not in kind):
+        raise _wrong(_at(where, name), value, kind)
     return value
 
 
@@ -214,8 +221,7 @@ def decision_fields(
     deferred = values.get("deferred", DECISION_DEFAULTS["deferred"])
     for name, value in (("learn", learn), ("deferred", deferred)):
         if type(value) is not bool:
-            msg = f"must be bool, got {_type_name(value)}"
-            raise StructureError(_at(where, name), msg, "type")
+            raise _wrong(_at(where, name), value, bool)
     return event_id, policy, _timestamp(values, where), learn, deferred
 
 
@@ -223,13 +229,9 @@ def training_values(raw: bytes) -> dict[str, Any]:
     """Read a training record's JSON into the plain data the learner and the log read.
 
     A decision without learning consent is read as far as the learner needs it (whose
-    it is, and that it is not learned). For any other, every field the learner and the
-    decision log read is checked for its type, the actions for distinct ids that the
-    ranking holds exactly, and the chosen index for pointing at an action; the
-    decision's time is read into a :class:`~datetime.datetime` and absent optional
-    fields get their declared defaults. The feature values are checked by whoever
-    writes them (:func:`policies.vw.logged_example`, or :func:`check_features` before
-    :meth:`policies.Policy.learn`).
+    it is, and that it is not learned); any other as :func:`decision_offer` says, with
+    the example's outcome (reward, reward count, default-reward flag). The decision's
+    time is read into a :class:`~datetime.datetime`.
 
     Raises
     ------
@@ -244,16 +246,11 @@ def training_values(raw: bytes) -> dict[str, Any]:
     decision["learn"], decision["deferred"], decision["occurred_at"] = learn, deferred, occurred_at
     if not learn:
         return values
-    # The usual record passes one quick look per part; what does not is looked at again,
-    # field by field, to name what is wrong.
-    if not (
-        type(values.get("reward")) in _NUMBER
-        and type(values.get("reward_count")) is int
-        and values["reward_count"] >= 0
-        and type(values.get("default_reward")) is bool
-    ):
-        _explain_outcome(values)
-    values["reward"] = float(values["reward"])
+    values["reward"] = float(_field(values, "", "reward", _NUMBER))
+    count = _field(values, "", "reward_count", int)
+    if count < 0:
+        raise StructureError("reward_count", f"must be >= 0, got {count}", "greater_than_equal")
+    _field(values, "", "default_reward", bool)
     decision_offer(decision, "decision")
     return values
 
@@ -273,53 +270,30 @@ def decision_offer(decision: dict[str, Any], where: str = "decision") -> None:
     StructureError
         Naming the field (under `where`) and the rule.
     """
-    for name, kind in _DECISION_OPTIONAL:
-        found = decision.get(name, _ABSENT)
-        if found is _ABSENT:
-            decision[name] = DECISION_DEFAULTS[name]
-        elif type(found) is not kind and not (name == "subject" and found is None):
-            _field(decision, where, name, kind)
-    actions: Any = decision.get("actions")
-    ranking: Any = decision.get("ranking")
-    chosen: Any = decision.get("chosen_index")
-    probability: Any = decision.get("probability")
-    if not (
-        type(decision.get("model_version")) is str
-        and type(decision.get("explored")) is bool
-        and type(actions) is list
-        and type(ranking) is list
-        and type(chosen) is int
-        and type(probability) in _NUMBER
-    ):
-        _explain_decision(decision, where)
-    _check_offer(actions, ranking, chosen, where)
-    decision["probability"] = float(probability)
-
-
-def _check_offer(actions: list[Any], ranking: list[Any], chosen: int, where: str) -> None:
-    """Check the actions, the ranking and the chosen index (lists and an int already)."""
+    for name, kind in (("context", dict), ("consent", str), ("subject", str)):
+        found = decision.setdefault(name, DECISION_DEFAULTS[name])
+        if type(found) is not kind and not (found is None and name == "subject"):
+            raise _wrong(_at(where, name), found, kind)
+    _field(decision, where, "model_version", str)
+    _field(decision, where, "explored", bool)
+    actions: list[Any] = _field(decision, where, "actions", list)
+    ranking: list[Any] = _field(decision, where, "ranking", list)
+    chosen: int = _field(decision, where, "chosen_index", int)
+    decision["probability"] = float(_field(decision, where, "probability", _NUMBER))
+    if not actions:
+        raise StructureError(_at(where, "actions"), "must hold at least one action", "too_short")
     ids: set[str] = set()
-    for action in actions:
-        if type(action) is not dict or type(action.get("id")) is not str:
-            break
+    for index, action in enumerate(actions):
+        if type(action) is not dict:
+            raise _wrong(_at(where, f"actions.{index}"), action, dict)
+        action_id = action.get("id", _ABSENT)
+        if type(action_id) is not str:
+            raise _wrong(_at(where, f"actions.{index}.id"), action_id, str)
         if type(action.setdefault("features", {})) is not dict:
-            break
-        ids.add(action["id"])
-    else:
-        if not actions:
-            msg = "must hold at least one action"
-            raise StructureError(_at(where, "actions"), msg, "too_short")
-    if len(ids) != len(actions):
-        _explain_actions(actions, where)
-    ranked: set[str] = set()
-    for entry in ranking:
-        if type(entry) is not dict or type(entry.get("id")) is not str:
-            break
-        if type(entry.get("probability")) not in _NUMBER:
-            break
-        ranked.add(entry["id"])
-    if len(ranked) != len(ranking) or ranked != ids:
-        _explain_ranking(ranking, where)
+            raise _wrong(_at(where, f"actions.{index}.features"), action["features"], dict)
+        ids.add(action_id)
+    ranked = _ranked_ids(ranking, where)
+    if len(ids) != len(actions) or len(ranked) != len(ranking) or ranked != ids:
         msg = "must hold each offered action id once, as `actions` does"
         raise StructureError(_at(where, "ranking"), msg, "ranking_ids")
     if not 0 <= chosen < len(actions):
@@ -327,53 +301,20 @@ def _check_offer(actions: list[Any], ranking: list[Any], chosen: int, where: str
         raise StructureError(_at(where, "chosen_index"), msg, "chosen_index_range")
 
 
-_ABSENT: Final = object()
-_NUMBER: Final = (float, int)
-_DECISION_OPTIONAL: Final = (("context", dict), ("consent", str), ("subject", str))
-
-
-def _explain_outcome(values: Mapping[str, Any]) -> None:
-    """Raise the error of the first broken field of a training example's outcome."""
-    _field(values, "", "reward", _NUMBER)
-    count = _field(values, "", "reward_count", int)
-    if count < 0:
-        raise StructureError("reward_count", f"must be >= 0, got {count}", "greater_than_equal")
-    _field(values, "", "default_reward", bool)
-
-
-def _explain_decision(decision: Mapping[str, Any], where: str) -> None:
-    """Raise the error of the first broken field of a decision's top level."""
-    for name, kind in (
-        ("model_version", str),
-        ("explored", bool),
-        ("actions", list),
-        ("ranking", list),
-        ("chosen_index", int),
-        ("probability", _NUMBER),
-    ):
-        _field(decision, where, name, kind)
-
-
-def _explain_actions(actions: list[Any], where: str) -> None:
-    """Raise the error of the first broken action, or of an id offered twice."""
-    for index, action in enumerate(actions):
-        at = _at(where, f"actions.{index}")
-        if type(action) is not dict:
-            raise StructureError(at, f"must be an object, got {_type_name(action)}", "type")
-        _field(action, at, "id", str)
-        _field(action, at, "features", dict)
-    msg = "must hold each offered action id once, as `actions` does"
-    raise StructureError(_at(where, "ranking"), msg, "ranking_ids")
-
-
-def _explain_ranking(ranking: list[Any], where: str) -> None:
-    """Raise the error of the first broken ranking entry, if one is broken."""
+def _ranked_ids(ranking: list[Any], where: str) -> set[str]:
+    """Check the ranking's entries (an id and a probability each); return their ids."""
+    ranked: set[str] = set()
     for index, entry in enumerate(ranking):
-        at = _at(where, f"ranking.{index}")
         if type(entry) is not dict:
-            raise StructureError(at, f"must be an object, got {_type_name(entry)}", "type")
-        _field(entry, at, "id", str)
-        _field(entry, at, "probability", _NUMBER)
+            raise _wrong(_at(where, f"ranking.{index}"), entry, dict)
+        entry_id = entry.get("id", _ABSENT)
+        if type(entry_id) is not str:
+            raise _wrong(_at(where, f"ranking.{index}.id"), entry_id, str)
+        probability = entry.get("probability", _ABSENT)
+        if type(probability) not in _NUMBER:
+            raise _wrong(_at(where, f"ranking.{index}.probability"), probability, _NUMBER)
+        ranked.add(entry_id)
+    return ranked
 
 
 def check_features(features: Any, where: str) -> None:
@@ -388,11 +329,11 @@ def check_features(features: Any, where: str) -> None:
         Naming the first namespace or feature of the wrong type.
     """
     if type(features) is not dict:
-        raise StructureError(where, f"must be an object, got {_type_name(features)}", "type")
+        raise _wrong(where, features, dict)
     for namespace, named in features.items():
         at = f"{where}.{namespace}"
         if type(named) is not dict:
-            raise StructureError(at, f"must be an object, got {_type_name(named)}", "type")
+            raise _wrong(at, named, dict)
         for name, value in named.items():
             if type(value) not in (str, int, float):
                 msg = f"must be a number or a string, got {_type_name(value)}"

@@ -98,7 +98,7 @@ def _break(data: dict[str, Any], how: str) -> dict[str, Any] | bytes:
         ("reward bool", "reward: must be float or int, got bool [type]"),
         ("negative count", "reward_count: must be >= 0, got -1 [greater_than_equal]"),
         ("no actions", "decision.actions: must hold at least one action [too_short]"),
-        ("action not object", "decision.actions.3: must be an object, got str [type]"),
+        ("action not object", "decision.actions.3: must be dict, got str [type]"),
         ("features not object", "decision.actions.0.features: must be dict, got list [type]"),
         ("ranking ids", "decision.ranking: must hold each offered action id once"),
         ("same id twice", "[ranking_ids]"),
@@ -200,7 +200,7 @@ def test_what_the_one_pass_writer_leaves_alone_goes_to_the_general_path() -> Non
 def test_check_features_names_the_namespace_or_feature() -> None:
     """Namespaces must be objects of strings and numbers."""
     check_features({"user": {"age": 31, "tier": "gold", "x": 0.5}}, "decision.context")
-    with pytest.raises(StructureError, match=r"^decision\.context\.user: must be an object"):
+    with pytest.raises(StructureError, match=r"^decision\.context\.user: must be dict, got list"):
         check_features({"user": [1]}, "decision.context")
     with pytest.raises(StructureError, match=r"\.user\.age: must be a number or a string, got "):
         check_features({"user": {"age": None}}, "decision.context")
