@@ -176,7 +176,7 @@ import structlog
 from bandit.schemas import Activation, Decision, PolicySettings, RewardReported, TrainingExample
 from bandit.settings import RedisSettings
 from bandit.state import StateStore
-from streams.trusted import SCHEMA_VERSION, LoggedDecision
+from streams.trusted import SCHEMA_VERSION, LoggedDecision, StructureError
 
 __all__ = [
     "DecisionOutcome",
@@ -1070,7 +1070,7 @@ def _joined(event_id: str, fields: Mapping[str, str]) -> Joined:
         if not math.isfinite(reward):
             msg = f"the reward must be finite, got {reward!r}"
             raise ValueError(msg)
-        occurred_at = _EPOCH + timedelta(microseconds=int(fields["at"])) + timedelta(seconds=wait)
+        occurred_at = _decided_at(fields) + timedelta(seconds=wait)
         value = b"".join(
             (
                 b'{"schema_version":%d,"event_id":' % SCHEMA_VERSION,
@@ -1089,6 +1089,17 @@ def _joined(event_id: str, fields: Mapping[str, str]) -> Joined:
         detail = f"{type(error).__name__}: {error}"[:_DETAIL_CHARS]
         return Joined(event_id, policy, dropped="invalid", detail=detail)
     return Joined(event_id, policy, value=value, default_reward=not rewards)
+
+
+def _decided_at(fields: Mapping[str, str]) -> datetime:
+    """Return when the stored decision was made (read from its JSON if kept before ``at``)."""
+    at = fields.get("at")
+    if at is not None:
+        return _EPOCH + timedelta(microseconds=int(at))
+    try:
+        return LoggedDecision.read(fields["decision"].encode()).occurred_at
+    except StructureError as error:
+        raise ValueError(error.reason) from None
 
 
 def _reward(value: str) -> tuple[int, int, float]:

@@ -728,3 +728,18 @@ def test_next_due_says_how_long_until_the_first_event_is_due(redis_url: str) -> 
         assert await join.next_due(now=DUE + 1) == pytest.approx(30.0)  # its lease's end
 
     _run(redis_url, body)
+
+
+def test_a_decision_kept_before_its_time_was_stored_apart_is_still_joined(
+    redis_url: str,
+) -> None:
+    """State written by an older worker (no ``at`` field) gives the same example."""
+
+    async def body(join: JoinStore) -> None:
+        await join.add_decision(_decision(), _settings())
+        await join.state.redis.hdel(join.event_key("e1"), "at")
+        [joined] = await join.claim_due(now=DUE)
+        assert joined.example is not None
+        assert joined.example.occurred_at == T0 + timedelta(seconds=WAIT)
+
+    _run(redis_url, body)
