@@ -82,7 +82,7 @@ from streams.ledger import DecisionLog
 from streams.retrying import retry
 from streams.sink import DecisionLogWriter, LogEntry
 from streams.training import TrainingRecord, decode_training
-from streams.trusted import LoggedDecision
+from streams.trusted import TrustedDecision
 
 __all__ = [
     "AppServices",
@@ -479,7 +479,7 @@ def _register_join(app: StreamBanditApp, services: AppServices) -> None:
     async def join_decisions(stream):  # type: ignore[no-untyped-def]
         async for event in stream.events():
             raw = RawRecord.from_event(event)
-            decision = await services.dead_letters.read(LoggedDecision.read, raw)
+            decision = await services.dead_letters.read(TrustedDecision.read, raw)
             if decision is None:
                 continue
             with structlog.contextvars.bound_contextvars(

@@ -11,7 +11,7 @@ is dropped. The agent produces it, then calls :meth:`JoinStore.complete`.
 
 The decision's bytes are kept as they came from ``decisions`` (the API validated what
 they were made of) and spliced into the training record unchanged: a decision is read
-for the fields the join needs (:class:`streams.trusted.LoggedDecision`), never
+for the fields the join needs (:class:`streams.trusted.TrustedDecision`), never
 validated again nor written again.
 
 Semantics
@@ -176,7 +176,7 @@ import structlog
 from bandit.schemas import Activation, Decision, PolicySettings, RewardReported, TrainingExample
 from bandit.settings import RedisSettings
 from bandit.state import StateStore
-from streams.trusted import SCHEMA_VERSION, LoggedDecision, StructureError
+from streams.trusted import SCHEMA_VERSION, StructureError, TrustedDecision
 
 __all__ = [
     "DecisionOutcome",
@@ -671,7 +671,7 @@ class JoinStore:
 
     async def add_decision(
         self,
-        decision: LoggedDecision | Decision,
+        decision: TrustedDecision | Decision,
         settings: PolicySettings,
         now: float | None = None,
     ) -> DecisionOutcome:
@@ -697,7 +697,7 @@ class JoinStore:
         """
         _check_now(now)
         if isinstance(decision, Decision):
-            decision = LoggedDecision.read(decision.model_dump_json().encode())
+            decision = TrustedDecision.read(decision.model_dump_json().encode())
         event_id = decision.event_id
         wait = settings.reward_wait_seconds
         due = decision.occurred_at.timestamp() + wait
@@ -1097,7 +1097,7 @@ def _decided_at(fields: Mapping[str, str]) -> datetime:
     if at is not None:
         return _EPOCH + timedelta(microseconds=int(at))
     try:
-        return LoggedDecision.read(fields["decision"].encode()).occurred_at
+        return TrustedDecision.read(fields["decision"].encode()).occurred_at
     except StructureError as error:
         raise ValueError(error.reason) from None
 

@@ -51,8 +51,8 @@ from bandit.schemas import Event
 __all__ = [
     "DECISION_DEFAULTS",
     "SCHEMA_VERSION",
-    "LoggedDecision",
     "StructureError",
+    "TrustedDecision",
     "check_features",
     "decision_fields",
     "decision_offer",
@@ -95,7 +95,7 @@ class StructureError(ValueError):
 
 
 @dataclass(frozen=True, slots=True)
-class LoggedDecision:
+class TrustedDecision:
     """A decision as it came from ``decisions``: its bytes, and the fields the join reads.
 
     Attributes
@@ -114,7 +114,7 @@ class LoggedDecision:
     deferred: bool
 
     @classmethod
-    def read(cls, raw: bytes) -> LoggedDecision:
+    def read(cls, raw: bytes) -> TrustedDecision:
         """Read a decision's JSON; raise :class:`StructureError` naming what is wrong.
 
         A learnable decision's offer is checked too (:func:`decision_offer`), so a

@@ -30,7 +30,7 @@ from bandit.settings import (
     Settings,
 )
 from policies import Action, make_policy
-from replay import IPS, LoggedDecisions, TargetProbabilities
+from replay import IPS, TrustedDecisions, TargetProbabilities
 from tests.bandit.test_api import _consume
 
 APP_KEY = "app-key-dp-0123456789abc"
@@ -84,7 +84,7 @@ def test_replay_on_debiased_rewards_covers_the_true_value() -> None:
         truthful = rng.random(n) < rr.truth_probability
         reported = np.where(truthful, clicks, ~clicks).astype(float)
         debiased = (reported - (1 - rr.truth_probability)) / (2 * rr.truth_probability - 1)
-        logs = LoggedDecisions(
+        logs = TrustedDecisions(
             n_actions=np.full(n, 3), chosen=chosen, propensity=np.full(n, 1 / 3), reward=debiased
         )
         target = TargetProbabilities(logs, np.tile([0.0, 0.0, 1.0], (n, 1)))  # true value 0.7

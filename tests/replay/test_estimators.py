@@ -32,7 +32,7 @@ from replay import (
     Estimate,
     Estimator,
     Intervals,
-    LoggedDecisions,
+    TrustedDecisions,
     ReplayMethod,
     RewardPredictions,
     SwitchDR,
@@ -52,7 +52,7 @@ BETA = _PROBLEM.normal(size=(N_FEATURES, 4))  # logging policy's preferences
 class Simulation:
     """A log with the true expected rewards behind it."""
 
-    logs: LoggedDecisions
+    logs: TrustedDecisions
     target: TargetProbabilities
     mu: np.ndarray  # (n, K) expected reward of every action
     truth: float
@@ -77,7 +77,7 @@ def simulate(
     chosen = np.minimum((logged.cumsum(axis=1) <= rng.random((n, 1))).sum(axis=1), k - 1)
     rows = np.arange(n)
     reward = (rng.random(n) < mu[rows, chosen]).astype(np.float64)
-    logs = LoggedDecisions(
+    logs = TrustedDecisions(
         n_actions=np.full(n, k),
         chosen=chosen,
         propensity=logged[rows, chosen],
@@ -354,8 +354,8 @@ def _logs(
     propensity: list[float],
     reward: list[float],
     probabilities: list[list[float]] | None = None,
-) -> LoggedDecisions:
-    return LoggedDecisions(
+) -> TrustedDecisions:
+    return TrustedDecisions(
         n_actions=np.array(n_actions),
         chosen=np.array(chosen),
         propensity=np.array(propensity),
@@ -394,7 +394,7 @@ def test_small_ess_and_huge_weights_are_flagged() -> None:
     n = 1000
     probabilities = np.tile([0.999, 0.001], (n, 1))
     chosen = np.r_[np.ones(2, dtype=int), np.zeros(n - 2, dtype=int)]
-    logs = LoggedDecisions(
+    logs = TrustedDecisions(
         n_actions=np.full(n, 2),
         chosen=chosen,
         propensity=probabilities[np.arange(n), chosen],
@@ -411,7 +411,7 @@ def test_wrong_propensities_are_flagged_by_the_mean_weight() -> None:
     """Propensities logged as half their real value make the mean weight about 2."""
     sim = simulate(11)
     logs = sim.logs
-    halved = LoggedDecisions(
+    halved = TrustedDecisions(
         n_actions=logs.n_actions,
         chosen=logs.chosen,
         propensity=logs.propensity / 2,
@@ -478,7 +478,7 @@ def test_bad_hyperparameters_are_refused(build: Callable[[], object], match: str
         build()
 
 
-def _two_rows() -> tuple[LoggedDecisions, TargetProbabilities]:
+def _two_rows() -> tuple[TrustedDecisions, TargetProbabilities]:
     logs = _logs([2, 3], [1, 0], [0.5, 0.2], [1.0, 0.0])
     return logs, TargetProbabilities(logs, np.array([[0.5, 0.5, 0.0], [1.0, 0.0, 0.0]]))
 
@@ -559,7 +559,7 @@ def test_bad_inputs_are_refused(kind: str, error: type[Exception], match: str) -
 
 
 @st.composite
-def logged(draw: st.DrawFn) -> tuple[LoggedDecisions, np.ndarray]:
+def logged(draw: st.DrawFn) -> tuple[TrustedDecisions, np.ndarray]:
     """Logs with full logged distributions, and a target distribution for them."""
     n = draw(st.integers(1, 20))
     k = draw(st.integers(1, 4))
@@ -568,7 +568,7 @@ def logged(draw: st.DrawFn) -> tuple[LoggedDecisions, np.ndarray]:
     probabilities = raw / raw.sum(axis=1, keepdims=True)
     chosen = np.array(draw(st.lists(st.integers(0, k - 1), min_size=n, max_size=n)))
     reward = np.array(draw(st.lists(st.floats(-100, 100, allow_nan=False), min_size=n, max_size=n)))
-    logs = LoggedDecisions(
+    logs = TrustedDecisions(
         n_actions=np.full(n, k),
         chosen=chosen,
         propensity=probabilities[np.arange(n), chosen],
@@ -587,7 +587,7 @@ def logged(draw: st.DrawFn) -> tuple[LoggedDecisions, np.ndarray]:
 @settings(max_examples=100, deadline=None)
 @given(case=logged())
 def test_ips_with_the_logger_as_target_is_the_logged_mean(
-    case: tuple[LoggedDecisions, np.ndarray],
+    case: tuple[TrustedDecisions, np.ndarray],
 ) -> None:
     """IPS of the logging policy itself is exactly the mean logged reward."""
     logs, _ = case
@@ -599,7 +599,7 @@ def test_ips_with_the_logger_as_target_is_the_logged_mean(
 @settings(max_examples=100, deadline=None)
 @given(case=logged())
 def test_ips_is_bounded_by_the_largest_reward_times_the_largest_weight(
-    case: tuple[LoggedDecisions, np.ndarray],
+    case: tuple[TrustedDecisions, np.ndarray],
 ) -> None:
     """|IPS| <= max |reward| x max weight."""
     logs, probabilities = case
@@ -610,7 +610,7 @@ def test_ips_is_bounded_by_the_largest_reward_times_the_largest_weight(
 
 @settings(max_examples=100, deadline=None)
 @given(case=logged())
-def test_snips_lies_within_the_reward_range(case: tuple[LoggedDecisions, np.ndarray]) -> None:
+def test_snips_lies_within_the_reward_range(case: tuple[TrustedDecisions, np.ndarray]) -> None:
     """SNIPS is a weighted mean of the rewards, so within [min reward, max reward]."""
     logs, probabilities = case
     target = TargetProbabilities(logs, probabilities)

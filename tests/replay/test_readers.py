@@ -23,7 +23,7 @@ from bandit.errors import ConfigurationError, LogFormatError
 from bandit.schemas import Decision, RankRequest, TrainingExample
 from policies import Action, Policy, decide_ranking, make_policy
 from policies.vw import VWPolicy, parse_dsjson_record, to_vw_lines
-from replay import LoggedDecisions
+from replay import TrustedDecisions
 from replay.readers import read_log, to_dsjson, to_jsonl, to_obp, to_parquet, to_vw_text
 from streams.sink import DecisionLogWriter
 from tests.policies import toy
@@ -128,7 +128,7 @@ def _expected(examples: list[TrainingExample]) -> dict[str, Any]:
     }
 
 
-def _assert_same(logs: LoggedDecisions, expected: dict[str, Any]) -> None:
+def _assert_same(logs: TrustedDecisions, expected: dict[str, Any]) -> None:
     for name in ("n_actions", "chosen", "propensity", "reward", "probabilities"):
         np.testing.assert_array_equal(getattr(logs, name), expected[name], err_msg=name)
     for name in ("action_ids", "contexts", "action_features", "event_ids"):
@@ -774,7 +774,7 @@ def test_dsjson_export_round_trips_and_vw_reads_it(tmp_path: Path) -> None:
 
 def test_dsjson_export_needs_the_full_distribution() -> None:
     """Without every row's distribution there is no `p` to write."""
-    logs = LoggedDecisions(
+    logs = TrustedDecisions(
         n_actions=np.array([2]),
         chosen=np.array([0]),
         propensity=np.array([0.5]),
@@ -823,7 +823,7 @@ def test_obp_export_keys_and_shapes(logged: Logged) -> None:
 
 def test_obp_export_maps_ids_across_offers() -> None:
     """Actions offered in different orders map to one global index each."""
-    logs = LoggedDecisions(
+    logs = TrustedDecisions(
         n_actions=np.array([2, 3]),
         chosen=np.array([1, 2]),
         propensity=np.array([0.5, 0.2]),
@@ -840,7 +840,7 @@ def test_obp_export_maps_ids_across_offers() -> None:
 
 
 def test_empty_log_reads_as_no_rows(tmp_path: Path) -> None:
-    """An empty file gives an empty, valid LoggedDecisions."""
+    """An empty file gives an empty, valid TrustedDecisions."""
     path = tmp_path / "empty.dsjson"
     path.write_text("\n")
     result = read_log(path)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from bandit.errors import ConfigurationError
-from replay import ClippedIPS, HashedRidge, Intervals, LoggedDecisions, ReplayMethod
+from replay import ClippedIPS, HashedRidge, Intervals, TrustedDecisions, ReplayMethod
 from replay.report import (
     ESTIMATORS,
     _tick_text,
@@ -111,7 +111,7 @@ def test_html_lists_each_distinct_warning_once_and_numbers_the_rows() -> None:
     rng = np.random.default_rng(0)
     n = 400
     chosen = (rng.random(n) < 0.02).astype(int)  # the logger rarely shows "b"
-    logs = LoggedDecisions(
+    logs = TrustedDecisions(
         n_actions=np.full(n, 2),
         chosen=chosen,
         propensity=np.where(chosen == 1, 0.02, 0.98),

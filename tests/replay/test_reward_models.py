@@ -19,7 +19,7 @@ from replay import (
     DoublyRobust,
     HashedRidge,
     Intervals,
-    LoggedDecisions,
+    TrustedDecisions,
     RewardModel,
     RewardPredictions,
     TargetProbabilities,
@@ -32,7 +32,7 @@ K = 3
 
 def simulate(
     seed: int, n: int = 1500, *, features: bool = True
-) -> tuple[LoggedDecisions, np.ndarray]:
+) -> tuple[TrustedDecisions, np.ndarray]:
     """Uniformly logged decisions whose mean reward is linear in context x action features.
 
     Each user has a taste ``t_j`` in [0, 1] for each action ``j``; action ``j`` pays 1
@@ -44,7 +44,7 @@ def simulate(
     chosen = rng.integers(0, K, n)
     reward = (rng.random(n) < mu[np.arange(n), chosen]).astype(np.float64)
     ids = [f"a{j}" for j in range(K)]
-    logs = LoggedDecisions(
+    logs = TrustedDecisions(
         n_actions=np.full(n, K),
         chosen=chosen,
         propensity=np.full(n, 1.0 / K),
@@ -76,7 +76,7 @@ def test_cross_fitted_predictions_recover_the_true_means() -> None:
 def test_a_rows_prediction_never_sees_its_own_reward() -> None:
     """Changing one row's reward leaves that row's predictions unchanged (cross-fitting)."""
     logs, _ = simulate(1, n=300)
-    flipped = LoggedDecisions(
+    flipped = TrustedDecisions(
         n_actions=logs.n_actions,
         chosen=logs.chosen,
         propensity=logs.propensity,
@@ -112,7 +112,7 @@ def test_without_features_the_model_predicts_each_actions_mean_reward() -> None:
 
 def test_rows_offering_fewer_actions_are_padded_with_zero() -> None:
     """Predictions cover each row's offered actions and leave padding at 0."""
-    logs = LoggedDecisions(
+    logs = TrustedDecisions(
         n_actions=np.array([1, 3, 2, 3, 2]),
         chosen=np.array([0, 2, 1, 0, 0]),
         propensity=np.array([1.0, 1 / 3, 0.5, 1 / 3, 0.5]),
@@ -177,8 +177,8 @@ def test_fewer_rows_than_folds_is_refused() -> None:
         HashedRidge().cross_fit(logs)
 
 
-def _two_rows() -> LoggedDecisions:
-    return LoggedDecisions(
+def _two_rows() -> TrustedDecisions:
+    return TrustedDecisions(
         n_actions=np.array([2, 3]),
         chosen=np.array([1, 0]),
         propensity=np.array([0.5, 0.2]),
@@ -218,7 +218,7 @@ def test_padding_is_ignored_and_the_input_is_not_mutated() -> None:
         predictions.values[0, 0] = 1.0
 
 
-def _reference_design(logs: LoggedDecisions, d: int, *, interactions: bool) -> np.ndarray:
+def _reference_design(logs: TrustedDecisions, d: int, *, interactions: bool) -> np.ndarray:
     """Every pair's features hashed one by one: what the model's design must equal.
 
     The linear part is joint_features' without products (bias, context, action, the
@@ -259,7 +259,7 @@ def _reference_design(logs: LoggedDecisions, d: int, *, interactions: bool) -> n
     return np.array(rows)
 
 
-def _awkward_log() -> LoggedDecisions:
+def _awkward_log() -> TrustedDecisions:
     """Rows with shared names on both sides, ``*`` in names, no context, a one-action row."""
     contexts: list[dict[str, dict[str, str | float]]] = [
         {"user": {"tier": "gold", "age": 0.5, "zero": 0.0}, "time": {"weekend": 1.0}},
@@ -275,7 +275,7 @@ def _awkward_log() -> LoggedDecisions:
         {},
     ]
     n = len(contexts)
-    return LoggedDecisions(
+    return TrustedDecisions(
         n_actions=np.array([3, 2, 3, 3, 3, 1]),
         chosen=np.zeros(n, dtype=int),
         propensity=np.full(n, 0.5),
@@ -296,7 +296,7 @@ def _awkward_log() -> LoggedDecisions:
 @pytest.mark.parametrize("interactions", [True, False])
 def test_the_design_is_joint_features_hashed_pair_by_pair(interactions: bool) -> None:
     """Every pair's hashed entries sum to its joint features', shared and odd names too."""
-    plain = LoggedDecisions(
+    plain = TrustedDecisions(
         n_actions=np.array([2, 3]),
         chosen=np.array([0, 1]),
         propensity=np.full(2, 0.5),
@@ -308,12 +308,12 @@ def test_the_design_is_joint_features_hashed_pair_by_pair(interactions: bool) ->
         np.testing.assert_allclose(got, expected, rtol=0, atol=1e-12)
 
 
-def _awkward_rewards(seed: int, copies: int) -> LoggedDecisions:
+def _awkward_rewards(seed: int, copies: int) -> TrustedDecisions:
     """The awkward log's rows repeated, with random choices and rewards."""
     rng = np.random.default_rng(seed)
     base = _awkward_log().take(np.arange(6).repeat(copies))
     chosen = rng.integers(0, base.n_actions)
-    return LoggedDecisions(
+    return TrustedDecisions(
         n_actions=base.n_actions,
         chosen=chosen,
         propensity=1.0 / base.n_actions,
@@ -361,7 +361,7 @@ def test_equal_features_in_separate_objects_predict_the_same() -> None:
     """Actions are recognised by id and features object; copies only cost time."""
     logs, _ = simulate(6, n=300)
     assert logs.action_features is not None
-    copied = LoggedDecisions(
+    copied = TrustedDecisions(
         n_actions=logs.n_actions,
         chosen=logs.chosen,
         propensity=logs.propensity,
@@ -380,7 +380,7 @@ def test_equal_features_in_separate_objects_predict_the_same() -> None:
 
 def test_too_few_action_features_are_refused() -> None:
     """A row whose action_features miss an offered action is named (extra ones are unused)."""
-    logs = LoggedDecisions(
+    logs = TrustedDecisions(
         n_actions=np.array([2, 2]),
         chosen=np.array([0, 1]),
         propensity=np.full(2, 0.5),

@@ -9,7 +9,7 @@ import pytest
 
 from bandit.errors import ConfigurationError, LogFormatError
 from policies import Action, make_policy
-from replay import SNIPS, LoggedDecisions
+from replay import SNIPS, TrustedDecisions
 from replay.estimators import IPS
 from replay.targets import build_target, parse_target
 
@@ -19,14 +19,14 @@ IDS = [f"item-{j}" for j in range(N_ACTIONS)]
 ACTION_FEATURES = [{"item": {"kind": f"k{j}"}} for j in range(N_ACTIONS)]
 
 
-def segment_log(n: int, seed: int = 0) -> tuple[LoggedDecisions, np.ndarray]:
+def segment_log(n: int, seed: int = 0) -> tuple[TrustedDecisions, np.ndarray]:
     """A uniformly random log whose best action is the user's segment; also the true means."""
     rng = np.random.default_rng(seed)
     segment = rng.integers(0, N_SEGMENTS, n)
     chosen = rng.integers(0, N_ACTIONS, n)
     means = np.where(np.arange(N_ACTIONS)[None, :] == segment[:, None], GOOD, BAD)
     reward = rng.binomial(1, means[np.arange(n), chosen]).astype(float)
-    logs = LoggedDecisions(
+    logs = TrustedDecisions(
         n_actions=np.full(n, N_ACTIONS),
         chosen=chosen,
         propensity=np.full(n, 1 / N_ACTIONS),
@@ -39,10 +39,10 @@ def segment_log(n: int, seed: int = 0) -> tuple[LoggedDecisions, np.ndarray]:
     return logs, means
 
 
-def small_log() -> LoggedDecisions:
+def small_log() -> TrustedDecisions:
     """Three rows offering different actions, with features."""
     ids = [["a", "b"], ["c", "b", "a"], ["c", "d"]]
-    return LoggedDecisions(
+    return TrustedDecisions(
         n_actions=np.array([2, 3, 2]),
         chosen=np.array([1, 0, 1]),
         propensity=np.array([0.5, 0.2, 0.5]),
@@ -93,7 +93,7 @@ def test_bad_specs_are_refused_naming_the_spec(spec: str, match: str) -> None:
 
 def test_targets_refuse_logs_missing_what_they_need() -> None:
     """logging needs every probability, fixed needs ids, policies need features."""
-    bare = LoggedDecisions(
+    bare = TrustedDecisions(
         n_actions=np.array([2]),
         chosen=np.array([0]),
         propensity=np.array([0.5]),

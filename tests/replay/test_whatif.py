@@ -6,16 +6,16 @@ import numpy as np
 import pytest
 
 from bandit.errors import ConfigurationError
-from replay import DoublyRobust, HashedRidge, LoggedDecisions
+from replay import DoublyRobust, HashedRidge, TrustedDecisions
 from replay.whatif import parse_grid, what_if
 from tests.replay.test_targets import segment_log
 
 
-def flat_log(n: int) -> LoggedDecisions:
+def flat_log(n: int) -> TrustedDecisions:
     """A uniformly random log where every action pays the same."""
     logs, _ = segment_log(n, seed=4)
     rng = np.random.default_rng(5)
-    return LoggedDecisions(
+    return TrustedDecisions(
         n_actions=logs.n_actions,
         chosen=logs.chosen,
         propensity=logs.propensity,

@@ -16,7 +16,7 @@ from bandit.schemas import Activation, Decision, PolicySettings, RewardReported,
 from bandit.settings import Limits
 from bandit.state import StateStore
 from streams.join import Joined, JoinStore
-from streams.trusted import LoggedDecision
+from streams.trusted import TrustedDecision
 
 T = TypeVar("T")
 
@@ -703,7 +703,7 @@ def test_the_decision_bytes_are_spliced_into_the_training_record_unchanged(
     raw = raw.replace(b",", b", ")  # as another encoder might write it
 
     async def body(join: JoinStore) -> None:
-        assert await join.add_decision(LoggedDecision.read(raw), _settings()) == "pending"
+        assert await join.add_decision(TrustedDecision.read(raw), _settings()) == "pending"
         await join.add_reward(_reward(1.0))
         [joined] = await join.claim_due(now=DUE)
         assert joined.value is not None

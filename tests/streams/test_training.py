@@ -27,7 +27,7 @@ from streams.app import create_app
 from streams.deadletter import RawRecord, read_record
 from streams.sink import training_record
 from streams.training import TrainingRecord, decode_training
-from streams.trusted import DECISION_DEFAULTS, LoggedDecision, StructureError, check_features
+from streams.trusted import DECISION_DEFAULTS, StructureError, TrustedDecision, check_features
 from tests.streams.test_learner import _example
 
 
@@ -291,7 +291,7 @@ def test_a_decision_the_join_cannot_read_is_a_dead_letter_of_decisions(
     is dead-lettered where it came in, with its key."""
     values = {**orjson.loads(_example(5).decision.model_dump_json()), **change}
     record = RawRecord("sb.decisions", 1, 3, b"evt-5", orjson.dumps(values))
-    letter = read_record(LoggedDecision.read, record)
+    letter = read_record(TrustedDecision.read, record)
     assert isinstance(letter, DeadLetter)
     assert letter.reason.startswith(reason)
     assert (letter.source_topic, letter.key) == ("sb.decisions", "evt-5")
@@ -301,11 +301,11 @@ def test_a_decision_is_kept_as_its_bytes_with_the_fields_the_join_reads() -> Non
     """Without learning consent only whose it is, when and that it is not learned count."""
     decision = _example(6).decision
     raw = decision.model_dump_json().encode()
-    read = LoggedDecision.read(raw)
+    read = TrustedDecision.read(raw)
     assert read.raw is raw
     assert (read.event_id, read.policy, read.occurred_at) == (
         "evt-6", "p", decision.occurred_at,
     )  # fmt: skip
     assert (read.learn, read.deferred) == (True, False)
     unlearned = orjson.loads(raw) | {"learn": False, "actions": None, "ranking": None}
-    assert LoggedDecision.read(orjson.dumps(unlearned)).learn is False
+    assert TrustedDecision.read(orjson.dumps(unlearned)).learn is False
