@@ -20,6 +20,7 @@
     ├── FeatureRefusedError          (also ValueError) a feature the policy may not see
     ├── BudgetExhaustedError         a release would overspend the privacy budget
     ├── RefusedRequestError          the API's answer other than success: .status, .code
+    ├── StructureError               (also ValueError) a record of our own topics, malformed
     └── ClientError                  bandit.client's: .status (None when no answer came), .message
         ├── InvalidArgumentError     (also ValueError) rejected before sending
         ├── TransportError           no answer: connection refused, reset, ...
@@ -88,6 +89,7 @@ __all__ = [
     "ServiceUnavailableError",
     "SnapshotError",
     "StreambanditError",
+    "StructureError",
     "TransportError",
     "UnknownPolicyError",
     "UnknownServedPolicyError",
@@ -268,3 +270,25 @@ class RefusedRequestError(StreambanditError):
         self.message = message
         self.details = list(details)
         self.headers = dict(headers or {})
+
+
+class StructureError(StreambanditError, ValueError):
+    """A record of the service's own topics without the structure the worker reads.
+
+    Raised by :mod:`streams.trusted`; the worker dead-letters the record with its `reason`.
+
+    Parameters
+    ----------
+    where
+        The field, dotted (``decision.actions.2.id``); ``(record)`` for the whole record.
+    message
+        What is wrong, with what was found (types, never the values of identifiers).
+    rule
+        The rule's short name, as a dead letter's reason shows it in brackets.
+    """
+
+    def __init__(self, where: str, message: str, rule: str) -> None:
+        self.where = where
+        self.rule = rule
+        self.reason = f"{where or '(record)'}: {message} [{rule}]"
+        super().__init__(self.reason)

@@ -109,7 +109,7 @@ async def measure(redis_url: str, decisions: int, named: float, persons: int) ->
     loaded = engine.loaded(POLICY)
     assert loaded is not None
     policy_settings = loaded.settings.model_copy(update={"reward_wait_seconds": WAIT})
-    join = JoinStore(store, limits=settings.limits)
+    join = JoinStore(store)
     rng = random.Random(0)
     people = [uuid.uuid4().hex + uuid.uuid4().hex for _ in range(persons)]
     await redis.memory_purge()

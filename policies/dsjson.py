@@ -955,7 +955,7 @@ class DSJSONReader:
     >>> reader.line(b'{"_label_cost": 0, "c": {"_multi": []}}')
     Traceback (most recent call last):
     ...
-    bandit.errors.LogFormatError: `c._multi` must list the offered actions (at least one), got []
+    policies.errors.LogFormatError: `c._multi` must list the offered actions (at least one), got []
     """
 
     def __init__(self, *, cost_key: str = "_label_cost", features: bool = True) -> None:
@@ -1311,7 +1311,7 @@ def read_file(
     >>> list(read_file(path))
     Traceback (most recent call last):
     ...
-    bandit.errors.LogFormatError: ...:1: `p` must hold probabilities in (0, 1], got p[0] = 2
+    policies.errors.LogFormatError: ...:1: `p` must hold probabilities in (0, 1], got p[0] = 2
     >>> list(read_file(path, skip_bad=True))
     []
     >>> folder.cleanup()

@@ -2,7 +2,10 @@
 
 Agents are thin: they decode records through :class:`~streams.deadletter.DeadLetters`
 (what fails goes to ``dead-letters`` with its reason), bind log context, and hand off
-to plain code tested without Kafka:
+to plain code tested without Kafka. Records from outside the service (``events``,
+``rewards``) are validated with their schemas; records of the service's own topics
+(``decisions``, ``training``) are read for their schema version and structure only
+(:mod:`streams.trusted`), and a decision's bytes go on to ``training`` as they came.
 
 =================  ===============  ====================================================
 agent / timer      consumes         hands off to
@@ -11,7 +14,7 @@ agent / timer      consumes         hands off to
 ``join-decisions`` ``decisions``    ``streams.join.JoinStore.add_decision``
 ``join-rewards``   ``rewards``      :func:`join_rewards_record`: ``JoinStore.add_reward`` /
                                     ``add_activation`` / ``advance_watermark``
-``release-due``    (every 0.2 s)    :func:`release_tick`: :func:`release_due_once`
+``release-due``    (when due)       :func:`release_tick`: :func:`release_due_once`
                                     (``JoinStore.claim_due`` -> ``training`` ->
                                     ``complete``), :func:`send_watermark_markers`
 ``learner``        ``training``     :func:`train_batch`: :class:`streams.learner.Learner`
@@ -31,8 +34,10 @@ group rebalances. Rewards and activations move their partition's watermark as th
 joined; a partition that gets none is moved on by *watermark markers*: records with an
 empty value and a ``streambandit-watermark`` header holding the time they were sent, that
 ``release-due`` appends to the partitions holding back a due decision
-(:meth:`~streams.join.JoinStore.lagging_partitions`), at most every 0.5 s per partition
-and worker. ``join-rewards`` reads a marker as "this partition is read up to that time".
+(:meth:`~streams.join.JoinStore.lagging_partitions`), once the slack past its deadline
+has passed (``release-due`` sleeps until then), one at a time per partition and worker
+(again after 0.5 s if it was not read). ``join-rewards`` reads a marker as "this
+partition is read up to that time".
 
 Work that touches Redis is retried (with a growing pause, every failure logged) until it
 succeeds, so a Redis outage stalls an agent instead of losing or double-applying records;
@@ -42,6 +47,7 @@ an agent never crashes on bad input.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import os
 import socket
@@ -58,12 +64,10 @@ from pydantic import TypeAdapter
 from bandit.service.learning import LearningMonitor
 from bandit.service.state import StateStore
 from bandit.settings import Settings
-from bandit.wire.fastpath import FastDecoder
 from bandit.wire.schemas import (
     Activation,
     BehaviourEvent,
     DeadLetter,
-    Decision,
     PolicySettings,
     RewardsRecord,
     TrainingExample,
@@ -76,7 +80,8 @@ from streams.learner import BatchResult, Learner
 from streams.ledger import DecisionLog
 from streams.retrying import retry
 from streams.sink import DecisionLogWriter, LogEntry
-from streams.training import TrainingDecoder, TrainingRecord, decode_training
+from streams.training import TrainingRecord, decode_training
+from streams.trusted import TrustedDecision
 
 if TYPE_CHECKING:
     from streams.app import StreamBanditApp  # the app registers these agents on itself
@@ -98,18 +103,17 @@ __all__ = [
 
 T = TypeVar("T")
 
-_RELEASE_INTERVAL_SECONDS = 0.2  # how often due decisions are claimed and released
+_RELEASE_INTERVAL_SECONDS = 0.2  # longest sleep of the release loop, and a tick's time
 _CONTEXT_BATCH = 500  # most behaviour events the context agent folds in one Redis round
 _CONTEXT_WITHIN_SECONDS = 0.01
 _RELEASE_LIMIT = 500
 _LEASE_SECONDS = 30.0
-_MARKER_EVERY_SECONDS = 0.5  # least pause between two markers to one partition, per worker
+_MARKER_EVERY_SECONDS = 0.5  # a marker not read by then is sent again, per partition and worker
 _MARKER_POLL_SECONDS = 0.02  # how often the timer looks whether its markers were read
 _TRAINING_AHEAD = 3  # training batches fetched and being decoded while one is learned
 _BEAT_SECONDS = 1.0  # how often a worker tells Redis it lives (bandit/service/learning.py)
 
 _BEHAVIOUR: TypeAdapter[BehaviourEvent] = TypeAdapter(BehaviourEvent)
-_DECISION: FastDecoder[Decision] = FastDecoder(Decision)  # pydantic, after a fast path
 _REWARDS: TypeAdapter[RewardsRecord] = TypeAdapter(RewardsRecord)
 
 # Not in __all__ (ruff's order of __all__ and the test's disagree on it), but public: the
@@ -165,6 +169,11 @@ class AppServices:
     _learning: LearningMonitor | None = field(default=None, init=False)
     markers_sent: dict[int, float] = field(default_factory=dict, init=False)
     """When this worker last sent a watermark marker to each ``rewards`` partition."""
+    release_wake: asyncio.Event = field(default_factory=asyncio.Event, init=False)
+    """Set to wake the release loop before its planned time (a decision due sooner)."""
+    release_at: float = field(default=-math.inf, init=False)
+    """When the release loop plans to look again (seconds since the epoch); -inf while
+    it is looking."""
     _unexpected_partitions: set[int] = field(default_factory=set, init=False)
 
     @property
@@ -215,7 +224,6 @@ class AppServices:
             self._join = JoinStore(
                 self.store,
                 done_ttl_seconds=settings.redis.dedup_window_seconds,
-                limits=settings.limits,
                 rewards_partitions=settings.kafka.partitions,
                 watermark_slack_seconds=settings.watermark_slack_seconds,
             )
@@ -290,17 +298,14 @@ def _register_training(app: StreamBanditApp, services: AppServices) -> None:
     """Consume ``training`` once for the learner and the decision log (:func:`train_batch`).
 
     Not a Faust agent: Faust's per-record cost would cap the learner (:mod:`streams.batch`).
-    Each batch is decoded as soon as it is fetched, large ones in helper processes
-    (:class:`streams.training.TrainingDecoder`), while the previous one is learned.
+    Each batch is decoded as soon as it is fetched (:func:`streams.training.decode_training`),
+    while the previous one is learned.
     Offsets are committed after the batch is handled, i.e. after the snapshot covering
     it is saved and it is in the decision log.
     """
     settings = app.settings.learner
     logs: list[DecisionLog] = []  # made on start (or the first batch), closed on stop
     letters = services.dead_letters
-    decoder = TrainingDecoder(
-        letters.limits, letters.max_bytes, processes=settings.decode_processes
-    )
 
     def decision_log() -> DecisionLog:
         if not logs:
@@ -313,7 +318,8 @@ def _register_training(app: StreamBanditApp, services: AppServices) -> None:
         services.learner.invalidate()
 
     async def decode(records: list[RawRecord]) -> list[tuple[RawRecord, Decoded]]:
-        return list(zip(records, await decoder.decode(records), strict=True))
+        max_bytes = letters.max_bytes
+        return [(record, decode_training(record, max_bytes=max_bytes)) for record in records]
 
     async def handle(decoded: list[tuple[RawRecord, Decoded]]) -> None:
         await train_decoded(services, decision_log(), decoded)
@@ -322,13 +328,9 @@ def _register_training(app: StreamBanditApp, services: AppServices) -> None:
         for log in logs:
             log.writer.close()
         logs.clear()
-        await decoder.close()
 
     @app.task  # type: ignore[untyped-decorator]
     async def on_start() -> None:
-        # The decoding helper imports for seconds: start it while the groups form, not
-        # on the first backlog after a restart (when the model waits for it).
-        decoder.start()
         # Lines this directory's writer claimed before it was killed are written now,
         # whether or not this worker is given training partitions.
         await retry("decision_log.recover", decision_log().recover)
@@ -379,7 +381,7 @@ async def train_batch(
     decoded: list[tuple[RawRecord, Decoded]] = []
     for event in events:
         record = event if isinstance(event, RawRecord) else RawRecord.from_event(event)
-        outcome = decode_training(record, limits=letters.limits, max_bytes=letters.max_bytes)
+        outcome = decode_training(record, max_bytes=letters.max_bytes)
         decoded.append((record, outcome))
     return await train_decoded(services, log, decoded)
 
@@ -478,7 +480,8 @@ def _register_join(app: StreamBanditApp, services: AppServices) -> None:
     @app.agent(topics.decisions, name="join-decisions")
     async def join_decisions(stream):  # type: ignore[no-untyped-def]
         async for event in stream.events():
-            decision = await services.dead_letters.decode(_DECISION, RawRecord.from_event(event))
+            raw = RawRecord.from_event(event)
+            decision = await services.dead_letters.read(TrustedDecision.read, raw)
             if decision is None:
                 continue
             with structlog.contextvars.bound_contextvars(
@@ -487,7 +490,8 @@ def _register_join(app: StreamBanditApp, services: AppServices) -> None:
                 get_settings = partial(services.policy_settings.get, decision.policy)
                 settings = await retry("join.settings", get_settings)
                 add = partial(services.join.add_decision, decision, settings)
-                await retry("join.add_decision", add)
+                if await retry("join.add_decision", add) == "pending":
+                    _wake_release(services, decision.occurred_at.timestamp(), settings)
 
     @app.agent(topics.rewards, name="join-rewards")
     async def join_rewards(stream):  # type: ignore[no-untyped-def]
@@ -499,26 +503,56 @@ def _register_join(app: StreamBanditApp, services: AppServices) -> None:
         await release_due_loop(services)
 
 
+def _wake_release(services: AppServices, occurred_at: float, settings: PolicySettings) -> None:
+    """Wake the release loop if the decision just added is due before it planned to look."""
+    join = services.join
+    due = occurred_at + settings.reward_wait_seconds
+    if join.rewards_partitions is not None:
+        due += join.watermark_slack_seconds
+    if due < services.release_at:
+        services.release_wake.set()
+
+
 async def release_due_loop(
     services: AppServices, *, interval: float = _RELEASE_INTERVAL_SECONDS
 ) -> None:
-    """Release due decisions every `interval` seconds, one tick after the other, until cancelled.
+    """Release decisions as they fall due, one tick after the other, until cancelled.
 
-    Not a Faust timer: a tick's work is bounded by the interval (:func:`release_tick`),
-    and when it still runs over (a backlog after a restart, a slow broker) the next tick
-    starts at once rather than the two ticks being reported as overlapping. Ticks never
-    run concurrently.
+    After each tick (:func:`release_tick`, its work bounded by `interval`) the loop
+    sleeps until the first waiting decision is due (:meth:`streams.join.JoinStore.next_due`)
+    and, when the ``rewards`` partitions' watermarks decide, the slack after it has
+    passed, so that the markers it then sends let the decision go at once; it sleeps
+    `interval` at most, and a decision added meanwhile that is due sooner wakes it.
+    Decisions due but still held back (their markers not read yet, a partition nobody
+    reads) are looked at again after `interval`; a tick that ran out of time is followed
+    by the next at once. Not a Faust timer; ticks never run concurrently.
     """
     loop = asyncio.get_running_loop()
+    join = services.join
+    wake = services.release_wake
     await asyncio.sleep(interval)
     while True:
         started = loop.time()
         until = started + interval
+        pause = interval
         try:
-            await release_tick(services, until=until)
+            released = await release_tick(services, until=until)
+            wake.clear()
+            ahead = await join.next_due()
+            if ahead is not None and join.rewards_partitions is not None:
+                ahead += join.watermark_slack_seconds
+            if loop.time() >= until:
+                pause = 0.0  # a backlog: go on
+            elif ahead is not None and ahead > 0:
+                pause = min(ahead, interval)
+            elif ahead is not None and released:
+                pause = 0.0  # what it released may have freed more
         except Exception:  # noqa: BLE001  # an error escaping the loop would end it for good
             _log.exception("join.release_postponed", retry_in=interval)
-        await asyncio.sleep(max(0.0, until - loop.time()))
+        services.release_at = time.time() + pause
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(wake.wait(), pause)
+        services.release_at = -math.inf
 
 
 async def release_tick(services: AppServices, *, until: float) -> int:
@@ -638,15 +672,26 @@ async def _markers_read(services: AppServices, partitions: Sequence[int], *, unt
 async def send_watermark_markers(services: AppServices) -> list[int]:
     """Append a watermark marker to each ``rewards`` partition that holds back a due decision.
 
-    A partition gets at most one marker every 0.5 s from this worker. The marker's time
+    A partition gets a new marker from this worker once the last one was read (its
+    watermark reached the marker's time), or, when it was not, 0.5 s after it (so a
+    partition nobody reads gets two a second at most). The marker's time
     is taken before it is sent, so everything appended to the partition before that
     time precedes it; once ``join-rewards`` has read it, the partition is read up to
     that time. Returns the partitions sent a marker, after the broker has them.
     """
     lagging = await services.join.lagging_partitions()  # by Redis's clock
+    if not lagging:
+        return []
+    marks = await services.join.watermarks()
     sent_at = services.markers_sent
     stamp = time.time()
-    chosen = [p for p in lagging if stamp - sent_at.get(p, -math.inf) >= _MARKER_EVERY_SECONDS]
+    chosen = [
+        p
+        for p in lagging
+        if p not in sent_at
+        or marks.get(p, -math.inf) >= sent_at[p]
+        or stamp - sent_at[p] >= _MARKER_EVERY_SECONDS
+    ]
     if not chosen:
         return []
     rewards = services.app.bandit_topics.rewards
@@ -682,17 +727,16 @@ async def release_due_once(
         examples: list[tuple[str, str, bytes]] = []
         held: dict[str, list[tuple[str, bytes]]] = {}
         for joined in due:
-            if joined.example is not None:
-                value = joined.example.model_dump_json().encode()
-                examples.append((joined.policy, joined.event_id, value))
-                held.setdefault(joined.policy, []).append((joined.event_id, value))
+            if joined.value is not None:
+                examples.append((joined.policy, joined.event_id, joined.value))
+                held.setdefault(joined.policy, []).append((joined.event_id, joined.value))
         # Held before they are produced, so the learner never applies one not yet held.
         await services.learning.hold(held)  # until learned and logged (bandit/service/learning.py)
         pending = [
             await training.send(key=policy.encode(), value=value) for policy, _, value in examples
         ]
         for joined in due:
-            if joined.example is None:
+            if joined.value is None:
                 _log.info(
                     "decision.dropped",
                     event_id=joined.event_id,

@@ -11,11 +11,11 @@ that fetches records in batches (about 12 µs a record) and hands each batch to 
 coroutine.
 
 Each consumer has a consumer group of its own (``<app id>-<name>``). A consumer may
-*prepare* each batch (the worker's training consumer decodes it, in helper processes
-when it is large: :class:`streams.training.TrainingDecoder`) as soon as the batch is
-fetched: it then fetches and prepares up to ``ahead`` batches while the current one is
-handled, so the two overlap; batches are still handled, and committed, one at a time
-and in order. The guarantees are the agents' ones:
+*prepare* each batch (the worker's training consumer reads it:
+:func:`streams.training.decode_training`) as soon as the batch is fetched: it then
+fetches and prepares up to ``ahead`` batches while the current one is handled, so the
+fetching and the handler's waits on Redis overlap; batches are still handled, and
+committed, one at a time and in order. The guarantees are the agents' ones:
 
 - at least once: a batch's offsets are committed only after its handler returned (for
   the learner: after the snapshot covering it is in Redis); a handler that raises

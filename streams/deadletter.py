@@ -1,6 +1,10 @@
-"""Dead letters: decode a record with pydantic, or send it to ``dead-letters`` with why.
+"""Dead letters: decode a record, or send it to ``dead-letters`` with why.
 
-Every agent decodes its records through :class:`DeadLetters`. A record that is not JSON,
+Every agent decodes its records through :class:`DeadLetters`: records that come from
+outside the service (``events``, ``rewards``: apps may produce to them) are validated
+with their schema (:func:`decode_record`); records of the service's own topics
+(``decisions``, ``training``) are read for their schema version and structure
+(:func:`read_record`, :mod:`streams.trusted`). A record that is not JSON,
 breaks a rule of its schema, or is larger than allowed becomes a
 :class:`~bandit.wire.schemas.DeadLetter` on the ``<prefix>.dead-letters`` topic (keyed by the
 source key), is counted, and the agent goes on with the next record. The reason names
@@ -35,6 +39,7 @@ from pydantic import ValidationError
 from bandit.service.state import StateStore
 from bandit.settings import Limits
 from bandit.wire.schemas import DeadLetter
+from streams.trusted import StructureError
 
 __all__ = [
     "DEAD_LETTER_COUNTERS",
@@ -44,6 +49,7 @@ __all__ = [
     "decode_record",
     "describe_validation_error",
     "make_dead_letter",
+    "read_record",
 ]
 
 T = TypeVar("T")
@@ -51,11 +57,7 @@ T_co = TypeVar("T_co", covariant=True)
 
 
 class JsonDecoder(Protocol[T_co]):
-    """What decodes a record.
-
-    A pydantic ``TypeAdapter``, or a :class:`bandit.wire.fastpath.FastDecoder` (the same
-    results, faster).
-    """
+    """What decodes a record: a pydantic ``TypeAdapter``, say."""
 
     def validate_json(self, data: bytes, /, *, context: Any = None) -> T_co:
         """Validate JSON `data`, raising :class:`pydantic.ValidationError`."""
@@ -179,6 +181,50 @@ def decode_record(
     T or DeadLetter
         The decoded value, or the dead letter naming why it could not be decoded.
     """
+    unread = _unreadable(record, max_bytes)
+    if unread is not None:
+        return unread
+    assert record.value is not None
+    context = {"limits": limits if limits is not None else Limits()}
+    try:
+        return adapter.validate_json(record.value, context=context)
+    except ValidationError as error:
+        return make_dead_letter(record, describe_validation_error(error))
+
+
+def read_record(
+    read: Callable[[bytes], T], record: RawRecord, *, max_bytes: int = DEAD_LETTER_MAX_BYTES
+) -> T | DeadLetter:
+    """Read a record of the service's own topics with `read`, or return its dead letter.
+
+    Parameters
+    ----------
+    read
+        Checks the schema version and structure of a record's value and returns what
+        the agent reads of it (:mod:`streams.trusted`), raising
+        :class:`~streams.trusted.StructureError`.
+    record
+        The record consumed.
+    max_bytes
+        Larger values are refused unread.
+
+    Returns
+    -------
+    T or DeadLetter
+        What `read` returned, or the dead letter with the reason naming field and rule.
+    """
+    unread = _unreadable(record, max_bytes)
+    if unread is not None:
+        return unread
+    assert record.value is not None
+    try:
+        return read(record.value)
+    except StructureError as error:
+        return make_dead_letter(record, error.reason)
+
+
+def _unreadable(record: RawRecord, max_bytes: int) -> DeadLetter | None:
+    """Return the dead letter of a record without a value or too large to read, or None."""
     if record.value is None:
         return make_dead_letter(record, "(record): the record has no value [missing_value]")
     if len(record.value) > max_bytes:
@@ -187,11 +233,7 @@ def decode_record(
             f"got {len(record.value)} [record_too_large]"
         )
         return make_dead_letter(record, reason)
-    context = {"limits": limits if limits is not None else Limits()}
-    try:
-        return adapter.validate_json(record.value, context=context)
-    except ValidationError as error:
-        return make_dead_letter(record, describe_validation_error(error))
+    return None
 
 
 class DeadLetters:
@@ -232,6 +274,14 @@ class DeadLetters:
     async def decode(self, adapter: JsonDecoder[T], record: RawRecord) -> T | None:
         """Return `record` decoded with `adapter`, or None after dead-lettering it."""
         outcome = decode_record(adapter, record, limits=self.limits, max_bytes=self.max_bytes)
+        if isinstance(outcome, DeadLetter):
+            await self.send(record, outcome)
+            return None
+        return outcome
+
+    async def read(self, read: Callable[[bytes], T], record: RawRecord) -> T | None:
+        """Return `record` read with `read` (:func:`read_record`); None once dead-lettered."""
+        outcome = read_record(read, record, max_bytes=self.max_bytes)
         if isinstance(outcome, DeadLetter):
             await self.send(record, outcome)
             return None

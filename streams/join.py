@@ -5,9 +5,14 @@ beyond partition numbers and record timestamps. A decision waits for the policy'
 reward wait time; rewards (and, for deferred decisions, the activation) that reach the
 join meanwhile are kept with it. Once the wait is over and every partition of
 ``rewards`` has been read past it (the watermarks below), :meth:`JoinStore.claim_due`
-hands out a :class:`Joined`: a :class:`~bandit.wire.schemas.TrainingExample` with the
+hands out a :class:`Joined`: a :class:`~bandit.wire.schemas.TrainingExample`'s JSON with the
 aggregated reward (or the policy's default reward, flagged), or the reason the decision
 is dropped. The agent produces it, then calls :meth:`JoinStore.complete`.
+
+The decision's bytes are kept as they came from ``decisions`` (the API validated what
+they were made of) and spliced into the training record unchanged: a decision is read
+for the fields the join needs (:class:`streams.trusted.TrustedDecision`), never
+validated again nor written again.
 
 Semantics
 ---------
@@ -136,7 +141,8 @@ Under the state's prefix (``sb`` by default)::
                                the epoch)
     sb:counters:{policy}       the counters (StateStore.counters reads them)
 
-Fields of an event hash: ``decision`` (Decision JSON), ``policy``, ``aggregation``,
+Fields of an event hash: ``decision`` (the decision's JSON as it came), ``at`` (its
+``occurred_at`` in µs since the epoch), ``policy``, ``aggregation``,
 ``default_reward``, ``wait`` (the settings at arrival), ``deferred`` (``1``/``0``),
 ``done_ttl`` (seconds), ``claimed`` (``1`` once handed out), ``seq`` (arrival
 counter), ``r:{reward_id}`` (``"{seq} {occurred_at in µs} {reward!r}"`` per reward),
@@ -164,11 +170,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, Final, Literal, TypeAlias
 
-import pydantic
+import orjson
 import structlog
 
 from bandit.service.state import StateStore
-from bandit.settings import Limits, RedisSettings
+from bandit.settings import RedisSettings
 from bandit.wire.schemas import (
     Activation,
     Decision,
@@ -176,6 +182,7 @@ from bandit.wire.schemas import (
     RewardReported,
     TrainingExample,
 )
+from streams.trusted import SCHEMA_VERSION, StructureError, TrustedDecision
 
 __all__ = [
     "DecisionOutcome",
@@ -207,6 +214,7 @@ _log = structlog.get_logger("streams.join")
 _MICROSECOND = timedelta(microseconds=1)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _DETAIL_CHARS = 500
+_JSON_BOOL: Final = {True: b"true", False: b"false"}
 
 # Every script reads `now` from its argument, or from the server when it is ''.
 _CLOCK = """
@@ -387,6 +395,18 @@ return redis.call('HGET', KEYS[1], ARGV[1])
 """
 )
 
+# KEYS: due set
+# ARGV: now
+# Returns the seconds from now until the first score of the due set (a string), or false.
+_NEXT_DUE = (
+    _CLOCK
+    + """
+local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+if #first == 0 then return false end
+return tostring(tonumber(first[2]) - clock(ARGV[1]))
+"""
+)
+
 # KEYS: due set, watermarks
 # ARGV: now, rewards partitions, slack
 # Returns the partitions whose watermark holds back the oldest due event.
@@ -510,7 +530,7 @@ return completed
 class Joined:
     """A due event, handed out by :meth:`JoinStore.claim_due`.
 
-    Exactly one of `example` and `dropped` is set.
+    Exactly one of `value` and `dropped` is set.
 
     Attributes
     ----------
@@ -518,8 +538,12 @@ class Joined:
         The decision's event id.
     policy
         The policy that decided.
-    example
-        The training example to learn and log, when the event is learned.
+    value
+        The training example to learn and log, when the event is learned: a
+        :class:`~bandit.wire.schemas.TrainingExample`'s JSON, the decision's bytes in it as
+        they came from ``decisions``.
+    default_reward
+        Whether the example holds the policy's default reward (no reward came).
     dropped
         Why the event is not learned, otherwise.
     detail
@@ -528,17 +552,28 @@ class Joined:
 
     event_id: str
     policy: str
-    example: TrainingExample | None = None
+    value: bytes | None = None
+    default_reward: bool = False
     dropped: DropReason | None = None
     detail: str = ""
 
     def __post_init__(self) -> None:
-        if (self.example is None) == (self.dropped is None):
+        if (self.value is None) == (self.dropped is None):
             msg = (
-                "a Joined needs exactly one of `example` and `dropped`, got "
-                f"example={self.example is not None} and dropped={self.dropped!r}"
+                "a Joined needs exactly one of `value` and `dropped`, got "
+                f"value={self.value is not None} and dropped={self.dropped!r}"
             )
             raise ValueError(msg)
+
+    @property
+    def example(self) -> TrainingExample | None:
+        """The training example as its declared model (validated now), or None if dropped.
+
+        For readers and tests; the worker produces `value` as it is.
+        """
+        if self.value is None:
+            return None
+        return TrainingExample.model_validate_json(self.value)
 
 
 class JoinStore:
@@ -555,9 +590,6 @@ class JoinStore:
         Least time a done marker recognises late rewards and duplicate decisions
         (``settings.redis.dedup_window_seconds``); it is at least twice the policy's
         reward wait.
-    limits
-        The limits decisions were validated with (``settings.limits``); stored
-        decisions are read back with them.
     rewards_partitions
         How many partitions the ``rewards`` topic has (``settings.kafka.partitions``):
         events are claimed only once each of them is read past their deadline (see
@@ -583,7 +615,6 @@ class JoinStore:
         *,
         orphan_ttl_seconds: float = 3600.0,
         done_ttl_seconds: float = _DEDUP_WINDOW_SECONDS,
-        limits: Limits | None = None,
         rewards_partitions: int | None = None,
         watermark_slack_seconds: float = 0.1,
     ) -> None:
@@ -606,7 +637,6 @@ class JoinStore:
         self.state = state
         self.orphan_ttl_seconds = orphan_ttl_seconds
         self.done_ttl_seconds = done_ttl_seconds
-        self.limits = limits if limits is not None else Limits()
         self.rewards_partitions = rewards_partitions
         self.watermark_slack_seconds = watermark_slack_seconds
         redis = state.redis
@@ -614,6 +644,7 @@ class JoinStore:
         self._add_record = redis.register_script(_ADD_RECORD)
         self._advance = redis.register_script(_ADVANCE)
         self._lagging = redis.register_script(_LAGGING)
+        self._next_due = redis.register_script(_NEXT_DUE)
         self._claim = redis.register_script(_CLAIM)
         self._complete = redis.register_script(_COMPLETE)
 
@@ -645,14 +676,18 @@ class JoinStore:
     # -- records -------------------------------------------------------------------------
 
     async def add_decision(
-        self, decision: Decision, settings: PolicySettings, now: float | None = None
+        self,
+        decision: TrustedDecision | Decision,
+        settings: PolicySettings,
+        now: float | None = None,
     ) -> DecisionOutcome:
         """Start waiting for a decision's rewards.
 
         Parameters
         ----------
         decision
-            The decision, from the ``decisions`` topic.
+            The decision, as read from the ``decisions`` topic (its bytes are kept as
+            they are), or a model (kept as its JSON).
         settings
             Its policy's current settings: the reward wait, default reward and
             aggregation are fixed for this decision now.
@@ -667,12 +702,15 @@ class JoinStore:
             changed) or ``"not_learned"`` (``learn=False``: nothing kept).
         """
         _check_now(now)
+        if isinstance(decision, Decision):
+            decision = TrustedDecision.read(decision.model_dump_json().encode())
         event_id = decision.event_id
         wait = settings.reward_wait_seconds
         due = decision.occurred_at.timestamp() + wait
         done_ttl = math.ceil(max(self.done_ttl_seconds, 2 * wait))
-        fields = {
-            "decision": decision.model_dump_json(),
+        fields: dict[str, str | bytes] = {
+            "decision": decision.raw,
+            "at": str(_microseconds(decision.occurred_at)),
             "policy": decision.policy,
             "aggregation": settings.reward_aggregation,
             "default_reward": repr(settings.default_reward),
@@ -878,6 +916,22 @@ class JoinStore:
         raw = await self.state.redis.hgetall(self.watermarks_key)
         return {int(_text(partition)): float(_text(mark)) for partition, mark in raw.items()}
 
+    async def next_due(self, now: float | None = None) -> float | None:
+        """Return the seconds until the first event in the due set is due (< 0: overdue).
+
+        An event handed out counts from its lease's end. The agent sleeps until then
+        (and the slack after it, when the watermarks need markers) rather than looking
+        again and again; None when no event waits.
+
+        Parameters
+        ----------
+        now
+            The current time (seconds since the epoch); the Redis server's when omitted.
+        """
+        _check_now(now)
+        reply = await self._next_due(keys=[self.due_key], args=["" if now is None else repr(now)])
+        return None if reply is None else float(_text(reply))
+
     async def lagging_partitions(self, now: float | None = None) -> list[int]:
         """Return the ``rewards`` partitions whose watermark holds back a due event.
 
@@ -965,7 +1019,7 @@ class JoinStore:
                 repr(self.watermark_slack_seconds),
             ],
         )
-        return [_joined(_text(raw_id), _fields(raw), self.limits) for raw_id, raw in claimed]
+        return [_joined(_text(raw_id), _fields(raw)) for raw_id, raw in claimed]
 
     async def complete(self, joined: Sequence[Joined]) -> None:
         """Finish events once their outcome is produced: delete their state, mark them done.
@@ -996,41 +1050,62 @@ class JoinStore:
 
 
 def _completion_counters(item: Joined) -> list[str]:
-    if item.example is None:
+    if item.value is None:
         return [f"dropped_{item.dropped}"]
-    if item.example.default_reward:
+    if item.default_reward:
         return ["joined", "default_rewards"]
     return ["joined"]
 
 
-def _joined(event_id: str, fields: Mapping[str, str], limits: Limits) -> Joined:
-    """Build the outcome of a due event from its stored fields."""
+def _joined(event_id: str, fields: Mapping[str, str]) -> Joined:
+    """Build the outcome of a due event from its stored fields.
+
+    The training record is written around the decision's bytes, which are spliced in
+    as they came (a :class:`~bandit.wire.schemas.TrainingExample`'s JSON).
+    """
     policy = fields["policy"]
     if fields["deferred"] == "1" and "activated" not in fields:
         return Joined(event_id, policy, dropped="unactivated")
     try:
-        decision = Decision.model_validate_json(fields["decision"], context={"limits": limits})
         wait = float(fields["wait"])
         rewards = sorted(_reward(value) for name, value in fields.items() if name.startswith("r:"))
         if rewards:
             reward = _aggregate(fields["aggregation"], rewards)
         else:
             reward = float(fields["default_reward"])
-        example = TrainingExample.model_validate(
-            {
-                "event_id": event_id,
-                "occurred_at": decision.occurred_at + timedelta(seconds=wait),
-                "decision": decision,
-                "reward": reward,
-                "reward_count": len(rewards),
-                "default_reward": not rewards,
-            },
-            context={"limits": limits},
+        if not math.isfinite(reward):
+            msg = f"the reward must be finite, got {reward!r}"
+            raise ValueError(msg)
+        occurred_at = _decided_at(fields) + timedelta(seconds=wait)
+        value = b"".join(
+            (
+                b'{"schema_version":%d,"event_id":' % SCHEMA_VERSION,
+                orjson.dumps(event_id),
+                b',"occurred_at":',
+                orjson.dumps(occurred_at, option=orjson.OPT_UTC_Z),
+                b',"decision":',
+                fields["decision"].encode(),
+                b',"reward":',
+                orjson.dumps(reward),
+                b',"reward_count":%d' % len(rewards),
+                b',"default_reward":%s}' % _JSON_BOOL[not rewards],
+            )
         )
-    except (pydantic.ValidationError, ValueError, OverflowError, KeyError) as error:
+    except (ValueError, OverflowError, KeyError) as error:
         detail = f"{type(error).__name__}: {error}"[:_DETAIL_CHARS]
         return Joined(event_id, policy, dropped="invalid", detail=detail)
-    return Joined(event_id, policy, example=example)
+    return Joined(event_id, policy, value=value, default_reward=not rewards)
+
+
+def _decided_at(fields: Mapping[str, str]) -> datetime:
+    """Return when the stored decision was made (read from its JSON if kept before ``at``)."""
+    at = fields.get("at")
+    if at is not None:
+        return _EPOCH + timedelta(microseconds=int(at))
+    try:
+        return TrustedDecision.read(fields["decision"].encode()).occurred_at
+    except StructureError as error:
+        raise ValueError(error.reason) from None
 
 
 def _reward(value: str) -> tuple[int, int, float]:

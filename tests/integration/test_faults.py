@@ -288,14 +288,13 @@ def test_bad_records_become_dead_letters_and_good_ones_flow(
         admin.set_settings("default", PolicySettings(spec="vw-epsilon", reward_wait_seconds=3.0))
     topics = topic_names(stack.settings)
     oversized = b'{"pad": "' + b"x" * DEAD_LETTER_MAX_BYTES + b'"}'
-    too_many_actions = _decision(uuid.uuid4().hex, 0).model_dump(mode="json")
-    too_many_actions["actions"] = [
-        {"id": f"a{i}"} for i in range(stack.settings.limits.max_actions + 1)
-    ]
+    # decisions is the service's own topic: its structure is checked, not the API's rules
+    unranked = _decision(uuid.uuid4().hex, 0).model_dump(mode="json")
+    unranked["actions"] = [{"id": f"a{i}"} for i in range(stack.settings.limits.max_actions + 1)]
     bad = [
         (topics.decisions, b"d1", b"{not json", "[json_invalid]"),
         (topics.decisions, b"d2", b'{"event_id": "d2"}', "policy: Field required [missing]"),
-        (topics.decisions, b"d3", json.dumps(too_many_actions).encode(), "actions"),
+        (topics.decisions, b"d3", json.dumps(unranked).encode(), "ranking: must hold each"),
         (topics.decisions, b"d4", oversized, "[record_too_large]"),
         (
             topics.rewards,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import tempfile
 import time
 import uuid
@@ -153,7 +154,8 @@ def test_join_rewards_agent_moves_each_partitions_watermark(broker: str, redis_u
 
 def test_markers_to_lagging_partitions_release_a_due_decision(broker: str, redis_url: str) -> None:
     """Due decisions, no watermarks: every partition gets one marker; once read, they are
-    released, a claim at a time while the tick has time left."""
+    released, a claim at a time while the tick has time left; and a partition whose
+    marker was read gets the next one as soon as a later decision is due."""
 
     async def body(app: StreamBanditApp, store: StateStore) -> None:
         services = register_agents(create_app(app.settings, agents=False))
@@ -167,7 +169,7 @@ def test_markers_to_lagging_partitions_release_a_due_decision(broker: str, redis
         try:
             assert await release_due_once(services) == 0  # held: no partition is read yet
             assert await send_watermark_markers(services) == partitions
-            assert await send_watermark_markers(services) == []  # one every 0.5 s at most
+            assert await send_watermark_markers(services) == []  # one in flight at a time
             records = await _read(broker, app.bandit_topics.rewards.get_topic_name(), partitions)
             assert [(r.key, r.value) for r in records] == [(None, b"")] * len(partitions)
             async with app.agents["join-rewards"].test_context() as agent:  # the same Redis
@@ -182,6 +184,16 @@ def test_markers_to_lagging_partitions_release_a_due_decision(broker: str, redis
             now = asyncio.get_running_loop().time()
             assert await release_due_once(services, limit=1, until=now) == 1  # time is up
             assert await release_due_once(services, limit=1) == 2  # then one claim at a time
+            # Markers just sent and read: the next ones go at once, then wait to be read.
+            sent = time.time() - 0.05
+            for partition in partitions:
+                await join.advance_watermark(partition, sent)
+            services.markers_sent.update(dict.fromkeys(partitions, sent))
+            later = datetime.fromtimestamp(sent - 1.0 + 0.01, UTC)  # due just after them
+            await join.add_decision(_example(3, occurred_at=later).decision, settings)
+            await asyncio.sleep(2 * join.watermark_slack_seconds)  # due by now, less the slack
+            assert await send_watermark_markers(services) == partitions
+            assert await send_watermark_markers(services) == []  # not read yet
         finally:
             await services.app.producer.stop()
             await services.app.close_state_store()
@@ -237,5 +249,27 @@ def test_a_training_record_that_is_a_dead_letter_is_no_longer_held(
         assert result.learned == 0
         assert [event_id for event_id, _ in await learning.held("p")] == ["kept"]
         assert len(sent) == 2
+
+    _with_app(broker, redis_url, body)
+
+
+def test_a_decision_due_sooner_wakes_the_release_loop(broker: str, redis_url: str) -> None:
+    """The loop sleeps until its planned look; a decision due before that wakes it, one
+    due later does not, and none does while the loop is looking."""
+    from streams.agents import AppServices, _wake_release
+
+    async def body(app: StreamBanditApp, store: StateStore) -> None:
+        services = AppServices(app)
+        settings = PolicySettings(spec="uniform", reward_wait_seconds=1.0)
+        now = time.time()
+        services.release_at = now + 5.0
+        _wake_release(services, now + 10.0, settings)
+        assert not services.release_wake.is_set()
+        _wake_release(services, now, settings)
+        assert services.release_wake.is_set()
+        services.release_wake.clear()
+        services.release_at = -math.inf  # looking: it reads the due set when done
+        _wake_release(services, now, settings)
+        assert not services.release_wake.is_set()
 
     _with_app(broker, redis_url, body)

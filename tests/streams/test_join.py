@@ -8,13 +8,21 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
+import orjson
 import pytest
 from redis.asyncio import Redis
 
 from bandit.service.state import StateStore
 from bandit.settings import Limits
-from bandit.wire.schemas import Activation, Decision, PolicySettings, RewardReported
+from bandit.wire.schemas import (
+    Activation,
+    Decision,
+    PolicySettings,
+    RewardReported,
+    TrainingExample,
+)
 from streams.join import Joined, JoinStore
+from streams.trusted import TrustedDecision
 
 T = TypeVar("T")
 
@@ -130,7 +138,7 @@ def test_default_reward_when_none_arrives(redis_url: str) -> None:
         await join.add_decision(_decision(), _settings(default_reward=-0.5))
         assert await join.claim_due(now=DUE - 0.001) == []
         [joined] = await join.claim_due(now=DUE)
-        assert joined == Joined("e1", "p", example=joined.example)
+        assert joined == Joined("e1", "p", value=joined.value, default_reward=True)
         assert joined.example is not None
         assert joined.example.reward == -0.5
         assert (joined.example.reward_count, joined.example.default_reward) == (0, True)
@@ -687,5 +695,57 @@ def test_redelivered_rewards_after_the_join_are_duplicates_not_late(redis_url: s
         assert (counters["activations"], counters["activations_duplicate"]) == (1, 1)
         assert "activations_late" not in counters
         assert await join.state.redis.ttl(join.done_key("e1")) > 0  # a late one kept the TTL
+
+    _run(redis_url, body)
+
+
+def test_the_decision_bytes_are_spliced_into_the_training_record_unchanged(
+    redis_url: str,
+) -> None:
+    """The decision's JSON as it came (key order, spacing) is inside the example's JSON,
+    which reads back as the declared TrainingExample."""
+    decision = _decision()
+    raw = orjson.dumps(dict(reversed(orjson.loads(decision.model_dump_json()).items())))
+    raw = raw.replace(b",", b", ")  # as another encoder might write it
+
+    async def body(join: JoinStore) -> None:
+        assert await join.add_decision(TrustedDecision.read(raw), _settings()) == "pending"
+        await join.add_reward(_reward(1.0))
+        [joined] = await join.claim_due(now=DUE)
+        assert joined.value is not None
+        assert b'"decision":' + raw + b"," in joined.value
+        example = TrainingExample.model_validate_json(joined.value)
+        assert example.decision == decision
+        assert (example.reward, example.reward_count, example.default_reward) == (1.0, 1, False)
+        assert example.occurred_at == T0 + timedelta(seconds=WAIT)
+
+    _run(redis_url, body)
+
+
+def test_next_due_says_how_long_until_the_first_event_is_due(redis_url: str) -> None:
+    """None with nothing waiting; then the seconds to the first deadline (< 0: overdue)."""
+
+    async def body(join: JoinStore) -> None:
+        assert await join.next_due(now=START) is None
+        await join.add_decision(_decision(), _settings())
+        assert await join.next_due(now=START) == pytest.approx(WAIT)
+        assert await join.next_due(now=DUE + 1) == pytest.approx(-1.0)
+        await join.claim_due(now=DUE + 1, lease_seconds=30.0)
+        assert await join.next_due(now=DUE + 1) == pytest.approx(30.0)  # its lease's end
+
+    _run(redis_url, body)
+
+
+def test_a_decision_kept_before_its_time_was_stored_apart_is_still_joined(
+    redis_url: str,
+) -> None:
+    """State written by an older worker (no ``at`` field) gives the same example."""
+
+    async def body(join: JoinStore) -> None:
+        await join.add_decision(_decision(), _settings())
+        await join.state.redis.hdel(join.event_key("e1"), "at")
+        [joined] = await join.claim_due(now=DUE)
+        assert joined.example is not None
+        assert joined.example.occurred_at == T0 + timedelta(seconds=WAIT)
 
     _run(redis_url, body)

@@ -14,7 +14,9 @@ from bandit.service.state import StateStore
 from bandit.settings import Settings
 from bandit.wire.schemas import Decision, PolicySettings, RankRequest, TrainingExample
 from policies import Policy, decide_ranking, make_policy
+from streams.deadletter import RawRecord
 from streams.learner import Learner, TrainingRecord
+from streams.training import decode_training
 
 T = TypeVar("T")
 
@@ -55,8 +57,16 @@ def _example(i: int, policy: str = "p", **changes: Any) -> TrainingExample:
     )
 
 
+def record_of(partition: int, offset: int, example: TrainingExample) -> TrainingRecord:
+    """`example` as the worker reads it from ``training`` at `partition` and `offset`."""
+    value = example.model_dump_json().encode()
+    record = decode_training(RawRecord("t.training", partition, offset, b"k", value))
+    assert isinstance(record, TrainingRecord), record
+    return record
+
+
 def _records(n: int, *, start: int = 0, partition: int = 0, policy: str = "p") -> list[Any]:
-    return [TrainingRecord.of(partition, i, _example(i, policy)) for i in range(start, start + n)]
+    return [record_of(partition, i, _example(i, policy)) for i in range(start, start + n)]
 
 
 async def _n_learned(store: StateStore, policy: str = "p") -> int:
@@ -108,7 +118,7 @@ def test_new_records_at_offsets_a_lost_log_had_reached_are_learned(redis_url: st
 
     async def body(store: StateStore) -> None:
         await Learner(store, SETTINGS).process(_records(50))
-        new_log = [TrainingRecord.of(0, offset, _example(1000 + offset)) for offset in range(20)]
+        new_log = [record_of(0, offset, _example(1000 + offset)) for offset in range(20)]
         covered = await Learner(store, SETTINGS).process(new_log)
         assert (covered.learned, covered.replayed) == (0, 20)
         assert await store.forget_offsets() == ["p"]
@@ -141,11 +151,11 @@ def test_duplicate_event_ids_are_learned_once(redis_url: str) -> None:
     async def body(store: StateStore) -> None:
         learner = Learner(store, SETTINGS)
         records = _records(10)
-        in_batch = TrainingRecord.of(0, 10, _example(3))
+        in_batch = record_of(0, 10, _example(3))
         await learner.process([*records, in_batch])
-        later = [TrainingRecord.of(0, 11 + i, _example(i)) for i in range(5)]
+        later = [record_of(0, 11 + i, _example(i)) for i in range(5)]
         restarted = Learner(store, SETTINGS)
-        result = await restarted.process([*later, TrainingRecord.of(0, 16, _example(99))])
+        result = await restarted.process([*later, record_of(0, 16, _example(99))])
         assert (result.learned, result.duplicates) == (1, 5)
         assert await _n_learned(store) == 11
         counters = await store.counters("p")
@@ -185,7 +195,7 @@ def test_examples_without_learning_consent_are_skipped(redis_url: str) -> None:
 
     async def body(store: StateStore) -> None:
         learner = Learner(store, SETTINGS)
-        result = await learner.process([TrainingRecord.of(0, 0, _example(1, learn=False))])
+        result = await learner.process([record_of(0, 0, _example(1, learn=False))])
         assert (result.learned, result.not_learnable) == (0, 1)
 
     _run(redis_url, body)
@@ -196,7 +206,7 @@ def test_unknown_policies_and_impossible_examples_are_rejected(redis_url: str) -
 
     async def body(store: StateStore) -> None:
         learner = Learner(store, SETTINGS)
-        unknown = TrainingRecord.of(0, 0, _example(1, policy="nobody"))
+        unknown = record_of(0, 0, _example(1, policy="nobody"))
         result = await learner.process([unknown, *_records(3, start=1)])
         assert result.learned == 3
         [(record, reason)] = result.rejected

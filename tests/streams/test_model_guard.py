@@ -17,6 +17,7 @@ import pytest
 from redis.asyncio import Redis
 
 import policies._base
+import policies.dsjson
 import policies.vw
 from bandit.service.engine import DecisionEngine
 from bandit.service.metrics import ApiMetrics
@@ -25,6 +26,7 @@ from bandit.settings import ApiSettings, RedisSettings, Settings
 from bandit.wire.schemas import Decision, RankRequest, TrainingExample
 from policies import Action, Policy, decide_ranking, make_policy
 from streams.learner import Learner, TrainingRecord
+from tests.streams.test_learner import record_of
 
 T = TypeVar("T")
 
@@ -70,7 +72,7 @@ def _record(i: int, reward: float) -> TrainingRecord:
         reward_count=1,
         default_reward=False,
     )
-    return TrainingRecord.of(0, i, example)
+    return record_of(0, i, example)
 
 
 def _poisoned() -> bytes:
@@ -87,7 +89,7 @@ def _poisoned() -> bytes:
 def no_reward_limit(monkeypatch: pytest.MonkeyPatch) -> None:
     """Lift REWARD_LIMIT everywhere it is read, as if the input check had a gap."""
     monkeypatch.setattr(policies._base, "REWARD_LIMIT", math.inf)
-    monkeypatch.setattr(policies.vw, "REWARD_LIMIT", math.inf)
+    monkeypatch.setattr(policies.dsjson, "REWARD_LIMIT", math.inf)
 
 
 @pytest.mark.usefixtures("no_reward_limit")

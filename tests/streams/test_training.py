@@ -1,12 +1,11 @@
-"""Training records decoded once: what pydantic decides, written in VW's formats, anywhere."""
+"""Training records read once: schema version and structure checked, written in VW's formats."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import json
-import os
-import signal
 import time
 import uuid
 from pathlib import Path
@@ -15,251 +14,204 @@ from typing import Any
 import orjson
 import pytest
 from aiokafka import AIOKafkaProducer  # type: ignore[import-untyped]
-from pydantic import TypeAdapter
 from redis.asyncio import Redis
 
+from bandit.errors import InvalidFeedbackError
 from bandit.service.state import StateStore
-from bandit.settings import Limits, Settings
-from bandit.wire.schemas import DeadLetter, TrainingExample
-from policies import Policy
-from policies.vw import dsjson_line
+from bandit.settings import Settings
+from bandit.wire.schemas import DeadLetter, Decision, TrainingExample
+from policies import Action, Policy, make_policy
+from policies.vw import dsjson_line, to_vw_lines
 from streams.agents import register_agents
 from streams.app import create_app
-from streams.deadletter import RawRecord, decode_record
+from streams.deadletter import RawRecord, read_record
 from streams.sink import training_record
-from streams.training import TrainingDecoder, TrainingRecord, _Helper, decode_training
-from tests.bandit.test_fastpath import _break, _example
-
-LIMITS = Limits()
-ADAPTER = TypeAdapter(TrainingExample)
+from streams.training import TrainingRecord, decode_training
+from streams.trusted import DECISION_DEFAULTS, StructureError, TrustedDecision, check_features
+from tests.streams.test_learner import _example
 
 
-def _records(n: int, *, broken: bool = True) -> list[RawRecord]:
-    """`n` records: valid examples, with every kind of broken or unusual one among them."""
-    records = []
-    for i in range(n):
-        data = _example(i)
-        if broken and i % 3 == 1:
-            data = _break(data, i % 21)
-        if broken and i % 10 == 4:
-            data["decision"]["learn"] = False
-        records.append(RawRecord("sb.training", 0, i, b"default", json.dumps(data).encode()))
-    if broken:
-        records[2] = RawRecord("sb.training", 0, 2, b"default", b"not json")
-        records[3] = RawRecord("sb.training", 0, 3, b"default", None)
-    return records
+def _data(i: int = 1, **changes: Any) -> dict[str, Any]:
+    """A training example's values, as the join writes them (JSON-ready)."""
+    data: dict[str, Any] = orjson.loads(_example(i, **changes).model_dump_json())
+    return data
 
 
-def _same(found: TrainingRecord | DeadLetter, expected: TrainingRecord | DeadLetter) -> None:
-    if isinstance(expected, DeadLetter):
-        assert isinstance(found, DeadLetter)
-        assert found.reason == expected.reason
-        return
-    assert isinstance(found, TrainingRecord)
-    keys = ("partition", "offset", "policy", "event_id", "learnable", "written")
-    assert [getattr(found, k) for k in keys] == [getattr(expected, k) for k in keys]
-    assert found.learn_inputs() == expected.learn_inputs()
-    assert found.log_entry() == expected.log_entry()
+def _read(data: dict[str, Any] | bytes, offset: int = 7) -> TrainingRecord | DeadLetter:
+    value = data if isinstance(data, bytes) else orjson.dumps(data)
+    return decode_training(RawRecord("sb.training", 0, offset, b"p", value))
 
 
-def test_decode_training_decides_as_pydantic_does() -> None:
-    """Every record: pydantic's dead letter, or pydantic's values, written as VW does."""
-    for record in _records(60):
-        found = decode_training(record, limits=LIMITS)
-        expected = decode_record(ADAPTER, record, limits=LIMITS)
-        if isinstance(expected, DeadLetter):
-            assert isinstance(found, DeadLetter)
-            assert found.reason == expected.reason
-            continue
-        assert isinstance(found, TrainingRecord)
-        assert (found.policy, found.event_id) == (expected.decision.policy, expected.event_id)
-        assert found.learnable == expected.decision.learn
-        context, actions, chosen, reward, probability = found.learn_inputs()
-        decision = expected.decision
-        assert context == decision.context
-        assert [(a.id, dict(a.features)) for a in actions] == [
-            (a.id, a.features) for a in decision.actions
-        ]
-        assert (chosen, reward, probability) == (
-            decision.chosen_index,
-            expected.reward,
-            decision.probability,
-        )
-        if found.learnable:
-            assert found.written is not None  # nothing unusual here: the one-pass writer
-            assert found.log_entry().line == dsjson_line(training_record(expected))
-        else:
-            assert found.written is None
-            assert found.log_entry().line == b""
+def test_a_record_is_read_and_written_as_vw_learns_and_the_log_keeps_it() -> None:
+    """The one-pass writer's text is what VWPolicy.learn gives VW; its line is the log's."""
+    for i in range(12):
+        example = _example(i)
+        record = _read(orjson.loads(example.model_dump_json()), offset=i)
+        assert isinstance(record, TrainingRecord)
+        decision = example.decision
+        assert (record.policy, record.event_id, record.learnable) == ("p", f"evt-{i}", True)
+        assert (record.partition, record.offset) == (0, i)
+        actions = [Action(a.id, a.features) for a in decision.actions]
+        label = (decision.chosen_index, -example.reward, decision.probability)
+        assert record.written is not None
+        assert record.written.text == "\n".join(to_vw_lines(decision.context, actions, label))
+        assert record.log_entry().line == dsjson_line(training_record(example))
+        context, learned, chosen, reward, probability = record.learn_inputs()
+        assert (context, chosen, reward, probability) == (
+            decision.context, decision.chosen_index, example.reward, decision.probability,
+        )  # fmt: skip
+        assert [(a.id, dict(a.features)) for a in learned] == [(a.id, a.features) for a in actions]
 
 
-def test_a_record_kept_as_json_reads_back_its_values() -> None:
-    """A record decoded in a helper keeps only its JSON; its values are read when needed."""
-    raw = orjson.dumps(_example(5))
-    decoded = decode_training(RawRecord("t", 0, 5, b"k", raw), limits=LIMITS)
-    assert isinstance(decoded, TrainingRecord)
-    kept = TrainingRecord(0, 5, decoded.policy, decoded.event_id, True, value=raw)
-    assert kept.learn_inputs() == decoded.learn_inputs()
-    assert kept.log_entry().line == decoded.log_entry().line
+def _break(data: dict[str, Any], how: str) -> dict[str, Any] | bytes:
+    data = copy.deepcopy(data)
+    decision = data["decision"]
+    breaks: dict[str, Any] = {
+        "version": lambda: data.update(schema_version=2),
+        "decision version": lambda: decision.update(schema_version=2),
+        "no decision": lambda: data.pop("decision"),
+        "reward text": lambda: data.update(reward="1.0"),
+        "reward bool": lambda: data.update(reward=True),
+        "negative count": lambda: data.update(reward_count=-1),
+        "no actions": lambda: decision.update(actions=[]),
+        "action not object": lambda: decision["actions"].append("d"),
+        "features not object": lambda: decision["actions"][0].update(features=[1]),
+        "ranking ids": lambda: decision["ranking"][1].update(id="zzz"),
+        "same id twice": lambda: decision["actions"][1].update(id="a"),
+        "chosen index": lambda: decision.update(chosen_index=3),
+        "naive time": lambda: decision.update(occurred_at="2026-01-01T00:00:00"),
+        "no policy": lambda: decision.pop("policy"),
+        "learn text": lambda: decision.update(learn="yes"),
+        "context list": lambda: decision.update(context=[]),
+    }
+    breaks[how]()
+    return data
 
 
-def test_helpers_decode_exactly_what_this_process_decodes() -> None:
-    """A large batch split with a helper process: the same records, in the same order."""
-    records = _records(300)
-    expected = [decode_training(record, limits=LIMITS) for record in records]
-
-    async def main() -> None:
-        decoder = TrainingDecoder(LIMITS, processes=1, threshold=10)
-        try:
-            await decoder.wait_ready()
-            for _ in range(3):  # the helper's share moves between batches
-                found = await decoder.decode(records)
-                assert len(found) == len(expected)
-                for got, want in zip(found, expected, strict=True):
-                    _same(got, want)
-                assert 0.25 <= decoder.share <= 0.95
-            assert len(decoder.helper_pids()) == 1
-        finally:
-            pids = decoder.helper_pids()
-            await decoder.close()
-        for pid in pids:
-            with pytest.raises(ProcessLookupError):
-                os.kill(pid, 0)
-
-    asyncio.run(main())
-
-
-def test_helpers_started_ahead_serve_the_first_large_batch() -> None:
-    """start() runs the helpers before any batch; until one says it is ready, large
-    batches are decoded here rather than waiting for its imports; then it takes them."""
-    records = _records(50)
-    expected = [decode_training(record, limits=LIMITS) for record in records]
-
-    async def main() -> None:
-        decoder = TrainingDecoder(LIMITS, processes=1, threshold=10)
-        try:
-            decoder.start()
-            (pid,) = decoder.helper_pids()
-            decoder.start()  # already running: no second one
-            assert decoder.helper_pids() == [pid]
-            calls: list[int] = []
-            sent = _Helper.start
-
-            def counted(self: Any, request: Any) -> asyncio.Future[bytes]:
-                calls.append(len(request[2]))
-                return sent(self, request)
-
-            _Helper.start = counted  # type: ignore[method-assign]
-            try:
-                assert len(await decoder.decode(records)) == 50  # not ready yet: here
-                assert calls == []
-                await decoder.wait_ready()
-                found = await decoder.decode(records)
-                assert [n > 0 for n in calls] == [True]  # the helper took its share
-            finally:
-                _Helper.start = sent  # type: ignore[method-assign]
-            for got, want in zip(found, expected, strict=True):
-                _same(got, want)
-            assert decoder.helper_pids() == [pid]
-        finally:
-            await decoder.close()
-        assert TrainingDecoder(LIMITS, processes=0).helper_pids() == []
-
-    asyncio.run(main())
-
-
-def test_small_batches_are_decoded_here() -> None:
-    """Live traffic (batches under the threshold) never waits for a helper to start."""
-
-    async def main() -> None:
-        decoder = TrainingDecoder(LIMITS, processes=1, threshold=50)
-        found = await decoder.decode(_records(20, broken=False))
-        assert len(found) == 20
-        assert decoder.helper_pids() == []
-        await decoder.close()
-
-    asyncio.run(main())
-
-
-def test_a_helper_that_dies_is_replaced_and_its_batch_decoded_here() -> None:
-    """Killing a helper costs nothing but time: the batch is decoded here, a new one starts."""
-    records = _records(120)
-    expected = [decode_training(record, limits=LIMITS) for record in records]
-
-    async def main() -> None:
-        decoder = TrainingDecoder(LIMITS, processes=1, threshold=10)
-        try:
-            await decoder.wait_ready()
-            await decoder.decode(records)
-            (pid,) = decoder.helper_pids()
-            os.kill(pid, signal.SIGKILL)
-            await asyncio.sleep(0.1)
-            found = await decoder.decode(records)  # the dead helper fails; decoded here
-            for got, want in zip(found, expected, strict=True):
-                _same(got, want)
-            await decoder.wait_ready()
-            again = await decoder.decode(records)  # a new helper
-            for got, want in zip(again, expected, strict=True):
-                _same(got, want)
-            (new_pid,) = decoder.helper_pids()
-            assert new_pid != pid
-        finally:
-            await decoder.close()
-
-    asyncio.run(main())
-
-
-def test_a_helper_that_fails_mid_batch_costs_nothing_but_time(
-    monkeypatch: pytest.MonkeyPatch,
+@pytest.mark.parametrize(
+    ("how", "reason"),
+    [
+        ("version", "schema_version: must be 1, got 2 [schema_version]"),
+        ("decision version", "decision.schema_version: must be 1, got 2 [schema_version]"),
+        ("no decision", "decision: Field required [missing]"),
+        ("reward text", "reward: must be float or int, got str [type]"),
+        ("reward bool", "reward: must be float or int, got bool [type]"),
+        ("negative count", "reward_count: must be >= 0, got -1 [greater_than_equal]"),
+        ("no actions", "decision.actions: must hold at least one action [too_short]"),
+        ("action not object", "decision.actions.3: must be dict, got str [type]"),
+        ("features not object", "decision.actions.0.features: must be dict, got list [type]"),
+        ("ranking ids", "decision.ranking: must hold each offered action id once"),
+        ("same id twice", "[ranking_ids]"),
+        ("chosen index", "decision.chosen_index: must be in [0, 3), got 3 [chosen_index_range]"),
+        ("naive time", "decision.occurred_at: must be an ISO 8601 time with a timezone"),
+        ("no policy", "decision.policy: Field required [missing]"),
+        ("learn text", "decision.learn: must be bool, got str [type]"),
+        ("context list", "decision.context: must be dict, got list [type]"),
+    ],
+)
+def test_a_wrong_version_or_structure_is_a_dead_letter_naming_field_and_rule(
+    how: str, reason: str
 ) -> None:
-    """An answer that never comes whole: the helper's part is decoded here, same records."""
-    records = _records(150)
-    expected = [decode_training(record, limits=LIMITS) for record in records]
-
-    def broken(self: Any, request: Any) -> asyncio.Future[bytes]:
-        failed: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
-        failed.set_exception(EOFError("the decoding helper stopped before answering"))
-        return failed
-
-    async def main() -> None:
-        decoder = TrainingDecoder(LIMITS, processes=1, threshold=10)
-        try:
-            await decoder.wait_ready()
-            with monkeypatch.context() as patch:
-                patch.setattr(_Helper, "start", broken)
-                found = await decoder.decode(records)
-            for got, want in zip(found, expected, strict=True):
-                _same(got, want)
-            assert decoder.helper_pids() == []
-        finally:
-            await decoder.close()
-
-    asyncio.run(main())
+    """Each broken record becomes a dead letter whose reason names the field and rule."""
+    letter = _read(_break(_data(), how))
+    assert isinstance(letter, DeadLetter)
+    assert reason in letter.reason
+    assert (letter.source_topic, letter.offset) == ("sb.training", 7)
 
 
-def test_no_helpers_decodes_everything_here() -> None:
-    """With ``processes=0`` nothing is started."""
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        (b"not json", "(record): not JSON: "),
+        (b"[1, 2]", "(record): must be a JSON object, got list [object_type]"),
+        (b'{"event_id": "e", "reward": 1e999}', "(record): not JSON: number is infinity"),
+        (None, "(record): the record has no value [missing_value]"),
+    ],
+)
+def test_what_is_not_a_json_object_is_a_dead_letter(value: bytes | None, reason: str) -> None:
+    """Not JSON, not an object, a number beyond a double, or no value at all."""
+    letter = decode_training(RawRecord("sb.training", 0, 1, b"p", value))
+    assert isinstance(letter, DeadLetter)
+    assert letter.reason.startswith(reason)
 
-    records = _records(30)
 
-    async def main() -> list[Any]:
-        decoder = TrainingDecoder(LIMITS, processes=0, threshold=1)
-        found = await decoder.decode(records)
-        assert decoder.helper_pids() == []
-        await decoder.close()
-        return found
+def test_a_decision_without_learning_consent_is_read_for_whose_it_is_only() -> None:
+    """No features are kept for it, so none are read: not learnable, logged without a line."""
+    data = _data()
+    data["decision"].update(learn=False, actions="(none kept)", context=None)
+    record = _read(data)
+    assert isinstance(record, TrainingRecord)
+    assert (record.policy, record.learnable, record.written) == ("p", False, None)
+    assert record.log_entry().line == b""
 
-    found = asyncio.run(main())
-    for got, record in zip(found, records, strict=True):
-        _same(got, decode_training(record, limits=LIMITS))
+
+def test_absent_optional_fields_get_their_declared_defaults() -> None:
+    """A producer leaving out defaults (as some encoders do) writes the same example."""
+    declared = {
+        name: Decision.model_fields[name].get_default(call_default_factory=True)
+        for name in DECISION_DEFAULTS
+    }
+    assert dict(DECISION_DEFAULTS) == declared
+    full = _data(4)
+    lean = copy.deepcopy(full)
+    for name in ("deferred", "learn", "consent", "subject", "schema_version"):
+        lean["decision"].pop(name, None)
+    lean.pop("schema_version")
+    for action in lean["decision"]["actions"]:
+        if not action["features"]:
+            del action["features"]
+    found, expected = _read(lean), _read(full)
+    assert isinstance(found, TrainingRecord)
+    assert isinstance(expected, TrainingRecord)
+    assert found.written == expected.written
+    assert found.learn_inputs() == expected.learn_inputs()
+
+
+def test_what_the_one_pass_writer_leaves_alone_goes_to_the_general_path() -> None:
+    """A name needing escapes is learned and logged by the general functions; a feature
+    of the wrong type, or a reward a policy must refuse, is refused naming it."""
+    data = _data(2)
+    data["decision"]["context"]["user"]["odd name"] = 2.0
+    record = _read(data)
+    assert isinstance(record, TrainingRecord)
+    assert record.written is None
+    context, actions, chosen, reward, probability = record.learn_inputs()
+    assert context["user"]["odd name"] == 2.0
+    policy = make_policy("vw-squarecb")
+    policy.learn(context, actions, chosen, reward, probability)
+    assert policy.n_learned == 1
+    assert b"odd" in record.log_entry().line
+
+    data["decision"]["context"]["user"]["odd name"] = True  # booleans are never logged
+    record = _read(data)
+    assert isinstance(record, TrainingRecord)
+    with pytest.raises(StructureError, match=r"decision\.context\.user\.odd name: must be a "):
+        record.learn_inputs()
+
+    poisoned = _data(3)
+    poisoned["reward"] = 1e308
+    record = _read(poisoned)
+    assert isinstance(record, TrainingRecord)
+    assert record.written is None
+    with pytest.raises(InvalidFeedbackError, match="`reward` must be finite and within"):
+        make_policy("vw-squarecb").learn(*record.learn_inputs())
+
+
+def test_check_features_names_the_namespace_or_feature() -> None:
+    """Namespaces must be objects of strings and numbers."""
+    check_features({"user": {"age": 31, "tier": "gold", "x": 0.5}}, "decision.context")
+    with pytest.raises(StructureError, match=r"^decision\.context\.user: must be dict, got list"):
+        check_features({"user": [1]}, "decision.context")
+    with pytest.raises(StructureError, match=r"\.user\.age: must be a number or a string, got "):
+        check_features({"user": {"age": None}}, "decision.context")
 
 
 def test_the_training_consumer_learns_and_logs_each_example_once(
     broker: str, redis_url: str, tmp_path: Path
 ) -> None:
-    """A backlog (large batches, a helper decoding) with a duplicate, a broken record and
-    one no policy can learn: each example learned once, logged once; the broken one and
-    the unlearnable one dead-lettered, with their reasons."""
+    """A backlog (large batches) with a duplicate, a broken record and one no policy can
+    learn: each example learned once, logged once; the broken one and the unlearnable
+    one dead-lettered, with their reasons."""
     prefix = f"tr{uuid.uuid4().hex[:10]}"
     settings = Settings.model_validate(
         {
@@ -270,11 +222,9 @@ def test_the_training_consumer_learns_and_logs_each_example_once(
             "decision_log": {"directory": str(tmp_path / "log")},
         }
     )
-    values = [json.dumps(_example(i)).encode() for i in range(600)]
-    nobody = _example(600)
-    nobody["decision"]["policy"] = "nobody"  # not in settings.policies
-    sent = [*values[:300], values[7], b'{"event_id": "broken"}', json.dumps(nobody).encode()]
-    sent += values[300:]
+    values = [_example(i, "default").model_dump_json().encode() for i in range(600)]
+    nobody = _example(600, "nobody").model_dump_json().encode()  # not in settings.policies
+    sent = [*values[:300], values[7], b'{"event_id": "broken"}', nobody, *values[300:]]
 
     async def main() -> None:
         client = Redis.from_url(redis_url)
@@ -320,21 +270,42 @@ def test_the_training_consumer_learns_and_logs_each_example_once(
     ]
     # The log keeps every joined decision, the one no policy could learn included.
     assert sorted(line["EventId"] for line in lines) == sorted(f"evt-{i}" for i in range(601))
+    assert json.loads(values[0])["decision"]["event_id"] == "evt-0"
+    assert TrainingExample.model_validate_json(values[0]).decision.policy == "default"
 
 
-def test_the_helpers_share_moves_toward_equal_work_on_both_sides() -> None:
-    """A worker busy learning hands the helper more; a slow helper gets less; in bounds."""
-    decoder = TrainingDecoder(LIMITS, processes=1)
-    first = decoder.share
-    decoder._balance(10.0, 0.02, 0.08, 800, 200)  # the first split: nothing to compare
-    assert decoder.share == first
-    # Since: 0.1 s of CPU learning here, 0.1 ms a record either side: give it more.
-    decoder._balance(10.12, 0.02, 0.08, 800, 200)
-    assert decoder.share > first
-    more = decoder.share
-    # The helper now takes 1 ms a record, the worker's own share 0.1 ms: give it less.
-    decoder._balance(10.2, 0.02, 0.8, 800, 200)
-    assert decoder.share < more
-    for _ in range(20):
-        decoder._balance(10.2, 0.02, 80.0, 800, 200)
-    assert decoder.share == pytest.approx(0.25, abs=1e-3)
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"schema_version": 2}, "schema_version: must be 1, got 2 [schema_version]"),
+        ({"policy": None}, "policy: must be str, got null [type]"),
+        ({"occurred_at": "yesterday"}, "occurred_at: must be an ISO 8601 time with a timezone"),
+        ({"ranking": []}, "ranking: must hold each offered action id once"),
+        ({"chosen_index": -1}, "chosen_index: must be in [0, 3), got -1 [chosen_index_range]"),
+    ],
+)
+def test_a_decision_the_join_cannot_read_is_a_dead_letter_of_decisions(
+    change: dict[str, Any], reason: str
+) -> None:
+    """The join reads a decision's version, the fields it keeps and its offer; what fails
+    is dead-lettered where it came in, with its key."""
+    values = {**orjson.loads(_example(5).decision.model_dump_json()), **change}
+    record = RawRecord("sb.decisions", 1, 3, b"evt-5", orjson.dumps(values))
+    letter = read_record(TrustedDecision.read, record)
+    assert isinstance(letter, DeadLetter)
+    assert letter.reason.startswith(reason)
+    assert (letter.source_topic, letter.key) == ("sb.decisions", "evt-5")
+
+
+def test_a_decision_is_kept_as_its_bytes_with_the_fields_the_join_reads() -> None:
+    """Without learning consent only whose it is, when and that it is not learned count."""
+    decision = _example(6).decision
+    raw = decision.model_dump_json().encode()
+    read = TrustedDecision.read(raw)
+    assert read.raw is raw
+    assert (read.event_id, read.policy, read.occurred_at) == (
+        "evt-6", "p", decision.occurred_at,
+    )  # fmt: skip
+    assert (read.learn, read.deferred) == (True, False)
+    unlearned = orjson.loads(raw) | {"learn": False, "actions": None, "ranking": None}
+    assert TrustedDecision.read(orjson.dumps(unlearned)).learn is False
