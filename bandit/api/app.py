@@ -135,7 +135,6 @@ from bandit.service.producer import BufferedProducer, ProducerUnavailableError, 
 from bandit.service.recovery import watch_restarts
 from bandit.service.state import StateStore, erasure_covers
 from bandit.settings import ApiKey, Limits, Settings, get_settings
-from bandit.wire import fastpath
 from bandit.wire.personalizer import (
     PersonalizerErrorResponse,
     PersonalizerRankRequest,
@@ -149,10 +148,15 @@ from bandit.wire.personalizer import (
 from bandit.wire.schemas import (
     Activation,
     BehaviourEvent,
+    Decision,
+    DeviceId,
+    PolicyName,
     PolicySettings,
     RankedAction,
     RankRequest,
     RewardReported,
+    SessionId,
+    WireModel,
 )
 from policies import Action
 
@@ -177,40 +181,12 @@ _ALWAYS_LOGGED = frozenset(
 )
 """Events logged whatever ``settings.api.request_log`` says (an audit trail)."""
 _PERSONALIZER_PREFIX = "/personalizer/"
-_ID_RE_TEXT = r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$"
-_ID_PATTERN = re.compile(_ID_RE_TEXT)
 _log = structlog.get_logger("bandit.api.app")
 
 M = TypeVar("M", bound=BaseModel)
 
 
 # -- request and response models ---------------------------------------------------------
-
-
-def _check_reference(value: str, info: ValidationInfo) -> str:
-    """Policy, session and device references: the id syntax of :mod:`bandit.wire.schemas`."""
-    limits = (info.context or {}).get("limits", Limits())
-    what = {"policy": "policy names", "session_id": "session ids", "device_id": "device ids"}
-    name = what.get(info.field_name or "", "ids")
-    if len(value) > limits.max_id_length:
-        raise PydanticCustomError(
-            "id_too_long",
-            "{what} must be at most {limit} characters, got {length}",
-            {"what": name, "limit": limits.max_id_length, "length": len(value)},
-        )
-    if not _ID_PATTERN.fullmatch(value):
-        raise PydanticCustomError(
-            "id_syntax",
-            "{what} must match {pattern} (letters, digits, '_', '.', ':' and '-', starting "
-            "with a letter or digit)",
-            {"what": name, "pattern": _ID_RE_TEXT},
-        )
-    return value
-
-
-_Reference: TypeAlias = Annotated[
-    str, AfterValidator(_check_reference), Field(json_schema_extra={"pattern": _ID_RE_TEXT})
-]
 
 
 class NativeRankRequest(RankRequest):
@@ -235,9 +211,9 @@ class NativeRankRequest(RankRequest):
         bounded: ``settings.explain`` (docs/privacy.md, "Explanation limits").
     """
 
-    policy: _Reference | None = None
-    session_id: _Reference | None = None
-    device_id: _Reference | None = None
+    policy: PolicyName | None = None
+    session_id: SessionId | None = None
+    device_id: DeviceId | None = None
     user_id: RawUserId | None = Field(default=None, repr=False)
     explain: StrictBool = False
 
@@ -262,7 +238,7 @@ class ExplainedRankResponse(RankResponse):
     explanation: Explanation | None = None
 
 
-class ReportRequest(BaseModel):
+class ReportRequest(WireModel):
     """A noisy aggregate to release (``POST /v1/privacy/reports``, admin keys).
 
     Attributes
@@ -279,7 +255,7 @@ class ReportRequest(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     metric: Literal["reward_rate", "learning_consent_rate"]
-    policy: _Reference
+    policy: PolicyName
     # from 0.01: a subnormal ε halved to 0.0 (a 500 once the budget was spent)
     epsilon: StrictFloat = Field(ge=0.01, le=10.0, allow_inf_nan=False)
 
@@ -629,10 +605,6 @@ async def _read_body(request: Request) -> bytes:
 
 async def _body(request: Request, model: type[M], what: str, limits: Limits) -> M:
     raw = await _read_body(request)
-    if model is NativeRankRequest:  # the rank hot path: the same rules, in plain Python
-        found = fastpath.rank_request(raw, NativeRankRequest, limits)
-        if found is not None:
-            return cast(M, found)
     try:
         return model.model_validate_json(raw, context={"limits": limits})
     except pydantic.ValidationError as exc:
@@ -686,7 +658,7 @@ async def _decide(
         service,
         "decisions",
         decision.event_id,
-        fastpath.decision_json(decision),
+        decision.model_dump_json().encode(),
         resend=decision.learn,
     )
     consent = outcome.consent
@@ -836,12 +808,25 @@ async def rank(request: Request) -> Response:
         device_id=body.device_id,
         user_id=body.user_id,
     )
-    answer = fastpath.rank_answer_json(outcome.decision)  # RankResponse's JSON, tested
+    answer = _rank_answer(outcome.decision)
     if body.explain:  # the decision is logged already: a missing explanation is no error
         explained = await _explanation(service, outcome)
         found = None if explained is None else explained.model_dump(mode="json")
         return _json({**orjson.loads(answer), "explanation": found})
     return Response(answer, media_type="application/json")
+
+
+def _rank_answer(decision: Decision) -> bytes:
+    """The JSON of :class:`RankResponse` for `decision` (its fields hold its rules)."""
+    return RankResponse.model_construct(
+        event_id=decision.event_id,
+        policy=decision.policy,
+        model_version=decision.model_version,
+        chosen_action_id=decision.chosen_action_id,
+        probability=decision.probability,
+        ranking=decision.ranking,
+        deferred=decision.deferred,
+    ).model_dump_json().encode()
 
 
 async def _explanation(service: _Service, outcome: RankOutcome) -> Explanation | None:

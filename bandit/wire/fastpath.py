@@ -1,29 +1,21 @@
-"""Fast validation of the hot wire schemas, for the common case of a valid record.
+"""Fast decoding of the service's own training records, for the stream workers.
 
-Validating a :class:`~bandit.wire.schemas.RankRequest`, :class:`~bandit.wire.schemas.Decision` or
-:class:`~bandit.wire.schemas.TrainingExample` with pydantic calls a Python validator for every
-feature name and value (about 250 calls for a request with 10 actions): 200-300 µs,
-more than the policy's prediction or learning step. The functions here check the same
-rules in plain Python over ``orjson``'s output, and build the models without pydantic
-revalidating them, in a fraction of that.
-
-They are an accelerator, never a second set of rules: each returns either exactly the
-model pydantic's validation would return (equal fields, equal ``model_fields_set``), or
-``None`` when anything is unusual: malformed JSON, a rule broken, a type pydantic would
-coerce (a string ``"true"`` for a boolean, an integer for a float), a field it does not
-know. The caller then validates with pydantic, which accepts what it accepts and names
-every broken rule (HTTP 422, or the dead letter's reason) exactly as before. So the
-rules live in :mod:`bandit.wire.schemas`; a rule added there must be added here too, or
-here be made to return ``None`` (tests compare both paths on generated records).
+What is left of the plain-Python twin of :mod:`bandit.wire.schemas` (the rank path now
+validates with the schemas alone, in pydantic-core): the stream workers still read
+training examples and decisions with :func:`training_data`, :func:`features_ok`,
+:func:`feature_rules` and :class:`FastDecoder`, until they trust the service's own topics
+(issue 11); then this module goes. Each function returns exactly what pydantic's
+validation would return, or ``None`` ("ask pydantic"): the rules live in the schemas.
 
 Examples
 --------
 >>> from bandit.settings import Limits
->>> body = b'{"context": {"user": {"tier": "gold"}}, "actions": [{"id": "a"}, {"id": "b"}]}'
->>> request = rank_request(body, RankRequest, Limits())
->>> [action.id for action in request.actions], request.context
-(['a', 'b'], {'user': {'tier': 'gold'}})
->>> rank_request(b'{"actions": []}', RankRequest, Limits()) is None  # pydantic explains
+>>> raw = b'{"event_id": "e1", "policy": "p", "model_version": "1", "explored": false,'
+>>> raw += b' "actions": [{"id": "a"}], "ranking": [{"id": "a", "probability": 1.0}],'
+>>> raw += b' "chosen_action_id": "a", "chosen_index": 0, "probability": 1.0}'
+>>> decision(raw, Limits()).chosen_action_id
+'a'
+>>> decision(raw.replace(b'"a"}]', b'"b"}]'), Limits()) is None  # pydantic explains
 True
 """
 
@@ -38,44 +30,32 @@ from typing import Any, Final, Generic, TypeVar, cast
 import orjson
 from pydantic import BaseModel, TypeAdapter
 
-from bandit.errors import InvalidDistributionError
 from bandit.settings import Limits
-from bandit.wire.consent import MAX_USER_ID_LENGTH
 from bandit.wire.schemas import (
     _FEATURE_NAME_RE,
     _ID_RE,
     _NAMESPACE_RE,
-    ConsentPath,
     Decision,
     LoggedAction,
-    RankableAction,
     RankedAction,
-    RankRequest,
     TrainingExample,
-    new_event_id,
 )
-from policies import Action, Choice
 from policies._base import FEATURE_VALUE_LIMIT
 from policies._distribution import SUM_TOLERANCE
 from policies.vw import FeatureRules
 
 __all__ = [
     "FastDecoder",
-    "decided",
     "decision",
     "decision_from_data",
-    "decision_json",
     "decision_values",
     "feature_rules",
     "features_ok",
-    "rank_answer_json",
-    "rank_request",
     "training_data",
     "training_example",
 ]
 
 M = TypeVar("M", bound=BaseModel)
-R = TypeVar("R", bound=RankRequest)
 T = TypeVar("T")
 
 _DEFAULT_LIMITS = Limits()
@@ -84,11 +64,7 @@ _TIMESTAMP_RE = re.compile(
     r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,6})?(?:Z|[+-]\d{2}:\d{2})"
 )
 
-_ACTION_CACHE_SIZE = 20_000
-"""Validated actions kept by their exact JSON (an app's catalog repeats them)."""
-
 _ids: set[str] = set()
-_actions: list[tuple[Limits, dict[bytes, RankableAction]]] = []  # the last limits' only
 _names: dict[tuple[re.Pattern[str], int], set[str]] = {}  # by pattern and key length limit
 
 
@@ -109,15 +85,6 @@ def _id_ok(value: object, limit: int) -> bool:
 def _unique_id_ok(value: object, limit: int) -> bool:
     """Check an id that will not repeat (event ids): never cached."""
     return type(value) is str and len(value) <= limit and _ID_RE.fullmatch(value) is not None
-
-
-def _known_actions(limits: Limits) -> dict[bytes, RankableAction]:
-    """Actions validated under `limits`, by their JSON (frozen models, shared by requests)."""
-    if _actions and _actions[0][0] is limits:
-        return _actions[0][1]
-    known: dict[bytes, RankableAction] = {}
-    _actions[:] = [(limits, known)]
-    return known
 
 
 def _known_names(pattern: re.Pattern[str], limit: int) -> set[str]:
@@ -215,7 +182,7 @@ def _plain(cls: type[BaseModel]) -> None:
         raise TypeError(msg)
 
 
-for _model in (RankRequest, RankableAction, Decision, LoggedAction, RankedAction, TrainingExample):
+for _model in (Decision, LoggedAction, RankedAction, TrainingExample):
     _plain(_model)
 
 
@@ -227,146 +194,6 @@ def _as_dict(raw: bytes | str) -> dict[str, Any] | None:
     return data if type(data) is dict else None
 
 
-# -- rank requests -------------------------------------------------------------------------
-
-_REQUEST_FIELDS: Final = ("event_id", "context", "actions", "excluded_actions", "defer_activation")
-_REFERENCES: Final = ("policy", "session_id", "device_id")  # bandit.api.app.NativeRankRequest
-_ACTION_FIELDS: Final = frozenset({"id", "features"})
-_request_fields: dict[type[Any], tuple[str, ...]] = {}
-_NATIVE_FIELDS: Final = (*_REQUEST_FIELDS, *_REFERENCES, "user_id", "explain")
-_PLAIN_REQUEST: Final = frozenset(_REQUEST_FIELDS)
-_NATIVE_REQUEST: Final = frozenset(_NATIVE_FIELDS)
-
-
-def rank_request(  # noqa: PLR0911, PLR0912, PLR0915  (one flat pass over every rule)
-    raw: bytes | str, model: type[R], limits: Limits
-) -> R | None:
-    """Return ``model.model_validate_json(raw, context={"limits": limits})``, or None.
-
-    `model` is :class:`~bandit.wire.schemas.RankRequest` or the API's ``NativeRankRequest``
-    (which adds the optional ids ``policy``, ``session_id`` and ``device_id``). None means
-    "ask pydantic": the body may be valid or not.
-    """
-    data = _as_dict(raw)
-    if data is None:
-        return None
-    fields = _request_fields.get(model)
-    if fields is None:
-        fields = _request_fields[model] = tuple(model.model_fields)
-    if fields == _REQUEST_FIELDS:
-        names: tuple[str, ...] = _REQUEST_FIELDS
-        allowed = _PLAIN_REQUEST
-    elif fields == _NATIVE_FIELDS:
-        names, allowed = _NATIVE_FIELDS, _NATIVE_REQUEST
-    else:
-        return None
-    if not data.keys() <= allowed:
-        return None
-    id_limit = limits.max_id_length
-    values: dict[str, Any] = {}
-    for name in names:
-        if name in data:
-            values[name] = data[name]
-    # event id
-    if "event_id" in values:
-        if not _unique_id_ok(values["event_id"], id_limit):
-            return None
-    else:
-        values["event_id"] = new_event_id()
-    # context
-    context = values.get("context")
-    if context is None:
-        if "context" in values:
-            return None
-        values["context"] = context = {}
-    if not _features_ok(context, limits, logged=False):
-        return None
-    # actions
-    actions = values.get("actions")
-    if type(actions) is not list or not actions or len(actions) > limits.max_actions:
-        return None
-    built: list[RankableAction] = []
-    seen: set[str] = set()
-    known = _known_actions(limits)
-    for action in actions:
-        if type(action) is not dict:
-            return None
-        try:
-            blob = orjson.dumps(action)  # exact: 1, 1.0 and true write differently
-        except TypeError:  # an int beyond 64 bits: let pydantic say what it makes of it
-            return None
-        made = known.get(blob)
-        if made is not None:
-            if made.id in seen:
-                return None
-            seen.add(made.id)
-            built.append(made)
-            continue
-        if not action.keys() <= _ACTION_FIELDS:
-            return None
-        action_id = action.get("id")
-        if type(action_id) is not str or action_id in seen or not _id_ok(action_id, id_limit):
-            return None
-        seen.add(action_id)
-        if "features" in action:
-            action_features = action["features"]
-            if not _features_ok(action_features, limits, logged=False):
-                return None
-            made = _make(
-                RankableAction, {"id": action_id, "features": action_features}, {"id", "features"}
-            )
-        else:
-            made = _make(RankableAction, {"id": action_id, "features": {}}, {"id"})
-        built.append(made)
-        if len(known) >= _ACTION_CACHE_SIZE:
-            known.clear()
-        known[blob] = made
-    total = sum(map(len, context.values()))
-    total += sum(len(values) for action in built for values in action.features.values())
-    if total > limits.max_features_per_rank:
-        return None
-    values["actions"] = built
-    # excluded actions
-    if "excluded_actions" in values:
-        excluded = values["excluded_actions"]
-        if type(excluded) is not list or len(excluded) > limits.max_actions:
-            return None
-        if not all(_id_ok(e, id_limit) and e in seen for e in excluded):
-            return None
-        if len(set(excluded)) != len(excluded) or len(excluded) == len(seen):
-            return None
-    else:
-        values["excluded_actions"] = []
-    # flags and references
-    if "defer_activation" in values:
-        if type(values["defer_activation"]) is not bool:
-            return None
-    else:
-        values["defer_activation"] = False
-    if names is not _REQUEST_FIELDS:
-        for name in _REFERENCES:
-            reference = values.get(name)
-            if reference is None:
-                values[name] = None  # absent, or JSON null: both None
-            elif not _id_ok(reference, id_limit):
-                return None
-        explained = values.get("explain", False)
-        if type(explained) is not bool:
-            return None
-        values["explain"] = explained
-        user = values.get("user_id")
-        if user is None:
-            values["user_id"] = None
-        elif (
-            type(user) is not str
-            or not 0 < len(user) <= MAX_USER_ID_LENGTH
-            or not user.isprintable()
-        ):
-            return None
-    ordered = {name: values[name] for name in fields}
-    return _make(model, ordered, {name for name in names if name in data})
-
-
 # -- decisions ----------------------------------------------------------------------------
 
 _DECISION_REQUIRED: Final = frozenset(
@@ -376,14 +203,11 @@ _DECISION_REQUIRED: Final = frozenset(
 _DECISION_FIELDS: Final = tuple(Decision.model_fields)
 _DECISION_KEYS: Final = frozenset(_DECISION_FIELDS)
 _RANKED_FIELDS: Final = frozenset({"id", "probability"})
+_ACTION_FIELDS: Final = frozenset({"id", "features"})
 _CONSENT_PATHS: Final = frozenset({"personalise", "baseline"})
 _SUBJECT_RE: Final = re.compile(
     r"[0-9a-f]{32}"
 )  # bandit.wire.schemas.Decision.subject  # bandit.wire.schemas.ConsentPath
-_DECIDED_SET: Final = frozenset(
-    {"event_id", "policy", "model_version", "context", "actions", "ranking",
-     "chosen_action_id", "chosen_index", "probability", "explored", "deferred"}
-)  # fmt: skip
 _EXAMPLE_REQUIRED: Final = frozenset(
     {"event_id", "decision", "reward", "reward_count", "default_reward"}
 )
@@ -540,150 +364,6 @@ def decision_values(  # noqa: PLR0911, PLR0912  (one flat pass over every rule)
     elif type(subject) is not str or _SUBJECT_RE.fullmatch(subject) is None:
         return None
     return values
-
-
-def decided(
-    choice: Choice,
-    *,
-    request: RankRequest,
-    policy: str,
-    model_version: str,
-    inputs: tuple[dict[str, dict[str, Any]], list[Action]],
-    occurred_at: datetime | None = None,
-    learn: bool = True,
-    consent: ConsentPath = "personalise",
-    subject: str | None = None,
-) -> Decision:
-    """Build the decision of `choice`, as :meth:`Decision.from_choice` does, unchecked.
-
-    The rank path's builder: every rule of :class:`~bandit.wire.schemas.Decision` already
-    holds by construction, so nothing is validated again. That takes what rank has
-    made sure of: `request` was validated; `inputs` is ``request.policy_inputs()``
-    (booleans already numbers, as logged features must be); `choice` was drawn by
-    :func:`policies.decide_ranking` from a :class:`~policies.Distribution` over exactly
-    those actions (finite, in (0, 1], summing to 1: checked when it was made); `policy`
-    and `model_version` are the served policy's name and model version. The decision
-    is deferred when the request asked for it. `learn`, `consent` and `subject` are as
-    ``from_choice`` takes them (`inputs` then being what is logged: no features
-    without learning consent). Tests hold it equal to ``from_choice``.
-
-    Raises
-    ------
-    InvalidDistributionError
-        If `choice` is not over as many actions as `inputs` holds.
-    """
-    context, actions = inputs
-    probabilities = choice.distribution.probabilities
-    if len(probabilities) != len(actions):
-        msg = (
-            f"the choice is over {len(probabilities)} actions but the request leaves "
-            f"{len(actions)} to the policy"
-        )
-        raise InvalidDistributionError(msg)
-    logged = [_logged_action(action) for action in actions]
-    ranking = [
-        _make(
-            RankedAction,
-            {"id": actions[i].id, "probability": probabilities[i]},
-            {"id", "probability"},
-        )
-        for i in choice.ranking
-    ]
-    values = {
-        "schema_version": 1,
-        "event_id": request.event_id,
-        "occurred_at": datetime.now(UTC) if occurred_at is None else occurred_at,
-        "policy": policy,
-        "model_version": model_version,
-        "context": context,
-        "actions": logged,
-        "ranking": ranking,
-        "chosen_action_id": actions[choice.index].id,
-        "chosen_index": choice.index,
-        "probability": choice.probability,
-        "explored": choice.explored,
-        "deferred": request.defer_activation,
-        "learn": learn,
-        "consent": consent,
-        "subject": subject,
-    }
-    fields_set = set(_DECIDED_SET)
-    if occurred_at is not None:
-        fields_set.add("occurred_at")
-    if not learn:
-        fields_set.add("learn")
-    if consent != "personalise":
-        fields_set.add("consent")
-    if subject is not None:
-        fields_set.add("subject")
-    return _make(Decision, values, fields_set)
-
-
-_logged: dict[int, tuple[Action, LoggedAction]] = {}  # by the identity of the policy action
-_fragments: dict[int, tuple[LoggedAction, orjson.Fragment]] = {}  # by the logged action's
-
-
-def _logged_action(action: Action) -> LoggedAction:
-    """Return the :class:`LoggedAction` of a policy action: one per action object, cached.
-
-    The rank path gives the same :class:`~policies.Action` for a repeated action (see
-    :meth:`~bandit.wire.schemas.RankRequest.policy_inputs`), so its logged form and that
-    form's JSON (:func:`decision_json`) are made once.
-    """
-    entry = _logged.get(id(action))
-    if entry is None or entry[0] is not action:  # (the entry keeps `action` alive)
-        if len(_logged) >= _ACTION_CACHE_SIZE:
-            _logged.clear()
-        made = _make(
-            LoggedAction, {"id": action.id, "features": action.features}, {"id", "features"}
-        )
-        entry = _logged[id(action)] = (action, made)
-    return entry[1]
-
-
-def _fragment(logged: LoggedAction) -> orjson.Fragment:
-    entry = _fragments.get(id(logged))
-    if entry is None or entry[0] is not logged:
-        if len(_fragments) >= _ACTION_CACHE_SIZE:
-            _fragments.clear()
-        written = orjson.Fragment(orjson.dumps(logged.__dict__))
-        entry = _fragments[id(logged)] = (logged, written)
-    return entry[1]
-
-
-def decision_json(decision: Decision) -> bytes:
-    """Return ``decision.model_dump_json().encode()``, written by orjson (several times faster).
-
-    Each offered action's JSON is written once per action object (a repeated action of
-    the rank path is the same object, :func:`decided`), the rest in one orjson call,
-    timestamps in UTC with ``Z`` as pydantic writes them. Tests check byte equality
-    with pydantic's output.
-    """
-    values = dict(decision.__dict__)
-    values["actions"] = [_fragment(action) for action in values["actions"]]
-    values["ranking"] = [ranked.__dict__ for ranked in values["ranking"]]
-    return orjson.dumps(values, option=orjson.OPT_UTC_Z)
-
-
-def rank_answer_json(decision: Decision) -> bytes:
-    """Return the JSON of the answer to ``POST /v1/rank`` for `decision`.
-
-    Byte-equal to ``bandit.api.app.RankResponse(...).model_dump_json()`` built from the
-    decision's fields (tests check it): event id, policy, model version, chosen action,
-    its probability, the ranking, and whether activation is deferred.
-    """
-    values = decision.__dict__
-    return orjson.dumps(
-        {
-            "event_id": values["event_id"],
-            "policy": values["policy"],
-            "model_version": values["model_version"],
-            "chosen_action_id": values["chosen_action_id"],
-            "probability": values["probability"],
-            "ranking": [ranked.__dict__ for ranked in values["ranking"]],
-            "deferred": values["deferred"],
-        }
-    )
 
 
 def decision(raw: bytes | str, limits: Limits) -> Decision | None:

@@ -63,25 +63,32 @@ from __future__ import annotations
 import math
 import re
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Any, Literal, Self, TypeAlias, cast
+from typing import Annotated, Any, ClassVar, Final, Literal, Self, TypeAlias, get_args, get_origin
 
+import orjson
 from pydantic import (
     AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
+    GetCoreSchemaHandler,
+    ModelWrapValidatorHandler,
     StrictBool,
     StrictFloat,
     StrictInt,
     StrictStr,
+    StringConstraints,
+    ValidationError,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
-from pydantic_core import PydanticCustomError
+from pydantic_core import InitErrorDetails, PydanticCustomError, core_schema
+from pydantic_core.core_schema import ErrorType
 
 from bandit.errors import InvalidDistributionError
 from bandit.settings import Limits
@@ -95,6 +102,13 @@ __all__ = [
     "ACTION_CACHE_SIZE",
     "ActionCache",
     "ActionId",
+    "DeviceId",
+    "FEATURE_NAME_PATTERN",
+    "ID_PATTERN",
+    "LoggedCache",
+    "NAMESPACE_PATTERN",
+    "PolicyName",
+    "SessionId",
     "Activation",
     "Aggregation",
     "BehaviourEvent",
@@ -117,13 +131,17 @@ __all__ = [
     "RewardReported",
     "RewardsRecord",
     "TrainingExample",
+    "WireModel",
     "new_event_id",
 ]
 
-# The syntaxes documented in the module docstring; use fullmatch (`$` matches before "\n").
-_NAMESPACE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
-_FEATURE_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
-_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
+# The syntaxes documented in the module docstring (pydantic-core's regex: `$` is the end).
+NAMESPACE_PATTERN: Final = r"^[A-Za-z_][A-Za-z0-9_-]*$"
+FEATURE_NAME_PATTERN: Final = r"^[A-Za-z_][A-Za-z0-9_.-]*$"
+ID_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$"
+_NAMESPACE_RE = re.compile(NAMESPACE_PATTERN)  # for fullmatch in Python (streams' readers)
+_FEATURE_NAME_RE = re.compile(FEATURE_NAME_PATTERN)
+_ID_RE = re.compile(ID_PATTERN)
 _DEFAULT_LIMITS = Limits()
 _SHOW_AT_MOST = 40
 
@@ -188,111 +206,176 @@ def _is_finite(value: float) -> bool:
 
 
 # -- keys, ids and feature values ----------------------------------------------------------
+#
+# The rules that do not depend on the settings are pydantic-core constraints, checked in
+# Rust: syntax (patterns), types (strict), finite numbers within FEATURE_VALUE_LIMIT,
+# probabilities in (0, 1]. Each is wrapped in one error of its own (`_Rule`) that names
+# the rule. The rules that depend on the settings (:class:`~bandit.settings.Limits`:
+# lengths, counts; and printable strings, a rule of Python's) are checked once per
+# event, after it is built, in one pass (`_limit_errors`), with messages naming the
+# setting. Models validated at the trust boundary derive from `WireModel`, which runs that
+# pass and says what was found (`{found}`) in the messages of the rules.
+
+_FOUND = "{found}"
+"""Left in a rule's message by pydantic; `WireModel` puts what was found in its place."""
 
 
-def _key_checker(
-    what: str, pattern: re.Pattern[str], explained: str
-) -> Callable[[str, ValidationInfo], str]:
-    def check(value: str, info: ValidationInfo) -> str:
-        limit = _limits(info).max_key_length
-        if len(value) > limit:
-            raise _error(
-                "key_too_long",
-                "{what} must be at most {limit} characters, got {length}",
-                what=what,
-                limit=limit,
-                length=len(value),
-            )
-        if not pattern.fullmatch(value):
-            raise _error(
-                "key_syntax",
-                "{what} must match {pattern} ({explained}), got {found}",
-                what=what,
-                pattern=pattern.pattern,
-                explained=explained,
-                found=_show(value),
-            )
-        return value
+class _Rule:
+    """Annotated metadata: any error of the constrained type is this one error.
 
-    return check
+    pydantic-core's ``custom_error_schema`` around the type's own (Rust) schema: the
+    JSON schema (OpenAPI) is the type's, the message states the rule.
+    """
+
+    def __init__(self, kind: str, message: str, **context: Any) -> None:
+        self.kind = kind
+        self.message = message
+        self.context = context
+
+    def __get_pydantic_core_schema__(
+        self, source: Any, handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
+        return core_schema.custom_error_schema(
+            handler(source),
+            custom_error_type=self.kind,
+            custom_error_message=self.message,
+            custom_error_context=self.context or None,
+        )
 
 
-def _id_checker(what: str, *, echo: bool = True) -> Callable[[str, ValidationInfo], str]:
-    def check(value: str, info: ValidationInfo) -> str:
-        limit = _limits(info).max_id_length
-        if len(value) > limit:
-            raise _error(
-                "id_too_long",
-                "{what} must be at most {limit} characters, got {length}",
-                what=what,
-                limit=limit,
-                length=len(value),
-            )
-        if not _ID_RE.fullmatch(value):
-            found = _show(value) if echo else f"a value of {len(value)} characters (not shown)"
-            raise _error(
-                "id_syntax",
-                "{what} must match {pattern} (letters, digits, '_', '.', ':' and '-', "
-                "starting with a letter or digit), got {found}",
-                what=what,
-                pattern=_ID_RE.pattern,
-                found=found,
-            )
-        return value
-
-    return check
+def _syntax(what: str, pattern: str, explained: str, kind: str) -> Any:
+    """A string matching `pattern` (its length is a setting: `_limit_errors`)."""
+    return Annotated[
+        StrictStr,
+        StringConstraints(pattern=pattern),
+        _Rule(
+            kind,
+            f"{what} must match {{pattern}} ({explained}), got {_FOUND}",
+            pattern=pattern,
+            what=what,
+        ),
+    ]
 
 
-def _check_request_value_type(value: Any) -> Any:
-    if isinstance(value, bool | int | float | str):
-        return value
-    raise _error(
-        "feature_value_type",
-        "feature values must be a number, a string or a boolean, got {type}",
-        type=type(value).__name__,
+_ID_EXPLAINED = "letters, digits, '_', '.', ':' and '-', starting with a letter or digit"
+
+
+def _id(what: str) -> Any:
+    return _syntax(what, ID_PATTERN, _ID_EXPLAINED, "id_syntax")
+
+
+_FINITE = f"finite numbers within [-{FEATURE_VALUE_LIMIT:g}, {FEATURE_VALUE_LIMIT:g}]"
+_BOUNDED = Field(ge=-FEATURE_VALUE_LIMIT, le=FEATURE_VALUE_LIMIT, allow_inf_nan=False)
+_Number: TypeAlias = Annotated[StrictInt, _BOUNDED] | Annotated[StrictFloat, _BOUNDED]
+_REQUEST_VALUE = "feature values must be a number, a string or a boolean"
+_LOGGED_VALUE = (
+    "logged feature values must be numbers or strings, as the policy saw them "
+    "(booleans become 1.0 or 0.0)"
+)
+
+
+def _value_error(value: object, *, logged: bool) -> PydanticCustomError:
+    """Say which rule of feature values `value` breaks (it broke one, `_RequestValue`)."""
+    if isinstance(value, bool) and logged:
+        return _error("feature_value_type", _LOGGED_VALUE + ", got {found}", found=_show(value))
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return _error(
+            "number_not_finite" if not _is_finite(value) else "number_too_large",
+            "feature values must be {rule} (policies._base.FEATURE_VALUE_LIMIT), got {found}",
+            rule=_FINITE,
+            found=_show(value),
+        )
+    return _error(
+        "feature_value_type", _REQUEST_VALUE + ", got {type}", type=type(value).__name__
     )
 
 
-def _check_logged_value_type(value: Any) -> Any:
-    if isinstance(value, bool):
-        raise _error(
-            "feature_value_type",
-            "logged feature values must be numbers or strings, as the policy saw them "
-            "(booleans become 1.0 or 0.0), got {found}",
-            found=_show(value),
-        )
-    return _check_request_value_type(value)
+def _key_errors(
+    keys: Iterable[str], what: str, limit: int, loc: tuple[Any, ...], out: list[Any]
+) -> None:
+    for key in keys:
+        if len(key) > limit:
+            out.append(_detail(
+                _error(
+                    "key_too_long",
+                    "{what} must be at most {limit} characters, got {length}",
+                    what=what, limit=limit, length=len(key),
+                ),
+                (*loc, key, "[key]"), key,
+            ))  # fmt: skip
 
 
-def _check_value(value: bool | float | str, info: ValidationInfo) -> bool | float | str:
-    if isinstance(value, str):
-        limit = _limits(info).max_string_length
-        if len(value) > limit:
-            raise _error(
-                "string_too_long",
-                "string feature values must be at most {limit} characters, got {length}",
-                limit=limit,
-                length=len(value),
-            )
-        if value.isprintable():
-            return value
-        for position, char in enumerate(value):
-            if not char.isprintable():
-                raise _error(
-                    "string_not_printable",
-                    "string feature values must be printable, got {found} at position {position}",
-                    found=_show(char),
-                    position=position,
-                )
-    elif not isinstance(value, bool) and not -FEATURE_VALUE_LIMIT <= value <= FEATURE_VALUE_LIMIT:
-        raise _error(
-            "number_not_finite" if not _is_finite(value) else "number_too_large",
-            "feature values must be finite numbers within [-{limit}, {limit}] "
-            "(policies._base.FEATURE_VALUE_LIMIT), got {found}",
-            limit=f"{FEATURE_VALUE_LIMIT:g}",
-            found=_show(value),
+def _feature_errors(
+    features: Mapping[str, Mapping[str, Any]],
+    loc: tuple[Any, ...],
+    limits: Limits,
+    out: list[Any],
+) -> None:
+    """The rules of features that depend on the limits (the others hold: Rust checked them)."""
+    if len(features) > limits.max_namespaces:
+        out.append(_detail(
+            _error(
+                "too_many_namespaces", "at most {limit} namespaces allowed, got {count}",
+                limit=limits.max_namespaces, count=len(features),
+            ),
+            loc, features,
+        ))  # fmt: skip
+    key_limit = limits.max_key_length
+    string_limit = limits.max_string_length
+    per_namespace = limits.max_features_per_namespace
+    if any(len(namespace) > key_limit for namespace in features):
+        _key_errors(features, "namespace names", key_limit, loc, out)
+    for namespace, values in features.items():
+        if len(values) > per_namespace:
+            out.append(_detail(
+                _error(
+                    "too_many_features",
+                    "at most {limit} features per namespace allowed, got {count}",
+                    limit=per_namespace, count=len(values),
+                ),
+                (*loc, namespace), values,
+            ))  # fmt: skip
+        if any(len(name) > key_limit for name in values):
+            _key_errors(values, "feature names", key_limit, (*loc, namespace), out)
+        for name, value in values.items():
+            if type(value) is str and (len(value) > string_limit or not value.isprintable()):
+                out.append(_detail(_string_error(value, string_limit), (*loc, namespace, name),
+                                   value))  # fmt: skip
+
+
+def _string_error(value: str, limit: int) -> PydanticCustomError:
+    if len(value) > limit:
+        return _error(
+            "string_too_long",
+            "string feature values must be at most {limit} characters, got {length}",
+            limit=limit,
+            length=len(value),
         )
-    return value
+    position = next(i for i, char in enumerate(value) if not char.isprintable())
+    return _error(
+        "string_not_printable",
+        "string feature values must be printable, got {found} at position {position}",
+        found=_show(value[position]),
+        position=position,
+    )
+
+
+def _id_errors(
+    ids: Iterable[tuple[tuple[Any, ...], str | None]], what: str, limit: int, out: list[Any]
+) -> None:
+    for loc, value in ids:
+        if value is not None and len(value) > limit:
+            out.append(_detail(
+                _error(
+                    "id_too_long", "{what} must be at most {limit} characters, got {length}",
+                    what=what, limit=limit, length=len(value),
+                ),
+                loc, value,
+            ))  # fmt: skip
+
+
+def _detail(error: PydanticCustomError, loc: tuple[Any, ...], value: Any) -> InitErrorDetails:
+    return {"type": error, "loc": loc, "input": value}
 
 
 def _reward_checker(what: str, *, stored: bool) -> Callable[[float, ValidationInfo], float]:
@@ -321,30 +404,6 @@ def _reward_checker(what: str, *, stored: bool) -> Callable[[float, ValidationIn
         return value
 
     return check
-
-
-def _check_namespace_count(value: Any, info: ValidationInfo) -> Any:
-    limit = _limits(info).max_namespaces
-    if isinstance(value, Mapping) and len(value) > limit:
-        raise _error(
-            "too_many_namespaces",
-            "at most {limit} namespaces allowed, got {count}",
-            limit=limit,
-            count=len(value),
-        )
-    return value
-
-
-def _check_feature_count(value: Any, info: ValidationInfo) -> Any:
-    limit = _limits(info).max_features_per_namespace
-    if isinstance(value, Mapping) and len(value) > limit:
-        raise _error(
-            "too_many_features",
-            "at most {limit} features per namespace allowed, got {count}",
-            limit=limit,
-            count=len(value),
-        )
-    return value
 
 
 def _check_action_count(value: Any, info: ValidationInfo) -> Any:
@@ -378,16 +437,6 @@ def _check_distinct_ids(actions: list[Any]) -> list[Any]:
     return actions
 
 
-def _check_probability(value: float) -> float:
-    if not 0.0 < value <= 1.0:  # also rejects NaN
-        raise _error(
-            "probability_range",
-            "probabilities must be finite and in (0, 1], got {found}",
-            found=_show(value),
-        )
-    return value
-
-
 def _check_aware(value: datetime) -> datetime:
     if value.tzinfo is None or value.utcoffset() is None:
         raise _error(
@@ -399,63 +448,47 @@ def _check_aware(value: datetime) -> datetime:
     return value.astimezone(UTC)
 
 
-_NamespaceName: TypeAlias = Annotated[
-    str,
-    AfterValidator(
-        _key_checker(
-            "namespace names",
-            _NAMESPACE_RE,
-            "letters, digits, '_' and '-', not starting with a digit or '-'",
-        )
-    ),
-]
-_FeatureName: TypeAlias = Annotated[
-    str,
-    AfterValidator(
-        _key_checker(
-            "feature names",
-            _FEATURE_NAME_RE,
-            "letters, digits, '_', '.' and '-', not starting with a digit, '.' or '-'",
-        )
-    ),
-]
+_NamespaceName: TypeAlias = _syntax(
+    "namespace names",
+    NAMESPACE_PATTERN,
+    "letters, digits, '_' and '-', not starting with a digit or '-'",
+    "key_syntax",
+)
+_FeatureName: TypeAlias = _syntax(
+    "feature names",
+    FEATURE_NAME_PATTERN,
+    "letters, digits, '_', '.' and '-', not starting with a digit, '.' or '-'",
+    "key_syntax",
+)
 _RequestValue: TypeAlias = Annotated[
-    StrictBool | StrictInt | StrictFloat | StrictStr,
-    BeforeValidator(_check_request_value_type),
-    AfterValidator(_check_value),
+    StrictBool | _Number | StrictStr,
+    _Rule("request_feature_value", _REQUEST_VALUE + " (numbers " + _FINITE + ")"),
 ]
 _LoggedValue: TypeAlias = Annotated[
-    StrictInt | StrictFloat | StrictStr,
-    BeforeValidator(_check_logged_value_type),
-    AfterValidator(_check_value),
+    _Number | StrictStr, _Rule("logged_feature_value", _LOGGED_VALUE + " (" + _FINITE + ")")
 ]
-RequestFeatures: TypeAlias = Annotated[
-    dict[
-        _NamespaceName,
-        Annotated[dict[_FeatureName, _RequestValue], BeforeValidator(_check_feature_count)],
-    ],
-    BeforeValidator(_check_namespace_count),
-]
-LoggedFeatures: TypeAlias = Annotated[
-    dict[
-        _NamespaceName,
-        Annotated[dict[_FeatureName, _LoggedValue], BeforeValidator(_check_feature_count)],
-    ],
-    BeforeValidator(_check_namespace_count),
-]
+RequestFeatures: TypeAlias = dict[_NamespaceName, dict[_FeatureName, _RequestValue]]
+"""Features by namespace, as a request gives them (counts and lengths: `_limit_errors`)."""
+LoggedFeatures: TypeAlias = dict[_NamespaceName, dict[_FeatureName, _LoggedValue]]
+"""Features by namespace as the policy saw them: no booleans."""
 _Subject: TypeAlias = Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")]
 ConsentPath: TypeAlias = Literal["personalise", "baseline"]
 """Which policy served a decision under the person's consent (see :mod:`bandit.privacy.consent`)."""
-_ID_SCHEMA = Field(json_schema_extra={"pattern": _ID_RE.pattern})
-"""The id syntax, stated in the JSON schema (OpenAPI) too; `_id_checker` enforces it."""
-ActionId: TypeAlias = Annotated[str, AfterValidator(_id_checker("action ids")), _ID_SCHEMA]
-EventId: TypeAlias = Annotated[str, AfterValidator(_id_checker("event ids")), _ID_SCHEMA]
-_SessionId: TypeAlias = Annotated[str, AfterValidator(_id_checker("session ids")), _ID_SCHEMA]
-_ItemId: TypeAlias = Annotated[str, AfterValidator(_id_checker("item ids")), _ID_SCHEMA]
+ActionId: TypeAlias = _id("action ids")
+EventId: TypeAlias = _id("event ids")
+_SessionId: TypeAlias = _id("session ids")
+_ItemId: TypeAlias = _id("item ids")
 _UserId: TypeAlias = RawUserId
-_PolicyName: TypeAlias = Annotated[str, AfterValidator(_id_checker("policy names")), _ID_SCHEMA]
-_ModelVersion: TypeAlias = Annotated[str, AfterValidator(_id_checker("model versions")), _ID_SCHEMA]
-_Probability: TypeAlias = Annotated[float, AfterValidator(_check_probability)]
+_PolicyName: TypeAlias = _id("policy names")
+_ModelVersion: TypeAlias = _id("model versions")
+PolicyName: TypeAlias = _PolicyName
+SessionId: TypeAlias = _SessionId
+DeviceId: TypeAlias = _id("device ids")
+_Probability: TypeAlias = Annotated[
+    float,
+    Field(gt=0.0, le=1.0, allow_inf_nan=False),
+    _Rule("probability_range", f"probabilities must be finite and in (0, 1], got {_FOUND}"),
+]
 _Timestamp: TypeAlias = Annotated[datetime, AfterValidator(_check_aware)]
 
 
@@ -494,7 +527,88 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
-class Event(_Frozen):
+_VALUE_KINDS: Final = frozenset({"request_feature_value", "logged_feature_value"})
+
+
+def _phrased(exc: ValidationError, title: str) -> ValidationError:
+    """`exc` with what was found in the messages of the rules (`_Rule`), else `exc` itself."""
+    errors = exc.errors(include_url=False)
+    if not any(e["type"] in _VALUE_KINDS or _FOUND in e["msg"] for e in errors):
+        return exc
+    details: list[InitErrorDetails] = []
+    for e in errors:
+        kind, found = e["type"], e["input"]
+        if kind in _VALUE_KINDS:
+            error: Any = _value_error(found, logged=kind == "logged_feature_value")
+        elif kind == "id_syntax" and not isinstance(found, str):
+            error = "string_type"  # no id at all: pydantic's own words
+        elif _FOUND in e["msg"]:
+            error = PydanticCustomError(kind, e["msg"], {"found": _show(found)})
+        elif kind in _KNOWN_ERRORS:
+            details.append({"type": kind, "loc": e["loc"], "input": found, **_ctx(e)})
+            continue
+        else:
+            error = PydanticCustomError(kind, e["msg"])
+        details.append({"type": error, "loc": e["loc"], "input": found})
+    return ValidationError.from_exception_data(title, details)
+
+
+def _ctx(error: Any) -> dict[str, Any]:
+    return {"ctx": error["ctx"]} if "ctx" in error else {}
+
+
+_KNOWN_ERRORS: Final = frozenset(get_args(ErrorType))
+
+
+def _declared_ids(model: type[BaseModel]) -> tuple[tuple[str, str], ...]:
+    """The fields of `model` holding one id (optional or not), with what the id is."""
+    found = []
+    for name, field in model.model_fields.items():
+        candidates = [field.metadata]
+        for arg in get_args(field.annotation):
+            if get_origin(arg) is Annotated:
+                candidates.append(list(arg.__metadata__))
+        for metadata in candidates:
+            rule = next((m for m in metadata if isinstance(m, _Rule)), None)
+            if rule is not None and rule.kind == "id_syntax":
+                found.append((name, str(rule.context["what"])))
+                break
+    return tuple(found)
+
+
+class WireModel(_Frozen):
+    """A model validated at the trust boundary, whole: the rules of its types (in Rust),
+    then those that depend on the limits (`_limit_errors`), in one pass per event.
+    """
+
+    _ids: ClassVar[tuple[tuple[str, str], ...]] = ()
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        cls._ids = _declared_ids(cls)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _checked(cls, data: Any, handler: ModelWrapValidatorHandler[Self], info: ValidationInfo) -> Self:
+        try:
+            model = handler(data)
+        except ValidationError as exc:
+            raise _phrased(exc, cls.__name__) from None
+        errors: list[InitErrorDetails] = []
+        model._limit_errors(_limits(info), errors)
+        if errors:
+            raise ValidationError.from_exception_data(cls.__name__, errors)
+        return model
+
+    def _limit_errors(self, limits: Limits, out: list[InitErrorDetails]) -> None:
+        """Add the errors of the rules that depend on `limits` to `out` (ids' lengths here)."""
+        values = self.__dict__
+        for name, what in self._ids:
+            _id_errors((((name,), values[name]),), what, limits.max_id_length, out)
+
+
+class Event(WireModel):
     """Base of every event on a topic: closed, frozen, versioned, timestamped.
 
     Attributes
@@ -516,8 +630,10 @@ class Event(_Frozen):
 ACTION_CACHE_SIZE = 20_000
 """Most actions an :data:`ActionCache` holds before it starts again."""
 
-ActionCache: TypeAlias = "dict[int, tuple[RankableAction, Action]]"
-"""Policy actions by the identity of the action model they were made of."""
+ActionCache: TypeAlias = dict[tuple[str, bytes], Action]
+"""Policy actions by action id and the exact JSON of the action's features."""
+LoggedCache: TypeAlias = "dict[int, tuple[Action, LoggedAction]]"
+"""The logged form of policy actions, by the identity of the policy action."""
 
 
 class RankableAction(_Frozen):
@@ -541,7 +657,7 @@ class RankedAction(_Frozen):
     probability: _Probability
 
 
-class RankRequest(_Frozen):
+class RankRequest(WireModel):
     """A request to choose among `actions` in `context` (``POST /v1/rank``).
 
     Attributes
@@ -638,6 +754,17 @@ class RankRequest(_Frozen):
             )
         return value
 
+    def _limit_errors(self, limits: Limits, out: list[InitErrorDetails]) -> None:
+        super()._limit_errors(limits, out)
+        _feature_errors(self.context, ("context",), limits, out)
+        id_limit = limits.max_id_length
+        for index, action in enumerate(self.actions):
+            _id_errors(((("actions", index, "id"), action.id),), "action ids", id_limit, out)
+            if action.features:
+                _feature_errors(action.features, ("actions", index, "features"), limits, out)
+        excluded = ((("excluded_actions", i), e) for i, e in enumerate(self.excluded_actions))
+        _id_errors(excluded, "action ids", id_limit, out)
+
     def policy_inputs(
         self, cache: ActionCache | None = None
     ) -> tuple[dict[str, dict[str, FeatureValue]], list[Action]]:
@@ -649,10 +776,11 @@ class RankRequest(_Frozen):
         Parameters
         ----------
         cache
-            Where to keep the :class:`~policies.Action` made of each action model, to
-            give the same one again for the same model (the rank path shares the models
-            of repeated actions, :func:`bandit.wire.fastpath.rank_request`): policies may then
-            reuse their own work per action. Cleared when it holds ``ACTION_CACHE_SIZE``.
+            Where to keep the :class:`~policies.Action` made of each offered action, to
+            give the same one again for an action offered again with the same features
+            (an app's catalog): policies may then reuse their own work per action, and
+            :meth:`Decision.of_rank` its logged form. Cleared when it holds
+            ``ACTION_CACHE_SIZE``.
 
         Returns
         -------
@@ -671,15 +799,13 @@ class RankRequest(_Frozen):
         for action in self.actions:
             if action.id in excluded:
                 continue
-            entry = cache.get(id(action))
-            if entry is None or entry[0] is not action:  # (the cache keeps `action` alive)
+            key = (action.id, orjson.dumps(action.features))  # exact: 1, 1.0 and true differ
+            made = cache.get(key)
+            if made is None:
                 if len(cache) >= ACTION_CACHE_SIZE:
                     cache.clear()
-                entry = cache[id(action)] = (
-                    action,
-                    Action(action.id, _policy_features(action.features)),
-                )
-            actions.append(entry[1])
+                made = cache[key] = Action(action.id, _policy_features(action.features))
+            actions.append(made)
         return _policy_features(self.context), actions
 
 
@@ -914,13 +1040,103 @@ class Decision(Event):
             data["occurred_at"] = occurred_at
         if limits is None:
             limits = _DEFAULT_LIMITS
-        if cls is Decision:  # the same rules, checked in plain Python (bandit.wire.fastpath)
-            from bandit.wire.fastpath import decision_from_data  # it imports this module
-
-            found = decision_from_data(data, limits)
-            if found is not None:
-                return cast(Self, found)
         return cls.model_validate(data, context={"limits": limits})
+
+    @classmethod
+    def of_rank(
+        cls,
+        choice: Choice,
+        *,
+        request: RankRequest,
+        policy: str,
+        model_version: str,
+        inputs: tuple[dict[str, dict[str, Any]], list[Action]],
+        learn: bool = True,
+        consent: ConsentPath = "personalise",
+        subject: str | None = None,
+        cache: LoggedCache | None = None,
+    ) -> Decision:
+        """Build the decision of `choice` as the rank path has it, without validating again.
+
+        What :meth:`from_choice` builds, with ``model_construct``: every rule already
+        holds by construction. `request` was validated; `inputs` is what
+        ``request.policy_inputs()`` gave (booleans already numbers), or what of it is
+        logged (no features without learning consent); `choice` was drawn by
+        :func:`policies.decide_ranking` from a :class:`~policies.Distribution` over
+        exactly those actions (finite, in (0, 1], summing to 1: checked when it was
+        made); `policy` and `model_version` name the served policy. `cache` keeps the
+        logged form of each policy action (the rank path gives the same action object
+        for a repeated catalog action, :meth:`RankRequest.policy_inputs`).
+
+        Raises
+        ------
+        InvalidDistributionError
+            If `choice` is not over as many actions as `inputs` holds.
+        """
+        context, actions = inputs
+        probabilities = choice.distribution.probabilities
+        if len(probabilities) != len(actions):
+            msg = (
+                f"the choice is over {len(probabilities)} actions but the request leaves "
+                f"{len(actions)} to the policy"
+            )
+            raise InvalidDistributionError(msg)
+        ranked = RankedAction.model_construct
+        fields: set[str] = set(_DECIDED)
+        if not learn:
+            fields.add("learn")
+        if consent != "personalise":
+            fields.add("consent")
+        if subject is not None:
+            fields.add("subject")
+        return cls.model_construct(
+            fields,
+            event_id=request.event_id,
+            policy=policy,
+            model_version=model_version,
+            context=context,
+            actions=[_logged(action, cache) for action in actions],
+            ranking=[ranked(id=actions[i].id, probability=probabilities[i]) for i in choice.ranking],
+            chosen_action_id=actions[choice.index].id,
+            chosen_index=choice.index,
+            probability=choice.probability,
+            explored=choice.explored,
+            deferred=request.defer_activation,
+            learn=learn,
+            consent=consent,
+            subject=subject,
+        )
+
+    def _limit_errors(self, limits: Limits, out: list[InitErrorDetails]) -> None:
+        super()._limit_errors(limits, out)
+        _feature_errors(self.context, ("context",), limits, out)
+        id_limit = limits.max_id_length
+        for index, action in enumerate(self.actions):
+            _id_errors(((("actions", index, "id"), action.id),), "action ids", id_limit, out)
+            if action.features:
+                _feature_errors(action.features, ("actions", index, "features"), limits, out)
+        ranked = ((("ranking", i, "id"), entry.id) for i, entry in enumerate(self.ranking))
+        _id_errors(ranked, "action ids", id_limit, out)
+
+
+_DECIDED: Final = frozenset(
+    {"event_id", "policy", "model_version", "context", "actions", "ranking",
+     "chosen_action_id", "chosen_index", "probability", "explored", "deferred"}
+)  # fmt: skip
+"""The fields :meth:`Decision.of_rank` sets always (as :meth:`Decision.from_choice` does)."""
+
+
+def _logged(action: Action, cache: LoggedCache | None) -> LoggedAction:
+    """The :class:`LoggedAction` of a policy action: one per action object in `cache`."""
+    if cache is None:
+        return LoggedAction.model_construct(id=action.id, features=action.features)
+    entry = cache.get(id(action))
+    if entry is None or entry[0] is not action:  # (the entry keeps `action` alive)
+        if len(cache) >= ACTION_CACHE_SIZE:
+            cache.clear()
+        made = LoggedAction.model_construct(id=action.id, features=action.features)
+        entry = cache[id(action)] = (action, made)
+    return entry[1]
 
 
 KeyScope: TypeAlias = Annotated[
@@ -968,6 +1184,15 @@ class RewardReported(Event):
     ldp_epsilon: StrictFloat | None = Field(default=None, ge=0.01, le=20.0, allow_inf_nan=False)
     scope: KeyScope = None
 
+    def _limit_errors(self, limits: Limits, out: list[InitErrorDetails]) -> None:
+        super()._limit_errors(limits, out)
+        _scope_errors(self.scope, limits, out)
+
+
+def _scope_errors(scope: tuple[str, ...] | None, limits: Limits, out: list[InitErrorDetails]) -> None:
+    names = ((("scope", i), name) for i, name in enumerate(scope or ()))
+    _id_errors(names, "policy names", limits.max_id_length, out)
+
 
 class Activation(Event):
     """The app showed a deferred decision: it may now be learned (topic ``rewards``).
@@ -980,6 +1205,10 @@ class Activation(Event):
 
     type: Literal["activation"] = "activation"
     scope: KeyScope = None
+
+    def _limit_errors(self, limits: Limits, out: list[InitErrorDetails]) -> None:
+        super()._limit_errors(limits, out)
+        _scope_errors(self.scope, limits, out)
 
 
 RewardsRecord: TypeAlias = Annotated[RewardReported | Activation, Field(discriminator="type")]

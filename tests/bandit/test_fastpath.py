@@ -1,4 +1,4 @@
-"""The fast validation path returns exactly pydantic's model, or leaves the record to it."""
+"""The stream workers' fast decoding gives exactly pydantic's model, or leaves it to pydantic."""
 
 from __future__ import annotations
 
@@ -9,14 +9,12 @@ from typing import Any
 import orjson
 import pydantic
 import pytest
-from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import TypeAdapter
 
-from bandit.api.app import NativeRankRequest, RankResponse
 from bandit.settings import Limits
 from bandit.wire import fastpath
-from bandit.wire.schemas import ActionCache, Decision, RankRequest, TrainingExample
+from bandit.wire.schemas import Decision, RankRequest, TrainingExample
 from policies import decide_ranking, make_policy
 from streams.deadletter import RawRecord, decode_record
 
@@ -40,31 +38,6 @@ features = st.dictionaries(
     st.dictionaries(names, values, max_size=4),
     max_size=3,
 )
-ids = st.sampled_from(["a", "b", "c", "item-1", "x:y.z_1", "", " a", "-a", "a" * 13, "b"])
-actions = st.lists(
-    st.fixed_dictionaries({"id": ids}, optional={"features": features}), min_size=0, max_size=4
-)
-requests = st.fixed_dictionaries(
-    {"actions": actions},
-    optional={
-        "event_id": st.one_of(ids, st.none(), st.integers()),
-        "context": st.one_of(features, st.none()),
-        "excluded_actions": st.lists(ids, max_size=3),
-        "defer_activation": st.one_of(st.booleans(), st.sampled_from(["true", 1, None])),
-        "policy": st.one_of(ids, st.none()),
-        "session_id": st.one_of(ids, st.none()),
-        "extra": st.just(1),
-    },
-)
-
-
-def _pydantic(model: type[Any], raw: bytes, limits: Limits) -> Any:
-    try:
-        return model.model_validate_json(raw, context={"limits": limits})
-    except pydantic.ValidationError:
-        return None
-
-
 def _same(fast: Any, slow: Any, *, ignore_event_id: bool = False) -> None:
     exclude = {"event_id"} if ignore_event_id else set()
     assert type(fast) is type(slow)
@@ -77,24 +50,6 @@ def _same(fast: Any, slow: Any, *, ignore_event_id: bool = False) -> None:
         assert fast == slow
         assert fast.model_dump_json() == slow.model_dump_json()
         assert repr(fast) == repr(slow)
-
-
-@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow], deadline=None)
-@given(data=requests, limits=st.sampled_from([LIMITS, SMALL]))
-def test_rank_requests_agree_with_pydantic(data: dict[str, Any], limits: Limits) -> None:
-    """Whatever the fast path accepts, pydantic accepts as the very same request."""
-    for model in (RankRequest, NativeRankRequest):
-        payload = {k: v for k, v in data.items() if model is NativeRankRequest or k != "policy"}
-        try:
-            raw = orjson.dumps(payload)
-        except TypeError:
-            raw = json.dumps(payload).encode()
-        fast = fastpath.rank_request(raw, model, limits)
-        if fast is None:
-            continue
-        slow = _pydantic(model, raw, limits)
-        assert slow is not None, f"the fast path accepted what pydantic refuses: {raw!r}"
-        _same(fast, slow, ignore_event_id="event_id" not in payload)
 
 
 def _decision(i: int, **request: Any) -> Decision:
@@ -121,99 +76,6 @@ def _example(i: int, **request: Any) -> dict[str, Any]:
         default_reward=False,
     )  # fmt: skip
     return orjson.loads(example.model_dump_json())
-
-
-def test_from_choice_builds_what_pydantic_validates() -> None:
-    """Decision.from_choice's fast path equals validating its data with pydantic."""
-    for i in range(20):
-        decision = _decision(i, excluded_actions=["b"] if i % 2 else [])
-        again = Decision.model_validate(orjson.loads(decision.model_dump_json()))
-        assert decision == again
-        assert decision.model_dump_json() == again.model_dump_json()
-        assert decision.model_fields_set == {
-            "event_id", "policy", "model_version", "context", "actions", "ranking",
-            "chosen_action_id", "chosen_index", "probability", "explored", "deferred",
-        }  # fmt: skip
-
-
-@pytest.mark.parametrize("defer", [False, True])
-def test_decided_equals_from_choice_and_its_json_equals_pydantic(defer: bool) -> None:
-    """The rank path's unchecked builder and writers give what the checked ones give."""
-    policy = make_policy("vw-squarecb")
-    cache: ActionCache = {}
-    for i in range(30):
-        body = {
-            "event_id": f"evt-{i}",
-            "context": {"user": {"age": 31, "gold": i % 2 == 0, "s": 0.5 + i}},
-            "actions": [
-                {"id": "a", "features": {"item": {"topic": "golf", "len": 3, "new": True}}},
-                {"id": "b"},
-                {"id": "c", "features": {"item": {"topic": "chess", "len": 2.5}}},
-            ],
-            "excluded_actions": ["b"] if i % 3 == 0 else [],
-            "defer_activation": defer,
-        }
-        request = RankRequest.model_validate(body)
-        inputs = request.policy_inputs(cache if i % 2 else None)
-        choice = decide_ranking(policy.pmf(*inputs), request.event_id)
-        when = Decision.model_fields["occurred_at"].default_factory()  # type: ignore[misc,call-arg]
-        checked = Decision.from_choice(
-            choice, request=request, policy="default", model_version="3", occurred_at=when
-        )
-        fast = fastpath.decided(
-            choice, request=request, policy="default", model_version="3", inputs=inputs,
-            occurred_at=when,
-        )  # fmt: skip
-        _same(fast, checked)
-        assert fast.deferred is defer
-        assert fastpath.decision_json(fast) == checked.model_dump_json().encode()
-        unstamped = fastpath.decided(
-            choice, request=request, policy="default", model_version="3", inputs=inputs
-        )
-        assert fastpath.decision_json(unstamped) == unstamped.model_dump_json().encode()
-        assert "occurred_at" not in unstamped.model_fields_set
-        # the same policy actions give the same logged actions, written once
-        assert [a is b for a, b in zip(fast.actions, unstamped.actions, strict=True)] == [
-            True
-        ] * len(fast.actions)
-        answer = RankResponse(
-            event_id=fast.event_id,
-            policy=fast.policy,
-            model_version=fast.model_version,
-            chosen_action_id=fast.chosen_action_id,
-            probability=fast.probability,
-            ranking=fast.ranking,
-            deferred=fast.deferred,
-        )
-        assert fastpath.rank_answer_json(fast) == answer.model_dump_json().encode()
-
-
-def test_repeated_actions_are_validated_once_and_exactly() -> None:
-    """An action seen before (same JSON, same limits) is the same model; types are exact."""
-
-    def body(value: Any, action_id: str = "a") -> bytes:
-        return orjson.dumps(
-            {"actions": [{"id": action_id, "features": {"item": {"x": value}}}, {"id": "z"}]}
-        )
-
-    first = fastpath.rank_request(body(1), RankRequest, LIMITS)
-    again = fastpath.rank_request(body(1), RankRequest, LIMITS)
-    assert first is not None
-    assert again is not None
-    assert again.actions[0] is first.actions[0]  # taken from the cache
-    for value in (1.0, True):  # equal in Python, not in JSON: validated and kept apart
-        other = fastpath.rank_request(body(value), RankRequest, LIMITS)
-        assert other is not None
-        assert other.actions[0] is not first.actions[0]
-        assert type(other.actions[0].features["item"]["x"]) is type(value)
-    # A repeated id in one request is refused even when both copies come from the cache.
-    twice = orjson.dumps({"actions": [{"id": "z"}, {"id": "z"}]})
-    assert fastpath.rank_request(twice, RankRequest, LIMITS) is None
-    # Other limits: validated again, and refused where they are tighter.
-    tight = Limits(max_string_length=3)
-    long_value = body("golfing")
-    assert fastpath.rank_request(long_value, RankRequest, LIMITS) is not None
-    assert fastpath.rank_request(long_value, RankRequest, tight) is None
 
 
 def _break(data: dict[str, Any], how: int) -> dict[str, Any]:

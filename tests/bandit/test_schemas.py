@@ -18,14 +18,16 @@ import bandit.wire.schemas
 from bandit.errors import InvalidDistributionError
 from bandit.settings import Limits
 from bandit.wire.schemas import (
+    ActionCache,
     BehaviourEvent,
     BehaviourKind,
     Decision,
     DeviceType,
+    LoggedCache,
     RankRequest,
     RewardReported,
 )
-from policies import Action, Distribution, decide_ranking
+from policies import Action, Distribution, decide_ranking, make_policy
 
 # -- valid payloads, and a helper to break one thing in them ------------------------------
 
@@ -974,3 +976,49 @@ def test_any_valid_request_round_trips_and_logs(
     logged = decision.model_dump_json()
     assert Decision.model_validate_json(logged) == decision
     assert Decision.model_validate_json(logged).model_dump_json() == logged
+
+
+# -- the rank path's decision ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("defer", [False, True])
+def test_of_rank_builds_what_from_choice_validates(defer: bool) -> None:
+    """The rank path's builder (no validation again) gives the validated decision."""
+    policy = make_policy("vw-squarecb")
+    cache: ActionCache = {}
+    logged: LoggedCache = {}
+    for i in range(30):
+        body = {
+            "event_id": f"evt-{i}",
+            "context": {"user": {"age": 31, "gold": i % 2 == 0, "s": 0.5 + i}},
+            "actions": [
+                {"id": "a", "features": {"item": {"topic": "golf", "len": 3, "new": True}}},
+                {"id": "b"},
+                {"id": "c", "features": {"item": {"topic": "chess", "len": 2.5}}},
+            ],
+            "excluded_actions": ["b"] if i % 3 == 0 else [],
+            "defer_activation": defer,
+        }
+        request = RankRequest.model_validate(body)
+        inputs = request.policy_inputs(cache if i % 2 else None)
+        choice = decide_ranking(policy.pmf(*inputs), request.event_id)
+        checked = Decision.from_choice(choice, request=request, policy="p", model_version="3")
+        built = Decision.of_rank(
+            choice, request=request, policy="p", model_version="3", inputs=inputs,
+            cache=logged if i % 2 else None,
+        )  # fmt: skip
+        assert built.model_dump(exclude={"occurred_at"}) == checked.model_dump(
+            exclude={"occurred_at"}
+        )
+        assert built.model_fields_set == checked.model_fields_set
+        assert built.deferred is defer
+        again = Decision.model_validate_json(built.model_dump_json())
+        assert again == built
+        assert again.model_dump_json() == built.model_dump_json()
+    # a repeated catalog action is the same policy action, logged once
+    first = RankRequest.model_validate({"actions": [{"id": "a", "features": {"i": {"x": 1}}}]})
+    again = RankRequest.model_validate({"actions": [{"id": "a", "features": {"i": {"x": 1}}}]})
+    other = RankRequest.model_validate({"actions": [{"id": "a", "features": {"i": {"x": 1.0}}}]})
+    (made,) = first.policy_inputs(cache)[1]
+    assert again.policy_inputs(cache)[1][0] is made
+    assert other.policy_inputs(cache)[1][0] is not made  # 1 and 1.0: kept apart
