@@ -67,13 +67,12 @@ import asyncio
 import hashlib
 import hmac
 import math
-import re
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal, TypeAlias, TypeVar, cast
+from typing import Annotated, Any, Literal, TypeVar, cast
 
 import orjson
 import pydantic
@@ -86,15 +85,12 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from fastapi.security.utils import get_authorization_scheme_param
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import (
-    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
     StrictBool,
     StrictFloat,
-    ValidationInfo,
 )
-from pydantic_core import PydanticCustomError
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
@@ -104,6 +100,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bandit.api.apidocs import add_docs
 from bandit.api.exposure import PortSplit
+from bandit.api.hot import HotRoute
 from bandit.api.shedding import SHED_RESPONSES, SHED_SCOPE_KEY, Shedding
 from bandit.errors import ConfigurationError, PolicyError
 from bandit.privacy.consent import (
@@ -606,6 +603,8 @@ async def _read_body(request: Request) -> bytes:
 async def _body(request: Request, model: type[M], what: str, limits: Limits) -> M:
     raw = await _read_body(request)
     try:
+        if model is NativeRankRequest:  # the hot path: repeated catalog actions reused
+            return cast(M, NativeRankRequest.from_json(raw, limits))
         return model.model_validate_json(raw, context={"limits": limits})
     except pydantic.ValidationError as exc:
         raise _invalid(exc, what) from None
@@ -817,16 +816,20 @@ async def rank(request: Request) -> Response:
 
 
 def _rank_answer(decision: Decision) -> bytes:
-    """The JSON of :class:`RankResponse` for `decision` (its fields hold its rules)."""
-    return RankResponse.model_construct(
-        event_id=decision.event_id,
-        policy=decision.policy,
-        model_version=decision.model_version,
-        chosen_action_id=decision.chosen_action_id,
-        probability=decision.probability,
-        ranking=decision.ranking,
-        deferred=decision.deferred,
-    ).model_dump_json().encode()
+    """Return the JSON of :class:`RankResponse` for `decision` (its fields hold its rules)."""
+    return (
+        RankResponse.model_construct(
+            event_id=decision.event_id,
+            policy=decision.policy,
+            model_version=decision.model_version,
+            chosen_action_id=decision.chosen_action_id,
+            probability=decision.probability,
+            ranking=decision.ranking,
+            deferred=decision.deferred,
+        )
+        .model_dump_json()
+        .encode()
+    )
 
 
 async def _explanation(service: _Service, outcome: RankOutcome) -> Explanation | None:
@@ -1864,6 +1867,7 @@ def create_app(
     app.add_exception_handler(RequestValidationError, _on_request_validation)
     app.add_exception_handler(StarletteHTTPException, _on_http_error)
     app.add_exception_handler(Exception, _on_unexpected)
+    app.add_middleware(HotRoute, owner=app, path="/v1/rank")  # innermost (bandit.api.hot)
     api = settings.api
     if api.ops_port is not None:
         app.add_middleware(PortSplit, ops_port=api.ops_port, on_refused=_on_http_error)

@@ -66,7 +66,19 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Any, ClassVar, Final, Literal, Self, TypeAlias, get_args, get_origin
+from itertools import chain
+from typing import (
+    Annotated,
+    Any,
+    ClassVar,
+    Final,
+    Literal,
+    Self,
+    TypeAlias,
+    cast,
+    get_args,
+    get_origin,
+)
 
 import orjson
 from pydantic import (
@@ -82,6 +94,7 @@ from pydantic import (
     StrictInt,
     StrictStr,
     StringConstraints,
+    TypeAdapter,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -100,15 +113,11 @@ from policies._distribution import SUM_TOLERANCE
 
 __all__ = [
     "ACTION_CACHE_SIZE",
-    "ActionCache",
-    "ActionId",
-    "DeviceId",
     "FEATURE_NAME_PATTERN",
     "ID_PATTERN",
-    "LoggedCache",
     "NAMESPACE_PATTERN",
-    "PolicyName",
-    "SessionId",
+    "ActionCache",
+    "ActionId",
     "Activation",
     "Aggregation",
     "BehaviourEvent",
@@ -117,12 +126,15 @@ __all__ = [
     "DeadLetter",
     "Decision",
     "Device",
+    "DeviceId",
     "DeviceType",
     "Event",
     "EventId",
     "KeyScope",
     "LoggedAction",
+    "LoggedCache",
     "LoggedFeatures",
+    "PolicyName",
     "PolicySettings",
     "RankRequest",
     "RankableAction",
@@ -130,6 +142,7 @@ __all__ = [
     "RequestFeatures",
     "RewardReported",
     "RewardsRecord",
+    "SessionId",
     "TrainingExample",
     "WireModel",
     "new_event_id",
@@ -243,25 +256,24 @@ class _Rule:
         )
 
 
-def _syntax(what: str, pattern: str, explained: str, kind: str) -> Any:
-    """A string matching `pattern` (its length is a setting: `_limit_errors`)."""
-    return Annotated[
-        StrictStr,
-        StringConstraints(pattern=pattern),
-        _Rule(
-            kind,
-            f"{what} must match {{pattern}} ({explained}), got {_FOUND}",
-            pattern=pattern,
-            what=what,
-        ),
-    ]
+def _syntax(what: str, pattern: str, explained: str, kind: str) -> _Rule:
+    """Return the rule of strings matching `pattern` (their length: `_limit_errors`)."""
+    return _Rule(
+        kind,
+        f"{what} must match {{pattern}} ({explained}), got {_FOUND}",
+        pattern=pattern,
+        what=what,
+    )
 
 
 _ID_EXPLAINED = "letters, digits, '_', '.', ':' and '-', starting with a letter or digit"
 
 
-def _id(what: str) -> Any:
+def _id(what: str) -> _Rule:
     return _syntax(what, ID_PATTERN, _ID_EXPLAINED, "id_syntax")
+
+
+_ID = StringConstraints(pattern=ID_PATTERN)
 
 
 _FINITE = f"finite numbers within [-{FEATURE_VALUE_LIMIT:g}, {FEATURE_VALUE_LIMIT:g}]"
@@ -285,24 +297,24 @@ def _value_error(value: object, *, logged: bool) -> PydanticCustomError:
             rule=_FINITE,
             found=_show(value),
         )
-    return _error(
-        "feature_value_type", _REQUEST_VALUE + ", got {type}", type=type(value).__name__
-    )
+    return _error("feature_value_type", _REQUEST_VALUE + ", got {type}", type=type(value).__name__)
 
 
 def _key_errors(
     keys: Iterable[str], what: str, limit: int, loc: tuple[Any, ...], out: list[Any]
 ) -> None:
-    for key in keys:
-        if len(key) > limit:
-            out.append(_detail(
-                _error(
-                    "key_too_long",
-                    "{what} must be at most {limit} characters, got {length}",
-                    what=what, limit=limit, length=len(key),
-                ),
-                (*loc, key, "[key]"), key,
-            ))  # fmt: skip
+    out.extend(
+        _detail(
+            _error(
+                "key_too_long",
+                "{what} must be at most {limit} characters, got {length}",
+                what=what, limit=limit, length=len(key),
+            ),
+            (*loc, key, "[key]"), key,
+        )
+        for key in keys
+        if len(key) > limit
+    )  # fmt: skip
 
 
 def _feature_errors(
@@ -311,7 +323,7 @@ def _feature_errors(
     limits: Limits,
     out: list[Any],
 ) -> None:
-    """The rules of features that depend on the limits (the others hold: Rust checked them)."""
+    """Add the errors of the rules of features that depend on the limits (Rust checked the rest)."""
     if len(features) > limits.max_namespaces:
         out.append(_detail(
             _error(
@@ -357,6 +369,67 @@ def _string_error(value: str, limit: int) -> PydanticCustomError:
         "string feature values must be printable, got {found} at position {position}",
         found=_show(value[position]),
         position=position,
+    )
+
+
+def _offer_errors(
+    context: Mapping[str, Mapping[str, Any]],
+    actions: Sequence[RankableAction | LoggedAction],
+    limits: Limits,
+    out: list[InitErrorDetails],
+    *,
+    total: bool = False,
+) -> None:
+    """Add the errors of the rules of a context and offered actions that depend on the limits.
+
+    Checked in bulk first (a few C-level passes over every key and string); only a
+    request that breaks one is gone through feature by feature, to say where. With
+    `total`, the features of the context and the actions together are counted too.
+    """
+    all_features = [context, *[action.features for action in actions]]
+    if total:
+        # The policy crosses the context with every action: a rank's cost grows with both.
+        count = sum(len(values) for features in all_features for values in features.values())
+        if count > limits.max_features_per_rank:
+            out.append(_detail(
+                _error(
+                    "too_many_features_in_rank",
+                    "at most {limit} features allowed in the context and actions together "
+                    "(STREAMBANDIT_LIMITS__MAX_FEATURES_PER_RANK), got {count}",
+                    limit=limits.max_features_per_rank, count=count,
+                ),
+                ("actions",), actions,
+            ))  # fmt: skip
+    if not _features_fit(all_features, limits):
+        _feature_errors(context, ("context",), limits, out)
+        for index, action in enumerate(actions):
+            if action.features:
+                _feature_errors(action.features, ("actions", index, "features"), limits, out)
+    id_limit = limits.max_id_length
+    if max(len(action.id) for action in actions) > id_limit:
+        ids = ((("actions", index, "id"), action.id) for index, action in enumerate(actions))
+        _id_errors(ids, "action ids", id_limit, out)
+
+
+def _features_fit(all_features: list[Mapping[str, Mapping[str, Any]]], limits: Limits) -> bool:
+    """Whether `_feature_errors` would find nothing in any of `all_features`."""
+    namespaces = [values for features in all_features for values in features.values()]
+    if not namespaces:
+        return True
+    strings = [value for values in namespaces for value in values.values() if type(value) is str]
+    key_limit = limits.max_key_length
+    return (
+        max(map(len, all_features)) <= limits.max_namespaces
+        and max(map(len, namespaces)) <= limits.max_features_per_namespace
+        and max(map(len, chain.from_iterable(all_features))) <= key_limit
+        and max(map(len, chain.from_iterable(namespaces)), default=0) <= key_limit
+        and (
+            not strings
+            or (
+                max(map(len, strings)) <= limits.max_string_length
+                and "".join(strings).isprintable()
+            )
+        )
     )
 
 
@@ -448,18 +521,26 @@ def _check_aware(value: datetime) -> datetime:
     return value.astimezone(UTC)
 
 
-_NamespaceName: TypeAlias = _syntax(
-    "namespace names",
-    NAMESPACE_PATTERN,
-    "letters, digits, '_' and '-', not starting with a digit or '-'",
-    "key_syntax",
-)
-_FeatureName: TypeAlias = _syntax(
-    "feature names",
-    FEATURE_NAME_PATTERN,
-    "letters, digits, '_', '.' and '-', not starting with a digit, '.' or '-'",
-    "key_syntax",
-)
+_NamespaceName: TypeAlias = Annotated[
+    str,
+    StringConstraints(pattern=NAMESPACE_PATTERN),
+    _syntax(
+        "namespace names",
+        NAMESPACE_PATTERN,
+        "letters, digits, '_' and '-', not starting with a digit or '-'",
+        "key_syntax",
+    ),
+]
+_FeatureName: TypeAlias = Annotated[
+    str,
+    StringConstraints(pattern=FEATURE_NAME_PATTERN),
+    _syntax(
+        "feature names",
+        FEATURE_NAME_PATTERN,
+        "letters, digits, '_', '.' and '-', not starting with a digit, '.' or '-'",
+        "key_syntax",
+    ),
+]
 _RequestValue: TypeAlias = Annotated[
     StrictBool | _Number | StrictStr,
     _Rule("request_feature_value", _REQUEST_VALUE + " (numbers " + _FINITE + ")"),
@@ -474,16 +555,16 @@ LoggedFeatures: TypeAlias = dict[_NamespaceName, dict[_FeatureName, _LoggedValue
 _Subject: TypeAlias = Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")]
 ConsentPath: TypeAlias = Literal["personalise", "baseline"]
 """Which policy served a decision under the person's consent (see :mod:`bandit.privacy.consent`)."""
-ActionId: TypeAlias = _id("action ids")
-EventId: TypeAlias = _id("event ids")
-_SessionId: TypeAlias = _id("session ids")
-_ItemId: TypeAlias = _id("item ids")
+ActionId: TypeAlias = Annotated[str, _ID, _id("action ids")]
+EventId: TypeAlias = Annotated[str, _ID, _id("event ids")]
+SessionId: TypeAlias = Annotated[str, _ID, _id("session ids")]
+DeviceId: TypeAlias = Annotated[str, _ID, _id("device ids")]
+PolicyName: TypeAlias = Annotated[str, _ID, _id("policy names")]
+_ItemId: TypeAlias = Annotated[str, _ID, _id("item ids")]
+_ModelVersion: TypeAlias = Annotated[str, _ID, _id("model versions")]
+_SessionId: TypeAlias = SessionId
+_PolicyName: TypeAlias = PolicyName
 _UserId: TypeAlias = RawUserId
-_PolicyName: TypeAlias = _id("policy names")
-_ModelVersion: TypeAlias = _id("model versions")
-PolicyName: TypeAlias = _PolicyName
-SessionId: TypeAlias = _SessionId
-DeviceId: TypeAlias = _id("device ids")
 _Probability: TypeAlias = Annotated[
     float,
     Field(gt=0.0, le=1.0, allow_inf_nan=False),
@@ -545,7 +626,10 @@ def _phrased(exc: ValidationError, title: str) -> ValidationError:
         elif _FOUND in e["msg"]:
             error = PydanticCustomError(kind, e["msg"], {"found": _show(found)})
         elif kind in _KNOWN_ERRORS:
-            details.append({"type": kind, "loc": e["loc"], "input": found, **_ctx(e)})
+            known: InitErrorDetails = {"type": kind, "loc": e["loc"], "input": found}
+            if "ctx" in e:
+                known["ctx"] = e["ctx"]
+            details.append(known)
             continue
         else:
             error = PydanticCustomError(kind, e["msg"])
@@ -553,32 +637,32 @@ def _phrased(exc: ValidationError, title: str) -> ValidationError:
     return ValidationError.from_exception_data(title, details)
 
 
-def _ctx(error: Any) -> dict[str, Any]:
-    return {"ctx": error["ctx"]} if "ctx" in error else {}
-
-
 _KNOWN_ERRORS: Final = frozenset(get_args(ErrorType))
 
 
 def _declared_ids(model: type[BaseModel]) -> tuple[tuple[str, str], ...]:
-    """The fields of `model` holding one id (optional or not), with what the id is."""
-    found = []
+    """Return the fields of `model` holding one id (optional or not), with what the id is."""
+    found: list[tuple[str, str]] = []
     for name, field in model.model_fields.items():
-        candidates = [field.metadata]
-        for arg in get_args(field.annotation):
-            if get_origin(arg) is Annotated:
-                candidates.append(list(arg.__metadata__))
-        for metadata in candidates:
-            rule = next((m for m in metadata if isinstance(m, _Rule)), None)
-            if rule is not None and rule.kind == "id_syntax":
-                found.append((name, str(rule.context["what"])))
-                break
+        candidates = [
+            field.metadata,
+            *(
+                arg.__metadata__
+                for arg in get_args(field.annotation)
+                if get_origin(arg) is Annotated
+            ),
+        ]
+        rules = [m for metadata in candidates for m in metadata if isinstance(m, _Rule)]
+        found.extend((name, str(r.context["what"])) for r in rules[:1] if r.kind == "id_syntax")
     return tuple(found)
 
 
 class WireModel(_Frozen):
-    """A model validated at the trust boundary, whole: the rules of its types (in Rust),
-    then those that depend on the limits (`_limit_errors`), in one pass per event.
+    """A model validated at the trust boundary, whole, in two steps.
+
+    First the rules of its types (pydantic-core, in Rust; the messages of the rules say
+    what was found), then those that depend on the limits (`_limit_errors`), in one pass
+    per event.
     """
 
     _ids: ClassVar[tuple[tuple[str, str], ...]] = ()
@@ -590,7 +674,9 @@ class WireModel(_Frozen):
 
     @model_validator(mode="wrap")
     @classmethod
-    def _checked(cls, data: Any, handler: ModelWrapValidatorHandler[Self], info: ValidationInfo) -> Self:
+    def _checked(
+        cls, data: Any, handler: ModelWrapValidatorHandler[Self], info: ValidationInfo
+    ) -> Self:
         try:
             model = handler(data)
         except ValidationError as exc:
@@ -628,10 +714,23 @@ class Event(WireModel):
 
 
 ACTION_CACHE_SIZE = 20_000
-"""Most actions an :data:`ActionCache` holds before it starts again."""
+"""Most actions an :data:`ActionCache` (or :meth:`RankRequest.from_json`) holds before it
+starts again."""
 
-ActionCache: TypeAlias = dict[tuple[str, bytes], Action]
-"""Policy actions by action id and the exact JSON of the action's features."""
+_known: list[tuple[Limits, dict[bytes, RankableAction]]] = []  # the last limits' only
+
+
+def _known_actions(limits: Limits) -> dict[bytes, RankableAction]:
+    """Actions validated under `limits`, by their JSON (frozen models, shared by requests)."""
+    if _known and _known[0][0] is limits:
+        return _known[0][1]
+    known: dict[bytes, RankableAction] = {}
+    _known[:] = [(limits, known)]
+    return known
+
+
+ActionCache: TypeAlias = "dict[int, tuple[RankableAction, Action]]"
+"""Policy actions by the identity of the action model they were made of."""
 LoggedCache: TypeAlias = "dict[int, tuple[Action, LoggedAction]]"
 """The logged form of policy actions, by the identity of the policy action."""
 
@@ -685,27 +784,6 @@ class RankRequest(WireModel):
     excluded_actions: list[ActionId] = Field(default_factory=list)
     defer_activation: StrictBool = False
 
-    @field_validator("actions")
-    @classmethod
-    def _feature_total(
-        cls, value: list[RankableAction], info: ValidationInfo
-    ) -> list[RankableAction]:
-        # The policy crosses the context with every action: a rank's cost grows with both.
-        limit = _limits(info).max_features_per_rank
-        context: Mapping[str, Mapping[str, Any]] = info.data.get("context") or {}
-        count = sum(map(len, context.values())) + sum(
-            len(values) for action in value for values in action.features.values()
-        )
-        if count > limit:
-            raise _error(
-                "too_many_features_in_rank",
-                "at most {limit} features allowed in the context and actions together "
-                "(STREAMBANDIT_LIMITS__MAX_FEATURES_PER_RANK), got {count}",
-                limit=limit,
-                count=count,
-            )
-        return value
-
     @field_validator("excluded_actions", mode="before")
     @classmethod
     def _excluded_count(cls, value: Any, info: ValidationInfo) -> Any:
@@ -756,14 +834,9 @@ class RankRequest(WireModel):
 
     def _limit_errors(self, limits: Limits, out: list[InitErrorDetails]) -> None:
         super()._limit_errors(limits, out)
-        _feature_errors(self.context, ("context",), limits, out)
-        id_limit = limits.max_id_length
-        for index, action in enumerate(self.actions):
-            _id_errors(((("actions", index, "id"), action.id),), "action ids", id_limit, out)
-            if action.features:
-                _feature_errors(action.features, ("actions", index, "features"), limits, out)
+        _offer_errors(self.context, self.actions, limits, out, total=True)
         excluded = ((("excluded_actions", i), e) for i, e in enumerate(self.excluded_actions))
-        _id_errors(excluded, "action ids", id_limit, out)
+        _id_errors(excluded, "action ids", limits.max_id_length, out)
 
     def policy_inputs(
         self, cache: ActionCache | None = None
@@ -776,10 +849,10 @@ class RankRequest(WireModel):
         Parameters
         ----------
         cache
-            Where to keep the :class:`~policies.Action` made of each offered action, to
-            give the same one again for an action offered again with the same features
-            (an app's catalog): policies may then reuse their own work per action, and
-            :meth:`Decision.of_rank` its logged form. Cleared when it holds
+            Where to keep the :class:`~policies.Action` made of each action model, to
+            give the same one again for the same model (:meth:`from_json` shares the
+            models of repeated actions): policies may then reuse their own work per
+            action, and :meth:`Decision.of_rank` its logged form. Cleared when it holds
             ``ACTION_CACHE_SIZE``.
 
         Returns
@@ -799,14 +872,59 @@ class RankRequest(WireModel):
         for action in self.actions:
             if action.id in excluded:
                 continue
-            key = (action.id, orjson.dumps(action.features))  # exact: 1, 1.0 and true differ
-            made = cache.get(key)
-            if made is None:
+            entry = cache.get(id(action))
+            if entry is None or entry[0] is not action:  # (the cache keeps `action` alive)
                 if len(cache) >= ACTION_CACHE_SIZE:
                     cache.clear()
-                made = cache[key] = Action(action.id, _policy_features(action.features))
-            actions.append(made)
+                entry = cache[id(action)] = (
+                    action,
+                    Action(action.id, _policy_features(action.features)),
+                )
+            actions.append(entry[1])
         return _policy_features(self.context), actions
+
+    @classmethod
+    def from_json(cls, raw: bytes | str, limits: Limits) -> Self:
+        """Return ``cls.model_validate_json(raw, context={"limits": limits})``, reusing work.
+
+        An action offered again with the same JSON (an app's catalog) is the action
+        model validated the first time under the same `limits`, shared: only the new
+        actions are validated, with the rest of the request (its rules across actions
+        included), by the same declarations. What is refused is refused by
+        ``model_validate_json``, in its words.
+        """
+        try:
+            data = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            data = None
+        actions = data.get("actions") if type(data) is dict else None
+        if type(actions) is not list or not actions:
+            return cls.model_validate_json(raw, context={"limits": limits})
+        known = _known_actions(limits)
+        new: list[tuple[int, bytes]] = []
+        offered: list[Any] = []
+        for index, action in enumerate(actions):
+            try:
+                blob = orjson.dumps(action)  # exact: 1, 1.0 and true write differently
+            except TypeError:  # an int beyond 64 bits: validated, not kept
+                offered.append(action)
+                continue
+            found = known.get(blob)
+            if found is None:
+                new.append((index, blob))
+                offered.append(action)
+            else:
+                offered.append(found)
+        data["actions"] = offered
+        try:
+            request = cls.model_validate(data, context={"limits": limits})
+        except ValidationError:
+            return cls.model_validate_json(raw, context={"limits": limits})
+        if len(known) + len(new) > ACTION_CACHE_SIZE:
+            known.clear()
+        for index, blob in new:
+            known[blob] = request.actions[index]
+        return request
 
 
 class Decision(Event):
@@ -1081,7 +1199,6 @@ class Decision(Event):
                 f"{len(actions)} to the policy"
             )
             raise InvalidDistributionError(msg)
-        ranked = RankedAction.model_construct
         fields: set[str] = set(_DECIDED)
         if not learn:
             fields.add("learn")
@@ -1091,12 +1208,15 @@ class Decision(Event):
             fields.add("subject")
         return cls.model_construct(
             fields,
+            occurred_at=datetime.now(UTC),  # (given: a default factory costs a signature)
             event_id=request.event_id,
             policy=policy,
             model_version=model_version,
             context=context,
             actions=[_logged(action, cache) for action in actions],
-            ranking=[ranked(id=actions[i].id, probability=probabilities[i]) for i in choice.ranking],
+            ranking=_RANKING.validate_python(
+                [{"id": actions[i].id, "probability": probabilities[i]} for i in choice.ranking]
+            ),
             chosen_action_id=actions[choice.index].id,
             chosen_index=choice.index,
             probability=choice.probability,
@@ -1109,16 +1229,12 @@ class Decision(Event):
 
     def _limit_errors(self, limits: Limits, out: list[InitErrorDetails]) -> None:
         super()._limit_errors(limits, out)
-        _feature_errors(self.context, ("context",), limits, out)
-        id_limit = limits.max_id_length
-        for index, action in enumerate(self.actions):
-            _id_errors(((("actions", index, "id"), action.id),), "action ids", id_limit, out)
-            if action.features:
-                _feature_errors(action.features, ("actions", index, "features"), limits, out)
-        ranked = ((("ranking", i, "id"), entry.id) for i, entry in enumerate(self.ranking))
-        _id_errors(ranked, "action ids", id_limit, out)
+        _offer_errors(self.context, self.actions, limits, out)
+        # (the ranking's ids are the offered ones: `_ranking_is_a_distribution`)
 
 
+_RANKING: Final = TypeAdapter(list[RankedAction])
+"""Builds a ranking's entries (in Rust: faster than ``model_construct`` for each)."""
 _DECIDED: Final = frozenset(
     {"event_id", "policy", "model_version", "context", "actions", "ranking",
      "chosen_action_id", "chosen_index", "probability", "explored", "deferred"}
@@ -1126,15 +1242,19 @@ _DECIDED: Final = frozenset(
 """The fields :meth:`Decision.of_rank` sets always (as :meth:`Decision.from_choice` does)."""
 
 
+def _as_logged(action: Action) -> LoggedFeatures:
+    return cast(LoggedFeatures, action.features)  # as the policy saw them: no booleans
+
+
 def _logged(action: Action, cache: LoggedCache | None) -> LoggedAction:
-    """The :class:`LoggedAction` of a policy action: one per action object in `cache`."""
+    """Return the :class:`LoggedAction` of a policy action: one per action object in `cache`."""
     if cache is None:
-        return LoggedAction.model_construct(id=action.id, features=action.features)
+        return LoggedAction.model_construct(id=action.id, features=_as_logged(action))
     entry = cache.get(id(action))
     if entry is None or entry[0] is not action:  # (the entry keeps `action` alive)
         if len(cache) >= ACTION_CACHE_SIZE:
             cache.clear()
-        made = LoggedAction.model_construct(id=action.id, features=action.features)
+        made = LoggedAction.model_construct(id=action.id, features=_as_logged(action))
         entry = cache[id(action)] = (action, made)
     return entry[1]
 
@@ -1189,7 +1309,9 @@ class RewardReported(Event):
         _scope_errors(self.scope, limits, out)
 
 
-def _scope_errors(scope: tuple[str, ...] | None, limits: Limits, out: list[InitErrorDetails]) -> None:
+def _scope_errors(
+    scope: tuple[str, ...] | None, limits: Limits, out: list[InitErrorDetails]
+) -> None:
     names = ((("scope", i), name) for i, name in enumerate(scope or ()))
     _id_errors(names, "policy names", limits.max_id_length, out)
 

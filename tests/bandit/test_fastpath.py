@@ -38,6 +38,8 @@ features = st.dictionaries(
     st.dictionaries(names, values, max_size=4),
     max_size=3,
 )
+
+
 def _same(fast: Any, slow: Any, *, ignore_event_id: bool = False) -> None:
     exclude = {"event_id"} if ignore_event_id else set()
     assert type(fast) is type(slow)

@@ -9,6 +9,7 @@ import re
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
+import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -1015,10 +1016,25 @@ def test_of_rank_builds_what_from_choice_validates(defer: bool) -> None:
         again = Decision.model_validate_json(built.model_dump_json())
         assert again == built
         assert again.model_dump_json() == built.model_dump_json()
-    # a repeated catalog action is the same policy action, logged once
-    first = RankRequest.model_validate({"actions": [{"id": "a", "features": {"i": {"x": 1}}}]})
-    again = RankRequest.model_validate({"actions": [{"id": "a", "features": {"i": {"x": 1}}}]})
-    other = RankRequest.model_validate({"actions": [{"id": "a", "features": {"i": {"x": 1.0}}}]})
-    (made,) = first.policy_inputs(cache)[1]
-    assert again.policy_inputs(cache)[1][0] is made
-    assert other.policy_inputs(cache)[1][0] is not made  # 1 and 1.0: kept apart
+    # a repeated catalog action is the same validated model, the same policy action
+    limits = Limits()
+    one = b'{"actions": [{"id": "a", "features": {"i": {"x": 1}}}, {"id": "b"}]}'
+    first = RankRequest.from_json(one, limits)
+    again = RankRequest.from_json(one.replace(b'"b"', b'"c"'), limits)
+    other = RankRequest.from_json(one.replace(b"1}", b"1.0}"), limits)  # 1 and 1.0 apart
+    assert again.actions[0] is first.actions[0]
+    assert other.actions[0] is not first.actions[0]
+    assert other.actions[0].features["i"]["x"] == 1.0
+    assert again.policy_inputs(cache)[1][0] is first.policy_inputs(cache)[1][0]
+    assert first == RankRequest.model_validate_json(one, context={"limits": limits}).model_copy(
+        update={"event_id": first.event_id}
+    )
+    # the rules across actions still hold for shared models; refusals are pydantic's own
+    twice = orjson.dumps({"actions": [{"id": "a", "features": {"i": {"x": 1}}}] * 2})
+    with pytest.raises(ValidationError, match="action ids must be distinct"):
+        RankRequest.from_json(twice, limits)
+    many = orjson.dumps({"actions": [{"id": "a", "features": {"i": {"x": 1, "y": 2, "z": 3}}}]})
+    with pytest.raises(ValidationError, match="at most 2 features per namespace allowed, got 3"):
+        RankRequest.from_json(many, Limits(max_features_per_namespace=2))
+    with pytest.raises(ValidationError, match="Invalid JSON"):
+        RankRequest.from_json(b'{"actions": [', limits)
