@@ -88,6 +88,7 @@ from pydantic import (
     ConfigDict,
     Field,
     GetCoreSchemaHandler,
+    GetJsonSchemaHandler,
     ModelWrapValidatorHandler,
     StrictBool,
     StrictFloat,
@@ -100,6 +101,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import InitErrorDetails, PydanticCustomError, core_schema
 from pydantic_core.core_schema import ErrorType
 
@@ -240,10 +242,13 @@ class _Rule:
     JSON schema (OpenAPI) is the type's, the message states the rule.
     """
 
-    def __init__(self, kind: str, message: str, **context: Any) -> None:
+    def __init__(
+        self, kind: str, message: str, *, unstated: tuple[str, ...] = (), **context: Any
+    ) -> None:
         self.kind = kind
         self.message = message
         self.context = context
+        self.unstated = unstated
 
     def __get_pydantic_core_schema__(
         self, source: Any, handler: GetCoreSchemaHandler
@@ -255,12 +260,32 @@ class _Rule:
             custom_error_context=self.context or None,
         )
 
+    def __get_pydantic_json_schema__(
+        self, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        """Return the type's JSON schema without the keywords `unstated`."""
+        shown: JsonSchemaValue = _without(handler(schema), self.unstated)
+        return shown
+
+
+def _without(schema: Any, keywords: tuple[str, ...]) -> Any:
+    if isinstance(schema, dict):
+        return {k: _without(v, keywords) for k, v in schema.items() if k not in keywords}
+    if isinstance(schema, list):
+        return [_without(item, keywords) for item in schema]
+    return schema
+
 
 def _syntax(what: str, pattern: str, explained: str, kind: str) -> _Rule:
-    """Return the rule of strings matching `pattern` (their length: `_limit_errors`)."""
+    """Return the rule of strings matching `pattern` (their length: `_limit_errors`).
+
+    Keys (namespace and feature names) do not state their pattern in the JSON schema:
+    the OpenAPI document stays as it was (``additionalProperties``).
+    """
     return _Rule(
         kind,
         f"{what} must match {{pattern}} ({explained}), got {_FOUND}",
+        unstated=("pattern",) if kind == "key_syntax" else (),
         pattern=pattern,
         what=what,
     )
@@ -543,10 +568,19 @@ _FeatureName: TypeAlias = Annotated[
 ]
 _RequestValue: TypeAlias = Annotated[
     StrictBool | _Number | StrictStr,
-    _Rule("request_feature_value", _REQUEST_VALUE + " (numbers " + _FINITE + ")"),
+    _Rule(
+        "request_feature_value",
+        _REQUEST_VALUE + " (numbers " + _FINITE + ")",
+        unstated=("minimum", "maximum"),  # the OpenAPI document as it was
+    ),
 ]
 _LoggedValue: TypeAlias = Annotated[
-    _Number | StrictStr, _Rule("logged_feature_value", _LOGGED_VALUE + " (" + _FINITE + ")")
+    _Number | StrictStr,
+    _Rule(
+        "logged_feature_value",
+        _LOGGED_VALUE + " (" + _FINITE + ")",
+        unstated=("minimum", "maximum"),
+    ),
 ]
 RequestFeatures: TypeAlias = dict[_NamespaceName, dict[_FeatureName, _RequestValue]]
 """Features by namespace, as a request gives them (counts and lengths: `_limit_errors`)."""
@@ -568,7 +602,11 @@ _UserId: TypeAlias = RawUserId
 _Probability: TypeAlias = Annotated[
     float,
     Field(gt=0.0, le=1.0, allow_inf_nan=False),
-    _Rule("probability_range", f"probabilities must be finite and in (0, 1], got {_FOUND}"),
+    _Rule(
+        "probability_range",
+        f"probabilities must be finite and in (0, 1], got {_FOUND}",
+        unstated=("exclusiveMinimum", "maximum"),  # the OpenAPI document as it was
+    ),
 ]
 _Timestamp: TypeAlias = Annotated[datetime, AfterValidator(_check_aware)]
 
