@@ -657,7 +657,7 @@ async def _decide(
         service,
         "decisions",
         decision.event_id,
-        decision.model_dump_json().encode(),
+        decision.to_json(),
         resend=decision.learn,
     )
     consent = outcome.consent
@@ -817,19 +817,7 @@ async def rank(request: Request) -> Response:
 
 def _rank_answer(decision: Decision) -> bytes:
     """Return the JSON of :class:`RankResponse` for `decision` (its fields hold its rules)."""
-    return (
-        RankResponse.model_construct(
-            event_id=decision.event_id,
-            policy=decision.policy,
-            model_version=decision.model_version,
-            chosen_action_id=decision.chosen_action_id,
-            probability=decision.probability,
-            ranking=decision.ranking,
-            deferred=decision.deferred,
-        )
-        .model_dump_json()
-        .encode()
-    )
+    return decision.answer_json()
 
 
 async def _explanation(service: _Service, outcome: RankOutcome) -> Explanation | None:

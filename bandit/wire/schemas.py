@@ -1265,10 +1265,43 @@ class Decision(Event):
             subject=subject,
         )
 
+    def to_json(self) -> bytes:
+        """Return ``self.model_dump_json().encode()``, written by orjson (several times faster).
+
+        The bytes are pydantic's (tested): the fields in order, nested models as their
+        fields, timestamps in UTC with ``Z``. The rank path writes each decision once, to
+        the ``decisions`` topic.
+        """
+        return _to_json(self)
+
+    def answer_json(self) -> bytes:
+        """Return the JSON of the answer to ``POST /v1/rank`` for this decision.
+
+        ``bandit.api.app.RankResponse(...).model_dump_json()`` of the decision's fields
+        (tests check the bytes): event id, policy, model version, chosen action, its
+        probability, the ranking, and whether activation is deferred.
+        """
+        return _to_json(
+            {
+                "event_id": self.event_id,
+                "policy": self.policy,
+                "model_version": self.model_version,
+                "chosen_action_id": self.chosen_action_id,
+                "probability": self.probability,
+                "ranking": self.ranking,
+                "deferred": self.deferred,
+            }
+        )
+
     def _limit_errors(self, limits: Limits, out: list[InitErrorDetails]) -> None:
         super()._limit_errors(limits, out)
         _offer_errors(self.context, self.actions, limits, out)
         # (the ranking's ids are the offered ones: `_ranking_is_a_distribution`)
+
+
+def _to_json(value: Any) -> bytes:
+    """Write `value` as pydantic would, its models (frozen, plain fields) as their fields."""
+    return orjson.dumps(value, default=dict, option=orjson.OPT_UTC_Z)
 
 
 _RANKING: Final = TypeAdapter(list[RankedAction])

@@ -1038,3 +1038,35 @@ def test_of_rank_builds_what_from_choice_validates(defer: bool) -> None:
         RankRequest.from_json(many, Limits(max_features_per_namespace=2))
     with pytest.raises(ValidationError, match="Invalid JSON"):
         RankRequest.from_json(b'{"actions": [', limits)
+
+
+def test_the_rank_path_writes_pydantic_json() -> None:
+    """The decision's and the rank answer's JSON (orjson) are pydantic's bytes."""
+    from bandit.api.app import RankResponse
+
+    policy = make_policy("vw-squarecb")
+    for i, extra in enumerate([{}, {"excluded_actions": ["b"]}, {"defer_activation": True}]):
+        body = {
+            "event_id": f"evt-{i}",
+            "context": {"user": {"age": 31, "gold": True, "s": 'é, "x"'}},
+            "actions": [{"id": "a:1", "features": {"i": {"t": "golf", "n": 1e-7}}}, {"id": "b"}],
+            **extra,
+        }
+        request = RankRequest.model_validate(body)
+        inputs = request.policy_inputs()
+        choice = decide_ranking(policy.pmf(*inputs), request.event_id)
+        for decision in (
+            Decision.of_rank(choice, request=request, policy="p", model_version="3", inputs=inputs),
+            Decision.from_choice(choice, request=request, policy="p", model_version="3"),
+        ):
+            assert decision.to_json() == decision.model_dump_json().encode()
+            answer = RankResponse(
+                event_id=decision.event_id,
+                policy=decision.policy,
+                model_version=decision.model_version,
+                chosen_action_id=decision.chosen_action_id,
+                probability=decision.probability,
+                ranking=decision.ranking,
+                deferred=decision.deferred,
+            )
+            assert decision.answer_json() == answer.model_dump_json().encode()
