@@ -67,6 +67,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from enum import StrEnum
 from itertools import chain
+from operator import attrgetter
 from typing import (
     Annotated,
     Any,
@@ -411,10 +412,11 @@ def _offer_errors(
     request that breaks one is gone through feature by feature, to say where. With
     `total`, the features of the context and the actions together are counted too.
     """
-    all_features = [context, *[action.features for action in actions]]
     if total:
         # The policy crosses the context with every action: a rank's cost grows with both.
-        count = sum(len(values) for features in all_features for values in features.values())
+        count = sum(map(len, context.values())) + sum(
+            len(values) for action in actions for values in action.features.values()
+        )
         if count > limits.max_features_per_rank:
             out.append(_detail(
                 _error(
@@ -425,13 +427,15 @@ def _offer_errors(
                 ),
                 ("actions",), actions,
             ))  # fmt: skip
-    if not _features_fit(all_features, limits):
+    vouched = _vouched(limits)  # repeated catalog actions, checked under `limits` before
+    fresh = [action for action in actions if id(action) not in vouched]
+    if not _features_fit([context, *[action.features for action in fresh]], limits):
         _feature_errors(context, ("context",), limits, out)
         for index, action in enumerate(actions):
             if action.features:
                 _feature_errors(action.features, ("actions", index, "features"), limits, out)
     id_limit = limits.max_id_length
-    if max(len(action.id) for action in actions) > id_limit:
+    if fresh and max(len(action.id) for action in fresh) > id_limit:
         ids = ((("actions", index, "id"), action.id) for index, action in enumerate(actions))
         _id_errors(ids, "action ids", id_limit, out)
 
@@ -755,16 +759,27 @@ ACTION_CACHE_SIZE = 20_000
 """Most actions an :data:`ActionCache` (or :meth:`RankRequest.from_json`) holds before it
 starts again."""
 
-_known: list[tuple[Limits, dict[bytes, RankableAction]]] = []  # the last limits' only
+_known: list[tuple[Limits, dict[bytes, RankableAction], set[int]]] = []  # the last limits'
 
 
-def _known_actions(limits: Limits) -> dict[bytes, RankableAction]:
-    """Actions validated under `limits`, by their JSON (frozen models, shared by requests)."""
-    if _known and _known[0][0] is limits:
-        return _known[0][1]
-    known: dict[bytes, RankableAction] = {}
-    _known[:] = [(limits, known)]
-    return known
+def _known_actions(limits: Limits) -> tuple[dict[bytes, RankableAction], set[int]]:
+    """Return the actions validated under `limits`, by their JSON, and their models' ids.
+
+    The models are frozen and shared by the requests that offer them again
+    (:meth:`RankRequest.from_json`); each was part of a request that passed every rule
+    under `limits`, so its own rules are not checked again (`_offer_errors`).
+    """
+    if not _known or _known[0][0] is not limits:
+        _known[:] = [(limits, {}, set())]
+    return _known[0][1], _known[0][2]
+
+
+def _vouched(limits: Limits) -> set[int]:
+    """Return the ids of the action models validated under `limits` (`_known_actions`)."""
+    return _known[0][2] if _known and _known[0][0] is limits else _NONE_VOUCHED
+
+
+_NONE_VOUCHED: Final[set[int]] = set()
 
 
 ActionCache: TypeAlias = "dict[int, tuple[RankableAction, Action]]"
@@ -938,7 +953,7 @@ class RankRequest(WireModel):
         actions = data.get("actions") if type(data) is dict else None
         if type(actions) is not list or not actions:
             return cls.model_validate_json(raw, context={"limits": limits})
-        known = _known_actions(limits)
+        known, ids = _known_actions(limits)
         new: list[tuple[int, bytes]] = []
         offered: list[Any] = []
         for index, action in enumerate(actions):
@@ -960,8 +975,10 @@ class RankRequest(WireModel):
             return cls.model_validate_json(raw, context={"limits": limits})
         if len(known) + len(new) > ACTION_CACHE_SIZE:
             known.clear()
+            ids.clear()
         for index, blob in new:
-            known[blob] = request.actions[index]
+            made = known[blob] = request.actions[index]
+            ids.add(id(made))
         return request
 
 
@@ -1301,7 +1318,11 @@ class Decision(Event):
 
 def _to_json(value: Any) -> bytes:
     """Write `value` as pydantic would, its models (frozen, plain fields) as their fields."""
-    return orjson.dumps(value, default=dict, option=orjson.OPT_UTC_Z)
+    return orjson.dumps(value, default=_fields, option=orjson.OPT_UTC_Z)
+
+
+_fields: Final = attrgetter("__dict__")
+"""A model's fields by name (``__dict__``: the fields of a model without extras), in C."""
 
 
 _RANKING: Final = TypeAdapter(list[RankedAction])
