@@ -414,9 +414,8 @@ def _offer_errors(
     """
     if total:
         # The policy crosses the context with every action: a rank's cost grows with both.
-        count = sum(map(len, context.values())) + sum(
-            len(values) for action in actions for values in action.features.values()
-        )
+        features = map(dict.values, map(_features_of, actions))  # (C-level, as below)
+        count = sum(map(len, context.values())) + sum(map(len, chain.from_iterable(features)))
         if count > limits.max_features_per_rank:
             out.append(_detail(
                 _error(
@@ -732,8 +731,11 @@ class WireModel(_Frozen):
     def _limit_errors(self, limits: Limits, out: list[InitErrorDetails]) -> None:
         """Add the errors of the rules that depend on `limits` to `out` (ids' lengths here)."""
         values = self.__dict__
+        limit = limits.max_id_length
         for name, what in self._ids:
-            _id_errors((((name,), values[name]),), what, limits.max_id_length, out)
+            value = values[name]
+            if value is not None and len(value) > limit:
+                _id_errors((((name,), value),), what, limit, out)
 
 
 class Event(WireModel):
@@ -780,6 +782,7 @@ def _vouched(limits: Limits) -> set[int]:
 
 
 _NONE_VOUCHED: Final[set[int]] = set()
+_features_of: Final = attrgetter("features")
 
 
 ActionCache: TypeAlias = "dict[int, tuple[RankableAction, Action]]"
