@@ -12,6 +12,15 @@ apply::
 Every broken rule is a :class:`pydantic.ValidationError` entry whose ``loc`` names the
 field and whose message states the rule and what was found.
 
+Each rule is declared once, here, and checked once, at the trust boundary. The rules
+that hold whatever the settings (syntax, types, finite and bounded numbers) are
+pydantic-core constraints on the fields, checked in Rust; those that depend on the
+limits (lengths, counts) are checked in one pass per event once it is built
+(:class:`WireModel`). The rank path validates with the same declarations
+(:meth:`RankRequest.from_json`, which reuses the models of repeated catalog actions)
+and builds and writes its decision once (:meth:`Decision.of_rank`,
+:meth:`Decision.to_json`).
+
 Syntax
 ------
 namespace names
