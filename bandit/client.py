@@ -69,6 +69,7 @@ from bandit.service.explain import Explanation
 from bandit.settings import Limits
 from bandit.wire.consent import MAX_USER_ID_LENGTH, ConsentUpdate, ConsentView
 from bandit.wire.schemas import (
+    ID_PATTERN,
     BehaviourEvent,
     PolicySettings,
     RankableAction,
@@ -121,7 +122,7 @@ _WIDEST_LIMITS: Final = Limits(
     max_string_length=65_536,
     max_id_length=1024,
 )
-_ID_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
+_ID_RE: Final = re.compile(ID_PATTERN)  # the wire's id rule (bandit.wire.schemas)
 # Failures after which the request certainly or possibly never reached the application,
 # and no answer came: safe to send again when the call is idempotent.
 _RETRYABLE: Final = (
