@@ -81,6 +81,8 @@ from bandit.wire.schemas import (
     RankRequest,
     RewardReported,
     SessionId,
+    WireModel,
+    argument_model,
     new_event_id,
 )
 
@@ -128,12 +130,15 @@ _WIDEST_LIMITS: Final = Limits(
     max_id_length=1024,
 )
 # The wire's declaration of each id argument, so the client and the server hold one rule.
-_ARGUMENTS: Final[Mapping[str, pydantic.TypeAdapter[str]]] = {
-    "event_id": pydantic.TypeAdapter(EventId),
-    "policy": pydantic.TypeAdapter(PolicyName),
-    "session_id": pydantic.TypeAdapter(SessionId),
-    "device_id": pydantic.TypeAdapter(DeviceId),
-    "user_id": pydantic.TypeAdapter(RawUserId),
+_ARGUMENTS: Final[Mapping[str, type[WireModel]]] = {
+    name: argument_model(name, declared)
+    for name, declared in (
+        ("event_id", EventId),
+        ("policy", PolicyName),
+        ("session_id", SessionId),
+        ("device_id", DeviceId),
+        ("user_id", RawUserId),
+    )
 }
 # Failures after which the request certainly or possibly never reached the application,
 # and no answer came: safe to send again when the call is idempotent.
@@ -482,13 +487,14 @@ class _Core:
     def check(self, value: object, name: str) -> str:
         """Return argument `name` if the wire's declaration of it takes `value`, else raise."""
         try:
-            found: str = _ARGUMENTS[name].validate_python(
-                value, strict=True, context={"limits": self.limits}
+            model = _ARGUMENTS[name].model_validate(
+                {name: value}, strict=True, context={"limits": self.limits}
             )
         except pydantic.ValidationError as error:
             entries = error.errors(include_url=False, include_input=False)
             msg = f"`{name}`: " + "; ".join(entry["msg"] for entry in entries)
             raise InvalidArgumentError(msg, errors=entries) from None  # no input echoed
+        found: str = getattr(model, name)
         return found
 
     def policy_segment(self, policy: str) -> str:

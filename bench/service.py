@@ -428,6 +428,7 @@ def rank_phase(services: LocalServices, args: argparse.Namespace, console: Conso
     settings = _phase_settings(services, prefix)
     env = _phase_env(prefix, args.policy)
     bodies = rank_bodies(500, args.seed)
+    asyncio.run(_beat(services.redis_url, prefix))
     with LocalStack(settings, workers=0, workdir=workdir / "stack", extra_env=env) as stack:
         port = free_port()
         trivial = ServiceProcess(
@@ -600,6 +601,7 @@ def shed_phase(services: LocalServices, args: argparse.Namespace, console: Conso
     env = _phase_env(prefix, args.policy)
     bodies = rank_bodies(500, args.seed)
     many = argparse.Namespace(**{**vars(args), "concurrency": args.shed_connections})
+    asyncio.run(_beat(services.redis_url, prefix))
     with LocalStack(settings, workers=0, workdir=workdir / "stack", extra_env=env) as stack:
         headers = {"Content-Type": "application/json", "X-API-Key": stack.app_key}
         api_process = stack.processes["api"].process
@@ -893,6 +895,23 @@ async def _load_model(url: str, prefix: str) -> bytes | None:
     finally:
         await client.aclose()
     return None if record is None else record.snapshot
+
+
+async def _beat(url: str, prefix: str) -> None:
+    """Beat once as a consuming stream worker: an API without workers is then ready.
+
+    The rank and shed phases run no worker (it would share the cores), and ``/readyz``
+    waits for one (:mod:`bandit.service.learning`); the beat is good for ``stall_seconds``.
+    """
+    from redis.asyncio import Redis as AsyncRedis
+
+    from bandit.service.learning import LearningMonitor
+
+    client = AsyncRedis.from_url(url)
+    try:
+        await LearningMonitor(StateStore(client, prefix), 30.0).beat("bench", consuming=True)
+    finally:
+        await client.aclose()
 
 
 async def _counters(url: str, prefix: str, name: str) -> dict[str, int]:

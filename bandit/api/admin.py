@@ -37,14 +37,14 @@ from bandit.api.openapi import reads_body
 from bandit.api.requestlog import note
 from bandit.errors import ConfigurationError
 from bandit.privacy.dp import BudgetExhaustedError, PrivacyLedger, laplace
-from bandit.wire.schemas import PolicyName, PolicySettings
+from bandit.wire.schemas import PolicyName, PolicySettings, WireModel
 
 __all__ = ["BaselineSwitch", "Ledger", "Release", "Report", "ReportRequest", "router"]
 
 router = APIRouter(prefix="/v1", tags=["native"], responses=ERROR_RESPONSES)
 
 
-class ReportRequest(BaseModel):
+class ReportRequest(WireModel):
     """A noisy aggregate to release (``POST /v1/privacy/reports``, admin keys).
 
     Attributes

@@ -78,6 +78,7 @@ from bandit.api.apidocs import add_docs
 from bandit.api.deps import CONTROL_TIMEOUT, Service, fingerprint
 from bandit.api.errors import add_error_handlers, on_http_error
 from bandit.api.exposure import PortSplit, limit_server_lines
+from bandit.api.hot import HotRoute
 from bandit.api.openapi import openapi_document
 from bandit.api.requestlog import RequestLog
 from bandit.api.shedding import Shedding
@@ -242,6 +243,7 @@ def create_app(
     app.include_router(ops.router)
     add_docs(app)
     add_error_handlers(app)
+    app.add_middleware(HotRoute, owner=app, path="/v1/rank")  # innermost (bandit.api.hot)
     api = settings.api
     if api.ops_port is not None:
         app.add_middleware(PortSplit, ops_port=api.ops_port, on_refused=on_http_error)

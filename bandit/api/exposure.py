@@ -66,14 +66,17 @@ class PortSplit:
 
 
 def bind(host: str, port: int) -> socket.socket:
-    """Return a listening TCP socket on `host`:`port`, as uvicorn binds its own."""
+    """Return a listening TCP socket on `host`:`port`, as uvicorn binds its own.
+
+    Its protocol is named (TCP), so asyncio sets ``TCP_NODELAY`` on each connection it
+    accepts (it does only for sockets of protocol TCP): without it, an answer written as
+    headers then body waited for the client's delayed ACK, 40 ms, on every request.
+    """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    # IPPROTO_TCP named: asyncio sets TCP_NODELAY only on connections of such a socket; with
-    # proto 0, Nagle held each answer's body behind its headers for the client's delayed
-    # ACK (40 ms a request on a keep-alive connection)
     sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # (inherited on Linux)
         sock.bind((host, port))
         sock.listen(2048)
         sock.set_inheritable(True)

@@ -80,8 +80,14 @@ from bandit.privacy.consent import (
 from bandit.privacy.minimise import _NONE_DROPPED, Dropped, Minimiser
 from bandit.service.state import FeatureKind, StateStore
 from bandit.settings import Settings
-from bandit.wire import fastpath
-from bandit.wire.schemas import ActionCache, ConsentPath, Decision, PolicySettings, RankRequest
+from bandit.wire.schemas import (
+    ActionCache,
+    ConsentPath,
+    Decision,
+    LoggedCache,
+    PolicySettings,
+    RankRequest,
+)
 from policies import Action, Distribution, Policy, decide_ranking, make_policy
 
 __all__ = [
@@ -205,7 +211,8 @@ class DecisionEngine:
         self._locks = {name: asyncio.Lock() for name in settings.policies}
         self._poller: asyncio.Task[None] | None = None
         self.degraded = False
-        self._actions: ActionCache = {}  # policy actions of repeated action models
+        self._actions: ActionCache = {}  # policy actions of repeated catalog actions
+        self._logged: LoggedCache = {}  # and their logged form
         self._baseline = make_policy(settings.privacy.baseline_policy)
         self._minimisers: dict[str, tuple[PolicySettings, Minimiser]] = {}
         self._anonymous = (
@@ -362,7 +369,7 @@ class DecisionEngine:
                 subject = None
         if not consent.learn:  # nothing about the decision is kept but what counts it
             context, actions = {}, [_bare(action) for action in actions]
-        decision = fastpath.decided(
+        decision = Decision.of_rank(
             choice,
             request=decided,
             policy=policy,
@@ -371,6 +378,7 @@ class DecisionEngine:
             learn=consent.learn,
             consent=path,
             subject=subject,
+            cache=self._logged,
         )
         used = sum(len(features) for features in stored.values()) if decided is not request else 0
         return RankOutcome(decision, consent, degraded, used, dropped, chooser, seen, forced)

@@ -104,14 +104,17 @@ def test_page_tokens_refuse_tampering_and_odd_text() -> None:
 
 
 def test_a_malformed_consent_in_a_decision_is_refused_not_raised() -> None:
-    """The fast decoders say None (dead letter) for a consent that is not a string."""
-    from bandit.settings import Limits
-    from bandit.wire import fastpath
+    """A consent that is not one of the paths is a validation error naming `consent`."""
+    import pydantic
+
+    from bandit.wire.schemas import Decision
 
     raw = {
         "event_id": "e1", "policy": "p", "model_version": "1", "actions": [{"id": "a"}],
         "ranking": [{"id": "a", "probability": 1.0}], "chosen_action_id": "a",
         "chosen_index": 0, "probability": 1.0, "explored": False, "consent": ["x"],
     }  # fmt: skip
-    assert fastpath.decision_from_data(dict(raw), Limits()) is None
-    assert fastpath.decision_from_data({**raw, "consent": "baseline"}, Limits()) is not None
+    with pytest.raises(pydantic.ValidationError) as refused:
+        Decision.model_validate(raw)
+    assert [error["loc"] for error in refused.value.errors()] == [("consent",)]
+    assert Decision.model_validate({**raw, "consent": "baseline"}).consent == "baseline"

@@ -9,6 +9,7 @@ import re
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
+import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -18,14 +19,16 @@ import bandit.wire.schemas
 from bandit.errors import InvalidDistributionError
 from bandit.settings import Limits
 from bandit.wire.schemas import (
+    ActionCache,
     BehaviourEvent,
     BehaviourKind,
     Decision,
     DeviceType,
+    LoggedCache,
     RankRequest,
     RewardReported,
 )
-from policies import Action, Distribution, decide_ranking
+from policies import Action, Distribution, decide_ranking, make_policy
 
 # -- valid payloads, and a helper to break one thing in them ------------------------------
 
@@ -974,3 +977,96 @@ def test_any_valid_request_round_trips_and_logs(
     logged = decision.model_dump_json()
     assert Decision.model_validate_json(logged) == decision
     assert Decision.model_validate_json(logged).model_dump_json() == logged
+
+
+# -- the rank path's decision ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("defer", [False, True])
+def test_of_rank_builds_what_from_choice_validates(defer: bool) -> None:
+    """The rank path's builder (no validation again) gives the validated decision."""
+    policy = make_policy("vw-squarecb")
+    cache: ActionCache = {}
+    logged: LoggedCache = {}
+    for i in range(30):
+        body = {
+            "event_id": f"evt-{i}",
+            "context": {"user": {"age": 31, "gold": i % 2 == 0, "s": 0.5 + i}},
+            "actions": [
+                {"id": "a", "features": {"item": {"topic": "golf", "len": 3, "new": True}}},
+                {"id": "b"},
+                {"id": "c", "features": {"item": {"topic": "chess", "len": 2.5}}},
+            ],
+            "excluded_actions": ["b"] if i % 3 == 0 else [],
+            "defer_activation": defer,
+        }
+        request = RankRequest.model_validate(body)
+        inputs = request.policy_inputs(cache if i % 2 else None)
+        choice = decide_ranking(policy.pmf(*inputs), request.event_id)
+        checked = Decision.from_choice(choice, request=request, policy="p", model_version="3")
+        built = Decision.of_rank(
+            choice, request=request, policy="p", model_version="3", inputs=inputs,
+            cache=logged if i % 2 else None,
+        )  # fmt: skip
+        assert built.model_dump(exclude={"occurred_at"}) == checked.model_dump(
+            exclude={"occurred_at"}
+        )
+        assert built.model_fields_set == checked.model_fields_set
+        assert built.deferred is defer
+        again = Decision.model_validate_json(built.model_dump_json())
+        assert again == built
+        assert again.model_dump_json() == built.model_dump_json()
+    # a repeated catalog action is the same validated model, the same policy action
+    limits = Limits()
+    one = b'{"actions": [{"id": "a", "features": {"i": {"x": 1}}}, {"id": "b"}]}'
+    first = RankRequest.from_json(one, limits)
+    again = RankRequest.from_json(one.replace(b'"b"', b'"c"'), limits)
+    other = RankRequest.from_json(one.replace(b"1}", b"1.0}"), limits)  # 1 and 1.0 apart
+    assert again.actions[0] is first.actions[0]
+    assert other.actions[0] is not first.actions[0]
+    assert other.actions[0].features["i"]["x"] == 1.0
+    assert again.policy_inputs(cache)[1][0] is first.policy_inputs(cache)[1][0]
+    assert first == RankRequest.model_validate_json(one, context={"limits": limits}).model_copy(
+        update={"event_id": first.event_id}
+    )
+    # the rules across actions still hold for shared models; refusals are pydantic's own
+    twice = orjson.dumps({"actions": [{"id": "a", "features": {"i": {"x": 1}}}] * 2})
+    with pytest.raises(ValidationError, match="action ids must be distinct"):
+        RankRequest.from_json(twice, limits)
+    many = orjson.dumps({"actions": [{"id": "a", "features": {"i": {"x": 1, "y": 2, "z": 3}}}]})
+    with pytest.raises(ValidationError, match="at most 2 features per namespace allowed, got 3"):
+        RankRequest.from_json(many, Limits(max_features_per_namespace=2))
+    with pytest.raises(ValidationError, match="Invalid JSON"):
+        RankRequest.from_json(b'{"actions": [', limits)
+
+
+def test_the_rank_path_writes_pydantic_json() -> None:
+    """The decision's and the rank answer's JSON (orjson) are pydantic's bytes."""
+    from bandit.wire.answers import RankResponse
+
+    policy = make_policy("vw-squarecb")
+    for i, extra in enumerate([{}, {"excluded_actions": ["b"]}, {"defer_activation": True}]):
+        body = {
+            "event_id": f"evt-{i}",
+            "context": {"user": {"age": 31, "gold": True, "s": 'é, "x"'}},
+            "actions": [{"id": "a:1", "features": {"i": {"t": "golf", "n": 1e-7}}}, {"id": "b"}],
+            **extra,
+        }
+        request = RankRequest.model_validate(body)
+        inputs = request.policy_inputs()
+        choice = decide_ranking(policy.pmf(*inputs), request.event_id)
+        for decision in (
+            Decision.of_rank(choice, request=request, policy="p", model_version="3", inputs=inputs),
+            Decision.from_choice(choice, request=request, policy="p", model_version="3"),
+        ):
+            assert decision.to_json() == decision.model_dump_json().encode()
+            answer = RankResponse(
+                event_id=decision.event_id,
+                policy=decision.policy,
+                model_version=decision.model_version,
+                chosen_action_id=decision.chosen_action_id,
+                probability=decision.probability,
+                ranking=decision.ranking,
+                deferred=decision.deferred,
+            )
+            assert decision.answer_json() == answer.model_dump_json().encode()
