@@ -768,8 +768,8 @@ def argument_model(name: str, annotation: Any) -> type[WireModel]:
     policy
       policy names must be at most 8 characters, got 9 [type=id_too_long, ...]
     """
-    model: type[WireModel] = create_model(name, __base__=WireModel, **{name: (annotation, ...)})
-    return model
+    fields: dict[str, Any] = {name: (annotation, ...)}
+    return create_model(name, __base__=WireModel, **fields)
 
 
 class Event(WireModel):
