@@ -93,19 +93,34 @@ from bandit.service.recovery import watch_restarts
 from bandit.service.state import StateStore
 from bandit.settings import Settings, get_settings
 
-__all__ = ["APP_FACTORY", "app_from_environment", "check_settings", "create_app"]
+__all__ = ["APP_FACTORY", "app_from_environment", "check_settings", "create_app", "rank_redis"]
 
 _log = structlog.get_logger("bandit.api.app")
 
 
-def _redis(url: str, timeout: float) -> Redis:
+def _redis(url: str, timeout: float | None, connect_timeout: float) -> Redis:
     return Redis.from_url(
         url,
         socket_timeout=timeout,
-        socket_connect_timeout=timeout,
+        socket_connect_timeout=connect_timeout,
         retry=Retry(NoBackoff(), 0),
         retry_on_timeout=False,
     )
+
+
+def rank_redis(settings: Settings) -> Redis:
+    """Return the client of the rank path's Redis calls: consent, stored features, notes.
+
+    It has no socket timeout: each of its callers bounds the whole call instead
+    (``asyncio.timeout`` of twice ``settings.redis.socket_timeout_seconds``, connecting
+    included; :class:`~bandit.service.engine.DecisionEngine`, the reward's scope check).
+    With a socket timeout redis-py wraps every command's write in ``asyncio.wait_for``,
+    which on Python 3.11 starts a task per command: its bytes leave a loop turn later,
+    and its caller resumes a turn after that, behind every other request in flight.
+    Connecting keeps its own timeout.
+    """
+    timeout = settings.redis.socket_timeout_seconds
+    return _redis(settings.redis.url, None, timeout)
 
 
 def check_settings(settings: Settings) -> None:
@@ -163,10 +178,9 @@ def create_app(
     settings = settings or get_settings()
     check_settings(settings)
     metrics = metrics or ApiMetrics()
-    control_redis = _redis(
-        settings.redis.url, max(CONTROL_TIMEOUT, settings.redis.socket_timeout_seconds)
-    )
-    features_redis = _redis(settings.redis.url, settings.redis.socket_timeout_seconds)
+    control_timeout = max(CONTROL_TIMEOUT, settings.redis.socket_timeout_seconds)
+    control_redis = _redis(settings.redis.url, control_timeout, control_timeout)
+    features_redis = rank_redis(settings)
     store = StateStore(control_redis, settings.redis.key_prefix)
     features_store = StateStore(features_redis, settings.redis.key_prefix)
     service = Service(
