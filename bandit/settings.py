@@ -316,6 +316,16 @@ class ApiSettings(BaseModel):
         le=600.0,
         description="How long an idle keep-alive connection is kept open.",
     )
+    shutdown_seconds: float = Field(
+        default=10.0,
+        gt=0.0,
+        le=600.0,
+        description=(
+            "On SIGTERM, how long requests in flight have to finish before the API closes "
+            "their connections and stops (uvicorn's graceful shutdown timeout): a stop is "
+            "bounded whatever a client holds open."
+        ),
+    )
     log_lines_per_second: int = Field(
         default=10,
         ge=1,

@@ -349,12 +349,14 @@ def uvicorn_options(api: ApiSettings) -> dict[str, Any]:
 
     The h11 protocol with a header timeout (``api.header_timeout_seconds``) that stamps
     each request's arrival (for ``api.max_queue_seconds``), idle
-    keep-alive connections closed after ``api.keep_alive_seconds``, no access log (the
-    API writes its own line per refused or failed request).
+    keep-alive connections closed after ``api.keep_alive_seconds``, a stop bounded by
+    ``api.shutdown_seconds``, no access log (the API writes its own line per refused or
+    failed request).
     """
     return {
         "log_level": "warning",
         "access_log": False,
         "http": _GuardedH11Factory(api.header_timeout_seconds),
         "timeout_keep_alive": api.keep_alive_seconds,
+        "timeout_graceful_shutdown": api.shutdown_seconds,
     }

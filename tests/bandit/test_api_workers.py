@@ -170,3 +170,57 @@ def test_two_workers_each_serve_the_whole_api(served: Served) -> None:
             assert _answer_to_oversized_body(served.port).startswith(b"HTTP/1.1 413 ")
             assert _cut_off_after_slow_headers(served.port)
     assert _children(served.supervisor.pid) == served.workers  # none was restarted meanwhile
+
+
+def test_a_stop_is_bounded_whatever_a_client_holds_open(
+    broker: str, redis_url: str, tmp_path: Path
+) -> None:
+    """SIGTERM with a request in flight (its body half sent): the API stops within its bound.
+
+    The body's own timeout is two minutes; ``api.shutdown_seconds`` (1 s here) closes the
+    connection long before, and both workers and the supervisor exit cleanly.
+    """
+    prefix = f"st{uuid.uuid4().hex[:8]}"
+    port = free_port()
+    log = tmp_path / "api.log"
+    env = {
+        **os.environ,
+        "STREAMBANDIT_KAFKA__BROKER": broker,
+        "STREAMBANDIT_KAFKA__TOPIC_PREFIX": prefix,
+        "STREAMBANDIT_REDIS__URL": redis_url,
+        "STREAMBANDIT_REDIS__KEY_PREFIX": prefix,
+        "STREAMBANDIT_API__HOST": "127.0.0.1",
+        "STREAMBANDIT_API__PORT": str(port),
+        "STREAMBANDIT_API__BODY_TIMEOUT_SECONDS": "120",
+        "STREAMBANDIT_API__SHUTDOWN_SECONDS": "1",
+        "STREAMBANDIT_API__KEYS": json.dumps([{"key": KEY}]),
+        "STREAMBANDIT_POLICIES": json.dumps({"default": "uniform"}),
+        "STREAMBANDIT_LOG_FORMAT": "json",
+    }
+    with log.open("wb") as out:
+        supervisor = subprocess.Popen(
+            [sys.executable, "-m", "bandit", "api", "--workers", "2"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        _started_workers(supervisor, log, 2)
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as held:
+            held.sendall(
+                b"POST /v1/rank HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b"X-API-Key: " + KEY.encode() + b"\r\nContent-Length: 1000\r\n\r\n"
+                b'{"actions"'
+            )
+            time.sleep(0.5)  # the request is read up to its body: in flight
+            supervisor.send_signal(signal.SIGTERM)
+            try:
+                supervisor.wait(60)
+            except subprocess.TimeoutExpired:
+                pytest.fail(f"the API did not stop with a request in flight: {log.read_text()}")
+    finally:
+        if supervisor.poll() is None:
+            supervisor.kill()
+            supervisor.wait(10)
+    assert supervisor.returncode == 0, log.read_text()
+    assert log.read_text().count('"event":"api.stopped"') == 2
