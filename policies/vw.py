@@ -16,6 +16,7 @@ import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from itertools import chain
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -106,45 +107,93 @@ def reward_to_cost(reward: float) -> float:
     return -reward
 
 
-def _namespace_text(prefix: str, features: Features, action_id: str | None = None) -> str:
-    """Write namespaces as `` |<prefix><name> feature ...``, then `` |id id=<action_id>``.
+def _write_tokens(
+    prefix: str, features: Features, append: Callable[[str], object], floats: list[float]
+) -> int:
+    """Append `features` as VW text tokens, unescaped; return how many are numeric.
 
-    The hot path: names and values are written as they are, then the text is checked
-    to hold exactly the spaces, bars and colons written here as separators, and no
-    ``%``, tab or line break. Ints and floats add none of these, and any name, value or
-    other number that does fails the check, so the text is kept only when nothing
-    needed escaping; otherwise it is written again, escaped, by
-    :func:`_escaped_namespace_text`. Either way the result is the escaped text.
+    The tokens are `` |<prefix><namespace>`` for each namespace, then `` name=value``
+    for a string and `` name:value`` for a non-zero number (a zero is left out, as VW
+    leaves it out): each starts with one space and holds no other separator unless a
+    name or value does, which :func:`_unescaped` finds out. A float's value is written
+    ``%s`` and appended to `floats`, for :func:`_filled` to write them all at once.
     """
-    tokens: list[str] = []
-    append = tokens.append
     numeric = 0
     for namespace, values in features.items():
         append(f" |{prefix}{namespace}")
         for name, value in values.items():
-            if isinstance(value, str):
+            if type(value) is float:
+                if value:
+                    append(f" {name}:%s")
+                    floats.append(value)
+                    numeric += 1
+            elif isinstance(value, str):
                 append(f" {name}={value}")
             elif value:
                 append(f" {name}:{value}")
                 numeric += 1
+    return numeric
+
+
+def _filled(template: str, floats: list[float]) -> str | None:
+    """`template` with its ``%s`` replaced by ``repr`` of `floats`; None if it holds another ``%``.
+
+    Python's ``repr`` of a float is most of the cost of writing VW text; orjson writes
+    the same shortest round-trip digits in the same notation (``0.1``, ``1e+16``) many
+    times faster, for every float but those below 1e-4 (``0.00001`` for ``1e-05``) and
+    the non-finite ones (``null``): those are written with ``repr``.
+    """
+    if template.count("%") != len(floats):  # a name or value holds a '%': to escape
+        return None
+    if not floats:
+        return template
+    written = orjson.dumps(floats).decode()
+    if "e-" in written or "0.0000" in written or "null" in written:
+        return template % tuple(map(repr, floats))
+    return template % tuple(written[1:-1].split(","))
+
+
+def _unescaped(text: str, spaces: int, bars: int, colons: int, lines: int) -> bool:
+    """Whether `text` holds exactly the separators it was written with, and nothing to escape.
+
+    Ints and floats add no separator, so any name, value or other number that does
+    changes a count, or adds a ``%``, tab or carriage return: the text is then not VW's.
+    """
+    return (
+        text.count(" ") == spaces
+        and text.count("|") == bars
+        and text.count(":") == colons
+        and text.count("\n") == lines
+        and "%" not in text
+        and "\t" not in text
+        and "\r" not in text
+    )
+
+
+def _namespace_text(prefix: str, features: Features, action_id: str | None = None) -> str:
+    """Write namespaces as `` |<prefix><name> feature ...``, then `` |id id=<action_id>``.
+
+    The hot path: names and values are written as they are (:func:`_write_tokens`),
+    then the text is checked to hold exactly the separators written
+    (:func:`_unescaped`), so it is kept only when nothing needed escaping; otherwise
+    it is written again, escaped, by :func:`_escaped_namespace_text`. Either way the
+    result is the escaped text.
+    """
+    tokens: list[str] = []
+    floats: list[float] = []
+    numeric = _write_tokens(prefix, features, tokens.append, floats)
     spaces = len(tokens)
     bars = len(features)
     if action_id is not None:
-        append(_ID_TEXT + action_id)
+        tokens.append(_ID_TEXT + action_id)
         spaces += 2
         bars += 1
-    text = "".join(tokens)
+    text = _filled("".join(tokens), floats)
+    if text is None:
+        return _escaped_namespace_text(prefix, features, action_id)
     if numeric and ("nan" in text or "inf" in text):
         _check_finite(features)
-    if (
-        text.count(" ") == spaces
-        and text.count("|") == bars
-        and text.count(":") == numeric
-        and "%" not in text
-        and "\t" not in text
-        and "\n" not in text
-        and "\r" not in text
-    ):
+    if _unescaped(text, spaces, bars, numeric, 0):
         return text
     return _escaped_namespace_text(prefix, features, action_id)
 
@@ -356,7 +405,8 @@ class VWPolicy(Policy):
         self.bit_precision = bit_precision
         self.seed = int(seed)
         self._vw = pyvw.Workspace(self._arguments(), enable_logging=False)
-        self._texts: dict[str, tuple[Action, str]] = {}  # prediction lines of actions
+        # By action id: the action, and its prediction line once it came a second time.
+        self._texts: dict[str, tuple[Action, str | None]] = {}
 
     # -- VW command line ----------------------------------------------------------
 
@@ -397,29 +447,72 @@ class VWPolicy(Policy):
     # wrapping every parsed line in a Python pyvw.Example: that wrapping, not VW, is
     # most of pyvw's cost per text example.
 
-    def _prediction_lines(self, context: Context, actions: Sequence[Action]) -> list[str]:
-        """``to_vw_lines(context, actions)``, each action's line kept for its next offer.
+    def _prediction_text(self, context: Context, actions: Sequence[Action]) -> str:
+        """``_vw_text(to_vw_lines(context, actions))``, written in one pass, checked once.
+
+        Every token of the decision goes into one text (:func:`_write_tokens`, then
+        :func:`_filled` for its floats), checked for separators once
+        (:func:`_unescaped`); a decision with a name or value to escape, or a number
+        that is not finite, is written by :func:`to_vw_lines` instead, which escapes it
+        or says what is wrong.
 
         An app offers the same actions again and again; the rank path hands the same
         :class:`~policies.Action` object for an action seen unchanged
-        (:meth:`bandit.schemas.RankRequest.policy_inputs`), so its line is written once.
+        (:meth:`bandit.schemas.RankRequest.policy_inputs`). The second time an action
+        object comes, its line is written on its own (:func:`_namespace_text`) and kept
+        (for up to ``_TEXT_CACHE_SIZE`` actions); from then on the text holds a NUL in
+        its place until the checked text is whole, and the kept line replaces the NUL.
         """
-        lines = [_shared_line(context, "c")]
-        texts = self._texts
+        tokens = ["shared"]
+        append = tokens.append
+        floats: list[float] = []
+        numeric = _write_tokens("c", context, append, floats)
+        bars = len(context)
+        if not bars:  # the shared line still needs its bar, or VW reads one more action
+            append(" |")
+            bars = 1
+        spaces = len(tokens) - 1  # one a token, but "shared"
+        kept = self._texts
+        lines: list[str] = []  # the kept lines, in offer order
         for action in actions:
-            entry = texts.get(action.id)
-            if entry is None or entry[0] is not action:  # (the entry keeps `action` alive)
-                if len(texts) >= _TEXT_CACHE_SIZE:
-                    texts.clear()
-                entry = texts[action.id] = (
-                    action,
-                    _namespace_text("a", action.features, action.id)[1:],
-                )
-            lines.append(entry[1])
-        return lines
+            entry = kept.get(action.id)
+            if entry is not None and entry[0] is action:  # (the entry keeps `action` alive)
+                line = entry[1]
+                if line is None:
+                    line = _namespace_text("a", action.features, action.id)[1:]
+                    kept[action.id] = (action, line)
+                append("\n\0")
+                lines.append(line)
+                continue
+            if len(kept) >= _TEXT_CACHE_SIZE:
+                kept.clear()
+            kept[action.id] = (action, None)
+            append("\n")  # the line's first token loses its space below
+            begin = len(tokens)
+            numeric += _write_tokens("a", action.features, append, floats)
+            append(_ID_TEXT + action.id)
+            spaces += len(tokens) - begin + 1  # one a token, two in the id's
+            bars += len(action.features) + 1
+        text = _filled("".join(tokens), floats)
+        if (
+            text is None
+            or (numeric and (":nan" in text or ":inf" in text or ":-inf" in text))
+            or not _unescaped(text, spaces, bars, numeric, len(actions))
+            or (lines and text.count("\0") != len(lines))  # a NUL of a name or value
+        ):
+            return _vw_text(to_vw_lines(context, actions))
+        text = text.replace("\n ", "\n")
+        if lines:
+            parts = text.split("\0")
+            text = "".join(chain.from_iterable(zip(parts, lines))) + parts[-1]
+        return text
+
+    def _prediction_lines(self, context: Context, actions: Sequence[Action]) -> list[str]:
+        """``to_vw_lines(context, actions)``, as :meth:`_prediction_text` writes them."""
+        return self._prediction_text(context, actions).split("\n")
 
     def _weights(self, context: Context, actions: Sequence[Action]) -> Sequence[float]:
-        return self._predicted(_vw_text(self._prediction_lines(context, actions)))
+        return self._predicted(self._prediction_text(context, actions))
 
     def _weights_without(
         self, context: Context, actions: Sequence[Action], features: Sequence[FeatureRef]
@@ -739,6 +832,7 @@ def dsjson_record(
     Examples
     --------
     >>> from datetime import UTC, datetime
+from itertools import chain
     >>> record = dsjson_record(
     ...     {"user": {"age": 0.5, "tier": "gold"}},
     ...     [Action("x", {"item": {"topic": "golf"}}), Action("y")],
@@ -887,6 +981,7 @@ def parse_dsjson_record(record: Mapping[str, Any]) -> DSJSONRecord:
     Examples
     --------
     >>> from datetime import UTC, datetime
+from itertools import chain
     >>> line = dsjson_record(
     ...     {"user": {"tier": "gold"}},
     ...     [Action("x"), Action("y", {"item": {"size": 2}})],
@@ -1225,6 +1320,7 @@ def logged_example(  # noqa: PLR0911, PLR0912  (anything unusual: left to the sl
     Examples
     --------
     >>> from datetime import UTC, datetime
+from itertools import chain
     >>> example = logged_example(
     ...     {"user": {"age": 0.5, "tier": "gold"}},
     ...     ["x", "y"],
