@@ -189,11 +189,9 @@ def _namespace_text(prefix: str, features: Features, action_id: str | None = Non
         spaces += 2
         bars += 1
     text = _filled("".join(tokens), floats)
-    if text is None:
-        return _escaped_namespace_text(prefix, features, action_id)
-    if numeric and ("nan" in text or "inf" in text):
+    if numeric and (text is None or "nan" in text or "inf" in text):
         _check_finite(features)
-    if _unescaped(text, spaces, bars, numeric, 0):
+    if text is not None and _unescaped(text, spaces, bars, numeric, 0):
         return text
     return _escaped_namespace_text(prefix, features, action_id)
 
@@ -504,7 +502,7 @@ class VWPolicy(Policy):
         text = text.replace("\n ", "\n")
         if lines:
             parts = text.split("\0")
-            text = "".join(chain.from_iterable(zip(parts, lines))) + parts[-1]
+            text = "".join(chain.from_iterable(zip(parts[:-1], lines, strict=True))) + parts[-1]
         return text
 
     def _prediction_lines(self, context: Context, actions: Sequence[Action]) -> list[str]:
@@ -832,7 +830,6 @@ def dsjson_record(
     Examples
     --------
     >>> from datetime import UTC, datetime
-from itertools import chain
     >>> record = dsjson_record(
     ...     {"user": {"age": 0.5, "tier": "gold"}},
     ...     [Action("x", {"item": {"topic": "golf"}}), Action("y")],
@@ -981,7 +978,6 @@ def parse_dsjson_record(record: Mapping[str, Any]) -> DSJSONRecord:
     Examples
     --------
     >>> from datetime import UTC, datetime
-from itertools import chain
     >>> line = dsjson_record(
     ...     {"user": {"tier": "gold"}},
     ...     [Action("x"), Action("y", {"item": {"size": 2}})],
@@ -1320,7 +1316,6 @@ def logged_example(  # noqa: PLR0911, PLR0912  (anything unusual: left to the sl
     Examples
     --------
     >>> from datetime import UTC, datetime
-from itertools import chain
     >>> example = logged_example(
     ...     {"user": {"age": 0.5, "tier": "gold"}},
     ...     ["x", "y"],
