@@ -427,7 +427,9 @@ def report(rows: list[Row], examples: list[Example], args: Any, console: Console
         console.print(
             f"[{colour}]{verdict}[/{colour}] {row.name}: decisions "
             f"{row.decisions / row.raw_predict:.2f}x, learns {row.learns / row.raw_learn:.2f}x "
-            f"raw VW (target >= {TARGET}x each)"
+            f"raw VW (target >= {TARGET}x each); decisions "
+            f"{row.decisions / row.native_predict:.2f}x, learns "
+            f"{row.learns / row.native_learn:.2f}x VW's native binding"
             + ("" if row.same_model else "; the policy and raw VW disagree on the model")
         )
     console.print(f"Peak memory (max RSS of this process): {max_rss_mib():,.1f} MiB")

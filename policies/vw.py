@@ -485,11 +485,12 @@ class VWPolicy(Policy):
             if len(kept) >= _TEXT_CACHE_SIZE:
                 kept.clear()
             kept[action.id] = (action, None)
-            append("\n")  # the line's first token loses its space below
+            append("\n")
             begin = len(tokens)
             numeric += _write_tokens("a", action.features, append, floats)
             append(_ID_TEXT + action.id)
-            spaces += len(tokens) - begin + 1  # one a token, two in the id's
+            tokens[begin] = tokens[begin][1:]  # a line starts without a space
+            spaces += len(tokens) - begin  # one a token, two in the id's, none in the first
             bars += len(action.features) + 1
         text = _filled("".join(tokens), floats)
         if (
@@ -499,7 +500,6 @@ class VWPolicy(Policy):
             or (lines and text.count("\0") != len(lines))  # a NUL of a name or value
         ):
             return _vw_text(to_vw_lines(context, actions))
-        text = text.replace("\n ", "\n")
         if lines:
             parts = text.split("\0")
             text = "".join(chain.from_iterable(zip(parts[:-1], lines, strict=True))) + parts[-1]
