@@ -88,13 +88,14 @@ class Distribution:
             raise InvalidDistributionError(msg)
         try:
             total = math.fsum(weights)  # NaN or infinite when a weight is
-        except ValueError:  # both infinities
+        except (ValueError, OverflowError):  # both infinities, or a sum past floats
             total = math.nan
         if not (0.0 < total < math.inf) or min(weights) < 0.0:
             for i, w in enumerate(weights):
                 if not (0.0 <= w < math.inf):
                     msg = f"weights[{i}] must be finite and >= 0, got {w!r}"
                     raise InvalidDistributionError(msg)
+            math.fsum(weights)  # every weight is fine: raises OverflowError if the sum is
             msg = "`weights` must not all be zero"
             raise InvalidDistributionError(msg)
         probabilities = [w / total for w in weights]
