@@ -30,7 +30,7 @@ from policies.dsjson import (
     logged_example,
     parse_dsjson_record,
 )
-from policies.errors import ConfigurationError, SnapshotError
+from policies.errors import ConfigurationError, InvalidFeaturesError, SnapshotError
 from policies.registry import register
 from policies.vwtext import (
     ACTION_PREFIX,
@@ -273,7 +273,10 @@ class VWPolicy(Policy):
             if entry is not None and entry[0] is action:  # (the entry keeps `action` alive)
                 line = entry[1]
                 if line is None:
-                    line = namespace_text(ACTION_PREFIX, action.features, action.id)[1:]
+                    try:
+                        line = namespace_text(ACTION_PREFIX, action.features, action.id)[1:]
+                    except InvalidFeaturesError:  # refused in the order the text is written
+                        return example_text(to_vw_lines(context, actions))
                     kept[action.id] = (action, line)
                 append("\n\0")
                 lines.append(line)

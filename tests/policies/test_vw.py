@@ -7,7 +7,7 @@ import random
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from bandit.errors import ConfigurationError, InvalidFeaturesError, SnapshotError
@@ -230,12 +230,14 @@ def _reference_text(context: Any, actions: list[Action]) -> str:
     return example_text(lines)
 
 
-def _finite(features: Any) -> bool:
-    return all(
-        isinstance(value, str) or math.isfinite(value)
-        for values in features.values()
-        for value in values.values()
-    )
+def _refusal(context: Any, actions: list[Action]) -> str | None:
+    """The refusal of the first value that is not finite, the context's first; or None."""
+    for features in [context, *(action.features for action in actions)]:
+        for namespace, values in features.items():
+            for name, value in values.items():
+                if not isinstance(value, str) and not math.isfinite(value):
+                    return f"feature {namespace}.{name} must be finite, got {value!r}"
+    return None
 
 
 _names = st.sampled_from(["age", "tier", "x_1", "a.b", "a b", "x=y", "50%", "é", "a:b", ""])
@@ -266,18 +268,26 @@ _POLICY = VWPolicy(exploration="epsilon")
         unique_by=lambda action: action[0],
     ),
 )
+@example(  # a kept action's refusal must not come before the context's
+    context={"user": {"age": math.nan}}, actions=[("a", {"item": {"len": math.inf}})]
+)
 def test_prediction_text_is_every_name_escaped_and_every_number_written_by_repr(
     context: Any, actions: list[tuple[str, Any]]
 ) -> None:
-    """The one-pass text (fresh, then kept lines) is the escaped text, or a refusal."""
+    """The one-pass text (fresh, then kept lines) is the escaped text, or the refusal.
+
+    The refusal names the first value that is not finite in the order the text is
+    written, the context's first, however often the actions came before.
+    """
     offered = [Action(i, f) for i, f in actions]
-    finite = _finite(context) and all(_finite(f) for _, f in actions)
+    refusal = _refusal(context, offered)
     for _ in range(3):  # fresh, then written on its own the second time, then kept
-        if finite:
+        if refusal is None:
             assert _POLICY._prediction_text(context, offered) == _reference_text(context, offered)
         else:
-            with pytest.raises(InvalidFeaturesError, match="must be finite"):
+            with pytest.raises(InvalidFeaturesError) as raised:
                 _POLICY._prediction_text(context, offered)
+            assert str(raised.value) == refusal
 
 
 def _random_decision(rng: random.Random, catalog: list[Action]) -> tuple[Any, list[Action]]:
