@@ -86,12 +86,16 @@ class Distribution:
         if not (0.0 <= floor <= 1.0):
             msg = f"`floor` must be in [0, 1], got {floor!r}"
             raise InvalidDistributionError(msg)
-        for i, w in enumerate(weights):
-            if not (0.0 <= w < math.inf):
-                msg = f"weights[{i}] must be finite and >= 0, got {w!r}"
-                raise InvalidDistributionError(msg)
-        total = math.fsum(weights)
-        if total <= 0.0:
+        try:
+            total = math.fsum(weights)  # NaN or infinite when a weight is
+        except (ValueError, OverflowError):  # both infinities, or a sum past floats
+            total = math.nan
+        if not (0.0 < total < math.inf) or min(weights) < 0.0:
+            for i, w in enumerate(weights):
+                if not (0.0 <= w < math.inf):
+                    msg = f"weights[{i}] must be finite and >= 0, got {w!r}"
+                    raise InvalidDistributionError(msg)
+            math.fsum(weights)  # every weight is fine: raises OverflowError if the sum is
             msg = "`weights` must not all be zero"
             raise InvalidDistributionError(msg)
         probabilities = [w / total for w in weights]
@@ -204,14 +208,14 @@ def decide_ranking(distribution: Distribution, event_id: str) -> Choice:
     """
     index, probability = choose(distribution, rng_for_event(event_id))
     probabilities = distribution.probabilities
-    rest = sorted(
-        (i for i in range(len(probabilities)) if i != index),
-        key=lambda i: (-probabilities[i], i),
-    )
+    # Decreasing probability, offer order on ties: a reversed sort keeps ties in order.
+    rest = sorted(range(len(probabilities)), key=probabilities.__getitem__, reverse=True)
+    top = probabilities[rest[0]]
+    rest.remove(index)
     return Choice(
         index=index,
         probability=probability,
         distribution=distribution,
         ranking=(index, *rest),
-        explored=probability < max(probabilities),
+        explored=probability < top,
     )

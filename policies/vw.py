@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import tempfile
 from collections.abc import Sequence
+from itertools import chain
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -29,18 +30,21 @@ from policies.dsjson import (
     logged_example,
     parse_dsjson_record,
 )
-from policies.errors import ConfigurationError, SnapshotError
+from policies.errors import ConfigurationError, InvalidFeaturesError, SnapshotError
 from policies.registry import register
 from policies.vwtext import (
     ACTION_PREFIX,
     CONTEXT_PREFIX,
+    ID_TOKEN,
     FeaturePieces,
     example_text,
+    filled,
     namespace_text,
     reward_to_cost,
-    shared_line,
     shared_line_of,
     to_vw_lines,
+    unescaped,
+    write_tokens,
 )
 
 __all__ = [
@@ -190,7 +194,8 @@ class VWPolicy(Policy):
         self.bit_precision = bit_precision
         self.seed = int(seed)
         self._vw = pyvw.Workspace(self._arguments(), enable_logging=False)
-        self._texts: dict[str, tuple[Action, str]] = {}  # prediction lines of actions
+        # By action id: the action, and its prediction line once it came a second time.
+        self._texts: dict[str, tuple[Action, str | None]] = {}
 
     # -- VW command line ----------------------------------------------------------
 
@@ -229,31 +234,84 @@ class VWPolicy(Policy):
     # The hot path parses, predicts, learns and finishes through VW's native binding
     # (which pyvw.Workspace extends), as pyvw's own predict/learn do, but without
     # wrapping every parsed line in a Python pyvw.Example: that wrapping, not VW, is
-    # most of pyvw's cost per text example.
+    # most of pyvw's cost per text example. Examples are built by VW's text parser, not
+    # pushed feature by feature: that parser reads "0.24273997354306764" a few float32
+    # ulps away from the correctly rounded value a pushed float would have, so pushed
+    # examples would not give the probabilities pyvw's text predict gives.
 
-    def _prediction_lines(self, context: Context, actions: Sequence[Action]) -> list[str]:
-        """``to_vw_lines(context, actions)``, each action's line kept for its next offer.
+    def _prediction_text(self, context: Context, actions: Sequence[Action]) -> str:
+        """``example_text(to_vw_lines(context, actions))``, written in one pass, checked once.
+
+        Every token of the decision goes into one text
+        (:func:`~policies.vwtext.write_tokens`, then :func:`~policies.vwtext.filled` for
+        its floats), checked for separators once (:func:`~policies.vwtext.unescaped`); a
+        decision with a name or value to escape, or a number that is not finite, is
+        written by :func:`~policies.vwtext.to_vw_lines` instead, which escapes it or says
+        what is wrong.
 
         An app offers the same actions again and again; the rank path hands the same
         :class:`~policies.Action` object for an action seen unchanged
-        (:meth:`bandit.wire.schemas.RankRequest.policy_inputs`), so its line is written once.
+        (:meth:`bandit.wire.schemas.RankRequest.policy_inputs`). The second time an action
+        object comes, its line is written on its own
+        (:func:`~policies.vwtext.namespace_text`) and kept (for up to ``_TEXT_CACHE_SIZE``
+        actions); from then on the text holds a NUL in its place until the checked text
+        is whole, and the kept line replaces the NUL.
         """
-        lines = [shared_line(context)]
-        texts = self._texts
+        tokens = ["shared"]
+        append = tokens.append
+        floats: list[float] = []
+        numeric = write_tokens(CONTEXT_PREFIX, context, append, floats)
+        bars = len(context)
+        if not bars:  # the shared line still needs its bar, or VW reads one more action
+            append(" |")
+            bars = 1
+        spaces = len(tokens) - 1  # one a token, but "shared"
+        kept = self._texts
+        lines: list[str] = []  # the kept lines, in offer order
         for action in actions:
-            entry = texts.get(action.id)
-            if entry is None or entry[0] is not action:  # (the entry keeps `action` alive)
-                if len(texts) >= _TEXT_CACHE_SIZE:
-                    texts.clear()
-                entry = texts[action.id] = (
-                    action,
-                    namespace_text(ACTION_PREFIX, action.features, action.id)[1:],
-                )
-            lines.append(entry[1])
-        return lines
+            entry = kept.get(action.id)
+            if entry is not None and entry[0] is action:  # (the entry keeps `action` alive)
+                line = entry[1]
+                if line is None:
+                    try:
+                        line = namespace_text(ACTION_PREFIX, action.features, action.id)[1:]
+                    except InvalidFeaturesError:  # refused in the order the text is written
+                        return example_text(to_vw_lines(context, actions))
+                    kept[action.id] = (action, line)
+                append("\n\0")
+                lines.append(line)
+                continue
+            if len(kept) >= _TEXT_CACHE_SIZE:
+                kept.clear()
+            kept[action.id] = (action, None)
+            append("\n")
+            begin = len(tokens)
+            numeric += write_tokens(ACTION_PREFIX, action.features, append, floats)
+            append(ID_TOKEN + action.id)
+            tokens[begin] = tokens[begin][1:]  # a line starts without a space
+            spaces += len(tokens) - begin  # one a token, two in the id's, none in the first
+            bars += len(action.features) + 1
+        text = filled("".join(tokens), floats)
+        if (
+            text is None
+            or (numeric and (":nan" in text or ":inf" in text or ":-inf" in text))
+            or not unescaped(text, spaces, bars, numeric, len(actions))
+            or (lines and text.count("\0") != len(lines))  # a NUL of a name or value
+        ):
+            return example_text(to_vw_lines(context, actions))
+        if lines:
+            parts = text.split("\0")
+            text = "".join(chain.from_iterable(zip(parts[:-1], lines, strict=True))) + parts[-1]
+        if text[-1].isspace():  # the last id ends in a blank escape() keeps, as "\x0b"
+            return example_text([text])  # which pyvw strips
+        return text
+
+    def _prediction_lines(self, context: Context, actions: Sequence[Action]) -> list[str]:
+        """``to_vw_lines(context, actions)``, as :meth:`_prediction_text` writes them."""
+        return self._prediction_text(context, actions).split("\n")
 
     def _weights(self, context: Context, actions: Sequence[Action]) -> Sequence[float]:
-        return self._predicted(example_text(self._prediction_lines(context, actions)))
+        return self._predicted(self._prediction_text(context, actions))
 
     def _weights_without(
         self, context: Context, actions: Sequence[Action], features: Sequence[FeatureRef]

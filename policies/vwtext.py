@@ -27,7 +27,9 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+
+import orjson
 
 from policies._types import Action, Context, FeatureRef, Features
 from policies.errors import InvalidFeaturesError
@@ -43,6 +45,7 @@ __all__ = [  # noqa: RUF022 - plain sorted(), which tests/test_public_api.py che
     "cost_to_reward",
     "escape",
     "example_text",
+    "filled",
     "from_vw_action",
     "label_text",
     "namespace_text",
@@ -53,6 +56,8 @@ __all__ = [  # noqa: RUF022 - plain sorted(), which tests/test_public_api.py che
     "to_vw_action",
     "to_vw_lines",
     "unescape",
+    "unescaped",
+    "write_tokens",
 ]
 
 # -- VW's conventions ---------------------------------------------------------------------
@@ -180,15 +185,95 @@ def label_text(cost: float, probability: float) -> str:
     return f"0:{cost}:{probability}"
 
 
+def write_tokens(
+    prefix: str, features: Features, append: Callable[[str], object], floats: list[float]
+) -> int:
+    """Append `features` as VW text tokens, unescaped; return how many are numeric.
+
+    The tokens are `` |<prefix><namespace>`` for each namespace, then `` name=value``
+    for a string and `` name:value`` for a non-zero number (a zero is left out, as VW
+    leaves it out): each starts with one space and holds no other separator unless a
+    name or value does, which :func:`unescaped` finds out. A float's value is written
+    ``%s`` and appended to `floats`, for :func:`filled` to write them all at once.
+
+    Examples
+    --------
+    >>> tokens, floats = [], []
+    >>> write_tokens("c", {"u": {"x": 0.5, "n": 2, "z": 0.0, "t": "a"}}, tokens.append, floats)
+    2
+    >>> tokens, floats
+    ([' |cu', ' x:%s', ' n:2', ' t=a'], [0.5])
+    """
+    numeric = 0
+    for namespace, values in features.items():
+        append(f" |{prefix}{namespace}")
+        for name, value in values.items():
+            if type(value) is float:
+                if value:
+                    append(f" {name}:%s")
+                    floats.append(value)
+                    numeric += 1
+            elif isinstance(value, str):
+                append(f" {name}={value}")
+            elif value:
+                append(f" {name}:{value}")
+                numeric += 1
+    return numeric
+
+
+def filled(template: str, floats: list[float]) -> str | None:
+    """`template` with its ``%s`` replaced by ``repr`` of `floats`; None if it holds another ``%``.
+
+    Python's ``repr`` of a float is most of the cost of writing VW text; orjson writes
+    the same shortest round-trip digits in the same notation (``0.1``, ``1e+16``) many
+    times faster, for every float but those below 1e-4 (``0.00001`` for ``1e-05``) and
+    the non-finite ones (``null``): those are written with ``repr``.
+
+    Examples
+    --------
+    >>> filled(" |cu x:%s y:%s", [0.1, 1e16]), filled(" |cu 50%:%s", [0.5])
+    (' |cu x:0.1 y:1e+16', None)
+    """
+    if template.count("%") != len(floats):  # a name or value holds a '%': to escape
+        return None
+    if not floats:
+        return template
+    written = orjson.dumps(floats).decode()
+    if "e-" in written or "0.0000" in written or "null" in written:
+        return template % tuple(map(repr, floats))
+    return template % tuple(written[1:-1].split(","))
+
+
+def unescaped(text: str, spaces: int, bars: int, colons: int, lines: int) -> bool:
+    """Whether `text` holds exactly the separators it was written with, and nothing to escape.
+
+    Ints and floats add no separator, so any name, value or other number that does
+    changes a count, or adds a ``%``, tab or carriage return: the text is then not VW's.
+
+    Examples
+    --------
+    >>> unescaped(" |cu x:1 t=a", 3, 1, 1, 0), unescaped(" |cu x:1 t=a:b", 3, 1, 1, 0)
+    (True, False)
+    """
+    return (
+        text.count(" ") == spaces
+        and text.count("|") == bars
+        and text.count(":") == colons
+        and text.count("\n") == lines
+        and "%" not in text
+        and "\t" not in text
+        and "\r" not in text
+    )
+
+
 def namespace_text(prefix: str, features: Features, action_id: str | None = None) -> str:
     """Write namespaces as `` |<prefix><name> feature ...``, then `` |id id=<action_id>``.
 
-    The hot path: names and values are written as they are, then the text is checked
-    to hold exactly the spaces, bars and colons written here as separators, and no
-    ``%``, tab or line break. Ints and floats add none of these, and any name, value or
-    other number that does fails the check, so the text is kept only when nothing
-    needed escaping; otherwise it is written again, escaped. Either way the result is
-    the escaped text. A zero-valued number writes nothing (VW would drop it).
+    The hot path: names and values are written as they are (:func:`write_tokens`,
+    :func:`filled`), then the text is checked to hold exactly the separators written
+    (:func:`unescaped`), so it is kept only when nothing needed escaping; otherwise it
+    is written again, escaped. Either way the result is the escaped text. A zero-valued
+    number writes nothing (VW would drop it).
 
     Raises
     ------
@@ -201,34 +286,18 @@ def namespace_text(prefix: str, features: Features, action_id: str | None = None
     ' |aitem topic=golf size:2 |id id=x%3A1'
     """
     tokens: list[str] = []
-    append = tokens.append
-    numeric = 0
-    for namespace, values in features.items():
-        append(f" |{prefix}{namespace}")
-        for name, value in values.items():
-            if isinstance(value, str):
-                append(f" {name}={value}")
-            elif value:
-                append(f" {name}:{value}")
-                numeric += 1
+    floats: list[float] = []
+    numeric = write_tokens(prefix, features, tokens.append, floats)
     spaces = len(tokens)
     bars = len(features)
     if action_id is not None:
-        append(ID_TOKEN + action_id)
+        tokens.append(ID_TOKEN + action_id)
         spaces += 2
         bars += 1
-    text = "".join(tokens)
-    if numeric and ("nan" in text or "inf" in text):
+    text = filled("".join(tokens), floats)
+    if numeric and (text is None or "nan" in text or "inf" in text):
         _check_finite(features)
-    if (
-        text.count(" ") == spaces
-        and text.count("|") == bars
-        and text.count(":") == numeric
-        and "%" not in text
-        and "\t" not in text
-        and "\n" not in text
-        and "\r" not in text
-    ):
+    if text is not None and unescaped(text, spaces, bars, numeric, 0):
         return text
     return _escaped_namespace_text(prefix, features, action_id)
 

@@ -107,6 +107,15 @@ def test_ranking_puts_the_chosen_first_then_by_probability() -> None:
         assert choice.explored == (choice.index != 1)
 
 
+def test_ranking_keeps_offer_order_among_equally_likely_actions() -> None:
+    """Actions with the same probability follow one another in offer order."""
+    distribution = Distribution((0.2, 0.3, 0.2, 0.3))
+    for i in range(40):
+        choice = decide_ranking(distribution, f"evt-{i}")
+        rest = [j for j in (1, 3, 0, 2) if j != choice.index]
+        assert choice.ranking == (choice.index, *rest)
+
+
 def test_a_choice_among_tied_top_actions_is_not_exploration() -> None:
     """With every action equally likely, no choice counts as explored."""
     uniform = Distribution.uniform(4)

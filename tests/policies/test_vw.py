@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import math
+import random
+from typing import Any
+
 import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 
 from bandit.errors import ConfigurationError, InvalidFeaturesError, SnapshotError
-from policies import Action, make_policy
+from policies import Action, Distribution, make_policy
 from policies.baselines import Uniform
 from policies.vw import VWPolicy, reward_to_cost, to_vw_lines
+from policies.vwtext import ID_TOKEN, escape, example_text
 from tests.policies import toy
 
 
@@ -194,3 +201,131 @@ def test_prediction_lines_are_to_vw_lines_with_repeated_actions_written_once() -
         policy.pmf(context, [golf, chess]).probabilities
         == fresh.pmf(context, [golf, chess]).probabilities
     )
+
+
+def _escaped_text(prefix: str, features: Any, action_id: str | None = None) -> str:
+    """Namespaces as VW text, every name and value escaped, every number as f-strings write it."""
+    parts = []
+    for namespace, values in features.items():
+        tokens = [f" |{prefix}{escape(namespace)}"]
+        for name, value in values.items():
+            if isinstance(value, str):
+                tokens.append(f"{escape(name)}={escape(value)}")
+            elif value:  # VW drops a zero
+                tokens.append(f"{escape(name)}:{value}")
+        parts.append(" ".join(tokens))
+    if action_id is not None:
+        parts.append(ID_TOKEN + escape(action_id))
+    return "".join(parts)
+
+
+def _reference_text(context: Any, actions: list[Action]) -> str:
+    """A decision's VW text with every name and value escaped and every number by repr.
+
+    Joined as pyvw joins lines (:func:`~policies.vwtext.example_text`): the text's last
+    blanks are stripped, as a last id ending in ``"\\x0b"`` has one that escape() keeps.
+    """
+    lines = ["shared" + (_escaped_text("c", context) or " |")]
+    lines += [_escaped_text("a", a.features, a.id)[1:] for a in actions]
+    return example_text(lines)
+
+
+def _refusal(context: Any, actions: list[Action]) -> str | None:
+    """The refusal of the first value that is not finite, the context's first; or None."""
+    for features in [context, *(action.features for action in actions)]:
+        for namespace, values in features.items():
+            for name, value in values.items():
+                if not isinstance(value, str) and not math.isfinite(value):
+                    return f"feature {namespace}.{name} must be finite, got {value!r}"
+    return None
+
+
+_names = st.sampled_from(["age", "tier", "x_1", "a.b", "a b", "x=y", "50%", "é", "a:b", ""])
+_values = st.one_of(
+    st.sampled_from(["gold", "", "a b", "x|y", "a:b", "50%", "tab\there", "nul\0", "日本"]),
+    st.floats(),
+    st.sampled_from([0.0, -0.0, 1e-05, 9.9e-05, 1e-4, 2.5e-7, 1e16, 1e22, 0.1, 1 / 3]),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.booleans(),
+)
+_features = st.dictionaries(
+    st.sampled_from(["user", "item", "a b", "id", ""]),
+    st.dictionaries(_names, _values, max_size=4),
+    max_size=3,
+)
+_POLICY = VWPolicy(exploration="epsilon")
+
+
+@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(
+    context=_features,
+    actions=st.lists(
+        st.tuples(
+            st.sampled_from(["a", "b", "x:y", "id with space", "q%", "vt\x0b", "\x1f"]), _features
+        ),
+        min_size=1,
+        max_size=4,
+        unique_by=lambda action: action[0],
+    ),
+)
+@example(  # a kept action's refusal must not come before the context's
+    context={"user": {"age": math.nan}}, actions=[("a", {"item": {"len": math.inf}})]
+)
+def test_prediction_text_is_every_name_escaped_and_every_number_written_by_repr(
+    context: Any, actions: list[tuple[str, Any]]
+) -> None:
+    """The one-pass text (fresh, then kept lines) is the escaped text, or the refusal.
+
+    The refusal names the first value that is not finite in the order the text is
+    written, the context's first, however often the actions came before.
+    """
+    offered = [Action(i, f) for i, f in actions]
+    refusal = _refusal(context, offered)
+    for _ in range(3):  # fresh, then written on its own the second time, then kept
+        if refusal is None:
+            assert _POLICY._prediction_text(context, offered) == _reference_text(context, offered)
+        else:
+            with pytest.raises(InvalidFeaturesError) as raised:
+                _POLICY._prediction_text(context, offered)
+            assert str(raised.value) == refusal
+
+
+def _random_decision(rng: random.Random, catalog: list[Action]) -> tuple[Any, list[Action]]:
+    """A context and offer like an app's: long floats, ints, zeros, categories, repeats."""
+    context = {
+        "user": {
+            "age": rng.random(),
+            "tier": rng.choice(["free", "gold", "a b"]),
+            "visits": rng.randint(0, 40),
+        },
+        "page": {"scroll": round(rng.random(), 3), "dwell": rng.random() * 30, "x": 1e-05},
+    }
+    fresh = [
+        Action(
+            f"new:{rng.randrange(50)}",
+            {"item": {"len": rng.random(), "topic": rng.choice(["golf", "x|y"]), "n": 0.0}},
+        )
+        for _ in range(rng.randint(0, 3))
+    ]
+    offered = {a.id: a for a in [*rng.sample(catalog, rng.randint(1, 4)), *fresh]}
+    return context, list(offered.values())
+
+
+@pytest.mark.parametrize("exploration", ["squarecb", "epsilon", "softmax", "bag", "cover", "rnd"])
+def test_pmf_is_pyvw_text_predict_on_random_decisions(exploration: str) -> None:
+    """The policy's distribution is exactly what pyvw's text predict gives, floored."""
+    rng = random.Random(exploration)
+    catalog = [
+        Action(f"item-{j}", {"item": {"len": rng.random(), "topic": f"t{j % 3}"}}) for j in range(8)
+    ]
+    policy = VWPolicy(exploration=exploration, seed=1)  # type: ignore[arg-type]
+    for _ in range(60):
+        context, offered = _random_decision(rng, catalog)
+        chosen = rng.randrange(len(offered))
+        policy.learn(context, offered, chosen, rng.choice([0.0, 1.0]), 1 / len(offered))
+    for _ in range(60):
+        context, offered = _random_decision(rng, catalog)
+        lines = _reference_text(context, offered).split("\n")
+        weights = [max(p, 0.0) for p in policy._vw.predict(lines)]
+        expected = Distribution.from_weights(weights, floor=policy.floor)
+        assert policy.pmf(context, offered) == expected
