@@ -706,6 +706,8 @@ def _timestamp(timestamp: datetime) -> str:
     utc = timestamp if timestamp.tzinfo is UTC else timestamp.astimezone(UTC)
     if utc.year < 1000:  # strftime does not pad the year, isoformat does
         return utc.strftime(_TIMESTAMP_FORMAT)
+    if utc.microsecond:  # isoformat writes all six digits, then "+00:00"
+        return utc.isoformat()[:-6] + "Z"
     return utc.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
