@@ -363,11 +363,13 @@ class VWPolicy(Policy):
         # model: both sides then carry the same state from here on.
         model = self._model_bytes()
         self._vw = self._load_model(model, self._exploration_arguments(self._reloadable_used()))
+        self._saved = None  # (not to keep the workspace it was saved from)
         return model
 
     def _load_state(self, payload: bytes) -> None:
         self._vw.finish()
         self._vw = self._load_model(payload, self._exploration_arguments(self._reloadable_used()))
+        self._saved = None
 
     def tunable_params(self) -> frozenset[str]:
         """Return `floor` and the hyperparameters of this exploration that can change live."""
@@ -389,6 +391,7 @@ class VWPolicy(Policy):
         for key, value in checked.items():
             setattr(self, key, value)
         self._vw = self._load_model(model, self._exploration_arguments(self._reloadable_used()))
+        self._saved = None
 
     # -- model files ----------------------------------------------------------------
 
