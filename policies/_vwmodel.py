@@ -23,7 +23,14 @@ options                     length, then the options text with a closing ``\0``
 checksum                    length (4), then the ``uint32`` checksum
 ==========================  =========================================================
 
-Everything after the checksum belongs to the learners and is copied unchanged.
+Everything after the checksum belongs to the learners and is copied unchanged. Each
+learner of the stack writes its state in turn, from the top one (``cb_explore_adf``)
+down to ``gd``, whose weights come last. VW 9 saves models "resumable" by default, so
+``gd`` writes its online state and then, for every weight whose value is not zero, in
+increasing index order, a record of the index (``uint32``: bit precisions up to 30)
+and that weight's three ``float32`` slots (the weight, and the adaptive and normalized
+learning rates' sums), to the end of the file. :func:`non_finite_weight` reads that
+table's weights.
 
 The checksum chains MurmurHash3 (x86, 32 bit; VW's ``uniform_hash``) over the header as
 VW's ``io_buf`` reads or writes it: hashing starts *after* the version field, and each
@@ -40,11 +47,18 @@ import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 from sklearn.utils import murmurhash3_32
 
 from policies.errors import ConfigurationError, SnapshotError
 
-__all__ = ["header_checksum", "read_options", "rewrite_options"]
+__all__ = [
+    "header_checksum",
+    "learner_bytes",
+    "non_finite_weight",
+    "read_options",
+    "rewrite_options",
+]
 
 # First model version whose header has both the user id and the chained checksum.
 _FIRST_VERSION = (8, 0, 3)
@@ -54,6 +68,8 @@ _MAX_OPTIONS = 104_857_600
 _VERSION = re.compile(rb"(\d+)\.(\d+)\.(\d+)")
 _NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 _U32 = struct.Struct("<I")
+# A record of gd's weights table: the index, then the weight's three slots.
+_WEIGHT = np.dtype([("index", "<u4"), ("slots", "<f4", (3,))])
 
 
 @dataclass(frozen=True)
@@ -288,3 +304,78 @@ def rewrite_options(model: bytes, changes: Mapping[str, str]) -> bytes:
             header.body,
         ]
     )
+
+
+def learner_bytes(model: bytes) -> int:
+    """Return how many bytes follow a VW model's header: what its learners saved.
+
+    In a model that learned nothing, ``gd``'s weights table is empty: this is then the
+    size of the learners' state before the table, which :func:`non_finite_weight` takes.
+
+    Raises
+    ------
+    SnapshotError
+        If `model` is not a binary VW model of version 8.0.3 or later, or is corrupt.
+    """
+    return len(_parse(model).body)
+
+
+def non_finite_weight(model: bytes, learners: int) -> int | None:
+    r"""Return the index of a saved weight that is NaN or infinite; None when none is.
+
+    Reads ``gd``'s weights table at the end of a resumable model (see the module's
+    docstring) in one vectorised pass over every weight that is not zero. (Its
+    learning-rate sums are not read: squared gradients of inputs at their limits may
+    sum to infinity, which only stops that weight from moving.)
+
+    Parameters
+    ----------
+    model
+        The bytes of a binary VW model file, as written by ``Workspace.save``.
+    learners
+        How many bytes the learners write after the header and before the table: as
+        many as in a model of the same options that learned nothing (whose table is
+        empty), a size that learning does not change.
+
+    Returns
+    -------
+    int or None
+        The index of the first weight holding a NaN or an infinity.
+
+    Raises
+    ------
+    SnapshotError
+        If `model` is not a model whose table starts `learners` bytes after its header
+        (not a whole number of records, or indices not increasing): a layout this code
+        does not know.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> table = np.array([(3, (0.5, 1.0, 1.0)), (9, (np.nan, 1.0, 1.0))], dtype=_WEIGHT)
+    >>> chunks = [_U32.pack(1), b"\0", b"m", *[bytes(4)] * 4, _U32.pack(0), _U32.pack(0)]
+    >>> chunks += [_U32.pack(1), b"\0"]  # the options text: empty
+    >>> checksum = _U32.pack(4) + _U32.pack(header_checksum(chunks))
+    >>> header = _U32.pack(7) + b"9.11.9\0" + b"".join(chunks) + checksum
+    >>> non_finite_weight(header + b"state" + table.tobytes(), learners=5)
+    9
+    >>> non_finite_weight(header + b"state" + table[:1].tobytes(), learners=5) is None
+    True
+    """
+    body = _parse(model).body
+    size = len(body) - learners
+    if size < 0 or size % _WEIGHT.itemsize:
+        msg = (
+            f"VW model's weights table is {size} bytes after {learners} bytes of learner "
+            f"state, not a whole number of {_WEIGHT.itemsize}-byte records"
+        )
+        raise SnapshotError(msg)
+    table = np.frombuffer(body, dtype=_WEIGHT, offset=learners)
+    indices = table["index"]
+    if len(indices) > 1 and not bool((indices[1:] > indices[:-1]).all()):
+        msg = "VW model's weights table does not hold increasing indices"
+        raise SnapshotError(msg)
+    bad = ~np.isfinite(table["slots"][:, 0])  # the weights (the sums may reach inf)
+    if not bad.any():
+        return None
+    return int(indices[int(bad.argmax())])

@@ -53,7 +53,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, cast
 
 import orjson
 
@@ -431,12 +431,20 @@ def _dsjson_namespace(namespace: str, values: Mapping[str, FeatureValue]) -> dic
 # escaping (vwtext.needs_escaping), with vwtext's namespaces, id token and label, and
 # leaves anything else to vwtext.to_vw_lines and dsjson_record (returning None);
 # tests/policies/test_vw_logged.py checks both outputs against theirs.
+#
+# What it costs is Python operations per feature, so it does few: an offered action (its
+# id and features) is written once, as its whole text line and its whole DSJSON object,
+# and found again by its exact JSON (one orjson.dumps, C-level); only the context, which
+# changes with every decision, is written feature by feature.
 
 _DSJSON_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
 _CACHE_SIZE = 65_536  # names a FeatureRules remembers as fine; extras remembered
 _ACTION_CACHE_SIZE = 8_192  # actions a FeatureRules remembers the written pieces of
 _HIDDEN_CACHE: dict[Any, str] = {}  # "_sb" objects written, by their items
 _NOT_PLAIN = re.compile(r'["\\,{}]')  # in a name: JSON escapes it, or the writer uses it
+_ONE_BASED: list[str] = [str(index + ACTION_BASE) for index in range(256)]  # "a"'s entries
+_FLOATS: frozenset[type] = frozenset({float})
+_INTS: frozenset[type] = frozenset({int})
 
 
 def dsjson_line(record: Mapping[str, Any]) -> bytes:
@@ -483,8 +491,8 @@ class FeatureRules:
     So a caller that validates features anyway (the stream worker) checks them in the
     same pass that writes them. Names found fine are remembered, and so are the tokens
     written for string values (categorical values repeat), up to 65,536 of each, and
-    the pieces written for an action's features (a catalog repeats its actions), up to
-    8,192 actions.
+    what was written for an action, its id and features (a catalog repeats its
+    actions), up to 8,192 actions.
 
     Parameters
     ----------
@@ -508,9 +516,12 @@ class FeatureRules:
     _pairs: dict[tuple[str, str], tuple[str, str]] = field(
         default_factory=dict, init=False, repr=False
     )  # by feature name and string value: its text token and DSJSON member
-    _actions: dict[bytes, tuple[tuple[str, ...], tuple[str, ...], int]] = field(
+    _lines: dict[bytes, str] = field(
         default_factory=dict, init=False, repr=False
-    )  # by an action's features as JSON: its text tokens, DSJSON members, numeric tokens
+    )  # by an action's id and features as JSON: its text line (without a label)
+    _objects: dict[bytes, str] = field(
+        default_factory=dict, init=False, repr=False
+    )  # by the same key: its DSJSON object in ``_multi``
 
     def _namespace(self, name: object) -> bool:
         """Whether namespace `name` is valid and written as it is (remembered when so)."""
@@ -628,77 +639,51 @@ def logged_example(  # noqa: PLR0911, PLR0912  (anything unusual: left to the sl
         return None
     if not -REWARD_LIMIT <= reward <= REWARD_LIMIT:  # (NaN too) learn says what is wrong
         return None
-    if ranking[0] != chosen or sorted(ranking) != list(range(n)):
+    if set(map(type, ranking)) != _INTS or ranking[0] != chosen:
         return None
-    for p in probabilities:
-        if type(p) is not float or not 0.0 < p <= 1.0:
-            return None
-    if abs(math.fsum(probabilities) - 1.0) > SUM_TOLERANCE:
+    if sorted(ranking) != list(range(n)):
         return None
+    if set(map(type, probabilities)) != _FLOATS or not min(probabilities) > 0.0:
+        return None
+    if not max(probabilities) <= 1.0 or not abs(math.fsum(probabilities) - 1.0) <= SUM_TOLERANCE:
+        return None  # (a NaN makes the sum NaN)
     if timestamp.tzinfo is None or timestamp.utcoffset() is None:
-        return None
-    ids = _plain_ids(action_ids)
-    if ids is None:
         return None
     if rules is None:
         rules = _NO_RULES
-    escapes = 0 if ids is action_ids else sum(action_id.count("%") for action_id in ids)
-    texts = {p: repr(p) for p in set(probabilities)}  # (decisions repeat probabilities)
-    ranked = [texts[probabilities[index]] for index in ranking]  # [0]: the chosen one's
+    try:
+        keys = list(map(orjson.dumps, zip(action_ids, action_features, strict=True)))
+        if len(set(action_ids)) != n:
+            return None
+    except TypeError:  # not JSON (an int beyond 64 bits, a key not a string), or no str
+        return None
+    written = _write_actions(keys, action_ids, action_features, rules)
+    if written is None:
+        return None
+    lines, objects = written
+    shared = _write_context(context, rules)
+    if shared is None:
+        return None
     cost = reward_to_cost(reward)
-    # One list of text pieces and one of DSJSON pieces for the whole example. Every
-    # feature token starts with one space, so counting the spaces, bars and colons of
-    # the text tells whether a value held one (it needs escaping, as '%' would); the
-    # DSJSON needs nothing escaped when every string is printable (`_write` checks) and
-    # none holds '"' or '\\'; ',}' (where a namespace's trailing comma is cut) must not
-    # be in one either.
-    text = ["shared"]
-    dsjson = ["{"]
-    numeric = _write(CONTEXT_PREFIX, context, text, dsjson, rules)
-    if numeric is None:
-        return None
-    if not context:
-        text.append(" |")
-    dsjson.append('"_multi":[')
-    for index, (action_id, features) in enumerate(zip(ids, action_features, strict=True)):
-        text.append("\n")  # the unlabelled lines lose their first space below
-        if index == chosen:
-            text.append(label_text(cost, probabilities[chosen]))
-        dsjson.append("{" if index == 0 else ",{")
-        if features:
-            written = _write_action(features, text, dsjson, rules)
-            if written is None:
-                return None
-            numeric += written
-        text.append(ID_TOKEN + action_id)
-        dsjson.append(f'"{ID_NAMESPACE}":{{"{_ID_KEY_START}{action_id}":1}}}}')
-    namespaces = len(context) + sum(map(len, action_features))
-    written_text = "".join(text)
-    written_json = "".join(dsjson)
-    if (
-        written_text.count(" ") != len(text) - 2  # one a piece but "shared" and the label,
-        # and the newlines (n of them, no space) make up for the ids (n, two spaces each)
-        or written_text.count("|") != namespaces + n + (not context)
-        or written_text.count(":") != numeric + 2  # the label's two
-        or written_text.count("%") != escapes  # of escaped ids: any other is a value's
-        or '"' in written_text
-        or "\\" in written_text
-        or ",}" in written_text
-    ):
-        return None
+    texts = {p: repr(p) for p in set(probabilities)}  # (decisions repeat probabilities)
+    ranked = list(map(texts.__getitem__, map(probabilities.__getitem__, ranking)))
+    lines[chosen] = f"{label_text(cost, probabilities[chosen])} {lines[chosen]}"
     try:
         event = _DSJSON_ENCODER.encode(event_id)
         end = "" if extra is None else _hidden(extra)
     except (TypeError, ValueError):  # not JSON: dsjson_line says so
         return None
+    if n > len(_ONE_BASED):
+        _ONE_BASED.extend(str(index + ACTION_BASE) for index in range(len(_ONE_BASED), n))
     line = (
         f'{{"_label_cost":{cost!r},"_label_probability":{ranked[0]},'
         f'"_label_Action":{chosen + ACTION_BASE},"_labelIndex":{chosen},'
         f'"Timestamp":"{_timestamp(timestamp)}","Version":"{VERSION}",'
-        f'"EventId":{event},"a":[{",".join([str(index + ACTION_BASE) for index in ranking])}],'
-        f'"c":{written_json.replace(",}", "}")}]}},"p":[{",".join(ranked)}]{end}}}\n'
+        f'"EventId":{event},"a":[{",".join(map(_ONE_BASED.__getitem__, ranking))}],'
+        f'"c":{{{shared[1]}"_multi":[{",".join(objects)}]}},'
+        f'"p":[{",".join(ranked)}]{end}}}\n'
     )
-    return LoggedExample(written_text.replace("\n ", "\n"), line.encode())
+    return LoggedExample(f"shared{shared[0]}\n" + "\n".join(lines), line.encode())
 
 
 def _hidden(extra: Mapping[str, Any]) -> str:
@@ -718,78 +703,105 @@ def _hidden(extra: Mapping[str, Any]) -> str:
 
 def _timestamp(timestamp: datetime) -> str:
     """Return ``timestamp.astimezone(UTC).strftime(_TIMESTAMP_FORMAT)``, faster."""
-    utc = timestamp.astimezone(UTC)
+    utc = timestamp if timestamp.tzinfo is UTC else timestamp.astimezone(UTC)
     if utc.year < 1000:  # strftime does not pad the year, isoformat does
         return utc.strftime(_TIMESTAMP_FORMAT)
+    if utc.microsecond:  # isoformat writes all six digits, then "+00:00"
+        return utc.isoformat()[:-6] + "Z"
     return utc.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
-def _plain_ids(action_ids: Sequence[str]) -> Sequence[str] | None:
-    """Return the ids as both formats write them (VW-escaped); None if JSON escapes one."""
-    try:
-        joined = "".join(action_ids)
-    except TypeError:  # not strings
+def _write_context(context: Context, rules: FeatureRules) -> tuple[str, str] | None:
+    """Write the shared features: their text after ``shared``, and their DSJSON members.
+
+    The members end with a comma (``"_multi"`` follows them). None when a name, a value
+    or a rule is off, or something needs escaping.
+    """
+    if not context:
+        return " |", ""
+    tokens: list[str] = []
+    members: list[str] = []
+    if not _write(CONTEXT_PREFIX, context, tokens, members, rules):
         return None
-    if len(set(action_ids)) != len(action_ids):
-        return None
-    if not joined.isprintable() or '"' in joined or "\\" in joined:
-        return None
-    if not needs_escaping(joined):
-        return action_ids
-    return [escape(action_id) for action_id in action_ids]
+    return "".join(tokens), "".join(members).replace(",}", "}")
+
+
+def _write_actions(
+    keys: Sequence[bytes],
+    action_ids: Sequence[str],
+    action_features: Sequence[Features],
+    rules: FeatureRules,
+) -> tuple[list[str], list[str]] | None:
+    """Return the actions' text lines (no label) and DSJSON objects, or None.
+
+    Each action's are remembered by its key in `keys` (its id and features as exact
+    JSON: ``1``, ``1.0`` and ``true`` write differently), up to ``_ACTION_CACHE_SIZE``
+    actions per `rules`; the others are written and remembered, and what is refused is
+    never remembered. None when one cannot be written in one pass.
+    """
+    known_lines, known_objects = rules._lines, rules._objects
+    lines = list(map(known_lines.get, keys))
+    objects = list(map(known_objects.get, keys))
+    if None in lines:
+        for index, line in enumerate(lines):
+            if line is None:
+                written = _write_action(action_ids[index], action_features[index], rules)
+                if written is None:
+                    return None
+                lines[index], objects[index] = written
+                if len(known_lines) >= _ACTION_CACHE_SIZE:
+                    known_lines.clear()
+                    known_objects.clear()
+                known_lines[keys[index]], known_objects[keys[index]] = written
+    return cast("list[str]", lines), cast("list[str]", objects)
 
 
 def _write_action(
-    features: Features, text: list[str], dsjson: list[str], rules: FeatureRules
-) -> int | None:
-    """:func:`_write` for an action's features, remembered by their exact JSON.
-
-    An app's catalog offers the same actions again and again: their pieces are written
-    once (up to ``_ACTION_CACHE_SIZE`` actions) and appended again from then on.
-    """
-    try:
-        key = orjson.dumps(features)  # exact: 1, 1.0 and true write differently
-    except TypeError:  # not JSON (an int beyond 64 bits, a key not a string): no cache
-        return _write(ACTION_PREFIX, features, text, dsjson, rules)
-    known = rules._actions.get(key)
-    if known is not None:
-        text.extend(known[0])
-        dsjson.extend(known[1])
-        return known[2]
-    text_from, dsjson_from = len(text), len(dsjson)
-    written = _write(ACTION_PREFIX, features, text, dsjson, rules)
-    if written is not None:  # (what is refused is never remembered)
-        if len(rules._actions) >= _ACTION_CACHE_SIZE:
-            rules._actions.clear()
-        rules._actions[key] = (tuple(text[text_from:]), tuple(dsjson[dsjson_from:]), written)
-    return written
+    action_id: str, features: Features, rules: FeatureRules
+) -> tuple[str, str] | None:
+    """Return an action's text line (no label) and DSJSON object, or None."""
+    if type(action_id) is not str or type(features) is not dict:
+        return None
+    if not action_id.isprintable() or '"' in action_id or "\\" in action_id:
+        return None
+    if ",}" in action_id:
+        return None
+    escaped = escape(action_id) if needs_escaping(action_id) else action_id
+    tokens: list[str] = []
+    members = ["{"]
+    if features and not _write(ACTION_PREFIX, features, tokens, members, rules):
+        return None
+    tokens.append(ID_TOKEN + escaped)
+    members.append(f'"{ID_NAMESPACE}":{{"{_ID_KEY_START}{escaped}":1}}}}')
+    return "".join(tokens)[1:], "".join(members).replace(",}", "}")
 
 
 def _write(  # noqa: PLR0911, PLR0912  (one flat pass: anything off returns at once)
     prefix: str, features: Features, text: list[str], dsjson: list[str], rules: FeatureRules
-) -> int | None:
+) -> bool:
     """Append `features` to `text` as VW tokens and to `dsjson` as DSJSON members.
 
     Every text token starts with one space; every DSJSON member, and every feature in
-    one, ends with a comma (``,}`` is cut once the line is whole). Returns how many
-    numeric tokens were written, or None when a name, a value or a rule is off.
+    one, ends with a comma (``,}`` is cut once the line is whole). Returns False when a
+    name, a value or a rule is off, or a string value would need escaping in either
+    format (names are checked by `rules`, a string value when first seen).
     """
     if len(features) > rules.max_namespaces:
-        return None
+        return False
     if not (features.keys() <= rules._namespaces or all(map(rules._namespace, features))):
-        return None
+        return False
     names, per_namespace, longest = rules._names, rules.max_features, rules.max_string_length
+    limit = FEATURE_VALUE_LIMIT
     heads = rules._heads.get(prefix)
     if heads is None:
         heads = rules._heads[prefix] = {}
     pairs = rules._pairs
     token, member = text.append, dsjson.append
-    numeric = 0
     for namespace, values in features.items():
         if type(values) is not dict or len(values) > per_namespace:
-            return None
+            return False
         if not (values.keys() <= names or all(map(rules._name, values))):
-            return None
+            return False
         head = heads.get(namespace)
         if head is None:
             head = heads[namespace] = (f" |{prefix}{namespace}", f'"{prefix}{namespace}":{{')
@@ -800,32 +812,39 @@ def _write(  # noqa: PLR0911, PLR0912  (one flat pass: anything off returns at o
             if kind is str:
                 written = pairs.get((name, value))
                 if written is None:
-                    if len(value) > longest or not value.isprintable():
-                        return None
+                    if len(value) > longest or not _plain_value(value):
+                        return False
                     if len(pairs) >= _CACHE_SIZE:
                         pairs.clear()
                     pair = f"{name}={value}"
                     written = pairs[name, value] = (" " + pair, f'"{pair}":1,')
                 token(written[0])
                 member(written[1])
-            elif kind is float:
-                if not -FEATURE_VALUE_LIMIT <= value <= FEATURE_VALUE_LIMIT:  # (NaN too)
-                    return None
+            elif (kind is float or kind is int) and -limit <= value <= limit:  # (no NaN, bool)
                 number = repr(value)
                 member(f'"{name}":{number},')
                 if value:
                     token(f" {name}:{number}")
-                    numeric += 1
-            elif kind is int and -FEATURE_VALUE_LIMIT <= value <= FEATURE_VALUE_LIMIT:  # (no bool)
-                number = repr(value)
-                member(f'"{name}":{number},')
-                if value:
-                    token(f" {name}:{number}")
-                    numeric += 1
             else:
-                return None
+                return False
         member("},")
-    return numeric
+    return True
+
+
+def _plain_value(value: str) -> bool:
+    r"""Whether string `value` is written as it is in both formats (no escaping).
+
+    Printable, nothing VW text escapes (:func:`~policies.vwtext.needs_escaping`), no
+    ``"`` nor ``\`` (JSON escapes them), and no ``,}`` (where :func:`_write` cuts a
+    namespace's trailing comma).
+    """
+    return (
+        value.isprintable()
+        and not needs_escaping(value)
+        and '"' not in value
+        and "\\" not in value
+        and ",}" not in value
+    )
 
 
 # -- reading --------------------------------------------------------------------------------

@@ -49,6 +49,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any
 
 from bandit.wire.schemas import DeadLetter
@@ -63,6 +64,10 @@ __all__ = [
     "decode_training",
     "write_training",
 ]
+
+_ID = itemgetter("id")
+_FEATURES = itemgetter("features")
+_PROBABILITY = itemgetter("probability")
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,19 +180,20 @@ def write_training(values: Mapping[str, Any]) -> LoggedExample | None:
     if not decision["learn"]:
         return None
     actions: Sequence[Mapping[str, Any]] = decision["actions"]
-    ids = [action["id"] for action in actions]
+    ranking: Sequence[Mapping[str, Any]] = decision["ranking"]
+    ids = list(map(_ID, actions))
+    ranked_ids = list(map(_ID, ranking))
+    by_id = dict(zip(ranked_ids, map(_PROBABILITY, ranking), strict=True))
     position = dict(zip(ids, range(len(ids)), strict=True))
-    ranking = decision["ranking"]
-    by_id = {entry["id"]: entry["probability"] for entry in ranking}
     return logged_example(
         decision["context"],
         ids,
-        [action["features"] for action in actions],
+        list(map(_FEATURES, actions)),
         decision["chosen_index"],
-        [by_id[action_id] for action_id in ids],
+        list(map(by_id.__getitem__, ids)),
         reward=values["reward"],
         event_id=decision["event_id"],
         timestamp=decision["occurred_at"],
-        ranking=[position[entry["id"]] for entry in ranking],
+        ranking=list(map(position.__getitem__, ranked_ids)),
         extra=dsjson_extra(values),
     )

@@ -42,6 +42,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from itertools import repeat
+from operator import itemgetter
 from typing import Any, Final
 
 import orjson
@@ -263,6 +265,48 @@ def decision_offer(decision: dict[str, Any], where: str = "decision") -> None:
     decision["probability"] = float(_field(decision, where, "probability", _NUMBER))
     if not actions:
         raise StructureError(_at(where, "actions"), "must hold at least one action", "too_short")
+    if not _offer_well_formed(actions, ranking):
+        _check_offer(actions, ranking, where)
+    if not 0 <= chosen < len(actions):
+        msg = f"must be in [0, {len(actions)}), got {chosen}"
+        raise StructureError(_at(where, "chosen_index"), msg, "chosen_index_range")
+
+
+_DICTS: Final = frozenset({dict})
+_STRS: Final = frozenset({str})
+_NUMBERS: Final = frozenset(_NUMBER)
+_ID = itemgetter("id")
+_PROBABILITY = itemgetter("probability")
+
+
+def _offer_well_formed(actions: list[Any], ranking: list[Any]) -> bool:
+    """Whether the offer keeps :func:`_check_offer`'s rules, checked in C-level passes.
+
+    What a record of the service's own topics always does; when not, :func:`_check_offer`
+    finds what is wrong. Actions without features get ``{}``.
+    """
+    if set(map(type, actions)) != _DICTS or set(map(type, ranking)) != _DICTS:
+        return False
+    try:
+        ids = list(map(_ID, actions))
+        ranked = list(map(_ID, ranking))
+        probabilities = set(map(type, map(_PROBABILITY, ranking)))
+    except KeyError:
+        return False
+    if set(map(type, ids)) != _STRS or set(map(type, ranked)) != _STRS:
+        return False
+    features = set(map(type, map(dict.get, actions, repeat("features"))))
+    if not probabilities <= _NUMBERS or features != _DICTS:
+        return False  # (features absent or null: _check_offer tells which)
+    unique = set(ids)
+    return len(unique) == len(ids) == len(ranked) and unique == set(ranked)
+
+
+def _check_offer(actions: list[Any], ranking: list[Any], where: str) -> None:
+    """Check the offer entry by entry, raising the first rule it breaks.
+
+    Actions without features get ``{}``.
+    """
     ids: set[str] = set()
     for index, action in enumerate(actions):
         if type(action) is not dict:
@@ -277,9 +321,6 @@ def decision_offer(decision: dict[str, Any], where: str = "decision") -> None:
     if len(ids) != len(actions) or len(ranked) != len(ranking) or ranked != ids:
         msg = "must hold each offered action id once, as `actions` does"
         raise StructureError(_at(where, "ranking"), msg, "ranking_ids")
-    if not 0 <= chosen < len(actions):
-        msg = f"must be in [0, {len(actions)}), got {chosen}"
-        raise StructureError(_at(where, "chosen_index"), msg, "chosen_index_range")
 
 
 def _ranked_ids(ranking: list[Any], where: str) -> set[str]:

@@ -264,3 +264,68 @@ def test_rewrite_changes_only_the_options_and_checksum(squarecb: bytes) -> None:
     assert rewritten[:options_at] == squarecb[:options_at]
     assert struct.unpack_from("<I", rewritten, options_at) == (length + 2,)
     assert rewritten[state_at + 2 :] == squarecb[state_at:]
+
+
+# -- the weights table ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("exploration", ["epsilon", "squarecb", "rnd", "bag", "cover", "softmax"])
+def test_the_weights_table_is_read_whole_and_a_poisoned_weight_is_found(exploration: str) -> None:
+    """Every saved non-zero weight is a record after the learners' state; NaN is found."""
+    from policies import Action
+    from policies._vwmodel import learner_bytes, non_finite_weight
+    from policies.vw import VWPolicy
+
+    policy = VWPolicy(exploration=exploration, seed=3)  # type: ignore[arg-type]
+    learners = learner_bytes(VWPolicy(exploration=exploration, seed=3)._save_model())
+    actions = [Action("a", {"item": {"y": 1.0}}), Action("b"), Action("c")]
+    for i in range(30):
+        policy.learn({"user": {"x": i / 30, "tier": f"t{i % 4}"}}, actions, i % 3, 1.0, 1 / 3)
+    model = policy._save_model()
+    weights = policy._vw.json_weights().count('"index"')
+    assert learner_bytes(model) - learners == 16 * weights  # the table: a record a weight
+    assert non_finite_weight(model, learners) is None
+    with pytest.raises(SnapshotError, match="not a whole number"):
+        non_finite_weight(model, learners + 4)
+    policy._learn({"user": {"x": 1.0}}, actions, 0, 1e308, 1 / 3)  # past the input checks
+    found = non_finite_weight(policy._save_model(), learners)
+    assert found is not None
+    assert f"weight {found} is NaN or infinite" in (policy._non_finite() or "")
+
+
+def test_a_model_of_a_layout_not_known_is_checked_by_vw_json_writer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Should the table not be where it is expected, VW's own JSON writer decides."""
+    from policies import Action
+    from policies import vw as vw_module
+    from policies.vw import VWPolicy
+
+    policy = VWPolicy(seed=3)
+    actions = [Action("a"), Action("b")]
+    for i in range(10):
+        policy.learn({"user": {"x": 1.0}}, actions, i % 2, 1.0, 0.5)
+    monkeypatch.setitem(vw_module._LEARNERS_SIZES, policy._arguments(), 3)
+    assert policy._non_finite() is None
+    policy._learn({"user": {"x": 1.0}}, actions, 0, 1e308, 0.5)
+    assert "is NaN or infinite" in (policy._non_finite() or "")
+
+
+def test_the_snapshot_after_a_check_takes_the_checked_model_and_only_that() -> None:
+    """check_model's saved bytes serve the snapshot that follows, until VW sees an example."""
+    from policies import Action, Policy
+    from policies.vw import VWPolicy
+
+    actions = [Action("a"), Action("b")]
+    checked, plain = VWPolicy(seed=3), VWPolicy(seed=3)
+    for policy in (checked, plain):
+        for i in range(10):
+            policy.learn({"user": {"x": 1.0}}, actions, i % 2, 1.0, 0.5)
+    checked.check_model()
+    assert checked.snapshot() == plain.snapshot()
+    checked.check_model()
+    for policy in (checked, plain):
+        policy.learn({"user": {"x": 2.0}}, actions, 0, 0.5, 0.5)
+        policy.pmf({"user": {"x": 2.0}}, actions)
+    assert checked.snapshot() == plain.snapshot()
+    assert Policy.restore(checked.snapshot()).n_learned == 11

@@ -78,6 +78,10 @@ def _break(data: dict[str, Any], how: str) -> dict[str, Any] | bytes:
         "features not object": lambda: decision["actions"][0].update(features=[1]),
         "ranking ids": lambda: decision["ranking"][1].update(id="zzz"),
         "same id twice": lambda: decision["actions"][1].update(id="a"),
+        "action without id": lambda: decision["actions"][2].pop("id"),
+        "features null": lambda: decision["actions"][1].update(features=None),
+        "probability bool": lambda: decision["ranking"][2].update(probability=True),
+        "ranking entry list": lambda: decision["ranking"].append([]),
         "chosen index": lambda: decision.update(chosen_index=3),
         "naive time": lambda: decision.update(occurred_at="2026-01-01T00:00:00"),
         "no policy": lambda: decision.pop("policy"),
@@ -102,6 +106,10 @@ def _break(data: dict[str, Any], how: str) -> dict[str, Any] | bytes:
         ("features not object", "decision.actions.0.features: must be dict, got list [type]"),
         ("ranking ids", "decision.ranking: must hold each offered action id once"),
         ("same id twice", "[ranking_ids]"),
+        ("action without id", "decision.actions.2.id: Field required [missing]"),
+        ("features null", "decision.actions.1.features: must be dict, got null [type]"),
+        ("probability bool", "decision.ranking.2.probability: must be float or int, got bool"),
+        ("ranking entry list", "decision.ranking.3: must be dict, got list [type]"),
         ("chosen index", "decision.chosen_index: must be in [0, 3), got 3 [chosen_index_range]"),
         ("naive time", "decision.occurred_at: must be an ISO 8601 time with a timezone"),
         ("no policy", "decision.policy: Field required [missing]"),
@@ -309,3 +317,14 @@ def test_a_decision_is_kept_as_its_bytes_with_the_fields_the_join_reads() -> Non
     assert (read.learn, read.deferred) == (True, False)
     unlearned = orjson.loads(raw) | {"learn": False, "actions": None, "ranking": None}
     assert TrustedDecision.read(orjson.dumps(unlearned)).learn is False
+
+
+def test_actions_without_features_are_read_with_none() -> None:
+    """An action the producer wrote without ``features`` is read with ``{}``, and learned."""
+    data = _data()
+    for action in data["decision"]["actions"]:
+        action.pop("features", None)
+    record = _read(data)
+    assert isinstance(record, TrainingRecord)
+    assert [action["features"] for action in record.values["decision"]["actions"]] == [{}] * 3
+    assert record.written is not None
