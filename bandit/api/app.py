@@ -65,7 +65,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, suppress
+from contextlib import asynccontextmanager
 
 import structlog
 from fastapi import FastAPI
@@ -87,7 +87,7 @@ from bandit.service.engine import DecisionEngine
 from bandit.service.explainer import Explainer
 from bandit.service.logging import LineLimiter, configure_logging
 from bandit.service.metrics import ApiMetrics
-from bandit.service.process import tune_gc
+from bandit.service.process import stop_task, tune_gc
 from bandit.service.producer import BufferedProducer
 from bandit.service.recovery import watch_restarts
 from bandit.service.state import StateStore
@@ -232,9 +232,7 @@ def create_app(
             finally:
                 await service.engine.stop()
         finally:
-            watcher.cancel()
-            with suppress(asyncio.CancelledError):
-                await watcher
+            await stop_task(watcher)
             await service.producer.stop(service.shutdown_flush_seconds)
             await control_redis.aclose()
             await features_redis.aclose()

@@ -49,7 +49,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import dataclasses
 import time
 from collections.abc import Mapping
@@ -78,6 +77,7 @@ from bandit.privacy.consent import (
     subject_token,
 )
 from bandit.privacy.minimise import _NONE_DROPPED, Dropped, Minimiser
+from bandit.service.process import stop_task
 from bandit.service.state import FeatureKind, StateStore
 from bandit.settings import Settings
 from bandit.wire.schemas import (
@@ -238,9 +238,7 @@ class DecisionEngine:
     async def stop(self) -> None:
         """Stop polling."""
         if self._poller is not None:
-            self._poller.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._poller
+            await stop_task(self._poller)
             self._poller = None
 
     # -- reading -------------------------------------------------------------------------

@@ -14,6 +14,7 @@ are still collected; pauses stay short (a young pass scans at most 50,000 object
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import gc
 import signal
@@ -21,7 +22,7 @@ import sys
 from collections.abc import Callable
 from typing import cast
 
-__all__ = ["GC_THRESHOLDS", "die_with_parent", "tune_gc"]
+__all__ = ["GC_THRESHOLDS", "die_with_parent", "stop_task", "tune_gc"]
 
 GC_THRESHOLDS = (50_000, 20, 50)
 """Allocations before a young-generation pass, then passes before each older one."""
@@ -53,3 +54,33 @@ def die_with_parent() -> None:
     """
     if _PRCTL is not None:
         _PRCTL(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+async def stop_task(task: asyncio.Task[object], *, every: float = 0.5) -> None:
+    """Cancel `task` and wait until it has ended, cancelling it again while it runs on.
+
+    One ``cancel()`` is not always enough: a cancellation that reaches a task inside a
+    library's own timeout (redis-py's reads, on Python 3.11's ``asyncio.timeout``) can be
+    turned into a ``TimeoutError`` and handled as one, and the task then runs on, so an
+    ``await task`` after it waits forever (a stopping API hung so). Cancelling again
+    every `every` seconds ends such a task at its next wait.
+
+    Examples
+    --------
+    >>> async def stubborn() -> None:
+    ...     try:
+    ...         await asyncio.sleep(60)
+    ...     except asyncio.CancelledError:
+    ...         pass  # swallowed, as a library's timeout may
+    ...     await asyncio.sleep(60)
+    >>> async def main() -> bool:
+    ...     task = asyncio.create_task(stubborn())
+    ...     await asyncio.sleep(0)
+    ...     await asyncio.wait_for(stop_task(task, every=0.01), 30)  # one cancel: a minute
+    ...     return task.done()
+    >>> asyncio.run(main())
+    True
+    """
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=every)
