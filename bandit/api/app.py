@@ -64,6 +64,7 @@ Logging
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -87,7 +88,7 @@ from bandit.service.engine import DecisionEngine
 from bandit.service.explainer import Explainer
 from bandit.service.logging import LineLimiter, configure_logging
 from bandit.service.metrics import ApiMetrics
-from bandit.service.process import stop_task, tune_gc
+from bandit.service.process import die_with_parent, stop_task, tune_gc
 from bandit.service.producer import BufferedProducer
 from bandit.service.recovery import watch_restarts
 from bandit.service.state import StateStore
@@ -286,6 +287,8 @@ def app_from_environment() -> FastAPI:
     What each API process of ``streambandit api`` runs (each of its ``--workers``), and
     ``uvicorn --factory bandit.api.app:app_from_environment``.
     """
+    if multiprocessing.parent_process() is not None:  # a worker of `--workers N`
+        die_with_parent()  # a supervisor killed outright leaves no worker behind
     settings = get_settings()
     configure_logging(settings.log_format)
     limit_server_lines(settings.api)

@@ -224,3 +224,52 @@ def test_a_stop_is_bounded_whatever_a_client_holds_open(
             supervisor.wait(10)
     assert supervisor.returncode == 0, log.read_text()
     assert log.read_text().count('"event":"api.stopped"') == 2
+
+
+def test_workers_end_with_a_supervisor_killed_outright(
+    broker: str, redis_url: str, tmp_path: Path
+) -> None:
+    """SIGKILL to the supervisor of ``--workers 2``: its workers end too, no orphan serves on."""
+    prefix = f"kw{uuid.uuid4().hex[:8]}"
+    log = tmp_path / "api.log"
+    env = {
+        **os.environ,
+        "STREAMBANDIT_KAFKA__BROKER": broker,
+        "STREAMBANDIT_KAFKA__TOPIC_PREFIX": prefix,
+        "STREAMBANDIT_REDIS__URL": redis_url,
+        "STREAMBANDIT_REDIS__KEY_PREFIX": prefix,
+        "STREAMBANDIT_API__HOST": "127.0.0.1",
+        "STREAMBANDIT_API__PORT": str(free_port()),
+        "STREAMBANDIT_API__KEYS": json.dumps([{"key": KEY}]),
+        "STREAMBANDIT_POLICIES": json.dumps({"default": "uniform"}),
+        "STREAMBANDIT_LOG_FORMAT": "json",
+    }
+    with log.open("wb") as out:
+        supervisor = subprocess.Popen(
+            [sys.executable, "-m", "bandit", "api", "--workers", "2"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        workers = _started_workers(supervisor, log, 2)
+    finally:
+        supervisor.kill()
+        supervisor.wait(10)
+    deadline = time.monotonic() + 30
+    alive = workers
+    while alive and time.monotonic() < deadline:
+        alive = [pid for pid in workers if Path(f"/proc/{pid}").exists() and _running(pid)]
+        time.sleep(0.1)
+    for pid in alive:  # do not leave them behind for the next test
+        os.kill(pid, signal.SIGKILL)
+    assert alive == [], f"workers {alive} outlived their supervisor"
+
+
+def _running(pid: int) -> bool:
+    """Whether `pid` is a live process (a zombie waiting for its reaper is not)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, IndexError):
+        return False
+    return state != "Z"
