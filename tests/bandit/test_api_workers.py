@@ -30,6 +30,26 @@ KEY = "workers-key-0123456789"
 HEADERS = {"X-API-Key": KEY}
 
 
+def _env(broker: str, redis_url: str, prefix: str, port: int, **api: str) -> dict[str, str]:
+    """The environment of ``streambandit api`` on the session's broker and Redis.
+
+    `api` adds ``STREAMBANDIT_API__<NAME>`` variables (e.g. ``OPS_PORT="8001"``).
+    """
+    return {
+        **os.environ,
+        "STREAMBANDIT_KAFKA__BROKER": broker,
+        "STREAMBANDIT_KAFKA__TOPIC_PREFIX": prefix,
+        "STREAMBANDIT_REDIS__URL": redis_url,
+        "STREAMBANDIT_REDIS__KEY_PREFIX": prefix,
+        "STREAMBANDIT_API__HOST": "127.0.0.1",
+        "STREAMBANDIT_API__PORT": str(port),
+        **{f"STREAMBANDIT_API__{name.upper()}": value for name, value in api.items()},
+        "STREAMBANDIT_API__KEYS": json.dumps([{"key": KEY}]),
+        "STREAMBANDIT_POLICIES": json.dumps({"default": "uniform"}),
+        "STREAMBANDIT_LOG_FORMAT": "json",
+    }
+
+
 @dataclass(frozen=True)
 class Served:
     supervisor: subprocess.Popen[bytes]
@@ -47,21 +67,15 @@ def served(
     prefix = f"wk{uuid.uuid4().hex[:8]}"
     port, ops = free_port(), free_port()
     log = tmp_path_factory.mktemp("workers") / "api.log"
-    env = {
-        **os.environ,
-        "STREAMBANDIT_KAFKA__BROKER": broker,
-        "STREAMBANDIT_KAFKA__TOPIC_PREFIX": prefix,
-        "STREAMBANDIT_REDIS__URL": redis_url,
-        "STREAMBANDIT_REDIS__KEY_PREFIX": prefix,
-        "STREAMBANDIT_API__HOST": "127.0.0.1",
-        "STREAMBANDIT_API__PORT": str(port),
-        "STREAMBANDIT_API__OPS_PORT": str(ops),
-        "STREAMBANDIT_API__HEADER_TIMEOUT_SECONDS": "0.5",
-        "STREAMBANDIT_API__MAX_BODY_BYTES": "100000",
-        "STREAMBANDIT_API__KEYS": json.dumps([{"key": KEY}]),
-        "STREAMBANDIT_POLICIES": json.dumps({"default": "uniform"}),
-        "STREAMBANDIT_LOG_FORMAT": "json",
-    }
+    env = _env(
+        broker,
+        redis_url,
+        prefix,
+        port,
+        ops_port=str(ops),
+        header_timeout_seconds="0.5",
+        max_body_bytes="100000",
+    )
     with log.open("wb") as out:
         supervisor = subprocess.Popen(
             [sys.executable, "-m", "bandit", "api", "--workers", "2"],
@@ -183,20 +197,7 @@ def test_a_stop_is_bounded_whatever_a_client_holds_open(
     prefix = f"st{uuid.uuid4().hex[:8]}"
     port = free_port()
     log = tmp_path / "api.log"
-    env = {
-        **os.environ,
-        "STREAMBANDIT_KAFKA__BROKER": broker,
-        "STREAMBANDIT_KAFKA__TOPIC_PREFIX": prefix,
-        "STREAMBANDIT_REDIS__URL": redis_url,
-        "STREAMBANDIT_REDIS__KEY_PREFIX": prefix,
-        "STREAMBANDIT_API__HOST": "127.0.0.1",
-        "STREAMBANDIT_API__PORT": str(port),
-        "STREAMBANDIT_API__BODY_TIMEOUT_SECONDS": "120",
-        "STREAMBANDIT_API__SHUTDOWN_SECONDS": "1",
-        "STREAMBANDIT_API__KEYS": json.dumps([{"key": KEY}]),
-        "STREAMBANDIT_POLICIES": json.dumps({"default": "uniform"}),
-        "STREAMBANDIT_LOG_FORMAT": "json",
-    }
+    env = _env(broker, redis_url, prefix, port, body_timeout_seconds="120", shutdown_seconds="1")
     with log.open("wb") as out:
         supervisor = subprocess.Popen(
             [sys.executable, "-m", "bandit", "api", "--workers", "2"],
@@ -232,18 +233,7 @@ def test_workers_end_with_a_supervisor_killed_outright(
     """SIGKILL to the supervisor of ``--workers 2``: its workers end too, no orphan serves on."""
     prefix = f"kw{uuid.uuid4().hex[:8]}"
     log = tmp_path / "api.log"
-    env = {
-        **os.environ,
-        "STREAMBANDIT_KAFKA__BROKER": broker,
-        "STREAMBANDIT_KAFKA__TOPIC_PREFIX": prefix,
-        "STREAMBANDIT_REDIS__URL": redis_url,
-        "STREAMBANDIT_REDIS__KEY_PREFIX": prefix,
-        "STREAMBANDIT_API__HOST": "127.0.0.1",
-        "STREAMBANDIT_API__PORT": str(free_port()),
-        "STREAMBANDIT_API__KEYS": json.dumps([{"key": KEY}]),
-        "STREAMBANDIT_POLICIES": json.dumps({"default": "uniform"}),
-        "STREAMBANDIT_LOG_FORMAT": "json",
-    }
+    env = _env(broker, redis_url, prefix, free_port())
     with log.open("wb") as out:
         supervisor = subprocess.Popen(
             [sys.executable, "-m", "bandit", "api", "--workers", "2"],
