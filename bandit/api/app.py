@@ -248,6 +248,10 @@ def create_app(
         lifespan=lifespan,
         docs_url=None,  # FastAPI's pages load their scripts from a CDN: bandit.api.apidocs
         redoc_url=None,
+        # No OpenTelemetry here (metrics: /metrics; logs: structlog): FastAPI's own
+        # check for a configured provider costs every request more than the hot route's
+        # middleware together.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.service = service
     for router in (native.router, privacy.router, admin.router, personalizer.router):
