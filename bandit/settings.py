@@ -354,6 +354,17 @@ class LearnerSettings(BaseModel):
             "served model; each snapshot costs the worker tens of milliseconds."
         ),
     )
+    decode_processes: int = Field(
+        default=1,
+        ge=0,
+        le=16,
+        description=(
+            "Helper processes that decode large batches of training records (a backlog) "
+            "while the worker learns the one before: decoding costs about three times "
+            "VW's learning step. 0 decodes everything in the worker "
+            "(streams.training.TrainingDecoder)."
+        ),
+    )
     stall_seconds: float = Field(
         default=30.0,
         gt=0.0,

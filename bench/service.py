@@ -46,7 +46,9 @@ learner
     schema version and structure checked: the topic is the service's own), into plain
     data and, in the same pass, into the VW text the policy learns through VW's native
     binding and the DSJSON line the log keeps (``streams/training.py``); the next
-    batches are fetched and read while the worker learns one. Raw VW learns the same N examples,
+    batches are fetched and read while the worker learns one, large ones in a helper process
+    (``streams.training.TrainingDecoder``, ``settings.learner.decode_processes``), which starts
+    on the first large batch. Raw VW learns the same N examples,
     given to ``pyvw.Workspace.learn`` as ready-made text lines with the policy's own VW
     flags, just before and just after the worker runs (the mean is the yardstick). The
     same rates per CPU-second (the CPU time of the worker and of any child process

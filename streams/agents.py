@@ -67,7 +67,6 @@ from bandit.settings import Settings
 from bandit.wire.schemas import (
     Activation,
     BehaviourEvent,
-    DeadLetter,
     PolicySettings,
     RewardsRecord,
     TrainingExample,
@@ -80,7 +79,7 @@ from streams.learner import BatchResult, Learner
 from streams.ledger import DecisionLog
 from streams.retrying import retry
 from streams.sink import DecisionLogWriter, LogEntry
-from streams.training import TrainingRecord, decode_training
+from streams.training import Decoded, TrainingDecoder, TrainingRecord, decode_training
 from streams.trusted import TrustedDecision
 
 if TYPE_CHECKING:
@@ -122,8 +121,6 @@ _REWARDS: TypeAdapter[RewardsRecord] = TypeAdapter(RewardsRecord)
 WATERMARK_HEADER = "streambandit-watermark"
 
 _log = structlog.get_logger("streams.agents")
-
-Decoded = TrainingRecord | DeadLetter
 
 
 class PolicySettingsCache:
@@ -299,7 +296,8 @@ def _register_training(app: StreamBanditApp, services: AppServices) -> None:
 
     Not a Faust agent: Faust's per-record cost would cap the learner (:mod:`streams.batch`).
     Each batch is decoded as soon as it is fetched (:func:`streams.training.decode_training`),
-    while the previous one is learned.
+    while the previous one is learned; large ones (a backlog) in helper processes
+    (:class:`streams.training.TrainingDecoder`, ``settings.learner.decode_processes``).
     Offsets are committed after the batch is handled, i.e. after the snapshot covering
     it is saved and it is in the decision log.
     """
@@ -317,14 +315,16 @@ def _register_training(app: StreamBanditApp, services: AppServices) -> None:
         # Another worker may have saved newer models while it owned these partitions.
         services.learner.invalidate()
 
+    decoder = TrainingDecoder(settings.decode_processes, max_bytes=letters.max_bytes)
+
     async def decode(records: list[RawRecord]) -> list[tuple[RawRecord, Decoded]]:
-        max_bytes = letters.max_bytes
-        return [(record, decode_training(record, max_bytes=max_bytes)) for record in records]
+        return list(zip(records, await decoder.decode(records), strict=True))
 
     async def handle(decoded: list[tuple[RawRecord, Decoded]]) -> None:
         await train_decoded(services, decision_log(), decoded)
 
     async def close() -> None:
+        decoder.close()
         for log in logs:
             log.writer.close()
         logs.clear()

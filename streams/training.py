@@ -47,11 +47,18 @@ shared |cuser tier=gold
 
 from __future__ import annotations
 
+import asyncio
+import multiprocessing
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
 from operator import itemgetter
-from typing import Any
+from typing import Any, TypeAlias
 
+import structlog
+
+from bandit.service.process import die_with_parent
 from bandit.wire.schemas import DeadLetter
 from policies import Action, Context
 from policies.dsjson import LoggedExample, dsjson_line, logged_example
@@ -60,11 +67,14 @@ from streams.sink import LogEntry, dsjson_extra, training_record
 from streams.trusted import check_features, training_values
 
 __all__ = [
+    "Decoded",
+    "TrainingDecoder",
     "TrainingRecord",
     "decode_training",
     "write_training",
 ]
 
+_log = structlog.get_logger("streams.training")
 _ID = itemgetter("id")
 _FEATURES = itemgetter("features")
 _PROBABILITY = itemgetter("probability")
@@ -85,8 +95,9 @@ class TrainingRecord:
     written
         The example in VW's formats, when the one-pass writer wrote it: VW policies
         learn its text, the decision log keeps its line.
-    values
-        The example as plain data (:func:`streams.trusted.training_values`).
+    read, source
+        The example as plain data (:func:`streams.trusted.training_values`), when kept;
+        and the record's value it was read from (see :attr:`values`).
     """
 
     partition: int
@@ -95,7 +106,20 @@ class TrainingRecord:
     event_id: str
     learnable: bool
     written: LoggedExample | None
-    values: Mapping[str, Any]
+    read: Mapping[str, Any] | None = field(default=None, repr=False)
+    source: bytes = field(default=b"", repr=False)
+
+    @property
+    def values(self) -> Mapping[str, Any]:
+        """The example as plain data: as read, or read again from `source`.
+
+        A record decoded in a helper process (:class:`TrainingDecoder`) comes back
+        without them (only what the learner and the log use); its `source` passed the
+        same checks there, so it is read again here, by the same function, when asked.
+        """
+        if self.read is not None:
+            return self.read
+        return training_values(self.source)
 
     def learn_inputs(self) -> tuple[Context, list[Action], int, float, float]:
         """Return what :meth:`policies.Policy.learn` takes for this example.
@@ -165,6 +189,7 @@ def decode_training(
         decision["learn"],
         write_training(values),
         values,
+        record.value or b"",
     )
 
 
@@ -197,3 +222,154 @@ def write_training(values: Mapping[str, Any]) -> LoggedExample | None:
         ranking=list(map(position.__getitem__, ranked_ids)),
         extra=dsjson_extra(values),
     )
+
+
+Decoded: TypeAlias = "TrainingRecord | DeadLetter"
+"""What a training record decodes to: the example, or its dead letter."""
+
+SHARED_FROM = 200
+"""Batches of at least this many records are decoded in the helper processes."""
+
+_Compact: TypeAlias = tuple[str, str, str, bytes]
+"""A learnable example written in VW's formats, as a helper sends it back: policy,
+event id, VW text, DSJSON line (the rest the worker holds already)."""
+
+
+class TrainingDecoder:
+    """Decode batches of training records, large ones in helper processes.
+
+    Decoding a record (:func:`decode_training`) costs about three times what VW's
+    learning step costs, all of it Python holding the interpreter lock. With
+    `processes` > 0, batches of at least `shared_from` records (a backlog) are split
+    between that many helper processes, which run :func:`decode_training` itself and
+    send back, per learnable example, only what the learner and the log use (policy,
+    event id, the two written formats); the worker meanwhile learns the previous batch
+    (:class:`streams.batch.BatchConsumer` prepares batches ahead). Smaller batches (live
+    traffic) are decoded in the worker, where they cost less than the round trip.
+
+    The helpers (``concurrent.futures.ProcessPoolExecutor``, spawned: they share nothing
+    with the worker but what is sent them) start on the first large batch, which the
+    worker decodes itself while they start, and die with the worker (Linux's
+    parent-death signal). When one fails, the batch is decoded in the worker and new
+    helpers start with the next large batch: decoding in a helper is only ever faster,
+    never different.
+
+    Parameters
+    ----------
+    processes
+        Helper processes; 0 decodes everything in the worker
+        (``settings.learner.decode_processes``).
+    max_bytes
+        Larger records are dead-lettered unread.
+    shared_from
+        The smallest batch decoded in the helpers.
+    """
+
+    def __init__(
+        self,
+        processes: int,
+        *,
+        max_bytes: int = DEAD_LETTER_MAX_BYTES,
+        shared_from: int = SHARED_FROM,
+    ) -> None:
+        if processes < 0 or shared_from < 1:
+            msg = f"`processes` must be >= 0 and `shared_from` >= 1, got {processes}, {shared_from}"
+            raise ValueError(msg)
+        self.processes = processes
+        self.max_bytes = max_bytes
+        self.shared_from = shared_from
+        self.shared = 0
+        """Records decoded in the helpers so far."""
+        self._pool: ProcessPoolExecutor | None = None
+        self._starting: list[Future[None]] = []
+
+    async def decode(self, records: Sequence[RawRecord]) -> list[Decoded]:
+        """Decode `records` (in order), in the helpers when the batch is large enough."""
+        pool = self._ready() if len(records) >= self.shared_from and self.processes else None
+        if pool is None:
+            return [decode_training(record, max_bytes=self.max_bytes) for record in records]
+        size = -(-len(records) // self.processes)
+        chunks = [records[start : start + size] for start in range(0, len(records), size)]
+        loop = asyncio.get_running_loop()
+        try:
+            parts = await asyncio.gather(
+                *(
+                    loop.run_in_executor(pool, _decode_shared, chunk, self.max_bytes)
+                    for chunk in chunks
+                )
+            )
+        except BrokenProcessPool as error:
+            _log.warning("training.helper_failed", reason=str(error) or type(error).__name__)
+            self.close()
+            return [decode_training(record, max_bytes=self.max_bytes) for record in records]
+        decoded: list[Decoded] = []
+        for chunk, part in zip(chunks, parts, strict=True):
+            for record, outcome in zip(chunk, part, strict=True):
+                if not isinstance(outcome, tuple):
+                    decoded.append(outcome)
+                    continue
+                policy, event_id, text, dsjson = outcome
+                decoded.append(
+                    TrainingRecord(
+                        record.partition,
+                        record.offset,
+                        policy,
+                        event_id,
+                        True,
+                        LoggedExample(text, dsjson),
+                        None,
+                        record.value or b"",
+                    )
+                )
+        self.shared += len(records)
+        return decoded
+
+    def close(self) -> None:
+        """Stop the helpers (new ones start with the next large batch)."""
+        pool, self._pool, self._starting = self._pool, None, []
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+
+    def _ready(self) -> ProcessPoolExecutor | None:
+        """Return the helpers once they have started; start them if none are."""
+        if self._pool is None:
+            context = multiprocessing.get_context("spawn")
+            self._pool = ProcessPoolExecutor(
+                self.processes, mp_context=context, initializer=die_with_parent
+            )
+            self._starting = [self._pool.submit(_started) for _ in range(self.processes)]
+            return None
+        if not all(future.done() for future in self._starting):
+            return None
+        if any(future.exception() is not None for future in self._starting):
+            _log.warning("training.helper_failed", reason="a helper did not start")
+            self.close()
+            return None
+        return self._pool
+
+
+def _started() -> None:
+    """Run in each helper once: it has started and imported this module."""
+
+
+def _decode_shared(records: Sequence[RawRecord], max_bytes: int) -> list[_Compact | Decoded]:
+    """In a helper: decode `records`; send back the compact form of written examples."""
+    out: list[_Compact | Decoded] = []
+    for record in records:
+        outcome = decode_training(record, max_bytes=max_bytes)
+        if isinstance(outcome, TrainingRecord):
+            written = outcome.written
+            if written is not None:
+                out.append((outcome.policy, outcome.event_id, written.text, written.dsjson))
+                continue
+            outcome = TrainingRecord(  # its values go back, not the source again
+                outcome.partition,
+                outcome.offset,
+                outcome.policy,
+                outcome.event_id,
+                outcome.learnable,
+                None,
+                outcome.read,
+            )
+        out.append(outcome)
+    return out
