@@ -89,6 +89,7 @@ def model_response(
 
 
 ERROR_TEXT: dict[int, str] = {
+    400: "Invalid input (Personalizer's routes): every broken rule, by field.",
     401: "No API key, or an unknown one (the privacy page: no valid page token).",
     403: "The key may not use this policy or do this.",
     404: "No such served policy.",
@@ -110,7 +111,7 @@ def error_responses(*statuses: int, model: type[BaseModel] = ErrorResponse) -> d
 
 ERROR_RESPONSES = error_responses(401, 403, 408, 413, 415, 422, 503)
 PERSONALIZER_ERRORS = error_responses(
-    401, 403, 404, 408, 413, 415, 422, 503, model=PersonalizerErrorResponse
+    400, 401, 403, 404, 408, 413, 415, 503, model=PersonalizerErrorResponse
 )
 POLICY_ERRORS = error_responses(404)
 """Routes naming a policy (query, path or body) answer 404 when it is not served."""
@@ -125,7 +126,10 @@ def error_response(request: Request, error: RefusedRequestError) -> Response:
         reason=error.message,
         invalid=[".".join(map(str, d.get("loc", []))) for d in error.details] or None,
     )
+    status = error.status
     if request.url.path.startswith(_PERSONALIZER_PREFIX):
+        if status == 422:  # Personalizer's status for invalid input
+            status = 400
         details = [
             {"code": d.get("type", error.code), "message": d.get("msg", ""), "target": _target(d)}
             for d in error.details
@@ -135,7 +139,7 @@ def error_response(request: Request, error: RefusedRequestError) -> Response:
         body = {"detail": error.details}
     else:
         body = {"detail": error.message}
-    return json_response(body, error.status, error.headers)
+    return json_response(body, status, error.headers)
 
 
 def _target(detail: Mapping[str, Any]) -> str | None:

@@ -1,15 +1,24 @@
-"""The Personalizer routes (``/personalizer/v1.0``): rank, reward and activate.
+"""The Personalizer routes: rank, reward and activate, at every path its clients use.
 
 How they differ from Azure Personalizer is described in :mod:`bandit.wire.personalizer`;
 they decide and produce as the native routes do (:mod:`bandit.api.native`).
+
+Personalizer's clients name the API version in the path (``/personalizer/v1.0/``, used
+by ``azure-cognitiveservices-personalizer``; ``/personalizer/v1.1-preview.1|2|3/``, used
+by the .NET 2.x client) or in the query (``/personalizer/rank?api-version=2022-09-01-preview``,
+used by ``azure-ai-personalizer``). Each route has one handler, declared once here
+(:func:`_route`), and is served at each of those paths; the query form answers 400
+naming ``api-version`` for a version it does not know (declared, so the OpenAPI document
+lists the versions).
 """
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, Any, Literal, TypeVar, get_args
 
 import pydantic
-from fastapi import APIRouter, Path, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import Response
 
 from bandit.api.deps import CallerDep, PolicyQuery, ServiceDep, read_body, resolve_policy
@@ -25,18 +34,57 @@ from bandit.wire.personalizer import (
     to_reward,
 )
 
-__all__ = ["router"]
+__all__ = ["API_VERSIONS", "PATH_VERSIONS", "router"]
 
-router = APIRouter(
-    prefix="/personalizer/v1.0", tags=["personalizer"], responses=PERSONALIZER_ERRORS
-)
+PATH_VERSIONS = ("v1.0", "v1.1-preview.1", "v1.1-preview.2", "v1.1-preview.3")
+"""The API versions Personalizer's clients put in the path: ``/personalizer/<version>/``."""
+ApiVersion = Literal["2022-09-01-preview"]
+"""The API versions Personalizer's clients put in the query: ``?api-version=<version>``."""
+API_VERSIONS: tuple[str, ...] = get_args(ApiVersion)
+
+router = APIRouter(tags=["personalizer"], responses=PERSONALIZER_ERRORS)
+
+Handler = TypeVar("Handler", bound=Callable[..., Any])
+
+
+def _api_version(
+    api_version: Annotated[
+        ApiVersion, Query(alias="api-version", description="The Personalizer API version.")
+    ],
+) -> None:
+    """Take the query form's API version: any other is refused (400 naming ``api-version``)."""
+
+
+def _route(path: str, **options: Any) -> Callable[[Handler], Handler]:
+    """Serve the decorated handler at ``path`` under every Personalizer API version.
+
+    ``/personalizer/<version><path>`` for each of :data:`PATH_VERSIONS`, and
+    ``/personalizer<path>?api-version=...`` for :data:`API_VERSIONS`.
+    """
+
+    def register(handler: Handler) -> Handler:
+        for version in PATH_VERSIONS:
+            router.add_api_route(
+                f"/personalizer/{version}{path}", handler, methods=["POST"], **options
+            )
+        router.add_api_route(
+            f"/personalizer{path}",
+            handler,
+            methods=["POST"],
+            dependencies=[Depends(_api_version)],
+            **options,
+        )
+        return handler
+
+    return register
+
 
 # -- Personalizer routes -----------------------------------------------------------------
 
 EventIdPath = Annotated[str, Path(alias="eventId", description="The event id of the decision.")]
 
 
-@router.post(
+@_route(
     "/rank",
     status_code=201,
     response_model=PersonalizerRankResponse,
@@ -61,7 +109,7 @@ async def personalizer_rank(
     return model_response(PersonalizerRankResponse.from_decision(decision), 201, headers)
 
 
-@router.post(
+@_route(
     "/events/{eventId}/reward",
     status_code=204,
     openapi_extra=reads_body(PersonalizerRewardRequest),
@@ -84,7 +132,7 @@ async def personalizer_reward(
     return Response(status_code=204)
 
 
-@router.post("/events/{eventId}/activate", status_code=204)
+@_route("/events/{eventId}/activate", status_code=204)
 async def personalizer_activate(
     request: Request,
     service: ServiceDep,

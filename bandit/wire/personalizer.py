@@ -1,8 +1,11 @@
 """Azure AI Personalizer-compatible requests and responses, mapped to streambandit's.
 
 A Personalizer client ports by changing its endpoint to the streambandit API: the
-routes are Personalizer's v1.0 paths, the bodies are its JSON shapes, and the key it
-sends in ``Ocp-Apim-Subscription-Key`` is accepted as an API key.
+routes are Personalizer's paths (``/personalizer/v1.0/``, ``/personalizer/v1.1-preview.1``,
+``.2`` and ``.3``, and ``/personalizer/...?api-version=2022-09-01-preview``:
+:mod:`bandit.api.personalizer`), the bodies are its JSON shapes, and the key it sends
+in ``Ocp-Apim-Subscription-Key`` is accepted as an API key. The table names the v1.0
+paths; every version serves the same.
 
 ==================================================  ====================================
 Personalizer                                        streambandit
@@ -27,7 +30,7 @@ Within each object:
   ``emb.0`` and ``emb.1`` in namespace ``user`` (an array at the top level goes to the
   default namespace the same way);
 - several objects naming the same namespace are merged; the same feature twice is an
-  error (422) naming both places.
+  error (400) naming both places.
 
 Differences from Personalizer
 -----------------------------
@@ -45,7 +48,7 @@ Differences from Personalizer
   top level, or names with spaces) and unknown request fields are rejected rather than
   ignored. An empty context is allowed.
 - **Errors**: Personalizer's error envelope ``{"error": {"code", "message",
-  "details"}}``, but invalid input is **422** (Personalizer: 400), each detail naming
+  "details"}}``; invalid input is 400, as Personalizer answered it, each detail naming
   the field in the Personalizer body (``target``, e.g. ``actions[1].features[0].price``)
   and the rule. A missing or unknown key is 401, a key not allowed the policy or
   action 403, an unavailable broker with a full buffer 503.
@@ -55,7 +58,7 @@ Differences from Personalizer
   The response also carries the headers ``X-Streambandit-Policy`` and
   ``X-Streambandit-Model-Version``.
 - **Rewards**: a number within ``limits.min_reward`` and ``limits.max_reward``
-  (default [-1000, 1000], docs/limits.md; Personalizer asked for [-1, 1]), else 422
+  (default [-1000, 1000], docs/limits.md; Personalizer asked for [-1, 1]), else 400
   naming ``value``; several rewards per event are aggregated by the policy's
   ``reward_aggregation`` within its ``reward_wait_seconds``. A reward is accepted
   (204) once it is on the ``rewards`` topic, before any join, so an event id without

@@ -92,13 +92,13 @@ def test_a_reward_inside_the_range_is_accepted(http: httpx.Client, reward: float
 def test_the_personalizer_reward_route_refuses_values_outside_the_range(
     http: httpx.Client, value: float
 ) -> None:
-    """Personalizer's reward answers 422 (its error shape) naming `value` and the rule."""
+    """Personalizer's reward answers 400 (its error shape) naming `value` and the rule."""
     response = http.post(
         f"/personalizer/v1.0/events/{_event_id(http)}/reward",
         json={"value": value},
         headers={"Ocp-Apim-Subscription-Key": APP_KEY},
     )
-    assert response.status_code == 422, response.text
+    assert response.status_code == 400, response.text
     error = response.json()["error"]
     assert [d["target"] for d in error["details"]] == ["value"]
     assert RULE in error["details"][0]["message"]

@@ -1,0 +1,123 @@
+"""Personalizer's routes at every path its clients use, one handler each.
+
+``/personalizer/v1.0/`` (azure-cognitiveservices-personalizer), ``/personalizer/v1.1-preview.1``
+to ``.3`` (the .NET 2.x client) and ``/personalizer/...?api-version=2022-09-01-preview``
+(azure-ai-personalizer): a real uvicorn server, the real broker and Redis; each path's
+rank is logged as a decision, and its reward and activation reach the rewards topic.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from bandit.api.app import create_app
+from bandit.api.personalizer import API_VERSIONS, PATH_VERSIONS
+from bandit.wire.schemas import Decision
+from tests.bandit.serving import served
+from tests.bandit.test_api import SUBSCRIPTION, Server, _read, _settings
+
+RANK = {
+    "contextFeatures": [{"timeOfDay": "Morning"}, {"user": {"tier": "gold"}}],
+    "actions": [{"id": "news", "features": [{"topic": "news"}]}, {"id": "sports"}],
+}
+
+
+@pytest.fixture(scope="module")
+def server(broker: str, redis_url: str) -> Iterator[Server]:
+    """The API (as tests/bandit/test_api.py serves it) for this module."""
+    settings = _settings(broker, redis_url)
+    with served(create_app(settings), "api-personalizer-paths") as url:
+        yield Server(url, settings)
+
+
+@pytest.fixture
+def client(server: Server) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server.url, timeout=10) as http:
+        yield http
+
+
+PREFIXES = [
+    *[(f"/personalizer/{version}", "") for version in PATH_VERSIONS],
+    *[("/personalizer", f"?api-version={version}") for version in API_VERSIONS],
+]
+
+
+@pytest.mark.parametrize(("prefix", "query"), PREFIXES, ids=[p + q for p, q in PREFIXES])
+def test_every_path_ranks_rewards_and_activates(
+    client: httpx.Client, server: Server, broker: str, prefix: str, query: str
+) -> None:
+    event_id = f"pz-{uuid.uuid4().hex[:12]}"
+    body: dict[str, Any] = {**RANK, "eventId": event_id, "deferActivation": True}
+    ranked = client.post(f"{prefix}/rank{query}", json=body, headers=SUBSCRIPTION)
+    assert ranked.status_code == 201, ranked.text
+    answer = ranked.json()
+    assert answer["eventId"] == event_id
+    assert answer["ranking"][0]["id"] == answer["rewardActionId"]
+    reward = client.post(
+        f"{prefix}/events/{event_id}/reward{query}", json={"value": 0.5}, headers=SUBSCRIPTION
+    )
+    assert (reward.status_code, reward.content) == (204, b""), reward.text
+    activate = client.post(f"{prefix}/events/{event_id}/activate{query}", headers=SUBSCRIPTION)
+    assert (activate.status_code, activate.content) == (204, b""), activate.text
+
+    topics = server.settings.kafka.topic_prefix
+    [logged] = [
+        Decision.model_validate_json(value)
+        for value in _read(broker, f"{topics}.decisions", {event_id})
+    ]
+    assert (logged.chosen_action_id, logged.deferred) == (answer["rewardActionId"], True)
+    feedback = _read(broker, f"{topics}.rewards", {event_id})
+    assert len(feedback) == 2  # the reward and the activation
+
+
+@pytest.mark.parametrize(
+    ("query", "says"),
+    [
+        ("?api-version=2016-01-01", "Input should be '2022-09-01-preview'"),
+        ("", "Field required"),
+    ],
+)
+def test_the_query_form_refuses_an_unknown_or_missing_api_version(
+    client: httpx.Client, query: str, says: str
+) -> None:
+    """400 in Personalizer's error envelope, naming ``api-version``; nothing is decided."""
+    answer = client.post(f"/personalizer/rank{query}", json=RANK, headers=SUBSCRIPTION)
+    assert answer.status_code == 400, answer.text
+    error = answer.json()["error"]
+    assert error["code"] == "BadRequest"
+    text = " ".join([error["message"], *(d["message"] for d in error["details"])])
+    assert says in text
+    assert any("api-version" in (d["target"] or "") for d in error["details"])
+
+
+def test_invalid_input_is_400_in_personalizers_envelope_on_every_path(
+    client: httpx.Client,
+) -> None:
+    """Personalizer answered invalid input with 400; the native routes keep 422."""
+    bad = {**RANK, "deferActivation": "later"}
+    for prefix, query in PREFIXES:
+        answer = client.post(f"{prefix}/rank{query}", json=bad, headers=SUBSCRIPTION)
+        assert answer.status_code == 400, (prefix, answer.text)
+        [detail] = answer.json()["error"]["details"]
+        assert detail["target"] == "deferActivation"
+    native = client.post(
+        "/v1/rank",
+        json={"actions": [{"id": "a"}], "defer_activation": "later"},
+        headers=SUBSCRIPTION,
+    )
+    assert native.status_code == 422
+
+
+def test_the_openapi_document_lists_every_path(client: httpx.Client) -> None:
+    paths = set(client.get("/openapi.json").json()["paths"])
+    for prefix, _ in PREFIXES:
+        assert {
+            f"{prefix}/rank",
+            f"{prefix}/events/{{eventId}}/reward",
+            f"{prefix}/events/{{eventId}}/activate",
+        } <= paths
