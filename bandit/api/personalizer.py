@@ -106,7 +106,8 @@ async def personalizer_rank(
         "X-Streambandit-Policy": decision.policy,
         "X-Streambandit-Model-Version": decision.model_version,
     }
-    return model_response(PersonalizerRankResponse.from_decision(decision), 201, headers)
+    answer = PersonalizerRankResponse.from_decision(decision, rank_request.excluded_actions)
+    return model_response(answer, 201, headers)
 
 
 @_route(

@@ -44,17 +44,20 @@ Differences from Personalizer
   syntax, id syntax, the configured size limits, finite numbers, printable strings).
   Event and action ids must match ``[A-Za-z0-9][A-Za-z0-9_.:-]*`` and be at most
   ``limits.max_id_length`` (128) characters; Personalizer took any string up to 256.
-  ``null`` feature values, feature names that are not valid (e.g. array indices at the
-  top level, or names with spaces) and unknown request fields are rejected rather than
-  ignored. An empty context is allowed.
+  Feature names that are not valid (e.g. array indices at the top level, or names with
+  spaces) are rejected. As Personalizer did, a ``null`` feature value (or a ``null``
+  list of feature objects) is taken as no feature, and request fields it did not know
+  are ignored. An empty context is allowed.
 - **Errors**: Personalizer's error envelope ``{"error": {"code", "message",
   "details"}}``; invalid input is 400, as Personalizer answered it, each detail naming
   the field in the Personalizer body (``target``, e.g. ``actions[1].features[0].price``)
   and the rule. A missing or unknown key is 401, a key not allowed the policy or
   action 403, an unavailable broker with a full buffer 503.
-- **Ranking**: only the actions offered to the policy are ranked; excluded actions are
-  left out of ``ranking``. The chosen action (``rewardActionId``) is ranked first, the
-  rest by decreasing probability. Every probability is in (0, 1] and they sum to 1.
+- **Ranking**: the actions offered to the policy are ranked, the chosen action
+  (``rewardActionId``) first, the rest by decreasing probability; each probability is in
+  (0, 1] and they sum to 1. The excluded actions follow, in the request's order, with
+  probability 0, as Personalizer ranked them (the decision log holds only the actions
+  the policy was offered).
   The response also carries the headers ``X-Streambandit-Policy`` and
   ``X-Streambandit-Model-Version``.
 - **Rewards**: a number within ``limits.min_reward`` and ``limits.max_reward``
@@ -65,18 +68,19 @@ Differences from Personalizer
   a decision is not an error here; the join agent decides what such a reward means
   (DESIGN.md, contract 4). Activations likewise: any valid event id is accepted and
   goes to the ``rewards`` topic.
-- Only the v1.0 paths exist. Multi-slot rank (v1.1-preview) and the evaluation,
-  configuration, model and log APIs are not provided: the native API (``/v1/...``,
-  e.g. ``GET``/``PUT /v1/policies/{name}/settings``) covers what they configured.
+- Rank, reward and activate are served at every version's path. Multi-slot rank and
+  the evaluation, configuration, model and log APIs are not provided yet: the native API
+  (``/v1/...``, e.g. ``GET``/``PUT /v1/policies/{name}/settings``) covers what they
+  configured.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, Self
+from typing import Annotated, Any, Self
 
 import pydantic
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictFloat
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from bandit.settings import Limits
@@ -111,17 +115,31 @@ class _Camel(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", serialize_by_alias=True)
 
 
-class PersonalizerRankableAction(_Camel):
+class _Request(_Camel):
+    """A request body: fields Personalizer did not know are ignored, as it ignored them."""
+
+    model_config = ConfigDict(extra="ignore")
+
+
+def _no_null(value: Any) -> Any:
+    return [] if value is None else value
+
+
+FeatureObjects = Annotated[list[dict[str, Any]], BeforeValidator(_no_null)]
+"""A list of feature objects; ``null`` is taken as none, as Personalizer took it."""
+
+
+class PersonalizerRankableAction(_Request):
     """One action of a Personalizer rank request: an id and a list of feature objects."""
 
     id: str
-    features: list[dict[str, Any]] = Field(default_factory=list)
+    features: FeatureObjects = Field(default_factory=list)
 
 
-class PersonalizerRankRequest(_Camel):
+class PersonalizerRankRequest(_Request):
     """Personalizer's rank request body (``POST /personalizer/v1.0/rank``)."""
 
-    context_features: list[dict[str, Any]] = Field(default_factory=list, alias="contextFeatures")
+    context_features: FeatureObjects = Field(default_factory=list, alias="contextFeatures")
     actions: list[PersonalizerRankableAction]
     excluded_actions: list[str] = Field(default_factory=list, alias="excludedActions")
     event_id: str | None = Field(default=None, alias="eventId")
@@ -143,19 +161,26 @@ class PersonalizerRankResponse(_Camel):
     reward_action_id: str = Field(alias="rewardActionId")
 
     @classmethod
-    def from_decision(cls, decision: Decision) -> Self:
-        """Build the response for `decision`: its ranking, chosen action first."""
+    def from_decision(cls, decision: Decision, excluded: Sequence[str] = ()) -> Self:
+        """Build the response for `decision`: its ranking, chosen action first.
+
+        The `excluded` actions (the request's ``excludedActions``) follow, in the
+        request's order, with probability 0, as Personalizer ranked them.
+        """
         return cls(
             ranking=[
-                PersonalizerRankedAction(id=entry.id, probability=entry.probability)
-                for entry in decision.ranking
+                *(
+                    PersonalizerRankedAction(id=entry.id, probability=entry.probability)
+                    for entry in decision.ranking
+                ),
+                *(PersonalizerRankedAction(id=action, probability=0.0) for action in excluded),
             ],
             eventId=decision.event_id,
             rewardActionId=decision.chosen_action_id,
         )
 
 
-class PersonalizerRewardRequest(_Camel):
+class PersonalizerRewardRequest(_Request):
     """Personalizer's reward body: ``{"value": 1.0}``."""
 
     value: StrictFloat = Field(allow_inf_nan=False)  # strict: false is no reward of 0.0
@@ -238,7 +263,7 @@ class _Flattener:
                             ours=(*ours, key),
                             depth=1,
                         )
-                else:
+                elif value is not None:  # (null: no feature, as Personalizer took it)
                     self.origins.setdefault((*ours, DEFAULT_NAMESPACE), (*theirs, index))
                     features = result.setdefault(DEFAULT_NAMESPACE, {})
                     namespace: Loc = (*ours, DEFAULT_NAMESPACE)
@@ -264,13 +289,7 @@ class _Flattener:
                     item, f"{name}.{key}", (*where, key), out=out, ours=ours, depth=depth + 1
                 )
             return
-        if value is None:
-            self.error(
-                "feature_value_null",
-                "feature values must be a number, a string or a boolean, got null "
-                "(leave the feature out instead)",
-                where,
-            )
+        if value is None:  # as Personalizer took it: no feature
             return
         if name in out:
             first = self.origins.get((*ours, name), ())

@@ -1,4 +1,4 @@
-"""Personalizer's routes at every path its clients use, one handler each.
+"""Personalizer's routes at every path its clients use, one handler each, as lenient as it.
 
 ``/personalizer/v1.0/`` (azure-cognitiveservices-personalizer), ``/personalizer/v1.1-preview.1``
 to ``.3`` (the .NET 2.x client) and ``/personalizer/...?api-version=2022-09-01-preview``
@@ -121,3 +121,36 @@ def test_the_openapi_document_lists_every_path(client: httpx.Client) -> None:
             f"{prefix}/events/{{eventId}}/reward",
             f"{prefix}/events/{{eventId}}/activate",
         } <= paths
+
+
+def test_null_features_and_unknown_fields_are_ignored_and_excluded_actions_ranked_zero(
+    client: httpx.Client, server: Server, broker: str
+) -> None:
+    """As Personalizer took them: nothing of a null or an unknown field reaches the log."""
+    event_id = f"pz-{uuid.uuid4().hex[:12]}"
+    body = {
+        "contextFeatures": [{"user": {"tier": "gold", "age": None}}, {"device": None}],
+        "actions": [
+            {"id": "news", "features": None, "rank": 3},
+            {"id": "sports", "features": [{"topic": "sports", "size": None}]},
+            {"id": "weather"},
+        ],
+        "excludedActions": ["weather"],
+        "eventId": event_id,
+        "clientVersion": "1.2.3",
+    }
+    answer = client.post("/personalizer/rank?api-version=2022-09-01-preview", json=body,
+                         headers=SUBSCRIPTION)  # fmt: skip
+    assert answer.status_code == 201, answer.text
+    ranking = answer.json()["ranking"]
+    assert [entry["id"] for entry in ranking[2:]] == ["weather"]
+    assert ranking[2]["probability"] == 0.0
+    assert all(entry["probability"] > 0 for entry in ranking[:2])
+    topics = server.settings.kafka.topic_prefix
+    [logged] = [
+        Decision.model_validate_json(value)
+        for value in _read(broker, f"{topics}.decisions", {event_id})
+    ]
+    assert logged.context == {"user": {"tier": "gold"}}
+    features = {action.id: action.features for action in logged.actions}
+    assert features == {"news": {}, "sports": {"default": {"topic": "sports"}}}
