@@ -12,7 +12,7 @@ import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -85,12 +85,19 @@ class Server:
     settings: Settings
 
 
+@contextmanager
+def serve_api(broker: str, redis_url: str, name: str) -> Iterator[Server]:
+    """Serve the API of `_settings` by uvicorn on a free port, in a thread named `name`."""
+    settings = _settings(broker, redis_url)
+    with served(create_app(settings), name) as url:
+        yield Server(url, settings)
+
+
 @pytest.fixture(scope="module")
 def server(broker: str, redis_url: str) -> Iterator[Server]:
     """The API served by uvicorn on a free port, in a thread, for this module."""
-    settings = _settings(broker, redis_url)
-    with served(create_app(settings), "api-under-test") as url:
-        yield Server(url, settings)
+    with serve_api(broker, redis_url, "api-under-test") as running:
+        yield running
 
 
 @pytest.fixture

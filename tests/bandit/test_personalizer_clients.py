@@ -20,10 +20,8 @@ from azure.core.exceptions import HttpResponseError
 from msrest.authentication import CognitiveServicesCredentials
 from msrest.exceptions import HttpOperationError
 
-from bandit.api.app import create_app
 from bandit.wire.schemas import Decision
-from tests.bandit.serving import served
-from tests.bandit.test_api import APP_KEY, Server, _read, _settings
+from tests.bandit.test_api import APP_KEY, Server, _read, serve_api
 
 ACTIONS = [
     {"id": "pasta", "features": [{"taste": "savory", "spiceLevel": "medium"}]},
@@ -35,10 +33,9 @@ CONTEXT = [{"timeOfDay": "Morning"}, {"user": {"tier": "gold"}}]
 
 @pytest.fixture(scope="module")
 def server(broker: str, redis_url: str) -> Iterator[Server]:
-    """The API (as tests/bandit/test_api.py serves it) for this module."""
-    settings = _settings(broker, redis_url)
-    with served(create_app(settings), "api-personalizer-clients") as url:
-        yield Server(url, settings)
+    """The API as tests/bandit/test_api.py serves it, for this module."""
+    with serve_api(broker, redis_url, "api-personalizer-clients") as running:
+        yield running
 
 
 def _logged(server: Server, broker: str, event_id: str) -> tuple[Decision, int]:

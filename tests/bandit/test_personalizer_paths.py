@@ -15,11 +15,9 @@ from typing import Any
 import httpx
 import pytest
 
-from bandit.api.app import create_app
 from bandit.api.personalizer import API_VERSIONS, PATH_VERSIONS
 from bandit.wire.schemas import Decision
-from tests.bandit.serving import served
-from tests.bandit.test_api import SUBSCRIPTION, Server, _read, _settings
+from tests.bandit.test_api import SUBSCRIPTION, Server, _read, serve_api
 
 RANK = {
     "contextFeatures": [{"timeOfDay": "Morning"}, {"user": {"tier": "gold"}}],
@@ -29,10 +27,9 @@ RANK = {
 
 @pytest.fixture(scope="module")
 def server(broker: str, redis_url: str) -> Iterator[Server]:
-    """The API (as tests/bandit/test_api.py serves it) for this module."""
-    settings = _settings(broker, redis_url)
-    with served(create_app(settings), "api-personalizer-paths") as url:
-        yield Server(url, settings)
+    """The API as tests/bandit/test_api.py serves it, for this module."""
+    with serve_api(broker, redis_url, "api-personalizer-paths") as running:
+        yield running
 
 
 @pytest.fixture
