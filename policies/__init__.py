@@ -7,7 +7,7 @@ A :class:`Policy` maps a context and the offered actions to a :class:`Distributi
 
 from __future__ import annotations
 
-from policies._base import Policy, check_feature_values, check_reward
+from policies._base import Policy, check_feature_values, check_reward, snapshot_contents
 from policies._distribution import (
     Choice,
     Distribution,
@@ -35,4 +35,5 @@ __all__ = [
     "make_policy",
     "policy_class",
     "rng_for_event",
+    "snapshot_contents",
 ]

@@ -25,6 +25,7 @@ __all__ = [
     "Policy",
     "check_feature_values",
     "check_reward",
+    "snapshot_contents",
 ]
 
 _MAGIC = b"streambandit-snapshot/1\n"
@@ -438,6 +439,28 @@ def _check_feature(context: Context, actions: Sequence[Action], feature: Feature
     if feature.name not in features.get(feature.namespace, {}):
         msg = f"{where} has no feature {feature.namespace}.{feature.name} to take away"
         raise InvalidFeaturesError(msg)
+
+
+def snapshot_contents(data: bytes) -> tuple[dict[str, Any], bytes]:
+    """Return a snapshot's header and payload, checked (:meth:`Policy.snapshot` wrote them).
+
+    The header holds ``policy`` (the class name), ``params``, ``n_learned`` and the
+    payload's ``sha256``; for a VW policy the payload is the model file VW saved, which
+    ``vw -i`` loads.
+
+    Raises
+    ------
+    SnapshotError
+        If the bytes are not a snapshot, or are corrupt.
+
+    Examples
+    --------
+    >>> from policies import make_policy
+    >>> header, payload = snapshot_contents(make_policy("uniform").snapshot())
+    >>> header["policy"], header["n_learned"]
+    ('uniform', 0)
+    """
+    return _open_envelope(data)
 
 
 def _open_envelope(data: bytes) -> tuple[dict[str, Any], bytes]:

@@ -1,14 +1,17 @@
-"""The admin routes: a policy's live settings and kill switch, noisy privacy reports.
+"""The admin routes: a policy's live settings, kill switch and model; noisy privacy reports.
 
-Changing settings, the kill switch, releasing a report and reading the privacy ledger
-need an ``admin`` key; any key allowed the policy may read its settings.
+Changing settings, the kill switch, exporting a model, releasing a report and reading
+the privacy ledger need an ``admin`` key; any key allowed the policy may read its
+settings and its model's properties.
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
-from typing import Literal
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
@@ -35,11 +38,25 @@ from bandit.api.errors import (
 from bandit.api.native import parse_body
 from bandit.api.openapi import reads_body
 from bandit.api.requestlog import note
-from bandit.errors import ConfigurationError
+from bandit.errors import ConfigurationError, SnapshotError
 from bandit.privacy.dp import BudgetExhaustedError, PrivacyLedger, laplace
+from bandit.service.state import ModelRecord
 from bandit.wire.schemas import PolicyName, PolicySettings, WireModel
+from policies import policy_class, snapshot_contents
+from policies.vw import VWPolicy
 
-__all__ = ["BaselineSwitch", "Ledger", "Release", "Report", "ReportRequest", "router"]
+__all__ = [
+    "BaselineSwitch",
+    "Ledger",
+    "ModelProperties",
+    "Release",
+    "Report",
+    "ReportRequest",
+    "SavedModel",
+    "model_file",
+    "router",
+    "saved_model",
+]
 
 router = APIRouter(prefix="/v1", tags=["native"], responses=ERROR_RESPONSES)
 
@@ -266,3 +283,143 @@ async def put_baseline_route(
             current, _ = await _live_settings(service, name)
     switched = current.model_copy(update={"baseline_forced": body.forced})
     return await _store_settings(request, service, name, switched)
+
+
+# -- models ------------------------------------------------------------------------------
+
+
+class ModelProperties(BaseModel):
+    """A policy's saved model (``GET /v1/policies/{name}/model/properties``).
+
+    Attributes
+    ----------
+    policy
+        The served policy's name.
+    policy_class
+        The registered name of the policy class that learned it (``vw`` for every VW
+        spec, ``vw-squarecb`` included).
+    model_version
+        The version served (it grows by one with each save).
+    n_learned
+        Examples the model learned.
+    created_at, saved_at
+        When the policy's first model was saved (the lineage this version learned on
+        from), and when this version was.
+    vw_model_bytes
+        The size of its VW model file (``GET /v1/policies/{name}/model``); None for a
+        policy that is not VW's.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    policy: str
+    policy_class: str
+    model_version: int
+    n_learned: int
+    created_at: datetime
+    saved_at: datetime
+    vw_model_bytes: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class SavedModel:
+    """A policy's saved model as the model routes read it: record, header and payload."""
+
+    record: ModelRecord
+    header: dict[str, Any]
+    payload: bytes
+
+    @property
+    def is_vw(self) -> bool:
+        """Whether the payload is a VW model file (``vw -i`` loads it)."""
+        return issubclass(policy_class(str(self.header["policy"])), VWPolicy)
+
+    def properties(self, name: str) -> ModelProperties:
+        """Return what :class:`ModelProperties` says of it, for the policy `name`."""
+        return ModelProperties(
+            policy=name,
+            policy_class=str(self.header["policy"]),
+            model_version=self.record.version,
+            n_learned=int(self.header["n_learned"]),
+            created_at=datetime.fromtimestamp(self.record.created_at, UTC),
+            saved_at=datetime.fromtimestamp(self.record.saved_at, UTC),
+            vw_model_bytes=len(self.payload) if self.is_vw else None,
+        )
+
+
+async def saved_model(service: Service, name: str) -> SavedModel:
+    """Read the saved model of the served policy `name` (404 when it has none yet).
+
+    The snapshot's checksum is checked off the event loop (a model can be megabytes).
+    """
+    with redis_or_503():
+        async with asyncio.timeout(CONTROL_TIMEOUT):
+            record = await service.store.load_model(name)
+    if record is None:
+        message = f"policy {name!r} has no saved model yet: it has learned nothing so far"
+        raise RefusedRequestError(404, "ResourceNotFound", message)
+    try:
+        header, payload = await asyncio.to_thread(snapshot_contents, record.snapshot)
+    except SnapshotError as exc:
+        message = f"the saved model of policy {name!r} cannot be read: {exc}"
+        raise RefusedRequestError(500, "InternalServerError", message) from None
+    return SavedModel(record, header, payload)
+
+
+async def model_file(request: Request, service: Service, caller: Caller, name: str) -> Response:
+    """Answer the VW model file of policy `name` (admin keys; 409 for a policy not VW's)."""
+    _check_admin(caller, "exporting a model")
+    model = await saved_model(service, name)
+    if not model.is_vw:
+        message = (
+            f"policy {name!r} is a {model.header['policy']!r} policy, which has no VW "
+            "model file to export"
+        )
+        raise RefusedRequestError(409, "Conflict", message)
+    version = model.record.version
+    note(request, "model.exported", policy=name, model_version=version, bytes=len(model.payload))
+    headers = {
+        "X-Streambandit-Model-Version": str(version),
+        "Content-Disposition": f'attachment; filename="{name}-{version}.vw"',
+    }
+    return Response(model.payload, media_type="application/octet-stream", headers=headers)
+
+
+MODEL_FILE_RESPONSES: dict[int | str, Any] = {
+    200: {
+        "description": "The VW model file (``vw -i`` loads it).",
+        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+    },
+    409: {"description": "The policy is not a VW policy: it has no VW model file."},
+}
+"""OpenAPI answers of the model file routes (with the error answers of their surface)."""
+
+
+@router.get(
+    "/policies/{name}/model",
+    response_class=Response,
+    responses={**POLICY_ERRORS, **MODEL_FILE_RESPONSES},
+    name="get_policy_model",
+)
+async def get_model_route(
+    request: Request, service: ServiceDep, caller: CallerDep, name: str
+) -> Response:
+    """Export the policy's saved model as the VW model file VW loads (admin keys)."""
+    resolve_policy(service, caller, name)
+    return await model_file(request, service, caller, name)
+
+
+@router.get(
+    "/policies/{name}/model/properties",
+    response_model=ModelProperties,
+    responses=POLICY_ERRORS,
+    name="get_policy_model_properties",
+)
+async def get_model_properties_route(
+    request: Request, service: ServiceDep, caller: CallerDep, name: str
+) -> Response:
+    """Say which model the policy serves: its version, size, and when it was saved."""
+    resolve_policy(service, caller, name)
+    model = await saved_model(service, name)
+    note(request, policy=name, model_version=model.record.version)
+    return model_response(model.properties(name))

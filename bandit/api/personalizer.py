@@ -21,11 +21,13 @@ import pydantic
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import Response
 
+from bandit.api.admin import MODEL_FILE_RESPONSES, model_file, saved_model
 from bandit.api.deps import CallerDep, PolicyQuery, ServiceDep, read_body, resolve_policy
-from bandit.api.errors import PERSONALIZER_ERRORS, invalid, model_response
+from bandit.api.errors import PERSONALIZER_ERRORS, RefusedRequestError, invalid, model_response
 from bandit.api.native import check_may_send, decide, feedback
 from bandit.api.openapi import reads_body
 from bandit.wire.personalizer import (
+    PersonalizerModelProperties,
     PersonalizerRankRequest,
     PersonalizerRankResponse,
     PersonalizerRewardRequest,
@@ -55,8 +57,8 @@ def _api_version(
     """Take the query form's API version: any other is refused (400 naming ``api-version``)."""
 
 
-def _route(path: str, **options: Any) -> Callable[[Handler], Handler]:
-    """Serve the decorated handler at ``path`` under every Personalizer API version.
+def _route(path: str, method: str = "POST", **options: Any) -> Callable[[Handler], Handler]:
+    """Serve the decorated handler at ``method path`` under every Personalizer API version.
 
     ``/personalizer/<version><path>`` for each of :data:`PATH_VERSIONS`, and
     ``/personalizer<path>?api-version=...`` for :data:`API_VERSIONS`.
@@ -65,12 +67,12 @@ def _route(path: str, **options: Any) -> Callable[[Handler], Handler]:
     def register(handler: Handler) -> Handler:
         for version in PATH_VERSIONS:
             router.add_api_route(
-                f"/personalizer/{version}{path}", handler, methods=["POST"], **options
+                f"/personalizer/{version}{path}", handler, methods=[method], **options
             )
         router.add_api_route(
             f"/personalizer{path}",
             handler,
-            methods=["POST"],
+            methods=[method],
             dependencies=[Depends(_api_version)],
             **options,
         )
@@ -149,3 +151,37 @@ async def personalizer_activate(
         raise invalid(exc, "the activation") from None
     await feedback(request, service, caller, "activation", record)
     return Response(status_code=204)
+
+
+@_route("/model", "GET", response_class=Response, responses=MODEL_FILE_RESPONSES)
+async def personalizer_model(
+    request: Request,
+    service: ServiceDep,
+    caller: CallerDep,
+    policy: PolicyQuery = None,
+    signed: Annotated[bool, Query(description="A signed archive: not provided.")] = False,
+) -> Response:
+    """Personalizer's model export: the VW model file of the policy (admin keys)."""
+    name = resolve_policy(service, caller, policy)
+    if signed:
+        detail = {
+            "loc": ["query", "signed"],
+            "msg": "signed model archives are not provided: ask for signed=false",
+            "type": "signed_not_provided",
+        }
+        raise RefusedRequestError(422, "BadRequest", "signed archives are not provided",
+                                  details=[detail])  # fmt: skip
+    return await model_file(request, service, caller, name)
+
+
+@_route("/model/properties", "GET", response_model=PersonalizerModelProperties)
+async def personalizer_model_properties(
+    service: ServiceDep, caller: CallerDep, policy: PolicyQuery = None
+) -> Response:
+    """Personalizer's model properties: when the policy's model was created and saved."""
+    name = resolve_policy(service, caller, policy)
+    model = (await saved_model(service, name)).properties(name)
+    answer = PersonalizerModelProperties(
+        creationTime=model.created_at, lastModifiedTime=model.saved_at
+    )
+    return model_response(answer)

@@ -5,7 +5,7 @@ State lives in Redis, flows live in Kafka. Keys, all under the configured prefix
 
     sb:policy:{name}:settings      JSON PolicySettings           (admin writes, all read)
     sb:policy:{name}:settings:v    integer, bumped on every change
-    sb:model:{name}                hash: snapshot, version, offsets (JSON), saved_at
+    sb:model:{name}                hash: snapshot, version, offsets (JSON), saved_at, created_at
     sb:learned:{name}              sorted set: event ids learned -> when (dedup window)
     sb:logged:{name}               sorted set: event ids in a decision log -> when (dedup
                                    window)
@@ -184,12 +184,17 @@ def erasure_covers(accepted_at: float, erased_at: float | None, slack: float) ->
 
 @dataclass(frozen=True, slots=True)
 class ModelRecord:
-    """A saved model: its snapshot bytes, version and the training offsets it covers."""
+    """A saved model: its snapshot bytes, version and the training offsets it covers.
+
+    `saved_at` is when this version was saved; `created_at` when the policy's first
+    model was (its lineage began: every later version learned on from it).
+    """
 
     snapshot: bytes
     version: int
     offsets: dict[int, int]
     saved_at: float
+    created_at: float
 
 
 class StateStore:
@@ -318,6 +323,7 @@ class StateStore:
                     "saved_at": repr(now),
                 },
             )
+            pipe.hsetnx(key, "created_at", repr(now))  # the lineage's first save
             if learned_ids:
                 forget = repr(now - self.dedup_window_seconds)
                 ids = json.dumps(list(learned_ids))
@@ -358,6 +364,7 @@ class StateStore:
             version=int(raw[b"version"]),
             offsets={int(p): int(o) for p, o in offsets.items()},
             saved_at=float(raw[b"saved_at"]),
+            created_at=float(raw.get(b"created_at", raw[b"saved_at"])),
         )
 
     async def model_version(self, policy: str) -> int | None:

@@ -68,15 +68,19 @@ Differences from Personalizer
   a decision is not an error here; the join agent decides what such a reward means
   (DESIGN.md, contract 4). Activations likewise: any valid event id is accepted and
   goes to the ``rewards`` topic.
-- Rank, reward and activate are served at every version's path. Multi-slot rank and
-  the evaluation, configuration, model and log APIs are not provided yet: the native API
-  (``/v1/...``, e.g. ``GET``/``PUT /v1/policies/{name}/settings``) covers what they
-  configured.
+- Rank, reward and activate are served at every version's path, and so are
+  ``GET /model`` (the VW model file ``vw -i`` loads; an ``admin`` key, as every model
+  export; ``signed=true`` archives are refused, 400 naming ``signed``) and
+  ``GET /model/properties`` (404 until the policy saved a model). Multi-slot rank and
+  the evaluation, configuration, model import and reset, and log APIs are not provided
+  yet: the native API (``/v1/...``, e.g. ``GET``/``PUT /v1/policies/{name}/settings``)
+  covers what they configured.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Annotated, Any, Self
 
 import pydantic
@@ -91,6 +95,7 @@ __all__ = [
     "PersonalizerError",
     "PersonalizerErrorDetail",
     "PersonalizerErrorResponse",
+    "PersonalizerModelProperties",
     "PersonalizerRankRequest",
     "PersonalizerRankResponse",
     "PersonalizerRankableAction",
@@ -184,6 +189,13 @@ class PersonalizerRewardRequest(_Request):
     """Personalizer's reward body: ``{"value": 1.0}``."""
 
     value: StrictFloat = Field(allow_inf_nan=False)  # strict: false is no reward of 0.0
+
+
+class PersonalizerModelProperties(_Camel):
+    """Personalizer's model properties: when the model was created and last changed."""
+
+    creation_time: datetime = Field(alias="creationTime")
+    last_modified_time: datetime = Field(alias="lastModifiedTime")
 
 
 class PersonalizerErrorDetail(_Camel):

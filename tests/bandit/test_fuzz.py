@@ -39,7 +39,9 @@ from bandit.settings import (
     RedisSettings,
     Settings,
 )
+from policies import make_policy
 from tests.bandit.serving import served
+from tests.bandit.test_api import _save_model
 from tests.conftest import worker_consumes
 
 ADMIN_KEY = "admin-key-fuzz-0123456789"
@@ -53,6 +55,9 @@ ADMIN_ONLY = {
     ("GET", "/v1/privacy/ledger"),
     ("PUT", "/v1/policies/{name}/settings"),
     ("PUT", "/v1/policies/{name}/baseline"),
+    ("GET", "/v1/policies/{name}/model"),
+    ("GET", "/personalizer/v1.0/model"),
+    ("GET", "/personalizer/model"),
 }
 
 
@@ -132,6 +137,7 @@ def api(broker: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -
         learner=LearnerSettings(stall_seconds=3600),
     )
     worker_consumes(redis_url, prefix)
+    _save_model(settings, "main", make_policy(SPEC).snapshot(), 1)  # the model routes' own
     with served(create_app(settings), "api-under-fuzz") as url:
         document = httpx.get(f"{url}/openapi.json", timeout=10).json()
         assert _operations(document) == _operations(DOCUMENT)  # the tests cover every one
