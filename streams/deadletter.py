@@ -38,7 +38,7 @@ from pydantic import ValidationError
 
 from bandit.service.state import StateStore
 from bandit.settings import Limits
-from bandit.wire.schemas import DeadLetter
+from bandit.wire.schemas import LENIENT_IDS, DeadLetter
 from streams.trusted import StructureError
 
 __all__ = [
@@ -185,7 +185,8 @@ def decode_record(
     if unread is not None:
         return unread
     assert record.value is not None
-    context = {"limits": limits if limits is not None else Limits()}
+    # the topics carry what either surface accepted: Personalizer's ids too
+    context = {"limits": limits if limits is not None else Limits(), **LENIENT_IDS}
     try:
         return adapter.validate_json(record.value, context=context)
     except ValidationError as error:

@@ -176,6 +176,7 @@ import structlog
 from bandit.service.state import StateStore
 from bandit.settings import RedisSettings
 from bandit.wire.schemas import (
+    LENIENT_IDS,
     Activation,
     Decision,
     PolicySettings,
@@ -573,7 +574,7 @@ class Joined:
         """
         if self.value is None:
             return None
-        return TrainingExample.model_validate_json(self.value)
+        return TrainingExample.model_validate_json(self.value, context=dict(LENIENT_IDS))
 
 
 class JoinStore:

@@ -113,7 +113,7 @@ async def personalizer_rank(
 
 
 @_route(
-    "/events/{eventId}/reward",
+    "/events/{eventId:path}/reward",
     status_code=204,
     openapi_extra=reads_body(PersonalizerRewardRequest),
 )
@@ -135,7 +135,7 @@ async def personalizer_reward(
     return Response(status_code=204)
 
 
-@_route("/events/{eventId}/activate", status_code=204)
+@_route("/events/{eventId:path}/activate", status_code=204)
 async def personalizer_activate(
     request: Request,
     service: ServiceDep,

@@ -81,6 +81,7 @@ from bandit.service.process import stop_task
 from bandit.service.state import FeatureKind, StateStore
 from bandit.settings import Settings
 from bandit.wire.schemas import (
+    LENIENT_IDS,
     ActionCache,
     ConsentPath,
     Decision,
@@ -478,7 +479,10 @@ class DecisionEngine:
         data = request.model_dump(include=set(RankRequest.model_fields))
         data["context"] = context
         try:
-            return RankRequest.model_validate(data, context={"limits": self.settings.limits})
+            # (its ids passed the rule of the surface it came by already)
+            return RankRequest.model_validate(
+                data, context={"limits": self.settings.limits, **LENIENT_IDS}
+            )
         except pydantic.ValidationError as exc:
             _log.warning(
                 "features.rejected",

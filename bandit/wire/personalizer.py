@@ -41,9 +41,12 @@ Differences from Personalizer
   another policy's decision (403 when the decision is known, refused by the join
   otherwise: docs/live-loop.md, "Keys scoped to policies").
 - **Validation**: the rules of :mod:`bandit.wire.schemas` apply (namespace and feature name
-  syntax, id syntax, the configured size limits, finite numbers, printable strings).
-  Event and action ids must match ``[A-Za-z0-9][A-Za-z0-9_.:-]*`` and be at most
-  ``limits.max_id_length`` (128) characters; Personalizer took any string up to 256.
+  syntax, the configured size limits, finite numbers, printable strings), with the
+  lenient id rule: event and action ids are any printable string of at most 256
+  characters, as Personalizer took them (``"ice cream"``, ``"a/b"``), kept exactly
+  (the native routes keep the strict rule, ``[A-Za-z0-9][A-Za-z0-9_.:-]*``). An event
+  id with a ``/`` goes in the path URL-encoded or not: ``events/a/b/reward`` rewards
+  ``a/b``.
   Feature names that are not valid (e.g. array indices at the top level, or names with
   spaces) are rejected. As Personalizer did, a ``null`` feature value (or a ``null``
   list of feature objects) is taken as no feature, and request fields it did not know
@@ -88,7 +91,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, 
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from bandit.settings import Limits
-from bandit.wire.schemas import Activation, Decision, RankRequest, RewardReported
+from bandit.wire.schemas import LENIENT_IDS, Activation, Decision, RankRequest, RewardReported
 
 __all__ = [
     "DEFAULT_NAMESPACE",
@@ -384,7 +387,7 @@ def to_rank_request(body: bytes | str | Mapping[str, Any], limits: Limits) -> Ra
     if parsed.event_id is not None:
         data["event_id"] = parsed.event_id
     try:
-        return RankRequest.model_validate(data, context={"limits": limits})
+        return RankRequest.model_validate(data, context={"limits": limits, **LENIENT_IDS})
     except pydantic.ValidationError as exc:
         raise _relocated(exc, flat.origins) from None
 
@@ -440,7 +443,8 @@ def to_reward(
         parsed = PersonalizerRewardRequest.model_validate(body)
     try:
         return RewardReported.model_validate(
-            {"event_id": event_id, "reward": parsed.value}, context={"limits": limits}
+            {"event_id": event_id, "reward": parsed.value},
+            context={"limits": limits, **LENIENT_IDS},
         )
     except pydantic.ValidationError as exc:
         raise _relocated(
@@ -457,6 +461,8 @@ def to_activation(event_id: str, limits: Limits) -> Activation:
         Located at ``path.eventId``.
     """
     try:
-        return Activation.model_validate({"event_id": event_id}, context={"limits": limits})
+        return Activation.model_validate(
+            {"event_id": event_id}, context={"limits": limits, **LENIENT_IDS}
+        )
     except pydantic.ValidationError as exc:
         raise _relocated(exc, {("event_id",): ("path", "eventId")}) from None

@@ -39,7 +39,10 @@ rewards
     [-1000, 1000], docs/limits.md); a policy's default reward too, when set.
 ids
     Action, event, session, item, user ids, policy names and model versions:
-    ``^[A-Za-z0-9][A-Za-z0-9_.:-]*$``, at most ``max_id_length`` characters.
+    ``^[A-Za-z0-9][A-Za-z0-9_.:-]*$``, at most ``max_id_length`` characters. Event and
+    action ids under the lenient rule (validation context :data:`LENIENT_IDS`: the
+    Personalizer routes, and readers of the topics, which carry what either surface
+    took): any printable string of at most 256 characters, as Personalizer took them.
 
 Examples
 --------
@@ -77,6 +80,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from itertools import chain
 from operator import attrgetter
+from types import MappingProxyType
 from typing import (
     Annotated,
     Any,
@@ -128,6 +132,8 @@ __all__ = [
     "ACTION_CACHE_SIZE",
     "FEATURE_NAME_PATTERN",
     "ID_PATTERN",
+    "LENIENT_IDS",
+    "LENIENT_ID_LENGTH",
     "NAMESPACE_PATTERN",
     "ActionCache",
     "ActionId",
@@ -169,6 +175,10 @@ ID_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$"
 _NAMESPACE_RE = re.compile(NAMESPACE_PATTERN)
 _FEATURE_NAME_RE = re.compile(FEATURE_NAME_PATTERN)
 _ID_RE = re.compile(ID_PATTERN)
+LENIENT_ID_LENGTH: Final = 256
+"""The longest event or action id the lenient id rule takes (Personalizer's bound)."""
+LENIENT_IDS: Final[Mapping[str, str]] = MappingProxyType({"ids": "lenient"})
+"""Validation context (with ``limits``) for the lenient id rule: see :class:`_IdRule`."""
 _DEFAULT_LIMITS = Limits()
 _SHOW_AT_MOST = 40
 
@@ -211,6 +221,28 @@ def _limits(info: ValidationInfo) -> Limits:
         )
         raise TypeError(msg)
     return limits
+
+
+def _lenient(info: ValidationInfo) -> bool:
+    """Whether the context asks for the lenient id rule (``ids="lenient"``)."""
+    context = info.context
+    return context is not None and context.get("ids") == "lenient"
+
+
+_LENIENT_LIMITS: dict[int, tuple[Limits, Limits]] = {}
+
+
+def _id_limits(limits: Limits, lenient: bool) -> Limits:
+    """`limits`, with ids up to :data:`LENIENT_ID_LENGTH` under the lenient rule."""
+    if not lenient or limits.max_id_length >= LENIENT_ID_LENGTH:
+        return limits
+    entry = _LENIENT_LIMITS.get(id(limits))
+    if entry is None or entry[0] is not limits:  # (the entry keeps `limits` alive)
+        if len(_LENIENT_LIMITS) > 64:
+            _LENIENT_LIMITS.clear()
+        widened = limits.model_copy(update={"max_id_length": LENIENT_ID_LENGTH})
+        entry = _LENIENT_LIMITS[id(limits)] = (limits, widened)
+    return entry[1]
 
 
 def _error(kind: str, template: str, **context: Any) -> PydanticCustomError:
@@ -311,6 +343,54 @@ def _id(what: str) -> _Rule:
 
 
 _ID = StringConstraints(pattern=ID_PATTERN)
+
+
+class _IdRule(_Rule):
+    """The rule of event and action ids: strict on the native API, lenient for Personalizer.
+
+    **Strict** (the default): the id syntax, ``ID_PATTERN``, and at most
+    ``limits.max_id_length`` characters. **Lenient** (validation context
+    :data:`LENIENT_IDS`, as the Personalizer routes and the topics' readers validate):
+    any printable string of at most :data:`LENIENT_ID_LENGTH` characters, as Personalizer
+    took them, kept exactly (each format escapes what it must: VW text with
+    :func:`policies.vwtext.escape`, DSJSON and the topics as JSON strings). The OpenAPI
+    document states the strict pattern: the native routes' rule.
+    """
+
+    def __init__(self, what: str) -> None:
+        super().__init__(
+            "id_syntax",
+            f"{what} must match {{pattern}} ({_ID_EXPLAINED}), got {_FOUND}",
+            pattern=ID_PATTERN,
+            what=what,
+        )
+
+    def __get_pydantic_core_schema__(
+        self, source: Any, handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
+        typed = super().__get_pydantic_core_schema__(source, handler)  # a string, or this error
+        return core_schema.with_info_after_validator_function(self._check, typed)
+
+    def __get_pydantic_json_schema__(
+        self, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        shown: JsonSchemaValue = handler(schema)
+        shown["pattern"] = ID_PATTERN
+        return shown
+
+    def _check(self, value: str, info: ValidationInfo) -> str:
+        if _ID_RE.fullmatch(value) is not None:
+            return value
+        if not _lenient(info):
+            raise PydanticCustomError(self.kind, self.message, self.context)
+        if not value or not value.isprintable():
+            raise _error(
+                "id_syntax",
+                "{what} must be printable and not empty, got {found}",
+                what=self.context["what"],
+                found=_show(value),
+            )
+        return value
 
 
 _FINITE = f"finite numbers within [-{FEATURE_VALUE_LIMIT:g}, {FEATURE_VALUE_LIMIT:g}]"
@@ -603,8 +683,8 @@ LoggedFeatures: TypeAlias = dict[_NamespaceName, dict[_FeatureName, _LoggedValue
 _Subject: TypeAlias = Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")]
 ConsentPath: TypeAlias = Literal["personalise", "baseline"]
 """Which policy served a decision under the person's consent (see :mod:`bandit.privacy.consent`)."""
-ActionId: TypeAlias = Annotated[str, _ID, _id("action ids")]
-EventId: TypeAlias = Annotated[str, _ID, _id("event ids")]
+ActionId: TypeAlias = Annotated[str, _IdRule("action ids")]
+EventId: TypeAlias = Annotated[str, _IdRule("event ids")]
 SessionId: TypeAlias = Annotated[str, _ID, _id("session ids")]
 DeviceId: TypeAlias = Annotated[str, _ID, _id("device ids")]
 PolicyName: TypeAlias = Annotated[str, _ID, _id("policy names")]
@@ -734,7 +814,7 @@ class WireModel(_Frozen):
         except ValidationError as exc:
             raise _phrased(exc, cls.__name__) from None
         errors: list[InitErrorDetails] = []
-        model._limit_errors(_limits(info), errors)
+        model._limit_errors(_id_limits(_limits(info), _lenient(info)), errors)
         if errors:
             raise ValidationError.from_exception_data(cls.__name__, errors)
         return model
@@ -1306,8 +1386,9 @@ class Decision(Event):
             model_version=model_version,
             context=context,
             actions=[_logged(action, cache) for action in actions],
-            ranking=_RANKING.validate_python(
-                [{"id": actions[i].id, "probability": probabilities[i]} for i in choice.ranking]
+            ranking=_RANKING.validate_python(  # (ids: the request's, checked by its rule)
+                [{"id": actions[i].id, "probability": probabilities[i]} for i in choice.ranking],
+                context=LENIENT_IDS,
             ),
             chosen_action_id=actions[choice.index].id,
             chosen_index=choice.index,

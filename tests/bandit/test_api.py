@@ -485,9 +485,9 @@ CASES = [
         "POST",
         "/personalizer/v1.0/rank",
         SUBSCRIPTION,
-        {**PZ_RANK, "actions": [{"id": "a"}, {"id": "b c"}]},
+        {**PZ_RANK, "actions": [{"id": "a"}, {"id": "b\nc"}]},
         400,
-        "action ids must match",
+        "action ids must be printable",
         "actions[1].id",
     ),
     Case(
@@ -513,11 +513,11 @@ CASES = [
     Case(
         "personalizer bad event id",
         "POST",
-        "/personalizer/v1.0/events/bad%20id/activate",
+        "/personalizer/v1.0/events/bad%09id/activate",
         SUBSCRIPTION,
         None,
         400,
-        "event ids must match",
+        "event ids must be printable",
         "path.eventId",
     ),
 ]

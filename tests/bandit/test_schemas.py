@@ -19,6 +19,8 @@ import bandit.wire.schemas
 from bandit.errors import InvalidDistributionError
 from bandit.settings import Limits
 from bandit.wire.schemas import (
+    ID_PATTERN,
+    LENIENT_IDS,
     ActionCache,
     BehaviourEvent,
     BehaviourKind,
@@ -1070,3 +1072,55 @@ def test_the_rank_path_writes_pydantic_json() -> None:
                 deferred=decision.deferred,
             )
             assert decision.answer_json() == answer.model_dump_json().encode()
+
+
+# -- the two id rules -------------------------------------------------------------------
+
+_ODD_IDS = ["ice cream", "a/b", "50% off | a:b", 'say "crème" ✓', "x" * 256]
+
+
+@pytest.mark.parametrize("odd", _ODD_IDS)
+def test_the_lenient_id_rule_keeps_any_printable_id_the_strict_one_refuses(odd: str) -> None:
+    """Personalizer's ids pass the lenient rule exactly as given; the native rule refuses them."""
+    data = {"event_id": odd, "actions": [{"id": odd}, {"id": "b"}], "excluded_actions": ["b"]}
+    lenient = RankRequest.model_validate(data, context={"limits": Limits(), **LENIENT_IDS})
+    assert (lenient.event_id, lenient.actions[0].id) == (odd, odd)
+    reward = RewardReported.model_validate(
+        {"event_id": odd, "reward": 1.0}, context={"limits": Limits(), **LENIENT_IDS}
+    )
+    assert reward.event_id == odd
+    with pytest.raises(ValidationError) as strict:
+        RankRequest.model_validate(data, context={"limits": Limits()})
+    kind = "id_too_long" if odd.isalnum() else "id_syntax"  # (256 x's: the pattern's)
+    found = {(".".join(map(str, e["loc"])), e["type"]) for e in strict.value.errors()}
+    assert {("event_id", kind), ("actions.0.id", kind)} <= found
+
+
+@pytest.mark.parametrize(
+    ("odd", "rule"),
+    [
+        ("", "must be printable and not empty"),
+        ("tab\there", "must be printable and not empty"),
+        ("line\nbreak", "must be printable and not empty"),
+        ("x" * 257, "must be at most 256 characters, got 257"),
+    ],
+)
+def test_the_lenient_id_rule_refuses_what_no_format_should_hold(odd: str, rule: str) -> None:
+    """Empty, non-printable (a line break would split a VW example) or beyond 256: refused."""
+    with pytest.raises(ValidationError) as refused:
+        RankRequest.model_validate(
+            {"actions": [{"id": "a"}, {"id": odd}]}, context={"limits": Limits(), **LENIENT_IDS}
+        )
+    [error] = refused.value.errors()
+    assert (error["loc"], error["type"] in ("id_syntax", "id_too_long")) == (
+        ("actions", 1, "id"),
+        True,
+    )
+    assert rule in error["msg"]
+
+
+def test_the_openapi_document_states_the_strict_id_rule() -> None:
+    """The native routes' rule is what the JSON schema says of event and action ids."""
+    schema = RankRequest.model_json_schema()
+    assert schema["properties"]["event_id"]["pattern"] == ID_PATTERN
+    assert schema["$defs"]["RankableAction"]["properties"]["id"]["pattern"] == ID_PATTERN
