@@ -426,6 +426,16 @@ class PrivacySettings(BaseModel):
             "or fixed (a baseline that learns nothing and sees no context)."
         ),
     )
+    personalizer_identifiers: Literal["drop", "refuse"] = Field(
+        default="drop",
+        description=(
+            "Identifier-like features (an email, an IP address, a user_id...) in requests "
+            "to the Personalizer routes: 'drop' leaves them out of what the policy sees "
+            "and counts them (streambandit_features_dropped_total, reason identifier), as "
+            "a Personalizer client sent them without being refused; 'refuse' answers 400 "
+            "naming the feature, as the native routes always do."
+        ),
+    )
     erasure_memory_seconds: int = Field(
         default=7 * 24 * 3600,
         ge=3600,

@@ -153,13 +153,19 @@ async def decide(
     session_id: str | None = None,
     device_id: str | None = None,
     user_id: str | None = None,
+    identifiers: Literal["refuse", "drop"] = "refuse",
 ) -> RankOutcome:
     """Decide, log the decision to Kafka, count it; the answer is the caller's to give."""
     started = time.perf_counter()
     user = None if user_id is None else pseudonym(service, user_id)
     try:
         outcome = await service.engine.rank(
-            rank_request, policy, session_id=session_id, device_id=device_id, user=user
+            rank_request,
+            policy,
+            session_id=session_id,
+            device_id=device_id,
+            user=user,
+            identifiers=identifiers,
         )
     except UnknownServedPolicyError as exc:
         raise RefusedRequestError(404, "ResourceNotFound", str(exc)) from None

@@ -102,7 +102,8 @@ async def personalizer_rank(
         rank_request = to_rank_request(raw, service.settings.limits)
     except pydantic.ValidationError as exc:
         raise invalid(exc, "the rank request") from None
-    outcome = await decide(request, service, rank_request, served_by)
+    identifiers = service.settings.privacy.personalizer_identifiers
+    outcome = await decide(request, service, rank_request, served_by, identifiers=identifiers)
     decision = outcome.decision
     headers = {
         "X-Streambandit-Policy": decision.policy,

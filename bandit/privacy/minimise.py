@@ -11,7 +11,10 @@ features it uses, by namespace and name, each with a type and, for numbers, a ra
 - whatever the schema, an identifier-like feature is refused as a model feature: a
   name such as ``user_id``, ``email`` or ``ip_address``, or a string value that is an
   email address, an IP address, a UUID or a long run of digits (a phone, card or
-  account number). Personalise on what people do, not on who they are.
+  account number). Personalise on what people do, not on who they are. A request to
+  the Personalizer routes has it dropped and counted instead
+  (``identifiers="drop"``, ``settings.privacy.personalizer_identifiers``): its clients
+  sent such features to a service that took them.
 
 Features kept by the service itself (session and device features from behaviour
 events) are never the caller's fault: what the schema or the identifier rule would
@@ -25,7 +28,7 @@ import ipaddress
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 from bandit.errors import FeatureRefusedError
 from bandit.wire.features import FeatureSchema, FeatureSpec
@@ -155,6 +158,7 @@ class Minimiser:
         self._fine_names: set[str] = set()  # names found not identifying
         self._fine_values: set[str] = set()  # string values found not identifying
         self._actions: dict[int, tuple[Action, Action, Dropped]] = {}
+        self._dropping: dict[int, tuple[Action, Action, Dropped]] = {}  # identifiers dropped
 
     def apply(
         self,
@@ -162,6 +166,7 @@ class Minimiser:
         actions: Sequence[Action],
         *,
         ids: Callable[[], Mapping[str, int]] | None = None,
+        identifiers: Literal["refuse", "drop"] = "refuse",
     ) -> tuple[Features, list[Action], Dropped]:
         """Return the context and actions the policy may see, and what was dropped.
 
@@ -172,6 +177,8 @@ class Minimiser:
         ids
             Gives each action id's index in the request, to name refused action
             features (called for actions not seen before only).
+        identifiers
+            ``"refuse"`` an identifier-like feature (raise), or ``"drop"`` it and count it.
 
         Raises
         ------
@@ -180,23 +187,29 @@ class Minimiser:
             or (``undeclared="reject"``) an undeclared one.
         """
         declared = None if self.schema is None else self.schema.context
-        kept_context, dropped = self._features(context, declared, ("context",), drop=False)
+        lenient = identifiers == "drop"
+        kept_context, dropped = self._features(
+            context, declared, ("context",), drop=False, drop_identifiers=lenient
+        )
         kept_actions = []
+        cache = self._dropping if lenient else self._actions
         for action in actions:
-            entry = self._actions.get(id(action))
+            entry = cache.get(id(action))
             if entry is None or entry[0] is not action:  # (the entry keeps `action` alive)
                 index = action.id if ids is None else ids().get(action.id, action.id)
                 declared = None if self.schema is None else self.schema.actions
                 where = ("actions", index, "features")
-                features, lost = self._features(action.features, declared, where, drop=False)
+                features, lost = self._features(
+                    action.features, declared, where, drop=False, drop_identifiers=lenient
+                )
                 kept = (
                     action
                     if not lost and features == action.features
                     else Action(action.id, features)
                 )
-                if len(self._actions) >= _CACHE_SIZE:
-                    self._actions.clear()
-                entry = self._actions[id(action)] = (action, kept, lost)
+                if len(cache) >= _CACHE_SIZE:
+                    cache.clear()
+                entry = cache[id(action)] = (action, kept, lost)
             kept_actions.append(entry[1])
             dropped = dropped + entry[2] if entry[2] else dropped
         return kept_context, kept_actions, dropped
@@ -213,6 +226,7 @@ class Minimiser:
         where: tuple[str | int, ...],
         *,
         drop: bool,
+        drop_identifiers: bool = False,
     ) -> tuple[Features, Dropped]:
         """Check every feature; return `features` itself when nothing is dropped."""
         lost: dict[str, set[str]] = {}
@@ -225,7 +239,11 @@ class Minimiser:
                 if verdict is None:
                     continue
                 kind, rule = verdict
-                if drop or (kind == "undeclared" and not reject):
+                if (
+                    drop
+                    or (kind == "undeclared" and not reject)
+                    or (kind == "identifier" and drop_identifiers)
+                ):
                     counts[kind] += 1
                     lost.setdefault(namespace, set()).add(name)
                     continue

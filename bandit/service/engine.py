@@ -53,7 +53,7 @@ import dataclasses
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 import pydantic
@@ -275,6 +275,7 @@ class DecisionEngine:
         session_id: str | None = None,
         device_id: str | None = None,
         user: str | None = None,
+        identifiers: Literal["refuse", "drop"] = "refuse",
     ) -> RankOutcome:
         """Decide `request` with the policy served as `policy`, as `user`'s consent allows.
 
@@ -292,6 +293,10 @@ class DecisionEngine:
             The person's pseudonym (:func:`bandit.privacy.consent.pseudonymise`), whose
             consent is read; None for a request naming nobody
             (``settings.privacy.anonymous``).
+        identifiers
+            What an identifier-like feature of the request gets
+            (:meth:`bandit.privacy.minimise.Minimiser.apply`): refused, or dropped and
+            counted (the Personalizer routes, ``settings.privacy.personalizer_identifiers``).
 
         Returns
         -------
@@ -331,7 +336,10 @@ class DecisionEngine:
                 decided = self._with_stored_features(request, stored)
         context, actions = decided.policy_inputs(self._actions)
         context, actions, lost = minimiser.apply(
-            context, actions, ids=lambda: {a.id: i for i, a in enumerate(request.actions)}
+            context,
+            actions,
+            ids=lambda: {a.id: i for i, a in enumerate(request.actions)},
+            identifiers=identifiers,
         )
         dropped += lost
         forced = loaded.settings.baseline_forced  # the kill switch

@@ -182,3 +182,19 @@ def test_the_api_drops_refuses_and_logs_only_what_the_policy_saw(
     assert _metric(metrics, "streambandit_features_dropped_total", reason="undeclared") == 2
     assert _metric(metrics, "streambandit_features_refused_total", reason="identifier") == 1
     assert _metric(metrics, "streambandit_features_refused_total", reason="invalid") == 1
+
+
+def test_identifiers_dropped_on_request_are_counted_and_never_seen_by_refusing_requests() -> None:
+    """``identifiers="drop"`` (the Personalizer routes) drops and counts; the same action
+    object offered later by a request that refuses is refused, not served from the drop."""
+    minimiser = Minimiser(None)
+    context = {"user": {"tier": "gold", "email": "ann@example.com"}}
+    action = Action("a", {"item": {"owner": "bob@example.com", "kind": "k"}})
+    kept, actions, dropped = minimiser.apply(context, [action], identifiers="drop")
+    assert kept == {"user": {"tier": "gold"}}
+    assert actions[0].features == {"item": {"kind": "k"}}
+    assert dropped.identifier == 2
+    with pytest.raises(FeatureRefusedError) as refused:
+        minimiser.apply({}, [action])
+    assert refused.value.kind == "identifier"
+    assert refused.value.location[-2:] == ["item", "owner"]

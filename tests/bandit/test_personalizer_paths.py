@@ -151,3 +151,46 @@ def test_null_features_and_unknown_fields_are_ignored_and_excluded_actions_ranke
     assert logged.context == {"user": {"tier": "gold"}}
     features = {action.id: action.features for action in logged.actions}
     assert features == {"news": {}, "sports": {"default": {"topic": "sports"}}}
+
+
+def test_identifier_features_are_dropped_and_counted_where_the_native_routes_refuse(
+    client: httpx.Client, server: Server, broker: str
+) -> None:
+    """An email or a user_id in a Personalizer request: left out of what the policy sees."""
+
+    def dropped() -> float:
+        for line in client.get("/metrics").text.splitlines():
+            if line.startswith("streambandit_features_dropped_total{") and (
+                'reason="identifier"' in line and 'policy="main"' in line
+            ):
+                return float(line.rsplit(" ", 1)[1])
+        return 0.0
+
+    before = dropped()
+    event_id = f"pz-{uuid.uuid4().hex[:12]}"
+    body = {
+        "contextFeatures": [{"user": {"tier": "gold", "contact": "ann@example.com"}}],
+        "actions": [{"id": "news", "features": [{"user_id": "u-1", "topic": "news"}]},
+                    {"id": "sports"}],
+        "eventId": event_id,
+    }  # fmt: skip
+    answer = client.post("/personalizer/v1.0/rank", json=body, headers=SUBSCRIPTION)
+    assert answer.status_code == 201, answer.text
+    assert dropped() == before + 2
+    topics = server.settings.kafka.topic_prefix
+    [logged] = [
+        Decision.model_validate_json(value)
+        for value in _read(broker, f"{topics}.decisions", {event_id})
+    ]
+    assert logged.context == {"user": {"tier": "gold"}}
+    assert {a.id: a.features for a in logged.actions} == {
+        "news": {"default": {"topic": "news"}},
+        "sports": {},
+    }
+    native = client.post(
+        "/v1/rank",
+        json={"context": {"user": {"contact": "ann@example.com"}}, "actions": [{"id": "a"}]},
+        headers=SUBSCRIPTION,
+    )
+    assert native.status_code == 422
+    assert "identifier-like feature refused" in native.text
