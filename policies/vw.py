@@ -30,7 +30,12 @@ from policies.dsjson import (
     logged_example,
     parse_dsjson_record,
 )
-from policies.errors import ConfigurationError, InvalidFeaturesError, SnapshotError
+from policies.errors import (
+    ConfigurationError,
+    InvalidFeaturesError,
+    InvalidModelError,
+    SnapshotError,
+)
 from policies.registry import register
 from policies.vwtext import (
     ACTION_PREFIX,
@@ -423,6 +428,47 @@ class VWPolicy(Policy):
         self._vw = self._load_model(model, self._exploration_arguments(self._reloadable_used()))
         self._saved = None  # (not to keep the workspace it was saved from)
         return model
+
+    def load_model_file(self, model: bytes) -> None:
+        """Serve and learn on from `model`, a VW model file (``vw -f`` wrote it), if it fits.
+
+        The file is loaded with this policy's own exploration options, as a snapshot is,
+        and its learned numbers must be finite (:meth:`check_model`); the policy is left
+        unchanged when either fails. The examples it learned are not counted in
+        :attr:`n_learned` (this policy learned none of them).
+
+        Raises
+        ------
+        SnapshotError
+            If VW cannot load the file with this policy's options.
+        InvalidModelError
+            If the file's model holds a NaN or an infinity.
+
+        Examples
+        --------
+        >>> from policies import make_policy
+        >>> trained, fresh = make_policy("vw-epsilon"), make_policy("vw-epsilon")
+        >>> trained.learn({"u": {"x": 1.0}}, [Action("a"), Action("b")], 0, 1.0, 0.5)
+        >>> fresh.load_model_file(trained.model_file())
+        >>> fresh.pmf({"u": {"x": 1.0}}, [Action("a"), Action("b")]).probabilities == (
+        ...     trained.pmf({"u": {"x": 1.0}}, [Action("a"), Action("b")]).probabilities
+        ... )
+        True
+        """
+        previous = self._vw
+        self._vw = self._load_model(model, self._exploration_arguments(self._reloadable_used()))
+        try:
+            self.check_model()
+        except InvalidModelError:
+            self._vw.finish()
+            self._vw = previous
+            raise
+        previous.finish()
+        self._saved = None
+
+    def model_file(self) -> bytes:
+        """Return the model as the VW model file ``vw -i`` loads (:meth:`load_model_file`)."""
+        return self._model_bytes()
 
     def _load_state(self, payload: bytes) -> None:
         self._vw.finish()

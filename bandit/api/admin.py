@@ -1,8 +1,8 @@
 """The admin routes: a policy's live settings, kill switch and model; noisy privacy reports.
 
-Changing settings, the kill switch, exporting a model, releasing a report and reading
-the privacy ledger need an ``admin`` key; any key allowed the policy may read its
-settings and its model's properties.
+Changing settings, the kill switch, exporting, resetting or importing a model, releasing
+a report and reading the privacy ledger need an ``admin`` key; any key allowed the
+policy may read its settings and its model's properties.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from bandit.api.deps import (
     CallerDep,
     Service,
     ServiceDep,
+    read_body,
     redis_or_503,
     resolve_policy,
 )
@@ -40,6 +41,7 @@ from bandit.api.openapi import reads_body
 from bandit.api.requestlog import note
 from bandit.errors import ConfigurationError, SnapshotError
 from bandit.privacy.dp import BudgetExhaustedError, PrivacyLedger, laplace
+from bandit.service.modelfile import ModelFileError, fresh_snapshot, imported_snapshot
 from bandit.service.state import ModelRecord
 from bandit.wire.schemas import PolicyName, PolicySettings, WireModel
 from policies import policy_class, snapshot_contents
@@ -53,9 +55,12 @@ __all__ = [
     "Report",
     "ReportRequest",
     "SavedModel",
+    "check_admin",
     "model_file",
+    "replace_model",
     "router",
     "saved_model",
+    "takes_model_file",
 ]
 
 router = APIRouter(prefix="/v1", tags=["native"], responses=ERROR_RESPONSES)
@@ -120,7 +125,8 @@ class Ledger(BaseModel):
     releases: list[Release]
 
 
-def _check_admin(caller: Caller, what: str = "this") -> None:
+def check_admin(caller: Caller, what: str = "this") -> None:
+    """Refuse (403) a key whose role is not ``admin``, saying what needed one."""
     if caller.key.role != "admin":
         message = f"{what} needs an admin key; this key's role is {caller.key.role!r}"
         raise RefusedRequestError(403, "Forbidden", message)
@@ -135,7 +141,7 @@ def _check_admin(caller: Caller, what: str = "this") -> None:
 )
 async def privacy_report(request: Request, service: ServiceDep, caller: CallerDep) -> Response:
     """Release a rate with Laplace noise on both counts, spending ε from the ledger."""
-    _check_admin(caller, "releasing a report")
+    check_admin(caller, "releasing a report")
     body = await parse_body(request, ReportRequest, "the report request", service.settings.limits)
     resolve_policy(service, caller, body.policy)  # 404 when not served, 403 not the key's
     ledger = PrivacyLedger(
@@ -180,7 +186,7 @@ async def privacy_report(request: Request, service: ServiceDep, caller: CallerDe
 @router.get("/privacy/ledger", response_model=Ledger, tags=["privacy"])
 async def privacy_ledger(request: Request, service: ServiceDep, caller: CallerDep) -> Response:
     """List every noisy release so far and the budget left (admin keys)."""
-    _check_admin(caller, "reading the privacy ledger")
+    check_admin(caller, "reading the privacy ledger")
     budget = service.settings.privacy.report_budget
     ledger = PrivacyLedger(service.control_redis, service.settings.redis.key_prefix, budget)
     entries = await ledger.entries()
@@ -248,7 +254,7 @@ async def put_settings_route(
 ) -> Response:
     """Change a policy's settings; exploration applies at once, the model is kept."""
     resolve_policy(service, caller, name)
-    _check_admin(caller, "changing settings")
+    check_admin(caller, "changing settings")
     body = await parse_body(request, PolicySettings, "the policy settings", service.settings.limits)
     try:
         await service.engine.check_settings(name, body)
@@ -276,7 +282,7 @@ async def put_baseline_route(
     range, say) can never stand in the way of the switch.
     """
     resolve_policy(service, caller, name)
-    _check_admin(caller, "the kill switch")
+    check_admin(caller, "the kill switch")
     body = await parse_body(request, BaselineSwitch, "the kill switch", service.settings.limits)
     with redis_or_503():
         async with asyncio.timeout(CONTROL_TIMEOUT):
@@ -368,7 +374,7 @@ async def saved_model(service: Service, name: str) -> SavedModel:
 
 async def model_file(request: Request, service: Service, caller: Caller, name: str) -> Response:
     """Answer the VW model file of policy `name` (admin keys; 409 for a policy not VW's)."""
-    _check_admin(caller, "exporting a model")
+    check_admin(caller, "exporting a model")
     model = await saved_model(service, name)
     if not model.is_vw:
         message = (
@@ -423,3 +429,107 @@ async def get_model_properties_route(
     model = await saved_model(service, name)
     note(request, policy=name, model_version=model.record.version)
     return model_response(model.properties(name))
+
+
+# -- replacing a model: reset and import -------------------------------------------------
+
+
+def takes_model_file(method: str, path: str) -> bool:
+    """Whether a request uploads a model file (any media type): ``PUT .../model``."""
+    return method == "PUT" and path.endswith("/model")
+
+
+async def replace_model(
+    request: Request, service: Service, caller: Caller, name: str, model: bytes | None
+) -> SavedModel:
+    """Serve a new model of policy `name` (admin keys): `model`, a VW model file, or a fresh one.
+
+    The snapshot is saved as the next model version, with the training offsets of the
+    one it replaces, as the learner saves one; the learner learns on from it, the API
+    serves it at once. A VW model file is checked in a child process first
+    (:mod:`bandit.service.modelfile`): 400 naming ``body`` when the policy cannot learn on
+    from it. 409 when the learner saved a model meanwhile (send it again).
+    """
+    check_admin(caller, "replacing a model")
+    loaded = service.engine.loaded(name)
+    assert loaded is not None  # (resolved by the caller)
+    settings = loaded.settings
+    if model is None:
+        snapshot = await asyncio.to_thread(fresh_snapshot, settings)
+    else:
+        try:
+            snapshot = await imported_snapshot(settings, model)
+        except ModelFileError as exc:
+            detail = {"loc": ["body"], "msg": str(exc), "type": "model_file"}
+            message = f"policy {name!r} cannot learn on from this model file: {exc}"
+            raise RefusedRequestError(422, "BadRequest", message, details=[detail]) from None
+    with redis_or_503():
+        async with asyncio.timeout(CONTROL_TIMEOUT):
+            current = await service.store.load_model(name)
+            version = 0 if current is None else current.version
+            offsets = {} if current is None else current.offsets
+            saved = await service.store.save_model(
+                name, snapshot, version + 1, offsets, expected_version=version, new_lineage=True
+            )
+            if not saved:
+                message = (
+                    f"the learner saved a new model of policy {name!r} meanwhile: "
+                    "send the request again"
+                )
+                raise RefusedRequestError(409, "Conflict", message)
+            await service.engine.refresh(name)
+    replaced = await saved_model(service, name)
+    note(
+        request,
+        "model.imported" if model is not None else "model.reset",
+        policy=name,
+        model_version=replaced.record.version,
+        previous_version=version,
+    )
+    return replaced
+
+
+REPLACE_RESPONSES: dict[int | str, Any] = {
+    409: {"description": "The learner saved a model meanwhile: send the request again."},
+}
+"""OpenAPI answers of the model replacing routes (with the error answers of their surface)."""
+
+
+@router.delete(
+    "/policies/{name}/model",
+    response_model=ModelProperties,
+    responses={**POLICY_ERRORS, **REPLACE_RESPONSES},
+    name="reset_policy_model",
+)
+async def reset_model_route(
+    request: Request, service: ServiceDep, caller: CallerDep, name: str
+) -> Response:
+    """Reset the policy's model: serve a fresh one (admin keys); its log stays."""
+    resolve_policy(service, caller, name)
+    replaced = await replace_model(request, service, caller, name, None)
+    return model_response(replaced.properties(name))
+
+
+@router.put(
+    "/policies/{name}/model",
+    response_model=ModelProperties,
+    responses={**POLICY_ERRORS, **REPLACE_RESPONSES},
+    name="import_policy_model",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
+            },
+        }
+    },
+)
+async def import_model_route(
+    request: Request, service: ServiceDep, caller: CallerDep, name: str
+) -> Response:
+    """Serve a VW model file trained elsewhere (``vw -f``), once checked (admin keys)."""
+    resolve_policy(service, caller, name)
+    check_admin(caller, "replacing a model")
+    model = await read_body(request)
+    replaced = await replace_model(request, service, caller, name, model)
+    return model_response(replaced.properties(name))

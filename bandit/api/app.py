@@ -272,6 +272,7 @@ def create_app(
         max_body_bytes=api.max_body_bytes,
         body_timeout_seconds=api.body_timeout_seconds,
         exempt=ops.OPS_PATHS,
+        binary=admin.takes_model_file,
         shed=metrics.requests_shed,
     )
     app.add_middleware(

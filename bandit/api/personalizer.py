@@ -21,7 +21,14 @@ import pydantic
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import Response
 
-from bandit.api.admin import MODEL_FILE_RESPONSES, model_file, saved_model
+from bandit.api.admin import (
+    MODEL_FILE_RESPONSES,
+    REPLACE_RESPONSES,
+    check_admin,
+    model_file,
+    replace_model,
+    saved_model,
+)
 from bandit.api.deps import CallerDep, PolicyQuery, ServiceDep, read_body, resolve_policy
 from bandit.api.errors import PERSONALIZER_ERRORS, RefusedRequestError, invalid, model_response
 from bandit.api.native import check_may_send, decide, feedback
@@ -186,3 +193,38 @@ async def personalizer_model_properties(
         creationTime=model.created_at, lastModifiedTime=model.saved_at
     )
     return model_response(answer)
+
+
+@_route("/model", "DELETE", status_code=204, responses=REPLACE_RESPONSES)
+async def personalizer_reset_model(
+    request: Request, service: ServiceDep, caller: CallerDep, policy: PolicyQuery = None
+) -> Response:
+    """Personalizer's model reset: the policy serves a fresh model (admin keys; 204)."""
+    name = resolve_policy(service, caller, policy)
+    await replace_model(request, service, caller, name, None)
+    return Response(status_code=204)
+
+
+@_route(
+    "/model",
+    "PUT",
+    status_code=204,
+    responses=REPLACE_RESPONSES,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
+            },
+        }
+    },
+)
+async def personalizer_import_model(
+    request: Request, service: ServiceDep, caller: CallerDep, policy: PolicyQuery = None
+) -> Response:
+    """Personalizer's model import: serve a VW model file, once checked (admin keys; 204)."""
+    name = resolve_policy(service, caller, policy)
+    check_admin(caller, "replacing a model")  # before the body is read
+    model = await read_body(request)
+    await replace_model(request, service, caller, name, model)
+    return Response(status_code=204)

@@ -118,6 +118,9 @@ class Shedding:
         Time from a request's start by which its body must be complete (408 after).
     exempt
         Paths never refused for being beyond `max_in_flight` (health, readiness, metrics).
+    binary
+        Whether a request takes a body of any media type (a model file upload), by its
+        method and path; every other body must be JSON.
     shed
         Counts refusals, labelled by reason: ``in_flight``, ``too_large``,
         ``queued``, ``slow_body``, ``media_type``.
@@ -133,6 +136,7 @@ class Shedding:
         max_body_bytes: int,
         body_timeout_seconds: float,
         exempt: Collection[str] = (),
+        binary: Callable[[str, str], bool] | None = None,
         shed: Counter | None = None,
     ) -> None:
         self.app = app
@@ -142,6 +146,7 @@ class Shedding:
         self.max_body_bytes = max_body_bytes
         self.body_timeout_seconds = body_timeout_seconds
         self.exempt = frozenset(exempt)
+        self.binary = binary
         self.in_flight = 0
         """Requests started and not finished (those not exempt)."""
         self.reading = 0
@@ -226,7 +231,8 @@ class Shedding:
             )
             return HTTPException(413, message, _CLOSE)
         text = content_type.decode("latin-1")
-        if (declared or chunked) and not is_json(text):
+        takes_any = self.binary is not None and self.binary(scope["method"], scope["path"])
+        if (declared or chunked) and not takes_any and not is_json(text):
             self._count("media_type")
             found = text.partition(";")[0].strip()[:64].encode("ascii", "replace").decode()
             message = (

@@ -96,6 +96,7 @@ __all__ = [
     "LoadedPolicy",
     "RankOutcome",
     "UnknownServedPolicyError",
+    "configured",
     "prepared_policy",
 ]
 
@@ -576,7 +577,7 @@ class DecisionEngine:
         self, loaded: LoadedPolicy, settings: PolicySettings, version: int
     ) -> LoadedPolicy:
         try:
-            _configured(loaded.policy, settings)
+            configured(loaded.policy, settings)
         except (ConfigurationError, TypeError, ValueError) as exc:
             _log.error(
                 "settings.rejected", policy=loaded.name, settings_version=version, reason=str(exc)
@@ -723,14 +724,14 @@ async def _none() -> None:
     return None
 
 
-def _configured(policy: Policy, settings: PolicySettings) -> Policy:
-    """Apply the live parts of `settings` (exploration, floor) to `policy` in place."""
+def configured(policy: Policy, settings: PolicySettings) -> Policy:
+    """Apply the live parts of `settings` (exploration, floor) to `policy` in place; return it."""
     policy.configure(**{**settings.exploration, "floor": settings.exploration_floor})
     return policy
 
 
 def _restored_and_configured(snapshot: bytes, settings: PolicySettings) -> Policy:
-    return _configured(Policy.restore(snapshot), settings)
+    return configured(Policy.restore(snapshot), settings)
 
 
 def _reason(exc: BaseException) -> str:
@@ -770,7 +771,7 @@ def _prepared(name: str, snapshot: bytes | None, settings: PolicySettings) -> Po
         policy = Policy.restore(snapshot)
         policy.check_model()
     try:
-        _configured(policy, settings)
+        configured(policy, settings)
     except (ConfigurationError, TypeError, ValueError) as exc:
         _log.error("settings.rejected", policy=name, reason=str(exc))
     return policy

@@ -287,11 +287,15 @@ class StateStore:
         *,
         counts: Mapping[str, int] | None = None,
         expected_version: int | None = None,
+        new_lineage: bool = False,
     ) -> bool:
         """Atomically store a snapshot, its version and offsets, and the ids it learned.
 
         Parameters
         ----------
+        new_lineage
+            The snapshot does not learn on from the stored one (a reset, an import):
+            its creation time is now. Otherwise the first save's is kept.
         counts
             Added to the policy's counters in the same transaction, so a crash can
             neither lose nor double them.
@@ -323,7 +327,10 @@ class StateStore:
                     "saved_at": repr(now),
                 },
             )
-            pipe.hsetnx(key, "created_at", repr(now))  # the lineage's first save
+            if new_lineage:
+                pipe.hset(key, "created_at", repr(now))
+            else:
+                pipe.hsetnx(key, "created_at", repr(now))  # the lineage's first save
             if learned_ids:
                 forget = repr(now - self.dedup_window_seconds)
                 ids = json.dumps(list(learned_ids))

@@ -71,12 +71,14 @@ Differences from Personalizer
   a decision is not an error here; the join agent decides what such a reward means
   (DESIGN.md, contract 4). Activations likewise: any valid event id is accepted and
   goes to the ``rewards`` topic.
-- Rank, reward and activate are served at every version's path, and so are
-  ``GET /model`` (the VW model file ``vw -i`` loads; an ``admin`` key, as every model
-  export; ``signed=true`` archives are refused, 400 naming ``signed``) and
-  ``GET /model/properties`` (404 until the policy saved a model). Multi-slot rank and
-  the evaluation, configuration, model import and reset, and log APIs are not provided
-  yet: the native API (``/v1/...``, e.g. ``GET``/``PUT /v1/policies/{name}/settings``)
+- Rank, reward and activate are served at every version's path, and so is the model:
+  ``GET /model`` (the VW model file ``vw -i`` loads; ``signed=true`` archives are
+  refused, 400 naming ``signed``), ``PUT /model`` (a VW model file, checked in a child
+  process before it is served: 400 naming ``body`` when the policy cannot learn on from
+  it), ``DELETE /model`` (a fresh model) and ``GET /model/properties`` (404 until the
+  policy saved a model). Exporting, importing and resetting need an ``admin`` key.
+  Multi-slot rank and the evaluation, configuration and log APIs are not provided yet:
+  the native API (``/v1/...``, e.g. ``GET``/``PUT /v1/policies/{name}/settings``)
   covers what they configured.
 """
 

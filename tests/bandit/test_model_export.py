@@ -18,6 +18,7 @@ import httpx
 import pytest
 from azure.ai.personalizer import PersonalizerAdministrationClient
 from azure.core.credentials import AzureKeyCredential
+from azure.core.exceptions import HttpResponseError
 from redis.asyncio import Redis
 from vowpalwabbit import pyvw
 
@@ -58,9 +59,8 @@ def _served_version(client: httpx.Client, policy: str, version: str) -> dict[str
     """Rank until `policy` serves model `version`; return the answer's probabilities by id."""
     deadline = time.monotonic() + 10
     while True:
-        answer = client.post(
-            f"/v1/rank?policy={policy}", json={"context": USER, "actions": ACTIONS}, headers=ADMIN
-        ).json()
+        body = {"context": USER, "actions": ACTIONS, "policy": policy}
+        answer = client.post("/v1/rank", json=body, headers=ADMIN).json()
         if answer["model_version"] == version:
             return {entry["id"]: entry["probability"] for entry in answer["ranking"]}
         assert time.monotonic() < deadline, f"model {version} of {policy} was never served"
@@ -175,3 +175,91 @@ def test_a_model_saved_again_keeps_its_creation_time_in_redis(server: Server) ->
 
     created, kept, saved = _run(body)
     assert kept == created < saved
+
+
+# -- replacing a model: reset and import -------------------------------------------------
+
+CONTEXT = {"user": {"tier": "gold", "returning": 1.0}}  # as the policy sees USER
+
+
+def _served_probabilities(client: httpx.Client, policy: str, version: int) -> dict[str, float]:
+    return _served_version(client, policy, str(version))
+
+
+def test_an_imported_vw_model_file_is_served_and_a_reset_serves_a_fresh_model(
+    client: httpx.Client,
+) -> None:
+    trained = make_policy("vw-epsilon")
+    actions = [Action(a["id"], a.get("features", {})) for a in ACTIONS]
+    for i in range(90):  # trained elsewhere: "c" is the one that pays
+        trained.learn(CONTEXT, actions, i % 3, float(i % 3 == 2), 1 / 3)
+    before = client.get("/v1/policies/tuned/model/properties", headers=ADMIN)
+    version = before.json()["model_version"] if before.status_code == 200 else 0
+
+    imported = client.put(
+        "/v1/policies/tuned/model",
+        content=trained.model_file(),
+        headers={**ADMIN, "Content-Type": "application/octet-stream"},
+    )
+    assert imported.status_code == 200, imported.text
+    properties = imported.json()
+    assert (properties["model_version"], properties["n_learned"]) == (version + 1, 0)
+    assert properties["created_at"] == properties["saved_at"]  # a new lineage
+    served = _served_probabilities(client, "tuned", version + 1)
+    expected = trained.pmf(CONTEXT, actions).probabilities
+    assert [served[a.id] for a in actions] == pytest.approx(list(expected), abs=1e-6)
+    assert max(served, key=served.__getitem__) == "c"
+
+    reset = client.delete("/v1/policies/tuned/model", headers=ADMIN)
+    assert reset.status_code == 200, reset.text
+    assert (reset.json()["model_version"], reset.json()["n_learned"]) == (version + 2, 0)
+    served = _served_probabilities(client, "tuned", version + 2)
+    fresh = make_policy("vw-epsilon").pmf(CONTEXT, actions).probabilities
+    assert [served[a.id] for a in actions] == pytest.approx(list(fresh), abs=1e-6)
+
+
+def test_a_model_file_the_policy_cannot_learn_on_from_is_refused_naming_it(
+    client: httpx.Client,
+) -> None:
+    binary = {**ADMIN, "Content-Type": "application/octet-stream"}
+    before = client.get("/v1/policies/main/model/properties", headers=ADMIN).json()
+    for junk in (b"not a model", make_policy("vw-epsilon").snapshot()):
+        refused = client.put("/v1/policies/main/model", content=junk, headers=binary)
+        assert refused.status_code == 422, refused.text
+        [detail] = refused.json()["detail"]
+        assert (detail["loc"], detail["type"]) == (["body"], "model_file")
+    squarecb = make_policy("vw-squarecb").model_file()  # another exploration's options
+    other = client.put("/v1/policies/other/model", content=squarecb, headers=binary)
+    assert other.status_code == 422
+    assert "not a VW policy" in other.json()["detail"][0]["msg"]
+    not_admin = client.put(
+        "/v1/policies/main/model",
+        content=squarecb,
+        headers={**APP, "Content-Type": "application/octet-stream"},
+    )
+    assert not_admin.status_code == 403
+    assert client.delete("/v1/policies/main/model", headers=APP).status_code == 403
+    after = client.get("/v1/policies/main/model/properties", headers=ADMIN).json()
+    assert after == before  # nothing was replaced
+
+
+def test_personalizers_client_imports_and_resets_the_model(
+    client: httpx.Client, server: Server
+) -> None:
+    sdk = PersonalizerAdministrationClient(server.url, AzureKeyCredential(ADMIN_KEY))
+    before = client.get("/v1/policies/main/model/properties", headers=ADMIN).json()
+    trained = make_policy("vw-epsilon")
+    trained.learn(CONTEXT, [Action("a"), Action("b")], 1, 1.0, 0.5)
+    sdk.import_model(trained.model_file())
+    imported = client.get("/v1/policies/main/model/properties", headers=ADMIN).json()
+    assert imported["model_version"] == before["model_version"] + 1
+    assert (
+        b"".join(sdk.export_model(signed=False))
+        == client.get("/v1/policies/main/model", headers=ADMIN).content
+    )
+    sdk.reset_model()
+    reset = client.get("/v1/policies/main/model/properties", headers=ADMIN).json()
+    assert (reset["model_version"], reset["n_learned"]) == (before["model_version"] + 2, 0)
+    with pytest.raises(HttpResponseError) as refused:
+        sdk.import_model(b"not a model")
+    assert refused.value.status_code == 400
