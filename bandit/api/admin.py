@@ -55,7 +55,9 @@ __all__ = [
     "Report",
     "ReportRequest",
     "SavedModel",
+    "change_settings",
     "check_admin",
+    "live_settings",
     "model_file",
     "replace_model",
     "router",
@@ -207,12 +209,12 @@ async def get_settings_route(
     resolve_policy(service, caller, name)
     with redis_or_503():
         async with asyncio.timeout(CONTROL_TIMEOUT):
-            settings, version = await _live_settings(service, name)
+            settings, version = await live_settings(service, name)
     note(request, policy=name, settings_version=version)
     return model_response(settings, headers={"ETag": f'"{version}"'})
 
 
-async def _live_settings(service: Service, name: str) -> tuple[PolicySettings, int]:
+async def live_settings(service: Service, name: str) -> tuple[PolicySettings, int]:
     """Return a served policy's settings and their version: stored, else those it runs."""
     found = await service.store.policy_settings(name)
     if found is None:
@@ -256,13 +258,20 @@ async def put_settings_route(
     resolve_policy(service, caller, name)
     check_admin(caller, "changing settings")
     body = await parse_body(request, PolicySettings, "the policy settings", service.settings.limits)
+    return await change_settings(request, service, name, body)
+
+
+async def change_settings(
+    request: Request, service: Service, name: str, settings: PolicySettings
+) -> Response:
+    """Check that policy `name` can run `settings` (422 naming why not), then store them."""
     try:
-        await service.engine.check_settings(name, body)
+        await service.engine.check_settings(name, settings)
     except (ConfigurationError, TypeError, ValueError) as exc:
         field = "spec" if "`spec`" in str(exc) else "exploration"
         detail = {"loc": [field], "msg": str(exc), "type": "settings_not_applicable"}
         raise RefusedRequestError(422, "BadRequest", str(exc), details=[detail]) from None
-    return await _store_settings(request, service, name, body)
+    return await _store_settings(request, service, name, settings)
 
 
 @router.put(
@@ -286,7 +295,7 @@ async def put_baseline_route(
     body = await parse_body(request, BaselineSwitch, "the kill switch", service.settings.limits)
     with redis_or_503():
         async with asyncio.timeout(CONTROL_TIMEOUT):
-            current, _ = await _live_settings(service, name)
+            current, _ = await live_settings(service, name)
     switched = current.model_copy(update={"baseline_forced": body.forced})
     return await _store_settings(request, service, name, switched)
 

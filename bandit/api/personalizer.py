@@ -14,7 +14,9 @@ lists the versions).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, TypeVar, get_args
 
 import pydantic
@@ -24,12 +26,23 @@ from fastapi.responses import Response
 from bandit.api.admin import (
     MODEL_FILE_RESPONSES,
     REPLACE_RESPONSES,
+    change_settings,
     check_admin,
+    live_settings,
     model_file,
     replace_model,
     saved_model,
 )
-from bandit.api.deps import CallerDep, PolicyQuery, ServiceDep, read_body, resolve_policy
+from bandit.api.deps import (
+    CONTROL_TIMEOUT,
+    CallerDep,
+    PolicyQuery,
+    Service,
+    ServiceDep,
+    read_body,
+    redis_or_503,
+    resolve_policy,
+)
 from bandit.api.errors import PERSONALIZER_ERRORS, RefusedRequestError, invalid, model_response
 from bandit.api.native import check_may_send, decide, feedback
 from bandit.api.openapi import reads_body
@@ -38,10 +51,14 @@ from bandit.wire.personalizer import (
     PersonalizerRankRequest,
     PersonalizerRankResponse,
     PersonalizerRewardRequest,
+    PersonalizerServiceConfiguration,
+    configured_settings,
+    service_configuration,
     to_activation,
     to_rank_request,
     to_reward,
 )
+from policies.vw import VWPolicy
 
 __all__ = ["API_VERSIONS", "PATH_VERSIONS", "router"]
 
@@ -228,3 +245,73 @@ async def personalizer_import_model(
     model = await read_body(request)
     await replace_model(request, service, caller, name, model)
     return Response(status_code=204)
+
+
+# -- configuration -------------------------------------------------------------------------
+
+
+def _epsilon(service: Service, name: str) -> float | None:
+    """Return the served policy's epsilon when it explores epsilon-greedily, else None."""
+    loaded = service.engine.loaded(name)
+    policy = None if loaded is None else loaded.policy
+    if isinstance(policy, VWPolicy) and policy.exploration == "epsilon":
+        return policy.epsilon
+    return None
+
+
+async def _configuration(service: Service, name: str) -> PersonalizerServiceConfiguration:
+    with redis_or_503():
+        async with asyncio.timeout(CONTROL_TIMEOUT):
+            settings, _ = await live_settings(service, name)
+            edited = await service.store.settings_changed_at(name)
+    return service_configuration(
+        settings,
+        epsilon=_epsilon(service, name),
+        snapshot_seconds=service.settings.learner.snapshot_every_seconds,
+        edited_at=None if edited is None else datetime.fromtimestamp(edited, UTC),
+    )
+
+
+@_route("/configurations/service", "GET", response_model=PersonalizerServiceConfiguration)
+async def personalizer_service_configuration(
+    service: ServiceDep, caller: CallerDep, policy: PolicyQuery = None
+) -> Response:
+    """Personalizer's service configuration, read from the policy's live settings."""
+    name = resolve_policy(service, caller, policy)
+    return model_response(await _configuration(service, name))
+
+
+@_route(
+    "/configurations/service",
+    "PUT",
+    response_model=PersonalizerServiceConfiguration,
+    openapi_extra=reads_body(PersonalizerServiceConfiguration),
+)
+async def personalizer_update_service_configuration(
+    request: Request, service: ServiceDep, caller: CallerDep, policy: PolicyQuery = None
+) -> Response:
+    """Change the policy's live settings as Personalizer's configuration asks (admin keys).
+
+    Reward wait time, default reward, reward aggregation and (an epsilon-greedy
+    policy's) exploration percentage apply at once; asking for what this service does
+    not do (another learning mode, automatic optimisation, log mirroring or retention,
+    another model export frequency) is refused with 400 naming the field.
+    """
+    name = resolve_policy(service, caller, policy)
+    check_admin(caller, "changing settings")
+    raw = await read_body(request)
+    try:
+        config = PersonalizerServiceConfiguration.model_validate_json(raw)
+        with redis_or_503():
+            async with asyncio.timeout(CONTROL_TIMEOUT):
+                current, _ = await live_settings(service, name)
+        settings = configured_settings(
+            config,
+            current,
+            epsilon=_epsilon(service, name),
+            snapshot_seconds=service.settings.learner.snapshot_every_seconds,
+        )
+    except pydantic.ValidationError as exc:
+        raise invalid(exc, "the service configuration") from None
+    await change_settings(request, service, name, settings)
+    return model_response(await _configuration(service, name))

@@ -5,6 +5,7 @@ State lives in Redis, flows live in Kafka. Keys, all under the configured prefix
 
     sb:policy:{name}:settings      JSON PolicySettings           (admin writes, all read)
     sb:policy:{name}:settings:v    integer, bumped on every change
+    sb:policy:{name}:settings:at   when an admin last changed them (seconds since the epoch)
     sb:model:{name}                hash: snapshot, version, offsets (JSON), saved_at, created_at
     sb:learned:{name}              sorted set: event ids learned -> when (dedup window)
     sb:logged:{name}               sorted set: event ids in a decision log -> when (dedup
@@ -254,8 +255,14 @@ class StateStore:
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.set(self.key("policy", policy, "settings"), settings.model_dump_json())
             pipe.incr(self.key("policy", policy, "settings", "v"))
-            _, version = await pipe.execute()
+            pipe.set(self.key("policy", policy, "settings", "at"), repr(time.time()))
+            _, version, _ = await pipe.execute()
         return int(version)
+
+    async def settings_changed_at(self, policy: str) -> float | None:
+        """Return when a policy's settings were last changed, or None if they never were."""
+        raw = await self.redis.get(self.key("policy", policy, "settings", "at"))
+        return None if raw is None else float(raw)
 
     async def init_policy_settings(self, policy: str, settings: PolicySettings) -> bool:
         """Store `settings` only if the policy has none yet; return whether stored."""

@@ -77,23 +77,41 @@ Differences from Personalizer
   process before it is served: 400 naming ``body`` when the policy cannot learn on from
   it), ``DELETE /model`` (a fresh model) and ``GET /model/properties`` (404 until the
   policy saved a model). Exporting, importing and resetting need an ``admin`` key.
-  Multi-slot rank and the evaluation, configuration and log APIs are not provided yet:
-  the native API (``/v1/...``, e.g. ``GET``/``PUT /v1/policies/{name}/settings``)
-  covers what they configured.
+  ``GET``/``PUT /configurations/service`` read and change the policy's live settings
+  (:func:`service_configuration`, :func:`configured_settings`). Multi-slot rank and the
+  evaluation, learning policy and log APIs are not provided yet: the native API
+  (``/v1/...``, e.g. ``GET``/``PUT /v1/policies/{name}/settings``) covers what they
+  configured.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import datetime
-from typing import Annotated, Any, Self
+from datetime import datetime, timedelta
+from typing import Annotated, Any, Literal, Self, get_args
 
 import pydantic
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictFloat
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    WithJsonSchema,
+)
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from bandit.settings import Limits
-from bandit.wire.schemas import LENIENT_IDS, Activation, Decision, RankRequest, RewardReported
+from bandit.wire.schemas import (
+    LENIENT_IDS,
+    Activation,
+    Aggregation,
+    Decision,
+    PolicySettings,
+    RankRequest,
+    RewardReported,
+)
 
 __all__ = [
     "DEFAULT_NAMESPACE",
@@ -106,7 +124,10 @@ __all__ = [
     "PersonalizerRankableAction",
     "PersonalizerRankedAction",
     "PersonalizerRewardRequest",
+    "PersonalizerServiceConfiguration",
+    "configured_settings",
     "error_target",
+    "service_configuration",
     "to_activation",
     "to_rank_request",
     "to_reward",
@@ -201,6 +222,174 @@ class PersonalizerModelProperties(_Camel):
 
     creation_time: datetime = Field(alias="creationTime")
     last_modified_time: datetime = Field(alias="lastModifiedTime")
+
+
+LearningMode = Literal["Online", "Apprentice", "LoggingOnly"]
+Duration = Annotated[
+    timedelta,
+    WithJsonSchema(
+        {
+            "type": "string",
+            "pattern": r"^P(\d+D)?(T(\d+H)?(\d+M)?(\d+(\.\d+)?S)?)?$",
+            "description": "An ISO 8601 duration, e.g. PT10M.",
+        }
+    ),
+]
+"""An ISO 8601 duration, fractions of seconds allowed (``PT0.25S``: RFC 3339's has none)."""
+
+
+class PersonalizerServiceConfiguration(_Request):
+    """Personalizer's service configuration (``GET``/``PUT /configurations/service``).
+
+    Durations are ISO 8601 (``PT10M``). What each field does here:
+    :func:`service_configuration` (read) and :func:`configured_settings` (write).
+    """
+
+    reward_wait_time: Duration = Field(alias="rewardWaitTime")
+    default_reward: float = Field(alias="defaultReward", allow_inf_nan=False)
+    reward_aggregation: str = Field(alias="rewardAggregation", max_length=64)
+    exploration_percentage: float | None = Field(
+        default=None, alias="explorationPercentage", ge=0.0, le=1.0
+    )
+    model_export_frequency: Duration | None = Field(default=None, alias="modelExportFrequency")
+    log_mirror_enabled: bool | None = Field(default=None, alias="logMirrorEnabled")
+    log_mirror_sas_uri: str | None = Field(default=None, alias="logMirrorSasUri", max_length=2048)
+    log_retention_days: int = Field(default=-1, alias="logRetentionDays")
+    last_configuration_edit_date: datetime | None = Field(
+        default=None, alias="lastConfigurationEditDate"
+    )
+    learning_mode: LearningMode = Field(default="Online", alias="learningMode")
+    is_auto_optimization_enabled: bool | None = Field(
+        default=None, alias="isAutoOptimizationEnabled"
+    )
+    auto_optimization_frequency: Duration | None = Field(
+        default=None, alias="autoOptimizationFrequency"
+    )
+    auto_optimization_start_date: datetime | None = Field(
+        default=None, alias="autoOptimizationStartDate"
+    )
+
+
+def service_configuration(
+    settings: PolicySettings,
+    *,
+    epsilon: float | None,
+    snapshot_seconds: float,
+    edited_at: datetime | None,
+) -> PersonalizerServiceConfiguration:
+    """Say a policy's settings as Personalizer's service configuration.
+
+    Parameters
+    ----------
+    settings
+        The policy's live settings.
+    epsilon
+        Its exploration percentage: the epsilon of an epsilon-greedy policy; None for a
+        policy that explores otherwise (``explorationPercentage`` is then null).
+    snapshot_seconds
+        How often the learner saves the model the API serves (``modelExportFrequency``).
+    edited_at
+        When an admin last changed the settings.
+
+    Examples
+    --------
+    >>> config = service_configuration(
+    ...     PolicySettings(spec="vw-epsilon", reward_wait_seconds=600.0),
+    ...     epsilon=0.05, snapshot_seconds=0.25, edited_at=None,
+    ... )
+    >>> config.model_dump(mode="json", by_alias=True, include={"reward_wait_time", "learning_mode"})
+    {'rewardWaitTime': 'PT10M', 'learningMode': 'Online'}
+    """
+    return PersonalizerServiceConfiguration.model_validate(
+        {
+            "rewardWaitTime": timedelta(seconds=settings.reward_wait_seconds),
+            "defaultReward": settings.default_reward,
+            "rewardAggregation": settings.reward_aggregation,
+            "explorationPercentage": epsilon,
+            "modelExportFrequency": timedelta(seconds=snapshot_seconds),
+            "logMirrorEnabled": False,
+            "logRetentionDays": -1,  # the decision log is never deleted by the service
+            "lastConfigurationEditDate": edited_at,
+            "learningMode": "Online",
+            "isAutoOptimizationEnabled": False,
+        }
+    )
+
+
+def configured_settings(
+    config: PersonalizerServiceConfiguration,
+    current: PolicySettings,
+    *,
+    epsilon: float | None,
+    snapshot_seconds: float,
+) -> PolicySettings:
+    """Return `current` changed as `config` asks; refuse what cannot be done here.
+
+    ``rewardWaitTime``, ``defaultReward`` and ``rewardAggregation`` (``earliest``,
+    ``sum``, ``max``) set the policy's; ``explorationPercentage`` its epsilon when it is
+    epsilon-greedy (`epsilon` is its current one). Fields that would ask for what this
+    service does not do are refused, each naming itself: another learning mode than
+    ``Online``, automatic optimisation, log mirroring, a log retention other than -1
+    (never deleted), a model export frequency other than the learner's.
+
+    Raises
+    ------
+    pydantic.ValidationError
+        Naming each field asked for what cannot be done.
+    """
+    errors: list[InitErrorDetails] = []
+
+    def refuse(field: str, message: str) -> None:
+        errors.append(
+            InitErrorDetails(
+                type=PydanticCustomError("configuration_not_provided", message),
+                loc=(field,),
+                input=None,
+            )
+        )
+
+    changes: dict[str, Any] = {
+        "reward_wait_seconds": config.reward_wait_time.total_seconds(),
+        "default_reward": config.default_reward,
+    }
+    if config.reward_aggregation in get_args(Aggregation):
+        changes["reward_aggregation"] = config.reward_aggregation
+    else:
+        refuse(
+            "rewardAggregation",
+            f"reward aggregation must be one of {list(get_args(Aggregation))}, "
+            f"got {config.reward_aggregation[:64]!r}",
+        )
+    percentage = config.exploration_percentage
+    if percentage is not None and percentage != epsilon:
+        if epsilon is None:
+            refuse(
+                "explorationPercentage",
+                "the served policy does not explore epsilon-greedily: set its exploration "
+                "with PUT /v1/policies/{name}/settings",
+            )
+        else:
+            changes["exploration"] = {**current.exploration, "epsilon": percentage}
+    if config.learning_mode != "Online":
+        refuse("learningMode", f"learning mode {config.learning_mode!r} is not provided: Online")
+    if config.is_auto_optimization_enabled:
+        refuse("isAutoOptimizationEnabled", "automatic optimisation is not provided")
+    if config.log_mirror_enabled:
+        refuse("logMirrorEnabled", "log mirroring is not provided: the decision log is files")
+    if config.log_retention_days != -1:
+        refuse("logRetentionDays", "the decision log is kept until deleted: -1")
+    frequency = config.model_export_frequency
+    if frequency is not None and abs(frequency.total_seconds() - snapshot_seconds) > 1e-6:
+        refuse(
+            "modelExportFrequency",
+            f"the learner saves the model every {snapshot_seconds:g} s "
+            "(STREAMBANDIT_LEARNER__SNAPSHOT_EVERY_SECONDS), set where it runs",
+        )
+    if errors:
+        raise pydantic.ValidationError.from_exception_data(
+            "PersonalizerServiceConfiguration", errors
+        )
+    return PolicySettings.model_validate({**current.model_dump(), **changes})
 
 
 class PersonalizerErrorDetail(_Camel):

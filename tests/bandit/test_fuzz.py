@@ -62,6 +62,8 @@ ADMIN_ONLY = {
     ("DELETE", "/v1/policies/{name}/model"),
     ("DELETE", "/personalizer/v1.0/model"),
     ("DELETE", "/personalizer/model"),
+    ("PUT", "/personalizer/v1.0/configurations/service"),
+    ("PUT", "/personalizer/configurations/service"),
 }
 
 
@@ -207,6 +209,13 @@ def _steered(case: Any) -> Any:
     body.update({name: value for name, value in fixed.items() if name in body})
     if case.operation.path in ("/v1/consent", "/v1/me/consent"):
         body.setdefault("learning", True)
+    if case.operation.path.endswith("/configurations/service"):  # only what is done here
+        body.update(
+            learningMode="Online", logRetentionDays=-1, rewardAggregation="earliest",
+            logMirrorEnabled=False, isAutoOptimizationEnabled=False,
+            modelExportFrequency=None, explorationPercentage=None, rewardWaitTime="PT30S",
+            defaultReward=0.0, autoOptimizationFrequency=None,
+        )  # fmt: skip
     if isinstance(body.get("actions"), list):
         personalizer = case.operation.path.startswith("/personalizer/")
         body["actions"] = [

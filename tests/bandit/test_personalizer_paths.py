@@ -17,7 +17,7 @@ import pytest
 
 from bandit.api.personalizer import API_VERSIONS, PATH_VERSIONS
 from bandit.wire.schemas import Decision
-from tests.bandit.test_api import SUBSCRIPTION, Server, _read, serve_api
+from tests.bandit.test_api import ADMIN_KEY, SUBSCRIPTION, Server, _read, serve_api
 
 RANK = {
     "contextFeatures": [{"timeOfDay": "Morning"}, {"user": {"tier": "gold"}}],
@@ -194,3 +194,59 @@ def test_identifier_features_are_dropped_and_counted_where_the_native_routes_ref
     )
     assert native.status_code == 422
     assert "identifier-like feature refused" in native.text
+
+
+def test_the_service_configuration_reads_and_changes_the_policys_live_settings(
+    client: httpx.Client, server: Server
+) -> None:
+    admin = {"Ocp-Apim-Subscription-Key": ADMIN_KEY}
+    path = "/personalizer/v1.1-preview.3/configurations/service?policy=tuned"
+    read = client.get(path, headers=admin)
+    assert read.status_code == 200, read.text
+    config = read.json()
+    assert config["learningMode"] == "Online"
+    assert (config["explorationPercentage"], config["logRetentionDays"]) == (0.05, -1)
+    assert config["modelExportFrequency"] == "PT0.25S"  # the learner's snapshot interval
+    changed = {**config, "rewardWaitTime": "PT2M", "defaultReward": -0.5,
+               "rewardAggregation": "sum", "explorationPercentage": 0.3}  # fmt: skip
+    answer = client.put(path, json=changed, headers=admin)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["rewardWaitTime"] == "PT2M"
+    assert answer.json()["lastConfigurationEditDate"] is not None
+    settings = client.get("/v1/policies/tuned/settings", headers=admin).json()
+    assert (settings["reward_wait_seconds"], settings["default_reward"]) == (120.0, -0.5)
+    assert (settings["reward_aggregation"], settings["exploration"]) == ("sum", {"epsilon": 0.3})
+
+    refused = client.put(
+        path,
+        json={
+            **changed,
+            "learningMode": "Apprentice",
+            "logRetentionDays": 30,
+            "rewardAggregation": "average",
+        },
+        headers=admin,
+    )
+    assert refused.status_code == 400
+    targets = {d["target"] for d in refused.json()["error"]["details"]}
+    assert targets == {"learningMode", "logRetentionDays", "rewardAggregation"}
+    assert client.get("/v1/policies/tuned/settings", headers=admin).json() == settings
+    not_admin = client.put(path.replace("tuned", "main"), json=changed, headers=SUBSCRIPTION)
+    assert not_admin.status_code == 403
+    uniform = client.put(
+        "/personalizer/v1.0/configurations/service?policy=other", json=changed, headers=admin
+    )
+    assert uniform.status_code == 400
+    assert uniform.json()["error"]["details"][0]["target"] == "explorationPercentage"
+
+
+def test_personalizers_client_reads_and_updates_the_service_configuration(server: Server) -> None:
+    from azure.ai.personalizer import PersonalizerAdministrationClient
+    from azure.core.credentials import AzureKeyCredential
+
+    sdk = PersonalizerAdministrationClient(server.url, AzureKeyCredential(ADMIN_KEY))
+    config = sdk.get_service_configuration()
+    assert config["learningMode"] == "Online"
+    updated = sdk.update_service_configuration({**config, "rewardWaitTime": "PT45S"})
+    assert updated["rewardWaitTime"] == "PT45S"
+    assert sdk.get_service_configuration()["rewardWaitTime"] == "PT45S"
