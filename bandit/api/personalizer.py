@@ -1,7 +1,8 @@
-"""The Personalizer routes: rank, reward and activate, at every path its clients use.
+"""The Personalizer routes: rank, reward, activate, model, configuration, at every path.
 
 How they differ from Azure Personalizer is described in :mod:`bandit.wire.personalizer`;
-they decide and produce as the native routes do (:mod:`bandit.api.native`).
+they decide and produce as the native routes do (:mod:`bandit.api.native`), and the
+model and configuration routes map onto the admin routes' (:mod:`bandit.api.admin`).
 
 Personalizer's clients name the API version in the path (``/personalizer/v1.0/``, used
 by ``azure-cognitiveservices-personalizer``; ``/personalizer/v1.1-preview.1|2|3/``, used
