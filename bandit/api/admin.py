@@ -48,6 +48,9 @@ from policies import policy_class, snapshot_contents
 from policies.vw import VWPolicy
 
 __all__ = [
+    "MODEL_FILE_BODY",
+    "MODEL_FILE_RESPONSES",
+    "REPLACE_RESPONSES",
     "BaselineSwitch",
     "Ledger",
     "ModelProperties",
@@ -400,11 +403,11 @@ async def model_file(request: Request, service: Service, caller: Caller, name: s
     return Response(model.payload, media_type="application/octet-stream", headers=headers)
 
 
+_BINARY = {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
+MODEL_FILE_BODY: dict[str, Any] = {"requestBody": {"required": True, "content": _BINARY}}
+"""OpenAPI request body of the model import routes: a VW model file."""
 MODEL_FILE_RESPONSES: dict[int | str, Any] = {
-    200: {
-        "description": "The VW model file (``vw -i`` loads it).",
-        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
-    },
+    200: {"description": "The VW model file (``vw -i`` loads it).", "content": _BINARY},
     409: {"description": "The policy is not a VW policy: it has no VW model file."},
 }
 """OpenAPI answers of the model file routes (with the error answers of their surface)."""
@@ -524,14 +527,7 @@ async def reset_model_route(
     response_model=ModelProperties,
     responses={**POLICY_ERRORS, **REPLACE_RESPONSES},
     name="import_policy_model",
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {
-                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
-            },
-        }
-    },
+    openapi_extra=MODEL_FILE_BODY,
 )
 async def import_model_route(
     request: Request, service: ServiceDep, caller: CallerDep, name: str

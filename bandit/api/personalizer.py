@@ -25,6 +25,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import Response
 
 from bandit.api.admin import (
+    MODEL_FILE_BODY,
     MODEL_FILE_RESPONSES,
     REPLACE_RESPONSES,
     change_settings,
@@ -228,14 +229,7 @@ async def personalizer_reset_model(
     "PUT",
     status_code=204,
     responses=REPLACE_RESPONSES,
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {
-                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
-            },
-        }
-    },
+    openapi_extra=MODEL_FILE_BODY,
 )
 async def personalizer_import_model(
     request: Request, service: ServiceDep, caller: CallerDep, policy: PolicyQuery = None
