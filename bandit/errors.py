@@ -21,6 +21,7 @@
     ├── BudgetExhaustedError         a release would overspend the privacy budget
     ├── RefusedRequestError          the API's answer other than success: .status, .code
     ├── StructureError               (also ValueError) a record of our own topics, malformed
+    ├── ModelFileError               (also ValueError) a VW model file a policy cannot take
     └── ClientError                  bandit.client's: .status (None when no answer came), .message
         ├── InvalidArgumentError     (also ValueError) rejected before sending
         ├── TransportError           no answer: connection refused, reset, ...
@@ -36,7 +37,8 @@
             └── ServerError               other 5xx
 
 The modules that raise an error re-export it (:mod:`bandit.client` its branch,
-:mod:`bandit.privacy.minimise` and :mod:`bandit.privacy.dp` theirs), so either import works.
+:mod:`bandit.privacy.minimise`, :mod:`bandit.privacy.dp` and
+:mod:`bandit.service.modelfile` theirs), so either import works.
 Request and event payloads are validated by pydantic and raise
 :class:`pydantic.ValidationError`, whose entries name the field and the rule.
 """
@@ -78,6 +80,7 @@ __all__ = [
     "InvalidFeedbackError",
     "InvalidModelError",
     "LogFormatError",
+    "ModelFileError",
     "NotFoundError",
     "PermissionDeniedError",
     "PolicyError",
@@ -130,6 +133,10 @@ class FeatureRefusedError(StreambanditError, ValueError):
         self.rule = rule
         self.kind = kind
         super().__init__(f"{'.'.join(map(str, location))}: {rule}")
+
+
+class ModelFileError(StreambanditError, ValueError):
+    """A VW model file the served policy cannot learn on from; the message says why."""
 
 
 class BudgetExhaustedError(StreambanditError):

@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import sys
 
-from bandit.errors import ConfigurationError, InvalidModelError, SnapshotError
+from bandit.errors import ConfigurationError, InvalidModelError, ModelFileError, SnapshotError
 from bandit.service.engine import configured
 from bandit.wire.schemas import PolicySettings
 from policies import make_policy
@@ -31,10 +31,6 @@ __all__ = ["ModelFileError", "fresh_snapshot", "imported_snapshot", "main"]
 
 CHECK_SECONDS = 60.0
 """The longest a model file's check may take before it is refused."""
-
-
-class ModelFileError(ValueError):
-    """A VW model file the served policy cannot learn on from; the message says why."""
 
 
 def fresh_snapshot(settings: PolicySettings) -> bytes:
