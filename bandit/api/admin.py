@@ -41,6 +41,7 @@ from bandit.api.openapi import reads_body
 from bandit.api.requestlog import note
 from bandit.errors import ConfigurationError, SnapshotError
 from bandit.privacy.dp import BudgetExhaustedError, PrivacyLedger, laplace
+from bandit.service.logfiles import log_files
 from bandit.service.modelfile import ModelFileError, fresh_snapshot, imported_snapshot
 from bandit.service.state import ModelRecord
 from bandit.wire.schemas import PolicyName, PolicySettings, WireModel
@@ -53,6 +54,7 @@ __all__ = [
     "REPLACE_RESPONSES",
     "BaselineSwitch",
     "Ledger",
+    "LogProperties",
     "ModelProperties",
     "Release",
     "Report",
@@ -61,6 +63,7 @@ __all__ = [
     "change_settings",
     "check_admin",
     "live_settings",
+    "log_properties",
     "model_file",
     "replace_model",
     "router",
@@ -538,3 +541,38 @@ async def import_model_route(
     model = await read_body(request)
     replaced = await replace_model(request, service, caller, name, model)
     return model_response(replaced.properties(name))
+
+
+# -- the decision log ----------------------------------------------------------------------
+
+
+class LogProperties(BaseModel):
+    """The decision log's files (``GET /v1/log/properties``).
+
+    Attributes
+    ----------
+    files, bytes
+        How many DSJSON files the log holds, and their size.
+    first, last
+        The dates of its first and last decisions (to within the policies' reward wait:
+        :mod:`bandit.service.logfiles`); None while it is empty.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    files: int
+    bytes: int
+    first: datetime | None
+    last: datetime | None
+
+
+async def log_properties(service: Service) -> LogProperties:
+    """Read the decision log's files (``settings.decision_log.directory``) off the event loop."""
+    found = await asyncio.to_thread(log_files, service.settings.decision_log.directory)
+    return LogProperties(files=found.files, bytes=found.bytes, first=found.first, last=found.last)
+
+
+@router.get("/log/properties", response_model=LogProperties, name="get_log_properties")
+async def get_log_properties_route(service: ServiceDep, caller: CallerDep) -> Response:
+    """Say how many files the decision log holds, their size, and its first and last dates."""
+    return model_response(await log_properties(service))

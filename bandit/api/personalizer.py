@@ -31,6 +31,7 @@ from bandit.api.admin import (
     change_settings,
     check_admin,
     live_settings,
+    log_properties,
     model_file,
     replace_model,
     saved_model,
@@ -49,6 +50,8 @@ from bandit.api.errors import PERSONALIZER_ERRORS, RefusedRequestError, invalid,
 from bandit.api.native import check_may_send, decide, feedback
 from bandit.api.openapi import reads_body
 from bandit.wire.personalizer import (
+    PersonalizerDateRange,
+    PersonalizerLogProperties,
     PersonalizerModelProperties,
     PersonalizerRankRequest,
     PersonalizerRankResponse,
@@ -310,3 +313,11 @@ async def personalizer_update_service_configuration(
         raise invalid(exc, "the service configuration") from None
     await change_settings(request, service, name, settings)
     return model_response(await _configuration(service, name))
+
+
+@_route("/logs/properties", "GET", response_model=PersonalizerLogProperties)
+async def personalizer_log_properties(service: ServiceDep, caller: CallerDep) -> Response:
+    """Personalizer's log properties: the dates of the decision log's first and last lines."""
+    found = await log_properties(service)
+    span = PersonalizerDateRange.model_validate({"from": found.first, "to": found.last})
+    return model_response(PersonalizerLogProperties(dateRange=span))

@@ -78,8 +78,9 @@ Differences from Personalizer
   it), ``DELETE /model`` (a fresh model) and ``GET /model/properties`` (404 until the
   policy saved a model). Exporting, importing and resetting need an ``admin`` key.
   ``GET``/``PUT /configurations/service`` read and change the policy's live settings
-  (:func:`service_configuration`, :func:`configured_settings`). Multi-slot rank and the
-  evaluation, learning policy and log APIs are not provided yet: the native API
+  (:func:`service_configuration`, :func:`configured_settings`); ``GET /logs/properties``
+  says the dates of the decision log's files. Multi-slot rank, evaluations, the learning
+  policy and ``DELETE /logs`` are not provided yet: the native API
   (``/v1/...``, e.g. ``GET``/``PUT /v1/policies/{name}/settings``) covers what they
   configured.
 """
@@ -115,9 +116,11 @@ from bandit.wire.schemas import (
 
 __all__ = [
     "DEFAULT_NAMESPACE",
+    "PersonalizerDateRange",
     "PersonalizerError",
     "PersonalizerErrorDetail",
     "PersonalizerErrorResponse",
+    "PersonalizerLogProperties",
     "PersonalizerModelProperties",
     "PersonalizerRankRequest",
     "PersonalizerRankResponse",
@@ -390,6 +393,19 @@ def configured_settings(
             "PersonalizerServiceConfiguration", errors
         )
     return PolicySettings.model_validate({**current.model_dump(), **changes})
+
+
+class PersonalizerDateRange(_Camel):
+    """A span of dates: from, to (null while the log is empty)."""
+
+    from_: datetime | None = Field(alias="from")
+    to: datetime | None
+
+
+class PersonalizerLogProperties(_Camel):
+    """Personalizer's log properties: the dates the decision log spans."""
+
+    date_range: PersonalizerDateRange = Field(alias="dateRange")
 
 
 class PersonalizerErrorDetail(_Camel):
