@@ -20,7 +20,7 @@ from vowpalwabbit import pyvw
 
 from policies._base import Policy
 from policies._types import Action, Context, FeatureRef
-from policies._vwmodel import learner_bytes, non_finite_weight, rewrite_options
+from policies._vwmodel import learner_bytes, non_finite_weight, read_options, rewrite_options
 from policies.dsjson import (
     DSJSONRecord,
     FeatureRules,
@@ -97,6 +97,21 @@ _LIVE_RANGES: dict[str, tuple[float, float, bool]] = {
 }
 
 _TEXT_CACHE_SIZE = 20_000  # actions whose prediction line a policy keeps
+
+# The options a VW model file from elsewhere may keep in its header (VW applies them on
+# loading): a contextual bandit's learners and their hyperparameters. Anything else (a
+# file to write, a port to open, another input format) is refused by name.
+_MODEL_FILE_OPTIONS = frozenset(
+    {
+        "cb_adf", "cb_explore_adf", "cb_type", "csoaa_ldf", "csoaa_rank", "epsilon",
+        "squarecb", "gamma_scale", "gamma_exponent", "cover", "psi", "nounif", "bag",
+        "first_only", "rnd", "rnd_alpha", "rnd_invlambda", "softmax", "lambda",
+        "interactions", "quadratic", "cubic", "learning_rate", "power_t", "l1", "l2",
+        "bit_precision", "hash_seed", "noconstant", "ignore", "ignore_linear", "keep",
+        "random_seed", "loss_function", "cb_min_cost", "cb_max_cost", "sparse_weights",
+    }
+)  # fmt: skip
+_SHORT_OPTIONS = {"q": "quadratic", "l": "learning_rate", "b": "bit_precision"}
 
 
 class VWPolicy(Policy):
@@ -432,15 +447,19 @@ class VWPolicy(Policy):
     def load_model_file(self, model: bytes) -> None:
         """Serve and learn on from `model`, a VW model file (``vw -f`` wrote it), if it fits.
 
-        The file is loaded with this policy's own exploration options, as a snapshot is,
-        and its learned numbers must be finite (:meth:`check_model`); the policy is left
-        unchanged when either fails. The examples it learned are not counted in
+        The options the file keeps in its header (which VW applies on loading) must be
+        a contextual bandit's learners and hyperparameters only; an option that would
+        have VW write a file, open a port or read another input is refused by name. The
+        file is loaded with this policy's own exploration options, as a snapshot is, and
+        its learned numbers must be finite (:meth:`check_model`); the policy is left
+        unchanged when any check fails. The examples it learned are not counted in
         :attr:`n_learned` (this policy learned none of them).
 
         Raises
         ------
         SnapshotError
-            If VW cannot load the file with this policy's options.
+            If the file is not a VW model, keeps an option not of a contextual bandit,
+            or VW cannot load it with this policy's options.
         InvalidModelError
             If the file's model holds a NaN or an infinity.
 
@@ -455,6 +474,7 @@ class VWPolicy(Policy):
         ... )
         True
         """
+        _check_model_file_options(read_options(model))
         previous = self._vw
         self._vw = self._load_model(model, self._exploration_arguments(self._reloadable_used()))
         try:
@@ -537,6 +557,29 @@ class VWPolicy(Policy):
         vw = getattr(self, "_vw", None)
         if vw is not None:
             vw.finish()
+
+
+def _check_model_file_options(options: str) -> None:
+    """Refuse (SnapshotError, naming it) an option a VW model file may not keep."""
+    for token in options.split():
+        if not token.startswith("-") or _is_number(token):
+            continue  # an option's value
+        name = token.lstrip("-")
+        name = _SHORT_OPTIONS.get(name, name) if not token.startswith("--") else name
+        if name not in _MODEL_FILE_OPTIONS:
+            msg = (
+                f"the model file keeps the option {token!r}, which is not a contextual "
+                f"bandit's learner or hyperparameter; allowed: {sorted(_MODEL_FILE_OPTIONS)}"
+            )
+            raise SnapshotError(msg)
+
+
+def _is_number(token: str) -> bool:
+    try:
+        float(token)
+    except ValueError:
+        return False
+    return True
 
 
 _LEARNERS_SIZES: dict[str, int] = {}

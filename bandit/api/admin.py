@@ -462,8 +462,9 @@ async def replace_model(
     The snapshot is saved as the next model version, with the training offsets of the
     one it replaces, as the learner saves one; the learner learns on from it, the API
     serves it at once. A VW model file is checked in a child process first
-    (:mod:`bandit.service.modelfile`): 400 naming ``body`` when the policy cannot learn on
-    from it. 409 when the learner saved a model meanwhile (send it again).
+    (:mod:`bandit.service.modelfile`): 422 naming ``body`` (400 on Personalizer's routes)
+    when the policy cannot learn on from it. 409 when the learner saved a model
+    meanwhile (send it again).
     """
     check_admin(caller, "replacing a model")
     loaded = service.engine.loaded(name)

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from bandit.errors import ConfigurationError, InvalidFeaturesError, SnapshotError
 from policies import Action, Distribution, make_policy
+from policies._vwmodel import rewrite_options
 from policies.baselines import Uniform
 from policies.vw import VWPolicy, reward_to_cost, to_vw_lines
 from policies.vwtext import ID_TOKEN, escape, example_text
@@ -329,3 +330,18 @@ def test_pmf_is_pyvw_text_predict_on_random_decisions(exploration: str) -> None:
         weights = [max(p, 0.0) for p in policy._vw.predict(lines)]
         expected = Distribution.from_weights(weights, floor=policy.floor)
         assert policy.pmf(context, offered) == expected
+
+
+def test_a_model_file_keeping_an_option_beyond_a_bandits_is_refused_by_name() -> None:
+    """VW applies the options a model file keeps: one that would write a file is refused,
+    and the policy keeps serving what it served."""
+    trained = make_policy("vw-epsilon")
+    trained.learn({"u": {"x": 1.0}}, [Action("a"), Action("b")], 0, 1.0, 0.5)
+    crafted = rewrite_options(trained.model_file(), {"learning_rate": "-f", "power_t": "/tmp/x"})
+    policy = make_policy("vw-epsilon")
+    before = policy.pmf({"u": {"x": 1.0}}, [Action("a"), Action("b")]).probabilities
+    with pytest.raises(SnapshotError, match="keeps the option '-f'"):
+        policy.load_model_file(crafted)
+    after = policy.pmf({"u": {"x": 1.0}}, [Action("a"), Action("b")]).probabilities
+    assert after == before
+    policy.load_model_file(trained.model_file())  # its own options pass
