@@ -52,7 +52,7 @@ import multiprocessing
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from operator import itemgetter
 from typing import Any, TypeAlias
 
@@ -287,7 +287,7 @@ class TrainingDecoder:
         """Decode `records` (in order), in the helpers when the batch is large enough."""
         pool = self._ready() if len(records) >= self.shared_from and self.processes else None
         if pool is None:
-            return [decode_training(record, max_bytes=self.max_bytes) for record in records]
+            return self._decoded_here(records)
         size = -(-len(records) // self.processes)
         chunks = [records[start : start + size] for start in range(0, len(records), size)]
         loop = asyncio.get_running_loop()
@@ -301,7 +301,7 @@ class TrainingDecoder:
         except BrokenProcessPool as error:
             _log.warning("training.helper_failed", reason=str(error) or type(error).__name__)
             self.close()
-            return [decode_training(record, max_bytes=self.max_bytes) for record in records]
+            return self._decoded_here(records)
         decoded: list[Decoded] = []
         for chunk, part in zip(chunks, parts, strict=True):
             for record, outcome in zip(chunk, part, strict=True):
@@ -323,6 +323,9 @@ class TrainingDecoder:
                 )
         self.shared += len(records)
         return decoded
+
+    def _decoded_here(self, records: Sequence[RawRecord]) -> list[Decoded]:
+        return [decode_training(record, max_bytes=self.max_bytes) for record in records]
 
     def close(self) -> None:
         """Stop the helpers (new ones start with the next large batch)."""
@@ -362,14 +365,6 @@ def _decode_shared(records: Sequence[RawRecord], max_bytes: int) -> list[_Compac
             if written is not None:
                 out.append((outcome.policy, outcome.event_id, written.text, written.dsjson))
                 continue
-            outcome = TrainingRecord(  # its values go back, not the source again
-                outcome.partition,
-                outcome.offset,
-                outcome.policy,
-                outcome.event_id,
-                outcome.learnable,
-                None,
-                outcome.read,
-            )
+            outcome = replace(outcome, source=b"")  # its values go back, not the source
         out.append(outcome)
     return out
