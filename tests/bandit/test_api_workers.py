@@ -76,13 +76,7 @@ def served(
         header_timeout_seconds="0.5",
         max_body_bytes="100000",
     )
-    with log.open("wb") as out:
-        supervisor = subprocess.Popen(
-            [sys.executable, "-m", "bandit", "api", "--workers", "2"],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+    supervisor = _supervisor(env, log)
     try:
         workers = _started_workers(supervisor, log, 2)
         yield Served(
@@ -96,6 +90,17 @@ def served(
             supervisor.kill()
             supervisor.wait(10)
     assert supervisor.returncode == 0, log.read_text()
+
+
+def _supervisor(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """Start ``streambandit api --workers 2`` with `env`, its output in `log`."""
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "bandit", "api", "--workers", "2"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
 
 
 def _started_workers(supervisor: subprocess.Popen[bytes], log: Path, count: int) -> list[int]:
@@ -198,13 +203,7 @@ def test_a_stop_is_bounded_whatever_a_client_holds_open(
     port = free_port()
     log = tmp_path / "api.log"
     env = _env(broker, redis_url, prefix, port, body_timeout_seconds="120", shutdown_seconds="1")
-    with log.open("wb") as out:
-        supervisor = subprocess.Popen(
-            [sys.executable, "-m", "bandit", "api", "--workers", "2"],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+    supervisor = _supervisor(env, log)
     try:
         _started_workers(supervisor, log, 2)
         with socket.create_connection(("127.0.0.1", port), timeout=10) as held:
@@ -234,13 +233,7 @@ def test_workers_end_with_a_supervisor_killed_outright(
     prefix = f"kw{uuid.uuid4().hex[:8]}"
     log = tmp_path / "api.log"
     env = _env(broker, redis_url, prefix, free_port())
-    with log.open("wb") as out:
-        supervisor = subprocess.Popen(
-            [sys.executable, "-m", "bandit", "api", "--workers", "2"],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+    supervisor = _supervisor(env, log)
     try:
         workers = _started_workers(supervisor, log, 2)
     finally:
