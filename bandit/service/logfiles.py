@@ -62,13 +62,14 @@ def log_files(directory: Path) -> LogFiles:
     for path in directory.rglob("*.dsjson"):
         try:
             with path.open("rb") as handle:
-                size += os.fstat(handle.fileno()).st_size
-                files += 1
+                length = os.fstat(handle.fileno()).st_size
                 head = _timestamp(handle.readline())
-                handle.seek(max(0, os.fstat(handle.fileno()).st_size - _TAIL_BYTES))
+                handle.seek(max(0, length - _TAIL_BYTES))
                 lines = handle.read().splitlines()
         except OSError:  # rotated or deleted while read: it is not counted
             continue
+        files += 1
+        size += length
         tail = next((t for t in map(_timestamp, reversed(lines)) if t is not None), None)
         for found in (head, tail):
             if found is None:
