@@ -308,6 +308,7 @@ async def personalizer_update_service_configuration(
             current,
             epsilon=_epsilon(service, name),
             snapshot_seconds=service.settings.learner.snapshot_every_seconds,
+            limits=service.settings.limits,
         )
     except pydantic.ValidationError as exc:
         raise invalid(exc, "the service configuration") from None

@@ -325,6 +325,7 @@ def configured_settings(
     *,
     epsilon: float | None,
     snapshot_seconds: float,
+    limits: Limits,
 ) -> PolicySettings:
     """Return `current` changed as `config` asks; refuse what cannot be done here.
 
@@ -392,7 +393,21 @@ def configured_settings(
         raise pydantic.ValidationError.from_exception_data(
             "PersonalizerServiceConfiguration", errors
         )
-    return PolicySettings.model_validate({**current.model_dump(), **changes})
+    try:  # validated as the native settings route validates them: the reward range too
+        return PolicySettings.model_validate(
+            {**current.model_dump(), **changes}, context={"limits": limits}
+        )
+    except pydantic.ValidationError as exc:
+        raise _relocated(exc, _CONFIGURED) from None
+
+
+_CONFIGURED: dict[Loc, Loc] = {
+    ("reward_wait_seconds",): ("rewardWaitTime",),
+    ("default_reward",): ("defaultReward",),
+    ("reward_aggregation",): ("rewardAggregation",),
+    ("exploration",): ("explorationPercentage",),
+}
+"""Where in Personalizer's configuration each policy setting it changes came from."""
 
 
 class PersonalizerDateRange(_Camel):

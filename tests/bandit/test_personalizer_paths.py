@@ -231,6 +231,9 @@ def test_the_service_configuration_reads_and_changes_the_policys_live_settings(
     targets = {d["target"] for d in refused.json()["error"]["details"]}
     assert targets == {"learningMode", "logRetentionDays", "rewardAggregation"}
     assert client.get("/v1/policies/tuned/settings", headers=admin).json() == settings
+    beyond = client.put(path, json={**changed, "defaultReward": 5000.0}, headers=admin)
+    assert beyond.status_code == 400  # the reward range, as the native route checks it
+    assert beyond.json()["error"]["details"][0]["target"] == "defaultReward"
     not_admin = client.put(path.replace("tuned", "main"), json=changed, headers=SUBSCRIPTION)
     assert not_admin.status_code == 403
     uniform = client.put(
