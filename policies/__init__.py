@@ -16,7 +16,7 @@ from policies._distribution import (
     rng_for_event,
 )
 from policies._types import Action, Context, FeatureRef, Features, FeatureValue
-from policies.registry import available, make_policy, policy_class
+from policies.registry import available, format_spec, make_policy, policy_class
 
 __all__ = [
     "Action",
@@ -32,6 +32,7 @@ __all__ = [
     "check_reward",
     "choose",
     "decide_ranking",
+    "format_spec",
     "make_policy",
     "policy_class",
     "rng_for_event",

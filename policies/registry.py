@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import json
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from policies.errors import ConfigurationError, UnknownPolicyError
@@ -11,7 +12,7 @@ from policies.errors import ConfigurationError, UnknownPolicyError
 if TYPE_CHECKING:
     from policies._base import Policy
 
-__all__ = ["available", "make_policy", "parse_spec", "policy_class", "register"]
+__all__ = ["available", "format_spec", "make_policy", "parse_spec", "policy_class", "register"]
 
 _CLASSES: dict[str, type[Policy]] = {}
 _PRESETS: dict[str, tuple[str, dict[str, Any]]] = {}
@@ -64,6 +65,21 @@ def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
         except ValueError:
             params[key.strip()] = raw
     return name.strip(), params
+
+
+def format_spec(name: str, params: Mapping[str, Any]) -> str:
+    r"""Write the spec :func:`parse_spec` reads back as `name` and `params` (values as JSON).
+
+    Examples
+    --------
+    >>> spec = format_spec("vw", {"cb_type": "ips", "interactions": ["::"], "l1": 1e-07})
+    >>> spec
+    'vw:cb_type="ips",interactions=["::"],l1=1e-07'
+    >>> parse_spec(spec)
+    ('vw', {'cb_type': 'ips', 'interactions': ['::'], 'l1': 1e-07})
+    """
+    items = [f"{key}={json.dumps(value, separators=(',', ':'))}" for key, value in params.items()]
+    return f"{name}:{','.join(items)}" if items else name
 
 
 def make_policy(spec: str, **overrides: Any) -> Policy:

@@ -37,6 +37,8 @@ from policies.errors import (
     SnapshotError,
 )
 from policies.registry import register
+from policies.vwargs import CB_TYPES
+from policies.vwargs import USES as _USES
 from policies.vwtext import (
     ACTION_PREFIX,
     CONTEXT_PREFIX,
@@ -69,16 +71,6 @@ __all__ = [
 Exploration = Literal["epsilon", "squarecb", "rnd", "bag", "cover", "softmax"]
 
 _EXPLORATIONS: tuple[str, ...] = ("epsilon", "squarecb", "rnd", "bag", "cover", "softmax")
-
-# Which hyperparameters each exploration algorithm reads; only these reach VW.
-_USES: dict[str, tuple[str, ...]] = {
-    "epsilon": ("epsilon",),
-    "squarecb": ("gamma_scale", "gamma_exponent"),
-    "rnd": ("rnd", "rnd_alpha", "rnd_invlambda"),
-    "bag": ("bag", "epsilon"),
-    "cover": ("cover", "psi"),
-    "softmax": ("softmax_lambda",),
-}
 
 # Hyperparameters VW reads from the command line on every load, so they can change
 # on a live model by reloading it with new flags.
@@ -143,12 +135,19 @@ class VWPolicy(Policy):
         VW interaction strings over namespace prefixes: ``c`` for the context, ``a``
         for actions, ``i`` for the action id; the default ``["ca", "ci"]`` crosses the
         context with action features and with action ids.
-    learning_rate, power_t, l2, bit_precision
+    learning_rate, power_t, l1, l2, bit_precision
         VW's optimiser settings.
     seed
         VW's ``--random_seed``.
     floor
         Smallest probability any offered action gets.
+    cb_type
+        VW's ``--cb_type``: how a logged outcome becomes a cost estimate per action
+        (``mtr``, VW's default; ``ips``, ``dr``, ``dm``, ``sm``).
+    ignore
+        Namespace prefixes whose features VW ignores (``--ignore``).
+    noconstant
+        No constant feature (``--noconstant``).
 
     Examples
     --------
@@ -184,6 +183,10 @@ class VWPolicy(Policy):
         bit_precision: int = 18,
         seed: int = 0,
         floor: float = 1e-3,
+        cb_type: str = "mtr",
+        l1: float = 0.0,
+        ignore: Sequence[str] = (),
+        noconstant: bool = False,
     ) -> None:
         super().__init__(floor=floor)
         if exploration not in _EXPLORATIONS:
@@ -213,7 +216,22 @@ class VWPolicy(Policy):
             raise ConfigurationError(msg)
         self.bit_precision = bit_precision
         self.seed = int(seed)
-        self._vw = pyvw.Workspace(self._arguments(), enable_logging=False)
+        if cb_type not in CB_TYPES:
+            msg = f"`cb_type` must be one of {list(CB_TYPES)}, got {cb_type!r}"
+            raise ConfigurationError(msg)
+        self.cb_type = cb_type
+        self.l1 = _in_range("l1", l1, 0.0, math.inf)
+        for term in ignore:
+            if not term or any(ch.isspace() for ch in term):
+                msg = f"`ignore` entries must be non-empty namespace prefixes, got {term!r}"
+                raise ConfigurationError(msg)
+        self.ignore = list(ignore)
+        self.noconstant = bool(noconstant)
+        try:
+            self._vw = pyvw.Workspace(self._arguments(), enable_logging=False)
+        except RuntimeError as exc:  # VW's own rule between options, e.g. squarecb's cb_type
+            msg = f"VW refuses these options ({self.vw_arguments()}): {exc}"
+            raise ConfigurationError(msg) from None
         self._saved: tuple[pyvw.Workspace, float, bytes] | None = None  # (_model_bytes)
         # By action id: the action, and its prediction line once it came a second time.
         self._texts: dict[str, tuple[Action, str | None]] = {}
@@ -236,14 +254,37 @@ class VWPolicy(Policy):
         return [flags[name] for name in names]
 
     def _arguments(self) -> str:
-        parts = ["--cb_explore_adf", "--quiet", "--no_stdin"]
+        return f"{self.vw_arguments()} --quiet --no_stdin"
+
+    def vw_arguments(self) -> str:
+        """Return the VW command line this policy learns with, as ``vw`` takes it.
+
+        :func:`policies.vwargs.parse_arguments` reads it back into the same parameters.
+
+        Examples
+        --------
+        >>> from policies.vwargs import parse_arguments
+        >>> policy = VWPolicy(exploration="epsilon", epsilon=0.2, cb_type="ips", seed=3)
+        >>> policy.vw_arguments()[:47]
+        '--cb_explore_adf --epsilon 0.2 --cb_type ips --'
+        >>> again = VWPolicy(**parse_arguments(policy.vw_arguments()))
+        >>> again.params() == policy.params()
+        True
+        """
+        parts = ["--cb_explore_adf"]
         if self.exploration in ("squarecb", "softmax"):
             parts.append(f"--{self.exploration}")
         parts += self._exploration_arguments(_USES[self.exploration])
+        if self.cb_type != "mtr":  # (VW's default: models saved without it stay the same)
+            parts.append(f"--cb_type {self.cb_type}")
         parts += [f"--interactions {term}" for term in self.interactions]
+        parts += [f"--ignore {term}" for term in self.ignore]
+        if self.noconstant:
+            parts.append("--noconstant")
         parts += [
             f"--learning_rate {self.learning_rate!r}",
             f"--power_t {self.power_t!r}",
+            *([f"--l1 {self.l1!r}"] if self.l1 else []),
             f"--l2 {self.l2!r}",
             f"--bit_precision {self.bit_precision}",
             f"--random_seed {self.seed}",
@@ -432,6 +473,10 @@ class VWPolicy(Policy):
             "l2": self.l2,
             "bit_precision": self.bit_precision,
             "seed": self.seed,
+            "cb_type": self.cb_type,
+            "l1": self.l1,
+            "ignore": list(self.ignore),
+            "noconstant": self.noconstant,
         }
 
     def _state(self) -> bytes:

@@ -455,7 +455,13 @@ def takes_model_file(method: str, path: str) -> bool:
 
 
 async def replace_model(
-    request: Request, service: Service, caller: Caller, name: str, model: bytes | None
+    request: Request,
+    service: Service,
+    caller: Caller,
+    name: str,
+    model: bytes | None,
+    *,
+    rebuilt: PolicySettings | None = None,
 ) -> SavedModel:
     """Serve a new model of policy `name` (admin keys): `model`, a VW model file, or a fresh one.
 
@@ -465,11 +471,15 @@ async def replace_model(
     (:mod:`bandit.service.modelfile`): 422 naming ``body`` (400 on Personalizer's routes)
     when the policy cannot learn on from it. 409 when the learner saved a model
     meanwhile (send it again).
+
+    With `rebuilt` (and no `model`), the fresh model is built from these new settings,
+    whose spec may differ from the served one (a new learning policy), and they are
+    stored with it in one transaction.
     """
     check_admin(caller, "replacing a model")
     loaded = service.engine.loaded(name)
     assert loaded is not None  # (resolved by the caller)
-    settings = loaded.settings
+    settings = loaded.settings if rebuilt is None else rebuilt
     if model is None:
         snapshot = await asyncio.to_thread(fresh_snapshot, settings)
     else:
@@ -485,7 +495,13 @@ async def replace_model(
             version = 0 if current is None else current.version
             offsets = {} if current is None else current.offsets
             saved = await service.store.save_model(
-                name, snapshot, version + 1, offsets, expected_version=version, new_lineage=True
+                name,
+                snapshot,
+                version + 1,
+                offsets,
+                expected_version=version,
+                new_lineage=True,
+                settings=rebuilt,
             )
             if not saved:
                 message = (
@@ -501,6 +517,7 @@ async def replace_model(
         policy=name,
         model_version=replaced.record.version,
         previous_version=version,
+        **({} if rebuilt is None else {"spec": rebuilt.spec}),
     )
     return replaced
 

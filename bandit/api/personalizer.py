@@ -38,6 +38,7 @@ from bandit.api.admin import (
 )
 from bandit.api.deps import (
     CONTROL_TIMEOUT,
+    Caller,
     CallerDep,
     PolicyQuery,
     Service,
@@ -49,20 +50,24 @@ from bandit.api.deps import (
 from bandit.api.errors import PERSONALIZER_ERRORS, RefusedRequestError, invalid, model_response
 from bandit.api.native import check_may_send, decide, feedback
 from bandit.api.openapi import reads_body
+from bandit.errors import ConfigurationError
 from bandit.wire.personalizer import (
     PersonalizerDateRange,
     PersonalizerLogProperties,
     PersonalizerModelProperties,
+    PersonalizerPolicy,
     PersonalizerRankRequest,
     PersonalizerRankResponse,
     PersonalizerRewardRequest,
     PersonalizerServiceConfiguration,
     configured_settings,
+    learning_policy_settings,
     service_configuration,
     to_activation,
     to_rank_request,
     to_reward,
 )
+from policies import make_policy
 from policies.vw import VWPolicy
 
 __all__ = ["API_VERSIONS", "PATH_VERSIONS", "router"]
@@ -322,3 +327,124 @@ async def personalizer_log_properties(service: ServiceDep, caller: CallerDep) ->
     found = await log_properties(service)
     span = PersonalizerDateRange.model_validate({"from": found.first, "to": found.last})
     return model_response(PersonalizerLogProperties(dateRange=span))
+
+
+# -- the learning policy -----------------------------------------------------------------
+
+MODEL_RESET_HEADER = "X-Streambandit-Model-Reset"
+"""Set on the learning policy's answers: ``true`` when the change served a fresh model."""
+
+
+def _served_vw(service: Service, name: str) -> VWPolicy:
+    """Return the served VW policy `name`; 400 when it runs another kind of policy."""
+    loaded = service.engine.loaded(name)
+    assert loaded is not None  # (resolved by the caller)
+    if not isinstance(loaded.policy, VWPolicy):
+        message = (
+            f"policy {name!r} runs {loaded.settings.spec!r}, not a VW policy: it has no VW "
+            "learning policy (see its settings: GET /v1/policies/{name}/settings)"
+        )
+        detail = {"loc": ["policy"], "msg": message, "type": "not_a_vw_policy"}
+        raise RefusedRequestError(422, "BadRequest", message, details=[detail])
+    return loaded.policy
+
+
+def _learning_policy(service: Service, name: str, reset: bool | None = None) -> Response:
+    answer = PersonalizerPolicy(name=name, arguments=_served_vw(service, name).vw_arguments())
+    headers = None if reset is None else {MODEL_RESET_HEADER: str(reset).lower()}
+    return model_response(answer, headers=headers)
+
+
+async def _apply_learning_policy(
+    request: Request,
+    service: Service,
+    caller: Caller,
+    name: str,
+    arguments: str,
+    *,
+    spec: str | None = None,
+) -> Response:
+    """Apply a VW command line to policy `name`: live, or with a fresh model (and say which).
+
+    `spec`, when given, is the spec `arguments` were written from: a fresh model takes it
+    as written (``vw-epsilon``), rather than the ``vw:...`` the arguments map onto.
+    """
+    served = _served_vw(service, name)
+    with redis_or_503():
+        async with asyncio.timeout(CONTROL_TIMEOUT):
+            current, _ = await live_settings(service, name)
+    try:
+        settings, reset = learning_policy_settings(arguments, current, served)
+    except pydantic.ValidationError as exc:
+        raise invalid(exc, "the learning policy") from None
+    if not reset:
+        await change_settings(request, service, name, settings)
+        return _learning_policy(service, name, reset=False)
+    if spec is not None:
+        settings = settings.model_copy(update={"spec": spec, "exploration": {}})
+    try:
+        await replace_model(request, service, caller, name, None, rebuilt=settings)
+    except ConfigurationError as exc:  # VW's own rules between options, checked as it builds
+        detail = {"loc": ["arguments"], "msg": str(exc), "type": "value_not_applicable"}
+        raise RefusedRequestError(422, "BadRequest", str(exc), details=[detail]) from None
+    return _learning_policy(service, name, reset=True)
+
+
+@_route("/configurations/policy", "GET", response_model=PersonalizerPolicy)
+async def personalizer_policy(
+    service: ServiceDep, caller: CallerDep, policy: PolicyQuery = None
+) -> Response:
+    """Personalizer's learning policy: the VW command line the served policy learns with."""
+    name = resolve_policy(service, caller, policy)
+    return _learning_policy(service, name)
+
+
+@_route(
+    "/configurations/policy",
+    "PUT",
+    response_model=PersonalizerPolicy,
+    responses=REPLACE_RESPONSES,
+    openapi_extra=reads_body(PersonalizerPolicy),
+)
+async def personalizer_update_policy(
+    request: Request, service: ServiceDep, caller: CallerDep, policy: PolicyQuery = None
+) -> Response:
+    """Learn with a VW command line (admin keys); the model is kept where VW allows.
+
+    A change of exploration hyperparameters VW changes on a live model (``--epsilon``)
+    keeps the model; any other change serves a fresh model of the new options, as
+    Personalizer retrained on a new learning policy. The answer's
+    ``X-Streambandit-Model-Reset`` header says which (:func:`learning_policy_settings`).
+    Options touching files, daemons or the process, and options not mapped, are refused
+    with 400 naming them.
+    """
+    name = resolve_policy(service, caller, policy)
+    check_admin(caller, "changing the learning policy")
+    raw = await read_body(request)
+    try:
+        body = PersonalizerPolicy.model_validate_json(raw)
+    except pydantic.ValidationError as exc:
+        raise invalid(exc, "the learning policy") from None
+    return await _apply_learning_policy(request, service, caller, name, body.arguments)
+
+
+@_route(
+    "/configurations/policy",
+    "DELETE",
+    response_model=PersonalizerPolicy,
+    responses=REPLACE_RESPONSES,
+)
+async def personalizer_reset_policy(
+    request: Request, service: ServiceDep, caller: CallerDep, policy: PolicyQuery = None
+) -> Response:
+    """Learn with the configured spec's VW command line again (admin keys), as PUT applies one."""
+    name = resolve_policy(service, caller, policy)
+    check_admin(caller, "changing the learning policy")
+    _served_vw(service, name)
+    spec = service.settings.policies[name]
+    configured = await asyncio.to_thread(make_policy, spec)
+    if not isinstance(configured, VWPolicy):
+        message = f"policy {name!r} is configured as {spec!r}, not VW"
+        raise RefusedRequestError(422, "BadRequest", message)
+    arguments = configured.vw_arguments()
+    return await _apply_learning_policy(request, service, caller, name, arguments, spec=spec)

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 from redis.exceptions import WatchError
 
 from bandit.privacy.consent import CONSENT_SECRET_FIELD, ConsentRecord
@@ -253,11 +254,17 @@ class StateStore:
     async def set_policy_settings(self, policy: str, settings: PolicySettings) -> int:
         """Store new settings for `policy` and return their version."""
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.set(self.key("policy", policy, "settings"), settings.model_dump_json())
-            pipe.incr(self.key("policy", policy, "settings", "v"))
-            pipe.set(self.key("policy", policy, "settings", "at"), repr(time.time()))
+            self._put_settings(pipe, policy, settings, time.time())
             _, version, _ = await pipe.execute()
         return int(version)
+
+    def _put_settings(
+        self, pipe: Pipeline, policy: str, settings: PolicySettings, now: float
+    ) -> None:
+        """Queue on `pipe` the three writes of new settings: them, their version, when."""
+        pipe.set(self.key("policy", policy, "settings"), settings.model_dump_json())
+        pipe.incr(self.key("policy", policy, "settings", "v"))
+        pipe.set(self.key("policy", policy, "settings", "at"), repr(now))
 
     async def settings_changed_at(self, policy: str) -> float | None:
         """Return when a policy's settings were last changed, or None if they never were."""
@@ -295,6 +302,7 @@ class StateStore:
         counts: Mapping[str, int] | None = None,
         expected_version: int | None = None,
         new_lineage: bool = False,
+        settings: PolicySettings | None = None,
     ) -> bool:
         """Atomically store a snapshot, its version and offsets, and the ids it learned.
 
@@ -303,6 +311,10 @@ class StateStore:
         new_lineage
             The snapshot does not learn on from the stored one (a reset, an import):
             its creation time is now. Otherwise the first save's is kept.
+        settings
+            New settings of the policy, stored in the same transaction (as
+            :meth:`set_policy_settings` stores them): for a model built from a new spec,
+            so that no reader sees the new model with the old spec or the reverse.
         counts
             Added to the policy's counters in the same transaction, so a crash can
             neither lose nor double them.
@@ -334,6 +346,8 @@ class StateStore:
                     "saved_at": repr(now),
                 },
             )
+            if settings is not None:
+                self._put_settings(pipe, policy, settings, now)
             if new_lineage:
                 pipe.hset(key, "created_at", repr(now))
             else:

@@ -79,14 +79,17 @@ Differences from Personalizer
   policy saved a model). Exporting, importing and resetting need an ``admin`` key.
   ``GET``/``PUT /configurations/service`` read and change the policy's live settings
   (:func:`service_configuration`, :func:`configured_settings`); ``GET /logs/properties``
-  says the dates of the decision log's files. Multi-slot rank, evaluations, the learning
-  policy and ``DELETE /logs`` are not provided yet: the native API
+  says the dates of the decision log's files; ``GET``/``PUT``/``DELETE
+  /configurations/policy`` read and apply a VW command line (:class:`PersonalizerPolicy`,
+  :func:`learning_policy_settings`). Multi-slot rank, evaluations and ``DELETE /logs``
+  are not provided yet: the native API
   (``/v1/...``, e.g. ``GET``/``PUT /v1/policies/{name}/settings``) covers what they
   configured.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal, Self, get_args
@@ -113,6 +116,11 @@ from bandit.wire.schemas import (
     RankRequest,
     RewardReported,
 )
+from policies import format_spec
+from policies.errors import ConfigurationError
+from policies.vw import VWPolicy
+from policies.vwargs import ARGUMENTS_MAX_LENGTH, LEARNING_PARAMS, parse_arguments
+from policies.vwargs import USES as VW_USES
 
 __all__ = [
     "DEFAULT_NAMESPACE",
@@ -122,6 +130,7 @@ __all__ = [
     "PersonalizerErrorResponse",
     "PersonalizerLogProperties",
     "PersonalizerModelProperties",
+    "PersonalizerPolicy",
     "PersonalizerRankRequest",
     "PersonalizerRankResponse",
     "PersonalizerRankableAction",
@@ -130,6 +139,7 @@ __all__ = [
     "PersonalizerServiceConfiguration",
     "configured_settings",
     "error_target",
+    "learning_policy_settings",
     "service_configuration",
     "to_activation",
     "to_rank_request",
@@ -408,6 +418,99 @@ _CONFIGURED: dict[Loc, Loc] = {
     ("exploration",): ("explorationPercentage",),
 }
 """Where in Personalizer's configuration each policy setting it changes came from."""
+
+
+# -- the learning policy ------------------------------------------------------------------
+
+
+class PersonalizerPolicy(_Request):
+    """Personalizer's learning policy (``GET``/``PUT``/``DELETE /configurations/policy``).
+
+    `arguments` is a VW command line (``--cb_explore_adf --epsilon 0.2 ...``), read by
+    :func:`policies.vwargs.parse_arguments` and applied by :func:`learning_policy_settings`.
+    `name` is a label: the answers name the served policy.
+    """
+
+    name: str = Field(max_length=256)
+    arguments: str = Field(max_length=ARGUMENTS_MAX_LENGTH)
+
+
+_VW_DEFAULTS: dict[str, Any] = {
+    name: list(parameter.default) if isinstance(parameter.default, tuple) else parameter.default
+    for name, parameter in inspect.signature(VWPolicy).parameters.items()
+    if parameter.default is not inspect.Parameter.empty
+}
+
+
+def learning_policy_settings(
+    arguments: str, current: PolicySettings, served: VWPolicy
+) -> tuple[PolicySettings, bool]:
+    """Map a VW command line onto the settings of the served VW policy.
+
+    A command line that learns as the served policy does, but for exploration
+    hyperparameters VW changes on a live model (:meth:`policies.vw.VWPolicy.tunable_params`,
+    e.g. ``--epsilon``), changes those settings and keeps the model. Any other (another
+    exploration algorithm, ``--cb_type``, interactions, ``-l``, ``--l1``, ``--l2``,
+    ``--power_t``, ``--ignore``, ``--noconstant``, ``-b``) gives a new spec
+    (``vw:...``): the model must be reset, as VW freezes those options into it. The
+    random seed is kept unless ``--random_seed`` is given.
+
+    Returns
+    -------
+    tuple[PolicySettings, bool]
+        The new settings, and whether they need a new model.
+
+    Raises
+    ------
+    pydantic.ValidationError
+        Naming ``arguments``: an option refused, a value out of its range.
+
+    Examples
+    --------
+    >>> served = VWPolicy(exploration="epsilon", epsilon=0.05, interactions=[])
+    >>> current = PolicySettings(spec="vw-epsilon:interactions=[]")
+    >>> live, reset = learning_policy_settings("--cb_explore_adf --epsilon 0.2", current, served)
+    >>> reset, live.spec, live.exploration
+    (False, 'vw-epsilon:interactions=[]', {'epsilon': 0.2})
+    >>> new, reset = learning_policy_settings(
+    ...     "--cb_explore_adf --epsilon 0.2 --cb_type ips -l 0.5 --l1 1E-07", current, served
+    ... )
+    >>> reset, new.spec
+    (True, 'vw:cb_type="ips",epsilon=0.2,exploration="epsilon",interactions=[],l1=1e-07')
+    """
+    try:
+        wanted = {**_VW_DEFAULTS, "seed": served.seed, **parse_arguments(arguments)}
+    except ConfigurationError as exc:
+        raise _refused("PersonalizerPolicy", "arguments", str(exc)) from None
+    had = served.params()
+    tunable = served.tunable_params()
+    relevant = LEARNING_PARAMS | set(VW_USES[wanted["exploration"]])
+    if all(had[key] == wanted[key] for key in relevant - tunable):
+        live = {key: wanted[key] for key in sorted(relevant & tunable) if had[key] != wanted[key]}
+        changes: dict[str, Any] = {"exploration": {**current.exploration, **live}}
+        reset = False
+    else:
+        kept = {
+            key: wanted[key]
+            for key in sorted(relevant)
+            if key == "exploration" or wanted[key] != _VW_DEFAULTS[key]
+        }
+        changes = {"spec": format_spec(VWPolicy.name, kept), "exploration": {}}
+        reset = True
+    try:
+        settings = PolicySettings.model_validate({**current.model_dump(), **changes})
+    except pydantic.ValidationError as exc:
+        message = "; ".join(str(error["msg"]) for error in exc.errors())
+        raise _refused("PersonalizerPolicy", "arguments", message) from None
+    return settings, reset
+
+
+def _refused(title: str, field: str, message: str) -> pydantic.ValidationError:
+    """Return a validation error of `title` naming `field` with `message`."""
+    error = InitErrorDetails(
+        type=PydanticCustomError("value_not_applicable", message), loc=(field,), input=None
+    )
+    return pydantic.ValidationError.from_exception_data(title, [error])
 
 
 class PersonalizerDateRange(_Camel):

@@ -64,6 +64,10 @@ ADMIN_ONLY = {
     ("DELETE", "/personalizer/model"),
     ("PUT", "/personalizer/v1.0/configurations/service"),
     ("PUT", "/personalizer/configurations/service"),
+    ("PUT", "/personalizer/v1.0/configurations/policy"),
+    ("PUT", "/personalizer/configurations/policy"),
+    ("DELETE", "/personalizer/v1.0/configurations/policy"),
+    ("DELETE", "/personalizer/configurations/policy"),
 }
 
 
@@ -216,6 +220,8 @@ def _steered(case: Any) -> Any:
             modelExportFrequency=None, explorationPercentage=None, rewardWaitTime="PT30S",
             defaultReward=0.0, autoOptimizationFrequency=None,
         )  # fmt: skip
+    if case.operation.path.endswith("/configurations/policy"):  # a command line that reads
+        body.update(arguments="--cb_explore_adf --squarecb --gamma_scale 12 -q ca")
     if isinstance(body.get("actions"), list):
         personalizer = case.operation.path.startswith("/personalizer/")
         body["actions"] = [
