@@ -47,7 +47,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -60,10 +60,11 @@ from bandit.errors import (
     SnapshotError,
     UnknownServedPolicyError,
 )
+from bandit.service.apprentice import SUM_PREFIX, apprentice_terms
 from bandit.service.metrics import MODEL_REJECTED_PREFIX
 from bandit.service.state import StateStore
 from bandit.settings import Settings
-from bandit.wire.schemas import PolicySettings
+from bandit.wire.schemas import LearningMode, PolicySettings
 from policies import Policy, make_policy
 from policies.vw import VWPolicy
 from streams.training import TrainingRecord
@@ -126,6 +127,8 @@ class _Live:
     changed: bool = False  # learned something since the last save
     moved: bool = False  # offsets advanced since the last save
     counts: Counter[str] = field(default_factory=Counter)
+    sums: defaultdict[str, float] = field(default_factory=lambda: defaultdict(float))
+    mode: LearningMode = "Online"  # the policy's learning mode, from its live settings
 
 
 class Learner:
@@ -278,8 +281,8 @@ class Learner:
             if seen or event_id in pending_ids:
                 result.duplicates += 1
                 continue
-            if not record.learnable:
-                result.not_learnable += 1
+            if not record.learnable or live.mode == "LoggingOnly":
+                _not_learned(live, result)
                 continue
             try:
                 _learn_one(live, record, guarded=guarded)
@@ -297,6 +300,7 @@ class Learner:
             pending_ids.add(event_id)
             live.changed = True
             result.learned += 1
+            _count_apprentice(live, record)
         if broken is None and live.changed and not guarded:
             broken = _problem(live.policy)
         if broken is not None:
@@ -378,6 +382,7 @@ class Learner:
         if stored is None:
             return
         settings: PolicySettings = stored[0]
+        live.mode = settings.learning_mode
         changes = {"floor": settings.exploration_floor, **settings.exploration}
         before = live.policy.params()
         try:
@@ -436,6 +441,7 @@ class Learner:
             live.offsets,
             live.pending,
             counts=counts,
+            sums=dict(live.sums),
             expected_version=live.version,
         )
         if not saved:
@@ -444,7 +450,7 @@ class Learner:
         live.version, live.snapshot = version, snapshot
         live.pending, live.pending_ids = [], set()
         live.changed = live.moved = False
-        live.counts = Counter()
+        live.counts, live.sums = Counter(), defaultdict(float)
         _log.info(
             "model.saved",
             policy=name,
@@ -463,6 +469,41 @@ def _advance(live: _Live, records: Sequence[TrainingRecord]) -> None:
         if record.offset > live.offsets.get(record.partition, -1):
             live.offsets[record.partition] = record.offset
             live.moved = True
+
+
+def _not_learned(live: _Live, result: BatchResult) -> None:
+    """Count a record not learned: without learning consent, or in LoggingOnly mode."""
+    if live.mode == "LoggingOnly":  # logged, never learned (its offset moves on)
+        live.counts["learn_logging_only"] += 1
+    else:
+        result.not_learnable += 1
+
+
+def _count_apprentice(live: _Live, record: TrainingRecord) -> None:
+    """Add an apprentice decision's figures (:mod:`bandit.service.apprentice`) to `live`.
+
+    Only decisions made in Apprentice mode with the learned policy's probabilities
+    count; the record's values are read again from its bytes (a VW record's were not
+    kept), which costs only while the policy is in Apprentice mode.
+    """
+    if live.mode != "Apprentice":
+        return
+    values = record.values
+    decision = values["decision"]
+    learned = decision.get("learned")
+    if decision.get("learning_mode") != "Apprentice" or not learned:
+        return
+    terms = apprentice_terms(
+        reward=float(values["reward"]),
+        probability=float(decision["probability"]),
+        learned=learned,
+        chosen=int(decision["chosen_index"]),
+    )
+    live.counts[SUM_PREFIX + "events"] += terms.events
+    live.counts[SUM_PREFIX + "imitated_events"] += terms.imitated_events
+    live.counts[SUM_PREFIX + "baseline_events"] += terms.baseline_events
+    for name, value in terms.sums.items():
+        live.sums[SUM_PREFIX + name] += value
 
 
 def _learn_one(live: _Live, record: TrainingRecord, *, guarded: bool) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -41,10 +42,12 @@ from bandit.api.openapi import reads_body
 from bandit.api.requestlog import note
 from bandit.errors import ConfigurationError, SnapshotError
 from bandit.privacy.dp import BudgetExhaustedError, PrivacyLedger, laplace
+from bandit.service.apprentice import MIN_EVENTS, ApprenticeMetrics
+from bandit.service.apprentice import SUM_PREFIX as APPRENTICE
 from bandit.service.logfiles import log_files
 from bandit.service.modelfile import ModelFileError, fresh_snapshot, imported_snapshot
 from bandit.service.state import ModelRecord
-from bandit.wire.schemas import PolicyName, PolicySettings, WireModel
+from bandit.wire.schemas import LearningMode, PolicyName, PolicySettings, WireModel
 from policies import policy_class, snapshot_contents
 from policies.vw import VWPolicy
 
@@ -270,14 +273,85 @@ async def put_settings_route(
 async def change_settings(
     request: Request, service: Service, name: str, settings: PolicySettings
 ) -> Response:
-    """Check that policy `name` can run `settings` (422 naming why not), then store them."""
+    """Check that policy `name` can run `settings` (422 naming why not), then store them.
+
+    Entering Apprentice mode starts its figures again (:mod:`bandit.service.apprentice`).
+    """
     try:
         await service.engine.check_settings(name, settings)
     except (ConfigurationError, TypeError, ValueError) as exc:
         field = "spec" if "`spec`" in str(exc) else "exploration"
         detail = {"loc": [field], "msg": str(exc), "type": "settings_not_applicable"}
         raise RefusedRequestError(422, "BadRequest", str(exc), details=[detail]) from None
+    if settings.learning_mode == "Apprentice":
+        with redis_or_503():
+            async with asyncio.timeout(CONTROL_TIMEOUT):
+                current, _ = await live_settings(service, name)
+                if current.learning_mode != "Apprentice":
+                    started = {APPRENTICE + "started_at": time.time()}
+                    await service.store.forget_figures(name, APPRENTICE, started)
     return await _store_settings(request, service, name, settings)
+
+
+class ApprenticeReport(BaseModel):
+    """How a policy's model compares with the baseline action (``GET .../apprentice``).
+
+    In Apprentice mode the baseline action serves and the model learns beside it. The
+    figures count decisions made in Apprentice mode since the policy last entered it, as
+    the learner learned them; the estimates, their bound and the recommendation are
+    :class:`bandit.service.apprentice.ApprenticeMetrics`'.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    policy: str
+    learning_mode: LearningMode
+    events: int
+    imitated_events: int
+    baseline_events: int
+    rewards: float
+    imitated_rewards: float
+    baseline_rewards: float
+    learned_value: float | None
+    baseline_value: float | None
+    difference: float | None
+    lower_bound: float | None
+    recommend_online: bool
+    min_events: int = MIN_EVENTS
+    started_at: datetime | None
+    last_event_at: datetime | None
+
+
+async def apprentice_metrics(service: Service, name: str) -> tuple[LearningMode, ApprenticeMetrics]:
+    """Return policy `name`'s learning mode and apprentice figures, read from Redis."""
+    with redis_or_503():
+        async with asyncio.timeout(CONTROL_TIMEOUT):
+            settings, _ = await live_settings(service, name)
+            counters = await service.store.counters(name)
+            sums = await service.store.sums(name)
+            model = await service.store.load_model(name)
+    started = sums.get(APPRENTICE + "started_at")
+    metrics = ApprenticeMetrics.of(
+        counters,
+        sums,
+        started_at=None if started is None else datetime.fromtimestamp(started, UTC),
+        last_event_at=None if model is None else datetime.fromtimestamp(model.saved_at, UTC),
+    )
+    return settings.learning_mode, metrics
+
+
+@router.get(
+    "/policies/{name}/apprentice",
+    response_model=ApprenticeReport,
+    responses=POLICY_ERRORS,
+    name="get_policy_apprentice",
+)
+async def get_apprentice_route(service: ServiceDep, caller: CallerDep, name: str) -> Response:
+    """Say how the policy's model compares with the baseline action (Apprentice mode)."""
+    resolve_policy(service, caller, name)
+    mode, metrics = await apprentice_metrics(service, name)
+    fields = {field: getattr(metrics, field) for field in metrics.__slots__}
+    return model_response(ApprenticeReport(policy=name, learning_mode=mode, **fields))
 
 
 @router.put(

@@ -28,6 +28,7 @@ from bandit.api.admin import (
     MODEL_FILE_BODY,
     MODEL_FILE_RESPONSES,
     REPLACE_RESPONSES,
+    apprentice_metrics,
     change_settings,
     check_admin,
     live_settings,
@@ -52,6 +53,7 @@ from bandit.api.native import check_may_send, decide, feedback
 from bandit.api.openapi import reads_body
 from bandit.errors import ConfigurationError
 from bandit.wire.personalizer import (
+    PersonalizerApprenticeMetrics,
     PersonalizerDateRange,
     PersonalizerLogProperties,
     PersonalizerModelProperties,
@@ -267,11 +269,23 @@ async def _configuration(service: Service, name: str) -> PersonalizerServiceConf
         async with asyncio.timeout(CONTROL_TIMEOUT):
             settings, _ = await live_settings(service, name)
             edited = await service.store.settings_changed_at(name)
+    apprentice = None
+    if settings.learning_mode == "Apprentice":
+        _, metrics = await apprentice_metrics(service, name)
+        apprentice = PersonalizerApprenticeMetrics(
+            startTime=metrics.started_at,
+            lastProcessedEventTime=metrics.last_event_at,
+            numberOfEvents=metrics.events,
+            numberOfImitatedEvents=metrics.imitated_events,
+            sumOfRewards=metrics.rewards,
+            sumOfImitatedRewards=metrics.imitated_rewards,
+        )
     return service_configuration(
         settings,
         epsilon=_epsilon(service, name),
         snapshot_seconds=service.settings.learner.snapshot_every_seconds,
         edited_at=None if edited is None else datetime.fromtimestamp(edited, UTC),
+        apprentice=apprentice,
     )
 
 

@@ -85,11 +85,13 @@ from bandit.wire.schemas import (
     ActionCache,
     ConsentPath,
     Decision,
+    LearningMode,
     LoggedCache,
     PolicySettings,
     RankRequest,
 )
 from policies import Action, Distribution, Policy, decide_ranking, make_policy
+from policies.baselines import FixedOrder
 
 __all__ = [
     "DecisionEngine",
@@ -216,6 +218,7 @@ class DecisionEngine:
         self._actions: ActionCache = {}  # policy actions of repeated catalog actions
         self._logged: LoggedCache = {}  # and their logged form
         self._baseline = make_policy(settings.privacy.baseline_policy)
+        self._baseline_actions: dict[float, Policy] = {}
         self._minimisers: dict[str, tuple[PolicySettings, Minimiser]] = {}
         self._anonymous = (
             CONSENT_GRANTED if settings.privacy.anonymous == "granted" else CONSENT_DENIED
@@ -345,14 +348,16 @@ class DecisionEngine:
         dropped += lost
         forced = loaded.settings.baseline_forced  # the kill switch
         personalise = consent.personalise and not forced
-        chooser = loaded.policy if personalise else self._baseline
-        # the baseline sees nothing about the person, not even the request's context
-        seen: tuple[Mapping[str, Mapping[str, Any]], list[Action]] = (
-            (context, actions) if personalise else ({}, actions)
+        mode: LearningMode = "Online" if forced else loaded.settings.learning_mode
+        chooser, seen, distribution, learned = self._choose(
+            loaded, mode, (personalise, consent.learn), context, actions
         )
-        chooser, seen, distribution = self._distribution(loaded, chooser, seen)
-        # what decided: the baseline also when the model could give no distribution
-        path: ConsentPath = "baseline" if chooser is self._baseline else "personalise"
+        # what decided: the baseline also when the model could give no distribution; in
+        # Apprentice and LoggingOnly, what the person's consent allowed
+        path: ConsentPath = (
+            "personalise" if chooser is loaded.policy or (mode != "Online" and personalise)
+            else "baseline"
+        )  # fmt: skip
         choice = decide_ranking(distribution, decided.event_id)
         subject = None
         if consent.learn and user is not None:
@@ -387,9 +392,63 @@ class DecisionEngine:
             consent=path,
             subject=subject,
             cache=self._logged,
+            learning_mode=mode,
+            learned=learned,
         )
         used = sum(len(features) for features in stored.values()) if decided is not request else 0
         return RankOutcome(decision, consent, degraded, used, dropped, chooser, seen, forced)
+
+    def _choose(
+        self,
+        loaded: LoadedPolicy,
+        mode: LearningMode,
+        consent: tuple[bool, bool],
+        context: Mapping[str, Mapping[str, Any]],
+        actions: list[Action],
+    ) -> tuple[
+        Policy,
+        tuple[Mapping[str, Mapping[str, Any]], list[Action]],
+        Distribution,
+        tuple[float, ...] | None,
+    ]:
+        """Return who decides, what it sees, its distribution, and what the model would do.
+
+        The served policy with personalisation consent (`consent`: personalise, learn),
+        else the baseline policy; in Apprentice and LoggingOnly mode, the baseline
+        action (:meth:`_baseline_action`). The baselines see nothing about the person,
+        not even the request's context. In Apprentice mode, with both consents, the
+        last item is the served policy's own distribution (:meth:`_learned`).
+        """
+        personalise, learn = consent
+        chooser = loaded.policy if personalise else self._baseline
+        if mode != "Online":
+            chooser = self._baseline_action(loaded.settings.exploration_floor)
+        seen: tuple[Mapping[str, Mapping[str, Any]], list[Action]] = (
+            (context, actions) if chooser is loaded.policy else ({}, actions)
+        )
+        learned = None
+        if mode == "Apprentice" and personalise and learn:
+            learned = self._learned(loaded, context, actions)
+        return (*self._distribution(loaded, chooser, seen), learned)
+
+    def _baseline_action(self, floor: float) -> Policy:
+        """Return the policy serving the baseline action (the first offered) with `floor`."""
+        policy = self._baseline_actions.get(floor)
+        if policy is None:
+            if len(self._baseline_actions) >= 64:  # floors an admin set, one at a time
+                self._baseline_actions.clear()
+            policy = self._baseline_actions[floor] = FixedOrder(floor=floor)
+        return policy
+
+    def _learned(
+        self, loaded: LoadedPolicy, context: Mapping[str, Mapping[str, Any]], actions: list[Action]
+    ) -> tuple[float, ...] | None:
+        """Return what the served policy would have done (Apprentice), None if it cannot say."""
+        try:
+            return loaded.policy.pmf(context, actions).probabilities
+        except (InvalidDistributionError, InvalidFeaturesError) as exc:
+            self._rejected(loaded.name, loaded.version, "pmf_not_finite", str(exc))
+            return None
 
     def _distribution(
         self,

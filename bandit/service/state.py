@@ -300,6 +300,7 @@ class StateStore:
         learned_ids: Sequence[str] = (),
         *,
         counts: Mapping[str, int] | None = None,
+        sums: Mapping[str, float] | None = None,
         expected_version: int | None = None,
         new_lineage: bool = False,
         settings: PolicySettings | None = None,
@@ -318,6 +319,8 @@ class StateStore:
         counts
             Added to the policy's counters in the same transaction, so a crash can
             neither lose nor double them.
+        sums
+            Likewise, added to the policy's float sums (:meth:`sums`).
         expected_version
             Save only if the stored model still has this version (0: none stored);
             otherwise nothing changes and False is returned: another writer saved
@@ -360,6 +363,9 @@ class StateStore:
             for name, amount in (counts or {}).items():
                 if amount:
                     pipe.hincrby(self.key("counters", policy), name, amount)
+            for name, value in (sums or {}).items():
+                if value:
+                    pipe.hincrbyfloat(self.key("sums", policy), name, value)
             try:
                 await pipe.execute()
             except WatchError:
@@ -784,6 +790,32 @@ class StateStore:
         """Return a policy's counters."""
         raw = await self.redis.hgetall(self.key("counters", policy))
         return {_text(name): int(value) for name, value in raw.items()}
+
+    async def sums(self, policy: str) -> dict[str, float]:
+        """Return a policy's float sums (added by :meth:`save_model`)."""
+        raw = await self.redis.hgetall(self.key("sums", policy))
+        return {_text(name): float(value) for name, value in raw.items()}
+
+    async def forget_figures(
+        self, policy: str, prefix: str, start: Mapping[str, float] | None = None
+    ) -> None:
+        """Forget a policy's counters and sums named `prefix`..., and set the sums `start`.
+
+        In one transaction: the figures start again from `start`.
+        """
+        counters, sums = self.key("counters", policy), self.key("sums", policy)
+        names = [
+            (key, name)
+            for key in (counters, sums)
+            for name in map(_text, await self.redis.hkeys(key))
+            if name.startswith(prefix)
+        ]
+        async with self.redis.pipeline(transaction=True) as pipe:
+            for key, name in names:
+                pipe.hdel(key, name)
+            if start:
+                pipe.hset(sums, mapping={name: repr(value) for name, value in start.items()})
+            await pipe.execute()
 
     async def delete(self, keys: Iterable[str]) -> None:
         """Delete keys (a helper for erasure and tests)."""

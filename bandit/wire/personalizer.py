@@ -92,7 +92,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Annotated, Any, Literal, Self, get_args
+from typing import Annotated, Any, Self, get_args
 
 import pydantic
 from pydantic import (
@@ -112,6 +112,7 @@ from bandit.wire.schemas import (
     Activation,
     Aggregation,
     Decision,
+    LearningMode,
     PolicySettings,
     RankRequest,
     RewardReported,
@@ -124,6 +125,7 @@ from policies.vwargs import USES as VW_USES
 
 __all__ = [
     "DEFAULT_NAMESPACE",
+    "PersonalizerApprenticeMetrics",
     "PersonalizerDateRange",
     "PersonalizerError",
     "PersonalizerErrorDetail",
@@ -237,7 +239,6 @@ class PersonalizerModelProperties(_Camel):
     last_modified_time: datetime = Field(alias="lastModifiedTime")
 
 
-LearningMode = Literal["Online", "Apprentice", "LoggingOnly"]
 Duration = Annotated[
     timedelta,
     WithJsonSchema(
@@ -249,6 +250,22 @@ Duration = Annotated[
     ),
 ]
 """An ISO 8601 duration, fractions of seconds allowed (``PT0.25S``: RFC 3339's has none)."""
+
+
+class PersonalizerApprenticeMetrics(_Request):
+    """Personalizer's apprentice figures (``latestApprenticeModeMetrics``), read-only.
+
+    From :class:`bandit.service.apprentice.ApprenticeMetrics`; the native
+    ``GET /v1/policies/{name}/apprentice`` adds baseline rewards, the off-policy
+    estimates and the recommendation to switch.
+    """
+
+    start_time: datetime | None = Field(alias="startTime")
+    last_processed_event_time: datetime | None = Field(alias="lastProcessedEventTime")
+    number_of_events: int = Field(alias="numberOfEvents")
+    number_of_imitated_events: int = Field(alias="numberOfImitatedEvents")
+    sum_of_rewards: float = Field(alias="sumOfRewards")
+    sum_of_imitated_rewards: float = Field(alias="sumOfImitatedRewards")
 
 
 class PersonalizerServiceConfiguration(_Request):
@@ -281,6 +298,9 @@ class PersonalizerServiceConfiguration(_Request):
     auto_optimization_start_date: datetime | None = Field(
         default=None, alias="autoOptimizationStartDate"
     )
+    latest_apprentice_mode_metrics: PersonalizerApprenticeMetrics | None = Field(
+        default=None, alias="latestApprenticeModeMetrics"
+    )
 
 
 def service_configuration(
@@ -289,6 +309,7 @@ def service_configuration(
     epsilon: float | None,
     snapshot_seconds: float,
     edited_at: datetime | None,
+    apprentice: PersonalizerApprenticeMetrics | None = None,
 ) -> PersonalizerServiceConfiguration:
     """Say a policy's settings as Personalizer's service configuration.
 
@@ -303,6 +324,8 @@ def service_configuration(
         How often the learner saves the model the API serves (``modelExportFrequency``).
     edited_at
         When an admin last changed the settings.
+    apprentice
+        The apprentice figures, in Apprentice mode (read-only; ignored when written).
 
     Examples
     --------
@@ -323,8 +346,9 @@ def service_configuration(
             "logMirrorEnabled": False,
             "logRetentionDays": -1,  # the decision log is never deleted by the service
             "lastConfigurationEditDate": edited_at,
-            "learningMode": "Online",
+            "learningMode": settings.learning_mode,
             "isAutoOptimizationEnabled": False,
+            "latestApprenticeModeMetrics": apprentice,
         }
     )
 
@@ -341,10 +365,11 @@ def configured_settings(
 
     ``rewardWaitTime``, ``defaultReward`` and ``rewardAggregation`` (``earliest``,
     ``sum``, ``max``) set the policy's; ``explorationPercentage`` its epsilon when it is
-    epsilon-greedy (`epsilon` is its current one). Fields that would ask for what this
-    service does not do are refused, each naming itself: another learning mode than
-    ``Online``, automatic optimisation, log mirroring, a log retention other than -1
-    (never deleted), a model export frequency other than the learner's.
+    epsilon-greedy (`epsilon` is its current one); ``learningMode`` the policy's
+    (:data:`~bandit.wire.schemas.LearningMode`). Fields that would ask for what this
+    service does not do are refused, each naming itself: automatic optimisation, log
+    mirroring, a log retention other than -1 (never deleted), a model export frequency
+    other than the learner's.
 
     Raises
     ------
@@ -384,8 +409,7 @@ def configured_settings(
             )
         else:
             changes["exploration"] = {**current.exploration, "epsilon": percentage}
-    if config.learning_mode != "Online":
-        refuse("learningMode", f"learning mode {config.learning_mode!r} is not provided: Online")
+    changes["learning_mode"] = config.learning_mode
     if config.is_auto_optimization_enabled:
         refuse("isAutoOptimizationEnabled", "automatic optimisation is not provided")
     if config.log_mirror_enabled:

@@ -150,6 +150,7 @@ __all__ = [
     "Event",
     "EventId",
     "KeyScope",
+    "LearningMode",
     "LoggedAction",
     "LoggedCache",
     "LoggedFeatures",
@@ -682,6 +683,11 @@ LoggedFeatures: TypeAlias = dict[_NamespaceName, dict[_FeatureName, _LoggedValue
 """Features by namespace as the policy saw them: no booleans."""
 _Subject: TypeAlias = Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")]
 ConsentPath: TypeAlias = Literal["personalise", "baseline"]
+
+LearningMode: TypeAlias = Literal["Online", "Apprentice", "LoggingOnly"]
+"""How a policy serves and learns (Personalizer's learning modes): ``Online`` serves its
+model and learns; ``Apprentice`` serves the baseline action, logs what its model would
+have done, and learns; ``LoggingOnly`` serves the baseline action and learns nothing."""
 """Which policy served a decision under the person's consent (see :mod:`bandit.privacy.consent`)."""
 ActionId: TypeAlias = Annotated[str, _IdRule("action ids")]
 EventId: TypeAlias = Annotated[str, _IdRule("event ids")]
@@ -1136,6 +1142,15 @@ class Decision(Event):
     subject
         For a decision naming a person: the token linking it to them through their
         secret (:func:`bandit.privacy.consent.subject_token`), unlinkable once they are erased.
+    learning_mode
+        The policy's learning mode when it decided (:data:`LearningMode`). In
+        ``Apprentice`` and ``LoggingOnly`` the baseline action decided (the first
+        offered, :class:`policies.baselines.FixedOrder` with the policy's exploration
+        floor): `ranking` and `probability` are its, the propensities of record.
+    learned
+        In ``Apprentice`` mode, with personalisation consent: the served policy's own
+        probabilities of `actions` (in their order), what it would have done; they
+        sum to 1. Never used as propensities.
     """
 
     policy: PolicyName
@@ -1155,6 +1170,33 @@ class Decision(Event):
     learn: bool = True
     consent: ConsentPath = "personalise"
     subject: _Subject | None = None
+    learning_mode: LearningMode = "Online"
+    learned: Annotated[list[_Probability] | None, BeforeValidator(_check_action_count)] = None
+
+    @field_validator("learned")
+    @classmethod
+    def _learned_is_a_distribution(
+        cls, learned: list[float] | None, info: ValidationInfo
+    ) -> list[float] | None:
+        actions: list[LoggedAction] | None = info.data.get("actions")
+        if learned is None or actions is None:
+            return learned
+        if len(learned) != len(actions):
+            raise _error(
+                "learned_length",
+                "learned must hold one probability per offered action ({count}), got {found}",
+                count=len(actions),
+                found=len(learned),
+            )
+        total = math.fsum(learned)
+        if abs(total - 1.0) > SUM_TOLERANCE:
+            raise _error(
+                "probability_sum",
+                "learned probabilities must sum to 1 within {tolerance}, got {total}",
+                tolerance=SUM_TOLERANCE,
+                total=repr(total),
+            )
+        return learned
 
     @field_validator("ranking")
     @classmethod
@@ -1345,6 +1387,8 @@ class Decision(Event):
         consent: ConsentPath = "personalise",
         subject: str | None = None,
         cache: LoggedCache | None = None,
+        learning_mode: LearningMode = "Online",
+        learned: Sequence[float] | None = None,
     ) -> Decision:
         """Build the decision of `choice` as the rank path has it, without validating again.
 
@@ -1378,6 +1422,13 @@ class Decision(Event):
             fields.add("consent")
         if subject is not None:
             fields.add("subject")
+        extra: dict[str, Any] = {}
+        if learning_mode != "Online":
+            fields.add("learning_mode")
+            extra["learning_mode"] = learning_mode
+        if learned is not None:
+            fields.add("learned")
+            extra["learned"] = list(learned)
         return cls.model_construct(
             fields,
             occurred_at=datetime.now(UTC),  # (given: a default factory costs a signature)
@@ -1398,6 +1449,7 @@ class Decision(Event):
             learn=learn,
             consent=consent,
             subject=subject,
+            **extra,
         )
 
     def to_json(self) -> bytes:
@@ -1615,6 +1667,11 @@ class PolicySettings(_Frozen):
         (``settings.privacy.baseline_policy``), whose probabilities are logged, and the
         served policy keeps its model and goes on learning, for when it is released
         (``streambandit policy baseline|resume``; docs/runbook.md).
+    learning_mode
+        ``Online`` (serve the model, learn), ``Apprentice`` (serve the baseline action,
+        log the model's own probabilities beside it, learn, and count how the model
+        compares: :mod:`bandit.service.apprentice`) or ``LoggingOnly`` (serve the
+        baseline action, learn nothing). The kill switch wins over either.
     """
 
     spec: str = Field(min_length=1, max_length=512)
@@ -1629,6 +1686,7 @@ class PolicySettings(_Frozen):
     reward_aggregation: Aggregation = "earliest"
     feature_schema: FeatureSchema | None = None
     baseline_forced: bool = Field(default=False, strict=True)
+    learning_mode: LearningMode = "Online"
 
 
 class BehaviourKind(StrEnum):

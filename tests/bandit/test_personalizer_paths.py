@@ -221,7 +221,7 @@ def test_the_service_configuration_reads_and_changes_the_policys_live_settings(
         path,
         json={
             **changed,
-            "learningMode": "Apprentice",
+            "isAutoOptimizationEnabled": True,
             "logRetentionDays": 30,
             "rewardAggregation": "average",
         },
@@ -229,7 +229,7 @@ def test_the_service_configuration_reads_and_changes_the_policys_live_settings(
     )
     assert refused.status_code == 400
     targets = {d["target"] for d in refused.json()["error"]["details"]}
-    assert targets == {"learningMode", "logRetentionDays", "rewardAggregation"}
+    assert targets == {"isAutoOptimizationEnabled", "logRetentionDays", "rewardAggregation"}
     assert client.get("/v1/policies/tuned/settings", headers=admin).json() == settings
     beyond = client.put(path, json={**changed, "defaultReward": 5000.0}, headers=admin)
     assert beyond.status_code == 400  # the reward range, as the native route checks it
