@@ -64,6 +64,9 @@ ADMIN_ONLY = {
     ("DELETE", "/personalizer/model"),
     ("PUT", "/personalizer/v1.0/configurations/service"),
     ("PUT", "/personalizer/configurations/service"),
+    ("DELETE", "/v1/log"),
+    ("DELETE", "/personalizer/v1.0/logs"),
+    ("DELETE", "/personalizer/logs"),
 }
 
 
