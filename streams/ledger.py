@@ -37,7 +37,7 @@ from functools import partial
 
 import structlog
 
-from bandit.service.state import LogWriter, StateStore
+from bandit.service.state import StateStore
 from bandit.wire.schemas import TrainingExample
 from streams.deadletter import DEAD_LETTER_COUNTERS
 from streams.retrying import retry
@@ -165,13 +165,12 @@ class DecisionLog:
         await self._beat()  # the API waits for this
 
     async def _beat(self) -> None:
-        writer = LogWriter(
-            at=time.time(),
+        await self.store.note_log_writer(
+            self.writer.writer_id,
             deleted_at=self.writer.deleted_at,
             files=self._deleted.files,
-            bytes=self._deleted.bytes,
+            size=self._deleted.bytes,
         )
-        await self.store.note_log_writer(self.writer.writer_id, writer)
 
     async def _count(self, deleted: LogDeletion, reason: str) -> None:
         if not deleted.files:

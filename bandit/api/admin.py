@@ -622,7 +622,7 @@ async def delete_log(request: Request, service: Service, caller: Caller) -> None
         while True:
             async with asyncio.timeout(CONTROL_TIMEOUT):
                 writers = await store.log_writers(forget_after=_WRITER_FORGOTTEN_SECONDS)
-            now = time.time()
+                now = await store.redis_time()  # the writers beat by Redis's clock
             waiting = sorted(
                 name
                 for name, writer in writers.items()

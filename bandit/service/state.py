@@ -207,7 +207,8 @@ class LogWriter:
     Attributes
     ----------
     at
-        When it last beat (seconds since the epoch, its host's clock).
+        When it last beat (seconds since the epoch, Redis's clock: the API compares it
+        with Redis's time, whatever the hosts' clocks say).
     deleted_at
         The last deletion request it applied (:meth:`StateStore.request_log_deletion`);
         0.0 if none.
@@ -825,11 +826,22 @@ class StateStore:
         found = await self.redis.get(self.key("log", "deletion"))
         return None if found is None else float(found)
 
-    async def note_log_writer(self, writer_id: str, writer: LogWriter) -> None:
-        """Record what a decision-log writer tells: it lives, and what it deleted last."""
+    async def redis_time(self) -> float:
+        """Return Redis's time (seconds since the epoch)."""
+        seconds, microseconds = await self.redis.time()
+        return seconds + microseconds / 1_000_000
+
+    async def note_log_writer(
+        self, writer_id: str, *, deleted_at: float = 0.0, files: int = 0, size: int = 0
+    ) -> None:
+        """Record that a decision-log writer lives (now, by Redis's clock), and its deletion.
+
+        `deleted_at` is the last deletion request it applied; `files` and `size` (bytes)
+        what that deleted.
+        """
         value = json.dumps(
-            {"at": writer.at, "deleted_at": writer.deleted_at,
-             "files": writer.files, "bytes": writer.bytes}
+            {"at": await self.redis_time(), "deleted_at": deleted_at,
+             "files": files, "bytes": size}
         )  # fmt: skip
         await self.redis.hset(self.key("log", "writers"), writer_id, value)
 
@@ -843,7 +855,7 @@ class StateStore:
         found = {_text(name): LogWriter(**json.loads(value)) for name, value in raw.items()}
         if forget_after is None:
             return found
-        now = time.time()
+        now = await self.redis_time()
         silent = [name for name, writer in found.items() if now - writer.at > forget_after]
         if silent:
             await self.redis.hdel(self.key("log", "writers"), *silent)

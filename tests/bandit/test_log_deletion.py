@@ -29,7 +29,7 @@ from redis.asyncio import Redis
 
 import bandit.api.admin
 from bandit.api.app import create_app
-from bandit.service.state import LogWriter, StateStore
+from bandit.service.state import StateStore
 from bandit.settings import ApiKey, ApiSettings, KafkaSettings, LogSettings, RedisSettings, Settings
 from policies import make_policy
 from streams.ledger import DecisionLog
@@ -206,7 +206,7 @@ def test_a_running_worker_that_does_not_confirm_gets_a_503(
     async def stuck() -> None:  # a writer that beats but is stuck in a batch
         client = Redis.from_url(redis_url)
         try:
-            await StateStore(client, prefix).note_log_writer("stuck", LogWriter(at=time.time()))
+            await StateStore(client, prefix).note_log_writer("stuck")
         finally:
             await client.aclose()
 
