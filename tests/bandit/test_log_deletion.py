@@ -28,7 +28,10 @@ from azure.core.exceptions import HttpResponseError
 from redis.asyncio import Redis
 
 import bandit.api.admin
+import bandit.privacy.consent
+import policies.dsjson
 from bandit.api.app import create_app
+from bandit.privacy.consent import find_logged, subject_token
 from bandit.service.state import StateStore
 from bandit.settings import ApiKey, ApiSettings, KafkaSettings, LogSettings, RedisSettings, Settings
 from policies import make_policy
@@ -234,3 +237,22 @@ def test_log_retention_days_is_the_deployments_retention(setup: tuple[str, str, 
     [detail] = refused.json()["error"]["details"]
     assert detail["target"] == "logRetentionDays"
     assert "STREAMBANDIT_DECISION_LOG__RETENTION_DAYS" in detail["message"]
+
+
+def test_an_export_reading_the_log_while_a_file_is_deleted_reads_the_others(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file listed, then deleted (by DELETE /v1/log or the retention) before it is read."""
+    secret = b"s" * 32
+    [example] = _joined(make_policy("uniform"), 1, seed=7)
+    token = subject_token(secret, example.event_id)
+    mine = example.model_copy(
+        update={"decision": example.decision.model_copy(update={"subject": token})}
+    )
+    with DecisionLogWriter(tmp_path / "worker-1", 1 << 20) as writer:
+        writer.write([mine])
+    [kept] = policies.dsjson.log_files(tmp_path)
+    gone = tmp_path / "worker-2" / "decisions-20261127T231500Z-0001.dsjson"
+    monkeypatch.setattr(bandit.privacy.consent, "log_files", lambda _: [gone, kept])
+    [found] = find_logged(tmp_path, secret)
+    assert (found["event_id"], found["file"]) == (example.event_id, kept.name)
