@@ -10,7 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from policies._base import REWARD_LIMIT
@@ -378,12 +378,30 @@ class LearnerSettings(BaseModel):
 
 
 class LogSettings(BaseModel):
-    """Where joined decisions are written as DSJSON, and when files rotate."""
+    """Where joined decisions are written as DSJSON, when files rotate, how long they stay."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     directory: Path = Path("streambandit-data") / "decisions"
     rotate_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    retention_days: int | None = Field(
+        default=None,
+        ge=1,
+        le=3650,
+        description=(
+            "Days the decision log keeps a file after its last decision: each worker "
+            "deletes its older files (streams/sink.py, 'Retention'). Unset or -1: kept "
+            "until deleted (DELETE /v1/log). One value for the whole log, every policy's "
+            "lines: set it alike where the workers and the API run (the API reports it as "
+            "Personalizer's logRetentionDays)."
+        ),
+    )
+
+    @field_validator("retention_days", mode="before")
+    @classmethod
+    def _kept_forever(cls, value: object) -> object:
+        """Read -1 (Personalizer's 'never deleted') as unset."""
+        return None if value in (-1, "-1") else value
 
 
 class PrivacySettings(BaseModel):

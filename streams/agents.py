@@ -21,6 +21,9 @@ agent / timer      consumes         hands off to
                                     and the DSJSON decision log (:mod:`streams.sink`)
 =================  ===============  ====================================================
 
+The ``decision-log`` timer (every second) applies a request to delete the decision log
+and, once a minute, its retention (:meth:`streams.ledger.DecisionLog.tend`).
+
 ``learner`` is not a Faust agent but a batch consumer
 (:class:`streams.batch.BatchConsumer`, consumer group ``<app id>-learner``), run as a
 task of the app: Faust's per-record cost would cap the learner well below its target.
@@ -54,6 +57,7 @@ import socket
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -111,6 +115,7 @@ _MARKER_EVERY_SECONDS = 0.5  # a marker not read by then is sent again, per part
 _MARKER_POLL_SECONDS = 0.02  # how often the timer looks whether its markers were read
 _TRAINING_AHEAD = 3  # training batches fetched and being decoded while one is learned
 _BEAT_SECONDS = 1.0  # how often a worker tells Redis it lives (bandit/service/learning.py)
+_LOG_TEND_SECONDS = 1.0  # how often the decision log looks for a deletion asked for
 
 _BEHAVIOUR: TypeAdapter[BehaviourEvent] = TypeAdapter(BehaviourEvent)
 _REWARDS: TypeAdapter[RewardsRecord] = TypeAdapter(RewardsRecord)
@@ -304,11 +309,13 @@ def _register_training(app: StreamBanditApp, services: AppServices) -> None:
     settings = app.settings.learner
     logs: list[DecisionLog] = []  # made on start (or the first batch), closed on stop
     letters = services.dead_letters
+    days = app.settings.decision_log.retention_days
+    retention = None if days is None else timedelta(days=days)
 
     def decision_log() -> DecisionLog:
         if not logs:
             writer = DecisionLogWriter.from_settings(app.settings.decision_log)
-            logs.append(DecisionLog(services.store, writer))
+            logs.append(DecisionLog(services.store, writer, retention=retention))
         return logs[0]
 
     def reload_models() -> None:
@@ -334,6 +341,14 @@ def _register_training(app: StreamBanditApp, services: AppServices) -> None:
         # Lines this directory's writer claimed before it was killed are written now,
         # whether or not this worker is given training partitions.
         await retry("decision_log.recover", decision_log().recover)
+
+    @app.timer(interval=_LOG_TEND_SECONDS, name="decision-log")  # type: ignore[untyped-decorator]
+    async def tend_log() -> None:
+        # A deletion asked for (DELETE /v1/log) and the retention, between two batches.
+        try:
+            await decision_log().tend()
+        except Exception:  # noqa: BLE001  # an error escaping the timer would end it for good
+            _log.warning("decision_log.tend_failed", exc_info=True)
 
     consumer = BatchConsumer(
         app,

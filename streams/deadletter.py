@@ -69,7 +69,8 @@ DEAD_LETTER_MAX_BYTES = 1024 * 1024
 
 DEAD_LETTER_COUNTERS = "_streams"
 """Counters name (``<prefix>:counters:_streams``) under which dead letters are counted,
-as ``dead_letters`` and ``dead_letters.<source topic>``; no policy can have it."""
+as ``dead_letters`` and ``dead_letters.<source topic>``, and the decision log's deleted
+files (:mod:`streams.ledger`); no policy can have it."""
 
 _VALUE_CHARS = 65_536
 _KEY_CHARS = 1024

@@ -4,24 +4,51 @@
 through claims in Redis (:meth:`bandit.service.state.StateStore.claim_log`); the protocol, and
 why a kill at any point neither loses nor doubles a line, is in docs/live-loop.md
 ("The decision log, exactly once").
+
+It also deletes the log when asked and applies its retention, between two batches,
+never during one (:meth:`DecisionLog.tend`, the worker's ``decision-log`` timer):
+
+- **Deletion.** ``DELETE /v1/log`` sets ``sb:log:deletion`` to the time of the request
+  (:meth:`~bandit.service.state.StateStore.request_log_deletion`). Before each batch,
+  at start and every second, the writer compares it with the last request it applied
+  (the directory's ``.deleted-at``): for a newer one, it first settles its claims (so
+  a line claimed before the request is written, then deleted with the rest, and no
+  unconfirmed claim can write a deleted line back after a restart), then deletes every
+  file (:meth:`~streams.sink.DecisionLogWriter.delete_all`) and tells Redis, in
+  ``sb:log:writers``, what it applied and deleted: the API answers once every writer
+  alive has. A writer whose worker is stopped applies the request when it starts,
+  before it writes anything.
+- **Retention.** With ``decision_log.retention_days``, once a minute, the closed files
+  whose newest decision is older than that are deleted
+  (:meth:`~streams.sink.DecisionLogWriter.expire`).
+
+Both are counted in the stream counters (``<prefix>:counters:_streams``:
+``log_files_deleted.request`` / ``.retention`` and ``log_bytes_deleted.*``), which the
+API exports as ``streambandit_stream_counter_total``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Sequence
+from datetime import timedelta
 from functools import partial
 
 import structlog
 
 from bandit.service.state import StateStore
 from bandit.wire.schemas import TrainingExample
+from streams.deadletter import DEAD_LETTER_COUNTERS
 from streams.retrying import retry
-from streams.sink import DecisionLogWriter, LogEntry
+from streams.sink import DecisionLogWriter, LogDeletion, LogEntry
 
 __all__ = ["DecisionLog"]
 
 _log = structlog.get_logger("streams.ledger")
+
+_EXPIRE_EVERY_SECONDS = 60.0
+"""How often :meth:`DecisionLog.tend` looks for files older than the retention."""
 
 
 class DecisionLog:
@@ -34,6 +61,9 @@ class DecisionLog:
     writer
         The worker's writer; its :attr:`~streams.sink.DecisionLogWriter.writer_id` names
         its claims.
+    retention
+        How long a file is kept after its newest decision (:meth:`tend`); None keeps
+        every file until a deletion is asked for.
 
     Examples
     --------
@@ -42,12 +72,18 @@ class DecisionLog:
         log = DecisionLog(store, writer)
         await log.recover()           # lines a killed predecessor claimed but did not confirm
         await log.write(entries)      # only what no decision log holds or claimed
+        await log.tend()              # every second: deletion requests, retention
     """
 
-    def __init__(self, store: StateStore, writer: DecisionLogWriter) -> None:
+    def __init__(
+        self, store: StateStore, writer: DecisionLogWriter, *, retention: timedelta | None = None
+    ) -> None:
         self.store = store
         self.writer = writer
+        self.retention = retention
         self._lock = asyncio.Lock()
+        self._deleted = LogDeletion()  # what the last deletion applied here took
+        self._expire_at = 0.0  # (monotonic) when the retention is applied next
 
     async def recover(self) -> int:
         """Write what this directory's writer claimed and did not confirm; return lines written.
@@ -58,7 +94,22 @@ class DecisionLog:
         then confirmed.
         """
         async with self._lock:
+            await self._obey_deletion()
             return await self._recover()
+
+    async def tend(self) -> None:
+        """Apply a deletion asked for, and the retention when due; tell Redis this lives.
+
+        Called by the worker's timer every second. Raises what Redis or the disk raised
+        (the next call tries again).
+        """
+        async with self._lock:
+            await self._obey_deletion()
+            if self.retention is not None and time.monotonic() >= self._expire_at:
+                self._expire_at = time.monotonic() + _EXPIRE_EVERY_SECONDS
+                expired = await asyncio.to_thread(self.writer.expire, self.retention)
+                await self._count(expired, "retention")
+            await self._beat()
 
     async def write(self, examples: Sequence[TrainingExample | LogEntry]) -> int:
         """Append the examples no decision log holds or claimed; return lines written.
@@ -75,6 +126,10 @@ class DecisionLog:
         """
         entries = [e if isinstance(e, LogEntry) else LogEntry.of(e) for e in examples]
         async with self._lock:
+            try:  # a deletion asked for goes first: this batch's lines come after it
+                await self._obey_deletion()
+            except Exception:  # noqa: BLE001  # logged; applied by the timer or next batch
+                _log.exception("decision_log.deletion_postponed")
             try:
                 await retry("decision_log.recover", self._recover, attempts=3)
             except Exception:  # noqa: BLE001  # logged; settled with a later batch
@@ -96,6 +151,38 @@ class DecisionLog:
             return written
 
     # -- internals ---------------------------------------------------------------------
+
+    async def _obey_deletion(self) -> None:
+        """Delete every file if a deletion was asked for since the last one applied here."""
+        requested = await self.store.log_deletion_requested()
+        if requested is None or requested <= self.writer.deleted_at:
+            return
+        # Claims first: a claimed line is written now and deleted with the rest, rather
+        # than written back after a restart (the ids of the deleted files are forgotten).
+        await self._recover()
+        self._deleted = await asyncio.to_thread(self.writer.delete_all, requested)
+        await self._count(self._deleted, "request")
+        await self._beat()  # the API waits for this
+
+    async def _beat(self) -> None:
+        await self.store.note_log_writer(
+            self.writer.writer_id,
+            deleted_at=self.writer.deleted_at,
+            files=self._deleted.files,
+            size=self._deleted.bytes,
+        )
+
+    async def _count(self, deleted: LogDeletion, reason: str) -> None:
+        if not deleted.files:
+            return
+        counts = {
+            f"log_files_deleted.{reason}": deleted.files,
+            f"log_bytes_deleted.{reason}": deleted.bytes,
+        }
+        try:
+            await self.store.count(DEAD_LETTER_COUNTERS, counts)
+        except Exception:  # noqa: BLE001  # the files are gone; only the count is missed
+            _log.warning("decision_log.count_failed", exc_info=True, **counts)
 
     async def _recover(self) -> int:
         writer_id = self.writer.writer_id

@@ -25,8 +25,28 @@ in exactly one worker's files. A copy arriving more than
 ``redis.dedup_window_seconds`` after its line was recorded would be written again;
 readers keep the first line per ``EventId``.
 
+Deleting and retention
+----------------------
+Files are deleted only by their writer, between two batches, and never while open:
+
+- :meth:`DecisionLogWriter.delete_all` (an operator's ``DELETE /v1/log``, handed to each
+  worker through Redis: :mod:`streams.ledger`) closes the open file, deletes every file
+  of the directory, and notes the request's time in the directory's ``.deleted-at``
+  file, so that a restart does not apply the same request again. Lines written after it
+  go to a new file. The ids it wrote stay remembered (``dedup_window``), so a copy of a
+  deleted line read again is still skipped, not written back.
+- :meth:`DecisionLogWriter.expire` (``decision_log.retention_days``) deletes every
+  closed file whose newest decision is older than the retention: the ``Timestamp`` of
+  its last line (its modification time if that line has none). Lines are written as
+  decisions are joined, a reward wait after them, so a line decided up to the longest
+  reward wait after a file's last one may precede it and go with it. The open file is
+  closed once it has been open an hour, so that a quiet log's lines expire too: a line
+  outlives the retention by at most that hour (and the check's minute).
+
 :meth:`DecisionLogWriter.write` is synchronous file I/O; from an agent, call it off the
-event loop (``await asyncio.to_thread(writer.write, examples)``), one batch at a time.
+event loop (``await asyncio.to_thread(writer.write, examples)``), one batch at a time;
+so are :meth:`~DecisionLogWriter.delete_all` and :meth:`~DecisionLogWriter.expire`,
+never at the same time as a write.
 """
 
 from __future__ import annotations
@@ -36,7 +56,7 @@ import secrets
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Self
@@ -44,6 +64,7 @@ from typing import IO, Any, Self
 import structlog
 
 from bandit.errors import ConfigurationError
+from bandit.service.logfiles import log_file_dates
 from bandit.settings import LogSettings
 from bandit.wire.schemas import TrainingExample
 from policies import Action
@@ -56,11 +77,22 @@ from policies.dsjson import (
     read_event_ids,
 )
 
-__all__ = ["DecisionLogWriter", "LogEntry", "dsjson_extra", "training_record"]
+__all__ = ["DecisionLogWriter", "LogDeletion", "LogEntry", "dsjson_extra", "training_record"]
 
 _log = structlog.get_logger("streams.sink")
 
 _WRITER_ID_FILE = ".writer-id"
+_DELETED_AT_FILE = ".deleted-at"
+_ROLL_OVER_AFTER = timedelta(hours=1)
+"""How long a file stays open while a retention applies (:meth:`DecisionLogWriter.expire`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class LogDeletion:
+    """What a deletion took from a directory: how many files, how many bytes."""
+
+    files: int = 0
+    bytes: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +199,9 @@ class DecisionLogWriter:
         Names the directory's writer, the same across restarts (kept in its
         ``.writer-id`` file, made on first use): the claims of :mod:`streams.ledger`
         are held under it.
+    deleted_at
+        The time (seconds since the epoch) of the last deletion request applied to the
+        directory (:meth:`delete_all`), kept in its ``.deleted-at`` file; 0.0 if none.
     """
 
     def __init__(
@@ -196,8 +231,11 @@ class DecisionLogWriter:
         self.written = 0
         self.duplicates = 0
         self.without_consent = 0
+        self._opened_at: datetime | None = None
+        self._newest: dict[Path, tuple[int, datetime]] = {}  # closed files' newest decisions
         self.directory.mkdir(parents=True, exist_ok=True)
         self.writer_id = _writer_id(self.directory)
+        self.deleted_at = _deleted_at(self.directory)
         existing = self.files()
         self._sequence = log_file_sequence(existing[-1]) if existing else 0
         if existing:
@@ -267,7 +305,58 @@ class DecisionLogWriter:
             self._file.close()
             self._file = None
             self._path = None
+            self._opened_at = None
             self._size = 0
+
+    def delete_all(self, requested: float) -> LogDeletion:
+        """Close the open file, delete every file of the log, note `requested`; say what went.
+
+        `requested` is the time of the deletion request (seconds since the epoch), kept
+        as :attr:`deleted_at` in the directory's ``.deleted-at`` file once the files are
+        gone (and that is on disk), so a restart does not apply it again.
+        """
+        self.close()
+        deleted = self._delete(self.files())
+        _note_deleted_at(self.directory, requested)
+        self.deleted_at = requested
+        _log.info(
+            "decision_log.deleted",
+            directory=str(self.directory),
+            files=deleted.files,
+            bytes=deleted.bytes,
+        )
+        return deleted
+
+    def expire(self, retention: timedelta) -> LogDeletion:
+        """Delete the closed files whose newest decision is older than `retention`.
+
+        A file's newest decision is its last line's (its modification time when that
+        line has no ``Timestamp``). The open file is closed first when it was opened
+        an hour ago or more, so that it can expire in turn.
+        """
+        now = self._clock()
+        if self._opened_at is not None and now - self._opened_at >= _ROLL_OVER_AFTER:
+            finished = self._path
+            self.close()
+            _log.info("decision_log.rotated", file=str(finished), reason="age")
+        cutoff = now - retention
+        old = []
+        for path in self.files():
+            if path == self._path:
+                continue
+            newest = self._newest_decision(path)
+            if newest is not None and newest < cutoff:
+                old.append(path)
+        deleted = self._delete(old)
+        if deleted.files:
+            _log.info(
+                "decision_log.expired",
+                directory=str(self.directory),
+                files=deleted.files,
+                bytes=deleted.bytes,
+                retention_days=retention / timedelta(days=1),
+            )
+        return deleted
 
     def __enter__(self) -> Self:
         return self
@@ -309,7 +398,41 @@ class DecisionLogWriter:
         path = self.directory / log_file_name(self._clock(), self._sequence)
         self._file = path.open("ab")
         self._path = path
+        self._opened_at = self._clock()
         self._size = self._file.tell()
+
+    def _newest_decision(self, path: Path) -> datetime | None:
+        """Return the time of a closed file's last decision (None if it cannot be read)."""
+        try:
+            size = path.stat().st_size
+            cached = self._newest.get(path)
+            if cached is not None and cached[0] == size:
+                return cached[1]
+            last = log_file_dates(path).last
+            if last is None:
+                last = datetime.fromtimestamp(path.stat().st_mtime, UTC)
+        except OSError:
+            return None
+        if last.tzinfo is None:
+            last = last.replace(tzinfo=UTC)
+        self._newest[path] = (size, last)
+        return last
+
+    def _delete(self, paths: Sequence[Path]) -> LogDeletion:
+        """Delete `paths` (closed files of the directory), then make that durable."""
+        files = size = 0
+        for path in paths:
+            try:
+                length = path.stat().st_size
+                path.unlink()
+            except FileNotFoundError:
+                continue
+            self._newest.pop(path, None)
+            files += 1
+            size += length
+        if files:
+            _fsync_directory(self.directory)
+        return LogDeletion(files, size)
 
     def _flush(self) -> None:
         if self._file is not None:
@@ -355,6 +478,35 @@ def _writer_id(directory: Path) -> str:
         file.flush()
         os.fsync(file.fileno())
     return made
+
+
+def _deleted_at(directory: Path) -> float:
+    """Return the time of the last deletion request applied to `directory` (0.0: none)."""
+    try:
+        return float((directory / _DELETED_AT_FILE).read_text().strip() or 0.0)
+    except FileNotFoundError:
+        return 0.0
+
+
+def _note_deleted_at(directory: Path, requested: float) -> None:
+    """Keep `requested` in the directory's ``.deleted-at`` file, durably and atomically."""
+    final = directory / _DELETED_AT_FILE
+    partial = directory / (_DELETED_AT_FILE + ".partial")
+    with partial.open("w") as file:
+        file.write(f"{requested!r}\n")
+        file.flush()
+        os.fsync(file.fileno())
+    partial.replace(final)
+    _fsync_directory(directory)
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Make the files created, renamed and deleted in `directory` durable."""
+    descriptor = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 def _repair_tail(path: Path) -> None:

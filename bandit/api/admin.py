@@ -1,8 +1,9 @@
-"""The admin routes: a policy's live settings, kill switch and model; noisy privacy reports.
+"""The admin routes: a policy's settings, kill switch and model; privacy reports; the log.
 
 Changing settings, the kill switch, exporting, resetting or importing a model, releasing
 a report and reading the privacy ledger need an ``admin`` key; any key allowed the
-policy may read its settings and its model's properties.
+policy may read its settings and its model's properties. Deleting the decision log,
+which holds every policy's decisions, needs an ``admin`` key allowed every policy.
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ __all__ = [
     "SavedModel",
     "change_settings",
     "check_admin",
+    "delete_log",
     "live_settings",
     "log_properties",
     "model_file",
@@ -668,3 +670,87 @@ async def log_properties(service: Service) -> LogProperties:
 async def get_log_properties_route(service: ServiceDep, caller: CallerDep) -> Response:
     """Say how many files the decision log holds, their size, and its first and last dates."""
     return model_response(await log_properties(service))
+
+
+_DELETE_WAIT_SECONDS = 10.0
+"""How long ``DELETE /v1/log`` waits for the running workers to delete their files."""
+_WRITER_ALIVE_SECONDS = 10.0
+"""A decision-log writer that beat this recently runs (it beats every second): waited for."""
+_WRITER_FORGOTTEN_SECONDS = 30 * 24 * 3600.0
+"""A writer silent this long is forgotten (its folder is gone for good, presumably)."""
+
+
+async def delete_log(request: Request, service: Service, caller: Caller) -> None:
+    """Delete the decision log: every worker's files, each by its worker (admin, every policy).
+
+    The request goes to Redis (:meth:`~bandit.service.state.StateStore.request_log_deletion`);
+    each worker deletes its own files between two batches and says so
+    (:mod:`streams.ledger`). This waits, off the files and without blocking the event
+    loop, until every running worker has; a stopped worker's folder is deleted when it
+    starts, before it writes anything. What was deleted is logged
+    (``decision_log.deleted``); the workers count it (``log_files_deleted.request``).
+
+    Raises
+    ------
+    RefusedRequestError
+        403 for a key that is not an admin's or not allowed every policy; 503 when Redis
+        cannot be reached, or a running worker has not confirmed within 10 s (the
+        request stands: it deletes its files before it writes again).
+    """
+    check_admin(caller, "deleting the decision log")
+    if "*" not in caller.key.policies:
+        message = (
+            "the decision log holds every policy's decisions: deleting it needs an admin "
+            "key allowed every policy ('*')"
+        )
+        raise RefusedRequestError(403, "Forbidden", message)
+    store = service.store
+    with redis_or_503():
+        async with asyncio.timeout(CONTROL_TIMEOUT):
+            requested = await store.request_log_deletion()
+        deadline = time.monotonic() + _DELETE_WAIT_SECONDS
+        while True:
+            async with asyncio.timeout(CONTROL_TIMEOUT):
+                writers = await store.log_writers(forget_after=_WRITER_FORGOTTEN_SECONDS)
+                now = await store.redis_time()  # the writers beat by Redis's clock
+            waiting = sorted(
+                name
+                for name, writer in writers.items()
+                if writer.deleted_at < requested and now - writer.at <= _WRITER_ALIVE_SECONDS
+            )
+            if not waiting:
+                break
+            if time.monotonic() >= deadline:
+                note(request, "decision_log.deletion_unconfirmed", writers=waiting)
+                message = (
+                    f"the decision log's deletion is asked for, but {len(waiting)} running "
+                    "worker(s) did not confirm it in time; each deletes its files before "
+                    "it writes again (GET /v1/log/properties shows what is left). Asking "
+                    "again also deletes what was written since"
+                )
+                raise RefusedRequestError(
+                    503, "ServiceUnavailable", message, headers={"Retry-After": "5"}
+                )
+            await asyncio.sleep(0.05)
+    done = [writer for writer in writers.values() if writer.deleted_at >= requested]
+    note(
+        request,
+        "decision_log.deleted",
+        files=sum(writer.files for writer in done),
+        bytes=sum(writer.bytes for writer in done),
+        writers=len(done),
+        pending=len(writers) - len(done),  # stopped: deleted when they start
+    )
+
+
+@router.delete("/log", status_code=204, name="delete_log")
+async def delete_log_route(request: Request, service: ServiceDep, caller: CallerDep) -> Response:
+    """Delete the decision log, every policy's lines (admin keys allowed every policy; 204).
+
+    Each worker deletes its own files, between two batches: lines written before this
+    request are gone once it answers, lines written after it are kept. Decisions still
+    on their way to the log (waiting for their reward in the join, or on the
+    ``training`` topic) are written afterwards.
+    """
+    await delete_log(request, service, caller)
+    return Response(status_code=204)

@@ -31,6 +31,7 @@ from bandit.api.admin import (
     apprentice_metrics,
     change_settings,
     check_admin,
+    delete_log,
     live_settings,
     log_properties,
     model_file,
@@ -286,6 +287,7 @@ async def _configuration(service: Service, name: str) -> PersonalizerServiceConf
         snapshot_seconds=service.settings.learner.snapshot_every_seconds,
         edited_at=None if edited is None else datetime.fromtimestamp(edited, UTC),
         apprentice=apprentice,
+        retention_days=service.settings.decision_log.retention_days,
     )
 
 
@@ -311,8 +313,9 @@ async def personalizer_update_service_configuration(
 
     Reward wait time, default reward, reward aggregation and (an epsilon-greedy
     policy's) exploration percentage apply at once; asking for what this service does
-    not do (another learning mode, automatic optimisation, log mirroring or retention,
-    another model export frequency) is refused with 400 naming the field.
+    not do (another learning mode, automatic optimisation, log mirroring, a log
+    retention other than the deployment's, another model export frequency) is refused
+    with 400 naming the field.
     """
     name = resolve_policy(service, caller, policy)
     check_admin(caller, "changing settings")
@@ -328,6 +331,7 @@ async def personalizer_update_service_configuration(
             epsilon=_epsilon(service, name),
             snapshot_seconds=service.settings.learner.snapshot_every_seconds,
             limits=service.settings.limits,
+            retention_days=service.settings.decision_log.retention_days,
         )
     except pydantic.ValidationError as exc:
         raise invalid(exc, "the service configuration") from None
@@ -462,3 +466,16 @@ async def personalizer_reset_policy(
         raise RefusedRequestError(422, "BadRequest", message)
     arguments = configured.vw_arguments()
     return await _apply_learning_policy(request, service, caller, name, arguments, spec=spec)
+
+
+@_route("/logs", "DELETE", status_code=204)
+async def personalizer_delete_logs(
+    request: Request, service: ServiceDep, caller: CallerDep
+) -> Response:
+    """Personalizer's log deletion: every policy's decision log (admin keys, every policy; 204).
+
+    As ``DELETE /v1/log`` (:func:`bandit.api.admin.delete_log`): each worker deletes its
+    files; decisions still on their way to the log are written afterwards.
+    """
+    await delete_log(request, service, caller)
+    return Response(status_code=204)

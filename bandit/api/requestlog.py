@@ -24,7 +24,14 @@ __all__ = ["RequestLog", "note"]
 _log = structlog.get_logger("bandit.api.requestlog")
 _DOCS_PATHS = frozenset({"/openapi.json", "/docs", "/docs/assets/{name}"})
 _ALWAYS_LOGGED = frozenset(
-    {"settings.changed", "consent.changed", "person.exported", "person.erased", "report.released"}
+    {
+        "settings.changed",
+        "consent.changed",
+        "person.exported",
+        "person.erased",
+        "report.released",
+        "decision_log.deleted",
+    }
 )
 """Events logged whatever ``settings.api.request_log`` says (an audit trail)."""
 

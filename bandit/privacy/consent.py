@@ -176,24 +176,34 @@ def find_logged(directory: Path, secret: bytes) -> list[dict[str, object]]:
     """
     found: list[dict[str, object]] = []
     for path in log_files(directory):
-        # Only lines with a subject can be anyone's; a line being written is not theirs yet.
-        for row in read_file(path, skip_bad=True, containing=b'"subject":"'):
-            subject = row.extra.get("subject")
-            if row.event_id is None or not isinstance(subject, str):
-                continue
-            if not hmac.compare_digest(subject, subject_token(secret, row.event_id)):
-                continue
-            found.append(
-                {
-                    "event_id": row.event_id,
-                    "timestamp": row.timestamp,
-                    "policy": row.extra.get("policy"),
-                    "chosen_action_id": row.chosen_action_id,
-                    "probability": row.propensity,
-                    "reward": row.reward,
-                    "file": path.name,
-                }
-            )
+        try:
+            found += _logged_in(path, secret)
+        except FileNotFoundError:  # deleted meanwhile (DELETE /v1/log, the retention)
+            continue
+    return found
+
+
+def _logged_in(path: Path, secret: bytes) -> list[dict[str, object]]:
+    """Return the decisions in one log file that are the secret's person's."""
+    found: list[dict[str, object]] = []
+    # Only lines with a subject can be anyone's; a line being written is not theirs yet.
+    for row in read_file(path, skip_bad=True, containing=b'"subject":"'):
+        subject = row.extra.get("subject")
+        if row.event_id is None or not isinstance(subject, str):
+            continue
+        if not hmac.compare_digest(subject, subject_token(secret, row.event_id)):
+            continue
+        found.append(
+            {
+                "event_id": row.event_id,
+                "timestamp": row.timestamp,
+                "policy": row.extra.get("policy"),
+                "chosen_action_id": row.chosen_action_id,
+                "probability": row.propensity,
+                "reward": row.reward,
+                "file": path.name,
+            }
+        )
     return found
 
 

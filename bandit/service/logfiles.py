@@ -29,7 +29,7 @@ from pathlib import Path
 
 import orjson
 
-__all__ = ["LogFiles", "log_files"]
+__all__ = ["LogFileDates", "LogFiles", "log_file_dates", "log_files"]
 
 _TAIL_BYTES = 64 * 1024
 """How far from a file's end its last line is looked for (a line is a few KB)."""
@@ -48,6 +48,38 @@ class LogFiles:
     last: datetime | None
 
 
+@dataclass(frozen=True, slots=True)
+class LogFileDates:
+    """One decision log file: its bytes, and the dates of its first and last decisions.
+
+    `first` and `last` are None when its first (last) readable line has no ``Timestamp``.
+    """
+
+    bytes: int
+    first: datetime | None
+    last: datetime | None
+
+
+def log_file_dates(path: Path) -> LogFileDates:
+    """Read a decision log file's size and the dates of its first and last lines.
+
+    Only its first line and its last 64 KiB are read; a last line being written is
+    skipped for the one before it. Blocking: call it off the event loop.
+
+    Raises
+    ------
+    OSError
+        When the file cannot be read (rotated or deleted meanwhile, say).
+    """
+    with path.open("rb") as handle:
+        length = os.fstat(handle.fileno()).st_size
+        head = _timestamp(handle.readline())
+        handle.seek(max(0, length - _TAIL_BYTES))
+        lines = handle.read().splitlines()
+    tail = next((t for t in map(_timestamp, reversed(lines)) if t is not None), None)
+    return LogFileDates(length, head, tail)
+
+
 def log_files(directory: Path) -> LogFiles:
     """Read the decision log's files under `directory` (none when it does not exist).
 
@@ -61,17 +93,12 @@ def log_files(directory: Path) -> LogFiles:
         return LogFiles(0, 0, None, None)
     for path in directory.rglob("*.dsjson"):
         try:
-            with path.open("rb") as handle:
-                length = os.fstat(handle.fileno()).st_size
-                head = _timestamp(handle.readline())
-                handle.seek(max(0, length - _TAIL_BYTES))
-                lines = handle.read().splitlines()
+            dates = log_file_dates(path)
         except OSError:  # rotated or deleted while read: it is not counted
             continue
         files += 1
-        size += length
-        tail = next((t for t in map(_timestamp, reversed(lines)) if t is not None), None)
-        for found in (head, tail):
+        size += dates.bytes
+        for found in (dates.first, dates.last):
             if found is None:
                 continue
             first = found if first is None or found < first else first

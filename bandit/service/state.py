@@ -13,6 +13,10 @@ State lives in Redis, flows live in Kafka. Keys, all under the configured prefix
     sb:log-claims:{writer}         hash: "{policy} {event id}" -> its DSJSON line, for the
                                    lines a decision-log writer claimed and has not yet
                                    confirmed written (streams/ledger.py)
+    sb:log:deletion                when the decision log was last asked to be deleted
+                                   (seconds since the epoch, Redis's clock; DELETE /v1/log)
+    sb:log:writers                 hash: decision-log writer id -> JSON LogWriter: when it
+                                   last beat, the last deletion it applied, what that took
     sb:features:{kind}:{id}        hash of features with a TTL (session, device)
     sb:counters:{name}             hash of counters (decisions, rewards_late, ...)
     sb:consent:{pseudonym}         hash: a person's consents and secret
@@ -43,6 +47,7 @@ from bandit.wire.schemas import PolicySettings
 
 __all__ = [  # noqa: RUF022 - plain sorted(), which tests/test_public_api.py checks
     "FeatureKind",
+    "LogWriter",
     "ModelRecord",
     "RECENT_DECISIONS",
     "RECENT_SECONDS",
@@ -165,6 +170,18 @@ redis.call('SET', KEYS[1], string.format('%.17g', now), 'EX', ARGV[2])
 return tostring(now)
 """
 
+# KEYS: the deletion request. Sets it to Redis's time, after the last request whatever
+# the clock did, and returns it: the writers compare it with the last they applied.
+_REQUEST_LOG_DELETION = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local last = tonumber(redis.call('GET', KEYS[1]) or '0')
+if now <= last then now = last + 0.000001 end
+local text = string.format('%.6f', now)
+redis.call('SET', KEYS[1], text)
+return text
+"""
+
 
 def erasure_covers(accepted_at: float, erased_at: float | None, slack: float) -> bool:
     """Whether an erasure at `erased_at` covers what was accepted at `accepted_at`.
@@ -182,6 +199,28 @@ def erasure_covers(accepted_at: float, erased_at: float | None, slack: float) ->
     False
     """
     return erased_at is not None and accepted_at <= erased_at + slack
+
+
+@dataclass(frozen=True, slots=True)
+class LogWriter:
+    """What a decision-log writer (a worker's folder) last told Redis (streams/ledger.py).
+
+    Attributes
+    ----------
+    at
+        When it last beat (seconds since the epoch, Redis's clock: the API compares it
+        with Redis's time, whatever the hosts' clocks say).
+    deleted_at
+        The last deletion request it applied (:meth:`StateStore.request_log_deletion`);
+        0.0 if none.
+    files, bytes
+        What applying that request deleted (0 when it was applied before a restart).
+    """
+
+    at: float
+    deleted_at: float = 0.0
+    files: int = 0
+    bytes: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,6 +269,7 @@ class StateStore:
         self._mark_erased = redis.register_script(_MARK_ERASED)
         self._read_session = redis.register_script(_READ_SESSION)
         self._claim_log = redis.register_script(_CLAIM_LOG)
+        self._request_log_deletion = redis.register_script(_REQUEST_LOG_DELETION)
 
     def key(self, *parts: str) -> str:
         """Return the full key for `parts`: ``prefix:part:part``."""
@@ -816,6 +856,56 @@ class StateStore:
             if start:
                 pipe.hset(sums, mapping={name: repr(value) for name, value in start.items()})
             await pipe.execute()
+
+    # -- the decision log's deletions -----------------------------------------------------
+
+    async def request_log_deletion(self) -> float:
+        """Ask every decision-log writer to delete its files; return the request's time.
+
+        The time is Redis's, and later than any request before it.
+        """
+        found = await self._request_log_deletion(keys=[self.key("log", "deletion")])
+        return float(found)
+
+    async def log_deletion_requested(self) -> float | None:
+        """Return the time of the last request to delete the decision log, or None."""
+        found = await self.redis.get(self.key("log", "deletion"))
+        return None if found is None else float(found)
+
+    async def redis_time(self) -> float:
+        """Return Redis's time (seconds since the epoch)."""
+        seconds, microseconds = await self.redis.time()
+        return seconds + microseconds / 1_000_000
+
+    async def note_log_writer(
+        self, writer_id: str, *, deleted_at: float = 0.0, files: int = 0, size: int = 0
+    ) -> None:
+        """Record that a decision-log writer lives (now, by Redis's clock), and its deletion.
+
+        `deleted_at` is the last deletion request it applied; `files` and `size` (bytes)
+        what that deleted.
+        """
+        value = json.dumps(
+            {"at": await self.redis_time(), "deleted_at": deleted_at,
+             "files": files, "bytes": size}
+        )  # fmt: skip
+        await self.redis.hset(self.key("log", "writers"), writer_id, value)
+
+    async def log_writers(self, forget_after: float | None = None) -> dict[str, LogWriter]:
+        """Return what each decision-log writer last told, by writer id.
+
+        With `forget_after` (seconds), writers silent that long are forgotten (a folder
+        gone for good); not returned either.
+        """
+        raw = await self.redis.hgetall(self.key("log", "writers"))
+        found = {_text(name): LogWriter(**json.loads(value)) for name, value in raw.items()}
+        if forget_after is None:
+            return found
+        now = await self.redis_time()
+        silent = [name for name, writer in found.items() if now - writer.at > forget_after]
+        if silent:
+            await self.redis.hdel(self.key("log", "writers"), *silent)
+        return {name: w for name, w in found.items() if name not in silent}
 
     async def delete(self, keys: Iterable[str]) -> None:
         """Delete keys (a helper for erasure and tests)."""

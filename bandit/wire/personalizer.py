@@ -79,12 +79,19 @@ Differences from Personalizer
   policy saved a model). Exporting, importing and resetting need an ``admin`` key.
   ``GET``/``PUT /configurations/service`` read and change the policy's live settings
   (:func:`service_configuration`, :func:`configured_settings`); ``GET /logs/properties``
-  says the dates of the decision log's files; ``GET``/``PUT``/``DELETE
+  says the dates of the decision log's files, and ``DELETE /logs`` deletes them (an
+  ``admin`` key allowed every policy; 204 once every running worker has deleted its
+  files, as ``DELETE /v1/log``: :mod:`streams.ledger`); ``GET``/``PUT``/``DELETE
   /configurations/policy`` read and apply a VW command line (:class:`PersonalizerPolicy`,
-  :func:`learning_policy_settings`). Multi-slot rank, evaluations and ``DELETE /logs``
-  are not provided yet: the native API
-  (``/v1/...``, e.g. ``GET``/``PUT /v1/policies/{name}/settings``) covers what they
-  configured.
+  :func:`learning_policy_settings`). Multi-slot rank and evaluations are not provided
+  yet.
+- **The log is one for every policy**: a Personalizer resource had its own log; here
+  the decision log holds every policy's decisions. ``logRetentionDays`` is therefore the
+  deployment's ``decision_log.retention_days`` (``STREAMBANDIT_DECISION_LOG__RETENTION_DAYS``,
+  set alike where the workers and the API run; -1 when unset), the same in every
+  policy's configuration, and ``PUT /configurations/service`` cannot change it: any
+  other value is refused with 400 naming ``logRetentionDays``. ``DELETE /logs`` deletes
+  every policy's lines.
 """
 
 from __future__ import annotations
@@ -310,6 +317,7 @@ def service_configuration(
     snapshot_seconds: float,
     edited_at: datetime | None,
     apprentice: PersonalizerApprenticeMetrics | None = None,
+    retention_days: int | None = None,
 ) -> PersonalizerServiceConfiguration:
     """Say a policy's settings as Personalizer's service configuration.
 
@@ -326,6 +334,9 @@ def service_configuration(
         When an admin last changed the settings.
     apprentice
         The apprentice figures, in Apprentice mode (read-only; ignored when written).
+    retention_days
+        The decision log's retention (``decision_log.retention_days``): the whole log's,
+        not the policy's; None (-1, ``logRetentionDays``'s "never deleted") keeps it.
 
     Examples
     --------
@@ -344,7 +355,7 @@ def service_configuration(
             "explorationPercentage": epsilon,
             "modelExportFrequency": timedelta(seconds=snapshot_seconds),
             "logMirrorEnabled": False,
-            "logRetentionDays": -1,  # the decision log is never deleted by the service
+            "logRetentionDays": -1 if retention_days is None else retention_days,
             "lastConfigurationEditDate": edited_at,
             "learningMode": settings.learning_mode,
             "isAutoOptimizationEnabled": False,
@@ -360,6 +371,7 @@ def configured_settings(
     epsilon: float | None,
     snapshot_seconds: float,
     limits: Limits,
+    retention_days: int | None = None,
 ) -> PolicySettings:
     """Return `current` changed as `config` asks; refuse what cannot be done here.
 
@@ -368,8 +380,8 @@ def configured_settings(
     epsilon-greedy (`epsilon` is its current one); ``learningMode`` the policy's
     (:data:`~bandit.wire.schemas.LearningMode`). Fields that would ask for what this
     service does not do are refused, each naming itself: automatic optimisation, log
-    mirroring, a log retention other than -1 (never deleted), a model export frequency
-    other than the learner's.
+    mirroring, a log retention other than the deployment's (`retention_days`, the whole
+    log's; None is -1, never deleted), a model export frequency other than the learner's.
 
     Raises
     ------
@@ -414,8 +426,14 @@ def configured_settings(
         refuse("isAutoOptimizationEnabled", "automatic optimisation is not provided")
     if config.log_mirror_enabled:
         refuse("logMirrorEnabled", "log mirroring is not provided: the decision log is files")
-    if config.log_retention_days != -1:
-        refuse("logRetentionDays", "the decision log is kept until deleted: -1")
+    kept = -1 if retention_days is None else retention_days
+    if config.log_retention_days != kept:
+        what = "-1 (kept until deleted)" if retention_days is None else f"{kept} days"
+        refuse(
+            "logRetentionDays",
+            f"the decision log's retention is {what}, one for every policy's lines: "
+            "set STREAMBANDIT_DECISION_LOG__RETENTION_DAYS where the workers and the API run",
+        )
     frequency = config.model_export_frequency
     if frequency is not None and abs(frequency.total_seconds() - snapshot_seconds) > 1e-6:
         refuse(

@@ -68,6 +68,9 @@ ADMIN_ONLY = {
     ("PUT", "/personalizer/configurations/policy"),
     ("DELETE", "/personalizer/v1.0/configurations/policy"),
     ("DELETE", "/personalizer/configurations/policy"),
+    ("DELETE", "/v1/log"),
+    ("DELETE", "/personalizer/v1.0/logs"),
+    ("DELETE", "/personalizer/logs"),
 }
 
 

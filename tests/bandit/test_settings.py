@@ -34,6 +34,9 @@ def test_nested_values_come_from_prefixed_variables(monkeypatch: pytest.MonkeyPa
         ("STREAMBANDIT_EXPLORATION_FLOOR", "0", "exploration_floor"),
         ("STREAMBANDIT_LOG_FORMAT", "xml", "log_format"),
         ("STREAMBANDIT_WATERMARK_SLACK_SECONDS", "-1", "watermark_slack_seconds"),
+        ("STREAMBANDIT_DECISION_LOG__RETENTION_DAYS", "0", "retention_days"),
+        ("STREAMBANDIT_DECISION_LOG__RETENTION_DAYS", "3651", "retention_days"),
+        ("STREAMBANDIT_DECISION_LOG__RETENTION_DAYS", "-2", "retention_days"),
     ],
 )
 def test_bad_values_name_the_setting(
@@ -43,6 +46,15 @@ def test_bad_values_name_the_setting(
     monkeypatch.setenv(variable, value)
     with pytest.raises(ValidationError, match=field):
         Settings()
+
+
+@pytest.mark.parametrize(("value", "days"), [("30", 30), ("-1", None), ("3650", 3650)])
+def test_the_log_retention_is_days_or_minus_one_for_ever(
+    monkeypatch: pytest.MonkeyPatch, value: str, days: int | None
+) -> None:
+    """-1 (Personalizer's "never deleted") reads as no retention, as unset does."""
+    monkeypatch.setenv("STREAMBANDIT_DECISION_LOG__RETENTION_DAYS", value)
+    assert Settings().decision_log.retention_days == days
 
 
 def test_get_settings_is_built_once() -> None:

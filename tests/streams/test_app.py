@@ -66,9 +66,9 @@ def test_app_is_configured_for_the_local_broker() -> None:
     assert not app.tables
     assert set(app.agents) == {"context", "join-decisions", "join-rewards"}
     # The training topic is read in batches, outside Faust's per-record path.
-    # the release-due loop, the training consumer, the decision log's recovery, the
-    # learning beat (bandit/service/learning.py)
-    assert len(app._app_tasks) == 4
+    # the release-due loop, the training consumer, the decision log's recovery and its
+    # timer (deletions asked for, retention), the learning beat (bandit/service/learning.py)
+    assert len(app._app_tasks) == 5
     names = topic_names(settings)
     assert app.bandit_topics.training.get_topic_name() == names.training == "streambandit.training"
 
