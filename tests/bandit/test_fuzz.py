@@ -14,6 +14,7 @@ never gets 2xx from an admin route.
 
 from __future__ import annotations
 
+import functools
 import re
 import uuid
 from collections import Counter
@@ -57,6 +58,9 @@ ADMIN_ONLY = {
     ("PUT", "/v1/policies/{name}/settings"),
     ("PUT", "/v1/policies/{name}/baseline"),
     ("GET", "/v1/policies/{name}/model"),
+    ("GET", "/v1/policies/{name}/model/versions"),
+    ("GET", "/v1/policies/{name}/model/versions/{version}"),
+    ("POST", "/v1/policies/{name}/model/rollback"),
     ("GET", "/personalizer/v1.0/model"),
     ("GET", "/personalizer/model"),
     ("DELETE", "/v1/policies/{name}/model"),
@@ -126,6 +130,17 @@ class Fuzzed:
         token: str = answer.json()["token"]
         return token
 
+    def kept_version(self) -> int:
+        """The newest kept version of the model of ``main`` (rollbacks and exports name one)."""
+        answer = httpx.get(
+            f"{self.url}/v1/policies/main/model/versions",
+            headers={"X-API-Key": ADMIN_KEY},
+            timeout=10,
+        )
+        assert answer.status_code == 200, answer.text
+        newest: int = answer.json()["versions"][0]["version"]
+        return newest
+
 
 @pytest.fixture(scope="module")
 def api(broker: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fuzzed]:
@@ -180,17 +195,20 @@ def _schema(api: Fuzzed, caller: str, credential: str) -> Any:
     )
 
 
-def _steered(case: Any) -> Any:
+def _steered(case: Any, kept: int = 1) -> Any:
     """`case` with what its schema cannot state made valid, so it reaches the handler.
 
     A served policy (path, query, body) and its spec, a well-formed event id in the
-    path, printable user ids, features and devices the limits accept, one consent
-    changed at least; the rest of the request stays as generated.
+    path, a model version `main` keeps (path, body), printable user ids, features and
+    devices the limits accept, one consent changed at least; the rest of the request
+    stays as generated.
     """
     if "name" in (case.path_parameters or {}):
         case.path_parameters["name"] = "main"
     if "eventId" in (case.path_parameters or {}):
         case.path_parameters["eventId"] = f"fuzz-event-{uuid.uuid4().hex[:8]}"
+    if "version" in (case.path_parameters or {}):
+        case.path_parameters["version"] = kept
     if isinstance(case.query, dict) and "policy" in case.query:
         case.query["policy"] = "main"
     body = case.body
@@ -205,6 +223,7 @@ def _steered(case: Any) -> Any:
         "contextFeatures": [{"user": {"tier": "gold"}}],
         "device": {"type": "mobile", "os": "iOS 17.4"},
         "feature_schema": None,
+        "version": kept,
     }
     body.update({name: value for name, value in fixed.items() if name in body})
     if case.operation.path in ("/v1/consent", "/v1/me/consent"):
@@ -239,7 +258,8 @@ def test_every_answer_is_documented_and_no_request_fails(
     schema = _schema(api, caller, credential if credential is not None else api.page_token())
     strategy = schema[path][method].as_strategy(generation_mode=mode)
     if mode is GenerationMode.POSITIVE:  # (steering negative data could make it valid)
-        strategy = st.one_of(strategy, strategy.map(_steered))
+        kept = api.kept_version() if path.startswith("/v1/policies/{name}/model/") else 1
+        strategy = st.one_of(strategy, strategy.map(functools.partial(_steered, kept=kept)))
     statuses: Counter[int] = Counter()
 
     @settings(
