@@ -1,23 +1,28 @@
-"""A policy's kept model versions: listed, exported, and rolled back to over the admin API.
+"""A policy's kept model versions: listed, exported, rolled back to, by the API and the CLI.
 
 A real uvicorn server with the real broker and Redis; models are saved to Redis as the
 learner saves them, by a store keeping versions as the server's settings say (here:
-the last 3, every one the learner saves).
+the last 3, every one the learner saves). ``streambandit model ...`` runs against it.
 """
 
 from __future__ import annotations
 
+import json
+import re
 import time
 import uuid
 from collections.abc import Iterator
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from redis.asyncio import Redis
+from typer.testing import CliRunner
 
 from bandit.api.app import create_app
+from bandit.ops import cli
 from bandit.service.state import StateStore
 from bandit.settings import (
     ApiKey,
@@ -56,6 +61,7 @@ def server(broker: str, redis_url: str) -> Iterator[Server]:
             "trimmed": "vw-epsilon",
             "mixed": "vw-epsilon",
             "plain": "uniform",
+            "cli": "vw-epsilon",
         },
     )
     with served(create_app(settings), "api-model-versions") as url:
@@ -206,3 +212,83 @@ def test_app_keys_are_refused_and_a_bad_rollback_is_named(
     plain = client.get("/v1/policies/plain/model/versions/1", headers=ADMIN)
     assert plain.status_code == 409
     assert "has no VW model file" in plain.json()["detail"]
+
+
+def _model(server: Server, *args: str, key: str = ADMIN["X-API-Key"]) -> Any:
+    """Run ``streambandit model ARGS`` against `server`."""
+    return CliRunner().invoke(cli.app, ["model", *args, "--url", server.url, "--key", key])
+
+
+def _printed(result: Any) -> list[str]:
+    """The lines a command printed (the server, in this process, logs to the same streams)."""
+    logged = re.compile(r'^(\{"event":|\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \[)')
+    return [line for line in result.output.splitlines() if not logged.match(line)]
+
+
+def _best(probabilities: dict[str, float]) -> str:
+    return max(probabilities, key=probabilities.__getitem__)
+
+
+def test_the_model_commands_list_export_roll_back_import_and_reset(
+    client: httpx.Client, server: Server, tmp_path: Path
+) -> None:
+    _save(server, "cli", _trained("b", 60), 1)
+    _save(server, "cli", _trained("c", 60), 2)
+    listed = _model(server, "list", "cli")
+    assert listed.exit_code == 0, listed.output
+    lines = _printed(listed)
+    assert lines[0].startswith("policy 'cli': model version 2; keeps the last 3 versions")
+    assert lines[1].split() == ["version", "source", "saved", "at", "lineage", "began", "bytes",
+                                "restored"]  # fmt: skip
+    assert [line.split()[:2] for line in lines[2:]] == [["2", "*"], ["1", "learner"]]
+    assert lines[2].split()[2] == "learner"
+
+    one = tmp_path / "one.vw"
+    exported = _model(server, "export", "cli", "--version", "1", "--output", str(one))
+    assert exported.exit_code == 0, exported.output
+    assert f"wrote version 1 ({one.stat().st_size:,} bytes) to {one}" in exported.output
+    assert (
+        one.read_bytes() == client.get("/v1/policies/cli/model/versions/1", headers=ADMIN).content
+    )
+
+    rolled = _model(server, "rollback", "cli", "1")
+    assert rolled.exit_code == 0, rolled.output
+    assert _printed(rolled) == [
+        "policy 'cli': version 1 serves again, as version 3",
+        "Undo: streambandit model rollback cli 2",
+    ]
+    assert _best(_served(client, "cli", 3)) == "b"
+
+    two = tmp_path / "two.vw"
+    assert _model(server, "export", "cli", "--version", "2", "-o", str(two)).exit_code == 0
+    imported = _model(server, "import", "cli", str(two))
+    assert imported.exit_code == 0, imported.output
+    assert _printed(imported) == [
+        "policy 'cli': serves two.vw as version 4",
+        "Undo: streambandit model rollback cli 3",
+    ]
+    assert _best(_served(client, "cli", 4)) == "c"
+
+    reset = _model(server, "reset", "cli")
+    assert reset.exit_code == 0, reset.output
+    assert _printed(reset)[0] == "policy 'cli': serves a fresh model as version 5"
+    _served(client, "cli", 5)
+    as_json = json.loads("\n".join(_printed(_model(server, "list", "cli", "--json"))))
+    assert [(v["version"], v["source"]) for v in as_json["versions"]] == [
+        (5, "reset"),
+        (4, "import"),
+        (3, "rollback"),
+    ]
+
+    unknown = _model(server, "rollback", "cli", "1")
+    assert unknown.exit_code == 1, unknown.output
+    assert _printed(unknown) == [
+        (
+            "model rollback failed: HTTP 404: policy 'cli' keeps no model version 1: "
+            "it keeps versions 5, 4, 3"
+        )
+    ]
+    assert _model(server, "rollback", "cli", "0").exit_code == 2  # refused before sending
+    denied = _model(server, "list", "cli", key=APP["X-API-Key"])
+    assert denied.exit_code == 1
+    assert "listing model versions needs an admin key" in denied.output
