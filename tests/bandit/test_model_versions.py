@@ -221,8 +221,20 @@ def _model(server: Server, *args: str, key: str = ADMIN["X-API-Key"]) -> Any:
 
 def _printed(result: Any) -> list[str]:
     """The lines a command printed (the server, in this process, logs to the same streams)."""
-    logged = re.compile(r'^(\{"event":|\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \[)')
-    return [line for line in result.output.splitlines() if not logged.match(line)]
+    console_log = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \[")
+    return [
+        line
+        for line in result.output.splitlines()
+        if not console_log.match(line) and not _json_log(line)
+    ]
+
+
+def _json_log(line: str) -> bool:
+    try:
+        found = json.loads(line)
+    except ValueError:
+        return False
+    return isinstance(found, dict) and "event" in found
 
 
 def _best(probabilities: dict[str, float]) -> str:
