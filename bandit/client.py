@@ -15,7 +15,8 @@ Retries
 Every call this client makes is idempotent: a rank carries its event id (generated here
 when not given), a reward carries a reward id generated here (the server counts a
 reward id once), activations and behaviour events carry their event ids, and settings
-are read with GET and replaced with PUT. So a call whose connection failed (refused,
+are read with GET and replaced with PUT, and a model import, reset or rollback sent twice
+serves the same model (as one more version). So a call whose connection failed (refused,
 reset, closed before the answer, connect timeout) is sent again, at most `max_retries`
 times, with the same ids. A call that got an answer, even an error status, or that timed
 out waiting for one, is never retried.
@@ -68,12 +69,20 @@ from bandit.errors import (
 )
 from bandit.privacy.dp import RandomisedResponse
 from bandit.settings import Limits
-from bandit.wire.answers import Accepted, ExplainedRankResponse, Explanation, PoliciesResponse
+from bandit.wire.answers import (
+    Accepted,
+    ExplainedRankResponse,
+    Explanation,
+    ModelProperties,
+    ModelVersions,
+    PoliciesResponse,
+)
 from bandit.wire.consent import ConsentUpdate, ConsentView, RawUserId
 from bandit.wire.schemas import (
     BehaviourEvent,
     DeviceId,
     EventId,
+    ModelRollback,
     PolicyName,
     PolicySettings,
     RankableAction,
@@ -95,6 +104,9 @@ __all__ = [
     "ClientError",
     "ClientTimeoutError",
     "InvalidArgumentError",
+    "ModelFile",
+    "ModelProperties",
+    "ModelVersions",
     "NotFoundError",
     "PermissionDeniedError",
     "PolicyStatus",
@@ -225,6 +237,22 @@ class PolicyStatus:
     settings_version: int
 
 
+@dataclass(frozen=True, slots=True)
+class ModelFile:
+    """A policy's model exported as the VW model file ``vw -i`` loads.
+
+    Attributes
+    ----------
+    version
+        The model version it is.
+    data
+        The file's bytes.
+    """
+
+    version: int
+    data: bytes = field(repr=False)
+
+
 # -- request building, shared by both clients ----------------------------------------------
 
 
@@ -232,10 +260,11 @@ class PolicyStatus:
 class _Call(Generic[_T]):
     """One HTTP call: what to send, whether it may be retried, how to read the answer."""
 
-    method: Literal["GET", "POST", "PUT"]
+    method: Literal["GET", "POST", "PUT", "DELETE"]
     path: str
     read: Callable[[httpx.Response], _T]
     body: Mapping[str, Any] | None = None
+    content: bytes | None = None  # a body sent as is (application/octet-stream)
     idempotent: bool = True
     authenticated: bool = True
     raise_for_status: bool = True
@@ -479,6 +508,33 @@ class _Core:
     def list_policies(self) -> _Call[list[PolicyStatus]]:
         return _Call("GET", "/v1/policies", _read_policies)
 
+    def model_properties(self, policy: str) -> _Call[ModelProperties]:
+        return _Call("GET", f"{self.model_path(policy)}/properties", _read_model)
+
+    def model_versions(self, policy: str) -> _Call[ModelVersions]:
+        return _Call("GET", f"{self.model_path(policy)}/versions", _read_versions)
+
+    def export_model(self, policy: str, version: int | None) -> _Call[ModelFile]:
+        path = self.model_path(policy)
+        if version is not None:
+            checked = _validate(ModelRollback, {"version": version}, self.limits, "version")
+            path = f"{path}/versions/{checked.version}"
+        return _Call("GET", path, _read_model_file)
+
+    def import_model(self, policy: str, model: bytes) -> _Call[ModelProperties]:
+        if not isinstance(model, bytes | bytearray | memoryview) or not model:
+            msg = f"`model` must be the bytes of a VW model file, got {_show(model)}"
+            raise InvalidArgumentError(msg)
+        return _Call("PUT", self.model_path(policy), _read_model, content=bytes(model))
+
+    def reset_model(self, policy: str) -> _Call[ModelProperties]:
+        return _Call("DELETE", self.model_path(policy), _read_model)
+
+    def rollback_model(self, policy: str, version: int) -> _Call[ModelProperties]:
+        checked = _validate(ModelRollback, {"version": version}, self.limits, "rollback")
+        body = checked.model_dump(mode="json")
+        return _Call("POST", f"{self.model_path(policy)}/rollback", _read_model, body)
+
     def ready(self) -> _Call[bool]:
         return _Call("GET", "/readyz", _read_ready, authenticated=False, raise_for_status=False)
 
@@ -501,6 +557,10 @@ class _Core:
         """Return `policy` checked and quoted for use as a URL path segment."""
         return urllib.parse.quote(self.check(policy, "policy"), safe="")
 
+    def model_path(self, policy: str) -> str:
+        """Return the path of `policy`'s model routes."""
+        return f"/v1/policies/{self.policy_segment(policy)}/model"
+
     def request(self, call: _Call[Any]) -> dict[str, Any]:
         """Return the keyword arguments of ``httpx.Client.request`` for `call`."""
         headers = dict(self.headers)
@@ -514,6 +574,9 @@ class _Core:
         if call.body is not None:
             arguments["content"] = json.dumps(call.body, separators=(",", ":"))
             headers["Content-Type"] = "application/json"
+        elif call.content is not None:
+            arguments["content"] = call.content
+            headers["Content-Type"] = "application/octet-stream"
         return arguments
 
     def should_retry(self, call: _Call[Any], error: httpx.TransportError, attempt: int) -> bool:
@@ -937,6 +1000,97 @@ class Client:
         """Return the served policies this key may use, and their models (``GET /v1/policies``)."""
         return self._send(self._core.list_policies())
 
+    def model_properties(self, policy: str) -> ModelProperties:
+        """Return which model `policy` serves (``GET /v1/policies/{policy}/model/properties``).
+
+        Any key allowed the policy may read them.
+
+        Raises
+        ------
+        NotFoundError
+            If no policy of that name is served, or it has saved no model yet.
+        """
+        return self._send(self._core.model_properties(policy))
+
+    def model_versions(self, policy: str) -> ModelVersions:
+        """Return the kept versions of `policy`'s model, newest first (admin key).
+
+        ``GET /v1/policies/{policy}/model/versions``: each version's number, what saved
+        it, when, and its size; the versions a rollback can serve again.
+
+        Raises
+        ------
+        PermissionDeniedError
+            If the key is not an admin key.
+        """
+        return self._send(self._core.model_versions(policy))
+
+    def export_model(self, policy: str, version: int | None = None) -> ModelFile:
+        """Return `policy`'s model as the VW model file ``vw -i`` loads (admin key).
+
+        The model served (``GET /v1/policies/{policy}/model``), or a kept `version` of it
+        (``GET .../model/versions/{version}``).
+
+        Raises
+        ------
+        NotFoundError
+            If the policy has saved no model, or does not keep `version`.
+        APIError
+            409 when the policy is not a VW policy (it has no VW model file).
+        """
+        return self._send(self._core.export_model(policy, version))
+
+    def import_model(self, policy: str, model: bytes) -> ModelProperties:
+        """Serve a VW model file trained elsewhere as `policy`'s next version (admin key).
+
+        ``PUT /v1/policies/{policy}/model``: the server checks the file (VW must load it
+        with the policy's options) before it serves it; the learner learns on from it.
+        Give the client a `timeout` of a minute or so: the check may take that long.
+
+        Raises
+        ------
+        UnprocessableRequestError
+            If the policy cannot learn on from the file; the message says why.
+        APIError
+            409 when the learner saved a model meanwhile: send it again.
+        """
+        return self._send(self._core.import_model(policy, model))
+
+    def reset_model(self, policy: str) -> ModelProperties:
+        """Serve a fresh model of `policy` as its next version (admin key; ``DELETE .../model``).
+
+        The version it replaces is kept: :meth:`rollback_model` serves it again.
+        """
+        return self._send(self._core.reset_model(policy))
+
+    def rollback_model(self, policy: str, version: int) -> ModelProperties:
+        """Serve kept `version` of `policy`'s model again, as its next version (admin key).
+
+        ``POST /v1/policies/{policy}/model/rollback``: the version counter never goes
+        back; the learner learns on from the model served again.
+
+        Raises
+        ------
+        InvalidArgumentError
+            If `version` is not a whole number >= 1.
+        NotFoundError
+            If the policy does not keep `version` (the message names those it keeps).
+        APIError
+            409 when the version cannot serve under the policy's live settings, or the
+            learner saved a model meanwhile (send it again).
+
+        Examples
+        --------
+        With a running API::
+
+            with Client("http://localhost:8000", api_key="admin-key-0123456789") as admin:
+                kept = admin.model_versions("default").versions
+                served = admin.rollback_model("default", kept[1].version)
+            served.model_version
+            # 23
+        """
+        return self._send(self._core.rollback_model(policy, version))
+
     def ready(self) -> bool:
         """Return whether the service is ready to serve (``GET /readyz``).
 
@@ -1130,6 +1284,30 @@ class AsyncClient:
         """Return the served policies this key may use; see :meth:`Client.list_policies`."""
         return await self._send(self._core.list_policies())
 
+    async def model_properties(self, policy: str) -> ModelProperties:
+        """Return which model `policy` serves; see :meth:`Client.model_properties`."""
+        return await self._send(self._core.model_properties(policy))
+
+    async def model_versions(self, policy: str) -> ModelVersions:
+        """Return the kept versions of `policy`'s model; see :meth:`Client.model_versions`."""
+        return await self._send(self._core.model_versions(policy))
+
+    async def export_model(self, policy: str, version: int | None = None) -> ModelFile:
+        """Return `policy`'s model as a VW model file; see :meth:`Client.export_model`."""
+        return await self._send(self._core.export_model(policy, version))
+
+    async def import_model(self, policy: str, model: bytes) -> ModelProperties:
+        """Serve a VW model file trained elsewhere; see :meth:`Client.import_model`."""
+        return await self._send(self._core.import_model(policy, model))
+
+    async def reset_model(self, policy: str) -> ModelProperties:
+        """Serve a fresh model of `policy`; see :meth:`Client.reset_model`."""
+        return await self._send(self._core.reset_model(policy))
+
+    async def rollback_model(self, policy: str, version: int) -> ModelProperties:
+        """Serve a kept version again; see :meth:`Client.rollback_model`."""
+        return await self._send(self._core.rollback_model(policy, version))
+
     async def ready(self) -> bool:
         """Return whether the service is ready to serve; see :meth:`Client.ready`."""
         return await self._send(self._core.ready())
@@ -1278,6 +1456,23 @@ def _read_settings(response: httpx.Response) -> PolicySettings:
 def _read_policies(response: httpx.Response) -> list[PolicyStatus]:
     answer = _parse(response, PoliciesResponse, "a list of policies")
     return [PolicyStatus(**entry.model_dump()) for entry in answer.policies]
+
+
+def _read_model(response: httpx.Response) -> ModelProperties:
+    return _parse(response, ModelProperties, "model properties")
+
+
+def _read_versions(response: httpx.Response) -> ModelVersions:
+    return _parse(response, ModelVersions, "a list of model versions")
+
+
+def _read_model_file(response: httpx.Response) -> ModelFile:
+    try:
+        version = int(response.headers["X-Streambandit-Model-Version"])
+    except (KeyError, ValueError):
+        msg = "the server's answer is not a model file: it names no X-Streambandit-Model-Version"
+        raise APIError(msg, status=response.status_code, body=response.text) from None
+    return ModelFile(version, response.content)
 
 
 def _read_ready(response: httpx.Response) -> bool:

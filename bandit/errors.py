@@ -21,7 +21,7 @@
     ├── BudgetExhaustedError         a release would overspend the privacy budget
     ├── RefusedRequestError          the API's answer other than success: .status, .code
     ├── StructureError               (also ValueError) a record of our own topics, malformed
-    ├── ModelFileError               (also ValueError) a VW model file a policy cannot take
+    ├── ModelFileError               (also ValueError) a model file or kept version refused
     └── ClientError                  bandit.client's: .status (None when no answer came), .message
         ├── InvalidArgumentError     (also ValueError) rejected before sending
         ├── TransportError           no answer: connection refused, reset, ...
@@ -136,7 +136,7 @@ class FeatureRefusedError(StreambanditError, ValueError):
 
 
 class ModelFileError(StreambanditError, ValueError):
-    """A VW model file the served policy cannot learn on from; the message says why."""
+    """A VW model file or kept model version the served policy cannot take; says why."""
 
 
 class BudgetExhaustedError(StreambanditError):

@@ -339,7 +339,7 @@ class ApiSettings(BaseModel):
 
 
 class LearnerSettings(BaseModel):
-    """When the learner snapshots its models to Redis."""
+    """When the learner snapshots its models to Redis, and which versions are kept."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -373,6 +373,27 @@ class LearnerSettings(BaseModel):
             "Learning counts as stalled (/readyz 503, streambandit_learning_stalled 1) when "
             "no worker has consumed for this long, or an example released this long ago "
             "is not learned yet (bandit/service/learning.py)."
+        ),
+    )
+    model_history: int = Field(
+        default=10,
+        ge=0,
+        le=100,
+        description=(
+            "Model versions kept per policy to roll back to (GET /v1/policies/{name}/model/"
+            "versions, `streambandit model rollback`), each a whole snapshot in Redis; the "
+            "oldest goes in the transaction that keeps one more; 0 keeps none. Kept: every "
+            "import, reset and rollback and the version each replaced, and the learner's "
+            "versions at most one per `model_history_seconds` (docs/runbook.md)."
+        ),
+    )
+    model_history_seconds: float = Field(
+        default=3600.0,
+        ge=0.0,
+        le=7 * 24 * 3600,
+        description=(
+            "Least time between two kept versions for a version the learner saved to be "
+            "kept (it saves every `snapshot_every_seconds`); 0 keeps every one."
         ),
     )
 

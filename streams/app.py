@@ -183,6 +183,8 @@ class StreamBanditApp(faust.App):
                 client,
                 prefix=self.settings.redis.key_prefix,
                 dedup_window_seconds=self.settings.redis.dedup_window_seconds,
+                model_history=self.settings.learner.model_history,
+                model_history_seconds=self.settings.learner.model_history_seconds,
             )
         return self._state
 

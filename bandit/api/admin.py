@@ -1,9 +1,10 @@
 """The admin routes: a policy's settings, kill switch and model; privacy reports; the log.
 
-Changing settings, the kill switch, exporting, resetting or importing a model, releasing
-a report and reading the privacy ledger need an ``admin`` key; any key allowed the
-policy may read its settings and its model's properties. Deleting the decision log,
-which holds every policy's decisions, needs an ``admin`` key allowed every policy.
+Changing settings, the kill switch, exporting, resetting, importing or rolling back a
+model, listing its kept versions, releasing a report and reading the privacy ledger need
+an ``admin`` key; any key allowed the policy may read its settings and its model's
+properties. Deleting the decision log, which holds every policy's decisions, needs an
+``admin`` key allowed every policy.
 """
 
 from __future__ import annotations
@@ -13,9 +14,9 @@ import math
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Path, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat
 from redis.exceptions import RedisError
@@ -46,9 +47,21 @@ from bandit.privacy.dp import BudgetExhaustedError, PrivacyLedger, laplace
 from bandit.service.apprentice import MIN_EVENTS, ApprenticeMetrics
 from bandit.service.apprentice import SUM_PREFIX as APPRENTICE
 from bandit.service.logfiles import log_files
-from bandit.service.modelfile import ModelFileError, fresh_snapshot, imported_snapshot
-from bandit.service.state import ModelRecord
-from bandit.wire.schemas import LearningMode, PolicyName, PolicySettings, WireModel
+from bandit.service.modelfile import (
+    ModelFileError,
+    fresh_snapshot,
+    imported_snapshot,
+    rolled_back_snapshot,
+)
+from bandit.service.state import KeptModel, ModelRecord
+from bandit.wire.answers import ModelProperties, ModelSource, ModelVersion, ModelVersions
+from bandit.wire.schemas import (
+    LearningMode,
+    ModelRollback,
+    PolicyName,
+    PolicySettings,
+    WireModel,
+)
 from policies import policy_class, snapshot_contents
 from policies.vw import VWPolicy
 
@@ -56,6 +69,7 @@ __all__ = [
     "MODEL_FILE_BODY",
     "MODEL_FILE_RESPONSES",
     "REPLACE_RESPONSES",
+    "ROLLBACK_RESPONSES",
     "BaselineSwitch",
     "Ledger",
     "LogProperties",
@@ -71,6 +85,7 @@ __all__ = [
     "log_properties",
     "model_file",
     "replace_model",
+    "rollback_model",
     "router",
     "saved_model",
     "takes_model_file",
@@ -385,39 +400,6 @@ async def put_baseline_route(
 # -- models ------------------------------------------------------------------------------
 
 
-class ModelProperties(BaseModel):
-    """A policy's saved model (``GET /v1/policies/{name}/model/properties``).
-
-    Attributes
-    ----------
-    policy
-        The served policy's name.
-    policy_class
-        The registered name of the policy class that learned it (``vw`` for every VW
-        spec, ``vw-squarecb`` included).
-    model_version
-        The version served (it grows by one with each save).
-    n_learned
-        Examples the model learned.
-    created_at, saved_at
-        When the policy's first model was saved (the lineage this version learned on
-        from), and when this version was.
-    vw_model_bytes
-        The size of its VW model file (``GET /v1/policies/{name}/model``); None for a
-        policy that is not VW's.
-    """
-
-    model_config = ConfigDict(frozen=True)
-
-    policy: str
-    policy_class: str
-    model_version: int
-    n_learned: int
-    created_at: datetime
-    saved_at: datetime
-    vw_model_bytes: int | None
-
-
 @dataclass(frozen=True, slots=True)
 class SavedModel:
     """A policy's saved model as the model routes read it: record, header and payload."""
@@ -429,7 +411,7 @@ class SavedModel:
     @property
     def is_vw(self) -> bool:
         """Whether the payload is a VW model file (``vw -i`` loads it)."""
-        return issubclass(policy_class(str(self.header["policy"])), VWPolicy)
+        return _is_vw(self.header)
 
     def properties(self, name: str) -> ModelProperties:
         """Return what :class:`ModelProperties` says of it, for the policy `name`."""
@@ -444,6 +426,20 @@ class SavedModel:
         )
 
 
+def _is_vw(header: dict[str, Any]) -> bool:
+    """Whether a snapshot with `header` holds a VW model file."""
+    return issubclass(policy_class(str(header["policy"])), VWPolicy)
+
+
+async def _contents(snapshot: bytes, what: str) -> tuple[dict[str, Any], bytes]:
+    """Read a snapshot's header and payload off the event loop (500 naming `what`)."""
+    try:
+        return await asyncio.to_thread(snapshot_contents, snapshot)
+    except SnapshotError as exc:
+        message = f"{what} cannot be read: {exc}"
+        raise RefusedRequestError(500, "InternalServerError", message) from None
+
+
 async def saved_model(service: Service, name: str) -> SavedModel:
     """Read the saved model of the served policy `name` (404 when it has none yet).
 
@@ -455,11 +451,7 @@ async def saved_model(service: Service, name: str) -> SavedModel:
     if record is None:
         message = f"policy {name!r} has no saved model yet: it has learned nothing so far"
         raise RefusedRequestError(404, "ResourceNotFound", message)
-    try:
-        header, payload = await asyncio.to_thread(snapshot_contents, record.snapshot)
-    except SnapshotError as exc:
-        message = f"the saved model of policy {name!r} cannot be read: {exc}"
-        raise RefusedRequestError(500, "InternalServerError", message) from None
+    header, payload = await _contents(record.snapshot, f"the saved model of policy {name!r}")
     return SavedModel(record, header, payload)
 
 
@@ -467,19 +459,25 @@ async def model_file(request: Request, service: Service, caller: Caller, name: s
     """Answer the VW model file of policy `name` (admin keys; 409 for a policy not VW's)."""
     check_admin(caller, "exporting a model")
     model = await saved_model(service, name)
-    if not model.is_vw:
+    return _vw_file(request, name, model.record.version, model.header, model.payload)
+
+
+def _vw_file(
+    request: Request, name: str, version: int, header: dict[str, Any], payload: bytes
+) -> Response:
+    """Answer model `version` of policy `name` as its VW model file (409 when not VW's)."""
+    if not _is_vw(header):
         message = (
-            f"policy {name!r} is a {model.header['policy']!r} policy, which has no VW "
+            f"policy {name!r} is a {header['policy']!r} policy, which has no VW "
             "model file to export"
         )
         raise RefusedRequestError(409, "Conflict", message)
-    version = model.record.version
-    note(request, "model.exported", policy=name, model_version=version, bytes=len(model.payload))
+    note(request, "model.exported", policy=name, model_version=version, bytes=len(payload))
     headers = {
         "X-Streambandit-Model-Version": str(version),
         "Content-Disposition": f'attachment; filename="{name}-{version}.vw"',
     }
-    return Response(model.payload, media_type="application/octet-stream", headers=headers)
+    return Response(payload, media_type="application/octet-stream", headers=headers)
 
 
 _BINARY = {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
@@ -565,6 +563,37 @@ async def replace_model(
             detail = {"loc": ["body"], "msg": str(exc), "type": "model_file"}
             message = f"policy {name!r} cannot learn on from this model file: {exc}"
             raise RefusedRequestError(422, "BadRequest", message, details=[detail]) from None
+    source: ModelSource = "import" if model is not None else "reset"
+    previous = await _serve(service, name, snapshot, source=source, settings=rebuilt)
+    replaced = await saved_model(service, name)
+    note(
+        request,
+        "model.imported" if model is not None else "model.reset",
+        policy=name,
+        model_version=replaced.record.version,
+        previous_version=previous,
+        **({} if rebuilt is None else {"spec": rebuilt.spec}),
+    )
+    return replaced
+
+
+async def _serve(
+    service: Service,
+    name: str,
+    snapshot: bytes,
+    *,
+    source: ModelSource,
+    created_at: float | None = None,
+    restored_from: int | None = None,
+    settings: PolicySettings | None = None,
+) -> int:
+    """Save `snapshot` as the next model version of `name`, serve it here; return the last.
+
+    It keeps the training offsets of the version it replaces, as the learner saves one:
+    the learner, finding a newer version than its own, learns on from it. A new lineage
+    (now), unless `created_at` says when it began. 409 when the learner saved meanwhile.
+    `settings`, new settings of the policy, are stored in the same transaction.
+    """
     with redis_or_503():
         async with asyncio.timeout(CONTROL_TIMEOUT):
             current = await service.store.load_model(name)
@@ -576,8 +605,11 @@ async def replace_model(
                 version + 1,
                 offsets,
                 expected_version=version,
-                new_lineage=True,
-                settings=rebuilt,
+                new_lineage=created_at is None,
+                created_at=created_at,
+                source=source,
+                restored_from=restored_from,
+                settings=settings,
             )
             if not saved:
                 message = (
@@ -586,16 +618,7 @@ async def replace_model(
                 )
                 raise RefusedRequestError(409, "Conflict", message)
             await service.engine.refresh(name)
-    replaced = await saved_model(service, name)
-    note(
-        request,
-        "model.imported" if model is not None else "model.reset",
-        policy=name,
-        model_version=replaced.record.version,
-        previous_version=version,
-        **({} if rebuilt is None else {"spec": rebuilt.spec}),
-    )
-    return replaced
+    return version
 
 
 REPLACE_RESPONSES: dict[int | str, Any] = {
@@ -635,6 +658,158 @@ async def import_model_route(
     model = await read_body(request)
     replaced = await replace_model(request, service, caller, name, model)
     return model_response(replaced.properties(name))
+
+
+# -- kept versions and rollback ------------------------------------------------------------
+
+
+def _listed(entry: KeptModel) -> ModelVersion:
+    return ModelVersion(
+        version=entry.version,
+        source=entry.source,
+        saved_at=datetime.fromtimestamp(entry.saved_at, UTC),
+        created_at=datetime.fromtimestamp(entry.created_at, UTC),
+        snapshot_bytes=entry.size,
+        restored_from=entry.restored_from,
+    )
+
+
+async def _kept(service: Service, name: str, version: int) -> tuple[KeptModel, bytes]:
+    """Return kept `version` of policy `name` and its snapshot; 404 naming what is kept."""
+    with redis_or_503():
+        async with asyncio.timeout(CONTROL_TIMEOUT):
+            found = await service.store.kept_model(name, version)
+            if found is not None:
+                return found
+            kept = [entry.version for entry in await service.store.model_versions(name)]
+    if kept:
+        which = f"it keeps versions {', '.join(map(str, kept))}"
+    elif service.settings.learner.model_history == 0:
+        which = "it keeps none (settings.learner.model_history is 0)"
+    else:
+        which = "it keeps none yet"
+    message = f"policy {name!r} keeps no model version {version}: {which}"
+    raise RefusedRequestError(404, "ResourceNotFound", message)
+
+
+@router.get(
+    "/policies/{name}/model/versions",
+    response_model=ModelVersions,
+    responses=POLICY_ERRORS,
+    name="list_policy_model_versions",
+)
+async def list_model_versions_route(
+    request: Request, service: ServiceDep, caller: CallerDep, name: str
+) -> Response:
+    """List the kept versions of the policy's model, newest first (admin keys)."""
+    resolve_policy(service, caller, name)
+    check_admin(caller, "listing model versions")
+    with redis_or_503():
+        async with asyncio.timeout(CONTROL_TIMEOUT):
+            kept = await service.store.model_versions(name)
+            current = await service.store.model_version(name)
+    note(request, policy=name, model_version=current, kept=len(kept))
+    learner = service.settings.learner
+    answer = ModelVersions(
+        policy=name,
+        model_version=current,
+        keep=learner.model_history,
+        keep_every_seconds=learner.model_history_seconds,
+        versions=[_listed(entry) for entry in kept],
+    )
+    return model_response(answer)
+
+
+@router.get(
+    "/policies/{name}/model/versions/{version}",
+    response_class=Response,
+    responses={**POLICY_ERRORS, **MODEL_FILE_RESPONSES},
+    name="get_policy_model_version",
+)
+async def get_model_version_route(
+    request: Request,
+    service: ServiceDep,
+    caller: CallerDep,
+    name: str,
+    version: Annotated[int, Path(ge=1, description="A kept version of the model.")],
+) -> Response:
+    """Export a kept version of the policy's model as its VW model file (admin keys)."""
+    resolve_policy(service, caller, name)
+    check_admin(caller, "exporting a model")
+    _, snapshot = await _kept(service, name, version)
+    header, payload = await _contents(snapshot, f"version {version} of policy {name!r}")
+    return _vw_file(request, name, version, header, payload)
+
+
+async def rollback_model(
+    request: Request, service: Service, caller: Caller, name: str, version: int
+) -> SavedModel:
+    """Serve kept `version` of policy `name` again, as its next model version (admin keys).
+
+    The version counter never goes back: the kept snapshot, with today's live settings
+    (:func:`bandit.service.modelfile.rolled_back_snapshot`), is saved as the next version
+    with the training offsets of the one it replaces, as an import is, so the API
+    serves it at once and the learner learns on from it; what was learned since the
+    kept version is not learned again. 404 naming the kept versions when `version` is
+    not one; 409 when it cannot serve under the live settings, or the learner saved
+    a model meanwhile (send it again).
+    """
+    check_admin(caller, "rolling back a model")
+    loaded = service.engine.loaded(name)
+    assert loaded is not None  # (resolved by the caller)
+    entry, kept = await _kept(service, name, version)
+    try:
+        snapshot = await asyncio.to_thread(rolled_back_snapshot, loaded.settings, kept)
+    except ModelFileError as exc:
+        message = f"version {version} of policy {name!r} cannot serve again: {exc}"
+        raise RefusedRequestError(409, "Conflict", message) from None
+    previous = await _serve(
+        service,
+        name,
+        snapshot,
+        source="rollback",
+        created_at=entry.created_at,
+        restored_from=version,
+    )
+    rolled = await saved_model(service, name)
+    note(
+        request,
+        "model.rolled_back",
+        policy=name,
+        model_version=rolled.record.version,
+        previous_version=previous,
+        restored_version=version,
+    )
+    return rolled
+
+
+ROLLBACK_RESPONSES: dict[int | str, Any] = {
+    409: {
+        "description": (
+            "The kept version cannot serve under the live settings, or the learner saved "
+            "a model meanwhile (send the request again)."
+        )
+    },
+}
+"""OpenAPI answers of the rollback route (with the error answers of its surface)."""
+
+
+@router.post(
+    "/policies/{name}/model/rollback",
+    response_model=ModelProperties,
+    responses={**POLICY_ERRORS, **ROLLBACK_RESPONSES},
+    name="rollback_policy_model",
+    openapi_extra=reads_body(ModelRollback),
+)
+async def rollback_model_route(
+    request: Request, service: ServiceDep, caller: CallerDep, name: str
+) -> Response:
+    """Serve a kept version of the policy's model again, as its next version (admin keys)."""
+    resolve_policy(service, caller, name)
+    check_admin(caller, "rolling back a model")
+    body = await parse_body(request, ModelRollback, "the rollback", service.settings.limits)
+    rolled = await rollback_model(request, service, caller, name, body.version)
+    return model_response(rolled.properties(name))
 
 
 # -- the decision log ----------------------------------------------------------------------

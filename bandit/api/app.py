@@ -182,7 +182,12 @@ def create_app(
     control_timeout = max(CONTROL_TIMEOUT, settings.redis.socket_timeout_seconds)
     control_redis = _redis(settings.redis.url, control_timeout, control_timeout)
     features_redis = rank_redis(settings)
-    store = StateStore(control_redis, settings.redis.key_prefix)
+    store = StateStore(
+        control_redis,
+        settings.redis.key_prefix,
+        model_history=settings.learner.model_history,
+        model_history_seconds=settings.learner.model_history_seconds,
+    )
     features_store = StateStore(features_redis, settings.redis.key_prefix)
     service = Service(
         settings=settings,

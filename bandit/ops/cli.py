@@ -1,7 +1,8 @@
 """The ``streambandit`` command: simulate, replay logs offline, run the live demo, serve.
 
-On-call commands (``streambandit policy get|set|baseline|resume``) live in
-:mod:`bandit.ops.policy_cli`.
+On-call commands live in :mod:`bandit.ops.policy_cli` (``streambandit policy
+get|set|baseline|resume``) and :mod:`bandit.ops.model_cli` (``streambandit model
+list|rollback|export|import|reset``).
 
 Bad input (an unknown policy, a rule broken by an option) ends with a one-line error
 naming the option and the rule, and exit code 2, never a traceback.
@@ -27,6 +28,7 @@ from rich.table import Table
 
 from bandit.errors import StreambanditError
 from bandit.ops.demo import DEFAULT_SECONDS
+from bandit.ops.model_cli import model_app
 from bandit.ops.policy_cli import policy_app
 from bandit.ops.simulation import (
     DEFAULT_N_ACTIONS,
@@ -62,6 +64,7 @@ app = typer.Typer(
 )
 
 app.add_typer(policy_app)
+app.add_typer(model_app)
 
 
 class EnvironmentName(StrEnum):

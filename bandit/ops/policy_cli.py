@@ -1,7 +1,7 @@
 """``streambandit policy``: read and change a served policy's live settings, and its kill switch.
 
 Every command talks to a running API over HTTP with an admin key
-(:class:`bandit.client.Client`): ``--url`` and ``--key``, by default the API these
+(:mod:`bandit.ops.admin_cli`): ``--url`` and ``--key``, by default the API these
 ``STREAMBANDIT_*`` settings serve (``api.host``, ``api.port``) and their first admin key
 (``api.keys``). ``set``, ``baseline`` and ``resume`` read the settings, change the fields
 asked for and write them back whole (``PUT /v1/policies/{name}/settings``); what was not
@@ -17,21 +17,13 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from typing import Annotated, Any
 
 import pydantic
 import typer
-from rich.console import Console
 
-from bandit.client import (
-    BadRequestError,
-    Client,
-    ClientError,
-    InvalidArgumentError,
-    UnprocessableRequestError,
-)
+from bandit.ops.admin_cli import Key, Name, Url, admin_client, api_errors, stdout
 from bandit.settings import get_settings
 from bandit.wire.schemas import PolicySettings
 
@@ -57,30 +49,13 @@ _OPTIONS = {
 }
 """The options of ``set``, by the settings field they change."""
 
-Name = Annotated[str, typer.Argument(metavar="NAME", help="The served policy's name.")]
-Url = Annotated[
-    str | None,
-    typer.Option(
-        "--url",
-        metavar="URL",
-        help="The API's base URL [default: http://API__HOST:API__PORT from STREAMBANDIT_*].",
-    ),
-]
-Key = Annotated[
-    str | None,
-    typer.Option(
-        "--key",
-        metavar="KEY",
-        help="An admin API key [default: the first admin key in STREAMBANDIT_API__KEYS].",
-    ),
-]
 AsJson = Annotated[bool, typer.Option("--json", help="Print the settings as JSON.")]
 
 
 @policy_app.command("get")
 def get_command(name: Name, url: Url = None, key: Key = None, as_json: AsJson = False) -> None:
     """Print a policy's live settings: exploration, floor, reward wait, default reward, ..."""
-    with _client(url, key) as client, _api_errors("policy get"):
+    with admin_client(url, key) as client, api_errors("policy get"):
         settings = client.get_settings(name)
     _show(name, settings, as_json=as_json)
 
@@ -134,13 +109,13 @@ def set_command(  # noqa: PLR0917 - typer maps each option to a parameter
         msg = "give at least one of --exploration, --floor, --reward-wait, --default-reward"
         raise typer.BadParameter(msg)
     _changed(PolicySettings(spec="-"), changes)  # a bad value fails before anything is sent
-    with _client(url, key) as client:
-        with _api_errors("policy set"):
+    with admin_client(url, key) as client:
+        with api_errors("policy set"):
             current = client.get_settings(name)
         if parameters:
             changes["exploration"] = {**current.exploration, **parameters}
         wanted = _changed(current, changes)
-        with _api_errors("policy set"):
+        with api_errors("policy set"):
             stored = client.set_settings(name, wanted)
     _show(name, stored, as_json=as_json)
 
@@ -161,9 +136,9 @@ def resume_command(name: Name, url: Url = None, key: Key = None) -> None:
 
 
 def _switch(name: str, url: str | None, key: str | None, *, forced: bool) -> None:
-    out = _stdout()
+    out = stdout()
     command = f"policy {'baseline' if forced else 'resume'}"
-    with _client(url, key) as client, _api_errors(command):
+    with admin_client(url, key) as client, api_errors(command):
         current = client.get_settings(name)
         if current.baseline_forced != forced:
             client.set_baseline(name, forced)
@@ -216,53 +191,8 @@ def _changed(current: PolicySettings, changes: Mapping[str, Any]) -> PolicySetti
         raise typer.BadParameter(msg, param_hint=f"'{option}'") from None
 
 
-@contextmanager
-def _client(url: str | None, key: str | None) -> Iterator[Client]:
-    settings = get_settings()
-    if url is None:
-        host = settings.api.host
-        if host in {"0.0.0.0", "::", ""}:  # noqa: S104 - a listening address, not a bind
-            host = "127.0.0.1"
-        if ":" in host:
-            host = f"[{host}]"
-        url = f"http://{host}:{settings.api.port}"
-    if key is None:
-        admins = [k.key for k in settings.api.keys if k.role == "admin"]
-        if not admins:
-            msg = "no admin key: pass --key, or set one in STREAMBANDIT_API__KEYS"
-            raise typer.BadParameter(msg, param_hint="'--key'")
-        key = admins[0]
-    try:
-        client = Client(url, key, timeout=10.0)
-    except InvalidArgumentError as exc:
-        raise typer.BadParameter(str(exc), param_hint="'--url'") from None
-    with client:
-        yield client
-
-
-@contextmanager
-def _api_errors(command: str) -> Iterator[None]:
-    """End on an API error with one line: exit 2 when the input was refused, else 1."""
-    try:
-        yield
-    except (UnprocessableRequestError, BadRequestError, InvalidArgumentError) as exc:
-        _stderr().print(
-            f"{command}: refused: {_one_line(exc)}", style="red", highlight=False, markup=False
-        )
-        raise typer.Exit(2) from None
-    except ClientError as exc:
-        _stderr().print(
-            f"{command} failed: {_one_line(exc)}", style="red", highlight=False, markup=False
-        )
-        raise typer.Exit(1) from None
-
-
-def _one_line(exc: BaseException) -> str:
-    return "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
-
-
 def _show(name: str, settings: PolicySettings, *, as_json: bool) -> None:
-    out = _stdout()
+    out = stdout()
     if as_json:
         out.print(
             json.dumps({"policy": name, **settings.model_dump(mode="json")}, indent=2),
@@ -287,11 +217,3 @@ def _show(name: str, settings: PolicySettings, *, as_json: bool) -> None:
     width = max(len(label) for label, _ in rows)
     for label, value in rows:
         out.print(f"{label:<{width}}  {value}", highlight=False, markup=False, soft_wrap=True)
-
-
-def _stdout() -> Console:
-    return Console(soft_wrap=True)
-
-
-def _stderr() -> Console:
-    return Console(stderr=True, soft_wrap=True)

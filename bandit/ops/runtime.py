@@ -28,11 +28,15 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Self, cast
+from typing import IO, TYPE_CHECKING, Any, Self, cast
 
 from bandit.errors import RuntimeServiceError
 from bandit.service.process import die_with_parent
+from bandit.service.state import model_keys
 from bandit.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    from redis.typing import EncodableT, FieldT
 
 __all__ = [
     "ARCHIVE_EVERY_SECONDS",
@@ -214,9 +218,12 @@ class ModelArchive:
 
     One file per policy (``<folder>/<policy>.json``: the Redis hash of
     ``<prefix>:model:<policy>``, each field base64-encoded), written to a temporary
-    file and renamed, so a crash leaves the previous copy whole. Only the model (its
-    snapshot, version and offsets) is kept here; settings, consents and everything else
-    survive a restart through Redis's append-only file.
+    file and renamed, so a crash leaves the previous copy whole. The policy's kept
+    versions (:meth:`bandit.service.state.StateStore.model_versions`) go in
+    ``<folder>/history/<policy>/``: each snapshot in ``<version>.snapshot``, written
+    once, and ``index.json``, the list of versions; they are copied before the model,
+    and put back with it. Only models are kept here; settings, consents and everything
+    else survive a restart through Redis's append-only file.
 
     Parameters
     ----------
@@ -230,25 +237,26 @@ class ModelArchive:
         self.folder = folder
         self.prefix = prefix
 
-    def _key(self, policy: str) -> str:
-        return f"{self.prefix}:model:{policy}"
-
     def save(self, redis_url: str) -> list[str]:
-        """Copy every model newer than its file; return the policies written."""
+        """Copy every model newer than its file, with its kept versions; return their policies."""
         import redis
 
         written = []
         client = redis.Redis.from_url(redis_url, socket_timeout=5.0)
         try:
-            start = len(self._key(""))
-            for raw in client.scan_iter(match=self._key("*"), count=200):
-                key = raw.decode()
-                fields = cast(dict[bytes, bytes], client.hgetall(key))
+            start = len(model_keys(self.prefix, "").model)
+            for raw in client.scan_iter(match=model_keys(self.prefix, "*").model, count=200):
+                policy = raw.decode()[start:]
+                keys = model_keys(self.prefix, policy)
+                with client.pipeline(transaction=True) as pipe:
+                    pipe.hgetall(keys.model)
+                    pipe.hgetall(keys.versions)
+                    fields, kept = cast(list[dict[bytes, bytes]], pipe.execute())
                 if b"version" not in fields or b"snapshot" not in fields:
                     continue
-                policy = key[start:]
                 if int(fields[b"version"]) <= self._version(policy):
                     continue
+                self._write_history(client, policy, kept)
                 self._write(policy, fields)
                 written.append(policy)
         finally:
@@ -256,7 +264,10 @@ class ModelArchive:
         return written
 
     def restore(self, redis_url: str) -> list[str]:
-        """Put back the models whose file is newer than Redis's copy; return their policies."""
+        """Put back the models whose file is newer than Redis's copy; return their policies.
+
+        Each comes back with the versions it kept (those up to its own version).
+        """
         import redis
 
         restored = []
@@ -267,12 +278,17 @@ class ModelArchive:
                 fields = {
                     k.encode(): base64.b64decode(v) for k, v in json.loads(path.read_text()).items()
                 }
-                stored = client.hget(self._key(policy), "version")
+                keys = model_keys(self.prefix, policy)
+                stored = client.hget(keys.model, "version")
                 if stored is not None and int(stored) >= int(fields[b"version"]):
                     continue
+                entries, snapshots = self._read_history(policy, int(fields[b"version"]))
                 with client.pipeline(transaction=True) as pipe:
-                    pipe.delete(self._key(policy))
-                    pipe.hset(self._key(policy), mapping=fields)
+                    pipe.delete(keys.model, keys.versions, keys.snapshots)
+                    pipe.hset(keys.model, mapping=fields)
+                    if entries:
+                        pipe.hset(keys.versions, mapping=entries)
+                        pipe.hset(keys.snapshots, mapping=snapshots)
                     pipe.execute()
                 restored.append(policy)
         finally:
@@ -287,15 +303,73 @@ class ModelArchive:
             return -1
 
     def _write(self, policy: str, fields: dict[bytes, bytes]) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
         body = json.dumps({k.decode(): base64.b64encode(v).decode() for k, v in fields.items()})
-        path = self.folder / f"{policy}.json"
-        partial = path.with_suffix(".json.partial")
-        with partial.open("w") as file:
-            file.write(body)
-            file.flush()
-            os.fsync(file.fileno())
-        partial.replace(path)
+        _replace(self.folder / f"{policy}.json", body.encode())
+
+    def _history(self, policy: str) -> Path:
+        return self.folder / "history" / policy
+
+    def _write_history(self, client: Any, policy: str, kept: dict[bytes, bytes]) -> None:
+        """Copy the kept versions: the snapshots not copied yet, then the index."""
+        folder = self._history(policy)
+        entries = {version.decode(): entry.decode() for version, entry in kept.items()}
+        missing = [
+            version
+            for version, entry in entries.items()
+            if _size(folder / f"{version}.snapshot") != int(json.loads(entry)["bytes"])
+        ]
+        found = client.hmget(model_keys(self.prefix, policy).snapshots, missing) if missing else []
+        for version, snapshot in zip(missing, found, strict=True):
+            if snapshot is None:  # dropped since the versions were read
+                del entries[version]
+            else:
+                _replace(folder / f"{version}.snapshot", snapshot)
+        _replace(folder / "index.json", json.dumps(entries).encode())
+        for path in folder.glob("*.snapshot"):
+            if path.stem not in entries:
+                path.unlink(missing_ok=True)
+
+    def _read_history(
+        self, policy: str, up_to: int
+    ) -> tuple[dict[FieldT, EncodableT], dict[FieldT, EncodableT]]:
+        """Return the copied kept versions up to version `up_to`: entries and snapshots."""
+        folder = self._history(policy)
+        try:
+            index = json.loads((folder / "index.json").read_text())
+        except (OSError, ValueError):
+            return {}, {}
+        entries: dict[FieldT, EncodableT] = {}
+        snapshots: dict[FieldT, EncodableT] = {}
+        for version, entry in index.items():
+            try:
+                snapshot = (folder / f"{version}.snapshot").read_bytes()
+                whole = len(snapshot) == int(json.loads(entry)["bytes"])
+                wanted = int(version) <= up_to
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+            if whole and wanted:
+                entries[version.encode()] = entry.encode()
+                snapshots[version.encode()] = snapshot
+        return entries, snapshots
+
+
+def _size(path: Path) -> int:
+    """Return the size of the file at `path`; -1 when there is none."""
+    try:
+        return path.stat().st_size
+    except OSError:
+        return -1
+
+
+def _replace(path: Path, data: bytes) -> None:
+    """Write `data` to `path` through a temporary file renamed over it (a crash leaves either)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    with partial.open("wb") as file:
+        file.write(data)
+        file.flush()
+        os.fsync(file.fileno())
+    partial.replace(path)
 
 
 class LocalServices:

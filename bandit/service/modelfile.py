@@ -1,4 +1,7 @@
-"""A served policy's model replaced: by a fresh one (reset), or by a VW model file (import).
+"""A served policy's model replaced: by a fresh one, a VW model file, or a kept version.
+
+A reset serves a fresh model, an import a VW model file, a rollback a version the policy
+kept.
 
 A VW model file comes from outside (trained by ``vw`` on a decision log, or exported by
 another service): it is loaded and checked in a child process
@@ -8,6 +11,10 @@ it with the served policy's own options (:meth:`policies.vw.VWPolicy.load_model_
 VW must accept it, every learned number must be finite), applies the policy's live
 settings, and writes back the snapshot the service then saves as the next model
 version, as the learner saves one (the learner learns on from it).
+
+A kept version (a rollback) is the service's own snapshot: it is restored in the API
+process, as every served model is, checked and given the live settings
+(:func:`rolled_back_snapshot`).
 
 The child reads its standard input: one line of the policy's settings
 (:class:`~bandit.wire.schemas.PolicySettings` JSON), then the model file's bytes; it
@@ -24,10 +31,10 @@ import sys
 from bandit.errors import ConfigurationError, InvalidModelError, ModelFileError, SnapshotError
 from bandit.service.engine import configured
 from bandit.wire.schemas import PolicySettings
-from policies import make_policy
+from policies import Policy, make_policy
 from policies.vw import VWPolicy
 
-__all__ = ["ModelFileError", "fresh_snapshot", "imported_snapshot", "main"]
+__all__ = ["ModelFileError", "fresh_snapshot", "imported_snapshot", "main", "rolled_back_snapshot"]
 
 CHECK_SECONDS = 60.0
 """The longest a model file's check may take before it is refused."""
@@ -45,6 +52,39 @@ def fresh_snapshot(settings: PolicySettings) -> bytes:
     (0, 0.2)
     """
     return configured(make_policy(settings.spec), settings).snapshot()
+
+
+def rolled_back_snapshot(settings: PolicySettings, snapshot: bytes) -> bytes:
+    """Return the snapshot that serves a kept version again, with the live `settings`.
+
+    The model is what the version learned; exploration and floor are today's.
+
+    Raises
+    ------
+    ModelFileError
+        If the kept snapshot does not restore, its model is not finite, it is not a
+        model of the served spec's policy, or it cannot take the live settings.
+
+    Examples
+    --------
+    >>> settings = PolicySettings(spec="vw-epsilon", exploration={"epsilon": 0.3})
+    >>> kept = make_policy("vw-epsilon:epsilon=0.1").snapshot()
+    >>> Policy.restore(rolled_back_snapshot(settings, kept)).epsilon
+    0.3
+    """
+    try:
+        policy = Policy.restore(snapshot)
+        policy.check_model()
+        served = type(make_policy(settings.spec))
+        if type(policy) is not served:
+            msg = (
+                f"it is a {type(policy).__name__} model, and the policy serves spec "
+                f"{settings.spec!r} ({served.__name__})"
+            )
+            raise ConfigurationError(msg)
+        return configured(policy, settings).snapshot()
+    except (ConfigurationError, InvalidModelError, SnapshotError, TypeError, ValueError) as exc:
+        raise ModelFileError(str(exc)) from None
 
 
 def _checked_snapshot(settings: PolicySettings, model: bytes) -> bytes:

@@ -6,7 +6,12 @@ State lives in Redis, flows live in Kafka. Keys, all under the configured prefix
     sb:policy:{name}:settings      JSON PolicySettings           (admin writes, all read)
     sb:policy:{name}:settings:v    integer, bumped on every change
     sb:policy:{name}:settings:at   when an admin last changed them (seconds since the epoch)
-    sb:model:{name}                hash: snapshot, version, offsets (JSON), saved_at, created_at
+    sb:model:{name}                hash: snapshot, version, offsets (JSON), saved_at,
+                                   created_at, source (what saved this version)
+    sb:model-versions:{name}       hash: version -> JSON of a kept version (saved_at,
+                                   created_at, source, bytes, restored_from), the last
+                                   ``learner.model_history`` (docs/runbook.md)
+    sb:model-snapshots:{name}      hash: version -> the snapshot of that kept version
     sb:learned:{name}              sorted set: event ids learned -> when (dedup window)
     sb:logged:{name}               sorted set: event ids in a decision log -> when (dedup
                                    window)
@@ -35,30 +40,109 @@ import secrets
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 from redis.exceptions import WatchError
 
 from bandit.privacy.consent import CONSENT_SECRET_FIELD, ConsentRecord
-from bandit.settings import RedisSettings
+from bandit.settings import LearnerSettings, RedisSettings
+from bandit.wire.answers import ModelSource
 from bandit.wire.schemas import PolicySettings
 
 __all__ = [  # noqa: RUF022 - plain sorted(), which tests/test_public_api.py checks
     "FeatureKind",
+    "KeptModel",
     "LogWriter",
+    "ModelKeys",
     "ModelRecord",
     "RECENT_DECISIONS",
     "RECENT_SECONDS",
     "StateStore",
     "erasure_covers",
+    "model_keys",
 ]
 
 FeatureKind = Literal["session", "device"]
 
 # how long ids learned and logged are remembered by default (docs/redis-memory.md)
 _LEARNED_WINDOW_SECONDS: int = RedisSettings.model_fields["dedup_window_seconds"].default
+# which model versions are kept by default (docs/runbook.md, "Rolling a model back")
+_MODEL_HISTORY: int = LearnerSettings.model_fields["model_history"].default
+_MODEL_HISTORY_SECONDS: float = LearnerSettings.model_fields["model_history_seconds"].default
+
+# Save a model version and keep the policy's last versions (StateStore.save_model): one
+# script, so the version kept and the oldest dropped go with the save, and the snapshot
+# crosses the network once. KEYS: the model hash, the kept versions (version -> JSON),
+# their snapshots (version -> bytes). ARGV: the snapshot, version, offsets (JSON), now,
+# the lineage ('keep': the first save's creation time stays; 'new': now; else the
+# creation time to set), the source, versions to keep, least seconds between kept
+# versions for a learner's version, the version restored ('' for none).
+# Kept: the version an import, reset or rollback replaces and the one it saves; the
+# learner's first version, then one when at least those seconds after the newest kept.
+_SAVE_MODEL = """
+local function entry(version, saved_at, created_at, source, size, restored)
+  return '{"version":' .. version .. ',"saved_at":' .. saved_at .. ',"created_at":'
+    .. created_at .. ',"source":"' .. source .. '","bytes":' .. size
+    .. ',"restored_from":' .. restored .. '}'
+end
+local keep = tonumber(ARGV[7])
+local old = redis.call('HMGET', KEYS[1], 'version', 'saved_at', 'created_at', 'source')
+local replacing = ARGV[6] ~= 'learner'
+if keep > 0 and replacing and old[1] and redis.call('HEXISTS', KEYS[2], old[1]) == 0 then
+  local snapshot = redis.call('HGET', KEYS[1], 'snapshot')
+  if snapshot then
+    local saved_at = old[2] or ARGV[4]
+    redis.call('HSET', KEYS[3], old[1], snapshot)
+    redis.call('HSET', KEYS[2], old[1],
+      entry(old[1], saved_at, old[3] or saved_at, old[4] or 'learner', #snapshot, 'null'))
+  end
+end
+redis.call('HSET', KEYS[1], 'snapshot', ARGV[1], 'version', ARGV[2], 'offsets', ARGV[3],
+  'saved_at', ARGV[4])
+local changed = old[1] ~= ARGV[2]
+if changed then redis.call('HSET', KEYS[1], 'source', ARGV[6]) end
+if ARGV[5] == 'keep' then
+  redis.call('HSETNX', KEYS[1], 'created_at', ARGV[4])
+elseif ARGV[5] == 'new' then
+  redis.call('HSET', KEYS[1], 'created_at', ARGV[4])
+else
+  redis.call('HSET', KEYS[1], 'created_at', ARGV[5])
+end
+if keep <= 0 then
+  redis.call('DEL', KEYS[2], KEYS[3])
+  return 0
+end
+local versions = redis.call('HKEYS', KEYS[2])
+if changed and redis.call('HEXISTS', KEYS[2], ARGV[2]) == 0 then
+  local due = replacing or #versions == 0
+  if not due then
+    local newest = versions[1]
+    for i = 2, #versions do
+      if tonumber(versions[i]) > tonumber(newest) then newest = versions[i] end
+    end
+    local last = cjson.decode(redis.call('HGET', KEYS[2], newest))
+    due = tonumber(ARGV[4]) >= last.saved_at + tonumber(ARGV[8])
+  end
+  if due then
+    local created = redis.call('HGET', KEYS[1], 'created_at')
+    local restored = ARGV[9] == '' and 'null' or ARGV[9]
+    redis.call('HSET', KEYS[3], ARGV[2], ARGV[1])
+    redis.call('HSET', KEYS[2], ARGV[2],
+      entry(ARGV[2], ARGV[4], created, ARGV[6], #ARGV[1], restored))
+    versions[#versions + 1] = ARGV[2]
+  end
+end
+if #versions > keep then
+  table.sort(versions, function(a, b) return tonumber(a) < tonumber(b) end)
+  for i = 1, #versions - keep do
+    redis.call('HDEL', KEYS[2], versions[i])
+    redis.call('HDEL', KEYS[3], versions[i])
+  end
+end
+return 1
+"""
 
 # Sets of event ids (a learner batch holds a thousand) travel as one JSON argument of
 # these scripts: packing a thousand arguments costs the client a millisecond or two.
@@ -238,6 +322,55 @@ class ModelRecord:
     created_at: float
 
 
+@dataclass(frozen=True, slots=True)
+class KeptModel:
+    """A kept model version, as its policy's list of versions says it.
+
+    Attributes
+    ----------
+    version, saved_at, created_at
+        As the :class:`ModelRecord` of that version had them.
+    source
+        What saved it (:data:`ModelSource`).
+    size
+        Its snapshot's bytes.
+    restored_from
+        For a rollback, the version it serves again; else None.
+    """
+
+    version: int
+    saved_at: float
+    created_at: float
+    source: ModelSource
+    size: int
+    restored_from: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class ModelKeys:
+    """The Redis keys of a policy's model: the served one, the kept versions, their snapshots."""
+
+    model: str
+    versions: str
+    snapshots: str
+
+
+def model_keys(prefix: str, policy: str) -> ModelKeys:
+    """Return the keys of `policy`'s model under key prefix `prefix`.
+
+    Examples
+    --------
+    >>> keys = model_keys("sb", "main")
+    >>> keys.model, keys.versions, keys.snapshots
+    ('sb:model:main', 'sb:model-versions:main', 'sb:model-snapshots:main')
+    """
+    return ModelKeys(
+        f"{prefix}:model:{policy}",
+        f"{prefix}:model-versions:{policy}",
+        f"{prefix}:model-snapshots:{policy}",
+    )
+
+
 class StateStore:
     """Async access to streambandit's Redis state.
 
@@ -250,6 +383,9 @@ class StateStore:
     dedup_window_seconds
         How long event ids learned and logged are remembered, from
         ``settings.redis.dedup_window_seconds``.
+    model_history, model_history_seconds
+        How many model versions each policy keeps, and the least time between two kept
+        versions for one the learner saved to be kept, from ``settings.learner``.
     """
 
     def __init__(
@@ -258,10 +394,15 @@ class StateStore:
         prefix: str = "sb",
         *,
         dedup_window_seconds: float = _LEARNED_WINDOW_SECONDS,
+        model_history: int = _MODEL_HISTORY,
+        model_history_seconds: float = _MODEL_HISTORY_SECONDS,
     ) -> None:
         self.redis = redis
         self.prefix = prefix
         self.dedup_window_seconds = dedup_window_seconds
+        self.model_history = model_history
+        self.model_history_seconds = model_history_seconds
+        self._save_model = redis.register_script(_SAVE_MODEL)
         self._has = redis.register_script(_HAS)
         self._add = redis.register_script(_ADD)
         self._note_decision = redis.register_script(_NOTE_DECISION)
@@ -344,8 +485,17 @@ class StateStore:
         expected_version: int | None = None,
         new_lineage: bool = False,
         settings: PolicySettings | None = None,
+        created_at: float | None = None,
+        source: ModelSource = "learner",
+        restored_from: int | None = None,
     ) -> bool:
         """Atomically store a snapshot, its version and offsets, and the ids it learned.
+
+        The policy's kept versions change in the same transaction (:meth:`model_versions`):
+        an import, reset or rollback (`source`) is kept, and so is the version it
+        replaces; a version the learner saved is kept when it is the first, or saved at
+        least ``model_history_seconds`` after the newest kept one. Beyond
+        ``model_history`` versions the oldest are dropped.
 
         Parameters
         ----------
@@ -356,6 +506,13 @@ class StateStore:
             New settings of the policy, stored in the same transaction (as
             :meth:`set_policy_settings` stores them): for a model built from a new spec,
             so that no reader sees the new model with the old spec or the reverse.
+        created_at
+            The snapshot's lineage began then (a rollback: the restored version's);
+            not with `new_lineage`.
+        source
+            What saves it: the learner, or an admin's import, reset or rollback.
+        restored_from
+            For a rollback, the version it serves again.
         counts
             Added to the policy's counters in the same transaction, so a crash can
             neither lose nor double them.
@@ -371,35 +528,41 @@ class StateStore:
         bool
             Whether the model was saved.
         """
+        if new_lineage and created_at is not None:
+            msg = "give `new_lineage` or `created_at`, not both"
+            raise ValueError(msg)
         now = time.time()
-        key = self.key("model", policy)
+        keys = model_keys(self.prefix, policy)
+        lineage = "new" if new_lineage else "keep" if created_at is None else repr(created_at)
         async with self.redis.pipeline(transaction=True) as pipe:
             if expected_version is not None:
-                await pipe.watch(key)
-                stored = await pipe.hget(key, "version")
+                await pipe.watch(keys.model)
+                stored = await pipe.hget(keys.model, "version")
                 if int(stored or 0) != expected_version:
                     return False
                 pipe.multi()  # type: ignore[no-untyped-call]
-            pipe.hset(
-                key,
-                mapping={
-                    "snapshot": snapshot,
-                    "version": str(version),
-                    "offsets": json.dumps({str(p): o for p, o in offsets.items()}),
-                    "saved_at": repr(now),
-                },
+            await self._save_model(
+                keys=[keys.model, keys.versions, keys.snapshots],
+                args=[
+                    snapshot,
+                    str(version),
+                    json.dumps({str(p): o for p, o in offsets.items()}),
+                    repr(now),
+                    lineage,
+                    source,
+                    self.model_history,
+                    repr(float(self.model_history_seconds)),
+                    "" if restored_from is None else str(restored_from),
+                ],
+                client=pipe,
             )
             if settings is not None:
                 self._put_settings(pipe, policy, settings, now)
-            if new_lineage:
-                pipe.hset(key, "created_at", repr(now))
-            else:
-                pipe.hsetnx(key, "created_at", repr(now))  # the lineage's first save
             if learned_ids:
                 forget = repr(now - self.dedup_window_seconds)
                 ids = json.dumps(list(learned_ids))
-                keys = [self.key("learned", policy)]
-                await self._add(keys=keys, args=[repr(now), ids, forget], client=pipe)
+                learned = [self.key("learned", policy)]
+                await self._add(keys=learned, args=[repr(now), ids, forget], client=pipe)
             for name, amount in (counts or {}).items():
                 if amount:
                     pipe.hincrby(self.key("counters", policy), name, amount)
@@ -412,13 +575,30 @@ class StateStore:
                 return False
         return True
 
+    async def model_versions(self, policy: str) -> list[KeptModel]:
+        """Return the kept versions of `policy`'s model, newest first (their snapshots apart)."""
+        raw = await self.redis.hvals(model_keys(self.prefix, policy).versions)
+        kept = [_kept_model(json.loads(entry)) for entry in raw]
+        return sorted(kept, key=lambda entry: entry.version, reverse=True)
+
+    async def kept_model(self, policy: str, version: int) -> tuple[KeptModel, bytes] | None:
+        """Return a kept version of `policy`'s model and its snapshot, or None if not kept."""
+        keys = model_keys(self.prefix, policy)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hget(keys.versions, str(version))
+            pipe.hget(keys.snapshots, str(version))
+            entry, snapshot = await pipe.execute()
+        if entry is None or snapshot is None:
+            return None
+        return _kept_model(json.loads(entry)), _bytes(snapshot)
+
     async def forget_offsets(self) -> list[str]:
         """Forget the training offsets every saved model covers; return those policies.
 
         For a training log that was lost (:func:`bandit.service.recovery.forget_offsets`); the
         snapshots, versions and learned ids stay.
         """
-        prefix = self.key("model", "")
+        prefix = model_keys(self.prefix, "").model
         changed = []
         async for raw in self.redis.scan_iter(match=prefix + "*", count=200):
             key = _text(raw)
@@ -429,7 +609,7 @@ class StateStore:
 
     async def load_model(self, policy: str) -> ModelRecord | None:
         """Return the saved model of `policy`, or None."""
-        raw = await self.redis.hgetall(self.key("model", policy))
+        raw = await self.redis.hgetall(model_keys(self.prefix, policy).model)
         if not raw or b"snapshot" not in raw:
             return None
         offsets = json.loads(raw[b"offsets"])
@@ -443,7 +623,7 @@ class StateStore:
 
     async def model_version(self, policy: str) -> int | None:
         """Return the version of the saved model of `policy`, or None (cheap to poll)."""
-        raw = await self.redis.hget(self.key("model", policy), "version")
+        raw = await self.redis.hget(model_keys(self.prefix, policy).model, "version")
         return None if raw is None else int(raw)
 
     async def learned(self, policy: str, event_ids: Sequence[str]) -> list[bool]:
@@ -927,6 +1107,19 @@ def _consent_record(fields: Mapping[Any, bytes | str]) -> ConsentRecord:
             _RECORDS.clear()
         record = _RECORDS[key] = ConsentRecord.from_redis(fields)
     return record
+
+
+def _kept_model(entry: Mapping[str, Any]) -> KeptModel:
+    """Read a kept version's entry (the JSON the save script writes)."""
+    restored = entry.get("restored_from")
+    return KeptModel(
+        version=int(entry["version"]),
+        saved_at=float(entry["saved_at"]),
+        created_at=float(entry["created_at"]),
+        source=cast(ModelSource, entry["source"]),
+        size=int(entry["bytes"]),
+        restored_from=None if restored is None else int(restored),
+    )
 
 
 def _encoded(features: Mapping[str, float | str]) -> dict[str, str]:

@@ -1,8 +1,9 @@
 """The native API's answers: one declaration that the server sends and the client reads.
 
 The rank answer (:class:`RankResponse`, with its :class:`Explanation` when asked for), the
-acknowledgement of a reward, activation or event (:class:`Accepted`) and the served
-policies (:class:`PoliciesResponse`). The Personalizer-compatible answers have their own
+acknowledgement of a reward, activation or event (:class:`Accepted`), the served
+policies (:class:`PoliciesResponse`) and a policy's model (:class:`ModelProperties`) and
+kept versions (:class:`ModelVersions`). The Personalizer-compatible answers have their own
 shapes, in :mod:`bandit.wire.personalizer`. Fields a reader does not know are ignored
 (pydantic's default), so an older client reads a newer server's answers.
 """
@@ -10,7 +11,7 @@ shapes, in :mod:`bandit.wire.personalizer`. Fields a reader does not know are ig
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Literal, TypeAlias
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -21,6 +22,10 @@ __all__ = [
     "ExplainedRankResponse",
     "Explanation",
     "FeatureEffect",
+    "ModelProperties",
+    "ModelSource",
+    "ModelVersion",
+    "ModelVersions",
     "PoliciesResponse",
     "PolicyInfo",
     "RankResponse",
@@ -126,3 +131,95 @@ class PoliciesResponse(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     policies: list[PolicyInfo]
+
+
+class ModelProperties(BaseModel):
+    """A policy's saved model (``GET /v1/policies/{name}/model/properties``).
+
+    Attributes
+    ----------
+    policy
+        The served policy's name.
+    policy_class
+        The registered name of the policy class that learned it (``vw`` for every VW
+        spec, ``vw-squarecb`` included).
+    model_version
+        The version served (it grows by one with each save).
+    n_learned
+        Examples the model learned.
+    created_at, saved_at
+        When the policy's first model was saved (the lineage this version learned on
+        from), and when this version was.
+    vw_model_bytes
+        The size of its VW model file (``GET /v1/policies/{name}/model``); None for a
+        policy that is not VW's.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    policy: str
+    policy_class: str
+    model_version: int
+    n_learned: int
+    created_at: datetime
+    saved_at: datetime
+    vw_model_bytes: int | None
+
+
+ModelSource: TypeAlias = Literal["learner", "import", "reset", "rollback"]
+"""What saved a model version: the learner's snapshot, an import, a reset, a rollback."""
+
+
+class ModelVersion(BaseModel):
+    """A kept version of a policy's model (``GET /v1/policies/{name}/model/versions``).
+
+    Attributes
+    ----------
+    version
+        Its model version.
+    source
+        What saved it: ``learner`` (the learner's snapshot), ``import``, ``reset`` or
+        ``rollback``.
+    saved_at, created_at
+        When it was saved, and when the lineage it learned on from began.
+    snapshot_bytes
+        The size of its snapshot, as Redis keeps it.
+    restored_from
+        For a rollback, the version it served again; else null.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    version: int
+    source: ModelSource
+    saved_at: datetime
+    created_at: datetime
+    snapshot_bytes: int
+    restored_from: int | None
+
+
+class ModelVersions(BaseModel):
+    """The kept versions of a policy's model, newest first, and what is kept.
+
+    Attributes
+    ----------
+    policy
+        The served policy's name.
+    model_version
+        The version saved last (the API serves it within ``api.model_poll_seconds``);
+        null before the policy saved one.
+    keep, keep_every_seconds
+        ``learner.model_history`` and ``learner.model_history_seconds``: how many
+        versions are kept, and how far apart the learner's kept versions are at least
+        (imports, resets, rollbacks and the versions they replaced are always kept).
+    versions
+        The kept versions, newest first.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    policy: str
+    model_version: int | None
+    keep: int
+    keep_every_seconds: float
+    versions: list[ModelVersion]

@@ -154,6 +154,7 @@ __all__ = [
     "LoggedAction",
     "LoggedCache",
     "LoggedFeatures",
+    "ModelRollback",
     "PolicyName",
     "PolicySettings",
     "RankRequest",
@@ -1762,3 +1763,9 @@ class BehaviourEvent(Event):
     device: Device
     item_id: _ItemId | None = None
     value: StrictFloat | None = Field(default=None, allow_inf_nan=False)
+
+
+class ModelRollback(_Frozen):
+    """Which kept version a policy serves again (``POST /v1/policies/{name}/model/rollback``)."""
+
+    version: StrictInt = Field(ge=1, description="A kept version (GET .../model/versions).")

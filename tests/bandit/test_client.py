@@ -319,6 +319,35 @@ def test_async_client_round_trip(settings: Settings) -> None:
     asyncio.run(main())
 
 
+def test_async_client_resets_lists_exports_and_rolls_back_a_model(settings: Settings) -> None:
+    """AsyncClient's model calls: a reset, the kept versions, an export, a rollback."""
+
+    async def main() -> None:
+        async with _asgi_client(settings, ADMIN_KEY) as admin:
+            first = await admin.reset_model("greedy")
+            fresh = await admin.export_model("greedy")
+            assert fresh.version == first.model_version
+            second = await admin.reset_model("greedy")
+            assert second.model_version == first.model_version + 1
+            kept = await admin.model_versions("greedy")
+            assert [v.version for v in kept.versions[:2]] == [
+                second.model_version,
+                first.model_version,
+            ]
+            rolled = await admin.rollback_model("greedy", first.model_version)
+            assert rolled.model_version == second.model_version + 1
+            assert (await admin.model_properties("greedy")).model_version == rolled.model_version
+            again = await admin.export_model("greedy", first.model_version)
+            assert (again.version, again.data) == (first.model_version, fresh.data)
+            assert (await admin.model_versions("greedy")).versions[0].restored_from == (
+                first.model_version
+            )
+            with pytest.raises(NotFoundError, match="keeps no model version 999"):
+                await admin.rollback_model("greedy", 999)
+
+    asyncio.run(main())
+
+
 # -- against the real API: errors ----------------------------------------------------------
 
 
@@ -573,6 +602,14 @@ def test_other_bad_arguments_are_not_sent(offline: tuple[Client, _CountingTransp
         client.set_settings("default", {"spec": "uniform", "exploration_floor": 0})
     with pytest.raises(InvalidArgumentError, match="`settings` must be a PolicySettings"):
         client.set_settings("default", "uniform")  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgumentError, match="version: Input should be greater than or"):
+        client.rollback_model("default", 0)
+    with pytest.raises(InvalidArgumentError, match="version: Input should be a valid integer"):
+        client.rollback_model("default", True)
+    with pytest.raises(InvalidArgumentError, match="version: Input should be a valid integer"):
+        client.export_model("default", "3")  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgumentError, match="`model` must be the bytes of a VW model"):
+        client.import_model("default", b"")
     assert transport.bodies == []
 
 

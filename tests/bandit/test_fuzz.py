@@ -14,6 +14,7 @@ never gets 2xx from an admin route.
 
 from __future__ import annotations
 
+import functools
 import re
 import uuid
 from collections import Counter
@@ -41,6 +42,7 @@ from bandit.settings import (
     Settings,
 )
 from policies import make_policy
+from policies.vw import VWPolicy
 from tests.bandit.serving import served
 from tests.bandit.test_api import _save_model
 from tests.conftest import worker_consumes
@@ -51,12 +53,19 @@ EXAMPLES = {GenerationMode.POSITIVE: 25, GenerationMode.NEGATIVE: 12}
 """Examples per operation, caller and mode (the module runs in about a minute on 2 cores)."""
 SPEC = "vw-squarecb"
 """The spec of the policy ``main`` (steered requests name it)."""
+_SERVED = make_policy(SPEC)
+assert isinstance(_SERVED, VWPolicy)
+LIVE_ARGUMENTS = _SERVED.vw_arguments().replace("--gamma_scale 10.0", "--gamma_scale 12.0")
+"""A learning policy that changes `main` live: its spec stays (the settings route's steer)."""
 ADMIN_ONLY = {
     ("POST", "/v1/privacy/reports"),
     ("GET", "/v1/privacy/ledger"),
     ("PUT", "/v1/policies/{name}/settings"),
     ("PUT", "/v1/policies/{name}/baseline"),
     ("GET", "/v1/policies/{name}/model"),
+    ("GET", "/v1/policies/{name}/model/versions"),
+    ("GET", "/v1/policies/{name}/model/versions/{version}"),
+    ("POST", "/v1/policies/{name}/model/rollback"),
     ("GET", "/personalizer/v1.0/model"),
     ("GET", "/personalizer/model"),
     ("DELETE", "/v1/policies/{name}/model"),
@@ -133,6 +142,17 @@ class Fuzzed:
         token: str = answer.json()["token"]
         return token
 
+    def kept_version(self) -> int:
+        """The newest kept version of the model of ``main`` (rollbacks and exports name one)."""
+        answer = httpx.get(
+            f"{self.url}/v1/policies/main/model/versions",
+            headers={"X-API-Key": ADMIN_KEY},
+            timeout=10,
+        )
+        assert answer.status_code == 200, answer.text
+        newest: int = answer.json()["versions"][0]["version"]
+        return newest
+
 
 @pytest.fixture(scope="module")
 def api(broker: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fuzzed]:
@@ -187,17 +207,20 @@ def _schema(api: Fuzzed, caller: str, credential: str) -> Any:
     )
 
 
-def _steered(case: Any) -> Any:
+def _steered(case: Any, kept: int = 1) -> Any:
     """`case` with what its schema cannot state made valid, so it reaches the handler.
 
     A served policy (path, query, body) and its spec, a well-formed event id in the
-    path, printable user ids, features and devices the limits accept, one consent
-    changed at least; the rest of the request stays as generated.
+    path, a model version `main` keeps (path, body), printable user ids, features and
+    devices the limits accept, one consent changed at least; the rest of the request
+    stays as generated.
     """
     if "name" in (case.path_parameters or {}):
         case.path_parameters["name"] = "main"
     if "eventId" in (case.path_parameters or {}):
         case.path_parameters["eventId"] = f"fuzz-event-{uuid.uuid4().hex[:8]}"
+    if "version" in (case.path_parameters or {}):
+        case.path_parameters["version"] = kept
     if isinstance(case.query, dict) and "policy" in case.query:
         case.query["policy"] = "main"
     body = case.body
@@ -212,6 +235,7 @@ def _steered(case: Any) -> Any:
         "contextFeatures": [{"user": {"tier": "gold"}}],
         "device": {"type": "mobile", "os": "iOS 17.4"},
         "feature_schema": None,
+        "version": kept,
     }
     body.update({name: value for name, value in fixed.items() if name in body})
     if case.operation.path in ("/v1/consent", "/v1/me/consent"):
@@ -223,8 +247,8 @@ def _steered(case: Any) -> Any:
             modelExportFrequency=None, explorationPercentage=None, rewardWaitTime="PT30S",
             defaultReward=0.0, autoOptimizationFrequency=None,
         )  # fmt: skip
-    if case.operation.path.endswith("/configurations/policy"):  # a command line that reads
-        body.update(arguments="--cb_explore_adf --squarecb --gamma_scale 12 -q ca")
+    if case.operation.path.endswith("/configurations/policy"):  # a live change of `main`
+        body.update(arguments=LIVE_ARGUMENTS)
     if isinstance(body.get("actions"), list):
         personalizer = case.operation.path.startswith("/personalizer/")
         body["actions"] = [
@@ -248,7 +272,8 @@ def test_every_answer_is_documented_and_no_request_fails(
     schema = _schema(api, caller, credential if credential is not None else api.page_token())
     strategy = schema[path][method].as_strategy(generation_mode=mode)
     if mode is GenerationMode.POSITIVE:  # (steering negative data could make it valid)
-        strategy = st.one_of(strategy, strategy.map(_steered))
+        kept = api.kept_version() if path.startswith("/v1/policies/{name}/model/") else 1
+        strategy = st.one_of(strategy, strategy.map(functools.partial(_steered, kept=kept)))
     statuses: Counter[int] = Counter()
 
     @settings(

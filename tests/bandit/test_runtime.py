@@ -12,10 +12,13 @@ from pathlib import Path
 import pytest
 import redis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from redis.asyncio import Redis as AsyncRedis
 
 from bandit.errors import RuntimeServiceError
 from bandit.ops.runtime import LocalServices, ModelArchive, ServiceProcess, _Backoff, free_port
+from bandit.service.state import KeptModel, StateStore, model_keys
 from bandit.settings import KafkaSettings, RedisSettings, Settings
+from bandit.wire.answers import ModelSource
 
 
 def test_redis_answers(redis_url: str) -> None:
@@ -113,6 +116,61 @@ def test_a_child_that_keeps_failing_waits_longer_each_time() -> None:
     backoff.running(now + 61.0)
     backoff.failed(now + 61.0)
     assert backoff.not_before - (now + 61.0) == 1.0
+
+
+def test_kept_versions_copied_to_the_folder_come_back_with_their_model(
+    redis_url: str, tmp_path: Path
+) -> None:
+    """The archive copies each kept snapshot once, drops those no longer kept, and puts
+    the kept versions back with the model, as they were."""
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    archive = ModelArchive(tmp_path / "models", prefix)
+    history = tmp_path / "models" / "history" / "p"
+
+    async def save(version: int, source: ModelSource = "learner") -> None:
+        client = AsyncRedis.from_url(redis_url)
+        try:
+            store = StateStore(client, prefix, model_history=3, model_history_seconds=0)
+            await store.save_model("p", b"snapshot-%d" % version, version, {0: version},
+                                   new_lineage=source != "learner", source=source)  # fmt: skip
+        finally:
+            await client.aclose()
+
+    async def kept() -> tuple[list[KeptModel], list[bytes | None]]:
+        client = AsyncRedis.from_url(redis_url)
+        try:
+            store = StateStore(client, prefix)
+            versions = await store.model_versions("p")
+            found = [await store.kept_model("p", v.version) for v in versions]
+            return versions, [None if f is None else f[1] for f in found]
+        finally:
+            await client.aclose()
+
+    client = redis.Redis.from_url(redis_url)
+    try:
+        for version in (1, 2):
+            asyncio.run(save(version))
+        assert archive.save(redis_url) == ["p"]
+        copied = (history / "2.snapshot").stat().st_mtime_ns
+        asyncio.run(save(3, "import"))
+        asyncio.run(save(4))
+        assert archive.save(redis_url) == ["p"]
+        assert sorted(path.name for path in history.glob("*.snapshot")) == [
+            "2.snapshot", "3.snapshot", "4.snapshot",
+        ]  # fmt: skip
+        assert (history / "2.snapshot").read_bytes() == b"snapshot-2"
+        assert (history / "2.snapshot").stat().st_mtime_ns == copied  # not written again
+        before = asyncio.run(kept())
+        assert [entry.version for entry in before[0]] == [4, 3, 2]
+
+        keys = model_keys(prefix, "p")
+        client.delete(keys.model, keys.versions, keys.snapshots)  # Redis lost them
+        assert archive.restore(redis_url) == ["p"]
+        assert asyncio.run(kept()) == before
+    finally:
+        keys = model_keys(prefix, "p")
+        client.delete(keys.model, keys.versions, keys.snapshots)
+        client.close()
 
 
 def test_models_copied_to_the_folder_come_back_to_a_redis_that_lost_them(

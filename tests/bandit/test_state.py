@@ -9,7 +9,7 @@ from typing import TypeVar
 
 from redis.asyncio import Redis
 
-from bandit.service.state import StateStore
+from bandit.service.state import StateStore, model_keys
 from bandit.wire.schemas import PolicySettings
 
 T = TypeVar("T")
@@ -126,3 +126,109 @@ def test_thousands_of_ids_in_one_call_are_all_kept(redis_url: str) -> None:
         assert await store.redis.zcard(store.key("learned", "p")) == len(ids)
 
     _run(redis_url, body)
+
+
+def _history(redis_url: str, body: Callable[[StateStore], Awaitable[T]], **kept: float) -> T:
+    """Run `body` against a store keeping model versions as `kept` says."""
+
+    async def main() -> T:
+        client = Redis.from_url(redis_url)
+        try:
+            prefix = f"t{uuid.uuid4().hex[:8]}"
+            return await body(StateStore(client, prefix, **kept))  # type: ignore[arg-type]
+        finally:
+            await client.aclose()
+
+    return asyncio.run(main())
+
+
+def test_kept_versions_are_trimmed_to_the_newest_n_in_the_save(redis_url: str) -> None:
+    """With every version kept, the list holds the last N, newest first, with their bytes."""
+
+    async def body(store: StateStore) -> None:
+        assert await store.model_versions("p") == []
+        for version in range(1, 6):
+            assert await store.save_model("p", b"s" * version, version, {0: version})
+        kept = await store.model_versions("p")
+        assert [entry.version for entry in kept] == [5, 4, 3]
+        assert [entry.size for entry in kept] == [5, 4, 3]
+        assert {entry.source for entry in kept} == {"learner"}
+        assert kept[0].created_at < kept[0].saved_at  # the lineage began at version 1
+        found = await store.kept_model("p", 4)
+        assert found is not None
+        assert found[1] == b"ssss"
+        assert await store.kept_model("p", 2) is None  # dropped with its snapshot
+        raw = await store.redis.hkeys(model_keys(store.prefix, "p").snapshots)
+        assert sorted(raw) == [b"3", b"4", b"5"]
+
+    _history(redis_url, body, model_history=3, model_history_seconds=0)
+
+
+def test_the_learner_s_versions_are_kept_at_most_one_per_interval(redis_url: str) -> None:
+    """A version the learner saves soon after the last kept one is not kept; a reset is,
+    and so is the version it replaced; the offsets-only save of a version adds nothing."""
+
+    async def body(store: StateStore) -> None:
+        await store.save_model("p", b"v1", 1, {0: 1})
+        await store.save_model("p", b"v2", 2, {0: 2})
+        await store.save_model("p", b"v2", 2, {0: 3})  # offsets moved only
+        await store.save_model("p", b"v3", 3, {0: 4})
+        assert [entry.version for entry in await store.model_versions("p")] == [1]
+        assert await store.save_model(
+            "p", b"fresh", 4, {0: 4}, expected_version=3, new_lineage=True, source="reset"
+        )
+        kept = await store.model_versions("p")
+        assert [(e.version, e.source) for e in kept] == [
+            (4, "reset"),
+            (3, "learner"),
+            (1, "learner"),
+        ]
+        assert kept[0].created_at == kept[0].saved_at  # a new lineage
+        assert kept[1].created_at == kept[2].created_at  # the first save's
+        found = await store.kept_model("p", 3)
+        assert found is not None
+        assert found[1] == b"v3"
+
+    _history(redis_url, body, model_history=10, model_history_seconds=3600)
+
+
+def test_a_rollback_is_kept_with_the_version_it_restores_and_its_lineage(
+    redis_url: str,
+) -> None:
+    """A rollback's version names what it restored and keeps that version's creation time."""
+
+    async def body(store: StateStore) -> None:
+        await store.save_model("p", b"v1", 1, {})
+        await store.save_model("p", b"v2", 2, {}, new_lineage=True, source="import")
+        first = (await store.model_versions("p"))[-1]
+        assert await store.save_model(
+            "p",
+            b"v1",
+            3,
+            {},
+            expected_version=2,
+            created_at=first.created_at,
+            source="rollback",
+            restored_from=1,
+        )
+        newest = (await store.model_versions("p"))[0]
+        assert (newest.version, newest.source, newest.restored_from) == (3, "rollback", 1)
+        record = await store.load_model("p")
+        assert record is not None
+        assert (record.version, record.created_at) == (3, first.created_at)
+
+    _history(redis_url, body, model_history=10, model_history_seconds=3600)
+
+
+def test_no_versions_are_kept_when_history_is_off(redis_url: str) -> None:
+    """model_history 0 keeps nothing, and drops what was kept before at the next save."""
+
+    async def body(store: StateStore) -> None:
+        await store.save_model("p", b"v1", 1, {})
+        assert len(await store.model_versions("p")) == 1
+        store.model_history = 0
+        await store.save_model("p", b"v2", 2, {}, new_lineage=True, source="import")
+        assert await store.model_versions("p") == []
+        assert await store.redis.exists(model_keys(store.prefix, "p").snapshots) == 0
+
+    _history(redis_url, body, model_history=5, model_history_seconds=0)

@@ -1,10 +1,11 @@
-"""A model imported or reset on a running loop: served at once, and the learner learns on from it.
+"""A model imported, reset or rolled back on a running loop: served, and learned on from.
 
 A VW model file trained elsewhere is imported through the API while a stream worker
 learns live traffic: the API serves it, and the worker's next save builds on it (its
 examples counted from the import's zero, its versions after the import's), without
 losing or doubling an example. A reset likewise starts a fresh lineage the worker
-learns on from.
+learns on from, and a rollback to the version the reset replaced serves it again, the
+worker learning on from it.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ def _traffic(client: Client, n: int, rng: random.Random) -> None:
         client.reward(result.event_id, float(result.action_id == best_action(segment)))
 
 
-def test_the_learner_learns_on_from_an_imported_then_a_reset_model(
+def test_the_learner_learns_on_from_an_imported_a_reset_and_a_rolled_back_model(
     stack: LocalStack, redis_url: str
 ) -> None:
     admin = {"X-API-Key": stack.admin_key}
@@ -79,7 +80,17 @@ def test_the_learner_learns_on_from_an_imported_then_a_reset_model(
             reset = http.delete("/v1/policies/default/model", headers=admin)
             assert reset.status_code == 200, reset.text
             assert reset.json()["n_learned"] == 0
+            replaced = reset.json()["model_version"] - 1  # kept: a rollback undoes the reset
             _traffic(client, 15, rng)
             wait_for(lambda: read_counters(stack, redis_url)["learned"] >= 80, 90, "after reset")
             wait_for(lambda: _saved(stack, redis_url)[1] == 15, 30, "the save after the reset")
-    assert read_counters(stack, redis_url)["learned"] == 80  # none lost, none twice
+
+            rolled = http.post(
+                "/v1/policies/default/model/rollback", json={"version": replaced}, headers=admin
+            )
+            assert rolled.status_code == 200, rolled.text
+            assert rolled.json()["n_learned"] == 25  # the model the reset replaced
+            _traffic(client, 10, rng)
+            wait_for(lambda: read_counters(stack, redis_url)["learned"] >= 90, 90, "after rollback")
+            wait_for(lambda: _saved(stack, redis_url)[1] == 35, 30, "the save after the rollback")
+    assert read_counters(stack, redis_url)["learned"] == 90  # none lost, none twice

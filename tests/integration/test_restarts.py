@@ -297,7 +297,8 @@ def test_up_again_on_its_data_folder_serves_the_same_model_settings_and_consents
 ) -> None:
     """Stop ``up`` and start it on the same folder: same model version, settings, consents.
 
-    And with Redis's files lost, the model still comes back from the folder's copy.
+    And with Redis's files lost, the model and its kept versions still come back from the
+    folder's copy.
     """
     data = tmp_path / "data"
     wanted = PolicySettings(spec="vw-epsilon", reward_wait_seconds=0.5, default_reward=-0.25)
@@ -310,6 +311,9 @@ def test_up_again_on_its_data_folder_serves_the_same_model_settings_and_consents
                 app.rank({"user": {"segment": "s1"}}, ACTIONS)
         wait_for(lambda: _model(first)[1] >= 60, 60, "the learner")
         version = _model(first)[0]
+        with Client(first.api_url, api_key=first.admin_key) as admin:
+            kept = admin.model_versions("default").versions
+        assert kept  # the learner's first version at least
         keys = (first.admin_key, first.app_key)
         first.processes["api"].kill()  # a child that dies is restarted, the stack goes on
         assert first.supervise() == ["api exited (code -9); restarted"]
@@ -345,6 +349,8 @@ def test_up_again_on_its_data_folder_serves_the_same_model_settings_and_consents
     with _stack(data) as third:
         wait_for(lambda: served(third)[0] == version, 30, "the model restored")
         assert served(third)[1] == 60
+        with Client(third.api_url, api_key=third.admin_key) as admin:
+            assert admin.model_versions("default").versions == kept  # and its kept versions
 
 
 def test_up_command_keeps_its_data_folder_and_takes_a_free_port(tmp_path: Path) -> None:
