@@ -35,7 +35,7 @@ from bandit.client import (
 from bandit.settings import get_settings
 from bandit.wire.schemas import PolicySettings
 
-__all__ = ["policy_app"]
+__all__ = ["api_endpoint", "policy_app"]
 
 policy_app = typer.Typer(
     name="policy",
@@ -216,8 +216,17 @@ def _changed(current: PolicySettings, changes: Mapping[str, Any]) -> PolicySetti
         raise typer.BadParameter(msg, param_hint=f"'{option}'") from None
 
 
-@contextmanager
-def _client(url: str | None, key: str | None) -> Iterator[Client]:
+def api_endpoint(url: str | None, key: str | None) -> tuple[str, str]:
+    """Return the API's URL and an admin key: those given, else the ``STREAMBANDIT_*`` ones.
+
+    The URL defaults to ``http://API__HOST:API__PORT`` (a listening address such as
+    ``0.0.0.0`` read as loopback), the key to the first admin key in ``API__KEYS``.
+
+    Raises
+    ------
+    typer.BadParameter
+        If no key is given and the settings hold no admin key.
+    """
     settings = get_settings()
     if url is None:
         host = settings.api.host
@@ -232,6 +241,12 @@ def _client(url: str | None, key: str | None) -> Iterator[Client]:
             msg = "no admin key: pass --key, or set one in STREAMBANDIT_API__KEYS"
             raise typer.BadParameter(msg, param_hint="'--key'")
         key = admins[0]
+    return url, key
+
+
+@contextmanager
+def _client(url: str | None, key: str | None) -> Iterator[Client]:
+    url, key = api_endpoint(url, key)
     try:
         client = Client(url, key, timeout=10.0)
     except InvalidArgumentError as exc:
