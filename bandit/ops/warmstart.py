@@ -176,7 +176,9 @@ def export_files(paths: Sequence[Path], bounds: Bounds) -> list[Path]:
             )
             raise ConfigurationError(msg)
     if not found:
-        msg = f"no log file (ending in {', '.join(LOG_SUFFIXES)}) under {', '.join(map(str, paths))}"
+        msg = (
+            f"no log file (ending in {', '.join(LOG_SUFFIXES)}) under {', '.join(map(str, paths))}"
+        )
         raise ConfigurationError(msg)
     files = sorted(found)
     total = sum(path.stat().st_size for path in files)
@@ -276,32 +278,7 @@ class _Learner:
 
     def line(self, line: bytes) -> None:
         """Learn `line`, or raise :class:`_Skipped` saying why not."""
-        try:
-            record = orjson.loads(line)
-        except orjson.JSONDecodeError as exc:
-            raise _Skipped("not_json", f"the line is not valid JSON: {exc}") from None
-        if type(record) is not dict:
-            raise _Skipped("not_a_decision", "a JSON value that is not an object")
-        shared = record.get("c")
-        if "_outcomes" in record or (type(shared) is dict and "_slots" in shared):
-            raise _Skipped(
-                "multi_slot",
-                "`_outcomes` / `c._slots`: a multi-slot decision; multi-slot ranking is "
-                "not served yet, so no model of it is trained",
-            )
-        if "_label_cost" not in record and shared is None:
-            raise _Skipped(
-                "not_a_decision",
-                "neither `_label_cost` nor `c`: a reward without its decision, or another record",
-            )
-        for flag in ("_skipLearn", "_deferred"):
-            if record.get(flag) is True:
-                raise _Skipped("not_activated", f"`{flag}`: ranked deferred, never activated")
-        pdrop = record.get("pdrop")
-        if isinstance(pdrop, int | float) and pdrop != 0:
-            raise _Skipped(
-                "sampled", f"`pdrop` {pdrop!r}: a sampled line VW would weight; not learned"
-            )
+        record = _decision(line)
         try:
             row = self.reader.read(record)
         except LogFormatError as exc:
@@ -310,7 +287,7 @@ class _Learner:
         assert row is not None  # (_skipLearn is handled above)
         if row.event_id is not None:
             if row.event_id in self.seen:
-                raise _Skipped("duplicate", f"`EventId` {row.event_id!r} was learned already")
+                raise _Skipped("duplicate", f"`EventId` {row.event_id!r} was read already")
             self.seen.add(row.event_id)
         if row.action_ids is None:
             raise _Skipped("no_action_ids", "an action has neither `_tag` nor a string `id`")
@@ -336,7 +313,9 @@ class _Learner:
         """Return what the served policy sees of this decision, minimised as the route does."""
         if ours:  # streambandit's own log: the features as the policy saw them
             row = self.ours.read(record)
-            assert row is not None and row.context is not None and row.action_features
+            assert row is not None
+            assert row.context is not None
+            assert row.action_features is not None
             context: Any = row.context
             actions = [Action(i, f) for i, f in zip(ids, row.action_features, strict=True)]
         else:
@@ -355,6 +334,35 @@ class _Learner:
             raise _Skipped("features", str(exc)) from None
         self.report.dropped += dropped
         return kept, seen
+
+
+def _decision(line: bytes) -> dict[str, Any]:
+    """Decode a line that may be a single-slot decision to learn, or raise :class:`_Skipped`."""
+    try:
+        record = orjson.loads(line)
+    except orjson.JSONDecodeError as exc:
+        raise _Skipped("not_json", f"the line is not valid JSON: {exc}") from None
+    if type(record) is not dict:
+        raise _Skipped("not_a_decision", "a JSON value that is not an object")
+    shared = record.get("c")
+    if "_outcomes" in record or (type(shared) is dict and "_slots" in shared):
+        raise _Skipped(
+            "multi_slot",
+            "`_outcomes` / `c._slots`: a multi-slot decision; multi-slot ranking is "
+            "not served yet, so no model of it is trained",
+        )
+    if "_label_cost" not in record and shared is None:
+        raise _Skipped(
+            "not_a_decision",
+            "neither `_label_cost` nor `c`: a reward without its decision, or another record",
+        )
+    for flag in ("_skipLearn", "_deferred"):
+        if record.get(flag) is True:
+            raise _Skipped("not_activated", f"`{flag}`: ranked deferred, never activated")
+    pdrop = record.get("pdrop")
+    if isinstance(pdrop, int | float) and pdrop != 0:
+        raise _Skipped("sampled", f"`pdrop` {pdrop!r}: a sampled line VW would weight; not learned")
+    return record
 
 
 def learn_export(
@@ -608,26 +616,24 @@ class AdminApi:
 
     def __init__(self, url: str, key: str, *, timeout: float = 120.0) -> None:
         self.url = url.rstrip("/")
-        self._http = httpx.Client(
-            base_url=self.url, headers={"X-API-Key": key}, timeout=timeout
-        )
+        self._http = httpx.Client(base_url=self.url, headers={"X-API-Key": key}, timeout=timeout)
 
     def close(self) -> None:
         """Close the connections."""
         self._http.close()
 
     def policies(self) -> list[str]:
-        """The served policies this key may use, the first one first."""
+        """Return the served policies this key may use, the first one first."""
         answer = PoliciesResponse.model_validate_json(self._send("GET", "/v1/policies").content)
         return [entry.name for entry in answer.policies]
 
     def settings(self, name: str) -> PolicySettings:
-        """The policy's live settings."""
+        """Return the policy's live settings."""
         answer = self._send("GET", f"/v1/policies/{_segment(name)}/settings")
         return PolicySettings.model_validate_json(answer.content)
 
     def configuration(self, name: str) -> PersonalizerServiceConfiguration:
-        """The policy's settings as Personalizer's service configuration."""
+        """Return the policy's settings as Personalizer's service configuration."""
         answer = self._send("GET", _CONFIGURATION, params={"policy": name})
         return PersonalizerServiceConfiguration.model_validate_json(answer.content)
 
@@ -646,12 +652,12 @@ class AdminApi:
         return PersonalizerServiceConfiguration.model_validate_json(answer.content)
 
     def model_file(self, name: str) -> bytes | None:
-        """The served VW model file; None before the policy saved a model."""
+        """Return the served VW model file; None before the policy saved a model."""
         answer = self._send("GET", f"/v1/policies/{_segment(name)}/model", missing_ok=True)
         return None if answer.status_code == 404 else answer.content
 
     def model_properties(self, name: str) -> ModelProperties | None:
-        """Which model the policy serves; None before it saved one."""
+        """Return which model the policy serves; None before it saved one."""
         path = f"/v1/policies/{_segment(name)}/model/properties"
         answer = self._send("GET", path, missing_ok=True)
         if answer.status_code == 404:
@@ -693,7 +699,7 @@ def _segment(name: str) -> str:
 
 
 def _message(answer: httpx.Response) -> str:
-    """The server's message: a native ``detail``, or Personalizer's ``error`` with its details."""
+    """Return the server's message: a native ``detail``, or Personalizer's ``error``."""
     try:
         body = answer.json()
     except ValueError:
@@ -701,9 +707,11 @@ def _message(answer: httpx.Response) -> str:
     if isinstance(body, dict) and isinstance(body.get("error"), dict):
         error = body["error"]
         parts = [str(error.get("message", ""))]
-        for detail in error.get("details") or []:
-            if isinstance(detail, dict):
-                parts.append(f"{detail.get('target')}: {detail.get('message')}")
+        parts += [
+            f"{detail.get('target')}: {detail.get('message')}"
+            for detail in error.get("details") or []
+            if isinstance(detail, dict)
+        ]
         return "; ".join(part for part in parts if part)
     if isinstance(body, dict) and "detail" in body:
         detail = body["detail"]

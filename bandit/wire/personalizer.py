@@ -649,18 +649,18 @@ def logged_rank_request(record: Mapping[str, Any], action_ids: Sequence[str]) ->
 
     Examples
     --------
+    >>> latte = {"_tag": "Latte", "i": {"constant": 1, "id": "Latte"}, "j": [{"roast": "dark"}]}
     >>> line = {
     ...     "c": {
     ...         "FromUrl": [{"timeofday": "Afternoon"}, {"user": {"tier": "gold"}}],
-    ...         "_multi": [
-    ...             {"_tag": "Latte", "i": {"constant": 1, "id": "Latte"}, "j": [{"roast": "dark"}]},
-    ...             {"_tag": "Tea", "i": {"constant": 1, "id": "Tea"}},
-    ...         ],
+    ...         "_multi": [latte, {"_tag": "Tea", "i": {"constant": 1, "id": "Tea"}}],
     ...     }
     ... }
     >>> body = logged_rank_request(line, ["Latte", "Tea"])
-    >>> body["contextFeatures"], body["actions"][0]
-    ([{'timeofday': 'Afternoon'}, {'user': {'tier': 'gold'}}], {'id': 'Latte', 'features': [{'roast': 'dark'}]})
+    >>> body["contextFeatures"]
+    [{'timeofday': 'Afternoon'}, {'user': {'tier': 'gold'}}]
+    >>> body["actions"]
+    [{'id': 'Latte', 'features': [{'roast': 'dark'}]}, {'id': 'Tea', 'features': []}]
     >>> to_rank_request(body, Limits()).context
     {'default': {'timeofday': 'Afternoon'}, 'user': {'tier': 'gold'}}
     """

@@ -131,7 +131,12 @@ def _write_export(folder: Path, n: int = 1500, seed: int = 7) -> Export:
                     "_slots": [{"_id": "hero"}, {"_id": "sidebar"}],
                 },
                 "_outcomes": [
-                    {"_id": "hero", "_label_cost": -1, "_a": [1, 0, 2, 3], "_p": [0.7, 0.1, 0.1, 0.1]},
+                    {
+                        "_id": "hero",
+                        "_label_cost": -1,
+                        "_a": [1, 0, 2, 3],
+                        "_p": [0.7, 0.1, 0.1, 0.1],
+                    },
                     {"_id": "sidebar", "_label_cost": 0, "_a": [0, 2, 3], "_p": [0.8, 0.1, 0.1]},
                 ],
             }
@@ -166,7 +171,9 @@ def _write_export(folder: Path, n: int = 1500, seed: int = 7) -> Export:
         json.dumps(
             {
                 "name": "Personalizer policy",
-                "arguments": "--cb_explore_adf --epsilon 0.2 --power_t 0 -l 0.001 --cb_type mtr -q ::",
+                "arguments": (
+                    "--cb_explore_adf --epsilon 0.2 --power_t 0 -l 0.001 --cb_type mtr -q ::"
+                ),
             }
         )
     )
@@ -214,7 +221,9 @@ async def _save_live_model(settings: Settings) -> None:
         policy.learn({"u": {"x": 1.0}}, [Action("a"), Action("b")], i % 2, 1.0, 0.5)
     redis = Redis.from_url(settings.redis.url)
     try:
-        await StateStore(redis, settings.redis.key_prefix).save_model("live", policy.snapshot(), 1, {})
+        await StateStore(redis, settings.redis.key_prefix).save_model(
+            "live", policy.snapshot(), 1, {}
+        )
     finally:
         await redis.aclose()
 

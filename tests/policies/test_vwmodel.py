@@ -344,9 +344,7 @@ def test_rewriting_the_model_id_gives_the_bytes_vw_saves_with_it(tmp_path: Path)
     assert rewrite_model_id(with_id, "") == plain
 
 
-def test_the_model_id_survives_loading_learning_and_saving(
-    squarecb: bytes, tmp_path: Path
-) -> None:
+def test_the_model_id_survives_loading_learning_and_saving(squarecb: bytes, tmp_path: Path) -> None:
     """VW keeps a rewritten id through a load, more learning and a save; weights are kept."""
     model = rewrite_model_id(squarecb, "import-personalizer:sha256=00ff")
     assert model.endswith(squarecb[-64:])  # the learned state is copied as it was
