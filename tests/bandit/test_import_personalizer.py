@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 from redis.asyncio import Redis
 from typer.testing import CliRunner
@@ -60,14 +61,15 @@ def _decision(rng: random.Random, when: datetime, **extra: Any) -> dict[str, Any
     tier = rng.choice(TIERS)
     weights = [rng.uniform(0.2, 1.0) for _ in ACTIONS]
     total = sum(weights)
-    probabilities = [w / total for w in weights]
+    # as Personalizer wrote them: `p` single precision's shortest text, the label widened
+    probabilities = [float(str(np.float32(w / total))) for w in weights]
     chosen = rng.choices(range(len(ACTIONS)), probabilities)[0]
     clicked = rng.random() < (0.8 if ACTIONS[chosen] == BEST[tier] else 0.15)
     cost = -1.0 if clicked else 0.0
     order = [chosen, *(i for i in range(len(ACTIONS)) if i != chosen)]
     return {
         "_label_cost": cost,
-        "_label_probability": probabilities[chosen],
+        "_label_probability": float(np.float32(probabilities[chosen])),
         "_label_Action": chosen + 1,
         "_labelIndex": chosen,
         "o": [{"v": -cost, "EventId": "x", "ActionTaken": False}],
