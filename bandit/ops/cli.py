@@ -615,7 +615,7 @@ def _import_errors() -> Iterator[None]:
     try:
         yield
     except APIError as exc:
-        code = 2 if exc.status in (400, 403, 404, 409, 422) else 1
+        code = 2 if exc.status in (400, 401, 403, 404, 409, 422) else 1
         _stderr().print(f"import-personalizer: {exc}", style="red", highlight=False, markup=False)
         raise typer.Exit(code) from None
     except (ClientError, InvalidModelError) as exc:
