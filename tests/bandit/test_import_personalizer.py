@@ -209,6 +209,7 @@ def api(broker: str, redis_url: str) -> Iterator[Api]:
             "dry": "vw-epsilon",
             "live": "vw-epsilon",
             "uniform": "uniform",
+            "empty": "vw-epsilon",
         },
     )
     asyncio.run(_save_live_model(settings))
@@ -390,6 +391,28 @@ def test_a_policy_not_of_vw_is_refused(api: Api, export: Export) -> None:
     result = _import(api, export, "--policy", "uniform")
     assert result.exit_code == 2, result.output
     assert "'uniform', not a VW policy" in " ".join(result.output.split())
+
+
+def test_logs_with_nothing_to_learn_import_no_model(api: Api, tmp_path: Path) -> None:
+    """Only multi-slot and deactivated lines: exit 1, the lines counted, no model served."""
+    rng = random.Random(3)
+    when = datetime(2026, 8, 1, tzinfo=UTC)
+    ccb = {**_decision(rng, when), "_outcomes": []}
+    path = tmp_path / "nothing.json"
+    path.write_text(_line(ccb) + _line(_decision(rng, when, _skipLearn=True)))
+    (tmp_path / "p.json").write_text('{"name": "p", "arguments": "--cb_explore_adf"}')
+    result = runner.invoke(
+        cli.app,
+        ["import-personalizer", "--logs", str(path), "--configuration", str(tmp_path / "p.json"),
+         "--api", api.url, "--key", ADMIN_KEY, "--policy", "empty"],
+    )  # fmt: skip
+    assert result.exit_code == 1, result.output
+    out = result.stdout
+    assert _row(out, "lines read") == "lines read 2"
+    assert _row(out, "learned") == "learned 0"
+    assert _row(out, "multi-slot: not served yet").startswith("multi-slot: not served yet 1 ")
+    assert "model not imported: no line could be learned" in " ".join(out.split())
+    assert _get(api, "/v1/policies/empty/model/properties").status_code == 404
 
 
 @pytest.mark.parametrize(
