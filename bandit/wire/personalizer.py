@@ -32,6 +32,11 @@ Within each object:
 - several objects naming the same namespace are merged; the same feature twice is an
   error (400) naming both places.
 
+Personalizer's own decision log held the same request in VW's DSJSON layout:
+:func:`logged_rank_request` rebuilds the body from a logged line, so a model trained on
+Personalizer's logs (``streambandit import-personalizer``) sees what the served policy
+sees from the same client.
+
 Differences from Personalizer
 -----------------------------
 - **Which policy serves**: the key's first served policy (the first served policy for
