@@ -483,6 +483,34 @@ def test_a_line_whose_features_the_route_would_refuse_is_counted(tmp_path: Path)
     assert "contact" in report.first["features refused"]
 
 
+def test_a_line_of_the_longest_length_is_learned_and_one_byte_more_is_skipped(
+    tmp_path: Path,
+) -> None:
+    """--max-line-bytes counts a line without its line break; a longer one is only counted."""
+    rng = random.Random(2)
+    when = datetime(2026, 8, 1, tzinfo=UTC)
+    short, long = _line(_decision(rng, when)), _line(_decision(rng, when, pad="xy"))
+    path = tmp_path / "edge.json"
+    # the short line twice (its second copy without an event id, not to be a duplicate),
+    # once ending in \r\n: neither break counts
+    path.write_text(short.replace("\n", "\r\n") + long + short.replace("EventId", "Eventld"))
+    longest = len(short) - 1
+    assert len(long) - 1 > longest
+    policy = make_policy("vw-epsilon")
+    assert isinstance(policy, VWPolicy)
+    report = learn_export(
+        [path],
+        policy,
+        PolicySettings(spec="vw-epsilon"),
+        limits=Limits(),
+        identifiers="drop",
+        bounds=Bounds(max_line_bytes=longest),
+    )
+    assert (report.lines, report.learned) == (3, 2)
+    assert report.skipped == {"line too long": 1}
+    assert report.first["line too long"].startswith(f"{path}:2: longer than")
+
+
 def test_the_configuration_plan_says_what_each_field_does() -> None:
     """Each exported field is applied, unchanged, refused (with the rule) or ignored."""
     settings = PolicySettings(spec="vw-epsilon", exploration={"epsilon": 0.05})

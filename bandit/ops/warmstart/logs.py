@@ -361,7 +361,7 @@ def learn_export(
             report.lines += 1
             if progress is not None and report.lines % 1000 == 0:
                 progress(done)
-            if line[-1:] != b"\n" and len(line) > bounds.max_line_bytes:
+            if len(line.rstrip(b"\r\n")) > bounds.max_line_bytes:
                 message = f"longer than {bounds.max_line_bytes:,} bytes (--max-line-bytes)"
                 report.skip("too_long", f"{path}:{number}", message)
                 continue
