@@ -383,6 +383,7 @@ def test_a_model_that_learned_live_is_replaced_only_when_asked(api: Api, export:
     assert _get(api, "/v1/policies/live/model/properties").json()["model_version"] == 1
     replaced = _import(api, export, "--policy", "live", "--replace")
     assert replaced.exit_code == 0, replaced.output
+    assert "version 2 serves it (it replaces version 1)" in " ".join(replaced.stdout.split())
     assert _get(api, "/v1/policies/live/model/properties").json()["model_version"] == 2
 
 

@@ -44,6 +44,8 @@ class ImportReport:
         inputs), ``not imported`` (nothing was learned) or ``dry run``.
     model_version
         The model version served after the import (None: none saved yet).
+    replaced
+        The model version an import replaced (None: the policy had saved none).
     dry_run
         Nothing was changed.
     """
@@ -58,6 +60,7 @@ class ImportReport:
     configured: bool = False
     model: str = "unchanged"
     model_version: int | None = None
+    replaced: int | None = None
     dry_run: bool = False
 
     @property
@@ -168,6 +171,7 @@ def import_export(
     if report.model == "dry run" and not dry_run:
         imported = api.import_model(name, trained.model_file(model_id=import_id(digest)))
         report.model = "imported"
+        report.replaced = report.model_version
         report.model_version = imported.model_version
     return report
 
@@ -225,7 +229,8 @@ def render_report(report: ImportReport) -> list[str | Table]:
         parts.append(table)
     served = "none yet" if report.model_version is None else f"version {report.model_version}"
     model = {
-        "imported": f"imported: {served} serves it",
+        "imported": f"imported: {served} serves it"
+        + ("" if report.replaced is None else f" (it replaces version {report.replaced})"),
         "unchanged": f"unchanged ({served}): imported from these files before",
         "not imported": "not imported: no line could be learned",
         "dry run": f"dry run: not imported ({served} serves)",
