@@ -356,7 +356,7 @@ def test_a_model_files_id_stays_through_snapshots_settings_and_learning(explorat
     served.load_model_file(trained.model_file(model_id="import:abc"))
     restored = VWPolicy.restore(served.snapshot())
     assert isinstance(restored, VWPolicy)
-    restored.configure(floor=0.01, **{name: 0.3 for name in restored.tunable_params() - {"floor"}})
+    restored.configure(floor=0.01, **dict.fromkeys(restored.tunable_params() - {"floor"}, 0.3))
     restored.learn({"u": {"x": 2.0}}, [Action("a"), Action("b")], 1, 0.0, 0.5)
     again = VWPolicy.restore(restored.snapshot())
     assert isinstance(again, VWPolicy)
