@@ -53,10 +53,13 @@ from sklearn.utils import murmurhash3_32
 from policies.errors import ConfigurationError, SnapshotError
 
 __all__ = [
+    "MAX_MODEL_ID",
     "header_checksum",
     "learner_bytes",
     "non_finite_weight",
+    "read_model_id",
     "read_options",
+    "rewrite_model_id",
     "rewrite_options",
 ]
 
@@ -72,6 +75,10 @@ _U32 = struct.Struct("<I")
 _WEIGHT = np.dtype([("index", "<u4"), ("slots", "<f4", (3,))])
 
 
+MAX_MODEL_ID = _MAX_SHORT_STRING - 1
+"""The longest model id (``vw --id``) a header holds, in bytes: VW reads 512 with its NUL."""
+
+
 @dataclass(frozen=True)
 class _Header:
     """A parsed header: the hashed chunks before the options, the options and the rest."""
@@ -80,6 +87,9 @@ class _Header:
     chunks: tuple[bytes, ...]  # the hashed chunks inside `prefix`, in order
     options: str  # the options text without its closing NUL
     body: bytes  # everything after the checksum
+    raw_options: bytes  # the options text as stored (its NUL included)
+    model_id: bytes  # the model id as stored (its NUL included), b"" when empty
+    id_span: tuple[int, int]  # where the id's length field and bytes are in `prefix`
 
 
 class _Reader:
@@ -157,7 +167,9 @@ def _parse(model: bytes) -> _Header:
         msg = f"VW model version {version} is too old to rewrite; need {first} or later"
         raise SnapshotError(msg)
 
-    reader.sized("the model id", _MAX_SHORT_STRING)
+    id_start = reader.position
+    model_id = reader.sized("the model id", _MAX_SHORT_STRING)
+    id_span = (id_start, reader.position)
     if reader.take(1, "the model marker") != b"m":
         msg = f"not a VW model: version {version} header lacks the model marker 'm'"
         raise SnapshotError(msg)
@@ -196,7 +208,9 @@ def _parse(model: bytes) -> _Header:
     except UnicodeDecodeError as exc:
         msg = f"VW model's options text is not UTF-8: {exc}"
         raise SnapshotError(msg) from exc
-    return _Header(prefix, chunks, options, model[reader.position :])
+    return _Header(
+        prefix, chunks, options, model[reader.position :], raw_options, model_id, id_span
+    )
 
 
 def read_options(model: bytes) -> str:
@@ -218,6 +232,72 @@ def read_options(model: bytes) -> str:
         If `model` is not a binary VW model of version 8.0.3 or later, or is corrupt.
     """
     return _parse(model).options
+
+
+def read_model_id(model: bytes) -> str:
+    """Return the model id stored in a VW model's header (``vw --id``), ``""`` when unset.
+
+    VW keeps the id through every load (``-i``) and save, unless a command line gives
+    another: a model that learned on from one keeps its id.
+
+    Raises
+    ------
+    SnapshotError
+        If `model` is not a binary VW model of version 8.0.3 or later, or is corrupt.
+    """
+    return _parse(model).model_id.split(b"\0", 1)[0].decode("utf-8", errors="replace")
+
+
+def rewrite_model_id(model: bytes, model_id: str) -> bytes:
+    """Return `model` with `model_id` as its header's model id (``vw --id``), checksum redone.
+
+    Only the id and the checksum change; the options and the learned state are copied
+    byte for byte.
+
+    Parameters
+    ----------
+    model
+        The bytes of a binary VW model file, as written by ``Workspace.save``.
+    model_id
+        Printable ASCII, at most :data:`MAX_MODEL_ID` characters.
+
+    Raises
+    ------
+    SnapshotError
+        If `model` is not a binary VW model of version 8.0.3 or later, or is corrupt.
+    ConfigurationError
+        If `model_id` is not printable ASCII or too long.
+    """
+    if (
+        not isinstance(model_id, str)
+        or not model_id.isascii()
+        or not model_id.isprintable()
+        or len(model_id) > MAX_MODEL_ID
+    ):
+        msg = f"a VW model id must be printable ASCII of at most {MAX_MODEL_ID} characters"
+        raise ConfigurationError(msg)
+    header = _parse(model)
+    start, end = header.id_span
+    stored = model_id.encode("ascii") + b"\0"
+    length = _U32.pack(len(stored))
+    before = 2 if header.model_id else 1  # VW hashes nothing for an empty id's bytes
+    chunks = [length, stored, *header.chunks[before:]]
+    options_length = _U32.pack(len(header.raw_options))
+    chunks += [options_length, header.raw_options] if header.raw_options else [options_length]
+    checksum = header_checksum(chunks)
+    return b"".join(
+        [
+            header.prefix[:start],
+            length,
+            stored,
+            header.prefix[end:],
+            options_length,
+            header.raw_options,
+            _U32.pack(_U32.size),
+            _U32.pack(checksum),
+            header.body,
+        ]
+    )
 
 
 def _check_changes(changes: Mapping[str, str]) -> None:

@@ -48,6 +48,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import struct
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -122,7 +123,11 @@ LOG_NAME = re.compile(r"^decisions-(\d{8}T\d{6}Z)-(\d{4,})\.dsjson$")
 SUM_TOLERANCE_READ = 1e-6
 """How far from 1 a logged row's probabilities may sum (as :class:`replay.LoggedDecisions`)."""
 PROPENSITY_TOLERANCE = 1e-9
-"""How far a row's logged probability of its choice may be from its entry of the distribution."""
+"""How far a row's logged probability of its choice may be from its entry of the distribution.
+
+Farther is also accepted when both round to the same single-precision number, as
+Personalizer's logs write them (``_label_probability`` 0.8500000238418579, ``p`` 0.85).
+"""
 
 
 # -- action ids -----------------------------------------------------------------------------
@@ -923,12 +928,33 @@ def _bad(reason: str, message: str) -> LogFormatError:
     return LogFormatError(message, reason=reason)
 
 
+_SINGLE = struct.Struct("<f")
+
+
+def _same_single(a: float, b: float) -> bool:
+    """Whether `a` and `b` round to the same single-precision number.
+
+    Personalizer logged ``_label_probability`` as a float widened to double
+    (``0.8500000238418579``) and ``p`` as the float's shortest text (``0.85``).
+
+    Examples
+    --------
+    >>> _same_single(0.8500000238418579, 0.85), _same_single(0.8500001, 0.85)
+    (True, False)
+    """
+    try:
+        return _SINGLE.pack(a) == _SINGLE.pack(b)
+    except OverflowError:  # beyond single precision: not a probability
+        return False
+
+
 class DSJSONReader:
     """Read decision log lines: the one reader of DSJSON, ours and VW's / Personalizer's.
 
     Fields read: ``_label_cost`` (or `cost_key`; ``reward = -cost``), ``_labelIndex``
     (0-based) and ``_label_Action`` (1-based; either is enough, both must agree),
-    ``_label_probability`` (must equal the chosen action's entry of ``p``), ``a`` and
+    ``_label_probability`` (must equal the chosen action's entry of ``p``, within
+    :data:`PROPENSITY_TOLERANCE` or single precision), ``a`` and
     ``p`` (each action once; probabilities in (0, 1] summing to 1 within
     :data:`SUM_TOLERANCE_READ`), ``c`` (shared namespaces; the actions under
     ``c._multi``), ``EventId``, ``Timestamp``, ``_sb``. ``_skipLearn: true`` marks a
@@ -1078,7 +1104,10 @@ class DSJSONReader:
         label_probability = record.get("_label_probability")
         if label_probability is not None and (
             not _is_number(label_probability)
-            or abs(label_probability - propensity) > PROPENSITY_TOLERANCE
+            or (
+                abs(label_probability - propensity) > PROPENSITY_TOLERANCE
+                and not _same_single(label_probability, propensity)
+            )
         ):
             msg = (
                 f"`_label_probability` ({_show(label_probability)}) must equal the chosen "

@@ -20,7 +20,14 @@ from vowpalwabbit import pyvw
 
 from policies._base import Policy
 from policies._types import Action, Context, FeatureRef
-from policies._vwmodel import learner_bytes, non_finite_weight, read_options, rewrite_options
+from policies._vwmodel import (
+    learner_bytes,
+    non_finite_weight,
+    read_model_id,
+    read_options,
+    rewrite_model_id,
+    rewrite_options,
+)
 from policies.dsjson import (
     DSJSONRecord,
     FeatureRules,
@@ -63,6 +70,7 @@ __all__ = [
     "dsjson_line",
     "dsjson_record",
     "logged_example",
+    "model_file_id",
     "parse_dsjson_record",
     "reward_to_cost",
     "to_vw_lines",
@@ -531,9 +539,35 @@ class VWPolicy(Policy):
         previous.finish()
         self._saved = None
 
-    def model_file(self) -> bytes:
-        """Return the model as the VW model file ``vw -i`` loads (:meth:`load_model_file`)."""
-        return self._model_bytes()
+    def model_file(self, *, model_id: str | None = None) -> bytes:
+        """Return the model as the VW model file ``vw -i`` loads (:meth:`load_model_file`).
+
+        Parameters
+        ----------
+        model_id
+            Written as the file's model id (``vw --id``): printable ASCII, at most 511
+            characters. VW keeps a model's id through every load and save, so a model
+            that learns on from this file keeps it (:func:`model_file_id` reads it).
+            None: the id the model has.
+
+        Raises
+        ------
+        ConfigurationError
+            If `model_id` is not printable ASCII or too long.
+
+        Examples
+        --------
+        >>> from policies import make_policy
+        >>> policy = make_policy("vw-epsilon")
+        >>> model_file_id(policy.model_file(model_id="warm-start-1"))
+        'warm-start-1'
+        >>> other = make_policy("vw-epsilon")
+        >>> other.load_model_file(policy.model_file(model_id="warm-start-1"))
+        >>> model_file_id(other.model_file())
+        'warm-start-1'
+        """
+        model = self._model_bytes()
+        return model if model_id is None else rewrite_model_id(model, model_id)
 
     def _load_state(self, payload: bytes) -> None:
         self._vw.finish()
@@ -602,6 +636,23 @@ class VWPolicy(Policy):
         vw = getattr(self, "_vw", None)
         if vw is not None:
             vw.finish()
+
+
+def model_file_id(model: bytes) -> str:
+    """Return the model id a VW model file keeps (``vw --id``); ``""`` when it has none.
+
+    Raises
+    ------
+    SnapshotError
+        If `model` is not a VW model file (version 8.0.3 or later), or is corrupt.
+
+    Examples
+    --------
+    >>> from policies import make_policy
+    >>> model_file_id(make_policy("vw-epsilon").model_file())
+    ''
+    """
+    return read_model_id(model)
 
 
 def _check_model_file_options(options: str) -> None:

@@ -16,7 +16,7 @@ from bandit.errors import StreambanditError
 
 PACKAGES = ["policies", "replay", "bandit", "streams"]
 # Exceptions used as control flow inside one module, never raised out of it: not errors.
-CONTROL_FLOW = frozenset({"replay.readers._Skip"})
+CONTROL_FLOW = frozenset({"replay.readers._Skip", "bandit.ops.warmstart.logs._Skipped"})
 # Where the tree lives: the ground's errors and the service's (which re-exports them).
 ERROR_MODULES = frozenset({"policies.errors", "bandit.errors"})
 

@@ -26,7 +26,7 @@ from bandit.client import (
 )
 from bandit.settings import get_settings
 
-__all__ = ["Key", "Name", "Url", "admin_client", "api_errors", "stderr", "stdout"]
+__all__ = ["Key", "Name", "Url", "admin_client", "api_endpoint", "api_errors", "stderr", "stdout"]
 
 Name = Annotated[str, typer.Argument(metavar="NAME", help="The served policy's name.")]
 """The served policy a command is about."""
@@ -49,13 +49,17 @@ Key = Annotated[
 """``--url`` and ``--key``: the API and the admin key (see the module docstring)."""
 
 
-@contextmanager
-def admin_client(url: str | None, key: str | None, *, timeout: float = 10.0) -> Iterator[Client]:
-    """Yield a client of the admin API: `url` and `key`, else those the settings name.
+def api_endpoint(url: str | None, key: str | None) -> tuple[str, str]:
+    """Return the API's URL and an admin key: those given, else those the settings name.
 
-    The default URL is the API that ``api.host`` and ``api.port`` serve, the default key
-    the first admin key of ``api.keys``; with neither given, a usage error names
-    ``--key``. Each call waits `timeout` seconds for its answer.
+    The URL defaults to the API that ``api.host`` and ``api.port`` serve (a listening
+    address such as ``0.0.0.0`` read as loopback), the key to the first admin key of
+    ``api.keys``.
+
+    Raises
+    ------
+    typer.BadParameter
+        If no key is given and the settings hold no admin key (naming ``--key``).
     """
     settings = get_settings()
     if url is None:
@@ -71,6 +75,18 @@ def admin_client(url: str | None, key: str | None, *, timeout: float = 10.0) -> 
             msg = "no admin key: pass --key, or set one in STREAMBANDIT_API__KEYS"
             raise typer.BadParameter(msg, param_hint="'--key'")
         key = admins[0]
+    return url, key
+
+
+@contextmanager
+def admin_client(url: str | None, key: str | None, *, timeout: float = 10.0) -> Iterator[Client]:
+    """Yield a client of the admin API: `url` and `key`, else those the settings name.
+
+    The default URL is the API that ``api.host`` and ``api.port`` serve, the default key
+    the first admin key of ``api.keys``; with neither given, a usage error names
+    ``--key``. Each call waits `timeout` seconds for its answer.
+    """
+    url, key = api_endpoint(url, key)
     try:
         client = Client(url, key, timeout=timeout)
     except InvalidArgumentError as exc:

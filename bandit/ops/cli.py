@@ -477,6 +477,172 @@ def replay_command(  # noqa: PLR0917 - typer maps each option to a parameter
     )
 
 
+@app.command("import-personalizer")
+def import_personalizer_command(  # noqa: PLR0917 - typer maps each option to a parameter
+    logs: Annotated[
+        list[Path],
+        typer.Option(
+            "--logs",
+            metavar="DIR_OR_FILE",
+            help=(
+                "Personalizer's exported DSJSON logs, repeatable: files, or folders read "
+                "for their .json/.dsjson/.jsonl/.ndjson files at any depth."
+            ),
+        ),
+    ],
+    configuration: Annotated[
+        list[Path],
+        typer.Option(
+            "--configuration",
+            metavar="FILE",
+            dir_okay=False,
+            help=(
+                "Personalizer's exported configuration, repeatable: its service "
+                "configuration (JSON with rewardWaitTime) and/or its learning policy "
+                "(JSON with arguments)."
+            ),
+        ),
+    ],
+    policy: Annotated[
+        str | None,
+        typer.Option(
+            "--policy", metavar="NAME", help="The served policy [default: the key's first]."
+        ),
+    ] = None,
+    api: Annotated[
+        str | None,
+        typer.Option(
+            "--api",
+            "--url",
+            metavar="URL",
+            help="The API's base URL [default: http://API__HOST:API__PORT from STREAMBANDIT_*].",
+        ),
+    ] = None,
+    key: Annotated[
+        str | None,
+        typer.Option(
+            "--key",
+            metavar="KEY",
+            help="An admin API key [default: the first admin key in STREAMBANDIT_API__KEYS].",
+        ),
+    ] = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option("--dry-run", help="Read, train and check everything; change nothing."),
+    ] = False,
+    replace: Annotated[
+        bool,
+        typer.Option(
+            "--replace",
+            help="Replace a served model that has learned since its lineage began.",
+        ),
+    ] = False,
+    max_files: Annotated[
+        int | None,
+        typer.Option(
+            "--max-files", min=1, metavar="N", help="Refuse more log files [default: 10,000]."
+        ),
+    ] = None,
+    max_bytes: Annotated[
+        int | None,
+        typer.Option(
+            "--max-bytes", min=1, metavar="BYTES", help="Refuse larger logs [default: 20 GiB]."
+        ),
+    ] = None,
+    max_line_bytes: Annotated[
+        int | None,
+        typer.Option(
+            "--max-line-bytes",
+            min=1,
+            metavar="BYTES",
+            help="Skip (and count) longer lines [default: 1 MiB].",
+        ),
+    ] = None,
+) -> None:
+    """Warm start from Azure Personalizer: train the served model on its exported logs.
+
+    Reads every line of the exported DSJSON logs, trains a fresh model of the served
+    policy's spec on the single-slot decisions (as the service would have learned them
+    from Personalizer's client), applies the exported service configuration as far as
+    this service can, and imports the model through the admin API, which checks it and
+    serves it. Lines not learned (not activated, multi-slot, bad propensities,
+    malformed...) are counted by reason. Importing the same files again changes nothing.
+    """
+    from bandit.ops.admin_cli import api_endpoint
+    from bandit.ops.warmstart import (
+        AdminApi,
+        Bounds,
+        export_files,
+        import_export,
+        read_configuration,
+        render_report,
+    )
+
+    settings = get_settings()
+    given = {"max_files": max_files, "max_bytes": max_bytes, "max_line_bytes": max_line_bytes}
+    bounds = Bounds(**{name: value for name, value in given.items() if value is not None})
+    with _usage_errors_for("'--logs'"):
+        files = export_files(logs, bounds)
+    with _usage_errors_for("'--configuration'"):
+        exported = read_configuration(configuration)
+    url, admin_key = api_endpoint(api, key)
+    admin = AdminApi(url, admin_key)
+    try:
+        with _usage_errors(), _import_errors(), _spinner_bytes() as advance:
+            report = import_export(
+                admin,
+                files,
+                exported,
+                policy=policy,
+                limits=settings.limits,
+                identifiers=settings.privacy.personalizer_identifiers,
+                bounds=bounds,
+                dry_run=dry_run,
+                replace=replace,
+                progress=advance,
+            )
+    finally:
+        admin.close()
+    console = _stdout()
+    for part in render_report(report):
+        console.print(part, highlight=False, markup=False)
+    if report.model == "not imported":
+        raise typer.Exit(1)
+
+
+@contextmanager
+def _import_errors() -> Iterator[None]:
+    """End an import on an API error with one line: exit 2 when refused, else 1."""
+    from bandit.errors import APIError, ClientError, InvalidModelError
+
+    try:
+        yield
+    except APIError as exc:
+        code = 2 if exc.status in (400, 401, 403, 404, 409, 422) else 1
+        _stderr().print(f"import-personalizer: {exc}", style="red", highlight=False, markup=False)
+        raise typer.Exit(code) from None
+    except (ClientError, InvalidModelError) as exc:
+        _stderr().print(
+            f"import-personalizer failed: {exc}", style="red", highlight=False, markup=False
+        )
+        raise typer.Exit(1) from None
+
+
+@contextmanager
+def _spinner_bytes() -> Iterator[Callable[[int], None]]:
+    progress = Progress(
+        TextColumn("reading the logs"),
+        BarColumn(),
+        TextColumn("{task.completed:,} bytes"),
+        TimeElapsedColumn(),
+        console=_stderr(),
+        transient=True,
+    )
+    task = progress.add_task("read", total=None)
+    with progress:
+        yield lambda done: progress.update(task, completed=done)
+
+
 def main() -> None:
     """Run the ``streambandit`` command line."""
     app(prog_name="streambandit")

@@ -32,6 +32,11 @@ Within each object:
 - several objects naming the same namespace are merged; the same feature twice is an
   error (400) naming both places.
 
+Personalizer's own decision log held the same request in VW's DSJSON layout:
+:func:`logged_rank_request` rebuilds the body from a logged line, so a model trained on
+Personalizer's logs (``streambandit import-personalizer``) sees what the served policy
+sees from the same client.
+
 Differences from Personalizer
 -----------------------------
 - **Which policy serves**: the key's first served policy (the first served policy for
@@ -149,6 +154,7 @@ __all__ = [
     "configured_settings",
     "error_target",
     "learning_policy_settings",
+    "logged_rank_request",
     "service_configuration",
     "to_activation",
     "to_rank_request",
@@ -157,6 +163,10 @@ __all__ = [
 
 DEFAULT_NAMESPACE = "default"
 """Namespace of the features given at the top level of a ``contextFeatures`` object."""
+
+_LOGGED_CONTEXT = "FromUrl"  # where Personalizer's log keeps a request's contextFeatures
+_LOGGED_FEATURES = "j"  # ... an action's features
+_LOGGED_ID = "i"  # ... an action's id, as {"constant": 1, "id": <id>}
 
 _MAX_DEPTH = 8
 _TITLE = "PersonalizerRankRequest"
@@ -757,6 +767,88 @@ def to_rank_request(body: bytes | str | Mapping[str, Any], limits: Limits) -> Ra
         return RankRequest.model_validate(data, context={"limits": limits, **LENIENT_IDS})
     except pydantic.ValidationError as exc:
         raise _relocated(exc, flat.origins) from None
+
+
+def logged_rank_request(record: Mapping[str, Any], action_ids: Sequence[str]) -> dict[str, Any]:
+    """Rebuild the Personalizer rank body that a decision of Personalizer's log was ranked on.
+
+    Personalizer logged each decision as a line of VW's DSJSON (``DSJSONReader`` reads
+    its labels): the request's ``contextFeatures`` list under ``c.FromUrl``, and each
+    offered action under ``c._multi`` with its ``features`` list under ``j`` and its id
+    as ``_tag`` and as the namespace ``i`` (``{"constant": 1, "id": <id>}``, VW's
+    per-action feature, which the request did not hold). This gives the body back, so
+    that :func:`to_rank_request` maps it exactly as it maps the same request sent to
+    the Personalizer routes: a model trained on these bodies sees the features the
+    served policy will see from the same client.
+
+    Any other key of ``c`` or of an action (a namespace of another writer) is taken as a
+    feature object of its own, ``{key: value}``; keys starting with ``_`` are VW's
+    fields (``_multi``, ``_tag``, ``_slots``...), not features.
+
+    Parameters
+    ----------
+    record
+        The decoded line (a single-slot decision: its ``c`` an object with ``_multi``).
+    action_ids
+        The offered actions' ids, in ``_multi``'s order (as ``DSJSONReader`` read them).
+
+    Returns
+    -------
+    dict
+        ``{"contextFeatures": [...], "actions": [{"id", "features"}, ...]}``.
+
+    Examples
+    --------
+    >>> latte = {"_tag": "Latte", "i": {"constant": 1, "id": "Latte"}, "j": [{"roast": "dark"}]}
+    >>> line = {
+    ...     "c": {
+    ...         "FromUrl": [{"timeofday": "Afternoon"}, {"user": {"tier": "gold"}}],
+    ...         "_multi": [latte, {"_tag": "Tea", "i": {"constant": 1, "id": "Tea"}}],
+    ...     }
+    ... }
+    >>> body = logged_rank_request(line, ["Latte", "Tea"])
+    >>> body["contextFeatures"]
+    [{'timeofday': 'Afternoon'}, {'user': {'tier': 'gold'}}]
+    >>> body["actions"]
+    [{'id': 'Latte', 'features': [{'roast': 'dark'}]}, {'id': 'Tea', 'features': []}]
+    >>> to_rank_request(body, Limits()).context
+    {'default': {'timeofday': 'Afternoon'}, 'user': {'tier': 'gold'}}
+    """
+    shared: Mapping[str, Any] = record["c"]
+    context: list[Any] = []
+    for key, value in shared.items():
+        if key[:1] == "_":
+            continue
+        if key == _LOGGED_CONTEXT and _objects(value):
+            context.extend(value)
+        else:
+            context.append({key: value})
+    actions = []
+    for action_id, item in zip(action_ids, shared["_multi"], strict=True):
+        features: list[Any] = []
+        for key, value in item.items():
+            if key[:1] == "_" or (key == _LOGGED_ID and _id_namespace(value, action_id)):
+                continue
+            if key == _LOGGED_FEATURES and _objects(value):
+                features.extend(value)
+            else:
+                features.append({key: value})
+        actions.append({"id": action_id, "features": features})
+    return {"contextFeatures": context, "actions": actions}
+
+
+def _objects(value: Any) -> bool:
+    """Whether `value` is a list of JSON objects (a request's list of feature objects)."""
+    return isinstance(value, list) and all(isinstance(item, Mapping) for item in value)
+
+
+def _id_namespace(value: Any, action_id: str) -> bool:
+    """Whether `value` is the id namespace Personalizer's log adds to an action."""
+    return (
+        isinstance(value, Mapping)
+        and value.get("id") == action_id
+        and set(value) <= {"constant", "id"}
+    )
 
 
 _RENAMED: dict[str, str] = {

@@ -440,3 +440,25 @@ def test_log_files_are_found_and_named_as_the_sink_names_them(tmp_path: Path) ->
     (tmp_path / "notes.txt").write_text("not a log")
     assert log_files(tmp_path) == [tmp_path / "worker-1" / name]
     assert log_files(tmp_path / "absent") == []
+
+
+def test_personalizers_single_precision_label_probability_is_read() -> None:
+    """Personalizer wrote `_label_probability` as a float widened (0.8500000238418579), `p` as 0.85.
+
+    The two are the same single-precision number: the row reads, its propensity the
+    entry of `p`; a label probability that is another float is still refused.
+    """
+    line = {
+        "_label_cost": -1.0,
+        "_label_probability": 0.8500000238418579,
+        "_label_Action": 2,
+        "_labelIndex": 1,
+        "a": [2, 1, 3],
+        "c": {"FromUrl": [{"x": "y"}], "_multi": [{"_tag": "a"}, {"_tag": "b"}, {"_tag": "c"}]},
+        "p": [0.85, 0.1, 0.05],
+    }
+    row = DSJSONReader().read(line)
+    assert row is not None
+    assert (row.chosen, row.propensity, row.action_ids) == (1, 0.85, ["a", "b", "c"])
+    with pytest.raises(LogFormatError, match="must equal the chosen action's entry"):
+        DSJSONReader().read({**line, "_label_probability": 0.8500001})

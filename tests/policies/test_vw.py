@@ -14,7 +14,7 @@ from bandit.errors import ConfigurationError, InvalidFeaturesError, SnapshotErro
 from policies import Action, Distribution, make_policy
 from policies._vwmodel import rewrite_options
 from policies.baselines import Uniform
-from policies.vw import VWPolicy, reward_to_cost, to_vw_lines
+from policies.vw import VWPolicy, model_file_id, reward_to_cost, to_vw_lines
 from policies.vwtext import ID_TOKEN, escape, example_text
 from tests.policies import toy
 
@@ -345,3 +345,21 @@ def test_a_model_file_keeping_an_option_beyond_a_bandits_is_refused_by_name() ->
     after = policy.pmf({"u": {"x": 1.0}}, [Action("a"), Action("b")]).probabilities
     assert after == before
     policy.load_model_file(trained.model_file())  # its own options pass
+
+
+@pytest.mark.parametrize("exploration", ["epsilon", "squarecb", "bag"])
+def test_a_model_files_id_stays_through_snapshots_settings_and_learning(exploration: str) -> None:
+    """A model loaded from a file with an id keeps it through what a served model goes through."""
+    trained = VWPolicy(exploration=exploration, seed=1)  # type: ignore[arg-type]
+    trained.learn({"u": {"x": 1.0}}, [Action("a"), Action("b")], 0, 1.0, 0.5)
+    served = VWPolicy(exploration=exploration, seed=1)  # type: ignore[arg-type]
+    served.load_model_file(trained.model_file(model_id="import:abc"))
+    restored = VWPolicy.restore(served.snapshot())
+    assert isinstance(restored, VWPolicy)
+    restored.configure(floor=0.01, **dict.fromkeys(restored.tunable_params() - {"floor"}, 0.3))
+    restored.learn({"u": {"x": 2.0}}, [Action("a"), Action("b")], 1, 0.0, 0.5)
+    again = VWPolicy.restore(restored.snapshot())
+    assert isinstance(again, VWPolicy)
+    assert model_file_id(again.model_file()) == "import:abc"
+    assert model_file_id(again.model_file(model_id="other")) == "other"
+    assert model_file_id(trained.model_file()) == ""

@@ -10,7 +10,7 @@ import pytest
 from vowpalwabbit import pyvw
 
 from bandit.errors import ConfigurationError, SnapshotError
-from policies._vwmodel import read_options, rewrite_options
+from policies._vwmodel import read_model_id, read_options, rewrite_model_id, rewrite_options
 
 BASE = "--cb_explore_adf --quiet --no_stdin -q ca --random_seed 1"
 SQUARECB = f"{BASE} --squarecb"
@@ -329,3 +329,43 @@ def test_the_snapshot_after_a_check_takes_the_checked_model_and_only_that() -> N
         policy.pmf({"user": {"x": 2.0}}, actions)
     assert checked.snapshot() == plain.snapshot()
     assert Policy.restore(checked.snapshot()).n_learned == 11
+
+
+# -- the model id (vw --id) ------------------------------------------------------------
+
+
+def test_rewriting_the_model_id_gives_the_bytes_vw_saves_with_it(tmp_path: Path) -> None:
+    """An untrained model given id 'warm' is the file VW saves when built with --id warm."""
+    plain = _trained(SQUARECB, tmp_path, steps=0)
+    with_id = _trained(f"{SQUARECB} --id warm", tmp_path, steps=0)
+    assert read_model_id(plain) == ""
+    assert read_model_id(with_id) == "warm"
+    assert rewrite_model_id(plain, "warm") == with_id
+    assert rewrite_model_id(with_id, "") == plain
+
+
+def test_the_model_id_survives_loading_learning_and_saving(squarecb: bytes, tmp_path: Path) -> None:
+    """VW keeps a rewritten id through a load, more learning and a save; weights are kept."""
+    model = rewrite_model_id(squarecb, "import-personalizer:sha256=00ff")
+    assert model.endswith(squarecb[-64:])  # the learned state is copied as it was
+    vw = _load(model, tmp_path)
+    assert _greedy(vw) == [0, 1, 2]
+    _train(vw, 20, seed=5)
+    path = tmp_path / "learned-on.vw"
+    vw.save(str(path))
+    vw.finish()
+    assert read_model_id(path.read_bytes()) == "import-personalizer:sha256=00ff"
+
+
+def test_the_model_id_and_the_options_rewrite_independently(squarecb: bytes) -> None:
+    """Rewriting the options keeps the id; rewriting the id keeps the options."""
+    model = rewrite_options(rewrite_model_id(squarecb, "x1"), {"gamma_scale": "100"})
+    assert read_model_id(model) == "x1"
+    assert "--gamma_scale 100" in read_options(rewrite_model_id(model, "y2"))
+
+
+@pytest.mark.parametrize("bad", ["tab\tin", "naïve", "x" * 512])
+def test_a_model_id_not_printable_ascii_or_too_long_is_refused(squarecb: bytes, bad: str) -> None:
+    """The id must be printable ASCII of at most 511 characters (VW reads 512 with its NUL)."""
+    with pytest.raises(ConfigurationError, match="printable ASCII of at most 511"):
+        rewrite_model_id(squarecb, bad)
