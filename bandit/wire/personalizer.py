@@ -90,6 +90,12 @@ Differences from Personalizer
   /configurations/policy`` read and apply a VW command line (:class:`PersonalizerPolicy`,
   :func:`learning_policy_settings`). Multi-slot rank and evaluations are not provided
   yet.
+- **Learning modes**: ``learningMode`` ``Apprentice`` and ``LoggingOnly`` serve the
+  baseline action (the first offered) with the policy's exploration floor on the
+  others, not always the first action as Personalizer did: a logged probability is
+  never 0, so the log stays fit for off-policy evaluation
+  (:mod:`bandit.service.apprentice`; docs/migrating-from-personalizer.md, "Learning
+  modes"). ``latestApprenticeModeMetrics`` has no ``lastBatchMetrics``.
 - **The log is one for every policy**: a Personalizer resource had its own log; here
   the decision log holds every policy's decisions. ``logRetentionDays`` is therefore the
   deployment's ``decision_log.retention_days`` (``STREAMBANDIT_DECISION_LOG__RETENTION_DAYS``,
