@@ -323,20 +323,8 @@ class ApprenticeReport(BaseModel):
 
     policy: str
     learning_mode: LearningMode
-    events: int
-    imitated_events: int
-    baseline_events: int
-    rewards: float
-    imitated_rewards: float
-    baseline_rewards: float
-    learned_value: float | None
-    baseline_value: float | None
-    difference: float | None
-    lower_bound: float | None
-    recommend_online: bool
     min_events: int = MIN_EVENTS
-    started_at: datetime | None
-    last_event_at: datetime | None
+    figures: ApprenticeMetrics
 
 
 async def apprentice_metrics(service: Service, name: str) -> tuple[LearningMode, ApprenticeMetrics]:
@@ -367,8 +355,7 @@ async def get_apprentice_route(service: ServiceDep, caller: CallerDep, name: str
     """Say how the policy's model compares with the baseline action (Apprentice mode)."""
     resolve_policy(service, caller, name)
     mode, metrics = await apprentice_metrics(service, name)
-    fields = {field: getattr(metrics, field) for field in metrics.__slots__}
-    return model_response(ApprenticeReport(policy=name, learning_mode=mode, **fields))
+    return model_response(ApprenticeReport(policy=name, learning_mode=mode, figures=metrics))
 
 
 @router.put(

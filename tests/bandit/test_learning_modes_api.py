@@ -112,7 +112,8 @@ def test_the_native_report_and_personalizers_client_read_the_mode(server: Server
         report = client.get("/v1/policies/main/apprentice", headers=ADMIN)
         assert report.status_code == 200, report.text
         assert report.json()["learning_mode"] == "Online"
-        assert report.json()["recommend_online"] is False
+        assert report.json()["figures"]["recommend_online"] is False
+        assert report.json()["figures"]["events"] == 0
     sdk = PersonalizerAdministrationClient(server.url, AzureKeyCredential(ADMIN_KEY))
     config = sdk.get_service_configuration()  # the admin key's first policy: main
     updated = sdk.update_service_configuration({**config, "learningMode": "Apprentice"})
