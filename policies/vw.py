@@ -719,9 +719,13 @@ def _in_range(name: str, value: float, low: float, high: float) -> float:
     return float(value)
 
 
+_MAX_COUNT = 64
+"""The most bagged, cover or RND policies: each multiplies every update's and prediction's cost."""
+
+
 def _count(name: str, value: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        msg = f"`{name}` must be an integer >= 1, got {value!r}"
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= _MAX_COUNT:
+        msg = f"`{name}` must be an integer in [1, {_MAX_COUNT}], got {value!r}"
         raise ConfigurationError(msg)
     return value
 

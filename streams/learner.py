@@ -50,6 +50,7 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import structlog
 
@@ -60,11 +61,11 @@ from bandit.errors import (
     SnapshotError,
     UnknownServedPolicyError,
 )
-from bandit.service.apprentice import SUM_PREFIX, apprentice_terms
+from bandit.service.apprentice import COUNT_NAMES, STARTED_AT, SUM_PREFIX, apprentice_terms
 from bandit.service.metrics import MODEL_REJECTED_PREFIX
 from bandit.service.state import StateStore
 from bandit.settings import Settings
-from bandit.wire.schemas import LearningMode, PolicySettings
+from bandit.wire.schemas import PolicySettings
 from policies import Policy, make_policy
 from policies.vw import VWPolicy
 from streams.training import TrainingRecord
@@ -128,7 +129,7 @@ class _Live:
     moved: bool = False  # offsets advanced since the last save
     counts: Counter[str] = field(default_factory=Counter)
     sums: defaultdict[str, float] = field(default_factory=lambda: defaultdict(float))
-    mode: LearningMode = "Online"  # the policy's learning mode, from its live settings
+    apprentice_since: float = 0.0  # when the policy last entered Apprentice mode
 
 
 class Learner:
@@ -281,8 +282,8 @@ class Learner:
             if seen or event_id in pending_ids:
                 result.duplicates += 1
                 continue
-            if not record.learnable or live.mode == "LoggingOnly":
-                _not_learned(live, result)
+            if not record.learnable or record.mode == "LoggingOnly":
+                _not_learned(live, result, record)
                 continue
             try:
                 _learn_one(live, record, guarded=guarded)
@@ -382,7 +383,13 @@ class Learner:
         if stored is None:
             return
         settings: PolicySettings = stored[0]
-        live.mode = settings.learning_mode
+        if settings.learning_mode == "Apprentice":
+            since = (await self.store.sums(name)).get(STARTED_AT, 0.0)
+            if since != live.apprentice_since:  # a new period: what is unsaved was the last's
+                live.apprentice_since = since
+                for figure in COUNT_NAMES:
+                    live.counts.pop(figure, None)
+                live.sums.clear()
         changes = {"floor": settings.exploration_floor, **settings.exploration}
         before = live.policy.params()
         try:
@@ -471,9 +478,9 @@ def _advance(live: _Live, records: Sequence[TrainingRecord]) -> None:
             live.moved = True
 
 
-def _not_learned(live: _Live, result: BatchResult) -> None:
-    """Count a record not learned: without learning consent, or in LoggingOnly mode."""
-    if live.mode == "LoggingOnly":  # logged, never learned (its offset moves on)
+def _not_learned(live: _Live, result: BatchResult, record: TrainingRecord) -> None:
+    """Count a record not learned: without learning consent, or decided in LoggingOnly."""
+    if record.learnable:  # decided in LoggingOnly mode: logged, never learned
         live.counts["learn_logging_only"] += 1
     else:
         result.not_learnable += 1
@@ -482,16 +489,20 @@ def _not_learned(live: _Live, result: BatchResult) -> None:
 def _count_apprentice(live: _Live, record: TrainingRecord) -> None:
     """Add an apprentice decision's figures (:mod:`bandit.service.apprentice`) to `live`.
 
-    Only decisions made in Apprentice mode with the learned policy's probabilities
-    count; the record's values are read again from its bytes (a VW record's were not
-    kept), which costs only while the policy is in Apprentice mode.
+    Only decisions made in Apprentice mode since the policy last entered it, with the
+    learned policy's probabilities, count; the record's values are read again from its
+    bytes (a VW record's were not kept), which costs only for those decisions.
     """
-    if live.mode != "Apprentice":
+    if record.mode != "Apprentice":
         return
     values = record.values
     decision = values["decision"]
     learned = decision.get("learned")
-    if decision.get("learning_mode") != "Apprentice" or not learned:
+    occurred = decision["occurred_at"]
+    made = (
+        occurred if isinstance(occurred, datetime) else datetime.fromisoformat(occurred)
+    ).timestamp()
+    if not learned or made < live.apprentice_since:  # (a decision of an earlier period)
         return
     terms = apprentice_terms(
         reward=float(values["reward"]),

@@ -101,8 +101,14 @@ class DecisionLog:
         """Apply a deletion asked for, and the retention when due; tell Redis this lives.
 
         Called by the worker's timer every second. Raises what Redis or the disk raised
-        (the next call tries again).
+        (the next call tries again). While a batch is being written it only says that
+        this writer lives (with the last deletion it applied), so that a long write
+        does not make the API take it for stopped and answer a deletion before it is
+        applied here; the deletion goes first in the next batch.
         """
+        if self._lock.locked():
+            await self._beat()
+            return
         async with self._lock:
             await self._obey_deletion()
             if self.retention is not None and time.monotonic() >= self._expire_at:

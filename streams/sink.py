@@ -164,6 +164,12 @@ def dsjson_extra(values: Mapping[str, Any]) -> dict[str, Any]:
         "learn": True,
         "consent": decision.get("consent", "personalise"),
         **({"subject": decision["subject"]} if decision.get("subject") else {}),
+        # Apprentice, LoggingOnly: the baseline action served (its probabilities are `p`)
+        **(
+            {"learning_mode": mode}
+            if (mode := decision.get("learning_mode")) not in (None, "Online")
+            else {}
+        ),
     }
 
 

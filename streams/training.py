@@ -59,7 +59,7 @@ from typing import Any, TypeAlias
 import structlog
 
 from bandit.service.process import die_with_parent
-from bandit.wire.schemas import DeadLetter
+from bandit.wire.schemas import DeadLetter, LearningMode
 from policies import Action, Context
 from policies.dsjson import LoggedExample, dsjson_line, logged_example
 from streams.deadletter import DEAD_LETTER_MAX_BYTES, RawRecord, read_record
@@ -98,6 +98,9 @@ class TrainingRecord:
     read, source
         The example as plain data (:func:`streams.trusted.training_values`), when kept;
         and the record's value it was read from (see :attr:`values`).
+    mode
+        The learning mode the decision was made in (``Decision.learning_mode``): a
+        ``LoggingOnly`` decision is never learned, whatever the policy's mode is now.
     """
 
     partition: int
@@ -108,6 +111,7 @@ class TrainingRecord:
     written: LoggedExample | None
     read: Mapping[str, Any] | None = field(default=None, repr=False)
     source: bytes = field(default=b"", repr=False)
+    mode: LearningMode = "Online"
 
     @property
     def values(self) -> Mapping[str, Any]:
@@ -190,6 +194,7 @@ def decode_training(
         write_training(values),
         values,
         record.value or b"",
+        decision["learning_mode"],
     )
 
 
@@ -230,7 +235,7 @@ Decoded: TypeAlias = "TrainingRecord | DeadLetter"
 SHARED_FROM = 200
 """Batches of at least this many records are decoded in the helper processes."""
 
-_Compact: TypeAlias = tuple[str, str, str, bytes]
+_Compact: TypeAlias = tuple[str, str, str, bytes, LearningMode]
 """A learnable example written in VW's formats, as a helper sends it back: policy,
 event id, VW text, DSJSON line (the rest the worker holds already)."""
 
@@ -308,7 +313,7 @@ class TrainingDecoder:
                 if not isinstance(outcome, tuple):
                     decoded.append(outcome)
                     continue
-                policy, event_id, text, dsjson = outcome
+                policy, event_id, text, dsjson, mode = outcome
                 decoded.append(
                     TrainingRecord(
                         record.partition,
@@ -319,6 +324,7 @@ class TrainingDecoder:
                         LoggedExample(text, dsjson),
                         None,
                         record.value or b"",
+                        mode,
                     )
                 )
         self.shared += len(records)
@@ -363,7 +369,8 @@ def _decode_shared(records: Sequence[RawRecord], max_bytes: int) -> list[_Compac
         if isinstance(outcome, TrainingRecord):
             written = outcome.written
             if written is not None:
-                out.append((outcome.policy, outcome.event_id, written.text, written.dsjson))
+                compact = (outcome.policy, outcome.event_id, written.text, written.dsjson)
+                out.append((*compact, outcome.mode))
                 continue
             outcome = replace(outcome, source=b"")  # its values go back, not the source
         out.append(outcome)

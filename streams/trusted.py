@@ -39,17 +39,19 @@ bandit.errors.StructureError: decision.schema_version: must be 1, got 2 [schema_
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from itertools import repeat
 from operator import itemgetter
-from typing import Any, Final
+from typing import Any, Final, get_args
 
 import orjson
 
 from bandit.errors import StructureError
-from bandit.wire.schemas import Event
+from bandit.wire.schemas import Event, LearningMode
+from policies._distribution import SUM_TOLERANCE
 
 __all__ = [
     "DECISION_DEFAULTS",
@@ -72,6 +74,8 @@ DECISION_DEFAULTS: Final[Mapping[str, Any]] = {
     "learn": True,
     "consent": "personalise",
     "subject": None,
+    "learning_mode": "Online",
+    "learned": None,
 }
 """The declared defaults of :class:`bandit.wire.schemas.Decision`'s optional fields, for a
 producer that leaves them out (a test compares them with the declaration)."""
@@ -270,6 +274,29 @@ def decision_offer(decision: dict[str, Any], where: str = "decision") -> None:
     if not 0 <= chosen < len(actions):
         msg = f"must be in [0, {len(actions)}), got {chosen}"
         raise StructureError(_at(where, "chosen_index"), msg, "chosen_index_range")
+    _learning_mode(decision, where, len(actions))
+
+
+_LEARNING_MODES: Final = frozenset(get_args(LearningMode))
+
+
+def _learning_mode(decision: dict[str, Any], where: str, n_actions: int) -> None:
+    """Check the decision's learning mode, and the learned probabilities an Apprentice logs."""
+    mode = decision.setdefault("learning_mode", "Online")
+    if mode not in _LEARNING_MODES:
+        msg = f"must be one of {sorted(_LEARNING_MODES)}, got {mode!r}"
+        raise StructureError(_at(where, "learning_mode"), msg, "learning_mode")
+    learned = decision.setdefault("learned", None)
+    if learned is None:
+        return
+    if (
+        type(learned) is not list
+        or len(learned) != n_actions
+        or not all(type(p) in _NUMBERS and 0.0 <= p <= 1.0 for p in learned)
+        or abs(math.fsum(learned) - 1.0) > SUM_TOLERANCE
+    ):
+        msg = f"must be {n_actions} probabilities, one per offered action, summing to 1"
+        raise StructureError(_at(where, "learned"), msg, "learned_distribution")
 
 
 _DICTS: Final = frozenset({dict})

@@ -44,8 +44,13 @@ from bandit.api.openapi import reads_body
 from bandit.api.requestlog import note
 from bandit.errors import ConfigurationError, SnapshotError
 from bandit.privacy.dp import BudgetExhaustedError, PrivacyLedger, laplace
-from bandit.service.apprentice import MIN_EVENTS, ApprenticeMetrics
-from bandit.service.apprentice import SUM_PREFIX as APPRENTICE
+from bandit.service.apprentice import (
+    COUNT_NAMES,
+    MIN_EVENTS,
+    STARTED_AT,
+    SUM_NAMES,
+    ApprenticeMetrics,
+)
 from bandit.service.logfiles import log_files
 from bandit.service.modelfile import (
     ModelFileError,
@@ -305,8 +310,9 @@ async def change_settings(
             async with asyncio.timeout(CONTROL_TIMEOUT):
                 current, _ = await live_settings(service, name)
                 if current.learning_mode != "Apprentice":
-                    started = {APPRENTICE + "started_at": time.time()}
-                    await service.store.forget_figures(name, APPRENTICE, started)
+                    await service.store.forget_figures(
+                        name, COUNT_NAMES, SUM_NAMES, {STARTED_AT: time.time()}
+                    )
     return await _store_settings(request, service, name, settings)
 
 
@@ -334,13 +340,13 @@ async def apprentice_metrics(service: Service, name: str) -> tuple[LearningMode,
             settings, _ = await live_settings(service, name)
             counters = await service.store.counters(name)
             sums = await service.store.sums(name)
-            model = await service.store.load_model(name)
-    started = sums.get(APPRENTICE + "started_at")
+            saved_at = await service.store.model_saved_at(name)
+    started = sums.get(STARTED_AT)
     metrics = ApprenticeMetrics.of(
         counters,
         sums,
         started_at=None if started is None else datetime.fromtimestamp(started, UTC),
-        last_event_at=None if model is None else datetime.fromtimestamp(model.saved_at, UTC),
+        last_event_at=None if saved_at is None else datetime.fromtimestamp(saved_at, UTC),
     )
     return settings.learning_mode, metrics
 

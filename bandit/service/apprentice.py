@@ -5,9 +5,10 @@ by the baseline action: the first offered action, with the policy's exploration 
 the others (:class:`policies.baselines.FixedOrder`), so the propensities of record are
 honest and every action keeps some support. The decision also logs what the served
 policy would have done (``Decision.learned``), and the learner learns from the outcome
-as in ``Online`` mode. For each such decision the learner adds, in the transaction that
-saves the model (so a crash neither loses nor doubles them), the terms below;
-:class:`ApprenticeMetrics` reads them.
+as in ``Online`` mode. For each such decision made since the policy last entered the
+mode (:data:`STARTED_AT`), the learner adds, in the transaction that saves the model (so
+a crash neither loses nor doubles them), the terms below; :class:`ApprenticeMetrics`
+reads them.
 
 Personalizer's own figures: events, imitated events (the learned policy's most probable
 action is the baseline action), rewards, imitated rewards (rewards of imitated events
@@ -42,7 +43,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 __all__ = [
+    "COUNT_NAMES",
     "MIN_EVENTS",
+    "STARTED_AT",
+    "SUM_NAMES",
     "SUM_PREFIX",
     "Z_LOWER",
     "ApprenticeMetrics",
@@ -58,6 +62,19 @@ Z_LOWER = 1.959963984540054
 """The normal quantile of the lower bound: a two-sided 95% interval's."""
 BASELINE_INDEX = 0
 """The baseline action: the first offered (Personalizer's baseline)."""
+COUNT_NAMES = tuple(SUM_PREFIX + name for name in ("events", "imitated_events", "baseline_events"))
+"""The apprentice figures among a policy's counters."""
+SUM_NAMES = tuple(
+    SUM_PREFIX + name
+    for name in (
+        "rewards", "imitated_rewards", "baseline_rewards", "learned_value", "baseline_value",
+        "diff", "diff_sq",
+    )
+)  # fmt: skip
+"""The apprentice figures among a policy's sums."""
+STARTED_AT = SUM_PREFIX + "started_at"
+"""The sum holding when the policy last entered Apprentice mode (seconds since the epoch):
+the learner counts only decisions made since."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,7 +181,7 @@ class ApprenticeMetrics:
         >>> metrics.difference, metrics.lower_bound, metrics.recommend_online
         (0.1, 0.1, False)
         """
-        n = counters.get(SUM_PREFIX + "events", 0)
+        n = counters.get(COUNT_NAMES[0], 0)
 
         def total(name: str) -> float:
             return float(sums.get(SUM_PREFIX + name, 0.0))

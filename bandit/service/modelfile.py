@@ -63,7 +63,8 @@ def rolled_back_snapshot(settings: PolicySettings, snapshot: bytes) -> bytes:
     ------
     ModelFileError
         If the kept snapshot does not restore, its model is not finite, it is not a
-        model of the served spec's policy, or it cannot take the live settings.
+        model of the served spec's policy or learned with other options than the spec's
+        (those a live change cannot make), or it cannot take the live settings.
 
     Examples
     --------
@@ -75,11 +76,24 @@ def rolled_back_snapshot(settings: PolicySettings, snapshot: bytes) -> bytes:
     try:
         policy = Policy.restore(snapshot)
         policy.check_model()
-        served = type(make_policy(settings.spec))
-        if type(policy) is not served:
+        served = make_policy(settings.spec)
+        if type(policy) is not type(served):
             msg = (
                 f"it is a {type(policy).__name__} model, and the policy serves spec "
-                f"{settings.spec!r} ({served.__name__})"
+                f"{settings.spec!r} ({type(served).__name__})"
+            )
+            raise ConfigurationError(msg)
+        kept, now = policy.params(), served.params()
+        frozen = sorted(set(now) - served.tunable_params() - {"floor"})
+        differ = [
+            f"{key}: {kept.get(key)!r}, now {now[key]!r}"
+            for key in frozen
+            if kept.get(key) != now[key]
+        ]
+        if differ:  # (a learning policy changed since: the model's options are not the spec's)
+            msg = (
+                f"it learned with options the served spec {settings.spec!r} does not have "
+                f"({'; '.join(differ)}): set those options back first"
             )
             raise ConfigurationError(msg)
         return configured(policy, settings).snapshot()

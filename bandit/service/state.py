@@ -621,6 +621,11 @@ class StateStore:
             created_at=float(raw.get(b"created_at", raw[b"saved_at"])),
         )
 
+    async def model_saved_at(self, policy: str) -> float | None:
+        """Return when the saved model of `policy` was saved, or None (without its snapshot)."""
+        raw = await self.redis.hget(model_keys(self.prefix, policy).model, "saved_at")
+        return None if raw is None else float(raw)
+
     async def model_version(self, policy: str) -> int | None:
         """Return the version of the saved model of `policy`, or None (cheap to poll)."""
         raw = await self.redis.hget(model_keys(self.prefix, policy).model, "version")
@@ -1017,24 +1022,23 @@ class StateStore:
         return {_text(name): float(value) for name, value in raw.items()}
 
     async def forget_figures(
-        self, policy: str, prefix: str, start: Mapping[str, float] | None = None
+        self,
+        policy: str,
+        counters: Sequence[str],
+        sums: Sequence[str],
+        start: Mapping[str, float] | None = None,
     ) -> None:
-        """Forget a policy's counters and sums named `prefix`..., and set the sums `start`.
-
-        In one transaction: the figures start again from `start`.
-        """
-        counters, sums = self.key("counters", policy), self.key("sums", policy)
-        names = [
-            (key, name)
-            for key in (counters, sums)
-            for name in map(_text, await self.redis.hkeys(key))
-            if name.startswith(prefix)
-        ]
+        """Forget some of a policy's counters and sums, and set the sums `start`, at once."""
         async with self.redis.pipeline(transaction=True) as pipe:
-            for key, name in names:
-                pipe.hdel(key, name)
+            if counters:
+                pipe.hdel(self.key("counters", policy), *counters)
+            if sums:
+                pipe.hdel(self.key("sums", policy), *sums)
             if start:
-                pipe.hset(sums, mapping={name: repr(value) for name, value in start.items()})
+                pipe.hset(
+                    self.key("sums", policy),
+                    mapping={name: repr(value) for name, value in start.items()},
+                )
             await pipe.execute()
 
     # -- the decision log's deletions -----------------------------------------------------

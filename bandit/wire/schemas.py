@@ -684,12 +684,11 @@ LoggedFeatures: TypeAlias = dict[_NamespaceName, dict[_FeatureName, _LoggedValue
 """Features by namespace as the policy saw them: no booleans."""
 _Subject: TypeAlias = Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")]
 ConsentPath: TypeAlias = Literal["personalise", "baseline"]
-
+"""Which policy served a decision under the person's consent (see :mod:`bandit.privacy.consent`)."""
 LearningMode: TypeAlias = Literal["Online", "Apprentice", "LoggingOnly"]
 """How a policy serves and learns (Personalizer's learning modes): ``Online`` serves its
 model and learns; ``Apprentice`` serves the baseline action, logs what its model would
 have done, and learns; ``LoggingOnly`` serves the baseline action and learns nothing."""
-"""Which policy served a decision under the person's consent (see :mod:`bandit.privacy.consent`)."""
 ActionId: TypeAlias = Annotated[str, _IdRule("action ids")]
 EventId: TypeAlias = Annotated[str, _IdRule("event ids")]
 SessionId: TypeAlias = Annotated[str, _ID, _id("session ids")]

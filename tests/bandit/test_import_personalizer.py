@@ -546,6 +546,12 @@ def test_the_configuration_plan_says_what_each_field_does() -> None:
     nothing, none = plan_configuration(current, current, settings, Limits())
     assert none is None
     assert {o.status for o in nothing} == {"unchanged"}
+    kept = service_configuration(
+        settings, epsilon=0.05, snapshot_seconds=0.25, edited_at=None, retention_days=30
+    )  # a deployment with a log retention reads its own configuration back unchanged
+    nothing, none = plan_configuration(kept, kept, settings, Limits())
+    assert none is None
+    assert {o.status for o in nothing} == {"unchanged"}
 
 
 def test_a_configuration_file_of_neither_kind_is_refused_naming_it(tmp_path: Path) -> None:

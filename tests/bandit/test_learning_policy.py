@@ -134,6 +134,13 @@ def test_other_options_serve_a_fresh_model_of_them_and_delete_goes_back(
         "/personalizer/v1.0/model/properties?policy=swapped", headers=ADMIN
     ).json()
     assert properties["creationTime"] == properties["lastModifiedTime"]  # a new lineage
+    # the replaced version is kept, but it learned with the old options: not served again
+    rollback = client.post(
+        "/v1/policies/swapped/model/rollback", json={"version": before}, headers=ADMIN
+    )
+    assert rollback.status_code == 409, rollback.text
+    assert "learned with options the served spec" in rollback.text
+    assert _model_version(client, "swapped") == after
 
     reset = client.delete(f"{POLICY_PATH}?policy=swapped", headers=ADMIN)
     assert reset.status_code == 200, reset.text
@@ -163,6 +170,7 @@ def test_other_options_serve_a_fresh_model_of_them_and_delete_goes_back(
         ("--cb_explore_adf -q UA", "names namespaces this service does not write"),
         ("--cb_explore_adf --epsilon 1.5", "epsilon"),
         ("--cb_explore_adf --bag 0", "bag"),
+        ("--cb_explore_adf --bag 3000 --epsilon 0.1", "in [1, 64]"),
         ("--cb_explore_adf " + "-q ca " * 300, "at most 1024 characters"),
     ],
 )

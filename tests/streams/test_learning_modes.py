@@ -6,6 +6,7 @@ only when the learned policy's lower bound beats the baseline action, as it shou
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -13,10 +14,12 @@ import pytest
 
 from bandit.service.apprentice import MIN_EVENTS, ApprenticeMetrics, apprentice_terms
 from bandit.service.state import StateStore
-from bandit.wire.schemas import PolicySettings, TrainingExample
+from bandit.wire.schemas import DeadLetter, PolicySettings, TrainingExample
 from policies import Action, Policy, decide_ranking
 from policies.baselines import FixedOrder
+from streams.deadletter import RawRecord
 from streams.learner import Learner
+from streams.training import decode_training
 from tests.streams.test_learner import SETTINGS, _example, _n_learned, _run, record_of
 
 FLOOR = 0.1
@@ -89,8 +92,11 @@ def test_apprentice_decisions_are_learned_and_their_figures_add_up(redis_url: st
     _run(redis_url, body)
 
 
-def test_logging_only_learns_nothing_and_counts_what_it_skipped(redis_url: str) -> None:
-    """LoggingOnly: the offsets move on, the model learns nothing."""
+def test_logging_only_decisions_are_never_learned_and_others_always_are(redis_url: str) -> None:
+    """A decision made in LoggingOnly is logged, not learned; one made Online is learned."""
+
+    def logging_only(i: int) -> TrainingExample:
+        return _example(i, "r", learning_mode="LoggingOnly")
 
     async def body(store: StateStore) -> None:
         await store.set_policy_settings("r", PolicySettings(spec="vw-epsilon"))
@@ -100,15 +106,15 @@ def test_logging_only_learns_nothing_and_counts_what_it_skipped(redis_url: str) 
         await store.set_policy_settings(
             "r", PolicySettings(spec="vw-epsilon", learning_mode="LoggingOnly")
         )
-        await learner.process([record_of(0, i, _example(i, "r")) for i in range(8, 20)])
+        await learner.process([record_of(0, i, logging_only(i)) for i in range(8, 20)])
         saved = await store.load_model("r")
         assert saved is not None
         assert Policy.restore(saved.snapshot).n_learned == 8
         assert saved.offsets == {0: 19}  # the skipped records are behind the saved model
         assert (await store.counters("r"))["learn_logging_only"] == 12
-        await store.set_policy_settings("r", PolicySettings(spec="vw-epsilon"))
+        # decided Online before the switch, joined after it: learned all the same
         await learner.process([record_of(0, i, _example(i, "r")) for i in range(20, 25)])
-        assert await _n_learned(store, "r") == 13  # Online again: learned from here on
+        assert await _n_learned(store, "r") == 13
 
     _run(redis_url, body)
 
@@ -182,3 +188,20 @@ def test_the_lower_bound_is_the_normal_bound_of_the_mean_difference() -> None:
     mean = sum(diffs) / len(diffs)
     sd = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (len(diffs) - 1))
     assert metrics.lower_bound == pytest.approx(mean - 1.959963984540054 * sd / math.sqrt(5))
+
+
+@pytest.mark.parametrize(
+    "learned",
+    [[0.5, 0.5], [0.2, 0.2, 0.2], [0.0, "x", 1.0], {"a": 1.0}],
+    ids=["short", "not-summing", "not-numbers", "not-a-list"],
+)
+def test_learned_probabilities_that_are_not_a_distribution_are_dead_lettered(
+    learned: object,
+) -> None:
+    """The stream path checks what an Apprentice decision logged, naming the field."""
+    example = _apprentice_example(1, [0.2, 0.1, 0.7])
+    values = example.model_dump(mode="json")
+    values["decision"]["learned"] = learned
+    outcome = decode_training(RawRecord("t.training", 0, 0, b"k", json.dumps(values).encode()))
+    assert isinstance(outcome, DeadLetter)
+    assert "decision.learned" in outcome.reason

@@ -138,6 +138,7 @@ def plan_configuration(
     ConfigurationError
         If `current` itself does not pass (the service and this code disagree).
     """
+    retention = None if current.log_retention_days == -1 else current.log_retention_days
 
     def settings_of(config: PersonalizerServiceConfiguration) -> PolicySettings:
         frequency = current.model_export_frequency
@@ -147,6 +148,7 @@ def plan_configuration(
             epsilon=current.exploration_percentage,
             snapshot_seconds=math.inf if frequency is None else frequency.total_seconds(),
             limits=limits,
+            retention_days=retention,
         )
 
     try:
