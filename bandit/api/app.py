@@ -209,7 +209,9 @@ def create_app(
         metrics=metrics,
         shutdown_flush_seconds=shutdown_flush_seconds,
         explainer=Explainer(settings.explain, metrics),
-        jobs=EvaluationRunner(EvaluationStore(control_redis, settings.redis.key_prefix)),
+        jobs=EvaluationRunner(
+            EvaluationStore(control_redis, settings.redis.key_prefix, settings.evaluations.max_kept)
+        ),
     )
 
     @asynccontextmanager

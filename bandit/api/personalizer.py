@@ -23,7 +23,7 @@ from typing import Annotated, Any, Literal, TypeVar, get_args
 
 import pydantic
 from fastapi import APIRouter, Depends, Path, Query, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 
 from bandit.api.admin import (
     MODEL_FILE_BODY,
@@ -50,7 +50,13 @@ from bandit.api.deps import (
     redis_or_503,
     resolve_policy,
 )
-from bandit.api.errors import PERSONALIZER_ERRORS, RefusedRequestError, invalid, model_response
+from bandit.api.errors import (
+    PERSONALIZER_ERRORS,
+    RefusedRequestError,
+    invalid,
+    json_response,
+    model_response,
+)
 from bandit.api.native import check_may_send, decide, feedback
 from bandit.api.openapi import reads_body
 from bandit.errors import ConfigurationError
@@ -63,7 +69,7 @@ from bandit.service.evaluation import (
     run_evaluation,
     run_feature_importance,
 )
-from bandit.service.evaluations import MAX_STORED, JobKind
+from bandit.service.evaluations import JobKind
 from bandit.wire.personalizer import (
     PersonalizerApplyFromEvaluation,
     PersonalizerApprenticeMetrics,
@@ -497,9 +503,6 @@ async def personalizer_delete_logs(
 
 # -- evaluations and feature importances -------------------------------------------------
 
-MAX_EVALUATION_ROWS = 200_000
-"""The most decision log lines an evaluation or feature importance reads (the earliest)."""
-
 EvaluationIdPath = Annotated[
     str, Path(alias="evaluationId", min_length=1, max_length=256, description="The job's id.")
 ]
@@ -509,15 +512,11 @@ ImportanceIdPath = Annotated[
 ]
 
 
-def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return JSONResponse(data, status_code=status, headers=headers)
-
-
 def _listed(request: Request, items: list[dict[str, Any]]) -> Response:
     """Answer a list as the client's version had it: an array (v1.x), or ``{"value": [...]}``."""
     if "api-version" in request.query_params:
-        return _json({"value": items})
-    return _json(items)
+        return json_response({"value": items})
+    return json_response(items)
 
 
 def _not_found(kind: str, job_id: str) -> RefusedRequestError:
@@ -525,11 +524,12 @@ def _not_found(kind: str, job_id: str) -> RefusedRequestError:
 
 
 async def _online_arguments(service: Service, name: str) -> str:
+    """Return the VW command line policy `name` learns with ("" for a policy not VW's)."""
     loaded = service.engine.loaded(name)
     policy = None if loaded is None else loaded.policy
     if isinstance(policy, VWPolicy):
         return await asyncio.to_thread(policy.vw_arguments)
-    return DEFAULT_ARGUMENTS
+    return ""
 
 
 async def _stored(service: Service, kind: JobKind, record: dict[str, Any]) -> None:
@@ -541,7 +541,11 @@ async def _stored(service: Service, kind: JobKind, record: dict[str, Any]) -> No
         message = f"{kind}: id {record['id']!r} exists; delete it first, or choose another"
         raise RefusedRequestError(409, "Conflict", message)
     if added == -1:
-        message = f"{kind}: {MAX_STORED} are kept at most; delete one first"
+        kept = service.settings.evaluations.max_kept
+        message = (
+            f"{kind}: {kept} are kept at most (STREAMBANDIT_EVALUATIONS__MAX_KEPT); "
+            "delete one first"
+        )
         detail = {"loc": [kind], "msg": message, "type": "too_many_jobs"}
         raise RefusedRequestError(400, "BadRequest", message, details=[detail])
 
@@ -608,7 +612,8 @@ async def _create_evaluation(
         *(PolicyToEvaluate(p.name, p.arguments, "Custom") for p in body.policies),
     ]
     if body.experiment:
-        policies += await asyncio.to_thread(experiment_policies, online)
+        grid = online or DEFAULT_ARGUMENTS
+        policies += await asyncio.to_thread(experiment_policies, grid)
     record = {
         "id": job_id,
         "name": body.name,
@@ -627,14 +632,22 @@ async def _create_evaluation(
         body.start_time,
         body.end_time,
         tuple(policies),
-        max_rows=MAX_EVALUATION_ROWS,
+        max_rows=service.settings.evaluations.max_rows,
     )
     await _stored(service, "evaluations", record)
     service.jobs.submit("evaluations", record, run_evaluation, job)
     return record
 
 
-@_route("/evaluations/{evaluationId}", "PUT")
+_CREATE_RESPONSES = {409: {"description": "A job of that id exists: delete it, or choose another."}}
+
+
+@_route(
+    "/evaluations/{evaluationId}",
+    "PUT",
+    responses=_CREATE_RESPONSES,
+    openapi_extra=reads_body(PersonalizerEvaluationRequest),
+)
 async def personalizer_create_evaluation(
     request: Request,
     service: ServiceDep,
@@ -649,17 +662,22 @@ async def personalizer_create_evaluation(
     estimates and their confidence intervals (docs/migrating-from-personalizer.md).
     """
     record = await _create_evaluation(request, service, caller, policy, evaluation_id)
-    return _json(_evaluation(record))
+    return json_response(_evaluation(record))
 
 
-@_route("/evaluations", "POST", status_code=201)
+@_route(
+    "/evaluations",
+    "POST",
+    status_code=201,
+    openapi_extra=reads_body(PersonalizerEvaluationRequest),
+)
 async def personalizer_submit_evaluation(
     request: Request, service: ServiceDep, caller: CallerDep, policy: PolicyQuery = None
 ) -> Response:
     """Start an offline evaluation under a new id (admin keys; v1.1's create, 201 + Location)."""
     record = await _create_evaluation(request, service, caller, policy, str(uuid.uuid4()))
     location = f"{str(request.url).split('?')[0]}/{record['id']}"
-    return _json(_evaluation(record), 201, {"Location": location})
+    return json_response(_evaluation(record), 201, {"Location": location})
 
 
 @_route("/evaluations", "GET")
@@ -680,7 +698,7 @@ async def personalizer_evaluation(
 ) -> Response:
     """Read an offline evaluation: its status, and once ``Succeeded`` its results (admin keys)."""
     check_admin(caller, "reading evaluations")
-    return _json(_evaluation(await _record(service, "evaluations", evaluation_id)))
+    return json_response(_evaluation(await _record(service, "evaluations", evaluation_id)))
 
 
 @_route("/evaluations/{evaluationId}", "DELETE", status_code=204)
@@ -744,7 +762,12 @@ def _importance(record: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-@_route("/featureImportances/{featureImportanceId}", "PUT")
+@_route(
+    "/featureImportances/{featureImportanceId}",
+    "PUT",
+    responses=_CREATE_RESPONSES,
+    openapi_extra=reads_body(PersonalizerFeatureImportanceRequest),
+)
 async def personalizer_create_feature_importance(
     request: Request,
     service: ServiceDep,
@@ -765,7 +788,7 @@ async def personalizer_create_feature_importance(
         body = PersonalizerFeatureImportanceRequest.model_validate_json(raw)
     except pydantic.ValidationError as exc:
         raise invalid(exc, "the feature importance") from None
-    arguments = await _online_arguments(service, name)
+    arguments = await _online_arguments(service, name) or DEFAULT_ARGUMENTS
     record = {
         "id": importance_id,
         "name": body.name,
@@ -782,11 +805,11 @@ async def personalizer_create_feature_importance(
         body.start_time,
         body.end_time,
         arguments,
-        max_rows=MAX_EVALUATION_ROWS,
+        max_rows=service.settings.evaluations.max_rows,
     )
     await _stored(service, "featureImportances", record)
     service.jobs.submit("featureImportances", record, run_feature_importance, job)
-    return _json(_importance(record))
+    return json_response(_importance(record))
 
 
 @_route("/featureImportances", "GET")
@@ -807,7 +830,7 @@ async def personalizer_feature_importance(
 ) -> Response:
     """Read a feature importance: its status, and once ``Succeeded`` its scores (admin keys)."""
     check_admin(caller, "reading feature importances")
-    return _json(_importance(await _record(service, "featureImportances", importance_id)))
+    return json_response(_importance(await _record(service, "featureImportances", importance_id)))
 
 
 @_route("/featureImportances/{featureImportanceId}", "DELETE", status_code=204)

@@ -48,7 +48,7 @@ PolicySource = Literal["Online", "Baseline", "Random", "Custom", "OfflineExperim
 """Where an evaluated policy comes from, as Personalizer names it."""
 
 DEFAULT_ARGUMENTS = "--cb_explore_adf --epsilon 0.05"
-"""The VW command line learned from when the served policy is not a VW policy."""
+"""The VW command line tried for a served policy that is not VW's (grid, importance)."""
 
 EXPERIMENT_EPSILONS = (0.01, 0.05, 0.1, 0.2)
 """The exploration rates tried by ``enableOfflineExperimentation``, on the online arguments."""

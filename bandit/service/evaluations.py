@@ -3,7 +3,7 @@
 Personalizer's offline evaluations and feature importances (:mod:`bandit.service.evaluation`
 computes them) are jobs: created by an admin, run in the background, read later.
 :class:`EvaluationStore` keeps each job's record in Redis, at most
-:data:`MAX_STORED` per kind (a create beyond that is refused until one is deleted), a
+``settings.evaluations.max_kept`` per kind (a create beyond that is refused until one is deleted), a
 result at most :data:`MAX_RESULT_BYTES` of JSON. :class:`EvaluationRunner` runs the jobs
 one at a time in a helper process at a lower CPU priority, off the API's event loop.
 Keys, under the configured prefix::
@@ -39,7 +39,6 @@ __all__ = [
     "INTERRUPTED",
     "LEASE_SECONDS",
     "MAX_RESULT_BYTES",
-    "MAX_STORED",
     "EvaluationRunner",
     "EvaluationStore",
     "JobKind",
@@ -49,8 +48,6 @@ _log = structlog.get_logger("bandit.service.evaluations")
 
 JobKind = Literal["evaluations", "featureImportances"]
 
-MAX_STORED: Final = 32
-"""Jobs kept per kind for the whole deployment."""
 MAX_RESULT_BYTES: Final = 1_000_000
 """The largest result kept, as JSON."""
 LEASE_SECONDS: Final = 60
@@ -86,11 +83,14 @@ class EvaluationStore:
         The control Redis.
     prefix
         Key prefix (``settings.redis.key_prefix``).
+    max_kept
+        Records kept per kind (``settings.evaluations.max_kept``).
     """
 
-    def __init__(self, redis: Redis, prefix: str) -> None:
+    def __init__(self, redis: Redis, prefix: str, max_kept: int = 32) -> None:
         self.redis = redis
         self.prefix = prefix
+        self.max_kept = max_kept
         self._create = redis.register_script(_CREATE)
         self._update = redis.register_script(_UPDATE)
 
@@ -105,7 +105,7 @@ class EvaluationStore:
         job_id = record["id"]
         found = await self._create(
             keys=[self._key(kind), self._lease(kind, job_id)],
-            args=[job_id, json.dumps(record), MAX_STORED, LEASE_SECONDS],
+            args=[job_id, json.dumps(record), self.max_kept, LEASE_SECONDS],
         )
         return int(found)  # type: ignore[return-value]  # the script returns one of them
 

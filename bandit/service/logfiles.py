@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
@@ -129,8 +129,8 @@ def copy_window(
     Files are read in the order of their first decision; a file whose dates miss the
     window is not read past its first and last lines, and a file deleted or rotated
     meanwhile (``DELETE /logs``, retention) is passed over. A line belongs to the policy
-    its ``_sb.policy`` names. At most `max_lines` lines are copied, the earliest.
-    Blocking: call it off the event loop.
+    its ``_sb.policy`` names; a ``Timestamp`` without a zone is UTC. At most `max_lines`
+    lines are copied, the earliest. Blocking: call it off the event loop.
 
     Examples
     --------
@@ -192,9 +192,10 @@ def _record(line: bytes) -> dict[str, object] | None:
 def _when(record: dict[str, object] | None) -> datetime | None:
     value = None if record is None else record.get("Timestamp")
     try:
-        return datetime.fromisoformat(value) if isinstance(value, str) else None
+        when = datetime.fromisoformat(value) if isinstance(value, str) else None
     except ValueError:
         return None
+    return when.replace(tzinfo=UTC) if when is not None and when.tzinfo is None else when
 
 
 def _timestamp(line: bytes) -> datetime | None:

@@ -147,3 +147,10 @@ def test_a_bad_evaluation_is_refused_naming_the_field(
     [error] = refused.value.errors()
     assert error["loc"] == where
     assert rule in error["msg"]
+
+
+def test_a_log_file_gone_meanwhile_is_passed_over(tmp_path: Path) -> None:
+    write_log(tmp_path / "w1" / "decisions-1.dsjson", 50, policy="main")
+    (tmp_path / "w1" / "decisions-2.dsjson").symlink_to(tmp_path / "deleted.dsjson")
+    result = run_evaluation(_job(tmp_path))
+    assert (result["log"]["files"], result["log"]["rowsEvaluated"]) == (1, 50)
