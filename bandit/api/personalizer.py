@@ -565,10 +565,28 @@ def _job_fields(record: dict[str, Any]) -> dict[str, Any]:
     } | {"description": record.get("description", "")}
 
 
-def _evaluation(record: dict[str, Any]) -> dict[str, Any]:
-    """Show an evaluation in Personalizer's shapes: v1.1's ``policyResults``, 2022's ``content``."""
+def _evaluation(record: dict[str, Any], *, listed: bool = False) -> dict[str, Any]:
+    """Show an evaluation in Personalizer's shapes: v1.1's ``policyResults``, 2022's ``content``.
+
+    A listed one, as Personalizer listed them, holds each policy's ``totalSummary``
+    only, not its summaries per interval.
+    """
     result = record.get("result") or {}
     results = result.get("policyResults", record["policies"])
+    answer = {
+        **_job_fields(record),
+        "evaluationType": "Manual",
+        "policyResults": results,
+        "featureImportance": [],
+        "optimalPolicy": result.get("optimalPolicy", ""),
+        "log": result.get("log"),
+    }
+    if listed:
+        drop = ("summary", "timeseries")
+        answer["policyResults"] = [
+            {key: value for key, value in found.items() if key not in drop} for found in results
+        ]
+        return answer
     content = [
         {
             "name": found["name"],
@@ -579,19 +597,17 @@ def _evaluation(record: dict[str, Any]) -> dict[str, Any]:
                 "expectedReward": found["estimates"]["snips"]["value"],
                 "confidenceInterval": found["estimates"]["snips"]["confidenceInterval"],
             },
+            "timeseries": found["timeseries"],
         }
         for found in result.get("policyResults", [])
     ]
-    return {
-        **_job_fields(record),
-        "evaluationType": "Manual",
-        "policyResults": results,
-        "featureImportance": [],
-        "optimalPolicy": result.get("optimalPolicy", ""),
-        "content": {"startTime": record["startTime"], "endTime": record["endTime"],
-                    "value": content},
-        "log": result.get("log"),
-    }  # fmt: skip
+    answer["content"] = {
+        "startTime": record["startTime"],
+        "endTime": record["endTime"],
+        "intervalInMinutes": (result.get("log") or {}).get("intervalInMinutes"),
+        "value": content,
+    }
+    return answer
 
 
 async def _create_evaluation(
@@ -689,7 +705,7 @@ async def personalizer_evaluations(
     with redis_or_503():
         async with asyncio.timeout(CONTROL_TIMEOUT):
             records = await service.jobs.store.list("evaluations")
-    return _listed(request, [_evaluation(record) for record in records])
+    return _listed(request, [_evaluation(record, listed=True) for record in records])
 
 
 @_route("/evaluations/{evaluationId}", "GET")

@@ -29,12 +29,14 @@ from policies.registry import format_spec
 from policies.vw import VWPolicy
 from policies.vwargs import USES, parse_arguments
 from replay import Estimate, Intervals, LoggedDecisions, TargetProbabilities, read_log
-from replay.report import evaluate
+from replay.report import evaluate, make_estimator
 from replay.targets import Target, TargetSpec, build_target
 
 __all__ = [
     "DEFAULT_ARGUMENTS",
     "EXPERIMENT_EPSILONS",
+    "INTERVALS_MINUTES",
+    "MAX_SUMMARIES",
     "EvaluationJob",
     "FeatureImportanceJob",
     "PolicySource",
@@ -52,6 +54,12 @@ DEFAULT_ARGUMENTS = "--cb_explore_adf --epsilon 0.05"
 
 EXPERIMENT_EPSILONS = (0.01, 0.05, 0.1, 0.2)
 """The exploration rates tried by ``enableOfflineExperimentation``, on the online arguments."""
+
+INTERVALS_MINUTES = (5, 60, 360, 720, 1440)
+"""Personalizer's summary intervals: the first that splits the window in at most
+:data:`MAX_SUMMARIES` is used (else whole days, as many as needed)."""
+MAX_SUMMARIES = 100
+"""The most ``summary`` entries of a policy."""
 
 _ESTIMATORS = ("ips", "snips")
 _MAX_NAMESPACES = 16  # namespaces scored by a feature importance, the most frequent first
@@ -138,9 +146,12 @@ def run_evaluation(job: EvaluationJob) -> dict[str, Any]:
     -------
     dict
         ``policyResults`` (per policy: ``name``, ``arguments``, ``policySource``,
-        ``totalSummary`` in Personalizer's shape, ``summary`` (the one window),
-        ``estimates``: IPS and SNIPS with their intervals), ``optimalPolicy`` (the
-        highest SNIPS estimate's lower bound) and ``log`` (what was read).
+        ``totalSummary`` in Personalizer's shape over the whole window, ``summary``
+        the same per interval (:data:`INTERVALS_MINUTES`; intervals without a decision
+        left out), ``timeseries`` the SNIPS estimate per interval with its interval,
+        ``estimates``: IPS and SNIPS over the whole window with their intervals),
+        ``optimalPolicy`` (the highest SNIPS estimate's lower bound) and ``log`` (what
+        was read, and the summaries' ``intervalInMinutes``).
 
     Raises
     ------
@@ -149,26 +160,32 @@ def run_evaluation(job: EvaluationJob) -> dict[str, Any]:
     ConfigurationError
         For a VW command line that does not build.
     """
+    times: dict[str, datetime] = {}
     with tempfile.TemporaryDirectory(prefix="sb-evaluation-") as folder:
-        logs, facts = _window(job, folder)
+        logs, facts = _window(job, folder, times)
         targets = [_target(policy, logs) for policy in job.policies]
     intervals = Intervals(level=job.level, n_bootstrap=0)
     report = evaluate(logs, targets, _ESTIMATORS, intervals=intervals)
     by_policy: dict[str, dict[str, Estimate]] = {}
     for found in report.evaluations:
         by_policy.setdefault(found.policy, {})[found.estimator] = found.estimate
-    window = _duration(job.end - job.start)
+    minutes = _interval_minutes(job.end - job.start)
+    buckets = _buckets(logs, times, job, minutes)
+    facts["intervalInMinutes"] = minutes
     results: list[dict[str, Any]] = []
     for policy, target in zip(job.policies, targets, strict=True):
         estimates = by_policy[policy.name]
+        window = _duration(job.end - job.start)
         total = _summary(target.probabilities, estimates["ips"], job.end, window)
+        summaries, series = _per_interval(target.probabilities, buckets, minutes, intervals)
         results.append(
             {
                 "name": policy.name,
                 "arguments": policy.arguments,
                 "policySource": policy.source,
-                "summary": [total],
+                "summary": summaries,
                 "totalSummary": total,
+                "timeseries": {"data": series},
                 "estimates": {name: _estimate(estimates[name]) for name in _ESTIMATORS},
             }
         )
@@ -218,12 +235,14 @@ def run_feature_importance(job: FeatureImportanceJob) -> dict[str, Any]:
 
 
 def _window(
-    job: EvaluationJob | FeatureImportanceJob, folder: str
+    job: EvaluationJob | FeatureImportanceJob,
+    folder: str,
+    times: dict[str, datetime] | None = None,
 ) -> tuple[LoggedDecisions, dict[str, Any]]:
     path = Path(folder) / "window.dsjson"
     policy, start, end, max_rows = job.policy, job.start, job.end, job.max_rows
     copied: Window = copy_window(
-        job.directory, path, policy=policy, start=start, end=end, max_lines=max_rows
+        job.directory, path, policy=policy, start=start, end=end, max_lines=max_rows, times=times
     )
     read = read_log(path, format="dsjson", on_error="skip")
     facts = {
@@ -285,6 +304,71 @@ def _drop(features: Mapping[str, Any], namespace: str) -> dict[str, Any]:
 def _snips(target: Target, logs: LoggedDecisions, intervals: Intervals) -> Estimate:
     report = evaluate(logs, [target], ["snips"], intervals=intervals)
     return report.evaluations[0].estimate
+
+
+def _interval_minutes(span: timedelta) -> int:
+    """Return the summaries' interval: the first of Personalizer's giving few enough.
+
+    Examples
+    --------
+    >>> _interval_minutes(timedelta(hours=8)), _interval_minutes(timedelta(days=30))
+    (5, 720)
+    >>> _interval_minutes(timedelta(days=365))
+    5256
+    """
+    minutes = span.total_seconds() / 60
+    for interval in INTERVALS_MINUTES:
+        if math.ceil(minutes / interval) <= MAX_SUMMARIES:
+            return interval
+    return math.ceil(minutes / MAX_SUMMARIES)
+
+
+def _buckets(
+    logs: LoggedDecisions, times: Mapping[str, datetime], job: EvaluationJob, minutes: int
+) -> list[tuple[datetime, np.ndarray[Any, np.dtype[np.int64]]]]:
+    """Return each interval with a decision (its end), and its rows, by the rows' event ids.
+
+    A log without every row's date is one interval, the whole window.
+    """
+    ids = logs.event_ids
+    if ids is None or any(event_id not in times for event_id in ids):
+        return [(job.end, np.arange(logs.n))]
+    width = minutes * 60
+    index = np.array(
+        [int((times[event_id] - job.start).total_seconds() // width) for event_id in ids],
+        dtype=np.int64,
+    )
+    step = timedelta(minutes=minutes)
+    return [
+        (min(job.start + step * (int(i) + 1), job.end), np.flatnonzero(index == i))
+        for i in np.unique(index)
+    ]
+
+
+def _per_interval(
+    target: TargetProbabilities,
+    buckets: Sequence[tuple[datetime, np.ndarray[Any, np.dtype[np.int64]]]],
+    minutes: int,
+    intervals: Intervals,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Personalizer's summary, and the SNIPS estimate, of each interval's decisions."""
+    ips, snips = (make_estimator(name, intervals) for name in _ESTIMATORS)
+    window = _duration(timedelta(minutes=minutes))
+    summaries, series = [], []
+    for at, rows in buckets:
+        logs = target.logs.take(rows)
+        part = TargetProbabilities(logs, target.probabilities[rows, : logs.width])
+        summaries.append(_summary(part, ips.estimate(logs, part), at, window))
+        found = snips.estimate(logs, part)
+        interval = _estimate(found)["confidenceInterval"]
+        series.append(
+            {
+                "timeStamp": at.isoformat(),
+                "expectedReward": _finite(found.value),
+                "confidenceInterval": interval,
+            }
+        )
+    return summaries, series
 
 
 def _summary(

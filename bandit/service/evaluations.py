@@ -48,7 +48,7 @@ _log = structlog.get_logger("bandit.service.evaluations")
 
 JobKind = Literal["evaluations", "featureImportances"]
 
-MAX_RESULT_BYTES: Final = 1_000_000
+MAX_RESULT_BYTES: Final = 4_000_000
 """The largest result kept, as JSON."""
 LEASE_SECONDS: Final = 60
 """How long a job's lease outlives the last renewal of the process running it."""

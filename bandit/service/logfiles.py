@@ -123,6 +123,7 @@ def copy_window(
     start: datetime,
     end: datetime,
     max_lines: int,
+    times: dict[str, datetime] | None = None,
 ) -> Window:
     r"""Copy `policy`'s decision log lines dated in ``[start, end]`` to the file `out`.
 
@@ -130,7 +131,8 @@ def copy_window(
     window is not read past its first and last lines, and a file deleted or rotated
     meanwhile (``DELETE /logs``, retention) is passed over. A line belongs to the policy
     its ``_sb.policy`` names; a ``Timestamp`` without a zone is UTC. At most `max_lines`
-    lines are copied, the earliest. Blocking: call it off the event loop.
+    lines are copied, the earliest. `times`, when given, gets each copied line's
+    ``EventId`` and date. Blocking: call it off the event loop.
 
     Examples
     --------
@@ -178,6 +180,9 @@ def copy_window(
                         return Window(files, lines, truncated=True)
                     sink.write(line if line.endswith(b"\n") else line + b"\n")
                     lines += 1
+                    event_id = record.get("EventId") if record is not None else None
+                    if times is not None and isinstance(event_id, str):
+                        times[event_id] = when
     return Window(files, lines, truncated=False)
 
 

@@ -83,6 +83,21 @@ def test_the_better_custom_policy_ranks_above_the_baseline_with_intervals_coveri
     assert summary["aggregateTimeWindow"] == f"PT{N - 1}S"
 
 
+def test_the_summaries_per_interval_add_up_to_the_total(log: tuple[Path, list[int]]) -> None:
+    """3000 decisions a second apart: ten 5-minute intervals, Personalizer's shortest."""
+    folder, _ = log
+    result = run_evaluation(_job(folder, PolicyToEvaluate("interactions", LEARNER, "Custom")))
+    assert result["log"]["intervalInMinutes"] == 5
+    for found in result["policyResults"]:
+        summaries, total = found["summary"], found["totalSummary"]
+        assert [s["aggregateTimeWindow"] for s in summaries] == ["PT300S"] * 10
+        assert [s["ipsEstimatorDenominator"] for s in summaries] == [300] * 10
+        numerators = sum(s["ipsEstimatorNumerator"] for s in summaries)
+        assert numerators == pytest.approx(total["ipsEstimatorNumerator"])
+        assert summaries[0]["timeStamp"] == (START + timedelta(minutes=5)).isoformat()
+        assert len(found["timeseries"]["data"]) == 10
+
+
 def test_offline_experimentation_tries_each_exploration_rate(log: tuple[Path, list[int]]) -> None:
     folder, _ = log
     grid = experiment_policies(LEARNER)

@@ -105,7 +105,11 @@ def test_an_evaluation_from_create_to_result_and_applied(
     assert all(best[0] >= r["summary"]["confidenceInterval"][0] for r in results.values())
     total = next(r for r in found["policyResults"] if r["name"] == "random")["totalSummary"]
     assert total["ipsEstimatorDenominator"] == N
-    assert [e["id"] for e in sdk.list_evaluations()] == ["eval-1"]
+    assert found["content"]["intervalInMinutes"] == 5  # 25 minutes: 5 intervals
+    assert len(results["random"]["timeseries"]["data"]) == 5
+    [listed] = sdk.list_evaluations()
+    assert listed["id"] == "eval-1"
+    assert "summary" not in listed["policyResults"][0]  # as listed: the totals only
 
     sdk.apply_from_evaluation({"evaluationId": "eval-1", "policyName": "interactions"})
     applied = sdk.get_policy()["arguments"]
