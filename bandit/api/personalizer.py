@@ -565,16 +565,26 @@ def _job_fields(record: dict[str, Any]) -> dict[str, Any]:
     } | {"description": record.get("description", "")}
 
 
-def _evaluation(record: dict[str, Any], *, listed: bool = False) -> dict[str, Any]:
+_V1_STATUSES = {"Running": "pending", "Succeeded": "completed", "Failed": "failed"}
+"""The statuses of v1.1's evaluations (the 2022-09 API's are the stored ones)."""
+
+
+def _evaluation(
+    request: Request, record: dict[str, Any], *, listed: bool = False
+) -> dict[str, Any]:
     """Show an evaluation in Personalizer's shapes: v1.1's ``policyResults``, 2022's ``content``.
 
-    A listed one, as Personalizer listed them, holds each policy's ``totalSummary``
-    only, not its summaries per interval.
+    At the ``/v1.x/`` paths the status is v1.1's (``pending``, ``completed``,
+    ``failed``). A listed one, as Personalizer listed them, holds each policy's
+    ``totalSummary`` only, not its summaries per interval.
     """
     result = record.get("result") or {}
     results = result.get("policyResults", record["policies"])
+    fields = _job_fields(record)
+    if "api-version" not in request.query_params:
+        fields |= {"status": _V1_STATUSES[record["status"]], "jobId": record["id"]}
     answer = {
-        **_job_fields(record),
+        **fields,
         "evaluationType": "Manual",
         "policyResults": results,
         "featureImportance": [],
@@ -678,7 +688,7 @@ async def personalizer_create_evaluation(
     estimates and their confidence intervals (docs/migrating-from-personalizer.md).
     """
     record = await _create_evaluation(request, service, caller, policy, evaluation_id)
-    return json_response(_evaluation(record))
+    return json_response(_evaluation(request, record))
 
 
 @_route(
@@ -693,7 +703,7 @@ async def personalizer_submit_evaluation(
     """Start an offline evaluation under a new id (admin keys; v1.1's create, 201 + Location)."""
     record = await _create_evaluation(request, service, caller, policy, str(uuid.uuid4()))
     location = f"{str(request.url).split('?')[0]}/{record['id']}"
-    return json_response(_evaluation(record), 201, {"Location": location})
+    return json_response(_evaluation(request, record), 201, {"Location": location})
 
 
 @_route("/evaluations", "GET")
@@ -705,16 +715,17 @@ async def personalizer_evaluations(
     with redis_or_503():
         async with asyncio.timeout(CONTROL_TIMEOUT):
             records = await service.jobs.store.list("evaluations")
-    return _listed(request, [_evaluation(record, listed=True) for record in records])
+    return _listed(request, [_evaluation(request, r, listed=True) for r in records])
 
 
 @_route("/evaluations/{evaluationId}", "GET")
 async def personalizer_evaluation(
-    service: ServiceDep, caller: CallerDep, evaluation_id: EvaluationIdPath
+    request: Request, service: ServiceDep, caller: CallerDep, evaluation_id: EvaluationIdPath
 ) -> Response:
     """Read an offline evaluation: its status, and once ``Succeeded`` its results (admin keys)."""
     check_admin(caller, "reading evaluations")
-    return json_response(_evaluation(await _record(service, "evaluations", evaluation_id)))
+    found = await _record(service, "evaluations", evaluation_id)
+    return json_response(_evaluation(request, found))
 
 
 @_route("/evaluations/{evaluationId}", "DELETE", status_code=204)

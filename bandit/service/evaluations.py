@@ -56,7 +56,7 @@ INTERRUPTED: Final = (
     "interrupted: the API process running it stopped before it finished (a restart or a "
     "crash); create it again"
 )
-_ACTIVE = ("NotSubmitted", "Running")
+_ACTIVE = ("Running",)
 
 # Adds the record unless the kind holds `max` records already: 1 added, 0 exists, -1 full.
 _CREATE = """
