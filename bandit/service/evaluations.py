@@ -12,9 +12,9 @@ Keys, under the configured prefix::
     sb:jobs:{kind}:lease:{id}   set while a process holds the job (expires after
                                 LEASE_SECONDS unless renewed)
 
-A process that stops (a restart, a crash) stops renewing its jobs' leases: a record
-still ``Running`` without a lease is marked ``Failed`` with that reason when next read,
-never left running.
+A process that stops marks its unfinished jobs ``Failed`` (:meth:`EvaluationRunner.close`);
+one that crashes stops renewing its jobs' leases, and a record still ``Running``
+without a lease is marked ``Failed`` with that reason when next read: never left running.
 """
 
 from __future__ import annotations
@@ -162,7 +162,7 @@ class EvaluationRunner:
     def __init__(self, store: EvaluationStore) -> None:
         self.store = store
         self._pool: ProcessPoolExecutor | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: dict[asyncio.Task[None], tuple[JobKind, dict[str, Any]]] = {}
 
     def submit(
         self,
@@ -173,8 +173,11 @@ class EvaluationRunner:
     ) -> None:
         """Run ``work(job)`` in the helper; its result or error goes into `record`."""
         task = asyncio.create_task(self._run(kind, record, work, job), name=f"job-{record['id']}")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks[task] = (kind, record)
+        task.add_done_callback(self._forget)
+
+    def _forget(self, task: asyncio.Task[None]) -> None:
+        self._tasks.pop(task, None)
 
     async def _run(
         self,
@@ -226,9 +229,15 @@ class EvaluationRunner:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
     async def close(self) -> None:
-        """Stop: jobs still running are left to be marked interrupted."""
-        for task in list(self._tasks):
+        """Stop: the jobs not finished are marked ``Failed`` as interrupted, at once."""
+        for task, (kind, record) in list(self._tasks.items()):
             await stop_task(task)
+            with contextlib.suppress(Exception):  # Redis away: the lease runs out instead
+                found = await self.store.get(kind, record["id"])
+                if found is not None and found["status"] == "Running":  # (not just finished)
+                    await self.store.update(kind, {**found, "status": "Failed",
+                                                   "description": INTERRUPTED})  # fmt: skip
+                await self.store.release(kind, record["id"])
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None

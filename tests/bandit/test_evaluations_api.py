@@ -22,7 +22,8 @@ from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 from redis.asyncio import Redis
 
 from bandit.api.app import create_app
-from bandit.service.evaluations import INTERRUPTED, EvaluationStore
+from bandit.service.evaluation import run_evaluation
+from bandit.service.evaluations import INTERRUPTED, EvaluationRunner, EvaluationStore
 from bandit.settings import ApiKey, ApiSettings, KafkaSettings, LogSettings, RedisSettings, Settings
 from tests.bandit.serving import served
 from tests.bandit.simulated_log import START, write_log
@@ -199,3 +200,23 @@ def test_a_job_left_running_by_a_stopped_process_reads_failed(
     found = sdk.get_evaluation("orphan", start_time=START, end_time=START)
     assert (found["status"], found["description"]) == ("Failed", INTERRUPTED)
     sdk.delete_evaluation("orphan")
+
+
+def test_a_job_stopped_with_its_process_reads_failed_at_once(
+    sdk: PersonalizerAdministrationClient, settings: Settings
+) -> None:
+    record = {"id": "stopped", "name": "s", "creationTime": "2026-12-01T00:00:00+00:00",
+              "status": "Running", "policy": "main", "policies": [], **WINDOW}  # fmt: skip
+
+    async def stop_while_running() -> None:
+        redis = Redis.from_url(settings.redis.url)
+        runner = EvaluationRunner(EvaluationStore(redis, settings.redis.key_prefix))
+        assert await runner.store.create("evaluations", record) == 1
+        runner.submit("evaluations", record, run_evaluation, None)
+        await runner.close()  # as the API stops, before the job could finish
+        await redis.aclose()
+
+    asyncio.run(stop_while_running())
+    found = sdk.get_evaluation("stopped", start_time=START, end_time=START)
+    assert (found["status"], found["description"]) == ("Failed", INTERRUPTED)
+    sdk.delete_evaluation("stopped")
