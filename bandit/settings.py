@@ -18,6 +18,7 @@ from policies._base import REWARD_LIMIT
 __all__ = [
     "ApiKey",
     "ApiSettings",
+    "EvaluationSettings",
     "ExplainSettings",
     "KafkaSettings",
     "LearnerSettings",
@@ -77,6 +78,35 @@ class Limits(BaseModel):
             )
             raise ValueError(msg)
         return self
+
+
+class EvaluationSettings(BaseModel):
+    """Bounds on offline evaluations and feature importances (Personalizer's ``/evaluations``).
+
+    Each is a job over the decision log, run in a helper process and kept in Redis
+    (:mod:`bandit.service.evaluations`; docs/migrating-from-personalizer.md).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_kept: int = Field(
+        default=32,
+        ge=1,
+        le=10_000,
+        description=(
+            "Most evaluations kept for the whole deployment, and as many feature "
+            "importances: a create beyond it is refused until one is deleted."
+        ),
+    )
+    max_rows: int = Field(
+        default=200_000,
+        ge=1,
+        le=100_000_000,
+        description=(
+            "Most decision log lines one job reads, the earliest of its window (its "
+            "result says where it was cut)."
+        ),
+    )
 
 
 class ExplainSettings(BaseModel):
@@ -507,6 +537,7 @@ class Settings(BaseSettings):
 
     limits: Limits = Limits()
     explain: ExplainSettings = ExplainSettings()
+    evaluations: EvaluationSettings = EvaluationSettings()
     kafka: KafkaSettings = KafkaSettings()
     redis: RedisSettings = RedisSettings()
     api: ApiSettings = ApiSettings()

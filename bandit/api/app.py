@@ -85,6 +85,7 @@ from bandit.api.requestlog import RequestLog
 from bandit.api.shedding import Shedding
 from bandit.errors import ConfigurationError
 from bandit.service.engine import DecisionEngine
+from bandit.service.evaluations import EvaluationRunner, EvaluationStore
 from bandit.service.explainer import Explainer
 from bandit.service.logging import LineLimiter, configure_logging
 from bandit.service.metrics import ApiMetrics
@@ -208,6 +209,9 @@ def create_app(
         metrics=metrics,
         shutdown_flush_seconds=shutdown_flush_seconds,
         explainer=Explainer(settings.explain, metrics),
+        jobs=EvaluationRunner(
+            EvaluationStore(control_redis, settings.redis.key_prefix, settings.evaluations.max_kept)
+        ),
     )
 
     @asynccontextmanager
@@ -239,6 +243,7 @@ def create_app(
                 await service.engine.stop()
         finally:
             await stop_task(watcher)
+            await service.jobs.close()
             await service.producer.stop(service.shutdown_flush_seconds)
             await control_redis.aclose()
             await features_redis.aclose()

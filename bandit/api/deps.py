@@ -25,6 +25,7 @@ from bandit.api.errors import RefusedRequestError
 from bandit.api.requestlog import note
 from bandit.privacy.consent import pseudonymise
 from bandit.service.engine import DecisionEngine
+from bandit.service.evaluations import EvaluationRunner
 from bandit.service.explainer import Explainer
 from bandit.service.metrics import ApiMetrics
 from bandit.service.producer import BufferedProducer
@@ -80,6 +81,8 @@ class Service:
     metrics: ApiMetrics
     shutdown_flush_seconds: float
     explainer: Explainer
+    jobs: EvaluationRunner
+    """Offline evaluations and feature importances (:mod:`bandit.service.evaluations`)."""
     callers: dict[str, Caller] = field(default_factory=dict)
     """Callers by the key they presented, once found (as many as there are keys)."""
 

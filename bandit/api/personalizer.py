@@ -16,6 +16,7 @@ lists the versions).
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, TypeVar, get_args
@@ -49,13 +50,32 @@ from bandit.api.deps import (
     redis_or_503,
     resolve_policy,
 )
-from bandit.api.errors import PERSONALIZER_ERRORS, RefusedRequestError, invalid, model_response
+from bandit.api.errors import (
+    PERSONALIZER_ERRORS,
+    RefusedRequestError,
+    invalid,
+    json_response,
+    model_response,
+)
 from bandit.api.native import check_may_send, decide, feedback
 from bandit.api.openapi import reads_body
 from bandit.errors import ConfigurationError
+from bandit.service.evaluation import (
+    DEFAULT_ARGUMENTS,
+    EvaluationJob,
+    FeatureImportanceJob,
+    PolicyToEvaluate,
+    experiment_policies,
+    run_evaluation,
+    run_feature_importance,
+)
+from bandit.service.evaluations import JobKind
 from bandit.wire.personalizer import (
+    PersonalizerApplyFromEvaluation,
     PersonalizerApprenticeMetrics,
     PersonalizerDateRange,
+    PersonalizerEvaluationRequest,
+    PersonalizerFeatureImportanceRequest,
     PersonalizerLogProperties,
     PersonalizerModelProperties,
     PersonalizerPolicy,
@@ -478,4 +498,376 @@ async def personalizer_delete_logs(
     files; decisions still on their way to the log are written afterwards.
     """
     await delete_log(request, service, caller)
+    return Response(status_code=204)
+
+
+# -- evaluations and feature importances -------------------------------------------------
+
+EvaluationIdPath = Annotated[
+    str, Path(alias="evaluationId", min_length=1, max_length=256, description="The job's id.")
+]
+ImportanceIdPath = Annotated[
+    str,
+    Path(alias="featureImportanceId", min_length=1, max_length=256, description="The job's id."),
+]
+
+
+def _listed(request: Request, items: list[dict[str, Any]]) -> Response:
+    """Answer a list as the client's version had it: an array (v1.x), or ``{"value": [...]}``."""
+    if "api-version" in request.query_params:
+        return json_response({"value": items})
+    return json_response(items)
+
+
+def _not_found(kind: str, job_id: str) -> RefusedRequestError:
+    return RefusedRequestError(404, "ResourceNotFound", f"no {kind} with id {job_id!r}")
+
+
+async def _online_arguments(service: Service, name: str) -> str:
+    """Return the VW command line policy `name` learns with ("" for a policy not VW's)."""
+    loaded = service.engine.loaded(name)
+    policy = None if loaded is None else loaded.policy
+    if isinstance(policy, VWPolicy):
+        return await asyncio.to_thread(policy.vw_arguments)
+    return ""
+
+
+async def _stored(service: Service, kind: JobKind, record: dict[str, Any]) -> None:
+    """Add the job's record, or refuse: its id taken (409), or the store full (400)."""
+    with redis_or_503():
+        async with asyncio.timeout(CONTROL_TIMEOUT):
+            added = await service.jobs.store.create(kind, record)
+    if added == 0:
+        message = f"{kind}: id {record['id']!r} exists; delete it first, or choose another"
+        raise RefusedRequestError(409, "Conflict", message)
+    if added == -1:
+        kept = service.settings.evaluations.max_kept
+        message = (
+            f"{kind}: {kept} are kept at most (STREAMBANDIT_EVALUATIONS__MAX_KEPT); "
+            "delete one first"
+        )
+        detail = {"loc": [kind], "msg": message, "type": "too_many_jobs"}
+        raise RefusedRequestError(400, "BadRequest", message, details=[detail])
+
+
+async def _record(service: Service, kind: JobKind, job_id: str) -> dict[str, Any]:
+    with redis_or_503():
+        async with asyncio.timeout(CONTROL_TIMEOUT):
+            found = await service.jobs.store.get(kind, job_id)
+    if found is None:
+        raise _not_found(kind, job_id)
+    return found
+
+
+def _job_fields(record: dict[str, Any]) -> dict[str, Any]:
+    return {
+        key: record[key] for key in ("id", "name", "startTime", "endTime", "creationTime", "status")
+    } | {"description": record.get("description", "")}
+
+
+_V1_STATUSES = {"Running": "pending", "Succeeded": "completed", "Failed": "failed"}
+"""The statuses of v1.1's evaluations (the 2022-09 API's are the stored ones)."""
+
+
+def _evaluation(
+    request: Request, record: dict[str, Any], *, listed: bool = False
+) -> dict[str, Any]:
+    """Show an evaluation in Personalizer's shapes: v1.1's ``policyResults``, 2022's ``content``.
+
+    At the ``/v1.x/`` paths the status is v1.1's (``pending``, ``completed``,
+    ``failed``). A listed one, as Personalizer listed them, holds each policy's
+    ``totalSummary`` only, not its summaries per interval.
+    """
+    result = record.get("result") or {}
+    results = result.get("policyResults", record["policies"])
+    fields = _job_fields(record)
+    if "api-version" not in request.query_params:
+        fields |= {"status": _V1_STATUSES[record["status"]], "jobId": record["id"]}
+    answer = {
+        **fields,
+        "evaluationType": "Manual",
+        "policyResults": results,
+        "featureImportance": [],
+        "optimalPolicy": result.get("optimalPolicy", ""),
+        "log": result.get("log"),
+    }
+    if listed:
+        drop = ("summary", "timeseries")
+        answer["policyResults"] = [
+            {key: value for key, value in found.items() if key not in drop} for found in results
+        ]
+        return answer
+    content = [
+        {
+            "name": found["name"],
+            "arguments": found["arguments"],
+            "policySource": found["policySource"],
+            "slotId": "",
+            "summary": {
+                "expectedReward": found["estimates"]["snips"]["value"],
+                "confidenceInterval": found["estimates"]["snips"]["confidenceInterval"],
+            },
+            "timeseries": found["timeseries"],
+        }
+        for found in result.get("policyResults", [])
+    ]
+    answer["content"] = {
+        "startTime": record["startTime"],
+        "endTime": record["endTime"],
+        "intervalInMinutes": (result.get("log") or {}).get("intervalInMinutes"),
+        "value": content,
+    }
+    return answer
+
+
+async def _create_evaluation(
+    request: Request, service: Service, caller: Caller, policy: str | None, job_id: str
+) -> dict[str, Any]:
+    name = resolve_policy(service, caller, policy)
+    check_admin(caller, "running an evaluation")
+    raw = await read_body(request)
+    try:
+        body = PersonalizerEvaluationRequest.model_validate_json(raw)
+    except pydantic.ValidationError as exc:
+        raise invalid(exc, "the evaluation") from None
+    online = await _online_arguments(service, name)
+    policies = [
+        PolicyToEvaluate("online", online, "Online"),
+        PolicyToEvaluate("baseline", "", "Baseline"),
+        PolicyToEvaluate("random", "", "Random"),
+        *(PolicyToEvaluate(p.name, p.arguments, "Custom") for p in body.policies),
+    ]
+    if body.experiment:
+        grid = online or DEFAULT_ARGUMENTS
+        policies += await asyncio.to_thread(experiment_policies, grid)
+    record = {
+        "id": job_id,
+        "name": body.name,
+        "startTime": body.start_time.isoformat(),
+        "endTime": body.end_time.isoformat(),
+        "creationTime": datetime.now(UTC).isoformat(),
+        "status": "Running",
+        "policy": name,
+        "policies": [
+            {"name": p.name, "arguments": p.arguments, "policySource": p.source} for p in policies
+        ],
+    }
+    job = EvaluationJob(
+        service.settings.decision_log.directory,
+        name,
+        body.start_time,
+        body.end_time,
+        tuple(policies),
+        max_rows=service.settings.evaluations.max_rows,
+    )
+    await _stored(service, "evaluations", record)
+    service.jobs.submit("evaluations", record, run_evaluation, job)
+    return record
+
+
+_CREATE_RESPONSES = {409: {"description": "A job of that id exists: delete it, or choose another."}}
+
+
+@_route(
+    "/evaluations/{evaluationId}",
+    "PUT",
+    responses=_CREATE_RESPONSES,
+    openapi_extra=reads_body(PersonalizerEvaluationRequest),
+)
+async def personalizer_create_evaluation(
+    request: Request,
+    service: ServiceDep,
+    caller: CallerDep,
+    evaluation_id: EvaluationIdPath,
+    policy: PolicyQuery = None,
+) -> Response:
+    """Start an offline evaluation with this id (admin keys; 2022-09-01-preview's create, 200).
+
+    Replays the policy's decision log lines dated in the window, in a helper process:
+    the online (logged), baseline, random and custom policies, with IPS and SNIPS
+    estimates and their confidence intervals (docs/migrating-from-personalizer.md).
+    """
+    record = await _create_evaluation(request, service, caller, policy, evaluation_id)
+    return json_response(_evaluation(request, record))
+
+
+@_route(
+    "/evaluations",
+    "POST",
+    status_code=201,
+    openapi_extra=reads_body(PersonalizerEvaluationRequest),
+)
+async def personalizer_submit_evaluation(
+    request: Request, service: ServiceDep, caller: CallerDep, policy: PolicyQuery = None
+) -> Response:
+    """Start an offline evaluation under a new id (admin keys; v1.1's create, 201 + Location)."""
+    record = await _create_evaluation(request, service, caller, policy, str(uuid.uuid4()))
+    location = f"{str(request.url).split('?')[0]}/{record['id']}"
+    return json_response(_evaluation(request, record), 201, {"Location": location})
+
+
+@_route("/evaluations", "GET")
+async def personalizer_evaluations(
+    request: Request, service: ServiceDep, caller: CallerDep
+) -> Response:
+    """List every offline evaluation kept, oldest first (admin keys)."""
+    check_admin(caller, "reading evaluations")
+    with redis_or_503():
+        async with asyncio.timeout(CONTROL_TIMEOUT):
+            records = await service.jobs.store.list("evaluations")
+    return _listed(request, [_evaluation(request, r, listed=True) for r in records])
+
+
+@_route("/evaluations/{evaluationId}", "GET")
+async def personalizer_evaluation(
+    request: Request, service: ServiceDep, caller: CallerDep, evaluation_id: EvaluationIdPath
+) -> Response:
+    """Read an offline evaluation: its status, and once ``Succeeded`` its results (admin keys)."""
+    check_admin(caller, "reading evaluations")
+    found = await _record(service, "evaluations", evaluation_id)
+    return json_response(_evaluation(request, found))
+
+
+@_route("/evaluations/{evaluationId}", "DELETE", status_code=204)
+async def personalizer_delete_evaluation(
+    service: ServiceDep, caller: CallerDep, evaluation_id: EvaluationIdPath
+) -> Response:
+    """Delete an offline evaluation; a running one's result is dropped (admin keys; 204)."""
+    check_admin(caller, "deleting evaluations")
+    with redis_or_503():
+        async with asyncio.timeout(CONTROL_TIMEOUT):
+            if not await service.jobs.store.delete("evaluations", evaluation_id):
+                raise _not_found("evaluations", evaluation_id)
+    return Response(status_code=204)
+
+
+@_route(
+    "/configurations/applyFromEvaluation",
+    "POST",
+    status_code=204,
+    responses=REPLACE_RESPONSES,
+    openapi_extra=reads_body(PersonalizerApplyFromEvaluation),
+)
+async def personalizer_apply_from_evaluation(
+    request: Request, service: ServiceDep, caller: CallerDep
+) -> Response:
+    """Learn with an evaluated policy's VW command line, as ``PUT /configurations/policy`` does.
+
+    Applied to the policy the evaluation read (admin keys; 204). The baseline and random
+    policies have no command line to learn with: refused with 400.
+    """
+    check_admin(caller, "changing the learning policy")
+    raw = await read_body(request)
+    try:
+        body = PersonalizerApplyFromEvaluation.model_validate_json(raw)
+    except pydantic.ValidationError as exc:
+        raise invalid(exc, "the evaluation to apply") from None
+    record = await _record(service, "evaluations", body.evaluation_id)
+    wanted = body.policy_name.casefold()
+    found = next((p for p in record["policies"] if p["name"].casefold() == wanted), None)
+    if found is None or not found["arguments"]:
+        names = [p["name"] for p in record["policies"] if p["arguments"]]
+        message = (
+            f"evaluation {body.evaluation_id!r} holds no learning policy named "
+            f"{body.policy_name!r} with VW arguments; it holds {names}"
+        )
+        detail = {"loc": ["policyName"], "msg": message, "type": "value_not_applicable"}
+        raise RefusedRequestError(400, "BadRequest", message, details=[detail])
+    name = resolve_policy(service, caller, record["policy"])
+    await _apply_learning_policy(request, service, caller, name, found["arguments"])
+    return Response(status_code=204)
+
+
+def _importance(record: dict[str, Any]) -> dict[str, Any]:
+    result = record.get("result") or {}
+    return {
+        **_job_fields(record),
+        "arguments": record["arguments"],
+        "featureScores": result.get("featureScores", []),
+        "value": result.get("value"),
+        "log": result.get("log"),
+    }
+
+
+@_route(
+    "/featureImportances/{featureImportanceId}",
+    "PUT",
+    responses=_CREATE_RESPONSES,
+    openapi_extra=reads_body(PersonalizerFeatureImportanceRequest),
+)
+async def personalizer_create_feature_importance(
+    request: Request,
+    service: ServiceDep,
+    caller: CallerDep,
+    importance_id: ImportanceIdPath,
+    policy: PolicyQuery = None,
+) -> Response:
+    """Start a feature importance with this id (admin keys; 200).
+
+    Each feature namespace's score is the drop in the served learning policy's SNIPS
+    estimate, trained along the log, when the namespace is removed
+    (:func:`bandit.service.evaluation.run_feature_importance`).
+    """
+    name = resolve_policy(service, caller, policy)
+    check_admin(caller, "running a feature importance")
+    raw = await read_body(request)
+    try:
+        body = PersonalizerFeatureImportanceRequest.model_validate_json(raw)
+    except pydantic.ValidationError as exc:
+        raise invalid(exc, "the feature importance") from None
+    arguments = await _online_arguments(service, name) or DEFAULT_ARGUMENTS
+    record = {
+        "id": importance_id,
+        "name": body.name,
+        "startTime": body.start_time.isoformat(),
+        "endTime": body.end_time.isoformat(),
+        "creationTime": datetime.now(UTC).isoformat(),
+        "status": "Running",
+        "policy": name,
+        "arguments": arguments,
+    }
+    job = FeatureImportanceJob(
+        service.settings.decision_log.directory,
+        name,
+        body.start_time,
+        body.end_time,
+        arguments,
+        max_rows=service.settings.evaluations.max_rows,
+    )
+    await _stored(service, "featureImportances", record)
+    service.jobs.submit("featureImportances", record, run_feature_importance, job)
+    return json_response(_importance(record))
+
+
+@_route("/featureImportances", "GET")
+async def personalizer_feature_importances(
+    request: Request, service: ServiceDep, caller: CallerDep
+) -> Response:
+    """List every feature importance kept, oldest first (admin keys)."""
+    check_admin(caller, "reading feature importances")
+    with redis_or_503():
+        async with asyncio.timeout(CONTROL_TIMEOUT):
+            records = await service.jobs.store.list("featureImportances")
+    return _listed(request, [_importance(record) for record in records])
+
+
+@_route("/featureImportances/{featureImportanceId}", "GET")
+async def personalizer_feature_importance(
+    service: ServiceDep, caller: CallerDep, importance_id: ImportanceIdPath
+) -> Response:
+    """Read a feature importance: its status, and once ``Succeeded`` its scores (admin keys)."""
+    check_admin(caller, "reading feature importances")
+    return json_response(_importance(await _record(service, "featureImportances", importance_id)))
+
+
+@_route("/featureImportances/{featureImportanceId}", "DELETE", status_code=204)
+async def personalizer_delete_feature_importance(
+    service: ServiceDep, caller: CallerDep, importance_id: ImportanceIdPath
+) -> Response:
+    """Delete a feature importance (admin keys; 204)."""
+    check_admin(caller, "deleting feature importances")
+    with redis_or_503():
+        async with asyncio.timeout(CONTROL_TIMEOUT):
+            if not await service.jobs.store.delete("featureImportances", importance_id):
+                raise _not_found("featureImportances", importance_id)
     return Response(status_code=204)

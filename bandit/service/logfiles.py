@@ -24,12 +24,12 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
 
-__all__ = ["LogFileDates", "LogFiles", "log_file_dates", "log_files"]
+__all__ = ["LogFileDates", "LogFiles", "Window", "copy_window", "log_file_dates", "log_files"]
 
 _TAIL_BYTES = 64 * 1024
 """How far from a file's end its last line is looked for (a line is a few KB)."""
@@ -106,10 +106,103 @@ def log_files(directory: Path) -> LogFiles:
     return LogFiles(files, size, first, last)
 
 
+@dataclass(frozen=True, slots=True)
+class Window:
+    """What :func:`copy_window` copied: files read, lines copied, whether it stopped early."""
+
+    files: int
+    lines: int
+    truncated: bool
+
+
+def copy_window(
+    directory: Path,
+    out: Path,
+    *,
+    policy: str,
+    start: datetime,
+    end: datetime,
+    max_lines: int,
+    times: dict[str, datetime] | None = None,
+) -> Window:
+    r"""Copy `policy`'s decision log lines dated in ``[start, end]`` to the file `out`.
+
+    Files are read in the order of their first decision; a file whose dates miss the
+    window is not read past its first and last lines, and a file deleted or rotated
+    meanwhile (``DELETE /logs``, retention) is passed over. A line belongs to the policy
+    its ``_sb.policy`` names; a ``Timestamp`` without a zone is UTC. At most `max_lines`
+    lines are copied, the earliest. `times`, when given, gets each copied line's
+    ``EventId`` and date. Blocking: call it off the event loop.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from datetime import UTC
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> _ = (folder / "decisions-1.dsjson").write_text(
+    ...     '{"Timestamp":"2026-12-01T10:00:00Z","_sb":{"policy":"p"}}\n'
+    ...     '{"Timestamp":"2026-12-02T10:00:00Z","_sb":{"policy":"q"}}\n'
+    ...     '{"Timestamp":"2026-12-03T10:00:00Z","_sb":{"policy":"p"}}\n'
+    ... )
+    >>> copy_window(folder, folder / "out.dsjson", policy="p", max_lines=10,
+    ...             start=datetime(2026, 12, 1, tzinfo=UTC), end=datetime(2026, 12, 2, tzinfo=UTC))
+    Window(files=1, lines=1, truncated=False)
+    """
+    found: list[tuple[datetime, Path]] = []
+    for path in directory.rglob("*.dsjson") if directory.is_dir() else ():
+        try:
+            dates = log_file_dates(path)
+        except OSError:
+            continue
+        if dates.first is None or dates.last is None:
+            continue
+        if dates.last < start or dates.first > end:
+            continue
+        found.append((dates.first, path))
+    files = lines = 0
+    with out.open("wb") as sink:
+        for _, path in sorted(found):
+            try:
+                handle = path.open("rb")
+            except OSError:  # deleted since it was listed
+                continue
+            files += 1
+            with handle:
+                for line in handle:
+                    record = _record(line)
+                    when = _when(record)
+                    if when is None or not start <= when <= end:
+                        continue
+                    hidden = record.get("_sb") if record is not None else None
+                    if not isinstance(hidden, dict) or hidden.get("policy") != policy:
+                        continue
+                    if lines == max_lines:
+                        return Window(files, lines, truncated=True)
+                    sink.write(line if line.endswith(b"\n") else line + b"\n")
+                    lines += 1
+                    event_id = record.get("EventId") if record is not None else None
+                    if times is not None and isinstance(event_id, str):
+                        times[event_id] = when
+    return Window(files, lines, truncated=False)
+
+
+def _record(line: bytes) -> dict[str, object] | None:
+    try:
+        record = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def _when(record: dict[str, object] | None) -> datetime | None:
+    value = None if record is None else record.get("Timestamp")
+    try:
+        when = datetime.fromisoformat(value) if isinstance(value, str) else None
+    except ValueError:
+        return None
+    return when.replace(tzinfo=UTC) if when is not None and when.tzinfo is None else when
+
+
 def _timestamp(line: bytes) -> datetime | None:
     """Return the ``Timestamp`` of a DSJSON line, or None for a partial or unreadable one."""
-    try:
-        value = orjson.loads(line).get("Timestamp")
-        return datetime.fromisoformat(value) if isinstance(value, str) else None
-    except (orjson.JSONDecodeError, AttributeError, ValueError):
-        return None
+    return _when(_record(line))

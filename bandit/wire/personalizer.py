@@ -109,7 +109,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Self, get_args
 
 import pydantic
@@ -143,11 +143,17 @@ from policies.vwargs import USES as VW_USES
 
 __all__ = [
     "DEFAULT_NAMESPACE",
+    "EVALUATION_BUILT_IN",
+    "MAX_EVALUATION_POLICIES",
+    "PersonalizerApplyFromEvaluation",
     "PersonalizerApprenticeMetrics",
     "PersonalizerDateRange",
     "PersonalizerError",
     "PersonalizerErrorDetail",
     "PersonalizerErrorResponse",
+    "PersonalizerEvaluationPolicy",
+    "PersonalizerEvaluationRequest",
+    "PersonalizerFeatureImportanceRequest",
     "PersonalizerLogProperties",
     "PersonalizerModelProperties",
     "PersonalizerPolicy",
@@ -491,6 +497,102 @@ class PersonalizerPolicy(_Request):
 
     name: str = Field(max_length=256)
     arguments: str = Field(max_length=ARGUMENTS_MAX_LENGTH)
+
+
+# -- evaluations and feature importances ---------------------------------------------------
+
+EVALUATION_BUILT_IN = ("online", "baseline", "random")
+"""The names of the policies every evaluation holds (a custom policy takes another)."""
+MAX_EVALUATION_POLICIES = 8
+"""The most custom policies one evaluation trains along the log."""
+
+
+class PersonalizerEvaluationPolicy(_Request):
+    """A custom learning policy of an evaluation: a name and a VW command line."""
+
+    name: str = Field(min_length=1, max_length=256)
+    arguments: str = Field(max_length=ARGUMENTS_MAX_LENGTH)
+
+    @pydantic.field_validator("arguments")
+    @classmethod
+    def _mapped(cls, arguments: str) -> str:
+        """Refuse what :func:`policies.vwargs.parse_arguments` refuses, with its message."""
+        try:
+            parse_arguments(arguments)
+        except ConfigurationError as exc:
+            raise ValueError(str(exc)) from None
+        return arguments
+
+
+class _Window(_Request):
+    """A job over the decision log between two dates (a date without a zone is UTC)."""
+
+    name: str = Field(min_length=1, max_length=256)
+    start_time: datetime = Field(alias="startTime")
+    end_time: datetime = Field(alias="endTime")
+
+    @pydantic.field_validator("start_time", "end_time")
+    @classmethod
+    def _aware(cls, value: datetime) -> datetime:
+        return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+    @pydantic.model_validator(mode="after")
+    def _ordered(self) -> Self:
+        if self.end_time <= self.start_time:
+            msg = f"`endTime` must be after `startTime` ({self.start_time.isoformat()})"
+            raise ValueError(msg)
+        return self
+
+
+class PersonalizerEvaluationRequest(_Window):
+    """An offline evaluation to run (``PUT /evaluations/{id}``, ``POST /evaluations``).
+
+    The online, baseline and random policies are always evaluated; `policies` adds
+    custom VW command lines (names other than those three, each once);
+    ``enableOfflineExperimentation`` (v1.1) or ``enablePolicyOptimization`` (2022-09)
+    adds a grid of exploration rates.
+    """
+
+    policies: list[PersonalizerEvaluationPolicy] = Field(
+        default_factory=list, max_length=MAX_EVALUATION_POLICIES
+    )
+    enable_offline_experimentation: StrictBool = Field(
+        default=False, alias="enableOfflineExperimentation"
+    )
+    enable_policy_optimization: StrictBool = Field(default=False, alias="enablePolicyOptimization")
+
+    @pydantic.field_validator("policies")
+    @classmethod
+    def _names(
+        cls, policies: list[PersonalizerEvaluationPolicy]
+    ) -> list[PersonalizerEvaluationPolicy]:
+        seen: set[str] = set()
+        for policy in policies:
+            folded = policy.name.casefold()
+            if folded in EVALUATION_BUILT_IN or folded.startswith("epsilon-") or folded in seen:
+                msg = (
+                    f"policy name {policy.name!r} is taken: names are unique, and "
+                    f"{', '.join(EVALUATION_BUILT_IN)} and epsilon-* name the built-in ones"
+                )
+                raise ValueError(msg)
+            seen.add(folded)
+        return policies
+
+    @property
+    def experiment(self) -> bool:
+        """Whether the grid of exploration rates is evaluated too."""
+        return self.enable_offline_experimentation or self.enable_policy_optimization
+
+
+class PersonalizerFeatureImportanceRequest(_Window):
+    """A feature importance to compute (``PUT /featureImportances/{id}``)."""
+
+
+class PersonalizerApplyFromEvaluation(_Request):
+    """Which evaluated policy to learn with (``POST /configurations/applyFromEvaluation``)."""
+
+    evaluation_id: str = Field(alias="evaluationId", min_length=1, max_length=256)
+    policy_name: str = Field(alias="policyName", min_length=1, max_length=256)
 
 
 _VW_DEFAULTS: dict[str, Any] = {

@@ -34,6 +34,7 @@ from bandit.api.app import create_app
 from bandit.settings import (
     ApiKey,
     ApiSettings,
+    EvaluationSettings,
     KafkaSettings,
     LearnerSettings,
     LogSettings,
@@ -80,7 +81,25 @@ ADMIN_ONLY = {
     ("DELETE", "/v1/log"),
     ("DELETE", "/personalizer/v1.0/logs"),
     ("DELETE", "/personalizer/logs"),
+    *(
+        (method, f"{prefix}{path}")
+        for prefix in ("/personalizer/v1.0", "/personalizer")
+        for method, path in (
+            ("GET", "/evaluations"),
+            ("POST", "/evaluations"),
+            ("PUT", "/evaluations/{evaluationId}"),
+            ("GET", "/evaluations/{evaluationId}"),
+            ("DELETE", "/evaluations/{evaluationId}"),
+            ("POST", "/configurations/applyFromEvaluation"),
+            ("GET", "/featureImportances"),
+            ("PUT", "/featureImportances/{featureImportanceId}"),
+            ("GET", "/featureImportances/{featureImportanceId}"),
+            ("DELETE", "/featureImportances/{featureImportanceId}"),
+        )
+    ),
 }
+WINDOW = {"startTime": "2026-12-01T00:00:00Z", "endTime": "2026-12-02T00:00:00Z"}
+"""An evaluation's or feature importance's window (steered requests name it)."""
 
 
 def _document() -> dict[str, Any]:
@@ -168,6 +187,7 @@ def api(broker: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -
             ),
         ),
         decision_log=LogSettings(directory=tmp_path_factory.mktemp("fuzz-decisions")),
+        evaluations=EvaluationSettings(max_kept=10_000),  # steered requests create many
         privacy=PrivacySettings(pseudonym_key="pseudonym-key-fuzz-tests-0123"),
         policies={"main": SPEC, "other": "uniform"},
         # /readyz answers 200 only while a worker consumes: one stands in, fresh all module
@@ -207,14 +227,33 @@ def _schema(api: Fuzzed, caller: str, credential: str) -> Any:
     )
 
 
-def _steered(case: Any, kept: int = 1) -> Any:
+def _job(url: str, kind: str) -> str:
+    """Create an evaluation or feature importance of `main` over :data:`WINDOW`; its id."""
+    job_id = f"fuzz-{uuid.uuid4().hex[:12]}"
+    answer = httpx.put(
+        f"{url}/personalizer/{kind}/{job_id}?api-version=2022-09-01-preview",
+        json={"name": "fuzz", **WINDOW},
+        headers={"X-API-Key": ADMIN_KEY},
+        timeout=10,
+    )
+    assert answer.status_code == 200, answer.text
+    return job_id
+
+
+def _steered(case: Any, kept: int = 1, url: str = "") -> Any:
     """`case` with what its schema cannot state made valid, so it reaches the handler.
 
     A served policy (path, query, body) and its spec, a well-formed event id in the
     path, a model version `main` keeps (path, body), printable user ids, features and
-    devices the limits accept, one consent changed at least; the rest of the request
-    stays as generated.
+    devices the limits accept, one consent changed at least, an evaluation or feature
+    importance that exists (read, deleted, applied) or not (created) and its window;
+    the rest of the request stays as generated.
     """
+    for name, kind in (("evaluationId", "evaluations"), ("featureImportanceId",
+                                                        "featureImportances")):  # fmt: skip
+        if name in (case.path_parameters or {}):
+            fresh = case.method.upper() == "PUT"
+            case.path_parameters[name] = f"fuzz-{uuid.uuid4().hex}" if fresh else _job(url, kind)
     if "name" in (case.path_parameters or {}):
         case.path_parameters["name"] = "main"
     if "eventId" in (case.path_parameters or {}):
@@ -236,7 +275,12 @@ def _steered(case: Any, kept: int = 1) -> Any:
         "device": {"type": "mobile", "os": "iOS 17.4"},
         "feature_schema": None,
         "version": kept,
+        "policies": [],
+        "policyName": "online",
+        **WINDOW,
     }
+    if "evaluationId" in body:
+        body["evaluationId"] = _job(url, "evaluations")
     body.update({name: value for name, value in fixed.items() if name in body})
     if case.operation.path in ("/v1/consent", "/v1/me/consent"):
         body.setdefault("learning", True)
@@ -273,7 +317,9 @@ def test_every_answer_is_documented_and_no_request_fails(
     strategy = schema[path][method].as_strategy(generation_mode=mode)
     if mode is GenerationMode.POSITIVE:  # (steering negative data could make it valid)
         kept = api.kept_version() if path.startswith("/v1/policies/{name}/model/") else 1
-        strategy = st.one_of(strategy, strategy.map(functools.partial(_steered, kept=kept)))
+        strategy = st.one_of(
+            strategy, strategy.map(functools.partial(_steered, kept=kept, url=api.url))
+        )
     statuses: Counter[int] = Counter()
 
     @settings(
