@@ -522,7 +522,7 @@ def _learn_one(live: _Live, record: TrainingRecord, *, guarded: bool) -> None:
     policy = live.policy
     before = policy.snapshot() if guarded else None
     try:
-        if isinstance(policy, VWPolicy) and record.written is not None:
+        if isinstance(policy, VWPolicy) and policy.learns_logged and record.written is not None:
             policy.learn_logged(record.written)
         else:
             policy.learn(*record.learn_inputs())
