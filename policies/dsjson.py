@@ -74,6 +74,8 @@ from policies.vwtext import (
     ID_FEATURE,
     ID_NAMESPACE,
     ID_TOKEN,
+    SLOT_NAMESPACE,
+    SLOT_PREFIX,
     cost_to_reward,
     escape,
     label_text,
@@ -91,9 +93,11 @@ __all__ = [  # noqa: RUF022 - plain sorted(), which tests/test_public_api.py che
     "LOG_SUFFIX",
     "LogRow",
     "LoggedExample",
+    "LoggedSlot",
     "PROPENSITY_TOLERANCE",
     "SUM_TOLERANCE_READ",
     "action_id_key",
+    "ccb_dsjson_record",
     "dsjson_line",
     "dsjson_record",
     "log_file_name",
@@ -347,6 +351,26 @@ def dsjson_record(
     if timestamp.tzinfo is None or timestamp.utcoffset() is None:
         msg = f"`timestamp` must be timezone-aware, got {timestamp.isoformat()}"
         raise InvalidFeedbackError(msg)
+    shared = _shared(context, actions)
+    record: dict[str, Any] = {
+        "_label_cost": reward_to_cost(float(reward)),
+        "_label_probability": distribution[chosen],
+        "_label_Action": to_vw_action(chosen),
+        "_labelIndex": chosen,
+        "Timestamp": timestamp.astimezone(UTC).strftime(_TIMESTAMP_FORMAT),
+        "Version": VERSION,
+        "EventId": event_id,
+        "a": [to_vw_action(index) for index in order],
+        "c": shared,
+        "p": [distribution[index] for index in order],
+    }
+    if extra is not None:
+        record[_HIDDEN_KEY] = dict(extra)
+    return record
+
+
+def _shared(context: Context, actions: Sequence[Action]) -> dict[str, Any]:
+    """Write a decision's ``c``: the context's namespaces, and the actions under ``_multi``."""
     shared: dict[str, Any] = {
         CONTEXT_PREFIX + escape(namespace): _dsjson_namespace(namespace, values)
         for namespace, values in context.items()
@@ -362,17 +386,146 @@ def dsjson_record(
         }
         for action in actions
     ]
+    return shared
+
+
+@dataclass(frozen=True, slots=True)
+class LoggedSlot:
+    """One slot of a multi-slot decision, as :func:`ccb_dsjson_record` logs it.
+
+    Attributes
+    ----------
+    id
+        The slot's id (``_id``).
+    features
+        The slot's features, as the policy saw them in the namespace
+        :data:`~policies.vwtext.SLOT_NAMESPACE` (one namespace of named values).
+    include
+        0-based indices of the decision's actions the slot could choose, in the order
+        of `probabilities`.
+    probabilities
+        The slot's distribution over those actions.
+    chosen
+        0-based index (into the decision's actions) of the action it chose: one of
+        `include`.
+    reward
+        The slot's reward.
+    """
+
+    id: str
+    features: Mapping[str, FeatureValue]
+    include: Sequence[int]
+    probabilities: Sequence[float]
+    chosen: int
+    reward: float
+
+
+def ccb_dsjson_record(
+    context: Context,
+    actions: Sequence[Action],
+    slots: Sequence[LoggedSlot],
+    *,
+    event_id: str,
+    timestamp: datetime,
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Build one multi-slot decision's DSJSON object, as ``vw --ccb_explore_adf --dsjson`` reads it.
+
+    VW's conditional contextual bandit form (what Personalizer's multi-slot loops
+    logged): ``Timestamp``, ``Version``, ``EventId``, ``c`` (the shared namespaces and
+    the actions under ``_multi``, written as :func:`dsjson_record` writes them, and the
+    slots under ``_slots``: each its ``_id``, its features under ``s_slot`` as
+    :func:`~policies.vwtext.to_ccb_lines` writes them, and ``_inc``, the actions it
+    could choose), then ``_outcomes``, one a slot: ``_id``, ``_label_cost``
+    (``-reward``), ``_a`` (0-based action indices, the chosen one first, the rest by
+    decreasing probability) and ``_p`` (their probabilities); our own fields under
+    ``_sb``.
+
+    Raises
+    ------
+    InvalidDistributionError
+        If a slot's probabilities are not a distribution over its actions.
+    InvalidFeedbackError
+        If a slot's choice or reward cannot be right, or two slots chose one action.
+    InvalidFeaturesError
+        As :func:`dsjson_record`.
+
+    Examples
+    --------
+    >>> from datetime import UTC, datetime
+    >>> from pprint import pprint
+    >>> record = ccb_dsjson_record(
+    ...     {"user": {"tier": "gold"}},
+    ...     [Action("a"), Action("b"), Action("c")],
+    ...     [
+    ...         LoggedSlot("top", {"size": "Large"}, [2, 0], [0.75, 0.25], 2, 1.0),
+    ...         LoggedSlot("side", {}, [0, 1], [0.5, 0.5], 0, 0.0),
+    ...     ],
+    ...     event_id="evt-1",
+    ...     timestamp=datetime(2026, 11, 27, 23, 15, tzinfo=UTC),
+    ... )
+    >>> pprint(record["c"]["_slots"])
+    [{'_id': 'top', '_inc': [2, 0], 's_slot': {'size=Large': 1}},
+     {'_id': 'side', '_inc': [0, 1]}]
+    >>> pprint(record["_outcomes"], sort_dicts=False)
+    [{'_id': 'top', '_label_cost': -1.0, '_a': [2, 0], '_p': [0.75, 0.25]},
+     {'_id': 'side', '_label_cost': -0.0, '_a': [0, 1], '_p': [0.5, 0.5]}]
+    """
+    _check_actions(actions)
+    if timestamp.tzinfo is None or timestamp.utcoffset() is None:
+        msg = f"`timestamp` must be timezone-aware, got {timestamp.isoformat()}"
+        raise InvalidFeedbackError(msg)
+    if not slots:
+        msg = "`slots` must hold at least one slot"
+        raise InvalidFeedbackError(msg)
+    shared = _shared(context, actions)
+    written: list[dict[str, Any]] = []
+    outcomes: list[dict[str, Any]] = []
+    taken: set[int] = set()
+    for number, slot in enumerate(slots):
+        include = list(slot.include)
+        distribution = Distribution(tuple(float(p) for p in slot.probabilities))
+        if len(distribution) != len(include):
+            msg = f"slot {number}: `probabilities` must hold one per included action"
+            raise InvalidDistributionError(msg)
+        if (
+            len(set(include)) != len(include)
+            or any(isinstance(i, bool) or not 0 <= i < len(actions) for i in include)
+            or slot.chosen not in include
+            or slot.chosen in taken
+        ):
+            msg = (
+                f"slot {number}: `include` must be distinct action indices holding `chosen` "
+                f"({slot.chosen}), which no slot before it chose"
+            )
+            raise InvalidFeedbackError(msg)
+        if not math.isfinite(slot.reward):
+            msg = f"slot {number}: `reward` must be finite, got {slot.reward!r}"
+            raise InvalidFeedbackError(msg)
+        taken.add(slot.chosen)
+        entry: dict[str, Any] = {"_id": slot.id}
+        if slot.features:
+            entry[SLOT_PREFIX + escape(SLOT_NAMESPACE)] = _dsjson_namespace(
+                SLOT_NAMESPACE, slot.features
+            )
+        entry["_inc"] = include
+        written.append(entry)
+        order = _dsjson_ranking(distribution.probabilities, include.index(slot.chosen), None)
+        outcomes.append(
+            {
+                "_id": slot.id,
+                "_label_cost": reward_to_cost(float(slot.reward)),
+                "_a": [include[i] for i in order],
+                "_p": [distribution[i] for i in order],
+            }
+        )
+    shared["_slots"] = written
     record: dict[str, Any] = {
-        "_label_cost": reward_to_cost(float(reward)),
-        "_label_probability": distribution[chosen],
-        "_label_Action": to_vw_action(chosen),
-        "_labelIndex": chosen,
         "Timestamp": timestamp.astimezone(UTC).strftime(_TIMESTAMP_FORMAT),
         "Version": VERSION,
         "EventId": event_id,
-        "a": [to_vw_action(index) for index in order],
         "c": shared,
-        "p": [distribution[index] for index in order],
+        "_outcomes": outcomes,
     }
     if extra is not None:
         record[_HIDDEN_KEY] = dict(extra)

@@ -1983,12 +1983,18 @@ class TrainingExample(Event):
         How many distinct rewards were aggregated (0 with the default reward).
     default_reward
         Whether `reward` is the default reward.
+    slot_rewards, slot_reward_counts
+        For a multi-slot decision: each slot's aggregated reward (its default reward
+        when none came for it) and how many rewards it aggregated, in slot order;
+        `reward`, `reward_count` and `default_reward` are then the first slot's.
     """
 
     decision: Decision
     reward: float = Field(allow_inf_nan=False)
     reward_count: int = Field(ge=0)
     default_reward: bool
+    slot_rewards: list[Annotated[float, Field(allow_inf_nan=False)]] | None = None
+    slot_reward_counts: list[Annotated[int, Field(ge=0)]] | None = None
 
 
 class DeadLetter(Event):
