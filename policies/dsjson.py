@@ -1111,8 +1111,9 @@ class DSJSONReader:
     ``p`` (each action once; probabilities in (0, 1] summing to 1 within
     :data:`SUM_TOLERANCE_READ`), ``c`` (shared namespaces; the actions under
     ``c._multi``), ``EventId``, ``Timestamp``, ``_sb``. ``_skipLearn: true`` marks a
-    decision VW does not learn from: :meth:`read` returns None for it. ``_outcomes``
-    (a multi-slot decision) is not supported.
+    decision VW does not learn from: :meth:`read` returns None for it. A multi-slot
+    (CCB) line, with ``_outcomes``, is read one slot at a time (:meth:`read_slot`,
+    :meth:`rows`); :meth:`read` refuses it.
 
     An action of our own log holds its id as the namespace ``{"id": {"id=<id>": 1}}``
     and its namespaces as ``a<name>`` (the context's as ``c<name>``), read back exactly
@@ -1291,6 +1292,151 @@ class DSJSONReader:
             ours,
         )
 
+    def rows(self, line: bytes | str) -> list[LogRow]:
+        """Decode one line and read every decision in it: a row, or one a slot (CCB).
+
+        A ``_skipLearn`` row gives none; a multi-slot line its slots' rows in slot
+        order (:meth:`read_slot`).
+        """
+        try:
+            record = orjson.loads(line)
+        except orjson.JSONDecodeError as exc:
+            raise _bad("invalid_json", f"the line is not valid JSON: {exc}") from None
+        if type(record) is dict and "_outcomes" in record:
+            outcomes = record["_outcomes"]
+            count = len(outcomes) if type(outcomes) is list else 0
+            slots = [self.read_slot(record, number) for number in range(max(count, 1))]
+            return [row for row in slots if row is not None]
+        row = self.read(record)
+        return [] if row is None else [row]
+
+    def read_slot(self, record: Any, slot: str | int) -> LogRow | None:
+        """Read one slot of a decoded multi-slot (CCB) line, as the decision that slot was.
+
+        The row is over the actions the slot could choose (``_inc``; else, as VW reads
+        a line without it, the actions the slots before it left), in that order; its
+        context is the shared one with the slot's features in the namespace
+        :data:`~policies.vwtext.SLOT_NAMESPACE` (what :class:`policies.vwccb.VWCCBPolicy`
+        sees: ours as written, another writer's namespaced ``<namespace>.<name>``), and
+        its distribution, choice (``_a[0]``) and reward (``-_label_cost``) are the
+        slot's outcome's. What single-slot rows share (``EventId``, ``Timestamp``,
+        ``_sb``) is the line's.
+
+        Parameters
+        ----------
+        record
+            The decoded line (its ``_outcomes`` one a slot, ``c._slots`` alike).
+        slot
+            The slot's ``_id``, or its 0-based number.
+
+        Returns
+        -------
+        LogRow or None
+            None when the line has no such slot.
+
+        Raises
+        ------
+        LogFormatError
+            Naming the field and the rule, as :meth:`read`.
+
+        Examples
+        --------
+        >>> from datetime import UTC, datetime
+        >>> line = dsjson_line(ccb_dsjson_record(
+        ...     {"u": {"x": 1.0}}, [Action("a"), Action("b"), Action("c")],
+        ...     [LoggedSlot("top", {"size": "L"}, [1, 2], [0.25, 0.75], 2, 1.0),
+        ...      LoggedSlot("side", {}, [0, 1], [0.5, 0.5], 1, 0.0)],
+        ...     event_id="e1", timestamp=datetime(2026, 11, 27, tzinfo=UTC)))
+        >>> row = DSJSONReader().read_slot(orjson.loads(line), "top")
+        >>> row.action_ids, row.probabilities, row.chosen, row.reward, row.context
+        (['b', 'c'], [0.25, 0.75], 1, 1.0, {'u': {'x': 1.0}, '_slot': {'size': 'L'}})
+        >>> DSJSONReader().read_slot(orjson.loads(line), 1).chosen_action_id
+        'b'
+        """
+        if type(record) is not dict:
+            msg = f"a DSJSON line must hold a JSON object, got {_show(record)}"
+            raise _bad("invalid_json", msg)
+        outcomes = record.get("_outcomes")
+        shared = record.get("c")
+        if type(outcomes) is not list or not outcomes or type(shared) is not dict:
+            msg = "a multi-slot line needs `_outcomes` (one a slot) and `c`"
+            raise _bad("missing_field", msg)
+        multi = shared.get("_multi")
+        slots = shared.get("_slots")
+        if type(multi) is not list or not multi:
+            msg = f"`c._multi` must list the offered actions (at least one), got {_show(multi)}"
+            raise _bad("bad_actions", msg)
+        if type(slots) is not list or len(slots) != len(outcomes):
+            msg = f"`c._slots` must list one slot per outcome ({len(outcomes)})"
+            raise _bad("ragged", msg)
+        n = len(multi)
+        taken: set[int] = set()
+        for number, (outcome, described) in enumerate(zip(outcomes, slots, strict=True)):
+            if type(outcome) is not dict or type(described) is not dict:
+                msg = f"`_outcomes[{number}]` and `c._slots[{number}]` must be objects"
+                raise _bad("unsupported", msg)
+            include, chosen, probabilities = _slot_outcome(outcome, described, n, taken, number)
+            taken.add(include[chosen])
+            wanted = number if isinstance(slot, int) else outcome.get("_id", described.get("_id"))
+            if wanted != slot:
+                continue
+            return self._slot_row(
+                record, (described, outcome), include=include, chosen=chosen,
+                probabilities=probabilities,
+            )  # fmt: skip
+        return None
+
+    def _slot_row(
+        self,
+        record: dict[str, Any],
+        slot: tuple[dict[str, Any], dict[str, Any]],
+        *,
+        include: list[int],
+        chosen: int,
+        probabilities: list[float],
+    ) -> LogRow:
+        """Build the row of one slot (`slot`: its described and outcome objects)."""
+        described, outcome = slot
+        shared: dict[str, Any] = record["c"]
+        multi: list[Any] = shared["_multi"]
+        cost: Any = outcome.get(self.cost_key, outcome.get("_label_cost"))
+        if not _is_number(cost) or not math.isfinite(cost):
+            msg = f"`{self.cost_key}` of a slot must be a finite number, got {_show(cost)}"
+            raise _bad("bad_reward", msg)
+        ids, ours, context, action_features = self._actions(shared, [multi[i] for i in include])
+        if context is not None:
+            slot_features: dict[str, Any] = {}
+            for key, value in described.items():
+                if key[:1] == "_":
+                    continue
+                if ours:
+                    slot_features.update(_namespace(key, value))
+                else:
+                    for namespace, features in _vw_features({key: value}).items():
+                        prefix = "" if namespace == _DEFAULT_NAMESPACE else f"{namespace}."
+                        slot_features.update({prefix + k: v for k, v in features.items()})
+            if slot_features:
+                context = {**context, SLOT_NAMESPACE: slot_features}
+        event_id = record.get("EventId")
+        if event_id is not None and type(event_id) is not str:
+            raise _bad("bad_event_id", f"`EventId` must be a string, got {_show(event_id)}")
+        extra = record.get(_HIDDEN_KEY)
+        stamp = record.get("Timestamp")
+        position = {action: k for k, action in enumerate(include)}
+        return LogRow(
+            chosen,
+            probabilities,
+            cost_to_reward(float(cost)),
+            event_id,
+            ids,
+            context,
+            action_features,
+            [position[a] + ACTION_BASE for a in outcome["_a"]],
+            stamp if type(stamp) is str else None,
+            extra if type(extra) is dict else {},
+            ours,
+        )
+
     def _actions(
         self, shared: dict[str, Any], multi: list[Any]
     ) -> tuple[list[str] | None, bool, _Features | None, list[_Features] | None]:
@@ -1332,6 +1478,36 @@ class DSJSONReader:
         else:
             context = _vw_features(shared)
         return known, ours, context, action_features
+
+
+def _slot_outcome(
+    outcome: dict[str, Any], described: dict[str, Any], n: int, taken: set[int], number: int
+) -> tuple[list[int], int, list[float]]:
+    """Read a slot's actions (include order), its choice among them and its distribution."""
+    order = outcome.get("_a")
+    ordered = outcome.get("_p")
+    where = f"_outcomes[{number}]"
+    if type(order) is not list or type(ordered) is not list or len(order) != len(ordered):
+        raise _bad("ragged", f"`{where}._a` and `._p` must be lists of one length")
+    if not order or any(type(a) is not int or not 0 <= a < n for a in order):
+        raise _bad("bad_actions", f"`{where}._a` must hold action indices in [0, {n})")
+    if len(set(order)) != len(order) or taken & set(order):
+        msg = f"`{where}._a` must list actions once, none chosen by a slot before it"
+        raise _bad("bad_actions", msg)
+    if not all(_is_number(p) and 0.0 < p <= 1.0 for p in ordered):
+        raise _bad("bad_probability", f"`{where}._p` must hold probabilities in (0, 1]")
+    if abs(math.fsum(ordered) - 1.0) > SUM_TOLERANCE_READ:
+        raise _bad("bad_probability", f"`{where}._p` must sum to 1 within {SUM_TOLERANCE_READ}")
+    included = described.get("_inc")
+    if included is None:
+        include = [a for a in range(n) if a in set(order)]
+    elif type(included) is list and sorted(included) == sorted(order):
+        include = list(included)
+    else:
+        msg = f"`c._slots[{number}]._inc` must list the actions of `{where}._a`"
+        raise _bad("bad_actions", msg)
+    by_action = dict(zip(order, map(float, ordered), strict=True))
+    return include, include.index(order[0]), [by_action[a] for a in include]
 
 
 def _chosen(record: dict[str, Any], n: int) -> int:
@@ -1483,7 +1659,7 @@ def read_file(
     skip_bad: bool = False,
     containing: bytes | None = None,
 ) -> Iterator[LogRow]:
-    r"""Read every decision in one log file, in order.
+    r"""Read every decision in one log file, in order: each slot of a multi-slot line.
 
     Parameters
     ----------
@@ -1523,13 +1699,12 @@ def read_file(
             if (containing is not None and containing not in line) or not line.strip():
                 continue
             try:
-                row = reader.line(line)
+                rows = reader.rows(line)
             except LogFormatError as exc:
                 if skip_bad:
                     continue
                 raise LogFormatError(f"{path}:{number}: {exc}", reason=exc.reason) from None
-            if row is not None:
-                yield row
+            yield from rows
 
 
 def read_event_ids(path: Path) -> list[str]:
