@@ -13,6 +13,9 @@ Personalizer                                        streambandit
 ``POST /personalizer/v1.0/rank`` (201)              :class:`~bandit.wire.schemas.RankRequest`
 ``POST /personalizer/v1.0/events/{id}/reward``      :class:`~bandit.wire.schemas.RewardReported`
 ``POST /personalizer/v1.0/events/{id}/activate``    :class:`~bandit.wire.schemas.Activation`
+``POST .../multislot/rank`` (201)                   ``MultiSlotRankRequest``
+``POST .../multislot/events/{id}/reward``           a ``RewardReported`` a slot
+``POST .../multislot/events/{id}/activate``         :class:`~bandit.wire.schemas.Activation`
 ==================================================  ====================================
 
 How features map
@@ -88,8 +91,14 @@ Differences from Personalizer
   ``admin`` key allowed every policy; 204 once every running worker has deleted its
   files, as ``DELETE /v1/log``: :mod:`streams.ledger`); ``GET``/``PUT``/``DELETE
   /configurations/policy`` read and apply a VW command line (:class:`PersonalizerPolicy`,
-  :func:`learning_policy_settings`). Multi-slot rank and evaluations are not provided
-  yet.
+  :func:`learning_policy_settings`). Evaluations are not provided yet.
+- **Multi-slot**: ``POST /multislot/rank`` (:func:`to_multi_slot_rank_request`: slots
+  with ``id``, ``features``, ``excludedActions``, ``baselineAction``) fills the slots in
+  order, no action twice, and answers each slot's ``rewardActionId``;
+  ``/multislot/events/{id}/reward`` takes one reward per slot
+  (:func:`to_slot_rewards`), ``.../activate`` activates the decision. The decision
+  logged holds every slot's distribution (:class:`~bandit.wire.schemas.SlotDecision`);
+  ``docs/migrating-from-personalizer.md`` has the rules.
 - **The log is one for every policy**: a Personalizer resource had its own log; here
   the decision log holds every policy's decisions. ``logRetentionDays`` is therefore the
   deployment's ``decision_log.retention_days`` (``STREAMBANDIT_DECISION_LOG__RETENTION_DAYS``,
