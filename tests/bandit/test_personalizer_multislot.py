@@ -300,3 +300,20 @@ def test_the_learning_policy_of_a_ccb_policy_is_read_not_changed(client: httpx.C
         assert answer.status_code == 400, answer.text
         assert "conditional contextual bandit" in answer.json()["error"]["message"]
     assert client.get(url, headers=ADMIN).json() == read.json()
+
+
+def test_identifier_slot_features_are_dropped_as_context_features_are(
+    client: httpx.Client, server: tuple[str, Settings], broker: str
+) -> None:
+    """A slot's identifier-like feature never reaches the policy or the log."""
+    event_id = f"ids-{uuid.uuid4().hex[:10]}"
+    body = {
+        "actions": [{"id": "x"}, {"id": "y"}],
+        "slots": [{"id": "top", "features": [{"contact": "ann@example.com", "size": "L"}]}],
+        "eventId": event_id,
+    }
+    answer = client.post(f"{PREVIEW3}/multislot/rank", json=body, headers=KEY)
+    assert answer.status_code == 201, answer.text
+    decision = _decision(server, broker, event_id)
+    assert decision.slots is not None
+    assert decision.slots[0].features == {"default.size": "L"}
