@@ -37,6 +37,12 @@ class Limits(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     max_actions: int = Field(default=50, ge=1, le=10_000)
+    max_slots: int = Field(
+        default=10,
+        ge=1,
+        le=256,
+        description="Most slots one multi-slot rank may fill (Personalizer's /multislot/rank).",
+    )
     max_namespaces: int = Field(default=16, ge=1, le=256)
     max_features_per_namespace: int = Field(default=64, ge=1, le=4096)
     max_features_per_rank: int = Field(

@@ -14,6 +14,7 @@ from policies._distribution import (
     choose,
     decide_ranking,
     rng_for_event,
+    slot_seed,
 )
 from policies._types import Action, Context, FeatureRef, Features, FeatureValue
 from policies.registry import available, format_spec, make_policy, policy_class
@@ -36,5 +37,6 @@ __all__ = [
     "make_policy",
     "policy_class",
     "rng_for_event",
+    "slot_seed",
     "snapshot_contents",
 ]

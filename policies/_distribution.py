@@ -16,7 +16,15 @@ from dataclasses import dataclass
 
 from policies.errors import InvalidDistributionError
 
-__all__ = ["SUM_TOLERANCE", "Choice", "Distribution", "choose", "decide_ranking", "rng_for_event"]
+__all__ = [
+    "SUM_TOLERANCE",
+    "Choice",
+    "Distribution",
+    "choose",
+    "decide_ranking",
+    "rng_for_event",
+    "slot_seed",
+]
 
 SUM_TOLERANCE = 1e-9
 """How far from 1 the probabilities of a :class:`Distribution` may sum."""
@@ -142,6 +150,20 @@ def rng_for_event(event_id: str) -> random.Random:
     """
     digest = hashlib.blake2b(event_id.encode("utf-8"), digest_size=8).digest()
     return random.Random(int.from_bytes(digest, "big"))
+
+
+def slot_seed(event_id: str, slot: int) -> str:
+    """Return the key the draw of slot `slot` (from 0) of a multi-slot decision is seeded by.
+
+    The event id and the slot's number, apart by a NUL (which no id holds: ids are
+    printable), so no two (event, slot) pairs share a key, and none is an event id.
+
+    Examples
+    --------
+    >>> slot_seed("evt-1", 0) == slot_seed("evt-1", 0) != slot_seed("evt-1", 1)
+    True
+    """
+    return f"{event_id}\x00{slot}"
 
 
 def choose(distribution: Distribution, rng: random.Random) -> tuple[int, float]:

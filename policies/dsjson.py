@@ -74,6 +74,8 @@ from policies.vwtext import (
     ID_FEATURE,
     ID_NAMESPACE,
     ID_TOKEN,
+    SLOT_NAMESPACE,
+    SLOT_PREFIX,
     cost_to_reward,
     escape,
     label_text,
@@ -91,9 +93,11 @@ __all__ = [  # noqa: RUF022 - plain sorted(), which tests/test_public_api.py che
     "LOG_SUFFIX",
     "LogRow",
     "LoggedExample",
+    "LoggedSlot",
     "PROPENSITY_TOLERANCE",
     "SUM_TOLERANCE_READ",
     "action_id_key",
+    "ccb_dsjson_record",
     "dsjson_line",
     "dsjson_record",
     "log_file_name",
@@ -347,6 +351,26 @@ def dsjson_record(
     if timestamp.tzinfo is None or timestamp.utcoffset() is None:
         msg = f"`timestamp` must be timezone-aware, got {timestamp.isoformat()}"
         raise InvalidFeedbackError(msg)
+    shared = _shared(context, actions)
+    record: dict[str, Any] = {
+        "_label_cost": reward_to_cost(float(reward)),
+        "_label_probability": distribution[chosen],
+        "_label_Action": to_vw_action(chosen),
+        "_labelIndex": chosen,
+        "Timestamp": timestamp.astimezone(UTC).strftime(_TIMESTAMP_FORMAT),
+        "Version": VERSION,
+        "EventId": event_id,
+        "a": [to_vw_action(index) for index in order],
+        "c": shared,
+        "p": [distribution[index] for index in order],
+    }
+    if extra is not None:
+        record[_HIDDEN_KEY] = dict(extra)
+    return record
+
+
+def _shared(context: Context, actions: Sequence[Action]) -> dict[str, Any]:
+    """Write a decision's ``c``: the context's namespaces, and the actions under ``_multi``."""
     shared: dict[str, Any] = {
         CONTEXT_PREFIX + escape(namespace): _dsjson_namespace(namespace, values)
         for namespace, values in context.items()
@@ -362,17 +386,146 @@ def dsjson_record(
         }
         for action in actions
     ]
+    return shared
+
+
+@dataclass(frozen=True, slots=True)
+class LoggedSlot:
+    """One slot of a multi-slot decision, as :func:`ccb_dsjson_record` logs it.
+
+    Attributes
+    ----------
+    id
+        The slot's id (``_id``).
+    features
+        The slot's features, as the policy saw them in the namespace
+        :data:`~policies.vwtext.SLOT_NAMESPACE` (one namespace of named values).
+    include
+        0-based indices of the decision's actions the slot could choose, in the order
+        of `probabilities`.
+    probabilities
+        The slot's distribution over those actions.
+    chosen
+        0-based index (into the decision's actions) of the action it chose: one of
+        `include`.
+    reward
+        The slot's reward.
+    """
+
+    id: str
+    features: Mapping[str, FeatureValue]
+    include: Sequence[int]
+    probabilities: Sequence[float]
+    chosen: int
+    reward: float
+
+
+def ccb_dsjson_record(
+    context: Context,
+    actions: Sequence[Action],
+    slots: Sequence[LoggedSlot],
+    *,
+    event_id: str,
+    timestamp: datetime,
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Build one multi-slot decision's DSJSON object, as ``vw --ccb_explore_adf --dsjson`` reads it.
+
+    VW's conditional contextual bandit form (what Personalizer's multi-slot loops
+    logged): ``Timestamp``, ``Version``, ``EventId``, ``c`` (the shared namespaces and
+    the actions under ``_multi``, written as :func:`dsjson_record` writes them, and the
+    slots under ``_slots``: each its ``_id``, its features under ``s_slot`` as
+    :func:`~policies.vwtext.to_ccb_lines` writes them, and ``_inc``, the actions it
+    could choose), then ``_outcomes``, one a slot: ``_id``, ``_label_cost``
+    (``-reward``), ``_a`` (0-based action indices, the chosen one first, the rest by
+    decreasing probability) and ``_p`` (their probabilities); our own fields under
+    ``_sb``.
+
+    Raises
+    ------
+    InvalidDistributionError
+        If a slot's probabilities are not a distribution over its actions.
+    InvalidFeedbackError
+        If a slot's choice or reward cannot be right, or two slots chose one action.
+    InvalidFeaturesError
+        As :func:`dsjson_record`.
+
+    Examples
+    --------
+    >>> from datetime import UTC, datetime
+    >>> from pprint import pprint
+    >>> record = ccb_dsjson_record(
+    ...     {"user": {"tier": "gold"}},
+    ...     [Action("a"), Action("b"), Action("c")],
+    ...     [
+    ...         LoggedSlot("top", {"size": "Large"}, [2, 0], [0.75, 0.25], 2, 1.0),
+    ...         LoggedSlot("side", {}, [0, 1], [0.5, 0.5], 0, 0.0),
+    ...     ],
+    ...     event_id="evt-1",
+    ...     timestamp=datetime(2026, 11, 27, 23, 15, tzinfo=UTC),
+    ... )
+    >>> pprint(record["c"]["_slots"])
+    [{'_id': 'top', '_inc': [2, 0], 's_slot': {'size=Large': 1}},
+     {'_id': 'side', '_inc': [0, 1]}]
+    >>> pprint(record["_outcomes"], sort_dicts=False)
+    [{'_id': 'top', '_label_cost': -1.0, '_a': [2, 0], '_p': [0.75, 0.25]},
+     {'_id': 'side', '_label_cost': -0.0, '_a': [0, 1], '_p': [0.5, 0.5]}]
+    """
+    _check_actions(actions)
+    if timestamp.tzinfo is None or timestamp.utcoffset() is None:
+        msg = f"`timestamp` must be timezone-aware, got {timestamp.isoformat()}"
+        raise InvalidFeedbackError(msg)
+    if not slots:
+        msg = "`slots` must hold at least one slot"
+        raise InvalidFeedbackError(msg)
+    shared = _shared(context, actions)
+    written: list[dict[str, Any]] = []
+    outcomes: list[dict[str, Any]] = []
+    taken: set[int] = set()
+    for number, slot in enumerate(slots):
+        include = list(slot.include)
+        distribution = Distribution(tuple(float(p) for p in slot.probabilities))
+        if len(distribution) != len(include):
+            msg = f"slot {number}: `probabilities` must hold one per included action"
+            raise InvalidDistributionError(msg)
+        if (
+            len(set(include)) != len(include)
+            or any(isinstance(i, bool) or not 0 <= i < len(actions) for i in include)
+            or slot.chosen not in include
+            or slot.chosen in taken
+        ):
+            msg = (
+                f"slot {number}: `include` must be distinct action indices holding `chosen` "
+                f"({slot.chosen}), which no slot before it chose"
+            )
+            raise InvalidFeedbackError(msg)
+        if not math.isfinite(slot.reward):
+            msg = f"slot {number}: `reward` must be finite, got {slot.reward!r}"
+            raise InvalidFeedbackError(msg)
+        taken.add(slot.chosen)
+        entry: dict[str, Any] = {"_id": slot.id}
+        if slot.features:
+            entry[SLOT_PREFIX + escape(SLOT_NAMESPACE)] = _dsjson_namespace(
+                SLOT_NAMESPACE, slot.features
+            )
+        entry["_inc"] = include
+        written.append(entry)
+        order = _dsjson_ranking(distribution.probabilities, include.index(slot.chosen), None)
+        outcomes.append(
+            {
+                "_id": slot.id,
+                "_label_cost": reward_to_cost(float(slot.reward)),
+                "_a": [include[i] for i in order],
+                "_p": [distribution[i] for i in order],
+            }
+        )
+    shared["_slots"] = written
     record: dict[str, Any] = {
-        "_label_cost": reward_to_cost(float(reward)),
-        "_label_probability": distribution[chosen],
-        "_label_Action": to_vw_action(chosen),
-        "_labelIndex": chosen,
         "Timestamp": timestamp.astimezone(UTC).strftime(_TIMESTAMP_FORMAT),
         "Version": VERSION,
         "EventId": event_id,
-        "a": [to_vw_action(index) for index in order],
         "c": shared,
-        "p": [distribution[index] for index in order],
+        "_outcomes": outcomes,
     }
     if extra is not None:
         record[_HIDDEN_KEY] = dict(extra)
@@ -958,8 +1111,9 @@ class DSJSONReader:
     ``p`` (each action once; probabilities in (0, 1] summing to 1 within
     :data:`SUM_TOLERANCE_READ`), ``c`` (shared namespaces; the actions under
     ``c._multi``), ``EventId``, ``Timestamp``, ``_sb``. ``_skipLearn: true`` marks a
-    decision VW does not learn from: :meth:`read` returns None for it. ``_outcomes``
-    (a multi-slot decision) is not supported.
+    decision VW does not learn from: :meth:`read` returns None for it. A multi-slot
+    (CCB) line, with ``_outcomes``, is read one slot at a time (:meth:`read_slot`,
+    :meth:`rows`); :meth:`read` refuses it.
 
     An action of our own log holds its id as the namespace ``{"id": {"id=<id>": 1}}``
     and its namespaces as ``a<name>`` (the context's as ``c<name>``), read back exactly
@@ -1138,6 +1292,151 @@ class DSJSONReader:
             ours,
         )
 
+    def rows(self, line: bytes | str) -> list[LogRow]:
+        """Decode one line and read every decision in it: a row, or one a slot (CCB).
+
+        A ``_skipLearn`` row gives none; a multi-slot line its slots' rows in slot
+        order (:meth:`read_slot`).
+        """
+        try:
+            record = orjson.loads(line)
+        except orjson.JSONDecodeError as exc:
+            raise _bad("invalid_json", f"the line is not valid JSON: {exc}") from None
+        if type(record) is dict and "_outcomes" in record:
+            outcomes = record["_outcomes"]
+            count = len(outcomes) if type(outcomes) is list else 0
+            slots = [self.read_slot(record, number) for number in range(max(count, 1))]
+            return [row for row in slots if row is not None]
+        row = self.read(record)
+        return [] if row is None else [row]
+
+    def read_slot(self, record: Any, slot: str | int) -> LogRow | None:
+        """Read one slot of a decoded multi-slot (CCB) line, as the decision that slot was.
+
+        The row is over the actions the slot could choose (``_inc``; else, as VW reads
+        a line without it, the actions the slots before it left), in that order; its
+        context is the shared one with the slot's features in the namespace
+        :data:`~policies.vwtext.SLOT_NAMESPACE` (what :class:`policies.vwccb.VWCCBPolicy`
+        sees: ours as written, another writer's namespaced ``<namespace>.<name>``), and
+        its distribution, choice (``_a[0]``) and reward (``-_label_cost``) are the
+        slot's outcome's. What single-slot rows share (``EventId``, ``Timestamp``,
+        ``_sb``) is the line's.
+
+        Parameters
+        ----------
+        record
+            The decoded line (its ``_outcomes`` one a slot, ``c._slots`` alike).
+        slot
+            The slot's ``_id``, or its 0-based number.
+
+        Returns
+        -------
+        LogRow or None
+            None when the line has no such slot.
+
+        Raises
+        ------
+        LogFormatError
+            Naming the field and the rule, as :meth:`read`.
+
+        Examples
+        --------
+        >>> from datetime import UTC, datetime
+        >>> line = dsjson_line(ccb_dsjson_record(
+        ...     {"u": {"x": 1.0}}, [Action("a"), Action("b"), Action("c")],
+        ...     [LoggedSlot("top", {"size": "L"}, [1, 2], [0.25, 0.75], 2, 1.0),
+        ...      LoggedSlot("side", {}, [0, 1], [0.5, 0.5], 1, 0.0)],
+        ...     event_id="e1", timestamp=datetime(2026, 11, 27, tzinfo=UTC)))
+        >>> row = DSJSONReader().read_slot(orjson.loads(line), "top")
+        >>> row.action_ids, row.probabilities, row.chosen, row.reward, row.context
+        (['b', 'c'], [0.25, 0.75], 1, 1.0, {'u': {'x': 1.0}, '_slot': {'size': 'L'}})
+        >>> DSJSONReader().read_slot(orjson.loads(line), 1).chosen_action_id
+        'b'
+        """
+        if type(record) is not dict:
+            msg = f"a DSJSON line must hold a JSON object, got {_show(record)}"
+            raise _bad("invalid_json", msg)
+        outcomes = record.get("_outcomes")
+        shared = record.get("c")
+        if type(outcomes) is not list or not outcomes or type(shared) is not dict:
+            msg = "a multi-slot line needs `_outcomes` (one a slot) and `c`"
+            raise _bad("missing_field", msg)
+        multi = shared.get("_multi")
+        slots = shared.get("_slots")
+        if type(multi) is not list or not multi:
+            msg = f"`c._multi` must list the offered actions (at least one), got {_show(multi)}"
+            raise _bad("bad_actions", msg)
+        if type(slots) is not list or len(slots) != len(outcomes):
+            msg = f"`c._slots` must list one slot per outcome ({len(outcomes)})"
+            raise _bad("ragged", msg)
+        n = len(multi)
+        taken: set[int] = set()
+        for number, (outcome, described) in enumerate(zip(outcomes, slots, strict=True)):
+            if type(outcome) is not dict or type(described) is not dict:
+                msg = f"`_outcomes[{number}]` and `c._slots[{number}]` must be objects"
+                raise _bad("unsupported", msg)
+            include, chosen, probabilities = _slot_outcome(outcome, described, n, taken, number)
+            taken.add(include[chosen])
+            wanted = number if isinstance(slot, int) else outcome.get("_id", described.get("_id"))
+            if wanted != slot:
+                continue
+            return self._slot_row(
+                record, (described, outcome), include=include, chosen=chosen,
+                probabilities=probabilities,
+            )  # fmt: skip
+        return None
+
+    def _slot_row(
+        self,
+        record: dict[str, Any],
+        slot: tuple[dict[str, Any], dict[str, Any]],
+        *,
+        include: list[int],
+        chosen: int,
+        probabilities: list[float],
+    ) -> LogRow:
+        """Build the row of one slot (`slot`: its described and outcome objects)."""
+        described, outcome = slot
+        shared: dict[str, Any] = record["c"]
+        multi: list[Any] = shared["_multi"]
+        cost: Any = outcome.get(self.cost_key, outcome.get("_label_cost"))
+        if not _is_number(cost) or not math.isfinite(cost):
+            msg = f"`{self.cost_key}` of a slot must be a finite number, got {_show(cost)}"
+            raise _bad("bad_reward", msg)
+        ids, ours, context, action_features = self._actions(shared, [multi[i] for i in include])
+        if context is not None:
+            slot_features: dict[str, Any] = {}
+            for key, value in described.items():
+                if key[:1] == "_":
+                    continue
+                if ours:
+                    slot_features.update(_namespace(key, value))
+                else:
+                    for namespace, features in _vw_features({key: value}).items():
+                        prefix = "" if namespace == _DEFAULT_NAMESPACE else f"{namespace}."
+                        slot_features.update({prefix + k: v for k, v in features.items()})
+            if slot_features:
+                context = {**context, SLOT_NAMESPACE: slot_features}
+        event_id = record.get("EventId")
+        if event_id is not None and type(event_id) is not str:
+            raise _bad("bad_event_id", f"`EventId` must be a string, got {_show(event_id)}")
+        extra = record.get(_HIDDEN_KEY)
+        stamp = record.get("Timestamp")
+        position = {action: k for k, action in enumerate(include)}
+        return LogRow(
+            chosen,
+            probabilities,
+            cost_to_reward(float(cost)),
+            event_id,
+            ids,
+            context,
+            action_features,
+            [position[a] + ACTION_BASE for a in outcome["_a"]],
+            stamp if type(stamp) is str else None,
+            extra if type(extra) is dict else {},
+            ours,
+        )
+
     def _actions(
         self, shared: dict[str, Any], multi: list[Any]
     ) -> tuple[list[str] | None, bool, _Features | None, list[_Features] | None]:
@@ -1179,6 +1478,36 @@ class DSJSONReader:
         else:
             context = _vw_features(shared)
         return known, ours, context, action_features
+
+
+def _slot_outcome(
+    outcome: dict[str, Any], described: dict[str, Any], n: int, taken: set[int], number: int
+) -> tuple[list[int], int, list[float]]:
+    """Read a slot's actions (include order), its choice among them and its distribution."""
+    order = outcome.get("_a")
+    ordered = outcome.get("_p")
+    where = f"_outcomes[{number}]"
+    if type(order) is not list or type(ordered) is not list or len(order) != len(ordered):
+        raise _bad("ragged", f"`{where}._a` and `._p` must be lists of one length")
+    if not order or any(type(a) is not int or not 0 <= a < n for a in order):
+        raise _bad("bad_actions", f"`{where}._a` must hold action indices in [0, {n})")
+    if len(set(order)) != len(order) or taken & set(order):
+        msg = f"`{where}._a` must list actions once, none chosen by a slot before it"
+        raise _bad("bad_actions", msg)
+    if not all(_is_number(p) and 0.0 < p <= 1.0 for p in ordered):
+        raise _bad("bad_probability", f"`{where}._p` must hold probabilities in (0, 1]")
+    if abs(math.fsum(ordered) - 1.0) > SUM_TOLERANCE_READ:
+        raise _bad("bad_probability", f"`{where}._p` must sum to 1 within {SUM_TOLERANCE_READ}")
+    included = described.get("_inc")
+    if included is None:
+        include = [a for a in range(n) if a in set(order)]
+    elif type(included) is list and sorted(included) == sorted(order):
+        include = list(included)
+    else:
+        msg = f"`c._slots[{number}]._inc` must list the actions of `{where}._a`"
+        raise _bad("bad_actions", msg)
+    by_action = dict(zip(order, map(float, ordered), strict=True))
+    return include, include.index(order[0]), [by_action[a] for a in include]
 
 
 def _chosen(record: dict[str, Any], n: int) -> int:
@@ -1330,7 +1659,7 @@ def read_file(
     skip_bad: bool = False,
     containing: bytes | None = None,
 ) -> Iterator[LogRow]:
-    r"""Read every decision in one log file, in order.
+    r"""Read every decision in one log file, in order: each slot of a multi-slot line.
 
     Parameters
     ----------
@@ -1370,13 +1699,12 @@ def read_file(
             if (containing is not None and containing not in line) or not line.strip():
                 continue
             try:
-                row = reader.line(line)
+                rows = reader.rows(line)
             except LogFormatError as exc:
                 if skip_bad:
                     continue
                 raise LogFormatError(f"{path}:{number}: {exc}", reason=exc.reason) from None
-            if row is not None:
-                yield row
+            yield from rows
 
 
 def read_event_ids(path: Path) -> list[str]:

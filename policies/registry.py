@@ -125,7 +125,7 @@ def _split_top_level(text: str) -> list[str]:
     return [item for item in items if item.strip()]
 
 
-_BUILTINS = ("policies.baselines", "policies.river", "policies.vw")
+_BUILTINS = ("policies.baselines", "policies.river", "policies.vw", "policies.vwccb")
 """The modules of the built-in policies, imported by name the first time a policy is looked up.
 
 Each registers its classes with :func:`register` when imported, so the registry never

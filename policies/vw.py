@@ -168,6 +168,8 @@ class VWPolicy(Policy):
     """
 
     name: ClassVar[str] = "vw"
+    learns_logged: ClassVar[bool] = True
+    """Whether :meth:`learn_logged` learns the ``cb_explore_adf`` text of a logged example."""
     live_params: ClassVar[frozenset[str]] = frozenset({"floor"} | _RELOADABLE | _REWRITABLE)
 
     def __init__(

@@ -42,6 +42,8 @@ __all__ = [  # noqa: RUF022 - plain sorted(), which tests/test_public_api.py che
     "ID_FEATURE",
     "ID_NAMESPACE",
     "ID_TOKEN",
+    "SLOT_NAMESPACE",
+    "SLOT_PREFIX",
     "cost_to_reward",
     "escape",
     "example_text",
@@ -53,6 +55,7 @@ __all__ = [  # noqa: RUF022 - plain sorted(), which tests/test_public_api.py che
     "reward_to_cost",
     "shared_line",
     "shared_line_of",
+    "to_ccb_lines",
     "to_vw_action",
     "to_vw_lines",
     "unescape",
@@ -126,6 +129,11 @@ ID_FEATURE = "id"
 """The id's feature name: the id is the string feature ``id=<id>``."""
 ID_TOKEN = f" |{ID_NAMESPACE} {ID_FEATURE}="
 """What precedes an (escaped) action id on its action's line."""
+SLOT_PREFIX = "s"
+"""Prefix of a slot's namespace in ``ccb_explore_adf`` text (VW's interaction letter ``s``)."""
+SLOT_NAMESPACE = "_slot"
+"""The context namespace that holds a slot's features, for a conditional contextual bandit
+(:class:`policies.vwccb.VWCCBPolicy`): written on the ``ccb slot`` line, not the shared one."""
 
 # Characters that would break VW's text format inside a feature name or value.
 _ESCAPES = str.maketrans(
@@ -391,6 +399,53 @@ def to_vw_lines(
         else:
             lines.append(body[1:])
     return lines
+
+
+def to_ccb_lines(
+    context: Context,
+    actions: Sequence[Action],
+    slots: Sequence[tuple[Features, Sequence[int] | None, tuple[int, float, float] | None]],
+) -> list[str]:
+    """Write one multi-slot decision as VW multi-line ``ccb_explore_adf`` text.
+
+    The shared and action lines are :func:`to_vw_lines`' behind ``ccb shared`` and
+    ``ccb action``; then one ``ccb slot`` line per slot, in slot order: its label
+    ``<chosen>:<cost>:<probability>`` (VW numbers a slot's chosen action from 0, as the
+    index of `actions`), the actions it may choose (``0,2``: every one when None), and
+    its features under the namespace ``s<name>``.
+
+    Parameters
+    ----------
+    context, actions
+        The decision's shared features and every offered action.
+    slots
+        Per slot: its features, the indices of the actions it may choose (None: all),
+        and ``(chosen, cost, probability)`` to learn, or None to predict.
+
+    Examples
+    --------
+    >>> for line in to_ccb_lines(
+    ...     {"u": {"x": 1.0}},
+    ...     [Action("a"), Action("b")],
+    ...     [({"_slot": {"pos": "top"}}, None, (1, -1.0, 0.5)), ({}, [0], None)],
+    ... ):
+    ...     print(line)
+    ccb shared |cu x:1.0
+    ccb action |id id=a
+    ccb action |id id=b
+    ccb slot 1:-1.0:0.5 |s_slot pos=top
+    ccb slot 0 |
+    """
+    lines = to_vw_lines(context, actions)
+    out = [f"ccb {lines[0]}", *(f"ccb action {line}" for line in lines[1:])]
+    for features, include, label in slots:
+        head = "ccb slot"
+        if label is not None:
+            head += f" {label[0]}:{label[1]}:{label[2]}"
+        if include is not None:
+            head += " " + ",".join(str(index) for index in include)
+        out.append(head + (namespace_text(SLOT_PREFIX, features) or " |"))
+    return out
 
 
 def example_text(lines: list[str]) -> str:

@@ -110,6 +110,7 @@ def replay_logs(
     title: str = "streambandit replay",
     json_extra: Mapping[str, Any] | None = None,
     progress: StepProgress | None = None,
+    slot: str | int | None = None,
 ) -> ReplayResult:
     """Estimate what target policies would have earned on decision logs, and write it down.
 
@@ -151,6 +152,10 @@ def replay_logs(
         More top-level keys for the JSON file (JSON-serialisable values).
     progress
         Shows the steps (:class:`StepProgress`); default: nothing shown.
+    slot
+        Evaluate this slot of multi-slot decisions (its id or 0-based number), each
+        line as the decision that slot was; None evaluates single-slot decisions
+        (:func:`~replay.readers.read_log`'s `slot`).
 
     Returns
     -------
@@ -214,7 +219,7 @@ def replay_logs(
     several = isinstance(paths, Sequence) and not isinstance(paths, str)
     where = ", ".join(map(str, paths)) if several else str(paths)  # type: ignore[arg-type]
     with step("read", where, None) as advance:
-        read = read_log(paths, on_error=on_error, progress=advance)
+        read = read_log(paths, on_error=on_error, progress=advance, slot=slot)
     logs = read.logs
     if logs.n == 0:
         skipped = f", all skipped: {dict(read.skipped)}" if read.rows_read else ""

@@ -32,7 +32,9 @@ DSJSON fields read
 ``EventId``                 the decision's id; a repeated id keeps its first row
 ``_skipLearn``              ``true``: a decision VW does not learn from (a deferred one never
                             activated); left out and counted as ``skip_learn``
-``_outcomes``               a multi-slot (CCB / slates) decision: not supported
+``_outcomes``               a multi-slot (CCB) decision: one slot is read, with ``slot=``
+                            (its ``c._slots`` entry, ``_inc``, and ``_a``/``_p``/``_label_cost``
+                            of its outcome); else left out, counted as ``multi_slot``
 =========================== ==============================================================
 
 Ignored: ``o`` (the outcomes, already aggregated into ``_label_cost``), ``Timestamp``,
@@ -156,7 +158,8 @@ class ReadResult:
         Rows left out, by reason: ``invalid_json``, ``missing_field``,
         ``bad_probability``, ``ragged``, ``bad_chosen``, ``bad_reward``,
         ``bad_actions``, ``bad_features``, ``bad_event_id``, ``unsupported`` (errors),
-        ``skip_learn`` and ``duplicate`` (rows that are not decisions to evaluate on).
+        ``skip_learn``, ``duplicate``, and ``multi_slot``, ``single_slot``, ``no_slot``
+        (rows that are not decisions to evaluate on; see `slot` of :func:`read_log`).
     files
         The files read, in order.
     messages
@@ -216,6 +219,7 @@ def read_log(
     cost_key: Literal["_label_cost", "_original_label_cost"] = "_label_cost",
     features: bool = True,
     progress: Callable[[int], None] | None = None,
+    slot: str | int | None = None,
 ) -> ReadResult:
     r"""Read decision logs into :class:`~replay.LoggedDecisions`, row by row.
 
@@ -239,6 +243,14 @@ def read_log(
         kept, which is all the importance-weighted estimators need.
     progress
         Called with the number of rows read so far every 10,000 rows and at the end.
+    slot
+        Evaluate one slot of multi-slot (CCB) decisions: its ``_id``, or its 0-based
+        number. Each multi-slot line then gives the decision that slot was
+        (:meth:`policies.dsjson.DSJSONReader.read_slot`: over the actions it could
+        choose, its features in the context's ``_slot`` namespace); lines without it
+        are left out as ``no_slot``, single-slot lines as ``single_slot``. None (the
+        default) reads single-slot decisions and leaves multi-slot lines out as
+        ``multi_slot``.
 
     Returns
     -------
@@ -278,22 +290,7 @@ def read_log(
     files = _expand(path_or_paths)
     reader = DSJSONReader(cost_key=cost_key, features=features)
 
-    def dsjson(raw: bytes | dict[str, Any]) -> _Row:
-        row = reader.line(raw) if type(raw) is bytes else reader.read(raw)
-        if row is None:
-            raise _Skip("skip_learn")
-        probabilities = row.probabilities
-        return (
-            len(probabilities),
-            row.chosen,
-            probabilities[row.chosen],
-            row.reward,
-            probabilities,
-            row.action_ids,
-            row.context,
-            row.action_features,
-            row.event_id,
-        )
+    dsjson = _dsjson_parser(reader, slot)
 
     def plain(raw: bytes | dict[str, Any]) -> _Row:
         return _plain_row(_decode(raw) if type(raw) is bytes else raw, features)
@@ -347,6 +344,41 @@ def read_log(
         files=tuple(files),
         messages=tuple(messages),
     )
+
+
+def _dsjson_parser(
+    reader: DSJSONReader, slot: str | int | None
+) -> Callable[[bytes | dict[str, Any]], _Row]:
+    """Return the parser of DSJSON rows for :func:`read_log` (`slot`: as it says)."""
+
+    def dsjson(raw: bytes | dict[str, Any]) -> _Row:
+        record = _decode(raw) if type(raw) is bytes else raw
+        if type(record) is dict and "_outcomes" in record:  # a multi-slot (CCB) decision
+            if slot is None:
+                raise _Skip("multi_slot")
+            row = reader.read_slot(record, slot)
+            if row is None:
+                raise _Skip("no_slot")
+        elif slot is not None:
+            raise _Skip("single_slot")
+        else:
+            row = reader.read(record)
+        if row is None:
+            raise _Skip("skip_learn")
+        probabilities = row.probabilities
+        return (
+            len(probabilities),
+            row.chosen,
+            probabilities[row.chosen],
+            row.reward,
+            probabilities,
+            row.action_ids,
+            row.context,
+            row.action_features,
+            row.event_id,
+        )
+
+    return dsjson
 
 
 @contextmanager

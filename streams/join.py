@@ -145,7 +145,8 @@ Fields of an event hash: ``decision`` (the decision's JSON as it came), ``at`` (
 ``occurred_at`` in µs since the epoch), ``policy``, ``aggregation``,
 ``default_reward``, ``wait`` (the settings at arrival), ``deferred`` (``1``/``0``),
 ``done_ttl`` (seconds), ``claimed`` (``1`` once handed out), ``seq`` (arrival
-counter), ``r:{reward_id}`` (``"{seq} {occurred_at in µs} {reward!r}"`` per reward),
+counter), ``r:{reward_id}`` (``"{seq} {occurred_at in µs} {reward!r}"`` per reward,
+then `` {slot_id}`` for a slot's reward), ``slots`` (a multi-slot decision's slot ids),
 ``reward_count``, ``reward_duplicates``, ``activated``, ``activation_count``,
 ``activation_duplicates``, ``late:{field}`` for a reward or activation that came
 while the event was claimed, and ``{field}|{scope}`` for a scoped record waiting for
@@ -719,6 +720,8 @@ class JoinStore:
             "deferred": "1" if decision.deferred else "0",
             "done_ttl": str(done_ttl),
         }
+        if decision.slots is not None:
+            fields["slots"] = orjson.dumps(decision.slots)
         reply = await self._add_decision(
             keys=[
                 self.event_key(event_id),
@@ -789,6 +792,8 @@ class JoinStore:
             or a time is not finite.
         """
         value = f"{_microseconds(record.occurred_at)} {record.reward!r}"
+        if record.slot_id is not None:  # (last: a slot id may hold spaces)
+            value += f" {record.slot_id}"
         field = f"r:{record.reward_id}"
         read = _read_at(partition, record_time)
         return await self._add(
@@ -1069,7 +1074,11 @@ def _joined(event_id: str, fields: Mapping[str, str]) -> Joined:
         return Joined(event_id, policy, dropped="unactivated")
     try:
         wait = float(fields["wait"])
-        rewards = sorted(_reward(value) for name, value in fields.items() if name.startswith("r:"))
+        stored = sorted(_reward(value) for name, value in fields.items() if name.startswith("r:"))
+        slotted = _slot_rewards(fields, stored)
+        rewards = [(at, seq, reward) for at, seq, reward, _ in stored]
+        if slotted is not None:
+            rewards = slotted[0]
         if rewards:
             reward = _aggregate(fields["aggregation"], rewards)
         else:
@@ -1077,6 +1086,21 @@ def _joined(event_id: str, fields: Mapping[str, str]) -> Joined:
         if not math.isfinite(reward):
             msg = f"the reward must be finite, got {reward!r}"
             raise ValueError(msg)
+        slots = b""
+        if slotted is not None:
+            default = float(fields["default_reward"])
+            per_slot = [_aggregate(fields["aggregation"], r) if r else default for r in slotted]
+            if not all(map(math.isfinite, per_slot)):
+                msg = f"the slots' rewards must be finite, got {per_slot!r}"
+                raise ValueError(msg)
+            slots = b"".join(
+                (
+                    b',"slot_rewards":',
+                    orjson.dumps(per_slot),
+                    b',"slot_reward_counts":',
+                    orjson.dumps([len(r) for r in slotted]),
+                )
+            )
         occurred_at = _decided_at(fields) + timedelta(seconds=wait)
         value = b"".join(
             (
@@ -1089,7 +1113,9 @@ def _joined(event_id: str, fields: Mapping[str, str]) -> Joined:
                 b',"reward":',
                 orjson.dumps(reward),
                 b',"reward_count":%d' % len(rewards),
-                b',"default_reward":%s}' % _JSON_BOOL[not rewards],
+                b',"default_reward":%s' % _JSON_BOOL[not rewards],
+                slots,
+                b"}",
             )
         )
     except (ValueError, OverflowError, KeyError) as error:
@@ -1109,10 +1135,29 @@ def _decided_at(fields: Mapping[str, str]) -> datetime:
         raise ValueError(error.reason) from None
 
 
-def _reward(value: str) -> tuple[int, int, float]:
-    """Parse a stored reward into (occurred_at in µs, arrival seq, reward)."""
-    seq, occurred, reward = value.split(" ")
-    return int(occurred), int(seq), float(reward)
+def _reward(value: str) -> tuple[int, int, float, str | None]:
+    """Parse a stored reward into (occurred_at in µs, arrival seq, reward, slot id or None)."""
+    seq, occurred, reward, *slot = value.split(" ", 3)
+    return int(occurred), int(seq), float(reward), slot[0] if slot else None
+
+
+def _slot_rewards(
+    fields: Mapping[str, str], rewards: Sequence[tuple[int, int, float, str | None]]
+) -> list[list[tuple[int, int, float]]] | None:
+    """Group a multi-slot decision's rewards by slot, in slot order; None for a single slot.
+
+    A reward naming no slot is the first slot's (as the top-level fields of a
+    multi-slot decision are); one naming a slot the decision has not is left out.
+    """
+    if "slots" not in fields:
+        return None
+    ids: list[str] = orjson.loads(fields["slots"])
+    grouped: dict[str, list[tuple[int, int, float]]] = {slot: [] for slot in ids}
+    for at, seq, reward, slot in rewards:
+        found = grouped.get(ids[0] if slot is None else slot)
+        if found is not None:
+            found.append((at, seq, reward))
+    return [grouped[slot] for slot in ids]
 
 
 def _aggregate(aggregation: str, rewards: Sequence[tuple[int, int, float]]) -> float:

@@ -66,8 +66,9 @@ from bandit.service.metrics import MODEL_REJECTED_PREFIX
 from bandit.service.state import StateStore
 from bandit.settings import Settings
 from bandit.wire.schemas import PolicySettings
-from policies import Policy, make_policy
+from policies import Action, Context, Policy, make_policy
 from policies.vw import VWPolicy
+from policies.vwccb import SlotOutcome, VWCCBPolicy
 from streams.training import TrainingRecord
 
 __all__ = ["BatchResult", "Learner", "TrainingRecord"]
@@ -486,6 +487,23 @@ def _not_learned(live: _Live, result: BatchResult, record: TrainingRecord) -> No
         result.not_learnable += 1
 
 
+def _learn_slots(
+    policy: Policy, context: Context, actions: list[Action], slots: list[SlotOutcome]
+) -> None:
+    """Learn a multi-slot decision: as one CCB example, or (any other policy) slot by slot.
+
+    A policy other than VW's CCB learns each slot as the decision the slot was: the
+    shared context with the slot's features, over the actions it could choose.
+    """
+    if isinstance(policy, VWCCBPolicy):
+        policy.learn_slots(context, actions, slots)
+        return
+    for slot in slots:
+        offered = [actions[i] for i in slot.include or range(len(actions))]
+        chosen = (slot.include or tuple(range(len(actions)))).index(slot.chosen)
+        policy.learn({**context, **slot.features}, offered, chosen, slot.reward, slot.probability)
+
+
 def _count_apprentice(live: _Live, record: TrainingRecord) -> None:
     """Add an apprentice decision's figures (:mod:`bandit.service.apprentice`) to `live`.
 
@@ -504,11 +522,14 @@ def _count_apprentice(live: _Live, record: TrainingRecord) -> None:
     ).timestamp()
     if not learned or made < live.apprentice_since:  # (a decision of an earlier period)
         return
+    chosen = int(decision["chosen_index"])
+    if decision.get("slots"):  # its first slot's figures: `learned` is over its actions
+        chosen = decision["slots"][0]["include"].index(chosen)
     terms = apprentice_terms(
         reward=float(values["reward"]),
         probability=float(decision["probability"]),
         learned=learned,
-        chosen=int(decision["chosen_index"]),
+        chosen=chosen,
     )
     live.counts[SUM_PREFIX + "events"] += terms.events
     live.counts[SUM_PREFIX + "imitated_events"] += terms.imitated_events
@@ -533,7 +554,10 @@ def _learn_one(live: _Live, record: TrainingRecord, *, guarded: bool) -> None:
     policy = live.policy
     before = policy.snapshot() if guarded else None
     try:
-        if isinstance(policy, VWPolicy) and record.written is not None:
+        slots = record.slot_inputs()
+        if slots is not None:
+            _learn_slots(policy, *slots)
+        elif isinstance(policy, VWPolicy) and policy.learns_logged and record.written is not None:
             policy.learn_logged(record.written)
         else:
             policy.learn(*record.learn_inputs())

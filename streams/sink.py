@@ -70,6 +70,8 @@ from bandit.wire.schemas import TrainingExample
 from policies import Action
 from policies.dsjson import (
     LOG_NAME,
+    LoggedSlot,
+    ccb_dsjson_record,
     dsjson_line,
     dsjson_record,
     log_file_name,
@@ -77,7 +79,14 @@ from policies.dsjson import (
     read_event_ids,
 )
 
-__all__ = ["DecisionLogWriter", "LogDeletion", "LogEntry", "dsjson_extra", "training_record"]
+__all__ = [
+    "DecisionLogWriter",
+    "LogDeletion",
+    "LogEntry",
+    "dsjson_extra",
+    "logged_slots",
+    "training_record",
+]
 
 _log = structlog.get_logger("streams.sink")
 
@@ -133,6 +142,19 @@ def training_record(example: TrainingExample | Mapping[str, Any]) -> dict[str, A
     values = example.model_dump() if isinstance(example, TrainingExample) else example
     decision = values["decision"]
     actions = [Action(a["id"], a.get("features", {})) for a in decision["actions"]]
+    if decision.get("slots"):  # a multi-slot decision: VW's CCB form
+        return ccb_dsjson_record(
+            decision["context"],
+            actions,
+            logged_slots(decision, values["slot_rewards"]),
+            event_id=decision["event_id"],
+            timestamp=decision["occurred_at"],
+            extra={
+                **dsjson_extra(values),
+                "slot_reward_counts": values["slot_reward_counts"],
+                "baseline_actions": [slot.get("baseline_action_id") for slot in decision["slots"]],
+            },
+        )
     position = {action.id: index for index, action in enumerate(actions)}
     by_id = {entry["id"]: entry["probability"] for entry in decision["ranking"]}
     return dsjson_record(
@@ -146,6 +168,25 @@ def training_record(example: TrainingExample | Mapping[str, Any]) -> dict[str, A
         ranking=[position[entry["id"]] for entry in decision["ranking"]],
         extra=dsjson_extra(values),
     )
+
+
+def logged_slots(decision: Mapping[str, Any], rewards: Sequence[float]) -> list[LoggedSlot]:
+    """Return a multi-slot decision's slots (plain data) with their rewards, as logged.
+
+    Each slot's probabilities are given in its ``include`` order, read from its ranking.
+    """
+    slots = []
+    for slot, reward in zip(decision["slots"], rewards, strict=True):
+        by_id = {entry["id"]: entry["probability"] for entry in slot["ranking"]}
+        include = slot["include"]
+        probabilities = [by_id[decision["actions"][i]["id"]] for i in include]
+        slots.append(
+            LoggedSlot(
+                slot["id"], slot.get("features") or {}, include, probabilities,
+                slot["chosen_index"], reward,
+            )
+        )  # fmt: skip
+    return slots
 
 
 def dsjson_extra(values: Mapping[str, Any]) -> dict[str, Any]:

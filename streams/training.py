@@ -62,6 +62,8 @@ from bandit.service.process import die_with_parent
 from bandit.wire.schemas import DeadLetter, LearningMode
 from policies import Action, Context
 from policies.dsjson import LoggedExample, dsjson_line, logged_example
+from policies.vwccb import SlotOutcome
+from policies.vwtext import SLOT_NAMESPACE
 from streams.deadletter import DEAD_LETTER_MAX_BYTES, RawRecord, read_record
 from streams.sink import LogEntry, dsjson_extra, training_record
 from streams.trusted import check_features, training_values
@@ -146,6 +148,37 @@ class TrainingRecord:
         chosen, probability = decision["chosen_index"], decision["probability"]
         return decision["context"], actions, chosen, values["reward"], probability
 
+    def slot_inputs(self) -> tuple[Context, list[Action], list[SlotOutcome]] | None:
+        """Return a multi-slot example as :meth:`policies.vwccb.VWCCBPolicy.learn_slots` takes it.
+
+        ``(context, actions, slots)``; None for a single-slot example. Each slot's
+        features are under :data:`~policies.vwtext.SLOT_NAMESPACE`, its probability is
+        its chosen action's, its reward its own (:attr:`TrainingExample.slot_rewards`).
+
+        Raises
+        ------
+        streams.trusted.StructureError
+            If a features mapping is not namespaces of named strings and numbers.
+        """
+        values = self.values
+        decision = values["decision"]
+        if decision["slots"] is None:
+            return None
+        context, actions, _, _, _ = self.learn_inputs()
+        outcomes = []
+        for index, (slot, reward) in enumerate(
+            zip(decision["slots"], values["slot_rewards"], strict=True)
+        ):
+            features = {SLOT_NAMESPACE: slot["features"]}
+            check_features(features, f"decision.slots.{index}.features")
+            outcomes.append(
+                SlotOutcome(
+                    features, tuple(slot["include"]), slot["chosen_index"], reward,
+                    slot["probability"],
+                )
+            )  # fmt: skip
+        return context, actions, outcomes
+
     def log_entry(self) -> LogEntry:
         """Return what the decision log keeps of this example.
 
@@ -207,7 +240,7 @@ def write_training(values: Mapping[str, Any]) -> LoggedExample | None:
     exactly the ranking's).
     """
     decision = values["decision"]
-    if not decision["learn"]:
+    if not decision["learn"] or decision["slots"] is not None:  # (multi-slot: VW's CCB form)
         return None
     actions: Sequence[Mapping[str, Any]] = decision["actions"]
     ranking: Sequence[Mapping[str, Any]] = decision["ranking"]

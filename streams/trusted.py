@@ -91,6 +91,8 @@ class TrustedDecision:
         The decision's JSON, kept as it came and spliced into its training record.
     event_id, policy, occurred_at, learn, deferred
         Read from it by :meth:`read` (see :class:`bandit.wire.schemas.Decision`).
+    slots
+        A multi-slot decision's slot ids, in order; None for a single-slot decision.
     """
 
     raw: bytes
@@ -99,6 +101,7 @@ class TrustedDecision:
     occurred_at: datetime
     learn: bool
     deferred: bool
+    slots: tuple[str, ...] | None = None
 
     @classmethod
     def read(cls, raw: bytes) -> TrustedDecision:
@@ -112,7 +115,9 @@ class TrustedDecision:
         event_id, policy, occurred_at, learn, deferred = decision_fields(values, "")
         if learn:
             decision_offer(values, "")
-        return cls(raw, event_id, policy, occurred_at, learn, deferred)
+        slots = values.get("slots")
+        ids = None if not slots else tuple(str(slot.get("id")) for slot in slots)
+        return cls(raw, event_id, policy, occurred_at, learn, deferred, ids)
 
 
 def _type_name(value: object) -> str:
@@ -239,6 +244,19 @@ def training_values(raw: bytes) -> dict[str, Any]:
         raise StructureError("reward_count", f"must be >= 0, got {count}", "greater_than_equal")
     _field(values, "", "default_reward", bool)
     decision_offer(decision, "decision")
+    slot_rewards = values.setdefault("slot_rewards", None)
+    if decision["slots"] is not None:
+        slots = len(decision["slots"])
+        rewards = _field(values, "", "slot_rewards", list)
+        counts = _field(values, "", "slot_reward_counts", list)
+        if len(rewards) != slots or len(counts) != slots:
+            msg = f"must hold one entry per slot ({slots})"
+            raise StructureError("slot_rewards", msg, "slot_rewards_length")
+        if set(map(type, rewards)) - set(_NUMBER) or set(map(type, counts)) - {int}:
+            raise StructureError("slot_rewards", "must be numbers, counts ints", "type")
+        values["slot_rewards"] = [float(reward) for reward in rewards]
+    elif slot_rewards is not None:
+        raise StructureError("slot_rewards", "must be null for a single-slot decision", "type")
     return values
 
 
@@ -274,7 +292,44 @@ def decision_offer(decision: dict[str, Any], where: str = "decision") -> None:
     if not 0 <= chosen < len(actions):
         msg = f"must be in [0, {len(actions)}), got {chosen}"
         raise StructureError(_at(where, "chosen_index"), msg, "chosen_index_range")
-    _learning_mode(decision, where, len(actions))
+    slots = decision.setdefault("slots", None)
+    if slots is not None:
+        _check_slots(slots, actions, _at(where, "slots"))
+    include = None if slots is None else slots[0]["include"]
+    _learning_mode(decision, where, len(actions if include is None else include))
+
+
+def _check_slots(slots: Any, actions: list[Any], where: str) -> None:
+    """Check a multi-slot decision's slots: what the learner and the log read of each.
+
+    Each slot's ``include`` indexes the actions, its ranking holds exactly those, its
+    chosen index is one of them and no slot chooses what a slot before it chose.
+    """
+    if type(slots) is not list or not slots:
+        raise StructureError(where, "must be a non-empty list or null", "slots_type")
+    taken: set[int] = set()
+    for number, slot in enumerate(slots):
+        at = _at(where, number)
+        if type(slot) is not dict:
+            raise _wrong(at, slot, dict)
+        _field(slot, at, "id", str)
+        if type(slot.setdefault("features", {})) is not dict:
+            raise _wrong(_at(at, "features"), slot["features"], dict)
+        include: list[Any] = _field(slot, at, "include", list)
+        ranking: list[Any] = _field(slot, at, "ranking", list)
+        chosen: int = _field(slot, at, "chosen_index", int)
+        slot["probability"] = float(_field(slot, at, "probability", _NUMBER))
+        if set(map(type, include)) - {int} or any(not 0 <= i < len(actions) for i in include):
+            msg = f"must be indices of the {len(actions)} actions"
+            raise StructureError(_at(at, "include"), msg, "slot_include")
+        offered = {actions[i]["id"] for i in include}
+        if len(set(include)) != len(include) or _ranked_ids(ranking, at) != offered:
+            msg = "must hold each of the slot's actions once, as `include` does"
+            raise StructureError(_at(at, "ranking"), msg, "ranking_ids")
+        if chosen not in include or taken & set(include):
+            msg = "must be one of the slot's actions, none chosen by a slot before it"
+            raise StructureError(_at(at, "chosen_index"), msg, "chosen_index_range")
+        taken.add(chosen)
 
 
 _LEARNING_MODES: Final = frozenset(get_args(LearningMode))

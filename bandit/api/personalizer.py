@@ -78,6 +78,9 @@ from bandit.wire.personalizer import (
     PersonalizerFeatureImportanceRequest,
     PersonalizerLogProperties,
     PersonalizerModelProperties,
+    PersonalizerMultiSlotRankRequest,
+    PersonalizerMultiSlotRankResponse,
+    PersonalizerMultiSlotRewardRequest,
     PersonalizerPolicy,
     PersonalizerRankRequest,
     PersonalizerRankResponse,
@@ -87,11 +90,14 @@ from bandit.wire.personalizer import (
     learning_policy_settings,
     service_configuration,
     to_activation,
+    to_multi_slot_rank_request,
     to_rank_request,
     to_reward,
+    to_slot_rewards,
 )
 from policies import make_policy
 from policies.vw import VWPolicy
+from policies.vwccb import VWCCBPolicy
 
 __all__ = ["API_VERSIONS", "PATH_VERSIONS", "router"]
 
@@ -209,6 +215,73 @@ async def personalizer_activate(
         raise invalid(exc, "the activation") from None
     await feedback(request, service, caller, "activation", record)
     return Response(status_code=204)
+
+
+@_route(
+    "/multislot/rank",
+    status_code=201,
+    response_model=PersonalizerMultiSlotRankResponse,
+    openapi_extra=reads_body(PersonalizerMultiSlotRankRequest),
+)
+async def personalizer_multi_slot_rank(
+    request: Request, service: ServiceDep, caller: CallerDep, policy: PolicyQuery = None
+) -> Response:
+    """Personalizer's multi-slot Rank: each slot's action, no action twice, the event id (201).
+
+    The policy fills the slots in order, as :meth:`bandit.service.engine.DecisionEngine.rank`
+    decides a rank (consent, features, learning mode); the decision logged holds every
+    slot's distribution (:class:`bandit.wire.schemas.SlotDecision`).
+    """
+    served_by = resolve_policy(service, caller, policy)
+    raw = await read_body(request)
+    try:
+        rank_request = to_multi_slot_rank_request(raw, service.settings.limits)
+    except pydantic.ValidationError as exc:
+        raise invalid(exc, "the multi-slot rank request") from None
+    identifiers = service.settings.privacy.personalizer_identifiers
+    outcome = await decide(request, service, rank_request, served_by, identifiers=identifiers)
+    decision = outcome.decision
+    headers = {
+        "X-Streambandit-Policy": decision.policy,
+        "X-Streambandit-Model-Version": decision.model_version,
+    }
+    return model_response(PersonalizerMultiSlotRankResponse.from_decision(decision), 201, headers)
+
+
+@_route(
+    "/multislot/events/{eventId:path}/reward",
+    status_code=204,
+    openapi_extra=reads_body(PersonalizerMultiSlotRewardRequest),
+)
+async def personalizer_multi_slot_reward(
+    request: Request,
+    service: ServiceDep,
+    caller: CallerDep,
+    event_id: EventIdPath,
+    policy: PolicyQuery = None,
+) -> Response:
+    """Personalizer's multi-slot Reward: one reward per slot, each to the rewards topic (204)."""
+    check_may_send(service, caller, policy)
+    raw = await read_body(request)
+    try:
+        records = to_slot_rewards(event_id, raw, service.settings.limits)
+    except pydantic.ValidationError as exc:
+        raise invalid(exc, "the multi-slot reward") from None
+    for record in records:
+        await feedback(request, service, caller, "reward", record)
+    return Response(status_code=204)
+
+
+@_route("/multislot/events/{eventId:path}/activate", status_code=204)
+async def personalizer_multi_slot_activate(
+    request: Request,
+    service: ServiceDep,
+    caller: CallerDep,
+    event_id: EventIdPath,
+    policy: PolicyQuery = None,
+) -> Response:
+    """Personalizer's multi-slot Activate: the whole decision, every slot (204)."""
+    return await personalizer_activate(request, service, caller, event_id, policy)
 
 
 @_route("/model", "GET", response_class=Response, responses=MODEL_FILE_RESPONSES)
@@ -408,6 +481,13 @@ async def _apply_learning_policy(
     as written (``vw-epsilon``), rather than the ``vw:...`` the arguments map onto.
     """
     served = _served_vw(service, name)
+    if isinstance(served, VWCCBPolicy):
+        message = (
+            f"policy {name!r} runs VW's conditional contextual bandit ({served.name}): its "
+            "learning policy cannot be changed by a VW command line yet"
+        )
+        detail = {"loc": ["policy"], "msg": message, "type": "not_supported_for_multi_slot"}
+        raise RefusedRequestError(422, "BadRequest", message, details=[detail])
     with redis_or_503():
         async with asyncio.timeout(CONTROL_TIMEOUT):
             current, _ = await live_settings(service, name)

@@ -426,6 +426,14 @@ def replay_command(  # noqa: PLR0917 - typer maps each option to a parameter
             help="The values of one exploration parameter to try (with --whatif).",
         ),
     ] = None,
+    slot: Annotated[
+        str | None,
+        typer.Option(
+            "--slot",
+            metavar="SLOT_ID",
+            help="Evaluate this slot of multi-slot decisions (its id) instead of single-slot ones.",
+        ),
+    ] = None,
 ) -> None:
     """Estimate what target policies would have earned on logged decisions.
 
@@ -454,6 +462,7 @@ def replay_command(  # noqa: PLR0917 - typer maps each option to a parameter
             json_path=json_out,
             html_path=html_out,
             progress=_ReplaySteps(on_error),
+            slot=slot,
         )
     report, result, data, built = run.report, run.read, run.logs, run.targets
     table, notes = _replay_table(report, data.n)

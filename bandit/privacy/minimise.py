@@ -214,6 +214,33 @@ class Minimiser:
             dropped = dropped + entry[2] if entry[2] else dropped
         return kept_context, kept_actions, dropped
 
+    def slot(
+        self,
+        features: FeaturesIn,
+        index: int,
+        *,
+        identifiers: Literal["refuse", "drop"] = "refuse",
+    ) -> tuple[Features, Dropped]:
+        """Return what the policy may see of slot `index`'s features, as of the context's.
+
+        A multi-slot rank's slot features (:class:`bandit.wire.schemas.RankSlot`) obey
+        the rules of the context's (declared namespaces, the identifier rule); a refused
+        one is located at ``slots[index].features``.
+
+        Raises
+        ------
+        FeatureRefusedError
+            As :meth:`apply`.
+        """
+        declared = None if self.schema is None else self.schema.context
+        return self._features(
+            features,
+            declared,
+            ("slots", index, "features"),
+            drop=False,
+            drop_identifiers=identifiers == "drop",
+        )
+
     def stored(self, features: FeaturesIn) -> tuple[Features, Dropped]:
         """Filter features the service kept itself (session, device): drop, never refuse."""
         declared = None if self.schema is None else self.schema.context

@@ -87,11 +87,14 @@ from bandit.wire.schemas import (
     Decision,
     LearningMode,
     LoggedCache,
+    MultiSlotRankRequest,
     PolicySettings,
     RankRequest,
+    RankSlot,
 )
-from policies import Action, Distribution, Policy, decide_ranking, make_policy
+from policies import Action, Choice, Distribution, Policy, decide_ranking, make_policy, slot_seed
 from policies.baselines import FixedOrder
+from policies.vwtext import SLOT_NAMESPACE
 
 __all__ = [
     "DecisionEngine",
@@ -181,6 +184,33 @@ class RankOutcome:
     chooser: Policy | None = None
     inputs: tuple[Mapping[str, Mapping[str, Any]], list[Action]] | None = None
     baseline_forced: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class _SlotChoice:
+    """One slot as :meth:`DecisionEngine._choose_slots` decided it."""
+
+    slot: RankSlot
+    features: dict[str, Any]
+    include: list[int]
+    choice: Choice
+    learned: tuple[float, ...] | None
+    chooser: Policy
+    seen: tuple[Mapping[str, Mapping[str, Any]], list[Action]]
+    dropped: Dropped
+
+
+@dataclass(frozen=True, slots=True)
+class _Picked:
+    """What decided a rank and how: for a multi-slot rank, its first slot's, and every slot."""
+
+    chooser: Policy
+    seen: tuple[Mapping[str, Mapping[str, Any]], list[Action]]
+    choice: Choice
+    learned: tuple[float, ...] | None
+    chosen_index: int
+    slots: list[_SlotChoice] = dataclasses.field(default_factory=list)
+    dropped: Dropped = _NONE_DROPPED
 
 
 class DecisionEngine:
@@ -349,16 +379,20 @@ class DecisionEngine:
         forced = loaded.settings.baseline_forced  # the kill switch
         personalise = consent.personalise and not forced
         mode: LearningMode = "Online" if forced else loaded.settings.learning_mode
-        chooser, seen, distribution, learned = self._choose(
-            loaded, mode, (personalise, consent.learn), context, actions
-        )
+        picked = self._pick(
+            loaded, mode, (personalise, consent.learn), context, actions,
+            request=request, identifiers=identifiers,
+        )  # fmt: skip
+        dropped += picked.dropped
+        choice, chosen_index = picked.choice, picked.chosen_index
+        choosers = [slot.chooser for slot in picked.slots] or [picked.chooser]
         # what decided: the baseline also when the model could give no distribution; in
         # Apprentice and LoggingOnly, what the person's consent allowed
         path: ConsentPath = (
-            "personalise" if chooser is loaded.policy or (mode != "Online" and personalise)
+            "personalise"
+            if all(c is loaded.policy for c in choosers) or (mode != "Online" and personalise)
             else "baseline"
-        )  # fmt: skip
-        choice = decide_ranking(distribution, decided.event_id)
+        )
         subject = None
         if consent.learn and user is not None:
             recent = orjson.dumps(
@@ -368,8 +402,8 @@ class DecisionEngine:
                     "policy": policy,
                     "model_version": loaded.model_version,
                     "consent": path,
-                    "chosen_action_id": actions[choice.index].id,
-                    "chosen_index": choice.index,
+                    "chosen_action_id": actions[chosen_index].id,
+                    "chosen_index": chosen_index,
                     "probability": choice.probability,
                     "explored": choice.explored,
                     "context": context,
@@ -382,21 +416,14 @@ class DecisionEngine:
                 subject = None
         if not consent.learn:  # nothing about the decision is kept but what counts it
             context, actions = {}, [_bare(action) for action in actions]
-        decision = Decision.of_rank(
-            choice,
-            request=decided,
-            policy=policy,
-            model_version=loaded.model_version,
-            inputs=(context, actions),
-            learn=consent.learn,
-            consent=path,
-            subject=subject,
-            cache=self._logged,
-            learning_mode=mode,
-            learned=learned,
-        )
+        decision = self._record(
+            picked, decided, loaded, (context, actions),
+            learn=consent.learn, consent=path, subject=subject, mode=mode,
+        )  # fmt: skip
         used = sum(len(features) for features in stored.values()) if decided is not request else 0
-        return RankOutcome(decision, consent, degraded, used, dropped, chooser, seen, forced)
+        return RankOutcome(
+            decision, consent, degraded, used, dropped, picked.chooser, picked.seen, forced
+        )
 
     def _choose(
         self,
@@ -430,6 +457,117 @@ class DecisionEngine:
         if mode == "Apprentice" and personalise and learn:
             learned = self._learned(loaded, context, actions)
         return (*self._distribution(loaded, chooser, seen), learned)
+
+    def _pick(
+        self,
+        loaded: LoadedPolicy,
+        mode: LearningMode,
+        consent: tuple[bool, bool],
+        context: dict[str, dict[str, Any]],
+        actions: list[Action],
+        *,
+        request: RankRequest,
+        identifiers: Literal["refuse", "drop"],
+    ) -> _Picked:
+        """Decide a rank (:meth:`_choose`, one draw) or each slot of a multi-slot rank."""
+        if isinstance(request, MultiSlotRankRequest):
+            slots = self._choose_slots(
+                loaded, mode, consent, context, actions, request=request, identifiers=identifiers
+            )
+            first = slots[0]
+            return _Picked(
+                first.chooser, first.seen, first.choice, first.learned,
+                first.include[first.choice.index], slots,
+                sum((slot.dropped for slot in slots), _NONE_DROPPED),
+            )  # fmt: skip
+        chooser, seen, distribution, learned = self._choose(loaded, mode, consent, context, actions)
+        choice = decide_ranking(distribution, request.event_id)
+        return _Picked(chooser, seen, choice, learned, choice.index)
+
+    def _record(
+        self,
+        picked: _Picked,
+        request: RankRequest,
+        loaded: LoadedPolicy,
+        inputs: tuple[dict[str, dict[str, Any]], list[Action]],
+        *,
+        learn: bool,
+        consent: ConsentPath,
+        subject: str | None,
+        mode: LearningMode,
+    ) -> Decision:
+        """Build the decision to log: of one draw, or of every slot's."""
+        if picked.slots:
+            return Decision.of_slots(
+                [(s.slot, s.features, s.include, s.choice, s.learned) for s in picked.slots],
+                request=request,
+                policy=loaded.name,
+                model_version=loaded.model_version,
+                inputs=inputs,
+                learn=learn,
+                consent=consent,
+                subject=subject,
+                learning_mode=mode,
+                limits=self.settings.limits,
+            )
+        return Decision.of_rank(
+            picked.choice,
+            request=request,
+            policy=loaded.name,
+            model_version=loaded.model_version,
+            inputs=inputs,
+            learn=learn,
+            consent=consent,
+            subject=subject,
+            cache=self._logged,
+            learning_mode=mode,
+            learned=picked.learned,
+        )
+
+    def _choose_slots(
+        self,
+        loaded: LoadedPolicy,
+        mode: LearningMode,
+        consent: tuple[bool, bool],
+        context: Mapping[str, Mapping[str, Any]],
+        actions: list[Action],
+        *,
+        request: MultiSlotRankRequest,
+        identifiers: Literal["refuse", "drop"],
+    ) -> list[_SlotChoice]:
+        """Decide each slot of a multi-slot rank in order, as :meth:`_choose` decides a rank.
+
+        Slot ``k`` chooses among the actions neither it excludes nor a slot before it
+        chose, its baseline action first (the action the baseline serves); it sees the
+        shared context and its own features (minimised as the context's) in the
+        namespace :data:`policies.vwtext.SLOT_NAMESPACE`; its draw is seeded by the
+        event id and ``k`` (:func:`policies.slot_seed`).
+        """
+        minimiser = self._minimiser(loaded)
+        index_of = {action.id: i for i, action in enumerate(actions)}
+        taken: set[int] = set()
+        chosen: list[_SlotChoice] = []
+        for number, slot in enumerate(request.slots):
+            banned = set(slot.excluded_actions)
+            include = [
+                i for i, action in enumerate(actions) if i not in taken and action.id not in banned
+            ]
+            baseline = None if slot.baseline_action is None else index_of.get(slot.baseline_action)
+            if baseline in include:
+                include.remove(baseline)
+                include.insert(0, baseline)
+            kept, lost = minimiser.slot(slot.features, number, identifiers=identifiers)
+            features = RankSlot.flat(kept)
+            offered = [actions[i] for i in include]
+            chooser, seen, distribution, learned = self._choose(
+                loaded, mode, consent, {**context, SLOT_NAMESPACE: features}, offered
+            )
+            choice = decide_ranking(distribution, slot_seed(request.event_id, number))
+            taken.add(include[choice.index])
+            chosen.append(
+                _SlotChoice(slot, features, include, choice, learned, chooser, seen, lost)
+            )
+        return chosen
 
     def _baseline_action(self, floor: float) -> Policy:
         """Return the policy serving the baseline action (the first offered) with `floor`."""

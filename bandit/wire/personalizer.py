@@ -13,6 +13,9 @@ Personalizer                                        streambandit
 ``POST /personalizer/v1.0/rank`` (201)              :class:`~bandit.wire.schemas.RankRequest`
 ``POST /personalizer/v1.0/events/{id}/reward``      :class:`~bandit.wire.schemas.RewardReported`
 ``POST /personalizer/v1.0/events/{id}/activate``    :class:`~bandit.wire.schemas.Activation`
+``POST .../multislot/rank`` (201)                   ``MultiSlotRankRequest``
+``POST .../multislot/events/{id}/reward``           a ``RewardReported`` a slot
+``POST .../multislot/events/{id}/activate``         :class:`~bandit.wire.schemas.Activation`
 ==================================================  ====================================
 
 How features map
@@ -88,12 +91,18 @@ Differences from Personalizer
   ``admin`` key allowed every policy; 204 once every running worker has deleted its
   files, as ``DELETE /v1/log``: :mod:`streams.ledger`); ``GET``/``PUT``/``DELETE
   /configurations/policy`` read and apply a VW command line (:class:`PersonalizerPolicy`,
-  :func:`learning_policy_settings`). Multi-slot rank and evaluations are not provided
-  yet.
+  :func:`learning_policy_settings`). Evaluations: :mod:`bandit.service.evaluations`.
+- **Multi-slot**: ``POST /multislot/rank`` (:func:`to_multi_slot_rank_request`: slots
+  with ``id``, ``features``, ``excludedActions``, ``baselineAction``) fills the slots in
+  order, no action twice, and answers each slot's ``rewardActionId``;
+  ``/multislot/events/{id}/reward`` takes one reward per slot
+  (:func:`to_slot_rewards`), ``.../activate`` activates the decision. The decision
+  logged holds every slot's distribution (:class:`~bandit.wire.schemas.SlotDecision`);
+  ``docs/migrating-from-personalizer.md`` has the rules.
 - **Learning modes**: ``learningMode`` ``Apprentice`` and ``LoggingOnly`` serve the
-  baseline action (the first offered) with the policy's exploration floor on the
-  others, not always the first action as Personalizer did: a logged probability is
-  never 0, so the log stays fit for off-policy evaluation
+  baseline action (the first offered, or a slot's ``baselineAction``) with the policy's
+  exploration floor on the others, not always the baseline as Personalizer did: a
+  logged probability is never 0, so the log stays fit for off-policy evaluation
   (:mod:`bandit.service.apprentice`; docs/migrating-from-personalizer.md, "Learning
   modes"). ``latestApprenticeModeMetrics`` has no ``lastBatchMetrics``.
 - **The log is one for every policy**: a Personalizer resource had its own log; here
@@ -131,6 +140,7 @@ from bandit.wire.schemas import (
     Aggregation,
     Decision,
     LearningMode,
+    MultiSlotRankRequest,
     PolicySettings,
     RankRequest,
     RewardReported,
@@ -156,6 +166,9 @@ __all__ = [
     "PersonalizerFeatureImportanceRequest",
     "PersonalizerLogProperties",
     "PersonalizerModelProperties",
+    "PersonalizerMultiSlotRankRequest",
+    "PersonalizerMultiSlotRankResponse",
+    "PersonalizerMultiSlotRewardRequest",
     "PersonalizerPolicy",
     "PersonalizerRankRequest",
     "PersonalizerRankResponse",
@@ -163,14 +176,19 @@ __all__ = [
     "PersonalizerRankedAction",
     "PersonalizerRewardRequest",
     "PersonalizerServiceConfiguration",
+    "PersonalizerSlot",
+    "PersonalizerSlotResponse",
+    "PersonalizerSlotReward",
     "configured_settings",
     "error_target",
     "learning_policy_settings",
     "logged_rank_request",
     "service_configuration",
     "to_activation",
+    "to_multi_slot_rank_request",
     "to_rank_request",
     "to_reward",
+    "to_slot_rewards",
 ]
 
 DEFAULT_NAMESPACE = "default"
@@ -219,6 +237,63 @@ class PersonalizerRankRequest(_Request):
     excluded_actions: list[str] = Field(default_factory=list, alias="excludedActions")
     event_id: str | None = Field(default=None, alias="eventId")
     defer_activation: StrictBool = Field(default=False, alias="deferActivation")
+
+
+class PersonalizerSlot(_Request):
+    """One slot of a Personalizer multi-slot rank request."""
+
+    id: str
+    features: FeatureObjects = Field(default_factory=list)
+    excluded_actions: list[str] = Field(default_factory=list, alias="excludedActions")
+    baseline_action: str | None = Field(default=None, alias="baselineAction")
+
+
+class PersonalizerMultiSlotRankRequest(_Request):
+    """Personalizer's multi-slot rank request body (``POST .../multislot/rank``)."""
+
+    context_features: FeatureObjects = Field(default_factory=list, alias="contextFeatures")
+    actions: list[PersonalizerRankableAction]
+    slots: list[PersonalizerSlot]
+    event_id: str | None = Field(default=None, alias="eventId")
+    defer_activation: StrictBool = Field(default=False, alias="deferActivation")
+
+
+class PersonalizerSlotResponse(_Camel):
+    """One slot of Personalizer's multi-slot rank response: its id and the action it shows."""
+
+    id: str
+    reward_action_id: str = Field(alias="rewardActionId")
+
+
+class PersonalizerMultiSlotRankResponse(_Camel):
+    """Personalizer's multi-slot rank response: each slot's action, and the event id."""
+
+    slots: list[PersonalizerSlotResponse]
+    event_id: str = Field(alias="eventId")
+
+    @classmethod
+    def from_decision(cls, decision: Decision) -> Self:
+        """Build the response for the multi-slot `decision`: each slot's chosen action."""
+        return cls(
+            slots=[
+                PersonalizerSlotResponse(id=slot.id, rewardActionId=slot.chosen_action_id)
+                for slot in decision.slots or ()
+            ],
+            eventId=decision.event_id,
+        )
+
+
+class PersonalizerSlotReward(_Request):
+    """One slot's reward: ``{"slotId": "Main Article", "value": 1.0}``."""
+
+    slot_id: str = Field(alias="slotId")
+    value: StrictFloat = Field(allow_inf_nan=False)
+
+
+class PersonalizerMultiSlotRewardRequest(_Request):
+    """Personalizer's multi-slot reward body: ``{"reward": [{"slotId", "value"}, ...]}``."""
+
+    reward: list[PersonalizerSlotReward]
 
 
 class PersonalizerRankedAction(_Camel):
@@ -855,26 +930,153 @@ def to_rank_request(body: bytes | str | Mapping[str, Any], limits: Limits) -> Ra
     else:
         parsed = PersonalizerRankRequest.model_validate(body)
     flat = _Flattener(limits)
+    data = _rank_data(parsed, flat)
+    data["excluded_actions"] = parsed.excluded_actions
+    if flat.errors:
+        raise pydantic.ValidationError.from_exception_data(_TITLE, flat.errors)
+    try:
+        return RankRequest.model_validate(data, context={"limits": limits, **LENIENT_IDS})
+    except pydantic.ValidationError as exc:
+        raise _relocated(exc, flat.origins) from None
+
+
+def _rank_data(
+    parsed: PersonalizerRankRequest | PersonalizerMultiSlotRankRequest, flat: _Flattener
+) -> dict[str, Any]:
+    """Map the fields a rank and a multi-slot rank share: context, actions, event id."""
     context = flat.namespaces(parsed.context_features, ("context",), ("contextFeatures",))
     actions = []
     for index, action in enumerate(parsed.actions):
         ours: Loc = ("actions", index, "features")
         features = flat.namespaces(action.features, ours, ("actions", index, "features"))
         actions.append({"id": action.id, "features": features})
-    if flat.errors:
-        raise pydantic.ValidationError.from_exception_data(_TITLE, flat.errors)
     data: dict[str, Any] = {
         "context": context,
         "actions": actions,
-        "excluded_actions": parsed.excluded_actions,
         "defer_activation": parsed.defer_activation,
     }
     if parsed.event_id is not None:
         data["event_id"] = parsed.event_id
+    return data
+
+
+def to_multi_slot_rank_request(
+    body: bytes | str | Mapping[str, Any], limits: Limits
+) -> MultiSlotRankRequest:
+    """Map a Personalizer multi-slot rank body to a validated ``MultiSlotRankRequest``.
+
+    Context and action features map as for :func:`to_rank_request`; each slot's
+    ``features`` list likewise, into the slot's namespaces (the policy sees them as
+    ``<namespace>.<name>`` in one slot namespace: ``{"size": "Large"}`` becomes
+    ``default.size``).
+
+    Raises
+    ------
+    pydantic.ValidationError
+        With every broken rule, located in the *Personalizer* body
+        (``slots[1].excludedActions``...).
+
+    Examples
+    --------
+    >>> request = to_multi_slot_rank_request(
+    ...     {
+    ...         "actions": [{"id": "news"}, {"id": "sports"}, {"id": "music"}],
+    ...         "slots": [
+    ...             {"id": "Main Article", "features": [{"size": "Large"}],
+    ...              "baselineAction": "news"},
+    ...             {"id": "Side Bar", "excludedActions": ["news"]},
+    ...         ],
+    ...     },
+    ...     Limits(),
+    ... )
+    >>> [(slot.id, slot.policy_features(), slot.excluded_actions) for slot in request.slots]
+    [('Main Article', {'default.size': 'Large'}, []), ('Side Bar', {}, ['news'])]
+    """
+    if isinstance(body, bytes | str):
+        parsed = PersonalizerMultiSlotRankRequest.model_validate_json(body)
+    else:
+        parsed = PersonalizerMultiSlotRankRequest.model_validate(body)
+    flat = _Flattener(limits)
+    data = _rank_data(parsed, flat)
+    slots = []
+    for index, slot in enumerate(parsed.slots):
+        where: Loc = ("slots", index)
+        features = flat.namespaces(slot.features, (*where, "features"), (*where, "features"))
+        flat.origins[(*where, "excluded_actions")] = (*where, "excludedActions")
+        flat.origins[(*where, "baseline_action")] = (*where, "baselineAction")
+        slots.append(
+            {
+                "id": slot.id,
+                "features": features,
+                "excluded_actions": slot.excluded_actions,
+                "baseline_action": slot.baseline_action,
+            }
+        )
+    data["slots"] = slots
+    if flat.errors:
+        raise pydantic.ValidationError.from_exception_data(_TITLE, flat.errors)
     try:
-        return RankRequest.model_validate(data, context={"limits": limits, **LENIENT_IDS})
+        return MultiSlotRankRequest.model_validate(data, context={"limits": limits, **LENIENT_IDS})
     except pydantic.ValidationError as exc:
         raise _relocated(exc, flat.origins) from None
+
+
+def to_slot_rewards(
+    event_id: str, body: bytes | str | Mapping[str, Any], limits: Limits
+) -> list[RewardReported]:
+    """Map ``POST /multislot/events/{eventId}/reward`` to one reward per slot.
+
+    Each is a :class:`~bandit.wire.schemas.RewardReported` of the event naming its slot
+    (``slot_id``); at most ``limits.max_slots`` of them.
+
+    Raises
+    ------
+    pydantic.ValidationError
+        Located at ``reward[i].value``, ``reward[i].slotId`` or ``path.eventId``.
+
+    Examples
+    --------
+    >>> [(r.slot_id, r.reward) for r in to_slot_rewards(
+    ...     "evt-1", '{"reward": [{"slotId": "Main Article", "value": 1}]}', Limits())]
+    [('Main Article', 1.0)]
+    """
+    if isinstance(body, bytes | str):
+        parsed = PersonalizerMultiSlotRewardRequest.model_validate_json(body)
+    else:
+        parsed = PersonalizerMultiSlotRewardRequest.model_validate(body)
+    if not 1 <= len(parsed.reward) <= limits.max_slots:
+        message = f"1 to {limits.max_slots} slot rewards allowed, got {len(parsed.reward)}"
+        raise _refused("PersonalizerMultiSlotRewardRequest", "reward", message)
+    rewards = []
+    errors: list[InitErrorDetails] = []
+    for index, slot in enumerate(parsed.reward):
+        try:
+            rewards.append(
+                RewardReported.model_validate(
+                    {"event_id": event_id, "reward": slot.value, "slot_id": slot.slot_id},
+                    context={"limits": limits, **LENIENT_IDS},
+                )
+            )
+        except pydantic.ValidationError as exc:
+            moved = _relocated(
+                exc,
+                {
+                    ("event_id",): ("path", "eventId"),
+                    ("reward",): ("reward", index, "value"),
+                    ("slot_id",): ("reward", index, "slotId"),
+                },
+            )
+            errors.extend(
+                InitErrorDetails(
+                    type=PydanticCustomError(e["type"], e["msg"]), loc=e["loc"], input=None
+                )
+                for e in moved.errors(include_input=False)
+            )
+    if errors:
+        raise pydantic.ValidationError.from_exception_data(
+            "PersonalizerMultiSlotRewardRequest", errors
+        )
+    return rewards
 
 
 def logged_rank_request(record: Mapping[str, Any], action_ids: Sequence[str]) -> dict[str, Any]:

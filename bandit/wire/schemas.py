@@ -155,15 +155,18 @@ __all__ = [
     "LoggedCache",
     "LoggedFeatures",
     "ModelRollback",
+    "MultiSlotRankRequest",
     "PolicyName",
     "PolicySettings",
     "RankRequest",
+    "RankSlot",
     "RankableAction",
     "RankedAction",
     "RequestFeatures",
     "RewardReported",
     "RewardsRecord",
     "SessionId",
+    "SlotDecision",
     "TrainingExample",
     "WireModel",
     "argument_model",
@@ -629,6 +632,20 @@ def _check_distinct_ids(actions: list[Any]) -> list[Any]:
                 index=index,
             )
     return actions
+
+
+def _check_distinct_slot_ids(slots: Sequence[Any]) -> None:
+    seen: dict[str, int] = {}
+    for index, slot in enumerate(slots):
+        first = seen.setdefault(slot.id, index)
+        if first != index:
+            raise _error(
+                "duplicate_slot_id",
+                "slot ids must be distinct, got {found} at [{first}] and [{index}]",
+                found=_show(slot.id),
+                first=first,
+                index=index,
+            )
 
 
 def _check_aware(value: datetime) -> datetime:
@@ -1105,6 +1122,216 @@ class RankRequest(WireModel):
         return request
 
 
+def _check_slot_count(value: Any, info: ValidationInfo) -> Any:
+    limit = _limits(info).max_slots
+    if isinstance(value, list) and not 1 <= len(value) <= limit:
+        raise _error(
+            "slot_count",
+            "1 to {limit} slots allowed (STREAMBANDIT_LIMITS__MAX_SLOTS), got {count}",
+            limit=limit,
+            count=len(value),
+        )
+    return value
+
+
+class RankSlot(_Frozen):
+    """One slot of a :class:`MultiSlotRankRequest`: a place on the page to fill with an action.
+
+    Attributes
+    ----------
+    id
+        The slot's id, distinct within the request (the lenient or strict id rule, as the
+        request's action ids).
+    features
+        The slot's features by namespace (its size, its position...). The policy sees
+        them in one namespace, :data:`policies.vwtext.SLOT_NAMESPACE`
+        (:meth:`policy_features`).
+    excluded_actions
+        Ids of offered actions this slot must not show.
+    baseline_action
+        The action this slot shows without a learned policy (Apprentice and LoggingOnly
+        serve it; the baseline's first choice); one of the actions it may show.
+    """
+
+    id: ActionId
+    features: RequestFeatures = Field(default_factory=dict)
+    excluded_actions: list[ActionId] = Field(default_factory=list)
+    baseline_action: ActionId | None = None
+
+    def policy_features(self) -> dict[str, FeatureValue]:
+        """Return the slot's features as the policy sees them: ``<namespace>.<name>``, no booleans.
+
+        Examples
+        --------
+        >>> slot = RankSlot(id="top", features={"default": {"size": "Large", "big": True}})
+        >>> slot.policy_features()
+        {'default.size': 'Large', 'default.big': 1.0}
+        """
+        return self.flat(self.features)
+
+    @staticmethod
+    def flat(features: Mapping[str, Mapping[str, Any]]) -> dict[str, FeatureValue]:
+        """Return slot features by namespace as the policy sees them (:meth:`policy_features`)."""
+        return {
+            f"{namespace}.{name}": value
+            for namespace, values in _policy_features(features).items()
+            for name, value in values.items()
+        }
+
+
+class MultiSlotRankRequest(RankRequest):
+    """A request to fill `slots`, in order, each with a different one of `actions`.
+
+    A conditional contextual bandit decision (Personalizer's multi-slot rank): each slot
+    in turn chooses among the offered actions that the request and the slot do not
+    exclude and that no slot before it chose. So that every slot has an action left
+    whatever the slots before it choose, slot ``k`` (from 0) must allow at least ``k + 1``
+    actions.
+
+    Attributes
+    ----------
+    slots
+        1 to ``limits.max_slots`` slots with distinct ids (:class:`RankSlot`).
+    """
+
+    slots: Annotated[list[RankSlot], BeforeValidator(_check_slot_count)]
+
+    @field_validator("slots")
+    @classmethod
+    def _slots_fit(cls, slots: list[RankSlot], info: ValidationInfo) -> list[RankSlot]:
+        actions: list[RankableAction] | None = info.data.get("actions")
+        excluded: list[str] | None = info.data.get("excluded_actions")
+        _check_distinct_slot_ids(slots)
+        if actions is None or excluded is None:  # invalid and already reported
+            return slots
+        offered = {action.id for action in actions} - set(excluded)
+        for index, slot in enumerate(slots):
+            where = f"slot [{index}] {_show(slot.id)}"
+            banned = set(slot.excluded_actions)
+            for action_id in slot.excluded_actions:
+                if action_id not in offered:
+                    raise _error(
+                        "slot_excluded_not_offered",
+                        "{where}: excluded actions must be among the actions offered to the "
+                        "slots, got {found}",
+                        where=where,
+                        found=_show(action_id),
+                    )
+            baseline = slot.baseline_action
+            if baseline is not None and (baseline not in offered or baseline in banned):
+                raise _error(
+                    "slot_baseline_not_offered",
+                    "{where}: the baseline action must be one the slot may show, got {found}",
+                    where=where,
+                    found=_show(baseline),
+                )
+            allowed = len(offered - banned)
+            if allowed < index + 1:
+                raise _error(
+                    "slot_actions_too_few",
+                    "{where}: the slots before it may take {before} of its actions, so it "
+                    "must allow at least {least}, got {allowed}",
+                    where=where,
+                    before=index,
+                    least=index + 1,
+                    allowed=allowed,
+                )
+        return slots
+
+    def _limit_errors(self, limits: Limits, out: list[InitErrorDetails]) -> None:
+        super()._limit_errors(limits, out)
+        id_limit = limits.max_id_length
+        for index, slot in enumerate(self.slots):
+            if slot.features:
+                _feature_errors(slot.features, ("slots", index, "features"), limits, out)
+            ids: list[tuple[tuple[Any, ...], str | None]] = [
+                (("slots", index, "id"), slot.id),
+                (("slots", index, "baseline_action"), slot.baseline_action),
+                *((("slots", index, "excluded_actions", i), e)
+                  for i, e in enumerate(slot.excluded_actions)),
+            ]  # fmt: skip
+            _id_errors(ids, "action ids", id_limit, out)
+
+
+class SlotDecision(_Frozen):
+    """One slot of a multi-slot :class:`Decision`: what it could show, and what it showed.
+
+    Attributes
+    ----------
+    id
+        The slot's id.
+    features
+        The slot's features as the policy saw them (:meth:`RankSlot.policy_features`).
+    include
+        Indices into the decision's ``actions`` of the actions the slot could choose
+        (those neither excluded nor chosen by a slot before it), in the order its
+        distribution was over them.
+    ranking, chosen_action_id, chosen_index, probability, explored
+        As :class:`Decision`'s, over the slot's actions: every one of `include` once,
+        the chosen first; `chosen_index` indexes the decision's ``actions``.
+    baseline_action_id
+        The slot's baseline action, when the request named one.
+    learned
+        In ``Apprentice`` mode: the served policy's own probabilities of the slot's
+        actions, in `include`'s order.
+    """
+
+    id: ActionId
+    features: dict[_FeatureName, _LoggedValue] = Field(default_factory=dict)
+    include: list[Annotated[int, Field(ge=0)]]
+    ranking: list[RankedAction]
+    chosen_action_id: ActionId
+    chosen_index: int
+    probability: _Probability
+    explored: bool
+    baseline_action_id: ActionId | None = None
+    learned: list[_Probability] | None = None
+
+    @model_validator(mode="after")
+    def _a_distribution(self) -> Self:
+        _check_distinct_ids(self.ranking)
+        total = math.fsum(entry.probability for entry in self.ranking)
+        if abs(total - 1.0) > SUM_TOLERANCE:
+            raise _error(
+                "probability_sum",
+                "a slot's ranking probabilities must sum to 1 within {tolerance}, got {total}",
+                tolerance=SUM_TOLERANCE,
+                total=repr(total),
+            )
+        if len(self.ranking) != len(self.include) or len(set(self.include)) != len(self.include):
+            raise _error(
+                "slot_include",
+                "a slot's ranking must hold each of its {count} distinct actions once, got {found}",
+                count=len(set(self.include)),
+                found=len(self.ranking),
+            )
+        first = self.ranking[0]
+        if first.id != self.chosen_action_id or first.probability != self.probability:
+            raise _error(
+                "chosen_not_first",
+                "a slot's chosen action must be ranked first with its probability, got "
+                "{found} first",
+                found=_show(first.id),
+            )
+        if self.chosen_index not in self.include:
+            raise _error(
+                "chosen_index_range",
+                "a slot's chosen index must be one of its actions {include}, got {value}",
+                include=_show(self.include),
+                value=self.chosen_index,
+            )
+        if self.learned is not None and (
+            len(self.learned) != len(self.include)
+            or abs(math.fsum(self.learned) - 1.0) > SUM_TOLERANCE
+        ):
+            raise _error(
+                "learned_length",
+                "a slot's learned probabilities must be one per action ({count}), summing to 1",
+                count=len(self.include),
+            )
+        return self
+
+
 class Decision(Event):
     """The propensity log record of one decision (topic ``decisions``).
 
@@ -1151,6 +1378,13 @@ class Decision(Event):
         In ``Apprentice`` mode, with personalisation consent: the served policy's own
         probabilities of `actions` (in their order), what it would have done; they
         sum to 1. Never used as propensities.
+    slots
+        A multi-slot decision's slots, in order (:class:`SlotDecision`; None: a
+        single-slot decision). `actions` then holds every action offered to the slots,
+        `context` the shared features, and the top-level `ranking`, `chosen_action_id`,
+        `chosen_index`, `probability`, `explored` and `learned` are the first slot's,
+        so that a reader of single-slot decisions reads its first slot. No action is
+        chosen by two slots.
     """
 
     policy: PolicyName
@@ -1161,6 +1395,7 @@ class Decision(Event):
         BeforeValidator(_check_action_count),
         AfterValidator(_check_distinct_ids),
     ]
+    slots: list[SlotDecision] | None = None
     ranking: Annotated[list[RankedAction], BeforeValidator(_check_action_count)]
     chosen_action_id: ActionId
     chosen_index: int
@@ -1179,8 +1414,11 @@ class Decision(Event):
         cls, learned: list[float] | None, info: ValidationInfo
     ) -> list[float] | None:
         actions: list[LoggedAction] | None = info.data.get("actions")
+        slots: list[SlotDecision] | None = info.data.get("slots")
         if learned is None or actions is None:
             return learned
+        if slots:
+            actions = [actions[i] for i in slots[0].include if i < len(actions)]
         if len(learned) != len(actions):
             raise _error(
                 "learned_length",
@@ -1205,9 +1443,12 @@ class Decision(Event):
     ) -> list[RankedAction]:
         _check_distinct_ids(ranking)
         actions: list[LoggedAction] | None = info.data.get("actions")
+        slots: list[SlotDecision] | None = info.data.get("slots")
         if actions is not None:
             ranked = {entry.id for entry in ranking}
             offered = {action.id for action in actions}
+            if slots:  # the first slot's ranking: over its actions
+                offered = {actions[i].id for i in slots[0].include if i < len(actions)}
             if ranked != offered:
                 raise _error(
                     "ranking_ids",
@@ -1290,6 +1531,49 @@ class Decision(Event):
                 found=_show(value),
             )
         return value
+
+    @model_validator(mode="after")
+    def _slots_fit(self) -> Self:
+        if self.slots is None:
+            return self
+        if not self.slots:
+            raise _error("slot_count", "a multi-slot decision must hold at least one slot")
+        _check_distinct_slot_ids(self.slots)
+        count = len(self.actions)
+        taken: set[int] = set()
+        for number, slot in enumerate(self.slots):
+            where = f"slot [{number}] {_show(slot.id)}"
+            if any(i >= count for i in slot.include):
+                raise _error(
+                    "slot_include",
+                    "{where}: its actions must be indices of the {count} offered actions",
+                    where=where,
+                    count=count,
+                )
+            if taken & set(slot.include):
+                raise _error(
+                    "slot_include",
+                    "{where}: its actions must leave out those chosen by the slots before it",
+                    where=where,
+                )
+            if {e.id for e in slot.ranking} != {self.actions[i].id for i in slot.include}:
+                raise _error(
+                    "ranking_ids", "{where}: its ranking must hold its actions", where=where
+                )
+            if self.actions[slot.chosen_index].id != slot.chosen_action_id:
+                raise _error(
+                    "chosen_index_mismatch",
+                    "{where}: its chosen index must point at its chosen action",
+                    where=where,
+                )
+            taken.add(slot.chosen_index)
+        first = self.slots[0]
+        if (self.chosen_index, self.ranking) != (first.chosen_index, first.ranking):
+            raise _error(
+                "slot_first",
+                "the decision's chosen action and ranking must be its first slot's",
+            )
+        return self
 
     @classmethod
     def from_choice(
@@ -1452,6 +1736,88 @@ class Decision(Event):
             **extra,
         )
 
+    @classmethod
+    def of_slots(
+        cls,
+        slots: Sequence[
+            tuple[RankSlot, Mapping[str, Any], Sequence[int], Choice, Sequence[float] | None]
+        ],
+        *,
+        request: RankRequest,
+        policy: str,
+        model_version: str,
+        inputs: tuple[dict[str, dict[str, Any]], list[Action]],
+        learn: bool = True,
+        consent: ConsentPath = "personalise",
+        subject: str | None = None,
+        learning_mode: LearningMode = "Online",
+        limits: Limits | None = None,
+    ) -> Decision:
+        """Build the log record of a multi-slot decision, validated.
+
+        Parameters
+        ----------
+        slots
+            Per slot, in order: the request's slot, its features as the policy saw
+            them, the indices into `inputs`' actions it chose among (in its
+            distribution's order), its draw over those, and (in Apprentice mode) the
+            served policy's own probabilities of them.
+        request, policy, model_version, inputs, learn, consent, subject, learning_mode
+            As for :meth:`of_rank`; `inputs`' actions are every action offered to the
+            slots. Without `learn`, the slots' features are left out too.
+        limits
+            The limits `request` was validated with (defaults to ``Limits()``).
+
+        Raises
+        ------
+        pydantic.ValidationError
+            If the record breaks a rule of :class:`Decision` (a bug of the caller).
+        """
+        context, actions = inputs
+        logged = []
+        for slot, features, include, choice, learned in slots:
+            probabilities = choice.distribution.probabilities
+            chosen = include[choice.index]
+            entry: dict[str, Any] = {
+                "id": slot.id,
+                "features": dict(features) if learn else {},
+                "include": list(include),
+                "ranking": [
+                    {"id": actions[include[i]].id, "probability": probabilities[i]}
+                    for i in choice.ranking
+                ],
+                "chosen_action_id": actions[chosen].id,
+                "chosen_index": chosen,
+                "probability": choice.probability,
+                "explored": choice.explored,
+                "baseline_action_id": slot.baseline_action,
+            }
+            if learned is not None:
+                entry["learned"] = list(learned)
+            logged.append(entry)
+        first = logged[0]
+        data: dict[str, Any] = {
+            "event_id": request.event_id,
+            "policy": policy,
+            "model_version": model_version,
+            "context": context,
+            "actions": [{"id": a.id, "features": a.features} for a in actions],
+            "slots": logged,
+            "ranking": first["ranking"],
+            "chosen_action_id": first["chosen_action_id"],
+            "chosen_index": first["chosen_index"],
+            "probability": first["probability"],
+            "explored": first["explored"],
+            "deferred": request.defer_activation,
+            "learn": learn,
+            "consent": consent,
+            "subject": subject,
+            "learning_mode": learning_mode,
+            "learned": first.get("learned"),
+        }
+        validation = {"limits": limits or _DEFAULT_LIMITS, **LENIENT_IDS}
+        return cls.model_validate(data, context=validation)
+
     def to_json(self) -> bytes:
         """Return ``self.model_dump_json().encode()``, written by orjson (several times faster).
 
@@ -1545,6 +1911,9 @@ class RewardReported(Event):
     action_id
         The action the reward is for, when the app states it (it should be the chosen
         one).
+    slot_id
+        The slot the reward is for, in a multi-slot decision (Personalizer's multi-slot
+        reward); None for a single-slot decision.
     ldp_epsilon
         Set when the reward went through the local-DP channel (:mod:`bandit.privacy.dp`): the
         app sent a randomised-response bit with this ε (0.01 to 20: below, one report
@@ -1562,6 +1931,7 @@ class RewardReported(Event):
         AfterValidator(_reward_checker("rewards", stored=False)),
     ]
     action_id: ActionId | None = None
+    slot_id: ActionId | None = None
     reward_id: EventId = Field(default_factory=new_event_id)
     ldp_epsilon: StrictFloat | None = Field(default=None, ge=0.01, le=20.0, allow_inf_nan=False)
     scope: KeyScope = None
@@ -1612,12 +1982,18 @@ class TrainingExample(Event):
         How many distinct rewards were aggregated (0 with the default reward).
     default_reward
         Whether `reward` is the default reward.
+    slot_rewards, slot_reward_counts
+        For a multi-slot decision: each slot's aggregated reward (its default reward
+        when none came for it) and how many rewards it aggregated, in slot order;
+        `reward`, `reward_count` and `default_reward` are then the first slot's.
     """
 
     decision: Decision
     reward: float = Field(allow_inf_nan=False)
     reward_count: int = Field(ge=0)
     default_reward: bool
+    slot_rewards: list[Annotated[float, Field(allow_inf_nan=False)]] | None = None
+    slot_reward_counts: list[Annotated[int, Field(ge=0)]] | None = None
 
 
 class DeadLetter(Event):

@@ -114,31 +114,33 @@ def _run(body: Callable[[], Awaitable[T]]) -> T:
     return asyncio.run(main())
 
 
-async def _consume(broker: str, topic: str, keys: set[str], timeout: float = 15.0) -> list[bytes]:
-    """Read a topic from the start until a record of every key in `keys` has been seen."""
+async def _consume(
+    broker: str, topic: str, keys: set[str], timeout: float = 15.0, at_least: int = 1
+) -> list[bytes]:
+    """Read a topic from the start until `at_least` records of every key in `keys` are seen."""
     consumer = AIOKafkaConsumer(
         topic, bootstrap_servers=broker, auto_offset_reset="earliest", group_id=None
     )
     await consumer.start()
     found: list[bytes] = []
-    seen: set[str] = set()
+    seen: dict[str, int] = dict.fromkeys(keys, 0)
     try:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        while not keys <= seen and loop.time() < deadline:
+        while min(seen.values(), default=at_least) < at_least and loop.time() < deadline:
             batches = await consumer.getmany(timeout_ms=200)
             for record in (r for batch in batches.values() for r in batch):
                 key = record.key.decode()
                 if key in keys:
-                    seen.add(key)
+                    seen[key] += 1
                     found.append(record.value)
     finally:
         await consumer.stop()
     return found
 
 
-def _read(broker: str, topic: str, keys: set[str]) -> list[bytes]:
-    return _run(lambda: _consume(broker, topic, keys))
+def _read(broker: str, topic: str, keys: set[str], at_least: int = 1) -> list[bytes]:
+    return _run(lambda: _consume(broker, topic, keys, at_least=at_least))
 
 
 def _trained(best: str, examples: int) -> bytes:

@@ -37,7 +37,8 @@ def stack(
 ) -> Iterator[LocalStack]:
     """A running API and stream workers on the session's servers, with fresh prefixes.
 
-    Parametrize it indirectly with the number of workers (1 when not parametrized).
+    Parametrize it indirectly with the number of workers (1 when not parametrized). A
+    test module's ``POLICIES`` (name to spec) are served instead of ``vw-epsilon``.
     """
     prefix = f"it{uuid.uuid4().hex[:8]}"
     workers = getattr(request, "param", 1)
@@ -51,7 +52,9 @@ def stack(
         "STREAMBANDIT_REDIS__KEY_PREFIX": prefix,
         "STREAMBANDIT_KAFKA__SESSION_TIMEOUT_SECONDS": "3",
         "STREAMBANDIT_LEARNER__SNAPSHOT_EVERY_SECONDS": "0.5",
-        "STREAMBANDIT_POLICIES": json.dumps({"default": "vw-epsilon"}),
+        "STREAMBANDIT_POLICIES": json.dumps(
+            getattr(request.module, "POLICIES", {"default": "vw-epsilon"})
+        ),
         "STREAMBANDIT_LOG_FORMAT": "json",
     }
     with LocalStack(

@@ -548,8 +548,6 @@ BAD_ROWS = [
         r"`c._multi` must list the offered actions \(at least one\), got \[\]"),
     Bad("same ids", "dsjson", _actions("a", "a", "c"), "bad_actions",
         r"the offered action ids must be distinct, got \['a', 'a', 'c'\]"),
-    Bad("multi-slot", "dsjson", _set(_outcomes=[]), "unsupported",
-        r"`_outcomes` marks a multi-slot \(CCB or slates\) decision, which is not supported"),
     Bad("event id number", "dsjson", _set(EventId=5), "bad_event_id",
         r"`EventId` must be a string, got 5"),
     Bad("invalid json", "dsjson", '{"_label_cost": -1.0, "a": [1,', "invalid_json",
