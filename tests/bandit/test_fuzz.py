@@ -293,6 +293,11 @@ def _steered(case: Any, kept: int = 1, url: str = "") -> Any:
         )  # fmt: skip
     if case.operation.path.endswith("/configurations/policy"):  # a live change of `main`
         body.update(arguments=LIVE_ARGUMENTS)
+    if case.operation.path.endswith("/multislot/rank"):  # slots the actions can fill
+        body["slots"] = [{"id": "slot-0"}, {"id": "slot-1", "features": [{"size": "small"}]}]
+        body["actions"] = [*(body.get("actions") or []), {"id": "x"}, {"id": "y"}]
+    if case.operation.path.endswith("/multislot/events/{eventId}/reward"):
+        body["reward"] = [{"slotId": "slot-0", "value": 0.5}, {"slotId": "slot-1", "value": 0.0}]
     if isinstance(body.get("actions"), list):
         personalizer = case.operation.path.startswith("/personalizer/")
         body["actions"] = [
