@@ -182,6 +182,7 @@ __all__ = [
     "configured_settings",
     "error_target",
     "learning_policy_settings",
+    "logged_multi_slot_rank_request",
     "logged_rank_request",
     "service_configuration",
     "to_activation",
@@ -1133,18 +1134,70 @@ def logged_rank_request(record: Mapping[str, Any], action_ids: Sequence[str]) ->
             context.extend(value)
         else:
             context.append({key: value})
-    actions = []
-    for action_id, item in zip(action_ids, shared["_multi"], strict=True):
-        features: list[Any] = []
-        for key, value in item.items():
-            if key[:1] == "_" or (key == _LOGGED_ID and _id_namespace(value, action_id)):
-                continue
-            if key == _LOGGED_FEATURES and _objects(value):
-                features.extend(value)
-            else:
-                features.append({key: value})
-        actions.append({"id": action_id, "features": features})
+    actions = [
+        {"id": action_id, "features": _logged_features(item, action_id)}
+        for action_id, item in zip(action_ids, shared["_multi"], strict=True)
+    ]
     return {"contextFeatures": context, "actions": actions}
+
+
+def logged_multi_slot_rank_request(
+    record: Mapping[str, Any], action_ids: Sequence[str], slot_ids: Sequence[str]
+) -> dict[str, Any]:
+    """Rebuild the multi-slot rank body that a multi-slot decision of Personalizer's log had.
+
+    As :func:`logged_rank_request` rebuilds a rank body, for VW's CCB DSJSON line:
+    ``contextFeatures`` and ``actions`` as there, and ``slots`` from ``c._slots``, each
+    slot read as an action is (its ``features`` list under ``j``; any other key not
+    starting with ``_`` a feature object of its own; ``_id``, ``_inc`` are VW's
+    fields), so that :func:`to_multi_slot_rank_request` maps it as the multi-slot route
+    maps the same request.
+
+    Parameters
+    ----------
+    record
+        The decoded line (``c`` an object with ``_multi`` and ``_slots``).
+    action_ids
+        The offered actions' ids, in ``_multi``'s order.
+    slot_ids
+        The slots' ids, in ``_slots``' order (as ``DSJSONReader.read_slots`` read them).
+
+    Examples
+    --------
+    >>> line = {
+    ...     "c": {
+    ...         "FromUrl": [{"tier": "gold"}],
+    ...         "_multi": [{"_tag": "news", "j": [{"topic": "news"}]}, {"_tag": "tea"}],
+    ...         "_slots": [{"_id": "hero", "j": [{"size": "Large"}], "_inc": [0, 1]}],
+    ...     }
+    ... }
+    >>> body = logged_multi_slot_rank_request(line, ["news", "tea"], ["hero"])
+    >>> body["slots"]
+    [{'id': 'hero', 'features': [{'size': 'Large'}]}]
+    >>> to_multi_slot_rank_request(body, Limits()).slots[0].policy_features()
+    {'default.size': 'Large'}
+    """
+    body = logged_rank_request(record, action_ids)
+    body["slots"] = [
+        {"id": slot_id, "features": _logged_features(item, None)}
+        for slot_id, item in zip(slot_ids, record["c"]["_slots"], strict=True)
+    ]
+    return body
+
+
+def _logged_features(item: Mapping[str, Any], item_id: str | None) -> list[Any]:
+    """Rebuild the features list of a logged action (`item_id`: its id) or slot (None)."""
+    features: list[Any] = []
+    for key, value in item.items():
+        if key[:1] == "_" or (
+            item_id is not None and key == _LOGGED_ID and _id_namespace(value, item_id)
+        ):
+            continue
+        if key == _LOGGED_FEATURES and _objects(value):
+            features.extend(value)
+        else:
+            features.append({key: value})
+    return features
 
 
 def _objects(value: Any) -> bool:
