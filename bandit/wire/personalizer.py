@@ -671,11 +671,14 @@ class PersonalizerApplyFromEvaluation(_Request):
     policy_name: str = Field(alias="policyName", min_length=1, max_length=256)
 
 
-_VW_DEFAULTS: dict[str, Any] = {
-    name: list(parameter.default) if isinstance(parameter.default, tuple) else parameter.default
-    for name, parameter in inspect.signature(VWPolicy).parameters.items()
-    if parameter.default is not inspect.Parameter.empty
-}
+def _defaults(kind: type[VWPolicy]) -> dict[str, Any]:
+    """Return the parameters' defaults of VW policy class `kind` (its own over VWPolicy's)."""
+    return {
+        name: list(parameter.default) if isinstance(parameter.default, tuple) else parameter.default
+        for cls in (VWPolicy, kind)
+        for name, parameter in inspect.signature(cls).parameters.items()
+        if parameter.default is not inspect.Parameter.empty
+    }
 
 
 def learning_policy_settings(
@@ -683,7 +686,10 @@ def learning_policy_settings(
 ) -> tuple[PolicySettings, bool]:
     """Map a VW command line onto the settings of the served VW policy.
 
-    A command line that learns as the served policy does, but for exploration
+    A multi-slot policy (``vw-ccb``) takes a ``--ccb_explore_adf`` command line and keeps
+    its kind; any other VW policy a ``--cb_explore_adf`` one
+    (:func:`policies.vwargs.parse_arguments`). A command line that learns as the served
+    policy does, but for exploration
     hyperparameters VW changes on a live model (:meth:`policies.vw.VWPolicy.tunable_params`,
     e.g. ``--epsilon``), changes those settings and keeps the model. Any other (another
     exploration algorithm, ``--cb_type``, interactions, ``-l``, ``--l1``, ``--l2``,
@@ -714,8 +720,10 @@ def learning_policy_settings(
     >>> reset, new.spec
     (True, 'vw:cb_type="ips",epsilon=0.2,exploration="epsilon",interactions=[],l1=1e-07')
     """
+    defaults = _defaults(type(served))
     try:
-        wanted = {**_VW_DEFAULTS, "seed": served.seed, **parse_arguments(arguments)}
+        parsed = parse_arguments(arguments, multi_slot=served.multi_slot)
+        wanted = {**defaults, "seed": served.seed, **parsed}
     except ConfigurationError as exc:
         raise _refused("PersonalizerPolicy", "arguments", str(exc)) from None
     had = served.params()
@@ -729,9 +737,9 @@ def learning_policy_settings(
         kept = {
             key: wanted[key]
             for key in sorted(relevant)
-            if key == "exploration" or wanted[key] != _VW_DEFAULTS[key]
+            if key == "exploration" or wanted[key] != defaults[key]
         }
-        changes = {"spec": format_spec(VWPolicy.name, kept), "exploration": {}}
+        changes = {"spec": format_spec(type(served).name, kept), "exploration": {}}
         reset = True
     try:
         settings = PolicySettings.model_validate({**current.model_dump(), **changes})

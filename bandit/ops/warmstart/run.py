@@ -21,7 +21,6 @@ from bandit.wire.personalizer import learning_policy_settings
 from bandit.wire.schemas import PolicySettings
 from policies import make_policy
 from policies.vw import VWPolicy, model_file_id
-from policies.vwccb import VWCCBPolicy
 
 __all__ = ["ImportReport", "import_export", "render_report"]
 
@@ -191,12 +190,6 @@ def _learning_policy(
     served = configured(make_policy(settings.spec), settings)
     if not isinstance(served, VWPolicy):
         return settings, FieldOutcome("policy", "refused", value, "the served policy is not VW's")
-    if isinstance(served, VWCCBPolicy):  # as PUT /configurations/policy refuses it
-        why = (
-            "the served policy is vw-ccb (VW's conditional contextual bandit): its learning "
-            "policy cannot be changed by a VW command line yet; the model trains with its spec"
-        )
-        return settings, FieldOutcome("policy", "refused", value, why)
     try:
         wanted, reset = learning_policy_settings(arguments, settings, served)
     except pydantic.ValidationError as exc:
