@@ -96,6 +96,7 @@ __all__ = [  # noqa: RUF022 - plain sorted(), which tests/test_public_api.py che
     "LoggedSlot",
     "PROPENSITY_TOLERANCE",
     "SUM_TOLERANCE_READ",
+    "SlotsRow",
     "action_id_key",
     "ccb_dsjson_record",
     "dsjson_line",
@@ -1037,6 +1038,11 @@ class LogRow:
         Our own fields, the top-level ``_sb`` object (empty when absent).
     ours
         Whether every action holds its id in our layout (``{"id": {"id=<id>": 1}}``).
+    include
+        A slot's row (:meth:`DSJSONReader.read_slot`): the 0-based indices, into the
+        line's ``c._multi``, of the actions it is over, in its order; else None.
+    slot_id
+        A slot's row: the slot's ``_id`` (None when it has none, or for another row).
     """
 
     chosen: int
@@ -1050,6 +1056,8 @@ class LogRow:
     timestamp: str | None
     extra: dict[str, Any]
     ours: bool
+    include: list[int] | None = None
+    slot_id: str | None = None
 
     @property
     def propensity(self) -> float:
@@ -1065,6 +1073,34 @@ class LogRow:
     def chosen_action_id(self) -> str | None:
         """The chosen action's id (None when the actions have none)."""
         return None if self.action_ids is None else self.action_ids[self.chosen]
+
+
+@dataclass(slots=True)
+class SlotsRow:
+    """One multi-slot (CCB) decision as :meth:`DSJSONReader.read_slots` read it.
+
+    Attributes
+    ----------
+    event_id
+        ``EventId``; None when the line has none.
+    action_ids
+        Every offered action's id (``c._multi``), unescaped; None when an action has none.
+    context, action_features
+        The shared features (without a slot's) and every action's, as the writer was
+        given them (None when not asked for).
+    slots
+        Each slot's row, in slot order (:meth:`DSJSONReader.read_slot`), its
+        ``include`` and ``slot_id`` set.
+    ours
+        Whether every action holds its id in our layout.
+    """
+
+    event_id: str | None
+    action_ids: list[str] | None
+    context: _Features | None
+    action_features: list[_Features] | None
+    slots: list[LogRow]
+    ours: bool
 
 
 def _show(value: Any) -> str:
@@ -1310,6 +1346,38 @@ class DSJSONReader:
         row = self.read(record)
         return [] if row is None else [row]
 
+    def read_slots(self, record: Any) -> SlotsRow:
+        """Read a decoded multi-slot (CCB) line whole: its actions, and every slot's row.
+
+        Each slot's row is :meth:`read_slot`'s, with its ``include`` and ``slot_id``.
+
+        Raises
+        ------
+        LogFormatError
+            Naming the field and the rule, as :meth:`read_slot`.
+
+        Examples
+        --------
+        >>> from datetime import UTC, datetime
+        >>> line = dsjson_line(ccb_dsjson_record(
+        ...     {"u": {"x": 1.0}}, [Action("a"), Action("b"), Action("c")],
+        ...     [LoggedSlot("top", {"size": "L"}, [1, 2], [0.25, 0.75], 2, 1.0),
+        ...      LoggedSlot("side", {}, [0, 1], [0.5, 0.5], 1, 0.0)],
+        ...     event_id="e1", timestamp=datetime(2026, 11, 27, tzinfo=UTC)))
+        >>> read = DSJSONReader().read_slots(orjson.loads(line))
+        >>> read.action_ids, read.context
+        (['a', 'b', 'c'], {'u': {'x': 1.0}})
+        >>> [(s.slot_id, s.include, s.include[s.chosen], s.reward) for s in read.slots]
+        [('top', [1, 2], 2, 1.0), ('side', [0, 1], 1, 0.0)]
+        """
+        outcomes = record.get("_outcomes") if type(record) is dict else None
+        count = len(outcomes) if type(outcomes) is list else 0
+        rows = [self.read_slot(record, number) for number in range(max(count, 1))]
+        slots = [row for row in rows if row is not None]
+        shared: dict[str, Any] = record["c"]
+        ids, ours, context, action_features = self._actions(shared, shared["_multi"])
+        return SlotsRow(slots[0].event_id, ids, context, action_features, slots, ours)
+
     def read_slot(self, record: Any, slot: str | int) -> LogRow | None:
         """Read one slot of a decoded multi-slot (CCB) line, as the decision that slot was.
 
@@ -1423,6 +1491,7 @@ class DSJSONReader:
         extra = record.get(_HIDDEN_KEY)
         stamp = record.get("Timestamp")
         position = {action: k for k, action in enumerate(include)}
+        slot_id = outcome.get("_id", described.get("_id"))
         return LogRow(
             chosen,
             probabilities,
@@ -1435,6 +1504,8 @@ class DSJSONReader:
             stamp if type(stamp) is str else None,
             extra if type(extra) is dict else {},
             ours,
+            include,
+            slot_id if type(slot_id) is str else None,
         )
 
     def _actions(

@@ -111,6 +111,9 @@ _MODEL_FILE_OPTIONS = frozenset(
         "random_seed", "loss_function", "cb_min_cost", "cb_max_cost", "sparse_weights",
     }
 )  # fmt: skip
+# ... and those of a conditional contextual bandit's file, taken by a multi-slot policy only
+# (VW builds the learners the file's header names, whatever the policy asks for).
+_CCB_MODEL_FILE_OPTIONS = frozenset({"ccb_explore_adf", "cb_sample", "all_slots_loss"})
 _SHORT_OPTIONS = {"q": "quadratic", "l": "learning_rate", "b": "bit_precision"}
 
 
@@ -169,6 +172,8 @@ class VWPolicy(Policy):
 
     name: ClassVar[str] = "vw"
     learns_logged: ClassVar[bool] = True
+    multi_slot: ClassVar[bool] = False
+    """Whether the model is VW's conditional contextual bandit (``--ccb_explore_adf``)."""
     """Whether :meth:`learn_logged` learns the ``cb_explore_adf`` text of a logged example."""
     live_params: ClassVar[frozenset[str]] = frozenset({"floor"} | _RELOADABLE | _REWRITABLE)
 
@@ -529,7 +534,7 @@ class VWPolicy(Policy):
         ... )
         True
         """
-        _check_model_file_options(read_options(model))
+        _check_model_file_options(read_options(model), multi_slot=self.multi_slot)
         previous = self._vw
         self._vw = self._load_model(model, self._exploration_arguments(self._reloadable_used()))
         try:
@@ -657,17 +662,36 @@ def model_file_id(model: bytes) -> str:
     return read_model_id(model)
 
 
-def _check_model_file_options(options: str) -> None:
-    """Refuse (SnapshotError, naming it) an option a VW model file may not keep."""
+def _check_model_file_options(options: str, *, multi_slot: bool) -> None:
+    """Refuse (SnapshotError, naming it) an option a VW model file may not keep.
+
+    A multi-slot policy takes only a ``--ccb_explore_adf`` file, any other VW policy
+    never one: VW builds the learners the file names, whatever the policy asks for.
+    """
+    named: dict[str, str] = {}  # option name: as the file writes it
     for token in options.split():
         if not token.startswith("-") or _is_number(token):
             continue  # an option's value
         name = token.lstrip("-")
-        name = _SHORT_OPTIONS.get(name, name) if not token.startswith("--") else name
-        if name not in _MODEL_FILE_OPTIONS:
+        named.setdefault(
+            _SHORT_OPTIONS.get(name, name) if not token.startswith("--") else name, token
+        )
+    if ("ccb_explore_adf" in named) != multi_slot:
+        msg = (
+            "the model file is a multi-slot model (--ccb_explore_adf), and this policy is "
+            "single-slot (--cb_explore_adf): import it into a vw-ccb policy"
+            if not multi_slot
+            else "the model file is a single-slot model (no --ccb_explore_adf), and this "
+            "policy is multi-slot (vw-ccb, --ccb_explore_adf): import it into a single-slot "
+            "VW policy"
+        )
+        raise SnapshotError(msg)
+    allowed = _MODEL_FILE_OPTIONS | _CCB_MODEL_FILE_OPTIONS if multi_slot else _MODEL_FILE_OPTIONS
+    for name, token in named.items():
+        if name not in allowed:
             msg = (
                 f"the model file keeps the option {token!r}, which is not a contextual "
-                f"bandit's learner or hyperparameter; allowed: {sorted(_MODEL_FILE_OPTIONS)}"
+                f"bandit's learner or hyperparameter; allowed: {sorted(allowed)}"
             )
             raise SnapshotError(msg)
 

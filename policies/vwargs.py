@@ -36,6 +36,7 @@ __all__ = [
     "CB_TYPES",
     "LEARNING_PARAMS",
     "NAMESPACE_LETTERS",
+    "SLOT_NAMESPACE_LETTER",
     "USES",
     "parse_arguments",
 ]
@@ -51,7 +52,10 @@ CB_TYPES: Final = ("ips", "dm", "dr", "mtr", "sm")
 NAMESPACE_LETTERS: Final = frozenset("cai:")
 """What an interaction or ``--ignore`` may name: the first letter of streambandit's VW
 namespaces (``c`` context, ``a`` action features, ``i`` action id), or ``:`` (every one)."""
+SLOT_NAMESPACE_LETTER: Final = "s"
+"""... and, for a multi-slot policy (``--ccb_explore_adf``), a slot's features."""
 
+_CCB: Final = "ccb_explore_adf"  # the multi-slot reduction: a vw-ccb policy's alone
 # Options about how `vw` reads its input or prints: meaningless for a service.
 _IGNORED: Final = frozenset({"quiet", "dsjson", "no_stdin", "cb_explore_adf"})
 
@@ -92,13 +96,15 @@ def _int(option: str, raw: str) -> int:
         raise ConfigurationError(msg) from None
 
 
-def _namespaces(option: str, raw: str) -> str:
-    wrong = sorted(set(raw) - NAMESPACE_LETTERS)
+def _namespaces(option: str, raw: str, *, multi_slot: bool) -> str:
+    letters = NAMESPACE_LETTERS | {SLOT_NAMESPACE_LETTER} if multi_slot else NAMESPACE_LETTERS
+    wrong = sorted(set(raw) - letters)
     if not raw or wrong:
+        slot = ", 's' (a slot's features)" if multi_slot else ""
         msg = (
             f"`arguments`: {option} {raw!r} names namespaces this service does not write "
             f"({wrong or 'none'}); its namespaces start with 'c' (context), 'a' (action "
-            "features) or 'i' (action id), and ':' stands for every one"
+            f"features), 'i' (action id){slot}, and ':' stands for every one"
         )
         raise ConfigurationError(msg)
     return raw
@@ -202,14 +208,20 @@ def _option_name(written: str) -> str | None:
     return None
 
 
-def parse_arguments(arguments: str) -> dict[str, Any]:
+def parse_arguments(arguments: str, *, multi_slot: bool = False) -> dict[str, Any]:
     """Read a VW ``--cb_explore_adf`` command line into :class:`~policies.vw.VWPolicy` parameters.
 
     Parameters
     ----------
     arguments
         The command line, at most :data:`ARGUMENTS_MAX_LENGTH` characters. It must hold
-        ``--cb_explore_adf``.
+        ``--cb_explore_adf`` (and not ``--ccb_explore_adf``); with `multi_slot`, it must
+        hold ``--ccb_explore_adf`` instead (``--cb_explore_adf`` may be given as well:
+        VW's CCB runs on it), and interactions may name a slot's namespace
+        (:data:`SLOT_NAMESPACE_LETTER`).
+    multi_slot
+        Read the command line of a multi-slot policy
+        (:class:`~policies.vwccb.VWCCBPolicy`, VW's conditional contextual bandit).
 
     Returns
     -------
@@ -233,6 +245,12 @@ def parse_arguments(arguments: str) -> dict[str, Any]:
     Traceback (most recent call last):
     ...
     policies.errors.ConfigurationError: `arguments` holds options ... a policy: '--first'; ...
+    >>> parse_arguments("--ccb_explore_adf -q sa --epsilon 0.1", multi_slot=True)["interactions"]
+    ['sa']
+    >>> parse_arguments("--ccb_explore_adf --epsilon 0.1")
+    Traceback (most recent call last):
+    ...
+    policies.errors.ConfigurationError: `arguments` holds --ccb_explore_adf ... single-slot ...
     """
     process: list[str] = []
     unknown: list[str] = []
@@ -249,12 +267,13 @@ def parse_arguments(arguments: str) -> dict[str, Any]:
             params[param] = read(written, _needed(written, raw))
             algorithms += [_ALGORITHMS[name]] if name in _ALGORITHMS else []
         elif name in _REPEATED:
-            repeated[_REPEATED[name]].append(_namespaces(written, _needed(written, raw)))
+            value = _namespaces(written, _needed(written, raw), multi_slot=multi_slot)
+            repeated[_REPEATED[name]].append(value)
         elif name == "noconstant":
             params["noconstant"] = True
         elif name in _FLAGS:
             algorithms.append(_FLAGS[name])
-        elif name not in _IGNORED:
+        elif name not in _IGNORED and name != _CCB:
             unknown.append(written)
     if process:
         listed = ", ".join(map(repr, process))
@@ -270,7 +289,19 @@ def parse_arguments(arguments: str) -> dict[str, Any]:
             f"{', '.join(map(repr, unknown))}; it maps {known}"
         )
         raise ConfigurationError(msg)
-    if "cb_explore_adf" not in named:
+    if multi_slot and _CCB not in named:
+        msg = (
+            "`arguments` must hold --ccb_explore_adf: the policy is multi-slot (vw-ccb, VW's "
+            "conditional contextual bandit), and --cb_explore_adf alone would make it single-slot"
+        )
+        raise ConfigurationError(msg)
+    if not multi_slot and _CCB in named:
+        msg = (
+            "`arguments` holds --ccb_explore_adf (multi-slot), and the policy is single-slot "
+            "(--cb_explore_adf): only a vw-ccb policy takes it"
+        )
+        raise ConfigurationError(msg)
+    if not multi_slot and "cb_explore_adf" not in named:
         msg = "`arguments` must hold --cb_explore_adf (the contextual bandit this service runs)"
         raise ConfigurationError(msg)
     return _with_defaults(params, repeated, algorithms)
@@ -287,7 +318,7 @@ def _options(words: list[tuple[str, str | None]]) -> list[tuple[str, str, str | 
         if name is None:
             msg = f"`arguments`: {written!r} is not an option and follows no option that takes it"
             raise ConfigurationError(msg)
-        takes = name not in _FLAGS and name not in _IGNORED
+        takes = name not in _FLAGS and name not in _IGNORED and name != _CCB
         if attached is None and takes and index < len(words):
             following = words[index][0]
             if _option_name(following) is None:

@@ -86,6 +86,7 @@ class VWCCBPolicy(VWPolicy):
 
     name: ClassVar[str] = "vw-ccb"
     learns_logged: ClassVar[bool] = False
+    multi_slot: ClassVar[bool] = True
 
     def __init__(
         self, *, interactions: Sequence[str] = ("ca", "ci", "sa", "si"), **params: Any

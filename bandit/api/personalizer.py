@@ -97,7 +97,6 @@ from bandit.wire.personalizer import (
 )
 from policies import make_policy
 from policies.vw import VWPolicy
-from policies.vwccb import VWCCBPolicy
 
 __all__ = ["API_VERSIONS", "PATH_VERSIONS", "router"]
 
@@ -481,13 +480,6 @@ async def _apply_learning_policy(
     as written (``vw-epsilon``), rather than the ``vw:...`` the arguments map onto.
     """
     served = _served_vw(service, name)
-    if isinstance(served, VWCCBPolicy):
-        message = (
-            f"policy {name!r} runs VW's conditional contextual bandit ({served.name}): its "
-            "learning policy cannot be changed by a VW command line yet"
-        )
-        detail = {"loc": ["policy"], "msg": message, "type": "not_supported_for_multi_slot"}
-        raise RefusedRequestError(422, "BadRequest", message, details=[detail])
     with redis_or_503():
         async with asyncio.timeout(CONTROL_TIMEOUT):
             current, _ = await live_settings(service, name)

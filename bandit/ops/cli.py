@@ -571,11 +571,12 @@ def import_personalizer_command(  # noqa: PLR0917 - typer maps each option to a 
     """Warm start from Azure Personalizer: train the served model on its exported logs.
 
     Reads every line of the exported DSJSON logs, trains a fresh model of the served
-    policy's spec on the single-slot decisions (as the service would have learned them
-    from Personalizer's client), applies the exported service configuration as far as
-    this service can, and imports the model through the admin API, which checks it and
-    serves it. Lines not learned (not activated, multi-slot, bad propensities,
-    malformed...) are counted by reason. Importing the same files again changes nothing.
+    policy's spec on its decisions (as the service would have learned them from
+    Personalizer's client): the single-slot ones, or for a vw-ccb policy the multi-slot
+    ones; applies the exported service configuration as far as this service can, and
+    imports the model through the admin API, which checks it and serves it. Lines not
+    learned (not activated, of the other kind of slots, bad propensities, malformed...)
+    are counted by reason. Importing the same files again changes nothing.
     """
     from bandit.ops.admin_cli import api_endpoint
     from bandit.ops.warmstart import (

@@ -182,6 +182,7 @@ __all__ = [
     "configured_settings",
     "error_target",
     "learning_policy_settings",
+    "logged_multi_slot_rank_request",
     "logged_rank_request",
     "service_configuration",
     "to_activation",
@@ -670,11 +671,14 @@ class PersonalizerApplyFromEvaluation(_Request):
     policy_name: str = Field(alias="policyName", min_length=1, max_length=256)
 
 
-_VW_DEFAULTS: dict[str, Any] = {
-    name: list(parameter.default) if isinstance(parameter.default, tuple) else parameter.default
-    for name, parameter in inspect.signature(VWPolicy).parameters.items()
-    if parameter.default is not inspect.Parameter.empty
-}
+def _defaults(kind: type[VWPolicy]) -> dict[str, Any]:
+    """Return the parameters' defaults of VW policy class `kind` (its own over VWPolicy's)."""
+    return {
+        name: list(parameter.default) if isinstance(parameter.default, tuple) else parameter.default
+        for cls in (VWPolicy, kind)
+        for name, parameter in inspect.signature(cls).parameters.items()
+        if parameter.default is not inspect.Parameter.empty
+    }
 
 
 def learning_policy_settings(
@@ -682,7 +686,10 @@ def learning_policy_settings(
 ) -> tuple[PolicySettings, bool]:
     """Map a VW command line onto the settings of the served VW policy.
 
-    A command line that learns as the served policy does, but for exploration
+    A multi-slot policy (``vw-ccb``) takes a ``--ccb_explore_adf`` command line and keeps
+    its kind; any other VW policy a ``--cb_explore_adf`` one
+    (:func:`policies.vwargs.parse_arguments`). A command line that learns as the served
+    policy does, but for exploration
     hyperparameters VW changes on a live model (:meth:`policies.vw.VWPolicy.tunable_params`,
     e.g. ``--epsilon``), changes those settings and keeps the model. Any other (another
     exploration algorithm, ``--cb_type``, interactions, ``-l``, ``--l1``, ``--l2``,
@@ -713,8 +720,10 @@ def learning_policy_settings(
     >>> reset, new.spec
     (True, 'vw:cb_type="ips",epsilon=0.2,exploration="epsilon",interactions=[],l1=1e-07')
     """
+    defaults = _defaults(type(served))
     try:
-        wanted = {**_VW_DEFAULTS, "seed": served.seed, **parse_arguments(arguments)}
+        parsed = parse_arguments(arguments, multi_slot=served.multi_slot)
+        wanted = {**defaults, "seed": served.seed, **parsed}
     except ConfigurationError as exc:
         raise _refused("PersonalizerPolicy", "arguments", str(exc)) from None
     had = served.params()
@@ -728,9 +737,9 @@ def learning_policy_settings(
         kept = {
             key: wanted[key]
             for key in sorted(relevant)
-            if key == "exploration" or wanted[key] != _VW_DEFAULTS[key]
+            if key == "exploration" or wanted[key] != defaults[key]
         }
-        changes = {"spec": format_spec(VWPolicy.name, kept), "exploration": {}}
+        changes = {"spec": format_spec(type(served).name, kept), "exploration": {}}
         reset = True
     try:
         settings = PolicySettings.model_validate({**current.model_dump(), **changes})
@@ -1133,18 +1142,70 @@ def logged_rank_request(record: Mapping[str, Any], action_ids: Sequence[str]) ->
             context.extend(value)
         else:
             context.append({key: value})
-    actions = []
-    for action_id, item in zip(action_ids, shared["_multi"], strict=True):
-        features: list[Any] = []
-        for key, value in item.items():
-            if key[:1] == "_" or (key == _LOGGED_ID and _id_namespace(value, action_id)):
-                continue
-            if key == _LOGGED_FEATURES and _objects(value):
-                features.extend(value)
-            else:
-                features.append({key: value})
-        actions.append({"id": action_id, "features": features})
+    actions = [
+        {"id": action_id, "features": _logged_features(item, action_id)}
+        for action_id, item in zip(action_ids, shared["_multi"], strict=True)
+    ]
     return {"contextFeatures": context, "actions": actions}
+
+
+def logged_multi_slot_rank_request(
+    record: Mapping[str, Any], action_ids: Sequence[str], slot_ids: Sequence[str]
+) -> dict[str, Any]:
+    """Rebuild the multi-slot rank body that a multi-slot decision of Personalizer's log had.
+
+    As :func:`logged_rank_request` rebuilds a rank body, for VW's CCB DSJSON line:
+    ``contextFeatures`` and ``actions`` as there, and ``slots`` from ``c._slots``, each
+    slot read as an action is (its ``features`` list under ``j``; any other key not
+    starting with ``_`` a feature object of its own; ``_id``, ``_inc`` are VW's
+    fields), so that :func:`to_multi_slot_rank_request` maps it as the multi-slot route
+    maps the same request.
+
+    Parameters
+    ----------
+    record
+        The decoded line (``c`` an object with ``_multi`` and ``_slots``).
+    action_ids
+        The offered actions' ids, in ``_multi``'s order.
+    slot_ids
+        The slots' ids, in ``_slots``' order (as ``DSJSONReader.read_slots`` read them).
+
+    Examples
+    --------
+    >>> line = {
+    ...     "c": {
+    ...         "FromUrl": [{"tier": "gold"}],
+    ...         "_multi": [{"_tag": "news", "j": [{"topic": "news"}]}, {"_tag": "tea"}],
+    ...         "_slots": [{"_id": "hero", "j": [{"size": "Large"}], "_inc": [0, 1]}],
+    ...     }
+    ... }
+    >>> body = logged_multi_slot_rank_request(line, ["news", "tea"], ["hero"])
+    >>> body["slots"]
+    [{'id': 'hero', 'features': [{'size': 'Large'}]}]
+    >>> to_multi_slot_rank_request(body, Limits()).slots[0].policy_features()
+    {'default.size': 'Large'}
+    """
+    body = logged_rank_request(record, action_ids)
+    body["slots"] = [
+        {"id": slot_id, "features": _logged_features(item, None)}
+        for slot_id, item in zip(slot_ids, record["c"]["_slots"], strict=True)
+    ]
+    return body
+
+
+def _logged_features(item: Mapping[str, Any], item_id: str | None) -> list[Any]:
+    """Rebuild the features list of a logged action (`item_id`: its id) or slot (None)."""
+    features: list[Any] = []
+    for key, value in item.items():
+        if key[:1] == "_" or (
+            item_id is not None and key == _LOGGED_ID and _id_namespace(value, item_id)
+        ):
+            continue
+        if key == _LOGGED_FEATURES and _objects(value):
+            features.extend(value)
+        else:
+            features.append({key: value})
+    return features
 
 
 def _objects(value: Any) -> bool:

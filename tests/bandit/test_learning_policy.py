@@ -168,6 +168,8 @@ def test_other_options_serve_a_fresh_model_of_them_and_delete_goes_back(
         ("--cb_explore_adf --squarecb --epsilon 0.2", "epsilon does nothing with squarecb"),
         ("--cb_explore_adf --squarecb --cb_type dm", "'dm' is not a valid choice"),
         ("--cb_explore_adf -q UA", "names namespaces this service does not write"),
+        ("--cb_explore_adf -q sa", "names namespaces this service does not write (['s'])"),
+        ("--ccb_explore_adf --epsilon 0.2", "holds --ccb_explore_adf (multi-slot)"),
         ("--cb_explore_adf --epsilon 1.5", "epsilon"),
         ("--cb_explore_adf --bag 0", "bag"),
         ("--cb_explore_adf --bag 3000 --epsilon 0.1", "in [1, 64]"),

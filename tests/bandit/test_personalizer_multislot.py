@@ -69,7 +69,7 @@ SPEC_REWARD = {
 
 @pytest.fixture(scope="module")
 def server(broker: str, redis_url: str) -> Iterator[tuple[str, Settings]]:
-    """The API serving `main` and `modes`, both VW's CCB, for this module."""
+    """The API serving `main`, `modes` and `learning`, all VW's CCB, for this module."""
     prefix = f"t{uuid.uuid4().hex[:8]}"
     settings = Settings(
         kafka=KafkaSettings(broker=broker, topic_prefix=prefix),
@@ -82,7 +82,7 @@ def server(broker: str, redis_url: str) -> Iterator[tuple[str, Settings]]:
             model_poll_seconds=0.05,
         ),
         privacy=PrivacySettings(pseudonym_key="pseudonym-key-multislot-0123"),
-        policies={"main": "vw-ccb", "modes": "vw-ccb"},
+        policies={"main": "vw-ccb", "modes": "vw-ccb", "learning": "vw-ccb"},
     )
     with served(create_app(settings), "api-multislot") as url:
         yield url, settings
@@ -289,17 +289,45 @@ def test_apprentice_serves_each_slots_baseline_action(
             assert math.isclose(math.fsum(slot.learned), 1.0, abs_tol=1e-9)
 
 
-def test_the_learning_policy_of_a_ccb_policy_is_read_not_changed(client: httpx.Client) -> None:
-    """GET answers its --ccb_explore_adf line; PUT and DELETE are refused, nothing changed."""
-    url = f"{PREVIEW3}/configurations/policy?policy=main"
+def test_the_learning_policy_of_a_ccb_policy_changes_by_a_ccb_command_line(
+    client: httpx.Client,
+) -> None:
+    """A --ccb_explore_adf line changes a vw-ccb policy (live, or with a fresh model of the
+    new options, still multi-slot); a --cb_explore_adf one is 400 naming `arguments`; DELETE
+    goes back to the configured spec."""
+    url = f"{PREVIEW3}/configurations/policy?policy=learning"
     read = client.get(url, headers=ADMIN)
     assert read.status_code == 200, read.text
-    assert read.json()["arguments"].startswith("--ccb_explore_adf ")
-    body = {"name": "main", "arguments": "--cb_explore_adf --epsilon 0.2"}
-    for answer in (client.put(url, json=body, headers=ADMIN), client.delete(url, headers=ADMIN)):
-        assert answer.status_code == 400, answer.text
-        assert "conditional contextual bandit" in answer.json()["error"]["message"]
-    assert client.get(url, headers=ADMIN).json() == read.json()
+    original = read.json()["arguments"]
+    assert original.startswith("--ccb_explore_adf --squarecb ")
+
+    single = {"name": "learning", "arguments": "--cb_explore_adf --epsilon 0.2"}
+    refused = client.put(url, json=single, headers=ADMIN)
+    assert refused.status_code == 400, refused.text
+    [detail] = refused.json()["error"]["details"]
+    assert detail["target"] == "arguments"
+    assert "must hold --ccb_explore_adf" in detail["message"]
+    assert client.get(url, headers=ADMIN).json()["arguments"] == original
+
+    live = original.replace("--gamma_scale 10.0", "--gamma_scale 30")
+    answer = client.put(url, json={"name": "learning", "arguments": live}, headers=ADMIN)
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["X-Streambandit-Model-Reset"] == "false"
+    assert "--gamma_scale 30.0" in answer.json()["arguments"]
+
+    new = {"name": "learning", "arguments": "--ccb_explore_adf --epsilon 0.2 -q ca -q sa"}
+    answer = client.put(url, json=new, headers=ADMIN)
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["X-Streambandit-Model-Reset"] == "true"
+    arguments = answer.json()["arguments"]
+    assert arguments.startswith("--ccb_explore_adf --epsilon 0.2 --interactions ca ")
+    assert "--interactions sa" in arguments
+    settings = client.get("/v1/policies/learning/settings", headers={"X-API-Key": ADMIN_KEY})
+    assert settings.json()["spec"].startswith("vw-ccb:")
+
+    reset = client.delete(url, headers=ADMIN)
+    assert reset.status_code == 200, reset.text
+    assert reset.json()["arguments"] == original
 
 
 def test_identifier_slot_features_are_dropped_as_context_features_are(

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from bandit.errors import InvalidFeedbackError
+from bandit.errors import InvalidFeedbackError, SnapshotError
 from policies import Action, Policy, choose, make_policy, rng_for_event
 from policies.vwccb import SlotOutcome, VWCCBPolicy
 from policies.vwtext import SLOT_NAMESPACE
@@ -110,3 +110,22 @@ def test_single_slot_rank_sees_the_slot_namespace() -> None:
     for number, slot in enumerate(SLOTS):
         pmf = policy.pmf({"page": {"kind": "home"}, SLOT_NAMESPACE: slot}, ACTIONS)
         assert max(range(4), key=pmf.probabilities.__getitem__) == BEST[number]
+
+
+def test_a_multi_slot_model_file_loads_only_into_a_multi_slot_policy() -> None:
+    """A ccb_explore_adf file serves a vw-ccb policy as it served; a cb file is refused by it,
+    and a single-slot policy refuses a ccb file, each saying which it is."""
+    trained = make_policy("vw-ccb", exploration="epsilon", epsilon=0.2)
+    assert isinstance(trained, VWCCBPolicy)
+    _run(trained, 60)
+    loaded = make_policy("vw-ccb", exploration="epsilon", epsilon=0.2)
+    assert isinstance(loaded, VWCCBPolicy)
+    loaded.load_model_file(trained.model_file())
+    for slot in SLOTS:
+        assert loaded.slot_pmf({}, slot, ACTIONS) == trained.slot_pmf({}, slot, ACTIONS)
+    single = make_policy("vw-epsilon")
+    with pytest.raises(SnapshotError, match=r"multi-slot model \(--ccb_explore_adf\).*vw-ccb"):
+        single.load_model_file(trained.model_file())
+    with pytest.raises(SnapshotError, match=r"single-slot model \(no --ccb_explore_adf\)"):
+        loaded.load_model_file(make_policy("vw-epsilon").model_file())
+    assert loaded.slot_pmf({}, SLOTS[0], ACTIONS) == trained.slot_pmf({}, SLOTS[0], ACTIONS)

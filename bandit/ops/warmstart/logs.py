@@ -1,12 +1,17 @@
 """Personalizer's exported logs, read line by line into the served policy's fresh model.
 
-A single-slot decision is learned as the service would have learned it had
-Personalizer's client sent the request here: the request is rebuilt
-(:func:`~bandit.wire.personalizer.logged_rank_request`), mapped as the Personalizer
-routes map it (:func:`~bandit.wire.personalizer.to_rank_request`) and minimised with the
-policy's feature schema (:class:`~bandit.privacy.minimise.Minimiser`); the labels are
-read by :class:`~policies.dsjson.DSJSONReader`, the one DSJSON reader. Every other line
-is counted under the reason it was left out (:data:`REASONS`).
+A decision is learned as the service would have learned it had Personalizer's client
+sent the request here: the request is rebuilt
+(:func:`~bandit.wire.personalizer.logged_rank_request`, or for a multi-slot decision
+:func:`~bandit.wire.personalizer.logged_multi_slot_rank_request`), mapped as the
+Personalizer routes map it (:func:`~bandit.wire.personalizer.to_rank_request`,
+:func:`~bandit.wire.personalizer.to_multi_slot_rank_request`) and minimised with the
+policy's feature schema (:class:`~bandit.privacy.minimise.Minimiser`, a slot's features
+as the multi-slot route minimises them); the labels are read by
+:class:`~policies.dsjson.DSJSONReader`, the one DSJSON reader. A single-slot VW policy
+learns the single-slot decisions, a ``vw-ccb`` policy the multi-slot ones (each as one
+CCB example, :meth:`policies.vwccb.VWCCBPolicy.learn_slots`). Every other line is
+counted under the reason it was left out (:data:`REASONS`).
 """
 
 from __future__ import annotations
@@ -31,11 +36,18 @@ from bandit.errors import (
 )
 from bandit.privacy.minimise import Dropped, Minimiser
 from bandit.settings import Limits
-from bandit.wire.personalizer import logged_rank_request, to_rank_request
-from bandit.wire.schemas import PolicySettings
+from bandit.wire.personalizer import (
+    logged_multi_slot_rank_request,
+    logged_rank_request,
+    to_multi_slot_rank_request,
+    to_rank_request,
+)
+from bandit.wire.schemas import PolicySettings, RankSlot
 from policies import Action
-from policies.dsjson import DSJSONReader
+from policies.dsjson import DSJSONReader, LogRow
 from policies.vw import VWPolicy
+from policies.vwccb import SlotOutcome, VWCCBPolicy
+from policies.vwtext import SLOT_NAMESPACE
 
 __all__ = [
     "IMPORT_ID_PREFIX",
@@ -53,14 +65,15 @@ IMPORT_ID_PREFIX = "import-personalizer:sha256="
 """How the VW model id of an imported model starts; the inputs' digest follows."""
 LOG_SUFFIXES = (".json", ".dsjson", ".jsonl", ".ndjson")
 """The files a folder given as logs is read for (Personalizer's blobs end in ``.json``)."""
-_FORMAT = 1  # of what is learned from a line: a change re-imports the same files
+_FORMAT = 2  # of what is learned from a line: a change re-imports the same files
 _CHUNK = 1 << 20
 
 REASONS: dict[str, str] = {
     "too_long": "line too long",
     "not_json": "not JSON",
     "not_a_decision": "not a decision",
-    "multi_slot": "multi-slot: not served yet",
+    "multi_slot": "multi-slot: the served policy is not vw-ccb",
+    "single_slot": "single-slot: the served policy is vw-ccb",
     "not_activated": "not activated",
     "sampled": "sampled (pdrop)",
     "bad_propensity": "bad propensity",
@@ -231,33 +244,127 @@ class _Learner:
     def line(self, line: bytes) -> None:
         """Learn `line`, or raise :class:`_Skipped` saying why not."""
         record = _decision(line)
+        shared = record.get("c")
+        multi_slot = "_outcomes" in record or (type(shared) is dict and "_slots" in shared)
+        if multi_slot != isinstance(self.policy, VWCCBPolicy):
+            if multi_slot:
+                raise _Skipped(
+                    "multi_slot",
+                    "`_outcomes` / `c._slots`: a multi-slot decision, and the served policy "
+                    "is single-slot (cb_explore_adf): only a vw-ccb policy learns multi-slot "
+                    "decisions",
+                )
+            raise _Skipped(
+                "single_slot",
+                "a single-slot decision, and the served policy is vw-ccb: it learns the "
+                "multi-slot decisions (import the single-slot ones into a single-slot VW policy)",
+            )
+        if multi_slot:
+            self._slots(record)
+            return
         try:
             row = self.reader.read(record)
         except LogFormatError as exc:
-            reason = "bad_propensity" if exc.reason == "bad_probability" else "malformed"
-            raise _Skipped(reason, f"{exc} ({exc.reason})") from None
+            raise _format_skipped(exc) from None
         assert row is not None  # (_skipLearn is handled above)
-        if row.event_id is not None:
-            if row.event_id in self.seen:
-                raise _Skipped("duplicate", f"`EventId` {row.event_id!r} was read already")
-            self.seen.add(row.event_id)
-        if row.action_ids is None:
+        ids = self._checked(row.event_id, row.action_ids, [row])
+        context, actions = self._inputs(record, row.ours, ids)
+        self._learn(
+            lambda: self.policy.learn(context, actions, row.chosen, row.reward, row.propensity)
+        )
+
+    def _checked(
+        self, event_id: str | None, ids: list[str] | None, rows: list[LogRow]
+    ) -> list[str]:
+        """Check a decision's event id, action ids and rewards; return its action ids."""
+        if event_id is not None:
+            if event_id in self.seen:
+                raise _Skipped("duplicate", f"`EventId` {event_id!r} was read already")
+            self.seen.add(event_id)
+        if ids is None:
             raise _Skipped("no_action_ids", "an action has neither `_tag` nor a string `id`")
         limits = self.limits
-        if not limits.min_reward <= row.reward <= limits.max_reward:
-            raise _Skipped(
-                "reward_range",
-                f"reward {row.reward!r} (-`_label_cost`) is outside [{limits.min_reward:g}, "
-                f"{limits.max_reward:g}] (limits.min_reward, limits.max_reward)",
-            )
-        context, actions = self._inputs(record, row.ours, row.action_ids)
+        for row in rows:
+            if not limits.min_reward <= row.reward <= limits.max_reward:
+                where = "" if row.slot_id is None else f"slot {row.slot_id!r}: "
+                raise _Skipped(
+                    "reward_range",
+                    f"{where}reward {row.reward!r} (-`_label_cost`) is outside "
+                    f"[{limits.min_reward:g}, {limits.max_reward:g}] "
+                    "(limits.min_reward, limits.max_reward)",
+                )
+        return ids
+
+    def _learn(self, learn: Callable[[], None]) -> None:
+        """Run `learn`; count the line learned, or skip it when the policy refused it."""
         try:
-            self.policy.learn(context, actions, row.chosen, row.reward, row.propensity)
+            learn()
         except InvalidModelError:
             raise
         except StreambanditError as exc:
             raise _Skipped("policy", str(exc)) from None
         self.report.learned += 1
+
+    def _slots(self, record: dict[str, Any]) -> None:
+        """Learn a multi-slot decision into the vw-ccb policy, as one CCB example."""
+        policy = self.policy
+        assert isinstance(policy, VWCCBPolicy)
+        try:
+            read = self.reader.read_slots(record)
+        except LogFormatError as exc:
+            raise _format_skipped(exc) from None
+        ids = self._checked(read.event_id, read.action_ids, read.slots)
+        context, actions, features = self._slot_inputs(record, read.ours, ids, read.slots)
+        outcomes = []
+        for row, slot in zip(read.slots, features, strict=True):
+            assert row.include is not None
+            outcomes.append(
+                SlotOutcome(
+                    {SLOT_NAMESPACE: slot}, tuple(row.include), row.include[row.chosen],
+                    row.reward, row.propensity,
+                )
+            )  # fmt: skip
+        self._learn(lambda: policy.learn_slots(context, actions, outcomes))
+
+    def _slot_inputs(
+        self, record: dict[str, Any], ours: bool, ids: list[str], rows: list[LogRow]
+    ) -> tuple[dict[str, dict[str, Any]], list[Action], list[dict[str, Any]]]:
+        """Return what the vw-ccb policy sees of a multi-slot decision: shared, actions, slots.
+
+        Minimised as the multi-slot route minimises them: the context and actions with
+        the feature schema, each slot's features as the context's.
+        """
+        if ours:  # streambandit's own log: the features as the policy saw them
+            read = self.ours.read_slots(record)
+            assert read.context is not None
+            assert read.action_features is not None
+            context: Any = read.context
+            actions = [Action(i, f) for i, f in zip(ids, read.action_features, strict=True)]
+            slots = [
+                {} if s.context is None else s.context.get(SLOT_NAMESPACE, {}) for s in read.slots
+            ]
+            kept_context, kept_actions = self._minimised(context, actions)
+            return kept_context, kept_actions, slots
+        slot_ids = [row.slot_id or str(number) for number, row in enumerate(rows)]
+        try:
+            request = to_multi_slot_rank_request(
+                logged_multi_slot_rank_request(record, ids, slot_ids), self.limits
+            )
+        except pydantic.ValidationError as exc:
+            raise _features_skipped(exc) from None
+        context, actions = request.policy_inputs()
+        kept_context, kept_actions = self._minimised(context, actions)
+        slots = []
+        for number, slot in enumerate(request.slots):
+            try:
+                kept, dropped = self.schema_minimiser.slot(
+                    slot.features, number, identifiers=self.identifiers
+                )
+            except FeatureRefusedError as exc:
+                raise _Skipped("features", str(exc)) from None
+            self.report.dropped += dropped
+            slots.append(RankSlot.flat(kept))
+        return kept_context, kept_actions, slots
 
     def _inputs(
         self, record: dict[str, Any], ours: bool, ids: list[str]
@@ -274,10 +381,14 @@ class _Learner:
             try:
                 request = to_rank_request(logged_rank_request(record, ids), self.limits)
             except pydantic.ValidationError as exc:
-                error = exc.errors(include_input=False, include_url=False)[0]
-                where = ".".join(map(str, error["loc"]))
-                raise _Skipped("features", f"{where}: {error['msg']}") from None
+                raise _features_skipped(exc) from None
             context, actions = request.policy_inputs()
+        return self._minimised(context, actions)
+
+    def _minimised(
+        self, context: Any, actions: list[Action]
+    ) -> tuple[dict[str, dict[str, Any]], list[Action]]:
+        """Apply the feature schema and the identifier rule, as the routes do."""
         try:
             kept, seen, dropped = self.schema_minimiser.apply(
                 context, actions, identifiers=self.identifiers
@@ -288,8 +399,21 @@ class _Learner:
         return kept, seen
 
 
+def _format_skipped(exc: LogFormatError) -> _Skipped:
+    """Return the skip of a line the DSJSON reader refused, under its reason."""
+    reason = "bad_propensity" if exc.reason == "bad_probability" else "malformed"
+    return _Skipped(reason, f"{exc} ({exc.reason})")
+
+
+def _features_skipped(exc: pydantic.ValidationError) -> _Skipped:
+    """Return the skip of a line whose rebuilt request the route refuses (its first error)."""
+    error = exc.errors(include_input=False, include_url=False)[0]
+    where = ".".join(map(str, error["loc"]))
+    return _Skipped("features", f"{where}: {error['msg']}")
+
+
 def _decision(line: bytes) -> dict[str, Any]:
-    """Decode a line that may be a single-slot decision to learn, or raise :class:`_Skipped`."""
+    """Decode a line that may be a decision to learn, or raise :class:`_Skipped`."""
     try:
         record = orjson.loads(line)
     except orjson.JSONDecodeError as exc:
@@ -297,13 +421,7 @@ def _decision(line: bytes) -> dict[str, Any]:
     if type(record) is not dict:
         raise _Skipped("not_a_decision", "a JSON value that is not an object")
     shared = record.get("c")
-    if "_outcomes" in record or (type(shared) is dict and "_slots" in shared):
-        raise _Skipped(
-            "multi_slot",
-            "`_outcomes` / `c._slots`: a multi-slot decision; multi-slot ranking is "
-            "not served yet, so no model of it is trained",
-        )
-    if "_label_cost" not in record and shared is None:
+    if "_label_cost" not in record and "_outcomes" not in record and shared is None:
         raise _Skipped(
             "not_a_decision",
             "neither `_label_cost` nor `c`: a reward without its decision, or another record",
@@ -327,7 +445,10 @@ def learn_export(
     bounds: Bounds,
     progress: Callable[[int], None] | None = None,
 ) -> ReadReport:
-    """Train `policy` on every single-slot decision of `files`; count the other lines.
+    """Train `policy` on every decision of `files` it can learn; count the other lines.
+
+    A single-slot VW policy learns the single-slot decisions; a ``vw-ccb`` policy
+    (:class:`~policies.vwccb.VWCCBPolicy`) the multi-slot ones.
 
     Parameters
     ----------
