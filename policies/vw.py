@@ -172,9 +172,9 @@ class VWPolicy(Policy):
 
     name: ClassVar[str] = "vw"
     learns_logged: ClassVar[bool] = True
+    """Whether :meth:`learn_logged` learns the ``cb_explore_adf`` text of a logged example."""
     multi_slot: ClassVar[bool] = False
     """Whether the model is VW's conditional contextual bandit (``--ccb_explore_adf``)."""
-    """Whether :meth:`learn_logged` learns the ``cb_explore_adf`` text of a logged example."""
     live_params: ClassVar[frozenset[str]] = frozenset({"floor"} | _RELOADABLE | _REWRITABLE)
 
     def __init__(
