@@ -43,7 +43,7 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 unit: $(STAMP) $(BROWSER) $(PROMTOOL)
-	$(BIN)/pytest
+	$(BIN)/pytest -n 3  # processes: much of the suite waits on its servers and workers
 
 test: lint typecheck unit
 

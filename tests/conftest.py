@@ -1,7 +1,8 @@
 """Session-wide real servers: the local Kafka-protocol broker and a Redis server.
 
 They are started once per test session on free loopback ports (or taken from
-STREAMBANDIT_KAFKA__BROKER / STREAMBANDIT_REDIS__URL) and stopped at the end. Tests never
+STREAMBANDIT_KAFKA__BROKER / STREAMBANDIT_REDIS__URL) and stopped at the end; ``make
+test`` runs the suite in parallel processes (pytest-xdist), each with its own pair. Tests never
 skip for want of a server: if one cannot start, the fixture fails with the reason.
 """
 

@@ -294,7 +294,7 @@ def test_each_skipped_line_says_where_and_why(export: Export) -> None:
     assert "slots.0.features.default.contact" in report.first["features refused"]
     assert "`_outcomes[1]._p` must sum to 1" in report.first["bad propensity"]
     assert report.first["single-slot: the served policy is vw-ccb"].startswith(
-        f"{files[0]}:{export.learnable + 4}: a single-slot decision"
+        f"{files[0].name}:{export.learnable + 4}: a single-slot decision"
     )
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -474,7 +475,9 @@ def learn_export(
     report = ReadReport(list(files), sum(path.stat().st_size for path in files))
     learner = _Learner(policy, Minimiser(settings.feature_schema), limits, identifiers, report)
     done = 0
+    base = _common_folder(files)
     for path in files:
+        shown = path.relative_to(base) if base is not None else path  # short, as the user gave
         for number, line in _lines(path, bounds.max_line_bytes):
             done += len(line)
             if not line.strip():
@@ -484,12 +487,12 @@ def learn_export(
                 progress(done)
             if len(line.rstrip(b"\r\n")) > bounds.max_line_bytes:
                 message = f"longer than {bounds.max_line_bytes:,} bytes (--max-line-bytes)"
-                report.skip("too_long", f"{path}:{number}", message)
+                report.skip("too_long", f"{shown}:{number}", message)
                 continue
             try:
                 learner.line(line)
             except _Skipped as skipped:
-                report.skip(skipped.reason, f"{path}:{number}", str(skipped))
+                report.skip(skipped.reason, f"{shown}:{number}", str(skipped))
     if progress is not None:
         progress(done)
     return report
@@ -505,3 +508,11 @@ def _lines(path: Path, longest: int) -> Iterator[tuple[int, bytes]]:
                 while (rest := file.readline(_CHUNK)) and rest[-1:] != b"\n":
                     pass  # the rest of a line too long, never held whole
             yield number, line
+
+
+def _common_folder(files: Sequence[Path]) -> Path | None:
+    """Return the folder every file is under (to name them shortly), or None."""
+    try:
+        return Path(os.path.commonpath([path.parent for path in files])) if files else None
+    except ValueError:  # (relative and absolute paths mixed)
+        return None
