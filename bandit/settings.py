@@ -113,6 +113,15 @@ class EvaluationSettings(BaseModel):
             "result says where it was cut)."
         ),
     )
+    max_features: int = Field(
+        default=32,
+        ge=0,
+        le=1_000,
+        description=(
+            "Most single features one feature importance scores, the most frequent "
+            "first (each costs a replay of its window; 0: namespaces only)."
+        ),
+    )
 
 
 class ExplainSettings(BaseModel):

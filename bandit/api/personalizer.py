@@ -856,6 +856,7 @@ def _importance(record: dict[str, Any]) -> dict[str, Any]:
         **_job_fields(record),
         "arguments": record["arguments"],
         "featureScores": result.get("featureScores", []),
+        "namespaceScores": result.get("namespaceScores", []),
         "value": result.get("value"),
         "log": result.get("log"),
     }
@@ -876,8 +877,8 @@ async def personalizer_create_feature_importance(
 ) -> Response:
     """Start a feature importance with this id (admin keys; 200).
 
-    Each feature namespace's score is the drop in the served learning policy's SNIPS
-    estimate, trained along the log, when the namespace is removed
+    Each feature's score (and each namespace's) is the drop in the served learning
+    policy's SNIPS estimate, trained along the log, when it is removed
     (:func:`bandit.service.evaluation.run_feature_importance`).
     """
     name = resolve_policy(service, caller, policy)
@@ -905,6 +906,7 @@ async def personalizer_create_feature_importance(
         body.end_time,
         arguments,
         max_rows=service.settings.evaluations.max_rows,
+        max_features=service.settings.evaluations.max_features,
     )
     await _stored(service, "featureImportances", record)
     service.jobs.submit("featureImportances", record, run_feature_importance, job)

@@ -63,6 +63,7 @@ MAX_SUMMARIES = 100
 
 _ESTIMATORS = ("ips", "snips")
 _MAX_NAMESPACES = 16  # namespaces scored by a feature importance, the most frequent first
+_Feature = tuple[str, str]  # a feature's namespace and name
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +108,11 @@ class EvaluationJob:
 
 @dataclass(frozen=True, slots=True)
 class FeatureImportanceJob:
-    """What a feature importance reads, and the VW command line it learns with."""
+    """What a feature importance reads, the VW command line it learns with, what it scores.
+
+    `max_features` is the most single features scored (the most frequent first; 0
+    scores namespaces only): each one costs a replay of the window.
+    """
 
     directory: Path
     policy: str
@@ -115,7 +120,13 @@ class FeatureImportanceJob:
     end: datetime
     arguments: str
     max_rows: int
+    max_features: int = 32
     level: float = 0.95
+
+    def __post_init__(self) -> None:
+        if self.max_features < 0:
+            msg = f"`max_features` must be >= 0, got {self.max_features!r}"
+            raise ValueError(msg)
 
 
 def experiment_policies(online_arguments: str) -> list[PolicyToEvaluate]:
@@ -194,41 +205,58 @@ def run_evaluation(job: EvaluationJob) -> dict[str, Any]:
 
 
 def run_feature_importance(job: FeatureImportanceJob) -> dict[str, Any]:
-    """Score each feature namespace by the drop in the learned policy's SNIPS value without it.
+    """Score each feature and each namespace by the drop in the SNIPS value learned without it.
 
-    The policy of `job.arguments` is trained along the log twice over: with every
-    feature, and with one namespace removed from every context and action. A
-    namespace's score is the SNIPS estimate of the first minus that of the second, both
-    on the logged propensities: an off-policy estimate, so exploration in the log does
-    not bias it (a weight of the model would). Positive: the policy earns more with it.
+    The policy of `job.arguments` is trained along the log with every feature, and
+    again with one feature (a namespace and name: every value of a categorical feature)
+    or one whole namespace removed from every context and action. A score is the SNIPS
+    estimate of the first minus that of the second, both on the logged propensities: an
+    off-policy estimate, so exploration in the log does not bias it (a weight of the
+    model would), and it counts a feature through its interactions. Positive: the
+    policy earns more with it. The :data:`_MAX_NAMESPACES` most frequent namespaces and
+    the `job.max_features` most frequent features are scored; a feature alone in its
+    namespace takes the namespace's estimate (removing either is the same log).
 
     Returns
     -------
     dict
-        ``featureScores`` (``namespace``, ``featureName`` (the namespace: scores are
-        per namespace), ``score``, and the two estimates), ``value`` (the SNIPS value
-        with every feature) and ``log`` (what was read).
+        ``featureScores`` (Personalizer's entries, one a feature: ``namespace``,
+        ``featureName``, ``score``, and the two estimates), ``namespaceScores`` (the
+        same a namespace, without ``featureName``), both best first; ``value`` (the
+        SNIPS value with every feature) and ``log`` (what was read).
     """
     with tempfile.TemporaryDirectory(prefix="sb-importance-") as folder:
         logs, facts = _window(job, folder)
     intervals = Intervals(level=job.level, n_bootstrap=0)
     learner = PolicyToEvaluate("all features", job.arguments, "Online")
     full = _snips(_target(learner, logs, learn=True), logs, intervals)
-    scores: list[dict[str, Any]] = []
-    for namespace in _namespaces(logs):
-        without = _without(logs, namespace)
+
+    def score(without: LoggedDecisions) -> dict[str, Any]:
         value = _snips(_target(learner, without, learn=True), without, intervals)
-        scores.append(
-            {
-                "namespace": namespace,
-                "featureName": namespace,
-                "score": _finite(full.value - value.value),
-                "withFeature": _estimate(full),
-                "withoutFeature": _estimate(value),
-            }
-        )
-    scores.sort(key=lambda s: -(s["score"] if s["score"] is not None else -math.inf))
-    return {"featureScores": scores, "value": _estimate(full), "log": facts}
+        return {
+            "score": _finite(full.value - value.value),
+            "withFeature": _estimate(full),
+            "withoutFeature": _estimate(value),
+        }
+
+    namespaces, features = _frequencies(logs)
+    by_namespace = {
+        ns: score(_without(logs, ns)) for ns, _ in namespaces.most_common(_MAX_NAMESPACES)
+    }
+    names: dict[str, set[str]] = {}
+    for namespace, name in features:
+        names.setdefault(namespace, set()).add(name)
+    feature_scores = []
+    for (namespace, name), _ in features.most_common(job.max_features):
+        alone = names[namespace] == {name} and namespace in by_namespace
+        found = by_namespace[namespace] if alone else score(_without(logs, namespace, name))
+        feature_scores.append({"namespace": namespace, "featureName": name, **found})
+    return {
+        "featureScores": _best_first(feature_scores),
+        "namespaceScores": _best_first([{"namespace": ns, **s} for ns, s in by_namespace.items()]),
+        "value": _estimate(full),
+        "log": facts,
+    }
 
 
 # -- reading ----------------------------------------------------------------------------
@@ -278,24 +306,33 @@ def _target(policy: PolicyToEvaluate, logs: LoggedDecisions, *, learn: bool = Fa
     return build_target(TargetSpec(policy.name, "policy", spec_text, learn=True), logs)
 
 
-def _namespaces(logs: LoggedDecisions) -> list[str]:
-    seen: Counter[str] = Counter()
-    for context in logs.contexts or ():
-        seen.update(context.keys())
-    for actions in logs.action_features or ():
-        for features in actions:
-            seen.update(features.keys())
-    return [name for name, _ in seen.most_common(_MAX_NAMESPACES)]
+def _frequencies(logs: LoggedDecisions) -> tuple[Counter[str], Counter[_Feature]]:
+    """Count the contexts and actions each namespace, and each feature, is in."""
+    namespaces: Counter[str] = Counter()
+    features: Counter[_Feature] = Counter()
+    rows = [*(logs.contexts or ()), *(f for row in logs.action_features or () for f in row)]
+    for row in rows:
+        namespaces.update(row.keys())
+        features.update((namespace, name) for namespace, values in row.items() for name in values)
+    return namespaces, features
 
 
-def _without(logs: LoggedDecisions, namespace: str) -> LoggedDecisions:
-    contexts = [_drop(context, namespace) for context in logs.contexts or ()]
-    actions = [[_drop(f, namespace) for f in row] for row in logs.action_features or ()]
+def _without(logs: LoggedDecisions, namespace: str, name: str | None = None) -> LoggedDecisions:
+    """Return `logs` without the feature `name` of `namespace` (without it all if None)."""
+    contexts = [_drop(context, namespace, name) for context in logs.contexts or ()]
+    actions = [[_drop(f, namespace, name) for f in row] for row in logs.action_features or ()]
     return replace(logs, contexts=contexts, action_features=actions)
 
 
-def _drop(features: Mapping[str, Any], namespace: str) -> dict[str, Any]:
-    return {name: values for name, values in features.items() if name != namespace}
+def _drop(
+    features: Mapping[str, Mapping[str, Any]], namespace: str, name: str | None
+) -> dict[str, Any]:
+    kept = {
+        ns: values if ns != namespace else {k: v for k, v in values.items() if k != name}
+        for ns, values in features.items()
+        if ns != namespace or name is not None
+    }
+    return {ns: values for ns, values in kept.items() if values or ns != namespace}
 
 
 # -- results ----------------------------------------------------------------------------
@@ -304,6 +341,11 @@ def _drop(features: Mapping[str, Any], namespace: str) -> dict[str, Any]:
 def _snips(target: Target, logs: LoggedDecisions, intervals: Intervals) -> Estimate:
     report = evaluate(logs, [target], ["snips"], intervals=intervals)
     return report.evaluations[0].estimate
+
+
+def _best_first(scores: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Sort scores highest first, those without a finite score last."""
+    return sorted(scores, key=lambda s: -(s["score"] if s["score"] is not None else -math.inf))
 
 
 def _interval_minutes(span: timedelta) -> int:

@@ -26,8 +26,14 @@ def click_rate(group: int, chosen: int) -> float:
     return LIKED if chosen == group else 1 - LIKED
 
 
-def write_log(path: Path, n: int, *, policy: str, seed: int = 0, offset: int = 0) -> list[int]:
-    """Append `n` uniformly logged decisions of `policy` to `path`; return each row's group."""
+def write_log(
+    path: Path, n: int, *, policy: str, seed: int = 0, offset: int = 0, user_noise: bool = False
+) -> list[int]:
+    """Append `n` uniformly logged decisions of `policy` to `path`; return each row's group.
+
+    With `user_noise`, the ``user`` namespace also holds ``shoe``, a categorical feature
+    drawn apart from the group, on which the reward does not depend.
+    """
     rng = np.random.default_rng(seed)
     groups = []
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -36,7 +42,10 @@ def write_log(path: Path, n: int, *, policy: str, seed: int = 0, offset: int = 0
             group = int(rng.integers(0, 2))
             chosen = int(rng.integers(0, 2))
             reward = float(rng.random() < click_rate(group, chosen))
-            context = {"user": {"group": f"g{group}"}, "noise": {"x": float(rng.random())}}
+            user = {"group": f"g{group}"}
+            if user_noise:
+                user["shoe"] = f"s{int(rng.integers(0, 4))}"
+            context = {"user": user, "noise": {"x": float(rng.random())}}
             actions = [Action("a", {"item": {"kind": "a"}}), Action("b", {"item": {"kind": "b"}})]
             record = dsjson_record(
                 context,

@@ -116,11 +116,50 @@ def test_feature_importance_finds_the_namespaces_the_reward_depends_on(
     result = run_feature_importance(
         FeatureImportanceJob(folder, "main", START, end, LEARNER, max_rows=10 * N)
     )
-    scores = {s["namespace"]: s["score"] for s in result["featureScores"]}
+    scores = {s["namespace"]: s["score"] for s in result["namespaceScores"]}
     assert set(scores) == {"user", "item", "noise"}
     assert scores["user"] > 0.15
     assert scores["item"] > 0.15
     assert abs(scores["noise"]) < 0.05
+    features = {(s["namespace"], s["featureName"]): s["score"] for s in result["featureScores"]}
+    assert features == {("user", "group"): scores["user"], ("item", "kind"): scores["item"],
+                        ("noise", "x"): scores["noise"]}  # fmt: skip
+
+
+def test_feature_importance_tells_a_feature_from_a_noise_feature_in_its_namespace(
+    tmp_path: Path,
+) -> None:
+    """The reward depends on the user's group, not on the shoe beside it in ``user``."""
+    write_log(tmp_path / "w1" / "decisions-1.dsjson", N, policy="main", user_noise=True)
+    end = START + timedelta(seconds=N - 1)
+    job = FeatureImportanceJob(tmp_path, "main", START, end, LEARNER, max_rows=N)
+    result = run_feature_importance(job)
+    scores = {(s["namespace"], s["featureName"]): s for s in result["featureScores"]}
+    assert set(scores) == {("item", "kind"), ("user", "group"), ("user", "shoe"), ("noise", "x")}
+    group, shoe = scores["user", "group"], scores["user", "shoe"]
+    assert group["score"] > 0.15
+    assert abs(shoe["score"]) < 0.05
+    assert group["withoutFeature"]["confidenceInterval"][1] < shoe["withoutFeature"]["value"]
+    assert {s["namespace"] for s in result["namespaceScores"]} == {"user", "item", "noise"}
+
+
+def test_feature_importance_scores_only_the_most_frequent_features(
+    log: tuple[Path, list[int]],
+) -> None:
+    """Action features count once an action: ``item.kind`` (two a decision) comes first."""
+    folder, _ = log
+    end = START + timedelta(seconds=N - 1)
+    job = FeatureImportanceJob(folder, "main", START, end, LEARNER, max_rows=N, max_features=1)
+    result = run_feature_importance(job)
+    assert [(s["namespace"], s["featureName"]) for s in result["featureScores"]] == [
+        ("item", "kind")
+    ]
+    assert len(result["namespaceScores"]) == 3
+
+
+def test_a_feature_importance_refuses_a_negative_feature_bound(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"`max_features` must be >= 0, got -1"):
+        FeatureImportanceJob(tmp_path, "main", START, START, LEARNER, max_rows=1, max_features=-1)
 
 
 def test_a_window_without_decisions_fails_naming_the_policy_and_window(

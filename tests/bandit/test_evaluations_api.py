@@ -176,7 +176,9 @@ def test_a_feature_importance_from_create_to_scores(sdk: PersonalizerAdministrat
     sdk.create_feature_importance("fi-1", {"name": "why", **WINDOW})
     found = _until_done(lambda: sdk.get_feature_importance("fi-1"))
     assert found["status"] == "Succeeded", found
-    assert {s["namespace"] for s in found["featureScores"]} == {"user", "item", "noise"}
+    names = {(s["namespace"], s["featureName"]) for s in found["featureScores"]}
+    assert names == {("user", "group"), ("item", "kind"), ("noise", "x")}
+    assert {s["namespace"] for s in found["namespaceScores"]} == {"user", "item", "noise"}
     assert [f["id"] for f in sdk.list_feature_importances()] == ["fi-1"]
     sdk.delete_feature_importance("fi-1")
     with pytest.raises(ResourceNotFoundError):
