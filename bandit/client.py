@@ -78,6 +78,7 @@ from bandit.wire.answers import (
     PoliciesResponse,
 )
 from bandit.wire.consent import ConsentUpdate, ConsentView, RawUserId
+from bandit.wire.personalizer import MODEL_RESET_HEADER, PersonalizerServiceConfiguration
 from bandit.wire.schemas import (
     BehaviourEvent,
     DeviceId,
@@ -535,6 +536,37 @@ class _Core:
         body = checked.model_dump(mode="json")
         return _Call("POST", f"{self.model_path(policy)}/rollback", _read_model, body)
 
+    def service_configuration(self, policy: str) -> _Call[PersonalizerServiceConfiguration]:
+        path = self.personalizer_path("configurations/service", policy)
+        return _Call("GET", path, _read_configuration)
+
+    def set_service_configuration(
+        self, policy: str, configuration: PersonalizerServiceConfiguration | Mapping[str, Any]
+    ) -> _Call[PersonalizerServiceConfiguration]:
+        if isinstance(configuration, PersonalizerServiceConfiguration):
+            checked = configuration
+        elif isinstance(configuration, Mapping):
+            checked = _validate(
+                PersonalizerServiceConfiguration, configuration, self.limits, "configuration"
+            )
+        else:
+            msg = (
+                "`configuration` must be a PersonalizerServiceConfiguration or a dict, "
+                f"got {type(configuration).__name__}"
+            )
+            raise InvalidArgumentError(msg)
+        body = checked.model_dump(mode="json", by_alias=True)
+        path = self.personalizer_path("configurations/service", policy)
+        return _Call("PUT", path, _read_configuration, body)
+
+    def set_learning_policy(self, policy: str, arguments: str) -> _Call[bool]:
+        if not isinstance(arguments, str) or not arguments.strip():
+            msg = f"`arguments` must be a VW command line, got {_show(arguments)}"
+            raise InvalidArgumentError(msg)
+        body = {"name": policy, "arguments": arguments}
+        path = self.personalizer_path("configurations/policy", policy)
+        return _Call("PUT", path, _read_model_reset, body)
+
     def ready(self) -> _Call[bool]:
         return _Call("GET", "/readyz", _read_ready, authenticated=False, raise_for_status=False)
 
@@ -560,6 +592,10 @@ class _Core:
     def model_path(self, policy: str) -> str:
         """Return the path of `policy`'s model routes."""
         return f"/v1/policies/{self.policy_segment(policy)}/model"
+
+    def personalizer_path(self, route: str, policy: str) -> str:
+        """Return the path of Personalizer's v1.0 `route` for `policy` (a query parameter)."""
+        return f"/personalizer/v1.0/{route}?policy={self.policy_segment(policy)}"
 
     def request(self, call: _Call[Any]) -> dict[str, Any]:
         """Return the keyword arguments of ``httpx.Client.request`` for `call`."""
@@ -1091,6 +1127,42 @@ class Client:
         """
         return self._send(self._core.rollback_model(policy, version))
 
+    def service_configuration(self, policy: str) -> PersonalizerServiceConfiguration:
+        """Return `policy`'s settings as Personalizer's service configuration (admin key).
+
+        ``GET /personalizer/v1.0/configurations/service?policy={policy}``.
+        """
+        return self._send(self._core.service_configuration(policy))
+
+    def set_service_configuration(
+        self, policy: str, configuration: PersonalizerServiceConfiguration | Mapping[str, Any]
+    ) -> PersonalizerServiceConfiguration:
+        """Change `policy`'s settings as Personalizer's `configuration` asks (admin key).
+
+        ``PUT /personalizer/v1.0/configurations/service?policy={policy}``; a dict is read
+        by Personalizer's field names (``rewardWaitTime``, ...). Returns the configuration
+        now in force.
+
+        Raises
+        ------
+        BadRequestError
+            For a field this service cannot apply; the message names it.
+        """
+        return self._send(self._core.set_service_configuration(policy, configuration))
+
+    def set_learning_policy(self, policy: str, arguments: str) -> bool:
+        """Learn `policy` with the VW command line `arguments`; return whether it reset the model.
+
+        ``PUT /personalizer/v1.0/configurations/policy?policy={policy}`` (admin key): a
+        change only of exploration keeps the model, any other serves a fresh one.
+
+        Raises
+        ------
+        BadRequestError
+            For options not accepted (files, daemons, unmapped); the message names them.
+        """
+        return self._send(self._core.set_learning_policy(policy, arguments))
+
     def ready(self) -> bool:
         """Return whether the service is ready to serve (``GET /readyz``).
 
@@ -1308,6 +1380,20 @@ class AsyncClient:
         """Serve a kept version again; see :meth:`Client.rollback_model`."""
         return await self._send(self._core.rollback_model(policy, version))
 
+    async def service_configuration(self, policy: str) -> PersonalizerServiceConfiguration:
+        """Return `policy`'s service configuration; see :meth:`Client.service_configuration`."""
+        return await self._send(self._core.service_configuration(policy))
+
+    async def set_service_configuration(
+        self, policy: str, configuration: PersonalizerServiceConfiguration | Mapping[str, Any]
+    ) -> PersonalizerServiceConfiguration:
+        """Change `policy`'s settings; see :meth:`Client.set_service_configuration`."""
+        return await self._send(self._core.set_service_configuration(policy, configuration))
+
+    async def set_learning_policy(self, policy: str, arguments: str) -> bool:
+        """Learn with a VW command line; see :meth:`Client.set_learning_policy`."""
+        return await self._send(self._core.set_learning_policy(policy, arguments))
+
     async def ready(self) -> bool:
         """Return whether the service is ready to serve; see :meth:`Client.ready`."""
         return await self._send(self._core.ready())
@@ -1475,6 +1561,14 @@ def _read_model_file(response: httpx.Response) -> ModelFile:
     return ModelFile(version, response.content)
 
 
+def _read_configuration(response: httpx.Response) -> PersonalizerServiceConfiguration:
+    return _parse(response, PersonalizerServiceConfiguration, "a service configuration")
+
+
+def _read_model_reset(response: httpx.Response) -> bool:
+    return bool(response.headers.get(MODEL_RESET_HEADER) == "true")
+
+
 def _read_ready(response: httpx.Response) -> bool:
     return response.is_success
 
@@ -1490,7 +1584,7 @@ def _server_message(body: object, response: httpx.Response) -> str:
         elif detail is not None:
             message = detail
         elif isinstance(error, Mapping):
-            message = error.get("message")
+            message = "\n".join(_error_lines(error))
         elif error is not None:
             message = error
         else:
@@ -1500,6 +1594,20 @@ def _server_message(body: object, response: httpx.Response) -> str:
     if isinstance(message, str) and message:
         return message
     return response.reason_phrase or f"HTTP {response.status_code}"
+
+
+def _error_lines(error: Mapping[str, Any]) -> list[str]:
+    """Personalizer's error: its message, then each detail as ``target: message``."""
+    details = error.get("details")
+    lines = [str(error.get("message") or "")]
+    lines += [
+        f"{detail.get('target')}: {detail.get('message')}"
+        if detail.get("target")
+        else str(detail.get("message"))
+        for detail in (details if isinstance(details, list) else [])
+        if isinstance(detail, Mapping) and detail.get("message")
+    ]
+    return [line for line in lines if line]
 
 
 def _detail_line(entry: object) -> str:

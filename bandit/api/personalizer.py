@@ -71,6 +71,7 @@ from bandit.service.evaluation import (
 )
 from bandit.service.evaluations import JobKind
 from bandit.wire.personalizer import (
+    MODEL_RESET_HEADER,
     PersonalizerApplyFromEvaluation,
     PersonalizerApprenticeMetrics,
     PersonalizerDateRange,
@@ -440,9 +441,6 @@ async def personalizer_log_properties(service: ServiceDep, caller: CallerDep) ->
 
 
 # -- the learning policy -----------------------------------------------------------------
-
-MODEL_RESET_HEADER = "X-Streambandit-Model-Reset"
-"""Set on the learning policy's answers: ``true`` when the change served a fresh model."""
 
 
 def _served_vw(service: Service, name: str) -> VWPolicy:

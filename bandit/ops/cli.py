@@ -596,7 +596,8 @@ def import_personalizer_command(  # noqa: PLR0917 - typer maps each option to a 
     with _usage_errors_for("'--configuration'"):
         exported = read_configuration(configuration)
     url, admin_key = api_endpoint(api, key)
-    admin = AdminApi(url, admin_key)
+    with _import_errors():
+        admin = AdminApi(url, admin_key)
     try:
         with _usage_errors(), _import_errors(), _spinner_bytes() as advance:
             report = import_export(
@@ -623,12 +624,20 @@ def import_personalizer_command(  # noqa: PLR0917 - typer maps each option to a 
 @contextmanager
 def _import_errors() -> Iterator[None]:
     """End an import on an API error with one line: exit 2 when refused, else 1."""
-    from bandit.errors import APIError, ClientError, InvalidModelError
+    from bandit.errors import APIError, ClientError, InvalidArgumentError, InvalidModelError
 
     try:
         yield
-    except APIError as exc:
-        code = 2 if exc.status in (400, 401, 403, 404, 409, 422) else 1
+    except (APIError, InvalidArgumentError) as exc:
+        refused = isinstance(exc, InvalidArgumentError) or exc.status in (
+            400,
+            401,
+            403,
+            404,
+            409,
+            422,
+        )
+        code = 2 if refused else 1
         _stderr().print(f"import-personalizer: {exc}", style="red", highlight=False, markup=False)
         raise typer.Exit(code) from None
     except (ClientError, InvalidModelError) as exc:

@@ -155,6 +155,7 @@ __all__ = [
     "DEFAULT_NAMESPACE",
     "EVALUATION_BUILT_IN",
     "MAX_EVALUATION_POLICIES",
+    "MODEL_RESET_HEADER",
     "PersonalizerApplyFromEvaluation",
     "PersonalizerApprenticeMetrics",
     "PersonalizerDateRange",
@@ -561,6 +562,10 @@ _CONFIGURED: dict[Loc, Loc] = {
 
 
 # -- the learning policy ------------------------------------------------------------------
+
+
+MODEL_RESET_HEADER = "X-Streambandit-Model-Reset"
+"""Set on the learning policy's answers: ``true`` when the change served a fresh model."""
 
 
 class PersonalizerPolicy(_Request):

@@ -29,6 +29,7 @@ from bandit.client import (
     APIError,
     AsyncClient,
     AuthenticationError,
+    BadRequestError,
     Client,
     ClientError,
     ClientTimeoutError,
@@ -280,6 +281,28 @@ def test_admin_reads_and_changes_settings(admin_client: Client) -> None:
     assert admin_client.get_settings("default") == changed
     as_dict = admin_client.set_settings("default", current.model_dump())
     assert as_dict == current
+
+
+def test_admin_reads_and_changes_the_personalizer_configuration(admin_client: Client) -> None:
+    """Personalizer's service configuration and learning policy, read and changed by name."""
+    current = admin_client.service_configuration("greedy")
+    changed = current.model_copy(update={"default_reward": -0.25})
+    assert admin_client.set_service_configuration("greedy", changed).default_reward == -0.25
+    as_dict = current.model_dump(mode="json", by_alias=True)
+    assert admin_client.set_service_configuration("greedy", as_dict).default_reward == (
+        current.default_reward
+    )
+    admin_client.set_learning_policy("greedy", "--cb_explore_adf --epsilon 0.3 -l 0.5")
+    assert admin_client.set_learning_policy("greedy", "--cb_explore_adf -l 0.5") is False  # kept
+    assert admin_client.set_learning_policy("greedy", "--cb_explore_adf -l 0.25") is True  # reset
+
+
+def test_a_refused_learning_policy_names_the_option_and_field(admin_client: Client) -> None:
+    """Personalizer's error envelope reads as its message and each detail's target."""
+    with pytest.raises(BadRequestError) as caught:
+        admin_client.set_learning_policy("greedy", "--cb_explore_adf -d log.dsjson")
+    assert "'-d'" in caught.value.message
+    assert "arguments: " in caught.value.message
 
 
 def test_ready(app_client: Client, settings: Settings) -> None:
