@@ -327,6 +327,10 @@ def _without(logs: LoggedDecisions, namespace: str, name: str | None = None) -> 
 def _drop(
     features: Mapping[str, Mapping[str, Any]], namespace: str, name: str | None
 ) -> dict[str, Any]:
+    """Return `features` without `name` of `namespace` (all of it if None), in their order.
+
+    A namespace left empty goes, so removing a namespace's only feature removes it.
+    """
     kept = {
         ns: values if ns != namespace else {k: v for k, v in values.items() if k != name}
         for ns, values in features.items()
