@@ -104,6 +104,24 @@ class EvaluationSettings(BaseModel):
             "importances: a create beyond it is refused until one is deleted."
         ),
     )
+    min_auto_frequency_seconds: float = Field(
+        default=3600.0,
+        ge=1.0,
+        le=90 * 24 * 3600.0,
+        description=(
+            "The shortest automatic optimisation frequency a policy's configuration may "
+            "ask for (``autoOptimizationFrequency``)."
+        ),
+    )
+    auto_check_seconds: float = Field(
+        default=60.0,
+        gt=0.0,
+        le=3600.0,
+        description=(
+            "How often each API process checks whether a policy's automatic "
+            "optimisation run is due."
+        ),
+    )
     max_rows: int = Field(
         default=200_000,
         ge=1,

@@ -117,7 +117,7 @@ Differences from Personalizer
 from __future__ import annotations
 
 import inspect
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Self, get_args
 
@@ -456,7 +456,9 @@ def service_configuration(
             "logRetentionDays": -1 if retention_days is None else retention_days,
             "lastConfigurationEditDate": edited_at,
             "learningMode": settings.learning_mode,
-            "isAutoOptimizationEnabled": False,
+            "isAutoOptimizationEnabled": settings.auto_optimization,
+            "autoOptimizationFrequency": timedelta(seconds=settings.auto_optimization_seconds),
+            "autoOptimizationStartDate": settings.auto_optimization_start,
             "latestApprenticeModeMetrics": apprentice,
         }
     )
@@ -470,16 +472,20 @@ def configured_settings(
     snapshot_seconds: float,
     limits: Limits,
     retention_days: int | None = None,
+    min_auto_seconds: float = 3600.0,
 ) -> PolicySettings:
     """Return `current` changed as `config` asks; refuse what cannot be done here.
 
     ``rewardWaitTime``, ``defaultReward`` and ``rewardAggregation`` (``earliest``,
     ``sum``, ``max``) set the policy's; ``explorationPercentage`` its epsilon when it is
     epsilon-greedy (`epsilon` is its current one); ``learningMode`` the policy's
-    (:data:`~bandit.wire.schemas.LearningMode`). Fields that would ask for what this
-    service does not do are refused, each naming itself: automatic optimisation, log
-    mirroring, a log retention other than the deployment's (`retention_days`, the whole
-    log's; None is -1, never deleted), a model export frequency other than the learner's.
+    (:data:`~bandit.wire.schemas.LearningMode`); ``isAutoOptimizationEnabled``,
+    ``autoOptimizationFrequency`` (at least `min_auto_seconds`, at most 90 days) and
+    ``autoOptimizationStartDate`` (with its offset) the policy's automatic optimisation,
+    each kept when absent. Fields that would ask for what this service does not do are
+    refused, each naming itself: log mirroring, a log retention other than the
+    deployment's (`retention_days`, the whole log's; None is -1, never deleted), a model
+    export frequency other than the learner's.
 
     Raises
     ------
@@ -520,8 +526,7 @@ def configured_settings(
         else:
             changes["exploration"] = {**current.exploration, "epsilon": percentage}
     changes["learning_mode"] = config.learning_mode
-    if config.is_auto_optimization_enabled:
-        refuse("isAutoOptimizationEnabled", "automatic optimisation is not provided")
+    changes |= _auto_optimization(config, min_auto_seconds, refuse)
     if config.log_mirror_enabled:
         refuse("logMirrorEnabled", "log mirroring is not provided: the decision log is files")
     kept = -1 if retention_days is None else retention_days
@@ -551,11 +556,37 @@ def configured_settings(
         raise _relocated(exc, _CONFIGURED) from None
 
 
+def _auto_optimization(
+    config: PersonalizerServiceConfiguration,
+    min_auto_seconds: float,
+    refuse: Callable[[str, str], None],
+) -> dict[str, Any]:
+    """Return the automatic optimisation settings `config` asks for (absent ones kept)."""
+    changes: dict[str, Any] = {}
+    if config.is_auto_optimization_enabled is not None:
+        changes["auto_optimization"] = config.is_auto_optimization_enabled
+    every = config.auto_optimization_frequency
+    if every is not None and every.total_seconds() < min_auto_seconds:
+        refuse(
+            "autoOptimizationFrequency",
+            f"automatic optimisation runs at most every {min_auto_seconds:g} s "
+            f"(STREAMBANDIT_EVALUATIONS__MIN_AUTO_FREQUENCY_SECONDS), got "
+            f"{every.total_seconds():g} s",
+        )
+    elif every is not None:
+        changes["auto_optimization_seconds"] = every.total_seconds()
+    if config.auto_optimization_start_date is not None:
+        changes["auto_optimization_start"] = config.auto_optimization_start_date
+    return changes
+
+
 _CONFIGURED: dict[Loc, Loc] = {
     ("reward_wait_seconds",): ("rewardWaitTime",),
     ("default_reward",): ("defaultReward",),
     ("reward_aggregation",): ("rewardAggregation",),
     ("exploration",): ("explorationPercentage",),
+    ("auto_optimization_seconds",): ("autoOptimizationFrequency",),
+    ("auto_optimization_start",): ("autoOptimizationStartDate",),
 }
 """Where in Personalizer's configuration each policy setting it changes came from."""
 

@@ -97,6 +97,7 @@ from typing import (
 import orjson
 from pydantic import (
     AfterValidator,
+    AwareDatetime,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -134,6 +135,7 @@ __all__ = [
     "ID_PATTERN",
     "LENIENT_IDS",
     "LENIENT_ID_LENGTH",
+    "MAX_AUTO_OPTIMIZATION_SECONDS",
     "NAMESPACE_PATTERN",
     "ActionCache",
     "ActionId",
@@ -2015,6 +2017,10 @@ Aggregation: TypeAlias = Literal["sum", "earliest", "max"]
 the largest (the reward is *at least* every value reported)."""
 
 
+MAX_AUTO_OPTIMIZATION_SECONDS = 90 * 24 * 3600.0
+"""The longest automatic optimisation frequency (:class:`PolicySettings`): 90 days."""
+
+
 class PolicySettings(_Frozen):
     """The settings of one live policy, changed by an admin while it runs.
 
@@ -2048,6 +2054,17 @@ class PolicySettings(_Frozen):
         log the model's own probabilities beside it, learn, and count how the model
         compares: :mod:`bandit.service.apprentice`) or ``LoggingOnly`` (serve the
         baseline action, learn nothing). The kill switch wins over either.
+    auto_optimization
+        Whether offline evaluations with exploration of learning settings run every
+        `auto_optimization_seconds` (Personalizer's automatic optimisation,
+        :mod:`bandit.api.autoopt`), each over the last such window of the decision log,
+        and apply the best learning policy when it beats the online one.
+    auto_optimization_seconds
+        How often; at least ``evaluations.min_auto_frequency_seconds`` when set through
+        Personalizer's configuration, at most 90 days.
+    auto_optimization_start
+        When the runs are counted from (a run is due at start + k x frequency, k >= 1);
+        None counts from the Unix epoch.
     """
 
     spec: str = Field(min_length=1, max_length=512)
@@ -2063,6 +2080,11 @@ class PolicySettings(_Frozen):
     feature_schema: FeatureSchema | None = None
     baseline_forced: bool = Field(default=False, strict=True)
     learning_mode: LearningMode = "Online"
+    auto_optimization: bool = Field(default=False, strict=True)
+    auto_optimization_seconds: StrictFloat = Field(
+        default=7 * 24 * 3600.0, ge=1.0, le=MAX_AUTO_OPTIMIZATION_SECONDS
+    )
+    auto_optimization_start: AwareDatetime | None = None
 
 
 class BehaviourKind(StrEnum):
