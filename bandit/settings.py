@@ -16,6 +16,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from policies._base import REWARD_LIMIT
 
 __all__ = [
+    "MAX_AUTO_OPTIMIZATION_SECONDS",
+    "MIN_AUTO_OPTIMIZATION_SECONDS",
     "ApiKey",
     "ApiSettings",
     "EvaluationSettings",
@@ -29,6 +31,13 @@ __all__ = [
     "Settings",
     "get_settings",
 ]
+
+
+MIN_AUTO_OPTIMIZATION_SECONDS = 1.0
+"""The shortest automatic optimisation frequency any deployment allows (``PolicySettings``);
+a deployment's own is ``evaluations.min_auto_frequency_seconds``."""
+MAX_AUTO_OPTIMIZATION_SECONDS = 90 * 24 * 3600.0
+"""The longest automatic optimisation frequency (``PolicySettings``): 90 days."""
 
 
 class Limits(BaseModel):
@@ -106,8 +115,8 @@ class EvaluationSettings(BaseModel):
     )
     min_auto_frequency_seconds: float = Field(
         default=3600.0,
-        ge=1.0,
-        le=90 * 24 * 3600.0,
+        ge=MIN_AUTO_OPTIMIZATION_SECONDS,
+        le=MAX_AUTO_OPTIMIZATION_SECONDS,
         description=(
             "The shortest automatic optimisation frequency a policy's configuration may "
             "ask for (``autoOptimizationFrequency``)."

@@ -472,7 +472,7 @@ def configured_settings(
     snapshot_seconds: float,
     limits: Limits,
     retention_days: int | None = None,
-    min_auto_seconds: float = 3600.0,
+    min_auto_seconds: float,
 ) -> PolicySettings:
     """Return `current` changed as `config` asks; refuse what cannot be done here.
 

@@ -122,7 +122,7 @@ from pydantic_core import InitErrorDetails, PydanticCustomError, core_schema
 from pydantic_core.core_schema import ErrorType
 
 from bandit.errors import InvalidDistributionError
-from bandit.settings import Limits
+from bandit.settings import MAX_AUTO_OPTIMIZATION_SECONDS, MIN_AUTO_OPTIMIZATION_SECONDS, Limits
 from bandit.wire.consent import RawUserId
 from bandit.wire.features import FeatureSchema
 from policies import Action, Choice, FeatureValue
@@ -135,7 +135,6 @@ __all__ = [
     "ID_PATTERN",
     "LENIENT_IDS",
     "LENIENT_ID_LENGTH",
-    "MAX_AUTO_OPTIMIZATION_SECONDS",
     "NAMESPACE_PATTERN",
     "ActionCache",
     "ActionId",
@@ -2017,10 +2016,6 @@ Aggregation: TypeAlias = Literal["sum", "earliest", "max"]
 the largest (the reward is *at least* every value reported)."""
 
 
-MAX_AUTO_OPTIMIZATION_SECONDS = 90 * 24 * 3600.0
-"""The longest automatic optimisation frequency (:class:`PolicySettings`): 90 days."""
-
-
 class PolicySettings(_Frozen):
     """The settings of one live policy, changed by an admin while it runs.
 
@@ -2082,7 +2077,7 @@ class PolicySettings(_Frozen):
     learning_mode: LearningMode = "Online"
     auto_optimization: bool = Field(default=False, strict=True)
     auto_optimization_seconds: StrictFloat = Field(
-        default=7 * 24 * 3600.0, ge=1.0, le=MAX_AUTO_OPTIMIZATION_SECONDS
+        default=7 * 24 * 3600.0, ge=MIN_AUTO_OPTIMIZATION_SECONDS, le=MAX_AUTO_OPTIMIZATION_SECONDS
     )
     auto_optimization_start: AwareDatetime | None = None
 

@@ -222,6 +222,7 @@ def test_the_service_configuration_reads_and_changes_the_policys_live_settings(
         json={
             **changed,
             "isAutoOptimizationEnabled": True,
+            "autoOptimizationFrequency": "PT1S",  # below the deployment's hour
             "logRetentionDays": 30,
             "rewardAggregation": "average",
         },
@@ -229,7 +230,7 @@ def test_the_service_configuration_reads_and_changes_the_policys_live_settings(
     )
     assert refused.status_code == 400
     targets = {d["target"] for d in refused.json()["error"]["details"]}
-    assert targets == {"isAutoOptimizationEnabled", "logRetentionDays", "rewardAggregation"}
+    assert targets == {"autoOptimizationFrequency", "logRetentionDays", "rewardAggregation"}
     assert client.get("/v1/policies/tuned/settings", headers=admin).json() == settings
     beyond = client.put(path, json={**changed, "defaultReward": 5000.0}, headers=admin)
     assert beyond.status_code == 400  # the reward range, as the native route checks it
