@@ -424,7 +424,6 @@ async def personalizer_update_service_configuration(
             snapshot_seconds=service.settings.learner.snapshot_every_seconds,
             limits=service.settings.limits,
             retention_days=service.settings.decision_log.retention_days,
-            min_auto_seconds=service.settings.evaluations.min_auto_frequency_seconds,
         )
     except pydantic.ValidationError as exc:
         raise invalid(exc, "the service configuration") from None

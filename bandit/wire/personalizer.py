@@ -117,7 +117,7 @@ Differences from Personalizer
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Self, get_args
 
@@ -472,7 +472,6 @@ def configured_settings(
     snapshot_seconds: float,
     limits: Limits,
     retention_days: int | None = None,
-    min_auto_seconds: float,
 ) -> PolicySettings:
     """Return `current` changed as `config` asks; refuse what cannot be done here.
 
@@ -480,7 +479,8 @@ def configured_settings(
     ``sum``, ``max``) set the policy's; ``explorationPercentage`` its epsilon when it is
     epsilon-greedy (`epsilon` is its current one); ``learningMode`` the policy's
     (:data:`~bandit.wire.schemas.LearningMode`); ``isAutoOptimizationEnabled``,
-    ``autoOptimizationFrequency`` (at least `min_auto_seconds`, at most 90 days) and
+    ``autoOptimizationFrequency`` (within ``limits.min_auto_optimization_seconds`` and
+    90 days) and
     ``autoOptimizationStartDate`` (with its offset) the policy's automatic optimisation,
     each kept when absent. Fields that would ask for what this service does not do are
     refused, each naming itself: log mirroring, a log retention other than the
@@ -526,7 +526,7 @@ def configured_settings(
         else:
             changes["exploration"] = {**current.exploration, "epsilon": percentage}
     changes["learning_mode"] = config.learning_mode
-    changes |= _auto_optimization(config, min_auto_seconds, refuse)
+    changes |= _auto_optimization(config)
     if config.log_mirror_enabled:
         refuse("logMirrorEnabled", "log mirroring is not provided: the decision log is files")
     kept = -1 if retention_days is None else retention_days
@@ -556,28 +556,16 @@ def configured_settings(
         raise _relocated(exc, _CONFIGURED) from None
 
 
-def _auto_optimization(
-    config: PersonalizerServiceConfiguration,
-    min_auto_seconds: float,
-    refuse: Callable[[str, str], None],
-) -> dict[str, Any]:
+def _auto_optimization(config: PersonalizerServiceConfiguration) -> dict[str, Any]:
     """Return the automatic optimisation settings `config` asks for (absent ones kept)."""
-    changes: dict[str, Any] = {}
-    if config.is_auto_optimization_enabled is not None:
-        changes["auto_optimization"] = config.is_auto_optimization_enabled
-    every = config.auto_optimization_frequency
-    if every is not None and every.total_seconds() < min_auto_seconds:
-        refuse(
-            "autoOptimizationFrequency",
-            f"automatic optimisation runs at most every {min_auto_seconds:g} s "
-            f"(STREAMBANDIT_EVALUATIONS__MIN_AUTO_FREQUENCY_SECONDS), got "
-            f"{every.total_seconds():g} s",
-        )
-    elif every is not None:
-        changes["auto_optimization_seconds"] = every.total_seconds()
-    if config.auto_optimization_start_date is not None:
-        changes["auto_optimization_start"] = config.auto_optimization_start_date
-    return changes
+    asked = {
+        "auto_optimization": config.is_auto_optimization_enabled,
+        "auto_optimization_seconds": None
+        if config.auto_optimization_frequency is None
+        else config.auto_optimization_frequency.total_seconds(),
+        "auto_optimization_start": config.auto_optimization_start_date,
+    }
+    return {name: value for name, value in asked.items() if value is not None}
 
 
 _CONFIGURED: dict[Loc, Loc] = {

@@ -2016,6 +2016,26 @@ Aggregation: TypeAlias = Literal["sum", "earliest", "max"]
 the largest (the reward is *at least* every value reported)."""
 
 
+def _check_auto_optimization_seconds(value: float, info: ValidationInfo) -> float:
+    """Check a frequency against ``limits.min_auto_optimization_seconds`` when set.
+
+    Settings read back from Redis (no limits in the context) pass, as stored rewards do.
+    """
+    if not (isinstance(info.context, Mapping) and "limits" in info.context):
+        return value
+    shortest = _limits(info).min_auto_optimization_seconds
+    if value < shortest:
+        raise _error(
+            "auto_optimization_frequency",
+            "automatic optimisation runs at most every {low} s (settings "
+            "limits.min_auto_optimization_seconds: "
+            "STREAMBANDIT_LIMITS__MIN_AUTO_OPTIMIZATION_SECONDS), got {found} s",
+            low=f"{shortest:g}",
+            found=_show(value),
+        )
+    return value
+
+
 class PolicySettings(_Frozen):
     """The settings of one live policy, changed by an admin while it runs.
 
@@ -2055,8 +2075,8 @@ class PolicySettings(_Frozen):
         :mod:`bandit.api.autoopt`), each over the last such window of the decision log,
         and apply the best learning policy when it beats the online one.
     auto_optimization_seconds
-        How often; at least ``evaluations.min_auto_frequency_seconds`` when set through
-        Personalizer's configuration, at most 90 days.
+        How often: at least ``limits.min_auto_optimization_seconds`` when set (validated
+        with the limits in the context), at most 90 days.
     auto_optimization_start
         When the runs are counted from (a run is due at start + k x frequency, k >= 1);
         None counts from the Unix epoch.
@@ -2076,9 +2096,11 @@ class PolicySettings(_Frozen):
     baseline_forced: bool = Field(default=False, strict=True)
     learning_mode: LearningMode = "Online"
     auto_optimization: bool = Field(default=False, strict=True)
-    auto_optimization_seconds: StrictFloat = Field(
-        default=7 * 24 * 3600.0, ge=MIN_AUTO_OPTIMIZATION_SECONDS, le=MAX_AUTO_OPTIMIZATION_SECONDS
-    )
+    auto_optimization_seconds: Annotated[
+        StrictFloat,
+        Field(ge=MIN_AUTO_OPTIMIZATION_SECONDS, le=MAX_AUTO_OPTIMIZATION_SECONDS),
+        AfterValidator(_check_auto_optimization_seconds),
+    ] = 7 * 24 * 3600.0
     auto_optimization_start: AwareDatetime | None = None
 
 

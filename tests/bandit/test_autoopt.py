@@ -25,6 +25,7 @@ from bandit.settings import (
     ApiSettings,
     EvaluationSettings,
     KafkaSettings,
+    Limits,
     LogSettings,
     RedisSettings,
     Settings,
@@ -49,7 +50,8 @@ def settings(broker: str, redis_url: str, tmp_path_factory: pytest.TempPathFacto
         redis=RedisSettings(url=redis_url, key_prefix=prefix),
         api=ApiSettings(keys=(ApiKey(key=ADMIN_KEY, role="admin"),)),
         decision_log=LogSettings(directory=folder),
-        evaluations=EvaluationSettings(min_auto_frequency_seconds=1.0, auto_check_seconds=0.2),
+        limits=Limits(min_auto_optimization_seconds=1.0),
+        evaluations=EvaluationSettings(auto_check_seconds=0.2),
         policies={
             "good": 'vw-epsilon:interactions=["ca"],epsilon=0.5',
             "plain": "vw-epsilon:interactions=[]",

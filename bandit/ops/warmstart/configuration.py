@@ -12,7 +12,7 @@ from typing import Any, Literal
 import pydantic
 
 from bandit.errors import ConfigurationError
-from bandit.settings import MIN_AUTO_OPTIMIZATION_SECONDS, Limits
+from bandit.settings import Limits
 from bandit.wire.personalizer import PersonalizerServiceConfiguration, configured_settings
 from bandit.wire.schemas import PolicySettings
 
@@ -149,7 +149,6 @@ def plan_configuration(
             snapshot_seconds=math.inf if frequency is None else frequency.total_seconds(),
             limits=limits,
             retention_days=retention,
-            min_auto_seconds=MIN_AUTO_OPTIMIZATION_SECONDS,  # the service's own: its PUT
         )
 
     try:
