@@ -237,7 +237,7 @@ def create_app(
                 broker_available=service.producer.available,
                 degraded=service.engine.degraded,
             )
-            optimizer = autoopt.AutoOptimizer(service)
+            optimizer = app.state.optimizer = autoopt.AutoOptimizer(service)
             optimizer.start()
             try:
                 yield

@@ -89,6 +89,8 @@ class AutoOptimizer:
         key = ApiKey(key=secrets.token_hex(16), role="admin")
         self._caller = Caller(key=key, fingerprint="auto-optimization")
         self._task: asyncio.Task[None] | None = None
+        self.rounds = 0
+        """How many times every served policy has been checked (tests wait on it)."""
 
     def _key(self, name: str, suffix: str) -> str:
         return _key(self.service, name, suffix)
@@ -113,6 +115,7 @@ class AutoOptimizer:
                     await self.check(name)
                 except Exception:  # noqa: BLE001  # Redis away, a refused apply: next check
                     _log.exception("autooptimization.failed", policy=name)
+            self.rounds += 1
             await asyncio.sleep(every)
 
     async def record(self, name: str) -> dict[str, Any] | None:

@@ -35,7 +35,7 @@ from tests.bandit.simulated_log import START, write_log
 
 ADMIN_KEY = "autoopt-admin-key-0123456"
 ADMIN = {"Ocp-Apim-Subscription-Key": ADMIN_KEY}
-N = 1500
+N = 800
 CONFIG = "/personalizer/v1.1-preview.3/configurations/service"
 
 
@@ -96,8 +96,9 @@ def _ran(client: httpx.Client, policy: str) -> dict[str, Any]:
 
 
 def test_the_better_policy_is_applied_once_and_a_worse_one_never(
-    urls: tuple[str, str],
+    urls: tuple[str, str], settings: Settings
 ) -> None:
+    """Two processes run each due run once; a third, started after it, runs none."""
     first, second = urls
     with httpx.Client(base_url=first, timeout=10) as one, httpx.Client(base_url=second) as two:
         assert two.get("/v1/policies/good/auto-optimization", headers=ADMIN).status_code == 404
@@ -111,9 +112,9 @@ def test_the_better_policy_is_applied_once_and_a_worse_one_never(
 
         assert good["applied"] is True, good
         assert good["policyName"].startswith("epsilon-"), good
-        settings = one.get("/v1/policies/good/settings", headers=ADMIN).json()
-        assert f"--epsilon {settings['exploration']['epsilon']:g}" in good["arguments"]
-        assert settings["exploration"]["epsilon"] != 0.5
+        live = one.get("/v1/policies/good/settings", headers=ADMIN).json()
+        assert f"--epsilon {live['exploration']['epsilon']:g}" in good["arguments"]
+        assert live["exploration"]["epsilon"] != 0.5
         assert plain["applied"] is False, plain
         assert "online" in plain["reason"], plain
         assert one.get("/v1/policies/plain/settings", headers=ADMIN).json()["exploration"] == {}
@@ -122,6 +123,22 @@ def test_the_better_policy_is_applied_once_and_a_worse_one_never(
         ids = sorted(e["id"] for e in listed)  # each due run ran once, in one of the two
         assert ids == sorted([good["evaluationId"], plain["evaluationId"]])
         assert all(e["status"] == "completed" for e in listed)
+
+        restarted = create_app(settings)  # a process started after the due time
+        with served(restarted, "api-autoopt-3") as third:
+            for _ in range(600):
+                if (
+                    getattr(restarted.state, "optimizer", None)
+                    and restarted.state.optimizer.rounds >= 2
+                ):
+                    break
+                time.sleep(0.05)
+            else:
+                raise AssertionError("the restarted process never checked its policies")
+            with httpx.Client(base_url=third, timeout=10) as three:
+                assert _ran(three, "good") == good  # not run again
+                again = three.get("/personalizer/v1.1-preview.3/evaluations", headers=ADMIN)
+                assert sorted(e["id"] for e in again.json()) == ids
 
 
 @pytest.mark.parametrize(
