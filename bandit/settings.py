@@ -16,8 +16,6 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from policies._base import REWARD_LIMIT
 
 __all__ = [
-    "MAX_AUTO_OPTIMIZATION_SECONDS",
-    "MIN_AUTO_OPTIMIZATION_SECONDS",
     "ApiKey",
     "ApiSettings",
     "EvaluationSettings",
