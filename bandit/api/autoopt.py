@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import math
 import secrets
 import time
@@ -27,6 +26,7 @@ from typing import Any
 import structlog
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
+from pydantic import BaseModel, ConfigDict, Field
 
 from bandit.api.admin import check_admin, live_settings
 from bandit.api.deps import (
@@ -38,7 +38,7 @@ from bandit.api.deps import (
     redis_or_503,
     resolve_policy,
 )
-from bandit.api.errors import ERROR_RESPONSES
+from bandit.api.errors import ERROR_RESPONSES, POLICY_ERRORS, model_response
 from bandit.api.personalizer import apply_learning_policy, start_evaluation
 from bandit.errors import RefusedRequestError
 from bandit.service.evaluation import optimisation_verdict
@@ -46,11 +46,41 @@ from bandit.settings import ApiKey
 from bandit.wire.personalizer import PersonalizerEvaluationRequest
 from bandit.wire.schemas import PolicySettings
 
-__all__ = ["AutoOptimizer", "due_run", "router"]
+__all__ = ["AutoOptimization", "AutoOptimizationRun", "AutoOptimizer", "due_run", "router"]
 
 _log = structlog.get_logger(__name__)
 
 router = APIRouter(prefix="/v1", tags=["native"], responses=ERROR_RESPONSES)
+
+
+class AutoOptimizationRun(BaseModel):
+    """What a policy's last automatic optimisation run did (``GET .../auto-optimization``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    due_time: datetime = Field(alias="dueTime", description="When the run was due.")
+    ran_at: datetime = Field(alias="ranAt", description="When it finished.")
+    evaluation_id: str = Field(alias="evaluationId", description="Its evaluation's id.")
+    applied: bool = Field(description="Whether a learning policy was applied.")
+    policy_name: str | None = Field(
+        default=None, alias="policyName", description="The optimal policy, when one applies."
+    )
+    arguments: str | None = Field(default=None, description="The VW arguments applied.")
+    reason: str = Field(description="Why it was applied or not, in words.")
+
+
+class AutoOptimization(BaseModel):
+    """A policy's automatic optimisation: whether it runs, when next, its last run."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    enabled: bool = Field(description="Whether automatic optimisation runs.")
+    next_due_time: datetime | None = Field(
+        alias="nextDueTime", description="When the next run is due (null when disabled)."
+    )
+    last_run: AutoOptimizationRun | None = Field(
+        alias="lastRun", description="What the last run did (null before the first)."
+    )
 
 
 def _key(service: Service, name: str, suffix: str) -> str:
@@ -118,10 +148,10 @@ class AutoOptimizer:
             self.rounds += 1
             await asyncio.sleep(every)
 
-    async def record(self, name: str) -> dict[str, Any] | None:
+    async def record(self, name: str) -> AutoOptimizationRun | None:
         """Return the record of policy `name`'s last run, or None."""
         raw = await self.service.jobs.store.redis.get(self._key(name, "last"))
-        return None if raw is None else json.loads(raw)
+        return None if raw is None else AutoOptimizationRun.model_validate_json(raw)
 
     async def check(self, name: str) -> None:
         """Run policy `name`'s automatic optimisation when due and not yet run anywhere."""
@@ -149,8 +179,8 @@ class AutoOptimizer:
             }
         )
         job_id = f"auto-{name}-{k}-{secrets.token_hex(4)}"
-        if previous is not None and previous.get("evaluationId"):  # one kept per policy
-            await self.service.jobs.store.delete("evaluations", previous["evaluationId"])
+        if previous is not None:  # one kept per policy
+            await self.service.jobs.store.delete("evaluations", previous.evaluation_id)
         outcome: dict[str, Any] = {"dueTime": end.isoformat(), "evaluationId": job_id}
         try:
             _, task = await start_evaluation(self.service, name, job_id, body)
@@ -165,31 +195,47 @@ class AutoOptimizer:
         except RefusedRequestError as exc:
             outcome |= {"applied": False, "reason": exc.message}
         outcome["ranAt"] = datetime.now(UTC).isoformat()
-        await redis.set(self._key(name, "last"), json.dumps(outcome))
+        run = AutoOptimizationRun.model_validate(outcome)
+        await redis.set(self._key(name, "last"), run.model_dump_json(by_alias=True))
         _log.info("autooptimization.ran", policy=name, **outcome)
 
     async def _apply(self, name: str, found: dict[str, Any]) -> dict[str, Any]:
         chosen, reason = optimisation_verdict(found["result"])
         if chosen is None:
-            return {"applied": False, "policyName": None, "reason": reason}
+            return {"applied": False, "reason": reason}
         arguments = next(p["arguments"] for p in found["policies"] if p["name"] == chosen)
         request = Request({"type": "http", "headers": []})  # the settings path notes into it
         await apply_learning_policy(request, self.service, self._caller, name, arguments)
         return {"applied": True, "policyName": chosen, "arguments": arguments, "reason": reason}
 
 
-@router.get("/policies/{name}/auto-optimization", name="get_auto_optimization")
+@router.get(
+    "/policies/{name}/auto-optimization",
+    response_model=AutoOptimization,
+    responses=POLICY_ERRORS,
+    name="get_auto_optimization",
+)
 async def auto_optimization_route(service: ServiceDep, caller: CallerDep, name: str) -> Response:
-    """Read a policy's last automatic optimisation run: when, its evaluation, applied, why.
+    """Say whether the policy's automatic optimisation runs, when next, and its last run.
 
-    404 when none ran yet (admin keys).
+    The last run says when it was due and ran, its evaluation, whether a learning policy
+    was applied and why (admin keys).
     """
     resolve_policy(service, caller, name)
     check_admin(caller, "reading automatic optimisation")
     with redis_or_503():
         async with asyncio.timeout(CONTROL_TIMEOUT):
+            settings, _ = await live_settings(service, name)
             raw = await service.jobs.store.redis.get(_key(service, name, "last"))
-    if raw is None:
-        message = f"policy {name!r} has run no automatic optimisation yet"
-        raise RefusedRequestError(404, "ResourceNotFound", message)
-    return Response(raw, media_type="application/json")
+    due = due_run(settings, time.time())
+    start = 0.0 if settings.auto_optimization_start is None else (
+        settings.auto_optimization_start.timestamp()
+    )  # fmt: skip
+    k = 0 if due is None else due[0]  # before the first due time: k = 0
+    following = start + (k + 1) * settings.auto_optimization_seconds
+    answer = AutoOptimization(
+        enabled=settings.auto_optimization,
+        nextDueTime=datetime.fromtimestamp(following, UTC) if settings.auto_optimization else None,
+        lastRun=None if raw is None else AutoOptimizationRun.model_validate_json(raw),
+    )
+    return model_response(answer)
