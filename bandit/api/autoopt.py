@@ -88,6 +88,12 @@ def _key(service: Service, name: str, suffix: str) -> str:
     return f"{service.jobs.store.prefix}:autoopt:{name}:{suffix}"
 
 
+def _start(settings: PolicySettings) -> float:
+    """Return when the runs are counted from, in Unix seconds (unset: the epoch)."""
+    found = settings.auto_optimization_start
+    return 0.0 if found is None else found.timestamp()
+
+
 def due_run(settings: PolicySettings, now: float) -> tuple[int, float] | None:
     """Return the latest due run of `settings` at `now` (its k, its time), or None.
 
@@ -104,9 +110,7 @@ def due_run(settings: PolicySettings, now: float) -> tuple[int, float] | None:
     if not settings.auto_optimization:
         return None
     every = settings.auto_optimization_seconds
-    start = 0.0 if settings.auto_optimization_start is None else (
-        settings.auto_optimization_start.timestamp()
-    )  # fmt: skip
+    start = _start(settings)
     k = math.floor((now - start) / every)
     return None if k < 1 else (k, start + k * every)
 
@@ -228,14 +232,16 @@ async def auto_optimization_route(service: ServiceDep, caller: CallerDep, name: 
             settings, _ = await live_settings(service, name)
             raw = await service.jobs.store.redis.get(_key(service, name, "last"))
     due = due_run(settings, time.time())
-    start = 0.0 if settings.auto_optimization_start is None else (
-        settings.auto_optimization_start.timestamp()
-    )  # fmt: skip
+    start = _start(settings)
     k = 0 if due is None else due[0]  # before the first due time: k = 0
     following = start + (k + 1) * settings.auto_optimization_seconds
+    try:
+        after = datetime.fromtimestamp(following, UTC) if settings.auto_optimization else None
+    except (OverflowError, ValueError, OSError):  # a start date near 9999: none to come
+        after = None
     answer = AutoOptimization(
         enabled=settings.auto_optimization,
-        nextDueTime=datetime.fromtimestamp(following, UTC) if settings.auto_optimization else None,
+        nextDueTime=after,
         lastRun=None if raw is None else AutoOptimizationRun.model_validate_json(raw),
     )
     return model_response(answer)
