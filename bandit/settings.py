@@ -31,6 +31,13 @@ __all__ = [
 ]
 
 
+MIN_AUTO_OPTIMIZATION_SECONDS = 1.0
+"""The shortest automatic optimisation frequency any deployment allows (``PolicySettings``);
+a deployment's own is ``limits.min_auto_optimization_seconds``."""
+MAX_AUTO_OPTIMIZATION_SECONDS = 90 * 24 * 3600.0
+"""The longest automatic optimisation frequency (``PolicySettings``): 90 days."""
+
+
 class Limits(BaseModel):
     """Size limits and the reward range every request and event is validated against."""
 
@@ -74,6 +81,15 @@ class Limits(BaseModel):
         allow_inf_nan=False,
         description="Largest reward (and default reward) accepted. docs/limits.md.",
     )
+    min_auto_optimization_seconds: float = Field(
+        default=3600.0,
+        ge=MIN_AUTO_OPTIMIZATION_SECONDS,
+        le=MAX_AUTO_OPTIMIZATION_SECONDS,
+        description=(
+            "The shortest automatic optimisation frequency a policy's settings may ask for "
+            "(Personalizer's ``autoOptimizationFrequency``)."
+        ),
+    )
 
     @model_validator(mode="after")
     def _check_reward_range(self) -> Limits:
@@ -102,6 +118,15 @@ class EvaluationSettings(BaseModel):
         description=(
             "Most evaluations kept for the whole deployment, and as many feature "
             "importances: a create beyond it is refused until one is deleted."
+        ),
+    )
+    auto_check_seconds: float = Field(
+        default=60.0,
+        gt=0.0,
+        le=3600.0,
+        description=(
+            "How often each API process checks whether a policy's automatic "
+            "optimisation run is due."
         ),
     )
     max_rows: int = Field(

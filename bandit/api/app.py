@@ -74,7 +74,7 @@ from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from bandit.api import admin, native, ops, personalizer, privacy
+from bandit.api import admin, autoopt, native, ops, personalizer, privacy
 from bandit.api.apidocs import add_docs
 from bandit.api.deps import CONTROL_TIMEOUT, Service, fingerprint
 from bandit.api.errors import add_error_handlers, on_http_error
@@ -237,9 +237,12 @@ def create_app(
                 broker_available=service.producer.available,
                 degraded=service.engine.degraded,
             )
+            optimizer = app.state.optimizer = autoopt.AutoOptimizer(service)
+            optimizer.start()
             try:
                 yield
             finally:
+                await optimizer.stop()
                 await service.engine.stop()
         finally:
             await stop_task(watcher)
@@ -264,7 +267,13 @@ def create_app(
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.service = service
-    for router in (native.router, privacy.router, admin.router, personalizer.router):
+    for router in (
+        native.router,
+        privacy.router,
+        admin.router,
+        personalizer.router,
+        autoopt.router,
+    ):
         app.include_router(router)
     app.include_router(privacy.page_router)
     app.include_router(ops.router)

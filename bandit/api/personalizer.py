@@ -463,7 +463,7 @@ def _learning_policy(service: Service, name: str, reset: bool | None = None) -> 
     return model_response(answer, headers=headers)
 
 
-async def _apply_learning_policy(
+async def apply_learning_policy(
     request: Request,
     service: Service,
     caller: Caller,
@@ -533,7 +533,7 @@ async def personalizer_update_policy(
         body = PersonalizerPolicy.model_validate_json(raw)
     except pydantic.ValidationError as exc:
         raise invalid(exc, "the learning policy") from None
-    return await _apply_learning_policy(request, service, caller, name, body.arguments)
+    return await apply_learning_policy(request, service, caller, name, body.arguments)
 
 
 @_route(
@@ -555,7 +555,7 @@ async def personalizer_reset_policy(
         message = f"policy {name!r} is configured as {spec!r}, not VW"
         raise RefusedRequestError(422, "BadRequest", message)
     arguments = configured.vw_arguments()
-    return await _apply_learning_policy(request, service, caller, name, arguments, spec=spec)
+    return await apply_learning_policy(request, service, caller, name, arguments, spec=spec)
 
 
 @_route("/logs", "DELETE", status_code=204)
@@ -700,6 +700,18 @@ async def _create_evaluation(
         body = PersonalizerEvaluationRequest.model_validate_json(raw)
     except pydantic.ValidationError as exc:
         raise invalid(exc, "the evaluation") from None
+    record, _ = await start_evaluation(service, name, job_id, body)
+    return record
+
+
+async def start_evaluation(
+    service: Service, name: str, job_id: str, body: PersonalizerEvaluationRequest
+) -> tuple[dict[str, Any], asyncio.Task[None]]:
+    """Store evaluation `job_id` of policy `name` and start it in the helper process.
+
+    Return its record (``Running``) and the task that stores its outcome. Refused as
+    :func:`_stored` refuses: its id taken, or the store full.
+    """
     online = await _online_arguments(service, name)
     policies = [
         PolicyToEvaluate("online", online, "Online"),
@@ -731,8 +743,7 @@ async def _create_evaluation(
         max_rows=service.settings.evaluations.max_rows,
     )
     await _stored(service, "evaluations", record)
-    service.jobs.submit("evaluations", record, run_evaluation, job)
-    return record
+    return record, service.jobs.submit("evaluations", record, run_evaluation, job)
 
 
 _CREATE_RESPONSES = {409: {"description": "A job of that id exists: delete it, or choose another."}}
@@ -844,7 +855,7 @@ async def personalizer_apply_from_evaluation(
         detail = {"loc": ["policyName"], "msg": message, "type": "value_not_applicable"}
         raise RefusedRequestError(400, "BadRequest", message, details=[detail])
     name = resolve_policy(service, caller, record["policy"])
-    await _apply_learning_policy(request, service, caller, name, found["arguments"])
+    await apply_learning_policy(request, service, caller, name, found["arguments"])
     return Response(status_code=204)
 
 

@@ -42,6 +42,7 @@ __all__ = [
     "PolicySource",
     "PolicyToEvaluate",
     "experiment_policies",
+    "optimisation_verdict",
     "run_evaluation",
     "run_feature_importance",
 ]
@@ -449,6 +450,45 @@ def _estimate(estimate: Estimate) -> dict[str, Any]:
         "level": None if interval is None else interval.level,
         "warnings": list(estimate.diagnostics.warnings),
     }
+
+
+def optimisation_verdict(result: Mapping[str, Any]) -> tuple[str | None, str]:
+    """Decide what automatic optimisation applies from an evaluation's `result`.
+
+    The optimal policy (the highest SNIPS lower bound) is applied only when it has VW
+    arguments, is not the online one, and its SNIPS lower bound beats the online
+    policy's SNIPS estimate. Return its name, or None, and the reason in words.
+
+    Examples
+    --------
+    >>> def entry(name, value, low):
+    ...     snips = {"value": value, "confidenceInterval": [low, value + 1]}
+    ...     return {"name": name, "arguments": "--cb_explore_adf", "estimates": {"snips": snips}}
+    >>> optimisation_verdict({"optimalPolicy": "b", "policyResults": [
+    ...     entry("online", 0.2, 0.1), entry("b", 0.6, 0.4)]})
+    ('b', "b's SNIPS lower bound 0.4 beats the online policy's SNIPS estimate 0.2")
+    """
+    results = {found["name"]: found for found in result.get("policyResults", [])}
+    best = results.get(result.get("optimalPolicy", ""))
+    online = results.get("online")
+    if best is None or online is None:
+        return None, "the evaluation found no optimal and online policy to compare"
+    name = best["name"]
+    if name == "online":
+        return None, "the online policy is the optimal one"
+    if not best["arguments"]:
+        return None, f"the optimal policy {name!r} has no VW arguments to learn with"
+    low = _low(best["estimates"]["snips"])
+    served = online["estimates"]["snips"]["value"]
+    if served is None or not low > served:
+        return None, (
+            f"{name}'s SNIPS lower bound {low:g} does not beat the online policy's "
+            f"SNIPS estimate {served}"
+        )
+    return (
+        name,
+        f"{name}'s SNIPS lower bound {low:g} beats the online policy's SNIPS estimate {served:g}",
+    )
 
 
 def _low(estimate: Mapping[str, Any]) -> float:

@@ -170,11 +170,15 @@ class EvaluationRunner:
         record: dict[str, Any],
         work: Callable[[Any], dict[str, Any]],
         job: object,
-    ) -> None:
-        """Run ``work(job)`` in the helper; its result or error goes into `record`."""
+    ) -> asyncio.Task[None]:
+        """Run ``work(job)`` in the helper; its result or error goes into `record`.
+
+        Return the task, done once the outcome is stored (or the runner closed).
+        """
         task = asyncio.create_task(self._run(kind, record, work, job), name=f"job-{record['id']}")
         self._tasks[task] = (kind, record)
         task.add_done_callback(self._forget)
+        return task
 
     def _forget(self, task: asyncio.Task[None]) -> None:
         self._tasks.pop(task, None)

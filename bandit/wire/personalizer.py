@@ -457,7 +457,9 @@ def service_configuration(
             "logRetentionDays": -1 if retention_days is None else retention_days,
             "lastConfigurationEditDate": edited_at,
             "learningMode": settings.learning_mode,
-            "isAutoOptimizationEnabled": False,
+            "isAutoOptimizationEnabled": settings.auto_optimization,
+            "autoOptimizationFrequency": timedelta(seconds=settings.auto_optimization_seconds),
+            "autoOptimizationStartDate": settings.auto_optimization_start,
             "latestApprenticeModeMetrics": apprentice,
         }
     )
@@ -477,10 +479,14 @@ def configured_settings(
     ``rewardWaitTime``, ``defaultReward`` and ``rewardAggregation`` (``earliest``,
     ``sum``, ``max``) set the policy's; ``explorationPercentage`` its epsilon when it is
     epsilon-greedy (`epsilon` is its current one); ``learningMode`` the policy's
-    (:data:`~bandit.wire.schemas.LearningMode`). Fields that would ask for what this
-    service does not do are refused, each naming itself: automatic optimisation, log
-    mirroring, a log retention other than the deployment's (`retention_days`, the whole
-    log's; None is -1, never deleted), a model export frequency other than the learner's.
+    (:data:`~bandit.wire.schemas.LearningMode`); ``isAutoOptimizationEnabled``,
+    ``autoOptimizationFrequency`` (within ``limits.min_auto_optimization_seconds`` and
+    90 days) and
+    ``autoOptimizationStartDate`` (with its offset) the policy's automatic optimisation,
+    each kept when absent. Fields that would ask for what this service does not do are
+    refused, each naming itself: log mirroring, a log retention other than the
+    deployment's (`retention_days`, the whole log's; None is -1, never deleted), a model
+    export frequency other than the learner's.
 
     Raises
     ------
@@ -521,8 +527,7 @@ def configured_settings(
         else:
             changes["exploration"] = {**current.exploration, "epsilon": percentage}
     changes["learning_mode"] = config.learning_mode
-    if config.is_auto_optimization_enabled:
-        refuse("isAutoOptimizationEnabled", "automatic optimisation is not provided")
+    changes |= _auto_optimization(config)
     if config.log_mirror_enabled:
         refuse("logMirrorEnabled", "log mirroring is not provided: the decision log is files")
     kept = -1 if retention_days is None else retention_days
@@ -552,11 +557,25 @@ def configured_settings(
         raise _relocated(exc, _CONFIGURED) from None
 
 
+def _auto_optimization(config: PersonalizerServiceConfiguration) -> dict[str, Any]:
+    """Return the automatic optimisation settings `config` asks for (absent ones kept)."""
+    asked = {
+        "auto_optimization": config.is_auto_optimization_enabled,
+        "auto_optimization_seconds": None
+        if config.auto_optimization_frequency is None
+        else config.auto_optimization_frequency.total_seconds(),
+        "auto_optimization_start": config.auto_optimization_start_date,
+    }
+    return {name: value for name, value in asked.items() if value is not None}
+
+
 _CONFIGURED: dict[Loc, Loc] = {
     ("reward_wait_seconds",): ("rewardWaitTime",),
     ("default_reward",): ("defaultReward",),
     ("reward_aggregation",): ("rewardAggregation",),
     ("exploration",): ("explorationPercentage",),
+    ("auto_optimization_seconds",): ("autoOptimizationFrequency",),
+    ("auto_optimization_start",): ("autoOptimizationStartDate",),
 }
 """Where in Personalizer's configuration each policy setting it changes came from."""
 

@@ -97,6 +97,7 @@ from typing import (
 import orjson
 from pydantic import (
     AfterValidator,
+    AwareDatetime,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -121,7 +122,7 @@ from pydantic_core import InitErrorDetails, PydanticCustomError, core_schema
 from pydantic_core.core_schema import ErrorType
 
 from bandit.errors import InvalidDistributionError
-from bandit.settings import Limits
+from bandit.settings import MAX_AUTO_OPTIMIZATION_SECONDS, MIN_AUTO_OPTIMIZATION_SECONDS, Limits
 from bandit.wire.consent import RawUserId
 from bandit.wire.features import FeatureSchema
 from policies import Action, Choice, FeatureValue
@@ -2015,6 +2016,26 @@ Aggregation: TypeAlias = Literal["sum", "earliest", "max"]
 the largest (the reward is *at least* every value reported)."""
 
 
+def _check_auto_optimization_seconds(value: float, info: ValidationInfo) -> float:
+    """Check a frequency against ``limits.min_auto_optimization_seconds`` when set.
+
+    Settings read back from Redis (no limits in the context) pass, as stored rewards do.
+    """
+    if not (isinstance(info.context, Mapping) and "limits" in info.context):
+        return value
+    shortest = _limits(info).min_auto_optimization_seconds
+    if value < shortest:
+        raise _error(
+            "auto_optimization_frequency",
+            "automatic optimisation runs at most every {low} s (settings "
+            "limits.min_auto_optimization_seconds: "
+            "STREAMBANDIT_LIMITS__MIN_AUTO_OPTIMIZATION_SECONDS), got {found} s",
+            low=f"{shortest:g}",
+            found=_show(value),
+        )
+    return value
+
+
 class PolicySettings(_Frozen):
     """The settings of one live policy, changed by an admin while it runs.
 
@@ -2048,6 +2069,17 @@ class PolicySettings(_Frozen):
         log the model's own probabilities beside it, learn, and count how the model
         compares: :mod:`bandit.service.apprentice`) or ``LoggingOnly`` (serve the
         baseline action, learn nothing). The kill switch wins over either.
+    auto_optimization
+        Whether offline evaluations with exploration of learning settings run every
+        `auto_optimization_seconds` (Personalizer's automatic optimisation,
+        :mod:`bandit.api.autoopt`), each over the last such window of the decision log,
+        and apply the best learning policy when it beats the online one.
+    auto_optimization_seconds
+        How often: at least ``limits.min_auto_optimization_seconds`` when set (validated
+        with the limits in the context), at most 90 days.
+    auto_optimization_start
+        When the runs are counted from (a run is due at start + k x frequency, k >= 1);
+        None counts from the Unix epoch.
     """
 
     spec: str = Field(min_length=1, max_length=512)
@@ -2063,6 +2095,13 @@ class PolicySettings(_Frozen):
     feature_schema: FeatureSchema | None = None
     baseline_forced: bool = Field(default=False, strict=True)
     learning_mode: LearningMode = "Online"
+    auto_optimization: bool = Field(default=False, strict=True)
+    auto_optimization_seconds: Annotated[
+        StrictFloat,
+        Field(ge=MIN_AUTO_OPTIMIZATION_SECONDS, le=MAX_AUTO_OPTIMIZATION_SECONDS),
+        AfterValidator(_check_auto_optimization_seconds),
+    ] = 7 * 24 * 3600.0
+    auto_optimization_start: AwareDatetime | None = None
 
 
 class BehaviourKind(StrEnum):

@@ -63,6 +63,7 @@ ADMIN_ONLY = {
     ("GET", "/v1/privacy/ledger"),
     ("PUT", "/v1/policies/{name}/settings"),
     ("PUT", "/v1/policies/{name}/baseline"),
+    ("GET", "/v1/policies/{name}/auto-optimization"),
     ("GET", "/v1/policies/{name}/model"),
     ("GET", "/v1/policies/{name}/model/versions"),
     ("GET", "/v1/policies/{name}/model/versions/{version}"),

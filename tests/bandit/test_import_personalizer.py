@@ -530,7 +530,7 @@ def test_the_configuration_plan_says_what_each_field_does() -> None:
             "rewardAggregation": "average",  # not provided
             "explorationPercentage": 0.05,
             "learningMode": "Apprentice",
-            "autoOptimizationFrequency": "P7D",
+            "autoOptimizationFrequency": "P1D",
         }
     )
     outcomes, wanted = plan_configuration(exported, current, settings, Limits())
@@ -541,7 +541,7 @@ def test_the_configuration_plan_says_what_each_field_does() -> None:
     assert "average" in status["rewardAggregation"][1]
     assert status["explorationPercentage"][0] == "unchanged"
     assert status["learningMode"][0] == "applied"
-    assert status["autoOptimizationFrequency"][0] == "ignored"
+    assert status["autoOptimizationFrequency"] == ("applied", 'was "P7D"')
     assert wanted is not None
     assert wanted.reward_wait_time == timedelta(hours=1)
     assert (wanted.default_reward, wanted.reward_aggregation) == (0.0, "earliest")

@@ -221,7 +221,7 @@ def test_the_service_configuration_reads_and_changes_the_policys_live_settings(
         path,
         json={
             **changed,
-            "isAutoOptimizationEnabled": True,
+            "logMirrorEnabled": True,
             "logRetentionDays": 30,
             "rewardAggregation": "average",
         },
@@ -229,8 +229,14 @@ def test_the_service_configuration_reads_and_changes_the_policys_live_settings(
     )
     assert refused.status_code == 400
     targets = {d["target"] for d in refused.json()["error"]["details"]}
-    assert targets == {"isAutoOptimizationEnabled", "logRetentionDays", "rewardAggregation"}
+    assert targets == {"logMirrorEnabled", "logRetentionDays", "rewardAggregation"}
     assert client.get("/v1/policies/tuned/settings", headers=admin).json() == settings
+    often = {**changed, "isAutoOptimizationEnabled": True, "autoOptimizationFrequency": "PT1S"}
+    too_often = client.put(path, json=often, headers=admin)  # below the deployment's hour
+    assert too_often.status_code == 400
+    [detail] = too_often.json()["error"]["details"]
+    assert detail["target"] == "autoOptimizationFrequency"
+    assert "STREAMBANDIT_LIMITS__MIN_AUTO_OPTIMIZATION_SECONDS" in detail["message"]
     beyond = client.put(path, json={**changed, "defaultReward": 5000.0}, headers=admin)
     assert beyond.status_code == 400  # the reward range, as the native route checks it
     assert beyond.json()["error"]["details"][0]["target"] == "defaultReward"

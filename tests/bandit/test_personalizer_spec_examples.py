@@ -105,7 +105,6 @@ def test_the_service_configuration_example_is_refused_naming_what_is_not_done(
     assert refused.status_code == 400, refused.text
     targets = {detail["target"] for detail in refused.json()["error"]["details"]}
     assert targets == {
-        "isAutoOptimizationEnabled",
         "logMirrorEnabled",
         "logRetentionDays",
         "modelExportFrequency",
