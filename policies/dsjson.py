@@ -1339,10 +1339,7 @@ class DSJSONReader:
         except orjson.JSONDecodeError as exc:
             raise _bad("invalid_json", f"the line is not valid JSON: {exc}") from None
         if type(record) is dict and "_outcomes" in record:
-            outcomes = record["_outcomes"]
-            count = len(outcomes) if type(outcomes) is list else 0
-            slots = [self.read_slot(record, number) for number in range(max(count, 1))]
-            return [row for row in slots if row is not None]
+            return self._slot_rows(record)
         row = self.read(record)
         return [] if row is None else [row]
 
@@ -1370,13 +1367,17 @@ class DSJSONReader:
         >>> [(s.slot_id, s.include, s.include[s.chosen], s.reward) for s in read.slots]
         [('top', [1, 2], 2, 1.0), ('side', [0, 1], 1, 0.0)]
         """
-        outcomes = record.get("_outcomes") if type(record) is dict else None
-        count = len(outcomes) if type(outcomes) is list else 0
-        rows = [self.read_slot(record, number) for number in range(max(count, 1))]
-        slots = [row for row in rows if row is not None]
+        slots = self._slot_rows(record)
         shared: dict[str, Any] = record["c"]
         ids, ours, context, action_features = self._actions(shared, shared["_multi"])
         return SlotsRow(slots[0].event_id, ids, context, action_features, slots, ours)
+
+    def _slot_rows(self, record: Any) -> list[LogRow]:
+        """Return :meth:`read_slot`'s row of each slot of a multi-slot line, in order."""
+        outcomes = record.get("_outcomes") if type(record) is dict else None
+        count = len(outcomes) if type(outcomes) is list else 0
+        rows = [self.read_slot(record, number) for number in range(max(count, 1))]
+        return [row for row in rows if row is not None]
 
     def read_slot(self, record: Any, slot: str | int) -> LogRow | None:
         """Read one slot of a decoded multi-slot (CCB) line, as the decision that slot was.

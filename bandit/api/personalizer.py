@@ -96,6 +96,7 @@ from bandit.wire.personalizer import (
     to_reward,
     to_slot_rewards,
 )
+from bandit.wire.schemas import Decision
 from policies import make_policy
 from policies.vw import VWPolicy
 
@@ -144,6 +145,14 @@ def _route(path: str, method: str = "POST", **options: Any) -> Callable[[Handler
     return register
 
 
+def _decision_headers(decision: Decision) -> dict[str, str]:
+    """Return the headers of a rank's answer: which policy and model version decided."""
+    return {
+        "X-Streambandit-Policy": decision.policy,
+        "X-Streambandit-Model-Version": decision.model_version,
+    }
+
+
 # -- Personalizer routes -----------------------------------------------------------------
 
 EventIdPath = Annotated[str, Path(alias="eventId", description="The event id of the decision.")]
@@ -168,10 +177,7 @@ async def personalizer_rank(
     identifiers = service.settings.privacy.personalizer_identifiers
     outcome = await decide(request, service, rank_request, served_by, identifiers=identifiers)
     decision = outcome.decision
-    headers = {
-        "X-Streambandit-Policy": decision.policy,
-        "X-Streambandit-Model-Version": decision.model_version,
-    }
+    headers = _decision_headers(decision)
     answer = PersonalizerRankResponse.from_decision(decision, rank_request.excluded_actions)
     return model_response(answer, 201, headers)
 
@@ -241,10 +247,7 @@ async def personalizer_multi_slot_rank(
     identifiers = service.settings.privacy.personalizer_identifiers
     outcome = await decide(request, service, rank_request, served_by, identifiers=identifiers)
     decision = outcome.decision
-    headers = {
-        "X-Streambandit-Policy": decision.policy,
-        "X-Streambandit-Model-Version": decision.model_version,
-    }
+    headers = _decision_headers(decision)
     return model_response(PersonalizerMultiSlotRankResponse.from_decision(decision), 201, headers)
 
 

@@ -621,29 +621,24 @@ def _check_action_count(value: Any, info: ValidationInfo) -> Any:
 
 
 def _check_distinct_ids(actions: list[Any]) -> list[Any]:
-    first_seen: dict[str, int] = {}
-    for index, action in enumerate(actions):
-        first = first_seen.setdefault(action.id, index)
-        if first != index:
-            raise _error(
-                "duplicate_action_id",
-                "action ids must be distinct, got {found} at [{first}] and [{index}]",
-                found=_show(action.id),
-                first=first,
-                index=index,
-            )
+    _check_distinct(actions, "action")
     return actions
 
 
 def _check_distinct_slot_ids(slots: Sequence[Any]) -> None:
-    seen: dict[str, int] = {}
-    for index, slot in enumerate(slots):
-        first = seen.setdefault(slot.id, index)
+    _check_distinct(slots, "slot")
+
+
+def _check_distinct(items: Sequence[Any], kind: Literal["action", "slot"]) -> None:
+    """Refuse two of `items` with one ``id`` (``duplicate_<kind>_id``), naming both places."""
+    first_seen: dict[str, int] = {}
+    for index, item in enumerate(items):
+        first = first_seen.setdefault(item.id, index)
         if first != index:
             raise _error(
-                "duplicate_slot_id",
-                "slot ids must be distinct, got {found} at [{first}] and [{index}]",
-                found=_show(slot.id),
+                f"duplicate_{kind}_id",
+                f"{kind} ids must be distinct, got {{found}} at [{{first}}] and [{{index}}]",
+                found=_show(item.id),
                 first=first,
                 index=index,
             )
