@@ -30,6 +30,7 @@ from bandit.ops.demo import (
     TrustSummary,
     default_workdir,
     parse_stream_counters,
+    parse_trust,
     read_decision_log,
     render_report,
     replay_decision_log,
@@ -326,6 +327,21 @@ def test_report_lines_tell_rates_lift_latency_rewards_model_and_log() -> None:
     assert len(lines) == 7
 
 
+def test_trust_counts_the_decisions_made_without_reading_consent() -> None:
+    """Degraded decisions are summed over policies and told in the trust line."""
+    trust = parse_trust(
+        "# TYPE streambandit_degraded_decisions counter\n"
+        'streambandit_degraded_decisions_total{policy="default"} 7.0\n'
+        'streambandit_degraded_decisions_total{policy="baseline"} 2.0\n'
+    )
+    assert trust.degraded_decisions == 9
+    line = report_lines(dataclasses.replace(_report(), trust=trust))[2]
+    assert line.endswith(
+        "(0 decisions counted without learning consent); 9 decisions made while Redis was "
+        "slow to answer served the baseline without reading consent."
+    )
+
+
 def test_report_lines_say_when_the_figures_are_partial() -> None:
     """An interrupted run opens with a notice; an undrained one ends with a note."""
     lines = report_lines(_report(interrupted=True, drained=False))
@@ -601,7 +617,9 @@ def test_a_short_demo_learns_on_the_real_stack_and_keeps_its_decision_log(
     assert report.trust.explanations > 0
     assert report.trust.erasures == 1
     assert 0.8 < report.trust.learning_share < 1.0
-    assert report.trust.personalisation_share == 1.0
+    # everyone consented to personalisation: only a decision made while Redis was too slow
+    # to read their consent (under load) is served the baseline
+    assert report.trust.personalisation_share == 1.0 or report.trust.degraded_decisions > 0
     assert report.counts.joined_with_reward > 0
     assert report.model_version > 0
     assert report.learned_examples > 0

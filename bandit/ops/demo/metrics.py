@@ -147,6 +147,9 @@ class TrustSummary:
         Explanations given with rank answers.
     erasures
         People erased.
+    degraded_decisions
+        Decisions made while Redis did not answer in time: a person's consent could not
+        be read, so they were served the baseline and not learned from.
     """
 
     personalisation_share: float = 0.0
@@ -155,6 +158,14 @@ class TrustSummary:
     consent_changes: int = 0
     explanations: int = 0
     erasures: int = 0
+    degraded_decisions: int = 0
+
+
+_SUMMED = {  # counters summed over their labels, and the field they fill
+    "streambandit_consent_changes_total": "consent_changes",
+    "streambandit_explanations_total": "explanations",
+    "streambandit_degraded_decisions_total": "degraded_decisions",
+}
 
 
 def parse_trust(text: str) -> TrustSummary:
@@ -179,11 +190,8 @@ def parse_trust(text: str) -> TrustSummary:
                 values[f"{labels.get('kind')}_share"] = sample.value
             elif sample.name == "streambandit_opt_out_share":
                 values["opt_out_share"] = sample.value
-            elif sample.name in {
-                "streambandit_consent_changes_total",
-                "streambandit_explanations_total",
-            }:
-                key = "consent_changes" if "consent" in sample.name else "explanations"
+            elif sample.name in _SUMMED:
+                key = _SUMMED[sample.name]
                 values[key] = values.get(key, 0.0) + sample.value
             elif (
                 sample.name == "streambandit_privacy_requests_total"
@@ -197,6 +205,7 @@ def parse_trust(text: str) -> TrustSummary:
         consent_changes=int(values.get("consent_changes", 0)),
         explanations=int(values.get("explanations", 0)),
         erasures=int(values.get("erasures", 0)),
+        degraded_decisions=int(values.get("degraded_decisions", 0)),
     )
 
 

@@ -130,7 +130,13 @@ def report_lines(report: DemoReport) -> list[str]:
         f"{trust.personalisation_share:.0%} personalised and {trust.learning_share:.0%} "
         f"learned; opt-out share {trust.opt_out_share:.0%} of {trust.consent_changes:,} "
         f"consent changes; {trust.explanations:,} explanations viewed; {trust.erasures:,} "
-        f"erasures ({counts.not_learned:,} decisions counted without learning consent)."
+        f"erasures ({counts.not_learned:,} decisions counted without learning consent)"
+        + (
+            f"; {trust.degraded_decisions:,} decisions made while Redis was slow to answer "
+            "served the baseline without reading consent."
+            if trust.degraded_decisions
+            else "."
+        )
     )
     latency = (
         "no decisions."
