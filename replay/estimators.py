@@ -41,6 +41,30 @@ statistic recomputed on ``n_bootstrap`` resamples of the rows, drawn in chunks s
 stays bounded; the reward model is not refitted per resample. Both are configured by
 :class:`Intervals`, a field of every estimator.
 
+Neither respects the reward range: on a few dozen clicks the normal interval goes below
+0. With rewards in a known ``[lo, hi]`` (``Intervals.reward_range``; by default ``[0, 1]``
+when every logged reward lies there, else the log's smallest and largest reward, which
+is no guarantee and is said in the warnings), two more intervals hold at their level for
+any sample size (:mod:`replay.bounds`): the empirical-Bernstein and the betting interval.
+Each estimator says how its per-row term moves with the reward, ``offset + slope r``
+with ``slope >= 0`` (:class:`Terms`), which bounds every term given ``[lo, hi]``:
+
+- IPS, SNIPS and the replay method (``slope`` the importance weights, mean 1): the
+  betting interval is the off-policy one (Karampatziakis, Mineiro and Ramdas, ICML
+  2021) and needs no bound on the weights; the Bernstein interval bounds the terms
+  ``w r`` with the largest weight in the log;
+- clipped IPS, the direct method and the doubly robust family (SNDR through its
+  linearisation ``DM + w (r - q)``): both intervals bound the terms with the largest
+  weight and the reward model's extremes in the log.
+
+A weight or prediction larger than any in the log is possible, so those bounds are a
+guarantee only when the log reached the extremes (they are for a deterministic target
+logged with a known smallest propensity). All intervals assume correct propensities and
+full support. The new intervals, and the normal interval when it strays (it is then
+clipped and says so), are cut to the range the estimand is known to lie in: ``[lo, hi]``,
+widened to the reward model's predictions for the model-based estimators and to 0 for
+clipped IPS.
+
 Every :class:`Estimate` carries :class:`Diagnostics` on the importance weights: their
 effective sample size, statistics, support and warnings.
 """
@@ -48,6 +72,7 @@ effective sample size, statistics, support and warnings.
 from __future__ import annotations
 
 import math
+import numbers
 import statistics
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -58,6 +83,12 @@ import numpy.typing as npt
 
 from policies.errors import ConfigurationError, LogFormatError
 from replay._data import FloatArray, IntArray, LoggedDecisions, TargetProbabilities
+from replay.bounds import (
+    bernstein_interval,
+    betting_interval,
+    infer_reward_range,
+    off_policy_betting_interval,
+)
 from replay.reward_models import RewardPredictions, _check_int, _check_real
 
 __all__ = [  # noqa: RUF022 - plain sorted(), which tests/test_public_api.py checks
@@ -90,6 +121,9 @@ MEAN_WEIGHT_WARNING = 0.1
 QUANTILES = (0.5, 0.9, 0.99)
 """The weight quantiles reported in :class:`Diagnostics`."""
 
+INTERVAL_KINDS = ("normal", "bootstrap", "bernstein", "betting")
+"""The intervals :class:`Intervals` can ask for, all by default."""
+
 
 # -- results -----------------------------------------------------------------------------
 
@@ -106,13 +140,18 @@ class Interval:
         Nominal coverage, e.g. 0.95.
     method
         ``"normal"`` (mean of per-row terms), ``"delta"`` (delta method, for the
-        self-normalised estimators) or ``"percentile bootstrap"``.
+        self-normalised estimators), ``"percentile bootstrap"``, ``"empirical
+        Bernstein"`` or ``"betting"`` (see :mod:`replay.bounds`).
+    clipped
+        True when the interval left the range the estimand lies in and was cut to it
+        (only the normal and delta intervals can).
     """
 
     low: float
     high: float
     level: float
     method: str
+    clipped: bool = False
 
     def __contains__(self, value: float) -> bool:
         return self.low <= value <= self.high
@@ -185,6 +224,12 @@ class Estimate:
         Rows in the log.
     diagnostics
         Weight diagnostics and warnings.
+    bernstein_ci
+        Empirical-Bernstein interval within the reward range, None when not asked for,
+        n < 2, or the estimator gives no bounds on its terms.
+    betting_ci
+        Betting interval within the reward range, None when not asked for, the
+        estimator gives no bounds on its terms, or the weights contradict a mean of 1.
     """
 
     estimator: str
@@ -194,6 +239,8 @@ class Estimate:
     bootstrap_ci: Interval | None
     n: int
     diagnostics: Diagnostics
+    bernstein_ci: Interval | None = None
+    betting_ci: Interval | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,27 +261,67 @@ class Intervals:
     seed
         Seeds the bootstrap (and :class:`ReplayMethod`'s draws) when the call passes no
         `rng`, >= 0.
+    reward_range
+        ``(lo, hi)`` every reward lies in, finite, ``lo < hi``; None infers it
+        (:func:`replay.bounds.infer_reward_range`: ``[0, 1]`` when every logged reward
+        is there, else the log's extremes, with a warning that they are no guarantee).
+        Bounds the Bernstein and betting intervals and clips the normal one.
+    kinds
+        Which intervals to compute, a subset of :data:`INTERVAL_KINDS`: ``"normal"``
+        (normal or delta), ``"bootstrap"`` (also needs ``n_bootstrap`` > 0),
+        ``"bernstein"`` and ``"betting"``.
 
     Examples
     --------
-    >>> Intervals(level=0.9, n_bootstrap=1000)
-    Intervals(level=0.9, n_bootstrap=1000, chunk_size=2097152, seed=0)
+    >>> Intervals(level=0.9, n_bootstrap=1000, kinds=("normal", "betting"))
+    ... # doctest: +NORMALIZE_WHITESPACE
+    Intervals(level=0.9, n_bootstrap=1000, chunk_size=2097152, seed=0, reward_range=None,
+              kinds=('normal', 'betting'))
     >>> Intervals(level=95)
     Traceback (most recent call last):
     ...
     policies.errors.ConfigurationError: `level` must be in (0, 1), got 95
+    >>> Intervals(reward_range=(1, 0))  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    policies.errors.ConfigurationError: `reward_range` must be (lo, hi), finite, ... got (1, 0)
     """
 
     level: float = 0.95
     n_bootstrap: int = 200
     chunk_size: int = 2**21
     seed: int = 0
+    reward_range: tuple[float, float] | None = None
+    kinds: tuple[str, ...] = INTERVAL_KINDS
 
     def __post_init__(self) -> None:
         _check_real("level", self.level, lambda v: 0.0 < v < 1.0, "in (0, 1)")
         _check_int("n_bootstrap", self.n_bootstrap, 0, None)
         _check_int("chunk_size", self.chunk_size, 1, None)
         _check_int("seed", self.seed, 0, None)
+        if self.reward_range is not None:
+            pair = self.reward_range
+            if not (
+                isinstance(pair, tuple)
+                and len(pair) == 2
+                and all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in pair)
+                and math.isfinite(pair[0])
+                and math.isfinite(pair[1])
+                and pair[0] < pair[1]
+            ):
+                msg = f"`reward_range` must be (lo, hi), finite, with lo < hi, got {pair!r}"
+                raise ConfigurationError(msg)
+            object.__setattr__(self, "reward_range", (float(pair[0]), float(pair[1])))
+        if not (
+            isinstance(self.kinds, tuple)
+            and self.kinds
+            and all(kind in INTERVAL_KINDS for kind in self.kinds)
+        ):
+            msg = (
+                f"`kinds` must be a non-empty tuple of {', '.join(INTERVAL_KINDS)}, "
+                f"got {self.kinds!r}"
+            )
+            raise ConfigurationError(msg)
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,9 +329,10 @@ class Terms:
     """An estimator's per-row terms, from which :class:`Estimator` computes everything.
 
     ``value = mean(c) + sum(a) / sum(b)``: ``b`` None stands for every row 1 (a plain
-    mean), ``c`` None for every row 0. The standard error, both intervals and the
+    mean), ``c`` None for every row 0. The standard error, the normal interval and the
     bootstrap come from these arrays (see the module docstring), the diagnostics from
-    `weights`.
+    `weights`. The range-respecting intervals come from ``offset + slope * reward``, an
+    unbiased (or linearised) per-row term of the same estimand.
 
     Parameters
     ----------
@@ -259,6 +347,17 @@ class Terms:
         ``(n,)`` terms averaged on their own (the direct part of SNDR), or None.
     notes
         Estimator-specific warnings, reported before the weight diagnostics' own.
+    slope
+        ``(n,)`` how much each row's term moves per unit of reward, >= 0, or None
+        (no Bernstein or betting interval).
+    offset
+        ``(n,)`` the rest of each row's term, or None for 0.
+    importance
+        True when `slope` holds importance weights (mean 1) and `offset` is None: the
+        terms estimate the target's value and the off-policy betting interval applies.
+    spans
+        ``(low, high)`` values the estimand may reach besides the reward range (the
+        reward model's predictions, 0 for clipped weights), or None.
     """
 
     weights: FloatArray
@@ -266,6 +365,10 @@ class Terms:
     b: FloatArray | None = None
     c: FloatArray | None = None
     notes: tuple[str, ...] = ()
+    slope: FloatArray | None = None
+    offset: FloatArray | None = None
+    importance: bool = False
+    spans: tuple[float, float] | None = None
 
 
 class Estimator(ABC):
@@ -366,7 +469,7 @@ class Estimator(ABC):
         if rng is None:
             rng = np.random.default_rng(self.intervals.seed)
         terms = self._terms(logs, target, rewards, rng)
-        for field_name in ("weights", "a", "b", "c"):
+        for field_name in ("weights", "a", "b", "c", "slope", "offset"):
             values = getattr(terms, field_name)
             if values is not None and np.shape(values) != (logs.n,):
                 msg = (
@@ -431,7 +534,14 @@ class DirectMethod(Estimator):
         rng: np.random.Generator,
     ) -> Terms:
         assert rewards is not None  # needs_rewards: checked by estimate()
-        return Terms(weights=target.weights(), a=_direct(target, rewards))
+        direct = _direct(target, rewards)
+        return Terms(
+            weights=target.weights(),
+            a=direct,
+            slope=np.zeros_like(direct),
+            offset=direct,
+            spans=_span(rewards),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -476,7 +586,7 @@ class IPS(Estimator):
         rng: np.random.Generator,
     ) -> Terms:
         weights = target.weights()
-        return Terms(weights=weights, a=weights * logs.reward)
+        return Terms(weights=weights, a=weights * logs.reward, slope=weights, importance=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -527,7 +637,7 @@ class ClippedIPS(Estimator):
     ) -> Terms:
         weights = target.weights()
         clipped = np.minimum(weights, float(self.max_weight))
-        return Terms(weights=weights, a=clipped * logs.reward)
+        return Terms(weights=weights, a=clipped * logs.reward, slope=clipped, spans=(0.0, 0.0))
 
 
 @dataclass(frozen=True, slots=True)
@@ -567,7 +677,9 @@ class SNIPS(Estimator):
         rng: np.random.Generator,
     ) -> Terms:
         weights = target.weights()
-        return Terms(weights=weights, a=weights * logs.reward, b=weights)
+        return Terms(
+            weights=weights, a=weights * logs.reward, b=weights, slope=weights, importance=True
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -611,7 +723,14 @@ class DoublyRobust(Estimator):
         assert rewards is not None  # needs_rewards: checked by estimate()
         weights = target.weights()
         residual = logs.reward - rewards.at_chosen()
-        return Terms(weights=weights, a=_direct(target, rewards) + weights * residual)
+        direct = _direct(target, rewards)
+        return Terms(
+            weights=weights,
+            a=direct + weights * residual,
+            slope=weights,
+            offset=direct - weights * rewards.at_chosen(),
+            spans=_span(rewards),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -654,7 +773,16 @@ class SNDR(Estimator):
         assert rewards is not None  # needs_rewards: checked by estimate()
         weights = target.weights()
         residual = logs.reward - rewards.at_chosen()
-        return Terms(weights=weights, a=weights * residual, b=weights, c=_direct(target, rewards))
+        direct = _direct(target, rewards)
+        return Terms(
+            weights=weights,
+            a=weights * residual,
+            b=weights,
+            c=direct,
+            slope=weights,  # the linearisation DM + w (r - q), whose mean is the value
+            offset=direct - weights * rewards.at_chosen(),
+            spans=_span(rewards),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -706,7 +834,14 @@ class SwitchDR(Estimator):
         weights = target.weights()
         kept = np.where(weights <= float(self.tau), weights, 0.0)
         residual = logs.reward - rewards.at_chosen()
-        return Terms(weights=weights, a=_direct(target, rewards) + kept * residual)
+        direct = _direct(target, rewards)
+        return Terms(
+            weights=weights,
+            a=direct + kept * residual,
+            slope=kept,
+            offset=direct - kept * rewards.at_chosen(),
+            spans=_span(rewards),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -767,7 +902,14 @@ class DRos(Estimator):
         else:
             shrunk = lam * weights / (weights * weights + lam)
         residual = logs.reward - rewards.at_chosen()
-        return Terms(weights=weights, a=_direct(target, rewards) + shrunk * residual)
+        direct = _direct(target, rewards)
+        return Terms(
+            weights=weights,
+            a=direct + shrunk * residual,
+            slope=shrunk,
+            offset=direct - shrunk * rewards.at_chosen(),
+            spans=_span(rewards),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -846,7 +988,14 @@ class ReplayMethod(Estimator):
         if not accepted.any():
             notes.append("the target's choice matches no logged choice: nothing to replay")
         weights = accepted / logs.propensity
-        return Terms(weights=weights, a=accepted * logs.reward, b=accepted, notes=tuple(notes))
+        return Terms(
+            weights=weights,
+            a=accepted * logs.reward,
+            b=accepted,
+            notes=tuple(notes),
+            slope=weights,  # accepted / propensity: mean 1, and mean reward the value
+            importance=True,
+        )
 
     def _check_uniform(self, logs: LoggedDecisions) -> list[str]:
         """Refuse (or note) logs that are not uniformly random, naming the first bad row."""
@@ -900,15 +1049,52 @@ def _finish(
     value, influence = _value_and_influence(terms)
     if math.isnan(value):
         warnings.append("every importance weight is 0: the self-normalised value is undefined")
+    (lo, hi), inferred = (
+        (settings.reward_range, False)
+        if settings.reward_range is not None
+        else infer_reward_range(logs.reward)
+    )
+    outside = (logs.reward < lo) | (logs.reward > hi)
+    if outside.any():
+        row = int(np.argmax(outside))
+        msg = (
+            f"row {row}: `reward` must be in the reward range [{lo:.6g}, {hi:.6g}], got "
+            f"{logs.reward[row]:.6g} (give the range every reward lies in)"
+        )
+        raise LogFormatError(msg)
+    if inferred:
+        warnings.append(
+            f"reward range [{lo:.6g}, {hi:.6g}] taken from the log's rewards: no guarantee "
+            "that others stay within it; give the range for intervals that hold"
+        )
+    estimand = _estimand_range(terms, lo, hi)
     std_error = math.nan
     ci = None
     if n >= 2 and influence is not None:
         std_error = float(np.std(influence, ddof=1)) / math.sqrt(n)
+    if "normal" in settings.kinds and n >= 2 and influence is not None:
         z = statistics.NormalDist().inv_cdf(0.5 + settings.level / 2)
         method = "normal" if terms.b is None else "delta"
-        ci = Interval(value - z * std_error, value + z * std_error, settings.level, method)
+        low, high = value - z * std_error, value + z * std_error
+        clipped = low < estimand[0] or high > estimand[1]
+        if clipped:
+            low, high = max(low, estimand[0]), min(high, estimand[1])
+            warnings.append(
+                f"the {method} interval left [{estimand[0]:.6g}, {estimand[1]:.6g}], "
+                "where the estimate's target lies, and was clipped to it: prefer the "
+                "betting interval"
+            )
+        ci = Interval(low, high, settings.level, method, clipped=clipped)
+    bernstein_ci = betting_ci = None
+    if terms.slope is not None and not math.isnan(value):
+        bernstein_ci, betting_ci = _bounded(terms, logs.reward, (lo, hi), estimand, settings)
+        if "betting" in settings.kinds and betting_ci is None:
+            warnings.append(
+                "no betting interval: the importance weights contradict a mean of 1 "
+                "(wrong propensities, or the logger misses the target's actions)"
+            )
     bootstrap_ci = None
-    if settings.n_bootstrap and not math.isnan(value):
+    if "bootstrap" in settings.kinds and settings.n_bootstrap and not math.isnan(value):
         replicates = _bootstrap(terms, settings.n_bootstrap, settings.chunk_size, rng)
         replicates = replicates[~np.isnan(replicates)]
         if replicates.size:
@@ -923,7 +1109,62 @@ def _finish(
         bootstrap_ci=bootstrap_ci,
         n=n,
         diagnostics=_diagnose(terms.weights, logs, target, warnings),
+        bernstein_ci=bernstein_ci,
+        betting_ci=betting_ci,
     )
+
+
+def _estimand_range(terms: Terms, lo: float, hi: float) -> tuple[float, float]:
+    """Return the range the estimand lies in: the reward range, widened by the terms' `spans`."""
+    if terms.spans is None:
+        return lo, hi
+    return min(lo, terms.spans[0]), max(hi, terms.spans[1])
+
+
+def _bounded(
+    terms: Terms,
+    reward: FloatArray,
+    reward_range: tuple[float, float],
+    estimand: tuple[float, float],
+    settings: Intervals,
+) -> tuple[Interval | None, Interval | None]:
+    """Return the Bernstein and betting intervals of ``offset + slope * reward``, cut."""
+    assert terms.slope is not None  # checked by the caller
+    lo, hi = reward_range
+    slope = terms.slope
+    offset = np.zeros_like(slope) if terms.offset is None else terms.offset
+    values = offset + slope * reward
+    low = float(np.min(offset + slope * lo))
+    high = float(np.max(offset + slope * hi))
+    level = settings.level
+
+    def cut(bounds: tuple[float, float], method: str) -> Interval:
+        return Interval(
+            min(max(bounds[0], estimand[0]), estimand[1]),
+            max(min(bounds[1], estimand[1]), estimand[0]),
+            level,
+            method,
+        )
+
+    bernstein = betting = None
+    if "bernstein" in settings.kinds and values.size >= 2:
+        bernstein = cut(bernstein_interval(values, low, high, level), "empirical Bernstein")
+    if "betting" in settings.kinds:
+        if terms.importance:
+            bounds = off_policy_betting_interval(slope, reward, lo, hi, level)
+        else:
+            bounds = betting_interval(values, low, high, level)
+        if bounds[0] <= bounds[1]:
+            betting = cut(bounds, "betting")
+    return bernstein, betting
+
+
+def _span(rewards: RewardPredictions) -> tuple[float, float]:
+    """Return the smallest and largest prediction over every offered action."""
+    real = rewards.values[rewards.logs.mask()]
+    if real.size == 0:
+        return 0.0, 0.0
+    return float(np.min(real)), float(np.max(real))
 
 
 def _value_and_influence(terms: Terms) -> tuple[float, FloatArray | None]:
