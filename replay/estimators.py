@@ -50,9 +50,11 @@ Each estimator says how its per-row term moves with the reward, ``offset + slope
 with ``slope >= 0`` (:class:`Terms`), which bounds every term given ``[lo, hi]``:
 
 - IPS, SNIPS and the replay method (``slope`` the importance weights, mean 1): the
-  betting interval is the off-policy one (Karampatziakis, Mineiro and Ramdas, ICML
-  2021) and needs no bound on the weights; the Bernstein interval bounds the terms
-  ``w r`` with the largest weight in the log;
+  betting interval is the tighter, side by side, of the off-policy one (Karampatziakis,
+  Mineiro and Ramdas, ICML 2021), which needs no bound on the weights, and the one for
+  the terms ``w r`` bounded with the largest weight in the log, each at half the error
+  (so one of them holding is enough for its side); the Bernstein interval bounds ``w r``
+  with the largest weight;
 - clipped IPS, the direct method and the doubly robust family (SNDR through its
   linearisation ``DM + w (r - q)``): both intervals bound the terms with the largest
   weight and the reward model's extremes in the log.
@@ -1150,8 +1152,11 @@ def _bounded(
     if "bernstein" in settings.kinds and values.size >= 2:
         bernstein = cut(bernstein_interval(values, low, high, level), "empirical Bernstein")
     if "betting" in settings.kinds:
-        if terms.importance:
-            bounds = off_policy_betting_interval(slope, reward, lo, hi, level)
+        if terms.importance:  # both ways at half the error each: the tighter bound wins
+            half = 1.0 - (1.0 - level) / 2.0
+            weighted = off_policy_betting_interval(slope, reward, lo, hi, half)
+            bounded = betting_interval(values, low, high, half)
+            bounds = (max(weighted[0], bounded[0]), min(weighted[1], bounded[1]))
         else:
             bounds = betting_interval(values, low, high, level)
         if bounds[0] <= bounds[1]:

@@ -1,0 +1,157 @@
+"""Coverage and width of the replay intervals on simulated logs whose true value is known.
+
+A log of ``n`` decisions: each context is one of three kinds, the logger gives the
+target's action probability 0.1, 0.25 or 0.5 by kind (four actions, the rest spread
+evenly), clicks are Bernoulli with the target's action earning 0.05, 0.1 or 0.15 by kind
+(true value 0.1), and the target always takes that action. The weights' effective sample
+size is about ``n / E[1/p] = 3n / 16``, so ``n`` is set for an ESS of about 5, 50 and
+5,000. Each cell repeats the simulation (default 200 times) and reports, per estimator
+(IPS, SNIPS, DR with a reward model that is 0.1 too high everywhere) and interval (normal
+or delta, percentile bootstrap, empirical Bernstein, betting), the share of intervals
+that hold the true value, their mean width and the share that leave ``[0, 1]`` before
+any clipping is shown (the normal interval is clipped and says so). A cell with no
+interval (e.g. the normal one at n < 2) counts as not covering.
+
+Run::
+
+    .venv/bin/python bench/coverage.py              # 200 repetitions, about a minute
+    .venv/bin/python bench/coverage.py --reps 50 --bootstrap 0
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np
+
+from replay import (
+    IPS,
+    SNIPS,
+    DoublyRobust,
+    Estimator,
+    Intervals,
+    LoggedDecisions,
+    RewardPredictions,
+    TargetProbabilities,
+)
+
+TARGET_PROPENSITY = np.array([0.1, 0.25, 0.5])
+"""The logger's probability of the target's action, by context kind."""
+
+CLICK_RATE = np.array([[0.05, 0.3, 0.2, 0.4], [0.1, 0.1, 0.5, 0.3], [0.15, 0.6, 0.2, 0.1]])
+"""Click rate by context kind (rows) and action (columns); the target takes action 0."""
+
+TRUTH = float(CLICK_RATE[:, 0].mean())
+N_ACTIONS = 4
+ESS_PER_ROW = 1.0 / float(np.mean(1.0 / TARGET_PROPENSITY))
+
+
+def simulate(n: int, rng: np.random.Generator) -> tuple[LoggedDecisions, RewardPredictions]:
+    """One log of `n` decisions and a reward model 0.1 too high (true value :data:`TRUTH`)."""
+    kind = rng.integers(0, 3, n)
+    first = TARGET_PROPENSITY[kind]
+    probabilities = np.empty((n, N_ACTIONS))
+    probabilities[:, 0] = first
+    probabilities[:, 1:] = ((1.0 - first) / (N_ACTIONS - 1))[:, None]
+    cumulative = np.cumsum(probabilities, axis=1)
+    chosen = np.minimum((cumulative < rng.random((n, 1))).sum(axis=1), N_ACTIONS - 1)
+    rates = CLICK_RATE[kind]
+    reward = (rng.random(n) < rates[np.arange(n), chosen]).astype(np.float64)
+    logs = LoggedDecisions(
+        n_actions=np.full(n, N_ACTIONS),
+        chosen=chosen,
+        propensity=probabilities[np.arange(n), chosen],
+        reward=reward,
+        probabilities=probabilities,
+    )
+    return logs, RewardPredictions(logs, np.minimum(rates + 0.1, 1.0))
+
+
+def target_of(logs: LoggedDecisions) -> TargetProbabilities:
+    """The target: always action 0."""
+    always = np.zeros((logs.n, N_ACTIONS))
+    always[:, 0] = 1.0
+    return TargetProbabilities(logs, always)
+
+
+def rows_for(ess: float) -> int:
+    """Rows for an effective sample size of about `ess`."""
+    return max(2, round(ess / ESS_PER_ROW))
+
+
+KINDS = ("normal", "bootstrap", "bernstein", "betting")
+
+
+def run(reps: int, n_bootstrap: int, levels: tuple[float, ...], seed: int) -> None:
+    """Print the coverage table."""
+    estimators: dict[str, type[Estimator]] = {"ips": IPS, "snips": SNIPS, "dr": DoublyRobust}
+    kinds = KINDS if n_bootstrap else tuple(k for k in KINDS if k != "bootstrap")
+    intervals = Intervals(n_bootstrap=n_bootstrap, reward_range=(0.0, 1.0), kinds=kinds)
+    level = intervals.level
+    print(f"true value {TRUTH:.3f}; {reps} repetitions a cell; nominal level {level:.0%}")
+    print(f"{'estimator':<10}{'interval':<11}", end="")
+    for ess in levels:
+        print(f"{'ESS ' + format(ess, ',.0f') + ': cover  width  left':>35}", end="")
+    print()
+    results: dict[tuple[str, str, float], list[tuple[bool, float, bool]]] = {}
+    realised: dict[float, list[float]] = {ess: [] for ess in levels}
+    rng = np.random.default_rng(seed)
+    started = time.perf_counter()
+    for ess in levels:
+        n = rows_for(ess)
+        for rep in range(reps):
+            logs, model = simulate(n, rng)
+            target = target_of(logs)
+            for name, cls in estimators.items():
+                estimate = cls(intervals=intervals).estimate(
+                    logs, target, rewards=model, rng=np.random.default_rng(rep)
+                )
+                if name == "ips":
+                    realised[ess].append(estimate.diagnostics.ess)
+                for kind, interval in (
+                    ("normal", estimate.ci),
+                    ("bootstrap", estimate.bootstrap_ci),
+                    ("bernstein", estimate.bernstein_ci),
+                    ("betting", estimate.betting_ci),
+                ):
+                    if kind not in kinds:
+                        continue
+                    cell = results.setdefault((name, kind, ess), [])
+                    if interval is None:
+                        cell.append((False, float("nan"), False))
+                        continue
+                    strayed = interval.clipped or interval.low < 0.0 or interval.high > 1.0
+                    cell.append((TRUTH in interval, interval.high - interval.low, strayed))
+    for name in estimators:
+        for kind in kinds:
+            print(f"{name:<10}{kind:<11}", end="")
+            for ess in levels:
+                cell = results[name, kind, ess]
+                cover = np.mean([c for c, _, _ in cell])
+                width = np.nanmean([w for _, w, _ in cell])
+                left = np.mean([s for _, _, s in cell])
+                print(f"{'':>14}{cover:>7.3f}{width:>7.3f}{left:>7.2f}", end="")
+            print()
+    mean_ess = ", ".join(f"{np.mean(realised[e]):,.1f}" for e in levels)
+    print(f"rows per log: {', '.join(f'{rows_for(e):,}' for e in levels)}; mean ESS {mean_ess}")
+    print(f"'left': share of intervals that left [0, 1] (the normal one is then clipped)")
+    print(f"{time.perf_counter() - started:.1f} s")
+
+
+def main() -> None:
+    """Parse the options and print the table."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reps", type=int, default=200, help="simulations a cell")
+    parser.add_argument("--bootstrap", type=int, default=200, help="resamples (0: none)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    run(args.reps, args.bootstrap, (5.0, 50.0, 5000.0), args.seed)
+
+
+if __name__ == "__main__":
+    main()
