@@ -16,8 +16,8 @@ sample size, given bounds on the terms:
   support), not how large they are, so no largest weight enters it.
 
 Each two-sided interval at level ``1 - alpha`` is two one-sided bounds at ``alpha / 2``.
-The betting bounds find where a monotone wealth crosses ``2 / alpha`` by bisection,
-vectorised over both sides and evaluated over the rows in chunks.
+The betting bounds find where a monotone wealth crosses ``2 / alpha`` with Brent's
+method, each wealth a vectorised pass over the rows in chunks.
 Anytime-valid sequences for live evaluation live in :mod:`replay.sequential`.
 """
 
@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import scipy.optimize
 
 from policies.errors import ConfigurationError
 from replay._data import FloatArray
@@ -40,8 +41,8 @@ __all__ = [
 BET_CAP = 0.5
 """A bet against mean ``m`` stakes at most this share of the wealth (WSR's ``c``)."""
 
-TOLERANCE = 1e-9
-"""Bisection stops when the bracket, on the ``[0, 1]`` scale, is this narrow."""
+TOLERANCE = 1e-10
+"""Root-search error allowed on the ``[0, 1]`` scale (the bound is moved down by it)."""
 
 CHUNK = 2**18
 """Rows evaluated at once by the betting bounds."""
@@ -248,26 +249,31 @@ def _lower_bounds(columns: FloatArray, alpha: float) -> tuple[float, ...]:
     ``prod_i (1 + min(l_i, BET_CAP / m) (x_i - m))``. Each factor is positive
     (``>= 1 - BET_CAP``) and decreasing in ``m`` (for ``x_i >= m`` the minimum of two
     decreasing functions, for ``x_i < m`` the maximum of two), so the means rejected
-    (wealth ``>= 2 / alpha``) form an interval ``[0, m*)`` and bisection finds ``m*``.
-    The bound returned is the rejected end of the last bracket: conservative by at most
-    :data:`TOLERANCE`. Both columns are bisected together, one pass over the rows per
-    step.
+    (wealth ``>= 2 / alpha``) form an interval ``[0, m*)``. Brent's method
+    (:func:`scipy.optimize.brentq`, a handful of passes over the rows) finds ``m*``; the
+    bound returned is moved down by brentq's stated error, so it never exceeds ``m*``.
     """
     n, k = columns.shape
     threshold = math.log(2.0 / alpha)
     if n == 0:
         return tuple(0.0 for _ in range(k))
     bets = _plug_in_bets(columns, threshold)
-    rejected = np.zeros(k)  # the wealth at m = 0 is >= 1; m = 0 is the floor anyway
-    accepted = np.ones(k)
-    at_one = _log_wealth(columns, bets, accepted) >= threshold
-    rejected[at_one] = 1.0  # even m = 1 is rejected: every mean in [0, 1] is
-    while float(np.max(accepted - rejected)) > TOLERANCE:
-        middle = (rejected + accepted) / 2.0
-        reject = _log_wealth(columns, bets, middle) >= threshold
-        rejected = np.where(reject, middle, rejected)
-        accepted = np.where(reject, accepted, middle)
-    return tuple(float(v) for v in rejected)
+    bounds = []
+    for j in range(k):
+        column, bet = columns[:, j], bets[:, j]
+
+        def excess(mean: float, column: FloatArray = column, bet: FloatArray = bet) -> float:
+            return _log_wealth(column, bet, mean) - threshold
+
+        if excess(0.0) < 0.0:
+            bounds.append(0.0)  # not even a mean of 0 is rejected
+        elif excess(1.0) >= 0.0:
+            bounds.append(1.0)  # every mean in [0, 1] is rejected
+        else:
+            root = float(scipy.optimize.brentq(excess, 0.0, 1.0, xtol=TOLERANCE))
+            error = TOLERANCE + 4.0 * float(np.finfo(np.float64).eps) * abs(root)
+            bounds.append(max(0.0, root - error))
+    return tuple(bounds)
 
 
 def _plug_in_bets(columns: FloatArray, threshold: float) -> FloatArray:
@@ -285,12 +291,11 @@ def _plug_in_bets(columns: FloatArray, threshold: float) -> FloatArray:
     return bets
 
 
-def _log_wealth(columns: FloatArray, bets: FloatArray, means: FloatArray) -> FloatArray:
-    """``(k,)`` each column's log wealth against its candidate mean, in row chunks."""
-    cap = np.where(means > 0.0, BET_CAP / np.maximum(means, 1e-300), np.inf)
-    total = np.zeros(columns.shape[1])
-    for start in range(0, columns.shape[0], CHUNK):
-        x = columns[start : start + CHUNK]
+def _log_wealth(column: FloatArray, bets: FloatArray, mean: float) -> float:
+    """A column's log wealth against the candidate `mean`, in row chunks."""
+    cap = BET_CAP / mean if mean > 0.0 else math.inf
+    total = 0.0
+    for start in range(0, column.size, CHUNK):
         stake = np.minimum(bets[start : start + CHUNK], cap)
-        total += np.sum(np.log1p(stake * (x - means)), axis=0)
+        total += float(np.sum(np.log1p(stake * (column[start : start + CHUNK] - mean))))
     return total

@@ -53,8 +53,8 @@ with ``slope >= 0`` (:class:`Terms`), which bounds every term given ``[lo, hi]``
   betting interval is the tighter, side by side, of the off-policy one (Karampatziakis,
   Mineiro and Ramdas, ICML 2021), which needs no bound on the weights, and the one for
   the terms ``w r`` bounded with the largest weight in the log, each at half the error
-  (so one of them holding is enough for its side); the Bernstein interval bounds ``w r``
-  with the largest weight;
+  (by the union bound both hold together at the nominal level, so their intersection
+  does); the Bernstein interval bounds ``w r`` with the largest weight;
 - clipped IPS, the direct method and the doubly robust family (SNDR through its
   linearisation ``DM + w (r - q)``): both intervals bound the terms with the largest
   weight and the reward model's extremes in the log.
