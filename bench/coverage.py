@@ -139,7 +139,7 @@ def run(reps: int, n_bootstrap: int, levels: tuple[float, ...], seed: int) -> No
             print()
     mean_ess = ", ".join(f"{np.mean(realised[e]):,.1f}" for e in levels)
     print(f"rows per log: {', '.join(f'{rows_for(e):,}' for e in levels)}; mean ESS {mean_ess}")
-    print(f"'left': share of intervals that left [0, 1] (the normal one is then clipped)")
+    print("'left': share of intervals that left [0, 1] (the normal one is then clipped)")
     print(f"{time.perf_counter() - started:.1f} s")
 
 

@@ -292,7 +292,7 @@ def _plug_in_bets(columns: FloatArray, threshold: float) -> FloatArray:
 
 
 def _log_wealth(column: FloatArray, bets: FloatArray, mean: float) -> float:
-    """A column's log wealth against the candidate `mean`, in row chunks."""
+    """Return a column's log wealth against the candidate `mean`, in row chunks."""
     cap = BET_CAP / mean if mean > 0.0 else math.inf
     total = 0.0
     for start in range(0, column.size, CHUNK):
