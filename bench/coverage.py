@@ -89,9 +89,13 @@ KINDS = ("normal", "bootstrap", "bernstein", "betting")
 
 def run(reps: int, n_bootstrap: int, levels: tuple[float, ...], seed: int) -> None:
     """Print the coverage table."""
-    estimators: dict[str, type[Estimator]] = {"ips": IPS, "snips": SNIPS, "dr": DoublyRobust}
     kinds = KINDS if n_bootstrap else tuple(k for k in KINDS if k != "bootstrap")
     intervals = Intervals(n_bootstrap=n_bootstrap, reward_range=(0.0, 1.0), kinds=kinds)
+    estimators: dict[str, Estimator] = {
+        "ips": IPS(intervals=intervals),
+        "snips": SNIPS(intervals=intervals),
+        "dr": DoublyRobust(intervals=intervals),
+    }
     level = intervals.level
     print(f"true value {TRUTH:.3f}; {reps} repetitions a cell; nominal level {level:.0%}")
     print(f"{'estimator':<10}{'interval':<11}", end="")
@@ -107,8 +111,8 @@ def run(reps: int, n_bootstrap: int, levels: tuple[float, ...], seed: int) -> No
         for rep in range(reps):
             logs, model = simulate(n, rng)
             target = target_of(logs)
-            for name, cls in estimators.items():
-                estimate = cls(intervals=intervals).estimate(
+            for name, estimator in estimators.items():
+                estimate = estimator.estimate(
                     logs, target, rewards=model, rng=np.random.default_rng(rep)
                 )
                 if name == "ips":
