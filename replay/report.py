@@ -278,6 +278,8 @@ def _estimate(estimate: Estimate) -> dict[str, Any]:
         "std_error": estimate.std_error,
         "ci": _interval(estimate.ci),
         "bootstrap_ci": _interval(estimate.bootstrap_ci),
+        "bernstein_ci": _interval(estimate.bernstein_ci),
+        "betting_ci": _interval(estimate.betting_ci),
         "n": estimate.n,
         "diagnostics": {
             "n": d.n,
@@ -300,6 +302,7 @@ def _interval(interval: Interval | None) -> dict[str, Any] | None:
         "high": interval.high,
         "level": interval.level,
         "method": interval.method,
+        "clipped": interval.clipped,
     }
 
 
@@ -468,7 +471,12 @@ def _interval_cell(interval: Interval | None) -> str:
 
 def _level_of(evaluations: Sequence[Evaluation]) -> str:
     for e in evaluations:
-        for interval in (e.estimate.ci, e.estimate.bootstrap_ci):
+        for interval in (
+            e.estimate.ci,
+            e.estimate.bootstrap_ci,
+            e.estimate.bernstein_ci,
+            e.estimate.betting_ci,
+        ):
             if interval is not None:
                 return f"{interval.level:.0%} "
     return ""
@@ -483,6 +491,7 @@ def _estimates_html(evaluations: Sequence[Evaluation]) -> str:
             '<div class="wide"><table><tr><th class="text">policy</th>'
             '<th class="text">estimator</th>'
             f"<th>estimate</th><th>{level}CI (analytic)</th><th>{level}CI (bootstrap)</th>"
+            f"<th>{level}CI (Bernstein)</th><th>{level}CI (betting)</th>"
             "<th>std. error</th><th>ESS</th><th>max weight</th>"
             '<th class="text">warnings</th></tr>'
         )
@@ -506,7 +515,8 @@ def _estimates_html(evaluations: Sequence[Evaluation]) -> str:
         rows.append(
             f'<tr>{policy}<td class="text">{esc(e.estimator)}</td>'
             f"<td>{_fmt(est.value)}</td><td>{_interval_cell(est.ci)}</td>"
-            f"<td>{_interval_cell(est.bootstrap_ci)}</td><td>{_fmt(est.std_error, 3)}</td>"
+            f"<td>{_interval_cell(est.bootstrap_ci)}</td><td>{_interval_cell(est.bernstein_ci)}</td>"
+            f"<td>{_interval_cell(est.betting_ci)}</td><td>{_fmt(est.std_error, 3)}</td>"
             f"<td>{est.diagnostics.ess:,.0f}</td><td>{_fmt(est.diagnostics.weight_max)}</td>"
             f'<td class="notes">{", ".join(marks)}</td></tr>'
         )

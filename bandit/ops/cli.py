@@ -434,6 +434,18 @@ def replay_command(  # noqa: PLR0917 - typer maps each option to a parameter
             help="Evaluate this slot of multi-slot decisions (its id) instead of single-slot ones.",
         ),
     ] = None,
+    reward_range: Annotated[
+        str | None,
+        typer.Option(
+            "--reward-range",
+            metavar="LO,HI",
+            help=(
+                "Every reward lies in [LO, HI]: bounds the Bernstein and betting intervals "
+                "[default: 0,1 when every logged reward is within it, else the log's "
+                "extremes, which is no guarantee]."
+            ),
+        ),
+    ] = None,
 ) -> None:
     """Estimate what target policies would have earned on logged decisions.
 
@@ -447,6 +459,7 @@ def replay_command(  # noqa: PLR0917 - typer maps each option to a parameter
     from replay.pipeline import replay_logs
 
     estimators = _replay_estimators(estimator or ["ips", "snips", "dr"])
+    bounds = _replay_reward_range(reward_range)
     targets = _replay_targets(policy)
     study = _replay_whatif_options(whatif, grid)
     console = _stdout()
@@ -457,7 +470,7 @@ def replay_command(  # noqa: PLR0917 - typer maps each option to a parameter
             targets,
             estimators,
             on_error=on_error.value,
-            intervals=Intervals(n_bootstrap=bootstrap, seed=seed),
+            intervals=Intervals(n_bootstrap=bootstrap, seed=seed, reward_range=bounds),
             whatif=study,
             json_path=json_out,
             html_path=html_out,
@@ -826,7 +839,7 @@ def _stdout() -> Console:
     # Off a terminal (pipes, tests) rich would assume 80 columns and wrap the table.
     console = Console()
     if not console.is_terminal:
-        console = Console(width=120)
+        console = Console(width=160)
     return console
 
 
@@ -848,6 +861,21 @@ def _replay_estimators(specs: Sequence[str]) -> list[str]:
         with _usage_errors_for("'--estimator'"):
             make_estimator(spec)
     return list(specs)
+
+
+def _replay_reward_range(text: str | None) -> tuple[float, float] | None:
+    """Parse ``--reward-range LO,HI`` (None: infer it from the log)."""
+    if text is None:
+        return None
+    parts = text.split(",")
+    try:
+        low, high = (float(part) for part in parts)
+    except ValueError:
+        low = high = math.nan
+    if len(parts) != 2 or not (math.isfinite(low) and math.isfinite(high) and low < high):
+        msg = f"must be LO,HI with finite LO < HI, got {text!r}"
+        raise typer.BadParameter(msg, param_hint="'--reward-range'")
+    return low, high
 
 
 def _replay_targets(specs: Sequence[str]) -> list[TargetSpec]:
@@ -964,7 +992,19 @@ def _replay_table(report: Report, rows: int) -> tuple[Table, list[str]]:
     table = Table(title=f"off-policy estimates\n{rows:,} logged decisions")
     for column in ("policy", "estimator"):
         table.add_column(column, no_wrap=True)
-    for column in ("estimate", "CI low", "CI high", "boot low", "boot high", "ESS", "max w"):
+    for column in (
+        "estimate",
+        "CI low",
+        "CI high",
+        "boot low",
+        "boot high",
+        "bern low",
+        "bern high",
+        "bet low",
+        "bet high",
+        "ESS",
+        "max w",
+    ):
         table.add_column(column, justify="right", no_wrap=True)
     table.add_column("warnings", no_wrap=True)
     notes: list[str] = []
@@ -973,7 +1013,7 @@ def _replay_table(report: Report, rows: int) -> tuple[Table, list[str]]:
         if previous is not None and e.policy != previous:
             table.add_section()
         est = e.estimate
-        ci, boot = est.ci, est.bootstrap_ci
+        ci, boot, bern, bet = est.ci, est.bootstrap_ci, est.bernstein_ci, est.betting_ci
         marks = []
         for warning in est.diagnostics.warnings:
             if warning not in notes:
@@ -987,6 +1027,10 @@ def _replay_table(report: Report, rows: int) -> tuple[Table, list[str]]:
             _cell(ci.high if ci else None),
             _cell(boot.low if boot else None),
             _cell(boot.high if boot else None),
+            _cell(bern.low if bern else None),
+            _cell(bern.high if bern else None),
+            _cell(bet.low if bet else None),
+            _cell(bet.high if bet else None),
             f"{est.diagnostics.ess:,.0f}",
             f"{est.diagnostics.weight_max:.3g}",
             " ".join(marks),

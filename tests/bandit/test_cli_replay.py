@@ -185,3 +185,33 @@ def test_replay_requires_a_policy(log_dir: Path) -> None:
     result = runner.invoke(cli.app, ["replay", str(log_dir)])
     assert result.exit_code == 2
     assert "--policy" in result.stderr
+
+
+def test_replay_shows_the_range_respecting_intervals_within_the_reward_range(
+    log_dir: Path, tmp_path: Path
+) -> None:
+    """--reward-range bounds the Bernstein and betting intervals, shown and in the JSON."""
+    out_json = tmp_path / "out.json"
+    args = ["replay", str(log_dir), "--policy", "fixed:item-0", "--estimator", "ips"]
+    args += ["--bootstrap", "0", "--reward-range", "0,1", "--json", str(out_json)]
+    result = runner.invoke(cli.app, args)
+    assert result.exit_code == 0, result.output
+    for column in ("bern low", "bern high", "bet low", "bet high"):
+        assert column in result.stdout
+    (evaluation,) = json.loads(out_json.read_text())["evaluations"]
+    for key, method in (("bernstein_ci", "empirical Bernstein"), ("betting_ci", "betting")):
+        interval = evaluation[key]
+        assert interval["method"] == method
+        assert 0.0 <= interval["low"] <= evaluation["value"] <= interval["high"] <= 1.0
+    assert 0.0 <= evaluation["ci"]["low"] <= evaluation["ci"]["high"] <= 1.0  # clipped if need be
+    assert isinstance(evaluation["ci"]["clipped"], bool)
+
+
+@pytest.mark.parametrize("text", ["1,0", "0", "a,b", "0,inf"])
+def test_replay_refuses_a_bad_reward_range(log_dir: Path, text: str) -> None:
+    """A reward range that is not LO,HI with finite LO < HI is a usage error naming it."""
+    args = ["replay", str(log_dir), "--policy", "uniform", "--reward-range", text]
+    result = runner.invoke(cli.app, args)
+    assert result.exit_code == 2
+    assert "--reward-range" in result.stderr
+    assert "finite LO < HI" in result.stderr

@@ -124,11 +124,13 @@ def test_html_lists_each_distinct_warning_once_and_numbers_the_rows() -> None:
     assert report.evaluations[0].estimate.diagnostics.warnings == ()
     warnings = [w for e in report.evaluations for w in e.estimate.diagnostics.warnings]
     distinct = list(dict.fromkeys(warnings))
-    assert len(distinct) == 1  # small ESS, twice: IPS and SNIPS of fixed:b
-    assert len(warnings) == 2
+    # fixed:b: IPS's normal interval clipped to [0, 1], and small ESS for IPS and SNIPS
+    assert len(distinct) == 2
+    assert len(warnings) == 3
     page = render_html(report)
-    assert page.count(html.escape(distinct[0])) == 1
-    assert page.count('<td class="notes">1</td>') == 2
+    assert all(page.count(html.escape(warning)) == 1 for warning in distinct)
+    assert page.count('<td class="notes">1, 2</td>') == 1
+    assert page.count('<td class="notes">2</td>') == 1
     assert page.count('<td class="notes"></td>') == 2
     assert '<td class="policy" rowspan="2">fixed:<wbr>b</td>' in page
     assert "logged mean reward" in page  # the reference line of the estimates plot
