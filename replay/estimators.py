@@ -479,6 +479,12 @@ class Estimator(ABC):
                     f"{np.shape(values)}, the log has {logs.n} rows"
                 )
                 raise ConfigurationError(msg)
+        if terms.slope is not None and not np.all(terms.slope >= 0.0):  # also rejects NaN
+            msg = f"{name}._terms must return `slope` >= 0 on every row (the terms' bounds need it)"
+            raise ConfigurationError(msg)
+        if terms.importance and (terms.slope is None or terms.offset is not None):
+            msg = f"{name}._terms: `importance` needs `slope` (the weights) and no `offset`"
+            raise ConfigurationError(msg)
         return _finish(name, self.intervals, terms, logs, target, rng=rng)
 
     @abstractmethod

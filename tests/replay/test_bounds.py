@@ -10,6 +10,7 @@ seeds give, each with a margin of three binomial standard errors.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
@@ -21,6 +22,7 @@ from replay import (
     ClippedIPS,
     DirectMethod,
     DoublyRobust,
+    Estimator,
     Intervals,
     LoggedDecisions,
     RewardPredictions,
@@ -32,6 +34,7 @@ from replay.bounds import (
     infer_reward_range,
     off_policy_betting_interval,
 )
+from replay.estimators import Terms
 
 PROPENSITY = np.array([0.1, 0.25, 0.5])
 RATE = np.array([[0.05, 0.3, 0.2, 0.4], [0.1, 0.1, 0.5, 0.3], [0.15, 0.6, 0.2, 0.1]])
@@ -296,3 +299,27 @@ def test_bad_inputs_are_refused(call: object, match: str) -> None:
     """Each bad input names its field and rule."""
     with pytest.raises(ConfigurationError, match=match):
         call()  # type: ignore[operator]
+
+
+@dataclass(frozen=True, slots=True)
+class _Negative(Estimator):
+    """IPS whose terms claim a negative slope."""
+
+    intervals: Intervals = FAST
+
+    def _terms(
+        self,
+        logs: LoggedDecisions,
+        target: TargetProbabilities,
+        rewards: RewardPredictions | None,
+        rng: np.random.Generator,
+    ) -> Terms:
+        weights = target.weights()
+        return Terms(weights=weights, a=weights * logs.reward, slope=-weights)
+
+
+def test_terms_with_a_negative_slope_are_refused() -> None:
+    """The terms' bounds assume the reward enters with a nonnegative slope."""
+    logs, target, _ = simulate(10, np.random.default_rng(7))
+    with pytest.raises(ConfigurationError, match="`slope` >= 0"):
+        _Negative().estimate(logs, target)
