@@ -41,8 +41,8 @@ statistic recomputed on ``n_bootstrap`` resamples of the rows, drawn in chunks s
 stays bounded; the reward model is not refitted per resample. Both are configured by
 :class:`Intervals`, a field of every estimator.
 
-Neither respects the reward range: on a few dozen clicks the normal interval goes below
-0. With rewards in a known ``[lo, hi]`` (``Intervals.reward_range``; by default ``[0, 1]``
+Neither knows the reward range: on a few dozen clicks the normal interval is symmetric
+and goes below 0. With rewards in a known ``[lo, hi]`` (``Intervals.reward_range``; by default ``[0, 1]``
 when every logged reward lies there, else the log's smallest and largest reward, which
 is no guarantee and is said in the warnings), two more intervals hold at their level for
 any sample size (:mod:`replay.bounds`): the empirical-Bernstein and the betting interval.
@@ -60,8 +60,8 @@ with ``slope >= 0`` (:class:`Terms`), which bounds every term given ``[lo, hi]``
   weight and the reward model's extremes in the log.
 
 A weight or prediction larger than any in the log is possible, so those bounds are a
-guarantee only when the log reached the extremes (they are for a deterministic target
-logged with a known smallest propensity). All intervals assume correct propensities and
+guarantee only when the log reached the extremes (for a deterministic target the largest
+weight is one over the smallest probability the logger gives the target's action). All intervals assume correct propensities and
 full support. The new intervals, and the normal interval when it strays (it is then
 clipped and says so), are cut to the range the estimand is known to lie in: ``[lo, hi]``,
 widened to the reward model's predictions for the model-based estimators and to 0 for
@@ -219,7 +219,9 @@ class Estimate:
     std_error
         Standard error from the per-row influence terms (NaN when n < 2).
     ci
-        Analytic interval (normal approximation or delta method), None when undefined.
+        Analytic interval (normal approximation or delta method), None when undefined or
+        not asked for; clipped to the range the estimand lies in (see the module
+        docstring), and then marked so.
     bootstrap_ci
         Percentile bootstrap interval, None when ``n_bootstrap`` is 0 or undefined.
     n
@@ -580,6 +582,8 @@ class IPS(Estimator):
     (0.651, 0.027)
     >>> round(estimate.ci.low, 3), round(estimate.ci.high, 3), estimate.ci.method
     (0.599, 0.704, 'normal')
+    >>> round(estimate.betting_ci.low, 3), round(estimate.betting_ci.high, 3)  # within [0, 1]
+    (0.575, 0.692)
     >>> round(estimate.diagnostics.ess), estimate.diagnostics.warnings
     (617, ())
     """
