@@ -42,12 +42,13 @@ stays bounded; the reward model is not refitted per resample. Both are configure
 :class:`Intervals`, a field of every estimator.
 
 Neither knows the reward range: on a few dozen clicks the normal interval is symmetric
-and goes below 0. With rewards in a known ``[lo, hi]`` (``Intervals.reward_range``; by default ``[0, 1]``
-when every logged reward lies there, else the log's smallest and largest reward, which
-is no guarantee and is said in the warnings), two more intervals hold at their level for
-any sample size (:mod:`replay.bounds`): the empirical-Bernstein and the betting interval.
-Each estimator says how its per-row term moves with the reward, ``offset + slope r``
-with ``slope >= 0`` (:class:`Terms`), which bounds every term given ``[lo, hi]``:
+and goes below 0. With rewards in a known ``[lo, hi]`` (``Intervals.reward_range``; by
+default ``[0, 1]`` when every logged reward lies there, else the log's smallest and
+largest reward, which is no guarantee and is said in the warnings), two more intervals
+hold at their level for any sample size (:mod:`replay.bounds`): the empirical-Bernstein
+and the betting interval. Each estimator says how its per-row term moves with the
+reward, ``offset + slope r`` with ``slope >= 0`` (:class:`Terms`), which bounds every
+term given ``[lo, hi]``:
 
 - IPS, SNIPS and the replay method (``slope`` the importance weights, mean 1): the
   betting interval is the tighter, side by side, of the off-policy one (Karampatziakis,
@@ -61,11 +62,11 @@ with ``slope >= 0`` (:class:`Terms`), which bounds every term given ``[lo, hi]``
 
 A weight or prediction larger than any in the log is possible, so those bounds are a
 guarantee only when the log reached the extremes (for a deterministic target the largest
-weight is one over the smallest probability the logger gives the target's action). All intervals assume correct propensities and
-full support. The new intervals, and the normal interval when it strays (it is then
-clipped and says so), are cut to the range the estimand is known to lie in: ``[lo, hi]``,
-widened to the reward model's predictions for the model-based estimators and to 0 for
-clipped IPS.
+weight is one over the smallest probability the logger gives the target's action). All
+intervals assume correct propensities and full support. The new intervals, and the
+normal interval when it strays (it is then clipped and says so), are cut to the range
+the estimand is known to lie in: ``[lo, hi]``, widened to the reward model's predictions
+for the model-based estimators and to 0 for clipped IPS.
 
 Every :class:`Estimate` carries :class:`Diagnostics` on the importance weights: their
 effective sample size, statistics, support and warnings.
