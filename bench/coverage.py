@@ -14,7 +14,7 @@ interval (e.g. the normal one at n < 2) counts as not covering.
 
 Run::
 
-    .venv/bin/python bench/coverage.py              # 200 repetitions, about a minute
+    .venv/bin/python bench/coverage.py              # 200 repetitions: minutes (the bootstrap)
     .venv/bin/python bench/coverage.py --reps 50 --bootstrap 0
 """
 
