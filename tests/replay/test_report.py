@@ -148,3 +148,24 @@ def test_ticks_are_round_and_labelled_with_the_decimals_they_need() -> None:
     ]
     assert [_tick_text(t, 1, 6_432) for t in _ticks(1, 6_432)] == ["2,000", "4,000", "6,000"]
     assert _ticks(-0.1, 0.1, 2) == [-0.1, 0.0, 0.1]
+
+
+def test_html_and_json_show_the_bernstein_and_betting_intervals() -> None:
+    """Both range-respecting intervals get a column in the page and a key in the JSON."""
+    logs = LoggedDecisions(
+        n_actions=np.full(40, 2),
+        chosen=np.tile([0, 1], 20),
+        propensity=np.full(40, 0.5),
+        reward=np.tile([1.0, 0.0, 0.0, 0.0], 10),
+        action_ids=[["a", "b"]] * 40,
+    )
+    report = evaluate(
+        logs, [build_target("fixed:a", logs)], ["ips"], intervals=Intervals(n_bootstrap=0)
+    )
+    page = render_html(report)
+    assert "95% CI (Bernstein)" in page
+    assert "95% CI (betting)" in page
+    (evaluation,) = to_json(report)["evaluations"]
+    assert evaluation["betting_ci"]["method"] == "betting"
+    assert evaluation["bernstein_ci"]["method"] == "empirical Bernstein"
+    assert 0.0 <= evaluation["betting_ci"]["low"] <= evaluation["betting_ci"]["high"] <= 1.0
