@@ -24,7 +24,7 @@ from replay.estimators import Intervals
 from replay.readers import OnError, PathArg, ReadResult, read_log
 from replay.report import Report, evaluate, make_estimator, needs_rewards, render_html, to_json
 from replay.reward_models import HashedRidge, RewardModel, RewardPredictions
-from replay.targets import Target, TargetSpec, build_target, parse_target
+from replay.targets import Target, TargetLike, build_target, target_spec
 from replay.whatif import what_if
 
 __all__ = ["ReplayResult", "Step", "StepProgress", "replay_logs"]
@@ -98,7 +98,7 @@ class ReplayResult:
 
 def replay_logs(
     paths: PathArg | Sequence[PathArg],
-    targets: Sequence[str | TargetSpec],
+    targets: Sequence[TargetLike],
     estimators: Sequence[str] = ("ips", "snips", "dr"),
     *,
     on_error: OnError = "stop",
@@ -128,8 +128,9 @@ def replay_logs(
     paths
         Log files or folders of them: DSJSON, JSON lines or Parquet.
     targets
-        Target specs (:mod:`replay.targets`), text or parsed; a repeated spec is
-        evaluated once.
+        Target specs (:mod:`replay.targets`), text or parsed, or given as objects: an
+        ``(n, K)`` array of probabilities or a function of the log returning one
+        (:func:`~replay.targets.target_spec`); a repeated spec is evaluated once.
     estimators
         Estimator names, optionally with hyperparameters (:mod:`replay.report`), at least
         one.
@@ -209,7 +210,7 @@ def replay_logs(
     started = time.perf_counter()
     step = _quiet if progress is None else progress
     intervals = Intervals() if intervals is None else intervals
-    specs = list({spec.spec: spec for spec in map(_parsed, targets)}.values())
+    specs = list({spec.spec: spec for spec in map(target_spec, targets)}.values())
     if not specs or not estimators:
         missing = "targets" if not specs else "estimators"
         msg = f"`{missing}` must name at least one, got none"
@@ -272,10 +273,6 @@ def replay_logs(
         html_path=html_path,
         seconds=time.perf_counter() - started,
     )
-
-
-def _parsed(spec: str | TargetSpec) -> TargetSpec:
-    return parse_target(spec) if isinstance(spec, str) else spec
 
 
 def _write(path: Path, text: str) -> None:
