@@ -18,7 +18,7 @@ from policies import Action, make_policy
 from policies.vwtext import example_text, reward_to_cost, to_vw_lines
 from replay import SNIPS, LoggedDecisions
 from replay.estimators import IPS
-from replay.targets import build_target, parse_target
+from replay.targets import TargetLike, build_target, parse_target
 
 N_SEGMENTS = N_ACTIONS = 3
 GOOD, BAD = 0.8, 0.2
@@ -162,8 +162,12 @@ def test_snapshot_target_is_evaluated_frozen_or_learning(tmp_path: Path) -> None
     actions = [Action(i, f) for i, f in zip(IDS, ACTION_FEATURES, strict=True)]
     for i in range(train.n):
         policy.learn(
-            train.contexts[i], actions, int(train.chosen[i]), float(train.reward[i]), 1 / 3
-        )  # type: ignore[index]
+            train.contexts[i],  # type: ignore[index]
+            actions,
+            int(train.chosen[i]),
+            float(train.reward[i]),
+            1 / 3,
+        )
     path = tmp_path / "model.snapshot"
     path.write_bytes(policy.snapshot())
     logs, means = segment_log(600, seed=3)
@@ -184,7 +188,8 @@ def test_snapshot_target_is_evaluated_frozen_or_learning(tmp_path: Path) -> None
 
 def soft_target(logs: LoggedDecisions) -> np.ndarray:
     """A stochastic target: 0.6 on the row's segment's action, 0.2 on each other one."""
-    segment = np.array([int(c["user"]["segment"][1]) for c in logs.contexts])  # type: ignore[index]
+    assert logs.contexts is not None
+    segment = np.array([int(c["user"]["segment"][1]) for c in logs.contexts])
     return np.where(np.arange(N_ACTIONS)[None, :] == segment[:, None], 0.6, 0.2)
 
 
@@ -226,7 +231,7 @@ def test_a_stochastic_target_from_any_source_gets_an_interval_covering_its_true_
         "    seg = np.array([int(c['user']['segment'][1]) for c in logs.contexts])\n"
         "    return np.where(np.arange(3)[None, :] == seg[:, None], 0.6, 0.2)\n"
     )
-    sources = [
+    sources: list[TargetLike] = [
         f"file:{tmp_path / 'p.npy'}",
         f"file:{tmp_path / 'p.npz'}#mine",
         f"file:{tmp_path / 'p.jsonl'}",
