@@ -13,6 +13,7 @@ import pytest
 from bandit.errors import ConfigurationError, LogFormatError, StreambanditError
 from replay import HashedRidge, Intervals, LoggedDecisions, to_dsjson
 from replay.pipeline import Step, replay_logs
+from replay.targets import TargetSpec
 from tests.replay.test_targets import segment_log
 
 QUICK = Intervals(n_bootstrap=20)
@@ -202,3 +203,25 @@ def test_the_reward_model_given_is_the_one_fitted(log_file: tuple[Path, LoggedDe
     expected = HashedRidge(seed=5).cross_fit(given.logs).values
     np.testing.assert_array_equal(given.rewards.values, expected)
     np.testing.assert_array_equal(default.rewards.values, expected)
+
+
+def test_arrays_and_functions_are_targets_without_text(
+    log_file: tuple[Path, LoggedDecisions],
+) -> None:
+    """An (n, K) array, a function and a labelled TargetSpec run as targets, each once."""
+    path, logs = log_file
+    uniform = np.full((logs.n, logs.width), 1 / logs.width)
+
+    def first(read: LoggedDecisions) -> np.ndarray:
+        return np.eye(read.width)[np.zeros(read.n, dtype=int)]
+
+    labelled = TargetSpec("my-first", "callable", value=first)
+    run = replay_logs(path, [uniform, first, labelled, uniform.copy()], ["ips"], intervals=QUICK)
+    labels = [t.label for t in run.targets]
+    assert len(labels) == 3  # the two equal arrays are one target
+    assert labels[0].startswith("array:")
+    assert labels[1].startswith("callable:tests.replay.test_pipeline:")
+    assert labels[2] == "my-first"
+    values = {e.policy: e.estimate.value for e in run.report.evaluations}
+    assert values[labels[0]] == pytest.approx(float(np.mean(logs.reward)))
+    assert values[labels[1]] == values["my-first"]
