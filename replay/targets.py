@@ -106,8 +106,8 @@ TargetFunction: TypeAlias = Callable[[LoggedDecisions], Any]
 TargetLike: TypeAlias = "str | TargetSpec | TargetFunction | npt.ArrayLike"
 """What :func:`target_spec` takes: a spec, a parsed one, a function or an array."""
 
-MAX_FILE_BYTES = 2**31
-"""The largest file a ``file:`` or ``vw-model:`` target reads, in bytes (2 GiB)."""
+MAX_FILE_BYTES = 2**30
+"""The largest file a ``file:`` or ``vw-model:`` target reads, in bytes (1 GiB)."""
 
 _KINDS = (
     "fixed:ID[,ID...], uniform, logging, policy:SPEC, snapshot:PATH, snapshot-learn:PATH, "
@@ -175,7 +175,8 @@ class Target:
     running_value
         For a policy target, ``(n,)`` the IPS estimate of its value over rows ``0..t``
         (``cumsum(w r) / (t + 1)``): its cumulative reward curve along the log. None for
-        the fixed, uniform and logging targets.
+        the other targets (fixed, uniform, logging, and probabilities from a file, a
+        function or an array).
     matched_reward
         For a policy target, ``(n,)`` the logged reward where the policy's most probable
         action is the logged choice, NaN elsewhere. None otherwise.
@@ -339,7 +340,7 @@ def build_target(
     array([0.75, 1.  ])
     >>> build_target(lambda logs: np.eye(3)[logs.chosen], logs).probabilities.weights()
     array([2., 3.])
-    >>> build_target(np.array([[0.5, 0.6, 0], [1, 0, 0]]), logs, )
+    >>> build_target(np.array([[0.5, 0.6, 0], [1, 0, 0]]), logs)
     Traceback (most recent call last):
     ...
     policies.errors.LogFormatError: target 'array:...': row 0: probabilities must sum to 1 ...

@@ -16,7 +16,7 @@ from vowpalwabbit import pyvw
 from bandit.errors import ConfigurationError, LogFormatError
 from policies import Action, make_policy
 from policies.vwtext import example_text, reward_to_cost, to_vw_lines
-from replay import SNIPS, LoggedDecisions
+from replay import SNIPS, LoggedDecisions, targets
 from replay.estimators import IPS
 from replay.targets import TargetLike, build_target, parse_target
 
@@ -401,3 +401,15 @@ def test_a_model_vw_saved_is_evaluated_as_vw_predicts(tmp_path: Path) -> None:
     not_vw.write_bytes(b"\x07\x00\x00\x00garbage")
     with pytest.raises(ConfigurationError, match=r"target 'vw-model:.*not\.vw': .*VW model"):
         build_target(f"vw-model:{not_vw}", logs)
+
+
+def test_files_past_the_size_bound_are_refused_before_reading(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A target file or VW model larger than MAX_FILE_BYTES is refused naming its size."""
+    path = tmp_path / "p.npy"
+    np.save(path, np.tile([1.0, 0.0, 0.0], (3, 1)))
+    monkeypatch.setattr(targets, "MAX_FILE_BYTES", 64)
+    for spec in (f"file:{path}", f"vw-model:{path}"):
+        with pytest.raises(ConfigurationError, match=r"p\.npy is \d+ bytes, more than 64"):
+            build_target(spec, small_log())
