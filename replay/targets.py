@@ -390,17 +390,20 @@ def _fixed(logs: LoggedDecisions, ids: Sequence[str], spec: str) -> FloatArray:
 
 
 def _policy(parsed: TargetSpec) -> Policy:
-    what = "VW model" if parsed.kind == "vw-model" else "snapshot"
+    data = b""
+    if parsed.kind != "policy":
+        try:
+            data = _read_bytes(parsed)
+        except OSError as exc:
+            what = "VW model" if parsed.kind == "vw-model" else "snapshot"
+            msg = f"target {parsed.spec!r}: cannot read the {what}: {exc.strerror or exc}"
+            raise ConfigurationError(msg) from exc
     try:
         if parsed.kind == "policy":
             return make_policy(parsed.argument)
-        data = _read_bytes(parsed)
         if parsed.kind == "vw-model":
             return model_file_policy(data, floor=_NO_FLOOR)
         return Policy.restore(data)
-    except OSError as exc:
-        msg = f"target {parsed.spec!r}: cannot read the {what}: {exc.strerror or exc}"
-        raise ConfigurationError(msg) from exc
     except StreambanditError as exc:
         msg = f"target {parsed.spec!r}: {exc}"
         raise ConfigurationError(msg) from exc

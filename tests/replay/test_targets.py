@@ -411,5 +411,8 @@ def test_files_past_the_size_bound_are_refused_before_reading(
     np.save(path, np.tile([1.0, 0.0, 0.0], (3, 1)))
     monkeypatch.setattr(targets, "MAX_FILE_BYTES", 64)
     for spec in (f"file:{path}", f"vw-model:{path}"):
-        with pytest.raises(ConfigurationError, match=r"p\.npy is \d+ bytes, more than 64"):
+        with pytest.raises(
+            ConfigurationError,
+            match=rf"^target {re.escape(repr(spec))}: \S*p\.npy is \d+ bytes, more than 64$",
+        ):
             build_target(spec, small_log())
