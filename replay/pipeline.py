@@ -18,6 +18,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal, Protocol, TypeAlias
 
+import numpy as np
+
 from policies.errors import ConfigurationError, LogFormatError
 from replay._data import LoggedDecisions
 from replay.estimators import Intervals
@@ -210,6 +212,10 @@ def replay_logs(
     started = time.perf_counter()
     step = _quiet if progress is None else progress
     intervals = Intervals() if intervals is None else intervals
+    if isinstance(targets, str | np.ndarray) or callable(targets):
+        what = type(targets).__name__
+        msg = f"`targets` must be a list of targets, got one {what}: put it in a list"
+        raise ConfigurationError(msg)
     specs = list({spec.spec: spec for spec in map(target_spec, targets)}.values())
     if not specs or not estimators:
         missing = "targets" if not specs else "estimators"

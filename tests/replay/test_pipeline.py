@@ -225,3 +225,11 @@ def test_arrays_and_functions_are_targets_without_text(
     values = {e.policy: e.estimate.value for e in run.report.evaluations}
     assert values[labels[0]] == pytest.approx(float(np.mean(logs.reward)))
     assert values[labels[1]] == values["my-first"]
+
+
+def test_one_target_not_in_a_list_is_refused(log_file: tuple[Path, LoggedDecisions]) -> None:
+    """An array, a function or a spec given as `targets` itself asks to be put in a list."""
+    path, logs = log_file
+    for one in (np.full((logs.n, logs.width), 1 / logs.width), np.mean, "uniform"):
+        with pytest.raises(ConfigurationError, match="put it in a list"):
+            replay_logs(path, one)  # type: ignore[arg-type]
