@@ -26,7 +26,7 @@ from replay.estimators import Intervals
 from replay.readers import OnError, PathArg, ReadResult, read_log
 from replay.report import Report, evaluate, make_estimator, needs_rewards, render_html, to_json
 from replay.reward_models import HashedRidge, RewardModel, RewardPredictions
-from replay.targets import Target, TargetLike, build_target, target_spec
+from replay.targets import Target, TargetLike, build_target, check_target
 from replay.whatif import what_if
 
 __all__ = ["ReplayResult", "Step", "StepProgress", "replay_logs"]
@@ -123,7 +123,8 @@ def replay_logs(
     (:func:`~replay.report.evaluate`), optionally varies one exploration parameter of a
     learning policy (:func:`~replay.whatif.what_if`, with the first estimator), and
     writes the JSON and HTML reports asked for. Target specs and estimator names are
-    checked before anything is read.
+    checked before anything is read (:func:`~replay.targets.check_target`: functions
+    imported, files found).
 
     Parameters
     ----------
@@ -216,7 +217,7 @@ def replay_logs(
         what = type(targets).__name__
         msg = f"`targets` must be a list of targets, got one {what}: put it in a list"
         raise ConfigurationError(msg)
-    specs = list({spec.spec: spec for spec in map(target_spec, targets)}.values())
+    specs = list({spec.spec: spec for spec in map(check_target, targets)}.values())
     if not specs or not estimators:
         missing = "targets" if not specs else "estimators"
         msg = f"`{missing}` must name at least one, got none"

@@ -92,6 +92,7 @@ __all__ = [
     "TargetLike",
     "TargetSpec",
     "build_target",
+    "check_target",
     "parse_target",
     "target_spec",
 ]
@@ -281,6 +282,44 @@ def target_spec(target: TargetLike, *, label: str | None = None) -> TargetSpec:
     return TargetSpec(label or f"array:{digest}", "array", value=array)
 
 
+def check_target(spec: TargetLike) -> TargetSpec:
+    """Check what a target names before any log is read; return its spec, function imported.
+
+    A ``callable:`` spec's function is imported (the returned spec holds it as its
+    `value`), a ``file:`` or ``vw-model:`` file must be there, readable and within
+    :data:`MAX_FILE_BYTES`, and a ``file:`` of a known format. What depends
+    on the log (shapes, rows, probabilities) is checked by :func:`build_target`.
+
+    Raises
+    ------
+    ConfigurationError
+        Naming the spec and what is wrong.
+
+    Examples
+    --------
+    >>> check_target("callable:numpy:ones_like").value is np.ones_like
+    True
+    >>> check_target("file:probabilities.csv")
+    Traceback (most recent call last):
+    ...
+    policies.errors.ConfigurationError: target 'file:probabilities.csv': ... must end in one of ...
+    """
+    parsed = target_spec(spec)
+    if parsed.kind == "callable" and parsed.value is None:
+        return TargetSpec(parsed.spec, "callable", parsed.argument, value=_function(parsed))
+    if parsed.kind in ("file", "vw-model"):
+        path = _file_path(parsed)[0] if parsed.kind == "file" else Path(parsed.argument)
+        try:
+            _check_size(parsed, path)
+            if not path.is_file():
+                msg = f"target {parsed.spec!r}: {path} is not a file"
+                raise ConfigurationError(msg)
+        except OSError as exc:
+            msg = f"target {parsed.spec!r}: cannot read {path}: {exc.strerror or exc}"
+            raise ConfigurationError(msg) from exc
+    return parsed
+
+
 def build_target(
     spec: TargetLike,
     logs: LoggedDecisions,
@@ -465,26 +504,39 @@ def _function(parsed: TargetSpec) -> Any:
     except Exception as exc:  # an import runs user code: name any failure
         msg = f"target {parsed.spec!r}: cannot import {module_name!r}: {type(exc).__name__}: {exc}"
         raise ConfigurationError(msg) from exc
-    if not hasattr(module, name):
+    function = getattr(module, name, None)
+    if function is None:
         msg = f"target {parsed.spec!r}: module {module_name!r} has no attribute {name!r}"
         raise ConfigurationError(msg)
-    return getattr(module, name)
+    if not callable(function):
+        msg = f"target {parsed.spec!r}: {function!r} is not callable"
+        raise ConfigurationError(msg)
+    return function
 
 
-def _read_file(parsed: TargetSpec, logs: LoggedDecisions) -> tuple[Any, list[str] | None]:
-    """Read the file's table and, for JSON lines and Parquet, its event ids (or None)."""
+def _file_path(parsed: TargetSpec) -> tuple[Path, str | None]:
+    """Return a ``file:`` target's path, of a known format, and the ``.npz`` array's name."""
     argument = parsed.argument
     name: str | None = None
     head, sep, tail = argument.rpartition("#")
     if sep and head.lower().endswith(".npz"):
         argument, name = head, tail
     path = Path(argument)
+    known = (*_JSON_SUFFIXES, *_PARQUET_SUFFIXES, *_NUMPY_SUFFIXES)
+    if path.suffix.lower() not in known:
+        msg = (
+            f"target {parsed.spec!r}: {path.name} must end in one of {', '.join(known)}, "
+            "to say its format"
+        )
+        raise ConfigurationError(msg)
+    return path, name
+
+
+def _read_file(parsed: TargetSpec, logs: LoggedDecisions) -> tuple[Any, list[str] | None]:
+    """Read the file's table and, for JSON lines and Parquet, its event ids (or None)."""
+    path, name = _file_path(parsed)
     suffix = path.suffix.lower()
     source = f"target {parsed.spec!r}"
-    known = (*_JSON_SUFFIXES, *_PARQUET_SUFFIXES, *_NUMPY_SUFFIXES)
-    if suffix not in known:
-        msg = f"{source}: {path.name} must end in one of {', '.join(known)}, to say its format"
-        raise ConfigurationError(msg)
     try:
         if suffix in _JSON_SUFFIXES:
             return _read_json_lines(_read_bytes(parsed, path), source)

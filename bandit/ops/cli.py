@@ -857,7 +857,7 @@ def _replay_estimators(specs: Sequence[str]) -> list[str]:
 def _replay_targets(specs: Sequence[str]) -> list[TargetSpec]:
     """Parse the target specs and build their policies once, so a bad one fails first."""
     from policies import Policy as AnyPolicy
-    from replay.targets import parse_target
+    from replay.targets import check_target, parse_target
 
     if len(set(specs)) != len(specs):
         msg = "each policy spec must be given once"
@@ -874,6 +874,8 @@ def _replay_targets(specs: Sequence[str]) -> list[TargetSpec]:
                 except OSError as exc:
                     msg = f"{spec!r}: cannot read the snapshot: {exc.strerror or exc}"
                     raise typer.BadParameter(msg, param_hint="'--policy'") from exc
+            else:  # a function imported, a file found
+                target = check_target(target)
         parsed.append(target)
     return parsed
 

@@ -162,6 +162,8 @@ def test_replay_skips_bad_rows_only_when_asked(log_dir: Path, tmp_path: Path) ->
         (["-p", "uniform", "-e", "ips", "-e", "ips"], "'--estimator'", "given once"),
         (["-p", "uniform", "--bootstrap", "-1"], "'--bootstrap'", "greater than or equal to 0"),
         (["-p", "uniform", "--on-error", "maybe"], "'--on-error'", "maybe"),
+        (["-p", "callable:no_such_module_xyz:f"], "'--policy'", "cannot import"),
+        (["-p", "file:probabilities.csv"], "'--policy'", "must end in one of"),
         (["-p", "uniform", "--grid", "epsilon=0.1"], "'--grid'", "needs --whatif"),
         (["-p", "uniform", "--whatif", "vw-epsilon"], "'--whatif'", "needs --grid"),
         (

@@ -233,3 +233,21 @@ def test_one_target_not_in_a_list_is_refused(log_file: tuple[Path, LoggedDecisio
     for one in (np.full((logs.n, logs.width), 1 / logs.width), np.mean, "uniform"):
         with pytest.raises(ConfigurationError, match="put it in a list"):
             replay_logs(path, one)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("spec", "rule"),
+    [
+        ("callable:no_such_module_xyz:f", "cannot import 'no_such_module_xyz'"),
+        ("callable:json:no_such_function", "module 'json' has no attribute"),
+        ("file:missing.npy", "cannot read missing.npy"),
+        ("file:probabilities.csv", "must end in one of"),
+        ("vw-model:missing.vw", "cannot read missing.vw"),
+    ],
+)
+def test_functions_and_files_are_checked_before_the_log_is_read(
+    tmp_path: Path, spec: str, rule: str
+) -> None:
+    """A function that does not import or a file not there fails before any log is read."""
+    with pytest.raises(ConfigurationError, match=rf"target '{spec}': .*{rule}"):
+        replay_logs(tmp_path / "no-log-here", [spec])
