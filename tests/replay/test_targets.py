@@ -401,6 +401,10 @@ def test_a_model_vw_saved_is_evaluated_as_vw_predicts(tmp_path: Path) -> None:
     not_vw.write_bytes(b"\x07\x00\x00\x00garbage")
     with pytest.raises(ConfigurationError, match=r"target 'vw-model:.*not\.vw': .*VW model"):
         build_target(f"vw-model:{not_vw}", logs)
+    multi = tmp_path / "ccb.vw"
+    pyvw.Workspace(f"--ccb_explore_adf --quiet -f {multi}").finish()
+    with pytest.raises(ConfigurationError, match=r"target 'vw-model:.*ccb\.vw': .*multi-slot"):
+        build_target(f"vw-model:{multi}", logs)
 
 
 def test_files_past_the_size_bound_are_refused_before_reading(
