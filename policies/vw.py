@@ -44,7 +44,7 @@ from policies.errors import (
     SnapshotError,
 )
 from policies.registry import register
-from policies.vwargs import CB_TYPES
+from policies.vwargs import CB_TYPES, parse_arguments
 from policies.vwargs import USES as _USES
 from policies.vwtext import (
     ACTION_PREFIX,
@@ -71,6 +71,7 @@ __all__ = [
     "dsjson_record",
     "logged_example",
     "model_file_id",
+    "model_file_policy",
     "parse_dsjson_record",
     "reward_to_cost",
     "to_vw_lines",
@@ -660,6 +661,61 @@ def model_file_id(model: bytes) -> str:
     ''
     """
     return read_model_id(model)
+
+
+# The learners VW adds under --cb_explore_adf and writes into a model's header with it;
+# the option's value, if it takes one.
+_IMPLIED_OPTIONS = {"cb_adf": False, "csoaa_ldf": True, "csoaa_rank": False}
+
+
+def model_file_policy(model: bytes, *, floor: float = 1e-3) -> VWPolicy:
+    """Return a policy that serves `model`, a single-slot VW model file, with its own options.
+
+    The policy's parameters are those the file keeps in its header
+    (:func:`policies.vwargs.parse_arguments` of them, the learners VW adds under
+    ``--cb_explore_adf`` left out); the file is then loaded as
+    :meth:`VWPolicy.load_model_file` loads one, with its checks. Its :meth:`~Policy.pmf`
+    is VW's prediction from the file, with the exploration `floor` applied.
+
+    Raises
+    ------
+    SnapshotError
+        If `model` is not a VW model, keeps an option not of a contextual bandit, is a
+        multi-slot model, or VW cannot load it.
+    ConfigurationError
+        If its options do not map onto a :class:`VWPolicy`.
+    InvalidModelError
+        If its model holds a NaN or an infinity.
+
+    Examples
+    --------
+    >>> from policies import make_policy
+    >>> trained = make_policy("vw-epsilon:epsilon=0.2")
+    >>> trained.learn({"u": {"x": 1.0}}, [Action("a"), Action("b")], 0, 1.0, 0.5)
+    >>> loaded = model_file_policy(trained.model_file())
+    >>> round(loaded.epsilon, 6), loaded.exploration
+    (0.2, 'epsilon')
+    >>> loaded.pmf({"u": {"x": 1.0}}, [Action("a"), Action("b")]).probabilities == (
+    ...     trained.pmf({"u": {"x": 1.0}}, [Action("a"), Action("b")]).probabilities
+    ... )
+    True
+    """
+    options = read_options(model)
+    _check_model_file_options(options, multi_slot=False)
+    tokens = options.split()
+    stated: list[str] = []
+    skip = False
+    for token in tokens:
+        name = token.lstrip("-")
+        if skip:
+            skip = False
+        elif token.startswith("--") and name in _IMPLIED_OPTIONS:
+            skip = _IMPLIED_OPTIONS[name]
+        else:
+            stated.append(token)
+    policy = VWPolicy(**parse_arguments(" ".join(stated)), floor=floor)
+    policy.load_model_file(model)
+    return policy
 
 
 def _check_model_file_options(options: str, *, multi_slot: bool) -> None:

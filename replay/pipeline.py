@@ -18,13 +18,15 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal, Protocol, TypeAlias
 
+import numpy as np
+
 from policies.errors import ConfigurationError, LogFormatError
 from replay._data import LoggedDecisions
 from replay.estimators import Intervals
 from replay.readers import OnError, PathArg, ReadResult, read_log
 from replay.report import Report, evaluate, make_estimator, needs_rewards, render_html, to_json
 from replay.reward_models import HashedRidge, RewardModel, RewardPredictions
-from replay.targets import Target, TargetSpec, build_target, parse_target
+from replay.targets import Target, TargetLike, build_target, check_target
 from replay.whatif import what_if
 
 __all__ = ["ReplayResult", "Step", "StepProgress", "replay_logs"]
@@ -98,7 +100,7 @@ class ReplayResult:
 
 def replay_logs(
     paths: PathArg | Sequence[PathArg],
-    targets: Sequence[str | TargetSpec],
+    targets: Sequence[TargetLike],
     estimators: Sequence[str] = ("ips", "snips", "dr"),
     *,
     on_error: OnError = "stop",
@@ -121,15 +123,17 @@ def replay_logs(
     (:func:`~replay.report.evaluate`), optionally varies one exploration parameter of a
     learning policy (:func:`~replay.whatif.what_if`, with the first estimator), and
     writes the JSON and HTML reports asked for. Target specs and estimator names are
-    checked before anything is read.
+    checked before anything is read (:func:`~replay.targets.check_target`: functions
+    imported, files found).
 
     Parameters
     ----------
     paths
         Log files or folders of them: DSJSON, JSON lines or Parquet.
     targets
-        Target specs (:mod:`replay.targets`), text or parsed; a repeated spec is
-        evaluated once.
+        Target specs (:mod:`replay.targets`), text or parsed, or given as objects: an
+        ``(n, K)`` array of probabilities or a function of the log returning one
+        (:func:`~replay.targets.target_spec`); a repeated spec is evaluated once.
     estimators
         Estimator names, optionally with hyperparameters (:mod:`replay.report`), at least
         one.
@@ -209,7 +213,11 @@ def replay_logs(
     started = time.perf_counter()
     step = _quiet if progress is None else progress
     intervals = Intervals() if intervals is None else intervals
-    specs = list({spec.spec: spec for spec in map(_parsed, targets)}.values())
+    if isinstance(targets, str | np.ndarray) or callable(targets):
+        what = type(targets).__name__
+        msg = f"`targets` must be a list of targets, got one {what}: put it in a list"
+        raise ConfigurationError(msg)
+    specs = list({spec.spec: spec for spec in map(check_target, targets)}.values())
     if not specs or not estimators:
         missing = "targets" if not specs else "estimators"
         msg = f"`{missing}` must name at least one, got none"
@@ -272,10 +280,6 @@ def replay_logs(
         html_path=html_path,
         seconds=time.perf_counter() - started,
     )
-
-
-def _parsed(spec: str | TargetSpec) -> TargetSpec:
-    return parse_target(spec) if isinstance(spec, str) else spec
 
 
 def _write(path: Path, text: str) -> None:

@@ -63,6 +63,8 @@ __all__ = [
     "Evaluation",
     "Report",
     "evaluate",
+    "format_figure",
+    "interval_scale",
     "make_estimator",
     "needs_rewards",
     "render_html",
@@ -430,10 +432,97 @@ def render_html(report: Report, *, title: str = "streambandit replay") -> str:
     return "\n".join(parts)
 
 
-def _fmt(value: float | None, digits: int = 4) -> str:
+_FIXED_RANGE = (1e-4, 1e9)  # magnitudes written without an exponent
+_MAX_DECIMALS = 12
+_SMALL_DECIMALS = 6  # a value below the range still written without an exponent: 0.000000
+_MAX_DIGITS = 17  # a float64's
+
+
+def format_figure(value: float | None, scale: float | None = None, *, digits: int = 3) -> str:
+    """Write `value` to `digits` significant digits of `scale`: the one format of every figure.
+
+    An estimate shown with its interval takes the interval's width as `scale`
+    (:func:`interval_scale`): the estimate and both ends are then written to the same
+    decimal place, the one that gives the width `digits` significant digits, so values
+    that differ by a few percent of the width read differently (0.002360 and 0.002330,
+    not both 0.002) and no digit is shown that the interval says is noise. Without a
+    `scale`, the value's own magnitude is the scale (`digits` significant digits).
+    Magnitudes from 1e-4 to 1e9 are written without an exponent, others as ``2.36e-05``.
+
+    Parameters
+    ----------
+    value
+        The figure; None, NaN and infinities are written ``-``.
+    scale
+        The magnitude whose `digits` significant digits are kept; None, zero or not
+        finite: the value's own.
+    digits
+        Significant digits of the scale, >= 1.
+
+    Returns
+    -------
+    str
+
+    Examples
+    --------
+    >>> format_figure(0.00236), format_figure(0.00233)
+    ('0.00236', '0.00233')
+    >>> format_figure(0.00236, 0.0005), format_figure(0.00211, 0.0005)
+    ('0.002360', '0.002110')
+    >>> format_figure(0.7, 0.1), format_figure(-0.7, 0.1)
+    ('0.700', '-0.700')
+    >>> format_figure(123456.7), format_figure(2.3604e-5), format_figure(1.5e12)
+    ('123000', '2.36e-05', '1.50e+12')
+    >>> format_figure(0.0), format_figure(0.0, 0.05), format_figure(-0.00001, 0.05)
+    ('0', '0.0000', '0.0000')
+    >>> format_figure(None), format_figure(float("nan"))
+    ('-', '-')
+    """
+    if digits < 1:
+        msg = f"`digits` must be >= 1, got {digits!r}"
+        raise ConfigurationError(msg)
     if value is None or not math.isfinite(value):
         return "-"
-    return f"{value:.{digits}g}"
+    known = scale is not None and math.isfinite(scale) and scale != 0.0
+    reference = abs(scale) if known and scale is not None else abs(value)
+    if reference == 0.0:
+        return "0"
+    exponent = math.floor(math.log10(reference))
+    decimals = digits - 1 - exponent
+    size = abs(value)
+    low, high = _FIXED_RANGE
+    # Without an exponent: a magnitude in the range (or a small one a coarse scale rounds
+    # to zeros), unless that would take too many decimals.
+    fixed = size < high and (size >= low or decimals <= _SMALL_DECIMALS)
+    if fixed and decimals <= _MAX_DECIMALS:
+        text = f"{round(value, decimals):.{max(decimals, 0)}f}"
+    else:
+        shown = math.floor(math.log10(size)) - exponent + digits if size else digits
+        text = f"{value:.{min(max(shown, 1), _MAX_DIGITS) - 1}e}"
+    if text.startswith("-") and not text.strip("-0.e+"):  # no "-0.00"
+        text = text[1:]
+    return text
+
+
+def interval_scale(interval: Interval | None) -> float | None:
+    """Return the width of `interval` when finite and not zero: the scale its figures take.
+
+    Examples
+    --------
+    >>> from replay.estimators import Interval
+    >>> interval_scale(Interval(0.1, 0.3, 0.95, "normal"))
+    0.19999999999999998
+    >>> interval_scale(None) is None
+    True
+    """
+    if interval is None:
+        return None
+    width = interval.high - interval.low
+    return width if math.isfinite(width) and width > 0.0 else None
+
+
+def _fmt(value: float | None, digits: int = 4, scale: float | None = None) -> str:
+    return format_figure(value, scale, digits=digits)
 
 
 def _facts_html(log: Mapping[str, Any]) -> str:
@@ -463,10 +552,11 @@ def _fact(value: Any) -> str:
     return text
 
 
-def _interval_cell(interval: Interval | None) -> str:
+def _interval_cell(interval: Interval | None, scale: float | None = None) -> str:
     if interval is None or not (math.isfinite(interval.low) and math.isfinite(interval.high)):
         return "-"
-    return f"{_fmt(interval.low)} to {_fmt(interval.high)}"
+    scale = interval_scale(interval) if scale is None else scale
+    return f"{_fmt(interval.low, 3, scale)} to {_fmt(interval.high, 3, scale)}"
 
 
 def _level_of(evaluations: Sequence[Evaluation]) -> str:
@@ -512,11 +602,14 @@ def _estimates_html(evaluations: Sequence[Evaluation]) -> str:
             label = re.sub(r"([:,])", r"\1<wbr>", esc(e.policy))  # wrap a long spec there
             policy = f'<td class="policy" rowspan="{groups[e.policy]}">{label}</td>'
         previous = e.policy
+        intervals = (est.ci, est.bootstrap_ci, est.betting_ci, est.bernstein_ci)
+        scale = next(filter(None, map(interval_scale, intervals)), None)
         rows.append(
             f'<tr>{policy}<td class="text">{esc(e.estimator)}</td>'
-            f"<td>{_fmt(est.value)}</td><td>{_interval_cell(est.ci)}</td>"
-            f"<td>{_interval_cell(est.bootstrap_ci)}</td><td>{_interval_cell(est.bernstein_ci)}</td>"
-            f"<td>{_interval_cell(est.betting_ci)}</td><td>{_fmt(est.std_error, 3)}</td>"
+            f"<td>{_fmt(est.value, 3, scale)}</td><td>{_interval_cell(est.ci, scale)}</td>"
+            f"<td>{_interval_cell(est.bootstrap_ci, scale)}</td>"
+            f"<td>{_interval_cell(est.bernstein_ci, scale)}</td>"
+            f"<td>{_interval_cell(est.betting_ci, scale)}</td><td>{_fmt(est.std_error, 3)}</td>"
             f"<td>{est.diagnostics.ess:,.0f}</td><td>{_fmt(est.diagnostics.weight_max)}</td>"
             f'<td class="notes">{", ".join(marks)}</td></tr>'
         )

@@ -44,6 +44,7 @@ from policies import Policy, available, make_policy
 from policies.registry import parse_spec
 
 if TYPE_CHECKING:
+    from replay.estimators import Interval
     from replay.report import Report
     from replay.targets import TargetSpec
     from replay.whatif import WhatIf
@@ -372,7 +373,11 @@ def replay_command(  # noqa: PLR0917 - typer maps each option to a parameter
             metavar="SPEC",
             help=(
                 "Target policy, repeatable: fixed:ID[,ID...], uniform, logging, "
-                "policy:SPEC (trained along the log), snapshot:PATH or snapshot-learn:PATH."
+                "policy:SPEC (trained along the log), snapshot:PATH, snapshot-learn:PATH, "
+                "file:PATH[#ARRAY] (every row's probabilities: .jsonl, .parquet, .npy or "
+                ".npz), vw-model:PATH (a model VW saved, evaluated as it is) or "
+                "callable:MODULE:FUNCTION (a function of the log returning its (n, K) "
+                "probabilities; MODULE may be a .py file)."
             ),
         ),
     ],
@@ -881,7 +886,7 @@ def _replay_reward_range(text: str | None) -> tuple[float, float] | None:
 def _replay_targets(specs: Sequence[str]) -> list[TargetSpec]:
     """Parse the target specs and build their policies once, so a bad one fails first."""
     from policies import Policy as AnyPolicy
-    from replay.targets import parse_target
+    from replay.targets import check_target, parse_target
 
     if len(set(specs)) != len(specs):
         msg = "each policy spec must be given once"
@@ -898,6 +903,8 @@ def _replay_targets(specs: Sequence[str]) -> list[TargetSpec]:
                 except OSError as exc:
                     msg = f"{spec!r}: cannot read the snapshot: {exc.strerror or exc}"
                     raise typer.BadParameter(msg, param_hint="'--policy'") from exc
+            else:  # a function imported, a file found
+                target = check_target(target)
         parsed.append(target)
     return parsed
 
@@ -979,8 +986,17 @@ def _spinner(what: str) -> Iterator[Callable[[int], None]]:
         yield lambda done: progress.update(task, completed=done)
 
 
-def _cell(value: float | None, digits: int = 3) -> str:
-    return "-" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
+def _cell(value: float | None, scale: float | None = None) -> str:
+    from replay.report import format_figure
+
+    return format_figure(value, scale)
+
+
+def _scale(*intervals: Interval | None) -> float | None:
+    """Return the scale of a row's figures: its first interval's width (``format_figure``)."""
+    from replay.report import interval_scale
+
+    return next(filter(None, map(interval_scale, intervals)), None)
 
 
 def _replay_table(report: Report, rows: int) -> tuple[Table, list[str]]:
@@ -1014,6 +1030,7 @@ def _replay_table(report: Report, rows: int) -> tuple[Table, list[str]]:
             table.add_section()
         est = e.estimate
         ci, boot, bern, bet = est.ci, est.bootstrap_ci, est.bernstein_ci, est.betting_ci
+        scale = _scale(ci, boot, bet, bern)
         marks = []
         for warning in est.diagnostics.warnings:
             if warning not in notes:
@@ -1022,15 +1039,15 @@ def _replay_table(report: Report, rows: int) -> tuple[Table, list[str]]:
         table.add_row(
             e.policy if e.policy != previous else "",
             e.estimator,
-            _cell(est.value),
-            _cell(ci.low if ci else None),
-            _cell(ci.high if ci else None),
-            _cell(boot.low if boot else None),
-            _cell(boot.high if boot else None),
-            _cell(bern.low if bern else None),
-            _cell(bern.high if bern else None),
-            _cell(bet.low if bet else None),
-            _cell(bet.high if bet else None),
+            _cell(est.value, scale),
+            _cell(ci.low if ci else None, scale),
+            _cell(ci.high if ci else None, scale),
+            _cell(boot.low if boot else None, scale),
+            _cell(boot.high if boot else None, scale),
+            _cell(bern.low if bern else None, scale),
+            _cell(bern.high if bern else None, scale),
+            _cell(bet.low if bet else None, scale),
+            _cell(bet.high if bet else None, scale),
             f"{est.diagnostics.ess:,.0f}",
             f"{est.diagnostics.weight_max:.3g}",
             " ".join(marks),
@@ -1047,14 +1064,15 @@ def _whatif_table(whatif: WhatIf) -> Table:
     table.add_column("", no_wrap=True)
     for row in whatif.rows:
         est = row.estimate
+        scale = _scale(est.ci, est.bootstrap_ci)
         mark = "current" if row.current else ""
         if whatif.recommended is row:
             mark = "recommended"
         table.add_row(
             str(row.value),
-            _cell(est.value),
-            _cell(est.ci.low if est.ci else None),
-            _cell(est.ci.high if est.ci else None),
+            _cell(est.value, scale),
+            _cell(est.ci.low if est.ci else None, scale),
+            _cell(est.ci.high if est.ci else None, scale),
             f"{est.diagnostics.ess:,.0f}",
             mark,
         )

@@ -7,14 +7,18 @@ import random
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import numpy as np
 import pytest
+from rich.console import Console
 from typer.testing import CliRunner
 
 from bandit.ops import cli
 from bandit.wire.schemas import Decision, RankRequest, TrainingExample
 from policies import decide_ranking, make_policy
+from replay.report import Report
 from streams.sink import DecisionLogWriter
 from tests.policies import toy
+from tests.replay.test_report import small_estimates
 
 runner = CliRunner()
 START = datetime(2026, 11, 27, 23, 15, tzinfo=UTC)
@@ -158,6 +162,8 @@ def test_replay_skips_bad_rows_only_when_asked(log_dir: Path, tmp_path: Path) ->
         (["-p", "uniform", "-e", "ips", "-e", "ips"], "'--estimator'", "given once"),
         (["-p", "uniform", "--bootstrap", "-1"], "'--bootstrap'", "greater than or equal to 0"),
         (["-p", "uniform", "--on-error", "maybe"], "'--on-error'", "maybe"),
+        (["-p", "callable:no_such_module_xyz:f"], "'--policy'", "cannot import"),
+        (["-p", "file:probabilities.csv"], "'--policy'", "must end in one of"),
         (["-p", "uniform", "--grid", "epsilon=0.1"], "'--grid'", "needs --whatif"),
         (["-p", "uniform", "--whatif", "vw-epsilon"], "'--whatif'", "needs --grid"),
         (
@@ -185,6 +191,53 @@ def test_replay_requires_a_policy(log_dir: Path) -> None:
     result = runner.invoke(cli.app, ["replay", str(log_dir)])
     assert result.exit_code == 2
     assert "--policy" in result.stderr
+
+
+def test_replay_takes_targets_from_a_file_and_a_function(log_dir: Path, tmp_path: Path) -> None:
+    """file:PATH (JSON lines keyed by event id) and callable:FILE.py:NAME run as targets."""
+    k = len(toy.ACTIONS)
+    row = [0.5] + [0.5 / (k - 1)] * (k - 1)
+    lines = [json.dumps({"event_id": f"evt-{t}", "probabilities": row}) for t in range(399, -1, -1)]
+    probabilities = tmp_path / "target.jsonl"
+    probabilities.write_text("\n".join(lines) + "\n")
+    module = tmp_path / "targets.py"
+    module.write_text("def uniform(logs):\n    return logs.mask() / logs.n_actions[:, None]\n")
+    specs = [f"file:{probabilities}", f"callable:{module}:uniform"]
+    out_json = tmp_path / "out.json"
+    args = ["replay", str(log_dir), "-e", "ips", "--bootstrap", "0", "--json", str(out_json)]
+    result = runner.invoke(cli.app, [*args, "-p", "uniform", "-p", specs[0], "-p", specs[1]])
+    assert result.exit_code == 0, result.output
+    values = {e["policy"]: e["value"] for e in json.loads(out_json.read_text())["evaluations"]}
+    assert values[specs[1]] == pytest.approx(values["uniform"])
+    assert values[specs[0]] != pytest.approx(values["uniform"])
+    assert "file:" in result.stdout
+    assert "callable:" in result.stdout
+
+
+def test_a_bad_target_file_exits_2_naming_the_policy_option_the_row_and_the_rule(
+    log_dir: Path, tmp_path: Path
+) -> None:
+    """A file whose row does not sum to 1 is a usage error of --policy naming the row."""
+    path = tmp_path / "bad.npy"
+    table = np.full((400, len(toy.ACTIONS)), 1 / len(toy.ACTIONS))
+    table[7, 0] += 0.1
+    np.save(path, table)
+    result = runner.invoke(cli.app, ["replay", str(log_dir), "-p", f"file:{path}"])
+    assert result.exit_code == 2, result.output
+    message = _one_line(result.stderr)
+    assert "'--policy'" in message
+    assert "row 7 (event id 'evt-7'): probabilities must sum to 1" in message.replace("│ ", "")
+
+
+def test_the_table_writes_estimates_to_their_interval_s_digits() -> None:
+    """0.00236 and 0.00233 (intervals 0.0005 wide) read 0.002360 and 0.002330, not 0.002."""
+    table, _ = cli._replay_table(Report(tuple(small_estimates())), 200)
+    console = Console(record=True, width=200)
+    console.print(table)
+    text = console.export_text()
+    for figure in ("0.002360", "0.002110", "0.002610", "0.002330", "0.002080", "0.002580"):
+        assert figure in text
+    assert "0.002 " not in text
 
 
 def test_replay_shows_the_range_respecting_intervals_within_the_reward_range(

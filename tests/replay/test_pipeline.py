@@ -13,6 +13,7 @@ import pytest
 from bandit.errors import ConfigurationError, LogFormatError, StreambanditError
 from replay import HashedRidge, Intervals, LoggedDecisions, to_dsjson
 from replay.pipeline import Step, replay_logs
+from replay.targets import TargetSpec
 from tests.replay.test_targets import segment_log
 
 QUICK = Intervals(n_bootstrap=20)
@@ -202,3 +203,51 @@ def test_the_reward_model_given_is_the_one_fitted(log_file: tuple[Path, LoggedDe
     expected = HashedRidge(seed=5).cross_fit(given.logs).values
     np.testing.assert_array_equal(given.rewards.values, expected)
     np.testing.assert_array_equal(default.rewards.values, expected)
+
+
+def test_arrays_and_functions_are_targets_without_text(
+    log_file: tuple[Path, LoggedDecisions],
+) -> None:
+    """An (n, K) array, a function and a labelled TargetSpec run as targets, each once."""
+    path, logs = log_file
+    uniform = np.full((logs.n, logs.width), 1 / logs.width)
+
+    def first(read: LoggedDecisions) -> np.ndarray:
+        return np.eye(read.width)[np.zeros(read.n, dtype=int)]
+
+    labelled = TargetSpec("my-first", "callable", value=first)
+    run = replay_logs(path, [uniform, first, labelled, uniform.copy()], ["ips"], intervals=QUICK)
+    labels = [t.label for t in run.targets]
+    assert len(labels) == 3  # the two equal arrays are one target
+    assert labels[0].startswith("array:")
+    assert labels[1].startswith("callable:tests.replay.test_pipeline:")
+    assert labels[2] == "my-first"
+    values = {e.policy: e.estimate.value for e in run.report.evaluations}
+    assert values[labels[0]] == pytest.approx(float(np.mean(logs.reward)))
+    assert values[labels[1]] == values["my-first"]
+
+
+def test_one_target_not_in_a_list_is_refused(log_file: tuple[Path, LoggedDecisions]) -> None:
+    """An array, a function or a spec given as `targets` itself asks to be put in a list."""
+    path, logs = log_file
+    for one in (np.full((logs.n, logs.width), 1 / logs.width), np.mean, "uniform"):
+        with pytest.raises(ConfigurationError, match="put it in a list"):
+            replay_logs(path, one)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("spec", "rule"),
+    [
+        ("callable:no_such_module_xyz:f", "cannot import 'no_such_module_xyz'"),
+        ("callable:json:no_such_function", "module 'json' has no attribute"),
+        ("file:missing.npy", "cannot read missing.npy"),
+        ("file:probabilities.csv", "must end in one of"),
+        ("vw-model:missing.vw", "cannot read missing.vw"),
+    ],
+)
+def test_functions_and_files_are_checked_before_the_log_is_read(
+    tmp_path: Path, spec: str, rule: str
+) -> None:
+    """A function that does not import or a file not there fails before any log is read."""
+    with pytest.raises(ConfigurationError, match=rf"target '{spec}': .*{rule}"):
+        replay_logs(tmp_path / "no-log-here", [spec])

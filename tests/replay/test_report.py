@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import html
 import json
+from dataclasses import replace as dc_replace
 
 import numpy as np
 import pytest
 
 from bandit.errors import ConfigurationError
-from replay import ClippedIPS, HashedRidge, Intervals, LoggedDecisions, ReplayMethod
+from replay import ClippedIPS, HashedRidge, Interval, Intervals, LoggedDecisions, ReplayMethod
 from replay.report import (
     ESTIMATORS,
+    Evaluation,
+    Report,
     _tick_text,
     _ticks,
     evaluate,
+    format_figure,
+    interval_scale,
     make_estimator,
     needs_rewards,
     render_html,
@@ -148,6 +153,68 @@ def test_ticks_are_round_and_labelled_with_the_decimals_they_need() -> None:
     ]
     assert [_tick_text(t, 1, 6_432) for t in _ticks(1, 6_432)] == ["2,000", "4,000", "6,000"]
     assert _ticks(-0.1, 0.1, 2) == [-0.1, 0.0, 0.1]
+
+
+@pytest.mark.parametrize(
+    ("value", "scale", "text"),
+    [
+        (0.00236, None, "0.00236"),
+        (0.00233, None, "0.00233"),
+        (0.00236, 0.0005, "0.002360"),
+        (0.7, 0.1, "0.700"),
+        (0.7, 2.0, "0.70"),
+        (-0.7, 0.1, "-0.700"),
+        (-0.00001, 0.05, "0.0000"),
+        (123456.7, None, "123000"),
+        (123456.7, 1000.0, "123460"),
+        (-98765.4, None, "-98800"),
+        (2.3604e-5, None, "2.36e-05"),
+        (-3.2e-7, 1e-8, "-3.200e-07"),
+        (1.5e12, None, "1.50e+12"),
+        (0.0, None, "0"),
+        (0.0, 0.05, "0.0000"),
+        (1.0, 0.0, "1.00"),
+        (1.0, float("nan"), "1.00"),
+        (None, None, "-"),
+        (float("nan"), 0.1, "-"),
+        (float("-inf"), None, "-"),
+    ],
+)
+def test_figures_keep_significant_digits_of_their_scale(
+    value: float | None, scale: float | None, text: str
+) -> None:
+    """Small, large, negative, zero and missing figures: 3 significant digits of the scale."""
+    assert format_figure(value, scale) == text
+
+
+def test_close_estimates_and_their_interval_ends_read_differently() -> None:
+    """0.00236 and 0.00233 with an interval 0.0005 wide differ, and so do the ends."""
+    scale = interval_scale(Interval(0.00211, 0.00261, 0.95, "normal"))
+    texts = [format_figure(v, scale) for v in (0.00236, 0.00233, 0.00211, 0.00261)]
+    assert texts == ["0.002360", "0.002330", "0.002110", "0.002610"]
+    assert interval_scale(Interval(1.0, 1.0, 0.95, "normal")) is None
+    with pytest.raises(ConfigurationError, match="`digits` must be >= 1"):
+        format_figure(1.0, digits=0)
+
+
+def small_estimates() -> list[Evaluation]:
+    """Two policies whose estimates (about 0.002) differ in the third significant digit."""
+    logs, _ = segment_log(200, seed=4)
+    base = evaluate(
+        logs, [build_target("uniform", logs)], ["ips"], intervals=Intervals(n_bootstrap=0)
+    ).evaluations[0]
+    out = []
+    for name, value in (("a", 0.00236), ("b", 0.00233)):
+        ci = Interval(value - 0.00025, value + 0.00025, 0.95, "normal")
+        out.append(Evaluation(name, "ips", dc_replace(base.estimate, value=value, ci=ci)))
+    return out
+
+
+def test_the_html_table_writes_estimates_to_their_interval_s_digits() -> None:
+    """The report shows 0.002360 and 0.002330 with their interval ends, not 0.002 twice."""
+    page = render_html(Report(tuple(small_estimates())))
+    for text in ("0.002360", "0.002330", "0.002110 to 0.002610", "0.002080 to 0.002580"):
+        assert text in page
 
 
 def test_html_and_json_show_the_bernstein_and_betting_intervals() -> None:
