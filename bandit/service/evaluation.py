@@ -176,7 +176,7 @@ def run_evaluation(job: EvaluationJob) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="sb-evaluation-") as folder:
         logs, facts = _window(job, folder, times)
         targets = [_target(policy, logs) for policy in job.policies]
-    intervals = Intervals(level=job.level, n_bootstrap=0)
+    intervals = Intervals(level=job.level, n_bootstrap=0, kinds=("normal",))
     report = evaluate(logs, targets, _ESTIMATORS, intervals=intervals)
     by_policy: dict[str, dict[str, Estimate]] = {}
     for found in report.evaluations:
@@ -228,7 +228,7 @@ def run_feature_importance(job: FeatureImportanceJob) -> dict[str, Any]:
     """
     with tempfile.TemporaryDirectory(prefix="sb-importance-") as folder:
         logs, facts = _window(job, folder)
-    intervals = Intervals(level=job.level, n_bootstrap=0)
+    intervals = Intervals(level=job.level, n_bootstrap=0, kinds=("normal",))
     learner = PolicyToEvaluate("all features", job.arguments, "Online")
     full = _snips(_target(learner, logs, learn=True), logs, intervals)
 
