@@ -165,7 +165,8 @@ def replay_logs(
         Shows the steps (:class:`StepProgress`); default: nothing shown.
     slot
         Evaluate this slot of multi-slot decisions (its id or 0-based number), each
-        line as the decision that slot was; None evaluates single-slot decisions
+        line as the decision that slot was (``"*"``: every slot, each a row at its
+        position); None evaluates single-slot decisions
         (:func:`~replay.readers.read_log`'s `slot`).
     by_position
         Also estimate every target with every estimator on each position's rows alone,

@@ -130,6 +130,7 @@ from policies.dsjson import (
     PROPENSITY_TOLERANCE,
     SUM_TOLERANCE_READ,
     DSJSONReader,
+    LogRow,
     dsjson_line,
     dsjson_record,
     log_file_opened,
@@ -154,6 +155,8 @@ OnError: TypeAlias = Literal["stop", "skip"]
 PathArg: TypeAlias = str | os.PathLike[str]
 
 _FORMATS = ("auto", "dsjson", "jsonl", "parquet", "obd")
+ALL_SLOTS = "*"
+"""The `slot` of :func:`read_log` that reads every slot of a multi-slot line."""
 _COST_KEYS = ("_label_cost", "_original_label_cost")
 _LINE_SUFFIXES = (".dsjson", ".json", ".jsonl", ".ndjson")
 _PARQUET_SUFFIXES = (".parquet", ".pq")
@@ -274,7 +277,10 @@ def read_log(
         (:meth:`policies.dsjson.DSJSONReader.read_slot`: over the actions it could
         choose, its features in the context's ``_slot`` namespace, its ``position`` the
         slot's 0-based number); lines without it
-        are left out as ``no_slot``, single-slot lines as ``single_slot``. None (the
+        are left out as ``no_slot``, single-slot lines as ``single_slot``. ``"*"``
+        (:data:`ALL_SLOTS`) reads every slot of each multi-slot line, in slot order,
+        each slot's row with the line's ``EventId``: a slate log
+        (:func:`replay.slates.consecutive_slates` numbers its slates). None (the
         default) reads single-slot decisions and leaves multi-slot lines out as
         ``multi_slot``.
 
@@ -314,10 +320,9 @@ def read_log(
     """
     _check_choices(format=format, on_error=on_error, cost_key=cost_key)
     if format == "obd" or (format == "auto" and _is_obd(path_or_paths)):
-        if slot is not None:
-            msg = "`slot` reads multi-slot DSJSON; Open Bandit Dataset rows carry their position"
-            raise ConfigurationError(msg)
-        return _read_obd(path_or_paths, on_error=on_error, features=features, progress=progress)
+        return _read_obd(
+            path_or_paths, on_error=on_error, features=features, progress=progress, slot=slot
+        )
     files = _expand(path_or_paths)
     reader = DSJSONReader(cost_key=cost_key, features=features)
 
@@ -326,7 +331,7 @@ def read_log(
     def plain(raw: bytes | dict[str, Any]) -> _Row:
         return _plain_row(_decode(raw) if type(raw) is bytes else raw, features)
 
-    parsers: dict[str, Callable[[bytes | dict[str, Any]], _Row]] = {
+    parsers: dict[str, Callable[[bytes | dict[str, Any]], _Row | list[_Row]]] = {
         "dsjson": dsjson,
         "jsonl": plain,
         "parquet": plain,
@@ -347,7 +352,7 @@ def read_log(
                     progress(rows_read)
                 try:
                     row = parse(raw)
-                    event_id = row[8]
+                    event_id = (row[0] if isinstance(row, list) else row)[8]
                     if event_id is not None:
                         if event_id in seen_ids:
                             raise _Skip("duplicate")
@@ -364,7 +369,7 @@ def read_log(
                         messages.append(message)
                     skipped[bad.reason] += 1
                     continue
-                columns.append(row)
+                columns.add(row)
         logs = columns.build()
     if progress is not None:
         progress(rows_read)
@@ -379,14 +384,19 @@ def read_log(
 
 def _dsjson_parser(
     reader: DSJSONReader, slot: str | int | None
-) -> Callable[[bytes | dict[str, Any]], _Row]:
+) -> Callable[[bytes | dict[str, Any]], _Row | list[_Row]]:
     """Return the parser of DSJSON rows for :func:`read_log` (`slot`: as it says)."""
 
-    def dsjson(raw: bytes | dict[str, Any]) -> _Row:
+    def dsjson(raw: bytes | dict[str, Any]) -> _Row | list[_Row]:
         record = _decode(raw) if type(raw) is bytes else raw
         if type(record) is dict and "_outcomes" in record:  # a multi-slot (CCB) decision
             if slot is None:
                 raise _Skip("multi_slot")
+            if slot == ALL_SLOTS:
+                rows = [_log_row(one) for one in reader.read_slots(record).slots]
+                if not rows:
+                    raise _Skip("no_slot")
+                return rows
             row = reader.read_slot(record, slot)
             if row is None:
                 raise _Skip("no_slot")
@@ -396,21 +406,26 @@ def _dsjson_parser(
             row = reader.read(record)
         if row is None:
             raise _Skip("skip_learn")
-        probabilities = row.probabilities
-        return (
-            len(probabilities),
-            row.chosen,
-            probabilities[row.chosen],
-            row.reward,
-            probabilities,
-            row.action_ids,
-            row.context,
-            row.action_features,
-            row.event_id,
-            row.position,
-        )
+        return _log_row(row)
 
     return dsjson
+
+
+def _log_row(row: LogRow) -> _Row:
+    """Return a row :class:`~policies.dsjson.DSJSONReader` read as a :data:`_Row`."""
+    probabilities = row.probabilities
+    return (
+        len(probabilities),
+        row.chosen,
+        probabilities[row.chosen],
+        row.reward,
+        probabilities,
+        row.action_ids,
+        row.context,
+        row.action_features,
+        row.event_id,
+        row.position,
+    )
 
 
 @contextmanager
@@ -724,6 +739,11 @@ class _Columns:
         self.event_ids: list[str] | None = []
         self.position: array[int] | None = array("q")
 
+    def add(self, parsed: _Row | list[_Row]) -> None:
+        """Append a row, or each row of a line that holds several (``slot="*"``)."""
+        for row in parsed if isinstance(parsed, list) else (parsed,):
+            self.append(row)
+
     def append(self, row: _Row) -> None:
         n, chosen, propensity, reward, probabilities, ids, context, actions, event_id, position = (
             row
@@ -834,8 +854,12 @@ def _read_obd(
     on_error: OnError,
     features: bool,
     progress: Callable[[int], None] | None,
+    slot: str | int | None,
 ) -> ReadResult:
     """Read Open Bandit Dataset CSVs (see the module docstring) with pyarrow's CSV reader."""
+    if slot is not None:
+        msg = "`slot` reads multi-slot DSJSON; Open Bandit Dataset rows carry their position"
+        raise ConfigurationError(msg)
     files = _obd_files(path_or_paths)
     if not files:
         msg = f"{path_or_paths}: no Open Bandit Dataset CSV (a campaign CSV and {_OBD_ITEMS})"

@@ -434,7 +434,10 @@ def replay_command(  # noqa: PLR0917 - typer maps each option to a parameter
         typer.Option(
             "--slot",
             metavar="SLOT_ID",
-            help="Evaluate this slot of multi-slot decisions (its id) instead of single-slot ones.",
+            help=(
+                "Evaluate this slot of multi-slot decisions (its id) instead of single-slot "
+                "ones; '*' reads every slot, each a row at its position (see --by-position)."
+            ),
         ),
     ] = None,
     by_position: Annotated[
