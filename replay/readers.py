@@ -103,6 +103,7 @@ as read-only.
 
 from __future__ import annotations
 
+import csv
 import gc
 import gzip
 import heapq
@@ -891,26 +892,7 @@ def _read_obd_file(
     path: Path, *, on_error: OnError, features: bool
 ) -> tuple[LoggedDecisions, int, list[tuple[str, str]]]:
     """Read one campaign CSV: its decisions, its rows, and each row left out (reason, message)."""
-    import pyarrow as pa
-    import pyarrow.csv as pacsv
-
-    try:
-        table = pacsv.read_csv(path)
-        items = pacsv.read_csv(
-            path.parent / _OBD_ITEMS,
-            convert_options=pacsv.ConvertOptions(strings_can_be_null=False),
-        )
-    except (pa.ArrowInvalid, OSError) as exc:
-        msg = f"{path}: not a readable Open Bandit Dataset CSV: {exc}"
-        raise LogFormatError(msg) from None
-    for source, columns, wanted in (
-        (path, table.column_names, _OBD_COLUMNS),
-        (path.parent / _OBD_ITEMS, items.column_names, ("item_id",)),
-    ):
-        missing = [column for column in wanted if column not in columns]
-        if missing:
-            msg = f"{source}: the Open Bandit Dataset column `{missing[0]}` is missing"
-            raise LogFormatError(msg)
+    table, items, user = _obd_tables(path, features)
     item_ids = [str(item) for item in items.column("item_id").to_pylist()]
     index = {item: j for j, item in enumerate(item_ids)}
     if len(index) != len(item_ids) or not item_ids:
@@ -949,28 +931,7 @@ def _read_obd_file(
     rows = np.flatnonzero(keep)
     contexts = action_features = None
     if features:
-        user = [name for name in table.column_names if name.startswith("user_feature_")]
-        values = [table.column(name).to_pylist() for name in user]
-        shared: dict[tuple[Any, ...], Features] = {}  # equal contexts share one dict
-        contexts = []
-        for i in rows:
-            key = tuple(column[i] for column in values)
-            context = shared.get(key)
-            if context is None:
-                context = {"user": {name: _obd_value(v) for name, v in zip(user, key, strict=True)}}
-                shared[key] = context
-            contexts.append(context)
-        item_columns = [name for name in items.column_names if name.startswith("item_feature_")]
-        item_values = [items.column(name).to_pylist() for name in item_columns]
-        per_item: list[Features] = [
-            {
-                "item": {
-                    name: _obd_value(column[j])
-                    for name, column in zip(item_columns, item_values, strict=True)
-                }
-            }
-            for j in range(len(item_ids))
-        ]
+        contexts, per_item = _obd_features(table, items, user, rows)
         action_features = [per_item] * rows.size
     logs = LoggedDecisions(
         n_actions=np.full(rows.size, len(item_ids), dtype=np.int64),
@@ -983,6 +944,69 @@ def _read_obd_file(
         position=position[rows].astype(np.int64),
     )
     return logs, n, dropped
+
+
+def _obd_tables(path: Path, features: bool) -> tuple[Any, Any, list[str]]:
+    """Return a campaign CSV's table, its items' table, and the user feature columns read."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    try:
+        with path.open(newline="", encoding="utf-8") as file:
+            header = next(csv.reader(file), [])
+        user = [name for name in header if name.startswith("user_feature_")] if features else []
+        # Only the columns read (not the user-item affinities); user features as text.
+        wanted = [name for name in header if name in _OBD_COLUMNS] + user
+        table = pacsv.read_csv(
+            path,
+            convert_options=pacsv.ConvertOptions(
+                include_columns=wanted, column_types=dict.fromkeys(user, pa.string())
+            ),
+        )
+        items = pacsv.read_csv(
+            path.parent / _OBD_ITEMS,
+            convert_options=pacsv.ConvertOptions(strings_can_be_null=False),
+        )
+    except (pa.ArrowInvalid, OSError, UnicodeDecodeError, csv.Error) as exc:
+        msg = f"{path}: not a readable Open Bandit Dataset CSV: {exc}"
+        raise LogFormatError(msg) from None
+    for source, columns, needed in (
+        (path, table.column_names, _OBD_COLUMNS),
+        (path.parent / _OBD_ITEMS, items.column_names, ("item_id",)),
+    ):
+        missing = [column for column in needed if column not in columns]
+        if missing:
+            msg = f"{source}: the Open Bandit Dataset column `{missing[0]}` is missing"
+            raise LogFormatError(msg)
+    return table, items, user
+
+
+def _obd_features(
+    table: Any, items: Any, user: list[str], rows: npt.NDArray[np.int64]
+) -> tuple[list[Features], list[Features]]:
+    """Return the kept rows' contexts (equal ones share a dict) and each item's features."""
+    values = [table.column(name).to_pylist() for name in user]
+    shared: dict[tuple[Any, ...], Features] = {}
+    contexts = []
+    for i in rows:
+        key = tuple(column[i] for column in values)
+        context = shared.get(key)
+        if context is None:
+            context = {"user": {name: _obd_value(v) for name, v in zip(user, key, strict=True)}}
+            shared[key] = context
+        contexts.append(context)
+    item_columns = [name for name in items.column_names if name.startswith("item_feature_")]
+    item_values = [items.column(name).to_pylist() for name in item_columns]
+    per_item: list[Features] = [
+        {
+            "item": {
+                name: _obd_value(column[j])
+                for name, column in zip(item_columns, item_values, strict=True)
+            }
+        }
+        for j in range(items.num_rows)
+    ]
+    return contexts, per_item
 
 
 def _obd_numbers(table: Any, name: str) -> npt.NDArray[np.float64]:

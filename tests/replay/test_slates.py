@@ -227,3 +227,19 @@ def test_take_carries_the_position() -> None:
     """Resampling rows keeps each row's position."""
     logs, _ = _small([2, 0, 1])
     assert logs.take(np.array([2, 2, 0])).position.tolist() == [1, 1, 2]  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("estimator", [IIPS(INTERVALS), RIPS(INTERVALS), SIPS(INTERVALS)])
+def test_the_logging_policy_as_target_gives_the_logged_clicks_per_page(
+    estimator: SlateEstimator,
+) -> None:
+    """With the logger as the target every weight is 1: the value is the mean page total."""
+    conditional, _, marginal, _ = _simulate("cascade", seed=4)
+    slates = consecutive_slates(conditional.position)  # type: ignore[arg-type]
+    logs = marginal if isinstance(estimator, IIPS) else conditional
+    assert logs.probabilities is not None
+    estimate = estimator.estimate(
+        logs, TargetProbabilities(logs, logs.probabilities), slates=slates
+    )
+    assert estimate.value == pytest.approx(logs.reward.sum() / SLATES, rel=1e-12)
+    assert estimate.weight_max == pytest.approx(1.0)
