@@ -899,9 +899,7 @@ def _read_obd_file(
         msg = f"{path.parent / _OBD_ITEMS}: `item_id` must list distinct items, at least one"
         raise LogFormatError(msg)
     n = table.num_rows
-    chosen = np.array(
-        [index.get(str(item), -1) for item in table.column("item_id").to_pylist()], dtype=np.int64
-    )
+    chosen = _obd_items(table.column("item_id"), item_ids)
     position = _obd_numbers(table, "position") - 1.0
     reward = _obd_numbers(table, "click")
     propensity = _obd_numbers(table, "propensity_score")
@@ -1007,6 +1005,15 @@ def _obd_features(
         for j in range(items.num_rows)
     ]
     return contexts, per_item
+
+
+def _obd_items(column: Any, item_ids: list[str]) -> npt.NDArray[np.int64]:
+    """Return each cell's index in `item_ids` (compared as text), -1 for an unknown item."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    found = pc.index_in(column.cast(pa.string()), value_set=pa.array(item_ids))
+    return np.asarray(found.fill_null(-1).to_numpy(), dtype=np.int64)
 
 
 def _obd_numbers(table: Any, name: str) -> npt.NDArray[np.float64]:
