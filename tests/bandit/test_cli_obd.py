@@ -79,7 +79,8 @@ def test_replay_of_the_random_sample_by_position(obd_sample: Path, tmp_path: Pat
         cli.app,
         [
             *("replay", str(obd_sample), "-p", "uniform", "-p", "fixed:49", "-e", "ips"),
-            *("-e", "snips", "--by-position", "--bootstrap", "0", "--json", str(out)),
+            *("-e", "snips", "-e", "dr", "--by-position", "--bootstrap", "0"),
+            *("--json", str(out)),
         ],
     )
     assert result.exit_code == 0, result.output
@@ -93,6 +94,9 @@ def test_replay_of_the_random_sample_by_position(obd_sample: Path, tmp_path: Pat
     assert values[("uniform", "snips")] == pytest.approx(np.mean(clicks), rel=1e-12)
     # Always showing item 49 is worth 80 times its clicks per row, whatever the position.
     assert values[("fixed:49", "ips")] == pytest.approx(80 * by_item["49"] / len(clicks))
+    # DR (the default reward model) agrees with IPS within IPS's interval when weights are 1.
+    ips = next(e for e in figures["evaluations"] if e["estimator"] == "ips")
+    assert ips["ci"]["low"] < values[("uniform", "dr")] < ips["ci"]["high"]
     per_position = [values[("uniform", f"ips@position={k}")] for k in range(3)]
     assert per_position == pytest.approx([np.mean(by_position[k + 1]) for k in range(3)])
 
