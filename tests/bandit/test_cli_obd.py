@@ -52,7 +52,9 @@ def obd_sample(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPath
             if name.startswith(f"{SAMPLE}/") and name.endswith(".csv"):
                 source = archive.extractfile(member)
                 assert source is not None
-                (folder / Path(name).name).write_bytes(source.read())
+                part = folder / f"{Path(name).name}.part"  # whole files only, or none
+                part.write_bytes(source.read())
+                part.replace(folder / Path(name).name)
     return folder
 
 
