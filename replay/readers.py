@@ -142,6 +142,7 @@ from policies.vwtext import reward_to_cost, to_vw_lines
 from replay._data import LoggedDecisions
 
 __all__ = [
+    "ALL_SLOTS",
     "ReadResult",
     "read_log",
     "to_dsjson",

@@ -115,7 +115,22 @@ class SlateEstimator(ABC):
 
     A subclass is a frozen dataclass with an `intervals` field and implements
     :meth:`_weights`: the weight of each row's reward, given the rows' importance
-    weights grouped by slate.
+    weights grouped by slate. :meth:`estimate` checks the log, the target and the slate
+    numbers before the hook runs.
+
+    Examples
+    --------
+    >>> logs = LoggedDecisions(
+    ...     n_actions=np.array([2, 2]), chosen=np.array([0, 1]),
+    ...     propensity=np.array([0.5, 0.5]), reward=np.array([1.0, 0.0]),
+    ...     position=np.array([0, 1]))
+    >>> target = TargetProbabilities(logs, np.full((2, 2), 0.5))
+    >>> RIPS().estimate(logs, target)
+    Traceback (most recent call last):
+    ...
+    policies.errors.ConfigurationError: RIPS needs `slates`: the slate number of every row
+    >>> RIPS().estimate(logs, target, slates=np.array([7, 7])).value
+    1.0
     """
 
     __slots__ = ()
