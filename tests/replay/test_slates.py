@@ -243,3 +243,11 @@ def test_the_logging_policy_as_target_gives_the_logged_clicks_per_page(
     )
     assert estimate.value == pytest.approx(logs.reward.sum() / SLATES, rel=1e-12)
     assert estimate.weight_max == pytest.approx(1.0)
+
+
+def test_a_target_built_for_other_logs_is_refused() -> None:
+    """The target must be the one built for these rows."""
+    logs, _ = _small([0, 1, 2])
+    _, target = _small([0, 1, 2])
+    with pytest.raises(LogFormatError, match="IIPS: the target was built for other logs"):
+        IIPS().estimate(logs, target)
