@@ -1043,6 +1043,8 @@ class LogRow:
         line's ``c._multi``, of the actions it is over, in its order; else None.
     slot_id
         A slot's row: the slot's ``_id`` (None when it has none, or for another row).
+    position
+        A slot's row: the slot's 0-based number (its position on the page); else None.
     """
 
     chosen: int
@@ -1058,6 +1060,7 @@ class LogRow:
     ours: bool
     include: list[int] | None = None
     slot_id: str | None = None
+    position: int | None = None
 
     @property
     def propensity(self) -> float:
@@ -1449,10 +1452,12 @@ class DSJSONReader:
             wanted = number if isinstance(slot, int) else outcome.get("_id", described.get("_id"))
             if wanted != slot:
                 continue
-            return self._slot_row(
+            row = self._slot_row(
                 record, (described, outcome), include=include, chosen=chosen,
                 probabilities=probabilities,
             )  # fmt: skip
+            row.position = number
+            return row
         return None
 
     def _slot_row(

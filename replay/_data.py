@@ -47,6 +47,10 @@ class LoggedDecisions:
         (optional; needed by reward models and by policies replayed on the log).
     event_ids
         Per row, the event id (optional).
+    position
+        ``(n,)`` 0-based position (slot) each row's action was shown in, >= 0, or None
+        when the log has no notion of position. Rows of one page or slate share a
+        context and differ in position (:mod:`replay.slates`).
 
     Raises
     ------
@@ -77,6 +81,7 @@ class LoggedDecisions:
     contexts: Sequence[Mapping[str, Mapping[str, Any]]] | None = None
     action_features: Sequence[Sequence[Mapping[str, Mapping[str, Any]]]] | None = None
     event_ids: Sequence[str] | None = None
+    position: IntArray | None = None
     width: int = field(init=False)
 
     def __post_init__(self) -> None:
@@ -141,6 +146,14 @@ class LoggedDecisions:
             if column is not None and len(column) != n:
                 msg = f"`{name}` must hold one entry per row ({n}), got {len(column)}"
                 raise LogFormatError(msg)
+        if self.position is not None:
+            position = np.asarray(self.position)
+            if position.shape != (n,) or (n and position.dtype.kind not in "iu"):
+                msg = f"`position` must be ({n},) integers, got {position.dtype} {position.shape}"
+                raise LogFormatError(msg)
+            position = position.astype(np.int64)
+            _first_bad(position < 0, "`position` must be >= 0, got {value}", position)
+            object.__setattr__(self, "position", position)
         if self.action_ids is not None:
             for i, ids in enumerate(self.action_ids):
                 if len(ids) != n_actions[i]:
@@ -175,6 +188,7 @@ class LoggedDecisions:
             contexts=pick(self.contexts),
             action_features=pick(self.action_features),
             event_ids=pick(self.event_ids),
+            position=None if self.position is None else self.position[index],
         )
 
 

@@ -21,12 +21,20 @@ from typing import Any, Literal, Protocol, TypeAlias
 import numpy as np
 
 from policies.errors import ConfigurationError, LogFormatError
-from replay._data import LoggedDecisions
+from replay._data import LoggedDecisions, TargetProbabilities
 from replay.estimators import Intervals
 from replay.readers import OnError, PathArg, ReadResult, read_log
-from replay.report import Report, evaluate, make_estimator, needs_rewards, render_html, to_json
+from replay.report import (
+    Evaluation,
+    Report,
+    evaluate,
+    make_estimator,
+    needs_rewards,
+    render_html,
+    to_json,
+)
 from replay.reward_models import HashedRidge, RewardModel, RewardPredictions
-from replay.targets import Target, TargetLike, build_target, check_target
+from replay.targets import Target, TargetLike, TargetSpec, build_target, check_target
 from replay.whatif import what_if
 
 __all__ = ["ReplayResult", "Step", "StepProgress", "replay_logs"]
@@ -113,6 +121,7 @@ def replay_logs(
     json_extra: Mapping[str, Any] | None = None,
     progress: StepProgress | None = None,
     slot: str | int | None = None,
+    by_position: bool = False,
 ) -> ReplayResult:
     """Estimate what target policies would have earned on decision logs, and write it down.
 
@@ -158,8 +167,14 @@ def replay_logs(
         Shows the steps (:class:`StepProgress`); default: nothing shown.
     slot
         Evaluate this slot of multi-slot decisions (its id or 0-based number), each
-        line as the decision that slot was; None evaluates single-slot decisions
+        line as the decision that slot was (``"*"``: every slot, each a row at its
+        position); None evaluates single-slot decisions
         (:func:`~replay.readers.read_log`'s `slot`).
+    by_position
+        Also estimate every target with every estimator on each position's rows alone,
+        labelled ``<estimator>@position=<k>`` (k 0-based): the value of each position of
+        a page. For IPS these sum to the page's value (:class:`~replay.slates.IIPS`).
+        The log must carry positions.
 
     Returns
     -------
@@ -213,17 +228,7 @@ def replay_logs(
     started = time.perf_counter()
     step = _quiet if progress is None else progress
     intervals = Intervals() if intervals is None else intervals
-    if isinstance(targets, str | np.ndarray) or callable(targets):
-        what = type(targets).__name__
-        msg = f"`targets` must be a list of targets, got one {what}: put it in a list"
-        raise ConfigurationError(msg)
-    specs = list({spec.spec: spec for spec in map(check_target, targets)}.values())
-    if not specs or not estimators:
-        missing = "targets" if not specs else "estimators"
-        msg = f"`{missing}` must name at least one, got none"
-        raise ConfigurationError(msg)
-    for name in estimators:
-        make_estimator(name, intervals)
+    specs = _checked_specs(targets, estimators, intervals)
     several = isinstance(paths, Sequence) and not isinstance(paths, str)
     where = ", ".join(map(str, paths)) if several else str(paths)  # type: ignore[arg-type]
     with step("read", where, None) as advance:
@@ -250,6 +255,10 @@ def replay_logs(
     }
     with step("evaluate", "", len(built) * len(estimators)):
         report = evaluate(logs, built, estimators, intervals=intervals, rewards=rewards, log=facts)
+        if by_position:
+            every = report.evaluations + _by_position(logs, built, estimators, intervals, rewards)
+            ordered = tuple(e for target in built for e in every if e.policy == target.label)
+            report = replace(report, evaluations=ordered)
     if whatif is not None:
         policy, parameter, values = whatif
         estimator = estimators[0]
@@ -280,6 +289,60 @@ def replay_logs(
         html_path=html_path,
         seconds=time.perf_counter() - started,
     )
+
+
+def _by_position(
+    logs: LoggedDecisions,
+    targets: Sequence[Target],
+    estimators: Sequence[str],
+    intervals: Intervals,
+    rewards: RewardPredictions | None,
+) -> tuple[Evaluation, ...]:
+    """Evaluate every target with every estimator on each position's rows alone."""
+    if logs.position is None:
+        msg = "evaluating by position needs each row's `position`; the log has none"
+        raise LogFormatError(msg)
+    evaluations: list[Evaluation] = []
+    for position in np.unique(logs.position):
+        rows = np.flatnonzero(logs.position == position)
+        part = logs.take(rows)
+        width = part.width
+        part_targets = [
+            replace(
+                target,
+                probabilities=TargetProbabilities(
+                    part, target.probabilities.probabilities[rows, :width]
+                ),
+                running_value=None,
+            )
+            for target in targets
+        ]
+        part_rewards = (
+            None if rewards is None else RewardPredictions(part, rewards.values[rows, :width])
+        )
+        found = evaluate(part, part_targets, estimators, intervals=intervals, rewards=part_rewards)
+        evaluations.extend(
+            replace(e, estimator=f"{e.estimator}@position={position}") for e in found.evaluations
+        )
+    return tuple(evaluations)
+
+
+def _checked_specs(
+    targets: Sequence[TargetLike], estimators: Sequence[str], intervals: Intervals
+) -> list[TargetSpec]:
+    """Check the targets and estimators before anything is read; the distinct specs."""
+    if isinstance(targets, str | np.ndarray) or callable(targets):
+        what = type(targets).__name__
+        msg = f"`targets` must be a list of targets, got one {what}: put it in a list"
+        raise ConfigurationError(msg)
+    specs = list({spec.spec: spec for spec in map(check_target, targets)}.values())
+    if not specs or not estimators:
+        missing = "targets" if not specs else "estimators"
+        msg = f"`{missing}` must name at least one, got none"
+        raise ConfigurationError(msg)
+    for name in estimators:
+        make_estimator(name, intervals)
+    return specs
 
 
 def _write(path: Path, text: str) -> None:

@@ -69,7 +69,27 @@ One object per row::
 ``reward``          the observed reward, a finite number
 ``context``         optional: shared features, ``{namespace: {name: value}}``
 ``event_id``        optional: the decision's id
+``position``        optional: the 0-based position (slot) the action was shown in
 =================== ===========================================================
+
+Open Bandit Dataset (CSV)
+-------------------------
+
+The public release of the Open Bandit Dataset (Saito et al., *Open Bandit Dataset and
+Pipeline*, NeurIPS 2021 Datasets and Benchmarks) and the sample inside the ``obp``
+package lay out ``{behavior_policy}/{campaign}/{campaign}.csv`` with
+``item_context.csv`` beside it. Each CSV row is one (impression, position): its columns
+``item_id``, ``position`` (1-based), ``click`` and ``propensity_score`` become a row
+over every item of ``item_context.csv`` (in its order, ids the item ids): ``chosen`` the
+item's index, ``position`` 0-based, ``reward`` the click and ``propensity`` the
+propensity score; ``probabilities`` are None. The context is the ``user_feature_*``
+columns under namespace ``user`` (strings, hashed as features), and each item's
+features are its ``item_feature_*`` columns under namespace ``item``. The
+``user-item_affinity_*`` columns and ``timestamp`` are not read (rows are kept in file
+order). ``propensity_score`` is the *marginal* probability that the behaviour policy
+showed that item at that position, not the probability of the whole page: per-row
+estimators (IPS per position, :class:`~replay.slates.IIPS`) are right on it, the slate
+estimators that need probabilities conditional on the positions above are not.
 
 Features are ``{namespace: {name: value}}`` with string or number values (booleans
 become 1.0 or 0.0). In Parquet, ``context`` and each action's ``features`` may also be
@@ -83,6 +103,7 @@ as read-only.
 
 from __future__ import annotations
 
+import csv
 import gc
 import gzip
 import heapq
@@ -110,6 +131,7 @@ from policies.dsjson import (
     PROPENSITY_TOLERANCE,
     SUM_TOLERANCE_READ,
     DSJSONReader,
+    LogRow,
     dsjson_line,
     dsjson_record,
     log_file_opened,
@@ -120,6 +142,7 @@ from policies.vwtext import reward_to_cost, to_vw_lines
 from replay._data import LoggedDecisions
 
 __all__ = [
+    "ALL_SLOTS",
     "ReadResult",
     "read_log",
     "to_dsjson",
@@ -129,11 +152,13 @@ __all__ = [
     "to_vw_text",
 ]
 
-Format: TypeAlias = Literal["auto", "dsjson", "jsonl", "parquet"]
+Format: TypeAlias = Literal["auto", "dsjson", "jsonl", "parquet", "obd"]
 OnError: TypeAlias = Literal["stop", "skip"]
 PathArg: TypeAlias = str | os.PathLike[str]
 
-_FORMATS = ("auto", "dsjson", "jsonl", "parquet")
+_FORMATS = ("auto", "dsjson", "jsonl", "parquet", "obd")
+ALL_SLOTS = "*"
+"""The `slot` of :func:`read_log` that reads every slot of a multi-slot line."""
 _COST_KEYS = ("_label_cost", "_original_label_cost")
 _LINE_SUFFIXES = (".dsjson", ".json", ".jsonl", ".ndjson")
 _PARQUET_SUFFIXES = (".parquet", ".pq")
@@ -157,7 +182,8 @@ class ReadResult:
     skipped
         Rows left out, by reason: ``invalid_json``, ``missing_field``,
         ``bad_probability``, ``ragged``, ``bad_chosen``, ``bad_reward``,
-        ``bad_actions``, ``bad_features``, ``bad_event_id``, ``unsupported`` (errors),
+        ``bad_actions``, ``bad_features``, ``bad_event_id``, ``bad_position``,
+        ``unsupported`` (errors),
         ``skip_learn``, ``duplicate``, and ``multi_slot``, ``single_slot``, ``no_slot``
         (rows that are not decisions to evaluate on; see `slot` of :func:`read_log`).
     files
@@ -197,7 +223,8 @@ def _bad(reason: str, message: str) -> LogFormatError:
 
 
 # One row, in offer order: (n_actions, chosen, propensity, reward, probabilities or None,
-# action ids or None, context or None, action features or None, event id or None).
+# action ids or None, context or None, action features or None, event id or None,
+# position or None).
 _Row: TypeAlias = tuple[
     int,
     int,
@@ -208,6 +235,7 @@ _Row: TypeAlias = tuple[
     Features | None,
     list[Features] | None,
     str | None,
+    int | None,
 ]
 
 
@@ -231,7 +259,9 @@ def read_log(
         interleaved by when they were opened; others after them, by path), or a list of
         either. Files ending in ``.gz`` are read through gzip.
     format
-        ``"dsjson"``, ``"jsonl"``, ``"parquet"``, or ``"auto"``: Parquet by its name or
+        ``"dsjson"``, ``"jsonl"``, ``"parquet"``, ``"obd"`` (the Open Bandit Dataset's
+        CSV files), or ``"auto"``: the Open Bandit Dataset by its layout (a CSV file, or
+        a folder of them, with ``item_context.csv`` beside each), Parquet by its name or
         magic bytes, otherwise DSJSON or JSON lines by the keys of the first row.
     on_error
         ``"stop"`` raises on the first bad row; ``"skip"`` counts it under its reason
@@ -247,8 +277,12 @@ def read_log(
         Evaluate one slot of multi-slot (CCB) decisions: its ``_id``, or its 0-based
         number. Each multi-slot line then gives the decision that slot was
         (:meth:`policies.dsjson.DSJSONReader.read_slot`: over the actions it could
-        choose, its features in the context's ``_slot`` namespace); lines without it
-        are left out as ``no_slot``, single-slot lines as ``single_slot``. None (the
+        choose, its features in the context's ``_slot`` namespace, its ``position`` the
+        slot's 0-based number); lines without it
+        are left out as ``no_slot``, single-slot lines as ``single_slot``. ``"*"``
+        (:data:`ALL_SLOTS`) reads every slot of each multi-slot line, in slot order,
+        each slot's row with the line's ``EventId``: a slate log
+        (:func:`replay.slates.consecutive_slates` numbers its slates). None (the
         default) reads single-slot decisions and leaves multi-slot lines out as
         ``multi_slot``.
 
@@ -287,6 +321,10 @@ def read_log(
     >>> folder.cleanup()
     """
     _check_choices(format=format, on_error=on_error, cost_key=cost_key)
+    if format == "obd" or (format == "auto" and _is_obd(path_or_paths)):
+        return _read_obd(
+            path_or_paths, on_error=on_error, features=features, progress=progress, slot=slot
+        )
     files = _expand(path_or_paths)
     reader = DSJSONReader(cost_key=cost_key, features=features)
 
@@ -295,7 +333,7 @@ def read_log(
     def plain(raw: bytes | dict[str, Any]) -> _Row:
         return _plain_row(_decode(raw) if type(raw) is bytes else raw, features)
 
-    parsers: dict[str, Callable[[bytes | dict[str, Any]], _Row]] = {
+    parsers: dict[str, Callable[[bytes | dict[str, Any]], _Row | list[_Row]]] = {
         "dsjson": dsjson,
         "jsonl": plain,
         "parquet": plain,
@@ -316,7 +354,7 @@ def read_log(
                     progress(rows_read)
                 try:
                     row = parse(raw)
-                    event_id = row[8]
+                    event_id = (row[0] if isinstance(row, list) else row)[8]
                     if event_id is not None:
                         if event_id in seen_ids:
                             raise _Skip("duplicate")
@@ -333,7 +371,7 @@ def read_log(
                         messages.append(message)
                     skipped[bad.reason] += 1
                     continue
-                columns.append(row)
+                columns.add(row)
         logs = columns.build()
     if progress is not None:
         progress(rows_read)
@@ -348,14 +386,19 @@ def read_log(
 
 def _dsjson_parser(
     reader: DSJSONReader, slot: str | int | None
-) -> Callable[[bytes | dict[str, Any]], _Row]:
+) -> Callable[[bytes | dict[str, Any]], _Row | list[_Row]]:
     """Return the parser of DSJSON rows for :func:`read_log` (`slot`: as it says)."""
 
-    def dsjson(raw: bytes | dict[str, Any]) -> _Row:
+    def dsjson(raw: bytes | dict[str, Any]) -> _Row | list[_Row]:
         record = _decode(raw) if type(raw) is bytes else raw
         if type(record) is dict and "_outcomes" in record:  # a multi-slot (CCB) decision
             if slot is None:
                 raise _Skip("multi_slot")
+            if slot == ALL_SLOTS:
+                rows = [_log_row(one) for one in reader.read_slots(record).slots]
+                if not rows:
+                    raise _Skip("no_slot")
+                return rows
             row = reader.read_slot(record, slot)
             if row is None:
                 raise _Skip("no_slot")
@@ -365,20 +408,26 @@ def _dsjson_parser(
             row = reader.read(record)
         if row is None:
             raise _Skip("skip_learn")
-        probabilities = row.probabilities
-        return (
-            len(probabilities),
-            row.chosen,
-            probabilities[row.chosen],
-            row.reward,
-            probabilities,
-            row.action_ids,
-            row.context,
-            row.action_features,
-            row.event_id,
-        )
+        return _log_row(row)
 
     return dsjson
+
+
+def _log_row(row: LogRow) -> _Row:
+    """Return a row :class:`~policies.dsjson.DSJSONReader` read as a :data:`_Row`."""
+    probabilities = row.probabilities
+    return (
+        len(probabilities),
+        row.chosen,
+        probabilities[row.chosen],
+        row.reward,
+        probabilities,
+        row.action_ids,
+        row.context,
+        row.action_features,
+        row.event_id,
+        row.position,
+    )
 
 
 @contextmanager
@@ -592,6 +641,7 @@ def _plain_row(record: Any, features: bool) -> _Row:  # noqa: PLR0912
     event_id = record.get("event_id")
     if event_id is not None and type(event_id) is not str:
         raise _bad("bad_event_id", f"`event_id` must be a string, got {_show(event_id)}")
+    position = _plain_position(record.get("position"))
     context = _plain_features(record.get("context"), "context") if features else None
     return (
         n,
@@ -603,7 +653,14 @@ def _plain_row(record: Any, features: bool) -> _Row:  # noqa: PLR0912
         context,
         action_features,
         event_id,
+        position,
     )
+
+
+def _plain_position(value: Any) -> int | None:
+    if value is not None and (type(value) is not int or value < 0):
+        raise _bad("bad_position", f"`position` must be an integer >= 0, got {_show(value)}")
+    return value
 
 
 def _plain_probabilities(value: Any, n: int, chosen: int, propensity: float) -> list[float]:
@@ -682,9 +739,17 @@ class _Columns:
         self.contexts: list[Features] = []
         self.action_features: list[list[Features]] = []
         self.event_ids: list[str] | None = []
+        self.position: array[int] | None = array("q")
+
+    def add(self, parsed: _Row | list[_Row]) -> None:
+        """Append a row, or each row of a line that holds several (``slot="*"``)."""
+        for row in parsed if isinstance(parsed, list) else (parsed,):
+            self.append(row)
 
     def append(self, row: _Row) -> None:
-        n, chosen, propensity, reward, probabilities, ids, context, actions, event_id = row
+        n, chosen, propensity, reward, probabilities, ids, context, actions, event_id, position = (
+            row
+        )
         self.n_actions.append(n)
         self.chosen.append(chosen)
         self.propensity.append(propensity)
@@ -704,6 +769,8 @@ class _Columns:
                 self.event_ids = None
             else:
                 self.event_ids.append(event_id)
+        if self.position is not None:  # kept only while every row has one
+            self.position = _appended(self.position, position)
         if self.features:
             self.contexts.append(context or {})
             self.action_features.append(actions or [{} for _ in range(n)])
@@ -725,7 +792,279 @@ class _Columns:
             contexts=self.contexts if self.features else None,
             action_features=self.action_features if self.features else None,
             event_ids=self.event_ids,
+            position=None if self.position is None else np.array(self.position, dtype=np.int64),
         )
+
+
+def _appended(column: array[int], value: int | None) -> array[int] | None:
+    """Return `column` with `value` appended, or None (the column dropped) for no value."""
+    if value is None:
+        return None
+    column.append(value)
+    return column
+
+
+# -- the Open Bandit Dataset ---------------------------------------------------------------
+
+_OBD_ITEMS = "item_context.csv"
+_OBD_COLUMNS = ("item_id", "position", "click", "propensity_score")
+
+
+def _obd_csv(path: Path) -> Path | None:
+    """Return the campaign CSV of `path` (the file, or a campaign folder's), else None."""
+    if path.is_file():
+        suffix_ok = path.name.lower().endswith(".csv") and path.name != _OBD_ITEMS
+        return path if suffix_ok and (path.parent / _OBD_ITEMS).is_file() else None
+    candidate = path / f"{path.name}.csv"
+    return candidate if candidate.is_file() and (path / _OBD_ITEMS).is_file() else None
+
+
+def _obd_files(path_or_paths: PathArg | Sequence[PathArg]) -> list[Path]:
+    """Return the campaign CSVs given: files, campaign folders, or folders of them (by path)."""
+    if isinstance(path_or_paths, str | os.PathLike):
+        given = [Path(path_or_paths)]
+    else:
+        given = [Path(p) for p in path_or_paths]
+    files: list[Path] = []
+    for path in given:
+        found = _obd_csv(path)
+        if found is not None:
+            files.append(found)
+        elif path.is_dir():
+            files.extend(
+                csv
+                for items in sorted(path.rglob(_OBD_ITEMS))
+                if (csv := _obd_csv(items.parent)) is not None
+            )
+        else:
+            msg = f"{path}: not an Open Bandit Dataset CSV (no {_OBD_ITEMS} beside it)"
+            raise LogFormatError(msg)
+    return files
+
+
+def _is_obd(path_or_paths: PathArg | Sequence[PathArg]) -> bool:
+    """Whether the paths are the Open Bandit Dataset's layout (and nothing else)."""
+    try:
+        return bool(_obd_files(path_or_paths))
+    except LogFormatError:
+        return False
+
+
+def _read_obd(
+    path_or_paths: PathArg | Sequence[PathArg],
+    *,
+    on_error: OnError,
+    features: bool,
+    progress: Callable[[int], None] | None,
+    slot: str | int | None,
+) -> ReadResult:
+    """Read Open Bandit Dataset CSVs (see the module docstring) with pyarrow's CSV reader."""
+    if slot is not None:
+        msg = "`slot` reads multi-slot DSJSON; Open Bandit Dataset rows carry their position"
+        raise ConfigurationError(msg)
+    files = _obd_files(path_or_paths)
+    if not files:
+        msg = f"{path_or_paths}: no Open Bandit Dataset CSV (a campaign CSV and {_OBD_ITEMS})"
+        raise LogFormatError(msg)
+    parts: list[LoggedDecisions] = []
+    skipped: Counter[str] = Counter()
+    messages: list[str] = []
+    rows_read = 0
+    for path in files:
+        logs, read, dropped = _read_obd_file(path, on_error=on_error, features=features)
+        rows_read += read
+        for reason, message in dropped:
+            skipped[reason] += 1
+            if len(messages) < _KEEP_MESSAGES:
+                messages.append(message)
+        parts.append(logs)
+        if progress is not None:
+            progress(rows_read)
+    return ReadResult(
+        logs=_concatenate(parts),
+        rows_read=rows_read,
+        skipped=dict(skipped),
+        files=tuple(files),
+        messages=tuple(messages),
+    )
+
+
+def _read_obd_file(
+    path: Path, *, on_error: OnError, features: bool
+) -> tuple[LoggedDecisions, int, list[tuple[str, str]]]:
+    """Read one campaign CSV: its decisions, its rows, and each row left out (reason, message)."""
+    table, items, user = _obd_tables(path, features)
+    item_ids = [str(item) for item in items.column("item_id").to_pylist()]
+    index = {item: j for j, item in enumerate(item_ids)}
+    if len(index) != len(item_ids) or not item_ids:
+        msg = f"{path.parent / _OBD_ITEMS}: `item_id` must list distinct items, at least one"
+        raise LogFormatError(msg)
+    n = table.num_rows
+    chosen = _obd_items(table.column("item_id"), item_ids)
+    position = _obd_numbers(table, "position") - 1.0
+    reward = _obd_numbers(table, "click")
+    propensity = _obd_numbers(table, "propensity_score")
+    checks = (
+        ("bad_chosen", chosen < 0, "`item_id` must be an item of item_context.csv"),
+        (
+            "bad_position",
+            ~(np.isfinite(position) & (position >= 0) & (position == np.round(position))),
+            "`position` must be an integer >= 1",
+        ),
+        ("bad_reward", ~np.isfinite(reward), "`click` must be a finite number"),
+        (
+            "bad_probability",
+            ~((propensity > 0.0) & (propensity <= 1.0)),
+            "`propensity_score` must be in (0, 1]",
+        ),
+    )
+    keep = np.ones(n, dtype=bool)
+    dropped: list[tuple[str, str]] = []
+    for reason, bad, rule in checks:
+        for row in np.flatnonzero(bad & keep):
+            message = f"{path}:{row + 2}: {rule}"  # line 1 is the header
+            if on_error == "stop":
+                raise LogFormatError(message, reason=reason)
+            dropped.append((reason, message))
+        keep &= ~bad
+    rows = np.flatnonzero(keep)
+    contexts = action_features = None
+    if features:
+        contexts, per_item = _obd_features(table, items, user, rows)
+        action_features = [per_item] * rows.size
+    logs = LoggedDecisions(
+        n_actions=np.full(rows.size, len(item_ids), dtype=np.int64),
+        chosen=chosen[rows],
+        propensity=propensity[rows],
+        reward=reward[rows],
+        action_ids=[item_ids] * rows.size,
+        contexts=contexts,
+        action_features=action_features,
+        position=position[rows].astype(np.int64),
+    )
+    return logs, n, dropped
+
+
+def _obd_tables(path: Path, features: bool) -> tuple[Any, Any, list[str]]:
+    """Return a campaign CSV's table, its items' table, and the user feature columns read."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    try:
+        with path.open(newline="", encoding="utf-8") as file:
+            header = next(csv.reader(file), [])
+        user = [name for name in header if name.startswith("user_feature_")] if features else []
+        # Only the columns read (not the user-item affinities); user features as text.
+        wanted = [name for name in header if name in _OBD_COLUMNS] + user
+        table = pacsv.read_csv(
+            path,
+            convert_options=pacsv.ConvertOptions(
+                include_columns=wanted, column_types=dict.fromkeys(user, pa.string())
+            ),
+        )
+        items = pacsv.read_csv(
+            path.parent / _OBD_ITEMS,
+            convert_options=pacsv.ConvertOptions(strings_can_be_null=False),
+        )
+    except (pa.ArrowInvalid, OSError, UnicodeDecodeError, csv.Error) as exc:
+        msg = f"{path}: not a readable Open Bandit Dataset CSV: {exc}"
+        raise LogFormatError(msg) from None
+    for source, columns, needed in (
+        (path, table.column_names, _OBD_COLUMNS),
+        (path.parent / _OBD_ITEMS, items.column_names, ("item_id",)),
+    ):
+        missing = [column for column in needed if column not in columns]
+        if missing:
+            msg = f"{source}: the Open Bandit Dataset column `{missing[0]}` is missing"
+            raise LogFormatError(msg)
+    return table, items, user
+
+
+def _obd_features(
+    table: Any, items: Any, user: list[str], rows: npt.NDArray[np.int64]
+) -> tuple[list[Features], list[Features]]:
+    """Return the kept rows' contexts (equal ones share a dict) and each item's features."""
+    values = [table.column(name).to_pylist() for name in user]
+    shared: dict[tuple[Any, ...], Features] = {}
+    contexts = []
+    for i in rows:
+        key = tuple(column[i] for column in values)
+        context = shared.get(key)
+        if context is None:
+            context = {"user": {name: _obd_value(v) for name, v in zip(user, key, strict=True)}}
+            shared[key] = context
+        contexts.append(context)
+    item_columns = [name for name in items.column_names if name.startswith("item_feature_")]
+    item_values = [items.column(name).to_pylist() for name in item_columns]
+    per_item: list[Features] = [
+        {
+            "item": {
+                name: _obd_value(column[j])
+                for name, column in zip(item_columns, item_values, strict=True)
+            }
+        }
+        for j in range(items.num_rows)
+    ]
+    return contexts, per_item
+
+
+def _obd_items(column: Any, item_ids: list[str]) -> npt.NDArray[np.int64]:
+    """Return each cell's index in `item_ids` (compared as text), -1 for an unknown item."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    found = pc.index_in(column.cast(pa.string()), value_set=pa.array(item_ids))
+    return np.asarray(found.fill_null(-1).to_numpy(), dtype=np.int64)
+
+
+def _obd_numbers(table: Any, name: str) -> npt.NDArray[np.float64]:
+    """Return a column as floats, NaN where a cell is empty or not a number."""
+    import pyarrow as pa
+
+    column = table.column(name)
+    if pa.types.is_integer(column.type) or pa.types.is_floating(column.type):
+        return np.asarray(column.cast(pa.float64()).fill_null(math.nan).to_numpy(), np.float64)
+    return np.array([_float_or_nan(v) for v in column.to_pylist()], dtype=np.float64)
+
+
+def _float_or_nan(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _obd_value(value: Any) -> str | float:
+    """Return a CSV cell as a feature value: a finite number stays one, the rest is text."""
+    if isinstance(value, bool):
+        return 1.0 if value else 0.0
+    if isinstance(value, int | float) and math.isfinite(value):
+        return float(value)
+    return "" if value is None else str(value)
+
+
+def _concatenate(parts: Sequence[LoggedDecisions]) -> LoggedDecisions:
+    """Join logs read file by file into one (every part holds the same columns)."""
+    if len(parts) == 1:
+        return parts[0]
+
+    def joined(name: str) -> list[Any] | None:
+        columns = [getattr(part, name) for part in parts]
+        return None if any(c is None for c in columns) else [x for c in columns for x in c]
+
+    def stacked(name: str) -> npt.NDArray[Any]:
+        return np.concatenate([getattr(part, name) for part in parts])
+
+    return LoggedDecisions(
+        n_actions=stacked("n_actions"),
+        chosen=stacked("chosen"),
+        propensity=stacked("propensity"),
+        reward=stacked("reward"),
+        action_ids=joined("action_ids"),
+        contexts=joined("contexts"),
+        action_features=joined("action_features"),
+        position=stacked("position"),
+    )
 
 
 # -- exports --------------------------------------------------------------------------------
@@ -847,6 +1186,7 @@ def _plain_record(logs: LoggedDecisions, i: int, *, as_text: bool) -> dict[str, 
         "reward": float(logs.reward[i]),
         "context": None if logs.contexts is None else encode(logs.contexts[i]),
         "event_id": None if logs.event_ids is None else logs.event_ids[i],
+        "position": None if logs.position is None else int(logs.position[i]),
     }
 
 
@@ -892,6 +1232,7 @@ def to_parquet(logs: LoggedDecisions, path: PathArg, *, row_group_size: int = 65
             ("reward", pa.float64()),
             ("context", pa.string()),
             ("event_id", pa.string()),
+            ("position", pa.int64()),
         ]
     )
     with pq.ParquetWriter(str(path), schema) as writer:
@@ -909,8 +1250,9 @@ def to_obp(logs: LoggedDecisions, *, hash_dim: int | None = None) -> dict[str, A
 
     OBP numbers actions globally, so each distinct action id gets an index, in the order
     the ids are first offered (``action_ids`` lists them; without ids, the offer index is
-    the action). Keys: ``n_rounds``, ``n_actions``, ``action``, ``position`` (None: one
-    slot), ``reward``, ``pscore`` (the chosen action's logged probability), ``context``
+    the action). Keys: ``n_rounds``, ``n_actions``, ``action``, ``position`` (each
+    row's 0-based position; None when the log has none), ``reward``, ``pscore`` (the
+    chosen action's logged probability), ``context``
     (one row per decision, or None without contexts), ``pi_b`` (``(n_rounds, n_actions,
     1)``, the logged distribution, 0 for actions not offered; None without it),
     ``action_context`` (one row per action, from the features it was first offered
@@ -961,7 +1303,7 @@ def to_obp(logs: LoggedDecisions, *, hash_dim: int | None = None) -> dict[str, A
         "n_rounds": n,
         "n_actions": n_total,
         "action": columns[rows, logs.chosen],
-        "position": None,
+        "position": None if logs.position is None else logs.position.copy(),
         "reward": logs.reward.copy(),
         "pscore": logs.propensity.copy(),
         "context": None if logs.contexts is None else _feature_matrix(logs.contexts, hash_dim),

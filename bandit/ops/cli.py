@@ -362,7 +362,10 @@ def replay_command(  # noqa: PLR0917 - typer maps each option to a parameter
         typer.Argument(
             metavar="LOG",
             exists=True,
-            help="Decision logs: DSJSON, JSON lines or Parquet files, or folders of them.",
+            help=(
+                "Decision logs: DSJSON, JSON lines or Parquet files, or folders of them; "
+                "or the Open Bandit Dataset's CSV files (item_context.csv beside them)."
+            ),
         ),
     ],
     policy: Annotated[
@@ -436,7 +439,10 @@ def replay_command(  # noqa: PLR0917 - typer maps each option to a parameter
         typer.Option(
             "--slot",
             metavar="SLOT_ID",
-            help="Evaluate this slot of multi-slot decisions (its id) instead of single-slot ones.",
+            help=(
+                "Evaluate this slot of multi-slot decisions (its id) instead of single-slot "
+                "ones; '*' reads every slot, each a row at its position (see --by-position)."
+            ),
         ),
     ] = None,
     reward_range: Annotated[
@@ -451,6 +457,16 @@ def replay_command(  # noqa: PLR0917 - typer maps each option to a parameter
             ),
         ),
     ] = None,
+    by_position: Annotated[
+        bool,
+        typer.Option(
+            "--by-position",
+            help=(
+                "Also estimate each position's value on its rows alone (estimator@position=K, "
+                "K 0-based; the log must carry positions). IPS's sum to a page's value."
+            ),
+        ),
+    ] = False,
 ) -> None:
     """Estimate what target policies would have earned on logged decisions.
 
@@ -481,6 +497,7 @@ def replay_command(  # noqa: PLR0917 - typer maps each option to a parameter
             html_path=html_out,
             progress=_ReplaySteps(on_error),
             slot=slot,
+            by_position=by_position,
         )
     report, result, data, built = run.report, run.read, run.logs, run.targets
     table, notes = _replay_table(report, data.n)

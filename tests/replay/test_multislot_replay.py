@@ -12,7 +12,9 @@ from policies import Action, Distribution, choose, rng_for_event
 from policies.dsjson import LoggedSlot, ccb_dsjson_record, dsjson_line, dsjson_record
 from replay import Intervals
 from replay.pipeline import replay_logs
-from replay.readers import read_log
+from replay.readers import ALL_SLOTS, read_log
+from replay.slates import RIPS, SIPS, consecutive_slates
+from replay.targets import build_target
 
 ACTIONS = [Action(f"item-{j}", {"item": {"kind": f"k{j}"}}) for j in range(4)]
 SLOTS = (("top", {"size": "Large"}, 2), ("side", {"size": "Small"}, 0))  # id, features, best
@@ -86,3 +88,32 @@ def test_replay_evaluates_each_slot_on_its_own(
     assert values[(f"fixed:{best}", "snips")] == pytest.approx(worth, abs=0.1)
     assert values[(f"fixed:{best}", "ips")] == pytest.approx(worth, abs=0.2)
     assert values[("uniform", "ips")] < worth - 0.3
+
+
+def test_a_slot_read_alone_carries_its_number(tmp_path: Path) -> None:
+    """`slot=` gives each multi-slot line's slot row, its position the slot's number."""
+    path = _log(tmp_path / "decisions.dsjson")
+    side = read_log(path, slot="side").logs
+    assert side.position is not None
+    assert set(side.position.tolist()) == {1}
+
+
+def test_every_slot_makes_a_slate_log_that_rips_and_sips_value(tmp_path: Path) -> None:
+    """slot="*" reads each line's slots in order; its slates have the true value in their CIs."""
+    path = _log(tmp_path / "decisions.dsjson")
+    result = read_log(path, slot=ALL_SLOTS)
+    logs = result.logs
+    assert (logs.n, result.skipped) == (2 * ROWS, {"single_slot": 1})
+    assert logs.position is not None
+    assert logs.position.tolist()[:4] == [0, 1, 0, 1]
+    assert logs.event_ids is not None
+    assert logs.event_ids[:4] == ["r0", "r0", "r1", "r1"]
+    slates = consecutive_slates(logs.position)
+    assert slates.max() == ROWS - 1
+    # The target shows item-2 on top (worth 1 there) and item-0 beside it (worth 1): 2 a page.
+    target = build_target("fixed:item-2,item-0", logs).probabilities
+    for estimator in (RIPS(Intervals(n_bootstrap=0)), SIPS(Intervals(n_bootstrap=0))):
+        estimate = estimator.estimate(logs, target, slates=slates)
+        assert estimate.ci is not None
+        assert 2.0 in estimate.ci, estimate
+        assert estimate.n_slates == ROWS

@@ -666,7 +666,10 @@ def test_unknown_format_is_refused(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("options", "match"),
     [
-        ({"format": "csv"}, r"`format` must be one of \['auto', 'dsjson', 'jsonl', 'parquet'\]"),
+        (
+            {"format": "csv"},
+            r"`format` must be one of \['auto', 'dsjson', 'jsonl', 'parquet', 'obd'\]",
+        ),
         ({"on_error": "ignore"}, r"`on_error` must be one of \['stop', 'skip'\], got 'ignore'"),
         ({"cost_key": "cost"}, r"`cost_key` must be one of"),
     ],
