@@ -291,7 +291,8 @@ class LiveEvaluation:
         assert self.reward_range is not None
         low, high = self.reward_range
         sequence = BettingSequence(alpha=self.alpha, low=low, high=high)
-        return _Candidate(spec, sequence, policy, now, dirty=True, model_dirty=policy is not None)
+        learns = policy is not None and policy.learns
+        return _Candidate(spec, sequence, policy, now, dirty=True, model_dirty=learns)
 
     # -- the decisions -------------------------------------------------------------------
 
@@ -329,7 +330,7 @@ class LiveEvaluation:
             candidate.clipped += clipped != reward
             candidate.updated_at = now
             candidate.dirty = True
-            if policy is not None:
+            if policy is not None and policy.learns:
                 try:
                     policy.learn(context, actions, chosen, reward, probability)
                 except (PolicyError, ValueError):
@@ -404,7 +405,7 @@ class LiveEvaluation:
         for candidate in (self.logged, *self.candidates.values()):
             if candidate.dirty or self._forget_all:
                 figures[_CANDIDATE + candidate.spec] = candidate.stored()
-            if candidate.policy is not None and (candidate.model_dirty or self._forget_all):
+            if candidate.policy is not None and candidate.model_dirty:
                 models[candidate.spec] = candidate.policy.snapshot()
         out.append(HashChange(figures_key, set=figures))
         if models:
