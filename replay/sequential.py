@@ -86,7 +86,7 @@ import numpy.typing as npt
 
 from replay._data import FloatArray
 
-__all__ = ["GRID", "BettingSequence", "SequenceReading"]
+__all__ = ["BettingSequence", "GRID", "SequenceReading"]  # noqa: RUF022 - plain sorted()
 
 GRID = 500
 """Grid intervals of the candidate values, over the reward range (the bounds' resolution)."""

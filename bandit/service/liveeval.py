@@ -69,11 +69,12 @@ from bandit.wire.schemas import LiveEvaluationSettings
 from policies import Action, Context, Policy, make_policy
 from replay.sequential import BettingSequence, SequenceReading
 
-__all__ = [
-    "LOGGED",
+__all__ = [  # noqa: RUF022 - plain sorted()
     "CandidateFigures",
+    "LOGGED",
     "LiveEvaluation",
     "LiveFigures",
+    "check_candidates",
     "evaluation_keys",
     "load_evaluation",
     "read_figures",
@@ -421,6 +422,22 @@ class LiveEvaluation:
         self._removed.clear()
         for candidate in (*self.candidates.values(), *filter(None, [self.logged])):
             candidate.dirty = candidate.model_dirty = False
+
+
+def check_candidates(settings: LiveEvaluationSettings | None) -> None:
+    """Check that every candidate spec builds a policy (blocking: VW builds a workspace).
+
+    Raises
+    ------
+    bandit.errors.ConfigurationError
+        Naming the candidate (``live_evaluation.candidates.<i>``) and why it does not build.
+    """
+    for index, spec in enumerate(() if settings is None else settings.candidates):
+        try:
+            make_policy(spec)
+        except (ConfigurationError, PolicyError, TypeError, ValueError) as error:
+            msg = f"`live_evaluation.candidates.{index}` ({spec!r}) is not a policy spec: {error}"
+            raise ConfigurationError(msg) from None
 
 
 # -- reading from Redis --------------------------------------------------------------------
