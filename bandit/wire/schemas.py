@@ -2160,19 +2160,22 @@ class PolicySettings(_Frozen):
     auto_optimization_start: AwareDatetime | None = None
     live_evaluation: LiveEvaluationSettings | None = None
 
-    @model_validator(mode="after")
-    def _default_reward_evaluated(self) -> Self:
-        found = self.live_evaluation
-        if found is not None and not (
-            found.reward_range[0] <= self.default_reward <= found.reward_range[1]
-        ):
-            raise _error(
-                "reward_range_default",
-                "live_evaluation.reward_range {range} must hold default_reward {found}",
-                range=_show(list(found.reward_range)),
-                found=_show(self.default_reward),
-            )
-        return self
+    @field_validator("live_evaluation")
+    @classmethod
+    def _default_reward_evaluated(
+        cls, found: LiveEvaluationSettings | None, info: ValidationInfo
+    ) -> LiveEvaluationSettings | None:
+        default = info.data.get("default_reward")
+        if found is not None and default is not None:
+            low, high = found.reward_range
+            if not low <= default <= high:
+                raise _error(
+                    "reward_range_default",
+                    "live_evaluation.reward_range {range} must hold default_reward {found}",
+                    range=_show([low, high]),
+                    found=_show(default),
+                )
+        return found
 
 
 class BehaviourKind(StrEnum):

@@ -63,6 +63,7 @@ def test_candidates_are_evaluated_once_and_their_state_survives_a_restart(
         assert figures["vw-epsilon"][0] == 300
         _, models = evaluation_keys(store, "q")
         snapshot = await store.redis.hget(models, "vw-epsilon")
+        assert isinstance(snapshot, bytes)
         assert Policy.restore(snapshot).n_learned == 300  # it learned along the traffic
 
     _run(redis_url, body)
