@@ -17,19 +17,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from bandit.api.admin import live_settings
 from bandit.api.deps import CONTROL_TIMEOUT, CallerDep, ServiceDep, redis_or_503, resolve_policy
-from bandit.api.errors import ERROR_RESPONSES, POLICY_ERRORS, ErrorResponse, model_response
-from bandit.errors import RefusedRequestError
+from bandit.api.errors import ERROR_RESPONSES, POLICY_ERRORS, model_response
 from bandit.service.liveeval import LOGGED, CandidateFigures, LiveFigures, read_figures
 from bandit.wire.schemas import LiveEvaluationSettings
 
 __all__ = ["CandidateEvaluation", "LiveEvaluationReport", "live_report", "router"]
 
 router = APIRouter(prefix="/v1", tags=["native"], responses=ERROR_RESPONSES)
-
-_NOT_EVALUATED = {
-    "description": "The policy's settings name no live evaluation (`live_evaluation`).",
-    "model": ErrorResponse,
-}
 
 
 class CandidateEvaluation(BaseModel):
@@ -56,32 +50,44 @@ class LiveEvaluationReport(BaseModel):
     With probability at least ``1 - alpha`` every candidate's value stays within its
     bounds at every moment at once (a confidence sequence per candidate, each at level
     ``alpha``): look as often as you like. A candidate set in the settings that the
-    learner has not counted yet shows ``n`` 0 and the whole reward range.
+    learner has not counted yet shows ``n`` 0 and the whole reward range. Without
+    ``live_evaluation`` in the policy's settings, `enabled` is false and there are no
+    figures.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     policy: str
-    alpha: float
-    reward_range: tuple[float, float]
+    enabled: bool = Field(description="Whether the policy's settings name a live evaluation.")
+    alpha: float | None = Field(description="The error level (null when not enabled).")
+    reward_range: tuple[float, float] | None = Field(
+        description="The rewards the bounds assume (null when not enabled)."
+    )
     method: str = Field(
         default="betting confidence sequence (Waudby-Smith & Ramdas 2024; "
         "Karampatziakis, Mineiro & Ramdas 2021)",
         description="How the bounds are computed (replay/sequential.py).",
     )
     skipped: int = Field(description="Multi-slot decisions, which are not evaluated.")
-    logged: CandidateEvaluation
+    logged: CandidateEvaluation | None = Field(
+        description="The served policy's own value, for comparison (null when not enabled)."
+    )
     candidates: list[CandidateEvaluation]
 
 
 def live_report(
-    name: str, settings: LiveEvaluationSettings, figures: LiveFigures | None
+    name: str, settings: LiveEvaluationSettings | None, figures: LiveFigures | None
 ) -> LiveEvaluationReport:
     """Lay out `figures` in the order of `settings`' candidates (not counted yet: n 0).
 
     Figures saved at another alpha or reward range (the settings changed and the
     learner has not caught up) count as not yet counted.
     """
+    if settings is None:
+        return LiveEvaluationReport(
+            policy=name, enabled=False, alpha=None, reward_range=None, skipped=0, logged=None,
+            candidates=[],
+        )  # fmt: skip
     low, high = settings.reward_range
     current = (
         figures is not None
@@ -110,6 +116,7 @@ def live_report(
 
     return LiveEvaluationReport(
         policy=name,
+        enabled=True,
         alpha=settings.alpha,
         reward_range=settings.reward_range,
         skipped=figures.skipped if figures and current else 0,
@@ -121,24 +128,18 @@ def live_report(
 @router.get(
     "/policies/{name}/evaluation/live",
     response_model=LiveEvaluationReport,
-    responses={**POLICY_ERRORS, 409: _NOT_EVALUATED},
+    responses=POLICY_ERRORS,
     name="get_policy_live_evaluation",
 )
 async def get_live_evaluation_route(service: ServiceDep, caller: CallerDep, name: str) -> Response:
     """Read the policy's candidates' live estimates and anytime-valid bounds.
 
-    404 when the policy is not served; 409 when its settings name no live evaluation
-    (set ``live_evaluation`` with ``PUT /v1/policies/{name}/settings``).
+    Candidates are set in the policy's settings (``live_evaluation``, ``PUT
+    /v1/policies/{name}/settings``); 404 when the policy is not served.
     """
     resolve_policy(service, caller, name)
     with redis_or_503():
         async with asyncio.timeout(CONTROL_TIMEOUT):
             settings, _ = await live_settings(service, name)
             figures = await read_figures(service.store, name)
-    if settings.live_evaluation is None:
-        message = (
-            f"policy {name!r} evaluates no candidates live: set `live_evaluation` in its "
-            f"settings (PUT /v1/policies/{name}/settings)"
-        )
-        raise RefusedRequestError(409, "Conflict", message)
     return model_response(live_report(name, settings.live_evaluation, figures))

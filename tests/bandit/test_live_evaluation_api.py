@@ -102,11 +102,15 @@ def test_bad_live_evaluation_settings_are_refused_naming_the_field(
 
 
 def test_the_route_says_whether_a_live_evaluation_runs(client: httpx.Client) -> None:
-    """409 without one; with one, every candidate at n 0 until the learner counts it."""
+    """Not enabled without one; with one, every candidate at n 0 until the learner counts it."""
     assert _put(client, None).status_code == 200
-    refused = client.get(ROUTE, headers=READER)
-    assert refused.status_code == 409
-    assert "evaluates no candidates live" in refused.text
+    off = client.get(ROUTE, headers=READER)
+    assert off.status_code == 200, off.text
+    assert (off.json()["enabled"], off.json()["candidates"], off.json()["logged"]) == (
+        False,
+        [],
+        None,
+    )
     assert client.get("/v1/policies/ghost/evaluation/live", headers=ADMIN).status_code == 404
     assert _put(client, {"candidates": ["uniform", "vw-epsilon"]}).status_code == 200
     answer = client.get(ROUTE, headers=READER)  # any key allowed the policy may read it
@@ -115,7 +119,7 @@ def test_the_route_says_whether_a_live_evaluation_runs(client: httpx.Client) -> 
     assert [row["candidate"] for row in body["candidates"]] == ["uniform", "vw-epsilon"]
     assert {row["n"] for row in body["candidates"]} == {0}
     assert (body["logged"]["lower"], body["logged"]["upper"]) == (0.0, 1.0)
-    assert body["alpha"] == 0.05
+    assert (body["enabled"], body["alpha"]) == (True, 0.05)
     _put(client, None)
 
 
@@ -128,6 +132,7 @@ def test_figures_of_other_settings_are_not_shown_as_current() -> None:
     settings = LiveEvaluationSettings(candidates=["uniform", "vw-epsilon"])
     report = live_report("p", settings, figures)
     assert [(c.candidate, c.n) for c in report.candidates] == [("uniform", 10), ("vw-epsilon", 0)]
+    assert report.logged is not None
     assert (report.logged.n, report.skipped) == (10, 2)
     stale = live_report("p", LiveEvaluationSettings(candidates=["uniform"], alpha=0.1), figures)
     assert [(c.n, c.lower, c.upper) for c in stale.candidates] == [(0, 0.0, 1.0)]
