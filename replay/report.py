@@ -55,6 +55,7 @@ from replay.estimators import (
     SwitchDR,
 )
 from replay.reward_models import RewardPredictions
+from replay.sequential import SequenceReading, over_log
 from replay.targets import Target
 from replay.whatif import WhatIf
 
@@ -153,6 +154,10 @@ class Report:
         value (normal approximation over the rows so far, at `level`).
     level
         Confidence level of `curve_bands`.
+    anytime
+        Per target, its anytime-valid confidence sequence at level `level` over the log
+        (:func:`replay.sequential.over_log`): the IPS estimate with bounds that hold
+        at every row at once, as the live evaluation reports them.
     """
 
     evaluations: tuple[Evaluation, ...]
@@ -162,6 +167,7 @@ class Report:
     whatif: WhatIf | None = None
     curve_bands: Mapping[str, tuple[FloatArray, FloatArray]] = field(default_factory=dict)
     level: float = 0.95
+    anytime: Mapping[str, SequenceReading] = field(default_factory=dict)
 
 
 def evaluate(
@@ -218,6 +224,10 @@ def evaluate(
     logged_curve = None
     if logs.n:
         logged_curve = np.cumsum(logs.reward) / np.arange(1, logs.n + 1)
+    anytime = {
+        t.label: over_log(t.probabilities.weights(), logs.reward, alpha=1.0 - level)
+        for t in targets
+    }
     return Report(
         tuple(evaluations),
         curves,
@@ -225,6 +235,7 @@ def evaluate(
         dict(log or {}),
         curve_bands=bands,
         level=level,
+        anytime=anytime,
     )
 
 
@@ -265,8 +276,15 @@ def to_json(report: Report) -> dict[str, Any]:
             },
             "logged_curve": None if report.logged_curve is None else _thin(report.logged_curve),
             "whatif": None if report.whatif is None else _whatif(report.whatif),
+            "anytime_valid": {
+                label: {
+                    "estimate": r.estimate, "low": r.lower, "high": r.upper, "n": r.n,
+                    "level": 1.0 - r.alpha, "method": "betting confidence sequence",
+                }
+                for label, r in report.anytime.items()
+            },
         }
-    )
+    )  # fmt: skip
     return data
 
 
@@ -403,6 +421,7 @@ def render_html(report: Report, *, title: str = "streambandit replay") -> str:
         ),
         _estimates_html(report.evaluations),
         _estimates_svg(report.evaluations, reference),
+        *_anytime_html(report.anytime),
     ]
     if report.curves:
         parts += [
@@ -425,6 +444,31 @@ def render_html(report: Report, *, title: str = "streambandit replay") -> str:
         parts += ["<h2>What-if exploration</h2>", _whatif_html(report.whatif)]
     parts.append("</body></html>")
     return "\n".join(parts)
+
+
+def _anytime_html(readings: Mapping[str, SequenceReading]) -> list[str]:
+    """Lay out each target's anytime-valid confidence sequence at the end of the log."""
+    if not readings:
+        return []
+    level = 1.0 - next(iter(readings.values())).alpha
+    rows = [
+        (
+            '<div class="wide"><table><tr><th class="text">policy</th><th>IPS estimate</th>'
+            f"<th>{level:.0%} anytime-valid</th><th>rows</th></tr>"
+        )
+    ]
+    rows += [
+        f'<tr><td class="text">{html.escape(label)}</td><td>{_fmt(r.estimate)}</td>'
+        f"<td>{_fmt(r.lower)} to {_fmt(r.upper)}</td><td>{r.n:,}</td></tr>"
+        for label, r in readings.items()
+    ]
+    caption = (
+        '<p class="caption">Anytime-valid bounds (a betting confidence sequence, '
+        "replay/sequential.py): they hold at every row at once, so they stay valid however "
+        "often the log is looked at while it grows, as the live evaluation reports them; "
+        "wider than the fixed-time intervals above.</p>"
+    )
+    return ["<h3>Anytime-valid</h3>", caption, *rows, "</table></div>"]
 
 
 def _fmt(value: float | None, digits: int = 4) -> str:

@@ -10,7 +10,11 @@ from statistics import NormalDist
 import numpy as np
 import pytest
 
-from replay.sequential import BettingSequence
+from replay._data import LoggedDecisions
+from replay.estimators import Intervals
+from replay.report import evaluate, render_html, to_json
+from replay.sequential import BettingSequence, over_log
+from replay.targets import build_target
 
 ALPHA = 0.1
 STREAMS = 200
@@ -171,3 +175,41 @@ def test_a_damaged_state_is_refused() -> None:
     for bad in (b"", b"{}\n", data[:-8], b"not json\n" + data.partition(b"\n")[2]):
         with pytest.raises(ValueError, match="not a serialised BettingSequence"):
             BettingSequence.from_bytes(bad)
+
+
+def test_the_replay_report_carries_the_sequence_beside_the_fixed_time_intervals() -> None:
+    """Each target gets an anytime-valid row holding the truth, wider than its normal CI."""
+    rng = np.random.default_rng(5)
+    n = 4000
+    chosen = rng.integers(N_ACTIONS, size=n)
+    logs = LoggedDecisions(
+        n_actions=np.full(n, N_ACTIONS),
+        chosen=chosen,
+        propensity=np.full(n, 1.0 / N_ACTIONS),
+        reward=(rng.random(n) < MEANS[chosen]).astype(float),
+        action_ids=[["a", "b", "c", "d"]] * n,
+    )
+    report = evaluate(
+        logs, [build_target("fixed:a", logs)], ["ips"], intervals=Intervals(n_bootstrap=0)
+    )
+    reading = report.anytime["fixed:a"]
+    assert reading.n == n
+    assert reading.lower <= TRUTH <= reading.upper
+    ci = report.evaluations[0].estimate.ci
+    assert ci is not None
+    assert reading.lower < ci.low
+    assert ci.high < reading.upper
+    assert reading.estimate == pytest.approx(report.evaluations[0].estimate.value)
+    data = to_json(report)["anytime_valid"]["fixed:a"]
+    assert (data["low"], data["high"], data["level"]) == (
+        reading.lower,
+        reading.upper,
+        pytest.approx(0.95),
+    )
+    assert "anytime-valid" in render_html(report)
+
+
+def test_over_log_refuses_no_looks() -> None:
+    """`looks` below 1 is refused, naming it."""
+    with pytest.raises(ValueError, match="`looks` must be >= 1, got 0"):
+        over_log([1.0], [1.0], looks=0)
