@@ -88,7 +88,7 @@ from replay._data import FloatArray
 
 __all__ = ["BettingSequence", "GRID", "SequenceReading", "over_log"]  # noqa: RUF022 - sorted()
 
-GRID = 500
+GRID = 256
 """Grid intervals of the candidate values, over the reward range (the bounds' resolution)."""
 _TRUNCATION = 0.5  # c: every bet at most c / m, so every factor of the capital is >= 1 - c
 _FORMAT = 1  # version of the serialised state
@@ -313,9 +313,9 @@ def _log_growth(terms: FloatArray, bets: FloatArray, points: FloatArray) -> Floa
     with np.errstate(divide="ignore"):
         caps = np.where(points > 0.0, _TRUNCATION / points, np.inf)
     for start in range(0, terms.size, 256):  # bounded memory: 256 x grid at a time
-        x = terms[start : start + 256, None]
-        lam = np.minimum(bets[start : start + 256, None], caps[None, :])
-        out += np.log1p(lam * (x - points[None, :])).sum(axis=0)
+        factors = terms[start : start + 256, None] - points[None, :]
+        factors *= np.minimum(bets[start : start + 256, None], caps[None, :])
+        out += np.log1p(factors, out=factors).sum(axis=0)
     return out
 
 
