@@ -215,11 +215,16 @@ class LiveEvaluation:
         raw_settings = figures.get(_SETTINGS_FIELD)
         if raw_settings is None:
             return evaluation
-        settings = json.loads(raw_settings)
-        evaluation.alpha = float(settings["alpha"])
-        low, high = settings["reward_range"]
-        evaluation.reward_range = (float(low), float(high))
-        evaluation.skipped = int(settings.get("skipped", 0))
+        try:
+            settings = json.loads(raw_settings)
+            low, high = settings["reward_range"]
+            evaluation.alpha = float(settings["alpha"])
+            evaluation.reward_range = (float(low), float(high))
+            evaluation.skipped = int(settings.get("skipped", 0))
+        except (ValueError, KeyError, TypeError) as error:  # started again, all of it
+            _log.warning("evaluation.unreadable", candidate=None, reason=str(error))
+            evaluation._reset()
+            return evaluation
         for name, value in figures.items():
             if not name.startswith(_CANDIDATE):
                 continue
@@ -232,18 +237,18 @@ class LiveEvaluation:
                     policy = make_policy(spec) if snapshot is None else Policy.restore(snapshot)
                     if snapshot is not None:
                         evaluation._saved_models[spec] = snapshot
-            except (ValueError, KeyError, SnapshotError, PolicyError) as error:
+                candidate = _Candidate(
+                    spec,
+                    sequence,
+                    policy,
+                    float(meta["started_at"]),
+                    None if meta.get("updated_at") is None else float(meta["updated_at"]),
+                    int(meta.get("clipped", 0)),
+                    int(meta.get("learn_failures", 0)),
+                )
+            except (ValueError, KeyError, TypeError, SnapshotError, PolicyError) as error:
                 _log.warning("evaluation.unreadable", candidate=spec, reason=str(error))
                 continue
-            candidate = _Candidate(
-                spec,
-                sequence,
-                policy,
-                float(meta["started_at"]),
-                None if meta.get("updated_at") is None else float(meta["updated_at"]),
-                int(meta.get("clipped", 0)),
-                int(meta.get("learn_failures", 0)),
-            )
             if spec == _LOGGED_FIELD:
                 evaluation.logged = candidate
             else:
@@ -470,8 +475,12 @@ async def read_figures(store: StateStore, policy: str) -> LiveFigures | None:
         if not name.startswith(_CANDIDATE):
             continue
         spec = name[len(_CANDIDATE) :]
-        meta, sequence = _parse_stored(value)
-        found = _figures(LOGGED if spec == _LOGGED_FIELD else spec, sequence.reading(), meta)
+        try:
+            meta, sequence = _parse_stored(value)
+            found = _figures(spec, sequence.reading(), meta)
+        except (ValueError, KeyError, TypeError) as error:  # the learner starts it again
+            _log.warning("evaluation.unreadable", candidate=spec, reason=str(error))
+            continue
         if spec == _LOGGED_FIELD:
             logged = found
         else:

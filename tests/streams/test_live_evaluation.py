@@ -111,3 +111,26 @@ def test_decisions_without_learning_consent_are_not_evaluated(redis_url: str) ->
         assert _figures(await read_figures(store, "q"))["uniform"][0] == 20
 
     _run(redis_url, body)
+
+
+def test_a_damaged_stored_candidate_is_started_again_and_the_others_go_on(
+    redis_url: str,
+) -> None:
+    """Unreadable bytes in Redis neither stop the learner nor the reader: that one restarts."""
+    from streams.learner import Learner
+
+    async def body(store: StateStore) -> None:
+        await store.set_policy_settings("q", _settings("uniform", FIXED_A))
+        await Learner(store, SETTINGS).process(
+            [record_of(0, i, _example(i, "q")) for i in range(30)]
+        )
+        figures_key, _ = evaluation_keys(store, "q")
+        await store.redis.hset(figures_key, "candidate:uniform", b"{not json\nxx")
+        assert set(_figures(await read_figures(store, "q"))) == {FIXED_A, LOGGED}
+        await Learner(store, SETTINGS).process(
+            [record_of(0, i, _example(i, "q")) for i in range(30, 40)]
+        )
+        figures = _figures(await read_figures(store, "q"))
+        assert (figures["uniform"][0], figures[FIXED_A][0], figures[LOGGED][0]) == (10, 40, 40)
+
+    _run(redis_url, body)
