@@ -36,6 +36,12 @@ rebalance moved the partition and back), nothing is written and the learner relo
 that model and applies the batch again. The learner's counters (``learned``,
 ``learn_duplicates``, ...) are added in the same transaction, so they are exact too.
 
+Live evaluation
+---------------
+A policy whose settings name candidates (``live_evaluation``) has them evaluated on
+each decision it learns (or logs in ``LoggingOnly`` mode), and learn from it; their
+state is saved in the same transaction as the model (:mod:`bandit.service.liveeval`).
+
 Live settings
 -------------
 Every batch checks the version of each policy's :class:`~bandit.wire.schemas.PolicySettings`;

@@ -11,7 +11,12 @@ evaluated on decisions it has not learned from). The term's importance weight
 candidate's anytime-valid confidence sequence
 (:class:`replay.sequential.BettingSequence`): the IPS estimate of its mean reward per
 decision and bounds that hold at every look at once. One more row, ``logged``, is the
-served policy's own value (:math:`w = 1`), for comparison.
+served policy's own value (:math:`w = 1`), for comparison. A learning candidate changes
+along the traffic; as each decision is scored before the candidate learns from it, its
+sequence covers the mean value of its successive versions (Karampatziakis, Mineiro &
+Ramdas 2021), which tends to its current value as it settles. Each candidate's sequence
+holds at level ``alpha`` on its own: for all of them at once, use ``alpha`` divided by
+their number.
 
 The state is kept in Redis under the state's prefix::
 

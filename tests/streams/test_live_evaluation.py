@@ -134,3 +134,19 @@ def test_a_damaged_stored_candidate_is_started_again_and_the_others_go_on(
         assert (figures["uniform"][0], figures[FIXED_A][0], figures[LOGGED][0]) == (10, 40, 40)
 
     _run(redis_url, body)
+
+
+def test_logging_only_decisions_are_evaluated_though_never_learned(redis_url: str) -> None:
+    """The baseline serves and nothing is learned, but candidates are evaluated on it."""
+    from streams.learner import Learner
+
+    async def body(store: StateStore) -> None:
+        await store.set_policy_settings("q", _settings("uniform"))
+        records = [
+            record_of(0, i, _example(i, "q", learning_mode="LoggingOnly")) for i in range(25)
+        ]
+        await Learner(store, SETTINGS).process(records)
+        assert _figures(await read_figures(store, "q"))["uniform"][0] == 25
+        assert (await store.counters("q"))["learn_logging_only"] == 25
+
+    _run(redis_url, body)
