@@ -457,6 +457,8 @@ class Learner:
             assert live.snapshot is not None
             snapshot, version = live.snapshot, live.version
         counts = {key: value for key, value in live.counts.items() if value}
+        if live.evaluation.changed:  # the sequences' numpy work, off the event loop
+            await asyncio.to_thread(live.evaluation.flush)
         saved = await self.store.save_model(
             name,
             snapshot,

@@ -355,6 +355,14 @@ class LiveEvaluation:
             self.skipped += 1
             self.logged.dirty = True
 
+    def flush(self) -> None:
+        """Add the terms observed since the last flush to the sequences.
+
+        CPU-bound numpy work, which mostly releases the GIL: the learner runs it in a thread.
+        """
+        for candidate in (*self.candidates.values(), *filter(None, [self.logged])):
+            candidate.flush()
+
     def check_models(self) -> None:
         """Put back, from their last saved state, candidates whose model is not finite."""
         for candidate in self.candidates.values():

@@ -52,7 +52,7 @@ def test_repeated_looks_keep_the_error_below_alpha_where_a_normal_interval_does_
     cs_misses = normal_misses = 0
     for seed in range(STREAMS):
         weights, rewards = _stream(seed)
-        cs = BettingSequence(alpha=ALPHA, grid=100)
+        cs = BettingSequence(alpha=ALPHA, grid=64)
         cs_missed = normal_missed = False
         for look in range(1, LOOKS + 1):
             part = slice((look - 1) * EVERY, look * EVERY)
@@ -78,7 +78,7 @@ def test_it_covers_with_heavy_weights_that_no_bound_was_given_for() -> None:
         hit = rng.random(2000) < 0.02
         weights = np.where(hit, 50.0, 0.0)
         rewards = (rng.random(2000) < np.where(hit, 0.7, 0.4)).astype(float)
-        cs = BettingSequence(alpha=ALPHA, grid=100)
+        cs = BettingSequence(alpha=ALPHA, grid=64)
         missed = False
         for part in np.array_split(np.arange(2000), 20):
             cs.update(weights[part], rewards[part])
