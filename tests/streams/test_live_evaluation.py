@@ -7,6 +7,8 @@ exactly when action ``a`` was chosen, so the truth is known: ``uniform`` is wort
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from bandit.service.liveeval import LOGGED, LiveFigures, evaluation_keys, read_figures
@@ -148,5 +150,27 @@ def test_logging_only_decisions_are_evaluated_though_never_learned(redis_url: st
         await Learner(store, SETTINGS).process(records)
         assert _figures(await read_figures(store, "q"))["uniform"][0] == 25
         assert (await store.counters("q"))["learn_logging_only"] == 25
+
+    _run(redis_url, body)
+
+
+def test_multi_slot_decisions_are_counted_as_skipped_not_evaluated(redis_url: str) -> None:
+    """A multi-slot decision has no single logged choice to weigh: it is counted apart."""
+    from streams.learner import Learner
+
+    async def body(store: StateStore) -> None:
+        await store.set_policy_settings("q", _settings("uniform"))
+        records = []
+        for i in range(6):
+            record = record_of(0, i, _example(i, "q", learning_mode="LoggingOnly"))
+            if i % 2:  # as a multi-slot decision reads (its slots are never looked into)
+                values = dict(record.values)
+                values["decision"] = {**values["decision"], "slots": [{"id": "slot-0"}]}
+                record = dataclasses.replace(record, read=values)
+            records.append(record)
+        await Learner(store, SETTINGS).process(records)
+        found = await read_figures(store, "q")
+        assert found is not None
+        assert (found.skipped, _figures(found)["uniform"][0]) == (3, 3)
 
     _run(redis_url, body)
