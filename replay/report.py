@@ -39,6 +39,7 @@ import numpy as np
 from policies.errors import ConfigurationError
 from policies.registry import parse_spec
 from replay._data import FloatArray, LoggedDecisions
+from replay.bounds import infer_reward_range
 from replay.estimators import (
     IPS,
     SNDR,
@@ -55,6 +56,7 @@ from replay.estimators import (
     SwitchDR,
 )
 from replay.reward_models import RewardPredictions
+from replay.sequential import SequenceReading, over_log
 from replay.targets import Target
 from replay.whatif import WhatIf
 
@@ -155,6 +157,10 @@ class Report:
         value (normal approximation over the rows so far, at `level`).
     level
         Confidence level of `curve_bands`.
+    anytime
+        Per target, its anytime-valid confidence sequence at level `level` over the log
+        (:func:`replay.sequential.over_log`): the IPS estimate with bounds that hold
+        at every row at once, as the live evaluation reports them.
     """
 
     evaluations: tuple[Evaluation, ...]
@@ -164,6 +170,7 @@ class Report:
     whatif: WhatIf | None = None
     curve_bands: Mapping[str, tuple[FloatArray, FloatArray]] = field(default_factory=dict)
     level: float = 0.95
+    anytime: Mapping[str, SequenceReading] = field(default_factory=dict)
 
 
 def evaluate(
@@ -211,7 +218,8 @@ def evaluate(
             estimate = estimator.estimate(logs, target.probabilities, rewards=needed)
             evaluations.append(Evaluation(target.label, spec, estimate))
     curves = {t.label: t.running_value for t in targets if t.running_value is not None}
-    level = (intervals or Intervals()).level
+    settings = intervals or Intervals()
+    level = settings.level
     bands = {
         t.label: _running_band(t.probabilities.weights() * logs.reward, level)
         for t in targets
@@ -220,6 +228,17 @@ def evaluate(
     logged_curve = None
     if logs.n:
         logged_curve = np.cumsum(logs.reward) / np.arange(1, logs.n + 1)
+    (low, high), _ = (
+        (settings.reward_range, False)
+        if settings.reward_range is not None
+        else infer_reward_range(logs.reward)
+    )
+    anytime = {
+        t.label: over_log(
+            t.probabilities.weights(), logs.reward, alpha=1.0 - level, low=low, high=high
+        )
+        for t in targets
+    }
     return Report(
         tuple(evaluations),
         curves,
@@ -227,6 +246,7 @@ def evaluate(
         dict(log or {}),
         curve_bands=bands,
         level=level,
+        anytime=anytime,
     )
 
 
@@ -267,8 +287,15 @@ def to_json(report: Report) -> dict[str, Any]:
             },
             "logged_curve": None if report.logged_curve is None else _thin(report.logged_curve),
             "whatif": None if report.whatif is None else _whatif(report.whatif),
+            "anytime_valid": {
+                label: {
+                    "estimate": r.estimate, "low": r.lower, "high": r.upper, "n": r.n,
+                    "level": 1.0 - r.alpha, "method": "betting confidence sequence",
+                }
+                for label, r in report.anytime.items()
+            },
         }
-    )
+    )  # fmt: skip
     return data
 
 
@@ -408,6 +435,7 @@ def render_html(report: Report, *, title: str = "streambandit replay") -> str:
         ),
         _estimates_html(report.evaluations),
         _estimates_svg(report.evaluations, reference),
+        *_anytime_html(report.anytime),
     ]
     if report.curves:
         parts += [
@@ -430,6 +458,31 @@ def render_html(report: Report, *, title: str = "streambandit replay") -> str:
         parts += ["<h2>What-if exploration</h2>", _whatif_html(report.whatif)]
     parts.append("</body></html>")
     return "\n".join(parts)
+
+
+def _anytime_html(readings: Mapping[str, SequenceReading]) -> list[str]:
+    """Lay out each target's anytime-valid confidence sequence at the end of the log."""
+    if not readings:
+        return []
+    level = 1.0 - next(iter(readings.values())).alpha
+    rows = [
+        (
+            '<div class="wide"><table><tr><th class="text">policy</th><th>IPS estimate</th>'
+            f"<th>{level:.0%} anytime-valid</th><th>rows</th></tr>"
+        )
+    ]
+    rows += [
+        f'<tr><td class="text">{html.escape(label)}</td><td>{_fmt(r.estimate)}</td>'
+        f"<td>{_fmt(r.lower)} to {_fmt(r.upper)}</td><td>{r.n:,}</td></tr>"
+        for label, r in readings.items()
+    ]
+    caption = (
+        '<p class="caption">Anytime-valid bounds (a betting confidence sequence, '
+        "replay/sequential.py): they hold at every row at once, so they stay valid however "
+        "often the log is looked at while it grows, as the live evaluation reports them; "
+        "wider than the fixed-time intervals above.</p>"
+    )
+    return ["<h3>Anytime-valid</h3>", caption, *rows, "</table></div>"]
 
 
 _FIXED_RANGE = (1e-4, 1e9)  # magnitudes written without an exponent

@@ -36,6 +36,12 @@ rebalance moved the partition and back), nothing is written and the learner relo
 that model and applies the batch again. The learner's counters (``learned``,
 ``learn_duplicates``, ...) are added in the same transaction, so they are exact too.
 
+Live evaluation
+---------------
+A policy whose settings name candidates (``live_evaluation``) has them evaluated on
+each decision it learns (or logs in ``LoggingOnly`` mode), and learn from it; their
+state is saved in the same transaction as the model (:mod:`bandit.service.liveeval`).
+
 Live settings
 -------------
 Every batch checks the version of each policy's :class:`~bandit.wire.schemas.PolicySettings`;
@@ -59,9 +65,11 @@ from bandit.errors import (
     InvalidModelError,
     PolicyError,
     SnapshotError,
+    StructureError,
     UnknownServedPolicyError,
 )
 from bandit.service.apprentice import COUNT_NAMES, STARTED_AT, SUM_PREFIX, apprentice_terms
+from bandit.service.liveeval import LiveEvaluation, load_evaluation
 from bandit.service.metrics import MODEL_REJECTED_PREFIX
 from bandit.service.state import StateStore
 from bandit.settings import Settings
@@ -131,6 +139,7 @@ class _Live:
     counts: Counter[str] = field(default_factory=Counter)
     sums: defaultdict[str, float] = field(default_factory=lambda: defaultdict(float))
     apprentice_since: float = 0.0  # when the policy last entered Apprentice mode
+    evaluation: LiveEvaluation = field(default_factory=LiveEvaluation)  # its candidates
 
 
 class Learner:
@@ -284,7 +293,7 @@ class Learner:
                 result.duplicates += 1
                 continue
             if not record.learnable or record.mode == "LoggingOnly":
-                _not_learned(live, result, record)
+                _not_learned(live, result, record, self.clock())
                 continue
             try:
                 _learn_one(live, record, guarded=guarded)
@@ -303,6 +312,7 @@ class Learner:
             live.changed = True
             result.learned += 1
             _count_apprentice(live, record)
+            _evaluate(live, record, self.clock())
         if broken is None and live.changed and not guarded:
             broken = _problem(live.policy)
         if broken is not None:
@@ -310,6 +320,7 @@ class Learner:
             await self._rejected_model(name, "not_finite_after_learning", broken)
             del self._live[name]
             return await self._apply_policy(name, records, guarded=True)
+        live.evaluation.check_models()
         _advance(live, records)
         live.counts.update(
             {
@@ -349,6 +360,7 @@ class Learner:
                 live = _Live(policy, record.version, dict(record.offsets), record.snapshot)
         else:
             live = _Live(await self._build(name), 0, {}, None)
+        live.evaluation = await load_evaluation(self.store, name)
         self._live[name] = live
         _log.info("model.loaded", policy=name, version=live.version, offsets=live.offsets)
         return live
@@ -384,6 +396,7 @@ class Learner:
         if stored is None:
             return
         settings: PolicySettings = stored[0]
+        live.evaluation.configure(settings.live_evaluation, now=self.clock())
         if settings.learning_mode == "Apprentice":
             since = (await self.store.sums(name)).get(STARTED_AT, 0.0)
             if since != live.apprentice_since:  # a new period: what is unsaved was the last's
@@ -415,7 +428,9 @@ class Learner:
             if not (live.changed or live.moved):
                 continue
             if live.snapshot is None and not live.changed:
-                continue  # offsets of skipped records only, and nothing saved yet
+                if not live.evaluation.changed:
+                    continue  # offsets of skipped records only, and nothing saved yet
+                live.changed = True  # the first model, to carry the evaluation's terms
             if not await self._save(name, live):
                 _log.warning(
                     "model.conflict",
@@ -442,6 +457,8 @@ class Learner:
             assert live.snapshot is not None
             snapshot, version = live.snapshot, live.version
         counts = {key: value for key, value in live.counts.items() if value}
+        if live.evaluation.changed:  # the sequences' numpy work, off the event loop
+            await asyncio.to_thread(live.evaluation.flush)
         saved = await self.store.save_model(
             name,
             snapshot,
@@ -451,9 +468,11 @@ class Learner:
             counts=counts,
             sums=dict(live.sums),
             expected_version=live.version,
+            hashes=live.evaluation.changes(self.store, name),
         )
         if not saved:
             return False
+        live.evaluation.saved()
         learned = len(live.pending)
         live.version, live.snapshot = version, snapshot
         live.pending, live.pending_ids = [], set()
@@ -479,10 +498,14 @@ def _advance(live: _Live, records: Sequence[TrainingRecord]) -> None:
             live.moved = True
 
 
-def _not_learned(live: _Live, result: BatchResult, record: TrainingRecord) -> None:
-    """Count a record not learned: without learning consent, or decided in LoggingOnly."""
+def _not_learned(live: _Live, result: BatchResult, record: TrainingRecord, now: float) -> None:
+    """Count a record not learned: without learning consent, or decided in LoggingOnly.
+
+    A LoggingOnly decision with learning consent still evaluates the live candidates.
+    """
     if record.learnable:  # decided in LoggingOnly mode: logged, never learned
         live.counts["learn_logging_only"] += 1
+        _evaluate(live, record, now)
     else:
         result.not_learnable += 1
 
@@ -536,6 +559,27 @@ def _count_apprentice(live: _Live, record: TrainingRecord) -> None:
     live.counts[SUM_PREFIX + "baseline_events"] += terms.baseline_events
     for name, value in terms.sums.items():
         live.sums[SUM_PREFIX + name] += value
+
+
+def _evaluate(live: _Live, record: TrainingRecord, now: float) -> None:
+    """Evaluate the policy's live candidates on `record` (:mod:`bandit.service.liveeval`).
+
+    Multi-slot decisions are counted, not evaluated; a record whose features cannot be
+    read (a logged-only one, never checked by learning) is left out.
+    """
+    evaluation = live.evaluation
+    if not evaluation.active:
+        return
+    if record.values["decision"]["slots"] is not None:
+        evaluation.skip()
+        return
+    try:
+        context, actions, chosen, reward, probability = record.learn_inputs()
+    except StructureError:
+        return
+    evaluation.observe(
+        context, actions, chosen=chosen, reward=reward, probability=probability, now=now
+    )
 
 
 def _learn_one(live: _Live, record: TrainingRecord, *, guarded: bool) -> None:

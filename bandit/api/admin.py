@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import re
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -51,6 +52,7 @@ from bandit.service.apprentice import (
     SUM_NAMES,
     ApprenticeMetrics,
 )
+from bandit.service.liveeval import check_candidates
 from bandit.service.logfiles import log_files
 from bandit.service.modelfile import (
     ModelFileError,
@@ -301,9 +303,11 @@ async def change_settings(
     """
     try:
         await service.engine.check_settings(name, settings)
+        await asyncio.to_thread(check_candidates, settings.live_evaluation)
     except (ConfigurationError, TypeError, ValueError) as exc:
-        field = "spec" if "`spec`" in str(exc) else "exploration"
-        detail = {"loc": [field], "msg": str(exc), "type": "settings_not_applicable"}
+        found = re.search(r"`(spec|live_evaluation\.candidates\.\d+)`", str(exc))
+        field = found.group(1).split(".") if found else ["exploration"]
+        detail = {"loc": field, "msg": str(exc), "type": "settings_not_applicable"}
         raise RefusedRequestError(422, "BadRequest", str(exc), details=[detail]) from None
     if settings.learning_mode == "Apprentice":
         with redis_or_503():

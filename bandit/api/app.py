@@ -74,7 +74,7 @@ from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from bandit.api import admin, autoopt, native, ops, personalizer, privacy
+from bandit.api import admin, autoopt, liveeval, native, ops, personalizer, privacy
 from bandit.api.apidocs import add_docs
 from bandit.api.deps import CONTROL_TIMEOUT, Service, fingerprint
 from bandit.api.errors import add_error_handlers, on_http_error
@@ -273,6 +273,7 @@ def create_app(
         admin.router,
         personalizer.router,
         autoopt.router,
+        liveeval.router,
     ):
         app.include_router(router)
     app.include_router(privacy.page_router)

@@ -19,7 +19,8 @@ from redis.exceptions import RedisError
 from bandit.api.deps import Service, ServiceDep
 from bandit.api.errors import json_response
 from bandit.service.learning import LearningMonitor, LearningStatus
-from bandit.service.metrics import PolicyState
+from bandit.service.liveeval import read_figures
+from bandit.service.metrics import LiveReading, PolicyState
 
 __all__ = ["OPS_PATHS", "Liveness", "Readiness", "router"]
 
@@ -131,6 +132,8 @@ async def metrics_endpoint(service: ServiceDep) -> Response:
         for loaded in (engine.loaded(name) for name in engine.served)
         if loaded is not None
     ]
+    if counters is not None:
+        service.metrics.observe_live_evaluation(await _live_readings(service))
     learning = await _learning(service) if counters is not None else None
     if learning is not None:
         service.metrics.observe_learning({s.policy: s.stalled for s in learning})
@@ -143,6 +146,22 @@ async def metrics_endpoint(service: ServiceDep) -> Response:
         model_rejections=engine.rejections,
     )
     return Response(service.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+
+async def _live_readings(service: Service) -> list[LiveReading]:
+    """Every served policy's live candidates' figures (none when Redis cannot be read)."""
+    served = list(service.engine.served)
+    try:
+        async with asyncio.timeout(0.5):
+            found = await asyncio.gather(*(read_figures(service.store, n) for n in served))
+    except (RedisError, OSError, TimeoutError, ValueError):
+        return []
+    return [
+        (name, row.candidate, row.estimate, row.lower, row.upper, row.n)
+        for name, figures in zip(served, found, strict=True)
+        if figures is not None
+        for row in (figures.logged, *figures.candidates)
+    ]
 
 
 def _redacted(url: str) -> str:

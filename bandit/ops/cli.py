@@ -1044,6 +1044,7 @@ def _replay_table(report: Report, rows: int) -> tuple[Table, list[str]]:
     previous = None
     for e in report.evaluations:
         if previous is not None and e.policy != previous:
+            _anytime_row(table, report, previous)
             table.add_section()
         est = e.estimate
         ci, boot, bern, bet = est.ci, est.bootstrap_ci, est.bernstein_ci, est.betting_ci
@@ -1070,7 +1071,17 @@ def _replay_table(report: Report, rows: int) -> tuple[Table, list[str]]:
             " ".join(marks),
         )
         previous = e.policy
+    if previous is not None:
+        _anytime_row(table, report, previous)
     return table, [f"[{i}] {note}" for i, note in enumerate(notes, 1)]
+
+
+def _anytime_row(table: Table, report: Report, policy: str) -> None:
+    """Add `policy`'s anytime-valid confidence sequence (``anytime-valid``) as a row."""
+    reading = report.anytime.get(policy)
+    if reading is not None:
+        row = [_cell(reading.estimate), _cell(reading.lower), _cell(reading.upper)]
+        table.add_row("", "anytime-valid", *row, "", "", "", "", "")
 
 
 def _whatif_table(whatif: WhatIf) -> Table:

@@ -61,19 +61,26 @@ Set at scrape time (:meth:`ApiMetrics.observe_state`):
                                                 joined / default / late, dead letters...),
                                                 by scope (policy, or ``_streams``) and
                                                 counter; absent when Redis cannot be read
+``streambandit_live_evaluation_estimate``       each live candidate's IPS estimate, by
+                                                policy and candidate (its spec, or
+                                                ``logged``; at most 9 per policy):
+                                                :mod:`bandit.service.liveeval`
+``streambandit_live_evaluation_lower``          its anytime-valid lower bound
+``streambandit_live_evaluation_upper``          its anytime-valid upper bound
+``streambandit_live_evaluation_decisions``      the decisions it was evaluated on
 =============================================== ==================================
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-__all__ = ["ApiMetrics", "PolicyState"]
+__all__ = ["ApiMetrics", "LiveReading", "PolicyState"]
 
 MODEL_REJECTED_PREFIX = "model_rejected."
 """Redis counters named ``model_rejected.<reason>`` (by the learner) count refused models."""
@@ -111,6 +118,38 @@ class _StreamCounters(Collector):
             for name, value in sorted(counters.items()):
                 family.add_metric([scope, name], value)
         yield family
+
+
+LiveReading = tuple[str, str, float | None, float, float, int]
+"""One live candidate's figures: policy, candidate, estimate, lower, upper, decisions."""
+
+
+class _LiveEvaluation(Collector):
+    """``streambandit_live_evaluation_*``: the live candidates' figures read at scrape time."""
+
+    def __init__(self) -> None:
+        self.readings: list[LiveReading] = []
+
+    def collect(self) -> Iterator[Metric]:
+        labels = ["policy", "candidate"]
+        families = {
+            name: GaugeMetricFamily(f"streambandit_live_evaluation_{name}", text, labels=labels)
+            for name, text in (
+                ("estimate", "A live candidate's IPS estimate of its mean reward per decision."),
+                ("lower", "Its anytime-valid lower bound (a confidence sequence)."),
+                ("upper", "Its anytime-valid upper bound (a confidence sequence)."),
+                ("decisions", "Decisions it was evaluated on."),
+            )
+        }
+        for policy, candidate, estimate, lower, upper, n in sorted(
+            self.readings, key=lambda r: r[:2]
+        ):
+            if estimate is not None:
+                families["estimate"].add_metric([policy, candidate], estimate)
+            families["lower"].add_metric([policy, candidate], lower)
+            families["upper"].add_metric([policy, candidate], upper)
+            families["decisions"].add_metric([policy, candidate], n)
+        yield from families.values()
 
 
 class _ModelRejections(Collector):
@@ -319,6 +358,8 @@ class ApiMetrics:
         r.register(self._stream_counters)
         self._model_rejections = _ModelRejections()
         r.register(self._model_rejections)
+        self._live_evaluation = _LiveEvaluation()
+        r.register(self._live_evaluation)
         self._decided: dict[str, list[int]] = {}
 
     def observe_decision(
@@ -409,6 +450,10 @@ class ApiMetrics:
                 for name, value in counters.items()
                 if name.startswith(MODEL_REJECTED_PREFIX)
             }
+
+    def observe_live_evaluation(self, readings: Sequence[LiveReading]) -> None:
+        """Set the live candidates' figures (:mod:`bandit.service.liveeval`), all at once."""
+        self._live_evaluation.readings = list(readings)
 
     def observe_learning(self, stalled: Mapping[str, bool]) -> None:
         """Set ``streambandit_learning_stalled`` for each policy."""

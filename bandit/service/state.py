@@ -53,6 +53,7 @@ from bandit.wire.schemas import PolicySettings
 
 __all__ = [  # noqa: RUF022 - plain sorted(), which tests/test_public_api.py checks
     "FeatureKind",
+    "HashChange",
     "KeptModel",
     "LogWriter",
     "ModelKeys",
@@ -347,6 +348,20 @@ class KeptModel:
 
 
 @dataclass(frozen=True, slots=True)
+class HashChange:
+    """Writes to one Redis hash made in a model's save (:meth:`StateStore.save_model`).
+
+    `clear` deletes the hash first; then the fields in `delete` are deleted and those in
+    `set` set.
+    """
+
+    key: str
+    set: Mapping[str, bytes] | None = None
+    delete: Sequence[str] = ()
+    clear: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class ModelKeys:
     """The Redis keys of a policy's model: the served one, the kept versions, their snapshots."""
 
@@ -488,6 +503,7 @@ class StateStore:
         created_at: float | None = None,
         source: ModelSource = "learner",
         restored_from: int | None = None,
+        hashes: Sequence[HashChange] = (),
     ) -> bool:
         """Atomically store a snapshot, its version and offsets, and the ids it learned.
 
@@ -518,6 +534,9 @@ class StateStore:
             neither lose nor double them.
         sums
             Likewise, added to the policy's float sums (:meth:`sums`).
+        hashes
+            Other writes made in the same transaction (the live evaluation's,
+            :mod:`bandit.service.liveeval`).
         expected_version
             Save only if the stored model still has this version (0: none stored);
             otherwise nothing changes and False is returned: another writer saved
@@ -569,6 +588,7 @@ class StateStore:
             for name, value in (sums or {}).items():
                 if value:
                     pipe.hincrbyfloat(self.key("sums", policy), name, value)
+            _queue_changes(pipe, hashes)
             try:
                 await pipe.execute()
             except WatchError:
@@ -1100,6 +1120,17 @@ class StateStore:
 
 _RECORDS: dict[tuple[tuple[Any, Any], ...], ConsentRecord] = {}
 """Consent records by their stored fields: a person's record is read on each rank."""
+
+
+def _queue_changes(pipe: Pipeline, hashes: Sequence[HashChange]) -> None:
+    """Queue on `pipe` the writes of `hashes`, in order."""
+    for change in hashes:
+        if change.clear:
+            pipe.delete(change.key)
+        if change.delete:
+            pipe.hdel(change.key, *change.delete)
+        if change.set:
+            pipe.hset(change.key, mapping=cast(Any, dict(change.set)))
 
 
 def _consent_record(fields: Mapping[Any, bytes | str]) -> ConsentRecord:

@@ -135,6 +135,7 @@ __all__ = [
     "ID_PATTERN",
     "LENIENT_IDS",
     "LENIENT_ID_LENGTH",
+    "MAX_CANDIDATES",
     "NAMESPACE_PATTERN",
     "ActionCache",
     "ActionId",
@@ -152,6 +153,7 @@ __all__ = [
     "EventId",
     "KeyScope",
     "LearningMode",
+    "LiveEvaluationSettings",
     "LoggedAction",
     "LoggedCache",
     "LoggedFeatures",
@@ -178,6 +180,8 @@ __all__ = [
 NAMESPACE_PATTERN: Final = r"^[A-Za-z_][A-Za-z0-9_-]*$"
 FEATURE_NAME_PATTERN: Final = r"^[A-Za-z_][A-Za-z0-9_.-]*$"
 ID_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$"
+MAX_CANDIDATES: Final = 8
+"""Most candidate policies one served policy evaluates live (:class:`LiveEvaluationSettings`)."""
 _NAMESPACE_RE = re.compile(NAMESPACE_PATTERN)
 _FEATURE_NAME_RE = re.compile(FEATURE_NAME_PATTERN)
 _ID_RE = re.compile(ID_PATTERN)
@@ -2031,6 +2035,60 @@ def _check_auto_optimization_seconds(value: float, info: ValidationInfo) -> floa
     return value
 
 
+class LiveEvaluationSettings(_Frozen):
+    """Candidate policies evaluated on a served policy's live decisions.
+
+    For each candidate the learner keeps an off-policy (IPS) estimate of its mean reward
+    per decision with an anytime-valid confidence sequence
+    (:mod:`bandit.service.liveeval`, :mod:`replay.sequential`), read at
+    ``GET /v1/policies/{name}/evaluation/live`` and in the metrics.
+
+    Attributes
+    ----------
+    candidates
+        Policy specs (``uniform``, ``vw-epsilon:epsilon=0.05``), at most
+        :data:`MAX_CANDIDATES`, distinct. Each learns along the traffic after it is
+        evaluated on each decision. Whether a spec builds is checked when the settings
+        are changed through the API.
+    reward_range
+        ``[low, high]``: the rewards the sequence assumes (it is valid only for rewards
+        in it; a reward outside is clipped to it and counted). Must hold the default
+        reward.
+    alpha
+        The error level: the chance that a candidate's sequence ever excludes its value.
+    """
+
+    candidates: list[Annotated[str, StringConstraints(min_length=1, max_length=512)]] = Field(
+        default_factory=list, max_length=MAX_CANDIDATES
+    )
+    reward_range: tuple[StrictFloat, StrictFloat] = (0.0, 1.0)
+    alpha: StrictFloat = Field(default=0.05, gt=0.0, le=0.5)
+
+    @field_validator("candidates")
+    @classmethod
+    def _distinct(cls, value: list[str]) -> list[str]:
+        for index, spec in enumerate(value):
+            if spec in value[:index]:
+                raise _error(
+                    "candidates_distinct",
+                    "candidates must be distinct, got {found} twice",
+                    found=_show(spec),
+                )
+        return value
+
+    @field_validator("reward_range")
+    @classmethod
+    def _ordered(cls, value: tuple[float, float]) -> tuple[float, float]:
+        low, high = value
+        if not (_is_finite(low) and _is_finite(high) and low < high):
+            raise _error(
+                "reward_range_order",
+                "reward_range must be finite [low, high] with low < high, got {found}",
+                found=_show(list(value)),
+            )
+        return value
+
+
 class PolicySettings(_Frozen):
     """The settings of one live policy, changed by an admin while it runs.
 
@@ -2075,6 +2133,9 @@ class PolicySettings(_Frozen):
     auto_optimization_start
         When the runs are counted from (a run is due at start + k x frequency, k >= 1);
         None counts from the Unix epoch.
+    live_evaluation
+        Candidate policies evaluated on this policy's live decisions, with anytime-valid
+        confidence sequences (:class:`LiveEvaluationSettings`); None evaluates none.
     """
 
     spec: str = Field(min_length=1, max_length=512)
@@ -2097,6 +2158,24 @@ class PolicySettings(_Frozen):
         AfterValidator(_check_auto_optimization_seconds),
     ] = 7 * 24 * 3600.0
     auto_optimization_start: AwareDatetime | None = None
+    live_evaluation: LiveEvaluationSettings | None = None
+
+    @field_validator("live_evaluation")
+    @classmethod
+    def _default_reward_evaluated(
+        cls, found: LiveEvaluationSettings | None, info: ValidationInfo
+    ) -> LiveEvaluationSettings | None:
+        default = info.data.get("default_reward")
+        if found is not None and default is not None:
+            low, high = found.reward_range
+            if not low <= default <= high:
+                raise _error(
+                    "reward_range_default",
+                    "live_evaluation.reward_range {range} must hold default_reward {found}",
+                    range=_show([low, high]),
+                    found=_show(default),
+                )
+        return found
 
 
 class BehaviourKind(StrEnum):

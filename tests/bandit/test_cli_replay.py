@@ -268,3 +268,19 @@ def test_replay_refuses_a_bad_reward_range(log_dir: Path, text: str) -> None:
     assert result.exit_code == 2
     assert "--reward-range" in result.stderr
     assert "finite LO < HI" in result.stderr
+
+
+def test_replay_adds_each_policys_anytime_valid_row(log_dir: Path, tmp_path: Path) -> None:
+    """Each policy gets one ``anytime-valid`` row; the JSON holds its bounds around its IPS."""
+    out_json = tmp_path / "anytime.json"
+    args = ["replay", str(log_dir), "--bootstrap", "0", "--json", str(out_json)]
+    args += ["--policy", "uniform", "--policy", "logging", "--estimator", "ips"]
+    result = runner.invoke(cli.app, args)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.count("anytime-valid") == 2
+    found = json.loads(out_json.read_text())["anytime_valid"]
+    ips = {e["policy"]: e["value"] for e in json.loads(out_json.read_text())["evaluations"]}
+    for policy in ("uniform", "logging"):
+        assert found[policy]["n"] == 400
+        assert found[policy]["estimate"] == pytest.approx(ips[policy])
+        assert found[policy]["low"] <= found[policy]["high"]
