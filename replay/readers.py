@@ -117,7 +117,7 @@ from policies.dsjson import (
 )
 from policies.errors import ConfigurationError, LogFormatError
 from policies.vwtext import reward_to_cost, to_vw_lines
-from replay._data import LoggedDecisions
+from replay._data import FeatureRows, FeatureRowsBuilder, LoggedDecisions
 
 __all__ = [
     "ReadResult",
@@ -142,6 +142,7 @@ _KEEP_MESSAGES = 10
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 Features: TypeAlias = dict[str, dict[str, Any]]
+_NO_FEATURES: Features = {}
 
 
 @dataclass(frozen=True, eq=False)
@@ -679,7 +680,7 @@ class _Columns:
         self.reward = array("d")
         self.probabilities: array[float] | None = array("d")
         self.action_ids: list[list[str]] | None = []
-        self.contexts: list[Features] = []
+        self.contexts = FeatureRowsBuilder()
         self.action_features: list[list[Features]] = []
         self.event_ids: list[str] | None = []
 
@@ -705,7 +706,7 @@ class _Columns:
             else:
                 self.event_ids.append(event_id)
         if self.features:
-            self.contexts.append(context or {})
+            self.contexts.append(context or _NO_FEATURES)
             self.action_features.append(actions or [{} for _ in range(n)])
 
     def build(self) -> LoggedDecisions:
@@ -722,7 +723,7 @@ class _Columns:
             reward=np.array(self.reward, dtype=np.float64),
             probabilities=matrix,
             action_ids=self.action_ids,
-            contexts=self.contexts if self.features else None,
+            contexts=self.contexts.build() if self.features else None,
             action_features=self.action_features if self.features else None,
             event_ids=self.event_ids,
         )

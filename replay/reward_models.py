@@ -30,7 +30,7 @@ import scipy.sparse
 
 from policies._features import flatten
 from policies.errors import ConfigurationError, LogFormatError
-from replay._data import FloatArray, IntArray, LoggedDecisions, _first_bad
+from replay._data import FeatureRows, FloatArray, IntArray, LoggedDecisions, _first_bad
 
 __all__ = ["HashedRidge", "RewardModel", "RewardPredictions"]
 
@@ -410,6 +410,9 @@ class _Encoder:
         self._new_kind_val: list[float] = []
         self._new_kind_sizes: list[int] = []
         self._defaults: dict[int, tuple[list[str], list[Mapping[str, Mapping[str, Any]]]]] = {}
+        self._table: (
+            tuple[FeatureRows, IntArray, FloatArray, npt.NDArray[np.bool_]] | None
+        ) = None
         self.digest = np.zeros(0, dtype=np.uint64)
         self.left = np.zeros(0, dtype=np.uint64)  # the digest premultiplied for _mix
         self.bucket = np.zeros(0, dtype=np.int64)
@@ -448,11 +451,9 @@ class _Encoder:
     def encode(self, start: int, stop: int, *, chosen_only: bool) -> _Block:
         """Encode rows ``start:stop``: every offered pair, or only each logged choice."""
         logs = self.logs
-        contexts, ids, features = logs.contexts, logs.action_ids, logs.action_features
-        names, kinds, name, kind = self.names.get, self.kinds.get, self.name, self.kind
-        ctx_vid: list[int] = []
-        ctx_val: list[float] = []
-        ctx_ptr = [0]
+        ids, features = logs.action_ids, logs.action_features
+        kinds, kind = self.kinds.get, self.kind
+        ctx_ptr, ctx_vid, ctx_val = self._contexts(start, stop)
         pair_kind: list[int] = []
         counts = logs.n_actions[start:stop].tolist()
         picks = logs.chosen[start:stop].tolist()
@@ -461,14 +462,6 @@ class _Encoder:
         last_kinds: list[int] = []
         # (map and zip walk a row's names and actions in C; Python only for what is new)
         for i, count in enumerate(counts, start):
-            if contexts is not None:
-                flat = flatten(contexts[i])
-                found = list(map(names, flat))
-                if None in found:
-                    found = [name(f) if v is None else v for f, v in zip(flat, found, strict=True)]
-                ctx_vid += cast("list[int]", found)
-                ctx_val += flat.values()
-            ctx_ptr.append(len(ctx_vid))
             if ids is None or features is None:
                 row_ids, row_features = self._defaults_for(i, count)
             else:
@@ -494,11 +487,65 @@ class _Encoder:
         self._sync()
         return self._block(ctx_ptr, ctx_vid, ctx_val, pair_kind, counts, chosen_only=chosen_only)
 
+    def _contexts(self, start: int, stop: int) -> tuple[IntArray, IntArray, FloatArray]:
+        """Rows ``start:stop``'s contexts as CSR ``(ptr, name id, value)``, as flattened.
+
+        A log read by :func:`replay.read_log` holds its contexts as
+        :class:`~replay._data.FeatureRows` already: its keys are mapped to name ids once,
+        and each block is array lookups. Other contexts are put in that form a block at
+        a time. The entries are :func:`policies._features.flatten`'s, in its order: a
+        string feature is the name ``namespace.name=value`` with 1, a number is
+        ``namespace.name`` with its value, and a zero (or a missing value) is no entry.
+        """
+        rows = stop - start
+        contexts = self.logs.contexts
+        if contexts is None:
+            nothing = np.zeros(0, dtype=np.int64)
+            return np.zeros(rows + 1, dtype=np.int64), nothing, np.zeros(0)
+        if isinstance(contexts, FeatureRows):
+            table, first = contexts, start
+            if self._table is None or self._table[0] is not table:
+                self._table = (table, *self._key_names(table))
+        else:
+            table, first = FeatureRows.from_mappings(contexts[i] for i in range(start, stop)), 0
+            self._table = (table, *self._key_names(table))
+        _, key_vid, key_fixed, key_uses_entry = self._table
+        ptr = table.ptr[first : first + rows + 1]
+        key = table.key[ptr[0] : ptr[-1]]
+        vid = key_vid[key]
+        val = np.where(key_uses_entry[key], table.value[ptr[0] : ptr[-1]], key_fixed[key])
+        keep = (vid >= 0) & (val != 0.0)
+        owner = np.repeat(np.arange(rows), np.diff(ptr))
+        ctx_ptr = np.zeros(rows + 1, dtype=np.int64)
+        np.cumsum(np.bincount(owner[keep], minlength=rows), out=ctx_ptr[1:])
+        self._sync()
+        return ctx_ptr, vid[keep], val[keep]
+
+    def _key_names(self, rows: FeatureRows) -> tuple[IntArray, FloatArray, npt.NDArray[np.bool_]]:
+        """Each key's flattened name id (-1: none), fixed value, and whether entries carry it."""
+        size = len(rows.keys)
+        vid = np.full(size, -1, dtype=np.int64)
+        fixed = np.zeros(size)
+        uses_entry = np.zeros(size, dtype=bool)
+        names, name = self.names.get, self.name
+        for k, (namespace, feature, value) in enumerate(rows.keys):
+            if isinstance(value, str):
+                flat, fixed[k] = f"{namespace}.{feature}={value}", 1.0
+            elif type(value) is type:
+                flat, uses_entry[k] = f"{namespace}.{feature}", True
+            elif value:  # a constant number (an integer too large for a float64 to hold)
+                flat, fixed[k] = f"{namespace}.{feature}", float(value)
+            else:
+                continue
+            known = names(flat)
+            vid[k] = name(flat) if known is None else known
+        return vid, fixed, uses_entry
+
     def _block(
         self,
-        ctx_ptr: list[int],
-        ctx_vid: list[int],
-        ctx_val: list[float],
+        ctx_ptr: IntArray,
+        ctx_vid: IntArray,
+        ctx_val: FloatArray,
         pair_kind: list[int],
         counts: list[int],
         *,
@@ -507,7 +554,7 @@ class _Encoder:
         """Return the encoded rows as a :class:`_Block`, with each pair's entry count."""
         rows = len(counts)
         pair_row = np.arange(rows) if chosen_only else np.repeat(np.arange(rows), counts)
-        ptr = np.asarray(ctx_ptr, dtype=np.int64)
+        ptr = ctx_ptr
         kinds_array = np.asarray(pair_kind, dtype=np.int64)
         ctx_size = np.diff(ptr)[pair_row]
         kind_size = np.diff(self.kind_ptr)[kinds_array]
@@ -518,8 +565,8 @@ class _Encoder:
             sizes = sizes + 1 + ctx_size + kind_size
         return _Block(
             ctx_ptr=ptr,
-            ctx_vid=np.asarray(ctx_vid, dtype=np.int64),
-            ctx_val=np.asarray(ctx_val, dtype=np.float64),
+            ctx_vid=ctx_vid,
+            ctx_val=ctx_val,
             pair_row=pair_row,
             pair_kind=kinds_array,
             entry_sizes=sizes,
