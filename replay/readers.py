@@ -293,8 +293,11 @@ def read_log(
 
     dsjson = _dsjson_parser(reader, slot)
 
+    seen_actions: dict[tuple[str, Any], Features] = {}
+
     def plain(raw: bytes | dict[str, Any]) -> _Row:
-        return _plain_row(_decode(raw) if type(raw) is bytes else raw, features)
+        record = _decode(raw) if type(raw) is bytes else raw
+        return _plain_row(record, features, seen_actions)
 
     parsers: dict[str, Callable[[bytes | dict[str, Any]], _Row]] = {
         "dsjson": dsjson,
@@ -539,8 +542,14 @@ def _is_number(value: Any) -> bool:
     return kind is float or kind is int
 
 
-def _plain_row(record: Any, features: bool) -> _Row:  # noqa: PLR0912
-    """Read one JSON-lines object (or Parquet row) of the documented schema."""
+def _plain_row(  # noqa: PLR0912
+    record: Any, features: bool, seen: dict[tuple[str, Any], Features]
+) -> _Row:
+    """Read one JSON-lines object (or Parquet row) of the documented schema.
+
+    An action offered again with the same features (`seen`, by id and content) shares
+    the features dict read the first time.
+    """
     if type(record) is not dict:
         raise _bad("invalid_json", f"a row must be a JSON object, got {_show(record)}")
     actions = record.get("actions")
@@ -565,9 +574,14 @@ def _plain_row(record: Any, features: bool) -> _Row:  # noqa: PLR0912
             raise _bad("bad_actions", msg)
         ids.append(action["id"])
         if action_features is not None:
-            action_features.append(
-                _plain_features(action.get("features"), f"actions[{k}].features")
-            )
+            raw = action.get("features")
+            key = (action["id"], _content_key(raw))
+            known = seen.get(key) if key[1] is not None else None
+            if known is None:
+                known = _plain_features(raw, f"actions[{k}].features")
+                if key[1] is not None:
+                    seen[key] = known
+            action_features.append(known)
     if len(set(ids)) != n:
         raise _bad("bad_actions", f"the offered action ids must be distinct, got {_show(ids)}")
     chosen = record.get("chosen")
@@ -605,6 +619,27 @@ def _plain_row(record: Any, features: bool) -> _Row:  # noqa: PLR0912
         action_features,
         event_id,
     )
+
+
+def _content_key(features: Any) -> Any:
+    """A hashable key equal for equal features (types included); None if there is none."""
+    if features is None:
+        return (None,)
+    if type(features) is str:
+        return features
+    if type(features) is not dict:
+        return None
+    try:
+        key = tuple(
+            (namespace, tuple((k, type(v), v) for k, v in values.items()))
+            if type(values) is dict
+            else (namespace, type(values), values)
+            for namespace, values in features.items()
+        )
+        hash(key)
+    except (TypeError, AttributeError):
+        return None
+    return key
 
 
 def _plain_probabilities(value: Any, n: int, chosen: int, propensity: float) -> list[float]:
