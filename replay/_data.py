@@ -143,23 +143,12 @@ class FeatureRows(Sequence[Mapping[str, Mapping[str, Any]]]):
         return FeatureRows(self.keys, ptr, self.key[entry], self.value[entry])
 
     @classmethod
-    def concat(cls, parts: Sequence[FeatureRows]) -> FeatureRows:
+    def concat(cls, parts: Iterable[FeatureRows]) -> FeatureRows:
         """Return the rows of `parts`, one after the other, with one table of keys."""
         builder = FeatureRowsBuilder()
-        ptrs, keys, values = [np.zeros(1, dtype=np.int64)], [], []
-        offset = 0
         for part in parts:
-            ids = np.array([builder.key_id(key) for key in part.keys], dtype=np.int32)
-            ptrs.append(part.ptr[1:] + offset)
-            offset += int(part.ptr[-1])
-            keys.append(ids[part.key] if ids.size else part.key)
-            values.append(part.value)
-        return cls(
-            builder.keys,
-            np.concatenate(ptrs),
-            np.concatenate(keys) if keys else np.zeros(0, dtype=np.int32),
-            np.concatenate(values) if values else np.zeros(0),
-        )
+            builder.extend(part)
+        return builder.build()
 
 
 class FeatureRowsBuilder:
@@ -203,6 +192,14 @@ class FeatureRowsBuilder:
                 keys.append(new(key) if found is None else found)
                 values.append(number)
         self._ptr.append(len(keys))
+
+    def extend(self, rows: FeatureRows) -> None:
+        """Add every row of `rows`."""
+        ids = np.array([self.key_id(key) for key in rows.keys], dtype=np.int32)
+        offset = len(self._key)
+        self._ptr.frombytes((rows.ptr[1:] - rows.ptr[0] + offset).tobytes())
+        self._key.frombytes(ids[rows.key[rows.ptr[0] : rows.ptr[-1]]].tobytes())
+        self._value.frombytes(rows.value[rows.ptr[0] : rows.ptr[-1]].tobytes())
 
     def build(self) -> FeatureRows:
         """Return the rows added so far."""

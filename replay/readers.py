@@ -85,14 +85,17 @@ from __future__ import annotations
 
 import gc
 import gzip
+import hashlib
 import heapq
 import math
 import os
+import warnings
 import zlib
 from array import array
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from itertools import chain
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from io import BufferedReader
@@ -221,6 +224,7 @@ def read_log(
     features: bool = True,
     progress: Callable[[int], None] | None = None,
     slot: str | int | None = None,
+    cache_dir: PathArg | None = None,
 ) -> ReadResult:
     r"""Read decision logs into :class:`~replay.LoggedDecisions`, row by row.
 
@@ -252,6 +256,13 @@ def read_log(
         are left out as ``no_slot``, single-slot lines as ``single_slot``. None (the
         default) reads single-slot decisions and leaves multi-slot lines out as
         ``multi_slot``.
+    cache_dir
+        Keep each file's read in this folder, as Parquet (:func:`to_parquet`'s columns,
+        with checksums), and read it from there the next time, while the file's path,
+        size and modification time and these options are the same: several times
+        faster than reading the log again. A cache that cannot be read is ignored with
+        a warning and written anew; one that cannot be written, likewise. None (the
+        default) keeps no cache.
 
     Returns
     -------
@@ -304,41 +315,79 @@ def read_log(
         "jsonl": plain,
         "parquet": plain,
     }
+    options = {"format": format, "on_error": on_error, "cost_key": cost_key}
+    cache = _Cache(cache_dir, {**options, "features": features, "slot": slot}) if cache_dir else None
     columns = _Columns(features=features)
     skipped: Counter[str] = Counter()
     messages: list[str] = []
-    seen_ids: set[str] = set()
+    seen_ids: set[str] = set()  # the event ids of the files before this one
+    repeated: list[int] = []  # rows whose event id an earlier file holds
+    fresh: list[tuple[Path, int, int, int, Counter[str], list[str]]] = []
     rows_read = 0
     stop = on_error == "stop"
     with _bulk_load():
         for path in files:
-            kind = _detect(path) if format == "auto" else format
-            parse = parsers[kind]
-            for number, raw in _rows(path, kind):
-                rows_read += 1
-                if progress is not None and rows_read % _PROGRESS_EVERY == 0:
-                    progress(rows_read)
-                try:
-                    row = parse(raw)
-                    event_id = row[8]
-                    if event_id is not None:
-                        if event_id in seen_ids:
-                            raise _Skip("duplicate")
-                        seen_ids.add(event_id)
-                except _Skip as skip:
-                    skipped[skip.reason] += 1
-                    continue
-                except LogFormatError as bad:
-                    where = f"{path}[row {number}]" if kind == "parquet" else f"{path}:{number}"
-                    message = f"{where}: {bad}"
-                    if stop:
-                        raise LogFormatError(message, reason=bad.reason) from None
-                    if len(messages) < _KEEP_MESSAGES:
-                        messages.append(message)
-                    skipped[bad.reason] += 1
-                    continue
-                columns.append(row)
+            first_row = columns.rows
+            cached = None if cache is None else cache.load(path, features=features)
+            if cached is not None:
+                logs, event_ids, read_here, skipped_here, messages_here = cached
+                columns.extend(logs, event_ids)
+            else:
+                kind = _detect(path) if format == "auto" else format
+                parse = parsers[kind]
+                read_here, skipped_here, messages_here = 0, Counter[str](), []
+                file_ids: set[str] = set()
+                for number, raw in _rows(path, kind):
+                    read_here += 1
+                    if progress is not None and (rows_read + read_here) % _PROGRESS_EVERY == 0:
+                        progress(rows_read + read_here)
+                    try:
+                        row = parse(raw)
+                        event_id = row[8]
+                        if event_id is not None:
+                            if event_id in file_ids:
+                                raise _Skip("duplicate")
+                            file_ids.add(event_id)
+                    except _Skip as skip:
+                        skipped_here[skip.reason] += 1
+                        continue
+                    except LogFormatError as bad:
+                        where = f"{path}[row {number}]" if kind == "parquet" else f"{path}:{number}"
+                        message = f"{where}: {bad}"
+                        if stop:
+                            raise LogFormatError(message, reason=bad.reason) from None
+                        if len(messages_here) < _KEEP_MESSAGES:
+                            messages_here.append(message)
+                        skipped_here[bad.reason] += 1
+                        continue
+                    columns.append(row)
+                fresh.append(
+                    (path, first_row, columns.rows, read_here, skipped_here, messages_here)
+                )
+            rows_read += read_here
+            skipped.update(skipped_here)
+            messages.extend(messages_here[: _KEEP_MESSAGES - len(messages)])
+            if seen_ids:
+                ids = columns.raw_event_ids
+                repeated.extend(
+                    i for i in range(first_row, columns.rows) if ids[i] in seen_ids
+                )
+            seen_ids.update(i for i in columns.raw_event_ids[first_row:] if i is not None)
+            if cached is not None and progress is not None:
+                progress(rows_read)
         logs = columns.build()
+        if cache is not None:
+            for path, start, stop_row, read_here, skipped_here, messages_here in fresh:
+                part = logs if (start, stop_row) == (0, logs.n) else logs.take(slice(start, stop_row))
+                cache.store(
+                    path, part, columns.raw_event_ids[start:stop_row], read_here,
+                    skipped_here, messages_here,
+                )  # fmt: skip
+        if repeated:  # a row an earlier file holds: the first one is kept
+            skipped["duplicate"] += len(repeated)
+            keep = np.ones(logs.n, dtype=bool)
+            keep[repeated] = False
+            logs = logs.take(np.flatnonzero(keep))
     if progress is not None:
         progress(rows_read)
     return ReadResult(
@@ -417,6 +466,240 @@ def _check_choices(**given: str) -> None:
             raise ConfigurationError(msg)
 
 
+# -- the columnar cache ---------------------------------------------------------------------
+
+_CACHE_VERSION = 1
+"""Bump when what a read gives for the same file changes: older caches are then missed."""
+_CACHE_SUFFIX = ".streambandit-cache.parquet"
+_CACHE_KEY = b"streambandit.cache"
+
+_CachedFile: TypeAlias = tuple[LoggedDecisions, list[str | None], int, Counter[str], list[str]]
+
+
+class _Cache:
+    """Each log file's read, kept as Parquet (:func:`to_parquet`'s columns) in `folder`.
+
+    A file's cache is named by a digest of its resolved path and the read's options,
+    and holds in its metadata the file's size and modification time and
+    :data:`_CACHE_VERSION`: it is used only when all of them still match. Pages carry
+    checksums; a cache that cannot be read whole is ignored with a warning, and written
+    again. What the file's rows were is read back exactly: the decisions kept (with
+    rows left out as their own file had them: cross-file duplicates are told apart by
+    :func:`read_log` afterwards), the rows read, the rows skipped by reason and the
+    first messages.
+    """
+
+    def __init__(self, folder: PathArg, options: Mapping[str, Any]) -> None:
+        self.folder = Path(folder)
+        self.options = dict(options)
+
+    def _file(self, path: Path) -> Path:
+        key = orjson.dumps([str(path.resolve()), self.options], option=orjson.OPT_SORT_KEYS)
+        digest = hashlib.blake2b(key, digest_size=12).hexdigest()
+        return self.folder / f"{path.name[:40]}-{digest}{_CACHE_SUFFIX}"
+
+    @staticmethod
+    def _stamp(path: Path) -> dict[str, int]:
+        stat = path.stat()
+        return {"version": _CACHE_VERSION, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+    def load(self, path: Path, *, features: bool) -> _CachedFile | None:
+        """Return the file's cached read, or None when there is none that matches."""
+        import pyarrow.parquet as pq
+
+        cache = self._file(path)
+        if not cache.is_file():
+            return None
+        try:
+            with pq.ParquetFile(
+                cache, read_dictionary=_DICTIONARY_COLUMNS, page_checksum_verification=True
+            ) as file:
+                facts = orjson.loads((file.schema_arrow.metadata or {})[_CACHE_KEY])
+                if facts["stamp"] != self._stamp(path):
+                    return None
+                table = file.read()
+            logs, event_ids = _from_table(table, features=features)
+        except Exception as exc:  # noqa: BLE001  # any failure: read the log instead
+            warnings.warn(
+                f"{cache}: the cache of {path} cannot be read ({type(exc).__name__}: "
+                f"{str(exc)[:200]}); reading the log again and writing it anew",
+                stacklevel=3,
+            )
+            return None
+        skipped = Counter[str](facts["skipped"])
+        return logs, event_ids, facts["rows_read"], skipped, list(facts["messages"])
+
+    def store(  # noqa: PLR0913, PLR0917  # one file's read, as load returns it
+        self,
+        path: Path,
+        logs: LoggedDecisions,
+        event_ids: list[str | None],
+        rows_read: int,
+        skipped: Counter[str],
+        messages: list[str],
+    ) -> None:
+        """Write the file's read to its cache (atomically); warn, and go on, if it cannot."""
+        import pyarrow.parquet as pq
+
+        cache = self._file(path)
+        facts = {
+            "stamp": self._stamp(path),
+            "rows_read": rows_read,
+            "skipped": dict(skipped),
+            "messages": messages,
+        }
+        table = _to_table(logs, event_ids)
+        table = table.replace_schema_metadata({_CACHE_KEY: orjson.dumps(facts)})
+        partial = cache.with_name(f".{cache.name}.{os.getpid()}.partial")
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            pq.write_table(table, partial, write_page_checksum=True, row_group_size=_CACHE_GROUP)
+            os.replace(partial, cache)
+        except OSError as exc:
+            partial.unlink(missing_ok=True)
+            warnings.warn(f"{cache}: cannot write the cache of {path}: {exc}", stacklevel=3)
+
+
+_CACHE_GROUP = 2**17
+_DICTIONARY_COLUMNS = ["actions.list.element.id", "actions.list.element.features"]
+
+
+def _parquet_schema() -> Any:
+    """The columns :func:`to_parquet` writes (and the cache keeps)."""
+    import pyarrow as pa
+
+    return pa.schema(
+        [
+            ("actions", pa.list_(pa.struct([("id", pa.string()), ("features", pa.string())]))),
+            ("chosen", pa.int64()),
+            ("probability", pa.float64()),
+            ("probabilities", pa.list_(pa.float64())),
+            ("reward", pa.float64()),
+            ("context", pa.string()),
+            ("event_id", pa.string()),
+        ]
+    )
+
+
+def _distinct(values: list[Any]) -> tuple[npt.NDArray[np.int32], list[Any]]:
+    """Each value's index among the distinct objects of `values` (by identity), and those.
+
+    The reader shares one string per action id and one dict per action's features, so
+    a log of a million rows has some hundreds of distinct objects to encode once.
+    """
+    identity = np.fromiter(map(id, values), dtype=np.int64, count=len(values))
+    unique, first, inverse = np.unique(identity, return_index=True, return_inverse=True)
+    del unique
+    return inverse.astype(np.int32), [values[i] for i in first.tolist()]
+
+
+def _to_table(logs: LoggedDecisions, event_ids: list[str | None]) -> Any:
+    """`logs` as an Arrow table of :func:`to_parquet`'s columns, built column by column."""
+    import pyarrow as pa
+
+    n = logs.n
+    offsets = np.zeros(n + 1, dtype=np.int32)
+    np.cumsum(logs.n_actions, out=offsets[1:])
+    size = int(offsets[-1])
+    if logs.action_ids is not None:
+        id_index, id_values = _distinct(list(chain.from_iterable(logs.action_ids)))
+        ids = pa.DictionaryArray.from_arrays(pa.array(id_index), pa.array(id_values, pa.string()))
+    else:
+        ids = pa.nulls(size, pa.string())
+    if logs.action_features is not None:
+        feature_index, feature_values = _distinct(list(chain.from_iterable(logs.action_features)))
+        texts = pa.array([orjson.dumps(f).decode() for f in feature_values], pa.string())
+    else:
+        feature_index, texts = np.zeros(size, dtype=np.int32), pa.array([None], pa.string())
+    actions = pa.ListArray.from_arrays(
+        pa.array(offsets),
+        pa.StructArray.from_arrays(
+            [
+                ids,
+                pa.DictionaryArray.from_arrays(pa.array(feature_index), texts),
+            ],
+            names=["id", "features"],
+        ),
+    )
+    if logs.probabilities is None:
+        probabilities = pa.nulls(n, pa.list_(pa.float64()))
+    else:
+        probabilities = pa.ListArray.from_arrays(
+            pa.array(offsets), pa.array(logs.probabilities[logs.mask()])
+        )
+    contexts = (
+        pa.nulls(n, pa.string())
+        if logs.contexts is None
+        else pa.array([orjson.dumps(c).decode() for c in logs.contexts], pa.string())
+    )
+    return pa.table(
+        {
+            "actions": actions,
+            "chosen": pa.array(logs.chosen),
+            "probability": pa.array(logs.propensity),
+            "probabilities": probabilities,
+            "reward": pa.array(logs.reward),
+            "context": contexts,
+            "event_id": pa.array(event_ids, pa.string()),
+        }
+    )
+
+
+def _from_table(table: Any, *, features: bool) -> tuple[LoggedDecisions, list[str | None]]:
+    """Read back what :func:`_to_table` wrote (the cache: a log already checked once)."""
+    import pyarrow as pa
+
+    actions = table.column("actions").combine_chunks()
+    offsets = actions.offsets.to_numpy().astype(np.int64)
+    n_actions = np.diff(offsets)
+    n = n_actions.size
+    start, stop = int(offsets[0]), int(offsets[-1])
+    items = actions.values.slice(start, stop - start)
+
+    def per_row(column: Any, decode: Callable[[str], Any]) -> list[list[Any]]:
+        chunk = column if isinstance(column, pa.DictionaryArray) else column.dictionary_encode()
+        values = np.empty(len(chunk.dictionary), dtype=object)
+        values[:] = [decode(v) for v in chunk.dictionary.to_pylist()]
+        flat = values[chunk.indices.to_numpy(zero_copy_only=False)]
+        if n and (n_actions == n_actions[0]).all():
+            return flat.reshape(n, int(n_actions[0])).tolist()  # type: ignore[no-any-return]
+        return [row.tolist() for row in np.split(flat, np.cumsum(n_actions)[:-1])]
+
+    ids = items.field("id")
+    action_ids = None if ids.null_count else per_row(ids, intern)
+    action_features = (
+        per_row(items.field("features"), lambda text: {} if text is None else orjson.loads(text))
+        if features
+        else None
+    )
+    width = int(n_actions.max()) if n else 0
+    probabilities = None
+    column = table.column("probabilities").combine_chunks()
+    if n and column.null_count == 0:
+        probabilities = np.zeros((n, width))
+        flat = column.values.to_numpy()[column.offsets[0].as_py() : column.offsets[-1].as_py()]
+        probabilities[np.arange(width)[None, :] < n_actions[:, None]] = flat
+    contexts = None
+    if features:
+        builder = FeatureRowsBuilder()
+        for text in table.column("context").to_pylist():
+            builder.append(_NO_FEATURES if text is None else orjson.loads(text))
+        contexts = builder.build()
+    event_ids: list[str | None] = table.column("event_id").to_pylist()
+    logs = LoggedDecisions(
+        n_actions=n_actions,
+        chosen=table.column("chosen").to_numpy(),
+        propensity=table.column("probability").to_numpy(),
+        reward=table.column("reward").to_numpy(),
+        probabilities=probabilities,
+        action_ids=action_ids,
+        contexts=contexts,
+        action_features=action_features,
+        event_ids=None if None in event_ids else event_ids,  # type: ignore[arg-type]
+    )
+    return logs, event_ids
+
+
 # -- files ----------------------------------------------------------------------------------
 
 
@@ -460,7 +743,7 @@ def _folder_files(folder: Path) -> list[Path]:
 
 def _is_log_name(name: str) -> bool:
     name = name.lower().removesuffix(".gz")
-    return name.endswith(_LINE_SUFFIXES + _PARQUET_SUFFIXES)
+    return name.endswith(_LINE_SUFFIXES + _PARQUET_SUFFIXES) and not name.endswith(_CACHE_SUFFIX)
 
 
 def _open_lines(path: Path) -> BufferedReader | gzip.GzipFile:
@@ -717,7 +1000,8 @@ class _Columns:
         self.action_ids: list[list[str]] | None = []
         self.contexts = FeatureRowsBuilder()
         self.action_features: list[list[Features]] = []
-        self.event_ids: list[str] | None = []
+        self.raw_event_ids: list[str | None] = []
+        self.rows = 0
 
     def append(self, row: _Row) -> None:
         n, chosen, propensity, reward, probabilities, ids, context, actions, event_id = row
@@ -735,14 +1019,38 @@ class _Columns:
                 self.action_ids = None
             else:  # one string per distinct id, not one per row: ids repeat across rows
                 self.action_ids.append([intern(action_id) for action_id in ids])
-        if self.event_ids is not None:
-            if event_id is None:
-                self.event_ids = None
-            else:
-                self.event_ids.append(event_id)
+        self.raw_event_ids.append(event_id)
+        self.rows += 1
         if self.features:
             self.contexts.append(context or _NO_FEATURES)
             self.action_features.append(actions or [{} for _ in range(n)])
+
+    def extend(self, logs: LoggedDecisions, event_ids: list[str | None]) -> None:
+        """Add the rows of `logs` (a file read before), with each row's event id or None."""
+        self.n_actions.frombytes(logs.n_actions.tobytes())
+        self.chosen.frombytes(logs.chosen.tobytes())
+        self.propensity.frombytes(logs.propensity.tobytes())
+        self.reward.frombytes(logs.reward.tobytes())
+        if self.probabilities is not None:
+            if logs.probabilities is None:
+                self.probabilities = None
+            else:
+                self.probabilities.frombytes(logs.probabilities[logs.mask()].tobytes())
+        if self.action_ids is not None:
+            if logs.action_ids is None:
+                self.action_ids = None
+            else:
+                self.action_ids.extend(logs.action_ids)  # type: ignore[arg-type]
+        self.raw_event_ids.extend(event_ids)
+        self.rows += logs.n
+        if self.features:
+            if logs.contexts is not None:
+                contexts = logs.contexts
+                if not isinstance(contexts, FeatureRows):
+                    contexts = FeatureRows.from_mappings(contexts)
+                self.contexts.extend(contexts)
+            if logs.action_features is not None:
+                self.action_features.extend(logs.action_features)  # type: ignore[arg-type]
 
     def build(self) -> LoggedDecisions:
         n_actions = np.array(self.n_actions, dtype=np.int64)
@@ -760,7 +1068,7 @@ class _Columns:
             action_ids=self.action_ids,
             contexts=self.contexts.build() if self.features else None,
             action_features=self.action_features if self.features else None,
-            event_ids=self.event_ids,
+            event_ids=None if None in self.raw_event_ids else self.raw_event_ids,  # type: ignore[arg-type]
         )
 
 
