@@ -19,6 +19,7 @@ from policies.errors import LogFormatError
 
 __all__ = [
     "FeatureRows",
+    "FeatureRowsBuilder",
     "FloatArray",
     "IntArray",
     "LoggedDecisions",

@@ -553,32 +553,15 @@ class _Cache:
         partial = cache.with_name(f".{cache.name}.{os.getpid()}.partial")
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
-            pq.write_table(table, partial, write_page_checksum=True, row_group_size=_CACHE_GROUP)
+            pq.write_table(table, partial, row_group_size=_ROW_GROUP, write_page_checksum=True)
             os.replace(partial, cache)
         except OSError as exc:
             partial.unlink(missing_ok=True)
             warnings.warn(f"{cache}: cannot write the cache of {path}: {exc}", stacklevel=3)
 
 
-_CACHE_GROUP = 2**17
+_ROW_GROUP = 65_536
 _DICTIONARY_COLUMNS = ["actions.list.element.id", "actions.list.element.features"]
-
-
-def _parquet_schema() -> Any:
-    """The columns :func:`to_parquet` writes (and the cache keeps)."""
-    import pyarrow as pa
-
-    return pa.schema(
-        [
-            ("actions", pa.list_(pa.struct([("id", pa.string()), ("features", pa.string())]))),
-            ("chosen", pa.int64()),
-            ("probability", pa.float64()),
-            ("probabilities", pa.list_(pa.float64())),
-            ("reward", pa.float64()),
-            ("context", pa.string()),
-            ("event_id", pa.string()),
-        ]
-    )
 
 
 def _distinct(values: list[Any]) -> tuple[npt.NDArray[np.int32], list[Any]]:
@@ -593,8 +576,14 @@ def _distinct(values: list[Any]) -> tuple[npt.NDArray[np.int32], list[Any]]:
     return inverse.astype(np.int32), [values[i] for i in first.tolist()]
 
 
-def _to_table(logs: LoggedDecisions, event_ids: list[str | None]) -> Any:
-    """`logs` as an Arrow table of :func:`to_parquet`'s columns, built column by column."""
+def _to_table(
+    logs: LoggedDecisions, event_ids: list[str | None], *, offer_index_ids: bool = False
+) -> Any:
+    """`logs` as an Arrow table of :func:`to_parquet`'s columns, built column by column.
+
+    Without action ids, the ids are null (the cache keeps that) or, with
+    `offer_index_ids`, each action's offer index.
+    """
     import pyarrow as pa
 
     n = logs.n
@@ -604,6 +593,11 @@ def _to_table(logs: LoggedDecisions, event_ids: list[str | None]) -> Any:
     if logs.action_ids is not None:
         id_index, id_values = _distinct(list(chain.from_iterable(logs.action_ids)))
         ids = pa.DictionaryArray.from_arrays(pa.array(id_index), pa.array(id_values, pa.string()))
+    elif offer_index_ids:
+        index = np.arange(size) - np.repeat(offsets[:-1], logs.n_actions)
+        ids = pa.DictionaryArray.from_arrays(
+            pa.array(index.astype(np.int32)), pa.array([str(j) for j in range(logs.width)])
+        )
     else:
         ids = pa.nulls(size, pa.string())
     if logs.action_features is not None:
@@ -1167,18 +1161,15 @@ def to_dsjson(logs: LoggedDecisions, path: PathArg, *, timestamp: datetime = _EP
     return logs.n
 
 
-def _plain_record(logs: LoggedDecisions, i: int, *, as_text: bool) -> dict[str, Any]:
-    def encode(features: Mapping[str, Any]) -> Any:
-        return orjson.dumps(features).decode() if as_text else features
-
+def _plain_record(logs: LoggedDecisions, i: int) -> dict[str, Any]:
     n = int(logs.n_actions[i])
     ids = logs.action_ids[i] if logs.action_ids is not None else [str(j) for j in range(n)]
     actions: list[Any]
     if logs.action_features is None:
-        actions = list(ids) if not as_text else [{"id": a, "features": None} for a in ids]
+        actions = list(ids)
     else:
         actions = [
-            {"id": action_id, "features": encode(logs.action_features[i][j])}
+            {"id": action_id, "features": logs.action_features[i][j]}
             for j, action_id in enumerate(ids)
         ]
     return {
@@ -1189,7 +1180,7 @@ def _plain_record(logs: LoggedDecisions, i: int, *, as_text: bool) -> dict[str, 
             None if logs.probabilities is None else [float(p) for p in logs.probabilities[i, :n]]
         ),
         "reward": float(logs.reward[i]),
-        "context": None if logs.contexts is None else encode(logs.contexts[i]),
+        "context": None if logs.contexts is None else logs.contexts[i],
         "event_id": None if logs.event_ids is None else logs.event_ids[i],
     }
 
@@ -1207,12 +1198,12 @@ def to_jsonl(logs: LoggedDecisions, path: PathArg) -> int:
     """
     with Path(path).open("wb") as file:
         for i in range(logs.n):
-            file.write(orjson.dumps(_plain_record(logs, i, as_text=False)))
+            file.write(orjson.dumps(_plain_record(logs, i)))
             file.write(b"\n")
     return logs.n
 
 
-def to_parquet(logs: LoggedDecisions, path: PathArg, *, row_group_size: int = 65_536) -> int:
+def to_parquet(logs: LoggedDecisions, path: PathArg, *, row_group_size: int = _ROW_GROUP) -> int:
     """Write the JSON-lines columns to Parquet; :func:`read_log` reads it back.
 
     ``actions`` is a list of ``{id, features}`` structs, and ``context`` and each
@@ -1224,27 +1215,12 @@ def to_parquet(logs: LoggedDecisions, path: PathArg, *, row_group_size: int = 65
     int
         The number of rows written.
     """
-    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    schema = pa.schema(
-        [
-            ("actions", pa.list_(pa.struct([("id", pa.string()), ("features", pa.string())]))),
-            ("chosen", pa.int64()),
-            ("probability", pa.float64()),
-            ("probabilities", pa.list_(pa.float64())),
-            ("reward", pa.float64()),
-            ("context", pa.string()),
-            ("event_id", pa.string()),
-        ]
-    )
-    with pq.ParquetWriter(str(path), schema) as writer:
-        for start in range(0, max(logs.n, 1), row_group_size):
-            rows = [
-                _plain_record(logs, i, as_text=True)
-                for i in range(start, min(start + row_group_size, logs.n))
-            ]
-            writer.write_table(pa.Table.from_pylist(rows, schema=schema))
+    event_ids: list[str | None] = [None] * logs.n if logs.event_ids is None else list(logs.event_ids)
+    table = _to_table(logs, event_ids, offer_index_ids=True)
+    # (without Arrow's schema: readers see plain strings, which Parquet dictionary-encodes)
+    pq.write_table(table, str(path), row_group_size=row_group_size, store_schema=False)
     return logs.n
 
 
