@@ -7,7 +7,7 @@ checked once, in the constructors, so estimators can trust what they get.
 
 from __future__ import annotations
 
-from array import array
+import array as typed
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias, overload
@@ -158,9 +158,9 @@ class FeatureRowsBuilder:
     def __init__(self) -> None:
         self.keys: list[FeatureKey] = []
         self._ids: dict[FeatureKey, int] = {}
-        self._ptr = array("q", [0])
-        self._key = array("i")
-        self._value = array("d")
+        self._ptr = typed.array("q", [0])
+        self._key = typed.array("i")
+        self._value = typed.array("d")
 
     def key_id(self, key: FeatureKey) -> int:
         """Return the id of `key`, giving it the next one if new."""
@@ -210,7 +210,6 @@ class FeatureRowsBuilder:
             np.frombuffer(self._key, dtype=np.int32).copy(),
             np.frombuffer(self._value, dtype=np.float64).copy(),
         )
-
 
 
 @dataclass(frozen=True, eq=False)

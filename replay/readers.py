@@ -95,10 +95,10 @@ from array import array
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from itertools import chain
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from io import BufferedReader
+from itertools import chain
 from pathlib import Path
 from sys import intern
 from typing import Any, Literal, TypeAlias
@@ -224,6 +224,7 @@ def read_log(
     features: bool = True,
     progress: Callable[[int], None] | None = None,
     slot: str | int | None = None,
+    cache: bool = False,
     cache_dir: PathArg | None = None,
 ) -> ReadResult:
     r"""Read decision logs into :class:`~replay.LoggedDecisions`, row by row.
@@ -256,13 +257,16 @@ def read_log(
         are left out as ``no_slot``, single-slot lines as ``single_slot``. None (the
         default) reads single-slot decisions and leaves multi-slot lines out as
         ``multi_slot``.
+    cache
+        Keep each file's read as Parquet (:func:`to_parquet`'s columns, with page
+        checksums) and read it from there the next time, while the file's path, size
+        and modification time and these options are the same: several times faster
+        than reading the log again. A cache that cannot be read is ignored with a
+        warning and written anew; one that cannot be written is left out, with a
+        warning.
     cache_dir
-        Keep each file's read in this folder, as Parquet (:func:`to_parquet`'s columns,
-        with checksums), and read it from there the next time, while the file's path,
-        size and modification time and these options are the same: several times
-        faster than reading the log again. A cache that cannot be read is ignored with
-        a warning and written anew; one that cannot be written, likewise. None (the
-        default) keeps no cache.
+        Where the caches go (with `cache`); None: a folder ``.streambandit-cache``
+        beside each log file (left out when reading a folder of logs).
 
     Returns
     -------
@@ -316,7 +320,9 @@ def read_log(
         "parquet": plain,
     }
     options = {"format": format, "on_error": on_error, "cost_key": cost_key}
-    cache = _Cache(cache_dir, {**options, "features": features, "slot": slot}) if cache_dir else None
+    cached_reads = (
+        _Cache(cache_dir, {**options, "features": features, "slot": slot}) if cache else None
+    )
     columns = _Columns(features=features)
     skipped: Counter[str] = Counter()
     messages: list[str] = []
@@ -328,39 +334,16 @@ def read_log(
     with _bulk_load():
         for path in files:
             first_row = columns.rows
-            cached = None if cache is None else cache.load(path, features=features)
+            cached = None if cached_reads is None else cached_reads.load(path, features=features)
             if cached is not None:
                 logs, event_ids, read_here, skipped_here, messages_here = cached
                 columns.extend(logs, event_ids)
             else:
                 kind = _detect(path) if format == "auto" else format
-                parse = parsers[kind]
-                read_here, skipped_here, messages_here = 0, Counter[str](), []
-                file_ids: set[str] = set()
-                for number, raw in _rows(path, kind):
-                    read_here += 1
-                    if progress is not None and (rows_read + read_here) % _PROGRESS_EVERY == 0:
-                        progress(rows_read + read_here)
-                    try:
-                        row = parse(raw)
-                        event_id = row[8]
-                        if event_id is not None:
-                            if event_id in file_ids:
-                                raise _Skip("duplicate")
-                            file_ids.add(event_id)
-                    except _Skip as skip:
-                        skipped_here[skip.reason] += 1
-                        continue
-                    except LogFormatError as bad:
-                        where = f"{path}[row {number}]" if kind == "parquet" else f"{path}:{number}"
-                        message = f"{where}: {bad}"
-                        if stop:
-                            raise LogFormatError(message, reason=bad.reason) from None
-                        if len(messages_here) < _KEEP_MESSAGES:
-                            messages_here.append(message)
-                        skipped_here[bad.reason] += 1
-                        continue
-                    columns.append(row)
+                read_here, skipped_here, messages_here = _read_file(
+                    path, parsers[kind], columns, stop=stop, kind=kind,
+                    progress=None if progress is None else _offset(progress, rows_read),
+                )  # fmt: skip
                 fresh.append(
                     (path, first_row, columns.rows, read_here, skipped_here, messages_here)
                 )
@@ -369,17 +352,17 @@ def read_log(
             messages.extend(messages_here[: _KEEP_MESSAGES - len(messages)])
             if seen_ids:
                 ids = columns.raw_event_ids
-                repeated.extend(
-                    i for i in range(first_row, columns.rows) if ids[i] in seen_ids
-                )
+                repeated.extend(i for i in range(first_row, columns.rows) if ids[i] in seen_ids)
             seen_ids.update(i for i in columns.raw_event_ids[first_row:] if i is not None)
             if cached is not None and progress is not None:
                 progress(rows_read)
         logs = columns.build()
-        if cache is not None:
+        if cached_reads is not None:
             for path, start, stop_row, read_here, skipped_here, messages_here in fresh:
-                part = logs if (start, stop_row) == (0, logs.n) else logs.take(slice(start, stop_row))
-                cache.store(
+                part = (
+                    logs if (start, stop_row) == (0, logs.n) else logs.take(slice(start, stop_row))
+                )
+                cached_reads.store(
                     path, part, columns.raw_event_ids[start:stop_row], read_here,
                     skipped_here, messages_here,
                 )  # fmt: skip
@@ -397,6 +380,55 @@ def read_log(
         files=tuple(files),
         messages=tuple(messages),
     )
+
+
+def _read_file(  # one file's share of read_log's state
+    path: Path,
+    parse: Callable[[bytes | dict[str, Any]], _Row],
+    columns: _Columns,
+    *,
+    stop: bool,
+    kind: str,
+    progress: Callable[[int], None] | None,
+) -> tuple[int, Counter[str], list[str]]:
+    """Read one file's rows into `columns`: the rows read, skipped by reason, and messages.
+
+    Duplicates are told by the event ids of this file only (:func:`read_log` tells those
+    of earlier files afterwards), so what a file gives does not depend on the others.
+    """
+    rows_read, skipped = 0, Counter[str]()
+    messages: list[str] = []
+    event_ids: set[str] = set()
+    for number, raw in _rows(path, kind):
+        rows_read += 1
+        if progress is not None and rows_read % _PROGRESS_EVERY == 0:
+            progress(rows_read)
+        try:
+            row = parse(raw)
+            event_id = row[8]
+            if event_id is not None:
+                if event_id in event_ids:
+                    raise _Skip("duplicate")
+                event_ids.add(event_id)
+        except _Skip as skip:
+            skipped[skip.reason] += 1
+            continue
+        except LogFormatError as bad:
+            where = f"{path}[row {number}]" if kind == "parquet" else f"{path}:{number}"
+            message = f"{where}: {bad}"
+            if stop:
+                raise LogFormatError(message, reason=bad.reason) from None
+            if len(messages) < _KEEP_MESSAGES:
+                messages.append(message)
+            skipped[bad.reason] += 1
+            continue
+        columns.append(row)
+    return rows_read, skipped, messages
+
+
+def _offset(progress: Callable[[int], None], before: int) -> Callable[[int], None]:
+    """Return `progress` counting on from `before`."""
+    return lambda done: progress(before + done)
 
 
 def _dsjson_parser(
@@ -470,6 +502,7 @@ def _check_choices(**given: str) -> None:
 
 _CACHE_VERSION = 1
 """Bump when what a read gives for the same file changes: older caches are then missed."""
+_CACHE_FOLDER = ".streambandit-cache"
 _CACHE_SUFFIX = ".streambandit-cache.parquet"
 _CACHE_KEY = b"streambandit.cache"
 
@@ -489,14 +522,15 @@ class _Cache:
     first messages.
     """
 
-    def __init__(self, folder: PathArg, options: Mapping[str, Any]) -> None:
-        self.folder = Path(folder)
+    def __init__(self, folder: PathArg | None, options: Mapping[str, Any]) -> None:
+        self.folder = None if folder is None else Path(folder)
         self.options = dict(options)
 
     def _file(self, path: Path) -> Path:
         key = orjson.dumps([str(path.resolve()), self.options], option=orjson.OPT_SORT_KEYS)
         digest = hashlib.blake2b(key, digest_size=12).hexdigest()
-        return self.folder / f"{path.name[:40]}-{digest}{_CACHE_SUFFIX}"
+        folder = path.parent / _CACHE_FOLDER if self.folder is None else self.folder
+        return folder / f"{path.name[:40]}-{digest}{_CACHE_SUFFIX}"
 
     @staticmethod
     def _stamp(path: Path) -> dict[str, int]:
@@ -529,7 +563,7 @@ class _Cache:
         skipped = Counter[str](facts["skipped"])
         return logs, event_ids, facts["rows_read"], skipped, list(facts["messages"])
 
-    def store(  # noqa: PLR0913, PLR0917  # one file's read, as load returns it
+    def store(  # noqa: PLR0917  # one file's read, as load returns it
         self,
         path: Path,
         logs: LoggedDecisions,
@@ -552,9 +586,9 @@ class _Cache:
         table = table.replace_schema_metadata({_CACHE_KEY: orjson.dumps(facts)})
         partial = cache.with_name(f".{cache.name}.{os.getpid()}.partial")
         try:
-            self.folder.mkdir(parents=True, exist_ok=True)
+            cache.parent.mkdir(parents=True, exist_ok=True)
             pq.write_table(table, partial, row_group_size=_ROW_GROUP, write_page_checksum=True)
-            os.replace(partial, cache)
+            partial.replace(cache)
         except OSError as exc:
             partial.unlink(missing_ok=True)
             warnings.warn(f"{cache}: cannot write the cache of {path}: {exc}", stacklevel=3)
@@ -579,7 +613,7 @@ def _distinct(values: list[Any]) -> tuple[npt.NDArray[np.int32], list[Any]]:
 def _to_table(
     logs: LoggedDecisions, event_ids: list[str | None], *, offer_index_ids: bool = False
 ) -> Any:
-    """`logs` as an Arrow table of :func:`to_parquet`'s columns, built column by column.
+    """Return `logs` as an Arrow table of :func:`to_parquet`'s columns, column by column.
 
     Without action ids, the ids are null (the cache keeps that) or, with
     `offer_index_ids`, each action's offer index.
@@ -851,14 +885,7 @@ def _plain_row(  # noqa: PLR0912
             raise _bad("bad_actions", msg)
         ids.append(action["id"])
         if action_features is not None:
-            raw = action.get("features")
-            key = (action["id"], _content_key(raw))
-            known = seen.get(key) if key[1] is not None else None
-            if known is None:
-                known = _plain_features(raw, f"actions[{k}].features")
-                if key[1] is not None:
-                    seen[key] = known
-            action_features.append(known)
+            action_features.append(_plain_action_features(action, k, seen))
     if len(set(ids)) != n:
         raise _bad("bad_actions", f"the offered action ids must be distinct, got {_show(ids)}")
     chosen = record.get("chosen")
@@ -898,8 +925,22 @@ def _plain_row(  # noqa: PLR0912
     )
 
 
+def _plain_action_features(
+    action: dict[str, Any], k: int, seen: dict[tuple[str, Any], Features]
+) -> Features:
+    """Return the checked features of `action` (the `k`-th), shared with equal ones seen."""
+    raw = action.get("features")
+    key = (action["id"], _content_key(raw))
+    known = seen.get(key) if key[1] is not None else None
+    if known is None:
+        known = _plain_features(raw, f"actions[{k}].features")
+        if key[1] is not None:
+            seen[key] = known
+    return known
+
+
 def _content_key(features: Any) -> Any:
-    """A hashable key equal for equal features (types included); None if there is none."""
+    """Return a hashable key equal for equal features (types included), or None."""
     if features is None:
         return (None,)
     if type(features) is str:
@@ -1217,7 +1258,9 @@ def to_parquet(logs: LoggedDecisions, path: PathArg, *, row_group_size: int = _R
     """
     import pyarrow.parquet as pq
 
-    event_ids: list[str | None] = [None] * logs.n if logs.event_ids is None else list(logs.event_ids)
+    event_ids: list[str | None] = (
+        [None] * logs.n if logs.event_ids is None else list(logs.event_ids)
+    )
     table = _to_table(logs, event_ids, offer_index_ids=True)
     # (without Arrow's schema: readers see plain strings, which Parquet dictionary-encodes)
     pq.write_table(table, str(path), row_group_size=row_group_size, store_schema=False)

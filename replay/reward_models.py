@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import math
 import numbers
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, cast, runtime_checkable
 
@@ -234,7 +234,9 @@ class HashedRidge:
             raise ConfigurationError(msg)
         _check_int("seed", self.seed, 0, None)
 
-    def cross_fit(self, logs: LoggedDecisions) -> RewardPredictions:
+    def cross_fit(
+        self, logs: LoggedDecisions, *, progress: Callable[[int], None] | None = None
+    ) -> RewardPredictions:
         """Fit on all folds but one and predict the held-out fold, for every fold.
 
         Parameters
@@ -244,6 +246,9 @@ class HashedRidge:
             a missing column counts as empty features (a missing action id as the
             column index), so with nothing at all the model predicts a mean reward per
             column.
+        progress
+            Called with the rows done so far, of ``2 n`` (one pass to fit, one to
+            predict), after each block of rows.
 
         Raises
         ------
@@ -260,10 +265,14 @@ class HashedRidge:
         fold = np.random.default_rng(self.seed).permutation(n) % self.n_folds
         fold = fold.astype(np.min_scalar_type(self.n_folds - 1))  # a byte a row, usually
         encoder = _Encoder(logs, self.n_features, interactions=self.interactions)
-        coefficients, intercepts = self._fit(encoder, fold)
-        return RewardPredictions._owned(logs, _predict(encoder, fold, coefficients, intercepts))
+        done = _ignore if progress is None else progress
+        coefficients, intercepts = self._fit(encoder, fold, done)
+        values = _predict(encoder, fold, coefficients, intercepts, lambda rows: done(n + rows))
+        return RewardPredictions._owned(logs, values)
 
-    def _fit(self, encoder: _Encoder, fold: IntArray) -> tuple[FloatArray, FloatArray]:
+    def _fit(
+        self, encoder: _Encoder, fold: IntArray, progress: Callable[[int], None]
+    ) -> tuple[FloatArray, FloatArray]:
         """``(n_folds, d)`` coefficients and ``(n_folds,)`` intercepts, fold k's from the others.
 
         The statistics of fold ``j`` sit in columns ``j d .. (j + 1) d`` of one design,
@@ -287,6 +296,7 @@ class HashedRidge:
                 gram += x.T @ x
                 cross += np.bincount(column, value * reward[pairs[pair]], minlength=width)
                 sums += np.bincount(column, value, minlength=width)
+            progress(stop)
         used = np.flatnonzero(gram.diagonal().reshape(folds, d).sum(axis=0) > 0)
         grams = [gram[j * d + used][:, j * d + used] for j in range(folds)]
         cross, sums = cross.reshape(folds, d)[:, used], sums.reshape(folds, d)[:, used]
@@ -309,8 +319,16 @@ class HashedRidge:
         return coefficients, intercepts
 
 
+def _ignore(done: int) -> None:
+    """Progress nobody shows."""
+
+
 def _predict(
-    encoder: _Encoder, fold: IntArray, coefficients: FloatArray, intercepts: FloatArray
+    encoder: _Encoder,
+    fold: IntArray,
+    coefficients: FloatArray,
+    intercepts: FloatArray,
+    progress: Callable[[int], None] = _ignore,
 ) -> FloatArray:
     """``(n, K)`` predictions of every offered action, each row by its own fold's model.
 
@@ -358,6 +376,7 @@ def _predict(
             msg = f"row {row}: reward `values` must be finite for every offered action"
             raise LogFormatError(msg)
         values[start:stop][real] = predicted
+        progress(stop)
     return values
 
 
@@ -410,9 +429,7 @@ class _Encoder:
         self._new_kind_val: list[float] = []
         self._new_kind_sizes: list[int] = []
         self._defaults: dict[int, tuple[list[str], list[Mapping[str, Mapping[str, Any]]]]] = {}
-        self._table: (
-            tuple[FeatureRows, IntArray, FloatArray, npt.NDArray[np.bool_]] | None
-        ) = None
+        self._table: tuple[FeatureRows, IntArray, FloatArray, npt.NDArray[np.bool_]] | None = None
         self.digest = np.zeros(0, dtype=np.uint64)
         self.left = np.zeros(0, dtype=np.uint64)  # the digest premultiplied for _mix
         self.bucket = np.zeros(0, dtype=np.int64)
