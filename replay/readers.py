@@ -94,7 +94,7 @@ import zlib
 from array import array
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from io import BufferedReader
@@ -589,8 +589,9 @@ class _Cache:
             cache.parent.mkdir(parents=True, exist_ok=True)
             pq.write_table(table, partial, row_group_size=_ROW_GROUP, write_page_checksum=True)
             partial.replace(cache)
-        except OSError as exc:
-            partial.unlink(missing_ok=True)
+        except Exception as exc:  # noqa: BLE001  # a cache never fails the read
+            with suppress(OSError):
+                partial.unlink(missing_ok=True)
             warnings.warn(f"{cache}: cannot write the cache of {path}: {exc}", stacklevel=3)
 
 
@@ -637,14 +638,15 @@ def _to_table(
     if logs.action_features is not None:
         feature_index, feature_values = _distinct(list(chain.from_iterable(logs.action_features)))
         texts = pa.array([orjson.dumps(f).decode() for f in feature_values], pa.string())
+        action_features = pa.DictionaryArray.from_arrays(pa.array(feature_index), texts)
     else:
-        feature_index, texts = np.zeros(size, dtype=np.int32), pa.array([None], pa.string())
+        action_features = pa.nulls(size, pa.string())
     actions = pa.ListArray.from_arrays(
         pa.array(offsets),
         pa.StructArray.from_arrays(
             [
                 ids,
-                pa.DictionaryArray.from_arrays(pa.array(feature_index), texts),
+                action_features,
             ],
             names=["id", "features"],
         ),
