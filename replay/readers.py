@@ -336,8 +336,9 @@ def read_log(
             first_row = columns.rows
             cached = None if cached_reads is None else cached_reads.load(path, features=features)
             if cached is not None:
-                logs, event_ids, read_here, skipped_here, messages_here = cached
-                columns.extend(logs, event_ids)
+                parts, read_here, skipped_here, messages_here = cached
+                for part, event_ids in parts:
+                    columns.extend(part, event_ids)
             else:
                 kind = _detect(path) if format == "auto" else format
                 read_here, skipped_here, messages_here = _read_file(
@@ -506,7 +507,9 @@ _CACHE_FOLDER = ".streambandit-cache"
 _CACHE_SUFFIX = ".streambandit-cache.parquet"
 _CACHE_KEY = b"streambandit.cache"
 
-_CachedFile: TypeAlias = tuple[LoggedDecisions, list[str | None], int, Counter[str], list[str]]
+_CachedFile: TypeAlias = tuple[
+    list[tuple[LoggedDecisions, list[str | None]]], int, Counter[str], list[str]
+]
 
 
 class _Cache:
@@ -551,8 +554,10 @@ class _Cache:
                 facts = orjson.loads((file.schema_arrow.metadata or {})[_CACHE_KEY])
                 if facts["stamp"] != self._stamp(path):
                     return None
-                table = file.read()
-            logs, event_ids = _from_table(table, features=features)
+                parts = [  # a row group at a time: nested dictionaries read in one chunk
+                    _from_table(file.read_row_group(group), features=features)
+                    for group in range(file.num_row_groups)
+                ]
         except Exception as exc:  # noqa: BLE001  # any failure: read the log instead
             warnings.warn(
                 f"{cache}: the cache of {path} cannot be read ({type(exc).__name__}: "
@@ -561,7 +566,7 @@ class _Cache:
             )
             return None
         skipped = Counter[str](facts["skipped"])
-        return logs, event_ids, facts["rows_read"], skipped, list(facts["messages"])
+        return parts, facts["rows_read"], skipped, list(facts["messages"])
 
     def store(  # noqa: PLR0917  # one file's read, as load returns it
         self,
