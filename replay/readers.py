@@ -501,7 +501,7 @@ def _check_choices(**given: str) -> None:
 
 # -- the columnar cache ---------------------------------------------------------------------
 
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2
 """Bump when what a read gives for the same file changes: older caches are then missed."""
 _CACHE_FOLDER = ".streambandit-cache"
 _CACHE_SUFFIX = ".streambandit-cache.parquet"
@@ -554,8 +554,9 @@ class _Cache:
                 facts = orjson.loads((file.schema_arrow.metadata or {})[_CACHE_KEY])
                 if facts["stamp"] != self._stamp(path):
                     return None
+                keys = [_key_from_fields(fields) for fields in facts["keys"]]
                 parts = [  # a row group at a time: nested dictionaries read in one chunk
-                    _from_table(file.read_row_group(group), features=features)
+                    _from_table(file.read_row_group(group), features=features, keys=keys)
                     for group in range(file.num_row_groups)
                 ]
         except Exception as exc:  # noqa: BLE001  # any failure: read the log instead
@@ -587,8 +588,14 @@ class _Cache:
             "skipped": dict(skipped),
             "messages": messages,
         }
-        table = _to_table(logs, event_ids)
-        table = table.replace_schema_metadata({_CACHE_KEY: orjson.dumps(facts)})
+        keys: list[list[Any]] = []
+        try:
+            table = _to_table(logs, event_ids, compact=keys)
+            facts["keys"] = keys
+            table = table.replace_schema_metadata({_CACHE_KEY: orjson.dumps(facts)})
+        except TypeError as exc:  # a feature value JSON cannot hold
+            warnings.warn(f"{cache}: cannot write the cache of {path}: {exc}", stacklevel=3)
+            return
         partial = cache.with_name(f".{cache.name}.{os.getpid()}.partial")
         try:
             cache.parent.mkdir(parents=True, exist_ok=True)
@@ -617,12 +624,19 @@ def _distinct(values: list[Any]) -> tuple[npt.NDArray[np.int32], list[Any]]:
 
 
 def _to_table(
-    logs: LoggedDecisions, event_ids: list[str | None], *, offer_index_ids: bool = False
+    logs: LoggedDecisions,
+    event_ids: list[str | None],
+    *,
+    offer_index_ids: bool = False,
+    compact: list[list[Any]] | None = None,
 ) -> Any:
     """Return `logs` as an Arrow table of :func:`to_parquet`'s columns, column by column.
 
     Without action ids, the ids are null (the cache keeps that) or, with
-    `offer_index_ids`, each action's offer index.
+    `offer_index_ids`, each action's offer index. With `compact` (the cache), the
+    contexts are written as they are held (:class:`~replay._data.FeatureRows`): the
+    columns ``context_keys`` and ``context_values``, and the keys appended to `compact`
+    (for the file's metadata); ``context`` is then null.
     """
     import pyarrow as pa
 
@@ -662,26 +676,53 @@ def _to_table(
         probabilities = pa.ListArray.from_arrays(
             pa.array(offsets), pa.array(logs.probabilities[logs.mask()])
         )
-    contexts = (
-        pa.nulls(n, pa.string())
-        if logs.contexts is None
-        else pa.array([orjson.dumps(c).decode() for c in logs.contexts], pa.string())
-    )
-    return pa.table(
-        {
-            "actions": actions,
-            "chosen": pa.array(logs.chosen),
-            "probability": pa.array(logs.propensity),
-            "probabilities": probabilities,
-            "reward": pa.array(logs.reward),
-            "context": contexts,
-            "event_id": pa.array(event_ids, pa.string()),
-        }
-    )
+    columns = {
+        "actions": actions,
+        "chosen": pa.array(logs.chosen),
+        "probability": pa.array(logs.propensity),
+        "probabilities": probabilities,
+        "reward": pa.array(logs.reward),
+        "context": pa.nulls(n, pa.string()),
+        "event_id": pa.array(event_ids, pa.string()),
+    }
+    if logs.contexts is not None and compact is not None:
+        rows = logs.contexts
+        if not isinstance(rows, FeatureRows):
+            rows = FeatureRows.from_mappings(rows)
+        compact.extend(_key_fields(key) for key in rows.keys)
+        ptr = pa.array((rows.ptr - rows.ptr[0]).astype(np.int32))
+        entries = slice(int(rows.ptr[0]), int(rows.ptr[-1]))
+        columns["context_keys"] = pa.ListArray.from_arrays(ptr, pa.array(rows.key[entries]))
+        columns["context_values"] = pa.ListArray.from_arrays(ptr, pa.array(rows.value[entries]))
+    elif logs.contexts is not None:
+        texts = [orjson.dumps(c).decode() for c in logs.contexts]
+        columns["context"] = pa.array(texts, pa.string())
+    return pa.table(columns)
 
 
-def _from_table(table: Any, *, features: bool) -> tuple[LoggedDecisions, list[str | None]]:
-    """Read back what :func:`_to_table` wrote (the cache: a log already checked once)."""
+_NUMBER_KINDS: dict[str, type] = {"float": float, "int": int, "bool": bool}
+
+
+def _key_fields(key: tuple[str, str, Any]) -> list[Any]:
+    """Return a FeatureRows key as JSON: ``[namespace, name, number type or "value", value]``."""
+    namespace, name, fixed = key
+    if type(fixed) is type:
+        return [namespace, name, fixed.__name__, None]
+    return [namespace, name, "value", fixed]
+
+
+def _key_from_fields(fields: list[Any]) -> tuple[str, str, Any]:
+    namespace, name, kind, value = fields
+    return (namespace, name, _NUMBER_KINDS[kind] if kind != "value" else value)
+
+
+def _from_table(
+    table: Any, *, features: bool, keys: list[tuple[str, str, Any]] | None = None
+) -> tuple[LoggedDecisions, list[str | None]]:
+    """Read back what :func:`_to_table` wrote (the cache: a log already checked once).
+
+    `keys` are the context keys of a compact table (from the file's metadata).
+    """
     import pyarrow as pa
 
     actions = table.column("actions").combine_chunks()
@@ -715,7 +756,21 @@ def _from_table(table: Any, *, features: bool) -> tuple[LoggedDecisions, list[st
         flat = column.values.to_numpy()[column.offsets[0].as_py() : column.offsets[-1].as_py()]
         probabilities[np.arange(width)[None, :] < n_actions[:, None]] = flat
     contexts = None
-    if features:
+    if features and keys is not None and "context_keys" in table.column_names:
+        entry_keys = table.column("context_keys").combine_chunks()
+        entry_values = table.column("context_values").combine_chunks()
+        ptr = entry_keys.offsets.to_numpy().astype(np.int64)
+        entries = slice(int(ptr[0]), int(ptr[-1]))
+        contexts = FeatureRows(
+            keys,
+            ptr - ptr[0],
+            entry_keys.values.to_numpy()[entries],
+            entry_values.values.to_numpy()[entries],
+        )
+        if contexts.key.size and not 0 <= contexts.key.min() <= contexts.key.max() < len(keys):
+            msg = "`context_keys` must index the keys of the file's metadata"
+            raise LogFormatError(msg)
+    elif features:
         builder = FeatureRowsBuilder()
         for text in table.column("context").to_pylist():
             builder.append(_NO_FEATURES if text is None else orjson.loads(text))
@@ -839,6 +894,9 @@ def _parquet_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     except Exception as exc:  # noqa: BLE001  # pyarrow raises several kinds for one cause
         msg = f"{path}: not a readable Parquet file: {exc}"
         raise LogFormatError(msg) from None
+    if _CACHE_KEY in (table.schema_arrow.metadata or {}):
+        msg = f"{path}: a cache of streambandit's, not a log: read the log it was made from"
+        raise LogFormatError(msg)
     index = 0
     with table:
         for batch in table.iter_batches(batch_size=8192):

@@ -7,13 +7,15 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import orjson
 import pytest
 from typer.testing import CliRunner
 
 import replay.readers
 from bandit.ops import cli
+from policies.errors import LogFormatError
 from replay import LoggedDecisions, ReadResult, read_log, to_dsjson
-from tests.replay.test_feature_rows import _log
+from tests.replay.test_feature_rows import MIXED, _log, _typed
 
 runner = CliRunner()
 
@@ -205,3 +207,31 @@ def test_the_cli_caches_beside_the_log_unless_told_not_to(tmp_path: Path) -> Non
     assert len(list((folder / ".streambandit-cache").iterdir())) == 1
     second = runner.invoke(cli.app, base)
     assert second.stdout.split("decisions x")[0] == first.stdout.split("decisions x")[0]
+
+
+def test_context_values_of_every_kind_come_back_from_the_cache(tmp_path: Path) -> None:
+    """Strings, ints beyond 2**53, floats (bools read as 1.0, 0.0): back as read, types too."""
+    path = tmp_path / "log.jsonl"
+    contexts = [
+        {ns: {k: v for k, v in f.items() if v is not None} for ns, f in c.items()} for c in MIXED
+    ]
+    path.write_bytes(
+        b"\n".join(
+            orjson.dumps(
+                {"actions": ["a"], "chosen": 0, "probability": 1.0, "reward": 0.0, "context": c}
+            )
+            for c in contexts
+        )
+    )
+    read_log(path, cache=True, cache_dir=tmp_path / "c")
+    cached = read_log(path, cache=True, cache_dir=tmp_path / "c")
+    assert _typed(cached.logs.contexts) == _typed(read_log(path).logs.contexts)
+    assert cached.logs.contexts[2]["user"]["age"] == 2**60  # type: ignore[index]
+
+
+def test_a_cache_file_is_not_read_as_a_log(log_path: Path, tmp_path: Path) -> None:
+    """Given a cache file as a log, the reader says what it is instead of reading it."""
+    read_log(log_path, cache=True, cache_dir=tmp_path / "c")
+    (cached,) = (tmp_path / "c").iterdir()
+    with pytest.raises(LogFormatError, match="a cache of streambandit's, not a log"):
+        read_log(cached)
