@@ -235,6 +235,8 @@ class LoggedDecisions:
     contexts, action_features
         Per row, the shared features and each action's features, by namespace
         (optional; needed by reward models and by policies replayed on the log).
+        `contexts` may be any sequence of mappings; :func:`replay.read_log` gives a
+        :class:`FeatureRows`, a compact form read back as mappings.
     event_ids
         Per row, the event id (optional).
 

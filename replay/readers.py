@@ -78,7 +78,13 @@ JSON text, which is how :func:`to_parquet` writes them.
 A column that only some rows carry (``probabilities``, action ids, event ids) is kept
 only when every row kept has it: otherwise it is None in the result. An action offered
 again with the same features shares one features dict across its rows: treat features
-as read-only.
+as read-only. Contexts come as a :class:`~replay.FeatureRows` (each distinct feature
+kept once, a row a few integers and numbers), read back as mappings.
+
+With ``cache=True``, each file's read is kept as Parquet (these columns; the contexts
+as :class:`~replay.FeatureRows` holds them, in ``context_keys`` and ``context_values``
+with their keys in the file's metadata) and read instead of the log while the file's
+path, size and modification time, the read's options and the cache's version match.
 """
 
 from __future__ import annotations

@@ -40,7 +40,7 @@ _MAX_FEATURES = 2**14
 """Largest hashed dimension: the model solves a dense system of up to ``d x d``."""
 
 _BLOCK_ROWS = 2**13
-"""Rows encoded at a time (their contexts, flattened, and their actions' ids)."""
+"""Rows encoded at a time (their contexts' entries, and their actions' ids)."""
 
 _BATCH_ENTRIES = 2**18
 """Hashed entries expanded at a time: with the block, this bounds the working memory."""
@@ -155,10 +155,11 @@ class HashedRidge:
 
     The log is read in blocks of rows, once to fit and once to predict, so memory does
     not grow with the log beyond the ``(n, K)`` predictions returned and a byte a row
-    of fold assignment: each block's features are encoded to integer ids in Python (a
-    context is flattened once per pass, an action's features once per distinct action)
-    and expanded into hashed entries with NumPy, a bounded batch (2^18 entries, some
-    tens of MB) at a time; ``X'X`` is accumulated with :mod:`scipy.sparse`. Distinct
+    of fold assignment: each block's features are encoded to integer ids (contexts
+    from their compact form, :class:`~replay.FeatureRows`, which :func:`replay.read_log`
+    builds: each distinct feature is named once, the rows are array lookups; an
+    action's features once per distinct action) and expanded into hashed entries with
+    NumPy, a bounded batch (2^18 entries, some tens of MB) at a time; ``X'X`` is accumulated with :mod:`scipy.sparse`. Distinct
     actions are recognised by their id and the identity of their features mapping,
     which :func:`replay.read_log` shares between the rows that offer the same action (a
     log that copies them is as right, only slower). Predicting, the context and action
@@ -190,9 +191,10 @@ class HashedRidge:
 
     Notes
     -----
-    Python flattens each row's context twice and looks each (row, action) pair up once
-    in a dictionary; the rest is vectorised. On one core, a million rows of 10 actions
-    with a few features a side (``bench/replay.py``) take well under half a minute.
+    Python looks each (row, action) pair up once in a dictionary (and, for contexts
+    given as dicts rather than :class:`~replay.FeatureRows`, puts each row in that form
+    once per pass); the rest is vectorised. On one core, a million rows of 10 actions
+    with a few features a side (``bench/replay.py``) take about a quarter of a minute.
 
     Examples
     --------
