@@ -159,12 +159,12 @@ class HashedRidge:
     from their compact form, :class:`~replay.FeatureRows`, which :func:`replay.read_log`
     builds: each distinct feature is named once, the rows are array lookups; an
     action's features once per distinct action) and expanded into hashed entries with
-    NumPy, a bounded batch (2^18 entries, some tens of MB) at a time; ``X'X`` is accumulated with :mod:`scipy.sparse`. Distinct
-    actions are recognised by their id and the identity of their features mapping,
-    which :func:`replay.read_log` shares between the rows that offer the same action (a
-    log that copies them is as right, only slower). Predicting, the context and action
-    terms are computed once per row and once per distinct action; only the products are
-    expanded pair by pair.
+    NumPy, a bounded batch (2^18 entries, some tens of MB) at a time; ``X'X`` is
+    accumulated with :mod:`scipy.sparse`. Distinct actions are recognised by their id
+    and the identity of their features mapping, which :func:`replay.read_log` shares
+    between the rows that offer the same action (a log that copies them is as right,
+    only slower). Predicting, the context and action terms are computed once per row
+    and once per distinct action; only the products are expanded pair by pair.
 
     Parameters
     ----------
