@@ -595,24 +595,37 @@ class _Cache:
             "messages": messages,
         }
         keys: list[list[Any]] = []
-        try:
-            table = _to_table(logs, event_ids, compact=keys)
-            facts["keys"] = keys
-            table = table.replace_schema_metadata({_CACHE_KEY: orjson.dumps(facts)})
-        except TypeError as exc:  # a feature value JSON cannot hold
-            warnings.warn(f"{cache}: cannot write the cache of {path}: {exc}", stacklevel=3)
-            return
         partial = cache.with_name(f".{cache.name}.{os.getpid()}.partial")
+        writer = None
+        # A row group at a time, of a bounded number of actions: what writing holds at once.
+        rows = max(1, _GROUP_ACTIONS // max(logs.width, 1))
         try:
             cache.parent.mkdir(parents=True, exist_ok=True)
-            pq.write_table(table, partial, row_group_size=_ROW_GROUP, write_page_checksum=True)
+            for start in range(0, max(logs.n, 1), rows):
+                stop = min(logs.n, start + rows)
+                part = logs if (start, stop) == (0, logs.n) else logs.take(slice(start, stop))
+                compact = keys if writer is None else []  # the parts share one table of keys
+                table = _to_table(part, event_ids[start:stop], compact=compact)
+                if writer is None:
+                    facts["keys"] = keys
+                    schema = table.schema.with_metadata({_CACHE_KEY: orjson.dumps(facts)})
+                    writer = pq.ParquetWriter(partial, schema, write_page_checksum=True)
+                writer.write_table(table)
+            if writer is not None:
+                writer.close()
+                writer = None
             partial.replace(cache)
         except Exception as exc:  # noqa: BLE001  # a cache never fails the read
+            if writer is not None:
+                with suppress(Exception):
+                    writer.close()
             with suppress(OSError):
                 partial.unlink(missing_ok=True)
             warnings.warn(f"{cache}: cannot write the cache of {path}: {exc}", stacklevel=3)
 
 
+_GROUP_ACTIONS = 2**19
+"""Offered actions a row group of the cache holds at most (65,536 rows of 8 actions)."""
 _ROW_GROUP = 65_536
 _DICTIONARY_COLUMNS = ["actions.list.element.id", "actions.list.element.features"]
 
