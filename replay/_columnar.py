@@ -164,10 +164,14 @@ def _distinct(values: list[Any]) -> tuple[npt.NDArray[np.int32], list[Any]]:
     The reader shares one string per action id and one dict per action's features, so
     a log of a million rows has some hundreds of distinct objects to encode once.
     """
+    import pyarrow as pa
+
     identity = np.fromiter(map(id, values), dtype=np.int64, count=len(values))
-    unique, first, inverse = np.unique(identity, return_index=True, return_inverse=True)
-    del unique
-    return inverse.astype(np.int32), [values[i] for i in first.tolist()]
+    encoded = pa.array(identity).dictionary_encode()  # a hash table, in C++
+    index = encoded.indices.to_numpy().astype(np.int32, copy=False)
+    first = np.empty(len(encoded.dictionary), dtype=np.int64)
+    first[index[::-1]] = np.arange(index.size - 1, -1, -1)  # the last write is the first
+    return index, [values[i] for i in first.tolist()]
 
 
 def to_table(
