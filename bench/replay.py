@@ -693,10 +693,11 @@ def main() -> None:
         f"Target, wide: {args.wide_rows:,} rows x {args.wide_actions} actions from JSON lines, "
         f"peak RSS {wide['peak_mb']:,.0f} MB, under 200 MB: {verdict(wide['peak_mb'] < 200)}"
     )
-    print(
-        f"In memory (no reading): reward model + IPS + SNIPS + DR with {args.bootstrap} "
-        f"resamples on {args.rows:,} rows x {args.actions} actions: {total:.1f} CPU s{few}"
-    )
+    if not args.only_file:
+        print(
+            f"In memory (no reading): reward model + IPS + SNIPS + DR with {args.bootstrap} "
+            f"resamples on {args.rows:,} rows x {args.actions} actions: {total:.1f} CPU s{few}"
+        )
     print(
         f"Memory: estimators within their inputs and bootstrap bound, reads within twice "
         f"their result, reward model flat beyond its predictions: "
