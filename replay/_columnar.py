@@ -284,11 +284,13 @@ def from_table(
     items = actions.values.slice(start, stop - start)
 
     def per_row(column: Any, decode: Callable[[str], Any]) -> list[list[Any]]:
+        if not n:
+            return []
         chunk = column if isinstance(column, pa.DictionaryArray) else column.dictionary_encode()
         values = np.empty(len(chunk.dictionary), dtype=object)
         values[:] = [decode(v) for v in chunk.dictionary.to_pylist()]
         flat = values[chunk.indices.to_numpy(zero_copy_only=False)]
-        if n and (n_actions == n_actions[0]).all():
+        if (n_actions == n_actions[0]).all():
             return flat.reshape(n, int(n_actions[0])).tolist()  # type: ignore[no-any-return]
         return [row.tolist() for row in np.split(flat, np.cumsum(n_actions)[:-1])]
 

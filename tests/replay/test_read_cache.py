@@ -235,3 +235,15 @@ def test_a_cache_file_is_not_read_as_a_log(log_path: Path, tmp_path: Path) -> No
     (cached,) = (tmp_path / "c").iterdir()
     with pytest.raises(LogFormatError, match="a cache of streambandit's, not a log"):
         read_log(cached)
+
+
+def test_a_log_whose_rows_were_all_skipped_is_cached_too(tmp_path: Path) -> None:
+    """No row kept: the cache still gives the counts and messages, and no warning."""
+    path = tmp_path / "bad.jsonl"
+    path.write_text('{"actions": ["a"], "chosen": 3, "probability": 0.5, "reward": 1}\n')
+    first = read_log(path, on_error="skip", cache=True, cache_dir=tmp_path / "c")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        second = read_log(path, on_error="skip", cache=True, cache_dir=tmp_path / "c")
+    assert (second.rows_read, second.rows_kept, dict(second.skipped)) == (1, 0, {"bad_chosen": 1})
+    _same(first, second)
