@@ -304,7 +304,7 @@ def from_table(
     width = int(n_actions.max()) if n else 0
     probabilities = None
     column = table.column("probabilities").combine_chunks()
-    if n and column.null_count == 0:
+    if column.null_count == 0:
         probabilities = np.zeros((n, width))
         flat = column.values.to_numpy()[column.offsets[0].as_py() : column.offsets[-1].as_py()]
         probabilities[np.arange(width)[None, :] < n_actions[:, None]] = flat
