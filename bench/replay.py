@@ -19,10 +19,21 @@ this process, so "one core" is honest and a busy machine does not inflate the fi
    memory in a traced pass, and again on a tenth of the rows), then IPS, SNIPS and DR
    (with that model) with the bootstrap, against the true value.
 
+4. **From the file on disk** (the issue's end to end): the featured log written as DSJSON,
+   then, each in a fresh process on one core, :func:`replay.read_log` + the reward model +
+   IPS, SNIPS and DR with the bootstrap; CPU seconds of each step and the process's peak
+   resident memory (VmHWM), without the cache, then with it (the first run writes it,
+   the second reads it); beside them, in the same process, the same estimates written
+   plainly with NumPy on the arrays already in memory. Then the same for a wide log
+   (10,000 rows x 80 of 200 items, JSON lines). The reading section (1.) also times the
+   plain baselines on the same file: an orjson loop over its lines, and pyarrow.json.
+
 Verdicts, each PASS or FAIL:
 
-- the issue's target: reward model + IPS + SNIPS + DR with 200 resamples on the 1M rows x
-  10 actions, in under a minute of CPU on one core;
+- the issue's targets, from the file: read + reward model + IPS + SNIPS + DR with 200
+  resamples on 1M rows x 10 actions in under a minute of CPU on one core and under 1 GB;
+  a second run's read several (>= 3) times faster with the cache; the wide log under
+  200 MB;
 - memory that does not grow with the log beyond the arrays it needs: every
   estimator's peak, less the bootstrap's bounded buffer (``24 * max(chunk_size, n)``
   bytes), is at most the size of its inputs (O(n) work arrays, never O(n x resamples));
@@ -38,11 +49,13 @@ Run::
 
     .venv/bin/python bench/replay.py                                    # 1M rows, one core
     .venv/bin/python bench/replay.py --rows 100000 --read-rows 20000
+    .venv/bin/python bench/replay.py --only-file                        # 4. alone
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import tempfile
 import time
@@ -55,6 +68,7 @@ from typing import Any, TypeVar
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np
+import orjson
 from threadpoolctl import threadpool_info, threadpool_limits
 
 from replay import (
@@ -70,12 +84,14 @@ from replay import (
     HashedRidge,
     Intervals,
     LoggedDecisions,
+    ReadResult,
     ReplayMethod,
     RewardPredictions,
     SwitchDR,
     TargetProbabilities,
     read_log,
     to_dsjson,
+    to_jsonl,
 )
 
 T = TypeVar("T")
@@ -161,6 +177,23 @@ def traced(call: Callable[[], Any]) -> tuple[float, float]:
     return held / _MB, peak / _MB
 
 
+def orjson_loop(path: Path) -> int:
+    """The plain reading baseline: decode every line with orjson, keep nothing."""
+    count = 0
+    with path.open("rb") as file:
+        for line in file:
+            orjson.loads(line)
+            count += 1
+    return count
+
+
+def pyarrow_json(path: Path) -> int:
+    """The columnar reading baseline: pyarrow.json reads the whole file into a table."""
+    import pyarrow.json
+
+    return int(pyarrow.json.read_json(path).num_rows)
+
+
 def array_mb(logs: LoggedDecisions) -> float:
     """MB of the NumPy arrays a LoggedDecisions holds."""
     names = ("n_actions", "chosen", "propensity", "reward", "probabilities")
@@ -181,14 +214,27 @@ def bench_reading(n: int, k: int) -> bool:
         size = path.stat().st_size / _MB
         print(f"DSJSON log: {n:,} rows x {k} actions, {size:,.0f} MB, written in {seconds:.1f} s")
         print(f"{'read_log':24} {'CPU':>8} {'rows/s':>10} {'MB/s':>7} {'1M rows':>8}")
-        for features in (False, True):
-            result, seconds = cpu(lambda f=features: read_log(path, features=f))
-            assert result.rows_kept == n
-            label = f"features={features}"
+        cache = Path(folder) / "cache"
+        runs: list[tuple[str, Callable[[], Any]]] = [
+            ("features=False", lambda: read_log(path, features=False)),
+            ("features=True", lambda: read_log(path)),
+            ("cache: first (+write)", lambda: read_log(path, cache=True, cache_dir=cache)),
+            ("cache: second (hit)", lambda: read_log(path, cache=True, cache_dir=cache)),
+            ("baseline: orjson loop", partial(orjson_loop, path)),
+            ("baseline: pyarrow.json", partial(pyarrow_json, path)),
+        ]
+        for label, call in runs:
+            result, seconds = cpu(call)
+            if isinstance(result, ReadResult):
+                assert result.rows_kept == n
             print(
                 f"{label:24} {seconds:6.2f} s {n / seconds:10,.0f} {size / seconds:7.1f} "
                 f"{1e6 / (n / seconds):6.0f} s"
             )
+        print(
+            "baselines: decoding every line with orjson and keeping nothing; pyarrow.json "
+            "reading the whole file into Arrow columns (no checks, no features as mappings)"
+        )
         del result
         arrays = array_mb(read_log(path, features=False).logs)
         ok = True
@@ -425,6 +471,183 @@ def bench_end_to_end(rows: int, actions: int, bootstrap: int) -> tuple[float, bo
     return total, lean
 
 
+def wide_log(n: int, k: int, seed: int = 0) -> tuple[LoggedDecisions, TargetProbabilities]:
+    """A wide log: k of 200 catalogue items a row (each with features), a small context."""
+    rng = np.random.default_rng(seed)
+    catalogue = [
+        {"item": {"topic": f"t{j % 8}", "length": round(float(rng.random()), 3)}}
+        for j in range(200)
+    ]
+    offered = np.argsort(rng.random((n, 200)), axis=1)[:, :k]
+    logged = rng.dirichlet(np.ones(k), size=n)
+    chosen = np.minimum((logged.cumsum(axis=1) <= rng.random((n, 1))).sum(axis=1), k - 1)
+    logs = LoggedDecisions(
+        n_actions=np.full(n, k),
+        chosen=chosen,
+        propensity=logged[np.arange(n), chosen],
+        reward=(rng.random(n) < 0.3).astype(np.float64),
+        probabilities=logged,
+        action_ids=[[f"item-{j:03d}" for j in row] for row in offered.tolist()],
+        contexts=[
+            {"user": {"segment": "abcd"[i % 4], "activity": round(float(a), 3)}}
+            for i, a in enumerate(rng.random(n))
+        ],
+        action_features=[[catalogue[j] for j in row] for row in offered.tolist()],
+        event_ids=[f"evt-{i}" for i in range(n)],
+    )
+    target = rng.dirichlet(np.ones(k), size=n)
+    return logs, TargetProbabilities(logs, target)
+
+
+def from_file(log: Path, target_path: Path, bootstrap: int, cache_dir: Path | None) -> None:
+    """(In a child process) read the log, fit, estimate; print CPU seconds and peak RSS as JSON.
+
+    Then the same estimates the plain NumPy way, on the arrays already in memory: what
+    an experimenter would write (IPS, SNIPS, DR and percentile bootstrap intervals).
+    """
+    times: dict[str, float] = {}
+    read, times["read"] = cpu(
+        lambda: read_log(log, cache=cache_dir is not None, cache_dir=cache_dir)
+    )
+    logs = read.logs
+    target = TargetProbabilities(logs, np.load(target_path))
+    rewards, times["reward model"] = cpu(partial(HashedRidge().cross_fit, logs))
+    values: dict[str, float] = {}
+    for label, estimator in (
+        ("IPS", IPS(intervals=Intervals(n_bootstrap=bootstrap))),
+        ("SNIPS", SNIPS(intervals=Intervals(n_bootstrap=bootstrap))),
+        ("DR", DoublyRobust(intervals=Intervals(n_bootstrap=bootstrap))),
+    ):
+        estimate, times[label] = cpu(partial(estimator.estimate, logs, target, rewards=rewards))
+        values[label] = estimate.value
+    total = sum(times.values())
+    peak = peak_rss_mb()
+    baseline, numpy_seconds = cpu(
+        partial(numpy_estimates, logs, target.probabilities, rewards.values, bootstrap)
+    )
+    print(
+        orjson.dumps(
+            {
+                "times": times,
+                "total": total,
+                "peak_mb": peak,
+                "values": values,
+                "numpy_seconds": numpy_seconds,
+                "numpy_values": baseline,
+            }
+        ).decode()
+    )
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory, MB: Linux's VmHWM, which starts afresh at exec.
+
+    (``ru_maxrss`` would not do: Linux carries it over from the parent across exec.)
+    """
+    import resource
+
+    status = Path("/proc/self/status")
+    if status.exists():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def numpy_estimates(
+    logs: LoggedDecisions, target: np.ndarray, predicted: np.ndarray, bootstrap: int
+) -> dict[str, float]:
+    """IPS, SNIPS and DR with percentile bootstrap intervals, written plainly with NumPy."""
+    rows = np.arange(logs.n)
+    weight = target[rows, logs.chosen] / logs.propensity
+    reward = logs.reward
+    direct = (target * predicted).sum(axis=1)
+    dr_terms = direct + weight * (reward - predicted[rows, logs.chosen])
+    rng = np.random.default_rng(0)
+    draws = np.empty((bootstrap, 3))
+    for b in range(bootstrap):
+        index = rng.integers(0, logs.n, logs.n)
+        w, r = weight[index], reward[index]
+        draws[b] = (w * r).mean(), (w * r).sum() / w.sum(), dr_terms[index].mean()
+    low, high = np.percentile(draws, [2.5, 97.5], axis=0) if bootstrap else (draws, draws)
+    del low, high  # computed as an experimenter would; only the time is compared
+    return {
+        "IPS": float((weight * reward).mean()),
+        "SNIPS": float((weight * reward).sum() / weight.sum()),
+        "DR": float(dr_terms.mean()),
+    }
+
+
+def child(log: Path, target: Path, bootstrap: int, cache: Path | None) -> dict[str, Any]:
+    """Run :func:`from_file` in a fresh process (its own peak memory) and return its figures."""
+    import subprocess
+
+    command = [sys.executable, __file__, "--from-file", str(log), str(target), str(bootstrap)]
+    if cache is not None:
+        command.append(str(cache))
+    done = subprocess.run(command, capture_output=True, text=True, check=True)
+    figures: dict[str, Any] = orjson.loads(done.stdout.splitlines()[-1])
+    return figures
+
+
+def bench_from_file(
+    rows: int, actions: int, bootstrap: int, *, wide: bool = False
+) -> list[dict[str, Any]]:
+    """The issue's end to end: read the file, fit the model, IPS/SNIPS/DR with intervals.
+
+    Each run is a fresh process on one core: without the cache, then with it (the first
+    run writes it, the second reads it). Returns the three runs' figures.
+    """
+    with tempfile.TemporaryDirectory(prefix="sb-bench-file-") as folder:
+        log = Path(folder) / ("log.jsonl" if wide else "log.dsjson")
+        target_path = Path(folder) / "target.npy"
+        if wide:
+            logs, target = wide_log(rows, actions)
+            to_jsonl(logs, log)
+        else:
+            logs, target, _ = featured_log(rows, actions)
+            to_dsjson(logs, log)
+        np.save(target_path, target.probabilities)
+        del logs, target
+        size = log.stat().st_size / _MB
+        kind = "JSON lines" if wide else "DSJSON"
+        print(
+            f"from the file: {kind} {rows:,} rows x {actions} actions, {size:,.0f} MB; "
+            f"read + HashedRidge + IPS/SNIPS/DR with {bootstrap} resamples, one process each"
+        )
+        header = (
+            f"{'run':20} {'read':>7} {'model':>7} {'IPS':>6} {'SNIPS':>6} {'DR':>6} "
+            f"{'total':>7} {'peak RSS':>9} {'NumPy IPS/SNIPS/DR':>19}"
+        )
+        print(header)
+        print("-" * len(header))
+        cache = Path(folder) / "cache"
+        runs = []
+        for label, where in (
+            ("no cache", None),
+            ("cache: first run", cache),
+            ("cache: second run", cache),
+        ):
+            figures = child(log, target_path, bootstrap, where)
+            runs.append(figures)
+            t = figures["times"]
+            print(
+                f"{label:20} {t['read']:6.1f}s {t['reward model']:6.1f}s {t['IPS']:5.1f}s "
+                f"{t['SNIPS']:5.1f}s {t['DR']:5.1f}s {figures['total']:6.1f}s "
+                f"{figures['peak_mb']:7,.0f} MB {figures['numpy_seconds']:17.1f} s"
+            )
+        same = all(
+            abs(figures["values"][k] - figures["numpy_values"][k]) < 1e-9
+            for k in ("IPS", "SNIPS", "DR")
+        )
+        print(
+            f"NumPy: the same IPS, SNIPS and DR (and {bootstrap} bootstrap resamples) on the "
+            f"arrays already in memory, with the same reward predictions: equal values "
+            f"{verdict(same)}\n"
+        )
+    return runs
+
+
 def threads() -> str:
     pools = threadpool_info()
     return ", ".join(f"{pool['internal_api']} {pool['num_threads']}" for pool in pools) or "none"
@@ -436,21 +659,57 @@ def main() -> None:
     parser.add_argument("--actions", type=int, default=10)
     parser.add_argument("--bootstrap", type=int, default=Intervals().n_bootstrap)
     parser.add_argument("--read-rows", type=int, default=200_000)
+    parser.add_argument("--wide-rows", type=int, default=10_000)
+    parser.add_argument("--wide-actions", type=int, default=80)
+    parser.add_argument(
+        "--only-file",
+        action="store_true",
+        help="run only the end to end from the file (and the wide log)",
+    )
+    parser.add_argument("--from-file", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
+
+    if args.from_file:  # the child process of bench_from_file
+        log, target, bootstrap, *cache = args.from_file
+        with threadpool_limits(limits=1):
+            from_file(Path(log), Path(target), int(bootstrap), Path(cache[0]) if cache else None)
+        return
 
     with threadpool_limits(limits=1):
         print(f"{args.rows:,} rows x {args.actions} actions; thread pools: {threads()}\n")
         wall = time.perf_counter()
-        reading_ok = bench_reading(args.read_rows, args.actions)
-        estimators_ok = bench_estimators(args.rows, args.actions, args.bootstrap)
-        total, model_ok = bench_end_to_end(args.rows, args.actions, args.bootstrap)
+        reading_ok = estimators_ok = model_ok = True
+        total = math.nan
+        if not args.only_file:
+            reading_ok = bench_reading(args.read_rows, args.actions)
+            estimators_ok = bench_estimators(args.rows, args.actions, args.bootstrap)
+            total, model_ok = bench_end_to_end(args.rows, args.actions, args.bootstrap)
+            print()
+        plain, _, cached = bench_from_file(args.rows, args.actions, args.bootstrap)
+        wide = bench_from_file(args.wide_rows, args.wide_actions, args.bootstrap, wide=True)[0]
 
+    few = "" if args.rows >= 1_000_000 else " (fewer rows than the target's million)"
     print(
-        f"\nTarget: reward model + IPS + SNIPS + DR with {args.bootstrap} resamples on "
-        f"{args.rows:,} rows x {args.actions} actions: {total:.1f} CPU s, under 60 s: "
-        f"{verdict(total < 60.0)}"
-        + ("" if args.rows >= 1_000_000 else " (fewer rows than the target's million)")
+        f"\nTarget, from the file: read + reward model + IPS + SNIPS + DR with "
+        f"{args.bootstrap} resamples on {args.rows:,} rows x {args.actions} actions: "
+        f"{plain['total']:.1f} CPU s, under 60 s: {verdict(plain['total'] < 60.0)}; peak RSS "
+        f"{plain['peak_mb']:,.0f} MB, under 1 GB: {verdict(plain['peak_mb'] < 1024)}{few}"
     )
+    speedup = plain["times"]["read"] / cached["times"]["read"]
+    print(
+        f"Target, the cache: a second run reads in {cached['times']['read']:.1f} s instead "
+        f"of {plain['times']['read']:.1f} s ({speedup:.1f}x), the run takes "
+        f"{cached['total']:.1f} s: several times faster reading: {verdict(speedup >= 3)}"
+    )
+    print(
+        f"Target, wide: {args.wide_rows:,} rows x {args.wide_actions} actions from JSON lines, "
+        f"peak RSS {wide['peak_mb']:,.0f} MB, under 200 MB: {verdict(wide['peak_mb'] < 200)}"
+    )
+    if not args.only_file:
+        print(
+            f"In memory (no reading): reward model + IPS + SNIPS + DR with {args.bootstrap} "
+            f"resamples on {args.rows:,} rows x {args.actions} actions: {total:.1f} CPU s{few}"
+        )
     print(
         f"Memory: estimators within their inputs and bootstrap bound, reads within twice "
         f"their result, reward model flat beyond its predictions: "

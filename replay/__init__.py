@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from replay._data import LoggedDecisions, TargetProbabilities
+from replay._data import FeatureRows, LoggedDecisions, TargetProbabilities
 from replay.estimators import (
     IPS,
     SNDR,
@@ -38,6 +38,7 @@ __all__ = [  # noqa: RUF022 - plain sorted(), which tests/test_public_api.py che
     "DoublyRobust",
     "Estimate",
     "Estimator",
+    "FeatureRows",
     "HashedRidge",
     "IPS",
     "Interval",

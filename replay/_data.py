@@ -7,19 +7,209 @@ checked once, in the constructors, so estimators can trust what they get.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import array as typed
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeAlias, overload
 
 import numpy as np
 import numpy.typing as npt
 
 from policies.errors import LogFormatError
 
-__all__ = ["FloatArray", "IntArray", "LoggedDecisions", "TargetProbabilities"]
+__all__ = [
+    "FeatureRows",
+    "FeatureRowsBuilder",
+    "FloatArray",
+    "IntArray",
+    "LoggedDecisions",
+    "TargetProbabilities",
+]
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
+
+FeatureKey: TypeAlias = tuple[str, str, Any]
+"""A feature's ``(namespace, name, fixed)``: `fixed` is its string value, the type its
+number is read back as (``float``, ``int``, ``bool``), or any other value it holds."""
+
+_EXACT_INT = 2**53  # the largest magnitude a float64 holds every integer up to
+
+
+class FeatureRows(Sequence[Mapping[str, Mapping[str, Any]]]):
+    """Many rows' namespaced features in one compact form, read back as mappings.
+
+    Each distinct *key* ``(namespace, name, fixed)`` is kept once, and a row is a run
+    of entries ``(key id, number)`` (compressed sparse rows): a string feature is a key
+    of its own (its value is the key's), a number is the entry's. A row of a few
+    features takes some tens of bytes instead of the kilobyte its dicts would;
+    :func:`replay.read_log` builds one directly, and the reward models read the arrays.
+    Indexing builds the row's dict anew each time (equal to the one stored).
+
+    Parameters
+    ----------
+    keys
+        The distinct keys, by id.
+    ptr
+        ``(n + 1,)`` row ``i``'s entries are ``ptr[i]:ptr[i + 1]``.
+    key
+        ``(entries,)`` each entry's key id.
+    value
+        ``(entries,)`` each entry's number (1.0 for a string feature).
+
+    Examples
+    --------
+    >>> rows = FeatureRows.from_mappings(
+    ...     [{"user": {"tier": "gold", "age": 31}}, {}, {"user": {"tier": "gold"}}])
+    >>> len(rows), rows[0], rows[2], len(rows.keys)
+    (3, {'user': {'tier': 'gold', 'age': 31}}, {'user': {'tier': 'gold'}}, 2)
+    >>> rows[1:] == [{}, {"user": {"tier": "gold"}}]
+    True
+    """
+
+    __slots__ = ("key", "keys", "ptr", "value")
+
+    def __init__(
+        self,
+        keys: Sequence[FeatureKey],
+        ptr: npt.NDArray[np.int64],
+        key: npt.NDArray[np.int32],
+        value: FloatArray,
+    ) -> None:
+        self.keys = list(keys)
+        self.ptr = np.asarray(ptr, dtype=np.int64)
+        self.key = np.asarray(key, dtype=np.int32)
+        self.value = np.asarray(value, dtype=np.float64)
+
+    @classmethod
+    def from_mappings(cls, rows: Iterable[Mapping[str, Mapping[str, Any]]]) -> FeatureRows:
+        """Return `rows` (``{namespace: {name: value}}`` each) in this form."""
+        builder = FeatureRowsBuilder()
+        for row in rows:
+            builder.append(row)
+        return builder.build()
+
+    def __len__(self) -> int:
+        return int(self.ptr.shape[0]) - 1
+
+    @overload
+    def __getitem__(self, index: int) -> dict[str, dict[str, Any]]: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> FeatureRows: ...
+
+    def __getitem__(self, index: int | slice) -> dict[str, dict[str, Any]] | FeatureRows:
+        if isinstance(index, slice):
+            return self.take(np.arange(len(self))[index])
+        n = len(self)
+        if index < 0:
+            index += n
+        if not 0 <= index < n:
+            msg = f"row {index} out of range for {n} rows"
+            raise IndexError(msg)
+        start, stop = int(self.ptr[index]), int(self.ptr[index + 1])
+        row: dict[str, dict[str, Any]] = {}
+        keys = self.keys
+        for k, number in zip(
+            self.key[start:stop].tolist(), self.value[start:stop].tolist(), strict=True
+        ):
+            namespace, name, fixed = keys[k]
+            values = row.get(namespace)
+            if values is None:
+                values = row[namespace] = {}
+            values[name] = fixed(number) if type(fixed) is type else fixed
+        return row
+
+    def __iter__(self) -> Iterator[dict[str, dict[str, Any]]]:
+        for i in range(len(self)):
+            yield self[i]
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Sequence) or isinstance(other, str | bytes):
+            return NotImplemented
+        return len(self) == len(other) and all(a == b for a, b in zip(self, other, strict=True))
+
+    __hash__ = None  # type: ignore[assignment]  # mutable-looking sequence, compared by value
+
+    def __repr__(self) -> str:
+        return f"FeatureRows({len(self)} rows, {len(self.keys)} keys)"
+
+    def take(self, rows: npt.NDArray[np.int64]) -> FeatureRows:
+        """Return the rows at `rows` (indices), sharing the keys."""
+        rows = np.asarray(rows, dtype=np.int64)
+        starts, sizes = self.ptr[rows], np.diff(self.ptr)[rows]
+        ptr = np.zeros(rows.size + 1, dtype=np.int64)
+        np.cumsum(sizes, out=ptr[1:])
+        entry = np.arange(int(ptr[-1])) + np.repeat(starts - ptr[:-1], sizes)
+        return FeatureRows(self.keys, ptr, self.key[entry], self.value[entry])
+
+    @classmethod
+    def concat(cls, parts: Iterable[FeatureRows]) -> FeatureRows:
+        """Return the rows of `parts`, one after the other, with one table of keys."""
+        builder = FeatureRowsBuilder()
+        for part in parts:
+            builder.extend(part)
+        return builder.build()
+
+
+class FeatureRowsBuilder:
+    """Gathers rows of namespaced features into a :class:`FeatureRows`, one row at a time."""
+
+    def __init__(self) -> None:
+        self.keys: list[FeatureKey] = []
+        self._ids: dict[FeatureKey, int] = {}
+        self._ptr = typed.array("q", [0])
+        self._key = typed.array("i")
+        self._value = typed.array("d")
+
+    def key_id(self, key: FeatureKey) -> int:
+        """Return the id of `key`, giving it the next one if new."""
+        found = self._ids.get(key)
+        if found is None:
+            found = self._ids[key] = len(self.keys)
+            self.keys.append(key)
+        return found
+
+    def append(self, row: Mapping[str, Mapping[str, Any]]) -> None:
+        """Add one row ``{namespace: {name: value}}``."""
+        ids, new, keys, values = self._ids.get, self.key_id, self._key, self._value
+        for namespace, features in row.items():
+            for name, feature in features.items():
+                kind = type(feature)
+                if kind is float or kind is bool or (kind is int and abs(feature) <= _EXACT_INT):
+                    key = (namespace, name, kind)
+                    number = float(feature)
+                else:  # a string, or a value the float array cannot hold exactly
+                    key = (namespace, name, feature)
+                    number = 1.0
+                try:
+                    found = ids(key)
+                except TypeError:  # unhashable: a list or a mapping is no feature value
+                    msg = (
+                        f"feature `{namespace}.{name}` must be a string or a number, "
+                        f"got {feature!r:.80}"
+                    )
+                    raise LogFormatError(msg) from None
+                keys.append(new(key) if found is None else found)
+                values.append(number)
+        self._ptr.append(len(keys))
+
+    def extend(self, rows: FeatureRows) -> None:
+        """Add every row of `rows`."""
+        ids = np.array([self.key_id(key) for key in rows.keys], dtype=np.int32)
+        offset = len(self._key)
+        self._ptr.frombytes((rows.ptr[1:] - rows.ptr[0] + offset).tobytes())
+        self._key.frombytes(ids[rows.key[rows.ptr[0] : rows.ptr[-1]]].tobytes())
+        self._value.frombytes(rows.value[rows.ptr[0] : rows.ptr[-1]].tobytes())
+
+    def build(self) -> FeatureRows:
+        """Return the rows added so far."""
+        return FeatureRows(
+            self.keys,
+            np.frombuffer(self._ptr, dtype=np.int64).copy(),
+            np.frombuffer(self._key, dtype=np.int32).copy(),
+            np.frombuffer(self._value, dtype=np.float64).copy(),
+        )
 
 
 @dataclass(frozen=True, eq=False)
@@ -45,6 +235,8 @@ class LoggedDecisions:
     contexts, action_features
         Per row, the shared features and each action's features, by namespace
         (optional; needed by reward models and by policies replayed on the log).
+        `contexts` may be any sequence of mappings; :func:`replay.read_log` gives a
+        :class:`FeatureRows`, a compact form read back as mappings.
     event_ids
         Per row, the event id (optional).
     position
@@ -173,7 +365,9 @@ class LoggedDecisions:
         """Return the decisions at `rows` (for bootstrap resamples and cross-fitting)."""
         index = np.arange(self.n)[rows]
 
-        def pick(column: Sequence[Any] | None) -> list[Any] | None:
+        def pick(column: Sequence[Any] | None) -> Sequence[Any] | None:
+            if isinstance(column, FeatureRows):
+                return column.take(index)
             return None if column is None else [column[i] for i in index]
 
         n_actions = self.n_actions[index]

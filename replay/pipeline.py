@@ -10,6 +10,7 @@ behind the step that raised it.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -56,10 +57,13 @@ class StepProgress(Protocol):
     step         label                   total                          done
     ===========  ======================  =============================  ==================
     ``read``     the paths read          None                           rows read
-    ``fit``      the reward model        decisions                      (not called)
+    ``fit``      the reward model        decisions x 2                  rows fitted, then
+                                                                        predicted (a model
+                                                                        whose `cross_fit`
+                                                                        takes `progress`)
     ``target``   the target's spec       decisions                      rows replayed
     ``whatif``   the parameter varied    decisions x (settings + 1)     rows replayed
-    ``evaluate``  ``""``                 targets x estimators           (not called)
+    ``evaluate``  ``""``                 targets x estimators           estimates done
     ``write``    the file written        None                           (not called)
     ===========  ======================  =============================  ==================
     """
@@ -122,6 +126,8 @@ def replay_logs(
     progress: StepProgress | None = None,
     slot: str | int | None = None,
     by_position: bool = False,
+    cache: bool = False,
+    cache_dir: Path | None = None,
 ) -> ReplayResult:
     """Estimate what target policies would have earned on decision logs, and write it down.
 
@@ -175,6 +181,9 @@ def replay_logs(
         labelled ``<estimator>@position=<k>`` (k 0-based): the value of each position of
         a page. For IPS these sum to the page's value (:class:`~replay.slates.IIPS`).
         The log must carry positions.
+    cache, cache_dir
+        Keep a columnar cache of each log file's read, and where
+        (:func:`~replay.readers.read_log`'s).
 
     Returns
     -------
@@ -232,7 +241,9 @@ def replay_logs(
     several = isinstance(paths, Sequence) and not isinstance(paths, str)
     where = ", ".join(map(str, paths)) if several else str(paths)  # type: ignore[arg-type]
     with step("read", where, None) as advance:
-        read = read_log(paths, on_error=on_error, progress=advance, slot=slot)
+        read = read_log(
+            paths, on_error=on_error, progress=advance, slot=slot, cache=cache, cache_dir=cache_dir
+        )
     logs = read.logs
     if logs.n == 0:
         skipped = f", all skipped: {dict(read.skipped)}" if read.rows_read else ""
@@ -241,8 +252,8 @@ def replay_logs(
     rewards = None
     if any(needs_rewards(name) for name in estimators):
         model = HashedRidge(seed=intervals.seed) if reward_model is None else reward_model
-        with step("fit", type(model).__name__, logs.n):
-            rewards = model.cross_fit(logs)
+        with step("fit", type(model).__name__, 2 * logs.n) as advance:
+            rewards = _cross_fit(model, logs, advance)
     built = []
     for spec in specs:
         with step("target", spec.spec, logs.n) as advance:
@@ -253,8 +264,16 @@ def replay_logs(
         "rows_kept": read.rows_kept,
         "skipped": dict(read.skipped),
     }
-    with step("evaluate", "", len(built) * len(estimators)):
-        report = evaluate(logs, built, estimators, intervals=intervals, rewards=rewards, log=facts)
+    with step("evaluate", "", len(built) * len(estimators)) as advance:
+        report = evaluate(
+            logs,
+            built,
+            estimators,
+            intervals=intervals,
+            rewards=rewards,
+            log=facts,
+            progress=advance,
+        )
         if by_position:
             every = report.evaluations + _by_position(logs, built, estimators, intervals, rewards)
             ordered = tuple(e for target in built for e in every if e.policy == target.label)
@@ -343,6 +362,15 @@ def _checked_specs(
     for name in estimators:
         make_estimator(name, intervals)
     return specs
+
+
+def _cross_fit(
+    model: RewardModel, logs: LoggedDecisions, progress: Callable[[int], None]
+) -> RewardPredictions:
+    """Cross-fit `model`, showing its progress when its `cross_fit` takes `progress`."""
+    if "progress" in inspect.signature(model.cross_fit).parameters:
+        return model.cross_fit(logs, progress=progress)  # type: ignore[call-arg]
+    return model.cross_fit(logs)
 
 
 def _write(path: Path, text: str) -> None:

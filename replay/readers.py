@@ -98,7 +98,13 @@ JSON text, which is how :func:`to_parquet` writes them.
 A column that only some rows carry (``probabilities``, action ids, event ids) is kept
 only when every row kept has it: otherwise it is None in the result. An action offered
 again with the same features shares one features dict across its rows: treat features
-as read-only.
+as read-only. Contexts come as a :class:`~replay.FeatureRows` (each distinct feature
+kept once, a row a few integers and numbers), read back as mappings.
+
+With ``cache=True``, each file's read is kept as Parquet (these columns; the contexts
+as :class:`~replay.FeatureRows` holds them, in ``context_keys`` and ``context_values``
+with their keys in the file's metadata) and read instead of the log while the file's
+path, size and modification time, the read's options and the cache's version match.
 """
 
 from __future__ import annotations
@@ -119,7 +125,7 @@ from datetime import UTC, datetime
 from io import BufferedReader
 from pathlib import Path
 from sys import intern
-from typing import Any, Literal, TypeAlias
+from typing import Any, Literal, TypeAlias, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -139,7 +145,8 @@ from policies.dsjson import (
 )
 from policies.errors import ConfigurationError, LogFormatError
 from policies.vwtext import reward_to_cost, to_vw_lines
-from replay._data import LoggedDecisions
+from replay._columnar import CACHE_KEY, CACHE_SUFFIX, ROW_GROUP, Cache, to_table
+from replay._data import FeatureRows, FeatureRowsBuilder, LoggedDecisions
 
 __all__ = [
     "ALL_SLOTS",
@@ -167,6 +174,9 @@ _KEEP_MESSAGES = 10
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 Features: TypeAlias = dict[str, dict[str, Any]]
+_NO_FEATURES: Features = {}
+
+_T = TypeVar("_T", int, float)
 
 
 @dataclass(frozen=True, eq=False)
@@ -248,6 +258,8 @@ def read_log(
     features: bool = True,
     progress: Callable[[int], None] | None = None,
     slot: str | int | None = None,
+    cache: bool = False,
+    cache_dir: PathArg | None = None,
 ) -> ReadResult:
     r"""Read decision logs into :class:`~replay.LoggedDecisions`, row by row.
 
@@ -285,6 +297,16 @@ def read_log(
         (:func:`replay.slates.consecutive_slates` numbers its slates). None (the
         default) reads single-slot decisions and leaves multi-slot lines out as
         ``multi_slot``.
+    cache
+        Keep each file's read as Parquet (:func:`to_parquet`'s columns, with page
+        checksums) and read it from there the next time, while the file's path, size
+        and modification time and these options are the same: several times faster
+        than reading the log again. A cache that cannot be read is ignored with a
+        warning and written anew; one that cannot be written is left out, with a
+        warning.
+    cache_dir
+        Where the caches go (with `cache`); None: a folder ``.streambandit-cache``
+        beside each log file (left out when reading a folder of logs).
 
     Returns
     -------
@@ -330,49 +352,70 @@ def read_log(
 
     dsjson = _dsjson_parser(reader, slot)
 
+    seen_actions: dict[tuple[str, Any], Features] = {}
+
     def plain(raw: bytes | dict[str, Any]) -> _Row:
-        return _plain_row(_decode(raw) if type(raw) is bytes else raw, features)
+        record = _decode(raw) if type(raw) is bytes else raw
+        return _plain_row(record, features, seen_actions)
 
     parsers: dict[str, Callable[[bytes | dict[str, Any]], _Row | list[_Row]]] = {
         "dsjson": dsjson,
         "jsonl": plain,
         "parquet": plain,
     }
+    options = {"format": format, "on_error": on_error, "cost_key": cost_key}
+    cached_reads = (
+        Cache(cache_dir, {**options, "features": features, "slot": slot}) if cache else None
+    )
     columns = _Columns(features=features)
     skipped: Counter[str] = Counter()
     messages: list[str] = []
-    seen_ids: set[str] = set()
+    seen_ids: set[str] = set()  # the event ids of the files before this one
+    repeated: list[int] = []  # rows whose event id an earlier file holds
+    fresh: list[tuple[Path, int, int, int, Counter[str], list[str]]] = []
     rows_read = 0
     stop = on_error == "stop"
     with _bulk_load():
         for path in files:
-            kind = _detect(path) if format == "auto" else format
-            parse = parsers[kind]
-            for number, raw in _rows(path, kind):
-                rows_read += 1
-                if progress is not None and rows_read % _PROGRESS_EVERY == 0:
-                    progress(rows_read)
-                try:
-                    row = parse(raw)
-                    event_id = (row[0] if isinstance(row, list) else row)[8]
-                    if event_id is not None:
-                        if event_id in seen_ids:
-                            raise _Skip("duplicate")
-                        seen_ids.add(event_id)
-                except _Skip as skip:
-                    skipped[skip.reason] += 1
-                    continue
-                except LogFormatError as bad:
-                    where = f"{path}[row {number}]" if kind == "parquet" else f"{path}:{number}"
-                    message = f"{where}: {bad}"
-                    if stop:
-                        raise LogFormatError(message, reason=bad.reason) from None
-                    if len(messages) < _KEEP_MESSAGES:
-                        messages.append(message)
-                    skipped[bad.reason] += 1
-                    continue
-                columns.add(row)
+            first_row = columns.rows
+            cached = None if cached_reads is None else cached_reads.load(path, features=features)
+            if cached is not None:
+                parts, read_here, skipped_here, messages_here = cached
+                for part, event_ids in parts:
+                    columns.extend(part, event_ids)
+            else:
+                kind = _detect(path) if format == "auto" else format
+                read_here, skipped_here, messages_here = _read_file(
+                    path, parsers[kind], columns, stop=stop, kind=kind,
+                    progress=None if progress is None else _offset(progress, rows_read),
+                )  # fmt: skip
+                fresh.append(
+                    (path, first_row, columns.rows, read_here, skipped_here, messages_here)
+                )
+            rows_read += read_here
+            skipped.update(skipped_here)
+            messages.extend(messages_here[: _KEEP_MESSAGES - len(messages)])
+            if seen_ids:
+                ids = columns.raw_event_ids
+                repeated.extend(i for i in range(first_row, columns.rows) if ids[i] in seen_ids)
+            seen_ids.update(i for i in columns.raw_event_ids[first_row:] if i is not None)
+            if cached is not None and progress is not None:
+                progress(rows_read)
         logs = columns.build()
+        if cached_reads is not None:
+            for path, start, stop_row, read_here, skipped_here, messages_here in fresh:
+                part = (
+                    logs if (start, stop_row) == (0, logs.n) else logs.take(slice(start, stop_row))
+                )
+                cached_reads.store(
+                    path, part, columns.raw_event_ids[start:stop_row], read_here,
+                    skipped_here, messages_here,
+                )  # fmt: skip
+        if repeated:  # a row an earlier file holds: the first one is kept
+            skipped["duplicate"] += len(repeated)
+            keep = np.ones(logs.n, dtype=bool)
+            keep[repeated] = False
+            logs = logs.take(np.flatnonzero(keep))
     if progress is not None:
         progress(rows_read)
     return ReadResult(
@@ -382,6 +425,55 @@ def read_log(
         files=tuple(files),
         messages=tuple(messages),
     )
+
+
+def _read_file(  # one file's share of read_log's state
+    path: Path,
+    parse: Callable[[bytes | dict[str, Any]], _Row | list[_Row]],
+    columns: _Columns,
+    *,
+    stop: bool,
+    kind: str,
+    progress: Callable[[int], None] | None,
+) -> tuple[int, Counter[str], list[str]]:
+    """Read one file's rows into `columns`: the rows read, skipped by reason, and messages.
+
+    Duplicates are told by the event ids of this file only (:func:`read_log` tells those
+    of earlier files afterwards), so what a file gives does not depend on the others.
+    """
+    rows_read, skipped = 0, Counter[str]()
+    messages: list[str] = []
+    event_ids: set[str] = set()
+    for number, raw in _rows(path, kind):
+        rows_read += 1
+        if progress is not None and rows_read % _PROGRESS_EVERY == 0:
+            progress(rows_read)
+        try:
+            row = parse(raw)
+            event_id = (row[0] if isinstance(row, list) else row)[8]
+            if event_id is not None:
+                if event_id in event_ids:
+                    raise _Skip("duplicate")
+                event_ids.add(event_id)
+        except _Skip as skip:
+            skipped[skip.reason] += 1
+            continue
+        except LogFormatError as bad:
+            where = f"{path}[row {number}]" if kind == "parquet" else f"{path}:{number}"
+            message = f"{where}: {bad}"
+            if stop:
+                raise LogFormatError(message, reason=bad.reason) from None
+            if len(messages) < _KEEP_MESSAGES:
+                messages.append(message)
+            skipped[bad.reason] += 1
+            continue
+        columns.add(row)
+    return rows_read, skipped, messages
+
+
+def _offset(progress: Callable[[int], None], before: int) -> Callable[[int], None]:
+    """Return `progress` counting on from `before`."""
+    return lambda done: progress(before + done)
 
 
 def _dsjson_parser(
@@ -505,7 +597,7 @@ def _folder_files(folder: Path) -> list[Path]:
 
 def _is_log_name(name: str) -> bool:
     name = name.lower().removesuffix(".gz")
-    return name.endswith(_LINE_SUFFIXES + _PARQUET_SUFFIXES)
+    return name.endswith(_LINE_SUFFIXES + _PARQUET_SUFFIXES) and not name.endswith(CACHE_SUFFIX)
 
 
 def _open_lines(path: Path) -> BufferedReader | gzip.GzipFile:
@@ -566,6 +658,9 @@ def _parquet_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     except Exception as exc:  # noqa: BLE001  # pyarrow raises several kinds for one cause
         msg = f"{path}: not a readable Parquet file: {exc}"
         raise LogFormatError(msg) from None
+    if CACHE_KEY in (table.schema_arrow.metadata or {}):
+        msg = f"{path}: a cache of streambandit's, not a log: read the log it was made from"
+        raise LogFormatError(msg)
     index = 0
     with table:
         for batch in table.iter_batches(batch_size=8192):
@@ -587,8 +682,14 @@ def _is_number(value: Any) -> bool:
     return kind is float or kind is int
 
 
-def _plain_row(record: Any, features: bool) -> _Row:  # noqa: PLR0912
-    """Read one JSON-lines object (or Parquet row) of the documented schema."""
+def _plain_row(  # noqa: PLR0912
+    record: Any, features: bool, seen: dict[tuple[str, Any], Features]
+) -> _Row:
+    """Read one JSON-lines object (or Parquet row) of the documented schema.
+
+    An action offered again with the same features (`seen`, by id and content) shares
+    the features dict read the first time.
+    """
     if type(record) is not dict:
         raise _bad("invalid_json", f"a row must be a JSON object, got {_show(record)}")
     actions = record.get("actions")
@@ -613,9 +714,7 @@ def _plain_row(record: Any, features: bool) -> _Row:  # noqa: PLR0912
             raise _bad("bad_actions", msg)
         ids.append(action["id"])
         if action_features is not None:
-            action_features.append(
-                _plain_features(action.get("features"), f"actions[{k}].features")
-            )
+            action_features.append(_plain_action_features(action, k, seen))
     if len(set(ids)) != n:
         raise _bad("bad_actions", f"the offered action ids must be distinct, got {_show(ids)}")
     chosen = record.get("chosen")
@@ -661,6 +760,41 @@ def _plain_position(value: Any) -> int | None:
     if value is not None and (type(value) is not int or value < 0):
         raise _bad("bad_position", f"`position` must be an integer >= 0, got {_show(value)}")
     return value
+
+
+def _plain_action_features(
+    action: dict[str, Any], k: int, seen: dict[tuple[str, Any], Features]
+) -> Features:
+    """Return the checked features of `action` (the `k`-th), shared with equal ones seen."""
+    raw = action.get("features")
+    key = (action["id"], _content_key(raw))
+    known = seen.get(key) if key[1] is not None else None
+    if known is None:
+        known = _plain_features(raw, f"actions[{k}].features")
+        if key[1] is not None:
+            seen[key] = known
+    return known
+
+
+def _content_key(features: Any) -> Any:
+    """Return a hashable key equal for equal features (types included), or None."""
+    if features is None:
+        return (None,)
+    if type(features) is str:
+        return features
+    if type(features) is not dict:
+        return None
+    try:
+        key = tuple(
+            (namespace, tuple((k, type(v), v) for k, v in values.items()))
+            if type(values) is dict
+            else (namespace, type(values), values)
+            for namespace, values in features.items()
+        )
+        hash(key)
+    except (TypeError, AttributeError):
+        return None
+    return key
 
 
 def _plain_probabilities(value: Any, n: int, chosen: int, propensity: float) -> list[float]:
@@ -736,9 +870,10 @@ class _Columns:
         self.reward = array("d")
         self.probabilities: array[float] | None = array("d")
         self.action_ids: list[list[str]] | None = []
-        self.contexts: list[Features] = []
+        self.contexts = FeatureRowsBuilder()
         self.action_features: list[list[Features]] = []
-        self.event_ids: list[str] | None = []
+        self.raw_event_ids: list[str | None] = []
+        self.rows = 0
         self.position: array[int] | None = array("q")
 
     def add(self, parsed: _Row | list[_Row]) -> None:
@@ -764,16 +899,38 @@ class _Columns:
                 self.action_ids = None
             else:  # one string per distinct id, not one per row: ids repeat across rows
                 self.action_ids.append([intern(action_id) for action_id in ids])
-        if self.event_ids is not None:
-            if event_id is None:
-                self.event_ids = None
-            else:
-                self.event_ids.append(event_id)
+        self.raw_event_ids.append(event_id)
+        self.rows += 1
         if self.position is not None:  # kept only while every row has one
             self.position = _appended(self.position, position)
         if self.features:
-            self.contexts.append(context or {})
+            self.contexts.append(context or _NO_FEATURES)
             self.action_features.append(actions or [{} for _ in range(n)])
+
+    def extend(self, logs: LoggedDecisions, event_ids: list[str | None]) -> None:
+        """Add the rows of `logs` (a file read before), with each row's event id or None."""
+        self.n_actions.frombytes(logs.n_actions.tobytes())
+        self.chosen.frombytes(logs.chosen.tobytes())
+        self.propensity.frombytes(logs.propensity.tobytes())
+        self.reward.frombytes(logs.reward.tobytes())
+        offered = None if logs.probabilities is None else logs.probabilities[logs.mask()]
+        self.probabilities = _joined(self.probabilities, offered)
+        if self.action_ids is not None:
+            if logs.action_ids is None:
+                self.action_ids = None
+            else:
+                self.action_ids.extend(logs.action_ids)  # type: ignore[arg-type]
+        self.raw_event_ids.extend(event_ids)
+        self.rows += logs.n
+        self.position = _joined(self.position, logs.position)
+        if self.features:
+            if logs.contexts is not None:
+                contexts = logs.contexts
+                if not isinstance(contexts, FeatureRows):
+                    contexts = FeatureRows.from_mappings(contexts)
+                self.contexts.extend(contexts)
+            if logs.action_features is not None:
+                self.action_features.extend(logs.action_features)  # type: ignore[arg-type]
 
     def build(self) -> LoggedDecisions:
         n_actions = np.array(self.n_actions, dtype=np.int64)
@@ -789,11 +946,19 @@ class _Columns:
             reward=np.array(self.reward, dtype=np.float64),
             probabilities=matrix,
             action_ids=self.action_ids,
-            contexts=self.contexts if self.features else None,
+            contexts=self.contexts.build() if self.features else None,
             action_features=self.action_features if self.features else None,
-            event_ids=self.event_ids,
+            event_ids=None if None in self.raw_event_ids else self.raw_event_ids,  # type: ignore[arg-type]
             position=None if self.position is None else np.array(self.position, dtype=np.int64),
         )
+
+
+def _joined(column: array[_T] | None, values: npt.NDArray[Any] | None) -> array[_T] | None:
+    """Return `column` with `values` appended, or None (the column dropped) when either is."""
+    if column is None or values is None:
+        return None
+    column.frombytes(values.tobytes())
+    return column
 
 
 def _appended(column: array[int], value: int | None) -> array[int] | None:
@@ -1162,18 +1327,15 @@ def to_dsjson(logs: LoggedDecisions, path: PathArg, *, timestamp: datetime = _EP
     return logs.n
 
 
-def _plain_record(logs: LoggedDecisions, i: int, *, as_text: bool) -> dict[str, Any]:
-    def encode(features: Mapping[str, Any]) -> Any:
-        return orjson.dumps(features).decode() if as_text else features
-
+def _plain_record(logs: LoggedDecisions, i: int) -> dict[str, Any]:
     n = int(logs.n_actions[i])
     ids = logs.action_ids[i] if logs.action_ids is not None else [str(j) for j in range(n)]
     actions: list[Any]
     if logs.action_features is None:
-        actions = list(ids) if not as_text else [{"id": a, "features": None} for a in ids]
+        actions = list(ids)
     else:
         actions = [
-            {"id": action_id, "features": encode(logs.action_features[i][j])}
+            {"id": action_id, "features": logs.action_features[i][j]}
             for j, action_id in enumerate(ids)
         ]
     return {
@@ -1184,7 +1346,7 @@ def _plain_record(logs: LoggedDecisions, i: int, *, as_text: bool) -> dict[str, 
             None if logs.probabilities is None else [float(p) for p in logs.probabilities[i, :n]]
         ),
         "reward": float(logs.reward[i]),
-        "context": None if logs.contexts is None else encode(logs.contexts[i]),
+        "context": None if logs.contexts is None else logs.contexts[i],
         "event_id": None if logs.event_ids is None else logs.event_ids[i],
         "position": None if logs.position is None else int(logs.position[i]),
     }
@@ -1203,12 +1365,12 @@ def to_jsonl(logs: LoggedDecisions, path: PathArg) -> int:
     """
     with Path(path).open("wb") as file:
         for i in range(logs.n):
-            file.write(orjson.dumps(_plain_record(logs, i, as_text=False)))
+            file.write(orjson.dumps(_plain_record(logs, i)))
             file.write(b"\n")
     return logs.n
 
 
-def to_parquet(logs: LoggedDecisions, path: PathArg, *, row_group_size: int = 65_536) -> int:
+def to_parquet(logs: LoggedDecisions, path: PathArg, *, row_group_size: int = ROW_GROUP) -> int:
     """Write the JSON-lines columns to Parquet; :func:`read_log` reads it back.
 
     ``actions`` is a list of ``{id, features}`` structs, and ``context`` and each
@@ -1220,28 +1382,14 @@ def to_parquet(logs: LoggedDecisions, path: PathArg, *, row_group_size: int = 65
     int
         The number of rows written.
     """
-    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    schema = pa.schema(
-        [
-            ("actions", pa.list_(pa.struct([("id", pa.string()), ("features", pa.string())]))),
-            ("chosen", pa.int64()),
-            ("probability", pa.float64()),
-            ("probabilities", pa.list_(pa.float64())),
-            ("reward", pa.float64()),
-            ("context", pa.string()),
-            ("event_id", pa.string()),
-            ("position", pa.int64()),
-        ]
+    event_ids: list[str | None] = (
+        [None] * logs.n if logs.event_ids is None else list(logs.event_ids)
     )
-    with pq.ParquetWriter(str(path), schema) as writer:
-        for start in range(0, max(logs.n, 1), row_group_size):
-            rows = [
-                _plain_record(logs, i, as_text=True)
-                for i in range(start, min(start + row_group_size, logs.n))
-            ]
-            writer.write_table(pa.Table.from_pylist(rows, schema=schema))
+    table = to_table(logs, event_ids, offer_index_ids=True)
+    # (without Arrow's schema: readers see plain strings, which Parquet dictionary-encodes)
+    pq.write_table(table, str(path), row_group_size=row_group_size, store_schema=False)
     return logs.n
 
 

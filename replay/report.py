@@ -29,7 +29,7 @@ from __future__ import annotations
 import html
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from statistics import NormalDist
 from typing import Any
@@ -181,6 +181,7 @@ def evaluate(
     intervals: Intervals | None = None,
     rewards: RewardPredictions | None = None,
     log: Mapping[str, Any] | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> Report:
     """Estimate every target with every estimator.
 
@@ -198,6 +199,8 @@ def evaluate(
         Reward predictions; required when an estimator needs them.
     log
         Facts about the log, copied into the report.
+    progress
+        Called with the number of (target, estimator) estimates done, after each.
 
     Examples
     --------
@@ -217,6 +220,8 @@ def evaluate(
             needed = rewards if needs_rewards(spec) else None
             estimate = estimator.estimate(logs, target.probabilities, rewards=needed)
             evaluations.append(Evaluation(target.label, spec, estimate))
+            if progress is not None:
+                progress(len(evaluations))
     curves = {t.label: t.running_value for t in targets if t.running_value is not None}
     settings = intervals or Intervals()
     level = settings.level

@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import math
 import numbers
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, cast, runtime_checkable
 
@@ -30,7 +30,7 @@ import scipy.sparse
 
 from policies._features import flatten
 from policies.errors import ConfigurationError, LogFormatError
-from replay._data import FloatArray, IntArray, LoggedDecisions, _first_bad
+from replay._data import FeatureRows, FloatArray, IntArray, LoggedDecisions, _first_bad
 
 __all__ = ["HashedRidge", "RewardModel", "RewardPredictions"]
 
@@ -40,7 +40,7 @@ _MAX_FEATURES = 2**14
 """Largest hashed dimension: the model solves a dense system of up to ``d x d``."""
 
 _BLOCK_ROWS = 2**13
-"""Rows encoded at a time (their contexts, flattened, and their actions' ids)."""
+"""Rows encoded at a time (their contexts' entries, and their actions' ids)."""
 
 _BATCH_ENTRIES = 2**18
 """Hashed entries expanded at a time: with the block, this bounds the working memory."""
@@ -155,15 +155,16 @@ class HashedRidge:
 
     The log is read in blocks of rows, once to fit and once to predict, so memory does
     not grow with the log beyond the ``(n, K)`` predictions returned and a byte a row
-    of fold assignment: each block's features are encoded to integer ids in Python (a
-    context is flattened once per pass, an action's features once per distinct action)
-    and expanded into hashed entries with NumPy, a bounded batch (2^18 entries, some
-    tens of MB) at a time; ``X'X`` is accumulated with :mod:`scipy.sparse`. Distinct
-    actions are recognised by their id and the identity of their features mapping,
-    which :func:`replay.read_log` shares between the rows that offer the same action (a
-    log that copies them is as right, only slower). Predicting, the context and action
-    terms are computed once per row and once per distinct action; only the products are
-    expanded pair by pair.
+    of fold assignment: each block's features are encoded to integer ids (contexts
+    from their compact form, :class:`~replay.FeatureRows`, which :func:`replay.read_log`
+    builds: each distinct feature is named once, the rows are array lookups; an
+    action's features once per distinct action) and expanded into hashed entries with
+    NumPy, a bounded batch (2^18 entries, some tens of MB) at a time; ``X'X`` is
+    accumulated with :mod:`scipy.sparse`. Distinct actions are recognised by their id
+    and the identity of their features mapping, which :func:`replay.read_log` shares
+    between the rows that offer the same action (a log that copies them is as right,
+    only slower). Predicting, the context and action terms are computed once per row
+    and once per distinct action; only the products are expanded pair by pair.
 
     Parameters
     ----------
@@ -190,9 +191,10 @@ class HashedRidge:
 
     Notes
     -----
-    Python flattens each row's context twice and looks each (row, action) pair up once
-    in a dictionary; the rest is vectorised. On one core, a million rows of 10 actions
-    with a few features a side (``bench/replay.py``) take well under half a minute.
+    Python looks each (row, action) pair up once in a dictionary (and, for contexts
+    given as dicts rather than :class:`~replay.FeatureRows`, puts each row in that form
+    once per pass); the rest is vectorised. On one core, a million rows of 10 actions
+    with a few features a side (``bench/replay.py``) take about a quarter of a minute.
 
     Examples
     --------
@@ -234,7 +236,9 @@ class HashedRidge:
             raise ConfigurationError(msg)
         _check_int("seed", self.seed, 0, None)
 
-    def cross_fit(self, logs: LoggedDecisions) -> RewardPredictions:
+    def cross_fit(
+        self, logs: LoggedDecisions, *, progress: Callable[[int], None] | None = None
+    ) -> RewardPredictions:
         """Fit on all folds but one and predict the held-out fold, for every fold.
 
         Parameters
@@ -244,6 +248,9 @@ class HashedRidge:
             a missing column counts as empty features (a missing action id as the
             column index), so with nothing at all the model predicts a mean reward per
             column.
+        progress
+            Called with the rows done so far, of ``2 n`` (one pass to fit, one to
+            predict), after each block of rows.
 
         Raises
         ------
@@ -260,10 +267,14 @@ class HashedRidge:
         fold = np.random.default_rng(self.seed).permutation(n) % self.n_folds
         fold = fold.astype(np.min_scalar_type(self.n_folds - 1))  # a byte a row, usually
         encoder = _Encoder(logs, self.n_features, interactions=self.interactions)
-        coefficients, intercepts = self._fit(encoder, fold)
-        return RewardPredictions._owned(logs, _predict(encoder, fold, coefficients, intercepts))
+        done = _ignore if progress is None else progress
+        coefficients, intercepts = self._fit(encoder, fold, done)
+        values = _predict(encoder, fold, coefficients, intercepts, lambda rows: done(n + rows))
+        return RewardPredictions._owned(logs, values)
 
-    def _fit(self, encoder: _Encoder, fold: IntArray) -> tuple[FloatArray, FloatArray]:
+    def _fit(
+        self, encoder: _Encoder, fold: IntArray, progress: Callable[[int], None]
+    ) -> tuple[FloatArray, FloatArray]:
         """``(n_folds, d)`` coefficients and ``(n_folds,)`` intercepts, fold k's from the others.
 
         The statistics of fold ``j`` sit in columns ``j d .. (j + 1) d`` of one design,
@@ -287,6 +298,7 @@ class HashedRidge:
                 gram += x.T @ x
                 cross += np.bincount(column, value * reward[pairs[pair]], minlength=width)
                 sums += np.bincount(column, value, minlength=width)
+            progress(stop)
         used = np.flatnonzero(gram.diagonal().reshape(folds, d).sum(axis=0) > 0)
         grams = [gram[j * d + used][:, j * d + used] for j in range(folds)]
         cross, sums = cross.reshape(folds, d)[:, used], sums.reshape(folds, d)[:, used]
@@ -309,8 +321,16 @@ class HashedRidge:
         return coefficients, intercepts
 
 
+def _ignore(done: int) -> None:
+    """Progress nobody shows."""
+
+
 def _predict(
-    encoder: _Encoder, fold: IntArray, coefficients: FloatArray, intercepts: FloatArray
+    encoder: _Encoder,
+    fold: IntArray,
+    coefficients: FloatArray,
+    intercepts: FloatArray,
+    progress: Callable[[int], None] = _ignore,
 ) -> FloatArray:
     """``(n, K)`` predictions of every offered action, each row by its own fold's model.
 
@@ -358,6 +378,7 @@ def _predict(
             msg = f"row {row}: reward `values` must be finite for every offered action"
             raise LogFormatError(msg)
         values[start:stop][real] = predicted
+        progress(stop)
     return values
 
 
@@ -410,6 +431,7 @@ class _Encoder:
         self._new_kind_val: list[float] = []
         self._new_kind_sizes: list[int] = []
         self._defaults: dict[int, tuple[list[str], list[Mapping[str, Mapping[str, Any]]]]] = {}
+        self._table: tuple[FeatureRows, IntArray, FloatArray, npt.NDArray[np.bool_]] | None = None
         self.digest = np.zeros(0, dtype=np.uint64)
         self.left = np.zeros(0, dtype=np.uint64)  # the digest premultiplied for _mix
         self.bucket = np.zeros(0, dtype=np.int64)
@@ -448,11 +470,9 @@ class _Encoder:
     def encode(self, start: int, stop: int, *, chosen_only: bool) -> _Block:
         """Encode rows ``start:stop``: every offered pair, or only each logged choice."""
         logs = self.logs
-        contexts, ids, features = logs.contexts, logs.action_ids, logs.action_features
-        names, kinds, name, kind = self.names.get, self.kinds.get, self.name, self.kind
-        ctx_vid: list[int] = []
-        ctx_val: list[float] = []
-        ctx_ptr = [0]
+        ids, features = logs.action_ids, logs.action_features
+        kinds, kind = self.kinds.get, self.kind
+        ctx_ptr, ctx_vid, ctx_val = self._contexts(start, stop)
         pair_kind: list[int] = []
         counts = logs.n_actions[start:stop].tolist()
         picks = logs.chosen[start:stop].tolist()
@@ -461,14 +481,6 @@ class _Encoder:
         last_kinds: list[int] = []
         # (map and zip walk a row's names and actions in C; Python only for what is new)
         for i, count in enumerate(counts, start):
-            if contexts is not None:
-                flat = flatten(contexts[i])
-                found = list(map(names, flat))
-                if None in found:
-                    found = [name(f) if v is None else v for f, v in zip(flat, found, strict=True)]
-                ctx_vid += cast("list[int]", found)
-                ctx_val += flat.values()
-            ctx_ptr.append(len(ctx_vid))
             if ids is None or features is None:
                 row_ids, row_features = self._defaults_for(i, count)
             else:
@@ -494,11 +506,65 @@ class _Encoder:
         self._sync()
         return self._block(ctx_ptr, ctx_vid, ctx_val, pair_kind, counts, chosen_only=chosen_only)
 
+    def _contexts(self, start: int, stop: int) -> tuple[IntArray, IntArray, FloatArray]:
+        """Rows ``start:stop``'s contexts as CSR ``(ptr, name id, value)``, as flattened.
+
+        A log read by :func:`replay.read_log` holds its contexts as
+        :class:`~replay._data.FeatureRows` already: its keys are mapped to name ids once,
+        and each block is array lookups. Other contexts are put in that form a block at
+        a time. The entries are :func:`policies._features.flatten`'s, in its order: a
+        string feature is the name ``namespace.name=value`` with 1, a number is
+        ``namespace.name`` with its value, and a zero (or a missing value) is no entry.
+        """
+        rows = stop - start
+        contexts = self.logs.contexts
+        if contexts is None:
+            nothing = np.zeros(0, dtype=np.int64)
+            return np.zeros(rows + 1, dtype=np.int64), nothing, np.zeros(0)
+        if isinstance(contexts, FeatureRows):
+            table, first = contexts, start
+            if self._table is None or self._table[0] is not table:
+                self._table = (table, *self._key_names(table))
+        else:
+            table, first = FeatureRows.from_mappings(contexts[i] for i in range(start, stop)), 0
+            self._table = (table, *self._key_names(table))
+        _, key_vid, key_fixed, key_uses_entry = self._table
+        ptr = table.ptr[first : first + rows + 1]
+        key = table.key[ptr[0] : ptr[-1]]
+        vid = key_vid[key]
+        val = np.where(key_uses_entry[key], table.value[ptr[0] : ptr[-1]], key_fixed[key])
+        keep = (vid >= 0) & (val != 0.0)
+        owner = np.repeat(np.arange(rows), np.diff(ptr))
+        ctx_ptr = np.zeros(rows + 1, dtype=np.int64)
+        np.cumsum(np.bincount(owner[keep], minlength=rows), out=ctx_ptr[1:])
+        self._sync()
+        return ctx_ptr, vid[keep], val[keep]
+
+    def _key_names(self, rows: FeatureRows) -> tuple[IntArray, FloatArray, npt.NDArray[np.bool_]]:
+        """Each key's flattened name id (-1: none), fixed value, and whether entries carry it."""
+        size = len(rows.keys)
+        vid = np.full(size, -1, dtype=np.int64)
+        fixed = np.zeros(size)
+        uses_entry = np.zeros(size, dtype=bool)
+        names, name = self.names.get, self.name
+        for k, (namespace, feature, value) in enumerate(rows.keys):
+            if isinstance(value, str):
+                flat, fixed[k] = f"{namespace}.{feature}={value}", 1.0
+            elif type(value) is type:
+                flat, uses_entry[k] = f"{namespace}.{feature}", True
+            elif value:  # a constant number (an integer too large for a float64 to hold)
+                flat, fixed[k] = f"{namespace}.{feature}", float(value)
+            else:
+                continue
+            known = names(flat)
+            vid[k] = name(flat) if known is None else known
+        return vid, fixed, uses_entry
+
     def _block(
         self,
-        ctx_ptr: list[int],
-        ctx_vid: list[int],
-        ctx_val: list[float],
+        ctx_ptr: IntArray,
+        ctx_vid: IntArray,
+        ctx_val: FloatArray,
         pair_kind: list[int],
         counts: list[int],
         *,
@@ -507,7 +573,7 @@ class _Encoder:
         """Return the encoded rows as a :class:`_Block`, with each pair's entry count."""
         rows = len(counts)
         pair_row = np.arange(rows) if chosen_only else np.repeat(np.arange(rows), counts)
-        ptr = np.asarray(ctx_ptr, dtype=np.int64)
+        ptr = ctx_ptr
         kinds_array = np.asarray(pair_kind, dtype=np.int64)
         ctx_size = np.diff(ptr)[pair_row]
         kind_size = np.diff(self.kind_ptr)[kinds_array]
@@ -518,8 +584,8 @@ class _Encoder:
             sizes = sizes + 1 + ctx_size + kind_size
         return _Block(
             ctx_ptr=ptr,
-            ctx_vid=np.asarray(ctx_vid, dtype=np.int64),
-            ctx_val=np.asarray(ctx_val, dtype=np.float64),
+            ctx_vid=ctx_vid,
+            ctx_val=ctx_val,
             pair_row=pair_row,
             pair_kind=kinds_array,
             entry_sizes=sizes,

@@ -467,6 +467,25 @@ def replay_command(  # noqa: PLR0917 - typer maps each option to a parameter
             ),
         ),
     ] = False,
+    cache: Annotated[
+        bool,
+        typer.Option(
+            "--cache/--no-cache",
+            help=(
+                "Keep a columnar (Parquet) cache of each log file's read, and read it "
+                "instead while the file is unchanged."
+            ),
+        ),
+    ] = True,
+    cache_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--cache-dir",
+            file_okay=False,
+            metavar="DIR",
+            help="Where the caches go [default: .streambandit-cache beside each log file].",
+        ),
+    ] = None,
 ) -> None:
     """Estimate what target policies would have earned on logged decisions.
 
@@ -498,6 +517,8 @@ def replay_command(  # noqa: PLR0917 - typer maps each option to a parameter
             progress=_ReplaySteps(on_error),
             slot=slot,
             by_position=by_position,
+            cache=cache,
+            cache_dir=cache_dir,
         )
     report, result, data, built = run.report, run.read, run.logs, run.targets
     table, notes = _replay_table(report, data.n)
@@ -968,9 +989,12 @@ class _ReplaySteps:
             option = "'--policy'" if step == "target" else "'--grid'"
             with _progress_bar(title, total) as advance, _usage_errors_for(option):
                 yield advance
-        elif step == "fit":
-            with _usage_errors():
-                yield _no_progress
+        elif step == "fit" and total is not None:
+            with _progress_bar(f"fitting {label}", total) as advance, _usage_errors():
+                yield advance
+        elif step == "evaluate" and total is not None:
+            with _progress_bar("estimating", total) as advance:
+                yield advance
         else:
             yield _no_progress
 

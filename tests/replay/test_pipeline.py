@@ -94,7 +94,7 @@ def test_steps_are_shown_in_order_with_their_labels_and_sizes(
     )
     assert steps.steps == [
         ("read", str(path), None),
-        ("fit", "HashedRidge", 600),
+        ("fit", "HashedRidge", 1200),
         ("target", "uniform", 600),
         ("target", "policy:vw-epsilon", 600),
         ("evaluate", "", 4),
@@ -105,6 +105,8 @@ def test_steps_are_shown_in_order_with_their_labels_and_sizes(
     assert steps.done[f"read {path}"][-1] == 600
     assert steps.done["target policy:vw-epsilon"][-1] == 600
     assert steps.done["whatif epsilon"][-1] == 1200
+    assert steps.done["fit HashedRidge"][-1] == 1200  # fitted, then predicted
+    assert steps.done["evaluate "] == [1, 2, 3, 4]
 
 
 def test_an_error_comes_through_the_context_of_its_step(
