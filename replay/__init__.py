@@ -28,9 +28,19 @@ from replay.readers import (
     to_parquet,
     to_vw_text,
 )
-from replay.reward_models import HashedRidge, RewardModel, RewardPredictions
+from replay.reward_models import (
+    AutoRewardModel,
+    HashedGBT,
+    HashedLogistic,
+    HashedRidge,
+    ModelQuality,
+    RewardModel,
+    RewardPredictions,
+    make_reward_model,
+)
 
 __all__ = [  # noqa: RUF022 - plain sorted(), which tests/test_public_api.py checks
+    "AutoRewardModel",
     "ClippedIPS",
     "DRos",
     "Diagnostics",
@@ -38,11 +48,14 @@ __all__ = [  # noqa: RUF022 - plain sorted(), which tests/test_public_api.py che
     "DoublyRobust",
     "Estimate",
     "Estimator",
+    "HashedGBT",
+    "HashedLogistic",
     "HashedRidge",
     "IPS",
     "Interval",
     "Intervals",
     "LoggedDecisions",
+    "ModelQuality",
     "ReadResult",
     "ReplayMethod",
     "RewardModel",
@@ -51,6 +64,7 @@ __all__ = [  # noqa: RUF022 - plain sorted(), which tests/test_public_api.py che
     "SNIPS",
     "SwitchDR",
     "TargetProbabilities",
+    "make_reward_model",
     "read_log",
     "to_dsjson",
     "to_jsonl",
