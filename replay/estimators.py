@@ -50,7 +50,8 @@ from __future__ import annotations
 import math
 import statistics
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from typing import ClassVar, Literal
 
 import numpy as np
@@ -76,6 +77,7 @@ __all__ = [  # noqa: RUF022 - plain sorted(), which tests/test_public_api.py che
     "SNIPS",
     "SwitchDR",
     "Terms",
+    "Tuning",
 ]
 
 ESS_WARNING_SHARE = 0.1
@@ -89,6 +91,16 @@ MEAN_WEIGHT_WARNING = 0.1
 
 QUANTILES = (0.5, 0.9, 0.99)
 """The weight quantiles reported in :class:`Diagnostics`."""
+
+SWITCH_TAUS = (math.inf, *(2.0**k for k in range(10, -1, -1)))
+""":class:`SwitchDR`'s candidate thresholds when tuned, least biased first: inf, 1024 .. 1."""
+
+DROS_LAMBDAS = tuple(tau * tau for tau in SWITCH_TAUS)
+""":class:`DRos`'s candidate shrinkages when tuned: the thresholds squared (the shrunk
+weight ``lambda w / (w^2 + lambda)`` peaks at ``w = sqrt(lambda)``), least biased first."""
+
+TUNING_DELTA = 0.05
+"""The ``"mse"`` tuning's bias bound holds with probability 1 - delta."""
 
 
 # -- results -----------------------------------------------------------------------------
@@ -151,7 +163,11 @@ class Diagnostics:
     warnings
         Plain-language warnings: small ESS (below :data:`ESS_WARNING_SHARE` of n),
         huge weights (above :data:`MAX_WEIGHT_WARNING`), mean weight far from 1,
-        deficient support, and estimator-specific ones.
+        deficient support, a reward model no better than a constant, and
+        estimator-specific ones.
+    tuning
+        The hyperparameter an estimator chose from the data (:class:`SwitchDR`'s `tau`,
+        :class:`DRos`'s `lambda_`, when not given), None otherwise.
     """
 
     n: int
@@ -162,6 +178,29 @@ class Diagnostics:
     unsupported_share: float
     support_known: bool
     warnings: tuple[str, ...]
+    tuning: Tuning | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Tuning:
+    """A hyperparameter chosen from the data, and how.
+
+    Parameters
+    ----------
+    parameter
+        Its name (``"tau"``, ``"lambda_"``).
+    value
+        The value chosen.
+    method
+        ``"slope"`` or ``"mse"`` (see :class:`SwitchDR`).
+    grid
+        The candidates, from the least biased to the most.
+    """
+
+    parameter: str
+    value: float
+    method: str
+    grid: tuple[float, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,6 +298,8 @@ class Terms:
         ``(n,)`` terms averaged on their own (the direct part of SNDR), or None.
     notes
         Estimator-specific warnings, reported before the weight diagnostics' own.
+    tuning
+        The hyperparameter the estimator chose from the data, if it did.
     """
 
     weights: FloatArray
@@ -266,6 +307,7 @@ class Terms:
     b: FloatArray | None = None
     c: FloatArray | None = None
     notes: tuple[str, ...] = ()
+    tuning: Tuning | None = None
 
 
 class Estimator(ABC):
@@ -374,6 +416,10 @@ class Estimator(ABC):
                     f"{np.shape(values)}, the log has {logs.n} rows"
                 )
                 raise ConfigurationError(msg)
+        if self.needs_rewards and rewards is not None and rewards.quality is not None:
+            poor = rewards.quality.warning()
+            if poor is not None:
+                terms = replace(terms, notes=(*terms.notes, poor))
         return _finish(name, self.intervals, terms, logs, target, rng=rng)
 
     @abstractmethod
@@ -670,9 +716,25 @@ class SwitchDR(Estimator):
     Parameters
     ----------
     tau
-        Weight threshold, >= 0 (0: the direct method; inf: DR).
+        Weight threshold, >= 0 (0: the direct method; inf: DR); None (the default)
+        chooses it from :data:`SWITCH_TAUS` by `tuning`.
     intervals
         How the intervals are computed.
+    tuning
+        How `tau` is chosen when not given:
+
+        - ``"slope"``: SLOPE (Su, Srinath and Krishnamurthy, *Adaptive Estimator
+          Selection for Off-Policy Evaluation*, ICML 2020), Lepski's method: the
+          candidates ordered from the least biased (largest threshold) to the most, each
+          with its interval ``value +- 2 z SE`` (z of `intervals.level`), the last
+          candidate whose interval meets every earlier one's;
+        - ``"mse"``: the smallest estimated mean squared error, the estimate's variance
+          plus a high-probability bound on its squared bias, as Open Bandit Pipeline
+          tunes SWITCH-DR and DRos (Su, Dimakopoulou, Krishnamurthy and Dudík, ICML
+          2020): bias ``|mean((w - w') (r - q))| + sqrt(2 mean(w^2) log(2/delta) / n)
+          + 2 max(w) log(2/delta) / (3 n)`` with ``w'`` the weight kept, delta 0.05.
+
+        The choice is reported in the estimate's ``diagnostics.tuning``.
 
     Examples
     --------
@@ -685,14 +747,20 @@ class SwitchDR(Estimator):
     >>> good = RewardPredictions(logs, np.tile([0.7, 0.2], (1000, 1)))
     >>> round(SwitchDR(tau=1.5).estimate(logs, target, rewards=good).value, 3)
     0.65
+    >>> tuned = SwitchDR(tuning="mse").estimate(logs, target, rewards=good)
+    >>> round(tuned.value, 3), tuned.diagnostics.tuning.value
+    (0.64, inf)
     """
 
     needs_rewards: ClassVar[bool] = True
-    tau: float = math.inf
+    tau: float | None = None
     intervals: Intervals = Intervals()
+    tuning: Literal["slope", "mse"] = "slope"
 
     def __post_init__(self) -> None:
-        _check_real("tau", self.tau, lambda v: v >= 0, ">= 0")
+        if self.tau is not None:
+            _check_real("tau", self.tau, lambda v: v >= 0, ">= 0")
+        _check_tuning(self.tuning)
         Estimator.__post_init__(self)
 
     def _terms(
@@ -704,9 +772,27 @@ class SwitchDR(Estimator):
     ) -> Terms:
         assert rewards is not None  # needs_rewards: checked by estimate()
         weights = target.weights()
-        kept = np.where(weights <= float(self.tau), weights, 0.0)
         residual = logs.reward - rewards.at_chosen()
-        return Terms(weights=weights, a=_direct(target, rewards) + kept * residual)
+        direct = _direct(target, rewards)
+
+        def kept(tau: float) -> FloatArray:
+            switched: FloatArray = np.where(weights <= tau, weights, 0.0)
+            return switched
+
+        tuning = None
+        tau = self.tau
+        if tau is None:
+            tuning = _tune(
+                "tau",
+                SWITCH_TAUS,
+                kept,
+                weights=weights,
+                residual=residual,
+                direct=direct,
+                estimator=self,
+            )
+            tau = tuning.value
+        return Terms(weights=weights, a=direct + kept(float(tau)) * residual, tuning=tuning)
 
 
 @dataclass(frozen=True, slots=True)
@@ -721,9 +807,13 @@ class DRos(Estimator):
     Parameters
     ----------
     lambda_
-        Shrinkage, >= 0 (0: the direct method; inf: DR).
+        Shrinkage, >= 0 (0: the direct method; inf: DR); None (the default) chooses it
+        from :data:`DROS_LAMBDAS` by `tuning`.
     intervals
         How the intervals are computed.
+    tuning
+        How `lambda_` is chosen when not given: ``"slope"`` or ``"mse"``, as for
+        :class:`SwitchDR`; reported in the estimate's ``diagnostics.tuning``.
 
     Examples
     --------
@@ -743,11 +833,14 @@ class DRos(Estimator):
     """
 
     needs_rewards: ClassVar[bool] = True
-    lambda_: float = math.inf
+    lambda_: float | None = None
     intervals: Intervals = Intervals()
+    tuning: Literal["slope", "mse"] = "slope"
 
     def __post_init__(self) -> None:
-        _check_real("lambda_", self.lambda_, lambda v: v >= 0, ">= 0")
+        if self.lambda_ is not None:
+            _check_real("lambda_", self.lambda_, lambda v: v >= 0, ">= 0")
+        _check_tuning(self.tuning)
         Estimator.__post_init__(self)
 
     def _terms(
@@ -759,15 +852,31 @@ class DRos(Estimator):
     ) -> Terms:
         assert rewards is not None  # needs_rewards: checked by estimate()
         weights = target.weights()
-        lam = float(self.lambda_)
-        if math.isinf(lam):
-            shrunk = weights
-        elif lam == 0.0:
-            shrunk = np.zeros_like(weights)
-        else:
-            shrunk = lam * weights / (weights * weights + lam)
         residual = logs.reward - rewards.at_chosen()
-        return Terms(weights=weights, a=_direct(target, rewards) + shrunk * residual)
+        direct = _direct(target, rewards)
+
+        def shrunk(lam: float) -> FloatArray:
+            if math.isinf(lam):
+                return weights
+            if lam == 0.0:
+                return np.zeros_like(weights)
+            shrunk_weights: FloatArray = lam * weights / (weights * weights + lam)
+            return shrunk_weights
+
+        tuning = None
+        lam = self.lambda_
+        if lam is None:
+            tuning = _tune(
+                "lambda_",
+                DROS_LAMBDAS,
+                shrunk,
+                weights=weights,
+                residual=residual,
+                direct=direct,
+                estimator=self,
+            )
+            lam = tuning.value
+        return Terms(weights=weights, a=direct + shrunk(float(lam)) * residual, tuning=tuning)
 
 
 @dataclass(frozen=True, slots=True)
@@ -922,7 +1031,7 @@ def _finish(
         ci=ci,
         bootstrap_ci=bootstrap_ci,
         n=n,
-        diagnostics=_diagnose(terms.weights, logs, target, warnings),
+        diagnostics=_diagnose(terms.weights, logs, target, warnings, terms.tuning),
     )
 
 
@@ -981,6 +1090,7 @@ def _diagnose(
     logs: LoggedDecisions,
     target: TargetProbabilities,
     warnings: list[str],
+    tuning: Tuning | None = None,
 ) -> Diagnostics:
     """Weight statistics, support and warnings."""
     n = logs.n
@@ -1027,7 +1137,56 @@ def _diagnose(
         unsupported_share=unsupported_share,
         support_known=logs.probabilities is not None,
         warnings=tuple(out),
+        tuning=tuning,
     )
+
+
+def _check_tuning(tuning: object) -> None:
+    """Refuse a tuning method other than ``"slope"`` and ``"mse"``."""
+    if tuning not in ("slope", "mse"):
+        msg = f"`tuning` must be 'slope' or 'mse', got {tuning!r}"
+        raise ConfigurationError(msg)
+
+
+def _tune(
+    parameter: str,
+    grid: tuple[float, ...],
+    kept: Callable[[float], FloatArray],
+    *,
+    weights: FloatArray,
+    residual: FloatArray,
+    direct: FloatArray,
+    estimator: SwitchDR | DRos,
+) -> Tuning:
+    """Choose the candidate of `grid` (least biased first) by the estimator's `tuning`.
+
+    Each candidate's per-row terms are ``direct + kept(value) * residual``; see
+    :class:`SwitchDR` for the two methods.
+    """
+    n = weights.size
+    values, errors, bounds = [], [], []
+    log_term = math.log(2.0 / TUNING_DELTA)
+    spread = math.sqrt(2.0 * float(np.mean(weights * weights)) * log_term / n)
+    spread += 2.0 * float(np.max(weights)) * log_term / (3.0 * n)
+    for candidate in grid:
+        shrunk = kept(candidate)
+        terms = direct + shrunk * residual
+        values.append(float(np.mean(terms)))
+        variance = float(np.var(terms, ddof=1)) / n if n >= 2 else math.inf
+        errors.append(math.sqrt(variance))
+        bias = abs(float(np.mean((weights - shrunk) * residual))) + spread
+        bounds.append(variance + bias * bias)
+    if estimator.tuning == "mse":
+        best = int(np.argmin(bounds))  # the first (least biased) of equal bounds
+    else:
+        z = statistics.NormalDist().inv_cdf(0.5 + estimator.intervals.level / 2)
+        low, high, best = -math.inf, math.inf, 0
+        for i, (value, error) in enumerate(zip(values, errors, strict=True)):
+            low, high = max(low, value - 2 * z * error), min(high, value + 2 * z * error)
+            if not low <= high:  # also stops at a NaN width
+                break
+            best = i
+    return Tuning(parameter, grid[best], estimator.tuning, grid)
 
 
 def _direct(target: TargetProbabilities, rewards: RewardPredictions) -> FloatArray:

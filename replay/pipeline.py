@@ -23,7 +23,12 @@ from replay._data import LoggedDecisions
 from replay.estimators import Intervals
 from replay.readers import OnError, PathArg, ReadResult, read_log
 from replay.report import Report, evaluate, make_estimator, needs_rewards, render_html, to_json
-from replay.reward_models import HashedRidge, RewardModel, RewardPredictions
+from replay.reward_models import (
+    AutoRewardModel,
+    RewardModel,
+    RewardPredictions,
+    make_reward_model,
+)
 from replay.targets import Target, TargetSpec, build_target, parse_target
 from replay.whatif import what_if
 
@@ -103,7 +108,7 @@ def replay_logs(
     *,
     on_error: OnError = "stop",
     intervals: Intervals | None = None,
-    reward_model: RewardModel | None = None,
+    reward_model: RewardModel | str | None = None,
     whatif: tuple[str, str, Sequence[Any]] | None = None,
     json_path: Path | None = None,
     html_path: Path | None = None,
@@ -138,8 +143,11 @@ def replay_logs(
     intervals
         Interval settings of every estimator (default :class:`~replay.Intervals()`).
     reward_model
-        Fits the predictions of the estimators that need them (default
-        :class:`~replay.HashedRidge` seeded with ``intervals.seed``).
+        Fits the predictions of the estimators that need them: a model, or its spec
+        (:func:`~replay.reward_models.make_reward_model`: ``"auto"``, ``"ridge"``,
+        ``"logistic:C=0.1"``, ``"gbt"``, seeded with ``intervals.seed``). Default
+        ``"auto"``: :class:`~replay.HashedLogistic` when every reward is 0 or 1, else
+        :class:`~replay.HashedRidge`. Its held-out quality is in the report.
     whatif
         ``(policy spec, parameter, values)``: also replay that learning policy with each
         value of the parameter and recommend one (:attr:`~replay.report.Report.whatif`).
@@ -216,6 +224,11 @@ def replay_logs(
         raise ConfigurationError(msg)
     for name in estimators:
         make_estimator(name, intervals)
+    model = (
+        make_reward_model(reward_model or "auto", seed=intervals.seed)
+        if reward_model is None or isinstance(reward_model, str)
+        else reward_model
+    )
     several = isinstance(paths, Sequence) and not isinstance(paths, str)
     where = ", ".join(map(str, paths)) if several else str(paths)  # type: ignore[arg-type]
     with step("read", where, None) as advance:
@@ -227,7 +240,8 @@ def replay_logs(
         raise LogFormatError(msg)
     rewards = None
     if any(needs_rewards(name) for name in estimators):
-        model = HashedRidge(seed=intervals.seed) if reward_model is None else reward_model
+        if isinstance(model, AutoRewardModel):
+            model = model.choose(logs)
         with step("fit", type(model).__name__, logs.n):
             rewards = model.cross_fit(logs)
     built = []

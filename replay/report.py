@@ -12,13 +12,15 @@ name             estimator                                   default hyperparame
 ``snips``        :class:`~replay.estimators.SNIPS`
 ``dr``           :class:`~replay.estimators.DoublyRobust`
 ``sndr``         :class:`~replay.estimators.SNDR`
-``switch-dr``    :class:`~replay.estimators.SwitchDR`        ``tau=10``
-``dros``         :class:`~replay.estimators.DRos`            ``lambda_=10``
+``switch-dr``    :class:`~replay.estimators.SwitchDR`        ``tau`` tuned (``tuning="slope"``)
+``dros``         :class:`~replay.estimators.DRos`            ``lambda_`` tuned (``tuning="slope"``)
 ``replay``       :class:`~replay.estimators.ReplayMethod`    ``on_nonuniform="warn"``
 ===============  ==========================================  =========================
 
 ``dm``, ``dr``, ``sndr``, ``switch-dr`` and ``dros`` need reward predictions: one
-cross-fitted :class:`~replay.reward_models.HashedRidge` shared by all of them.
+cross-fitted reward model (:mod:`replay.reward_models`) shared by all of them, whose
+held-out quality the report shows beside a constant's. ``switch-dr:tau=10`` fixes the
+threshold; ``switch-dr:tuning=mse`` tunes it by the other method.
 
 The HTML report holds its plots as inline SVG drawn here: no script, no stylesheet or
 font fetched, nothing but the file.
@@ -54,7 +56,7 @@ from replay.estimators import (
     ReplayMethod,
     SwitchDR,
 )
-from replay.reward_models import RewardPredictions
+from replay.reward_models import ModelQuality, RewardPredictions
 from replay.targets import Target
 from replay.whatif import WhatIf
 
@@ -62,6 +64,7 @@ __all__ = [
     "ESTIMATORS",
     "Evaluation",
     "Report",
+    "estimator_label",
     "evaluate",
     "make_estimator",
     "needs_rewards",
@@ -76,8 +79,8 @@ ESTIMATORS: Mapping[str, tuple[type[Estimator], Mapping[str, Any]]] = {
     "snips": (SNIPS, {}),
     "dr": (DoublyRobust, {}),
     "sndr": (SNDR, {}),
-    "switch-dr": (SwitchDR, {"tau": 10.0}),
-    "dros": (DRos, {"lambda_": 10.0}),
+    "switch-dr": (SwitchDR, {}),
+    "dros": (DRos, {}),
     "replay": (ReplayMethod, {"on_nonuniform": "warn"}),
 }
 """Estimator names, their classes and the defaults used here."""
@@ -153,6 +156,9 @@ class Report:
         value (normal approximation over the rows so far, at `level`).
     level
         Confidence level of `curve_bands`.
+    reward_quality
+        The held-out quality of the reward model the estimators used, beside a
+        constant's; None when none was used or it was given without one.
     """
 
     evaluations: tuple[Evaluation, ...]
@@ -162,6 +168,7 @@ class Report:
     whatif: WhatIf | None = None
     curve_bands: Mapping[str, tuple[FloatArray, FloatArray]] = field(default_factory=dict)
     level: float = 0.95
+    reward_quality: ModelQuality | None = None
 
 
 def evaluate(
@@ -218,6 +225,7 @@ def evaluate(
     logged_curve = None
     if logs.n:
         logged_curve = np.cumsum(logs.reward) / np.arange(1, logs.n + 1)
+    used = rewards is not None and any(needs_rewards(spec) for spec in estimators)
     return Report(
         tuple(evaluations),
         curves,
@@ -225,6 +233,7 @@ def evaluate(
         dict(log or {}),
         curve_bands=bands,
         level=level,
+        reward_quality=rewards.quality if used and rewards is not None else None,
     )
 
 
@@ -265,9 +274,59 @@ def to_json(report: Report) -> dict[str, Any]:
             },
             "logged_curve": None if report.logged_curve is None else _thin(report.logged_curve),
             "whatif": None if report.whatif is None else _whatif(report.whatif),
+            "reward_model": _quality(report.reward_quality),
         }
     )
     return data
+
+
+def _quality(quality: ModelQuality | None) -> dict[str, Any] | None:
+    if quality is None:
+        return None
+    return {
+        "model": quality.model,
+        "metric": quality.metric,
+        "held_out": quality.value,
+        "constant_baseline": quality.baseline,
+        "better_than_constant": quality.better,
+        "out_of_range_share": quality.out_of_range,
+    }
+
+
+def _tuning(estimate: Estimate) -> dict[str, Any] | None:
+    tuning = estimate.diagnostics.tuning
+    if tuning is None:
+        return None
+    return {
+        "parameter": tuning.parameter,
+        "value": _finite_or_text(tuning.value),
+        "method": tuning.method,
+        "grid": [_finite_or_text(v) for v in tuning.grid],
+    }
+
+
+def _finite_or_text(value: float) -> float | str:
+    """Return `value` for JSON: infinity as the text "inf" (JSON has no infinity)."""
+    return value if math.isfinite(value) else str(value)
+
+
+def estimator_label(evaluation: Evaluation) -> str:
+    """Return the estimator's spec with the value it tuned: ``switch-dr (tau=8, slope)``.
+
+    Examples
+    --------
+    >>> logs = LoggedDecisions(n_actions=np.full(4, 2), chosen=np.array([0, 1, 0, 1]),
+    ...                        propensity=np.full(4, 0.5), reward=np.array([1.0, 0, 1, 0]))
+    >>> from replay.targets import build_target
+    >>> report = evaluate(logs, [build_target("uniform", logs)], ["switch-dr"],
+    ...                   rewards=RewardPredictions.constant(logs, 0.5))
+    >>> estimator_label(report.evaluations[0])
+    'switch-dr (tau=1, slope)'
+    """
+    tuning = evaluation.estimate.diagnostics.tuning
+    if tuning is None:
+        return evaluation.estimator
+    return f"{evaluation.estimator} ({tuning.parameter}={tuning.value:g}, {tuning.method})"
 
 
 def _estimate(estimate: Estimate) -> dict[str, Any]:
@@ -288,6 +347,7 @@ def _estimate(estimate: Estimate) -> dict[str, Any]:
             "unsupported_share": d.unsupported_share,
             "support_known": d.support_known,
             "warnings": list(d.warnings),
+            "tuning": _tuning(estimate),
         },
     }
 
@@ -404,6 +464,12 @@ def render_html(report: Report, *, title: str = "streambandit replay") -> str:
         _estimates_html(report.evaluations),
         _estimates_svg(report.evaluations, reference),
     ]
+    if report.reward_quality is not None:
+        parts.append(
+            f'<p class="caption">{html.escape(report.reward_quality.describe())}. Held out: '
+            "each logged choice predicted by the model fitted on the other folds; the "
+            "baseline predicts the training folds' mean reward.</p>"
+        )
     if report.curves:
         parts += [
             "<h2>Counterfactual learning along the log</h2>",
@@ -504,7 +570,7 @@ def _estimates_html(evaluations: Sequence[Evaluation]) -> str:
             policy = f'<td class="policy" rowspan="{groups[e.policy]}">{label}</td>'
         previous = e.policy
         rows.append(
-            f'<tr>{policy}<td class="text">{esc(e.estimator)}</td>'
+            f'<tr>{policy}<td class="text">{esc(estimator_label(e))}</td>'
             f"<td>{_fmt(est.value)}</td><td>{_interval_cell(est.ci)}</td>"
             f"<td>{_interval_cell(est.bootstrap_ci)}</td><td>{_fmt(est.std_error, 3)}</td>"
             f"<td>{est.diagnostics.ess:,.0f}</td><td>{_fmt(est.diagnostics.weight_max)}</td>"

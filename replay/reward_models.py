@@ -910,34 +910,41 @@ def _quality(
 ) -> ModelQuality:
     """Held-out quality of cross-fitted `values` on the logged choices, and the baseline's.
 
-    The baseline predicts each row the mean reward of the folds it was not in.
+    The baseline predicts each row the mean reward of the folds it was not in. Summed
+    block by block, so memory does not grow with the log.
     """
     reward = logs.reward
-    predicted = values[np.arange(logs.n), logs.chosen]
     sums = np.bincount(fold, reward, minlength=n_folds)
     counts = np.bincount(fold, minlength=n_folds).astype(np.float64)
     others = (sums.sum() - sums) / np.maximum(counts.sum() - counts, 1.0)
-    baseline = others[fold]
     low, high = float(reward.min()), float(reward.max())
-    offered = values[logs.mask()]
-    out_of_range = float(np.mean((offered < low) | (offered > high))) if offered.size else 0.0
-    if _binary(reward):
-        return ModelQuality(
-            model,
-            "log loss",
-            _log_loss(reward, predicted),
-            _log_loss(reward, baseline),
-            out_of_range,
-        )
-    rmse = math.sqrt(float(np.mean((reward - predicted) ** 2)))
-    base = math.sqrt(float(np.mean((reward - baseline) ** 2)))
-    return ModelQuality(model, "RMSE", rmse, base, out_of_range)
+    binary = _binary(reward)
+    loss = base = outside = 0.0
+    for start in range(0, logs.n, _BLOCK_ROWS):
+        stop = min(logs.n, start + _BLOCK_ROWS)
+        y = reward[start:stop]
+        block = values[start:stop]
+        predicted = block[np.arange(stop - start), logs.chosen[start:stop]]
+        baseline = others[fold[start:stop]]
+        if binary:
+            loss += _log_loss_sum(y, predicted)
+            base += _log_loss_sum(y, baseline)
+        else:
+            loss += float(np.sum((y - predicted) ** 2))
+            base += float(np.sum((y - baseline) ** 2))
+        real = np.arange(logs.width) < logs.n_actions[start:stop, None]
+        outside += float(np.count_nonzero(real & ((block < low) | (block > high))))
+    offered = float(logs.n_actions.sum())
+    share = outside / offered if offered else 0.0
+    if binary:
+        return ModelQuality(model, "log loss", loss / logs.n, base / logs.n, share)
+    return ModelQuality(model, "RMSE", math.sqrt(loss / logs.n), math.sqrt(base / logs.n), share)
 
 
-def _log_loss(reward: FloatArray, probability: FloatArray) -> float:
-    """Mean log loss of 0/1 `reward` under `probability`, clipped to (0, 1)."""
+def _log_loss_sum(reward: FloatArray, probability: FloatArray) -> float:
+    """Return the summed log loss of 0/1 `reward` under `probability`, clipped to (0, 1)."""
     p = np.clip(probability, LOG_LOSS_EPSILON, 1.0 - LOG_LOSS_EPSILON)
-    return float(-np.mean(reward * np.log(p) + (1.0 - reward) * np.log1p(-p)))
+    return float(-np.sum(reward * np.log(p) + (1.0 - reward) * np.log1p(-p)))
 
 
 @dataclass(frozen=True, slots=True)
