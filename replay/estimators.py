@@ -56,6 +56,7 @@ from typing import ClassVar, Literal
 
 import numpy as np
 import numpy.typing as npt
+import scipy.stats
 
 from policies.errors import ConfigurationError, LogFormatError
 from replay._data import FloatArray, IntArray, LoggedDecisions, TargetProbabilities
@@ -100,7 +101,8 @@ DROS_LAMBDAS = tuple(tau * tau for tau in SWITCH_TAUS)
 weight ``lambda w / (w^2 + lambda)`` peaks at ``w = sqrt(lambda)``), least biased first."""
 
 TUNING_DELTA = 0.05
-"""The ``"mse"`` tuning's bias bound holds with probability 1 - delta."""
+"""The tuning's confidence: the ``"mse"`` bias bound and SLOPE's widths hold with
+probability 1 - delta."""
 
 
 # -- results -----------------------------------------------------------------------------
@@ -724,10 +726,13 @@ class SwitchDR(Estimator):
         How `tau` is chosen when not given:
 
         - ``"slope"``: SLOPE (Su, Srinath and Krishnamurthy, *Adaptive Estimator
-          Selection for Off-Policy Evaluation*, ICML 2020), Lepski's method: the
-          candidates ordered from the least biased (largest threshold) to the most, each
-          with its interval ``value +- 2 z SE`` (z of `intervals.level`), the last
-          candidate whose interval meets every earlier one's;
+          Selection for Off-Policy Evaluation*, ICML 2020), Lepski's method, in the
+          form Open Bandit Pipeline implements (SLOPE++, Tucker and Lee, *Improved
+          Estimator Selection for Off-Policy Evaluation*, 2021): the candidates in
+          order of decreasing width ``cnf = t(0.95, n - 1) SE`` (the least biased,
+          most variable first), each accepted while ``|V_i - V_j| <= cnf_i + (sqrt(6)
+          - 1) cnf_j`` for every candidate ``j`` accepted before it; the last accepted
+          is chosen;
         - ``"mse"``: the smallest estimated mean squared error, the estimate's variance
           plus a high-probability bound on its squared bias, as Open Bandit Pipeline
           tunes SWITCH-DR and DRos (Su, Dimakopoulou, Krishnamurthy and Dudík, ICML
@@ -1179,14 +1184,21 @@ def _tune(
     if estimator.tuning == "mse":
         best = int(np.argmin(bounds))  # the first (least biased) of equal bounds
     else:
-        z = statistics.NormalDist().inv_cdf(0.5 + estimator.intervals.level / 2)
-        low, high, best = -math.inf, math.inf, 0
-        for i, (value, error) in enumerate(zip(values, errors, strict=True)):
-            low, high = max(low, value - 2 * z * error), min(high, value + 2 * z * error)
-            if not low <= high:  # also stops at a NaN width
+        t = float(scipy.stats.t.ppf(1.0 - TUNING_DELTA, max(n - 1, 1)))
+        width = [t * error for error in errors]
+        order = sorted(range(len(grid)), key=lambda i: -width[i])  # stable: ties by grid
+        best = order[0]
+        accepted: list[int] = []
+        for i in order:
+            if any(abs(values[j] - values[i]) > width[i] + _SLOPE_C * width[j] for j in accepted):
                 break
+            accepted.append(i)
             best = i
     return Tuning(parameter, grid[best], estimator.tuning, grid)
+
+
+_SLOPE_C = math.sqrt(6.0) - 1.0
+"""SLOPE++'s constant (Tucker and Lee, 2021), as in Open Bandit Pipeline."""
 
 
 def _direct(target: TargetProbabilities, rewards: RewardPredictions) -> FloatArray:
