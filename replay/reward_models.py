@@ -478,7 +478,9 @@ class HashedLogistic:
     interactions
         Whether the features include context x action products.
     max_iter
-        Most L-BFGS iterations per fold, >= 1.
+        Most L-BFGS iterations per fold, >= 1. With the scaling, 30 bring the held-out
+        log loss within 1e-4 of the optimum's on the benchmark's logs, and a 0.4% click
+        log's to its optimum.
     seed
         Seeds the random assignment of rows to folds.
 
@@ -492,6 +494,9 @@ class HashedLogistic:
     The logged choices' hashed design is held in memory as one sparse matrix (about 12
     bytes per entry: 20 entries a row with a few features a side, 240 MB for a million
     rows), and each fold's training rows are copied from it while that fold is fitted.
+    On one core, a million rows of 10 actions with a few features a side take about
+    twice :class:`HashedRidge`'s time: the two encoding passes they share, then about
+    10 CPU seconds of L-BFGS.
 
     Examples
     --------
@@ -520,7 +525,7 @@ class HashedLogistic:
     n_features: int = 2**10
     n_folds: int = 5
     interactions: bool = True
-    max_iter: int = 50
+    max_iter: int = 30
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -871,7 +876,7 @@ def make_reward_model(spec: str, *, seed: int = 0) -> RewardModel:
     Examples
     --------
     >>> make_reward_model("logistic:C=0.1")
-    HashedLogistic(C=0.1, n_features=1024, n_folds=5, interactions=True, max_iter=50, seed=0)
+    HashedLogistic(C=0.1, n_features=1024, n_folds=5, interactions=True, max_iter=30, seed=0)
     >>> make_reward_model("forest")
     Traceback (most recent call last):
     ...
