@@ -554,39 +554,53 @@ class HashedLogistic:
         )
         fold = _folds(logs.n, self.n_folds, self.seed)
         encoder = _Encoder(logs, self.n_features, interactions=self.interactions)
-        design = _chosen_design(encoder)
+        # The rows fold by fold: a fold's training rows are the two runs around it,
+        # taken as views rather than copied.
+        order = np.argsort(fold, kind="stable")
+        design = _chosen_design(encoder)[order]
+        reward = logs.reward[order]
+        ends = np.searchsorted(fold[order], np.arange(self.n_folds + 1))
         coefficients = np.zeros((self.n_folds, self.n_features))
         intercepts = np.zeros(self.n_folds)
         for k in range(self.n_folds):
-            train = fold != k
-            coefficients[k], intercepts[k] = self._fit_one(design[train], logs.reward[train])
-        del design
+            before, after = int(ends[k]), int(ends[k + 1])
+            parts = [
+                (_row_range(design, 0, before), reward[:before]),
+                (_row_range(design, after, logs.n), reward[after:]),
+            ]
+            coefficients[k], intercepts[k] = self._fit_one(parts)
+        del design, order, reward
         values = _predict(encoder, fold, coefficients, intercepts)
         values = scipy.special.expit(values, out=values)
         values[~logs.mask()] = 0.0
         quality = _quality(repr(self), logs, values, fold, self.n_folds)
         return RewardPredictions._owned(logs, values, quality)
 
-    def _fit_one(self, x: Any, y: FloatArray) -> tuple[FloatArray, float]:
-        """Coefficients (in the hashed space) and intercept of one fold's model."""
-        n, d = x.shape
-        scale = np.sqrt(np.bincount(x.indices, x.data * x.data, minlength=d) / n)
+    def _fit_one(self, parts: list[tuple[Any, FloatArray]]) -> tuple[FloatArray, float]:
+        """Coefficients (in the hashed space) and intercept of a model of `parts`' rows."""
+        d = self.n_features
+        n = sum(y.size for _, y in parts)
+        squares = sum(np.bincount(x.indices, x.data * x.data, minlength=d) for x, _ in parts)
+        scale = np.sqrt(squares / n)
         used = scale > 0
         inverse = np.where(used, 1.0 / np.where(used, scale, 1.0), 0.0)
         penalty = inverse * inverse / float(self.C)
-        mean = float(np.clip(y.mean(), _LOGIT_EPSILON, 1.0 - _LOGIT_EPSILON))
+        total = sum(float(y.sum()) for _, y in parts)
+        mean = float(np.clip(total / n, _LOGIT_EPSILON, 1.0 - _LOGIT_EPSILON))
         start = np.zeros(d + 1)
         start[d] = math.log(mean / (1.0 - mean))
 
         def objective(w: FloatArray) -> tuple[float, FloatArray]:
             beta = w[:d] * inverse
-            z = x @ beta + w[d]
-            loss = float(np.sum(np.logaddexp(0.0, z) - y * z))
-            residual = scipy.special.expit(z) - y
-            gradient = np.empty(d + 1)
-            gradient[:d] = (x.T @ residual) * inverse + penalty * w[:d]
-            gradient[d] = residual.sum()
-            value = loss + 0.5 * float(np.sum(penalty * w[:d] * w[:d]))
+            gradient = np.zeros(d + 1)
+            value = 0.5 * float(np.sum(penalty * w[:d] * w[:d]))
+            for x, y in parts:
+                z = x @ beta + w[d]
+                value += float(np.sum(np.logaddexp(0.0, z) - y * z))
+                residual = scipy.special.expit(z) - y
+                gradient[:d] += x.T @ residual
+                gradient[d] += residual.sum()
+            gradient[:d] = gradient[:d] * inverse + penalty * w[:d]
             return value / n, gradient / n
 
         bounds = [(None, None)] * d + [(-_MAX_LOGIT, _MAX_LOGIT)]
@@ -911,6 +925,16 @@ def _check_rows(logs: LoggedDecisions, n_folds: int) -> None:
     if logs.n < n_folds:
         msg = f"`n_folds`={n_folds} needs at least {n_folds} rows, got {logs.n}"
         raise ConfigurationError(msg)
+
+
+def _row_range(matrix: Any, start: int, stop: int) -> Any:
+    """Rows ``start:stop`` of a CSR `matrix`, sharing its data (scipy's slicing copies)."""
+    ptr = matrix.indptr
+    first, last = int(ptr[start]), int(ptr[stop])
+    return scipy.sparse.csr_array(
+        (matrix.data[first:last], matrix.indices[first:last], ptr[start : stop + 1] - first),
+        shape=(stop - start, matrix.shape[1]),
+    )
 
 
 def _chosen_design(encoder: _Encoder) -> Any:

@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import numpy as np
 import pytest
-from sklearn.linear_model import Ridge
+from sklearn.linear_model import LogisticRegression, Ridge
 
 from bandit.errors import ConfigurationError, LogFormatError
 from policies import Action
@@ -624,3 +624,21 @@ def test_bad_model_settings_are_refused(build: Callable[[], object], match: str)
     """Construction names the argument, the rule and the value it refuses."""
     with pytest.raises(ConfigurationError, match=match):
         build()
+
+
+def test_logistic_predictions_are_logistic_regressions_on_the_other_folds() -> None:
+    """Each row is predicted by scikit-learn's LogisticRegression on the other folds."""
+    logs = _awkward_rewards(6, 40)
+    model = HashedLogistic(C=0.5, n_features=256, n_folds=3, max_iter=500, seed=4)
+    values = model.cross_fit(logs).values
+    design = _reference_design(logs, 256, interactions=True)
+    first = np.cumsum(logs.n_actions) - logs.n_actions
+    fold = np.random.default_rng(4).permutation(logs.n) % 3
+    for k in range(3):
+        train = fold != k
+        reference = LogisticRegression(C=0.5, tol=1e-10, max_iter=10_000)
+        reference.fit(design[(first + logs.chosen)[train]], logs.reward[train])
+        for row in np.flatnonzero(~train).tolist():
+            count = int(logs.n_actions[row])
+            expected = reference.predict_proba(design[first[row] : first[row] + count])[:, 1]
+            np.testing.assert_allclose(values[row, :count], expected, rtol=0, atol=2e-4)
