@@ -30,7 +30,7 @@ from replay.readers import (
 )
 from replay.reward_models import (
     AutoRewardModel,
-    HashedGBT,
+    BoostedTrees,
     HashedLogistic,
     HashedRidge,
     ModelQuality,
@@ -41,6 +41,7 @@ from replay.reward_models import (
 
 __all__ = [  # noqa: RUF022 - plain sorted(), which tests/test_public_api.py checks
     "AutoRewardModel",
+    "BoostedTrees",
     "ClippedIPS",
     "DRos",
     "Diagnostics",
@@ -48,7 +49,6 @@ __all__ = [  # noqa: RUF022 - plain sorted(), which tests/test_public_api.py che
     "DoublyRobust",
     "Estimate",
     "Estimator",
-    "HashedGBT",
     "HashedLogistic",
     "HashedRidge",
     "IPS",

@@ -38,7 +38,7 @@ from replay._data import FloatArray, IntArray, LoggedDecisions, _first_bad
 
 __all__ = [  # noqa: RUF022 - plain sorted(), which tests/test_public_api.py checks
     "AutoRewardModel",
-    "HashedGBT",
+    "BoostedTrees",
     "HashedLogistic",
     "HashedRidge",
     "ModelQuality",
@@ -622,7 +622,7 @@ _MAX_LOGIT = 40.0
 
 
 @dataclass(frozen=True, slots=True)
-class HashedGBT:
+class BoostedTrees:
     """Gradient-boosted trees on the joint (context, action) features, cross-fitted.
 
     Each pair is a dense row of the `max_columns` feature names most frequent among the
@@ -669,10 +669,10 @@ class HashedGBT:
     ...     n_actions=np.full(n, 2), chosen=chosen, propensity=np.full(n, 0.5),
     ...     reward=rng.binomial(1, mean).astype(float), action_ids=[["a", "b"]] * n,
     ...     contexts=[{"user": {"age": float(a)}} for a in age])
-    >>> predictions = HashedGBT(max_iter=20).cross_fit(logs)
+    >>> predictions = BoostedTrees(max_iter=20).cross_fit(logs)
     >>> predictions.quality.metric, predictions.quality.better
     ('log loss', True)
-    >>> HashedGBT(max_columns=0)
+    >>> BoostedTrees(max_columns=0)
     Traceback (most recent call last):
     ...
     policies.errors.ConfigurationError: `max_columns` must be an integer in [1, 1024], got 0
@@ -868,7 +868,7 @@ class AutoRewardModel:
 
 REWARD_MODELS: Mapping[str, type[Any]] = {
     "auto": AutoRewardModel,
-    "gbt": HashedGBT,
+    "gbt": BoostedTrees,
     "logistic": HashedLogistic,
     "ridge": HashedRidge,
 }

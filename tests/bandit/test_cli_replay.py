@@ -105,7 +105,7 @@ def test_replay_prints_every_policy_and_estimator_and_writes_reports(
 
 @pytest.mark.parametrize(
     ("model", "name"),
-    [("logistic", "HashedLogistic"), ("gbt:max_iter=10", "HashedGBT"), ("ridge", "HashedRidge")],
+    [("logistic", "HashedLogistic"), ("gbt:max_iter=10", "BoostedTrees"), ("ridge", "HashedRidge")],
 )
 def test_replay_shows_the_reward_model_and_the_tuned_threshold(
     log_dir: Path, tmp_path: Path, model: str, name: str

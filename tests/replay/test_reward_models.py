@@ -1,4 +1,4 @@
-"""Reward predictions and the cross-fitted hashed ridge reward model."""
+"""Reward predictions and the cross-fitted reward models: ridge, logistic, boosted trees."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ from policies._features import flatten, joint_features
 from replay import (
     IPS,
     AutoRewardModel,
+    BoostedTrees,
     DoublyRobust,
-    HashedGBT,
     HashedLogistic,
     HashedRidge,
     Intervals,
@@ -454,8 +454,8 @@ def rare_clicks(seed: int, n: int = 40_000) -> tuple[LoggedDecisions, np.ndarray
 
 
 def test_new_models_are_reward_models() -> None:
-    """HashedLogistic, HashedGBT and AutoRewardModel satisfy the RewardModel protocol."""
-    for model in (HashedLogistic(), HashedGBT(), AutoRewardModel()):
+    """HashedLogistic, BoostedTrees and AutoRewardModel satisfy the RewardModel protocol."""
+    for model in (HashedLogistic(), BoostedTrees(), AutoRewardModel()):
         assert isinstance(model, RewardModel)
 
 
@@ -507,7 +507,7 @@ def nonlinear(seed: int, n: int = 3000, *, binary: bool) -> LoggedDecisions:
 def test_trees_beat_the_linear_models_on_a_nonlinear_problem() -> None:
     """Where the reward is not monotone in a feature, GBT wins on held-out loss and RMSE."""
     binary = nonlinear(0, binary=True)
-    gbt, logistic = HashedGBT(max_iter=30).cross_fit(binary), HashedLogistic().cross_fit(binary)
+    gbt, logistic = BoostedTrees(max_iter=30).cross_fit(binary), HashedLogistic().cross_fit(binary)
     assert gbt.quality is not None
     assert logistic.quality is not None
     assert gbt.quality.metric == logistic.quality.metric == "log loss"
@@ -515,7 +515,10 @@ def test_trees_beat_the_linear_models_on_a_nonlinear_problem() -> None:
     assert 0.0 <= gbt.values.min() <= gbt.values.max() <= 1.0
 
     continuous = nonlinear(1, binary=False)
-    gbt, ridge = HashedGBT(max_iter=30).cross_fit(continuous), HashedRidge().cross_fit(continuous)
+    gbt, ridge = (
+        BoostedTrees(max_iter=30).cross_fit(continuous),
+        HashedRidge().cross_fit(continuous),
+    )
     assert gbt.quality is not None
     assert ridge.quality is not None
     assert gbt.quality.metric == ridge.quality.metric == "RMSE"
@@ -530,7 +533,7 @@ def test_auto_picks_logistic_for_clicks_and_ridge_otherwise() -> None:
     assert isinstance(AutoRewardModel(seed=3).choose(clicks), HashedLogistic)
     assert AutoRewardModel(seed=3).choose(continuous) == HashedRidge(seed=3)
     assert make_reward_model("auto", seed=3) == AutoRewardModel(seed=3)
-    assert make_reward_model("gbt:max_iter=5") == HashedGBT(max_iter=5)
+    assert make_reward_model("gbt:max_iter=5") == BoostedTrees(max_iter=5)
 
 
 def test_logistic_refuses_rewards_outside_zero_one() -> None:
@@ -551,7 +554,7 @@ def test_a_logistic_rows_prediction_never_sees_its_own_reward() -> None:
         action_ids=logs.action_ids,
         contexts=logs.contexts,
     )
-    for model in (HashedLogistic(n_folds=3), HashedGBT(n_folds=3, max_iter=5)):
+    for model in (HashedLogistic(n_folds=3), BoostedTrees(n_folds=3, max_iter=5)):
         before, after = model.cross_fit(logs).values, model.cross_fit(flipped).values
         np.testing.assert_array_equal(before[0], after[0])
         assert np.any(before != after)
@@ -611,11 +614,14 @@ def test_a_model_no_better_than_a_constant_is_warned_about() -> None:
         (lambda: HashedLogistic(max_iter=0), r"`max_iter` must be an integer >= 1, got 0"),
         (lambda: HashedLogistic(interactions="yes"), r"`interactions` must be a bool, got 'yes'"),
         (
-            lambda: HashedGBT(max_columns=2000),
+            lambda: BoostedTrees(max_columns=2000),
             r"`max_columns` must be an integer in \[1, 1024\], got 2000",
         ),
-        (lambda: HashedGBT(learning_rate=0), r"`learning_rate` must be in \(0, 1\], got 0"),
-        (lambda: HashedGBT(max_leaf_nodes=1), r"`max_leaf_nodes` must be an integer >= 2, got 1"),
+        (lambda: BoostedTrees(learning_rate=0), r"`learning_rate` must be in \(0, 1\], got 0"),
+        (
+            lambda: BoostedTrees(max_leaf_nodes=1),
+            r"`max_leaf_nodes` must be an integer >= 2, got 1",
+        ),
         (lambda: make_reward_model("forest"), r"no reward model named 'forest'; known: auto"),
         (lambda: make_reward_model("logistic:alpha=1"), r"reward model 'logistic:alpha=1': "),
     ],
