@@ -718,21 +718,33 @@ class BoostedTrees:
         design[pair[keep], column[vid[keep]]] = value[keep]
         del pair, vid, value
         # OpenMP's threads spin while they wait: on a busy machine boosting ran 25 times
-        # slower with them than on one thread, so it runs on one.
-        with threadpool_limits(limits=1, user_api="openmp"):
-            models = self._fit(design, fold, logs.reward)
-            del design
-            values = self._predict(encoder, fold, models, column, width)
-        quality = _quality(repr(self), logs, values, fold, self.n_folds)
-        return RewardPredictions._owned(logs, values, quality)
-
-    def _fit(self, design: Any, fold: IntArray, reward: FloatArray) -> list[Any]:
-        """One fitted model per fold, each on the other folds' rows of `design`."""
+        # slower with them than on one thread, so it runs on one. (scikit-learn is
+        # imported first: a limit binds only the OpenMP runtime already loaded.)
         from sklearn.ensemble import (
             HistGradientBoostingClassifier,
             HistGradientBoostingRegressor,
         )
 
+        with threadpool_limits(limits=1, user_api="openmp"):
+            models = self._fit(
+                design,
+                fold,
+                logs.reward,
+                (HistGradientBoostingClassifier, HistGradientBoostingRegressor),
+            )
+            del design
+            values = self._predict(encoder, fold, models, column, width)
+        quality = _quality(repr(self), logs, values, fold, self.n_folds)
+        return RewardPredictions._owned(logs, values, quality)
+
+    def _fit(
+        self, design: Any, fold: IntArray, reward: FloatArray, classes: tuple[Any, Any]
+    ) -> list[Any]:
+        """One fitted model per fold, each on the other folds' rows of `design`.
+
+        `classes` are the classifier (for 0/1 rewards) and the regressor.
+        """
+        classifier, regressor = classes
         binary = _binary(reward)
         models = []
         for k in range(self.n_folds):
@@ -746,9 +758,9 @@ class BoostedTrees:
             }
             y = reward[train]
             if binary and 0.0 < y.mean() < 1.0:
-                models.append(HistGradientBoostingClassifier(**params).fit(design[train], y))
+                models.append(classifier(**params).fit(design[train], y))
             else:
-                models.append(HistGradientBoostingRegressor(**params).fit(design[train], y))
+                models.append(regressor(**params).fit(design[train], y))
         return models
 
     def _predict(
