@@ -739,7 +739,9 @@ class SwitchDR(Estimator):
           2020): bias ``|mean((w - w') (r - q))| + sqrt(2 mean(w^2) log(2/delta) / n)
           + 2 max(w) log(2/delta) / (3 n)`` with ``w'`` the weight kept, delta 0.05.
 
-        The choice is reported in the estimate's ``diagnostics.tuning``.
+        The choice is reported in the estimate's ``diagnostics.tuning``. The intervals
+        are those of the estimator with the chosen value: they do not widen for the
+        choice, and the bootstrap does not choose again per resample.
 
     Examples
     --------
