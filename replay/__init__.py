@@ -28,9 +28,20 @@ from replay.readers import (
     to_parquet,
     to_vw_text,
 )
-from replay.reward_models import HashedRidge, RewardModel, RewardPredictions
+from replay.reward_models import (
+    AutoRewardModel,
+    BoostedTrees,
+    HashedLogistic,
+    HashedRidge,
+    ModelQuality,
+    RewardModel,
+    RewardPredictions,
+    make_reward_model,
+)
 
 __all__ = [  # noqa: RUF022 - plain sorted(), which tests/test_public_api.py checks
+    "AutoRewardModel",
+    "BoostedTrees",
     "ClippedIPS",
     "DRos",
     "Diagnostics",
@@ -39,11 +50,13 @@ __all__ = [  # noqa: RUF022 - plain sorted(), which tests/test_public_api.py che
     "Estimate",
     "Estimator",
     "FeatureRows",
+    "HashedLogistic",
     "HashedRidge",
     "IPS",
     "Interval",
     "Intervals",
     "LoggedDecisions",
+    "ModelQuality",
     "ReadResult",
     "ReplayMethod",
     "RewardModel",
@@ -52,6 +65,7 @@ __all__ = [  # noqa: RUF022 - plain sorted(), which tests/test_public_api.py che
     "SNIPS",
     "SwitchDR",
     "TargetProbabilities",
+    "make_reward_model",
     "read_log",
     "to_dsjson",
     "to_jsonl",

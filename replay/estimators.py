@@ -78,11 +78,13 @@ import math
 import numbers
 import statistics
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from typing import ClassVar, Literal
 
 import numpy as np
 import numpy.typing as npt
+import scipy.stats
 
 from policies.errors import ConfigurationError, LogFormatError
 from replay._data import FloatArray, IntArray, LoggedDecisions, TargetProbabilities
@@ -110,6 +112,7 @@ __all__ = [  # noqa: RUF022 - plain sorted(), which tests/test_public_api.py che
     "SNIPS",
     "SwitchDR",
     "Terms",
+    "Tuning",
 ]
 
 ESS_WARNING_SHARE = 0.1
@@ -126,6 +129,16 @@ QUANTILES = (0.5, 0.9, 0.99)
 
 INTERVAL_KINDS = ("normal", "bootstrap", "bernstein", "betting")
 """The intervals :class:`Intervals` can ask for, all by default."""
+SWITCH_TAUS = (math.inf, *(2.0**k for k in range(10, -1, -1)))
+""":class:`SwitchDR`'s candidate thresholds when tuned, least biased first: inf, 1024 .. 1."""
+
+DROS_LAMBDAS = tuple(tau * tau for tau in SWITCH_TAUS)
+""":class:`DRos`'s candidate shrinkages when tuned: the thresholds squared (the shrunk
+weight ``lambda w / (w^2 + lambda)`` peaks at ``w = sqrt(lambda)``), least biased first."""
+
+TUNING_DELTA = 0.05
+"""The tuning's confidence: the ``"mse"`` bias bound and SLOPE's widths hold with
+probability 1 - delta."""
 
 
 # -- results -----------------------------------------------------------------------------
@@ -193,7 +206,11 @@ class Diagnostics:
     warnings
         Plain-language warnings: small ESS (below :data:`ESS_WARNING_SHARE` of n),
         huge weights (above :data:`MAX_WEIGHT_WARNING`), mean weight far from 1,
-        deficient support, and estimator-specific ones.
+        deficient support, a reward model no better than a constant, and
+        estimator-specific ones.
+    tuning
+        The hyperparameter an estimator chose from the data (:class:`SwitchDR`'s `tau`,
+        :class:`DRos`'s `lambda_`, when not given), None otherwise.
     """
 
     n: int
@@ -204,6 +221,29 @@ class Diagnostics:
     unsupported_share: float
     support_known: bool
     warnings: tuple[str, ...]
+    tuning: Tuning | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Tuning:
+    """A hyperparameter chosen from the data, and how.
+
+    Parameters
+    ----------
+    parameter
+        Its name (``"tau"``, ``"lambda_"``).
+    value
+        The value chosen.
+    method
+        ``"slope"`` or ``"mse"`` (see :class:`SwitchDR`).
+    grid
+        The candidates, from the least biased to the most.
+    """
+
+    parameter: str
+    value: float
+    method: str
+    grid: tuple[float, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -363,6 +403,8 @@ class Terms:
     spans
         ``(low, high)`` values the estimand may reach besides the reward range (the
         reward model's predictions, 0 for clipped weights), or None.
+    tuning
+        The hyperparameter the estimator chose from the data, if it did.
     """
 
     weights: FloatArray
@@ -374,6 +416,7 @@ class Terms:
     offset: FloatArray | None = None
     importance: bool = False
     spans: tuple[float, float] | None = None
+    tuning: Tuning | None = None
 
 
 class Estimator(ABC):
@@ -488,6 +531,10 @@ class Estimator(ABC):
         if terms.importance and (terms.slope is None or terms.offset is not None):
             msg = f"{name}._terms: `importance` needs `slope` (the weights) and no `offset`"
             raise ConfigurationError(msg)
+        if self.needs_rewards and rewards is not None and rewards.quality is not None:
+            poor = rewards.quality.warning()
+            if poor is not None:
+                terms = replace(terms, notes=(*terms.notes, poor))
         return _finish(name, self.intervals, terms, logs, target, rng=rng)
 
     @abstractmethod
@@ -811,9 +858,30 @@ class SwitchDR(Estimator):
     Parameters
     ----------
     tau
-        Weight threshold, >= 0 (0: the direct method; inf: DR).
+        Weight threshold, >= 0 (0: the direct method; inf: DR); None (the default)
+        chooses it from :data:`SWITCH_TAUS` by `tuning`.
     intervals
         How the intervals are computed.
+    tuning
+        How `tau` is chosen when not given:
+
+        - ``"slope"``: SLOPE (Su, Srinath and Krishnamurthy, *Adaptive Estimator
+          Selection for Off-Policy Evaluation*, ICML 2020), Lepski's method, in the
+          form Open Bandit Pipeline implements (SLOPE++, Tucker and Lee, *Improved
+          Estimator Selection for Off-Policy Evaluation*, 2021): the candidates in
+          order of decreasing width ``cnf = t(0.95, n - 1) SE`` (the least biased,
+          most variable first), each accepted while ``|V_i - V_j| <= cnf_i + (sqrt(6)
+          - 1) cnf_j`` for every candidate ``j`` accepted before it; the last accepted
+          is chosen;
+        - ``"mse"``: the smallest estimated mean squared error, the estimate's variance
+          plus a high-probability bound on its squared bias, as Open Bandit Pipeline
+          tunes SWITCH-DR and DRos (Su, Dimakopoulou, Krishnamurthy and Dudík, ICML
+          2020): bias ``|mean((w - w') (r - q))| + sqrt(2 mean(w^2) log(2/delta) / n)
+          + 2 max(w) log(2/delta) / (3 n)`` with ``w'`` the weight kept, delta 0.05.
+
+        The choice is reported in the estimate's ``diagnostics.tuning``. The intervals
+        are those of the estimator with the chosen value: they do not widen for the
+        choice, and the bootstrap does not choose again per resample.
 
     Examples
     --------
@@ -826,14 +894,20 @@ class SwitchDR(Estimator):
     >>> good = RewardPredictions(logs, np.tile([0.7, 0.2], (1000, 1)))
     >>> round(SwitchDR(tau=1.5).estimate(logs, target, rewards=good).value, 3)
     0.65
+    >>> tuned = SwitchDR(tuning="mse").estimate(logs, target, rewards=good)
+    >>> round(tuned.value, 3), tuned.diagnostics.tuning.value
+    (0.64, inf)
     """
 
     needs_rewards: ClassVar[bool] = True
-    tau: float = math.inf
+    tau: float | None = None
     intervals: Intervals = Intervals()
+    tuning: Literal["slope", "mse"] = "slope"
 
     def __post_init__(self) -> None:
-        _check_real("tau", self.tau, lambda v: v >= 0, ">= 0")
+        if self.tau is not None:
+            _check_real("tau", self.tau, lambda v: v >= 0, ">= 0")
+        _check_tuning(self.tuning)
         Estimator.__post_init__(self)
 
     def _terms(
@@ -845,15 +919,34 @@ class SwitchDR(Estimator):
     ) -> Terms:
         assert rewards is not None  # needs_rewards: checked by estimate()
         weights = target.weights()
-        kept = np.where(weights <= float(self.tau), weights, 0.0)
         residual = logs.reward - rewards.at_chosen()
         direct = _direct(target, rewards)
+
+        def switched(tau: float) -> FloatArray:
+            switched: FloatArray = np.where(weights <= tau, weights, 0.0)
+            return switched
+
+        tuning = None
+        tau = self.tau
+        if tau is None:
+            tuning = _tune(
+                "tau",
+                SWITCH_TAUS,
+                switched,
+                weights=weights,
+                residual=residual,
+                direct=direct,
+                estimator=self,
+            )
+            tau = tuning.value
+        kept = switched(float(tau))
         return Terms(
             weights=weights,
             a=direct + kept * residual,
             slope=kept,
             offset=direct - kept * rewards.at_chosen(),
             spans=_span(rewards),
+            tuning=tuning,
         )
 
 
@@ -869,9 +962,13 @@ class DRos(Estimator):
     Parameters
     ----------
     lambda_
-        Shrinkage, >= 0 (0: the direct method; inf: DR).
+        Shrinkage, >= 0 (0: the direct method; inf: DR); None (the default) chooses it
+        from :data:`DROS_LAMBDAS` by `tuning`.
     intervals
         How the intervals are computed.
+    tuning
+        How `lambda_` is chosen when not given: ``"slope"`` or ``"mse"``, as for
+        :class:`SwitchDR`; reported in the estimate's ``diagnostics.tuning``.
 
     Examples
     --------
@@ -891,11 +988,14 @@ class DRos(Estimator):
     """
 
     needs_rewards: ClassVar[bool] = True
-    lambda_: float = math.inf
+    lambda_: float | None = None
     intervals: Intervals = Intervals()
+    tuning: Literal["slope", "mse"] = "slope"
 
     def __post_init__(self) -> None:
-        _check_real("lambda_", self.lambda_, lambda v: v >= 0, ">= 0")
+        if self.lambda_ is not None:
+            _check_real("lambda_", self.lambda_, lambda v: v >= 0, ">= 0")
+        _check_tuning(self.tuning)
         Estimator.__post_init__(self)
 
     def _terms(
@@ -907,21 +1007,38 @@ class DRos(Estimator):
     ) -> Terms:
         assert rewards is not None  # needs_rewards: checked by estimate()
         weights = target.weights()
-        lam = float(self.lambda_)
-        if math.isinf(lam):
-            shrunk = weights
-        elif lam == 0.0:
-            shrunk = np.zeros_like(weights)
-        else:
-            shrunk = lam * weights / (weights * weights + lam)
         residual = logs.reward - rewards.at_chosen()
         direct = _direct(target, rewards)
+
+        def shrink(lam: float) -> FloatArray:
+            if math.isinf(lam):
+                return weights
+            if lam == 0.0:
+                return np.zeros_like(weights)
+            shrunk_weights: FloatArray = lam * weights / (weights * weights + lam)
+            return shrunk_weights
+
+        tuning = None
+        lam = self.lambda_
+        if lam is None:
+            tuning = _tune(
+                "lambda_",
+                DROS_LAMBDAS,
+                shrink,
+                weights=weights,
+                residual=residual,
+                direct=direct,
+                estimator=self,
+            )
+            lam = tuning.value
+        shrunk = shrink(float(lam))
         return Terms(
             weights=weights,
             a=direct + shrunk * residual,
             slope=shrunk,
             offset=direct - shrunk * rewards.at_chosen(),
             spans=_span(rewards),
+            tuning=tuning,
         )
 
 
@@ -1121,7 +1238,7 @@ def _finish(
         ci=ci,
         bootstrap_ci=bootstrap_ci,
         n=n,
-        diagnostics=_diagnose(terms.weights, logs, target, warnings),
+        diagnostics=_diagnose(terms.weights, logs, target, warnings, terms.tuning),
         bernstein_ci=bernstein_ci,
         betting_ci=betting_ci,
     )
@@ -1238,6 +1355,7 @@ def _diagnose(
     logs: LoggedDecisions,
     target: TargetProbabilities,
     warnings: list[str],
+    tuning: Tuning | None = None,
 ) -> Diagnostics:
     """Weight statistics, support and warnings."""
     n = logs.n
@@ -1284,7 +1402,63 @@ def _diagnose(
         unsupported_share=unsupported_share,
         support_known=logs.probabilities is not None,
         warnings=tuple(out),
+        tuning=tuning,
     )
+
+
+def _check_tuning(tuning: object) -> None:
+    """Refuse a tuning method other than ``"slope"`` and ``"mse"``."""
+    if tuning not in ("slope", "mse"):
+        msg = f"`tuning` must be 'slope' or 'mse', got {tuning!r}"
+        raise ConfigurationError(msg)
+
+
+def _tune(
+    parameter: str,
+    grid: tuple[float, ...],
+    kept: Callable[[float], FloatArray],
+    *,
+    weights: FloatArray,
+    residual: FloatArray,
+    direct: FloatArray,
+    estimator: SwitchDR | DRos,
+) -> Tuning:
+    """Choose the candidate of `grid` (least biased first) by the estimator's `tuning`.
+
+    Each candidate's per-row terms are ``direct + kept(value) * residual``; see
+    :class:`SwitchDR` for the two methods.
+    """
+    n = weights.size
+    values, errors, bounds = [], [], []
+    log_term = math.log(2.0 / TUNING_DELTA)
+    spread = math.sqrt(2.0 * float(np.mean(weights * weights)) * log_term / n)
+    spread += 2.0 * float(np.max(weights)) * log_term / (3.0 * n)
+    for candidate in grid:
+        shrunk = kept(candidate)
+        terms = direct + shrunk * residual
+        values.append(float(np.mean(terms)))
+        variance = float(np.var(terms, ddof=1)) / n if n >= 2 else math.inf
+        errors.append(math.sqrt(variance))
+        bias = abs(float(np.mean((weights - shrunk) * residual))) + spread
+        bounds.append(variance + bias * bias)
+    if estimator.tuning == "mse":
+        best = int(np.argmin(bounds))  # the first (least biased) of equal bounds
+    else:
+        t = float(scipy.stats.t.ppf(1.0 - TUNING_DELTA, max(n - 1, 1)))
+        width = [t * error for error in errors]
+        order = sorted(range(len(grid)), key=lambda i: -width[i])  # stable: ties by grid
+        best = order[0]
+        accepted: list[int] = []
+        for i in order:
+            if any(abs(values[j] - values[i]) > width[i] + _SLOPE_C * width[j] for j in accepted):
+                break
+            accepted.append(i)
+            best = i
+    return Tuning(parameter, grid[best], estimator.tuning, grid)
+
+
+_SLOPE_C = math.sqrt(6.0) - 1.0
+"""SLOPE++'s constant (Tucker and Lee, 2021), as in Open Bandit Pipeline."""
 
 
 def _direct(target: TargetProbabilities, rewards: RewardPredictions) -> FloatArray:

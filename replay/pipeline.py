@@ -10,7 +10,6 @@ behind the step that raised it.
 from __future__ import annotations
 
 import contextlib
-import inspect
 import json
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -34,7 +33,12 @@ from replay.report import (
     render_html,
     to_json,
 )
-from replay.reward_models import HashedRidge, RewardModel, RewardPredictions
+from replay.reward_models import (
+    AutoRewardModel,
+    RewardModel,
+    RewardPredictions,
+    make_reward_model,
+)
 from replay.targets import Target, TargetLike, TargetSpec, build_target, check_target
 from replay.whatif import what_if
 
@@ -117,7 +121,7 @@ def replay_logs(
     *,
     on_error: OnError = "stop",
     intervals: Intervals | None = None,
-    reward_model: RewardModel | None = None,
+    reward_model: RewardModel | str | None = None,
     whatif: tuple[str, str, Sequence[Any]] | None = None,
     json_path: Path | None = None,
     html_path: Path | None = None,
@@ -157,8 +161,11 @@ def replay_logs(
     intervals
         Interval settings of every estimator (default :class:`~replay.Intervals()`).
     reward_model
-        Fits the predictions of the estimators that need them (default
-        :class:`~replay.HashedRidge` seeded with ``intervals.seed``).
+        Fits the predictions of the estimators that need them: a model, or its spec
+        (:func:`~replay.reward_models.make_reward_model`: ``"auto"``, ``"ridge"``,
+        ``"logistic:C=0.1"``, ``"gbt"``, seeded with ``intervals.seed``). Default
+        ``"auto"``: :class:`~replay.HashedLogistic` when every reward is 0 or 1, else
+        :class:`~replay.HashedRidge`. Its held-out quality is in the report.
     whatif
         ``(policy spec, parameter, values)``: also replay that learning policy with each
         value of the parameter and recommend one (:attr:`~replay.report.Report.whatif`).
@@ -238,6 +245,11 @@ def replay_logs(
     step = _quiet if progress is None else progress
     intervals = Intervals() if intervals is None else intervals
     specs = _checked_specs(targets, estimators, intervals)
+    model = (
+        make_reward_model(reward_model or "auto", seed=intervals.seed)
+        if reward_model is None or isinstance(reward_model, str)
+        else reward_model
+    )
     several = isinstance(paths, Sequence) and not isinstance(paths, str)
     where = ", ".join(map(str, paths)) if several else str(paths)  # type: ignore[arg-type]
     with step("read", where, None) as advance:
@@ -251,9 +263,10 @@ def replay_logs(
         raise LogFormatError(msg)
     rewards = None
     if any(needs_rewards(name) for name in estimators):
-        model = HashedRidge(seed=intervals.seed) if reward_model is None else reward_model
+        if isinstance(model, AutoRewardModel):
+            model = model.choose(logs)
         with step("fit", type(model).__name__, 2 * logs.n) as advance:
-            rewards = _cross_fit(model, logs, advance)
+            rewards = model.cross_fit(logs, progress=advance)
     built = []
     for spec in specs:
         with step("target", spec.spec, logs.n) as advance:
@@ -362,15 +375,6 @@ def _checked_specs(
     for name in estimators:
         make_estimator(name, intervals)
     return specs
-
-
-def _cross_fit(
-    model: RewardModel, logs: LoggedDecisions, progress: Callable[[int], None]
-) -> RewardPredictions:
-    """Cross-fit `model`, showing its progress when its `cross_fit` takes `progress`."""
-    if "progress" in inspect.signature(model.cross_fit).parameters:
-        return model.cross_fit(logs, progress=progress)  # type: ignore[call-arg]
-    return model.cross_fit(logs)
 
 
 def _write(path: Path, text: str) -> None:

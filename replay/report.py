@@ -12,13 +12,15 @@ name             estimator                                   default hyperparame
 ``snips``        :class:`~replay.estimators.SNIPS`
 ``dr``           :class:`~replay.estimators.DoublyRobust`
 ``sndr``         :class:`~replay.estimators.SNDR`
-``switch-dr``    :class:`~replay.estimators.SwitchDR`        ``tau=10``
-``dros``         :class:`~replay.estimators.DRos`            ``lambda_=10``
+``switch-dr``    :class:`~replay.estimators.SwitchDR`        ``tau`` tuned (``tuning="slope"``)
+``dros``         :class:`~replay.estimators.DRos`            ``lambda_`` tuned (``tuning="slope"``)
 ``replay``       :class:`~replay.estimators.ReplayMethod`    ``on_nonuniform="warn"``
 ===============  ==========================================  =========================
 
 ``dm``, ``dr``, ``sndr``, ``switch-dr`` and ``dros`` need reward predictions: one
-cross-fitted :class:`~replay.reward_models.HashedRidge` shared by all of them.
+cross-fitted reward model (:mod:`replay.reward_models`) shared by all of them, whose
+held-out quality the report shows beside a constant's. ``switch-dr:tau=10`` fixes the
+threshold; ``switch-dr:tuning=mse`` tunes it by the other method.
 
 The HTML report holds its plots as inline SVG drawn here: no script, no stylesheet or
 font fetched, nothing but the file.
@@ -55,7 +57,7 @@ from replay.estimators import (
     ReplayMethod,
     SwitchDR,
 )
-from replay.reward_models import RewardPredictions
+from replay.reward_models import ModelQuality, RewardPredictions
 from replay.sequential import SequenceReading, over_log
 from replay.targets import Target
 from replay.whatif import WhatIf
@@ -64,6 +66,7 @@ __all__ = [
     "ESTIMATORS",
     "Evaluation",
     "Report",
+    "estimator_label",
     "evaluate",
     "format_figure",
     "interval_scale",
@@ -80,8 +83,8 @@ ESTIMATORS: Mapping[str, tuple[type[Estimator], Mapping[str, Any]]] = {
     "snips": (SNIPS, {}),
     "dr": (DoublyRobust, {}),
     "sndr": (SNDR, {}),
-    "switch-dr": (SwitchDR, {"tau": 10.0}),
-    "dros": (DRos, {"lambda_": 10.0}),
+    "switch-dr": (SwitchDR, {}),
+    "dros": (DRos, {}),
     "replay": (ReplayMethod, {"on_nonuniform": "warn"}),
 }
 """Estimator names, their classes and the defaults used here."""
@@ -161,6 +164,9 @@ class Report:
         Per target, its anytime-valid confidence sequence at level `level` over the log
         (:func:`replay.sequential.over_log`): the IPS estimate with bounds that hold
         at every row at once, as the live evaluation reports them.
+    reward_quality
+        The held-out quality of the reward model the estimators used, beside a
+        constant's; None when none was used or it was given without one.
     """
 
     evaluations: tuple[Evaluation, ...]
@@ -171,6 +177,7 @@ class Report:
     curve_bands: Mapping[str, tuple[FloatArray, FloatArray]] = field(default_factory=dict)
     level: float = 0.95
     anytime: Mapping[str, SequenceReading] = field(default_factory=dict)
+    reward_quality: ModelQuality | None = None
 
 
 def evaluate(
@@ -244,6 +251,7 @@ def evaluate(
         )
         for t in targets
     }
+    used = rewards is not None and any(needs_rewards(spec) for spec in estimators)
     return Report(
         tuple(evaluations),
         curves,
@@ -252,6 +260,7 @@ def evaluate(
         curve_bands=bands,
         level=level,
         anytime=anytime,
+        reward_quality=rewards.quality if used and rewards is not None else None,
     )
 
 
@@ -299,9 +308,59 @@ def to_json(report: Report) -> dict[str, Any]:
                 }
                 for label, r in report.anytime.items()
             },
+            "reward_model": _quality(report.reward_quality),
         }
     )  # fmt: skip
     return data
+
+
+def _quality(quality: ModelQuality | None) -> dict[str, Any] | None:
+    if quality is None:
+        return None
+    return {
+        "model": quality.model,
+        "metric": quality.metric,
+        "held_out": quality.value,
+        "constant_baseline": quality.baseline,
+        "better_than_constant": quality.better,
+        "out_of_range_share": quality.out_of_range,
+    }
+
+
+def _tuning(estimate: Estimate) -> dict[str, Any] | None:
+    tuning = estimate.diagnostics.tuning
+    if tuning is None:
+        return None
+    return {
+        "parameter": tuning.parameter,
+        "value": _finite_or_text(tuning.value),
+        "method": tuning.method,
+        "grid": [_finite_or_text(v) for v in tuning.grid],
+    }
+
+
+def _finite_or_text(value: float) -> float | str:
+    """Return `value` for JSON: infinity as the text "inf" (JSON has no infinity)."""
+    return value if math.isfinite(value) else str(value)
+
+
+def estimator_label(evaluation: Evaluation) -> str:
+    """Return the estimator's spec with the value it tuned: ``switch-dr (tau=8, slope)``.
+
+    Examples
+    --------
+    >>> logs = LoggedDecisions(n_actions=np.full(4, 2), chosen=np.array([0, 1, 0, 1]),
+    ...                        propensity=np.full(4, 0.5), reward=np.array([1.0, 0, 1, 0]))
+    >>> from replay.targets import build_target
+    >>> report = evaluate(logs, [build_target("uniform", logs)], ["switch-dr"],
+    ...                   rewards=RewardPredictions.constant(logs, 0.5))
+    >>> estimator_label(report.evaluations[0])
+    'switch-dr (tau=1, slope)'
+    """
+    tuning = evaluation.estimate.diagnostics.tuning
+    if tuning is None:
+        return evaluation.estimator
+    return f"{evaluation.estimator} ({tuning.parameter}={tuning.value:g}, {tuning.method})"
 
 
 def _estimate(estimate: Estimate) -> dict[str, Any]:
@@ -324,6 +383,7 @@ def _estimate(estimate: Estimate) -> dict[str, Any]:
             "unsupported_share": d.unsupported_share,
             "support_known": d.support_known,
             "warnings": list(d.warnings),
+            "tuning": _tuning(estimate),
         },
     }
 
@@ -442,6 +502,12 @@ def render_html(report: Report, *, title: str = "streambandit replay") -> str:
         _estimates_svg(report.evaluations, reference),
         *_anytime_html(report.anytime),
     ]
+    if report.reward_quality is not None:
+        parts.append(
+            f'<p class="caption">{html.escape(report.reward_quality.describe())}. Held out: '
+            "each logged choice predicted by the model fitted on the other folds; the "
+            "baseline predicts the training folds' mean reward.</p>"
+        )
     if report.curves:
         parts += [
             "<h2>Counterfactual learning along the log</h2>",
@@ -663,7 +729,7 @@ def _estimates_html(evaluations: Sequence[Evaluation]) -> str:
         intervals = (est.ci, est.bootstrap_ci, est.betting_ci, est.bernstein_ci)
         scale = next(filter(None, map(interval_scale, intervals)), None)
         rows.append(
-            f'<tr>{policy}<td class="text">{esc(e.estimator)}</td>'
+            f'<tr>{policy}<td class="text">{esc(estimator_label(e))}</td>'
             f"<td>{_fmt(est.value, 3, scale)}</td><td>{_interval_cell(est.ci, scale)}</td>"
             f"<td>{_interval_cell(est.bootstrap_ci, scale)}</td>"
             f"<td>{_interval_cell(est.bernstein_ci, scale)}</td>"

@@ -392,8 +392,9 @@ def replay_command(  # noqa: PLR0917 - typer maps each option to a parameter
             metavar="NAME",
             help=(
                 "Estimator, repeatable: dm, ips, clipped-ips, snips, dr, sndr, switch-dr, "
-                "dros, replay (optionally with parameters, e.g. clipped-ips:max_weight=20) "
-                "[default: ips, snips, dr]."
+                "dros, replay (optionally with parameters, e.g. clipped-ips:max_weight=20; "
+                "switch-dr and dros tune their threshold unless given one, "
+                "switch-dr:tuning=slope|mse) [default: ips, snips, dr]."
             ),
         ),
     ] = None,
@@ -434,6 +435,18 @@ def replay_command(  # noqa: PLR0917 - typer maps each option to a parameter
             help="The values of one exploration parameter to try (with --whatif).",
         ),
     ] = None,
+    reward_model: Annotated[
+        str,
+        typer.Option(
+            "--reward-model",
+            metavar="NAME",
+            help=(
+                "Reward model of dm, dr, sndr, switch-dr and dros: auto (logistic for 0/1 "
+                "rewards, else ridge), ridge, logistic or gbt, optionally with parameters "
+                "(e.g. logistic:C=0.1)."
+            ),
+        ),
+    ] = "auto",
     slot: Annotated[
         str | None,
         typer.Option(
@@ -497,9 +510,12 @@ def replay_command(  # noqa: PLR0917 - typer maps each option to a parameter
     """
     from replay import Intervals
     from replay.pipeline import replay_logs
+    from replay.reward_models import make_reward_model
 
     estimators = _replay_estimators(estimator or ["ips", "snips", "dr"])
     bounds = _replay_reward_range(reward_range)
+    with _usage_errors_for("'--reward-model'"):
+        model = make_reward_model(reward_model, seed=seed)
     targets = _replay_targets(policy)
     study = _replay_whatif_options(whatif, grid)
     console = _stdout()
@@ -511,6 +527,7 @@ def replay_command(  # noqa: PLR0917 - typer maps each option to a parameter
             estimators,
             on_error=on_error.value,
             intervals=Intervals(n_bootstrap=bootstrap, seed=seed, reward_range=bounds),
+            reward_model=model,
             whatif=study,
             json_path=json_out,
             html_path=html_out,
@@ -525,6 +542,8 @@ def replay_command(  # noqa: PLR0917 - typer maps each option to a parameter
     console.print(table, highlight=False)
     for note in notes:
         console.print(note, highlight=False, markup=False)
+    if report.reward_quality is not None:
+        console.print(report.reward_quality.describe(), highlight=False, markup=False)
     if report.whatif is not None:
         console.print(_whatif_table(report.whatif), highlight=False)
         console.print(report.whatif.reason, highlight=False)
@@ -1046,6 +1065,8 @@ def _replay_table(report: Report, rows: int) -> tuple[Table, list[str]]:
     A warning repeats across a policy's estimators (and often across policies): the row
     shows its number, the notes below the table say it once.
     """
+    from replay.report import estimator_label
+
     table = Table(title=f"off-policy estimates\n{rows:,} logged decisions")
     for column in ("policy", "estimator"):
         table.add_column(column, no_wrap=True)
@@ -1080,7 +1101,7 @@ def _replay_table(report: Report, rows: int) -> tuple[Table, list[str]]:
             marks.append(f"[{notes.index(warning) + 1}]")
         table.add_row(
             e.policy if e.policy != previous else "",
-            e.estimator,
+            estimator_label(e),
             _cell(est.value, scale),
             _cell(ci.low if ci else None, scale),
             _cell(ci.high if ci else None, scale),

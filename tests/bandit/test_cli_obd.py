@@ -86,6 +86,7 @@ def test_replay_of_the_random_sample_by_position(obd_sample: Path, tmp_path: Pat
         [
             *("replay", str(obd_sample), "-p", "uniform", "-p", "fixed:49", "-p", target),
             *("-e", "ips", "-e", "snips", "-e", "dr", "--by-position", "--bootstrap", "0"),
+            *("--reward-model", "logistic"),
             *("--json", str(out)),
         ],
     )
@@ -104,7 +105,12 @@ def test_replay_of_the_random_sample_by_position(obd_sample: Path, tmp_path: Pat
     others = sum(clicks) - by_item["49"]
     expected = (40 * by_item["49"] + 40 / 79 * others) / len(clicks)
     assert values[(target, "ips")] == pytest.approx(expected, rel=1e-9)
-    # DR (the default reward model) agrees with IPS within IPS's interval when weights are 1.
+    # The bounded reward model: clicks as probabilities, judged on held-out rows.
+    quality = figures["reward_model"]
+    assert quality["model"].startswith("HashedLogistic")
+    assert quality["metric"] == "log loss"
+    assert quality["out_of_range_share"] == 0.0
+    # DR (with that model) agrees with IPS within IPS's interval when weights are 1.
     ips = next(e for e in figures["evaluations"] if e["estimator"] == "ips")
     assert ips["ci"]["low"] < values[("uniform", "dr")] < ips["ci"]["high"]
     per_position = [values[("uniform", f"ips@position={k}")] for k in range(3)]

@@ -107,6 +107,49 @@ def test_replay_prints_every_policy_and_estimator_and_writes_reports(
     assert "<svg" in out_html.read_text()
 
 
+@pytest.mark.parametrize(
+    ("model", "name"),
+    [("logistic", "HashedLogistic"), ("gbt:max_iter=10", "BoostedTrees"), ("ridge", "HashedRidge")],
+)
+def test_replay_shows_the_reward_model_and_the_tuned_threshold(
+    log_dir: Path, tmp_path: Path, model: str, name: str
+) -> None:
+    """--reward-model is the model fitted; its held-out quality and the tuned tau are shown."""
+    out_json, out_html = tmp_path / "out.json", tmp_path / "out.html"
+    args = ["replay", str(log_dir), "-p", "fixed:item-0", "-e", "dr", "-e", "switch-dr"]
+    args += ["-e", "dros:tuning=mse", "--bootstrap", "0", "--reward-model", model]
+    result = runner.invoke(cli.app, [*args, "--json", str(out_json), "--html", str(out_html)])
+    assert result.exit_code == 0, result.output
+    flat = _one_line(result.stdout)
+    assert f"reward model {name}(" in flat
+    assert "held-out log loss" in flat  # the toy log's rewards are clicks
+    assert "constant baseline" in flat
+    assert "switch-dr (tau=" in flat
+    assert ", slope)" in flat
+    assert "dros:tuning=mse (lambda_=" in flat
+    data = json.loads(out_json.read_text())
+    quality = data["reward_model"]
+    assert quality["model"].startswith(name)
+    assert quality["metric"] == "log loss"
+    assert quality["held_out"] < quality["constant_baseline"]  # the toy log has a signal
+    tuned = {e["estimator"]: e["diagnostics"]["tuning"] for e in data["evaluations"]}
+    assert tuned["dr"] is None
+    assert tuned["switch-dr"]["parameter"] == "tau"
+    assert tuned["switch-dr"]["method"] == "slope"
+    assert tuned["dros:tuning=mse"]["method"] == "mse"
+    assert tuned["switch-dr"]["grid"][0] == "inf"
+    assert "held-out" in out_html.read_text()
+
+
+def test_replay_without_a_model_based_estimator_reports_no_model(log_dir: Path) -> None:
+    """With only IPS and SNIPS nothing is fitted, and no model quality is printed."""
+    result = runner.invoke(
+        cli.app, ["replay", str(log_dir), "-p", "uniform", "-e", "ips", "--bootstrap", "0"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "reward model" not in result.stdout
+
+
 def test_replay_runs_a_what_if_grid(log_dir: Path) -> None:
     """--whatif with --grid prints the settings and the recommendation sentence."""
     result = runner.invoke(
@@ -160,6 +203,17 @@ def test_replay_skips_bad_rows_only_when_asked(log_dir: Path, tmp_path: Path) ->
         (["-p", "uniform", "-p", "uniform"], "'--policy'", "given once"),
         (["-p", "uniform", "-e", "nope"], "'--estimator'", "no estimator named 'nope'"),
         (["-p", "uniform", "-e", "ips", "-e", "ips"], "'--estimator'", "given once"),
+        (["-p", "uniform", "--reward-model", "forest"], "'--reward-model'", "no reward model"),
+        (
+            ["-p", "uniform", "--reward-model", "logistic:C=0"],
+            "'--reward-model'",
+            "`C` must be > 0",
+        ),
+        (
+            ["-p", "uniform", "-e", "switch-dr:tuning=best"],
+            "'--estimator'",
+            "`tuning` must be 'slope' or 'mse'",
+        ),
         (["-p", "uniform", "--bootstrap", "-1"], "'--bootstrap'", "greater than or equal to 0"),
         (["-p", "uniform", "--on-error", "maybe"], "'--on-error'", "maybe"),
         (["-p", "callable:no_such_module_xyz:f"], "'--policy'", "cannot import"),

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from bandit.errors import ConfigurationError, LogFormatError, StreambanditError
-from replay import HashedRidge, Intervals, LoggedDecisions, to_dsjson
+from replay import HashedLogistic, HashedRidge, Intervals, LoggedDecisions, to_dsjson
 from replay.pipeline import Step, replay_logs
 from replay.targets import TargetSpec
 from tests.replay.test_targets import segment_log
@@ -94,7 +94,7 @@ def test_steps_are_shown_in_order_with_their_labels_and_sizes(
     )
     assert steps.steps == [
         ("read", str(path), None),
-        ("fit", "HashedRidge", 1200),
+        ("fit", "HashedLogistic", 1200),
         ("target", "uniform", 600),
         ("target", "policy:vw-epsilon", 600),
         ("evaluate", "", 4),
@@ -105,7 +105,7 @@ def test_steps_are_shown_in_order_with_their_labels_and_sizes(
     assert steps.done[f"read {path}"][-1] == 600
     assert steps.done["target policy:vw-epsilon"][-1] == 600
     assert steps.done["whatif epsilon"][-1] == 1200
-    assert steps.done["fit HashedRidge"][-1] == 1200  # fitted, then predicted
+    assert steps.done["fit HashedLogistic"][-1] == 1200  # fitted, then predicted
     assert steps.done["evaluate "] == [1, 2, 3, 4]
 
 
@@ -194,7 +194,7 @@ def test_reports_are_written_with_the_extra_keys_and_the_title(
 
 
 def test_the_reward_model_given_is_the_one_fitted(log_file: tuple[Path, LoggedDecisions]) -> None:
-    """A reward model passed in is the one fitted; by default HashedRidge(seed=intervals.seed)."""
+    """A reward model passed in is the one fitted; for 0/1 rewards by default HashedLogistic."""
     path, _ = log_file
     given = replay_logs(
         path, ["uniform"], ["dr"], intervals=QUICK, reward_model=HashedRidge(seed=5)
@@ -202,9 +202,12 @@ def test_the_reward_model_given_is_the_one_fitted(log_file: tuple[Path, LoggedDe
     default = replay_logs(path, ["uniform"], ["dr"], intervals=Intervals(n_bootstrap=20, seed=5))
     assert given.rewards is not None
     assert default.rewards is not None
-    expected = HashedRidge(seed=5).cross_fit(given.logs).values
-    np.testing.assert_array_equal(given.rewards.values, expected)
-    np.testing.assert_array_equal(default.rewards.values, expected)
+    np.testing.assert_array_equal(
+        given.rewards.values, HashedRidge(seed=5).cross_fit(given.logs).values
+    )
+    np.testing.assert_array_equal(
+        default.rewards.values, HashedLogistic(seed=5).cross_fit(given.logs).values
+    )
 
 
 def test_arrays_and_functions_are_targets_without_text(

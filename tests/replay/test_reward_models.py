@@ -1,4 +1,4 @@
-"""Reward predictions and the cross-fitted hashed ridge reward model."""
+"""Reward predictions and the cross-fitted reward models: ridge, logistic, boosted trees."""
 
 from __future__ import annotations
 
@@ -9,20 +9,24 @@ from collections.abc import Callable
 
 import numpy as np
 import pytest
-from sklearn.linear_model import Ridge
+from sklearn.linear_model import LogisticRegression, Ridge
 
 from bandit.errors import ConfigurationError, LogFormatError
 from policies import Action
 from policies._features import flatten, joint_features
 from replay import (
     IPS,
+    AutoRewardModel,
+    BoostedTrees,
     DoublyRobust,
+    HashedLogistic,
     HashedRidge,
     Intervals,
     LoggedDecisions,
     RewardModel,
     RewardPredictions,
     TargetProbabilities,
+    make_reward_model,
     reward_models,
 )
 from replay.reward_models import _GOLDEN, _design, _digest, _hash, _mix
@@ -410,3 +414,237 @@ def test_memory_beyond_the_predictions_does_not_grow_with_the_log(
             tracemalloc.stop()
         extra.append(peak - values.nbytes)
     assert extra[1] - extra[0] < 4 * 45_000, extra
+
+
+# -- bounded and nonlinear models, held-out quality ----------------------------------------
+
+
+def rare_clicks(seed: int, n: int = 40_000) -> tuple[LoggedDecisions, np.ndarray]:
+    """A click log with a 0.4% click rate: segments, an activity level, 4 items.
+
+    Item ``j``'s click log-odds are ``taste[segment, j] + slope[j] (activity - 0.5)``
+    plus a constant that sets the mean click probability to 0.004; the logger prefers
+    item 0. Returns the log and the true click probabilities ``(n, 4)``.
+    """
+    rng = np.random.default_rng(seed)
+    taste = np.random.default_rng(99).normal(0.0, 0.8, (4, K + 1))
+    slope = np.array([3.0, -3.0, 2.0, -2.0])
+    segment = rng.integers(0, 4, n)
+    activity = rng.random(n).round(3)
+    logit = taste[segment] + slope * (activity[:, None] - 0.5)
+    mu = 0.004 * np.exp(logit) / np.exp(logit).mean()
+    logged = np.array([0.4, 0.2, 0.2, 0.2])
+    chosen = rng.choice(K + 1, size=n, p=logged)
+    reward = (rng.random(n) < mu[np.arange(n), chosen]).astype(np.float64)
+    ids = [f"item-{j}" for j in range(K + 1)]
+    logs = LoggedDecisions(
+        n_actions=np.full(n, K + 1),
+        chosen=chosen,
+        propensity=logged[chosen],
+        reward=reward,
+        probabilities=np.tile(logged, (n, 1)),
+        action_ids=[ids] * n,
+        contexts=[
+            {"user": {"segment": f"s{s}", "activity": a}}
+            for s, a in zip(segment.tolist(), activity.tolist(), strict=True)
+        ],
+        action_features=[[{} for _ in ids]] * n,
+    )
+    return logs, mu
+
+
+def test_new_models_are_reward_models() -> None:
+    """HashedLogistic, BoostedTrees and AutoRewardModel satisfy the RewardModel protocol."""
+    for model in (HashedLogistic(), BoostedTrees(), AutoRewardModel()):
+        assert isinstance(model, RewardModel)
+
+
+def test_logistic_on_rare_clicks_is_bounded_and_dr_finds_the_truth() -> None:
+    """At a 0.4% click rate the logistic model predicts probabilities; DR with it is right.
+
+    The ridge on the same log predicts some negative click probabilities (the issue's
+    symptom); the logistic none, and DR with it is positive and within 3 standard
+    errors of the true value of the best-item policy.
+    """
+    logs, mu = rare_clicks(0)
+    assert 0.003 < logs.reward.mean() < 0.005
+    target = TargetProbabilities(logs, np.eye(K + 1)[mu.argmax(axis=1)])
+    truth = float(mu.max(axis=1).mean())
+    logistic = HashedLogistic().cross_fit(logs)
+    assert logistic.values.min() >= 0.0
+    assert logistic.values.max() <= 1.0
+    assert logistic.quality is not None
+    assert logistic.quality.out_of_range == 0.0
+    assert logistic.quality.metric == "log loss"
+    assert logistic.quality.better
+    estimate = DoublyRobust(Intervals(n_bootstrap=0)).estimate(logs, target, rewards=logistic)
+    assert estimate.value > 0.0
+    assert abs(estimate.value - truth) < 3 * estimate.std_error, (estimate.value, truth)
+    ridge = HashedRidge().cross_fit(logs)
+    assert ridge.quality is not None
+    assert ridge.quality.out_of_range > 0.0
+    assert logistic.quality.value < ridge.quality.value
+
+
+def nonlinear(seed: int, n: int = 3000, *, binary: bool) -> LoggedDecisions:
+    """Two items; item a pays when the user's age is in the middle, item b otherwise."""
+    rng = np.random.default_rng(seed)
+    age = rng.random(n).round(2)
+    chosen = rng.integers(0, 2, n)
+    middle = (age > 0.3) & (age < 0.7)
+    mu = np.where(middle == (chosen == 0), 0.8, 0.1)
+    reward = (rng.random(n) < mu).astype(float) if binary else mu + rng.normal(0, 0.1, n)
+    return LoggedDecisions(
+        n_actions=np.full(n, 2),
+        chosen=chosen,
+        propensity=np.full(n, 0.5),
+        reward=reward,
+        action_ids=[["a", "b"]] * n,
+        contexts=[{"user": {"age": float(a)}} for a in age],
+    )
+
+
+def test_trees_beat_the_linear_models_on_a_nonlinear_problem() -> None:
+    """Where the reward is not monotone in a feature, GBT wins on held-out loss and RMSE."""
+    binary = nonlinear(0, binary=True)
+    gbt, logistic = BoostedTrees(max_iter=30).cross_fit(binary), HashedLogistic().cross_fit(binary)
+    assert gbt.quality is not None
+    assert logistic.quality is not None
+    assert gbt.quality.metric == logistic.quality.metric == "log loss"
+    assert gbt.quality.value < logistic.quality.value - 0.05
+    assert 0.0 <= gbt.values.min() <= gbt.values.max() <= 1.0
+
+    continuous = nonlinear(1, binary=False)
+    gbt, ridge = (
+        BoostedTrees(max_iter=30).cross_fit(continuous),
+        HashedRidge().cross_fit(continuous),
+    )
+    assert gbt.quality is not None
+    assert ridge.quality is not None
+    assert gbt.quality.metric == ridge.quality.metric == "RMSE"
+    assert gbt.quality.value < 0.5 * ridge.quality.value
+    low, high = continuous.reward.min(), continuous.reward.max()
+    assert low <= gbt.values.min() <= gbt.values.max() <= high  # clipped to the range
+
+
+def test_auto_picks_logistic_for_clicks_and_ridge_otherwise() -> None:
+    """0/1 rewards get the logistic model; continuous ones the ridge."""
+    clicks, continuous = nonlinear(2, binary=True), nonlinear(2, binary=False)
+    assert isinstance(AutoRewardModel(seed=3).choose(clicks), HashedLogistic)
+    assert AutoRewardModel(seed=3).choose(continuous) == HashedRidge(seed=3)
+    assert make_reward_model("auto", seed=3) == AutoRewardModel(seed=3)
+    assert make_reward_model("gbt:max_iter=5") == BoostedTrees(max_iter=5)
+
+
+def test_logistic_refuses_rewards_outside_zero_one() -> None:
+    """The logistic model names the first row whose reward it cannot model."""
+    logs = nonlinear(3, n=50, binary=False)
+    with pytest.raises(LogFormatError, match=r"row \d+: `reward` must be in \[0, 1\]"):
+        HashedLogistic().cross_fit(logs)
+
+
+def test_a_logistic_rows_prediction_never_sees_its_own_reward() -> None:
+    """Changing one row's reward leaves that row's logistic predictions unchanged."""
+    logs = nonlinear(4, n=300, binary=True)
+    flipped = LoggedDecisions(
+        n_actions=logs.n_actions,
+        chosen=logs.chosen,
+        propensity=logs.propensity,
+        reward=np.r_[1.0 - logs.reward[0], logs.reward[1:]],
+        action_ids=logs.action_ids,
+        contexts=logs.contexts,
+    )
+    for model in (HashedLogistic(n_folds=3), BoostedTrees(n_folds=3, max_iter=5)):
+        before, after = model.cross_fit(logs).values, model.cross_fit(flipped).values
+        np.testing.assert_array_equal(before[0], after[0])
+        assert np.any(before != after)
+
+
+def test_quality_is_the_held_out_loss_beside_the_training_folds_mean() -> None:
+    """The figures are recomputable from the predictions and the fold means."""
+    logs = nonlinear(5, n=400, binary=False)
+    model = HashedRidge(n_folds=4, seed=2)
+    predictions = model.cross_fit(logs)
+    fold = np.random.default_rng(2).permutation(logs.n) % 4
+    baseline = np.array([logs.reward[fold != k].mean() for k in range(4)])[fold]
+    quality = predictions.quality
+    assert quality is not None
+    assert quality.model == repr(model)
+    assert quality.value == pytest.approx(
+        math.sqrt(np.mean((logs.reward - predictions.at_chosen()) ** 2))
+    )
+    assert quality.baseline == pytest.approx(math.sqrt(np.mean((logs.reward - baseline) ** 2)))
+
+
+def test_a_model_no_better_than_a_constant_is_warned_about() -> None:
+    """Rewards that are noise: an overfitted model loses to the constant, and DR says so."""
+    rng = np.random.default_rng(6)
+    n = 200
+    logs = LoggedDecisions(
+        n_actions=np.full(n, 2),
+        chosen=rng.integers(0, 2, n),
+        propensity=np.full(n, 0.5),
+        reward=rng.normal(0.0, 1.0, n),
+        action_ids=[["a", "b"]] * n,
+        contexts=[
+            {"u": {f"x{j}": float(v) for j, v in enumerate(row)}}
+            for row in rng.normal(size=(n, 20))
+        ],
+    )
+    predictions = HashedRidge(alpha=1e-3).cross_fit(logs)
+    assert predictions.quality is not None
+    assert not predictions.quality.better
+    target = TargetProbabilities(logs, np.tile([1.0, 0.0], (n, 1)))
+    warnings = (
+        DoublyRobust(Intervals(n_bootstrap=0))
+        .estimate(logs, target, rewards=predictions)
+        .diagnostics.warnings
+    )
+    assert any("no better than a constant on held-out rows" in w for w in warnings)
+    good = HashedRidge().cross_fit(simulate(0, n=1500)[0])
+    assert good.quality is not None
+    assert good.quality.better
+    assert good.quality.warning() is None
+
+
+@pytest.mark.parametrize(
+    ("build", "match"),
+    [
+        (lambda: HashedLogistic(C=0), r"`C` must be > 0 and finite, got 0"),
+        (lambda: HashedLogistic(max_iter=0), r"`max_iter` must be an integer >= 1, got 0"),
+        (lambda: HashedLogistic(interactions="yes"), r"`interactions` must be a bool, got 'yes'"),
+        (
+            lambda: BoostedTrees(max_columns=2000),
+            r"`max_columns` must be an integer in \[1, 1024\], got 2000",
+        ),
+        (lambda: BoostedTrees(learning_rate=0), r"`learning_rate` must be in \(0, 1\], got 0"),
+        (
+            lambda: BoostedTrees(max_leaf_nodes=1),
+            r"`max_leaf_nodes` must be an integer >= 2, got 1",
+        ),
+        (lambda: make_reward_model("forest"), r"no reward model named 'forest'; known: auto"),
+        (lambda: make_reward_model("logistic:alpha=1"), r"reward model 'logistic:alpha=1': "),
+    ],
+)
+def test_bad_model_settings_are_refused(build: Callable[[], object], match: str) -> None:
+    """Construction names the argument, the rule and the value it refuses."""
+    with pytest.raises(ConfigurationError, match=match):
+        build()
+
+
+def test_logistic_predictions_are_logistic_regressions_on_the_other_folds() -> None:
+    """Each row is predicted by scikit-learn's LogisticRegression on the other folds."""
+    logs = _awkward_rewards(6, 40)
+    model = HashedLogistic(C=0.5, n_features=256, n_folds=3, max_iter=500, seed=4)
+    values = model.cross_fit(logs).values
+    design = _reference_design(logs, 256, interactions=True)
+    first = np.cumsum(logs.n_actions) - logs.n_actions
+    fold = np.random.default_rng(4).permutation(logs.n) % 3
+    for k in range(3):
+        train = fold != k
+        reference = LogisticRegression(C=0.5, tol=1e-10, max_iter=10_000)
+        reference.fit(design[(first + logs.chosen)[train]], logs.reward[train])
+        for row in np.flatnonzero(~train).tolist():
+            count = int(logs.n_actions[row])
+            expected = reference.predict_proba(design[first[row] : first[row] + count])[:, 1]
+            np.testing.assert_allclose(values[row, :count], expected, rtol=0, atol=2e-4)

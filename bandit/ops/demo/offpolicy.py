@@ -96,7 +96,8 @@ def replay_decision_log(
     whichever served policy drew it), uniform random, and each of `policies` trained
     online along the log (counterfactual learning, ``policy:SPEC``), each estimated
     with :data:`REPLAY_ESTIMATORS`, 95% analytic and bootstrap intervals, and a
-    cross-fitted :class:`~replay.HashedRidge` reward model for DR, by the one replay
+    cross-fitted reward model for DR (the default ``auto``: :class:`~replay.HashedLogistic`
+    for click rewards), by the one replay
     pipeline (:func:`replay.pipeline.replay_logs`) that ``streambandit replay DIR -p
     logging -p uniform -p policy:SPEC ... --json OUT.json --html OUT.html --on-error skip``
     runs too.
