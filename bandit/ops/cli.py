@@ -1063,34 +1063,18 @@ def _replay_table(report: Report, rows: int) -> tuple[Table, list[str]]:
     """Tabulate the estimates, a row per policy and estimator; warnings as numbered notes.
 
     A warning repeats across a policy's estimators (and often across policies): the row
-    shows its number, the notes below the table say it once.
+    shows its number, the notes below the table say it once. Each interval is one cell
+    (``low to high``); figures are never cut: a column of figures is as wide as its
+    widest, and the policy and estimator names fold instead.
     """
     from replay.report import estimator_label
 
-    table = Table(title=f"off-policy estimates\n{rows:,} logged decisions")
-    for column in ("policy", "estimator"):
-        table.add_column(column, no_wrap=True)
-    for column in (
-        "estimate",
-        "CI low",
-        "CI high",
-        "boot low",
-        "boot high",
-        "bern low",
-        "bern high",
-        "bet low",
-        "bet high",
-        "ESS",
-        "max w",
-    ):
-        table.add_column(column, justify="right", no_wrap=True)
-    table.add_column("warnings", no_wrap=True)
     notes: list[str] = []
+    lines: list[tuple[str, ...] | None] = []  # None: a new policy's section
     previous = None
     for e in report.evaluations:
         if previous is not None and e.policy != previous:
-            _anytime_row(table, report, previous)
-            table.add_section()
+            lines += [*_anytime_row(report, previous), None]
         est = e.estimate
         ci, boot, bern, bet = est.ci, est.bootstrap_ci, est.bernstein_ci, est.betting_ci
         scale = _scale(ci, boot, bet, bern)
@@ -1099,34 +1083,51 @@ def _replay_table(report: Report, rows: int) -> tuple[Table, list[str]]:
             if warning not in notes:
                 notes.append(warning)
             marks.append(f"[{notes.index(warning) + 1}]")
-        table.add_row(
-            e.policy if e.policy != previous else "",
-            estimator_label(e),
-            _cell(est.value, scale),
-            _cell(ci.low if ci else None, scale),
-            _cell(ci.high if ci else None, scale),
-            _cell(boot.low if boot else None, scale),
-            _cell(boot.high if boot else None, scale),
-            _cell(bern.low if bern else None, scale),
-            _cell(bern.high if bern else None, scale),
-            _cell(bet.low if bet else None, scale),
-            _cell(bet.high if bet else None, scale),
-            f"{est.diagnostics.ess:,.0f}",
-            f"{est.diagnostics.weight_max:.3g}",
-            " ".join(marks),
+        lines.append(
+            (
+                e.policy if e.policy != previous else "",
+                estimator_label(e),
+                _cell(est.value, scale),
+                *(_interval_text(interval, scale) for interval in (ci, boot, bern, bet)),
+                f"{est.diagnostics.ess:,.0f}",
+                f"{est.diagnostics.weight_max:.3g}",
+                " ".join(marks),
+            )
         )
         previous = e.policy
     if previous is not None:
-        _anytime_row(table, report, previous)
+        lines += _anytime_row(report, previous)
+    level = f"{report.level:.0%}"
+    table = Table(title=f"off-policy estimates\n{rows:,} logged decisions")
+    for column in ("policy", "estimator"):
+        table.add_column(column, overflow="fold")
+    figures = ("estimate", f"normal {level}", "bootstrap", "Bernstein", "betting", "ESS", "max w")
+    for k, column in enumerate(figures, 2):
+        widest = max((len(line[k]) for line in lines if line is not None), default=0)
+        table.add_column(column, justify="right", no_wrap=True, min_width=max(widest, 1))
+    table.add_column("notes", no_wrap=True)
+    for line in lines:
+        if line is None:
+            table.add_section()
+        else:
+            table.add_row(*line)
     return table, [f"[{i}] {note}" for i, note in enumerate(notes, 1)]
 
 
-def _anytime_row(table: Table, report: Report, policy: str) -> None:
-    """Add `policy`'s anytime-valid confidence sequence (``anytime-valid``) as a row."""
+def _interval_text(interval: Interval | None, scale: float | None) -> str:
+    """Return an interval as one cell, ``low to high``, or ``-``."""
+    if interval is None:
+        return "-"
+    return f"{_cell(interval.low, scale)} to {_cell(interval.high, scale)}"
+
+
+def _anytime_row(report: Report, policy: str) -> list[tuple[str, ...]]:
+    """Return `policy`'s anytime-valid confidence sequence as a row (under ``betting``)."""
     reading = report.anytime.get(policy)
-    if reading is not None:
-        row = [_cell(reading.estimate), _cell(reading.lower), _cell(reading.upper)]
-        table.add_row("", "anytime-valid", *row, "", "", "", "", "")
+    if reading is None:
+        return []
+    bounds = f"{_cell(reading.lower)} to {_cell(reading.upper)}"
+    return [("", "anytime-valid", _cell(reading.estimate), "-", "-", "-", bounds, "", "", "")]
 
 
 def _whatif_table(whatif: WhatIf) -> Table:
