@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import json
 import math
+import operator
 import re
 import struct
 import sys
@@ -1200,6 +1201,7 @@ class DSJSONReader:
         self.cost_key = cost_key
         self.features = features
         self._seen: dict[tuple[str, bool], tuple[dict[str, Any], _Features]] = {}
+        self._known: dict[str, tuple[str, dict[str, Any], _Features]] = {}
 
     def line(self, line: bytes | str) -> LogRow | None:
         """Decode one line (orjson) and :meth:`read` it."""
@@ -1261,9 +1263,9 @@ class DSJSONReader:
         if len(ordered) != n:
             msg = f"`p` must hold one probability per action ({n}), got {len(ordered)}"
             raise _bad("ragged", msg)
-        probabilities = [0.0] * n
+        probabilities = _offer_order(order, ordered, n)
         base, last = ACTION_BASE, n - 1 + ACTION_BASE
-        for k in range(n):
+        for k in range(n if probabilities is None else 0):  # what is wrong, and where
             number = order[k]
             probability = ordered[k]
             if type(number) is not int or not base <= number <= last:
@@ -1275,9 +1277,9 @@ class DSJSONReader:
             if not _is_number(probability) or not 0.0 < probability <= 1.0:
                 msg = f"`p` must hold probabilities in (0, 1], got p[{k}] = {_show(probability)}"
                 raise _bad("bad_probability", msg)
-            if probabilities[number - base]:
+            if number in order[:k]:
                 raise _bad("bad_actions", f"`a` must list each action once, got {number} twice")
-            probabilities[number - base] = float(probability)
+        assert probabilities is not None  # else the loop above raised
         total = math.fsum(probabilities)
         if abs(total - 1.0) > SUM_TOLERANCE_READ:
             msg = f"`p` must sum to 1 within {SUM_TOLERANCE_READ}, got {total!r}"
@@ -1518,6 +1520,14 @@ class DSJSONReader:
         self, shared: dict[str, Any], multi: list[Any]
     ) -> tuple[list[str] | None, bool, _Features | None, list[_Features] | None]:
         """Read the action ids and (if asked) the features, in our layout or VW's."""
+        offered = self._offered(multi)
+        if offered is not None:
+            ids_read, features_read = offered
+            if len(set(ids_read)) != len(ids_read):
+                msg = f"the offered action ids must be distinct, got {_show(ids_read)}"
+                raise _bad("bad_actions", msg)
+            context = self._context(shared, ours=True) if self.features else None
+            return ids_read, True, context, features_read if self.features else None
         ids, ours = _action_ids(multi)
         known: list[str] | None = None
         if None not in ids:
@@ -1526,6 +1536,8 @@ class DSJSONReader:
                 msg = f"the offered action ids must be distinct, got {_show(known)}"
                 raise _bad("bad_actions", msg)
         if not self.features:
+            if ours:
+                self._remember(multi, ids, None)
             return known, ours, None, None
         seen = self._seen
         action_features: list[_Features] = []
@@ -1547,14 +1559,53 @@ class DSJSONReader:
                 seen[action_id, ours] = (item, read)
             action_features.append(read)
         if ours:
-            context = {
+            self._remember(multi, ids, action_features)
+        return known, ours, self._context(shared, ours=ours), action_features
+
+    def _offered(self, multi: list[Any]) -> tuple[list[str], list[_Features]] | None:
+        """Return the ids and features of actions all read before, as they were; else None.
+
+        An action of our layout is remembered by the key of its id namespace
+        (``id=<escaped id>``) with the object it was read from: the same object again
+        (catalogue items repeat from row to row) gives the same id and features
+        without reading them anew. Without features, the key alone gives the id.
+        """
+        known = self._known
+        try:  # a few calls into C for the whole row: these loops run for every row read
+            namespaces = list(map(_ID_OF, multi))
+            hits: list[Any] = list(map(known.get, map(next, map(iter, namespaces))))
+        except (KeyError, TypeError):  # an action without an id namespace, or not an object
+            return None
+        if None in hits:
+            return None
+        if self.features:
+            if list(map(_ITEM_OF, hits)) != multi:  # each the very object read before
+                return None
+        elif set(map(type, namespaces)) != _DICT or set(map(len, namespaces)) != _ONE:
+            return None
+        return list(map(_ID_OF_HIT, hits)), list(map(_FEATURES_OF_HIT, hits))
+
+    def _remember(
+        self, multi: list[Any], ids: list[str | None], features: list[_Features] | None
+    ) -> None:
+        """Remember the actions of our layout just read, for :meth:`_offered` (a bounded number)."""
+        known = self._known
+        for k, item in enumerate(multi):
+            action_id = ids[k]
+            if action_id is None or len(known) >= _KNOWN_ACTIONS:
+                continue
+            for key in item[ID_NAMESPACE]:
+                known[key] = (action_id, item, {} if features is None else features[k])
+
+    def _context(self, shared: dict[str, Any], *, ours: bool) -> _Features:
+        """Read the context: the shared namespaces, in our layout or as VW groups them."""
+        if ours:
+            return {
                 _namespace_name(key, CONTEXT_PREFIX, "c"): _namespace(key, value)
                 for key, value in shared.items()
                 if key[:1] != "_"
             }
-        else:
-            context = _vw_features(shared)
-        return known, ours, context, action_features
+        return _vw_features(shared)
 
 
 def _slot_outcome(
@@ -1585,6 +1636,35 @@ def _slot_outcome(
         raise _bad("bad_actions", msg)
     by_action = dict(zip(order, map(float, ordered), strict=True))
     return include, include.index(order[0]), [by_action[a] for a in include]
+
+
+_KNOWN_ACTIONS = 100_000
+"""How many actions a :class:`DSJSONReader` remembers by the key of their id namespace."""
+_ID_OF = operator.itemgetter(ID_NAMESPACE)
+_ID_OF_HIT, _ITEM_OF, _FEATURES_OF_HIT = (operator.itemgetter(k) for k in range(3))
+_DICT, _ONE = {dict}, {1}
+_INT = {int}
+_NUMBERS = {float, int}
+
+
+def _offer_order(order: list[Any], ordered: list[Any], n: int) -> list[float] | None:
+    """Return `ordered` (``p``) in offer order, or None if `order` or `ordered` breaks a rule.
+
+    ``a`` must hold each of the action numbers 1..n once and ``p`` probabilities in
+    (0, 1]; this checks a whole row with a few calls into C (the caller's loop says
+    what is wrong when it does not hold).
+    """
+    kinds = set(map(type, ordered))
+    if (
+        set(map(type, order)) != _INT
+        or not kinds <= _NUMBERS
+        or sorted(order) != list(range(ACTION_BASE, n + ACTION_BASE))
+        or not (min(ordered) > 0.0 and max(ordered) <= 1.0)
+        or math.isnan(math.fsum(ordered))
+    ):
+        return None
+    offered = map(ordered.__getitem__, sorted(range(n), key=order.__getitem__))
+    return list(offered) if int not in kinds else list(map(float, offered))
 
 
 def _chosen(record: dict[str, Any], n: int) -> int:
