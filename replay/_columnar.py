@@ -83,14 +83,19 @@ class Cache:
             return None
         try:
             with pq.ParquetFile(
-                cache, read_dictionary=_DICTIONARY_COLUMNS, page_checksum_verification=True
+                cache,
+                read_dictionary=_DICTIONARY_COLUMNS,
+                page_checksum_verification=True,
+                pre_buffer=False,  # a row group's pages read as decoded, not all held at once
             ) as file:
                 facts = orjson.loads((file.schema_arrow.metadata or {})[CACHE_KEY])
                 if facts["stamp"] != self._stamp(path):
                     return None
                 keys = [_key_from_fields(fields) for fields in facts["keys"]]
                 parts = [  # a row group at a time: nested dictionaries read in one chunk
-                    from_table(file.read_row_group(group), features=features, keys=keys)
+                    from_table(
+                        file.read_row_group(group, use_threads=False), features=features, keys=keys
+                    )
                     for group in range(file.num_row_groups)
                 ]
         except Exception as exc:  # noqa: BLE001  # any failure: read the log instead
@@ -137,7 +142,13 @@ class Cache:
                 if writer is None:
                     facts["keys"] = keys
                     schema = table.schema.with_metadata({CACHE_KEY: orjson.dumps(facts)})
-                    writer = pq.ParquetWriter(partial, schema, write_page_checksum=True)
+                    # (the other columns are numbers and unique ids: no dictionary to find)
+                    writer = pq.ParquetWriter(
+                        partial,
+                        schema,
+                        write_page_checksum=True,
+                        use_dictionary=_DICTIONARY_COLUMNS,
+                    )
                 writer.write_table(table)
             if writer is not None:
                 writer.close()

@@ -381,8 +381,7 @@ def read_log(
             cached = None if cached_reads is None else cached_reads.load(path, features=features)
             if cached is not None:
                 parts, read_here, skipped_here, messages_here = cached
-                for part, event_ids in parts:
-                    columns.extend(part, event_ids)
+                columns.take_parts(parts)
             else:
                 kind = _detect(path) if format == "auto" else format
                 read_here, skipped_here, messages_here = _read_file(
@@ -931,6 +930,16 @@ class _Columns:
                 self.contexts.extend(contexts)
             if logs.action_features is not None:
                 self.action_features.extend(logs.action_features)  # type: ignore[arg-type]
+
+    def take_parts(self, parts: list[tuple[LoggedDecisions, list[str | None]]]) -> None:
+        """:meth:`extend` with each part of a cached file, emptying `parts` as it goes.
+
+        Each part is let go once its rows are in the columns: a cached read does not
+        hold its arrays twice.
+        """
+        parts.reverse()
+        while parts:
+            self.extend(*parts.pop())
 
     def build(self) -> LoggedDecisions:
         n_actions = np.array(self.n_actions, dtype=np.int64)
