@@ -45,6 +45,7 @@ Examples
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import operator
@@ -1263,9 +1264,9 @@ class DSJSONReader:
         if len(ordered) != n:
             msg = f"`p` must hold one probability per action ({n}), got {len(ordered)}"
             raise _bad("ragged", msg)
-        probabilities = _offer_order(order, ordered, n)
+        probabilities = [0.0] * n
         base, last = ACTION_BASE, n - 1 + ACTION_BASE
-        for k in range(n if probabilities is None else 0):  # what is wrong, and where
+        for k in range(n):
             number = order[k]
             probability = ordered[k]
             if type(number) is not int or not base <= number <= last:
@@ -1277,9 +1278,9 @@ class DSJSONReader:
             if not _is_number(probability) or not 0.0 < probability <= 1.0:
                 msg = f"`p` must hold probabilities in (0, 1], got p[{k}] = {_show(probability)}"
                 raise _bad("bad_probability", msg)
-            if number in order[:k]:
+            if probabilities[number - base]:
                 raise _bad("bad_actions", f"`a` must list each action once, got {number} twice")
-        assert probabilities is not None  # else the loop above raised
+            probabilities[number - base] = float(probability)
         total = math.fsum(probabilities)
         if abs(total - 1.0) > SUM_TOLERANCE_READ:
             msg = f"`p` must sum to 1 within {SUM_TOLERANCE_READ}, got {total!r}"
@@ -1643,28 +1644,6 @@ _KNOWN_ACTIONS = 100_000
 _ID_OF = operator.itemgetter(ID_NAMESPACE)
 _ID_OF_HIT, _ITEM_OF, _FEATURES_OF_HIT = (operator.itemgetter(k) for k in range(3))
 _DICT, _ONE = {dict}, {1}
-_INT = {int}
-_NUMBERS = {float, int}
-
-
-def _offer_order(order: list[Any], ordered: list[Any], n: int) -> list[float] | None:
-    """Return `ordered` (``p``) in offer order, or None if `order` or `ordered` breaks a rule.
-
-    ``a`` must hold each of the action numbers 1..n once and ``p`` probabilities in
-    (0, 1]; this checks a whole row with a few calls into C (the caller's loop says
-    what is wrong when it does not hold).
-    """
-    kinds = set(map(type, ordered))
-    if (
-        set(map(type, order)) != _INT
-        or not kinds <= _NUMBERS
-        or sorted(order) != list(range(ACTION_BASE, n + ACTION_BASE))
-        or not (min(ordered) > 0.0 and max(ordered) <= 1.0)
-        or math.isnan(math.fsum(ordered))
-    ):
-        return None
-    offered = map(ordered.__getitem__, sorted(range(n), key=order.__getitem__))
-    return list(offered) if int not in kinds else list(map(float, offered))
 
 
 def _chosen(record: dict[str, Any], n: int) -> int:
@@ -1748,8 +1727,9 @@ def _namespace(where: str, value: Any) -> dict[str, Any]:
     features: dict[str, Any] = {}
     for key, number in value.items():
         kind = type(number)
-        if (kind is int or kind is float) and "=" not in key and "%" not in key and key[:1] != "_":
-            features[key] = number  # the common case: a number under a plain name
+        if (kind is int or kind is float) and key[:1] != "_":  # the common case
+            name, text = _feature_key(key)
+            features[name] = number if text is None else text
             continue
         if key[:1] == "_":
             if key == _TEXT_KEY:
@@ -1763,17 +1743,24 @@ def _namespace(where: str, value: Any) -> dict[str, Any]:
                         raise _bad("bad_features", msg)
                     features[name] = hidden
             continue  # else a field of VW's, or of another writer: not a feature
-        if not _is_number(number):
-            msg = f"feature {where}.{key} must be a number, got {_show(number)}"
-            raise _bad("bad_features", msg)
-        if "=" in key:
-            name, _, text = key.partition("=")
-            features[unescape(name) if "%" in name else name] = (
-                unescape(text) if "%" in text else text
-            )
-        else:
-            features[unescape(key) if "%" in key else key] = number
+        msg = f"feature {where}.{key} must be a number, got {_show(number)}"
+        raise _bad("bad_features", msg)
     return features
+
+
+@functools.lru_cache(maxsize=2**16)
+def _feature_key(key: str) -> tuple[str, str | None]:
+    """Return the feature a key of a namespace names: ``name=text`` (a string), or a number's.
+
+    Examples
+    --------
+    >>> _feature_key("tier=gold"), _feature_key("age"), _feature_key("size=extra%20large")
+    (('tier', 'gold'), ('age', None), ('size', 'extra large'))
+    """
+    if "=" in key:
+        name, _, text = key.partition("=")
+        return unescape(name) if "%" in name else name, unescape(text) if "%" in text else text
+    return unescape(key) if "%" in key else key, None
 
 
 def _vw_features(item: dict[str, Any]) -> _Features:
