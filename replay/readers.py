@@ -645,7 +645,7 @@ def _rows(path: Path, kind: str) -> Iterator[tuple[int, bytes | dict[str, Any]]]
         return
     with _open_lines(path) as lines:
         for number, line in enumerate(lines, start=1):
-            if line.strip():
+            if not line.isspace():  # (a blank line; strip() would copy every line)
                 yield number, line
 
 
@@ -897,7 +897,7 @@ class _Columns:
             if ids is None:
                 self.action_ids = None
             else:  # one string per distinct id, not one per row: ids repeat across rows
-                self.action_ids.append([intern(action_id) for action_id in ids])
+                self.action_ids.append(list(map(intern, ids)))
         self.raw_event_ids.append(event_id)
         self.rows += 1
         if self.position is not None:  # kept only while every row has one
