@@ -897,14 +897,15 @@ class _Columns:
             if ids is None:
                 self.action_ids = None
             else:  # one string per distinct id, not one per row: ids repeat across rows
-                self.action_ids.append(list(map(intern, ids)))
+                # (copied: a list of its exact size; one grown from `map` has spare room)
+                self.action_ids.append(list(map(intern, ids))[:])
         self.raw_event_ids.append(event_id)
         self.rows += 1
         if self.position is not None:  # kept only while every row has one
             self.position = _appended(self.position, position)
         if self.features:
             self.contexts.append(context or _NO_FEATURES)
-            self.action_features.append(actions or [{} for _ in range(n)])
+            self.action_features.append(actions[:] if actions else [{} for _ in range(n)])
 
     def extend(self, logs: LoggedDecisions, event_ids: list[str | None]) -> None:
         """Add the rows of `logs` (a file read before), with each row's event id or None."""
