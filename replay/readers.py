@@ -948,7 +948,8 @@ class _Columns:
         if self.probabilities is not None:
             width = int(n_actions.max()) if len(n_actions) else 0
             matrix = np.zeros((len(n_actions), width))
-            matrix[np.arange(width)[None, :] < n_actions[:, None]] = self.probabilities
+            offered = np.frombuffer(self.probabilities, dtype=np.float64)  # (not a copy)
+            matrix[np.arange(width)[None, :] < n_actions[:, None]] = offered
         return LoggedDecisions(
             n_actions=n_actions,
             chosen=np.array(self.chosen, dtype=np.int64),
