@@ -76,6 +76,7 @@ class Cache:
 
     def load(self, path: Path, *, features: bool) -> CachedFile | None:
         """Return the file's cached read, or None when there is none that matches."""
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
         cache = self._file(path)
@@ -98,6 +99,7 @@ class Cache:
                     )
                     for group in range(file.num_row_groups)
                 ]
+            pa.default_memory_pool().release_unused()  # what reading the row groups held
         except Exception as exc:  # noqa: BLE001  # any failure: read the log instead
             warnings.warn(
                 f"{cache}: the cache of {path} cannot be read ({type(exc).__name__}: "
@@ -107,6 +109,13 @@ class Cache:
             return None
         skipped = Counter[str](facts["skipped"])
         return parts, facts["rows_read"], skipped, list(facts["messages"])
+
+    @staticmethod
+    def release() -> None:
+        """Give back to the system the memory Arrow keeps for reuse, once a cached read is in."""
+        import pyarrow as pa
+
+        pa.default_memory_pool().release_unused()
 
     def store(  # noqa: PLR0917  # one file's read, as load returns it
         self,

@@ -935,12 +935,13 @@ class _Columns:
     def take_parts(self, parts: list[tuple[LoggedDecisions, list[str | None]]]) -> None:
         """:meth:`extend` with each part of a cached file, emptying `parts` as it goes.
 
-        Each part is let go once its rows are in the columns: a cached read does not
-        hold its arrays twice.
+        Each part is let go once its rows are in the columns, and Arrow's memory given
+        back: a cached read does not hold its arrays twice.
         """
         parts.reverse()
         while parts:
             self.extend(*parts.pop())
+        Cache.release()  # (the parts' arrays were Arrow's)
 
     def build(self) -> LoggedDecisions:
         n_actions = np.array(self.n_actions, dtype=np.int64)
