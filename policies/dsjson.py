@@ -45,8 +45,10 @@ Examples
 
 from __future__ import annotations
 
+import functools
 import json
 import math
+import operator
 import re
 import struct
 import sys
@@ -1200,6 +1202,7 @@ class DSJSONReader:
         self.cost_key = cost_key
         self.features = features
         self._seen: dict[tuple[str, bool], tuple[dict[str, Any], _Features]] = {}
+        self._known: dict[str, tuple[str, dict[str, Any], _Features]] = {}
 
     def line(self, line: bytes | str) -> LogRow | None:
         """Decode one line (orjson) and :meth:`read` it."""
@@ -1518,6 +1521,14 @@ class DSJSONReader:
         self, shared: dict[str, Any], multi: list[Any]
     ) -> tuple[list[str] | None, bool, _Features | None, list[_Features] | None]:
         """Read the action ids and (if asked) the features, in our layout or VW's."""
+        offered = self._offered(multi)
+        if offered is not None:
+            ids_read, features_read = offered
+            if len(set(ids_read)) != len(ids_read):
+                msg = f"the offered action ids must be distinct, got {_show(ids_read)}"
+                raise _bad("bad_actions", msg)
+            context = self._context(shared, ours=True) if self.features else None
+            return ids_read, True, context, features_read if self.features else None
         ids, ours = _action_ids(multi)
         known: list[str] | None = None
         if None not in ids:
@@ -1526,6 +1537,8 @@ class DSJSONReader:
                 msg = f"the offered action ids must be distinct, got {_show(known)}"
                 raise _bad("bad_actions", msg)
         if not self.features:
+            if ours:
+                self._remember(multi, ids, None)
             return known, ours, None, None
         seen = self._seen
         action_features: list[_Features] = []
@@ -1547,14 +1560,53 @@ class DSJSONReader:
                 seen[action_id, ours] = (item, read)
             action_features.append(read)
         if ours:
-            context = {
+            self._remember(multi, ids, action_features)
+        return known, ours, self._context(shared, ours=ours), action_features
+
+    def _offered(self, multi: list[Any]) -> tuple[list[str], list[_Features]] | None:
+        """Return the ids and features of actions all read before, as they were; else None.
+
+        An action of our layout is remembered by the key of its id namespace
+        (``id=<escaped id>``) with the object it was read from: the same object again
+        (catalogue items repeat from row to row) gives the same id and features
+        without reading them anew. Without features, the key alone gives the id.
+        """
+        known = self._known
+        try:  # a few calls into C for the whole row: these loops run for every row read
+            namespaces = list(map(_ID_OF, multi))
+            hits: list[Any] = list(map(known.get, map(next, map(iter, namespaces))))
+        except (KeyError, TypeError):  # an action without an id namespace, or not an object
+            return None
+        if None in hits:
+            return None
+        if self.features:
+            if list(map(_ITEM_OF, hits)) != multi:  # each the very object read before
+                return None
+        elif set(map(type, namespaces)) != _DICT or set(map(len, namespaces)) != _ONE:
+            return None
+        return list(map(_ID_OF_HIT, hits)), list(map(_FEATURES_OF_HIT, hits))
+
+    def _remember(
+        self, multi: list[Any], ids: list[str | None], features: list[_Features] | None
+    ) -> None:
+        """Remember the actions of our layout just read, for :meth:`_offered` (a bounded number)."""
+        known = self._known
+        for k, item in enumerate(multi):
+            action_id = ids[k]
+            if action_id is None or len(known) >= _KNOWN_ACTIONS:
+                continue
+            for key in item[ID_NAMESPACE]:
+                known[key] = (action_id, item, {} if features is None else features[k])
+
+    def _context(self, shared: dict[str, Any], *, ours: bool) -> _Features:
+        """Read the context: the shared namespaces, in our layout or as VW groups them."""
+        if ours:
+            return {
                 _namespace_name(key, CONTEXT_PREFIX, "c"): _namespace(key, value)
                 for key, value in shared.items()
                 if key[:1] != "_"
             }
-        else:
-            context = _vw_features(shared)
-        return known, ours, context, action_features
+        return _vw_features(shared)
 
 
 def _slot_outcome(
@@ -1585,6 +1637,13 @@ def _slot_outcome(
         raise _bad("bad_actions", msg)
     by_action = dict(zip(order, map(float, ordered), strict=True))
     return include, include.index(order[0]), [by_action[a] for a in include]
+
+
+_KNOWN_ACTIONS = 100_000
+"""How many actions a :class:`DSJSONReader` remembers by the key of their id namespace."""
+_ID_OF = operator.itemgetter(ID_NAMESPACE)
+_ID_OF_HIT, _ITEM_OF, _FEATURES_OF_HIT = (operator.itemgetter(k) for k in range(3))
+_DICT, _ONE = {dict}, {1}
 
 
 def _chosen(record: dict[str, Any], n: int) -> int:
@@ -1668,8 +1727,9 @@ def _namespace(where: str, value: Any) -> dict[str, Any]:
     features: dict[str, Any] = {}
     for key, number in value.items():
         kind = type(number)
-        if (kind is int or kind is float) and "=" not in key and "%" not in key and key[:1] != "_":
-            features[key] = number  # the common case: a number under a plain name
+        if (kind is int or kind is float) and key[:1] != "_":  # the common case
+            name, text = _feature_key(key)
+            features[name] = number if text is None else text
             continue
         if key[:1] == "_":
             if key == _TEXT_KEY:
@@ -1683,17 +1743,24 @@ def _namespace(where: str, value: Any) -> dict[str, Any]:
                         raise _bad("bad_features", msg)
                     features[name] = hidden
             continue  # else a field of VW's, or of another writer: not a feature
-        if not _is_number(number):
-            msg = f"feature {where}.{key} must be a number, got {_show(number)}"
-            raise _bad("bad_features", msg)
-        if "=" in key:
-            name, _, text = key.partition("=")
-            features[unescape(name) if "%" in name else name] = (
-                unescape(text) if "%" in text else text
-            )
-        else:
-            features[unescape(key) if "%" in key else key] = number
+        msg = f"feature {where}.{key} must be a number, got {_show(number)}"
+        raise _bad("bad_features", msg)
     return features
+
+
+@functools.lru_cache(maxsize=2**16)
+def _feature_key(key: str) -> tuple[str, str | None]:
+    """Return the feature a key of a namespace names: ``name=text`` (a string), or a number's.
+
+    Examples
+    --------
+    >>> _feature_key("tier=gold"), _feature_key("age"), _feature_key("size=extra%20large")
+    (('tier', 'gold'), ('age', None), ('size', 'extra large'))
+    """
+    if "=" in key:
+        name, _, text = key.partition("=")
+        return unescape(name) if "%" in name else name, unescape(text) if "%" in text else text
+    return unescape(key) if "%" in key else key, None
 
 
 def _vw_features(item: dict[str, Any]) -> _Features:

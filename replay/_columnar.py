@@ -76,6 +76,7 @@ class Cache:
 
     def load(self, path: Path, *, features: bool) -> CachedFile | None:
         """Return the file's cached read, or None when there is none that matches."""
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
         cache = self._file(path)
@@ -83,16 +84,22 @@ class Cache:
             return None
         try:
             with pq.ParquetFile(
-                cache, read_dictionary=_DICTIONARY_COLUMNS, page_checksum_verification=True
+                cache,
+                read_dictionary=_DICTIONARY_COLUMNS,
+                page_checksum_verification=True,
+                pre_buffer=False,  # a row group's pages read as decoded, not all held at once
             ) as file:
                 facts = orjson.loads((file.schema_arrow.metadata or {})[CACHE_KEY])
                 if facts["stamp"] != self._stamp(path):
                     return None
                 keys = [_key_from_fields(fields) for fields in facts["keys"]]
                 parts = [  # a row group at a time: nested dictionaries read in one chunk
-                    from_table(file.read_row_group(group), features=features, keys=keys)
+                    from_table(
+                        file.read_row_group(group, use_threads=False), features=features, keys=keys
+                    )
                     for group in range(file.num_row_groups)
                 ]
+            pa.default_memory_pool().release_unused()  # what reading the row groups held
         except Exception as exc:  # noqa: BLE001  # any failure: read the log instead
             warnings.warn(
                 f"{cache}: the cache of {path} cannot be read ({type(exc).__name__}: "
@@ -102,6 +109,13 @@ class Cache:
             return None
         skipped = Counter[str](facts["skipped"])
         return parts, facts["rows_read"], skipped, list(facts["messages"])
+
+    @staticmethod
+    def release() -> None:
+        """Give back to the system the memory Arrow keeps for reuse, once a cached read is in."""
+        import pyarrow as pa
+
+        pa.default_memory_pool().release_unused()
 
     def store(  # noqa: PLR0917  # one file's read, as load returns it
         self,
@@ -137,7 +151,13 @@ class Cache:
                 if writer is None:
                     facts["keys"] = keys
                     schema = table.schema.with_metadata({CACHE_KEY: orjson.dumps(facts)})
-                    writer = pq.ParquetWriter(partial, schema, write_page_checksum=True)
+                    # (the other columns are numbers and unique ids: no dictionary to find)
+                    writer = pq.ParquetWriter(
+                        partial,
+                        schema,
+                        write_page_checksum=True,
+                        use_dictionary=_DICTIONARY_COLUMNS,
+                    )
                 writer.write_table(table)
             if writer is not None:
                 writer.close()

@@ -381,8 +381,7 @@ def read_log(
             cached = None if cached_reads is None else cached_reads.load(path, features=features)
             if cached is not None:
                 parts, read_here, skipped_here, messages_here = cached
-                for part, event_ids in parts:
-                    columns.extend(part, event_ids)
+                columns.take_parts(parts)
             else:
                 kind = _detect(path) if format == "auto" else format
                 read_here, skipped_here, messages_here = _read_file(
@@ -646,7 +645,7 @@ def _rows(path: Path, kind: str) -> Iterator[tuple[int, bytes | dict[str, Any]]]
         return
     with _open_lines(path) as lines:
         for number, line in enumerate(lines, start=1):
-            if line.strip():
+            if not line.isspace():  # (a blank line; strip() would copy every line)
                 yield number, line
 
 
@@ -898,14 +897,15 @@ class _Columns:
             if ids is None:
                 self.action_ids = None
             else:  # one string per distinct id, not one per row: ids repeat across rows
-                self.action_ids.append([intern(action_id) for action_id in ids])
+                # (copied: a list of its exact size; one grown from `map` has spare room)
+                self.action_ids.append(list(map(intern, ids))[:])
         self.raw_event_ids.append(event_id)
         self.rows += 1
         if self.position is not None:  # kept only while every row has one
             self.position = _appended(self.position, position)
         if self.features:
             self.contexts.append(context or _NO_FEATURES)
-            self.action_features.append(actions or [{} for _ in range(n)])
+            self.action_features.append(actions[:] if actions else [{} for _ in range(n)])
 
     def extend(self, logs: LoggedDecisions, event_ids: list[str | None]) -> None:
         """Add the rows of `logs` (a file read before), with each row's event id or None."""
@@ -932,13 +932,25 @@ class _Columns:
             if logs.action_features is not None:
                 self.action_features.extend(logs.action_features)  # type: ignore[arg-type]
 
+    def take_parts(self, parts: list[tuple[LoggedDecisions, list[str | None]]]) -> None:
+        """:meth:`extend` with each part of a cached file, emptying `parts` as it goes.
+
+        Each part is let go once its rows are in the columns, and Arrow's memory given
+        back: a cached read does not hold its arrays twice.
+        """
+        parts.reverse()
+        while parts:
+            self.extend(*parts.pop())
+        Cache.release()  # (the parts' arrays were Arrow's)
+
     def build(self) -> LoggedDecisions:
         n_actions = np.array(self.n_actions, dtype=np.int64)
         matrix = None
         if self.probabilities is not None:
             width = int(n_actions.max()) if len(n_actions) else 0
             matrix = np.zeros((len(n_actions), width))
-            matrix[np.arange(width)[None, :] < n_actions[:, None]] = self.probabilities
+            offered = np.frombuffer(self.probabilities, dtype=np.float64)  # (not a copy)
+            matrix[np.arange(width)[None, :] < n_actions[:, None]] = offered
         return LoggedDecisions(
             n_actions=n_actions,
             chosen=np.array(self.chosen, dtype=np.int64),

@@ -462,3 +462,45 @@ def test_personalizers_single_precision_label_probability_is_read() -> None:
     assert (row.chosen, row.propensity, row.action_ids) == (1, 0.85, ["a", "b", "c"])
     with pytest.raises(LogFormatError, match="must equal the chosen action's entry"):
         DSJSONReader().read({**line, "_label_probability": 0.8500001})
+
+
+def _offer(features: dict[str, Any], ids: list[str]) -> dict[str, Any]:
+    """A line of our layout offering `ids`, each action with `features` in namespace ``item``."""
+    return {
+        "_label_cost": 0,
+        "_labelIndex": 0,
+        "a": list(range(1, len(ids) + 1)),
+        "p": [1 / len(ids)] * len(ids),
+        "c": {"_multi": [{"aitem": dict(features), "id": {action_id_key(i): 1}} for i in ids]},
+    }
+
+
+@pytest.mark.parametrize("features", [True, False])
+def test_an_action_read_before_is_read_again_as_its_line_says(features: bool) -> None:
+    """A reader remembers the actions it read; a line that changes one is read as it is.
+
+    The same action again gives the same features; another value under the same id,
+    or the id twice in a row, or an id namespace of another shape, is read (or refused)
+    as if the action were new.
+    """
+    reader = DSJSONReader(features=features)
+    first = reader.read(_offer({"size": 1}, ["x", "y"]))
+    again = reader.read(_offer({"size": 1}, ["y", "x"]))
+    changed = reader.read(_offer({"size": 2}, ["x", "y"]))
+    assert first is not None
+    assert again is not None
+    assert changed is not None
+    assert (first.action_ids, again.action_ids) == (["x", "y"], ["y", "x"])
+    if features:
+        assert first.action_features == again.action_features == [{"item": {"size": 1}}] * 2
+        assert changed.action_features == [{"item": {"size": 2}}] * 2
+    else:
+        assert first.action_features is None
+        assert first.context is None
+    with pytest.raises(LogFormatError, match="ids must be distinct"):
+        reader.read(_offer({"size": 1}, ["x", "x"]))
+    line = _offer({"size": 1}, ["x", "y"])
+    line["c"]["_multi"][1]["id"] = {"id=y": 1, "id=z": 1}
+    other = reader.read(line)
+    assert other is not None
+    assert (other.action_ids, other.ours) == (None, False)
