@@ -299,7 +299,10 @@ def test_past_the_deadline_the_answer_comes_without_its_explanation(
     async def run() -> tuple[httpx.Response, str, int]:
         async with _client(settings) as (app, http):
             explainer = app.state.service.explainer
-            answer = await http.post("/v1/rank", json=_wide(1024, 20))
+            # (the draw is seeded by the event id: this one takes the most probable
+            # action, whose explanation needs the helper; an explored one would not)
+            request = {**_wide(1024, 20), "event_id": "explain-deadline-1"}
+            answer = await http.post("/v1/rank", json=request)
             metrics = (await http.get("/metrics")).text
             for _ in range(6000):  # the helper stops at its next batch
                 if explainer.running == 0:
@@ -313,6 +316,7 @@ def test_past_the_deadline_the_answer_comes_without_its_explanation(
     assert answer.json()["chosen_action_id"].startswith("a")
     assert _metric(metrics, "streambandit_explanations_missed_total", reason="deadline") == 1
     assert _metric(metrics, "streambandit_decisions_total", policy="default") == 1
+    assert _metric(metrics, "streambandit_explored_decisions_total", policy="default") == 0
     assert running == 0
 
 
