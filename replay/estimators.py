@@ -918,36 +918,7 @@ class SwitchDR(Estimator):
         rng: np.random.Generator,
     ) -> Terms:
         assert rewards is not None  # needs_rewards: checked by estimate()
-        weights = target.weights()
-        residual = logs.reward - rewards.at_chosen()
-        direct = _direct(target, rewards)
-
-        def switched(tau: float) -> FloatArray:
-            switched: FloatArray = np.where(weights <= tau, weights, 0.0)
-            return switched
-
-        tuning = None
-        tau = self.tau
-        if tau is None:
-            tuning = _tune(
-                "tau",
-                SWITCH_TAUS,
-                switched,
-                weights=weights,
-                residual=residual,
-                direct=direct,
-                estimator=self,
-            )
-            tau = tuning.value
-        kept = switched(float(tau))
-        return Terms(
-            weights=weights,
-            a=direct + kept * residual,
-            slope=kept,
-            offset=direct - kept * rewards.at_chosen(),
-            spans=_span(rewards),
-            tuning=tuning,
-        )
+        return _modified_dr(self, "tau", self.tau, SWITCH_TAUS, _switched, logs, target, rewards)
 
 
 @dataclass(frozen=True, slots=True)
@@ -1006,39 +977,8 @@ class DRos(Estimator):
         rng: np.random.Generator,
     ) -> Terms:
         assert rewards is not None  # needs_rewards: checked by estimate()
-        weights = target.weights()
-        residual = logs.reward - rewards.at_chosen()
-        direct = _direct(target, rewards)
-
-        def shrink(lam: float) -> FloatArray:
-            if math.isinf(lam):
-                return weights
-            if lam == 0.0:
-                return np.zeros_like(weights)
-            shrunk_weights: FloatArray = lam * weights / (weights * weights + lam)
-            return shrunk_weights
-
-        tuning = None
-        lam = self.lambda_
-        if lam is None:
-            tuning = _tune(
-                "lambda_",
-                DROS_LAMBDAS,
-                shrink,
-                weights=weights,
-                residual=residual,
-                direct=direct,
-                estimator=self,
-            )
-            lam = tuning.value
-        shrunk = shrink(float(lam))
-        return Terms(
-            weights=weights,
-            a=direct + shrunk * residual,
-            slope=shrunk,
-            offset=direct - shrunk * rewards.at_chosen(),
-            spans=_span(rewards),
-            tuning=tuning,
+        return _modified_dr(
+            self, "lambda_", self.lambda_, DROS_LAMBDAS, _shrunk, logs, target, rewards
         )
 
 
@@ -1411,6 +1351,60 @@ def _check_tuning(tuning: object) -> None:
     if tuning not in ("slope", "mse"):
         msg = f"`tuning` must be 'slope' or 'mse', got {tuning!r}"
         raise ConfigurationError(msg)
+
+
+def _modified_dr(  # noqa: PLR0917 - the two estimators' parts
+    estimator: SwitchDR | DRos,
+    parameter: str,
+    given: float | None,
+    grid: tuple[float, ...],
+    modified: Callable[[FloatArray, float], FloatArray],
+    logs: LoggedDecisions,
+    target: TargetProbabilities,
+    rewards: RewardPredictions,
+) -> Terms:
+    """DR with the weights `modified` by a parameter: its `given` value, or one tuned on `grid`."""
+    weights = target.weights()
+    residual = logs.reward - rewards.at_chosen()
+    direct = _direct(target, rewards)
+    tuning = None
+    value = given
+    if value is None:
+        tuning = _tune(
+            parameter,
+            grid,
+            lambda candidate: modified(weights, candidate),
+            weights=weights,
+            residual=residual,
+            direct=direct,
+            estimator=estimator,
+        )
+        value = tuning.value
+    kept = modified(weights, float(value))
+    return Terms(
+        weights=weights,
+        a=direct + kept * residual,
+        slope=kept,
+        offset=direct - kept * rewards.at_chosen(),
+        spans=_span(rewards),
+        tuning=tuning,
+    )
+
+
+def _switched(weights: FloatArray, tau: float) -> FloatArray:
+    """Switch-DR's weights: those above `tau` set to 0."""
+    switched: FloatArray = np.where(weights <= tau, weights, 0.0)
+    return switched
+
+
+def _shrunk(weights: FloatArray, lam: float) -> FloatArray:
+    """DRos's weights: ``lam w / (w^2 + lam)`` (w itself at inf, 0 at 0)."""
+    if math.isinf(lam):
+        return weights
+    if lam == 0.0:
+        return np.zeros_like(weights)
+    shrunk: FloatArray = lam * weights / (weights * weights + lam)
+    return shrunk
 
 
 def _tune(
