@@ -35,48 +35,12 @@ from replay import (
     DoublyRobust,
     Estimator,
     Intervals,
-    LoggedDecisions,
-    RewardPredictions,
-    TargetProbabilities,
 )
 
-TARGET_PROPENSITY = np.array([0.1, 0.25, 0.5])
-"""The logger's probability of the target's action, by context kind."""
+# the simulation the coverage tests run (one home: tests/replay/test_bounds.py)
+from tests.replay.test_bounds import PROPENSITY, TRUTH, simulate
 
-CLICK_RATE = np.array([[0.05, 0.3, 0.2, 0.4], [0.1, 0.1, 0.5, 0.3], [0.15, 0.6, 0.2, 0.1]])
-"""Click rate by context kind (rows) and action (columns); the target takes action 0."""
-
-TRUTH = float(CLICK_RATE[:, 0].mean())
-N_ACTIONS = 4
-ESS_PER_ROW = 1.0 / float(np.mean(1.0 / TARGET_PROPENSITY))
-
-
-def simulate(n: int, rng: np.random.Generator) -> tuple[LoggedDecisions, RewardPredictions]:
-    """One log of `n` decisions and a reward model 0.1 too high (true value :data:`TRUTH`)."""
-    kind = rng.integers(0, 3, n)
-    first = TARGET_PROPENSITY[kind]
-    probabilities = np.empty((n, N_ACTIONS))
-    probabilities[:, 0] = first
-    probabilities[:, 1:] = ((1.0 - first) / (N_ACTIONS - 1))[:, None]
-    cumulative = np.cumsum(probabilities, axis=1)
-    chosen = np.minimum((cumulative < rng.random((n, 1))).sum(axis=1), N_ACTIONS - 1)
-    rates = CLICK_RATE[kind]
-    reward = (rng.random(n) < rates[np.arange(n), chosen]).astype(np.float64)
-    logs = LoggedDecisions(
-        n_actions=np.full(n, N_ACTIONS),
-        chosen=chosen,
-        propensity=probabilities[np.arange(n), chosen],
-        reward=reward,
-        probabilities=probabilities,
-    )
-    return logs, RewardPredictions(logs, np.minimum(rates + 0.1, 1.0))
-
-
-def target_of(logs: LoggedDecisions) -> TargetProbabilities:
-    """The target: always action 0."""
-    always = np.zeros((logs.n, N_ACTIONS))
-    always[:, 0] = 1.0
-    return TargetProbabilities(logs, always)
+ESS_PER_ROW = 1.0 / float(np.mean(1.0 / PROPENSITY))
 
 
 def rows_for(ess: float) -> int:
@@ -109,8 +73,7 @@ def run(reps: int, n_bootstrap: int, levels: tuple[float, ...], seed: int) -> No
     for ess in levels:
         n = rows_for(ess)
         for rep in range(reps):
-            logs, model = simulate(n, rng)
-            target = target_of(logs)
+            logs, target, model = simulate(n, rng)
             for name, estimator in estimators.items():
                 estimate = estimator.estimate(
                     logs, target, rewards=model, rng=np.random.default_rng(rep)
