@@ -368,6 +368,15 @@ class Intervals:
             )
             raise ConfigurationError(msg)
 
+    def range_of(self, rewards: FloatArray) -> tuple[tuple[float, float], bool]:
+        """Return the reward range `rewards` lie in, and whether it was only read off them.
+
+        The given `reward_range`, else :func:`replay.bounds.infer_reward_range`'s.
+        """
+        if self.reward_range is not None:
+            return self.reward_range, False
+        return infer_reward_range(rewards)
+
 
 @dataclass(frozen=True, slots=True)
 class Terms:
@@ -1119,11 +1128,7 @@ def _finish(
     value, influence = _value_and_influence(terms)
     if math.isnan(value):
         warnings.append("every importance weight is 0: the self-normalised value is undefined")
-    (lo, hi), inferred = (
-        (settings.reward_range, False)
-        if settings.reward_range is not None
-        else infer_reward_range(logs.reward)
-    )
+    (lo, hi), inferred = settings.range_of(logs.reward)
     outside = (logs.reward < lo) | (logs.reward > hi)
     if outside.any():
         row = int(np.argmax(outside))

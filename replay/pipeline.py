@@ -286,6 +286,7 @@ def replay_logs(
             rewards=rewards,
             log=facts,
             progress=advance,
+            anytime=True,
         )
         if by_position:
             every = report.evaluations + _by_position(logs, built, estimators, intervals, rewards)

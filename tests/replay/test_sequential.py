@@ -190,7 +190,11 @@ def test_the_replay_report_carries_the_sequence_beside_the_fixed_time_intervals(
         action_ids=[["a", "b", "c", "d"]] * n,
     )
     report = evaluate(
-        logs, [build_target("fixed:a", logs)], ["ips"], intervals=Intervals(n_bootstrap=0)
+        logs,
+        [build_target("fixed:a", logs)],
+        ["ips"],
+        intervals=Intervals(n_bootstrap=0),
+        anytime=True,
     )
     reading = report.anytime["fixed:a"]
     assert reading.n == n
