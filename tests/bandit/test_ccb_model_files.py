@@ -92,7 +92,10 @@ def _rank(server: tuple[str, Settings], broker: str, policy: str) -> list[Decisi
     events = []
     with httpx.Client(base_url=url, timeout=10) as client:
         for tier in TIERS:
-            event_id = f"{policy}-{tier}-{uuid.uuid4().hex[:6]}"
+            # (each slot's draw is seeded by the event id: with these, every slot takes
+            # its most probable action; a random id let the hero slot explore now and
+            # then, leaving its best action to the sidebar, where the model rates it too)
+            event_id = f"{policy}-{tier}"
             body = {
                 "contextFeatures": [{"tier": tier}],
                 "actions": [{"id": a, "features": [{"topic": a}]} for a in ACTIONS],
@@ -112,6 +115,7 @@ def _rank(server: tuple[str, Settings], broker: str, policy: str) -> list[Decisi
         for value in _read(broker, topic, set(events))
     ]
     assert len(decisions) == len(TIERS)
+    assert not any(slot.explored for d in decisions for slot in d.slots or ())
     return decisions
 
 
